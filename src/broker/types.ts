@@ -1,0 +1,107 @@
+/**
+ * Contract between the broker core (topic table, shards, partition actors: src/broker, src/shard,
+ * src/partition) and its front-ends (gRPC services in src/rpc, the embedded API). Everything here is
+ * transport-neutral: numbers for offsets, Uint8Array for bytes, SluiceError for failures.
+ */
+import type { RecordInput } from '../batch/types.js';
+
+export type Acks = 'none' | 'leader' | 'all';
+
+export interface PartitionInfo {
+  partition: number;
+  logStartOffset: number;
+  highWatermark: number;
+  /** Node id of the leader (the local node on a single-node broker). */
+  leader: number;
+  replicas: number[];
+  sizeBytes: number;
+}
+
+export interface TopicDescription {
+  name: string;
+  partitions: PartitionInfo[];
+  replicationFactor: number;
+  /** Effective configs: explicit values overlaid on defaults. */
+  configs: Record<string, string>;
+}
+
+export interface TopicSummary {
+  name: string;
+  partitionCount: number;
+  replicationFactor: number;
+}
+
+export interface ProduceInput {
+  topic: string;
+  /** Absent: the broker picks (murmur2 of the first record's key, else sticky round-robin). */
+  partition?: number;
+  /** One or more pre-encoded Kafka v2 batches (the fast path). Exactly one of batches/records is set. */
+  batches?: Uint8Array;
+  records?: RecordInput[];
+  acks: Acks;
+}
+
+export interface ProduceResult {
+  partition: number;
+  baseOffset: number;
+  lastOffset: number;
+  appendTimeMs: number;
+  logStartOffset: number;
+}
+
+export interface FetchInput {
+  topic: string;
+  partition: number;
+  offset: number;
+  maxBytes: number;
+  /** 0 = answer at once; otherwise wait up to this long for data at `offset`. */
+  maxWaitMs: number;
+}
+
+export interface FetchResult {
+  /** Whole raw v2 batches; the first may start before `offset` (clients skip records below it). */
+  batches: Uint8Array;
+  highWatermark: number;
+  logStartOffset: number;
+  nextOffset: number;
+}
+
+export type OffsetSpec = { kind: 'earliest' } | { kind: 'latest' } | { kind: 'timestamp'; timestampMs: number };
+
+export interface ListOffsetsResult {
+  partition: number;
+  /** -1 when a timestamp lookup finds nothing (Kafka's convention). */
+  offset: number;
+}
+
+export interface BrokerInfo {
+  nodeId: number;
+  grpcAddress: string;
+  httpAddress: string;
+}
+
+export interface ClusterMetadata {
+  clusterId: string;
+  controllerId: number;
+  brokers: BrokerInfo[];
+  topics: TopicDescription[];
+}
+
+export interface BrokerApi {
+  createTopic(name: string, partitions: number, replicationFactor: number, configs: Record<string, string>): Promise<TopicDescription>;
+  deleteTopic(name: string): Promise<void>;
+  listTopics(): Promise<TopicSummary[]>;
+  describeTopic(name: string): Promise<TopicDescription>;
+  /** Sets the given keys and removes `remove`; returns the effective configs. */
+  alterTopicConfig(name: string, set: Record<string, string>, remove: string[]): Promise<Record<string, string>>;
+  /** Grows the topic to `totalPartitions` (grow only). */
+  createPartitions(name: string, totalPartitions: number): Promise<TopicDescription>;
+
+  produce(input: ProduceInput): Promise<ProduceResult>;
+  fetch(input: FetchInput, signal?: AbortSignal): Promise<FetchResult>;
+  listOffsets(topic: string, partition: number, spec: OffsetSpec): Promise<ListOffsetsResult>;
+  metadata(topics?: string[]): Promise<ClusterMetadata>;
+
+  /** Stops intake, drains in-flight work, flushes and closes every log. */
+  close(): Promise<void>;
+}

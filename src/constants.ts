@@ -1,0 +1,52 @@
+/**
+ * Named limits. Units last (`Bytes`, `Ms`, `Count`). Every bound on a size, a count or a queue lives
+ * here, so reviewers can see them side by side; the checks at the bottom state how they relate.
+ */
+import assert from 'node:assert/strict';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+// --- Batches -------------------------------------------------------------------------------------
+/** Default per-topic `max.message.bytes`: the largest single record batch accepted. */
+export const BATCH_BYTES_MAX_DEFAULT = 1 * MiB;
+/** Hard ceiling for a topic's `max.message.bytes`. */
+export const BATCH_BYTES_MAX_LIMIT = 16 * MiB;
+/** The most records one batch may declare. */
+export const BATCH_RECORDS_MAX = 100_000;
+
+// --- Segments and retention ----------------------------------------------------------------------
+export const SEGMENT_BYTES_DEFAULT = 128 * MiB;
+export const SEGMENT_BYTES_MIN = 1 * MiB;
+/** Default `segment.ms`: 7 days, as Kafka. */
+export const SEGMENT_MS_DEFAULT = 7 * 24 * 3600 * 1000;
+/** Bytes of log between two sparse offset-index entries (Kafka's `index.interval.bytes`). */
+export const INDEX_INTERVAL_BYTES = 4 * KiB;
+/** Default `retention.ms`: 7 days. -1 means keep forever. */
+export const RETENTION_MS_DEFAULT = 7 * 24 * 3600 * 1000;
+/** Default `retention.bytes`: -1, unlimited. */
+export const RETENTION_BYTES_DEFAULT = -1;
+/** Default `flush.interval.ms` used by the `interval` flush policy. */
+export const FLUSH_INTERVAL_MS_DEFAULT = 1000;
+
+// --- Topics --------------------------------------------------------------------------------------
+export const TOPIC_NAME_LENGTH_MAX = 249;
+export const TOPIC_PARTITIONS_MAX = 10_000;
+export const TOPIC_REPLICATION_FACTOR_MAX = 7;
+
+// --- Requests ------------------------------------------------------------------------------------
+/** Slack over one max batch for the protobuf envelope of a request. */
+export const REQUEST_ENVELOPE_BYTES_MAX = 64 * KiB;
+/** The largest gRPC message accepted: one max batch (at the hard ceiling) plus envelope. */
+export const GRPC_RECEIVE_BYTES_MAX = BATCH_BYTES_MAX_LIMIT + REQUEST_ENVELOPE_BYTES_MAX;
+/** Default and maximum `max_bytes` of one Fetch. */
+export const FETCH_BYTES_MAX_DEFAULT = 1 * MiB;
+export const FETCH_BYTES_MAX_LIMIT = 16 * MiB;
+/** Longest long-poll a Fetch may ask for. */
+export const FETCH_WAIT_MS_MAX = 30_000;
+
+assert.ok(BATCH_BYTES_MAX_DEFAULT <= BATCH_BYTES_MAX_LIMIT);
+assert.ok(SEGMENT_BYTES_MIN >= BATCH_BYTES_MAX_DEFAULT, 'a segment must hold at least one default max batch');
+assert.ok(INDEX_INTERVAL_BYTES < SEGMENT_BYTES_MIN);
+assert.ok(GRPC_RECEIVE_BYTES_MAX > BATCH_BYTES_MAX_LIMIT);
+assert.ok(FETCH_BYTES_MAX_DEFAULT <= FETCH_BYTES_MAX_LIMIT);

@@ -1,0 +1,100 @@
+/**
+ * One error base for every expected failure in Sluice.
+ *
+ * `code` is a stable reason string from the `ErrorCode` union below: it is what clients match on, what
+ * `src/rpc/` maps to a gRPC status (and puts in a google.rpc.ErrorInfo `reason`), and what the docs list.
+ * Programmer bugs are not SluiceErrors: they are `node:assert/strict` failures and crash loudly.
+ *
+ * Errors must survive a trip through `postMessage` (shard worker -> main thread), so `toWire`/`fromWire`
+ * carry code, message and retriable as plain data.
+ */
+export const ERROR_CODES = [
+  // Topics and partitions
+  'UNKNOWN_TOPIC',
+  'UNKNOWN_PARTITION',
+  'TOPIC_ALREADY_EXISTS',
+  'INVALID_TOPIC_NAME',
+  'INVALID_PARTITIONS',
+  'INVALID_REPLICATION_FACTOR',
+  'INVALID_CONFIG',
+  // Offsets and reads
+  'OFFSET_OUT_OF_RANGE',
+  'INVALID_OFFSET',
+  // Batches and records
+  'CORRUPT_BATCH',
+  'UNSUPPORTED_MAGIC',
+  'UNSUPPORTED_COMPRESSION',
+  'RECORD_TOO_LARGE',
+  'TOO_MANY_RECORDS',
+  'INVALID_REQUEST',
+  // Storage
+  'LOG_CORRUPT',
+  'LOG_FENCED',
+  'LOG_CLOSED',
+  'STORAGE_ERROR',
+  'DATA_DIR_LOCKED',
+  // Flow control and availability
+  'QUEUE_FULL',
+  'UNAVAILABLE',
+  'SHUTTING_DOWN',
+  'TIMEOUT',
+  // Raft and cluster
+  'NOT_LEADER',
+  'PROPOSAL_DROPPED',
+  // Groups
+  'UNKNOWN_GROUP',
+  'UNKNOWN_MEMBER',
+  'STALE_GENERATION',
+  'GROUP_NOT_EMPTY',
+  'PARTITION_NOT_ASSIGNED',
+  'INTERNAL',
+] as const;
+
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+/** Codes whose failure a client may retry unchanged and expect to succeed later. */
+const RETRIABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  'QUEUE_FULL',
+  'UNAVAILABLE',
+  'SHUTTING_DOWN',
+  'TIMEOUT',
+  'NOT_LEADER',
+  'PROPOSAL_DROPPED',
+]);
+
+export interface SluiceErrorWire {
+  readonly code: ErrorCode;
+  readonly message: string;
+  readonly retriable: boolean;
+}
+
+export class SluiceError extends Error {
+  readonly code: ErrorCode;
+  readonly retriable: boolean;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; retriable?: boolean }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'SluiceError';
+    this.code = code;
+    this.retriable = options?.retriable ?? RETRIABLE.has(code);
+  }
+
+  toWire(): SluiceErrorWire {
+    return { code: this.code, message: this.message, retriable: this.retriable };
+  }
+
+  static fromWire(wire: SluiceErrorWire): SluiceError {
+    return new SluiceError(wire.code, wire.message, { retriable: wire.retriable });
+  }
+}
+
+export function isSluiceError(err: unknown, code?: ErrorCode): err is SluiceError {
+  return err instanceof SluiceError && (code === undefined || err.code === code);
+}
+
+/** Wraps anything thrown into a SluiceError, keeping SluiceErrors as they are. */
+export function toSluiceError(err: unknown): SluiceError {
+  if (err instanceof SluiceError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new SluiceError('INTERNAL', message, { cause: err });
+}

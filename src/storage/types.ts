@@ -1,0 +1,94 @@
+/**
+ * Contract of the partition log (src/storage). One `PartitionLog` per partition, in
+ * `<data-dir>/<topic>-<partition>/`, owned by exactly one thread (its shard). Not thread-safe by design.
+ *
+ * Offsets are JS numbers (see src/model). All reads and writes are of whole Kafka v2 batches.
+ */
+
+export type FlushPolicy =
+  /** Group commit: every append waiting in one turn shares one fdatasync; `durable` resolves after it. */
+  | { kind: 'always' }
+  /** fdatasync at most every `intervalMs`; `durable` resolves once the write reached the OS. */
+  | { kind: 'interval'; intervalMs: number }
+  /** Never fdatasync on our own (close still syncs); `durable` resolves once the write reached the OS. */
+  | { kind: 'none' };
+
+export interface LogConfig {
+  /** `segment.bytes`: roll the active segment when it would exceed this. */
+  segmentBytes: number;
+  /** `segment.ms`: roll when the active segment's first batch is older than this. */
+  segmentMs: number;
+  /** `retention.ms`: delete sealed segments whose newest record is older; -1 = forever. */
+  retentionMs: number;
+  /** `retention.bytes`: delete oldest sealed segments while the log is larger; -1 = unlimited. */
+  retentionBytes: number;
+  /** `max.message.bytes`: the largest batch accepted. */
+  maxBatchBytes: number;
+  flush: FlushPolicy;
+}
+
+export interface AppendResult {
+  baseOffset: number;
+  lastOffset: number;
+  /** Broker time of the append, ms. */
+  appendTimeMs: number;
+  /**
+   * Resolves when the appended bytes are durable under the log's flush policy (after the covering
+   * fdatasync for `always`). Rejects with a STORAGE_ERROR SluiceError if that fsync failed; after that the
+   * log is fenced. Never left unhandled by the log itself: callers that do not wait may ignore it.
+   */
+  durable: Promise<void>;
+}
+
+export interface ReadResult {
+  /** Whole batches, concatenated. Empty when `offset` equals the log end offset. */
+  data: Uint8Array;
+  /** Offset after the last batch returned (= the offset to read next). */
+  nextOffset: number;
+}
+
+export interface PartitionLogApi {
+  readonly dir: string;
+  /** First offset still in the log. */
+  readonly logStartOffset: number;
+  /** Offset the next append gets (log end offset). */
+  readonly nextOffset: number;
+  /** Total bytes of all segments' .log files. */
+  readonly sizeBytes: number;
+  readonly config: Readonly<LogConfig>;
+
+  /**
+   * Appends one or more concatenated v2 batches. Validates every header and CRC first; on any error
+   * throws a typed SluiceError and writes nothing. Patches baseOffset and partitionLeaderEpoch in place
+   * in `data` (both outside the CRC), so `data` must be writable and is consumed.
+   */
+  append(data: Uint8Array, leaderEpoch?: number): AppendResult;
+
+  /**
+   * Whole batches starting with the one containing `offset`, up to `maxBytes` (but always at least one
+   * batch when any exists at or after `offset`). Throws OFFSET_OUT_OF_RANGE below logStartOffset or above
+   * nextOffset.
+   */
+  read(offset: number, maxBytes: number): ReadResult;
+
+  /** Same as `read`, but preads straight into `target` (e.g. a SharedArrayBuffer ring slot). */
+  readInto(offset: number, maxBytes: number, target: Uint8Array): { bytes: number; nextOffset: number };
+
+  /** The first offset whose batch maxTimestamp >= timestampMs, or null when none. */
+  offsetForTimestamp(timestampMs: number): number | null;
+
+  /** Applies retention.ms / retention.bytes now; returns the number of segments deleted. */
+  enforceRetention(nowMs: number): number;
+
+  /** Removes every batch at or after `offset` (Raft follower truncation). */
+  truncateTo(offset: number): void;
+
+  /** Changes config for the future (flush, retention, limits); does not rewrite segments. */
+  updateConfig(config: Partial<LogConfig>): void;
+
+  /** Waits for everything appended so far to be fdatasynced. */
+  flush(): Promise<void>;
+
+  /** Flushes and closes file handles. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,34 @@
+/**
+ * What the broker core reports about itself. The core calls these on the MAIN thread (shard workers send
+ * their observations to the main thread with their replies or in a periodic stats message); src/metrics
+ * implements them with prom-client. Only src/metrics imports prom-client.
+ *
+ * Counts must be exact: after N records are produced, the sum of `produced(...).records` is N.
+ */
+export interface BrokerProbe {
+  /** A produce was appended (acks satisfied or not yet): its record and byte counts. */
+  produced(topic: string, records: number, bytes: number): void;
+  /** A fetch (or a subscribe push) returned these records and bytes. */
+  fetched(topic: string, records: number, bytes: number): void;
+  /** One RPC finished; `rpc` is the method name, e.g. "Produce". */
+  requestFinished(rpc: string, seconds: number, ok: boolean): void;
+  /** One fdatasync of a partition log took this long. */
+  logFlushed(seconds: number): void;
+  /** Current log sizes per topic (sum over partitions), and per partition offsets for opt-in series. */
+  partitionStats(topic: string, partition: number, stats: { sizeBytes: number; highWatermark: number; logStartOffset: number }): void;
+  /** A topic (or some of its partitions) disappeared: drop its series. */
+  topicDeleted(topic: string): void;
+  /** Per-shard gauges, sampled about once a second. */
+  shardStats(shard: number, stats: { queueDepth: number; eventLoopLagSeconds: number }): void;
+}
+
+/** A probe that records nothing, for embedders that do not want metrics. */
+export const NOOP_PROBE: BrokerProbe = {
+  produced() {},
+  fetched() {},
+  requestFinished() {},
+  logFlushed() {},
+  partitionStats() {},
+  topicDeleted() {},
+  shardStats() {},
+};

@@ -14,10 +14,14 @@ export const BATCH_BYTES_MAX_DEFAULT = 1 * MiB;
 export const BATCH_BYTES_MAX_LIMIT = 16 * MiB;
 /** The most records one batch may declare. */
 export const BATCH_RECORDS_MAX = 100_000;
+/** The most bytes a compressed batch may inflate to when decoded (a bound against decompression bombs). */
+export const BATCH_DECOMPRESSED_BYTES_MAX = 64 * MiB;
 
 // --- Segments and retention ----------------------------------------------------------------------
 export const SEGMENT_BYTES_DEFAULT = 128 * MiB;
 export const SEGMENT_BYTES_MIN = 1 * MiB;
+/** Largest `segment.bytes`: index positions are u32, and one append may overshoot a segment by a request. */
+export const SEGMENT_BYTES_MAX = 1024 * MiB;
 /** Default `segment.ms`: 7 days, as Kafka. */
 export const SEGMENT_MS_DEFAULT = 7 * 24 * 3600 * 1000;
 /** Bytes of log between two sparse offset-index entries (Kafka's `index.interval.bytes`). */
@@ -28,6 +32,8 @@ export const RETENTION_MS_DEFAULT = 7 * 24 * 3600 * 1000;
 export const RETENTION_BYTES_DEFAULT = -1;
 /** Default `flush.interval.ms` used by the `interval` flush policy. */
 export const FLUSH_INTERVAL_MS_DEFAULT = 1000;
+/** Size of the reusable buffer the storage engine reads headers and recovery scans through. */
+export const STORAGE_SCAN_CHUNK_BYTES = 1 * MiB;
 
 // --- Topics --------------------------------------------------------------------------------------
 export const TOPIC_NAME_LENGTH_MAX = 249;
@@ -48,5 +54,26 @@ export const FETCH_WAIT_MS_MAX = 30_000;
 assert.ok(BATCH_BYTES_MAX_DEFAULT <= BATCH_BYTES_MAX_LIMIT);
 assert.ok(SEGMENT_BYTES_MIN >= BATCH_BYTES_MAX_DEFAULT, 'a segment must hold at least one default max batch');
 assert.ok(INDEX_INTERVAL_BYTES < SEGMENT_BYTES_MIN);
+assert.ok(SEGMENT_BYTES_MAX + GRPC_RECEIVE_BYTES_MAX < 2 ** 32, 'segment positions must fit the u32 of an index entry');
+assert.ok(BATCH_DECOMPRESSED_BYTES_MAX >= BATCH_BYTES_MAX_LIMIT);
 assert.ok(GRPC_RECEIVE_BYTES_MAX > BATCH_BYTES_MAX_LIMIT);
 assert.ok(FETCH_BYTES_MAX_DEFAULT <= FETCH_BYTES_MAX_LIMIT);
+
+// --- Raft (src/raft) -----------------------------------------------------------------------------
+/** Ticks without hearing from a leader before a follower campaigns (randomized in [n, 2n)). */
+export const RAFT_ELECTION_TICKS_DEFAULT = 10;
+/** Ticks between a leader's heartbeats. Must be well below the election ticks. */
+export const RAFT_HEARTBEAT_TICKS_DEFAULT = 1;
+/** Append messages a leader may have in flight to one follower (pipelining bound). */
+export const RAFT_INFLIGHT_MSGS_MAX_DEFAULT = 256;
+/** Entry bytes a leader may have in flight to one follower. */
+export const RAFT_INFLIGHT_BYTES_MAX_DEFAULT = 32 * MiB;
+/** Entry bytes in one append message (at least one entry is always sent, whatever its size). */
+export const RAFT_MSG_BYTES_MAX_DEFAULT = 1 * MiB;
+/** Entries in one append message. */
+export const RAFT_MSG_ENTRIES_MAX_DEFAULT = 4096;
+/** Pending ReadIndex requests on a leader; more are refused with QUEUE_FULL. */
+export const RAFT_READ_INDEX_PENDING_MAX = 4096;
+
+assert.ok(RAFT_ELECTION_TICKS_DEFAULT > RAFT_HEARTBEAT_TICKS_DEFAULT);
+assert.ok(RAFT_MSG_BYTES_MAX_DEFAULT <= RAFT_INFLIGHT_BYTES_MAX_DEFAULT);

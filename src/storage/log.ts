@@ -1,0 +1,579 @@
+/**
+ * PartitionLog: the segmented, durable log of one partition. Owned by one thread; every method but
+ * the fdatasync completion runs synchronously on it.
+ *
+ * Invariants (checked by test/storage):
+ *  - offsets are gapless: segment[i].nextOffset === segment[i+1].baseOffset, and every batch's
+ *    baseOffset is the previous batch's lastOffset + 1;
+ *  - an append either writes all its batches or throws and leaves the log unchanged;
+ *  - with flush=always, `durable` resolves only after an fdatasync that started after the write;
+ *  - after an fsync error nothing more is written (the log is fenced until reopened);
+ *  - sealed segments are fdatasynced (log and indexes) before the next segment receives a byte, so
+ *    recovery may trust them and validate only the active one.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { SluiceError } from '../errors.js';
+import { INDEX_INTERVAL_BYTES } from '../constants.js';
+import { asBuffer, validateBatches, patchBatch, BATCH_LOG_OVERHEAD_BYTES } from '../batch/codec.js';
+import { validateLogConfig } from './config.js';
+import { fsyncDir, storageError, writeFully, readFully } from './io.js';
+import { HeaderWalker, FileWindow, scanBatches } from './scan.js';
+import { Segment } from './segment.js';
+import { recoverSegments, CLEAN_SHUTDOWN_FILE, type RecoveryReport } from './recovery.js';
+import type { AppendResult, LogConfig, PartitionLogApi, ReadResult } from './types.js';
+
+export interface LogOpenOptions {
+  /** Clock for append time, segment.ms and retention; defaults to Date.now. */
+  nowMs?: () => number;
+  /** Test seam for fault injection: replaces fs.fdatasync (same signature). */
+  fdatasync?: (fd: number, callback: (err: NodeJS.ErrnoException | null) => void) => void;
+  /** Bytes between offset-index entries; defaults to INDEX_INTERVAL_BYTES. */
+  indexIntervalBytes?: number;
+}
+
+interface SyncGeneration {
+  promise: Promise<void>;
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+const OFF_LAST_OFFSET_DELTA = 23;
+const OFF_MAX_TIMESTAMP = 35;
+const RESOLVED = Promise.resolve();
+const noop = (): void => {};
+
+function newGeneration(): SyncGeneration {
+  let resolve!: () => void;
+  let reject!: (err: Error) => void;
+  const promise = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  // The log never leaves its own promise unhandled: callers that do not wait may ignore `durable`.
+  promise.catch(noop);
+  return { promise, resolve, reject };
+}
+
+function readI64(buf: Buffer, at: number): number {
+  return buf.readInt32BE(at) * 2 ** 32 + buf.readUInt32BE(at + 4);
+}
+
+export class PartitionLog implements PartitionLogApi {
+  private segments: Segment[];
+  private cfg: LogConfig;
+  private readonly nowMs: () => number;
+  private readonly fdatasync: NonNullable<LogOpenOptions['fdatasync']>;
+  private readonly indexIntervalBytes: number;
+  private readonly walker = new HeaderWalker();
+  /** Segments written since their last fdatasync started. */
+  private readonly dirty = new Set<Segment>();
+  private syncInFlight = false;
+  /** The generation the next fdatasync round will complete (appends join it). */
+  private nextGen: SyncGeneration | null = null;
+  private syncScheduled = false;
+  private intervalTimer: NodeJS.Timeout | null = null;
+  private fencedBy: SluiceError | null = null;
+  private closed = false;
+  private totalBytes = 0;
+  /** What recovery found when the log was opened. */
+  readonly recovery: RecoveryReport;
+
+  private constructor(
+    readonly dir: string,
+    config: LogConfig,
+    segments: Segment[],
+    recovery: RecoveryReport,
+    options: LogOpenOptions,
+  ) {
+    this.cfg = { ...config, flush: { ...config.flush } };
+    this.segments = segments;
+    this.recovery = recovery;
+    this.nowMs = options.nowMs ?? Date.now;
+    this.fdatasync = options.fdatasync ?? fs.fdatasync;
+    this.indexIntervalBytes = options.indexIntervalBytes ?? INDEX_INTERVAL_BYTES;
+    for (const s of segments) this.totalBytes += s.size;
+    this.armIntervalTimer();
+  }
+
+  /**
+   * Opens (creating it if needed) the log in `dir` and recovers it: sealed segments are trusted
+   * (their indexes checked and the tail walked), the active segment is validated batch by batch with
+   * CRCs unless the last close was clean, a torn or corrupt tail is truncated, bad indexes rebuilt.
+   * Throws LOG_CORRUPT naming file and position for corruption inside a sealed segment.
+   */
+  static async open(dir: string, config: LogConfig, options: LogOpenOptions = {}): Promise<PartitionLog> {
+    validateLogConfig(config);
+    const indexIntervalBytes = options.indexIntervalBytes ?? INDEX_INTERVAL_BYTES;
+    let created: string | undefined;
+    try {
+      created = fs.mkdirSync(dir, { recursive: true });
+    } catch (err) {
+      throw storageError(`cannot create log directory ${dir}`, err);
+    }
+    if (created !== undefined) fsyncDir(path.dirname(path.resolve(dir)));
+    const { segments, report } = recoverSegments(dir, indexIntervalBytes);
+    return new PartitionLog(dir, config, segments, report, options);
+  }
+
+  get config(): Readonly<LogConfig> {
+    return this.cfg;
+  }
+
+  get logStartOffset(): number {
+    return this.segments[0].baseOffset;
+  }
+
+  get nextOffset(): number {
+    return this.active.nextOffset;
+  }
+
+  get sizeBytes(): number {
+    return this.totalBytes;
+  }
+
+  /** Number of segments (for tests, metrics). */
+  get segmentCount(): number {
+    return this.segments.length;
+  }
+
+  /** Base offsets of all segments, oldest first. */
+  segmentBaseOffsets(): number[] {
+    return this.segments.map((s) => s.baseOffset);
+  }
+
+  /** Non-null once an fsync failed: the error every write now throws. */
+  get fenced(): SluiceError | null {
+    return this.fencedBy;
+  }
+
+  private get active(): Segment {
+    return this.segments[this.segments.length - 1];
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new SluiceError('LOG_CLOSED', `log ${this.dir} is closed`);
+  }
+
+  private checkWritable(): void {
+    this.checkOpen();
+    if (this.fencedBy) throw this.fencedBy;
+  }
+
+  // --- Append ----------------------------------------------------------------------------------
+
+  append(data: Uint8Array, leaderEpoch = 0): AppendResult {
+    this.checkWritable();
+    const buf = asBuffer(data);
+    const summary = validateBatches(buf, this.cfg.maxBatchBytes);
+    const now = this.nowMs();
+    this.maybeRoll(summary.sizeBytes, now);
+    const seg = this.active;
+    const baseOffset = seg.nextOffset;
+    let offset = baseOffset;
+    for (let pos = 0; pos < buf.length; ) {
+      patchBatch(buf, pos, offset, leaderEpoch);
+      offset += buf.readInt32BE(pos + OFF_LAST_OFFSET_DELTA) + 1;
+      pos += buf.readInt32BE(pos + 8) + BATCH_LOG_OVERHEAD_BYTES;
+    }
+    const startPos = seg.size;
+    try {
+      writeFully(seg.fd, buf, 0, buf.length, startPos);
+    } catch (err) {
+      this.undoPartialWrite(seg, startPos, err);
+    }
+    for (let pos = 0; pos < buf.length; ) {
+      const size = buf.readInt32BE(pos + 8) + BATCH_LOG_OVERHEAD_BYTES;
+      const base = readI64(buf, pos);
+      seg.onBatch(base - seg.baseOffset, startPos + pos, size, buf.readInt32BE(pos + OFF_LAST_OFFSET_DELTA), readI64(buf, pos + OFF_MAX_TIMESTAMP));
+      pos += size;
+    }
+    this.totalBytes += buf.length;
+    try {
+      seg.persistIndexes();
+    } catch (err) {
+      // The batches are written; a lost index entry is rebuilt by recovery, so this is not fatal.
+      void err;
+    }
+    this.dirty.add(seg);
+    if (seg.rollStartMs === null) seg.rollStartMs = now;
+    return { baseOffset, lastOffset: offset - 1, appendTimeMs: now, durable: this.durableFor() };
+  }
+
+  /** A failed write may have left part of the batches on disk: cut them off, or fence if we cannot. */
+  private undoPartialWrite(seg: Segment, startPos: number, err: unknown): never {
+    const failure = storageError(`write to ${seg.logPath} failed`, err);
+    try {
+      fs.ftruncateSync(seg.fd, startPos);
+    } catch (truncErr) {
+      this.fence(storageError(`cannot undo a failed write to ${seg.logPath}`, truncErr));
+    }
+    throw failure;
+  }
+
+  private durableFor(): Promise<void> {
+    if (this.cfg.flush.kind !== 'always') return RESOLVED;
+    return this.requestSync();
+  }
+
+  private maybeRoll(incomingBytes: number, now: number): void {
+    const seg = this.active;
+    if (seg.size === 0) return;
+    const full = seg.size + incomingBytes > this.cfg.segmentBytes;
+    const old = seg.rollStartMs !== null && now - seg.rollStartMs >= this.cfg.segmentMs;
+    if (full || old) this.roll();
+  }
+
+  /**
+   * Seals the active segment (final time-index entry, fdatasync of log and indexes) and starts a new
+   * one at nextOffset, fsyncing the directory. The sync makes sealed segments trustworthy on recovery.
+   */
+  private roll(): void {
+    const seg = this.active;
+    try {
+      seg.sealTimeIndex();
+      seg.persistIndexes();
+      seg.fdatasyncAllSync();
+    } catch (err) {
+      throw this.fence(storageError(`fdatasync while sealing ${seg.logPath} failed`, err));
+    }
+    let next: Segment;
+    try {
+      next = Segment.open(this.dir, seg.nextOffset, this.indexIntervalBytes);
+      fsyncDir(this.dir);
+    } catch (err) {
+      throw this.fence(storageError(`cannot create segment ${seg.nextOffset} in ${this.dir}`, err));
+    }
+    this.segments.push(next);
+  }
+
+  // --- Durability ------------------------------------------------------------------------------
+
+  /** Joins the next fdatasync round, starting one at the end of this turn if none is running. */
+  private requestSync(): Promise<void> {
+    if (this.fencedBy) {
+      const failed = Promise.reject(this.fencedBy);
+      failed.catch(noop);
+      return failed;
+    }
+    if (this.nextGen === null) this.nextGen = newGeneration();
+    if (!this.syncInFlight && !this.syncScheduled) {
+      this.syncScheduled = true;
+      queueMicrotask(() => this.startSync());
+    }
+    return this.nextGen.promise;
+  }
+
+  private startSync(): void {
+    this.syncScheduled = false;
+    const gen = this.nextGen;
+    if (gen === null || this.syncInFlight) return;
+    this.nextGen = null;
+    if (this.fencedBy) {
+      gen.reject(this.fencedBy);
+      return;
+    }
+    const segs = [...this.dirty].sort((a, b) => a.baseOffset - b.baseOffset);
+    this.dirty.clear();
+    this.syncInFlight = true;
+    for (const s of segs) s.syncsInFlight++;
+    this.syncEach(segs, 0, (err) => {
+      for (const s of segs) s.syncDone();
+      this.syncInFlight = false;
+      if (err) {
+        const failure = storageError(`fdatasync of ${this.dir} failed`, err);
+        this.fence(failure);
+        gen.reject(failure);
+        if (this.nextGen) {
+          this.nextGen.reject(failure);
+          this.nextGen = null;
+        }
+        return;
+      }
+      gen.resolve();
+      if (this.nextGen !== null) this.startSync();
+    });
+  }
+
+  /** fdatasyncs segments one after another, oldest first, so a synced newer segment implies synced older ones. */
+  private syncEach(segs: Segment[], i: number, done: (err: NodeJS.ErrnoException | null) => void): void {
+    if (i >= segs.length) return done(null);
+    this.fdatasync(segs[i].fd, (err) => (err ? done(err) : this.syncEach(segs, i + 1, done)));
+  }
+
+  /** Refuses all further writes. Never retried: after a failed fsync the page cache may lie. */
+  private fence(cause: SluiceError): SluiceError {
+    if (!this.fencedBy) {
+      this.fencedBy = new SluiceError('LOG_FENCED', `log ${this.dir} refuses writes after a storage failure: ${cause.message}`, { cause });
+    }
+    return this.fencedBy;
+  }
+
+  private armIntervalTimer(): void {
+    if (this.intervalTimer) clearInterval(this.intervalTimer);
+    this.intervalTimer = null;
+    const f = this.cfg.flush;
+    if (f.kind !== 'interval' || this.closed) return;
+    this.intervalTimer = setInterval(() => {
+      if (this.dirty.size > 0 && !this.fencedBy) void this.requestSync().catch(noop);
+    }, f.intervalMs);
+    this.intervalTimer.unref();
+  }
+
+  flush(): Promise<void> {
+    this.checkOpen();
+    if (this.fencedBy) return Promise.reject(this.fencedBy);
+    if (this.dirty.size === 0 && !this.syncInFlight) return RESOLVED;
+    return this.requestSync();
+  }
+
+  // --- Reads -----------------------------------------------------------------------------------
+
+  private checkRange(offset: number): void {
+    if (!Number.isSafeInteger(offset) || offset < this.logStartOffset || offset > this.nextOffset) {
+      throw new SluiceError(
+        'OFFSET_OUT_OF_RANGE',
+        `offset ${offset} is outside the log [${this.logStartOffset}, ${this.nextOffset}] of ${this.dir}`,
+      );
+    }
+  }
+
+  /** The segment holding `offset` (binary search on base offsets). */
+  private segmentIndexFor(offset: number): number {
+    let lo = 0;
+    let hi = this.segments.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >>> 1;
+      if (this.segments[mid].baseOffset <= offset) lo = mid;
+      else hi = mid - 1;
+    }
+    return lo;
+  }
+
+  /**
+   * Finds the batch containing `offset` in `seg` (index floor, then a forward header walk) and leaves
+   * its header in `walker.view`. Returns false when the segment holds no batch at or after it.
+   */
+  private locate(seg: Segment, offset: number): boolean {
+    const i = seg.offsetIndex.floor(offset - seg.baseOffset);
+    let pos = i < 0 ? 0 : seg.offsetIndex.pos[i];
+    const v = this.walker.view;
+    while (pos < seg.size) {
+      if (!this.walker.at(seg, pos)) break;
+      if (v.lastOffset >= offset) return true;
+      pos += v.size;
+    }
+    return false;
+  }
+
+  /** Locates the first batch at or after `offset`, moving to later segments when needed. */
+  private locateFrom(offset: number): Segment | null {
+    for (let si = this.segmentIndexFor(offset); si < this.segments.length; si++) {
+      const seg = this.segments[si];
+      if (seg.size > 0 && this.locate(seg, Math.max(offset, seg.baseOffset))) return seg;
+    }
+    return null;
+  }
+
+  /**
+   * Whole batches from the one containing `offset`, up to `maxBytes` (at least one batch), within one
+   * segment. `maxOffset` (exclusive, optional) stops before any batch that reaches it: pass the high
+   * watermark so uncommitted batches are never returned.
+   */
+  read(offset: number, maxBytes: number, maxOffset?: number): ReadResult {
+    this.checkOpen();
+    this.checkRange(offset);
+    const seg = this.locateFrom(offset);
+    if (seg === null) return { data: new Uint8Array(0), nextOffset: offset };
+    const v = this.walker.view;
+    if (maxOffset !== undefined && v.lastOffset >= maxOffset) return { data: new Uint8Array(0), nextOffset: offset };
+    const want = Math.max(v.size, Math.min(maxBytes, seg.size - v.pos));
+    const out = Buffer.allocUnsafe(want);
+    const { bytes, nextOffset } = this.fill(seg, v.pos, v.size, v.baseOffset, out, maxOffset);
+    return { data: out.subarray(0, bytes), nextOffset };
+  }
+
+  readInto(offset: number, maxBytes: number, target: Uint8Array, maxOffset?: number): { bytes: number; nextOffset: number } {
+    this.checkOpen();
+    this.checkRange(offset);
+    const seg = this.locateFrom(offset);
+    if (seg === null) return { bytes: 0, nextOffset: offset };
+    const v = this.walker.view;
+    if (maxOffset !== undefined && v.lastOffset >= maxOffset) return { bytes: 0, nextOffset: offset };
+    if (v.size > target.length) {
+      throw new SluiceError('INVALID_REQUEST', `target of ${target.length} bytes cannot hold the ${v.size}-byte batch at offset ${v.baseOffset}`);
+    }
+    const want = Math.max(v.size, Math.min(maxBytes, seg.size - v.pos, target.length));
+    return this.fill(seg, v.pos, v.size, v.baseOffset, asBuffer(target).subarray(0, want), maxOffset);
+  }
+
+  /** Preads into `out` from `pos`, then cuts at the last whole batch (and before maxOffset). */
+  private fill(
+    seg: Segment,
+    pos: number,
+    firstSize: number,
+    firstBase: number,
+    out: Buffer,
+    maxOffset: number | undefined,
+  ): { bytes: number; nextOffset: number } {
+    const got = readFully(seg.fd, out, 0, out.length, pos);
+    if (got < firstSize) throw new SluiceError('STORAGE_ERROR', `short read of ${seg.logPath} at position ${pos}`);
+    let end = 0;
+    let next = firstBase;
+    while (end + 27 <= got) {
+      const size = out.readInt32BE(end + 8) + BATCH_LOG_OVERHEAD_BYTES;
+      if (end + size > got) break;
+      const base = readI64(out, end);
+      const last = base + out.readInt32BE(end + OFF_LAST_OFFSET_DELTA);
+      if (maxOffset !== undefined && last >= maxOffset && end > 0) break;
+      end += size;
+      next = last + 1;
+    }
+    return { bytes: end, nextOffset: next };
+  }
+
+  offsetForTimestamp(timestampMs: number): number | null {
+    this.checkOpen();
+    for (const seg of this.segments) {
+      if (seg.size === 0 || seg.maxTimestamp < timestampMs) continue;
+      const t = seg.timeIndex.lastBelow(timestampMs);
+      const startOffset = t < 0 ? seg.baseOffset : seg.baseOffset + seg.timeIndex.rel[t];
+      if (!this.locate(seg, startOffset)) continue;
+      const v = this.walker.view;
+      let pos = v.pos;
+      while (pos < seg.size && this.walker.at(seg, pos)) {
+        if (v.maxTimestamp >= timestampMs) return v.baseOffset;
+        pos += v.size;
+      }
+    }
+    return null;
+  }
+
+  // --- Retention and truncation ----------------------------------------------------------------
+
+  enforceRetention(nowMs: number): number {
+    this.checkWritable();
+    let deleted = 0;
+    const { retentionMs, retentionBytes } = this.cfg;
+    const expired = (s: Segment): boolean => retentionMs >= 0 && s.size > 0 && nowMs - s.maxTimestamp > retentionMs;
+    // An expired active segment is rolled so that it can go too (Kafka does the same).
+    if (this.segments.every(expired)) this.roll();
+    while (this.segments.length > 1) {
+      const oldest = this.segments[0];
+      const overSize = retentionBytes >= 0 && this.totalBytes - oldest.size >= retentionBytes;
+      if (!expired(oldest) && !overSize) break;
+      this.deleteOldest();
+      deleted++;
+    }
+    if (deleted > 0) this.syncDirOrFence();
+    return deleted;
+  }
+
+  private deleteOldest(): void {
+    const seg = this.segments.shift()!;
+    this.dirty.delete(seg);
+    this.totalBytes -= seg.size;
+    this.walker.invalidate();
+    try {
+      seg.deleteFiles();
+    } catch (err) {
+      throw this.fence(storageError(`cannot delete segment ${seg.logPath}`, err));
+    }
+  }
+
+  private syncDirOrFence(): void {
+    try {
+      fsyncDir(this.dir);
+    } catch (err) {
+      throw this.fence(storageError(`fsync of directory ${this.dir} failed`, err));
+    }
+  }
+
+  /**
+   * Removes every batch at or after `offset`. Truncation is by whole batch: when `offset` falls inside
+   * a batch, that batch goes too and nextOffset becomes its baseOffset. Below logStartOffset throws
+   * OFFSET_OUT_OF_RANGE; at logStartOffset the log becomes empty.
+   */
+  truncateTo(offset: number): void {
+    this.checkWritable();
+    if (offset >= this.nextOffset) return;
+    if (offset < this.logStartOffset) {
+      throw new SluiceError('OFFSET_OUT_OF_RANGE', `cannot truncate to ${offset}, below logStartOffset ${this.logStartOffset}`);
+    }
+    this.walker.invalidate();
+    let deletedFiles = false;
+    while (this.segments.length > 1 && this.active.baseOffset >= offset) {
+      const seg = this.segments.pop()!;
+      this.dirty.delete(seg);
+      this.totalBytes -= seg.size;
+      try {
+        seg.deleteFiles();
+      } catch (err) {
+        throw this.fence(storageError(`cannot delete segment ${seg.logPath}`, err));
+      }
+      deletedFiles = true;
+    }
+    const seg = this.active;
+    const cutPos = this.locate(seg, Math.max(offset, seg.baseOffset)) ? this.walker.view.pos : seg.size;
+    this.truncateSegmentAt(seg, cutPos);
+    if (deletedFiles) this.syncDirOrFence();
+  }
+
+  /**
+   * Cuts `seg` at `pos` (a batch boundary) and rebuilds its indexes by walking the kept headers.
+   * Truncation is rare (Raft follower repair), so a header walk of one segment is an acceptable cost.
+   */
+  private truncateSegmentAt(seg: Segment, pos: number): void {
+    this.totalBytes -= seg.size;
+    let outcome;
+    try {
+      fs.ftruncateSync(seg.fd, pos);
+      seg.resetState();
+      outcome = scanBatches(seg, new FileWindow(256 * 1024), 0, seg.baseOffset, pos, false);
+      seg.offsetIndex.rewrite();
+      seg.timeIndex.rewrite();
+    } catch (err) {
+      throw this.fence(storageError(`cannot truncate ${seg.logPath}`, err));
+    }
+    this.totalBytes += seg.size;
+    this.dirty.add(seg);
+    if (outcome.problem) {
+      throw this.fence(new SluiceError('LOG_CORRUPT', `${seg.logPath} is corrupt: ${outcome.problem}`));
+    }
+  }
+
+  // --- Config and lifecycle --------------------------------------------------------------------
+
+  updateConfig(config: Partial<LogConfig>): void {
+    this.checkOpen();
+    const next: LogConfig = { ...this.cfg, ...config, flush: { ...(config.flush ?? this.cfg.flush) } };
+    validateLogConfig(next);
+    this.cfg = next;
+    this.armIntervalTimer();
+  }
+
+  /**
+   * Flushes, then (if every sync succeeded) leaves a clean-shutdown marker so the next open can trust
+   * the active segment's index instead of re-validating it, and closes all files.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    let failure: unknown = null;
+    if (!this.fencedBy) {
+      try {
+        await this.flush();
+        this.active.persistIndexes();
+        this.active.fdatasyncAllSync();
+        fs.writeFileSync(path.join(this.dir, CLEAN_SHUTDOWN_FILE), '');
+        fsyncDir(this.dir);
+      } catch (err) {
+        failure = err;
+      }
+    }
+    this.closed = true;
+    if (this.intervalTimer) clearInterval(this.intervalTimer);
+    this.intervalTimer = null;
+    for (const s of this.segments) s.close();
+    if (failure) throw failure instanceof SluiceError ? failure : storageError(`closing ${this.dir} failed`, failure);
+  }
+}

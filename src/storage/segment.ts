@@ -1,0 +1,137 @@
+/**
+ * One segment: `<base>.log` plus its `.index` and `.timeindex`, the in-memory index state, and the
+ * bookkeeping the log needs (size, next offset, max timestamp). Segments know nothing of flush policy,
+ * retention or recovery order; log.ts and recovery.ts drive them.
+ */
+import fs from 'node:fs';
+import { OffsetIndex, TimeIndex } from './indexes.js';
+import { join, openRw, segmentFileName, unlinkIfExists } from './io.js';
+
+export class Segment {
+  readonly logPath: string;
+  readonly indexPath: string;
+  readonly timeIndexPath: string;
+  readonly fd: number;
+  readonly offsetIndex: OffsetIndex;
+  readonly timeIndex: TimeIndex;
+  /** Bytes of the .log file that hold valid batches (= where the next batch goes). */
+  size = 0;
+  /** Offset after the last batch (= baseOffset while empty). */
+  nextOffset: number;
+  /** Largest batch maxTimestamp in the segment; -Infinity while empty. */
+  maxTimestamp = -Infinity;
+  /**
+   * Broker time of the segment's first append: what `segment.ms` is measured from. Kafka uses the first
+   * batch's own timestamp, which makes a producer with an old clock roll a segment per append; broker
+   * time cannot. After a restart it is the file's birth time (or the open time where unsupported).
+   */
+  rollStartMs: number | null = null;
+  /** Relative offset of the last batch's base (for the final time-index entry on seal). */
+  lastBatchRel = -1;
+  /** Position of the last offset-index entry (0 when none): the index interval counts from here. */
+  lastIndexedPos = 0;
+  /** fdatasyncs in flight on this segment's fd; closing waits for them (an fd must not be reused under them). */
+  syncsInFlight = 0;
+  private closeRequested = false;
+  private closed = false;
+
+  private constructor(
+    readonly dir: string,
+    readonly baseOffset: number,
+    private readonly indexIntervalBytes: number,
+  ) {
+    this.logPath = join(dir, segmentFileName(baseOffset, 'log'));
+    this.indexPath = join(dir, segmentFileName(baseOffset, 'index'));
+    this.timeIndexPath = join(dir, segmentFileName(baseOffset, 'timeindex'));
+    this.nextOffset = baseOffset;
+    this.fd = openRw(this.logPath);
+    this.offsetIndex = new OffsetIndex(openRw(this.indexPath));
+    this.timeIndex = new TimeIndex(openRw(this.timeIndexPath));
+  }
+
+  /** Opens (creating when missing) the three files of the segment at `baseOffset`. */
+  static open(dir: string, baseOffset: number, indexIntervalBytes: number): Segment {
+    return new Segment(dir, baseOffset, indexIntervalBytes);
+  }
+
+  /** Size of the .log file on disk (may exceed `size` before recovery truncates a torn tail). */
+  fileBytes(): number {
+    return fs.fstatSync(this.fd).size;
+  }
+
+  /** Records a batch written at `pos`: updates the in-memory indexes and bookkeeping. */
+  onBatch(rel: number, pos: number, size: number, lastOffsetDelta: number, maxTimestamp: number): void {
+    if (maxTimestamp > this.maxTimestamp) this.maxTimestamp = maxTimestamp;
+    if (pos - this.lastIndexedPos >= this.indexIntervalBytes) {
+      this.offsetIndex.append(rel, pos);
+      this.lastIndexedPos = pos;
+      if (this.maxTimestamp > this.timeIndex.lastTimestamp) this.timeIndex.append(this.maxTimestamp, rel);
+    }
+    this.lastBatchRel = rel;
+    this.size = pos + size;
+    this.nextOffset = this.baseOffset + rel + lastOffsetDelta + 1;
+  }
+
+  /** Adds the time-index entry that makes the segment's max timestamp visible after it is sealed. */
+  sealTimeIndex(): void {
+    if (this.lastBatchRel >= 0 && this.maxTimestamp > this.timeIndex.lastTimestamp) {
+      this.timeIndex.append(this.maxTimestamp, this.lastBatchRel);
+    }
+  }
+
+  persistIndexes(): void {
+    this.offsetIndex.persist();
+    this.timeIndex.persist();
+  }
+
+  /** Forgets all batches (in memory only; the caller truncates or rewrites files). */
+  resetState(): void {
+    this.offsetIndex.truncate(0);
+    this.timeIndex.truncate(0);
+    this.size = 0;
+    this.nextOffset = this.baseOffset;
+    this.maxTimestamp = -Infinity;
+    this.rollStartMs = null;
+    this.lastBatchRel = -1;
+    this.lastIndexedPos = 0;
+  }
+
+  /** Restores lastIndexedPos after the offset index was loaded or truncated. */
+  syncIndexCursor(): void {
+    const n = this.offsetIndex.count;
+    this.lastIndexedPos = n === 0 ? 0 : this.offsetIndex.pos[n - 1];
+  }
+
+  fdatasyncAllSync(): void {
+    fs.fdatasyncSync(this.fd);
+    fs.fdatasyncSync(this.offsetIndex.fd);
+    fs.fdatasyncSync(this.timeIndex.fd);
+  }
+
+  /** Closes the fds now, or as soon as the fdatasyncs in flight on them finish. */
+  close(): void {
+    if (this.closed) return;
+    if (this.syncsInFlight > 0) {
+      this.closeRequested = true;
+      return;
+    }
+    this.closed = true;
+    fs.closeSync(this.fd);
+    fs.closeSync(this.offsetIndex.fd);
+    fs.closeSync(this.timeIndex.fd);
+  }
+
+  /** Called by the log when an fdatasync on this segment completes. */
+  syncDone(): void {
+    this.syncsInFlight--;
+    if (this.closeRequested && this.syncsInFlight === 0) this.close();
+  }
+
+  /** Closes and unlinks the files, .log first so a crash in between leaves orphan indexes, not an index-less log. */
+  deleteFiles(): void {
+    this.close();
+    unlinkIfExists(this.logPath);
+    unlinkIfExists(this.indexPath);
+    unlinkIfExists(this.timeIndexPath);
+  }
+}

@@ -1,0 +1,119 @@
+/**
+ * Raft options: `RaftOptions` (all optional but the identity), `FilledRaftOptions`, frozen defaults and a
+ * `validate` that rejects inconsistent settings (etcd-raft `Config.validate()`).
+ */
+import {
+  RAFT_ELECTION_TICKS_DEFAULT,
+  RAFT_HEARTBEAT_TICKS_DEFAULT,
+  RAFT_INFLIGHT_BYTES_MAX_DEFAULT,
+  RAFT_INFLIGHT_MSGS_MAX_DEFAULT,
+  RAFT_MSG_BYTES_MAX_DEFAULT,
+  RAFT_MSG_ENTRIES_MAX_DEFAULT,
+} from '../constants.js';
+import { SluiceError } from '../errors.js';
+import type { NodeId } from '../model/index.js';
+
+/**
+ * Deliberately broken code paths, used only by the simulator to prove that its checkers can fail.
+ * They are injected per node through the options, never global state.
+ */
+export const RAFT_BUGS = [
+  /** The leader commits an entry as soon as it has persisted it, with no quorum. */
+  'commit-without-quorum',
+  /** A node grants its vote again in a term in which it already voted for someone else. */
+  'vote-twice',
+  /** A follower keeps its conflicting entries instead of truncating them. */
+  'no-truncate-on-conflict',
+  /** A voter ignores the "candidate's log is at least as up to date" rule. */
+  'vote-ignores-log',
+  /** The leader commits entries of earlier terms by counting replicas (Raft paper figure 8). */
+  'commit-old-term',
+] as const;
+export type RaftBug = (typeof RAFT_BUGS)[number];
+
+export interface RaftOptions {
+  /** This node's id; must be > 0. */
+  id: NodeId;
+  electionTicks?: number;
+  heartbeatTicks?: number;
+  preVote?: boolean;
+  checkQuorum?: boolean;
+  inflightMsgsMax?: number;
+  inflightBytesMax?: number;
+  msgBytesMax?: number;
+  msgEntriesMax?: number;
+  /** Injected randomness in [0, 1); the only source the core uses (randomized election timeouts). */
+  random?: () => number;
+  /** Test-only: deliberately broken code paths. */
+  bugs?: readonly RaftBug[];
+}
+
+export interface FilledRaftOptions {
+  readonly id: NodeId;
+  readonly electionTicks: number;
+  readonly heartbeatTicks: number;
+  readonly preVote: boolean;
+  readonly checkQuorum: boolean;
+  readonly inflightMsgsMax: number;
+  readonly inflightBytesMax: number;
+  readonly msgBytesMax: number;
+  readonly msgEntriesMax: number;
+  readonly random: () => number;
+  readonly bugs: ReadonlySet<RaftBug>;
+}
+
+/** A fixed "random" source, so a core built without one is still deterministic. */
+function constantHalf(): number {
+  return 0.5;
+}
+
+export const RAFT_DEFAULTS = Object.freeze({
+  electionTicks: RAFT_ELECTION_TICKS_DEFAULT,
+  heartbeatTicks: RAFT_HEARTBEAT_TICKS_DEFAULT,
+  preVote: true,
+  checkQuorum: true,
+  inflightMsgsMax: RAFT_INFLIGHT_MSGS_MAX_DEFAULT,
+  inflightBytesMax: RAFT_INFLIGHT_BYTES_MAX_DEFAULT,
+  msgBytesMax: RAFT_MSG_BYTES_MAX_DEFAULT,
+  msgEntriesMax: RAFT_MSG_ENTRIES_MAX_DEFAULT,
+});
+
+function invalid(message: string): SluiceError {
+  return new SluiceError('INVALID_CONFIG', `raft: ${message}`);
+}
+
+function positiveInt(name: string, v: number): void {
+  if (!Number.isSafeInteger(v) || v <= 0) throw invalid(`${name} must be a positive integer, got ${v}`);
+}
+
+/** Fills defaults and rejects inconsistent combinations with a clear message. */
+export function validateRaftOptions(o: RaftOptions): FilledRaftOptions {
+  const f: FilledRaftOptions = {
+    id: o.id,
+    electionTicks: o.electionTicks ?? RAFT_DEFAULTS.electionTicks,
+    heartbeatTicks: o.heartbeatTicks ?? RAFT_DEFAULTS.heartbeatTicks,
+    preVote: o.preVote ?? RAFT_DEFAULTS.preVote,
+    checkQuorum: o.checkQuorum ?? RAFT_DEFAULTS.checkQuorum,
+    inflightMsgsMax: o.inflightMsgsMax ?? RAFT_DEFAULTS.inflightMsgsMax,
+    inflightBytesMax: o.inflightBytesMax ?? RAFT_DEFAULTS.inflightBytesMax,
+    msgBytesMax: o.msgBytesMax ?? RAFT_DEFAULTS.msgBytesMax,
+    msgEntriesMax: o.msgEntriesMax ?? RAFT_DEFAULTS.msgEntriesMax,
+    random: o.random ?? constantHalf,
+    bugs: new Set(o.bugs ?? []),
+  };
+  positiveInt('id', f.id);
+  positiveInt('electionTicks', f.electionTicks);
+  positiveInt('heartbeatTicks', f.heartbeatTicks);
+  positiveInt('inflightMsgsMax', f.inflightMsgsMax);
+  positiveInt('inflightBytesMax', f.inflightBytesMax);
+  positiveInt('msgBytesMax', f.msgBytesMax);
+  positiveInt('msgEntriesMax', f.msgEntriesMax);
+  if (f.electionTicks <= f.heartbeatTicks) {
+    throw invalid(`electionTicks (${f.electionTicks}) must be greater than heartbeatTicks (${f.heartbeatTicks})`);
+  }
+  if (f.msgBytesMax > f.inflightBytesMax) {
+    throw invalid(`msgBytesMax (${f.msgBytesMax}) must not exceed inflightBytesMax (${f.inflightBytesMax})`);
+  }
+  for (const b of f.bugs) if (!(RAFT_BUGS as readonly string[]).includes(b)) throw invalid(`unknown bug ${b}`);
+  return f;
+}

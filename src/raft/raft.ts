@@ -1,0 +1,809 @@
+/**
+ * The pure Raft core (etcd-raft style). Inputs: `step(message)`, `tick()`, proposals. Outputs: `ready()`
+ * (what to persist, send and apply), acknowledged with `advance()`. No timers, no I/O, no clock; the only
+ * randomness is `options.random`. See docs/raft.md for the state machine and the persistence contract.
+ */
+import assert from 'node:assert/strict';
+import { RAFT_READ_INDEX_PENDING_MAX } from '../constants.js';
+import { SluiceError } from '../errors.js';
+import type { NodeId, Offset, Term } from '../model/index.js';
+import { type FilledRaftOptions, type RaftOptions, validateRaftOptions } from './config.js';
+import { RaftLog } from './log.js';
+import { Progress } from './progress.js';
+import {
+  type ConfChange,
+  type ConfState,
+  type Entry,
+  type EntryKind,
+  type HardState,
+  type Message,
+  MessageType as MT,
+  type PersistedState,
+  type ReadState,
+  type Ready,
+  type Role,
+  type Snapshot,
+  type SoftState,
+} from './types.js';
+
+const EMPTY_ENTRIES: readonly Entry[] = Object.freeze([]);
+const EMPTY_DATA = new Uint8Array(0);
+/** Vote.context value: the vote is forced by a leadership transfer and ignores the leader lease. */
+const CONTEXT_TRANSFER = 1;
+
+/**
+ * The durable state of a brand-new node.
+ *
+ * A founding member (`voters` non-empty) starts from a snapshot at index 1, term 1 that holds the initial
+ * configuration, so that the configuration is never missing from a replica's log prefix. A joining node
+ * (`voters` empty) starts with an empty log at index 0 and no configuration: the leader finds index 0
+ * compacted on its side and sends it a snapshot first, which carries the configuration.
+ */
+export function bootstrapState(voters: readonly NodeId[], learners: readonly NodeId[] = []): PersistedState {
+  const conf: ConfState = { voters: [...voters].sort((a, b) => a - b), learners: [...learners].sort((a, b) => a - b) };
+  const base = voters.length > 0 ? 1 : 0;
+  return {
+    hardState: { term: base as Term, vote: 0 as NodeId, commit: base as Offset },
+    snapshot: { index: base as Offset, term: base as Term, conf, data: EMPTY_DATA },
+    entries: [],
+  };
+}
+
+interface PendingRead {
+  readonly context: number;
+  readonly index: number;
+  readonly seq: number;
+  readonly acks: Set<number>;
+}
+
+export interface RaftStatus {
+  readonly id: NodeId;
+  readonly role: Role;
+  readonly leader: NodeId;
+  readonly term: Term;
+  readonly vote: NodeId;
+  readonly commit: Offset;
+  readonly applied: Offset;
+  readonly firstIndex: Offset;
+  readonly lastIndex: Offset;
+  readonly conf: ConfState;
+}
+
+export class RaftNode {
+  readonly id: NodeId;
+  readonly log: RaftLog;
+  private readonly cfg: FilledRaftOptions;
+  private term = 0;
+  private vote = 0;
+  private commit = 0;
+  private applied = 0;
+  private role: Role = 'follower';
+  private leader = 0;
+  private electionElapsed = 0;
+  private heartbeatElapsed = 0;
+  private randomizedElectionTicks = 0;
+  private readonly votes = new Map<number, boolean>();
+  private progress = new Map<number, Progress>();
+  private msgs: Message[] = [];
+  private readStates: ReadState[] = [];
+  private pendingReads: PendingRead[] = [];
+  private readSeq = 0;
+  private transferee = 0;
+  private prevHard: HardState;
+  private prevSoft: SoftState;
+  private readyOut: { lastIndex: number; appliedTo: number; hard: HardState; soft: SoftState } | null = null;
+
+  constructor(options: RaftOptions, state: PersistedState) {
+    this.cfg = validateRaftOptions(options);
+    this.id = this.cfg.id;
+    this.log = new RaftLog(state.snapshot, state.entries);
+    this.term = state.hardState.term;
+    this.vote = state.hardState.vote;
+    this.commit = Math.max(state.hardState.commit, state.snapshot.index);
+    assert.ok(this.commit <= this.log.lastIndex(), 'persisted commit beyond the persisted log');
+    this.applied = state.snapshot.index;
+    this.prevHard = state.hardState;
+    this.prevSoft = { leader: 0 as NodeId, role: 'follower' };
+    this.resetRandomizedElectionTicks();
+  }
+
+  // --- Inputs ------------------------------------------------------------------------------------
+
+  /** Advances logical time by one tick: elections for followers, heartbeats and check-quorum for leaders. */
+  tick(): void {
+    if (this.role === 'leader') this.tickLeader();
+    else this.tickElection();
+  }
+
+  /** Starts an election now (pre-vote first when enabled), as if the election timeout had fired. */
+  campaign(): void {
+    if (this.role !== 'leader') this.startCampaign(this.cfg.preVote ? 'pre' : 'election');
+  }
+
+  /** Appends one record batch. Leader only; returns the entry's index (its offset). */
+  propose(data: Uint8Array): Offset {
+    return this.proposeBatch([data]);
+  }
+
+  /** Appends several record batches as consecutive entries; returns the first one's index. */
+  proposeBatch(datas: readonly Uint8Array[]): Offset {
+    this.assertCanPropose();
+    const first = this.log.lastIndex() + 1;
+    for (const d of datas) this.appendEntry('data', d, null);
+    this.bcastAppend(false);
+    return first as Offset;
+  }
+
+  /**
+   * Proposes one membership change. Refused unless this leader has committed an entry of its own term
+   * and every earlier change is committed (single-server changes, docs/raft.md "Membership").
+   */
+  proposeConfChange(cc: ConfChange): Offset {
+    this.assertCanPropose();
+    if (this.log.term(this.commit) !== this.term) {
+      throw new SluiceError('PROPOSAL_DROPPED', 'raft: leader has not committed an entry in its term yet');
+    }
+    if (this.log.lastConfIndex() > this.commit) {
+      throw new SluiceError('PROPOSAL_DROPPED', 'raft: a membership change is still uncommitted');
+    }
+    this.validateConfChange(cc);
+    const e = this.appendEntry('conf', EMPTY_DATA, cc);
+    this.maybeCommit();
+    this.bcastAppend(true);
+    return e.index;
+  }
+
+  /** Hands leadership to `target` (a voter): it campaigns at once when its log is up to date. */
+  transferLeadership(target: NodeId): void {
+    if (this.role !== 'leader') throw this.notLeader();
+    if (target === this.id || target === this.transferee) return;
+    if (!this.log.conf().voters.includes(target)) {
+      throw new SluiceError('INVALID_REQUEST', `raft: transfer target ${target} is not a voter`);
+    }
+    this.transferee = target;
+    this.electionElapsed = 0;
+    const pr = this.progress.get(target)!;
+    if (pr.match === this.log.lastIndex()) this.send(MT.TimeoutNow, target, 0, 0, EMPTY_ENTRIES, 0, false, 0, null, 0);
+    else this.sendAppendLoop(target);
+  }
+
+  /**
+   * ReadIndex: a linearizable read with no log write. Once a quorum confirms this leader, a ReadState
+   * with `context` comes out of ready(); serve the read after applying its index.
+   */
+  readIndex(context: number): void {
+    if (this.role !== 'leader') throw this.notLeader();
+    if (this.log.term(this.commit) !== this.term) {
+      throw new SluiceError('PROPOSAL_DROPPED', 'raft: leader has not committed an entry in its term yet');
+    }
+    if (this.log.conf().voters.length === 1) {
+      this.readStates.push({ index: this.commit as Offset, context });
+      return;
+    }
+    if (this.pendingReads.length >= RAFT_READ_INDEX_PENDING_MAX) throw new SluiceError('QUEUE_FULL', 'raft: too many pending reads');
+    const seq = ++this.readSeq;
+    this.pendingReads.push({ context, index: this.commit, seq, acks: new Set([this.id]) });
+    this.bcastHeartbeat(seq);
+  }
+
+  /**
+   * Records that the driver compacted the log up to `index` (<= applied) into `data`. Returns the
+   * snapshot, which the driver persists before discarding the log prefix.
+   */
+  compact(index: number, data: Uint8Array): Snapshot {
+    assert.ok(index <= this.applied && index > this.log.snapshot.index, `raft: bad compaction index ${index}`);
+    const snap: Snapshot = {
+      index: index as Offset,
+      term: this.log.term(index) as Term,
+      conf: this.log.confAt(index),
+      data,
+    };
+    this.log.compact(snap);
+    return snap;
+  }
+
+  step(m: Message): void {
+    if (m.term > this.term) {
+      if (m.type === MT.Vote || m.type === MT.PreVote) {
+        const inLease = this.cfg.checkQuorum && this.leader !== 0 && this.electionElapsed < this.cfg.electionTicks;
+        if (m.context !== CONTEXT_TRANSFER && inLease) return;
+      }
+      if (m.type === MT.PreVote || (m.type === MT.PreVoteResp && !m.reject)) {
+        // Never change term for a pre-vote: that is the point of pre-voting.
+      } else if (m.type === MT.App || m.type === MT.Heartbeat || m.type === MT.Snap) {
+        this.becomeFollower(m.term, m.from);
+      } else {
+        this.becomeFollower(m.term, 0);
+      }
+    } else if (m.term < this.term) {
+      if ((this.cfg.checkQuorum || this.cfg.preVote) && (m.type === MT.App || m.type === MT.Heartbeat)) {
+        // A stale leader cut off for a while: tell it our term so it steps down.
+        this.send(MT.AppResp, m.from, 0, 0, EMPTY_ENTRIES, 0, false, 0, null, 0);
+      } else if (m.type === MT.PreVote) {
+        this.send(MT.PreVoteResp, m.from, 0, 0, EMPTY_ENTRIES, 0, true, 0, null, 0);
+      }
+      return;
+    }
+    if (m.type === MT.Vote || m.type === MT.PreVote) {
+      this.handleVote(m);
+      return;
+    }
+    if (this.role === 'leader') this.stepLeader(m);
+    else if (this.role === 'follower') this.stepFollower(m);
+    else this.stepCandidate(m);
+  }
+
+  // --- Outputs -----------------------------------------------------------------------------------
+
+  hasReady(): boolean {
+    return (
+      this.msgs.length > 0 ||
+      this.log.persistedIndex < this.log.lastIndex() ||
+      this.log.unpersistedSnapshot !== null ||
+      this.commit > this.applied ||
+      this.readStates.length > 0 ||
+      this.hardChanged() ||
+      this.prevSoft.leader !== this.leader ||
+      this.prevSoft.role !== this.role
+    );
+  }
+
+  ready(): Ready {
+    assert.equal(this.readyOut, null, 'raft: ready() called twice without advance()');
+    const log = this.log;
+    const s = log.snapshot.index;
+    const entries = log.persistedIndex < log.lastIndex() ? log.entries.slice(log.persistedIndex - s) : EMPTY_ENTRIES;
+    const lo = Math.max(this.applied + 1, log.firstIndex());
+    const committed = this.commit >= lo ? log.entries.slice(lo - s - 1, this.commit - s) : EMPTY_ENTRIES;
+    const hard: HardState = { term: this.term as Term, vote: this.vote as NodeId, commit: this.commit as Offset };
+    const soft: SoftState = { leader: this.leader as NodeId, role: this.role };
+    const softChanged = this.prevSoft.leader !== soft.leader || this.prevSoft.role !== soft.role;
+    const rd: Ready = {
+      snapshot: log.unpersistedSnapshot,
+      entries,
+      hardState: this.hardChanged() ? hard : null,
+      messages: this.msgs,
+      committedEntries: committed,
+      readStates: this.readStates,
+      softState: softChanged ? soft : null,
+    };
+    this.msgs = [];
+    this.readStates = [];
+    log.unpersistedSnapshot = null;
+    this.readyOut = { lastIndex: log.lastIndex(), appliedTo: Math.max(this.commit, s), hard, soft };
+    return rd;
+  }
+
+  /** The driver has persisted, sent and applied the last Ready. */
+  advance(): void {
+    const out = this.readyOut;
+    assert.ok(out !== null, 'raft: advance() without ready()');
+    this.readyOut = null;
+    this.log.persistedIndex = out.lastIndex;
+    this.applied = out.appliedTo;
+    this.prevHard = out.hard;
+    this.prevSoft = out.soft;
+    if (this.role === 'leader') {
+      // The leader counts itself only for what it has persisted.
+      const self = this.progress.get(this.id)!;
+      if (self.maybeUpdate(out.lastIndex) && this.maybeCommit()) this.bcastAppend(true);
+    }
+  }
+
+  /** Cheap accessors for drivers and checkers (status() allocates). */
+  getRole(): Role {
+    return this.role;
+  }
+
+  getTerm(): number {
+    return this.term;
+  }
+
+  getCommit(): number {
+    return this.commit;
+  }
+
+  getLeader(): number {
+    return this.leader;
+  }
+
+  status(): RaftStatus {
+    return {
+      id: this.id,
+      role: this.role,
+      leader: this.leader as NodeId,
+      term: this.term as Term,
+      vote: this.vote as NodeId,
+      commit: this.commit as Offset,
+      applied: this.applied as Offset,
+      firstIndex: this.log.firstIndex() as Offset,
+      lastIndex: this.log.lastIndex() as Offset,
+      conf: this.log.conf(),
+    };
+  }
+
+  // --- Roles -------------------------------------------------------------------------------------
+
+  private promotable(): boolean {
+    return this.log.conf().voters.includes(this.id);
+  }
+
+  private resetRandomizedElectionTicks(): void {
+    const e = this.cfg.electionTicks;
+    this.randomizedElectionTicks = e + Math.floor(this.cfg.random() * e);
+  }
+
+  private resetCommon(): void {
+    this.electionElapsed = 0;
+    this.heartbeatElapsed = 0;
+    this.resetRandomizedElectionTicks();
+    this.votes.clear();
+    this.transferee = 0;
+    this.pendingReads = [];
+  }
+
+  private becomeFollower(term: number, leader: number): void {
+    if (term !== this.term) {
+      this.term = term;
+      this.vote = 0;
+    }
+    this.resetCommon();
+    this.role = 'follower';
+    this.leader = leader;
+  }
+
+  private becomePreCandidate(): void {
+    this.resetCommon();
+    this.role = 'preCandidate';
+    this.leader = 0;
+  }
+
+  private becomeCandidate(): void {
+    this.resetCommon();
+    this.term += 1;
+    this.vote = this.id;
+    this.role = 'candidate';
+    this.leader = 0;
+  }
+
+  private becomeLeader(): void {
+    this.resetCommon();
+    this.role = 'leader';
+    this.leader = this.id;
+    this.progress = new Map();
+    this.syncProgress();
+    this.progress.get(this.id)!.match = this.log.persistedIndex;
+    // The no-op lets this leader commit (and so learn the commit point of) earlier terms' entries.
+    this.appendEntry('noop', EMPTY_DATA, null);
+    this.bcastAppend(true);
+  }
+
+  private startCampaign(kind: 'pre' | 'election' | 'transfer'): void {
+    if (!this.promotable()) return;
+    let voteTerm: number;
+    let type: MT;
+    if (kind === 'pre') {
+      this.becomePreCandidate();
+      voteTerm = this.term + 1;
+      type = MT.PreVote;
+    } else {
+      this.becomeCandidate();
+      voteTerm = this.term;
+      type = MT.Vote;
+    }
+    if (this.poll(this.id, true) === 'won') {
+      if (kind === 'pre') this.startCampaign('election');
+      else this.becomeLeader();
+      return;
+    }
+    const ctx = kind === 'transfer' ? CONTEXT_TRANSFER : 0;
+    for (const v of this.log.conf().voters) {
+      if (v === this.id) continue;
+      this.msgs.push(this.msg(type, v, voteTerm, this.log.lastTerm(), this.log.lastIndex(), EMPTY_ENTRIES, 0, false, 0, null, ctx));
+    }
+  }
+
+  private poll(from: number, granted: boolean): 'won' | 'lost' | 'pending' {
+    this.votes.set(from, granted);
+    const voters = this.log.conf().voters;
+    let yes = 0;
+    let no = 0;
+    for (const v of voters) {
+      const g = this.votes.get(v);
+      if (g === true) yes++;
+      else if (g === false) no++;
+    }
+    const q = (voters.length >> 1) + 1;
+    return yes >= q ? 'won' : no >= q ? 'lost' : 'pending';
+  }
+
+  private tickElection(): void {
+    this.electionElapsed++;
+    if (this.electionElapsed >= this.randomizedElectionTicks && this.promotable()) {
+      this.electionElapsed = 0;
+      this.startCampaign(this.cfg.preVote ? 'pre' : 'election');
+    }
+  }
+
+  private tickLeader(): void {
+    this.heartbeatElapsed++;
+    this.electionElapsed++;
+    if (this.electionElapsed >= this.cfg.electionTicks) {
+      this.electionElapsed = 0;
+      if (this.cfg.checkQuorum && !this.quorumActive()) {
+        this.becomeFollower(this.term, 0);
+        return;
+      }
+      this.transferee = 0; // a transfer that did not finish within an election timeout is abandoned
+    }
+    if (this.heartbeatElapsed >= this.cfg.heartbeatTicks) {
+      this.heartbeatElapsed = 0;
+      const n = this.pendingReads.length;
+      this.bcastHeartbeat(n > 0 ? this.pendingReads[n - 1].seq : 0);
+    }
+  }
+
+  /** Check-quorum: were a majority of voters heard from since the last round? Resets the marks. */
+  private quorumActive(): boolean {
+    const voters = this.log.conf().voters;
+    let active = 0;
+    for (const v of voters) {
+      const pr = this.progress.get(v);
+      if (v === this.id || (pr !== undefined && pr.recentActive)) active++;
+      if (pr !== undefined && v !== this.id) pr.recentActive = false;
+    }
+    for (const [id, pr] of this.progress) if (!voters.includes(id as NodeId)) pr.recentActive = false;
+    return active >= (voters.length >> 1) + 1;
+  }
+
+  // --- Message handling --------------------------------------------------------------------------
+
+  private handleVote(m: Message): void {
+    const pre = m.type === MT.PreVote;
+    const bugs = this.cfg.bugs;
+    const canVote =
+      this.vote === m.from ||
+      (this.vote === 0 && this.leader === 0) ||
+      (pre && m.term > this.term) ||
+      (!pre && bugs.has('vote-twice'));
+    const upToDate = this.log.isUpToDate(m.index, m.logTerm) || bugs.has('vote-ignores-log');
+    const respType = pre ? MT.PreVoteResp : MT.VoteResp;
+    if (canVote && upToDate) {
+      this.msgs.push(this.msg(respType, m.from, m.term, 0, 0, EMPTY_ENTRIES, 0, false, 0, null, 0));
+      if (!pre) {
+        this.electionElapsed = 0;
+        this.vote = m.from;
+      }
+    } else {
+      this.send(respType, m.from, 0, 0, EMPTY_ENTRIES, 0, true, 0, null, 0);
+    }
+  }
+
+  private stepFollower(m: Message): void {
+    switch (m.type) {
+      case MT.App:
+        this.electionElapsed = 0;
+        this.leader = m.from;
+        this.handleAppend(m);
+        break;
+      case MT.Heartbeat:
+        this.electionElapsed = 0;
+        this.leader = m.from;
+        this.handleHeartbeat(m);
+        break;
+      case MT.Snap:
+        this.electionElapsed = 0;
+        this.leader = m.from;
+        this.handleSnapshot(m);
+        break;
+      case MT.TimeoutNow:
+        this.startCampaign('transfer');
+        break;
+      default:
+        break; // stale responses from an earlier role
+    }
+  }
+
+  private stepCandidate(m: Message): void {
+    switch (m.type) {
+      case MT.App:
+      case MT.Heartbeat:
+      case MT.Snap:
+        this.becomeFollower(m.term, m.from);
+        this.stepFollower(m);
+        break;
+      case MT.VoteResp:
+      case MT.PreVoteResp: {
+        if ((m.type === MT.PreVoteResp) !== (this.role === 'preCandidate')) return;
+        const r = this.poll(m.from, !m.reject);
+        if (r === 'won') {
+          if (this.role === 'preCandidate') this.startCampaign('election');
+          else this.becomeLeader();
+        } else if (r === 'lost') {
+          this.becomeFollower(this.term, 0);
+        }
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  private stepLeader(m: Message): void {
+    if (m.type === MT.AppResp) this.handleAppResp(m);
+    else if (m.type === MT.HeartbeatResp) this.handleHeartbeatResp(m);
+  }
+
+  private handleAppend(m: Message): void {
+    const log = this.log;
+    if (m.index < this.commit) {
+      this.send(MT.AppResp, m.from, 0, this.commit, EMPTY_ENTRIES, 0, false, 0, null, 0);
+      return;
+    }
+    if (!log.matchTerm(m.index, m.logTerm)) {
+      const [hintIndex, hintTerm] = log.findConflictByTerm(Math.min(m.index, log.lastIndex()), m.logTerm);
+      this.send(MT.AppResp, m.from, hintTerm, m.index, EMPTY_ENTRIES, 0, true, hintIndex, null, 0);
+      return;
+    }
+    const ents = m.entries;
+    let i = 0;
+    for (; i < ents.length; i++) {
+      const t = log.term(ents[i].index);
+      if (t === ents[i].term) continue;
+      if (t !== -1) {
+        assert.ok(ents[i].index > this.commit, 'raft: conflict with a committed entry');
+        if (this.cfg.bugs.has('no-truncate-on-conflict')) {
+          while (i < ents.length && ents[i].index <= log.lastIndex()) i++;
+        } else {
+          log.truncateFrom(ents[i].index);
+        }
+      }
+      break;
+    }
+    for (; i < ents.length; i++) log.append(ents[i]);
+    const lastNew = m.index + ents.length;
+    this.commitTo(Math.min(m.commit, lastNew));
+    this.send(MT.AppResp, m.from, 0, lastNew, EMPTY_ENTRIES, 0, false, 0, null, 0);
+  }
+
+  private handleHeartbeat(m: Message): void {
+    this.commitTo(m.commit);
+    this.send(MT.HeartbeatResp, m.from, 0, 0, EMPTY_ENTRIES, 0, false, 0, null, m.context);
+  }
+
+  private handleSnapshot(m: Message): void {
+    const snap = m.snapshot!;
+    if (snap.index <= this.commit) {
+      this.send(MT.AppResp, m.from, 0, this.commit, EMPTY_ENTRIES, 0, false, 0, null, 0);
+      return;
+    }
+    if (this.log.matchTerm(snap.index, snap.term)) {
+      this.commitTo(snap.index); // we already hold the snapshot's entries: just fast-forward the commit
+    } else {
+      this.log.restore(snap);
+      this.commit = snap.index;
+    }
+    this.send(MT.AppResp, m.from, 0, this.commit, EMPTY_ENTRIES, 0, false, 0, null, 0);
+  }
+
+  private commitTo(c: number): void {
+    if (c > this.commit) {
+      assert.ok(c <= this.log.lastIndex(), 'raft: commit beyond the log');
+      this.commit = c;
+    }
+  }
+
+  private handleAppResp(m: Message): void {
+    const pr = this.progress.get(m.from);
+    if (pr === undefined) return;
+    pr.recentActive = true;
+    if (m.reject) {
+      const hint = m.logTerm > 0 ? this.log.findConflictByTerm(m.rejectHint, m.logTerm)[0] : m.rejectHint;
+      if (pr.maybeDecrTo(m.index, hint)) {
+        if (pr.state === 'replicate') pr.becomeProbe();
+        this.sendAppendLoop(m.from);
+      }
+      return;
+    }
+    if (pr.maybeUpdate(m.index) || (pr.match === m.index && pr.state === 'probe')) {
+      if (pr.state === 'probe') pr.becomeReplicate();
+      else if (pr.state === 'snapshot' && pr.match >= pr.pendingSnapshot) {
+        pr.becomeProbe();
+        pr.becomeReplicate();
+      } else if (pr.state === 'replicate') pr.inflights.freeLE(m.index);
+      if (this.maybeCommit()) this.bcastAppend(true);
+      else this.sendAppendLoop(m.from);
+      if (m.from === this.transferee && pr.match === this.log.lastIndex()) {
+        this.send(MT.TimeoutNow, m.from, 0, 0, EMPTY_ENTRIES, 0, false, 0, null, 0);
+      }
+    }
+  }
+
+  private handleHeartbeatResp(m: Message): void {
+    const pr = this.progress.get(m.from);
+    if (pr === undefined) return;
+    pr.recentActive = true;
+    pr.probeSent = false;
+    if (pr.state === 'snapshot') pr.becomeProbe();
+    if (pr.state === 'replicate' && pr.inflights.full()) pr.inflights.freeFirst();
+    if (pr.match < this.log.lastIndex()) this.maybeSendAppend(m.from, true);
+    if (m.context > 0) this.ackReads(m.from, m.context);
+  }
+
+  private ackReads(from: number, seq: number): void {
+    const voters = this.log.conf().voters;
+    const q = (voters.length >> 1) + 1;
+    for (const r of this.pendingReads) if (r.seq <= seq) r.acks.add(from);
+    while (this.pendingReads.length > 0) {
+      const r = this.pendingReads[0];
+      let n = 0;
+      for (const v of voters) if (r.acks.has(v)) n++;
+      if (n < q) break;
+      this.pendingReads.shift();
+      this.readStates.push({ index: r.index as Offset, context: r.context });
+    }
+  }
+
+  // --- Leader replication ------------------------------------------------------------------------
+
+  private maybeCommit(): boolean {
+    const voters = this.log.conf().voters;
+    let idx: number;
+    if (this.cfg.bugs.has('commit-without-quorum')) {
+      idx = this.progress.get(this.id)!.match;
+    } else {
+      const matches = voters.map((v) => this.progress.get(v)?.match ?? 0).sort((a, b) => b - a);
+      idx = matches[voters.length >> 1];
+    }
+    if (idx > this.commit && (this.log.term(idx) === this.term || this.cfg.bugs.has('commit-old-term'))) {
+      this.commit = idx;
+      return true;
+    }
+    return false;
+  }
+
+  private bcastAppend(sendIfEmpty: boolean): void {
+    for (const id of this.progress.keys()) {
+      if (id === this.id) continue;
+      if (this.maybeSendAppend(id, sendIfEmpty)) this.sendAppendLoop(id);
+    }
+  }
+
+  private bcastHeartbeat(context: number): void {
+    for (const [id, pr] of this.progress) {
+      if (id === this.id) continue;
+      this.send(MT.Heartbeat, id, 0, 0, EMPTY_ENTRIES, Math.min(pr.match, this.commit), false, 0, null, context);
+    }
+  }
+
+  /** Sends appends to `to` while there are entries and the pipeline bounds allow. */
+  private sendAppendLoop(to: number): void {
+    while (this.maybeSendAppend(to, false));
+  }
+
+  /** Sends one append (or a snapshot); true when it carried entries and more may follow. */
+  private maybeSendAppend(to: number, sendIfEmpty: boolean): boolean {
+    const pr = this.progress.get(to);
+    if (pr === undefined || pr.isPaused()) return false;
+    const log = this.log;
+    const prevIndex = pr.next - 1;
+    const prevTerm = log.term(prevIndex);
+    if (prevTerm < 0) {
+      pr.becomeSnapshot(log.snapshot.index);
+      this.send(MT.Snap, to, 0, 0, EMPTY_ENTRIES, 0, false, 0, log.snapshot, 0);
+      return false;
+    }
+    const last = log.lastIndex();
+    let ents = EMPTY_ENTRIES;
+    if (pr.next <= last) {
+      const room = Math.max(1, Math.min(this.cfg.msgBytesMax, this.cfg.inflightBytesMax - pr.inflights.bytes));
+      ents = log.slice(pr.next, last, room, this.cfg.msgEntriesMax);
+    }
+    if (ents.length === 0 && !sendIfEmpty) return false;
+    this.send(MT.App, to, prevTerm, prevIndex, ents, this.commit, false, 0, null, 0);
+    if (pr.state === 'probe') {
+      pr.probeSent = true;
+    } else if (ents.length > 0) {
+      let bytes = 0;
+      for (const e of ents) bytes += e.data.length;
+      const lastSent = ents[ents.length - 1].index;
+      pr.next = lastSent + 1;
+      pr.inflights.add(lastSent, bytes);
+    }
+    return ents.length > 0;
+  }
+
+  // --- Log and configuration ---------------------------------------------------------------------
+
+  private appendEntry(kind: EntryKind, data: Uint8Array, change: ConfChange | null): Entry {
+    const e: Entry = { index: (this.log.lastIndex() + 1) as Offset, term: this.term as Term, kind, data, change };
+    this.log.append(e);
+    if (kind === 'conf') this.syncProgress();
+    return e;
+  }
+
+  /** Makes the leader's progress map follow the configuration in force. */
+  private syncProgress(): void {
+    const conf = this.log.conf();
+    const members = new Set<number>([...conf.voters, ...conf.learners]);
+    for (const id of members) {
+      if (!this.progress.has(id)) {
+        this.progress.set(id, new Progress(this.log.lastIndex() + 1, this.cfg.inflightMsgsMax, this.cfg.inflightBytesMax));
+      }
+    }
+    for (const id of [...this.progress.keys()]) if (!members.has(id) && id !== this.id) this.progress.delete(id);
+  }
+
+  private validateConfChange(cc: ConfChange): void {
+    const conf = this.log.conf();
+    const isVoter = conf.voters.includes(cc.node);
+    const isLearner = conf.learners.includes(cc.node);
+    let problem = '';
+    if (cc.node <= 0) problem = 'node id must be positive';
+    else if (cc.type === 'remove' && cc.node === this.id) problem = 'the leader cannot remove itself; transfer leadership first';
+    else if (cc.type === 'remove' && !isVoter && !isLearner) problem = `node ${cc.node} is not a member`;
+    else if (cc.type === 'addVoter' && isVoter) problem = `node ${cc.node} is already a voter`;
+    else if (cc.type === 'addLearner' && (isVoter || isLearner)) problem = `node ${cc.node} is already a member`;
+    if (problem !== '') throw new SluiceError('INVALID_REQUEST', `raft: ${problem}`);
+  }
+
+  private assertCanPropose(): void {
+    if (this.role !== 'leader') throw this.notLeader();
+    if (this.transferee !== 0) throw new SluiceError('PROPOSAL_DROPPED', 'raft: leadership transfer in progress');
+  }
+
+  private notLeader(): SluiceError {
+    return new SluiceError('NOT_LEADER', `raft: node ${this.id} is not the leader (leader: ${this.leader || 'unknown'})`);
+  }
+
+  private hardChanged(): boolean {
+    const h = this.prevHard;
+    return h.term !== this.term || h.vote !== this.vote || h.commit !== this.commit;
+  }
+
+  // --- Messages ----------------------------------------------------------------------------------
+
+  private send(
+    type: MT,
+    to: number,
+    logTerm: number,
+    index: number,
+    entries: readonly Entry[],
+    commit: number,
+    reject: boolean,
+    rejectHint: number,
+    snapshot: Snapshot | null,
+    context: number,
+  ): void {
+    this.msgs.push(this.msg(type, to, this.term, logTerm, index, entries, commit, reject, rejectHint, snapshot, context));
+  }
+
+  private msg(
+    type: MT,
+    to: number,
+    term: number,
+    logTerm: number,
+    index: number,
+    entries: readonly Entry[],
+    commit: number,
+    reject: boolean,
+    rejectHint: number,
+    snapshot: Snapshot | null,
+    context: number,
+  ): Message {
+    return {
+      type,
+      from: this.id,
+      to: to as NodeId,
+      term: term as Term,
+      logTerm: logTerm as Term,
+      index: index as Offset,
+      entries,
+      commit: commit as Offset,
+      reject,
+      rejectHint: rejectHint as Offset,
+      snapshot,
+      context,
+    };
+  }
+}

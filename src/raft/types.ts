@@ -1,0 +1,144 @@
+/**
+ * Public types of the pure Raft core. Everything here is plain data: it can be persisted, posted between
+ * threads, or compared in a test. The core never mutates an Entry, Message or Snapshot after creating
+ * it, so drivers (and the simulator) may share them by reference.
+ */
+import type { NodeId, Offset, Term } from '../model/index.js';
+
+/** What an entry carries. `noop` is the leader's first entry of each term (it occupies an offset). */
+export type EntryKind = 'data' | 'conf' | 'noop';
+
+/** One membership change at a time (see docs/raft.md "Membership"). */
+export type ConfChangeType = 'addVoter' | 'addLearner' | 'remove';
+
+export interface ConfChange {
+  readonly type: ConfChangeType;
+  readonly node: NodeId;
+}
+
+/** The configuration: who votes, who only replicates. A node is in at most one of the two lists. */
+export interface ConfState {
+  readonly voters: readonly NodeId[];
+  readonly learners: readonly NodeId[];
+}
+
+export interface Entry {
+  /** The entry's log index; for a partition this is the offset (DESIGN.md decision 3). */
+  readonly index: Offset;
+  /** The term (leader epoch) of the leader that created the entry. */
+  readonly term: Term;
+  readonly kind: EntryKind;
+  /** The payload: a record batch for `data`, empty for `noop` and `conf`. */
+  readonly data: Uint8Array;
+  /** Set only for `conf` entries. */
+  readonly change: ConfChange | null;
+}
+
+/** The state that must be durable before any message of the same Ready is sent. */
+export interface HardState {
+  readonly term: Term;
+  /** 0 = voted for nobody in `term`. */
+  readonly vote: NodeId;
+  readonly commit: Offset;
+}
+
+export interface Snapshot {
+  /** Last index covered; the log restarts at index + 1. */
+  readonly index: Offset;
+  readonly term: Term;
+  /** The configuration as of `index`. */
+  readonly conf: ConfState;
+  /** Opaque state-machine image, produced by the driver in `compact()`. */
+  readonly data: Uint8Array;
+}
+
+/** Message types. Numbers (not strings) because they are compared on the hot path. */
+export const MessageType = {
+  App: 1,
+  AppResp: 2,
+  Vote: 3,
+  VoteResp: 4,
+  PreVote: 5,
+  PreVoteResp: 6,
+  Heartbeat: 7,
+  HeartbeatResp: 8,
+  Snap: 9,
+  TimeoutNow: 10,
+} as const;
+export type MessageType = (typeof MessageType)[keyof typeof MessageType];
+
+export const MESSAGE_TYPE_NAMES: Readonly<Record<number, string>> = Object.fromEntries(
+  Object.entries(MessageType).map(([k, v]) => [v, k]),
+);
+
+/**
+ * One message between peers. All fields are always present (unused ones are 0 / empty) so every message
+ * has one hidden class.
+ */
+export interface Message {
+  readonly type: MessageType;
+  readonly from: NodeId;
+  readonly to: NodeId;
+  readonly term: Term;
+  /** App: term of `index`. Vote/PreVote: candidate's last term. AppResp reject: hint term. */
+  readonly logTerm: Term;
+  /** App: index before `entries`. Vote: candidate's last index. AppResp: match index, or the rejected index. */
+  readonly index: Offset;
+  readonly entries: readonly Entry[];
+  /** App/Heartbeat: leader's commit (capped for heartbeats at what the follower is known to hold). */
+  readonly commit: Offset;
+  readonly reject: boolean;
+  /** AppResp reject: the follower's hint index (see fast backtracking in docs/raft.md). */
+  readonly rejectHint: Offset;
+  readonly snapshot: Snapshot | null;
+  /** Heartbeat(+Resp): ReadIndex round id. Vote: 1 = forced by a leadership transfer. */
+  readonly context: number;
+}
+
+export type Role = 'follower' | 'preCandidate' | 'candidate' | 'leader';
+
+export interface SoftState {
+  readonly leader: NodeId;
+  readonly role: Role;
+}
+
+/** A linearizable read: it may be served once the state machine has applied `index`. */
+export interface ReadState {
+  readonly index: Offset;
+  readonly context: number;
+}
+
+/**
+ * What the driver must do, in this order. Between `ready()` and `advance()` the driver must not call
+ * `step`, `tick` or any proposal method (one Ready is in flight at a time).
+ */
+export interface Ready {
+  /**
+   * 1. PERSIST FIRST, before `entries`: a snapshot received from the leader. It replaces the whole
+   * persisted log (discard every persisted entry) and the state machine.
+   */
+  readonly snapshot: Snapshot | null;
+  /**
+   * 2. PERSIST (append, then fsync): entries to write. If entries[0].index is at or below the last
+   * persisted index, first truncate the persisted log from entries[0].index (a follower's conflict).
+   */
+  readonly entries: readonly Entry[];
+  /** 2. PERSIST together with `entries` (same fsync), when non-null. */
+  readonly hardState: HardState | null;
+  /** 3. SEND only AFTER 1 and 2 are durable. Order within the array need not be kept. */
+  readonly messages: readonly Message[];
+  /** 4. APPLY, in order, after 1 and 2 are durable. Every entry here is committed. */
+  readonly committedEntries: readonly Entry[];
+  /** 5. Reads that may be served once `index` is applied. */
+  readonly readStates: readonly ReadState[];
+  /** Informational: leader/role changed since the last Ready. Nothing to persist. */
+  readonly softState: SoftState | null;
+}
+
+/** The durable state a node restarts from. */
+export interface PersistedState {
+  readonly hardState: HardState;
+  readonly snapshot: Snapshot;
+  /** Entries after snapshot.index, contiguous. */
+  readonly entries: readonly Entry[];
+}

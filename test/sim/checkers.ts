@@ -1,0 +1,148 @@
+/**
+ * Safety checkers fed by the simulator as things happen (persist, apply, election, read). Each check is
+ * incremental so that it can run after every step of every seed:
+ * - election safety: at most one leader per term;
+ * - log matching: an (index, term) pair names one entry, and that entry always follows the same term,
+ *   so by induction two logs that agree at (index, term) agree on the whole prefix;
+ * - leader completeness: a node that becomes leader holds every entry committed so far;
+ * - state machine safety: every node applies the same entry at an index (checked through a hash chain,
+ *   which also covers snapshot installs);
+ * - no committed entry lost: an applied index is never re-applied differently, and the final leader's
+ *   log holds every committed entry;
+ * - linearizable ReadIndex: a read's index covers everything committed before it was asked.
+ */
+import type { Entry, Snapshot } from '../../src/raft/index.js';
+import type { RaftNode } from '../../src/raft/raft.js';
+
+export class InvariantViolation extends Error {
+  constructor(
+    readonly checker: string,
+    message: string,
+  ) {
+    super(`${checker}: ${message}`);
+  }
+}
+
+/** A number that identifies an entry's content (the simulator's payloads carry a unique u32 id). */
+export function contentId(e: Entry): number {
+  if (e.kind === 'noop') return 1;
+  if (e.kind === 'conf') {
+    const t = e.change!.type === 'addVoter' ? 0 : e.change!.type === 'addLearner' ? 1 : 2;
+    return 2 + e.change!.node * 4 + t;
+  }
+  const d = e.data;
+  return 1_000_000 + ((d[0] | (d[1] << 8) | (d[2] << 16) | (d[3] << 24)) >>> 0);
+}
+
+export function chainHash(h: number, index: number, id: number): number {
+  let x = Math.imul(h ^ id, 0x01000193);
+  x = Math.imul(x ^ index ^ (x >>> 15), 0x85ebca6b);
+  return (x ^ (x >>> 13)) >>> 0;
+}
+
+/** Snapshot data in the simulator: (applied index, hash chain at that index). */
+export function encodeApp(index: number, hash: number): Uint8Array {
+  const b = new Uint8Array(12);
+  const v = new DataView(b.buffer);
+  v.setFloat64(0, index, true);
+  v.setUint32(8, hash, true);
+  return b;
+}
+
+/** The state-machine image in a snapshot; the bootstrap snapshot (no data) is the empty state at its index. */
+export function snapshotApp(snap: Snapshot): { index: number; hash: number } {
+  return snap.data.length === 0 ? { index: snap.index, hash: 0 } : decodeApp(snap.data);
+}
+
+export function decodeApp(data: Uint8Array): { index: number; hash: number } {
+  const v = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  return { index: v.getFloat64(0, true), hash: v.getUint32(8, true) };
+}
+
+export class Checkers {
+  private readonly leaders = new Map<number, number>();
+  /** key index*2^20+term -> [contentId, prevTerm] */
+  private readonly logEntries = new Map<number, number>();
+  private readonly logPrev = new Map<number, number>();
+  /** Committed (applied somewhere) index -> hash chain and term. */
+  readonly committedHash = new Map<number, number>();
+  readonly committedTerm = new Map<number, number>();
+  maxCommitted = 0;
+  private readonly reads = new Map<number, number>();
+
+  leaderCount(): number {
+    return this.leaders.size;
+  }
+
+  onLeader(node: RaftNode, term: number): void {
+    const prev = this.leaders.get(term);
+    if (prev === node.id) return;
+    if (prev !== undefined) throw new InvariantViolation('election safety', `nodes ${prev} and ${node.id} both lead term ${term}`);
+    this.leaders.set(term, node.id);
+    this.checkComplete(node, 'leader completeness');
+  }
+
+  /** Every committed entry is in `node`'s log (or covered by its snapshot with the same hash). */
+  checkComplete(node: RaftNode, checker: string): void {
+    const log = node.log;
+    const s = log.snapshot;
+    const sh = this.committedHash.get(s.index);
+    if (sh !== undefined && snapshotApp(s).hash !== sh) {
+      throw new InvariantViolation(checker, `node ${node.id} snapshot at ${s.index} differs from the committed state`);
+    }
+    for (let i = s.index + 1; i <= this.maxCommitted; i++) {
+      const t = this.committedTerm.get(i);
+      if (t === undefined) continue;
+      if (log.term(i) !== t) {
+        throw new InvariantViolation(checker, `node ${node.id} (term ${node.getTerm()}) lacks committed entry ${i}@${t} (has term ${log.term(i)})`);
+      }
+    }
+  }
+
+  onPersist(node: number, entries: readonly Entry[], prevTerm: number): void {
+    let prev = prevTerm;
+    for (const e of entries) {
+      if (e.term < prev) throw new InvariantViolation('log matching', `node ${node}: term goes down at ${e.index}`);
+      const key = e.index * 1048576 + e.term;
+      const id = contentId(e);
+      const known = this.logEntries.get(key);
+      if (known === undefined) {
+        this.logEntries.set(key, id);
+        this.logPrev.set(key, prev);
+      } else if (known !== id || this.logPrev.get(key) !== prev) {
+        throw new InvariantViolation('log matching', `node ${node}: entry ${e.index}@${e.term} differs from another log's`);
+      }
+      prev = e.term;
+    }
+  }
+
+  onApply(node: number, index: number, term: number, hash: number): void {
+    const h = this.committedHash.get(index);
+    if (h === undefined) {
+      this.committedHash.set(index, hash);
+      this.committedTerm.set(index, term);
+      if (index > this.maxCommitted) this.maxCommitted = index;
+    } else if (h !== hash) {
+      throw new InvariantViolation('state machine safety', `node ${node} applied a different entry (or history) at ${index}`);
+    }
+  }
+
+  onSnapshotInstall(node: number, snap: Snapshot): void {
+    const { index, hash } = snapshotApp(snap);
+    const h = this.committedHash.get(index);
+    if (h !== undefined && h !== hash) {
+      throw new InvariantViolation('state machine safety', `node ${node} installed a snapshot at ${index} that differs`);
+    }
+  }
+
+  onReadRequested(context: number): void {
+    this.reads.set(context, this.maxCommitted);
+  }
+
+  onReadState(node: number, context: number, index: number): void {
+    const need = this.reads.get(context);
+    if (need !== undefined && index < need) {
+      throw new InvariantViolation('linearizable read', `node ${node} read at ${index} but ${need} was committed before the read`);
+    }
+  }
+}

@@ -1,0 +1,530 @@
+/**
+ * The deterministic cluster simulator: one process, one seed, no wall clock. Each step is one global
+ * clock tick in which faults may be injected, clients propose, messages due are delivered (in a random
+ * order), nodes tick, and every node's Ready is persisted to a simulated disk, sent and applied. The
+ * checkers (checkers.ts) run as events happen and after every step.
+ *
+ * Faults: message delay, drop, duplicate and reorder; partitions (symmetric and one-way) and heal; a
+ * disk whose unsynced writes vanish on a crash (a Ready's fsync may lag one step); clock stalls (the
+ * node neither ticks nor processes, like SIGSTOP); crash and restart from the durable state;
+ * membership changes, leadership transfers, ReadIndex, snapshots (compaction) while all that happens.
+ * The last part of a run is quiet (healed, restarted, no drops): a leader must appear and a proposal
+ * must commit within a bound (liveness).
+ */
+import type { NodeId } from '../../src/model/index.js';
+import {
+  type Entry,
+  type HardState,
+  MESSAGE_TYPE_NAMES,
+  type Message,
+  type RaftBug,
+  RaftNode,
+  type Ready,
+  type Snapshot,
+  bootstrapState,
+} from '../../src/raft/index.js';
+import { Checkers, InvariantViolation, chainHash, contentId, encodeApp, snapshotApp } from './checkers.js';
+import { Prng } from './prng.js';
+
+export interface SimOptions {
+  seed: number;
+  steps: number;
+  bugs?: readonly RaftBug[];
+  /** Keep a full text trace (slow; used to print a failing seed). */
+  fullTrace?: boolean;
+}
+
+export interface SimResult {
+  seed: number;
+  ok: boolean;
+  failure: string | null;
+  checker: string | null;
+  traceHash: string;
+  /** The last events (only with fullTrace). */
+  trace: string[];
+  stats: { leaders: number; committed: number; crashes: number; confChanges: number; snapshots: number; reads: number };
+}
+
+interface Disk {
+  hs: HardState;
+  snapshot: Snapshot;
+  entries: Entry[];
+  pending: { snapshot: Snapshot | null; entries: readonly Entry[]; hs: HardState | null }[];
+}
+
+interface SimNode {
+  readonly id: number;
+  raft: RaftNode | null;
+  disk: Disk;
+  removed: boolean;
+  stalledUntil: number;
+  /** A Ready written to disk but not yet synced (and so not yet sent or applied). */
+  unsynced: Ready | null;
+  appIndex: number;
+  appHash: number;
+}
+
+interface InFlight {
+  at: number;
+  msg: Message;
+}
+
+const TRACE_KEEP = 80;
+
+export class Sim {
+  readonly rng: Prng;
+  readonly checkers = new Checkers();
+  readonly nodes = new Map<number, SimNode>();
+  private readonly opts: SimOptions;
+  private readonly preVote: boolean;
+  private readonly checkQuorum: boolean;
+  private readonly msgEntriesMax: number;
+  private readonly inflightMsgsMax: number;
+  private now = 0;
+  private net: InFlight[] = [];
+  private readonly blocked = new Set<number>();
+  private nextId: number;
+  private nextPayload = 1;
+  private nextRead = 1;
+  private quiet = false;
+  private dropP = 0.02;
+  private dupP = 0.01;
+  private hash = 0x811c9dc5;
+  private readonly trace: string[] = [];
+  private quietProposals = new Set<number>();
+  private quietCommitted = false;
+  readonly stats = { leaders: 0, committed: 0, crashes: 0, confChanges: 0, snapshots: 0, reads: 0 };
+
+  constructor(opts: SimOptions) {
+    this.opts = opts;
+    this.rng = new Prng(opts.seed);
+    const mode = this.rng.int(4);
+    this.preVote = (mode & 1) !== 0;
+    this.checkQuorum = (mode & 2) !== 0;
+    this.msgEntriesMax = 1 + this.rng.int(8);
+    this.inflightMsgsMax = 1 + this.rng.int(6);
+    const n = this.rng.chance(0.6) ? 3 : 5;
+    const voters = Array.from({ length: n }, (_, i) => (i + 1) as NodeId);
+    for (const id of voters) this.addNode(id, voters);
+    this.nextId = n + 1;
+    this.note(`cluster n=${n} preVote=${this.preVote} checkQuorum=${this.checkQuorum} entriesMax=${this.msgEntriesMax} inflight=${this.inflightMsgsMax}`, 0, n, mode);
+  }
+
+  // --- Trace ---------------------------------------------------------------------------------------
+
+  /** Feeds the trace hash; keeps the text only when a full trace was asked for. */
+  private note(text: string | (() => string), a: number, b: number, c: number): void {
+    let h = this.hash;
+    h = Math.imul(h ^ a, 0x01000193) >>> 0;
+    h = Math.imul(h ^ b, 0x01000193) >>> 0;
+    h = Math.imul(h ^ c, 0x01000193) >>> 0;
+    h = Math.imul(h ^ this.now, 0x01000193) >>> 0;
+    this.hash = h;
+    if (this.opts.fullTrace) {
+      this.trace.push(`[${this.now}] ${typeof text === 'string' ? text : text()}`);
+      if (this.trace.length > TRACE_KEEP * 4) this.trace.splice(0, this.trace.length - TRACE_KEEP);
+    }
+  }
+
+  traceHash(): string {
+    return this.hash.toString(16).padStart(8, '0');
+  }
+
+  traceTail(): string[] {
+    return this.trace.slice(-TRACE_KEEP);
+  }
+
+  // --- Nodes, disk ---------------------------------------------------------------------------------
+
+  private addNode(id: number, voters: readonly NodeId[]): SimNode {
+    const boot = bootstrapState(voters);
+    const node: SimNode = {
+      id,
+      raft: null,
+      disk: { hs: boot.hardState, snapshot: boot.snapshot, entries: [], pending: [] },
+      removed: false,
+      stalledUntil: 0,
+      unsynced: null,
+      appIndex: 0,
+      appHash: 0,
+    };
+    this.nodes.set(id, node);
+    this.start(node);
+    return node;
+  }
+
+  private start(node: SimNode): void {
+    const d = node.disk;
+    const prng = this.rng.fork();
+    node.raft = new RaftNode(
+      {
+        id: node.id as NodeId,
+        electionTicks: 10,
+        heartbeatTicks: 2,
+        preVote: this.preVote,
+        checkQuorum: this.checkQuorum,
+        msgEntriesMax: this.msgEntriesMax,
+        inflightMsgsMax: this.inflightMsgsMax,
+        inflightBytesMax: 4096,
+        msgBytesMax: 1024,
+        random: () => prng.float(),
+        bugs: this.opts.bugs,
+      },
+      { hardState: d.hs, snapshot: d.snapshot, entries: d.entries },
+    );
+    const app = snapshotApp(d.snapshot);
+    node.appIndex = app.index;
+    node.appHash = app.hash;
+  }
+
+  private crash(node: SimNode): void {
+    node.raft = null;
+    node.unsynced = null;
+    node.disk.pending = []; // unsynced writes are lost
+    node.stalledUntil = 0;
+    this.stats.crashes++;
+    this.note(`crash ${node.id}`, 1, node.id, 0);
+  }
+
+  private syncDisk(node: SimNode): void {
+    const d = node.disk;
+    for (const w of d.pending) {
+      if (w.snapshot !== null) {
+        d.snapshot = w.snapshot;
+        d.entries = [];
+      }
+      if (w.entries.length > 0) {
+        const first = w.entries[0].index;
+        const prevTerm = first - 1 === d.snapshot.index ? d.snapshot.term : first - 1 <= d.snapshot.index ? -1 : d.entries[first - 2 - d.snapshot.index]?.term ?? -1;
+        if (first > d.snapshot.index + d.entries.length + 1 || first <= d.snapshot.index) {
+          throw new InvariantViolation('persistence', `node ${node.id}: write at ${first} leaves a gap in the durable log`);
+        }
+        d.entries.length = first - d.snapshot.index - 1;
+        for (const e of w.entries) d.entries.push(e);
+        this.checkers.onPersist(node.id, w.entries, prevTerm);
+      }
+      if (w.hs !== null) d.hs = w.hs;
+    }
+    d.pending = [];
+  }
+
+  /** Handles a node's Ready: write, then (maybe later) fsync, send, apply, advance. */
+  private processReady(node: SimNode): void {
+    const r = node.raft;
+    if (r === null || node.unsynced !== null || !r.hasReady()) return;
+    const rd = r.ready();
+    node.disk.pending.push({ snapshot: rd.snapshot, entries: rd.entries, hs: rd.hardState });
+    if (rd.softState?.role === 'leader') this.checkers.onLeader(r, r.getTerm());
+    node.unsynced = rd;
+    if (this.quiet || this.rng.chance(0.85)) this.finishReady(node);
+  }
+
+  private finishReady(node: SimNode): void {
+    const rd = node.unsynced!;
+    const r = node.raft!;
+    node.unsynced = null;
+    this.syncDisk(node);
+    if (rd.snapshot !== null) {
+      this.checkers.onSnapshotInstall(node.id, rd.snapshot);
+      const app = snapshotApp(rd.snapshot);
+      node.appIndex = app.index;
+      node.appHash = app.hash;
+      this.note(() => `${node.id} installs snapshot @${rd.snapshot!.index}`, 2, node.id, rd.snapshot.index);
+    }
+    for (const m of rd.messages) this.send(m);
+    for (const e of rd.committedEntries) this.apply(node, e);
+    for (const rs of rd.readStates) {
+      this.checkers.onReadState(node.id, rs.context, rs.index);
+      this.stats.reads++;
+    }
+    r.advance();
+  }
+
+  private apply(node: SimNode, e: Entry): void {
+    if (e.index !== node.appIndex + 1) {
+      throw new InvariantViolation('state machine safety', `node ${node.id} applies ${e.index} after ${node.appIndex}`);
+    }
+    const id = contentId(e);
+    node.appIndex = e.index;
+    node.appHash = chainHash(node.appHash, e.index, id);
+    this.checkers.onApply(node.id, e.index, e.term, node.appHash);
+    this.note(() => `${node.id} applies ${e.index}@${e.term} ${e.kind}${e.kind === 'conf' ? ` ${e.change!.type} ${e.change!.node}` : ''}`, 3, node.id, e.index);
+    if (this.quietProposals.has(id)) this.quietCommitted = true;
+    if (e.kind === 'conf' && e.change!.type === 'remove') {
+      const gone = this.nodes.get(e.change!.node);
+      if (gone !== undefined && !gone.removed) {
+        // A removed replica is shut down by its controller once the removal is committed.
+        gone.removed = true;
+        gone.raft = null;
+        gone.unsynced = null;
+        this.note(`stop removed ${gone.id}`, 4, gone.id, 0);
+      }
+    }
+  }
+
+  // --- Network -------------------------------------------------------------------------------------
+
+  private link(from: number, to: number): number {
+    return from * 1024 + to;
+  }
+
+  private send(m: Message): void {
+    this.note(() => `${m.from}->${m.to} ${MESSAGE_TYPE_NAMES[m.type]} t${m.term} i${m.index} lt${m.logTerm} n${m.entries.length} c${m.commit}${m.reject ? ' reject' : ''}`, 5, m.from * 64 + m.to, m.type * 1000003 + m.term);
+    if (this.blocked.has(this.link(m.from, m.to))) return;
+    if (this.rng.chance(this.dropP)) return;
+    const copies = this.rng.chance(this.dupP) ? 2 : 1;
+    for (let i = 0; i < copies; i++) this.net.push({ at: this.now + 1 + this.rng.int(this.quiet ? 2 : 4), msg: m });
+  }
+
+  private deliverDue(): void {
+    const due: InFlight[] = [];
+    const keep: InFlight[] = [];
+    for (const f of this.net) {
+      const dst = this.nodes.get(f.msg.to);
+      if (dst === undefined || dst.raft === null) continue; // dropped: nobody listening
+      if (f.at > this.now || dst.stalledUntil > this.now || dst.unsynced !== null) keep.push(f);
+      else due.push(f);
+    }
+    this.net = keep;
+    // Reorder: deliver in a random order.
+    for (let i = due.length - 1; i > 0; i--) {
+      const j = this.rng.int(i + 1);
+      const t = due[i];
+      due[i] = due[j];
+      due[j] = t;
+    }
+    for (const f of due) {
+      const m = f.msg;
+      if (this.blocked.has(this.link(m.from, m.to))) continue;
+      const dst = this.nodes.get(m.to)!;
+      if (dst.raft === null || dst.unsynced !== null) continue;
+      dst.raft.step(m);
+      this.processReady(dst);
+    }
+  }
+
+  // --- Faults and clients --------------------------------------------------------------------------
+
+  private live(): SimNode[] {
+    const out: SimNode[] = [];
+    for (const n of this.nodes.values()) if (n.raft !== null && !n.removed) out.push(n);
+    return out;
+  }
+
+  private leaders(): SimNode[] {
+    return this.live().filter((n) => n.raft!.getRole() === 'leader' && n.unsynced === null && n.stalledUntil <= this.now);
+  }
+
+  private members(): number[] {
+    return [...this.nodes.values()].filter((n) => !n.removed).map((n) => n.id);
+  }
+
+  private injectFaults(): void {
+    const rng = this.rng;
+    for (const n of this.nodes.values()) {
+      if (n.removed) continue;
+      if (n.raft === null) {
+        if (rng.chance(0.03)) {
+          this.start(n);
+          this.note(`restart ${n.id}`, 6, n.id, n.disk.hs.term);
+        }
+      } else if (rng.chance(0.003)) {
+        this.crash(n);
+      } else if (n.stalledUntil <= this.now && rng.chance(0.002)) {
+        n.stalledUntil = this.now + 5 + rng.int(40);
+        this.note(`stall ${n.id} until ${n.stalledUntil}`, 7, n.id, n.stalledUntil);
+      }
+    }
+    if (rng.chance(0.006)) this.partition();
+    if (this.blocked.size > 0 && rng.chance(0.015)) {
+      this.blocked.clear();
+      this.note('heal', 8, 0, 0);
+    }
+    if (rng.chance(0.01)) this.changeMembership();
+    if (rng.chance(0.003)) {
+      const l = this.leaders()[0];
+      const voters = l?.raft!.log.conf().voters.filter((v) => v !== l.id) ?? [];
+      if (l !== undefined && voters.length > 0) {
+        const to = rng.pick(voters);
+        l.raft!.transferLeadership(to);
+        this.note(`transfer ${l.id} -> ${to}`, 9, l.id, to);
+      }
+    }
+  }
+
+  private partition(): void {
+    const ids = this.members();
+    const kind = this.rng.int(3);
+    if (kind === 0) {
+      const a = this.rng.pick(ids);
+      for (const b of ids) if (a !== b) this.blocked.add(this.link(a, b)).add(this.link(b, a));
+      this.note(`isolate ${a}`, 10, a, 0);
+    } else if (kind === 1) {
+      const side = new Set(ids.filter(() => this.rng.chance(0.5)));
+      for (const a of ids) for (const b of ids) if (side.has(a) !== side.has(b)) this.blocked.add(this.link(a, b));
+      this.note(`partition {${[...side].join(',')}}`, 11, side.size, 0);
+    } else {
+      const a = this.rng.pick(ids);
+      const b = this.rng.pick(ids);
+      if (a !== b) this.blocked.add(this.link(a, b));
+      this.note(`cut ${a}->${b} (one way)`, 12, a, b);
+    }
+  }
+
+  private changeMembership(): void {
+    const l = this.leaders()[0];
+    if (l === undefined) return;
+    const r = l.raft!;
+    const conf = r.log.conf();
+    const choice = this.rng.int(3);
+    try {
+      if (choice === 0 && conf.voters.length + conf.learners.length < 7) {
+        const id = this.nextId++;
+        r.proposeConfChange({ type: 'addLearner', node: id as NodeId });
+        this.addNode(id, []);
+        this.note(`propose addLearner ${id} at ${l.id}`, 13, id, 0);
+      } else if (choice === 1 && conf.learners.length > 0) {
+        const id = this.rng.pick(conf.learners);
+        r.proposeConfChange({ type: 'addVoter', node: id });
+        this.note(`propose addVoter ${id} at ${l.id}`, 14, id, 0);
+      } else if (choice === 2) {
+        const cands = [...conf.learners, ...(conf.voters.length > 3 ? conf.voters.filter((v) => v !== l.id) : [])];
+        if (cands.length === 0) return;
+        const id = this.rng.pick(cands);
+        r.proposeConfChange({ type: 'remove', node: id });
+        this.note(`propose remove ${id} at ${l.id}`, 15, id, 0);
+      } else {
+        return;
+      }
+      this.stats.confChanges++;
+    } catch {
+      // refused (a change is pending or the leader has not committed in its term): fine
+    }
+  }
+
+  private propose(): void {
+    const ls = this.leaders();
+    if (ls.length === 0) return;
+    const l = this.rng.pick(ls);
+    const id = this.nextPayload++;
+    const data = new Uint8Array(16);
+    new DataView(data.buffer).setUint32(0, id, true);
+    try {
+      const idx = l.raft!.propose(data);
+      if (this.quiet) this.quietProposals.add(1_000_000 + id);
+      this.note(() => `propose #${id} at ${l.id} -> ${idx}`, 16, l.id, id);
+    } catch {
+      // a transfer is in progress
+    }
+  }
+
+  private readIndex(): void {
+    const l = this.leaders()[0];
+    if (l === undefined) return;
+    const ctx = this.nextRead++;
+    try {
+      l.raft!.readIndex(ctx);
+      this.checkers.onReadRequested(ctx);
+    } catch {
+      // not ready to serve reads yet
+    }
+  }
+
+  private compact(): void {
+    const live = this.live().filter((n) => n.unsynced === null);
+    if (live.length === 0) return;
+    const n = this.rng.pick(live);
+    const r = n.raft!;
+    const s = r.log.snapshot.index;
+    if (n.appIndex - s < 4 || r.status().applied < n.appIndex) return;
+    const snap = r.compact(n.appIndex, encodeApp(n.appIndex, n.appHash));
+    // The snapshot file is written and renamed atomically; then the log prefix is dropped.
+    n.disk.snapshot = snap;
+    n.disk.entries = n.disk.entries.filter((e) => e.index > snap.index);
+    this.stats.snapshots++;
+    this.note(`compact ${n.id} to ${snap.index}`, 17, n.id, snap.index);
+  }
+
+  private startQuiet(): void {
+    this.quiet = true;
+    this.dropP = 0;
+    this.dupP = 0;
+    this.blocked.clear();
+    for (const n of this.nodes.values()) {
+      if (n.removed) continue;
+      n.stalledUntil = 0;
+      if (n.raft === null) this.start(n);
+    }
+    this.note('quiet: heal, restart all, no drops', 18, 0, 0);
+  }
+
+  // --- The loop ------------------------------------------------------------------------------------
+
+  step(): void {
+    this.now++;
+    const quietStart = this.quietStart();
+    if (this.now === quietStart) this.startQuiet();
+    if (!this.quiet) this.injectFaults();
+    if (this.rng.chance(0.3)) this.propose();
+    if (this.rng.chance(0.03)) this.readIndex();
+    if (this.rng.chance(0.02)) this.compact();
+    for (const n of this.nodes.values()) {
+      if (n.unsynced !== null && n.stalledUntil <= this.now) this.finishReady(n);
+    }
+    this.deliverDue();
+    for (const n of this.nodes.values()) {
+      if (n.raft === null || n.unsynced !== null || n.stalledUntil > this.now) continue;
+      n.raft.tick();
+      this.processReady(n);
+    }
+    this.checkAfterStep();
+  }
+
+  private quietStart(): number {
+    const len = Math.min(600, Math.floor(this.opts.steps / 3));
+    return len >= 250 ? this.opts.steps - len : Number.POSITIVE_INFINITY;
+  }
+
+  private checkAfterStep(): void {
+    for (const n of this.nodes.values()) {
+      const r = n.raft;
+      if (r !== null && r.getRole() === 'leader') this.checkers.onLeader(r, r.getTerm());
+    }
+    const qs = this.quietStart();
+    if (this.now === qs + 200 && this.leaders().length === 0) {
+      throw new InvariantViolation('liveness', `no leader 200 steps after the faults stopped`);
+    }
+    if (this.now === this.opts.steps && qs !== Number.POSITIVE_INFINITY) {
+      if (!this.quietCommitted) throw new InvariantViolation('liveness', 'no proposal committed during the quiet period');
+      const l = this.leaders()[0];
+      if (l !== undefined) this.checkers.checkComplete(l.raft!, 'no committed entry lost');
+    }
+  }
+
+  run(): SimResult {
+    let failure: string | null = null;
+    let checker: string | null = null;
+    try {
+      while (this.now < this.opts.steps) this.step();
+    } catch (err) {
+      checker = err instanceof InvariantViolation ? err.checker : 'exception';
+      failure = err instanceof Error ? `${err.message}` : String(err);
+      this.note(`FAIL ${failure}`, 99, 0, 0);
+    }
+    this.stats.committed = this.checkers.maxCommitted;
+    this.stats.leaders = this.checkers.leaderCount();
+    return {
+      seed: this.opts.seed,
+      ok: failure === null,
+      failure,
+      checker,
+      traceHash: this.traceHash(),
+      trace: this.traceTail(),
+      stats: this.stats,
+    };
+  }
+}
+
+export function runSeed(opts: SimOptions): SimResult {
+  return new Sim(opts).run();
+}

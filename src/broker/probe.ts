@@ -20,6 +20,10 @@ export interface BrokerProbe {
   topicDeleted(topic: string): void;
   /** Per-shard gauges, sampled about once a second. */
   shardStats(shard: number, stats: { queueDepth: number; eventLoopLagSeconds: number }): void;
+  /** A consumer group's lag on a topic: the sum over its partitions of (high watermark - committed offset). */
+  consumerGroupLag(group: string, topic: string, lag: number): void;
+  /** A consumer group was deleted (or expired): drop its series. */
+  groupDeleted(group: string): void;
 }
 
 /** A probe that records nothing, for embedders that do not want metrics. */
@@ -31,4 +35,6 @@ export const NOOP_PROBE: BrokerProbe = {
   partitionStats() {},
   topicDeleted() {},
   shardStats() {},
+  consumerGroupLag() {},
+  groupDeleted() {},
 };

@@ -245,6 +245,8 @@ export class PartitionLog implements PartitionLogApi {
       throw this.fence(storageError(`cannot create segment ${seg.nextOffset} in ${this.dir}`, err));
     }
     this.segments.push(next);
+    // A new segment may reuse the fd number of a deleted one: drop any cached header bytes.
+    this.walker.invalidate();
   }
 
   // --- Durability ------------------------------------------------------------------------------
@@ -537,6 +539,8 @@ export class PartitionLog implements PartitionLogApi {
     }
     this.totalBytes += seg.size;
     this.dirty.add(seg);
+    // The header window may hold bytes past the cut that new appends will overwrite.
+    this.walker.invalidate();
     if (outcome.problem) {
       throw this.fence(new SluiceError('LOG_CORRUPT', `${seg.logPath} is corrupt: ${outcome.problem}`));
     }

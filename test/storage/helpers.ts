@@ -1,0 +1,86 @@
+/** Shared helpers for the storage tests: temp dirs, seeded randomness, batch builders, model checks. */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { encodeBatch, decodeBatches, readBatchHeader, validateBatches } from '../../src/batch/index.js';
+import type { PartitionLog } from '../../src/storage/index.js';
+
+export function tmpDir(prefix: string): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), `sluice-${prefix}-`));
+}
+
+export function rmDir(dir: string): void {
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+
+/** The seed for a randomized test: from env (replay) or the clock; always printed. */
+export function testSeed(name: string): number {
+  const seed = Number(process.env.SEED ?? Date.now() % 2 ** 31);
+  console.log(`${name} seed=${seed} (replay with SEED=${seed})`);
+  return seed;
+}
+
+/** mulberry32: small, fast, deterministic. */
+export function rng(seed: number): { next(): number; int(lo: number, hi: number): number } {
+  let a = seed >>> 0;
+  const next = (): number => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  return { next, int: (lo, hi) => lo + Math.floor(next() * (hi - lo + 1)) };
+}
+
+/** A batch of `count` records of `valueBytes` bytes; the first value names `tag` so batches differ. */
+export function makeBatch(count: number, valueBytes: number, tag: string, timestampMs = 1_700_000_000_000): Buffer {
+  const records = [];
+  for (let i = 0; i < count; i++) {
+    const v = Buffer.alloc(valueBytes, i & 0xff);
+    v.write(`${tag}:${i}`.slice(0, valueBytes));
+    records.push({ key: null, value: v, timestampMs: timestampMs + i });
+  }
+  return encodeBatch(records);
+}
+
+/** Reads the whole log from logStartOffset as a list of raw batches, checking continuity on the way. */
+export function readAllBatches(log: PartitionLog, maxBytes = 64 * 1024): Buffer[] {
+  const out: Buffer[] = [];
+  let offset = log.logStartOffset;
+  while (offset < log.nextOffset) {
+    const r = log.read(offset, maxBytes);
+    if (r.data.length === 0) throw new Error(`empty read at ${offset} below nextOffset ${log.nextOffset}`);
+    const buf = Buffer.from(r.data);
+    validateBatches(buf, 16 << 20);
+    let pos = 0;
+    while (pos < buf.length) {
+      const h = readBatchHeader(buf, pos);
+      if (h.baseOffset !== offset) throw new Error(`gap: batch at ${h.baseOffset}, expected ${offset}`);
+      out.push(Buffer.from(buf.subarray(pos, pos + h.sizeBytes)));
+      offset = h.baseOffset + h.lastOffsetDelta + 1;
+      pos += h.sizeBytes;
+    }
+    if (r.nextOffset !== offset) throw new Error(`nextOffset ${r.nextOffset} != ${offset}`);
+  }
+  return out;
+}
+
+export function decodeValues(batches: Buffer[]): string[] {
+  return decodeBatches(Buffer.concat(batches)).flatMap((b) => b.records.map((r) => Buffer.from(r.value!).toString('latin1')));
+}
+
+/** Every file of a directory with its bytes, to prove an operation changed nothing. */
+export function snapshotDir(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of fs.readdirSync(dir).sort()) out[name] = fs.readFileSync(path.join(dir, name)).toString('base64');
+  return out;
+}
+
+export function segmentFiles(dir: string, ext: string): string[] {
+  return fs
+    .readdirSync(dir)
+    .filter((n) => n.endsWith(`.${ext}`))
+    .sort()
+    .map((n) => path.join(dir, n));
+}

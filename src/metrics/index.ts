@@ -1,0 +1,71 @@
+/**
+ * Public surface of src/metrics: Prometheus metrics for a broker, with no exporter.
+ *
+ *     const metrics = createMetrics({ partitionSeries: false });
+ *     const broker = await Broker.open({ ..., probe: metrics.probe });
+ *     http.createServer((req, res) => req.url === '/metrics' ? metrics.handler(req, res) : ...);
+ *
+ * This is the only folder that imports prom-client. It never imports src/broker's implementation, only
+ * the BrokerProbe contract (src/broker/probe.ts).
+ */
+import { isMainThread } from 'node:worker_threads';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import assert from 'node:assert/strict';
+import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { PromBrokerProbe } from './broker-probe.js';
+import { fillMetricsOptions } from './options.js';
+import type { MetricsOptions, SluiceMetrics } from './types.js';
+
+export type { MetricsOptions, FilledMetricsOptions, SluiceMetrics, MetricsProbe } from './types.js';
+export { fillMetricsOptions, REQUEST_DURATION_BUCKETS_DEFAULT, FLUSH_DURATION_BUCKETS_DEFAULT } from './options.js';
+export { PromBrokerProbe } from './broker-probe.js';
+
+export function createMetrics(options: MetricsOptions = {}): SluiceMetrics {
+  const filled = fillMetricsOptions(options);
+  const registry = new Registry();
+  const probe = new PromBrokerProbe(registry, filled);
+
+  const buildInfo = new Gauge({
+    name: 'sluice_build_info',
+    help: 'Always 1; the labels say which Sluice and which Node.js this broker runs.',
+    labelNames: ['version', 'node_version'],
+    registers: [registry],
+  });
+  buildInfo.set({ version: filled.version, node_version: process.versions.node }, 1);
+
+  if (filled.processMetrics) {
+    // Process metrics describe the whole process, so a worker thread registering them would double-count
+    // (and a worker's event-loop lag is already sluice_shard_event_loop_lag_seconds).
+    assert.ok(isMainThread, 'createMetrics({ processMetrics: true }) must run on the main thread');
+    collectDefaultMetrics({ register: registry });
+  }
+
+  const render = (): Promise<string> => registry.metrics();
+
+  const handler = (req: IncomingMessage, res: ServerResponse): void => {
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { Allow: 'GET, HEAD', 'Content-Type': 'text/plain' }).end('method not allowed\n');
+      return;
+    }
+    render().then(
+      (body) => {
+        res.writeHead(200, { 'Content-Type': registry.contentType, 'Content-Length': Buffer.byteLength(body) });
+        res.end(req.method === 'HEAD' ? undefined : body);
+      },
+      (err: unknown) => {
+        res.writeHead(500, { 'Content-Type': 'text/plain' }).end(`metrics collection failed: ${String(err)}\n`);
+      },
+    );
+  };
+
+  return {
+    probe,
+    render,
+    contentType: registry.contentType,
+    handler,
+    registry,
+    close() {
+      registry.clear();
+    },
+  };
+}

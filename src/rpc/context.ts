@@ -1,0 +1,74 @@
+/**
+ * What the gRPC services share: the broker (which may not be open yet, or already closing), the probe,
+ * and the long-lived calls (long-poll fetches, subscriptions) that shutdown must cut short.
+ */
+import { SluiceError } from '../errors.js';
+import type { BrokerApi } from '../broker/types.js';
+import type { BrokerProbe } from '../broker/probe.js';
+import { toServiceError } from './errors.js';
+
+export class ServiceContext {
+  private broker: BrokerApi | null = null;
+  private closing = false;
+  /** Aborted on shutdown so long-polls and streams end at once instead of holding the drain. */
+  private readonly longCalls = new Set<AbortController>();
+
+  constructor(readonly probe: BrokerProbe) {}
+
+  attach(broker: BrokerApi): void {
+    this.broker = broker;
+  }
+
+  get ready(): boolean {
+    return this.broker !== null && !this.closing;
+  }
+
+  /** The broker, or a retriable error while it is starting or stopping. */
+  api(): BrokerApi {
+    if (this.closing) throw new SluiceError('SHUTTING_DOWN', 'the broker is shutting down; retry against another broker or after restart');
+    if (this.broker === null) throw new SluiceError('UNAVAILABLE', 'the broker is still starting; retry shortly');
+    return this.broker;
+  }
+
+  /** Stops intake and ends every long-lived call. */
+  beginShutdown(): void {
+    this.closing = true;
+    for (const ac of this.longCalls) ac.abort(new SluiceError('SHUTTING_DOWN', 'the broker is shutting down'));
+    this.longCalls.clear();
+  }
+
+  /** An AbortController registered for shutdown; call the returned release when the call ends. */
+  longCall(): { signal: AbortSignal; controller: AbortController; release: () => void } {
+    const controller = new AbortController();
+    if (this.closing) controller.abort(new SluiceError('SHUTTING_DOWN', 'the broker is shutting down'));
+    else this.longCalls.add(controller);
+    return { signal: controller.signal, controller, release: () => this.longCalls.delete(controller) };
+  }
+
+  /**
+   * Runs one unary handler: times it for the probe and maps a thrown error to a gRPC status with an
+   * ErrorInfo detail. `callback` is grpc-js's sendUnaryData.
+   */
+  unary<T>(rpc: string, work: () => Promise<T>, callback: (err: ReturnType<typeof toServiceError> | null, value?: T) => void): void {
+    const started = process.hrtime.bigint();
+    const done = (ok: boolean): void => this.probe.requestFinished(rpc, Number(process.hrtime.bigint() - started) / 1e9, ok);
+    let promise: Promise<T>;
+    try {
+      promise = work();
+    } catch (err) {
+      done(false);
+      callback(toServiceError(err));
+      return;
+    }
+    promise.then(
+      (value) => {
+        done(true);
+        callback(null, value);
+      },
+      (err: unknown) => {
+        done(false);
+        callback(toServiceError(err));
+      },
+    );
+  }
+}

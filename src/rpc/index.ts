@@ -1,0 +1,19 @@
+/**
+ * Public surface of src/rpc: the gRPC front-end. Thin adapters (decode, route, map errors) over
+ * BrokerApi; the only place SluiceError codes become gRPC statuses. Never imports src/shard,
+ * src/partition or src/storage: it sees the core only through src/broker/types.ts.
+ */
+export { adminService } from './admin-service.js';
+export { brokerService, SUBSCRIBE_POLL_MS } from './broker-service.js';
+export { ServiceContext } from './context.js';
+export { loadSluiceDefinition, protoRoot, PROTO_FILES } from './descriptors.js';
+export {
+  ERROR_DOMAIN,
+  GRPC_STATUS_BY_CODE,
+  fromServiceError,
+  grpcStatusFor,
+  readErrorInfo,
+  toServiceError,
+} from './errors.js';
+export { AdminService, AdminClient } from './gen/sluice/v1/admin.js';
+export { BrokerService, BrokerClient } from './gen/sluice/v1/broker.js';

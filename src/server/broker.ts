@@ -1,0 +1,117 @@
+/**
+ * `startBroker`: a whole broker in this process — the core (Broker.open: topic table, shard workers,
+ * logs), the gRPC front-end and the HTTP health/metrics endpoint. The CLI's `serve` and the tests use
+ * it; signal handling belongs to the caller (the CLI).
+ *
+ * Start order: bind both ports first (a taken port fails before the data dir is touched), then open
+ * the core with the bound addresses, then report SERVING. Close order is the reverse, with a drain.
+ */
+import type http from 'node:http';
+import { ServiceContext } from '../rpc/index.js';
+import { NOOP_PROBE, type BrokerProbe } from '../broker/probe.js';
+import type { BrokerApi } from '../broker/types.js';
+import { parseHostPort } from './address.js';
+import { startGrpc, stopGrpc, type GrpcFrontend } from './grpc.js';
+import { startHttp, stopHttp, type MetricsHandler } from './http.js';
+import { StartupError } from './errors.js';
+
+export interface StartBrokerOptions {
+  /** Where logs and topic metadata live. Default './data'. */
+  dataDir?: string;
+  /** gRPC listen address. Default '127.0.0.1:0' (an ephemeral port; read it back from `grpcAddress`). */
+  grpcAddress?: string;
+  /** HTTP listen address for /healthz, /readyz, /metrics; null disables HTTP. Default '127.0.0.1:0'. */
+  httpAddress?: string | null;
+  /** Shard worker threads. Default: available parallelism - 1, at least 1. */
+  shards?: number;
+  nodeId?: number;
+  probe?: BrokerProbe;
+  /** Serves GET /metrics (src/metrics provides one). */
+  metricsHandler?: MetricsHandler;
+  /** A pino logger handed to the core. */
+  logger?: unknown;
+  /** How long close() waits for in-flight calls before cutting them. Default 10 s. */
+  drainMs?: number;
+  /** Opens the core; tests substitute a fake. Default: Broker.open from src/broker. */
+  openBroker?: (options: OpenBrokerOptions) => Promise<BrokerApi>;
+}
+
+export interface OpenBrokerOptions {
+  dataDir: string;
+  shards?: number;
+  nodeId?: number;
+  grpcAddress: string;
+  httpAddress: string;
+  probe: BrokerProbe;
+  logger?: unknown;
+}
+
+export interface RunningBroker {
+  /** The bound gRPC address, e.g. "127.0.0.1:40123". */
+  readonly grpcAddress: string;
+  /** The bound HTTP address, or null when HTTP is disabled. */
+  readonly httpAddress: string | null;
+  /** The core, for in-process use without gRPC. */
+  readonly broker: BrokerApi;
+  /** Stops intake, drains in-flight calls, flushes and closes every log. Idempotent. */
+  close(): Promise<void>;
+}
+
+async function defaultOpen(options: OpenBrokerOptions): Promise<BrokerApi> {
+  // Imported lazily so that the front-end (and its tests with a fake core) loads without the core.
+  const modulePath = '../broker/index.js';
+  const { Broker } = (await import(modulePath)) as { Broker: { open(o: OpenBrokerOptions): Promise<BrokerApi> } };
+  return Broker.open(options);
+}
+
+export async function startBroker(options: StartBrokerOptions = {}): Promise<RunningBroker> {
+  const probe = options.probe ?? NOOP_PROBE;
+  const ctx = new ServiceContext(probe);
+  const grpcAddr = parseHostPort(options.grpcAddress ?? '127.0.0.1:0', 'gRPC address');
+  const httpAddr = options.httpAddress === null ? null : parseHostPort(options.httpAddress ?? '127.0.0.1:0', 'HTTP address');
+
+  const grpc: GrpcFrontend = await startGrpc(ctx, grpcAddr);
+  let httpServer: http.Server | null = null;
+  let httpAddress: string | null = null;
+  let broker: BrokerApi;
+  try {
+    if (httpAddr !== null) {
+      const started = await startHttp({ address: httpAddr, ready: () => ctx.ready, metricsHandler: options.metricsHandler }).catch((err: NodeJS.ErrnoException) => {
+        const hint = err.code === 'EADDRINUSE' ? 'address already in use; stop the other process or pick another with --http-addr' : err.message;
+        throw new StartupError(`cannot listen for HTTP on ${options.httpAddress}: ${hint}`, { cause: err });
+      });
+      httpServer = started.server;
+      httpAddress = started.address;
+    }
+    broker = await (options.openBroker ?? defaultOpen)({
+      dataDir: options.dataDir ?? './data',
+      shards: options.shards,
+      nodeId: options.nodeId,
+      grpcAddress: grpc.address,
+      httpAddress: httpAddress ?? '',
+      probe,
+      logger: options.logger,
+    });
+  } catch (err) {
+    grpc.server.forceShutdown();
+    if (httpServer !== null) await stopHttp(httpServer);
+    throw err;
+  }
+  ctx.attach(broker);
+  grpc.setServing(true);
+
+  let closing: Promise<void> | null = null;
+  const close = async (): Promise<void> => {
+    grpc.setServing(false);
+    ctx.beginShutdown();
+    await stopGrpc(grpc.server, options.drainMs ?? 10_000);
+    await broker.close();
+    if (httpServer !== null) await stopHttp(httpServer);
+  };
+  return {
+    grpcAddress: grpc.address,
+    httpAddress,
+    broker,
+    close: () => (closing ??= close()),
+  };
+}

@@ -1,0 +1,75 @@
+/**
+ * The gRPC side of a broker: sluice.v1.Admin and sluice.v1.Broker, grpc.health.v1 and server
+ * reflection (so grpcurl and other generic tools work with no .proto files at hand).
+ */
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
+import { ReflectionService } from '@grpc/reflection';
+import { GRPC_RECEIVE_BYTES_MAX } from '../constants.js';
+import { AdminService, BrokerService, ServiceContext, adminService, brokerService, loadSluiceDefinition } from '../rpc/index.js';
+import { formatHostPort, type HostPort } from './address.js';
+import { StartupError } from './errors.js';
+
+/** Services whose health is reported; '' is the whole server, as grpc.health.v1 specifies. */
+const HEALTH_SERVICES = ['', 'sluice.v1.Admin', 'sluice.v1.Broker'];
+
+export interface GrpcFrontend {
+  server: grpc.Server;
+  address: string;
+  setServing(serving: boolean): void;
+}
+
+function reflectionDefinition(): protoLoader.PackageDefinition {
+  const health = protoLoader.loadSync(healthProtoPath, { keepCase: true, longs: String, enums: String, defaults: true });
+  return { ...loadSluiceDefinition(), ...health };
+}
+
+function bind(server: grpc.Server, address: HostPort): Promise<number> {
+  const target = formatHostPort(address);
+  return new Promise((resolve, reject) => {
+    server.bindAsync(target, grpc.ServerCredentials.createInsecure(), (err, port) => {
+      if (err === null) return resolve(port);
+      const inUse = /EADDRINUSE|address already in use/i.test(err.message);
+      const hint = inUse ? 'address already in use; stop the other process or pick another with --grpc-addr' : err.message;
+      reject(new StartupError(`cannot listen for gRPC on ${target}: ${hint}`, { cause: err }));
+    });
+  });
+}
+
+export async function startGrpc(ctx: ServiceContext, address: HostPort): Promise<GrpcFrontend> {
+  const server = new grpc.Server({
+    // One max batch (at the hard ceiling) plus its envelope: anything longer is refused by grpc-js
+    // with RESOURCE_EXHAUSTED before it is buffered whole.
+    'grpc.max_receive_message_length': GRPC_RECEIVE_BYTES_MAX,
+    'grpc.max_send_message_length': -1,
+  });
+  server.addService(AdminService, adminService(ctx));
+  server.addService(BrokerService, brokerService(ctx));
+  const health = new HealthImplementation(Object.fromEntries(HEALTH_SERVICES.map((s) => [s, 'NOT_SERVING' as const])));
+  health.addToServer(server);
+  new ReflectionService(reflectionDefinition()).addToServer(server);
+  const port = await bind(server, address);
+  return {
+    server,
+    address: formatHostPort({ host: address.host, port }),
+    setServing(serving) {
+      for (const s of HEALTH_SERVICES) health.setStatus(s, serving ? 'SERVING' : 'NOT_SERVING');
+    },
+  };
+}
+
+/** Stops accepting calls and waits for in-flight ones, up to `graceMs`; then cuts the rest. */
+export async function stopGrpc(server: grpc.Server, graceMs: number): Promise<void> {
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(() => {
+      server.forceShutdown();
+      resolve();
+    }, graceMs);
+    timer.unref();
+    server.tryShutdown(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}

@@ -77,3 +77,30 @@ export const RAFT_READ_INDEX_PENDING_MAX = 4096;
 
 assert.ok(RAFT_ELECTION_TICKS_DEFAULT > RAFT_HEARTBEAT_TICKS_DEFAULT);
 assert.ok(RAFT_MSG_BYTES_MAX_DEFAULT <= RAFT_INFLIGHT_BYTES_MAX_DEFAULT);
+
+// --- Shards (src/shard, src/broker) --------------------------------------------------------------
+/**
+ * Bytes of one shard's request ring (main -> worker produce data). It must hold the largest request
+ * twice over, so one maximal request can wait for space while another is being appended.
+ */
+export const SHARD_REQUEST_RING_BYTES = 2 * GRPC_RECEIVE_BYTES_MAX;
+/** Bytes of one shard's response ring (worker -> main fetch data); larger reads fall back to a copy. */
+export const SHARD_RESPONSE_RING_BYTES = 16 * MiB;
+/** How long a produce waits for space in a full request ring before failing with QUEUE_FULL. */
+export const SHARD_RING_WAIT_MS_MAX = 5_000;
+/** Produces that may wait for ring space per shard; more fail at once with QUEUE_FULL. */
+export const SHARD_RING_WAITERS_MAX = 1024;
+/** Requests in flight to one shard (sent, not yet answered); more fail at once with QUEUE_FULL. */
+export const SHARD_INFLIGHT_MAX = 65_536;
+/** Long-poll fetches parked in one shard; more are answered at once with whatever is there. */
+export const SHARD_FETCH_WAITERS_MAX = 10_000;
+/** How often a shard applies retention to its partitions. */
+export const SHARD_RETENTION_CHECK_MS = 5_000;
+/** How often a shard sends its stats (queue depth, loop lag, partition sizes, flush times). */
+export const SHARD_STATS_INTERVAL_MS = 1_000;
+/** fsync durations a shard keeps between two stats messages; more are dropped from metrics. */
+export const SHARD_FLUSH_SAMPLES_MAX = 4096;
+
+assert.ok(SHARD_REQUEST_RING_BYTES >= 2 * GRPC_RECEIVE_BYTES_MAX, 'a request ring must hold two maximal requests');
+assert.ok(SHARD_RESPONSE_RING_BYTES >= FETCH_BYTES_MAX_DEFAULT);
+assert.ok(SHARD_REQUEST_RING_BYTES < 2 ** 31, 'ring counters are int32');

@@ -1,0 +1,506 @@
+/**
+ * The single-node broker core: the topic table (main thread), N shards (one worker thread each) and
+ * the routing between them. Front-ends (src/rpc, embedders) see only BrokerApi.
+ *
+ * The main thread never touches a partition log: it validates, picks the partition and its shard,
+ * copies produce bytes into that shard's request ring, and waits for the shard's reply. Admin changes
+ * are serialized through one queue so the table, the shards and the disk change in a known order:
+ * create opens the partitions first and then persists the table; delete persists first and then removes.
+ */
+import os from 'node:os';
+import { SluiceError, isSluiceError, toSluiceError } from '../errors.js';
+import { FETCH_BYTES_MAX_DEFAULT, FETCH_BYTES_MAX_LIMIT, FETCH_WAIT_MS_MAX } from '../constants.js';
+import { encodeBatch } from '../batch/index.js';
+import { logConfigToTopicConfigs, defaultLogConfig } from '../storage/index.js';
+import type { LogConfig } from '../storage/types.js';
+import { ShardHost } from '../shard/shard-host.js';
+import { partitionKey, type AcksCode, type PartitionSpec, type ShardStatsMessage } from '../shard/protocol.js';
+import { DataDirLock } from './data-dir-lock.js';
+import { TopicTable, type TopicEntry } from './topic-table.js';
+import { StickyPartitioner, firstRecordKey } from './partitioner.js';
+import {
+  logConfigFor,
+  normalizeReplicationFactor,
+  validateConfigKey,
+  validateOffset,
+  validatePartitionCount,
+  validateTopicName,
+  validateUserTopicName,
+} from './validate.js';
+import { NOOP_PROBE, type BrokerProbe } from './probe.js';
+import type {
+  Acks,
+  BrokerApi,
+  ClusterMetadata,
+  FetchInput,
+  FetchResult,
+  ListOffsetsResult,
+  OffsetSpec,
+  PartitionInfo,
+  ProduceInput,
+  ProduceResult,
+  TopicDescription,
+  TopicSummary,
+} from './types.js';
+
+/** pino-compatible: `logger.warn({ err }, 'message')`. */
+export interface BrokerLogger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+const SILENT_LOGGER: BrokerLogger = { info() {}, warn() {}, error() {} };
+
+export interface BrokerOptions {
+  dataDir: string;
+  /** Shard worker threads; default max(1, availableParallelism - 1). */
+  shards?: number;
+  nodeId?: number;
+  /** Advertised in metadata. */
+  grpcAddress?: string;
+  httpAddress?: string;
+  probe?: BrokerProbe;
+  logger?: BrokerLogger;
+  // Tuning, mostly for tests (defaults in src/constants.ts).
+  requestRingBytes?: number;
+  responseRingBytes?: number;
+  ringWaitMs?: number;
+  retentionCheckMs?: number;
+  statsIntervalMs?: number;
+}
+
+/** The most shards a broker runs (one thread each). */
+export const SHARDS_MAX = 256;
+
+const ACKS: Record<Acks, AcksCode> = { none: 0, leader: 1, all: 2 };
+
+export function defaultShardCount(): number {
+  return Math.max(1, os.availableParallelism() - 1);
+}
+
+export class Broker implements BrokerApi {
+  readonly dataDir: string;
+  readonly nodeId: number;
+  readonly shardCount: number;
+  private readonly probe: BrokerProbe;
+  private readonly logger: BrokerLogger;
+  private readonly partitioner = new StickyPartitioner();
+  private readonly hosts: ShardHost[] = [];
+  private readonly configCache = new Map<string, LogConfig>();
+  private adminQueue: Promise<unknown> = Promise.resolve();
+  private closing: Promise<void> | null = null;
+
+  private constructor(
+    private readonly options: BrokerOptions,
+    private readonly lock: DataDirLock,
+    private readonly table: TopicTable,
+  ) {
+    this.dataDir = lock.dataDir;
+    this.nodeId = options.nodeId ?? 0;
+    this.shardCount = options.shards ?? defaultShardCount();
+    this.probe = options.probe ?? NOOP_PROBE;
+    this.logger = options.logger ?? SILENT_LOGGER;
+  }
+
+  /** Locks the data dir, loads the topic table, starts the shards and reopens every partition. */
+  static async open(options: BrokerOptions): Promise<Broker> {
+    if (typeof options?.dataDir !== 'string' || options.dataDir.length === 0) {
+      throw new SluiceError('INVALID_REQUEST', 'Broker.open needs a dataDir');
+    }
+    const shards = options.shards ?? defaultShardCount();
+    if (!Number.isInteger(shards) || shards < 1 || shards > SHARDS_MAX) {
+      throw new SluiceError('INVALID_REQUEST', `shards must be an integer from 1 to ${SHARDS_MAX}, got ${String(options.shards)}`);
+    }
+    const lock = DataDirLock.acquire(options.dataDir);
+    let broker: Broker | null = null;
+    try {
+      const table = TopicTable.load(lock.dataDir);
+      broker = new Broker(options, lock, table);
+      await broker.startShards();
+      return broker;
+    } catch (err) {
+      if (broker) await Promise.allSettled(broker.hosts.map((h) => h.close()));
+      lock.release();
+      throw err;
+    }
+  }
+
+  private async startShards(): Promise<void> {
+    const started = await Promise.allSettled(
+      Array.from({ length: this.shardCount }, (_, shard) =>
+        ShardHost.start({
+          shard,
+          dataDir: this.dataDir,
+          requestRingBytes: this.options.requestRingBytes,
+          responseRingBytes: this.options.responseRingBytes,
+          ringWaitMs: this.options.ringWaitMs,
+          retentionCheckMs: this.options.retentionCheckMs,
+          statsIntervalMs: this.options.statsIntervalMs,
+          partitionsOf: (s) => this.partitionsOf(s),
+          onStats: (s, stats) => this.onShardStats(s, stats),
+          onCrash: (s, err) => this.logger.error({ shard: s, err }, `shard ${s} worker died; restarting it and reopening its partitions`),
+        }),
+      ),
+    );
+    for (const r of started) if (r.status === 'fulfilled') this.hosts[r.value.shard] = r.value;
+    const failed = started.find((r) => r.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+  }
+
+  // --- Placement -----------------------------------------------------------------------------
+
+  /** The shard of a partition. A table written with more shards than now folds onto the ones there are. */
+  private shardOf(entry: TopicEntry, partition: number): number {
+    return entry.placement[partition] % this.shardCount;
+  }
+
+  /** Test and tooling hook: which shard owns a partition. */
+  shardFor(topic: string, partition: number): number {
+    return this.shardOf(this.topic(topic), partition);
+  }
+
+  private configOf(entry: TopicEntry): LogConfig {
+    let c = this.configCache.get(entry.name);
+    if (!c) {
+      try {
+        c = logConfigFor(entry.configs);
+      } catch (err) {
+        // A config persisted by another version that this one rejects: run on defaults, loudly.
+        this.logger.warn({ topic: entry.name, err }, 'persisted topic config is invalid here; using defaults');
+        c = defaultLogConfig();
+      }
+      this.configCache.set(entry.name, c);
+    }
+    return c;
+  }
+
+  private partitionsOf(shard: number): PartitionSpec[] {
+    const out: PartitionSpec[] = [];
+    for (const entry of this.table.all()) {
+      const config = this.configOf(entry);
+      for (let p = 0; p < entry.placement.length; p++) {
+        if (this.shardOf(entry, p) === shard) out.push({ topic: entry.name, partition: p, config, fresh: false });
+      }
+    }
+    return out;
+  }
+
+  /** Shards for `count` new partitions: each goes to the least loaded shard at that moment. */
+  private place(count: number): number[] {
+    const load = this.table.load(this.shardCount);
+    const out: number[] = [];
+    for (let i = 0; i < count; i++) {
+      let best = 0;
+      for (let s = 1; s < load.length; s++) if (load[s] < load[best]) best = s;
+      load[best]++;
+      out.push(best);
+    }
+    return out;
+  }
+
+  // --- Helpers -------------------------------------------------------------------------------
+
+  private checkOpen(): void {
+    if (this.closing) throw new SluiceError('SHUTTING_DOWN', 'the broker is shutting down');
+  }
+
+  private topic(name: string): TopicEntry {
+    const entry = typeof name === 'string' ? this.table.get(name) : undefined;
+    if (!entry) throw new SluiceError('UNKNOWN_TOPIC', `topic '${String(name)}' does not exist`);
+    return entry;
+  }
+
+  private checkPartition(entry: TopicEntry, partition: number): void {
+    if (!Number.isInteger(partition) || partition < 0 || partition >= entry.placement.length) {
+      throw new SluiceError('UNKNOWN_PARTITION', `topic '${entry.name}' has partitions 0..${entry.placement.length - 1}; there is no partition ${String(partition)}`);
+    }
+  }
+
+  /** Runs admin changes one at a time. */
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.adminQueue.then(() => {
+      this.checkOpen();
+      return fn();
+    });
+    this.adminQueue = run.catch(() => {});
+    return run;
+  }
+
+  private byShard<T>(entry: TopicEntry, partitions: Iterable<number>, make: (p: number) => T): Map<number, T[]> {
+    const groups = new Map<number, T[]>();
+    for (const p of partitions) {
+      const s = this.shardOf(entry, p);
+      let g = groups.get(s);
+      if (!g) groups.set(s, (g = []));
+      g.push(make(p));
+    }
+    return groups;
+  }
+
+  private range(from: number, to: number): number[] {
+    return Array.from({ length: to - from }, (_, i) => from + i);
+  }
+
+  /** Opens new partitions on their shards; on failure removes whatever was opened. */
+  private async openPartitions(entry: TopicEntry, partitions: number[], config: LogConfig): Promise<void> {
+    const groups = this.byShard(entry, partitions, (p): PartitionSpec => ({ topic: entry.name, partition: p, config, fresh: true }));
+    const results = await Promise.allSettled([...groups].map(([s, parts]) => this.hosts[s].send({ t: 'open', parts })));
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) {
+      await this.dropPartitions(entry, partitions, true).catch(() => {});
+      throw (failed as PromiseRejectedResult).reason;
+    }
+  }
+
+  private async dropPartitions(entry: TopicEntry, partitions: number[], remove: boolean): Promise<void> {
+    const groups = this.byShard(entry, partitions, (p) => partitionKey(entry.name, p));
+    const results = await Promise.allSettled([...groups].map(([s, keys]) => this.hosts[s].send({ t: 'drop', keys, remove })));
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+  }
+
+  // --- Admin ---------------------------------------------------------------------------------
+
+  async createTopic(name: string, partitions: number, replicationFactor: number, configs: Record<string, string>): Promise<TopicDescription> {
+    this.checkOpen();
+    validateUserTopicName(name);
+    validatePartitionCount(partitions);
+    const rf = normalizeReplicationFactor(replicationFactor);
+    const explicit = { ...(configs ?? {}) };
+    const config = logConfigFor(explicit);
+    await this.exclusive(async () => {
+      if (this.table.get(name)) throw new SluiceError('TOPIC_ALREADY_EXISTS', `topic '${name}' already exists`);
+      const entry: TopicEntry = { name, replicationFactor: rf, configs: explicit, placement: this.place(partitions), createdMs: Date.now() };
+      await this.openPartitions(entry, this.range(0, partitions), config);
+      try {
+        this.table.update(name, entry);
+      } catch (err) {
+        await this.dropPartitions(entry, this.range(0, partitions), true).catch(() => {});
+        throw err;
+      }
+      this.configCache.set(name, config);
+      this.logger.info({ topic: name, partitions }, 'topic created');
+    });
+    return this.describeTopic(name);
+  }
+
+  async deleteTopic(name: string): Promise<void> {
+    this.checkOpen();
+    validateTopicName(name);
+    await this.exclusive(async () => {
+      const entry = this.topic(name);
+      // Forget it first: a crash after this leaves only orphan directories, which a re-create clears.
+      this.table.update(name, null);
+      this.configCache.delete(name);
+      this.partitioner.forget(name);
+      try {
+        await this.dropPartitions(entry, this.range(0, entry.placement.length), true);
+      } catch (err) {
+        this.logger.warn({ topic: name, err }, 'topic deleted but some partition directories could not be removed');
+      }
+      this.probe.topicDeleted(name);
+      this.logger.info({ topic: name }, 'topic deleted');
+    });
+  }
+
+  async listTopics(): Promise<TopicSummary[]> {
+    this.checkOpen();
+    return this.table.all().map((t) => ({ name: t.name, partitionCount: t.placement.length, replicationFactor: t.replicationFactor }));
+  }
+
+  async describeTopic(name: string): Promise<TopicDescription> {
+    this.checkOpen();
+    validateTopicName(name);
+    const entry = this.topic(name);
+    const groups = this.byShard(entry, this.range(0, entry.placement.length), (p) => partitionKey(name, p));
+    const stats = new Map<string, { logStartOffset: number; highWatermark: number; sizeBytes: number }>();
+    await Promise.all(
+      [...groups].map(async ([s, keys]) => {
+        const r = await this.hosts[s].send({ t: 'stat', keys });
+        if ('t' in r && r.t === 'stat') for (const st of r.stats) stats.set(st.k, st);
+      }),
+    );
+    const partitions: PartitionInfo[] = entry.placement.map((_, p) => {
+      const st = stats.get(partitionKey(name, p));
+      return {
+        partition: p,
+        logStartOffset: st?.logStartOffset ?? 0,
+        highWatermark: st?.highWatermark ?? 0,
+        leader: this.nodeId,
+        replicas: [this.nodeId],
+        sizeBytes: st?.sizeBytes ?? 0,
+      };
+    });
+    return { name, partitions, replicationFactor: entry.replicationFactor, configs: logConfigToTopicConfigs(this.configOf(entry)) };
+  }
+
+  async alterTopicConfig(name: string, set: Record<string, string>, remove: string[]): Promise<Record<string, string>> {
+    this.checkOpen();
+    validateTopicName(name);
+    return this.exclusive(async () => {
+      const entry = this.topic(name);
+      const merged: Record<string, string> = { ...entry.configs, ...(set ?? {}) };
+      for (const k of remove ?? []) delete merged[k];
+      for (const k of remove ?? []) validateConfigKey(k);
+      const config = logConfigFor(merged);
+      this.table.update(name, { ...entry, configs: merged });
+      this.configCache.set(name, config);
+      const groups = this.byShard(entry, this.range(0, entry.placement.length), (p) => partitionKey(name, p));
+      await Promise.all([...groups].map(([s, keys]) => this.hosts[s].send({ t: 'config', keys, config })));
+      return logConfigToTopicConfigs(config);
+    });
+  }
+
+  async createPartitions(name: string, totalPartitions: number): Promise<TopicDescription> {
+    this.checkOpen();
+    validateTopicName(name);
+    validatePartitionCount(totalPartitions);
+    await this.exclusive(async () => {
+      const entry = this.topic(name);
+      const current = entry.placement.length;
+      if (totalPartitions <= current) {
+        throw new SluiceError('INVALID_PARTITIONS', `topic '${name}' has ${current} partitions; partitions can only grow (asked for ${totalPartitions})`);
+      }
+      const grown: TopicEntry = { ...entry, placement: [...entry.placement, ...this.place(totalPartitions - current)] };
+      const added = this.range(current, totalPartitions);
+      await this.openPartitions(grown, added, this.configOf(entry));
+      try {
+        this.table.update(name, grown);
+      } catch (err) {
+        await this.dropPartitions(grown, added, true).catch(() => {});
+        throw err;
+      }
+    });
+    return this.describeTopic(name);
+  }
+
+  // --- Data ----------------------------------------------------------------------------------
+
+  async produce(input: ProduceInput): Promise<ProduceResult> {
+    this.checkOpen();
+    const entry = this.topic(input.topic);
+    const acks = ACKS[input.acks];
+    if (acks === undefined) throw new SluiceError('INVALID_REQUEST', `acks must be none, leader or all, got ${String(input.acks)}`);
+    const hasBatches = input.batches !== undefined && input.batches !== null;
+    const hasRecords = input.records !== undefined && input.records !== null;
+    if (hasBatches === hasRecords) throw new SluiceError('INVALID_REQUEST', 'a produce carries exactly one of batches or records');
+    let data: Uint8Array;
+    if (hasBatches) {
+      data = input.batches!;
+      if (!(data instanceof Uint8Array)) throw new SluiceError('INVALID_REQUEST', 'batches must be bytes');
+      if (data.length === 0) throw new SluiceError('CORRUPT_BATCH', 'no batches: the record batch is empty');
+    } else {
+      if (input.records!.length === 0) throw new SluiceError('INVALID_REQUEST', 'a produce needs at least one record');
+      data = encodeBatch(input.records!);
+    }
+    let partition = input.partition;
+    if (partition === undefined || partition === null) {
+      const key = hasRecords ? input.records![0].key : firstRecordKey(data);
+      partition = this.partitioner.pick(entry.name, entry.placement.length, key ?? null);
+    } else {
+      this.checkPartition(entry, partition);
+    }
+    const host = this.hosts[this.shardOf(entry, partition)];
+    const key = partitionKey(entry.name, partition);
+    const bytes = data.length;
+    const topic = entry.name;
+    const counted = (r: { baseOffset: number; lastOffset: number }): void => this.probe.produced(topic, r.lastOffset - r.baseOffset + 1, bytes);
+    if (acks === 0) {
+      await new Promise<void>((resolve, reject) => {
+        host.produce(key, data, acks, resolve).then(counted, (err: unknown) => {
+          reject(err); // no-op once enqueued: acks=none does not wait for the append
+          this.logger.warn({ topic, partition, err }, 'acks=none produce failed after it was accepted');
+        });
+      });
+      return { partition, baseOffset: -1, lastOffset: -1, appendTimeMs: -1, logStartOffset: -1 };
+    }
+    const r = await host.produce(key, data, acks);
+    counted(r);
+    return { partition, baseOffset: r.baseOffset, lastOffset: r.lastOffset, appendTimeMs: r.appendTimeMs, logStartOffset: r.logStartOffset };
+  }
+
+  async fetch(input: FetchInput, signal?: AbortSignal): Promise<FetchResult> {
+    this.checkOpen();
+    const entry = this.topic(input.topic);
+    this.checkPartition(entry, input.partition);
+    validateOffset(input.offset);
+    const maxBytes =
+      !Number.isFinite(input.maxBytes) || input.maxBytes <= 0 ? FETCH_BYTES_MAX_DEFAULT : Math.min(Math.floor(input.maxBytes), FETCH_BYTES_MAX_LIMIT);
+    const maxWaitMs = !Number.isFinite(input.maxWaitMs) || input.maxWaitMs <= 0 ? 0 : Math.min(Math.floor(input.maxWaitMs), FETCH_WAIT_MS_MAX);
+    const host = this.hosts[this.shardOf(entry, input.partition)];
+    const r = await host.fetch(partitionKey(entry.name, input.partition), input.offset, maxBytes, maxWaitMs, signal);
+    if (r.records > 0) this.probe.fetched(entry.name, r.records, r.data.length);
+    return { batches: r.data, highWatermark: r.highWatermark, logStartOffset: r.logStartOffset, nextOffset: r.nextOffset };
+  }
+
+  async listOffsets(topic: string, partition: number, spec: OffsetSpec): Promise<ListOffsetsResult> {
+    this.checkOpen();
+    const entry = this.topic(topic);
+    this.checkPartition(entry, partition);
+    let s: 'earliest' | 'latest' | number;
+    if (spec?.kind === 'earliest' || spec?.kind === 'latest') s = spec.kind;
+    else if (spec?.kind === 'timestamp' && Number.isFinite(spec.timestampMs)) s = spec.timestampMs;
+    else throw new SluiceError('INVALID_REQUEST', 'offset spec must be earliest, latest or a timestamp');
+    const r = await this.hosts[this.shardOf(entry, partition)].send({ t: 'offsets', k: partitionKey(topic, partition), spec: s });
+    return { partition, offset: 'offset' in r ? r.offset : -1 };
+  }
+
+  async metadata(topics?: string[]): Promise<ClusterMetadata> {
+    this.checkOpen();
+    const names = topics && topics.length > 0 ? topics : this.table.all().map((t) => t.name);
+    const described = await Promise.all(names.map((n) => this.describeTopic(n)));
+    return {
+      clusterId: this.table.clusterId,
+      controllerId: this.nodeId,
+      brokers: [{ nodeId: this.nodeId, grpcAddress: this.options.grpcAddress ?? '', httpAddress: this.options.httpAddress ?? '' }],
+      topics: described,
+    };
+  }
+
+  // --- Life cycle ----------------------------------------------------------------------------
+
+  close(): Promise<void> {
+    if (!this.closing) this.closing = this.doClose();
+    return this.closing;
+  }
+
+  private async doClose(): Promise<void> {
+    // Admin changes already queued finish first; new ones see SHUTTING_DOWN.
+    await this.adminQueue.catch(() => {});
+    const results = await Promise.allSettled(this.hosts.map((h) => h.close()));
+    this.lock.release();
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw toSluiceError((failed as PromiseRejectedResult).reason);
+    this.logger.info({ dataDir: this.dataDir }, 'broker closed');
+  }
+
+  /** Test hook: makes a shard's worker thread exit abruptly (as a crash would). */
+  debugCrashShard(shard: number): void {
+    this.hosts[shard].crashForTest();
+  }
+
+  /** How many times each shard's worker was restarted after dying. */
+  shardRestarts(): number[] {
+    return this.hosts.map((h) => h.restarts);
+  }
+
+  // --- Stats ---------------------------------------------------------------------------------
+
+  private onShardStats(shard: number, stats: ShardStatsMessage): void {
+    try {
+      this.probe.shardStats(shard, { queueDepth: stats.queueDepth, eventLoopLagSeconds: stats.eventLoopLagSeconds });
+      for (const s of stats.flushSeconds) this.probe.logFlushed(s);
+      for (const p of stats.partitions) {
+        const i = p.k.lastIndexOf('/');
+        this.probe.partitionStats(p.k.slice(0, i), Number(p.k.slice(i + 1)), {
+          sizeBytes: p.sizeBytes,
+          highWatermark: p.highWatermark,
+          logStartOffset: p.logStartOffset,
+        });
+      }
+    } catch (err) {
+      if (!isSluiceError(err)) this.logger.warn({ err }, 'probe failed');
+    }
+  }
+}

@@ -1,0 +1,11 @@
+/**
+ * Public surface of src/broker: the single-node broker core. Front-ends (src/rpc, src/server,
+ * embedders) use `Broker.open(...)` and the `BrokerApi` contract; they never import src/shard or
+ * src/partition.
+ */
+export { Broker, defaultShardCount, SHARDS_MAX, type BrokerOptions, type BrokerLogger } from './broker.js';
+export { NOOP_PROBE, type BrokerProbe } from './probe.js';
+export { LOCK_FILE } from './data-dir-lock.js';
+export { CLUSTER_DIR, TOPICS_FILE } from './topic-table.js';
+export { INTERNAL_TOPIC_PREFIX } from './validate.js';
+export type * from './types.js';

@@ -1,0 +1,102 @@
+/**
+ * Messages between the main thread (ShardHost) and a shard worker, over one MessagePort per worker
+ * life. Everything here is structured-clone data: small descriptors, never batch bytes on the hot
+ * path (those sit in the rings, see ./ring.ts).
+ *
+ * Both sides coalesce: all ops bound for a shard in one event-loop turn travel in one `ToWorker`
+ * message, and all replies a worker produces in one turn travel in one `ToMain` message.
+ */
+import type { MessagePort } from 'node:worker_threads';
+import type { SluiceErrorWire } from '../errors.js';
+import type { LogConfig } from '../storage/types.js';
+import type { RingBuffers } from './ring.js';
+
+/** `<topic>/<partition>`: topic names never contain '/'. */
+export type PartitionKey = string;
+
+export function partitionKey(topic: string, partition: number): PartitionKey {
+  return `${topic}/${partition}`;
+}
+
+export type AcksCode = 0 | 1 | 2; // none, leader, all
+
+export interface ServeTask {
+  kind: 'serve';
+  shard: number;
+  dataDir: string;
+  port: MessagePort;
+  requestRing: RingBuffers;
+  responseRing: RingBuffers;
+  retentionCheckMs: number;
+  statsIntervalMs: number;
+  fetchWaitersMax: number;
+}
+
+export interface PartitionSpec {
+  topic: string;
+  partition: number;
+  config: LogConfig;
+  /** Remove any leftover directory first (a new partition must start empty). */
+  fresh: boolean;
+}
+
+export type Op =
+  /** Produce: bytes at [off, off+len) of the request ring; release `charge` once appended. */
+  | { t: 'p'; id: number; k: PartitionKey; off: number; len: number; charge: number; acks: AcksCode }
+  | { t: 'f'; id: number; k: PartitionKey; offset: number; maxBytes: number; maxWaitMs: number }
+  /** Cancel a parked fetch (its caller aborted). */
+  | { t: 'cancel'; id: number }
+  | { t: 'open'; id: number; parts: PartitionSpec[] }
+  /** Close the partitions and, with `remove`, delete their directories. */
+  | { t: 'drop'; id: number; keys: PartitionKey[]; remove: boolean }
+  | { t: 'config'; id: number; keys: PartitionKey[]; config: LogConfig }
+  | { t: 'stat'; id: number; keys: PartitionKey[] }
+  | { t: 'offsets'; id: number; k: PartitionKey; spec: 'earliest' | 'latest' | number }
+  /** Flush and close everything; the serve task then resolves. */
+  | { t: 'close'; id: number }
+  /** Test hook: the worker exits abruptly, as a crash would. */
+  | { t: 'crash' };
+
+export interface ToWorker {
+  ops: Op[];
+}
+
+export interface PartitionStat {
+  k: PartitionKey;
+  logStartOffset: number;
+  highWatermark: number;
+  sizeBytes: number;
+}
+
+export type Reply =
+  | { id: number; err: SluiceErrorWire }
+  | { id: number; t: 'p'; baseOffset: number; lastOffset: number; appendTimeMs: number; logStartOffset: number }
+  | {
+      id: number;
+      t: 'f';
+      /** Ring slot of the data (when `data` is absent). */
+      off: number;
+      len: number;
+      charge: number;
+      /** Data that did not fit the response ring, copied through postMessage instead. */
+      data?: Uint8Array;
+      records: number;
+      highWatermark: number;
+      logStartOffset: number;
+      nextOffset: number;
+    }
+  | { id: number; t: 'stat'; stats: PartitionStat[] }
+  | { id: number; t: 'offsets'; offset: number }
+  | { id: number; t: 'done' };
+
+export interface ShardStatsMessage {
+  queueDepth: number;
+  eventLoopLagSeconds: number;
+  partitions: PartitionStat[];
+  flushSeconds: number[];
+}
+
+export interface ToMain {
+  replies?: Reply[];
+  stats?: ShardStatsMessage;
+}

@@ -1,0 +1,424 @@
+/**
+ * The main-thread side of one shard: a piscina pool of exactly one thread, the two rings, the request
+ * table, and crash recovery.
+ *
+ * Why piscina plus a MessagePort: piscina owns the thread's lifecycle (start, restart after a crash,
+ * shutdown); the hot path skips its per-task cost (about 50k tasks/s here) and runs over a MessagePort
+ * carrying batches of small descriptors (millions of descriptors/s), with batch bytes in a
+ * SharedArrayBuffer ring. One long-running `serve` task per worker life hands the port over; when the
+ * thread dies that task rejects, every request in flight fails with UNAVAILABLE, and a new life starts
+ * with fresh rings and reopens the shard's partitions from disk.
+ *
+ * Backpressure: a produce that finds the request ring full waits (FIFO, bounded in count and time) for
+ * the worker to release space, then fails with QUEUE_FULL; requests in flight are bounded too.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { MessageChannel, type MessagePort } from 'node:worker_threads';
+import { Piscina } from 'piscina';
+import { SluiceError } from '../errors.js';
+import {
+  SHARD_FETCH_WAITERS_MAX,
+  SHARD_INFLIGHT_MAX,
+  SHARD_REQUEST_RING_BYTES,
+  SHARD_RESPONSE_RING_BYTES,
+  SHARD_RETENTION_CHECK_MS,
+  SHARD_RING_WAITERS_MAX,
+  SHARD_RING_WAIT_MS_MAX,
+  SHARD_STATS_INTERVAL_MS,
+} from '../constants.js';
+import { createRingBuffers, RingReader, RingWriter, type RingSlot } from './ring.js';
+import type { AcksCode, Op, PartitionKey, PartitionSpec, Reply, ServeTask, ShardStatsMessage, ToMain, ToWorker } from './protocol.js';
+
+export interface ShardHostOptions {
+  shard: number;
+  dataDir: string;
+  requestRingBytes?: number;
+  responseRingBytes?: number;
+  ringWaitMs?: number;
+  ringWaitersMax?: number;
+  inflightMax?: number;
+  fetchWaitersMax?: number;
+  retentionCheckMs?: number;
+  statsIntervalMs?: number;
+  /** Partitions the shard must hold now (asked after a restart, to reopen them). */
+  partitionsOf: (shard: number) => PartitionSpec[];
+  onStats?: (shard: number, stats: ShardStatsMessage) => void;
+  onCrash?: (shard: number, err: unknown) => void;
+}
+
+export type ProduceReply = Extract<Reply, { t: 'p' }>;
+export interface FetchReply {
+  data: Buffer;
+  records: number;
+  highWatermark: number;
+  logStartOffset: number;
+  nextOffset: number;
+}
+
+type OpWithoutId = Op extends infer O ? (O extends { id: number } ? Omit<O, 'id'> : never) : never;
+
+interface Pending {
+  resolve: (r: Reply) => void;
+  reject: (err: SluiceError) => void;
+}
+
+interface RingWaiter {
+  length: number;
+  grant: (slot: RingSlot) => void;
+  fail: (err: SluiceError) => void;
+  timer: NodeJS.Timeout;
+}
+
+type State = 'starting' | 'ready' | 'restarting' | 'closing' | 'closed';
+
+/** The compiled worker file; when running from TS sources (vitest), its twin under dist/. */
+export function shardWorkerFile(): string {
+  const here = fileURLToPath(new URL('./shard-worker.js', import.meta.url));
+  if (fs.existsSync(here)) return here;
+  const sep = path.sep;
+  const twin = here.replace(`${sep}src${sep}shard${sep}`, `${sep}dist${sep}src${sep}shard${sep}`);
+  if (fs.existsSync(twin)) return twin;
+  throw new Error(`shard worker not found at ${here} or ${twin}: run \`npm run build\` first`);
+}
+
+export class ShardHost {
+  readonly shard: number;
+  private readonly opts: ShardHostOptions;
+  private readonly pool: Piscina;
+  private state: State = 'starting';
+  private port: MessagePort | null = null;
+  private requests!: RingWriter;
+  private responses!: RingReader;
+  private readonly pending = new Map<number, Pending>();
+  private ringWaiters: RingWaiter[] = [];
+  private outbox: Op[] = [];
+  private outboxScheduled = false;
+  private nextId = 1;
+  private life = 0;
+  private readyWaiters: Array<{ resolve: () => void; reject: (e: SluiceError) => void }> = [];
+  private serveDone: Promise<unknown> = Promise.resolve();
+  private restartScheduled = false;
+  /** Times this shard's worker was restarted after dying. */
+  restarts = 0;
+
+  private constructor(opts: ShardHostOptions) {
+    this.opts = opts;
+    this.shard = opts.shard;
+    this.pool = new Piscina({
+      filename: shardWorkerFile(),
+      name: 'default',
+      minThreads: 1,
+      maxThreads: 1,
+      // 'sync' would park the worker between tasks, and the actors need their timers and port.
+      atomics: 'disabled',
+      concurrentTasksPerWorker: 4,
+      idleTimeout: 2 ** 31 - 1,
+    });
+    // A crash surfaces as the serve task's rejection; the pool's own error event must not go unhandled.
+    this.pool.on('error', () => {});
+  }
+
+  static async start(opts: ShardHostOptions): Promise<ShardHost> {
+    const host = new ShardHost(opts);
+    try {
+      await host.startLife();
+    } catch (err) {
+      await host.close().catch(() => {});
+      throw err;
+    }
+    return host;
+  }
+
+  get inflight(): number {
+    return this.pending.size;
+  }
+
+  get isReady(): boolean {
+    return this.state === 'ready';
+  }
+
+  // --- Life cycle ----------------------------------------------------------------------------
+
+  private async startLife(): Promise<void> {
+    const life = ++this.life;
+    const reqBuffers = createRingBuffers(this.opts.requestRingBytes ?? SHARD_REQUEST_RING_BYTES);
+    const respBuffers = createRingBuffers(this.opts.responseRingBytes ?? SHARD_RESPONSE_RING_BYTES);
+    this.requests = new RingWriter(reqBuffers);
+    this.responses = new RingReader(respBuffers);
+    const channel = new MessageChannel();
+    this.port = channel.port1;
+    this.port.on('message', (msg: ToMain) => this.onMessage(msg));
+    const task: ServeTask = {
+      kind: 'serve',
+      shard: this.shard,
+      dataDir: this.opts.dataDir,
+      port: channel.port2,
+      requestRing: reqBuffers,
+      responseRing: respBuffers,
+      retentionCheckMs: this.opts.retentionCheckMs ?? SHARD_RETENTION_CHECK_MS,
+      statsIntervalMs: this.opts.statsIntervalMs ?? SHARD_STATS_INTERVAL_MS,
+      fetchWaitersMax: this.opts.fetchWaitersMax ?? SHARD_FETCH_WAITERS_MAX,
+    };
+    this.serveDone = this.pool.run(task, { transferList: [channel.port2] }).then(
+      () => {},
+      (err) => this.onServeFailed(life, err),
+    );
+    // Reopen (or, at first start, open) the shard's partitions before taking requests.
+    const parts = this.opts.partitionsOf(this.shard);
+    if (parts.length > 0) await this.send({ t: 'open', parts }, true);
+    if (life !== this.life) return;
+    this.state = 'ready';
+    for (const w of this.readyWaiters.splice(0)) w.resolve();
+  }
+
+  private onServeFailed(life: number, err: unknown): void {
+    if (life !== this.life || this.state === 'closing' || this.state === 'closed') return;
+    this.opts.onCrash?.(this.shard, err);
+    const wasStarting = this.state === 'starting' && this.restarts === 0;
+    this.state = 'restarting';
+    this.restarts++;
+    this.port?.removeAllListeners('message');
+    this.port?.close();
+    this.port = null;
+    const why = new SluiceError('UNAVAILABLE', `shard ${this.shard} worker died (${err instanceof Error ? err.message : String(err)}); retry`);
+    this.failEverything(why);
+    if (wasStarting) return; // the first start fails instead; Broker.open reports it
+    this.restartLater(0);
+  }
+
+  private restartLater(delayMs: number): void {
+    if (this.restartScheduled) return;
+    this.restartScheduled = true;
+    setTimeout(() => {
+      this.restartScheduled = false;
+      if (this.state !== 'restarting') return;
+      this.startLife().catch((err) => {
+        this.opts.onCrash?.(this.shard, err);
+        this.restartLater(Math.min(1000, delayMs * 2 + 50));
+      });
+    }, delayMs);
+  }
+
+  private failEverything(err: SluiceError): void {
+    this.outbox = [];
+    const pending = [...this.pending.values()];
+    this.pending.clear();
+    for (const p of pending) p.reject(err);
+    const waiters = this.ringWaiters;
+    this.ringWaiters = [];
+    for (const w of waiters) {
+      clearTimeout(w.timer);
+      w.fail(err);
+    }
+  }
+
+  private whenReady(): Promise<void> {
+    if (this.state === 'ready') return Promise.resolve();
+    if (this.state === 'closing' || this.state === 'closed') {
+      return Promise.reject(new SluiceError('SHUTTING_DOWN', `shard ${this.shard} is shutting down`));
+    }
+    return new Promise((resolve, reject) => {
+      const entry = { resolve, reject };
+      this.readyWaiters.push(entry);
+      const timer = setTimeout(() => {
+        const i = this.readyWaiters.indexOf(entry);
+        if (i >= 0) this.readyWaiters.splice(i, 1);
+        reject(new SluiceError('UNAVAILABLE', `shard ${this.shard} is restarting; retry`));
+      }, this.opts.ringWaitMs ?? SHARD_RING_WAIT_MS_MAX);
+      entry.resolve = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+
+  /** Flushes and closes every partition, then stops the thread. */
+  async close(): Promise<void> {
+    if (this.state === 'closed') return;
+    const wasReady = this.state === 'ready';
+    this.state = 'closing';
+    for (const w of this.readyWaiters.splice(0)) w.reject(new SluiceError('SHUTTING_DOWN', 'broker is shutting down'));
+    if (wasReady && this.port) {
+      try {
+        await this.send({ t: 'close' }, true);
+      } catch {
+        // The worker died while closing; its logs recover on the next open.
+      }
+      await this.serveDone;
+    }
+    this.failEverything(new SluiceError('SHUTTING_DOWN', 'broker is shutting down'));
+    this.port?.close();
+    this.port = null;
+    this.state = 'closed';
+    await this.pool.destroy();
+  }
+
+  /** Test hook: makes the worker thread exit abruptly. */
+  crashForTest(): void {
+    this.outbox.push({ t: 'crash' });
+    this.flushOutbox();
+  }
+
+  // --- Requests ------------------------------------------------------------------------------
+
+  /** Sends an op and resolves with its reply. `force` sends while the shard is still starting. */
+  send(op: OpWithoutId, force = false): Promise<Reply> {
+    if (!force && this.state !== 'ready') return this.whenReady().then(() => this.send(op));
+    if (this.pending.size >= (this.opts.inflightMax ?? SHARD_INFLIGHT_MAX)) {
+      return Promise.reject(new SluiceError('QUEUE_FULL', `shard ${this.shard} has ${this.pending.size} requests in flight; retry later`));
+    }
+    return new Promise((resolve, reject) => {
+      const id = this.nextId++;
+      this.pending.set(id, { resolve, reject });
+      this.push({ ...op, id } as Op);
+    });
+  }
+
+  /** Copies `data` into the request ring (the one copy) and sends its descriptor. */
+  produce(key: PartitionKey, data: Uint8Array, acks: AcksCode, onEnqueued?: () => void): Promise<ProduceReply> {
+    if (this.state !== 'ready') return this.whenReady().then(() => this.produce(key, data, acks, onEnqueued));
+    if (data.length > this.requests.capacity / 2) {
+      return Promise.reject(
+        new SluiceError('RECORD_TOO_LARGE', `produce of ${data.length} bytes exceeds the shard's request limit of ${this.requests.capacity / 2} bytes`),
+      );
+    }
+    if (this.pending.size >= (this.opts.inflightMax ?? SHARD_INFLIGHT_MAX)) {
+      return Promise.reject(new SluiceError('QUEUE_FULL', `shard ${this.shard} has ${this.pending.size} requests in flight; retry later`));
+    }
+    return new Promise<Reply>((resolve, reject) => {
+      const grant = (slot: RingSlot): void => {
+        this.requests.bytes.set(data, slot.offset);
+        const id = this.nextId++;
+        this.pending.set(id, { resolve, reject });
+        this.push({ t: 'p', id, k: key, off: slot.offset, len: slot.length, charge: slot.charge, acks });
+        onEnqueued?.();
+      };
+      const slot = this.ringWaiters.length === 0 ? this.requests.alloc(data.length) : null;
+      if (slot) grant(slot);
+      else this.waitForRing(data.length, grant, reject);
+    }) as Promise<ProduceReply>;
+  }
+
+  private waitForRing(length: number, grant: (slot: RingSlot) => void, fail: (err: SluiceError) => void): void {
+    if (this.ringWaiters.length >= (this.opts.ringWaitersMax ?? SHARD_RING_WAITERS_MAX)) {
+      return fail(new SluiceError('QUEUE_FULL', `shard ${this.shard}: request ring full and ${this.ringWaiters.length} produces waiting; retry later`));
+    }
+    const waitMs = this.opts.ringWaitMs ?? SHARD_RING_WAIT_MS_MAX;
+    const waiter: RingWaiter = {
+      length,
+      grant,
+      fail,
+      timer: setTimeout(() => {
+        const i = this.ringWaiters.indexOf(waiter);
+        if (i >= 0) this.ringWaiters.splice(i, 1);
+        fail(new SluiceError('QUEUE_FULL', `shard ${this.shard}: request ring stayed full for ${waitMs} ms; retry later`));
+        this.grantWaiters();
+      }, waitMs),
+    };
+    this.ringWaiters.push(waiter);
+  }
+
+  private grantWaiters(): void {
+    while (this.ringWaiters.length > 0) {
+      const slot = this.requests.alloc(this.ringWaiters[0].length);
+      if (!slot) return;
+      const w = this.ringWaiters.shift()!;
+      clearTimeout(w.timer);
+      w.grant(slot);
+    }
+  }
+
+  fetch(key: PartitionKey, offset: number, maxBytes: number, maxWaitMs: number, signal?: AbortSignal): Promise<FetchReply> {
+    if (this.state !== 'ready') return this.whenReady().then(() => this.fetch(key, offset, maxBytes, maxWaitMs, signal));
+    if (signal?.aborted) return Promise.reject(abortError());
+    if (this.pending.size >= (this.opts.inflightMax ?? SHARD_INFLIGHT_MAX)) {
+      return Promise.reject(new SluiceError('QUEUE_FULL', `shard ${this.shard} has ${this.pending.size} requests in flight; retry later`));
+    }
+    return new Promise<Reply>((resolve, reject) => {
+      const id = this.nextId++;
+      let onAbort: (() => void) | undefined;
+      const done = (): void => {
+        if (onAbort) signal?.removeEventListener('abort', onAbort);
+      };
+      this.pending.set(id, {
+        resolve: (r) => {
+          done();
+          resolve(r);
+        },
+        reject: (e) => {
+          done();
+          reject(e);
+        },
+      });
+      if (signal) {
+        onAbort = () => {
+          // The reply (if any) still arrives and releases its ring slot; the caller just stops waiting.
+          const p = this.pending.get(id);
+          if (!p) return;
+          this.pending.set(id, { resolve: () => {}, reject: () => {} });
+          this.push({ t: 'cancel', id });
+          done();
+          reject(abortError());
+        };
+        signal.addEventListener('abort', onAbort, { once: true });
+      }
+      this.push({ t: 'f', id, k: key, offset, maxBytes, maxWaitMs });
+    }).then((r) => r as unknown as FetchReply);
+  }
+
+  private push(op: Op): void {
+    this.outbox.push(op);
+    if (!this.outboxScheduled) {
+      this.outboxScheduled = true;
+      // Everything bound for this shard in one event-loop turn travels in one message.
+      setImmediate(() => this.flushOutbox());
+    }
+  }
+
+  private flushOutbox(): void {
+    this.outboxScheduled = false;
+    if (this.outbox.length === 0 || !this.port) return;
+    const msg: ToWorker = { ops: this.outbox };
+    this.outbox = [];
+    this.port.postMessage(msg);
+  }
+
+  // --- Replies -------------------------------------------------------------------------------
+
+  private onMessage(msg: ToMain): void {
+    if (msg.replies) {
+      for (const r of msg.replies) this.onReply(r);
+      this.grantWaiters();
+    }
+    if (msg.stats) this.opts.onStats?.(this.shard, msg.stats);
+  }
+
+  private onReply(r: Reply): void {
+    let value: Reply | FetchReply = r;
+    if ('t' in r && r.t === 'f') {
+      let data: Buffer;
+      if (r.data) {
+        data = Buffer.from(r.data.buffer, r.data.byteOffset, r.len);
+      } else if (r.len > 0) {
+        // Copy out of the ring and release the slot at once, in allocation order.
+        data = Buffer.allocUnsafe(r.len);
+        this.responses.bytes.copy(data, 0, r.off, r.off + r.len);
+      } else {
+        data = Buffer.alloc(0);
+      }
+      this.responses.release(r.charge);
+      value = { data, records: r.records, highWatermark: r.highWatermark, logStartOffset: r.logStartOffset, nextOffset: r.nextOffset };
+    }
+    const p = this.pending.get(r.id);
+    if (!p) return;
+    this.pending.delete(r.id);
+    if ('err' in r) p.reject(SluiceError.fromWire(r.err));
+    else p.resolve(value as Reply);
+  }
+}
+
+function abortError(): SluiceError {
+  return new SluiceError('TIMEOUT', 'the request was cancelled by its caller', { retriable: false });
+}

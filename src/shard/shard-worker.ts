@@ -1,0 +1,421 @@
+/**
+ * Shard worker entry (runs in a piscina worker thread; must be JS at run time, so the host loads the
+ * compiled file). piscina owns the thread's life; the main thread starts one long-running `serve` task
+ * per worker life, which hands over a MessagePort and the two rings. The task resolves on `close` and
+ * rejects if the thread dies, which is how the host notices a crash.
+ *
+ * The worker owns its partitions' actors. Every op is handled synchronously in arrival order except
+ * open/drop/close, so request-ring slots are released in allocation order (the ring's FIFO rule) and
+ * the ops of one partition never interleave.
+ */
+import fs from 'node:fs';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import type { MessagePort } from 'node:worker_threads';
+import { SluiceError, isSluiceError, toSluiceError } from '../errors.js';
+import { PartitionActor, partitionDir, type ParkedFetch } from '../partition/partition-actor.js';
+import type { LogOpenOptions } from '../storage/index.js';
+import { RingReader, RingWriter, type RingSlot } from './ring.js';
+import type { Op, PartitionKey, PartitionStat, Reply, ServeTask, ToMain, ToWorker } from './protocol.js';
+
+const OFF_RECORD_COUNT = 57;
+const OFF_LENGTH = 8;
+const BATCH_OVERHEAD = 12;
+
+let current: ShardServer | null = null;
+
+/** piscina task entry. */
+export default async function shardWorker(task: ServeTask): Promise<string> {
+  if (task.kind !== 'serve') throw new Error(`unknown shard task ${String((task as { kind?: unknown }).kind)}`);
+  // A new serve on a thread that outlived its previous one: drop the old state first.
+  current?.abandon();
+  const server = new ShardServer(task);
+  current = server;
+  return server.run();
+}
+
+/** Sum of recordCount over whole batches in `buf` (header walk only). */
+function countRecords(buf: Buffer): number {
+  let records = 0;
+  for (let pos = 0; pos + 61 <= buf.length; ) {
+    records += buf.readInt32BE(pos + OFF_RECORD_COUNT);
+    pos += buf.readInt32BE(pos + OFF_LENGTH) + BATCH_OVERHEAD;
+  }
+  return records;
+}
+
+function splitKey(k: PartitionKey): { topic: string; partition: number } {
+  const i = k.lastIndexOf('/');
+  return { topic: k.slice(0, i), partition: Number(k.slice(i + 1)) };
+}
+
+class ShardServer {
+  private readonly actors = new Map<PartitionKey, PartitionActor>();
+  /** Closes in progress, so a re-create of the same partition waits for the old files to go. */
+  private readonly closing = new Map<PartitionKey, Promise<void>>();
+  /** Parked fetch id -> its actor (for cancel). */
+  private readonly parkedOwner = new Map<number, PartitionActor>();
+  private readonly port: MessagePort;
+  private readonly requests: RingReader;
+  private readonly responses: RingWriter;
+  private readonly logOptions: LogOpenOptions;
+  private readonly lag = monitorEventLoopDelay({ resolution: 10 });
+  private readonly timers: NodeJS.Timeout[] = [];
+  private outbox: Reply[] = [];
+  private outboxScheduled = false;
+  private flushSeconds: number[] = [];
+  /** Ops received and not yet answered (the shard's queue depth). */
+  private inflight = 0;
+  private finish: (v: string) => void = () => {};
+  private stopped = false;
+
+  constructor(private readonly task: ServeTask) {
+    this.port = task.port;
+    this.requests = new RingReader(task.requestRing);
+    this.responses = new RingWriter(task.responseRing);
+    this.logOptions = { fdatasync: (fd, cb) => this.timedFdatasync(fd, cb) };
+  }
+
+  run(): Promise<string> {
+    this.port.on('message', (msg: ToWorker) => this.onMessage(msg));
+    this.lag.enable();
+    this.timers.push(setInterval(() => this.enforceRetention(), this.task.retentionCheckMs));
+    this.timers.push(setInterval(() => this.sendStats(), this.task.statsIntervalMs));
+    return new Promise((resolve) => {
+      this.finish = resolve;
+    });
+  }
+
+  /** Best-effort teardown of a previous life's state on a reused thread. */
+  abandon(): void {
+    this.stopTimers();
+    this.port.removeAllListeners('message');
+    for (const a of this.actors.values()) a.close(false).catch(() => {});
+    this.actors.clear();
+  }
+
+  private timedFdatasync(fd: number, cb: (err: NodeJS.ErrnoException | null) => void): void {
+    const t0 = performance.now();
+    fs.fdatasync(fd, (err) => {
+      if (this.flushSeconds.length < 4096) this.flushSeconds.push((performance.now() - t0) / 1000);
+      cb(err);
+    });
+  }
+
+  private onMessage(msg: ToWorker): void {
+    for (const op of msg.ops) {
+      if (op.t !== 'cancel' && op.t !== 'crash') this.inflight++;
+      this.handle(op);
+    }
+  }
+
+  private handle(op: Op): void {
+    switch (op.t) {
+      case 'p':
+        return this.produce(op);
+      case 'f':
+        return this.fetch(op);
+      case 'cancel':
+        return this.cancel(op.id);
+      case 'open':
+        return void this.open(op);
+      case 'drop':
+        return void this.drop(op);
+      case 'config':
+        return this.config(op);
+      case 'stat':
+        return this.reply({ id: op.id, t: 'stat', stats: this.stats(op.keys) });
+      case 'offsets':
+        return this.offsets(op);
+      case 'close':
+        return void this.close(op.id);
+      case 'crash':
+        process.exit(1);
+    }
+  }
+
+  // --- Replies -------------------------------------------------------------------------------
+
+  private reply(r: Reply): void {
+    this.inflight--;
+    this.outbox.push(r);
+    if (!this.outboxScheduled) {
+      this.outboxScheduled = true;
+      setImmediate(() => this.flushOutbox());
+    }
+  }
+
+  private fail(id: number, err: unknown): void {
+    this.reply({ id, err: toSluiceError(err).toWire() });
+  }
+
+  private flushOutbox(): void {
+    this.outboxScheduled = false;
+    if (this.outbox.length === 0) return;
+    const replies = this.outbox;
+    this.outbox = [];
+    const transfer = [];
+    for (const r of replies) if ('data' in r && r.data) transfer.push(r.data.buffer as ArrayBuffer);
+    const msg: ToMain = { replies };
+    this.port.postMessage(msg, transfer);
+  }
+
+  // --- Produce -------------------------------------------------------------------------------
+
+  private produce(op: Extract<Op, { t: 'p' }>): void {
+    const actor = this.actors.get(op.k);
+    let result;
+    try {
+      if (!actor) throw new SluiceError('UNKNOWN_PARTITION', `partition ${op.k} is not on this shard`);
+      result = actor.append(this.requests.view(op.off, op.len));
+    } catch (err) {
+      return this.fail(op.id, err);
+    } finally {
+      // The bytes are in the OS now (or rejected): the slot can go back, in allocation order.
+      this.requests.release(op.charge);
+    }
+    const ok: Reply = {
+      id: op.id,
+      t: 'p',
+      baseOffset: result.baseOffset,
+      lastOffset: result.lastOffset,
+      appendTimeMs: result.appendTimeMs,
+      logStartOffset: actor.log.logStartOffset,
+    };
+    this.wake(actor);
+    if (op.acks !== 2) return this.reply(ok);
+    result.durable.then(
+      () => this.reply(ok),
+      (err) => this.fail(op.id, err),
+    );
+  }
+
+  // --- Fetch ---------------------------------------------------------------------------------
+
+  private fetch(op: Extract<Op, { t: 'f' }>): void {
+    const actor = this.actors.get(op.k);
+    if (!actor) return this.fail(op.id, new SluiceError('UNKNOWN_PARTITION', `partition ${op.k} is not on this shard`));
+    const log = actor.log;
+    if (op.offset < log.logStartOffset || op.offset > log.nextOffset) {
+      return this.fail(
+        op.id,
+        new SluiceError('OFFSET_OUT_OF_RANGE', `offset ${op.offset} is outside [${log.logStartOffset}, ${log.nextOffset}] of ${op.k}`),
+      );
+    }
+    if (op.offset === log.nextOffset && op.maxWaitMs > 0 && this.parkedOwner.size < this.task.fetchWaitersMax) {
+      const parked: ParkedFetch = {
+        id: op.id,
+        offset: op.offset,
+        maxBytes: op.maxBytes,
+        timer: setTimeout(() => {
+          if (actor.unpark(op.id)) {
+            this.parkedOwner.delete(op.id);
+            this.serveFetch(actor, op.id, op.offset, op.maxBytes);
+          }
+        }, op.maxWaitMs),
+      };
+      actor.park(parked);
+      this.parkedOwner.set(op.id, actor);
+      return;
+    }
+    this.serveFetch(actor, op.id, op.offset, op.maxBytes);
+  }
+
+  private cancel(id: number): void {
+    const actor = this.parkedOwner.get(id);
+    if (!actor) return;
+    this.parkedOwner.delete(id);
+    if (actor.unpark(id)) this.fail(id, new SluiceError('TIMEOUT', 'fetch cancelled by its caller'));
+  }
+
+  /** Answers parked fetches that now have data. */
+  private wake(actor: PartitionActor): void {
+    if (actor.parkedCount === 0) return;
+    for (const f of actor.takeReady()) {
+      this.parkedOwner.delete(f.id);
+      this.serveFetch(actor, f.id, f.offset, f.maxBytes);
+    }
+  }
+
+  /**
+   * Reads straight into a response-ring slot when one is free; otherwise (ring full, or a single batch
+   * larger than the request allows) reads into a private buffer that is transferred, not copied.
+   */
+  private serveFetch(actor: PartitionActor, id: number, offset: number, maxBytes: number): void {
+    const log = actor.log;
+    try {
+      let slot: RingSlot | null = maxBytes <= this.responses.capacity / 2 ? this.responses.alloc(maxBytes) : null;
+      let data: Uint8Array | undefined;
+      let bytes = 0;
+      let nextOffset = offset;
+      if (slot) {
+        try {
+          ({ bytes, nextOffset } = log.readInto(offset, maxBytes, this.responses.view(slot)));
+        } catch (err) {
+          this.responses.cancelLast(slot);
+          slot = null;
+          if (!isSluiceError(err, 'INVALID_REQUEST')) throw err;
+        }
+      }
+      if (slot && bytes === 0) {
+        this.responses.cancelLast(slot);
+      } else if (slot) {
+        slot = this.responses.shrinkLast(slot, bytes);
+      } else {
+        const r = log.read(offset, maxBytes);
+        bytes = r.data.length;
+        nextOffset = r.nextOffset;
+        if (bytes > 0) data = new Uint8Array(r.data); // own ArrayBuffer, so it can be transferred
+      }
+      const view = data ? Buffer.from(data.buffer, 0, bytes) : slot && bytes > 0 ? this.responses.view(slot) : Buffer.alloc(0);
+      this.reply({
+        id,
+        t: 'f',
+        off: slot && bytes > 0 ? slot.offset : 0,
+        len: bytes,
+        charge: slot && bytes > 0 ? slot.charge : 0,
+        data,
+        records: countRecords(view),
+        highWatermark: log.nextOffset,
+        logStartOffset: log.logStartOffset,
+        nextOffset,
+      });
+    } catch (err) {
+      this.fail(id, err);
+    }
+  }
+
+  // --- Admin ---------------------------------------------------------------------------------
+
+  private async open(op: Extract<Op, { t: 'open' }>): Promise<void> {
+    const results = await Promise.allSettled(
+      op.parts.map(async (p) => {
+        const k = `${p.topic}/${p.partition}`;
+        await this.closing.get(k);
+        if (this.actors.has(k)) return;
+        const actor = await PartitionActor.open(this.task.dataDir, p.topic, p.partition, p.config, p.fresh, this.logOptions);
+        if (this.stopped) return void actor.close(false).catch(() => {});
+        this.actors.set(k, actor);
+      }),
+    );
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) return this.fail(op.id, (failed as PromiseRejectedResult).reason);
+    this.reply({ id: op.id, t: 'done' });
+  }
+
+  private async drop(op: Extract<Op, { t: 'drop' }>): Promise<void> {
+    const closes = op.keys.map((k) => {
+      const actor = this.actors.get(k);
+      this.actors.delete(k);
+      let p: Promise<void>;
+      if (actor) {
+        this.answerParked(actor, new SluiceError('UNKNOWN_PARTITION', `partition ${k} was deleted`));
+        p = actor.close(op.remove);
+      } else if (op.remove) {
+        const { topic, partition } = splitKey(k);
+        p = fs.promises.rm(partitionDir(this.task.dataDir, topic, partition), { recursive: true, force: true });
+      } else {
+        p = Promise.resolve();
+      }
+      const settled = p.finally(() => {
+        if (this.closing.get(k) === settled) this.closing.delete(k);
+      });
+      this.closing.set(k, settled);
+      return settled;
+    });
+    const results = await Promise.allSettled(closes);
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) return this.fail(op.id, (failed as PromiseRejectedResult).reason);
+    this.reply({ id: op.id, t: 'done' });
+  }
+
+  private answerParked(actor: PartitionActor, err: SluiceError | null): void {
+    for (const f of actor.takeAll()) {
+      this.parkedOwner.delete(f.id);
+      if (err) this.fail(f.id, err);
+      else this.serveFetch(actor, f.id, f.offset, f.maxBytes);
+    }
+  }
+
+  private config(op: Extract<Op, { t: 'config' }>): void {
+    try {
+      for (const k of op.keys) this.actors.get(k)?.log.updateConfig(op.config);
+      this.reply({ id: op.id, t: 'done' });
+    } catch (err) {
+      this.fail(op.id, err);
+    }
+  }
+
+  private stats(keys: PartitionKey[] | null): PartitionStat[] {
+    const out: PartitionStat[] = [];
+    const pick = keys ?? [...this.actors.keys()];
+    for (const k of pick) {
+      const a = this.actors.get(k);
+      if (a) out.push({ k, logStartOffset: a.log.logStartOffset, highWatermark: a.log.nextOffset, sizeBytes: a.log.sizeBytes });
+    }
+    return out;
+  }
+
+  private offsets(op: Extract<Op, { t: 'offsets' }>): void {
+    const actor = this.actors.get(op.k);
+    if (!actor) return this.fail(op.id, new SluiceError('UNKNOWN_PARTITION', `partition ${op.k} is not on this shard`));
+    try {
+      const log = actor.log;
+      const offset =
+        op.spec === 'earliest' ? log.logStartOffset : op.spec === 'latest' ? log.nextOffset : (log.offsetForTimestamp(op.spec) ?? -1);
+      this.reply({ id: op.id, t: 'offsets', offset });
+    } catch (err) {
+      this.fail(op.id, err);
+    }
+  }
+
+  // --- Periodic work and shutdown --------------------------------------------------------------
+
+  private enforceRetention(): void {
+    const now = Date.now();
+    for (const a of this.actors.values()) {
+      try {
+        a.enforceRetention(now);
+      } catch {
+        // A fenced or failing log reports its error to the next produce; retention just skips it.
+      }
+    }
+  }
+
+  private sendStats(): void {
+    const msg: ToMain = {
+      stats: {
+        queueDepth: this.inflight,
+        eventLoopLagSeconds: this.lag.count > 0 ? this.lag.mean / 1e9 : 0,
+        partitions: this.stats(null),
+        flushSeconds: this.flushSeconds,
+      },
+    };
+    this.flushSeconds = [];
+    this.lag.reset();
+    this.port.postMessage(msg);
+  }
+
+  private stopTimers(): void {
+    for (const t of this.timers) clearInterval(t);
+    this.timers.length = 0;
+    this.lag.disable();
+  }
+
+  private async close(id: number): Promise<void> {
+    this.stopped = true;
+    this.stopTimers();
+    const actors = [...this.actors.values()];
+    this.actors.clear();
+    for (const a of actors) this.answerParked(a, null);
+    const results = await Promise.allSettled([...actors.map((a) => a.close(false)), ...this.closing.values()]);
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) this.fail(id, (failed as PromiseRejectedResult).reason);
+    else this.reply({ id, t: 'done' });
+    this.flushOutbox();
+    this.sendStats();
+    this.port.removeAllListeners('message');
+    this.port.close();
+    current = null;
+    this.finish('closed');
+  }
+}

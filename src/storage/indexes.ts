@@ -4,7 +4,8 @@
  *    baseOffset is base+rel starts at position"; lookups start a forward header scan there.
  *  - `.timeindex`: timestamp i64 + relative offset u32 (12 bytes). An entry (T, rel) says "every batch
  *    up to and including the one at base+rel has maxTimestamp <= T"; timestamps strictly increase.
- * Index files are never fsynced on the append path: recovery validates them and rebuilds what is wrong.
+ * The active segment's entries reach the files only when it is sealed (then fdatasynced) or the log
+ * closes cleanly; after a crash recovery rebuilds them. Recovery validates every index it loads.
  */
 import fs from 'node:fs';
 import { readFully, writeFully } from './io.js';

@@ -189,12 +189,9 @@ export class PartitionLog implements PartitionLogApi {
       pos += size;
     }
     this.totalBytes += buf.length;
-    try {
-      seg.persistIndexes();
-    } catch (err) {
-      // The batches are written; a lost index entry is rebuilt by recovery, so this is not fatal.
-      void err;
-    }
+    // Index entries of the active segment stay in memory until it is sealed or the log closes: after
+    // a crash recovery rebuilds them from the CRC scan anyway, and writing them here would add two
+    // more dirty files to every group-commit fdatasync (ext4 data=ordered flushes them with the journal).
     this.dirty.add(seg);
     if (seg.rollStartMs === null) seg.rollStartMs = now;
     return { baseOffset, lastOffset: offset - 1, appendTimeMs: now, durable: this.durableFor() };

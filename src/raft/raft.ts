@@ -605,6 +605,7 @@ export class RaftNode {
       }
       return;
     }
+    const wasPaused = pr.isPaused();
     if (pr.maybeUpdate(m.index) || (pr.match === m.index && pr.state === 'probe')) {
       if (pr.state === 'probe') pr.becomeReplicate();
       else if (pr.state === 'snapshot' && pr.match >= pr.pendingSnapshot) {
@@ -612,7 +613,8 @@ export class RaftNode {
         pr.becomeReplicate();
       } else if (pr.state === 'replicate') pr.inflights.freeLE(m.index);
       if (this.maybeCommit()) this.bcastAppend(true);
-      else this.sendAppendLoop(m.from);
+      else if (wasPaused && this.maybeSendAppend(m.from, true)) this.sendAppendLoop(m.from);
+      else this.sendAppendLoop(m.from); // a paused follower may have missed the commit index: send it
       if (m.from === this.transferee && pr.match === this.log.lastIndex()) {
         this.send(MT.TimeoutNow, m.from, 0, 0, EMPTY_ENTRIES, 0, false, 0, null, 0);
       }

@@ -64,10 +64,12 @@ export class Checkers {
   /** key index*2^20+term -> [contentId, prevTerm] */
   private readonly logEntries = new Map<number, number>();
   private readonly logPrev = new Map<number, number>();
-  /** Committed (applied somewhere) index -> hash chain and term. */
+  /** Applied (somewhere) index -> hash chain at that index. */
   readonly committedHash = new Map<number, number>();
-  readonly committedTerm = new Map<number, number>();
+  /** Index -> [term of the entry, term of the leader that committed it]. */
+  private readonly committedBy = new Map<number, [number, number]>();
   maxCommitted = 0;
+  private maxLeaderCommit = 0;
   private readonly reads = new Map<number, number>();
 
   leaderCount(): number {
@@ -82,17 +84,34 @@ export class Checkers {
     this.checkComplete(node, 'leader completeness');
   }
 
-  /** Every committed entry is in `node`'s log (or covered by its snapshot with the same hash). */
-  checkComplete(node: RaftNode, checker: string): void {
+  /** A leader advanced its commit index from `from` to `to` in `term`. */
+  onLeaderCommit(node: RaftNode, from: number, to: number): void {
+    const term = node.getTerm();
+    for (let i = from + 1; i <= to; i++) {
+      const prev = this.committedBy.get(i);
+      const t = node.log.term(i);
+      if (prev === undefined) this.committedBy.set(i, [t, term]);
+      else if (prev[0] !== t) throw new InvariantViolation('state machine safety', `leader ${node.id} committed ${i}@${t}, but ${i}@${prev[0]} was committed`);
+      else if (term < prev[1]) prev[1] = term;
+    }
+    if (to > this.maxLeaderCommit) this.maxLeaderCommit = to;
+  }
+
+  /**
+   * Every entry committed in a term before `beforeTerm` is in `node`'s log (or covered by its snapshot
+   * with the same state hash). Leader completeness says exactly this for a leader of `beforeTerm`.
+   */
+  checkComplete(node: RaftNode, checker: string, beforeTerm = node.getTerm()): void {
     const log = node.log;
     const s = log.snapshot;
     const sh = this.committedHash.get(s.index);
     if (sh !== undefined && snapshotApp(s).hash !== sh) {
       throw new InvariantViolation(checker, `node ${node.id} snapshot at ${s.index} differs from the committed state`);
     }
-    for (let i = s.index + 1; i <= this.maxCommitted; i++) {
-      const t = this.committedTerm.get(i);
-      if (t === undefined) continue;
+    for (let i = s.index + 1; i <= this.maxLeaderCommit; i++) {
+      const c = this.committedBy.get(i);
+      if (c === undefined || c[1] >= beforeTerm) continue;
+      const t = c[0];
       if (log.term(i) !== t) {
         throw new InvariantViolation(checker, `node ${node.id} (term ${node.getTerm()}) lacks committed entry ${i}@${t} (has term ${log.term(i)})`);
       }
@@ -120,7 +139,8 @@ export class Checkers {
     const h = this.committedHash.get(index);
     if (h === undefined) {
       this.committedHash.set(index, hash);
-      this.committedTerm.set(index, term);
+      const c = this.committedBy.get(index);
+      if (c !== undefined && c[0] !== term) throw new InvariantViolation('state machine safety', `node ${node} applied ${index}@${term}, but ${index}@${c[0]} was committed`);
       if (index > this.maxCommitted) this.maxCommitted = index;
     } else if (h !== hash) {
       throw new InvariantViolation('state machine safety', `node ${node} applied a different entry (or history) at ${index}`);

@@ -73,29 +73,32 @@ describe('config', () => {
 describe('model test (fast-check)', () => {
   const seed = testSeed('log model');
   type Cmd =
-    | { t: 'append'; batches: number[]; bytes: number }
+    | { t: 'append'; batches: number[]; bytes: number; ts: number }
+    | { t: 'time'; at: number }
     | { t: 'read'; at: number; maxBytes: number }
     | { t: 'truncate'; at: number }
     | { t: 'reopen'; clean: boolean };
   const cmd: fc.Arbitrary<Cmd> = fc.oneof(
-    { weight: 6, arbitrary: fc.record({ t: fc.constant('append' as const), batches: fc.array(fc.integer({ min: 1, max: 12 }), { minLength: 1, maxLength: 3 }), bytes: fc.integer({ min: 0, max: 400 }) }) },
+    { weight: 6, arbitrary: fc.record({ t: fc.constant('append' as const), batches: fc.array(fc.integer({ min: 1, max: 12 }), { minLength: 1, maxLength: 3 }), bytes: fc.integer({ min: 0, max: 400 }), ts: fc.integer({ min: 0, max: 1000 }) }) },
+    { weight: 2, arbitrary: fc.record({ t: fc.constant('time' as const), at: fc.integer({ min: -1, max: 1020 }) }) },
     { weight: 3, arbitrary: fc.record({ t: fc.constant('read' as const), at: fc.double({ min: 0, max: 1, noNaN: true }), maxBytes: fc.integer({ min: 1, max: 5000 }) }) },
     { weight: 1, arbitrary: fc.record({ t: fc.constant('truncate' as const), at: fc.double({ min: 0, max: 1, noNaN: true }) }) },
     { weight: 1, arbitrary: fc.record({ t: fc.constant('reopen' as const), clean: fc.boolean() }) },
   );
 
-  test('offsets stay gapless and reads return exactly what was appended', async () => {
+  test('offsets stay gapless, reads return exactly what was appended, timestamp lookups match the model', async () => {
     let tag = 0;
     await fc.assert(
       fc.asyncProperty(fc.array(cmd, { minLength: 5, maxLength: 40 }), async (cmds) => {
         const dir = freshDir();
         let log = await PartitionLog.open(dir, small({ flush: { kind: 'none' } }), opts);
-        const model: { base: number; last: number; bytes: Buffer }[] = [];
+        const model: { base: number; last: number; bytes: Buffer; maxTs: number }[] = [];
         const next = (): number => (model.length ? model[model.length - 1].last + 1 : 0);
         try {
           for (const c of cmds) {
             if (c.t === 'append') {
-              const parts = c.batches.map((k) => makeBatch(k, c.bytes, `t${tag++}`));
+              // Producer timestamps jump around (non-monotonic), as real clients' do.
+              const parts = c.batches.map((k, j) => makeBatch(k, c.bytes, `t${tag++}`, c.ts + j));
               const r = log.append(Buffer.concat(parts));
               expect(r.baseOffset).toBe(next());
               let off = r.baseOffset;
@@ -105,7 +108,7 @@ describe('model test (fast-check)', () => {
                 copy.writeInt32BE(Math.floor(off / 2 ** 32), 0);
                 copy.writeUInt32BE(off >>> 0, 4);
                 copy.writeInt32BE(0, 12);
-                model.push({ base: off, last: off + h.lastOffsetDelta, bytes: copy });
+                model.push({ base: off, last: off + h.lastOffsetDelta, bytes: copy, maxTs: h.maxTimestamp });
                 off += h.lastOffsetDelta + 1;
               }
               expect(r.lastOffset).toBe(off - 1);
@@ -128,6 +131,9 @@ describe('model test (fast-check)', () => {
               let end = i;
               for (let sum = 0; sum < got.length; end++) sum += model[end].bytes.length;
               expect(r.nextOffset).toBe(model[end - 1].last + 1);
+            } else if (c.t === 'time') {
+              const hit = model.find((b) => b.maxTs >= c.at);
+              expect(log.offsetForTimestamp(c.at)).toBe(hit ? hit.base : null);
             } else if (c.t === 'truncate') {
               const offset = Math.floor(c.at * next());
               log.truncateTo(offset);
@@ -154,7 +160,7 @@ describe('model test (fast-check)', () => {
           rmDir(dir);
         }
       }),
-      { seed, numRuns: 40 },
+      { seed, numRuns: 60 },
     );
   });
 });

@@ -66,6 +66,7 @@ export interface BrokerOptions {
   requestRingBytes?: number;
   responseRingBytes?: number;
   ringWaitMs?: number;
+  ringWaitersMax?: number;
   retentionCheckMs?: number;
   statsIntervalMs?: number;
 }
@@ -135,6 +136,7 @@ export class Broker implements BrokerApi {
           requestRingBytes: this.options.requestRingBytes,
           responseRingBytes: this.options.responseRingBytes,
           ringWaitMs: this.options.ringWaitMs,
+          ringWaitersMax: this.options.ringWaitersMax,
           retentionCheckMs: this.options.retentionCheckMs,
           statsIntervalMs: this.options.statsIntervalMs,
           partitionsOf: (s) => this.partitionsOf(s),
@@ -478,6 +480,11 @@ export class Broker implements BrokerApi {
   /** Test hook: makes a shard's worker thread exit abruptly (as a crash would). */
   debugCrashShard(shard: number): void {
     this.hosts[shard].crashForTest();
+  }
+
+  /** Test hook: blocks a shard's worker thread for `ms` (a stuck disk), to exercise backpressure. */
+  debugStallShard(shard: number, ms: number): void {
+    this.hosts[shard].stallForTest(ms);
   }
 
   /** How many times each shard's worker was restarted after dying. */

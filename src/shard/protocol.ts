@@ -55,7 +55,9 @@ export type Op =
   /** Flush and close everything; the serve task then resolves. */
   | { t: 'close'; id: number }
   /** Test hook: the worker exits abruptly, as a crash would. */
-  | { t: 'crash' };
+  | { t: 'crash' }
+  /** Test hook: the worker blocks its thread for `ms` (a stuck disk, a long GC). */
+  | { t: 'stall'; ms: number };
 
 export interface ToWorker {
   ops: Op[];

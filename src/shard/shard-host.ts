@@ -261,6 +261,12 @@ export class ShardHost {
     this.flushOutbox();
   }
 
+  /** Test hook: blocks the worker thread for `ms`. */
+  stallForTest(ms: number): void {
+    this.outbox.push({ t: 'stall', ms });
+    this.flushOutbox();
+  }
+
   // --- Requests ------------------------------------------------------------------------------
 
   /** Sends an op and resolves with its reply. `force` sends while the shard is still starting. */

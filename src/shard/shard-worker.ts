@@ -103,7 +103,7 @@ class ShardServer {
 
   private onMessage(msg: ToWorker): void {
     for (const op of msg.ops) {
-      if (op.t !== 'cancel' && op.t !== 'crash') this.inflight++;
+      if (op.t !== 'cancel' && op.t !== 'crash' && op.t !== 'stall') this.inflight++;
       this.handle(op);
     }
   }
@@ -130,6 +130,13 @@ class ShardServer {
         return void this.close(op.id);
       case 'crash':
         process.exit(1);
+      case 'stall': {
+        const until = Date.now() + op.ms;
+        while (Date.now() < until) {
+          // Busy-wait on purpose: the test wants a thread that cannot run its event loop.
+        }
+        return;
+      }
     }
   }
 

@@ -236,7 +236,7 @@ export class PartitionLog implements PartitionLogApi {
     }
     let next: Segment;
     try {
-      next = Segment.open(this.dir, seg.nextOffset, this.indexIntervalBytes);
+      next = Segment.create(this.dir, seg.nextOffset, this.indexIntervalBytes);
       fsyncDir(this.dir);
     } catch (err) {
       throw this.fence(storageError(`cannot create segment ${seg.nextOffset} in ${this.dir}`, err));
@@ -540,6 +540,28 @@ export class PartitionLog implements PartitionLogApi {
     this.walker.invalidate();
     if (outcome.problem) {
       throw this.fence(new SluiceError('LOG_CORRUPT', `${seg.logPath} is corrupt: ${outcome.problem}`));
+    }
+  }
+
+  /**
+   * Empties the log and restarts it at `offset` (Raft snapshot install; a follower that must forget
+   * its log). Segments are deleted newest first, so a crash part-way leaves a valid prefix.
+   */
+  truncateFullyAndStartAt(offset: number): void {
+    this.checkWritable();
+    if (!Number.isSafeInteger(offset) || offset < 0) throw new SluiceError('INVALID_OFFSET', `cannot restart the log at ${offset}`);
+    this.walker.invalidate();
+    try {
+      while (this.segments.length > 0) {
+        const seg = this.segments.pop()!;
+        this.dirty.delete(seg);
+        seg.deleteFiles();
+      }
+      this.totalBytes = 0;
+      this.segments.push(Segment.create(this.dir, offset, this.indexIntervalBytes));
+      fsyncDir(this.dir);
+    } catch (err) {
+      throw this.fence(storageError(`cannot restart ${this.dir} at offset ${offset}`, err));
     }
   }
 

@@ -146,7 +146,7 @@ export function recoverSegments(dir: string, indexIntervalBytes: number): { segm
   const win = new FileWindow();
   try {
     if (bases.length === 0) {
-      segments.push(Segment.open(dir, 0, indexIntervalBytes));
+      segments.push(Segment.create(dir, 0, indexIntervalBytes));
       fsyncDir(dir);
     }
     for (let i = 0; i < bases.length; i++) {

@@ -54,6 +54,18 @@ export class Segment {
     return new Segment(dir, baseOffset, indexIntervalBytes);
   }
 
+  /**
+   * Starts a brand-new segment: like `open`, but empties any file left under the same name (say, by a
+   * truncation whose unlink did not reach the disk), so stale bytes can never follow new ones.
+   */
+  static create(dir: string, baseOffset: number, indexIntervalBytes: number): Segment {
+    const seg = new Segment(dir, baseOffset, indexIntervalBytes);
+    fs.ftruncateSync(seg.fd, 0);
+    fs.ftruncateSync(seg.offsetIndex.fd, 0);
+    fs.ftruncateSync(seg.timeIndex.fd, 0);
+    return seg;
+  }
+
   /** Size of the .log file on disk (may exceed `size` before recovery truncates a torn tail). */
   fileBytes(): number {
     return fs.fstatSync(this.fd).size;

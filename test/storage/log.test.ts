@@ -418,6 +418,21 @@ describe('retention and truncation', () => {
   });
 });
 
+test('truncateFullyAndStartAt restarts an empty log at any offset, durably', async () => {
+  const dir = freshDir();
+  const log = await PartitionLog.open(dir, small(), opts);
+  for (let i = 0; i < 30; i++) log.append(makeBatch(2, 100, `f${i}`));
+  log.truncateFullyAndStartAt(1000);
+  expect([log.logStartOffset, log.nextOffset, log.sizeBytes, log.segmentCount]).toEqual([1000, 1000, 0, 1]);
+  await expectCode(() => log.read(999, 10), 'OFFSET_OUT_OF_RANGE');
+  expect(log.append(makeBatch(1, 1, 'x')).baseOffset).toBe(1000);
+  await log.close();
+  const again = await PartitionLog.open(dir, small(), opts);
+  expect([again.logStartOffset, again.nextOffset]).toEqual([1000, 1001]);
+  expect(segmentFiles(dir, 'log').length).toBe(1);
+  await again.close();
+});
+
 describe('durability', () => {
   test('group commit: appends in one turn share one fdatasync; durable waits for it', async () => {
     let calls = 0;

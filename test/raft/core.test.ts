@@ -1,0 +1,142 @@
+/**
+ * Goal: the core's contract outside the protocol scenarios: option validation, refusals with typed
+ * errors, the Ready/advance ordering, restart from persisted state, and purity (src/raft never imports
+ * I/O modules, never reads a clock, never uses Math.random).
+ * Method: direct calls on single RaftNode instances and a tiny 3-node loop; a source grep for purity.
+ */
+import { readFileSync, readdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { isSluiceError } from '../../src/errors.js';
+import type { NodeId } from '../../src/model/index.js';
+import { type Message, RaftNode, bootstrapState, validateRaftOptions } from '../../src/raft/index.js';
+
+const id = (n: number): NodeId => n as NodeId;
+const srcDir = join(dirname(fileURLToPath(import.meta.url)), '../../src/raft');
+
+describe('options', () => {
+  it('fills defaults', () => {
+    const f = validateRaftOptions({ id: id(1) });
+    expect(f.electionTicks).toBeGreaterThan(f.heartbeatTicks);
+    expect(f.preVote).toBe(true);
+    expect(f.checkQuorum).toBe(true);
+  });
+
+  it.each([
+    [{ electionTicks: 2, heartbeatTicks: 2 }, /electionTicks \(2\) must be greater than heartbeatTicks/],
+    [{ electionTicks: 0 }, /electionTicks must be a positive integer/],
+    [{ inflightMsgsMax: 1.5 }, /inflightMsgsMax/],
+    [{ msgBytesMax: 10, inflightBytesMax: 5 }, /msgBytesMax/],
+    [{ id: id(0) }, /id must be a positive integer/],
+  ])('rejects %j', (o, re) => {
+    expect(() => validateRaftOptions({ id: id(1), ...o })).toThrow(re);
+    try {
+      validateRaftOptions({ id: id(1), ...o });
+    } catch (err) {
+      expect(isSluiceError(err, 'INVALID_CONFIG')).toBe(true);
+    }
+  });
+});
+
+describe('purity', () => {
+  it('src/raft imports no I/O module and uses no clock or Math.random', () => {
+    const files = readdirSync(srcDir).filter((f) => f.endsWith('.ts'));
+    expect(files.length).toBeGreaterThan(3);
+    for (const f of files) {
+      const text = readFileSync(join(srcDir, f), 'utf8');
+      const imports = [...text.matchAll(/from\s+'([^']+)'/g)].map((m) => m[1]);
+      for (const m of imports) {
+        expect(m, `${f} imports ${m}`).not.toMatch(/^(node:)?(fs|net|dgram|http|https|child_process|worker_threads|timers)(\/|$)|grpc/);
+      }
+      expect(text, f).not.toMatch(/Date\.now|new Date\(|performance\.now|Math\.random|setTimeout|setInterval|process\.hrtime/);
+    }
+  });
+});
+
+/** A minimal synchronous driver: persist (in memory), deliver everything, until quiet. */
+function cluster(n: number) {
+  const voters = Array.from({ length: n }, (_, i) => id(i + 1));
+  const nodes = voters.map((v) => new RaftNode({ id: v, random: () => (v * 0.31) % 1 }, bootstrapState(voters)));
+  const applied = new Map<number, number[]>(voters.map((v) => [v, []]));
+  const stabilize = (): void => {
+    for (let round = 0; round < 200; round++) {
+      const msgs: Message[] = [];
+      for (const r of nodes) {
+        while (r.hasReady()) {
+          const rd = r.ready();
+          msgs.push(...rd.messages);
+          for (const e of rd.committedEntries) applied.get(r.id)!.push(e.index);
+          r.advance();
+        }
+      }
+      if (msgs.length === 0) return;
+      for (const m of msgs) nodes[m.to - 1].step(m);
+    }
+    throw new Error('no convergence');
+  };
+  return { nodes, applied, stabilize };
+}
+
+describe('core API', () => {
+  it('refuses proposals on a follower with NOT_LEADER', () => {
+    const { nodes } = cluster(3);
+    try {
+      nodes[1].propose(new Uint8Array(1));
+      expect.unreachable();
+    } catch (err) {
+      expect(isSluiceError(err, 'NOT_LEADER')).toBe(true);
+    }
+  });
+
+  it('elects, commits a batch, and every node applies the same indexes', () => {
+    const { nodes, applied, stabilize } = cluster(3);
+    nodes[0].campaign();
+    stabilize();
+    expect(nodes[0].getRole()).toBe('leader');
+    const first = nodes[0].proposeBatch([new Uint8Array(10), new Uint8Array(10), new Uint8Array(10)]);
+    expect(first).toBe(3);
+    stabilize();
+    for (const r of nodes) {
+      expect(r.getCommit()).toBe(5);
+      expect(applied.get(r.id)).toEqual([2, 3, 4, 5]);
+    }
+  });
+
+  it('persist before send: the vote is in the same Ready as the vote response', () => {
+    const voters = [id(1), id(2), id(3)];
+    const a = new RaftNode({ id: id(1), preVote: false }, bootstrapState(voters));
+    const b = new RaftNode({ id: id(2), preVote: false }, bootstrapState(voters));
+    a.campaign();
+    const rd = a.ready();
+    a.advance();
+    const vote = rd.messages.find((m) => m.to === 2)!;
+    b.step(vote);
+    const rb = b.ready();
+    expect(rb.hardState).toMatchObject({ term: 2, vote: 1 });
+    expect(rb.messages.some((m) => m.to === 1 && !m.reject)).toBe(true);
+    b.advance();
+  });
+
+  it('restarts from persisted state with its term, vote and log', () => {
+    const voters = [id(1)];
+    const r = new RaftNode({ id: id(1) }, bootstrapState(voters));
+    r.campaign();
+    const entries = [];
+    let hs = null;
+    for (let i = 0; i < 3; i++) {
+      while (r.hasReady()) {
+        const rd = r.ready();
+        entries.push(...rd.entries);
+        hs = rd.hardState ?? hs;
+        r.advance();
+      }
+      if (i === 0) r.propose(new Uint8Array([7]));
+    }
+    const boot = bootstrapState(voters);
+    const again = new RaftNode({ id: id(1) }, { hardState: hs!, snapshot: boot.snapshot, entries });
+    expect(again.status()).toMatchObject({ term: 2, commit: 3, lastIndex: 3, role: 'follower' });
+    const rd = again.ready();
+    expect(rd.committedEntries.map((e) => e.index)).toEqual([2, 3]); // re-applied after a restart
+  });
+});

@@ -67,12 +67,16 @@ export interface PartitionLogApi {
   /**
    * Whole batches starting with the one containing `offset`, up to `maxBytes` (but always at least one
    * batch when any exists at or after `offset`). Throws OFFSET_OUT_OF_RANGE below logStartOffset or above
-   * nextOffset.
+   * nextOffset. Batches come from one segment per call (follow `nextOffset`). `maxOffset` (exclusive,
+   * optional) stops before any batch reaching it: pass the high watermark to hide uncommitted batches.
    */
-  read(offset: number, maxBytes: number): ReadResult;
+  read(offset: number, maxBytes: number, maxOffset?: number): ReadResult;
 
-  /** Same as `read`, but preads straight into `target` (e.g. a SharedArrayBuffer ring slot). */
-  readInto(offset: number, maxBytes: number, target: Uint8Array): { bytes: number; nextOffset: number };
+  /**
+   * Same as `read`, but preads straight into `target` (e.g. a SharedArrayBuffer ring slot). Throws
+   * INVALID_REQUEST if `target` cannot hold the first batch.
+   */
+  readInto(offset: number, maxBytes: number, target: Uint8Array, maxOffset?: number): { bytes: number; nextOffset: number };
 
   /** The first offset whose batch maxTimestamp >= timestampMs, or null when none. */
   offsetForTimestamp(timestampMs: number): number | null;

@@ -10,8 +10,11 @@
  * batchLength counts the bytes after the batchLength field (total = batchLength + 12).
  */
 
-/** Compression codec ids as stored in attributes bits 0-2. */
-export const enum Compression {
+/**
+ * Compression codec ids as stored in attributes bits 0-2. A plain (not `const`) enum so that plain-JS
+ * users of the package and test fixtures get the values at runtime too.
+ */
+export enum Compression {
   None = 0,
   Gzip = 1,
   Snappy = 2,

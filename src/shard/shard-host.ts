@@ -174,7 +174,12 @@ export class ShardHost {
   }
 
   private onServeFailed(life: number, err: unknown): void {
-    if (life !== this.life || this.state === 'closing' || this.state === 'closed') return;
+    if (life !== this.life) return;
+    if (this.state === 'closing' || this.state === 'closed') {
+      // Died while closing: nothing restarts it, and nothing may wait for it forever.
+      this.failEverything(new SluiceError('UNAVAILABLE', `shard ${this.shard} worker died while closing`));
+      return;
+    }
     this.opts.onCrash?.(this.shard, err);
     const wasStarting = this.state === 'starting' && this.restarts === 0;
     this.state = 'restarting';

@@ -1,0 +1,86 @@
+/**
+ * Goal: a shard worker that dies is replaced without losing acknowledged records, its in-flight
+ * requests fail with UNAVAILABLE instead of hanging, and the other shards never notice; a stalled
+ * shard pushes back with QUEUE_FULL and bounded memory instead of queueing without limit.
+ * Method: an in-process Broker with 2 shards. Crashes use the `debugCrashShard` hook (the worker calls
+ * process.exit, as an uncaught error would end it); stalls use `debugStallShard` (the worker thread
+ * busy-waits, as on a stuck disk) with a 1 MiB request ring and short bounds.
+ */
+import { describe, expect, it } from 'vitest';
+import type { Broker } from '../../src/broker/index.js';
+import { SluiceError } from '../../src/errors.js';
+import { encodeBatch } from '../../src/batch/index.js';
+import { batchOf, expectCode, openBroker, readAll } from './helpers.js';
+
+/** Produces until the shard answers again (it restarts in the background). */
+async function untilServing(broker: Broker, topic: string, partition: number): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    try {
+      await broker.produce({ topic, partition, batches: batchOf(1, 'probe'), acks: 'all' });
+      return;
+    } catch (err) {
+      if (!(err instanceof SluiceError) || err.code !== 'UNAVAILABLE') throw err;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+  throw new Error('shard never came back');
+}
+
+function partitionOnShard(broker: Broker, topic: string, partitions: number, shard: number): number {
+  for (let p = 0; p < partitions; p++) if (broker.shardFor(topic, p) === shard) return p;
+  throw new Error(`no partition on shard ${shard}`);
+}
+
+describe('worker crash', () => {
+  it('fails in-flight requests with UNAVAILABLE, restarts, recovers partitions, keeps serving', async () => {
+    const broker = await openBroker();
+    await broker.createTopic('c', 4, 1, {});
+    const victim = partitionOnShard(broker, 'c', 4, 0);
+    const bystander = partitionOnShard(broker, 'c', 4, 1);
+    await broker.produce({ topic: 'c', partition: victim, batches: batchOf(5, 'acked'), acks: 'all' });
+
+    const parked = broker.fetch({ topic: 'c', partition: victim, offset: 5, maxBytes: 1 << 20, maxWaitMs: 20_000 });
+    const unacked = broker.produce({ topic: 'c', partition: victim, batches: batchOf(1, 'maybe'), acks: 'all' });
+    broker.debugCrashShard(0); // same turn: the produce reaches the worker, its ack never leaves
+    await expectCode(parked, 'UNAVAILABLE');
+    await expectCode(unacked, 'UNAVAILABLE');
+
+    // The other shard never stopped.
+    await broker.produce({ topic: 'c', partition: bystander, batches: batchOf(1), acks: 'all' });
+    await untilServing(broker, 'c', victim);
+    expect(broker.shardRestarts()).toEqual([1, 0]);
+    const after = await readAll(broker, 'c', victim);
+    expect(after.slice(0, 5)).toEqual(['acked0', 'acked1', 'acked2', 'acked3', 'acked4']);
+    expect(after.at(-1)).toBe('probe0');
+    // Long-poll works on the new worker too.
+    const hw = (await broker.describeTopic('c')).partitions[victim].highWatermark;
+    const waiting = broker.fetch({ topic: 'c', partition: victim, offset: hw, maxBytes: 1 << 20, maxWaitMs: 10_000 });
+    await broker.produce({ topic: 'c', partition: victim, batches: batchOf(1, 'new'), acks: 'leader' });
+    expect((await waiting).batches.length).toBeGreaterThan(0);
+    await broker.close();
+  });
+});
+
+describe('backpressure', () => {
+  it('answers QUEUE_FULL when a stalled shard fills its ring, bounded, and recovers', async () => {
+    const broker = await openBroker({ requestRingBytes: 1 << 20, ringWaitMs: 300, ringWaitersMax: 8 });
+    await broker.createTopic('bp', 2, 1, {});
+    const p = partitionOnShard(broker, 'bp', 2, 0);
+    const batch = encodeBatch(Array.from({ length: 100 }, () => ({ key: null, value: Buffer.alloc(1000, 1) }))); // ~100 KB
+    await expectCode(broker.produce({ topic: 'bp', partition: p, batches: Buffer.concat(Array(6).fill(batch)), acks: 'all' }), 'RECORD_TOO_LARGE');
+
+    broker.debugStallShard(0, 1500);
+    const results = await Promise.allSettled(Array.from({ length: 60 }, () => broker.produce({ topic: 'bp', partition: p, batches: batch, acks: 'leader' })));
+    const ok = results.filter((r) => r.status === 'fulfilled').length;
+    const codes = results.flatMap((r) => (r.status === 'rejected' ? [(r.reason as SluiceError).code] : []));
+    expect(new Set(codes)).toEqual(new Set(['QUEUE_FULL']));
+    // What got in is what fits in the ring (1 MiB / ~100 KB): the rest was refused, not queued.
+    expect(ok).toBeGreaterThan(0);
+    expect(ok).toBeLessThanOrEqual(10);
+    const d = await broker.describeTopic('bp');
+    expect(d.partitions[p].highWatermark).toBe(ok * 100);
+    // After the stall the shard takes produces again.
+    await broker.produce({ topic: 'bp', partition: p, batches: batch, acks: 'all' });
+    await broker.close();
+  });
+});

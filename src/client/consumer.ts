@@ -1,0 +1,179 @@
+/**
+ * Consumer: one long-poll Fetch loop per partition, merged into one async iterator. Fetches ask for
+ * raw Kafka v2 batches and decode them here (the broker does no per-record work); the first batch of a
+ * fetch may start below the requested offset, so records below it are skipped.
+ *
+ * Memory is bounded: a partition loop stops fetching while `bufferRecordsMax` records wait unread.
+ */
+import { SluiceError, isSluiceError } from '../errors.js';
+import { decodeBatches } from '../batch/index.js';
+import type { FetchResponse } from '../rpc/gen/sluice/v1/broker.js';
+import { Admin } from './admin.js';
+import { Connection, type ClientOptions } from './connection.js';
+import type { ConsumedRecord, StartOffset } from './types.js';
+
+export interface ConsumerOptions extends ClientOptions {
+  topic: string;
+  /** Partitions to read; default all. */
+  partitions?: number[];
+  /** Where to start in each partition. Default 'earliest'. */
+  from?: StartOffset;
+  /** Soft bound on the bytes of one fetch. Default 1 MiB. */
+  maxBytes?: number;
+  /** Long-poll wait when a partition has no new data. Default 500 ms. */
+  maxWaitMs?: number;
+  /** Finish once every partition is read up to its high watermark (kcat -e). */
+  stopAtEnd?: boolean;
+  /** Records buffered ahead of the reader. Default 10,000. */
+  bufferRecordsMax?: number;
+  retryBackoffMs?: number;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Decodes raw fetched batches into records at or above `fromOffset`. */
+export function decodeFetched(topic: string, partition: number, batches: Uint8Array, fromOffset: number): ConsumedRecord[] {
+  const out: ConsumedRecord[] = [];
+  for (const batch of decodeBatches(batches, { verifyCrc: true })) {
+    for (const r of batch.records) {
+      if (r.offset < fromOffset) continue;
+      out.push({
+        topic,
+        partition,
+        offset: r.offset,
+        timestampMs: r.timestampMs,
+        key: r.key === null ? null : Buffer.from(r.key),
+        value: r.value === null ? null : Buffer.from(r.value),
+        headers: r.headers,
+      });
+    }
+  }
+  return out;
+}
+
+export class Consumer implements AsyncIterable<ConsumedRecord> {
+  private readonly conn: Connection;
+  private readonly options: ConsumerOptions;
+  private readonly buffer: ConsumedRecord[] = [];
+  private readonly aborter = new AbortController();
+  private readonly positions = new Map<number, number>();
+  private wakeReader: (() => void) | null = null;
+  private wakeLoops: (() => void)[] = [];
+  private running = 0;
+  private failure: unknown = null;
+  private started = false;
+
+  constructor(options: ConsumerOptions) {
+    this.options = options;
+    this.conn = new Connection(options);
+  }
+
+  /** The next offset each partition will read (after start-up). */
+  get offsets(): ReadonlyMap<number, number> {
+    return this.positions;
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<ConsumedRecord> {
+    await this.start();
+    for (;;) {
+      while (this.buffer.length > 0) {
+        const record = this.buffer.shift()!;
+        if (this.buffer.length < (this.options.bufferRecordsMax ?? 10_000)) this.releaseLoops();
+        yield record;
+      }
+      if (this.failure !== null) throw this.failure;
+      if (this.running === 0 || this.aborter.signal.aborted) return;
+      await new Promise<void>((resolve) => (this.wakeReader = resolve));
+    }
+  }
+
+  /** Resolves each partition's start offset and starts the fetch loops. */
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    const admin = new Admin(this.conn);
+    const topic = this.options.topic;
+    const partitions = this.options.partitions ?? (await admin.describeTopic(topic)).partitions.map((p) => p.partition);
+    const from = this.options.from ?? 'earliest';
+    const earliest = await admin.listOffsets(topic, 'earliest', partitions);
+    const latest = await admin.listOffsets(topic, 'latest', partitions);
+    let byTime: Map<number, number> | null = null;
+    if (typeof from === 'object' && 'timestampMs' in from) byTime = await admin.listOffsets(topic, from, partitions);
+    for (const p of partitions) {
+      const lo = earliest.get(p) ?? 0;
+      const hi = latest.get(p) ?? 0;
+      let start: number;
+      if (from === 'earliest') start = lo;
+      else if (from === 'latest') start = hi;
+      else if (typeof from === 'number') start = from;
+      else if ('fromEnd' in from) start = Math.max(lo, hi - from.fromEnd);
+      else start = byTime!.get(p) === -1 ? hi : (byTime!.get(p) ?? hi);
+      this.positions.set(p, start);
+    }
+    for (const p of partitions) {
+      this.running++;
+      void this.loop(p).then(
+        () => this.loopEnded(null),
+        (err: unknown) => this.loopEnded(err),
+      );
+    }
+  }
+
+  close(): void {
+    this.aborter.abort();
+    this.releaseLoops();
+    this.wakeReader?.();
+    this.conn.close();
+  }
+
+  private loopEnded(err: unknown): void {
+    this.running--;
+    if (err !== null && !this.aborter.signal.aborted && this.failure === null) this.failure = err;
+    if (this.failure !== null) this.aborter.abort();
+    this.wakeReader?.();
+  }
+
+  private releaseLoops(): void {
+    const loops = this.wakeLoops;
+    this.wakeLoops = [];
+    for (const wake of loops) wake();
+  }
+
+  private async loop(partition: number): Promise<void> {
+    const { topic, stopAtEnd = false } = this.options;
+    const maxWaitMs = stopAtEnd ? 0 : (this.options.maxWaitMs ?? 500);
+    const signal = this.aborter.signal;
+    let failures = 0;
+    while (!signal.aborted) {
+      while (this.buffer.length >= (this.options.bufferRecordsMax ?? 10_000) && !signal.aborted) {
+        await new Promise<void>((resolve) => this.wakeLoops.push(resolve));
+      }
+      const offset = this.positions.get(partition)!;
+      let res: FetchResponse;
+      try {
+        res = await this.conn.unary(
+          this.conn.broker,
+          this.conn.broker.fetch,
+          { topic, partition, offset: BigInt(offset), maxBytes: this.options.maxBytes ?? 0, maxWaitMs, raw: true },
+          maxWaitMs,
+          signal,
+        );
+        failures = 0;
+      } catch (err) {
+        if (signal.aborted) return;
+        if (!isSluiceError(err) || !err.retriable || ++failures > 20) throw err;
+        await sleep(Math.min(2_000, (this.options.retryBackoffMs ?? 50) * 2 ** failures));
+        continue;
+      }
+      const records = decodeFetched(topic, partition, res.recordBatches, offset);
+      const next = Number(res.nextOffset);
+      if (next < offset) throw new SluiceError('INTERNAL', `broker moved partition ${partition} backwards from ${offset} to ${next}`);
+      this.positions.set(partition, next);
+      if (records.length > 0) {
+        for (const r of records) this.buffer.push(r);
+        this.wakeReader?.();
+      }
+      if (stopAtEnd && next >= Number(res.highWatermark)) return;
+    }
+  }
+}

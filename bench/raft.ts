@@ -1,0 +1,111 @@
+/**
+ * Raft benchmarks (not a timed test): `npm run bench:raft [-- --json] [-- --seconds S]`.
+ *
+ * 1. throughput: 3 in-memory nodes, the leader proposes a batch of 100-byte entries per tick; every
+ *    Ready is "persisted" (kept in memory), its messages delivered at once, its entries applied.
+ *    Counts entries committed and applied on the leader per second. Target: >= 1,000,000/s.
+ * 2. steps: the same cluster with one entry per round, counting core calls (step + tick) per second.
+ *    Target: >= 50,000/s.
+ * 3. simulator: seeds of 2,000 steps per second (all faults and checkers on).
+ */
+import type { NodeId } from '../src/model/index.js';
+import { type Message, RaftNode, bootstrapState } from '../src/raft/index.js';
+import { runSeed } from '../test/sim/sim.js';
+
+interface Row {
+  name: string;
+  value: number;
+  unit: string;
+  target: number | null;
+}
+
+const args = process.argv.slice(2);
+const json = args.includes('--json');
+const secondsArg = args.indexOf('--seconds');
+const seconds = secondsArg >= 0 ? Number(args[secondsArg + 1]) : 2;
+
+function makeCluster(): { nodes: RaftNode[]; drain: () => { steps: number; applied: number } } {
+  const voters = [1, 2, 3].map((n) => n as NodeId);
+  const nodes = voters.map((v) => new RaftNode({ id: v, random: () => (v * 0.31) % 1 }, bootstrapState(voters)));
+  const stored = voters.map(() => 0);
+  const drain = (): { steps: number; applied: number } => {
+    let steps = 0;
+    let applied = 0;
+    for (;;) {
+      const msgs: Message[] = [];
+      for (let i = 0; i < nodes.length; i++) {
+        const r = nodes[i];
+        if (!r.hasReady()) continue;
+        const rd = r.ready();
+        stored[i] += rd.entries.length; // the in-memory "disk"
+        for (const m of rd.messages) msgs.push(m);
+        if (i === 0) applied += rd.committedEntries.length;
+        r.advance();
+        // Bound memory like retention would: compact the applied prefix every so often.
+        const s = r.status();
+        if (s.applied - s.firstIndex > 200_000) r.compact(s.applied, new Uint8Array(0));
+      }
+      if (msgs.length === 0) return { steps, applied };
+      for (const m of msgs) {
+        nodes[m.to - 1].step(m);
+        steps++;
+      }
+    }
+  };
+  nodes[0].campaign();
+  drain();
+  return { nodes, drain };
+}
+
+function throughput(batch: number): { entriesPerSec: number; stepsPerSec: number } {
+  const { nodes, drain } = makeCluster();
+  const leader = nodes[0];
+  const pool = new Uint8Array(100 * batch);
+  const payloads = Array.from({ length: batch }, (_, i) => pool.subarray(i * 100, (i + 1) * 100));
+  let applied = 0;
+  let steps = 0;
+  const t0 = performance.now();
+  let elapsed = 0;
+  while (elapsed < seconds * 1000) {
+    for (let k = 0; k < 16; k++) {
+      leader.proposeBatch(payloads);
+      for (const n of nodes) n.tick();
+      steps += nodes.length;
+      const d = drain();
+      applied += d.applied;
+      steps += d.steps;
+    }
+    elapsed = performance.now() - t0;
+  }
+  if (leader.getRole() !== 'leader') throw new Error('leadership changed during the benchmark');
+  return { entriesPerSec: (applied / elapsed) * 1000, stepsPerSec: (steps / elapsed) * 1000 };
+}
+
+function simSeeds(): number {
+  const t0 = performance.now();
+  let n = 0;
+  while (performance.now() - t0 < seconds * 1000) runSeed({ seed: 1_000_000 + n++, steps: 2_000 });
+  return (n / (performance.now() - t0)) * 1000;
+}
+
+const big = throughput(1000);
+const one = throughput(1);
+const rows: Row[] = [
+  { name: 'committed 100-byte entries/s (3 nodes, 1000/tick)', value: big.entriesPerSec, unit: 'entries/s', target: 1_000_000 },
+  { name: 'core steps/s (3 nodes, 1 entry/tick)', value: one.stepsPerSec, unit: 'steps/s', target: 50_000 },
+  { name: 'committed entries/s (1 entry/tick)', value: one.entriesPerSec, unit: 'entries/s', target: null },
+  { name: 'simulator seeds/s (2,000 steps each)', value: simSeeds(), unit: 'seeds/s', target: null },
+];
+
+if (json) {
+  console.log(JSON.stringify({ bench: 'raft', seconds, rows }));
+} else {
+  const w = Math.max(...rows.map((r) => r.name.length));
+  console.log(`${'benchmark'.padEnd(w)}  ${'value'.padStart(14)}  ${'target'.padStart(12)}  ok`);
+  for (const r of rows) {
+    const ok = r.target === null ? '-' : r.value >= r.target ? 'yes' : 'NO';
+    const v = Math.round(r.value).toLocaleString('en-US');
+    const t = r.target === null ? '' : r.target.toLocaleString('en-US');
+    console.log(`${r.name.padEnd(w)}  ${v.padStart(14)}  ${t.padStart(12)}  ${ok}`);
+  }
+}

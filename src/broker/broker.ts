@@ -142,6 +142,7 @@ export class Broker implements BrokerApi {
           partitionsOf: (s) => this.partitionsOf(s),
           onStats: (s, stats) => this.onShardStats(s, stats),
           onCrash: (s, err) => this.logger.error({ shard: s, err }, `shard ${s} worker died; restarting it and reopening its partitions`),
+          onPartitionOffline: (s, key, err) => this.logger.error({ shard: s, partition: key, err }, `partition ${key} could not be opened and is offline`),
         }),
       ),
     );
@@ -248,10 +249,14 @@ export class Broker implements BrokerApi {
   private async openPartitions(entry: TopicEntry, partitions: number[], config: LogConfig): Promise<void> {
     const groups = this.byShard(entry, partitions, (p): PartitionSpec => ({ topic: entry.name, partition: p, config, fresh: true }));
     const results = await Promise.allSettled([...groups].map(([s, parts]) => this.hosts[s].send({ t: 'open', parts })));
-    const failed = results.find((r) => r.status === 'rejected');
-    if (failed) {
+    let failure: unknown = null;
+    for (const r of results) {
+      if (r.status === 'rejected') failure ??= r.reason;
+      else if ('t' in r.value && r.value.t === 'opened' && r.value.failed.length > 0) failure ??= SluiceError.fromWire(r.value.failed[0].err);
+    }
+    if (failure !== null) {
       await this.dropPartitions(entry, partitions, true).catch(() => {});
-      throw (failed as PromiseRejectedResult).reason;
+      throw failure;
     }
   }
 

@@ -89,7 +89,9 @@ export type Reply =
     }
   | { id: number; t: 'stat'; stats: PartitionStat[] }
   | { id: number; t: 'offsets'; offset: number }
-  | { id: number; t: 'done' };
+  | { id: number; t: 'done' }
+  /** Open: the partitions that could not be opened (they stay offline, answering with their error). */
+  | { id: number; t: 'opened'; failed: Array<{ k: PartitionKey; err: SluiceErrorWire }> };
 
 export interface ShardStatsMessage {
   queueDepth: number;

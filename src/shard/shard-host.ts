@@ -46,6 +46,8 @@ export interface ShardHostOptions {
   partitionsOf: (shard: number) => PartitionSpec[];
   onStats?: (shard: number, stats: ShardStatsMessage) => void;
   onCrash?: (shard: number, err: unknown) => void;
+  /** A partition's log could not be (re)opened; it stays offline and answers with this error. */
+  onPartitionOffline?: (shard: number, key: PartitionKey, err: SluiceError) => void;
 }
 
 export type ProduceReply = Extract<Reply, { t: 'p' }>;
@@ -167,7 +169,10 @@ export class ShardHost {
     );
     // Reopen (or, at first start, open) the shard's partitions before taking requests.
     const parts = this.opts.partitionsOf(this.shard);
-    if (parts.length > 0) await this.send({ t: 'open', parts }, true);
+    if (parts.length > 0) {
+      const r = await this.send({ t: 'open', parts }, true);
+      if ('t' in r && r.t === 'opened') for (const f of r.failed) this.opts.onPartitionOffline?.(this.shard, f.k, SluiceError.fromWire(f.err));
+    }
     if (life !== this.life) return;
     this.state = 'ready';
     for (const w of this.readyWaiters.splice(0)) w.resolve();

@@ -11,7 +11,7 @@
 import fs from 'node:fs';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import type { MessagePort } from 'node:worker_threads';
-import { SluiceError, isSluiceError, toSluiceError } from '../errors.js';
+import { SluiceError, isSluiceError, toSluiceError, type SluiceErrorWire } from '../errors.js';
 import { PartitionActor, partitionDir, type ParkedFetch } from '../partition/partition-actor.js';
 import type { LogOpenOptions } from '../storage/index.js';
 import { RingReader, RingWriter, type RingSlot } from './ring.js';
@@ -54,6 +54,8 @@ class ShardServer {
   private readonly closing = new Map<PartitionKey, Promise<void>>();
   /** Parked fetch id -> its actor (for cancel). */
   private readonly parkedOwner = new Map<number, PartitionActor>();
+  /** Partitions whose log failed to open, with the reason. */
+  private readonly offline = new Map<PartitionKey, SluiceErrorWire>();
   private readonly port: MessagePort;
   private readonly requests: RingReader;
   private readonly responses: RingWriter;
@@ -172,7 +174,7 @@ class ShardServer {
     const actor = this.actors.get(op.k);
     let result;
     try {
-      if (!actor) throw new SluiceError('UNKNOWN_PARTITION', `partition ${op.k} is not on this shard`);
+      if (!actor) throw this.missing(op.k);
       result = actor.append(this.requests.view(op.off, op.len));
     } catch (err) {
       return this.fail(op.id, err);
@@ -200,7 +202,7 @@ class ShardServer {
 
   private fetch(op: Extract<Op, { t: 'f' }>): void {
     const actor = this.actors.get(op.k);
-    if (!actor) return this.fail(op.id, new SluiceError('UNKNOWN_PARTITION', `partition ${op.k} is not on this shard`));
+    if (!actor) return this.fail(op.id, this.missing(op.k));
     const log = actor.log;
     if (op.offset < log.logStartOffset || op.offset > log.nextOffset) {
       return this.fail(
@@ -294,25 +296,40 @@ class ShardServer {
   // --- Admin ---------------------------------------------------------------------------------
 
   private async open(op: Extract<Op, { t: 'open' }>): Promise<void> {
-    const results = await Promise.allSettled(
+    const failed: Array<{ k: PartitionKey; err: SluiceErrorWire }> = [];
+    await Promise.all(
       op.parts.map(async (p) => {
         const k = `${p.topic}/${p.partition}`;
         await this.closing.get(k);
         if (this.actors.has(k)) return;
-        const actor = await PartitionActor.open(this.task.dataDir, p.topic, p.partition, p.config, p.fresh, this.logOptions);
-        if (this.stopped) return void actor.close(false).catch(() => {});
-        this.actors.set(k, actor);
+        try {
+          const actor = await PartitionActor.open(this.task.dataDir, p.topic, p.partition, p.config, p.fresh, this.logOptions);
+          if (this.stopped) return void actor.close(false).catch(() => {});
+          this.offline.delete(k);
+          this.actors.set(k, actor);
+        } catch (err) {
+          // Kept offline: its requests get this error until the partition is dropped or reopened.
+          const wire = toSluiceError(err).toWire();
+          this.offline.set(k, wire);
+          failed.push({ k, err: wire });
+        }
       }),
     );
-    const failed = results.find((r) => r.status === 'rejected');
-    if (failed) return this.fail(op.id, (failed as PromiseRejectedResult).reason);
-    this.reply({ id: op.id, t: 'done' });
+    this.reply({ id: op.id, t: 'opened', failed });
+  }
+
+  /** The error for a partition that is not open here. */
+  private missing(k: PartitionKey): SluiceError {
+    const wire = this.offline.get(k);
+    if (wire) return new SluiceError(wire.code, `partition ${k} is offline: ${wire.message}`, { retriable: wire.retriable });
+    return new SluiceError('UNKNOWN_PARTITION', `partition ${k} is not on this shard`);
   }
 
   private async drop(op: Extract<Op, { t: 'drop' }>): Promise<void> {
     const closes = op.keys.map((k) => {
       const actor = this.actors.get(k);
       this.actors.delete(k);
+      this.offline.delete(k);
       let p: Promise<void>;
       if (actor) {
         this.answerParked(actor, new SluiceError('UNKNOWN_PARTITION', `partition ${k} was deleted`));
@@ -364,7 +381,7 @@ class ShardServer {
 
   private offsets(op: Extract<Op, { t: 'offsets' }>): void {
     const actor = this.actors.get(op.k);
-    if (!actor) return this.fail(op.id, new SluiceError('UNKNOWN_PARTITION', `partition ${op.k} is not on this shard`));
+    if (!actor) return this.fail(op.id, this.missing(op.k));
     try {
       const log = actor.log;
       const offset =

@@ -68,6 +68,25 @@ describe('close', () => {
   });
 });
 
+describe('recovery', () => {
+  it('opens with a partition whose log cannot be opened, keeping it offline and the rest serving', async () => {
+    const dir = tempDir();
+    let broker = await openBroker({ dataDir: dir });
+    await broker.createTopic('half', 2, 1, {});
+    await broker.produce({ topic: 'half', partition: 1, batches: batchOf(2), acks: 'all' });
+    await broker.close();
+    fs.rmSync(path.join(dir, 'half-0'), { recursive: true });
+    fs.writeFileSync(path.join(dir, 'half-0'), 'not a directory');
+    broker = await openBroker({ dataDir: dir });
+    const err = await expectCode(broker.produce({ topic: 'half', partition: 0, batches: batchOf(1), acks: 'all' }), 'STORAGE_ERROR');
+    expect(err.message).toContain('offline');
+    expect(await readAll(broker, 'half', 1)).toEqual(['v0', 'v1']);
+    await broker.deleteTopic('half');
+    expect(fs.existsSync(path.join(dir, 'half-0'))).toBe(false);
+    await broker.close();
+  });
+});
+
 describe('retention', () => {
   it('is enforced periodically in the shard', async () => {
     const broker = await openBroker({ retentionCheckMs: 50 });

@@ -98,9 +98,15 @@ export const SHARD_FETCH_WAITERS_MAX = 10_000;
 export const SHARD_RETENTION_CHECK_MS = 5_000;
 /** How often a shard sends its stats (queue depth, loop lag, partition sizes, flush times). */
 export const SHARD_STATS_INTERVAL_MS = 1_000;
+/**
+ * A shard worker silent this long (no reply, no stats) is taken as hung and replaced, failing its
+ * in-flight requests with UNAVAILABLE. Far above any legitimate pause (a GC, a burst of fsyncs).
+ */
+export const SHARD_WATCHDOG_MS = 30_000;
 /** fsync durations a shard keeps between two stats messages; more are dropped from metrics. */
 export const SHARD_FLUSH_SAMPLES_MAX = 4096;
 
 assert.ok(SHARD_REQUEST_RING_BYTES >= 2 * GRPC_RECEIVE_BYTES_MAX, 'a request ring must hold two maximal requests');
 assert.ok(SHARD_RESPONSE_RING_BYTES >= FETCH_BYTES_MAX_DEFAULT);
 assert.ok(SHARD_REQUEST_RING_BYTES < 2 ** 31, 'ring counters are int32');
+assert.ok(SHARD_WATCHDOG_MS > 10 * SHARD_STATS_INTERVAL_MS, 'the watchdog must not fire between two stats messages');

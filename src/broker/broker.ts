@@ -69,6 +69,7 @@ export interface BrokerOptions {
   ringWaitersMax?: number;
   retentionCheckMs?: number;
   statsIntervalMs?: number;
+  watchdogMs?: number;
 }
 
 /** The most shards a broker runs (one thread each). */
@@ -139,6 +140,7 @@ export class Broker implements BrokerApi {
           ringWaitersMax: this.options.ringWaitersMax,
           retentionCheckMs: this.options.retentionCheckMs,
           statsIntervalMs: this.options.statsIntervalMs,
+          watchdogMs: this.options.watchdogMs,
           partitionsOf: (s) => this.partitionsOf(s),
           onStats: (s, stats) => this.onShardStats(s, stats),
           onCrash: (s, err) => this.logger.error({ shard: s, err }, `shard ${s} worker died; restarting it and reopening its partitions`),

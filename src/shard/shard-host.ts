@@ -27,6 +27,7 @@ import {
   SHARD_RING_WAITERS_MAX,
   SHARD_RING_WAIT_MS_MAX,
   SHARD_STATS_INTERVAL_MS,
+  SHARD_WATCHDOG_MS,
 } from '../constants.js';
 import { createRingBuffers, RingReader, RingWriter, type RingSlot } from './ring.js';
 import type { AcksCode, Op, PartitionKey, PartitionSpec, Reply, ServeTask, ShardStatsMessage, ToMain, ToWorker } from './protocol.js';
@@ -42,6 +43,8 @@ export interface ShardHostOptions {
   fetchWaitersMax?: number;
   retentionCheckMs?: number;
   statsIntervalMs?: number;
+  /** A worker silent this long while ready is taken as hung and replaced. */
+  watchdogMs?: number;
   /** Partitions the shard must hold now (asked after a restart, to reopen them). */
   partitionsOf: (shard: number) => PartitionSpec[];
   onStats?: (shard: number, stats: ShardStatsMessage) => void;
@@ -102,6 +105,8 @@ export class ShardHost {
   private readyWaiters: Array<{ resolve: () => void; reject: (e: SluiceError) => void }> = [];
   private serveDone: Promise<unknown> = Promise.resolve();
   private restartScheduled = false;
+  private lastHeardMs = Date.now();
+  private readonly watchdog: NodeJS.Timeout;
   /** Times this shard's worker was restarted after dying. */
   restarts = 0;
 
@@ -120,6 +125,17 @@ export class ShardHost {
     });
     // A crash surfaces as the serve task's rejection; the pool's own error event must not go unhandled.
     this.pool.on('error', () => {});
+    const watchdogMs = opts.watchdogMs ?? SHARD_WATCHDOG_MS;
+    this.watchdog = setInterval(() => this.checkAlive(watchdogMs), Math.max(10, Math.min(1000, watchdogMs / 4)));
+    this.watchdog.unref();
+  }
+
+  /** Replaces a worker that stopped answering (stats arrive every second from a live one). */
+  private checkAlive(watchdogMs: number): void {
+    if (this.state !== 'ready' || Date.now() - this.lastHeardMs < watchdogMs) return;
+    this.opts.onCrash?.(this.shard, new Error(`shard ${this.shard} worker silent for ${Date.now() - this.lastHeardMs} ms; replacing it`));
+    this.lastHeardMs = Date.now();
+    for (const t of this.pool.threads) void t.terminate();
   }
 
   static async start(opts: ShardHostOptions): Promise<ShardHost> {
@@ -175,6 +191,7 @@ export class ShardHost {
     }
     if (life !== this.life) return;
     this.state = 'ready';
+    this.lastHeardMs = Date.now();
     for (const w of this.readyWaiters.splice(0)) w.resolve();
   }
 
@@ -249,6 +266,7 @@ export class ShardHost {
     if (this.state === 'closed') return;
     const wasReady = this.state === 'ready';
     this.state = 'closing';
+    clearInterval(this.watchdog);
     for (const w of this.readyWaiters.splice(0)) w.reject(new SluiceError('SHUTTING_DOWN', 'broker is shutting down'));
     if (wasReady && this.port) {
       try {
@@ -404,6 +422,7 @@ export class ShardHost {
   // --- Replies -------------------------------------------------------------------------------
 
   private onMessage(msg: ToMain): void {
+    this.lastHeardMs = Date.now();
     if (msg.replies) {
       for (const r of msg.replies) this.onReply(r);
       this.grantWaiters();

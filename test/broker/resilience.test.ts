@@ -61,6 +61,21 @@ describe('worker crash', () => {
   });
 });
 
+describe('hung worker', () => {
+  it('is replaced by the watchdog; its requests fail UNAVAILABLE and the shard serves again', async () => {
+    const broker = await openBroker({ watchdogMs: 600, statsIntervalMs: 50 });
+    await broker.createTopic('h', 2, 1, {});
+    const p = partitionOnShard(broker, 'h', 2, 0);
+    await broker.produce({ topic: 'h', partition: p, batches: batchOf(2, 'before'), acks: 'all' });
+    broker.debugStallShard(0, 60_000);
+    await expectCode(broker.produce({ topic: 'h', partition: p, batches: batchOf(1), acks: 'all' }), 'UNAVAILABLE');
+    await untilServing(broker, 'h', p);
+    expect(broker.shardRestarts()).toEqual([1, 0]);
+    expect((await readAll(broker, 'h', p)).slice(0, 2)).toEqual(['before0', 'before1']);
+    await broker.close();
+  });
+});
+
 describe('backpressure', () => {
   it('answers QUEUE_FULL when a stalled shard fills its ring, bounded, and recovers', async () => {
     const broker = await openBroker({ requestRingBytes: 1 << 20, ringWaitMs: 300, ringWaitersMax: 8 });

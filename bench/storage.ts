@@ -223,10 +223,10 @@ function report(
     { case: 'append flush=none', key: 'none', target: '-' },
     { case: 'sequential readInto (page cache)', key: 'readInto', target: '>= 1 GB/s' },
     { case: 'sequential read (page cache)', key: 'read', target: '>= 1 GB/s' },
-  ].map((r) => ({ ...r, mbPerSec: mbps(m[r.key]), recordsPerSec: rps(m[r.key]), ofRaw: mbps(m[r.key]) / raw }));
+  ].map((r) => ({ ...r, mibPerSec: mbps(m[r.key]), recordsPerSec: rps(m[r.key]), ofRaw: mbps(m[r.key]) / raw }));
   const out = {
     config: { runs: args.runs, mbPerRun: args.mb, batchBytes, recordsPerBatch: RECORDS_PER_BATCH, recordValueBytes: RECORD_VALUE_BYTES, batchesPerRun: count, dir: args.dir, cpus: os.cpus().length },
-    results: Object.fromEntries(rows.map((r) => [r.key, { mbPerSec: r.mbPerSec, recordsPerSec: r.recordsPerSec, ofRaw: r.ofRaw }])),
+    results: Object.fromEntries(rows.map((r) => [r.key, { mibPerSec: r.mibPerSec, recordsPerSec: r.recordsPerSec, ofRaw: r.ofRaw }])),
     recovery: { logMiB: rec.logBytes / MiB, segments: rec.segments, activeSegmentBytes: rec.activeBytes, truncatedBytes: rec.truncated, medianMs: recoveryMs, runsMs: rec.ms },
     targets: {
       alwaysOfRaw: { target: 0.7, actual: m.always && mbps(m.always) / raw, pass: mbps(m.always) / raw >= 0.7 },
@@ -242,9 +242,9 @@ function report(
   console.log('');
   const pad = (s: string, n: number): string => s.padEnd(n);
   const lpad = (s: string, n: number): string => s.padStart(n);
-  console.log(`${pad('case', 36)}${lpad('MB/s', 10)}${lpad('records/s', 14)}${lpad('of raw', 9)}  target`);
+  console.log(`${pad('case', 36)}${lpad('MiB/s', 10)}${lpad('records/s', 14)}${lpad('of raw', 9)}  target`);
   for (const r of rows) {
-    console.log(`${pad(r.case, 36)}${lpad(r.mbPerSec.toFixed(0), 10)}${lpad(Math.round(r.recordsPerSec).toLocaleString('en-US'), 14)}${lpad((r.ofRaw * 100).toFixed(0) + '%', 9)}  ${r.target}`);
+    console.log(`${pad(r.case, 36)}${lpad(r.mibPerSec.toFixed(0), 10)}${lpad(Math.round(r.recordsPerSec).toLocaleString('en-US'), 14)}${lpad((r.ofRaw * 100).toFixed(0) + '%', 9)}  ${r.target}`);
   }
   console.log(
     `${pad(`recovery, ${(rec.logBytes / MiB).toFixed(0)} MiB log, torn tail`, 36)}${lpad(recoveryMs.toFixed(0) + ' ms', 10)}${lpad('', 14)}${lpad('', 9)}  <= 2000 ms  (${rec.segments} segments, active ${(rec.activeBytes / MiB).toFixed(0)} MiB, cut ${rec.truncated} B)`,

@@ -81,6 +81,25 @@ export function defaultShardCount(): number {
   return Math.max(1, os.availableParallelism() - 1);
 }
 
+/** Rejects tuning values that would make the shards misbehave, naming the option. */
+function validateTuning(o: BrokerOptions): void {
+  const check = (name: keyof BrokerOptions, min: number, max: number): void => {
+    const v = o[name];
+    if (v === undefined) return;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+      throw new SluiceError('INVALID_REQUEST', `${name} must be an integer from ${min} to ${max}, got ${String(v)}`);
+    }
+  };
+  check('requestRingBytes', 64 * 1024, 2 ** 31 - 1);
+  check('responseRingBytes', 64 * 1024, 2 ** 31 - 1);
+  check('ringWaitMs', 0, 600_000);
+  check('ringWaitersMax', 0, 1_000_000);
+  check('retentionCheckMs', 10, 24 * 3600 * 1000);
+  check('statsIntervalMs', 10, 3600 * 1000);
+  check('watchdogMs', 100, 24 * 3600 * 1000);
+  check('nodeId', 0, 2 ** 31 - 1);
+}
+
 export class Broker implements BrokerApi {
   readonly dataDir: string;
   readonly nodeId: number;
@@ -114,6 +133,7 @@ export class Broker implements BrokerApi {
     if (!Number.isInteger(shards) || shards < 1 || shards > SHARDS_MAX) {
       throw new SluiceError('INVALID_REQUEST', `shards must be an integer from 1 to ${SHARDS_MAX}, got ${String(options.shards)}`);
     }
+    validateTuning(options);
     const lock = DataDirLock.acquire(options.dataDir);
     let broker: Broker | null = null;
     try {

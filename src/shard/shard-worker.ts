@@ -87,11 +87,15 @@ class ShardServer {
     });
   }
 
-  /** Best-effort teardown of a previous life's state on a reused thread. */
+  /**
+   * Drops a previous life's state on a reused thread. Its logs are not closed: closing writes (a flush,
+   * the clean-shutdown marker) and would race the new life's recovery of the same directories. In
+   * practice a serve task only ends by `close` or by the thread dying, so this is a safety net.
+   */
   abandon(): void {
+    this.stopped = true;
     this.stopTimers();
     this.port.removeAllListeners('message');
-    for (const a of this.actors.values()) a.close(false).catch(() => {});
     this.actors.clear();
   }
 

@@ -28,6 +28,8 @@ export interface LogOpenOptions {
   nowMs?: () => number;
   /** Test seam for fault injection: replaces fs.fdatasync (same signature). */
   fdatasync?: (fd: number, callback: (err: NodeJS.ErrnoException | null) => void) => void;
+  /** Test seam: replaces fs.fdatasyncSync, used when sealing a segment and on close. */
+  fdatasyncSync?: (fd: number) => void;
   /** Bytes between offset-index entries; defaults to INDEX_INTERVAL_BYTES. */
   indexIntervalBytes?: number;
 }
@@ -64,6 +66,7 @@ export class PartitionLog implements PartitionLogApi {
   private cfg: LogConfig;
   private readonly nowMs: () => number;
   private readonly fdatasync: NonNullable<LogOpenOptions['fdatasync']>;
+  private readonly fdatasyncSync: (fd: number) => void;
   private readonly indexIntervalBytes: number;
   private readonly walker = new HeaderWalker();
   /** Segments written since their last fdatasync started. */
@@ -91,6 +94,7 @@ export class PartitionLog implements PartitionLogApi {
     this.recovery = recovery;
     this.nowMs = options.nowMs ?? Date.now;
     this.fdatasync = options.fdatasync ?? fs.fdatasync;
+    this.fdatasyncSync = options.fdatasyncSync ?? fs.fdatasyncSync;
     this.indexIntervalBytes = options.indexIntervalBytes ?? INDEX_INTERVAL_BYTES;
     for (const s of segments) this.totalBytes += s.size;
     this.armIntervalTimer();
@@ -230,7 +234,7 @@ export class PartitionLog implements PartitionLogApi {
     try {
       seg.sealTimeIndex();
       seg.persistIndexes();
-      seg.fdatasyncAllSync();
+      seg.fdatasyncAllSync(this.fdatasyncSync);
     } catch (err) {
       throw this.fence(storageError(`fdatasync while sealing ${seg.logPath} failed`, err));
     }
@@ -586,7 +590,7 @@ export class PartitionLog implements PartitionLogApi {
       try {
         await this.flush();
         this.active.persistIndexes();
-        this.active.fdatasyncAllSync();
+        this.active.fdatasyncAllSync(this.fdatasyncSync);
         fs.writeFileSync(path.join(this.dir, CLEAN_SHUTDOWN_FILE), '');
         fsyncDir(this.dir);
       } catch (err) {

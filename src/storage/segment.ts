@@ -114,10 +114,10 @@ export class Segment {
     this.lastIndexedPos = n === 0 ? 0 : this.offsetIndex.pos[n - 1];
   }
 
-  fdatasyncAllSync(): void {
-    fs.fdatasyncSync(this.fd);
-    fs.fdatasyncSync(this.offsetIndex.fd);
-    fs.fdatasyncSync(this.timeIndex.fd);
+  fdatasyncAllSync(sync: (fd: number) => void = fs.fdatasyncSync): void {
+    sync(this.fd);
+    sync(this.offsetIndex.fd);
+    sync(this.timeIndex.fd);
   }
 
   /** Closes the fds now, or as soon as the fdatasyncs in flight on them finish. */

@@ -8,7 +8,8 @@
  * synced size plus, at random, nothing, a prefix of the unsynced bytes, or that prefix followed by
  * zeros (blocks allocated but never written), never longer than what was written. The copy is reopened; every batch reported durable
  * before the cut must be in it at its offset, the rest must read back gapless, and appends must go on.
- * 40 rounds; the seed is printed.
+ * Every fourth round uses flush=none and checks only that the log reopens to a valid, appendable
+ * prefix. 40 rounds; the seed is printed.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -84,7 +85,10 @@ test(`power loss at ${ROUNDS} random moments keeps every durable batch`, async (
   for (let round = 0; round < ROUNDS; round++) {
     const dir = path.join(root, `live-${round}`);
     const disk = syncedDisk();
-    const log = await PartitionLog.open(dir, config, disk.options);
+    // Every fourth round runs flush=none: nothing is promised, but the log must still reopen cleanly
+    // (sealed segments are synced when sealed whatever the policy).
+    const relaxed = round % 4 === 3;
+    const log = await PartitionLog.open(dir, relaxed ? { ...config, flush: { kind: 'none' } } : config, disk.options);
     const durable: { base: number; tag: string }[] = [];
     const bursts = r.int(3, 60);
     let tag = 0;
@@ -99,7 +103,7 @@ test(`power loss at ${ROUNDS} random moments keeps every durable batch`, async (
       else await new Promise((resolve) => setImmediate(resolve));
     }
     // The cut happens between two events: exactly the batches acknowledged so far must survive.
-    const acknowledged = [...durable];
+    const acknowledged = relaxed ? [] : [...durable];
     const copy = path.join(root, `cut-${round}`);
     cutPower(dir, copy, disk.synced);
     await log.close();

@@ -78,6 +78,7 @@ export class PartitionLog implements PartitionLogApi {
   private intervalTimer: NodeJS.Timeout | null = null;
   private fencedBy: SluiceError | null = null;
   private closed = false;
+  private closing: Promise<void> | null = null;
   private totalBytes = 0;
   /** What recovery found when the log was opened. */
   readonly recovery: RecoveryReport;
@@ -161,6 +162,7 @@ export class PartitionLog implements PartitionLogApi {
 
   private checkWritable(): void {
     this.checkOpen();
+    if (this.closing) throw new SluiceError('LOG_CLOSED', `log ${this.dir} is closing`);
     if (this.fencedBy) throw this.fencedBy;
   }
 
@@ -583,8 +585,13 @@ export class PartitionLog implements PartitionLogApi {
    * Flushes, then (if every sync succeeded) leaves a clean-shutdown marker so the next open can trust
    * the active segment's index instead of re-validating it, and closes all files.
    */
-  async close(): Promise<void> {
-    if (this.closed) return;
+  close(): Promise<void> {
+    // Idempotent, and concurrent calls share one close.
+    if (this.closing === null) this.closing = this.doClose();
+    return this.closing;
+  }
+
+  private async doClose(): Promise<void> {
     let failure: unknown = null;
     if (!this.fencedBy) {
       try {

@@ -117,7 +117,7 @@ export class PartitionLog implements PartitionLogApi {
       throw storageError(`cannot create log directory ${dir}`, err);
     }
     if (created !== undefined) fsyncDir(path.dirname(path.resolve(dir)));
-    const { segments, report } = recoverSegments(dir, indexIntervalBytes);
+    const { segments, report } = recoverSegments(dir, indexIntervalBytes, (options.nowMs ?? Date.now)());
     return new PartitionLog(dir, config, segments, report, options);
   }
 

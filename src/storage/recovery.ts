@@ -60,10 +60,10 @@ function listBases(dir: string): { bases: number[]; clean: boolean } {
 }
 
 /** When a recovered segment started, for segment.ms: its file's birth time, else now. */
-function rollStartOf(seg: Segment): number | null {
+function rollStartOf(seg: Segment, nowMs: number): number | null {
   if (seg.size === 0) return null;
   const birth = fs.fstatSync(seg.fd).birthtimeMs;
-  return birth > 0 ? birth : Date.now();
+  return birth > 0 ? Math.min(birth, nowMs) : nowMs;
 }
 
 /**
@@ -131,7 +131,7 @@ function recoverSealed(seg: Segment, win: FileWindow, report: RecoveryReport, in
   seg.persistIndexes();
 }
 
-export function recoverSegments(dir: string, indexIntervalBytes: number): { segments: Segment[]; report: RecoveryReport } {
+export function recoverSegments(dir: string, indexIntervalBytes: number, nowMs: number): { segments: Segment[]; report: RecoveryReport } {
   const t0 = performance.now();
   const { bases, clean } = listBases(dir);
   const report: RecoveryReport = {
@@ -156,7 +156,7 @@ export function recoverSegments(dir: string, indexIntervalBytes: number): { segm
       segments.push(seg);
       if (i < bases.length - 1) recoverSealed(seg, win, report, indexesExist);
       else recoverActive(seg, win, report, clean && indexesExist);
-      seg.rollStartMs = rollStartOf(seg);
+      seg.rollStartMs = rollStartOf(seg, nowMs);
       const prev = segments[i - 1];
       if (prev && prev.nextOffset !== seg.baseOffset) {
         throw new SluiceError(

@@ -31,8 +31,8 @@ const KafkaDecoder = require('kafkajs/src/protocol/decoder');
 const Long = require('kafkajs/src/utils/long');
 
 const CODECS = [Compression.None, Compression.Gzip, Compression.Snappy, Compression.Lz4];
-const seed = Number(process.env.FC_SEED ?? Date.now() % 2 ** 31);
-console.log(`codec.test seed=${seed} (replay with FC_SEED=${seed})`);
+const seed = Number(process.env.SEED ?? Date.now() % 2 ** 31);
+console.log(`codec.test seed=${seed} (replay with SEED=${seed})`);
 
 const bytesOrNull = fc.option(fc.uint8Array({ maxLength: 64 }), { nil: null, freq: 4 });
 const recordArb: fc.Arbitrary<RecordInput> = fc.record({

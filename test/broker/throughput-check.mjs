@@ -36,6 +36,8 @@ async function worker() {
 }
 await Promise.all(Array.from({ length: inflight }, worker));
 const secs = (performance.now() - t0) / 1000;
+const producePeakRss = peakRss;
+console.log(`peak RSS while producing: ${(producePeakRss / 2 ** 20).toFixed(0)} MB`);
 console.log(`${structured ? 'structured' : 'raw'} produce: ${(produced / secs).toFixed(0)} records/s, ${((produced * 100) / secs / 1e6).toFixed(1)} MB/s of values (${produced} records, ${secs.toFixed(1)} s, ${inflight} in flight)`);
 // Consume everything back through fetch (1 MiB per fetch, partitions in parallel).
 const c0 = performance.now();

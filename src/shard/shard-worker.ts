@@ -277,9 +277,11 @@ class ShardServer {
         const r = log.read(offset, maxBytes);
         bytes = r.data.length;
         nextOffset = r.nextOffset;
-        if (bytes > 0) data = new Uint8Array(r.data); // own ArrayBuffer, so it can be transferred
+        // Transferred, not copied, when the read buffer owns its memory (Buffer pools only small ones).
+        if (bytes >= 4096) data = new Uint8Array(r.data.buffer, r.data.byteOffset, bytes);
+        else if (bytes > 0) data = new Uint8Array(r.data);
       }
-      const view = data ? Buffer.from(data.buffer, 0, bytes) : slot && bytes > 0 ? this.responses.view(slot) : Buffer.alloc(0);
+      const view = data ? Buffer.from(data.buffer, data.byteOffset, bytes) : slot && bytes > 0 ? this.responses.view(slot) : Buffer.alloc(0);
       this.reply({
         id,
         t: 'f',

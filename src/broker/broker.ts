@@ -81,6 +81,16 @@ export function defaultShardCount(): number {
   return Math.max(1, os.availableParallelism() - 1);
 }
 
+/** Structured produce: one v2 batch. Malformed records are the caller's error, not an internal one. */
+function encodeRecords(records: ProduceInput['records'] & object): Uint8Array {
+  try {
+    return encodeBatch(records);
+  } catch (err) {
+    if (err instanceof SluiceError) throw err;
+    throw new SluiceError('INVALID_REQUEST', `malformed records: ${(err as Error).message}`, { cause: err });
+  }
+}
+
 /** Rejects tuning values that would make the shards misbehave, naming the option. */
 function validateTuning(o: BrokerOptions): void {
   const check = (name: keyof BrokerOptions, min: number, max: number): void => {
@@ -421,7 +431,7 @@ export class Broker implements BrokerApi {
       if (data.length === 0) throw new SluiceError('CORRUPT_BATCH', 'no batches: the record batch is empty');
     } else {
       if (input.records!.length === 0) throw new SluiceError('INVALID_REQUEST', 'a produce needs at least one record');
-      data = encodeBatch(input.records!);
+      data = encodeRecords(input.records!);
     }
     let partition = input.partition;
     if (partition === undefined || partition === null) {

@@ -141,6 +141,7 @@ describe('produce and fetch', () => {
     await expectCode(produce(good, 'bad', -1), 'UNKNOWN_PARTITION');
     await expectCode(broker.produce({ topic: 'bad', partition: 0, acks: 'all' }), 'INVALID_REQUEST');
     await expectCode(broker.produce({ topic: 'bad', partition: 0, records: [], acks: 'all' }), 'INVALID_REQUEST');
+    await expectCode(broker.produce({ topic: 'bad', partition: 0, records: [{ key: null, value: 42 as unknown as Uint8Array }], acks: 'all' }), 'INVALID_REQUEST');
     await expectCode(broker.produce({ topic: 'bad', partition: 0, batches: good, acks: 'most' as 'all' }), 'INVALID_REQUEST');
     const fetch = (offset: number, partition = 0, topic = 'bad') => broker.fetch({ topic, partition, offset, maxBytes: 1024, maxWaitMs: 0 });
     await expectCode(fetch(-1), 'INVALID_OFFSET');

@@ -1,0 +1,165 @@
+/**
+ * The load-generator process: forked by bench/run.ts with one LoadJob as JSON in argv[2], it drives one
+ * system through its driver and sends back one LoadResult over IPC. It runs in its own process so the
+ * broker and the load never share an event loop.
+ *
+ * e2e latency: each value carries its *intended* send time (start + i / rate) in its first 8 bytes, and
+ * the subscriber (same process, same monotonic clock) records receive time minus intended time. Using the
+ * intended time, not the actual one, keeps a stalled producer from hiding latency (coordinated omission).
+ */
+import { performance } from 'node:perf_hooks';
+import * as hdr from 'hdr-histogram-js';
+import { createDriver, randomValues, type Driver } from './drivers.js';
+import type { LatencySummary, LoadJob, LoadMessage, LoadResult } from './types.js';
+
+const TIMELINE_INTERVAL_MS = 100;
+/** e2e: how long the subscriber may take to catch up after the producer stops. */
+const E2E_DRAIN_MS = 5000;
+/** e2e: most produce requests outstanding before the pacer waits (bounds memory; latency still counts from intended time). */
+const E2E_INFLIGHT_MAX = 256;
+/** e2e: most records in one paced request. */
+const E2E_BATCH_MAX = 5000;
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+function startTimeline(counter: () => number): { samples: Array<[number, number]>; stop(): void } {
+  const samples: Array<[number, number]> = [[Date.now(), counter()]];
+  const timer = setInterval(() => samples.push([Date.now(), counter()]), TIMELINE_INTERVAL_MS);
+  return {
+    samples,
+    stop() {
+      clearInterval(timer);
+      samples.push([Date.now(), counter()]);
+    },
+  };
+}
+
+/** Throughput: keep `inflight` copies of one pre-built request outstanding until the duration is up. */
+async function runProduce(driver: Driver, job: LoadJob, result: LoadResult): Promise<void> {
+  const send = driver.staticSender();
+  let acked = 0;
+  const timeline = startTimeline(() => acked);
+  result.startMs = Date.now();
+  const deadline = result.startMs + job.durationS * 1000;
+  const lane = async (): Promise<void> => {
+    for (let i = 0; Date.now() < deadline && i < 100_000_000; i++) {
+      await send();
+      acked += job.recordsPerRequest;
+    }
+  };
+  await Promise.all(Array.from({ length: job.inflight }, lane));
+  result.endMs = Date.now();
+  timeline.stop();
+  result.records = acked;
+  result.bytes = acked * job.recordBytes;
+  result.timeline = timeline.samples;
+}
+
+async function runConsume(driver: Driver, job: LoadJob, result: LoadResult): Promise<void> {
+  let seen = 0;
+  const timeline = startTimeline(() => seen);
+  result.startMs = Date.now();
+  await driver.consumeAll(job.totalRecords ?? 0, result.startMs + job.durationS * 3000, (n) => (seen += n));
+  result.endMs = Date.now();
+  timeline.stop();
+  result.records = seen;
+  result.bytes = seen * job.recordBytes;
+  result.timeline = timeline.samples;
+}
+
+async function runE2e(driver: Driver, job: LoadJob, result: LoadResult): Promise<void> {
+  const rate = job.ratePerS ?? 10_000;
+  const histogram = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 });
+  let received = 0;
+  const subscription = await driver.subscribe((value) => {
+    if (value.byteLength < 8) return;
+    const sentAt = Buffer.from(value.buffer, value.byteOffset, 8).readDoubleLE(0);
+    histogram.recordValue(Math.max(1, Math.round((performance.now() - sentAt) * 1000)));
+    received++;
+  });
+  await sleep(200); // Let the subscription reach the server before the first record.
+
+  const pool = randomValues(1024, job.recordBytes);
+  let sent = 0;
+  let inflight = 0;
+  const timeline = startTimeline(() => sent);
+  const start = performance.now();
+  result.startMs = Date.now();
+  const total = Math.floor(rate * job.durationS);
+  const failures: string[] = [];
+  for (let tick = 0; sent < total && tick < 10_000_000; tick++) {
+    const due = Math.min(total, Math.floor(((performance.now() - start) * rate) / 1000));
+    if (due > sent && inflight < E2E_INFLIGHT_MAX) {
+      const n = Math.min(due - sent, E2E_BATCH_MAX);
+      const values: Buffer[] = [];
+      for (let i = 0; i < n; i++) {
+        const value = Buffer.from(pool[(sent + i) % pool.length]!);
+        value.writeDoubleLE(start + ((sent + i) * 1000) / rate, 0);
+        values.push(value);
+      }
+      sent += n;
+      inflight++;
+      driver.sendValues(values).then(
+        () => inflight--,
+        (err: unknown) => {
+          inflight--;
+          if (failures.length < 10) failures.push(String(err));
+        },
+      );
+    }
+    await sleep(1);
+  }
+  const drainDeadline = Date.now() + E2E_DRAIN_MS;
+  for (let i = 0; (received < sent || inflight > 0) && Date.now() < drainDeadline && i < 100_000; i++) await sleep(10);
+  result.endMs = Date.now();
+  timeline.stop();
+  await subscription.stop();
+  result.records = sent;
+  result.bytes = sent * job.recordBytes;
+  result.timeline = timeline.samples;
+  result.missing = sent - received;
+  result.errors.push(...failures);
+  result.latency = summarize(histogram);
+}
+
+function summarize(h: hdr.Histogram): LatencySummary {
+  const ms = (us: number): number => us / 1000;
+  return {
+    count: h.totalCount,
+    p50Ms: ms(h.getValueAtPercentile(50)),
+    p99Ms: ms(h.getValueAtPercentile(99)),
+    p999Ms: ms(h.getValueAtPercentile(99.9)),
+    maxMs: ms(h.maxValue),
+  };
+}
+
+async function main(): Promise<void> {
+  const job = JSON.parse(process.argv[2] ?? '{}') as LoadJob;
+  const result: LoadResult = { job, records: 0, bytes: 0, startMs: 0, endMs: 0, timeline: [], errors: [] };
+  // A promise that never settles with no handle left would let the process exit silently with no
+  // result; this timer keeps it alive so the orchestrator's timeout reports it instead.
+  const keepAlive = setInterval(() => undefined, 60_000);
+  const driver = await createDriver(job);
+  try {
+    if (job.create) await driver.setup();
+    if (job.kind === 'consume') await runConsume(driver, job, result);
+    else if (job.kind === 'e2e') await runE2e(driver, job, result);
+    else await runProduce(driver, job, result);
+  } finally {
+    await driver.close();
+    clearInterval(keepAlive);
+  }
+  send({ type: 'result', result });
+}
+
+function send(message: LoadMessage): void {
+  if (process.send === undefined) {
+    console.log(JSON.stringify(message));
+    process.exit(0);
+  }
+  process.send(message, () => process.exit(0));
+}
+
+main().catch((err: unknown) => {
+  send({ type: 'error', message: err instanceof Error ? (err.stack ?? err.message) : String(err) });
+});

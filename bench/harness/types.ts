@@ -1,0 +1,50 @@
+/** Shared shapes between the orchestrator (bench/run.ts) and the load-generator process (load.ts). */
+
+export type SystemName = 'sluice' | 'redis' | 'nats';
+
+/** produce-raw: pre-encoded Kafka v2 batches; produce-structured: protobuf Records (Sluice only differs). */
+export type LoadKind = 'produce-raw' | 'produce-structured' | 'consume' | 'e2e';
+
+export interface LoadJob {
+  system: SystemName;
+  port: number;
+  kind: LoadKind;
+  /** Topic (Sluice), stream key (Redis) or stream/subject (NATS). */
+  topic: string;
+  /** Create the topic before loading (false for consume, which reads what a produce run left). */
+  create: boolean;
+  durationS: number;
+  recordBytes: number;
+  recordsPerRequest: number;
+  /** Requests (Sluice), pipelines (Redis) or publish windows (NATS) outstanding at once. */
+  inflight: number;
+  /** e2e only: records per second, paced. */
+  ratePerS?: number;
+  /** consume only: stop after this many records. */
+  totalRecords?: number;
+}
+
+export interface LatencySummary {
+  count: number;
+  p50Ms: number;
+  p99Ms: number;
+  p999Ms: number;
+  maxMs: number;
+}
+
+export interface LoadResult {
+  job: LoadJob;
+  /** Records acknowledged (produce), received (consume) or sent (e2e). */
+  records: number;
+  bytes: number;
+  startMs: number;
+  endMs: number;
+  /** [epoch ms, cumulative records] about every 100 ms. */
+  timeline: Array<[number, number]>;
+  latency?: LatencySummary;
+  /** e2e: records produced but not received within the drain time. */
+  missing?: number;
+  errors: string[];
+}
+
+export type LoadMessage = { type: 'result'; result: LoadResult } | { type: 'error'; message: string };

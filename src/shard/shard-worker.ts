@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import type { MessagePort } from 'node:worker_threads';
 import { SluiceError, isSluiceError, toSluiceError, type SluiceErrorWire } from '../errors.js';
+import { SHARD_FLUSH_SAMPLES_MAX } from '../constants.js';
 import { PartitionActor, partitionDir, type ParkedFetch } from '../partition/partition-actor.js';
 import type { LogOpenOptions } from '../storage/index.js';
 import { RingReader, RingWriter, type RingSlot } from './ring.js';
@@ -102,7 +103,7 @@ class ShardServer {
   private timedFdatasync(fd: number, cb: (err: NodeJS.ErrnoException | null) => void): void {
     const t0 = performance.now();
     fs.fdatasync(fd, (err) => {
-      if (this.flushSeconds.length < 4096) this.flushSeconds.push((performance.now() - t0) / 1000);
+      if (this.flushSeconds.length < SHARD_FLUSH_SAMPLES_MAX) this.flushSeconds.push((performance.now() - t0) / 1000);
       cb(err);
     });
   }

@@ -28,6 +28,8 @@ export const RAFT_BUGS = [
   'vote-ignores-log',
   /** The leader commits entries of earlier terms by counting replicas (Raft paper figure 8). */
   'commit-old-term',
+  /** ReadIndex answers at once, without confirming leadership with a quorum (stale reads). */
+  'read-without-quorum',
 ] as const;
 export type RaftBug = (typeof RAFT_BUGS)[number];
 

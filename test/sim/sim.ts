@@ -434,8 +434,9 @@ export class Sim {
   }
 
   private readIndex(): void {
-    const l = this.leaders()[0];
-    if (l === undefined) return;
+    const ls = this.leaders();
+    if (ls.length === 0) return;
+    const l = this.rng.pick(ls); // a stale leader may be asked too: it must not answer stale reads
     const ctx = this.nextRead++;
     try {
       l.raft!.readIndex(ctx);

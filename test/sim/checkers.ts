@@ -7,6 +7,7 @@
  * - leader completeness: a node that becomes leader holds every entry committed so far;
  * - state machine safety: every node applies the same entry at an index (checked through a hash chain,
  *   which also covers snapshot installs);
+ * - commit durability (in sim.ts, at each leader commit): no node lacking the entry could be elected;
  * - no committed entry lost: an applied index is never re-applied differently, and the final leader's
  *   log holds every committed entry;
  * - linearizable ReadIndex: a read's index covers everything committed before it was asked.

@@ -221,7 +221,9 @@ export class Sim {
     if (r === null || node.unsynced !== null || !r.hasReady()) return;
     const rd = r.ready();
     if (r.getRole() === 'leader' && rd.hardState !== null && rd.hardState.commit > node.durableCommitSeen) {
-      this.checkers.onLeaderCommit(r, Math.max(node.durableCommitSeen, r.log.snapshot.index), rd.hardState.commit);
+      const from = Math.max(node.durableCommitSeen, r.log.snapshot.index);
+      this.checkers.onLeaderCommit(r, from, rd.hardState.commit);
+      this.checkCommitDurable(r, from, rd.hardState.commit);
     }
     if (rd.hardState !== null) node.durableCommitSeen = Math.max(node.durableCommitSeen, rd.hardState.commit);
     node.disk.pending.push({ snapshot: rd.snapshot, entries: rd.entries, hs: rd.hardState });
@@ -232,6 +234,42 @@ export class Sim {
     }
     node.unsynced = rd;
     if (this.quiet || this.rng.chance(0.85)) this.finishReady(node);
+  }
+
+  /**
+   * Commit durability, checked when a leader commits: no node lacking a newly committed entry could
+   * win an election, i.e. fewer than a majority of voters would find its log up to date. This is the
+   * property leader completeness rests on; checking it at commit time catches a wrong commit (figure
+   * 8) before the history that would expose it has to happen. Crashed nodes count with their disk.
+   */
+  private checkCommitDurable(leader: RaftNode, from: number, to: number): void {
+    const voters = leader.log.conf().voters;
+    const views = [...this.nodes.values()]
+      .filter((n) => !n.removed)
+      .map((n) => {
+        if (n.raft !== null) {
+          const l = n.raft.log;
+          return { id: n.id, lastIndex: l.lastIndex(), lastTerm: l.lastTerm(), term: (i: number) => l.term(i), first: l.snapshot.index };
+        }
+        const d = n.disk;
+        const last = d.entries.length > 0 ? d.entries[d.entries.length - 1] : null;
+        const term = (i: number): number => (i === d.snapshot.index ? d.snapshot.term : d.entries[i - d.snapshot.index - 1]?.term ?? -1);
+        return { id: n.id, lastIndex: last?.index ?? d.snapshot.index, lastTerm: last?.term ?? d.snapshot.term, term, first: d.snapshot.index };
+      });
+    for (let i = from + 1; i <= to; i++) {
+      const t = leader.log.term(i);
+      for (const c of views) {
+        if (i <= c.first || c.term(i) === t || !voters.includes(c.id as NodeId)) continue;
+        let grants = 0;
+        for (const v of views) {
+          if (!voters.includes(v.id as NodeId)) continue;
+          if (v.lastTerm < c.lastTerm || (v.lastTerm === c.lastTerm && v.lastIndex <= c.lastIndex)) grants++;
+        }
+        if (grants > voters.length >> 1) {
+          throw new InvariantViolation('commit durability', `leader ${leader.id} committed ${i}@${t}, yet node ${c.id} lacks it and could be elected`);
+        }
+      }
+    }
   }
 
   private finishReady(node: SimNode): void {

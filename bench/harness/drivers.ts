@@ -196,7 +196,7 @@ class RedisDriver implements Driver {
     let last = '$';
     const loop = (async () => {
       for (let i = 0; !stopped && i < 100_000_000; i++) {
-        const reply = await reader.command('XREAD', 'COUNT', '10000', 'BLOCK', '100', 'STREAMS', this.job.topic, last).catch(() => null);
+        const reply = await reader.command('XREAD', 'COUNT', '1000', 'BLOCK', '100', 'STREAMS', this.job.topic, last).catch(() => null);
         const entries = streamEntries(reply);
         for (const [id, fields] of entries) {
           last = String(id);

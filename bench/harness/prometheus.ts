@@ -13,6 +13,8 @@ export interface PrometheusHandle {
   queryScalar(promql: string, atSeconds?: number): Promise<number>;
   /** Range query; returns [unixSeconds, value] points of the first series (summed queries have one). */
   queryRange(promql: string, startSeconds: number, endSeconds: number, stepSeconds: number): Promise<Array<[number, number]>>;
+  /** Raw samples of a range-vector selector (`metric{...}[Ws]`) at a time: [unixSeconds, value] of the first series. */
+  querySamples(selector: string, atSeconds: number): Promise<Array<[number, number]>>;
   stop(): Promise<void>;
 }
 
@@ -72,6 +74,10 @@ export async function startPrometheus(targetHostPort: string, logDir: string): P
         end: endSeconds.toFixed(3),
         step: String(stepSeconds),
       });
+      return (body.data.result[0]?.values ?? []).map(([t, v]) => [Number(t), Number(v)] as [number, number]);
+    },
+    async querySamples(selector, atSeconds) {
+      const body = await api('/api/v1/query', { query: selector, time: atSeconds.toFixed(3) });
       return (body.data.result[0]?.values ?? []).map(([t, v]) => [Number(t), Number(v)] as [number, number]);
     },
     stop: () => proc.stop(),

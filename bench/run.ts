@@ -1,0 +1,432 @@
+/**
+ * The benchmark harness: `npm run bench -- --scenario NAME [--json] [--duration S]`.
+ *
+ * For each system (Sluice, Redis Streams, NATS JetStream), in turn so they never compete for the two
+ * cores: start a fresh server on free loopback ports, fork a load-generator process per scenario, and
+ * collect its client-side counts. For Sluice, a real Prometheus scrapes the broker's /metrics every
+ * second; the report takes throughput from PromQL rate() as well as from the client's own count and
+ * flags any disagreement above 5%. Then one side-by-side table with ratios, and an HTML report with
+ * SVG charts in bench/out/.
+ *
+ * Scenarios: produce (raw v2 batches and structured records), consume, e2e (paced producer at fixed
+ * rates with a subscriber measuring produce-to-receive latency), all. `groups` is left out until
+ * consumer groups land.
+ */
+import { fork } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { startPrometheus, waitForTargetUp, type PrometheusHandle } from './harness/prometheus.js';
+import { findBinary, sleep, track } from './harness/procs.js';
+import { renderHtml } from './harness/report.js';
+import { startNats, startRedis, startSluice, type ServerHandle } from './harness/servers.js';
+import { rateBetween, rateSeries, relativeDifference } from './harness/stats.js';
+import type { LoadJob, LoadKind, LoadMessage, LoadResult, SystemName } from './harness/types.js';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+/** dist/bench/run.js -> repo root. */
+const REPO_ROOT = resolve(HERE, '..', '..');
+const LOAD_SCRIPT = join(HERE, 'harness', 'load.js');
+const AGREEMENT_TOLERANCE = 0.05;
+const SCENARIOS = ['produce', 'consume', 'e2e', 'all'] as const;
+type Scenario = (typeof SCENARIOS)[number];
+
+export interface Agreement {
+  metric: string;
+  topic: string;
+  windowS: number;
+  clientRate: number;
+  prometheusRate: number;
+  difference: number;
+  clientTotal: number;
+  prometheusTotal: number;
+  ok: boolean;
+}
+
+export interface RunRecord {
+  system: SystemName;
+  label: string;
+  result: LoadResult;
+  /** Client-side records/s over the whole run. */
+  ratePerS: number;
+  agreement?: Agreement;
+  /** Sluice only: Prometheus rate() over time, [seconds since start, records/s]. */
+  prometheusSeries?: Array<[number, number]>;
+  /** Sluice only: what the broker's own histograms said over the same window. */
+  server?: ServerView;
+}
+
+export interface ServerView {
+  rpc: string;
+  requestP50Ms: number;
+  requestP99Ms: number;
+  flushP99Ms: number;
+  flushesPerS: number;
+  /** Broker process CPU (all threads), in cores. */
+  cpuCoresUsed: number;
+}
+
+interface Config {
+  scenario: Scenario;
+  json: boolean;
+  durationS: number;
+  systems: SystemName[];
+  rates: number[];
+  outDir: string;
+  recordBytes: number;
+  recordsPerRequest: number;
+  sluiceInflight: number;
+}
+
+function parseConfig(): Config {
+  const { values } = parseArgs({
+    options: {
+      scenario: { type: 'string', default: 'all' },
+      json: { type: 'boolean', default: false },
+      duration: { type: 'string', default: '10' },
+      systems: { type: 'string', default: 'sluice,redis,nats' },
+      rates: { type: 'string', default: '10000,50000,100000' },
+      out: { type: 'string', default: join(REPO_ROOT, 'bench', 'out') },
+      'record-bytes': { type: 'string', default: '100' },
+      'records-per-request': { type: 'string', default: '1000' },
+      'sluice-inflight': { type: 'string', default: '5' },
+    },
+    strict: true,
+  });
+  const scenario = values.scenario as Scenario;
+  if (!SCENARIOS.includes(scenario)) {
+    throw new Error(`unknown --scenario ${values.scenario}: one of ${SCENARIOS.join(', ')} (groups lands with consumer groups)`);
+  }
+  const systems = values.systems.split(',').map((s) => s.trim()) as SystemName[];
+  for (const s of systems) if (!['sluice', 'redis', 'nats'].includes(s)) throw new Error(`unknown system ${s}`);
+  const durationS = Number(values.duration);
+  if (!(durationS >= 2 && durationS <= 600)) throw new Error('--duration must be between 2 and 600 seconds');
+  return {
+    scenario,
+    json: values.json,
+    durationS,
+    systems,
+    rates: values.rates.split(',').map(Number),
+    outDir: values.out,
+    recordBytes: Number(values['record-bytes']),
+    recordsPerRequest: Number(values['records-per-request']),
+    sluiceInflight: Number(values['sluice-inflight']),
+  };
+}
+
+const log = (config: Config, message: string): void => {
+  // With --json, stdout is the JSON document; progress goes to stderr.
+  (config.json ? process.stderr : process.stdout).write(`${message}\n`);
+};
+
+/** Forks one load generator and waits for its result (bounded by the run's own length plus slack). */
+function runLoad(job: LoadJob): Promise<LoadResult> {
+  const timeoutMs = job.durationS * (job.kind === 'consume' ? 3000 : 1000) + 60_000;
+  return new Promise((resolvePromise, reject) => {
+    const child = fork(LOAD_SCRIPT, [JSON.stringify(job)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    track(child);
+    let settled = false;
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      finish(new Error(`load generator ${job.system}/${job.kind} timed out after ${timeoutMs} ms`));
+    }, timeoutMs);
+    const finish = (err: Error | null, result?: LoadResult): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (err) reject(err);
+      else resolvePromise(result!);
+    };
+    child.on('message', (message: LoadMessage) => {
+      if (message.type === 'result') finish(null, message.result);
+      else finish(new Error(`load generator ${job.system}/${job.kind} failed: ${message.message}`));
+    });
+    child.on('exit', (code, signal) => finish(new Error(`load generator ${job.system}/${job.kind} exited (${code ?? signal}) without a result`)));
+  });
+}
+
+const METRIC_BY_KIND: Record<LoadKind, string> = {
+  'produce-raw': 'sluice_records_produced_total',
+  'produce-structured': 'sluice_records_produced_total',
+  consume: 'sluice_records_fetched_total',
+  e2e: 'sluice_records_produced_total',
+};
+
+/**
+ * Prometheus vs client over the run's steady part. PromQL `rate(m[Ws])` at time T is the slope between
+ * the first and last samples Prometheus scraped inside (T-W, T] (extrapolated to the window's edges,
+ * which keeps the slope). So the client's own count is taken over exactly those two scrape times:
+ * the same interval, two independent counters. The window starts 1 s into the load and ends 0.5 s
+ * before it stops, so ramp-up and tail are outside it. Also compares the counter's final value with the
+ * client's total, which must be exact.
+ */
+async function checkAgreement(prom: PrometheusHandle, record: RunRecord): Promise<void> {
+  const { result } = record;
+  const metric = METRIC_BY_KIND[result.job.kind];
+  const selector = `${metric}{topic="${result.job.topic}"}`;
+  const fromS = result.startMs / 1000 + 1;
+  const windowS = Math.floor(result.endMs / 1000 - 0.5 - fromS);
+  // Two scrapes after the load ends, so the final counter value is in the TSDB.
+  await sleep(Math.max(0, result.endMs + 2500 - Date.now()));
+  const prometheusTotal = await prom.queryScalar(`sum(${selector})`);
+  const clientTotal = result.records;
+  let clientRate = Number.NaN;
+  let prometheusRate = Number.NaN;
+  if (windowS >= 2) {
+    const atS = fromS + windowS;
+    prometheusRate = await prom.queryScalar(`sum(rate(${selector}[${windowS}s]))`, atS);
+    const samples = await prom.querySamples(`${selector}[${windowS}s]`, atS);
+    const first = samples[0];
+    const last = samples[samples.length - 1];
+    if (first !== undefined && last !== undefined && last[0] > first[0]) clientRate = rateBetween(result.timeline, first[0] * 1000, last[0] * 1000);
+  }
+  const haveRates = Number.isFinite(clientRate) && Number.isFinite(prometheusRate);
+  const difference = haveRates ? relativeDifference(clientRate, prometheusRate) : relativeDifference(clientTotal, prometheusTotal);
+  record.agreement = {
+    metric,
+    topic: result.job.topic,
+    windowS: haveRates ? windowS : 0,
+    clientRate,
+    prometheusRate,
+    difference,
+    clientTotal,
+    prometheusTotal,
+    ok: difference <= AGREEMENT_TOLERANCE,
+  };
+  const startS = result.startMs / 1000;
+  const series = await prom.queryRange(`sum(rate(${selector}[2s]))`, startS, result.endMs / 1000 + 1, 1);
+  record.prometheusSeries = series.map(([t, v]) => [t - startS, v]);
+  record.server = await serverView(prom, result, windowS);
+}
+
+/** Server-side percentiles from the broker's own histograms over the run, beside the client's view. */
+async function serverView(prom: PrometheusHandle, result: LoadResult, windowS: number): Promise<ServerView | undefined> {
+  if (windowS < 2) return undefined;
+  const atS = result.startMs / 1000 + 1 + windowS;
+  const q = (expr: string) => prom.queryScalar(expr, atS).catch(() => Number.NaN);
+  const rpc = result.job.kind === 'consume' ? 'Fetch' : 'Produce';
+  return {
+    rpc,
+    requestP50Ms: 1000 * (await q(`histogram_quantile(0.5, sum by (le) (rate(sluice_request_duration_seconds_bucket{rpc="${rpc}"}[${windowS}s])))`)),
+    requestP99Ms: 1000 * (await q(`histogram_quantile(0.99, sum by (le) (rate(sluice_request_duration_seconds_bucket{rpc="${rpc}"}[${windowS}s])))`)),
+    flushP99Ms: 1000 * (await q(`histogram_quantile(0.99, sum by (le) (rate(sluice_log_flush_duration_seconds_bucket[${windowS}s])))`)),
+    flushesPerS: await q(`sum(rate(sluice_log_flush_duration_seconds_count[${windowS}s]))`),
+    cpuCoresUsed: await q(`sum(rate(process_cpu_seconds_total[${windowS}s]))`),
+  };
+}
+
+async function startServer(system: SystemName, logDir: string): Promise<ServerHandle> {
+  if (system === 'sluice') return startSluice(REPO_ROOT, logDir);
+  if (system === 'redis') return startRedis(logDir);
+  return startNats(logDir);
+}
+
+interface PlannedLoad {
+  label: string;
+  kind: LoadKind;
+  topic: string;
+  create: boolean;
+  ratePerS?: number;
+}
+
+function plan(config: Config, system: SystemName): PlannedLoad[] {
+  const loads: PlannedLoad[] = [];
+  const wantProduce = config.scenario === 'produce' || config.scenario === 'all';
+  const wantConsume = config.scenario === 'consume' || config.scenario === 'all';
+  // Consume reads what the raw produce wrote, so a consume-only run still produces first (unreported).
+  if (wantProduce || wantConsume) loads.push({ label: wantProduce ? 'produce raw' : 'fill', kind: 'produce-raw', topic: 'bench-raw', create: true });
+  // Redis and NATS have one record path: "structured" would repeat "raw", so it runs for Sluice only.
+  if (wantProduce && system === 'sluice') loads.push({ label: 'produce structured', kind: 'produce-structured', topic: 'bench-structured', create: true });
+  if (wantConsume) loads.push({ label: 'consume', kind: 'consume', topic: 'bench-raw', create: false });
+  if (config.scenario === 'e2e' || config.scenario === 'all') {
+    for (const rate of config.rates) loads.push({ label: `e2e ${rate / 1000}k/s`, kind: 'e2e', topic: `bench-e2e-${rate}`, create: true, ratePerS: rate });
+  }
+  return loads;
+}
+
+async function benchSystem(config: Config, system: SystemName, logDir: string): Promise<RunRecord[]> {
+  const records: RunRecord[] = [];
+  const server = await startServer(system, logDir);
+  let prom: PrometheusHandle | undefined;
+  try {
+    if (system === 'sluice') {
+      prom = await startPrometheus(server.httpHostPort!, logDir);
+      log(config, `  prometheus ${prom.url} scraping ${server.httpHostPort} every 1 s; waiting for the target to be up`);
+      await waitForTargetUp(prom);
+    }
+    let produced = 0;
+    for (const load of plan(config, system)) {
+      const job: LoadJob = {
+        system,
+        port: server.port,
+        kind: load.kind,
+        topic: load.topic,
+        create: load.create,
+        durationS: config.durationS,
+        recordBytes: config.recordBytes,
+        recordsPerRequest: config.recordsPerRequest,
+        inflight: system === 'sluice' ? config.sluiceInflight : 1,
+        ratePerS: load.ratePerS,
+        totalRecords: load.kind === 'consume' ? produced : undefined,
+      };
+      const result = await runLoad(job);
+      if (load.kind === 'produce-raw') produced = result.records;
+      const seconds = (result.endMs - result.startMs) / 1000;
+      const record: RunRecord = { system, label: load.label, result, ratePerS: seconds > 0 ? result.records / seconds : 0 };
+      if (prom !== undefined) await checkAgreement(prom, record);
+      log(config, `  ${system.padEnd(6)} ${load.label.padEnd(18)} ${formatRate(record.ratePerS).padStart(12)} rec/s${describeExtra(record)}`);
+      if (load.label !== 'fill') records.push(record);
+    }
+  } finally {
+    await prom?.stop();
+    await server.stop();
+  }
+  return records;
+}
+
+function describeExtra(record: RunRecord): string {
+  const parts: string[] = [];
+  const lat = record.result.latency;
+  if (lat) parts.push(`p50 ${lat.p50Ms.toFixed(2)} ms, p99 ${lat.p99Ms.toFixed(2)} ms, p99.9 ${lat.p999Ms.toFixed(2)} ms, missing ${record.result.missing}`);
+  const a = record.agreement;
+  if (a) parts.push(`prometheus ${formatRate(a.prometheusRate)}/s vs client ${formatRate(a.clientRate)}/s (${(a.difference * 100).toFixed(1)}%${a.ok ? '' : ' DISAGREE'}), total ${a.prometheusTotal} vs ${a.clientTotal}`);
+  const v = record.server;
+  if (v) parts.push(`server ${v.rpc} p50 ${v.requestP50Ms.toFixed(2)} ms p99 ${v.requestP99Ms.toFixed(2)} ms, flush p99 ${v.flushP99Ms.toFixed(2)} ms at ${v.flushesPerS.toFixed(0)}/s, broker CPU ${v.cpuCoresUsed.toFixed(2)} cores`);
+  if (record.result.errors.length > 0) parts.push(`errors: ${record.result.errors.slice(0, 3).join('; ')}`);
+  return parts.length > 0 ? `  ${parts.join('  |  ')}` : '';
+}
+
+export function formatRate(n: number): string {
+  if (!Number.isFinite(n)) return 'n/a';
+  if (n >= 1e6) return `${(n / 1e6).toFixed(2)}M`;
+  if (n >= 1e3) return `${(n / 1e3).toFixed(1)}k`;
+  return n.toFixed(0);
+}
+
+export interface TableRow {
+  what: string;
+  sluice: string;
+  redis: string;
+  nats: string;
+  vsRedis: string;
+  vsNats: string;
+  target: string;
+  met: string;
+}
+
+/** The side-by-side table: one row per scenario, ratios against the peers, each target beside its figure. */
+export function buildTable(records: RunRecord[]): TableRow[] {
+  const find = (system: SystemName, label: string) => records.find((r) => r.system === system && r.label === label);
+  const ratio = (a?: number, b?: number) => (a !== undefined && b !== undefined && b > 0 ? a / b : undefined);
+  const fmtRatio = (x?: number) => (x === undefined ? '-' : `${x.toFixed(2)}x`);
+  const rows: TableRow[] = [];
+  const peerProduce = { redis: find('redis', 'produce raw')?.ratePerS, nats: find('nats', 'produce raw')?.ratePerS };
+  for (const [label, redisTarget, natsTarget] of [['produce raw', 3, 20], ['produce structured', 1, 20]] as const) {
+    const s = find('sluice', label)?.ratePerS;
+    if (s === undefined && peerProduce.redis === undefined) continue;
+    const vr = ratio(s, peerProduce.redis);
+    const vn = ratio(s, peerProduce.nats);
+    rows.push({
+      what: `${label} (rec/s)`,
+      sluice: s === undefined ? '-' : formatRate(s),
+      redis: peerProduce.redis === undefined ? '-' : formatRate(peerProduce.redis),
+      nats: peerProduce.nats === undefined ? '-' : formatRate(peerProduce.nats),
+      vsRedis: fmtRatio(vr),
+      vsNats: fmtRatio(vn),
+      target: `>=${redisTarget}x Redis, >=${natsTarget}x NATS`,
+      met: vr === undefined || vn === undefined ? '?' : vr >= redisTarget && vn >= natsTarget ? 'yes' : 'NO',
+    });
+  }
+  const consume = { sluice: find('sluice', 'consume')?.ratePerS, redis: find('redis', 'consume')?.ratePerS, nats: find('nats', 'consume')?.ratePerS };
+  if (Object.values(consume).some((v) => v !== undefined)) {
+    rows.push({
+      what: 'consume (rec/s)',
+      sluice: consume.sluice === undefined ? '-' : formatRate(consume.sluice),
+      redis: consume.redis === undefined ? '-' : formatRate(consume.redis),
+      nats: consume.nats === undefined ? '-' : formatRate(consume.nats),
+      vsRedis: fmtRatio(ratio(consume.sluice, consume.redis)),
+      vsNats: fmtRatio(ratio(consume.sluice, consume.nats)),
+      target: '-',
+      met: '-',
+    });
+  }
+  const e2eLabels = [...new Set(records.filter((r) => r.result.job.kind === 'e2e').map((r) => r.label))];
+  for (const label of e2eLabels) {
+    const lat = (system: SystemName) => {
+      const r = find(system, label);
+      const l = r?.result.latency;
+      if (!r || !l) return { text: '-', p99: undefined };
+      const lost = r.result.missing ? ` (${r.result.missing} lost)` : '';
+      return { text: `${l.p50Ms.toFixed(1)}/${l.p99Ms.toFixed(1)}/${l.p999Ms.toFixed(1)}${lost}`, p99: l.p99Ms, missing: r.result.missing ?? 0 };
+    };
+    const s = lat('sluice');
+    const is50k = find('sluice', label)?.result.job.ratePerS === 50_000;
+    rows.push({
+      what: `${label} p50/p99/p99.9 ms`,
+      sluice: s.text,
+      redis: lat('redis').text,
+      nats: lat('nats').text,
+      vsRedis: fmtRatio(ratio(s.p99, lat('redis').p99)),
+      vsNats: fmtRatio(ratio(s.p99, lat('nats').p99)),
+      target: is50k ? 'Sluice p99 <= 10 ms' : '-',
+      met: is50k ? (s.p99 === undefined ? '?' : s.p99 <= 10 && s.missing === 0 ? 'yes' : 'NO') : '-',
+    });
+  }
+  const agreements = records.filter((r) => r.agreement !== undefined);
+  if (agreements.length > 0) {
+    const worst = Math.max(...agreements.map((r) => r.agreement!.difference));
+    rows.push({
+      what: 'Prometheus vs client rate',
+      sluice: `worst ${(worst * 100).toFixed(1)}% over ${agreements.length} runs`,
+      redis: '-',
+      nats: '-',
+      vsRedis: '-',
+      vsNats: '-',
+      target: '<= 5%',
+      met: worst <= AGREEMENT_TOLERANCE ? 'yes' : 'NO',
+    });
+  }
+  return rows;
+}
+
+export function formatTable(rows: TableRow[]): string {
+  const header: TableRow = { what: 'scenario', sluice: 'Sluice', redis: 'Redis Streams', nats: 'NATS JetStream', vsRedis: 'vs Redis', vsNats: 'vs NATS', target: 'target', met: 'met' };
+  const keys = Object.keys(header) as Array<keyof TableRow>;
+  const widths = keys.map((k) => Math.max(...[header, ...rows].map((r) => r[k].length)));
+  const line = (r: TableRow) => `| ${keys.map((k, i) => r[k].padEnd(widths[i]!)).join(' | ')} |`;
+  return [line(header), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.map(line)].join('\n');
+}
+
+async function main(): Promise<void> {
+  const config = parseConfig();
+  const missing = (['prometheus', 'redis-server', 'nats-server'] as const).filter((b) => findBinary(b) === undefined);
+  const needed = missing.filter((b) => (b === 'prometheus' && config.systems.includes('sluice')) || (b === 'redis-server' && config.systems.includes('redis')) || (b === 'nats-server' && config.systems.includes('nats')));
+  if (needed.length > 0) throw new Error(`missing ${needed.join(', ')}: run bash bench/setup.sh`);
+
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  const runDir = join(config.outDir, `run-${stamp}`);
+  mkdirSync(runDir, { recursive: true });
+  log(config, `sluice bench: scenario ${config.scenario}, ${config.durationS} s per load, ${config.recordBytes}-byte records, ${config.recordsPerRequest} per request; logs in ${runDir}`);
+  const records: RunRecord[] = [];
+  for (const system of config.systems) {
+    log(config, `${system}:`);
+    records.push(...(await benchSystem(config, system, runDir)));
+  }
+  const rows = buildTable(records);
+  const document = { config, startedAt: stamp, table: rows, runs: records };
+  writeFileSync(join(runDir, 'results.json'), JSON.stringify(document, null, 2));
+  const html = renderHtml(document);
+  writeFileSync(join(runDir, 'report.html'), html);
+  writeFileSync(join(config.outDir, 'report.html'), html);
+  if (config.json) process.stdout.write(`${JSON.stringify(document)}\n`);
+  else log(config, `\n${formatTable(rows)}\n\nreport: ${join(runDir, 'report.html')}`);
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    process.stderr.write(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,47 @@
+/**
+ * Named limits and defaults of consumer groups. Units last. The checks at the bottom state how they
+ * relate.
+ */
+import assert from 'node:assert/strict';
+
+/** The internal topic that stores committed offsets. Its "__" prefix is reserved (src/broker/validate.ts). */
+export const OFFSETS_TOPIC = '__consumer_offsets';
+/**
+ * Partitions of the offsets topic. Fixed for the life of a cluster: a group's partition is
+ * hash(group) mod this, so changing it would move every group's offsets (Kafka's
+ * offsets.topic.num.partitions has the same rule).
+ */
+export const OFFSETS_PARTITIONS = 16;
+/** Default `offsets.retention.ms`: offsets of a group with no members expire this long after its last commit (7 days, as Kafka). */
+export const OFFSETS_RETENTION_MS_DEFAULT = 7 * 24 * 3600 * 1000;
+/** How often the coordinator looks for expired offsets of empty groups. */
+export const OFFSETS_EXPIRY_CHECK_MS = 60_000;
+/** The most offsets one commit may carry. */
+export const COMMIT_OFFSETS_MAX = 10_000;
+/** Bytes of metadata stored with one committed offset. */
+export const COMMIT_METADATA_BYTES_MAX = 256;
+
+export const SESSION_TIMEOUT_MS_DEFAULT = 10_000;
+export const SESSION_TIMEOUT_MS_MIN = 100;
+export const SESSION_TIMEOUT_MS_MAX = 300_000;
+export const AUTO_COMMIT_INTERVAL_MS_DEFAULT = 5_000;
+export const AUTO_COMMIT_INTERVAL_MS_MIN = 10;
+/** How often the coordinator checks sessions for expiry and re-reads topic metadata (new partitions, new matching topics). */
+export const GROUP_TICK_MS = 50;
+export const GROUP_METADATA_REFRESH_MS = 1_000;
+/** Group and instance id length bounds. */
+export const GROUP_ID_LENGTH_MAX = 255;
+/** Members of one group. */
+export const GROUP_MEMBERS_MAX = 10_000;
+
+/** Long-poll wait of a member's partition fetch loop (also bounds how late a stop is noticed). */
+export const DELIVERY_FETCH_WAIT_MS = 500;
+/** Bytes of one fetch of a delivery loop (a chunk on the stream). */
+export const DELIVERY_FETCH_BYTES_MAX = 1024 * 1024;
+/** Credit granted when the join asks for none. */
+export const DELIVERY_CREDIT_RECORDS_DEFAULT = 10_000;
+export const DELIVERY_CREDIT_BYTES_DEFAULT = 8 * 1024 * 1024;
+
+assert.ok(SESSION_TIMEOUT_MS_MIN > GROUP_TICK_MS, 'a session must outlive at least one tick');
+assert.ok(SESSION_TIMEOUT_MS_DEFAULT >= SESSION_TIMEOUT_MS_MIN && SESSION_TIMEOUT_MS_DEFAULT <= SESSION_TIMEOUT_MS_MAX);
+assert.ok(OFFSETS_PARTITIONS > 0 && Number.isInteger(OFFSETS_PARTITIONS));

@@ -8,9 +8,8 @@ import { randomBytes } from 'node:crypto';
 import { credentials, type ClientReadableStream } from '@grpc/grpc-js';
 import { AckPolicy, connect as natsConnect, DeliverPolicy, StorageType, type JetStreamClient, type NatsConnection } from 'nats';
 import { decodeBatches, encodeBatch } from '../../src/batch/index.js';
-import { AdminClient } from '../../src/rpc/gen/sluice/v1/admin.js';
+import { Admin, Producer } from '../../src/client/index.js';
 import { BrokerClient, type FetchResponse, type ListOffsetsResponse } from '../../src/rpc/gen/sluice/v1/broker.js';
-import { Acks, type Record as PbRecord } from '../../src/rpc/gen/sluice/v1/records.js';
 import { encodeCommand, RespClient, type RespValue } from './resp.js';
 import type { LoadJob } from './types.js';
 
@@ -51,43 +50,45 @@ function unary<Req, Res>(call: (req: Req, cb: (err: Error | null, res: Res) => v
   return new Promise((resolve, reject) => call(req, (err, res) => (err ? reject(err) : resolve(res))));
 }
 
+/**
+ * Produce and topic creation go through Sluice's own TypeScript client (src/client): `produceRaw` for
+ * pre-encoded v2 batches, `produceBatch` with format 'records' for structured records. Fetch and
+ * Subscribe use the generated stubs directly, asking for raw batches, so the consumer side measures the
+ * broker rather than a decode loop.
+ */
 class SluiceDriver implements Driver {
   private readonly broker: BrokerClient;
-  private readonly admin: AdminClient;
+  private readonly admin: Admin;
+  private readonly producer: Producer;
 
   constructor(private readonly job: LoadJob) {
     const address = `127.0.0.1:${job.port}`;
     this.broker = new BrokerClient(address, credentials.createInsecure(), GRPC_OPTIONS);
-    this.admin = new AdminClient(address, credentials.createInsecure(), GRPC_OPTIONS);
+    this.admin = new Admin({ brokers: address });
+    this.producer = new Producer({ brokers: address, acks: 'all', retries: 0, format: job.kind === 'produce-structured' ? 'records' : 'batch' });
   }
 
   async setup(): Promise<void> {
-    await unary(this.admin.createTopic.bind(this.admin), { name: this.job.topic, partitions: 1, replicationFactor: 1, configs: {} });
+    await this.admin.createTopic(this.job.topic, { partitions: 1, replicationFactor: 1 });
   }
 
   staticSender(): () => Promise<void> {
     const values = randomValues(this.job.recordsPerRequest, this.job.recordBytes);
     if (this.job.kind === 'produce-structured') {
-      const records = values.map(toPbRecord);
-      return () => this.produce({ records });
+      const records = values.map((value) => ({ value }));
+      return async () => {
+        await this.producer.produceBatch(this.job.topic, records, { partition: 0 });
+      };
     }
     const batch = encodeBatch(values.map((value) => ({ key: null, value })));
-    return () => this.produce({ recordBatch: batch });
+    return async () => {
+      await this.producer.produceRaw(this.job.topic, 0, batch);
+    };
   }
 
-  sendValues(values: Buffer[]): Promise<void> {
-    if (this.job.kind === 'produce-structured') return this.produce({ records: values.map(toPbRecord) });
-    return this.produce({ recordBatch: encodeBatch(values.map((value) => ({ key: null, value }))) });
-  }
-
-  private async produce(body: { records?: PbRecord[]; recordBatch?: Buffer }): Promise<void> {
-    await unary(this.broker.produce.bind(this.broker), {
-      topic: this.job.topic,
-      partition: 0,
-      records: body.records ?? [],
-      recordBatch: body.recordBatch ?? Buffer.alloc(0),
-      acks: Acks.ACKS_ALL,
-    });
+  async sendValues(values: Buffer[]): Promise<void> {
+    if (this.job.kind === 'produce-structured') await this.producer.produceBatch(this.job.topic, values.map((value) => ({ value })), { partition: 0 });
+    else await this.producer.produceRaw(this.job.topic, 0, encodeBatch(values.map((value) => ({ key: null, value }))));
   }
 
   async consumeAll(total: number, deadlineMs: number, onRecords: (n: number) => void): Promise<void> {
@@ -124,14 +125,12 @@ class SluiceDriver implements Driver {
   }
 
   async close(): Promise<void> {
-    this.broker.close();
+    await this.producer.close().catch(() => undefined);
     this.admin.close();
+    this.broker.close();
   }
 }
 
-function toPbRecord(value: Buffer): PbRecord {
-  return { key: undefined, value, headers: [], timestampMs: 0n, offset: 0n };
-}
 
 /** Records at or after `from` in concatenated raw batches (headers only; record bodies are not decoded). */
 function countFrom(batches: Uint8Array, from: number): number {

@@ -244,11 +244,12 @@ export function groupsService(ctx: ServiceContext, options: GroupsServiceOptions
           finish(toSluiceError(err));
         });
     });
-    // The client half-closed: it will send nothing more, so it leaves.
+    // The client half-closed (or the call is going away): it will send nothing more. Without a Leave
+    // first, that is a vanished member (a static one keeps its place for its session timeout).
     call.on('end', () => {
       chain = chain.then(() => {
-        if (session !== null) session.leave();
-        else finish(null);
+        session?.closed();
+        finish(null);
       });
     });
     call.on('cancelled', onGone);

@@ -1,0 +1,390 @@
+/**
+ * GroupConsumer: a consumer-group member over one sluice.v1.Groups/Consume stream. The broker assigns
+ * partitions (cooperatively), streams raw batches within the credit this client grants, and stores
+ * commits; the client only decodes, calls the handler, commits and acknowledges revokes.
+ *
+ *   const c = new GroupConsumer({ groupId: 'billing', brokers }).subscribe(['orders']);
+ *   await c.run(async (batch) => { for (const r of batch.records) ... });   // commits after each batch
+ *
+ * Processing is serial and in stream order. A Revoke is queued behind the batches that came before it,
+ * so the final commit covers everything this member processed, and only then is the revoke
+ * acknowledged (and the partition handed to its new owner). Credit is granted back as batches finish,
+ * so at most `creditRecords` records (or `creditBytes`) wait in this process.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { SluiceError } from '../errors.js';
+import { GRPC_RECEIVE_BYTES_MAX } from '../constants.js';
+import { fromServiceError } from '../rpc/errors.js';
+import { GroupsClient, OffsetReset, type ConsumeRequest, type ConsumeResponse } from '../rpc/gen/sluice/v1/groups.js';
+import { decodeFetched } from './consumer.js';
+import { brokerList, type ClientOptions } from './connection.js';
+import type { ConsumedRecord } from './types.js';
+
+export interface GroupConsumerOptions extends ClientOptions {
+  groupId: string;
+  /** Static membership: rejoining within the session timeout keeps the partitions, with no rebalance. */
+  instanceId?: string;
+  /** Default 10,000 ms. Heartbeats go every third of it. */
+  sessionTimeoutMs?: number;
+  /** Where to start where the group has no committed offset. Default 'earliest'. */
+  offsetReset?: 'earliest' | 'latest';
+  /** Commit after each batch's handler returns (default true). False: call commit() yourself. */
+  autoCommit?: boolean;
+  /** Records and bytes the broker may send ahead of processing. Defaults 20,000 and 16 MiB. */
+  creditRecords?: number;
+  creditBytes?: number;
+  /** Called (in stream order) when partitions are assigned or revoked. */
+  onAssign?: (partitions: TopicPartitionRef[]) => void | Promise<void>;
+  onRevoke?: (partitions: TopicPartitionRef[]) => void | Promise<void>;
+}
+
+export interface TopicPartitionRef {
+  topic: string;
+  partition: number;
+}
+
+export interface GroupBatch {
+  topic: string;
+  partition: number;
+  records: ConsumedRecord[];
+  /** The offset to commit once this batch is processed. */
+  nextOffset: number;
+  highWatermark: number;
+  generation: number;
+}
+
+export interface CommitSpec extends TopicPartitionRef {
+  offset: number;
+}
+
+type Item =
+  | { kind: 'batch'; batch: GroupBatch; bytes: number; records: number }
+  | { kind: 'assign'; partitions: TopicPartitionRef[] }
+  | { kind: 'revoke'; generation: number; partitions: TopicPartitionRef[] };
+
+const key = (topic: string, partition: number): string => `${topic}\u0000${partition}`;
+
+export class GroupConsumer {
+  private readonly options: GroupConsumerOptions;
+  private readonly client: GroupsClient;
+  private topics: string[] | null = null;
+  private pattern: string | null = null;
+  private call: grpc.ClientDuplexStream<ConsumeRequest, ConsumeResponse> | null = null;
+  private readonly queue: Item[] = [];
+  private wake: (() => void) | null = null;
+  private failure: SluiceError | null = null;
+  private finished = false;
+  private stopping = false;
+  private nextCommitId = 1;
+  private readonly pendingCommits = new Map<number, { resolve: () => void; reject: (err: unknown) => void }>();
+  /** Processed (not yet committed) positions, and what was last committed. */
+  private readonly processed = new Map<string, CommitSpec>();
+  private readonly committedAt = new Map<string, number>();
+  private readonly owned = new Map<string, TopicPartitionRef>();
+  private commitInFlight: Promise<void> | null = null;
+  private commitAgain = false;
+  private heartbeat: NodeJS.Timeout | null = null;
+  private lastSentMs = 0;
+  private joinedResolve: (() => void) | null = null;
+
+  memberId = '';
+  generation = 0;
+
+  constructor(options: GroupConsumerOptions) {
+    if (typeof options?.groupId !== 'string' || options.groupId.length === 0) throw new SluiceError('INVALID_REQUEST', 'GroupConsumer needs a groupId');
+    this.options = options;
+    this.client = new GroupsClient(brokerList(options.brokers)[0], grpc.credentials.createInsecure(), {
+      'grpc.max_receive_message_length': GRPC_RECEIVE_BYTES_MAX,
+      'grpc.max_send_message_length': GRPC_RECEIVE_BYTES_MAX,
+      'grpc.keepalive_time_ms': 30_000,
+    });
+  }
+
+  /** Topics to consume (a list, one name, or a RegExp matched against every topic). */
+  subscribe(topics: string | string[] | RegExp): this {
+    if (topics instanceof RegExp) {
+      this.pattern = topics.source;
+      this.topics = null;
+    } else {
+      this.topics = Array.isArray(topics) ? [...topics] : [topics];
+      this.pattern = null;
+    }
+    return this;
+  }
+
+  /** Partitions this member owns now. */
+  assignment(): TopicPartitionRef[] {
+    return [...this.owned.values()];
+  }
+
+  /**
+   * Joins and processes batches until stop() (resolves) or a failure (rejects with a SluiceError:
+   * UNKNOWN_TOPIC on join, UNKNOWN_MEMBER when fenced, UNAVAILABLE when the broker goes away).
+   */
+  async run(handler: (batch: GroupBatch) => Promise<void> | void): Promise<void> {
+    if (this.topics === null && this.pattern === null) throw new SluiceError('INVALID_REQUEST', 'call subscribe(topics) before run()');
+    if (this.call !== null) throw new SluiceError('INVALID_REQUEST', 'run() was already called');
+    this.open();
+    try {
+      for (;;) {
+        const item = this.queue.shift();
+        if (item === undefined) {
+          if (this.failure !== null) throw this.failure;
+          if (this.finished) return;
+          await new Promise<void>((resolve) => (this.wake = resolve));
+          this.wake = null;
+          continue;
+        }
+        if (this.stopping && item.kind === 'batch') continue;
+        await this.process(item, handler);
+      }
+    } finally {
+      this.cleanup();
+    }
+  }
+
+  /** Resolves once the broker has answered the join (for tests and tools). */
+  joined(): Promise<void> {
+    if (this.memberId !== '') return Promise.resolve();
+    return new Promise((resolve) => (this.joinedResolve = resolve));
+  }
+
+  /**
+   * Commits (durably) the given offsets, or everything processed so far. With autoCommit the consumer
+   * already commits after each batch; this waits for it.
+   */
+  async commit(offsets?: CommitSpec[]): Promise<void> {
+    if (offsets !== undefined) return this.sendCommit(offsets);
+    await this.flushCommits();
+  }
+
+  /** Commits what was processed, leaves the group (partitions move at once) and ends run(). */
+  async stop(): Promise<void> {
+    if (this.finished || this.call === null) {
+      this.finished = true;
+      this.wake?.();
+      return;
+    }
+    this.stopping = true;
+    try {
+      if (this.options.autoCommit !== false) await this.flushCommits();
+    } catch {
+      // Leaving anyway: the next owner resumes from the last successful commit.
+    }
+    this.send({ request: { $case: 'leave', value: {} } });
+    this.call.end();
+    await new Promise<void>((resolve) => {
+      if (this.finished) return resolve();
+      const t = setTimeout(resolve, 5_000);
+      this.call!.once('close', () => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+    this.finished = true;
+    this.wake?.();
+  }
+
+  // --- Stream ----------------------------------------------------------------------------------
+
+  private open(): void {
+    const call = this.client.consume();
+    this.call = call;
+    const o = this.options;
+    const session = o.sessionTimeoutMs ?? 10_000;
+    this.send({
+      request: {
+        $case: 'join',
+        value: {
+          groupId: o.groupId,
+          topics: this.topics ?? [],
+          topicPattern: this.pattern ?? '',
+          instanceId: o.instanceId,
+          sessionTimeoutMs: session,
+          autoCommit: false,
+          autoCommitIntervalMs: 0,
+          offsetReset: o.offsetReset === 'latest' ? OffsetReset.OFFSET_RESET_LATEST : OffsetReset.OFFSET_RESET_EARLIEST,
+          raw: true,
+          creditRecords: o.creditRecords ?? 20_000,
+          creditBytes: BigInt(o.creditBytes ?? 16 * 1024 * 1024),
+        },
+      },
+    });
+    this.heartbeat = setInterval(() => {
+      if (Date.now() - this.lastSentMs >= session / 3) this.send({ request: { $case: 'heartbeat', value: {} } });
+    }, Math.max(10, Math.floor(session / 6)));
+    call.on('data', (res: ConsumeResponse) => this.onMessage(res));
+    call.on('error', (err: grpc.ServiceError) => {
+      if (this.stopping && (err.code === grpc.status.CANCELLED || err.code === grpc.status.OK)) return this.end(null);
+      this.end(fromServiceError(err));
+    });
+    call.on('end', () => this.end(null));
+  }
+
+  private end(err: SluiceError | null): void {
+    if (err !== null && this.failure === null && !this.finished) this.failure = err;
+    this.finished = true;
+    for (const p of this.pendingCommits.values()) p.reject(err ?? new SluiceError('UNAVAILABLE', 'the Consume stream ended before the commit was answered'));
+    this.pendingCommits.clear();
+    this.wake?.();
+  }
+
+  private cleanup(): void {
+    if (this.heartbeat !== null) clearInterval(this.heartbeat);
+    this.heartbeat = null;
+    this.call?.cancel();
+    this.client.close();
+  }
+
+  private send(req: ConsumeRequest): void {
+    if (this.call === null || this.finished) return;
+    this.lastSentMs = Date.now();
+    this.call.write(req);
+  }
+
+  private push(item: Item): void {
+    this.queue.push(item);
+    this.wake?.();
+  }
+
+  private onMessage(res: ConsumeResponse): void {
+    const r = res.response;
+    if (r === undefined) return;
+    switch (r.$case) {
+      case 'joined':
+        this.memberId = r.value.memberId;
+        this.generation = Number(r.value.generation);
+        this.joinedResolve?.();
+        return;
+      case 'assign': {
+        this.generation = Number(r.value.generation);
+        const parts = r.value.partitions.map((p) => ({ topic: p.topic, partition: p.partition }));
+        for (const p of r.value.partitions) {
+          this.owned.set(key(p.topic, p.partition), { topic: p.topic, partition: p.partition });
+          const k = key(p.topic, p.partition);
+          this.processed.delete(k);
+          if (p.offset >= 0n) this.committedAt.set(k, Number(p.offset));
+          else this.committedAt.delete(k);
+        }
+        this.push({ kind: 'assign', partitions: parts });
+        return;
+      }
+      case 'revoke': {
+        this.generation = Number(r.value.generation);
+        this.push({ kind: 'revoke', generation: Number(r.value.generation), partitions: r.value.partitions.map((p) => ({ topic: p.topic, partition: p.partition })) });
+        return;
+      }
+      case 'records': {
+        const v = r.value;
+        const first = Number(v.firstOffset);
+        const records = decodeFetched(v.topic, v.partition, v.recordBatches, first);
+        const batch: GroupBatch = {
+          topic: v.topic,
+          partition: v.partition,
+          records,
+          nextOffset: Number(v.nextOffset),
+          highWatermark: Number(v.highWatermark),
+          generation: Number(v.generation),
+        };
+        this.push({ kind: 'batch', batch, bytes: v.recordBatches.length, records: Number(v.nextOffset) - first });
+        return;
+      }
+      case 'commitResult': {
+        const id = Number(r.value.commitId);
+        const p = this.pendingCommits.get(id);
+        if (!p) return;
+        this.pendingCommits.delete(id);
+        if (r.value.errorCode === '') p.resolve();
+        else p.reject(new SluiceError(r.value.errorCode as SluiceError['code'], r.value.errorMessage));
+        return;
+      }
+      case 'heartbeat':
+        return;
+    }
+  }
+
+  // --- Processing ------------------------------------------------------------------------------
+
+  private async process(item: Item, handler: (batch: GroupBatch) => Promise<void> | void): Promise<void> {
+    if (item.kind === 'assign') {
+      await this.options.onAssign?.(item.partitions);
+      return;
+    }
+    if (item.kind === 'revoke') {
+      // Everything before the revoke is processed: commit it, then hand the partitions over.
+      if (this.options.autoCommit !== false) await this.flushCommits().catch(() => {});
+      await this.options.onRevoke?.(item.partitions);
+      for (const p of item.partitions) {
+        const k = key(p.topic, p.partition);
+        this.owned.delete(k);
+        this.processed.delete(k);
+        this.committedAt.delete(k);
+      }
+      this.send({ request: { $case: 'revokeAck', value: { generation: BigInt(item.generation), partitions: item.partitions } } });
+      return;
+    }
+    const b = item.batch;
+    const k = key(b.topic, b.partition);
+    if (!this.owned.has(k)) return; // revoked meanwhile (cannot happen in stream order; a guard)
+    if (b.records.length > 0) await handler(b);
+    this.processed.set(k, { topic: b.topic, partition: b.partition, offset: b.nextOffset });
+    this.send({ request: { $case: 'credit', value: { records: Math.max(1, item.records), bytes: BigInt(Math.max(1, item.bytes)) } } });
+    if (this.options.autoCommit !== false) this.scheduleCommit();
+  }
+
+  /** At most one commit in flight; batches finishing meanwhile go in the next one. */
+  private scheduleCommit(): void {
+    if (this.commitInFlight !== null) {
+      this.commitAgain = true;
+      return;
+    }
+    const offsets = this.dirtyOffsets();
+    if (offsets.length === 0) return;
+    this.commitInFlight = this.sendCommit(offsets)
+      .catch(() => {
+        // A failed commit (say, a partition revoked by force) is retried with the next batch's commit.
+        for (const o of offsets) if (this.committedAt.get(key(o.topic, o.partition)) === o.offset) this.committedAt.delete(key(o.topic, o.partition));
+      })
+      .finally(() => {
+        this.commitInFlight = null;
+        if (this.commitAgain) {
+          this.commitAgain = false;
+          this.scheduleCommit();
+        }
+      });
+  }
+
+  private dirtyOffsets(): CommitSpec[] {
+    const out: CommitSpec[] = [];
+    for (const [k, p] of this.processed) {
+      if (this.committedAt.get(k) === p.offset) continue;
+      out.push(p);
+    }
+    return out;
+  }
+
+  /** Waits for the commit in flight, then commits whatever is still uncommitted. */
+  private async flushCommits(): Promise<void> {
+    while (this.commitInFlight !== null) await this.commitInFlight;
+    const offsets = this.dirtyOffsets();
+    if (offsets.length > 0) await this.sendCommit(offsets);
+  }
+
+  private sendCommit(offsets: CommitSpec[]): Promise<void> {
+    if (this.finished || this.call === null) return Promise.reject(new SluiceError('UNAVAILABLE', 'the consumer is not running'));
+    const commitId = this.nextCommitId++;
+    for (const o of offsets) this.committedAt.set(key(o.topic, o.partition), o.offset);
+    const done = new Promise<void>((resolve, reject) => this.pendingCommits.set(commitId, { resolve, reject }));
+    this.send({
+      request: {
+        $case: 'commit',
+        value: {
+          commitId: BigInt(commitId),
+          generation: BigInt(this.generation),
+          offsets: offsets.map((o) => ({ topic: o.topic, partition: o.partition, offset: BigInt(o.offset), metadata: '' })),
+        },
+      },
+    });
+    return done;
+  }
+}

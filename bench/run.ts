@@ -22,50 +22,15 @@ import { findBinary, sleep, track } from './harness/procs.js';
 import { renderHtml } from './harness/report.js';
 import { startNats, startRedis, startSluice, type ServerHandle } from './harness/servers.js';
 import { rateBetween, rateSeries, relativeDifference } from './harness/stats.js';
-import type { LoadJob, LoadKind, LoadMessage, LoadResult, SystemName } from './harness/types.js';
+import { AGREEMENT_TOLERANCE, buildTable, formatRate, formatTable } from './harness/table.js';
+import type { LoadJob, LoadKind, LoadMessage, LoadResult, RunRecord, ServerView, SystemName } from './harness/types.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 /** dist/bench/run.js -> repo root. */
 const REPO_ROOT = resolve(HERE, '..', '..');
 const LOAD_SCRIPT = join(HERE, 'harness', 'load.js');
-const AGREEMENT_TOLERANCE = 0.05;
 const SCENARIOS = ['produce', 'consume', 'e2e', 'all'] as const;
 type Scenario = (typeof SCENARIOS)[number];
-
-export interface Agreement {
-  metric: string;
-  topic: string;
-  windowS: number;
-  clientRate: number;
-  prometheusRate: number;
-  difference: number;
-  clientTotal: number;
-  prometheusTotal: number;
-  ok: boolean;
-}
-
-export interface RunRecord {
-  system: SystemName;
-  label: string;
-  result: LoadResult;
-  /** Client-side records/s over the whole run. */
-  ratePerS: number;
-  agreement?: Agreement;
-  /** Sluice only: Prometheus rate() over time, [seconds since start, records/s]. */
-  prometheusSeries?: Array<[number, number]>;
-  /** Sluice only: what the broker's own histograms said over the same window. */
-  server?: ServerView;
-}
-
-export interface ServerView {
-  rpc: string;
-  requestP50Ms: number;
-  requestP99Ms: number;
-  flushP99Ms: number;
-  flushesPerS: number;
-  /** Broker process CPU (all threads), in cores. */
-  cpuCoresUsed: number;
-}
 
 interface Config {
   scenario: Scenario;
@@ -295,107 +260,6 @@ function describeExtra(record: RunRecord): string {
   if (v) parts.push(`server ${v.rpc} p50 ${v.requestP50Ms.toFixed(2)} ms p99 ${v.requestP99Ms.toFixed(2)} ms, flush p99 ${v.flushP99Ms.toFixed(2)} ms at ${v.flushesPerS.toFixed(0)}/s, broker CPU ${v.cpuCoresUsed.toFixed(2)} cores`);
   if (record.result.errors.length > 0) parts.push(`errors: ${record.result.errors.slice(0, 3).join('; ')}`);
   return parts.length > 0 ? `  ${parts.join('  |  ')}` : '';
-}
-
-export function formatRate(n: number): string {
-  if (!Number.isFinite(n)) return 'n/a';
-  if (n >= 1e6) return `${(n / 1e6).toFixed(2)}M`;
-  if (n >= 1e3) return `${(n / 1e3).toFixed(1)}k`;
-  return n.toFixed(0);
-}
-
-export interface TableRow {
-  what: string;
-  sluice: string;
-  redis: string;
-  nats: string;
-  vsRedis: string;
-  vsNats: string;
-  target: string;
-  met: string;
-}
-
-/** The side-by-side table: one row per scenario, ratios against the peers, each target beside its figure. */
-export function buildTable(records: RunRecord[]): TableRow[] {
-  const find = (system: SystemName, label: string) => records.find((r) => r.system === system && r.label === label);
-  const ratio = (a?: number, b?: number) => (a !== undefined && b !== undefined && b > 0 ? a / b : undefined);
-  const fmtRatio = (x?: number) => (x === undefined ? '-' : `${x.toFixed(2)}x`);
-  const rows: TableRow[] = [];
-  const peerProduce = { redis: find('redis', 'produce raw')?.ratePerS, nats: find('nats', 'produce raw')?.ratePerS };
-  for (const [label, redisTarget, natsTarget] of [['produce raw', 3, 20], ['produce structured', 1, 20]] as const) {
-    const s = find('sluice', label)?.ratePerS;
-    if (s === undefined && peerProduce.redis === undefined) continue;
-    const vr = ratio(s, peerProduce.redis);
-    const vn = ratio(s, peerProduce.nats);
-    rows.push({
-      what: `${label} (rec/s)`,
-      sluice: s === undefined ? '-' : formatRate(s),
-      redis: peerProduce.redis === undefined ? '-' : formatRate(peerProduce.redis),
-      nats: peerProduce.nats === undefined ? '-' : formatRate(peerProduce.nats),
-      vsRedis: fmtRatio(vr),
-      vsNats: fmtRatio(vn),
-      target: `>=${redisTarget}x Redis, >=${natsTarget}x NATS`,
-      met: vr === undefined || vn === undefined ? '?' : vr >= redisTarget && vn >= natsTarget ? 'yes' : 'NO',
-    });
-  }
-  const consume = { sluice: find('sluice', 'consume')?.ratePerS, redis: find('redis', 'consume')?.ratePerS, nats: find('nats', 'consume')?.ratePerS };
-  if (Object.values(consume).some((v) => v !== undefined)) {
-    rows.push({
-      what: 'consume (rec/s)',
-      sluice: consume.sluice === undefined ? '-' : formatRate(consume.sluice),
-      redis: consume.redis === undefined ? '-' : formatRate(consume.redis),
-      nats: consume.nats === undefined ? '-' : formatRate(consume.nats),
-      vsRedis: fmtRatio(ratio(consume.sluice, consume.redis)),
-      vsNats: fmtRatio(ratio(consume.sluice, consume.nats)),
-      target: '-',
-      met: '-',
-    });
-  }
-  const e2eLabels = [...new Set(records.filter((r) => r.result.job.kind === 'e2e').map((r) => r.label))];
-  for (const label of e2eLabels) {
-    const lat = (system: SystemName) => {
-      const r = find(system, label);
-      const l = r?.result.latency;
-      if (!r || !l) return { text: '-', p99: undefined };
-      const lost = r.result.missing ? ` (${r.result.missing} lost)` : '';
-      return { text: `${l.p50Ms.toFixed(1)}/${l.p99Ms.toFixed(1)}/${l.p999Ms.toFixed(1)}${lost}`, p99: l.p99Ms, missing: r.result.missing ?? 0 };
-    };
-    const s = lat('sluice');
-    const is50k = find('sluice', label)?.result.job.ratePerS === 50_000;
-    rows.push({
-      what: `${label} p50/p99/p99.9 ms`,
-      sluice: s.text,
-      redis: lat('redis').text,
-      nats: lat('nats').text,
-      vsRedis: fmtRatio(ratio(s.p99, lat('redis').p99)),
-      vsNats: fmtRatio(ratio(s.p99, lat('nats').p99)),
-      target: is50k ? 'Sluice p99 <= 10 ms' : '-',
-      met: is50k ? (s.p99 === undefined ? '?' : s.p99 <= 10 && s.missing === 0 ? 'yes' : 'NO') : '-',
-    });
-  }
-  const agreements = records.filter((r) => r.agreement !== undefined);
-  if (agreements.length > 0) {
-    const worst = Math.max(...agreements.map((r) => r.agreement!.difference));
-    rows.push({
-      what: 'Prometheus vs client rate',
-      sluice: `worst ${(worst * 100).toFixed(1)}% over ${agreements.length} runs`,
-      redis: '-',
-      nats: '-',
-      vsRedis: '-',
-      vsNats: '-',
-      target: '<= 5%',
-      met: worst <= AGREEMENT_TOLERANCE ? 'yes' : 'NO',
-    });
-  }
-  return rows;
-}
-
-export function formatTable(rows: TableRow[]): string {
-  const header: TableRow = { what: 'scenario', sluice: 'Sluice', redis: 'Redis Streams', nats: 'NATS JetStream', vsRedis: 'vs Redis', vsNats: 'vs NATS', target: 'target', met: 'met' };
-  const keys = Object.keys(header) as Array<keyof TableRow>;
-  const widths = keys.map((k) => Math.max(...[header, ...rows].map((r) => r[k].length)));
-  const line = (r: TableRow) => `| ${keys.map((k, i) => r[k].padEnd(widths[i]!)).join(' | ')} |`;
-  return [line(header), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.map(line)].join('\n');
 }
 
 async function main(): Promise<void> {

@@ -2,7 +2,8 @@
  * The HTML report: the side-by-side table, throughput over time (client count, and Prometheus rate()
  * for Sluice) and e2e latency percentiles, as inline SVG so the file opens anywhere with no scripts.
  */
-import type { RunRecord, TableRow } from '../run.js';
+import type { RunRecord } from './types.js';
+import type { TableRow } from './table.js';
 import { rateSeries } from './stats.js';
 
 interface Series {

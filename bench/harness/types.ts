@@ -48,3 +48,38 @@ export interface LoadResult {
 }
 
 export type LoadMessage = { type: 'result'; result: LoadResult } | { type: 'error'; message: string };
+
+export interface Agreement {
+  metric: string;
+  topic: string;
+  windowS: number;
+  clientRate: number;
+  prometheusRate: number;
+  difference: number;
+  clientTotal: number;
+  prometheusTotal: number;
+  ok: boolean;
+}
+
+export interface RunRecord {
+  system: SystemName;
+  label: string;
+  result: LoadResult;
+  /** Client-side records/s over the whole run. */
+  ratePerS: number;
+  agreement?: Agreement;
+  /** Sluice only: Prometheus rate() over time, [seconds since start, records/s]. */
+  prometheusSeries?: Array<[number, number]>;
+  /** Sluice only: what the broker's own histograms said over the same window. */
+  server?: ServerView;
+}
+
+export interface ServerView {
+  rpc: string;
+  requestP50Ms: number;
+  requestP99Ms: number;
+  flushP99Ms: number;
+  flushesPerS: number;
+  /** Broker process CPU (all threads), in cores. */
+  cpuCoresUsed: number;
+}

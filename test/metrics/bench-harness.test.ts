@@ -1,0 +1,100 @@
+/**
+ * Goal: the benchmark harness's own arithmetic is right, so its table can be trusted: the RESP parser
+ * (pipelined and split replies), timeline rates, the agreement metric, and the targets in the table.
+ * Method: pure functions on hand-made inputs; the RESP client against a fake server on a free port.
+ * (Lives in test/metrics because the harness belongs to the observability work of issue 6.)
+ */
+import { describe, expect, it } from 'vitest';
+import { createServer, type Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { encodeCommand, RespClient } from '../../bench/harness/resp.js';
+import { countAt, rateBetween, rateSeries, relativeDifference } from '../../bench/harness/stats.js';
+import { buildTable } from '../../bench/harness/table.js';
+import type { LoadJob, RunRecord, SystemName } from '../../bench/harness/types.js';
+
+describe('RESP client', () => {
+  it('encodes commands as arrays of bulk strings', () => {
+    expect(encodeCommand(['XADD', 's', '*', 'v', Buffer.from('ab')]).toString()).toBe('*5\r\n$4\r\nXADD\r\n$1\r\ns\r\n$1\r\n*\r\n$1\r\nv\r\n$2\r\nab\r\n');
+  });
+
+  it('matches pipelined replies split across arbitrary chunks, nested arrays and errors included', async () => {
+    const replies = '$3\r\n1-1\r\n$3\r\n1-2\r\n*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n1-1\r\n*2\r\n$1\r\nv\r\n$2\r\nhi\r\n-ERR nope\r\n:5\r\n';
+    const server = createServer((socket: Socket) => {
+      socket.once('data', () => {
+        // Dribble the replies out a few bytes at a time, so every parse boundary gets exercised.
+        let i = 0;
+        const timer = setInterval(() => {
+          socket.write(replies.slice(i, i + 3));
+          i += 3;
+          if (i >= replies.length) clearInterval(timer);
+        }, 1);
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const client = await RespClient.connect((server.address() as AddressInfo).port);
+    try {
+      const added = client.send(Buffer.concat([encodeCommand(['XADD']), encodeCommand(['XADD'])]), 2, true);
+      const read = client.send(encodeCommand(['XREAD']), 1, true);
+      const failed = client.send(encodeCommand(['BAD']), 1, true);
+      const counted = client.send(encodeCommand(['XLEN']), 1, true);
+      expect((await added).map(String)).toEqual(['1-1', '1-2']);
+      const [xread] = await read;
+      expect(JSON.stringify(xread, (_k, v) => (v?.type === 'Buffer' ? Buffer.from(v.data).toString() : v))).toBe('[["s",[["1-1",["v","hi"]]]]]');
+      await expect(failed).rejects.toThrow('ERR nope');
+      expect(await counted).toEqual([5]);
+    } finally {
+      client.close();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
+});
+
+describe('timeline arithmetic', () => {
+  const timeline: Array<[number, number]> = [[1000, 0], [2000, 100], [3000, 300], [4000, 300]];
+
+  it('interpolates counts and rates between samples', () => {
+    expect(countAt(timeline, 500)).toBe(0);
+    expect(countAt(timeline, 2500)).toBe(200);
+    expect(countAt(timeline, 9000)).toBe(300);
+    expect(rateBetween(timeline, 2000, 3000)).toBe(200);
+    expect(rateBetween(timeline, 1000, 4000)).toBe(100);
+    expect(rateSeries(timeline, 1000, 3000, 1000)).toEqual([[1, 100], [2, 200]]);
+  });
+
+  it('measures disagreement relative to the larger figure', () => {
+    expect(relativeDifference(100, 95)).toBeCloseTo(0.05, 9);
+    expect(relativeDifference(0, 0)).toBe(0);
+  });
+});
+
+describe('side-by-side table', () => {
+  const job = (system: SystemName, kind: LoadJob['kind'], ratePerS?: number): LoadJob => ({
+    system, port: 1, kind, topic: 't', create: true, durationS: 10, recordBytes: 100, recordsPerRequest: 1000, inflight: 1, ratePerS,
+  });
+  const run = (system: SystemName, label: string, kind: LoadJob['kind'], rate: number, extra: Partial<RunRecord> = {}): RunRecord => ({
+    system, label, ratePerS: rate, result: { job: job(system, kind, kind === 'e2e' ? 50_000 : undefined), records: 0, bytes: 0, startMs: 0, endMs: 0, timeline: [], errors: [] }, ...extra,
+  });
+
+  it('puts each target beside its figure and says whether it is met', () => {
+    const rows = buildTable([
+      run('sluice', 'produce raw', 'produce-raw', 1_300_000, { agreement: { metric: 'm', topic: 't', windowS: 8, clientRate: 100, prometheusRate: 97, difference: 0.03, clientTotal: 1, prometheusTotal: 1, ok: true } }),
+      run('sluice', 'produce structured', 'produce-structured', 300_000),
+      run('redis', 'produce raw', 'produce-raw', 400_000),
+      run('nats', 'produce raw', 'produce-raw', 20_000),
+    ]);
+    const raw = rows.find((r) => r.what.startsWith('produce raw'))!;
+    expect(raw.vsRedis).toBe('3.25x');
+    expect(raw.vsNats).toBe('65.00x');
+    expect(raw.met).toBe('yes');
+    expect(rows.find((r) => r.what.startsWith('produce structured'))!.met).toBe('NO');
+    expect(rows.find((r) => r.what.startsWith('Prometheus'))!.met).toBe('yes');
+  });
+
+  it('fails the e2e target on p99 above 10 ms or on lost records', () => {
+    const e2e = (p99: number, missing: number) =>
+      buildTable([{ ...run('sluice', 'e2e 50k/s', 'e2e', 50_000), result: { ...run('sluice', 'e2e 50k/s', 'e2e', 50_000).result, missing, latency: { count: 1, p50Ms: 1, p99Ms: p99, p999Ms: p99, maxMs: p99 } } }]).find((r) => r.what.startsWith('e2e'))!.met;
+    expect(e2e(9.9, 0)).toBe('yes');
+    expect(e2e(10.1, 0)).toBe('NO');
+    expect(e2e(2, 5)).toBe('NO');
+  });
+});

@@ -37,7 +37,7 @@ async function servesGroups(address: string): Promise<boolean> {
   const client = new GroupsClient(address, grpc.credentials.createInsecure());
   try {
     return await new Promise<boolean>((resolve) => {
-      client.listGroups({}, { deadline: Date.now() + 5_000 }, (err) => resolve(err === null || err.code !== grpc.status.UNIMPLEMENTED));
+      client.listGroups({}, new grpc.Metadata(), { deadline: Date.now() + 5_000 }, (err) => resolve(err === null || err.code !== grpc.status.UNIMPLEMENTED));
     });
   } finally {
     client.close();
@@ -188,4 +188,24 @@ export class RawMember {
     this.call.cancel();
     this.client.close();
   }
+}
+
+type Unary<Req, Res> = (req: Req, metadata: grpc.Metadata, options: Partial<grpc.CallOptions>, cb: (err: grpc.ServiceError | null, res?: Res) => void) => grpc.ClientUnaryCall;
+
+/** Promisified unary calls of sluice.v1.Groups; failures are SluiceErrors (from the ErrorInfo reason). */
+export function groupsApi(address: string) {
+  const client = new GroupsClient(address, grpc.credentials.createInsecure());
+  const call = <Req, Res>(method: Unary<Req, Res>) => (req: Req): Promise<Res> =>
+    new Promise((resolve, reject) =>
+      method.call(client, req, new grpc.Metadata(), { deadline: Date.now() + 15_000 }, (err, res) => (err ? reject(fromServiceError(err)) : resolve(res as Res))),
+    );
+  return {
+    commitOffsets: call(client.commitOffsets),
+    fetchOffsets: call(client.fetchOffsets),
+    listGroups: call(client.listGroups),
+    describeGroup: call(client.describeGroup),
+    deleteGroup: call(client.deleteGroup),
+    resetOffsets: call(client.resetOffsets),
+    close: () => client.close(),
+  };
 }

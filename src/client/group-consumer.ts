@@ -15,7 +15,7 @@ import * as grpc from '@grpc/grpc-js';
 import { SluiceError } from '../errors.js';
 import { GRPC_RECEIVE_BYTES_MAX } from '../constants.js';
 import { fromServiceError } from '../rpc/errors.js';
-import { GroupsClient, OffsetReset, type ConsumeRequest, type ConsumeResponse } from '../rpc/gen/sluice/v1/groups.js';
+import { GroupsClient, OffsetReset, ResetTo, type ConsumeRequest, type ConsumeResponse } from '../rpc/gen/sluice/v1/groups.js';
 import { decodeFetched } from './consumer.js';
 import { brokerList, type ClientOptions } from './connection.js';
 import type { ConsumedRecord } from './types.js';
@@ -327,6 +327,8 @@ export class GroupConsumer {
     const k = key(b.topic, b.partition);
     if (!this.owned.has(k)) return; // revoked meanwhile (cannot happen in stream order; a guard)
     if (b.records.length > 0) await handler(b);
+    // stop() called from inside the handler: the batch may be partly done, so its end is not committed.
+    if (this.stopping) return;
     this.processed.set(k, { topic: b.topic, partition: b.partition, offset: b.nextOffset });
     this.send({ request: { $case: 'credit', value: { records: Math.max(1, item.records), bytes: BigInt(Math.max(1, item.bytes)) } } });
     if (this.options.autoCommit !== false) this.scheduleCommit();
@@ -357,7 +359,8 @@ export class GroupConsumer {
   private dirtyOffsets(): CommitSpec[] {
     const out: CommitSpec[] = [];
     for (const [k, p] of this.processed) {
-      if (this.committedAt.get(k) === p.offset) continue;
+      // Never commit backwards (a manual commit may be ahead of the processed batches).
+      if ((this.committedAt.get(k) ?? -1) >= p.offset) continue;
       out.push(p);
     }
     return out;
@@ -386,5 +389,126 @@ export class GroupConsumer {
       },
     });
     return done;
+  }
+}
+
+// --- Admin ---------------------------------------------------------------------------------------
+
+export interface GroupPartitionLag extends TopicPartitionRef {
+  /** -1 when nothing is committed. */
+  committedOffset: number;
+  highWatermark: number;
+  lag: number;
+  owner: string | null;
+}
+
+export interface GroupMember {
+  memberId: string;
+  instanceId: string | null;
+  generation: number;
+  assigned: TopicPartitionRef[];
+  revoking: TopicPartitionRef[];
+  connected: boolean;
+  topics: string[];
+}
+
+export interface GroupDescription {
+  groupId: string;
+  state: string;
+  generation: number;
+  coordinatorPartition: number;
+  members: GroupMember[];
+  partitions: GroupPartitionLag[];
+}
+
+export type ResetTarget = 'earliest' | 'latest' | { offset: number } | { timestampMs: number };
+
+export interface ResetPlanRow extends TopicPartitionRef {
+  currentOffset: number;
+  newOffset: number;
+}
+
+type UnaryFn<Req, Res> = (req: Req, metadata: grpc.Metadata, options: Partial<grpc.CallOptions>, cb: (err: grpc.ServiceError | null, res?: Res) => void) => grpc.ClientUnaryCall;
+
+/** The unary group RPCs (what `sluice group ...` uses). Failures are SluiceErrors. */
+export class GroupAdmin {
+  private readonly client: GroupsClient;
+  private readonly timeoutMs: number;
+
+  constructor(options: ClientOptions = {}) {
+    this.client = new GroupsClient(brokerList(options.brokers)[0], grpc.credentials.createInsecure());
+    this.timeoutMs = options.requestTimeoutMs ?? 30_000;
+  }
+
+  private call<Req, Res>(method: UnaryFn<Req, Res>, req: Req): Promise<Res> {
+    return new Promise((resolve, reject) => {
+      method.call(this.client, req, new grpc.Metadata(), { deadline: Date.now() + this.timeoutMs }, (err, res) => (err ? reject(fromServiceError(err)) : resolve(res as Res)));
+    });
+  }
+
+  async listGroups(): Promise<{ groupId: string; state: string; members: number }[]> {
+    return (await this.call(this.client.listGroups, {})).groups;
+  }
+
+  async describeGroup(groupId: string): Promise<GroupDescription> {
+    const d = await this.call(this.client.describeGroup, { groupId });
+    const tps = (l: TopicPartitionRef[]): TopicPartitionRef[] => l.map((p) => ({ topic: p.topic, partition: p.partition }));
+    return {
+      groupId: d.groupId,
+      state: d.state,
+      generation: Number(d.generation),
+      coordinatorPartition: d.coordinatorPartition,
+      members: d.members.map((m) => ({
+        memberId: m.memberId,
+        instanceId: m.instanceId === '' ? null : m.instanceId,
+        generation: Number(m.generation),
+        assigned: tps(m.assigned),
+        revoking: tps(m.revoking),
+        connected: m.connected,
+        topics: m.topics,
+      })),
+      partitions: d.partitions.map((p) => ({
+        topic: p.topic,
+        partition: p.partition,
+        committedOffset: Number(p.committedOffset),
+        highWatermark: Number(p.highWatermark),
+        lag: Number(p.lag),
+        owner: p.owner === '' ? null : p.owner,
+      })),
+    };
+  }
+
+  async deleteGroup(groupId: string): Promise<void> {
+    await this.call(this.client.deleteGroup, { groupId });
+  }
+
+  async fetchOffsets(groupId: string, topics: string[] = []): Promise<(CommitSpec & { metadata: string; commitTimeMs: number })[]> {
+    const r = await this.call(this.client.fetchOffsets, { groupId, topics });
+    return r.offsets.map((o) => ({ topic: o.topic, partition: o.partition, offset: Number(o.offset), metadata: o.metadata, commitTimeMs: Number(o.commitTimeMs) }));
+  }
+
+  /** A standalone commit (the group must have no members), for users of the low-level Consumer. */
+  async commitOffsets(groupId: string, offsets: CommitSpec[]): Promise<void> {
+    await this.call(this.client.commitOffsets, {
+      groupId,
+      memberId: '',
+      generation: 0n,
+      offsets: offsets.map((o) => ({ topic: o.topic, partition: o.partition, offset: BigInt(o.offset), metadata: '' })),
+    });
+  }
+
+  /** Plans a reset; with `execute` applies it (only while the group has no members). */
+  async resetOffsets(groupId: string, topics: string[], to: ResetTarget, execute: boolean): Promise<ResetPlanRow[]> {
+    let spec: { to: ResetTo; offset: bigint; timestampMs: bigint };
+    if (to === 'earliest') spec = { to: ResetTo.RESET_TO_EARLIEST, offset: 0n, timestampMs: 0n };
+    else if (to === 'latest') spec = { to: ResetTo.RESET_TO_LATEST, offset: 0n, timestampMs: 0n };
+    else if ('offset' in to) spec = { to: ResetTo.RESET_TO_OFFSET, offset: BigInt(to.offset), timestampMs: 0n };
+    else spec = { to: ResetTo.RESET_TO_TIMESTAMP, offset: 0n, timestampMs: BigInt(to.timestampMs) };
+    const r = await this.call(this.client.resetOffsets, { groupId, topics, execute, ...spec });
+    return r.plan.map((p) => ({ topic: p.topic, partition: p.partition, currentOffset: Number(p.currentOffset), newOffset: Number(p.newOffset) }));
+  }
+
+  close(): void {
+    this.client.close();
   }
 }

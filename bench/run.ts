@@ -86,10 +86,11 @@ const log = (config: Config, message: string): void => {
 };
 
 /** Forks one load generator and waits for its result (bounded by the run's own length plus slack). */
-function runLoad(job: LoadJob): Promise<LoadResult> {
+function runLoad(job: LoadJob, profileDir?: string): Promise<LoadResult> {
   const timeoutMs = job.durationS * (job.kind === 'consume' ? 3000 : 1000) + 60_000;
   return new Promise((resolvePromise, reject) => {
-    const child = fork(LOAD_SCRIPT, [JSON.stringify(job)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const execArgv = profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profileDir}`];
+    const child = fork(LOAD_SCRIPT, [JSON.stringify(job)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv });
     track(child);
     let settled = false;
     const timer = setTimeout(() => {
@@ -235,7 +236,7 @@ async function benchSystem(config: Config, system: SystemName, logDir: string): 
         ratePerS: load.ratePerS,
         totalRecords: load.kind === 'consume' ? produced : undefined,
       };
-      const result = await runLoad(job);
+      const result = await runLoad(job, process.env.SLUICE_BENCH_PROF ? logDir : undefined);
       if (load.kind === 'produce-raw') produced = result.records;
       const seconds = (result.endMs - result.startMs) / 1000;
       const record: RunRecord = { system, label: load.label, result, ratePerS: seconds > 0 ? result.records / seconds : 0 };

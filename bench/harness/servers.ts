@@ -54,9 +54,11 @@ export async function startSluice(repoRoot: string, logDir: string, extraArgs: s
   const port = await freePort();
   const httpPort = await freePort();
   const httpHostPort = `127.0.0.1:${httpPort}`;
+  // SLUICE_BENCH_PROF=1: V8 CPU profiles of the broker (main thread and shard workers) in the run's dir.
+  const profile = process.env.SLUICE_BENCH_PROF ? ['--cpu-prof', `--cpu-prof-dir=${logDir}`] : [];
   const proc = spawnLogged('sluice', process.execPath, [
-    cli, 'serve', '--data-dir', join(dir, 'data'), '--grpc-addr', `127.0.0.1:${port}`, '--http-addr', httpHostPort, ...extraArgs,
-  ], logDir, { env: { ...process.env, ...(process.env.SLUICE_BENCH_PROF ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${logDir}` } : {}) } });
+    ...profile, cli, 'serve', '--data-dir', join(dir, 'data'), '--grpc-addr', `127.0.0.1:${port}`, '--http-addr', httpHostPort, ...extraArgs,
+  ], logDir);
   await waitFor('the Sluice broker to be ready', async () => (await httpGetText(`http://${httpHostPort}/readyz`, 1000)).status === 200, 30_000, 200);
   return { system: 'sluice', port, httpHostPort, proc, stop: () => proc.stop(15_000) };
 }

@@ -22,6 +22,12 @@ const expressions = dashboard.panels.flatMap((p) => (p.targets ?? []).map((t) =>
 const concrete = (expr: string): string => expr.replaceAll('$__rate_interval', '1m').replaceAll('$instance', '.*').replaceAll('$topic', '.*');
 
 describe('Grafana dashboard', () => {
+  it('ships the same JSON in the Helm chart (k8s/charts/sluice/dashboards)', () => {
+    const inChart = readFileSync(new URL('../../k8s/charts/sluice/dashboards/sluice-dashboard.json', import.meta.url), 'utf8');
+    const source = readFileSync(new URL('../../k8s/grafana/sluice-dashboard.json', import.meta.url), 'utf8');
+    expect(inChart, 'copy k8s/grafana/sluice-dashboard.json into the chart').toBe(source);
+  });
+
   it('has the panels an operator needs', () => {
     const titles = dashboard.panels.map((p) => p.title.toLowerCase()).join('\n');
     for (const word of ['produced', 'fetched', 'latency', 'flush', 'lag', 'queue depth']) expect(titles).toContain(word);

@@ -42,6 +42,8 @@ interface Config {
   recordBytes: number;
   recordsPerRequest: number;
   sluiceInflight: number;
+  /** Sluice topic configs for every topic of the run (default none: the broker's defaults, fsync per group commit). */
+  sluiceConfigs: Record<string, string>;
 }
 
 function parseConfig(): Config {
@@ -56,6 +58,7 @@ function parseConfig(): Config {
       'record-bytes': { type: 'string', default: '100' },
       'records-per-request': { type: 'string', default: '1000' },
       'sluice-inflight': { type: 'string', default: '5' },
+      'sluice-config': { type: 'string', multiple: true, default: [] },
     },
     strict: true,
   });
@@ -77,6 +80,13 @@ function parseConfig(): Config {
     recordBytes: Number(values['record-bytes']),
     recordsPerRequest: Number(values['records-per-request']),
     sluiceInflight: Number(values['sluice-inflight']),
+    sluiceConfigs: Object.fromEntries(
+      values['sluice-config'].map((kv) => {
+        const i = kv.indexOf('=');
+        if (i <= 0) throw new Error(`--sluice-config wants KEY=VALUE, got ${kv}`);
+        return [kv.slice(0, i), kv.slice(i + 1)];
+      }),
+    ),
   };
 }
 
@@ -235,6 +245,7 @@ async function benchSystem(config: Config, system: SystemName, logDir: string): 
         inflight: system === 'sluice' ? config.sluiceInflight : 1,
         ratePerS: load.ratePerS,
         totalRecords: load.kind === 'consume' ? produced : undefined,
+        topicConfigs: system === 'sluice' ? config.sluiceConfigs : undefined,
       };
       const result = await runLoad(job, process.env.SLUICE_BENCH_PROF ? logDir : undefined);
       if (load.kind === 'produce-raw') produced = result.records;

@@ -69,7 +69,7 @@ class SluiceDriver implements Driver {
   }
 
   async setup(): Promise<void> {
-    await this.admin.createTopic(this.job.topic, { partitions: 1, replicationFactor: 1 });
+    await this.admin.createTopic(this.job.topic, { partitions: 1, replicationFactor: 1, configs: this.job.topicConfigs ?? {} });
   }
 
   staticSender(): () => Promise<void> {

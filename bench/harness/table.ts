@@ -74,8 +74,9 @@ export function buildTable(records: RunRecord[]): TableRow[] {
       sluice: s.text,
       redis: lat('redis').text,
       nats: lat('nats').text,
-      vsRedis: fmtRatio(ratio(s.p99, lat('redis').p99)),
-      vsNats: fmtRatio(ratio(s.p99, lat('nats').p99)),
+      // Latency ratios are Sluice's p99 over the peer's: below 1 is better.
+      vsRedis: `p99 ${fmtRatio(ratio(s.p99, lat('redis').p99))}`,
+      vsNats: `p99 ${fmtRatio(ratio(s.p99, lat('nats').p99))}`,
       target: is50k ? 'Sluice p99 <= 10 ms' : '-',
       met: is50k ? (s.p99 === undefined ? '?' : s.p99 <= 10 && s.missing === 0 ? 'yes' : 'NO') : '-',
     });

@@ -22,6 +22,8 @@ export interface LoadJob {
   ratePerS?: number;
   /** consume only: stop after this many records. */
   totalRecords?: number;
+  /** Sluice only: topic configs at creation, e.g. { 'flush.policy': 'interval' }. */
+  topicConfigs?: Record<string, string>;
 }
 
 export interface LatencySummary {

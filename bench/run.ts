@@ -172,7 +172,9 @@ async function checkAgreement(prom: PrometheusHandle, record: RunRecord): Promis
   };
   const startS = result.startMs / 1000;
   const series = await prom.queryRange(`sum(rate(${selector}[2s]))`, startS, result.endMs / 1000 + 1, 1);
-  record.prometheusSeries = series.map(([t, v]) => [t - startS, v]);
+  // Clipped to the load: a rate() window still holding load samples would draw a tail after the end.
+  const lengthS = (result.endMs - result.startMs) / 1000;
+  record.prometheusSeries = series.map(([t, v]) => [t - startS, v] as [number, number]).filter(([t]) => t <= lengthS + 0.5);
   record.server = await serverView(prom, result, windowS);
 }
 

@@ -46,7 +46,13 @@ export interface TopicPartitionRef {
 export interface GroupBatch {
   topic: string;
   partition: number;
-  records: ConsumedRecord[];
+  /** Decoded on first access (a handler that only forwards `rawBatches` pays no decoding). */
+  readonly records: ConsumedRecord[];
+  /** Records in this batch (nextOffset - firstOffset). */
+  recordCount: number;
+  /** The raw Kafka v2 batches; the first may start below `firstOffset` (skip those records). */
+  rawBatches: Uint8Array;
+  firstOffset: number;
   /** The offset to commit once this batch is processed. */
   nextOffset: number;
   highWatermark: number;
@@ -277,11 +283,16 @@ export class GroupConsumer {
       case 'records': {
         const v = r.value;
         const first = Number(v.firstOffset);
-        const records = decodeFetched(v.topic, v.partition, v.recordBatches, first);
+        let records: ConsumedRecord[] | null = null;
         const batch: GroupBatch = {
           topic: v.topic,
           partition: v.partition,
-          records,
+          get records(): ConsumedRecord[] {
+            return (records ??= decodeFetched(v.topic, v.partition, v.recordBatches, first));
+          },
+          recordCount: Number(v.nextOffset) - first,
+          rawBatches: v.recordBatches,
+          firstOffset: first,
           nextOffset: Number(v.nextOffset),
           highWatermark: Number(v.highWatermark),
           generation: Number(v.generation),
@@ -326,7 +337,7 @@ export class GroupConsumer {
     const b = item.batch;
     const k = key(b.topic, b.partition);
     if (!this.owned.has(k)) return; // revoked meanwhile (cannot happen in stream order; a guard)
-    if (b.records.length > 0) await handler(b);
+    if (b.recordCount > 0) await handler(b);
     // stop() called from inside the handler: the batch may be partly done, so its end is not committed.
     if (this.stopping) return;
     this.processed.set(k, { topic: b.topic, partition: b.partition, offset: b.nextOffset });

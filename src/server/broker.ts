@@ -10,6 +10,7 @@ import type http from 'node:http';
 import { ServiceContext } from '../rpc/index.js';
 import { NOOP_PROBE, type BrokerProbe } from '../broker/probe.js';
 import type { BrokerApi } from '../broker/types.js';
+import { Broker, type BrokerLogger, type BrokerOptions } from '../broker/index.js';
 import { parseHostPort } from './address.js';
 import { startGrpc, stopGrpc, type GrpcFrontend } from './grpc.js';
 import { startHttp, stopHttp, type MetricsHandler } from './http.js';
@@ -28,23 +29,17 @@ export interface StartBrokerOptions {
   probe?: BrokerProbe;
   /** Serves GET /metrics (src/metrics provides one). */
   metricsHandler?: MetricsHandler;
-  /** A pino logger handed to the core. */
-  logger?: unknown;
+  /** A pino(-compatible) logger handed to the core. */
+  logger?: BrokerLogger;
+  /** Core tuning knobs (ring sizes, queue bounds), mostly for tests; defaults in src/constants.ts. */
+  tuning?: Pick<BrokerOptions, 'requestRingBytes' | 'responseRingBytes' | 'ringWaitMs' | 'ringWaitersMax' | 'retentionCheckMs' | 'statsIntervalMs'>;
   /** How long close() waits for in-flight calls before cutting them. Default 10 s. */
   drainMs?: number;
   /** Opens the core; tests substitute a fake. Default: Broker.open from src/broker. */
   openBroker?: (options: OpenBrokerOptions) => Promise<BrokerApi>;
 }
 
-export interface OpenBrokerOptions {
-  dataDir: string;
-  shards?: number;
-  nodeId?: number;
-  grpcAddress: string;
-  httpAddress: string;
-  probe: BrokerProbe;
-  logger?: unknown;
-}
+export type OpenBrokerOptions = BrokerOptions;
 
 export interface RunningBroker {
   /** The bound gRPC address, e.g. "127.0.0.1:40123". */
@@ -57,10 +52,7 @@ export interface RunningBroker {
   close(): Promise<void>;
 }
 
-async function defaultOpen(options: OpenBrokerOptions): Promise<BrokerApi> {
-  // Imported lazily so that the front-end (and its tests with a fake core) loads without the core.
-  const modulePath = '../broker/index.js';
-  const { Broker } = (await import(modulePath)) as { Broker: { open(o: OpenBrokerOptions): Promise<BrokerApi> } };
+function defaultOpen(options: OpenBrokerOptions): Promise<BrokerApi> {
   return Broker.open(options);
 }
 
@@ -91,6 +83,7 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
       httpAddress: httpAddress ?? '',
       probe,
       logger: options.logger,
+      ...options.tuning,
     });
   } catch (err) {
     grpc.server.forceShutdown();

@@ -1,0 +1,95 @@
+#!/usr/bin/env node
+/**
+ * The `sluice` command (rpk/kcat style): `serve` runs a broker; `topic`, `produce`, `consume` and
+ * `cluster` talk to one over gRPC with the TypeScript client. Every client command takes
+ * -b/--brokers (SLUICE_BROKERS) and --format table|json. Failures are one line on stderr that says
+ * what to do next, and exit code 1.
+ */
+import { Command, Option } from 'commander';
+import { logVerbosity, setLogVerbosity } from '@grpc/grpc-js';
+import { DEFAULT_BROKER } from '../client/connection.js';
+import { fail } from './errors.js';
+import { parseOutputFormat, type OutputFormat } from './output.js';
+import { collectKeyValue, parseIntArg, parseStartOffset } from './parse.js';
+import { serve } from './serve.js';
+import { addPartitions, alterConfig, createTopic, deleteTopic, describeTopic, listTopics, type Common } from './topic.js';
+import { consume, produce } from './records.js';
+import { clusterInfo } from './cluster.js';
+
+/** Adds -b/--brokers and --format to a client command. */
+function clientCommand(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('-b, --brokers <host:port>', 'broker address').env('SLUICE_BROKERS').default(DEFAULT_BROKER))
+    .addOption(new Option('--format <format>', 'output: table or json').argParser(parseOutputFormat).default('table' as OutputFormat));
+}
+
+/** Runs an action; any failure becomes one line on stderr and exit code 1. */
+function run<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
+  return async (...args: A) => {
+    const opts = args.find((a) => a !== null && typeof a === 'object' && !Array.isArray(a) && !(a instanceof Command)) as Partial<Common> | undefined;
+    try {
+      await fn(...args);
+    } catch (err) {
+      fail(err, { brokers: opts?.brokers ?? DEFAULT_BROKER });
+    }
+  };
+}
+
+// grpc-js logs transport errors to stderr itself; the CLI reports failures in one line of its own.
+setLogVerbosity(logVerbosity.NONE);
+
+const program = new Command('sluice')
+  .description('Sluice: an event-streaming broker (Kafka-format logs, gRPC API)')
+  .version('0.1.0')
+  .showHelpAfterError('(run with --help for usage)');
+
+program
+  .command('serve')
+  .description('run a broker')
+  .addOption(new Option('--data-dir <dir>', 'where logs live').env('SLUICE_DATA_DIR').default('./data'))
+  .addOption(new Option('--grpc-addr <host:port>', 'gRPC listen address (port 0 = any free port)').env('SLUICE_GRPC_ADDR').default('127.0.0.1:7070'))
+  .addOption(new Option('--http-addr <host:port>', 'HTTP listen address for /healthz, /readyz, /metrics').env('SLUICE_HTTP_ADDR').default('127.0.0.1:7071'))
+  .addOption(new Option('--shards <n>', 'shard worker threads (default: CPUs - 1, at least 1)').env('SLUICE_SHARDS').argParser(parseIntArg('--shards', 1)))
+  .addOption(new Option('--log-level <level>', 'pino log level').env('SLUICE_LOG_LEVEL').default('info'))
+  .action(run((o: { dataDir: string; grpcAddr: string; httpAddr: string; shards?: number; logLevel: string }) => serve(o)));
+
+const topic = program.command('topic').description('manage topics');
+clientCommand(topic.command('create <name>').description('create a topic'))
+  .option('-p, --partitions <n>', 'partition count', parseIntArg('--partitions', 1), 1)
+  .option('-r, --replicas <n>', 'replication factor', parseIntArg('--replicas', 1), 1)
+  .option('-c, --config <key=value>', 'topic config (repeatable)', collectKeyValue, [])
+  .action(run((name: string, o: Common & { partitions: number; replicas: number; config: [string, string][] }) => createTopic(name, o)));
+clientCommand(topic.command('list').alias('ls').description('list topics')).action(run((o: Common) => listTopics(o)));
+clientCommand(topic.command('describe <name>').description('show partitions, offsets and configs')).action(run((name: string, o: Common) => describeTopic(name, o)));
+clientCommand(topic.command('delete <name>').description('delete a topic and its data')).action(run((name: string, o: Common) => deleteTopic(name, o)));
+clientCommand(topic.command('alter-config <name>').description('set or remove topic configs'))
+  .option('-s, --set <key=value>', 'set a config (repeatable)', collectKeyValue, [])
+  .option('-d, --delete <key>', 'remove a config (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
+  .action(run((name: string, o: Common & { set: [string, string][]; delete: string[] }) => alterConfig(name, o)));
+clientCommand(topic.command('add-partitions <name>').description('grow a topic'))
+  .option('-n, --num <n>', 'partitions to add', parseIntArg('--num', 1))
+  .option('-t, --total <n>', 'new total partition count', parseIntArg('--total', 1))
+  .action(run(async (name: string, o: Common & { num?: number; total?: number }) => {
+    if (o.num === undefined && o.total === undefined) throw new Error('say how many partitions: --num N (to add) or --total N');
+    await addPartitions(name, o);
+  }));
+
+clientCommand(program.command('produce <topic>').description('send stdin lines as records'))
+  .option('-p, --partition <n>', 'partition (default: by key, else sticky)', parseIntArg('--partition', 0))
+  .option('-k, --key-delimiter <sep>', 'split each line at the first SEP into key and value')
+  .option('-H, --header <key=value>', 'header on every record (repeatable)', collectKeyValue, [])
+  .addOption(new Option('--acks <acks>', 'when a record counts as sent').choices(['all', 'leader', 'none']).default('all'))
+  .action(run((t: string, o: Parameters<typeof produce>[1]) => produce(t, o)));
+
+clientCommand(program.command('consume <topic>').description('print records (kcat style)'))
+  .option('-p, --partition <n>', 'partition (default: all)', parseIntArg('--partition', 0))
+  .option('-o, --offset <offset>', 'start: start|end|N|-N|@timestamp_ms', parseStartOffset, 'earliest')
+  .option('-n, --count <n>', 'exit after COUNT records', parseIntArg('--count', 0))
+  .option('-e, --exit', 'exit at the end of the partitions', false)
+  .option('-f, --record-format <fmt>', 'kcat-style format: %t %p %o %k %s %T %h %K %S (default "%s\\n")')
+  .action(run((t: string, o: Parameters<typeof consume>[1]) => consume(t, o)));
+
+const cluster = program.command('cluster').description('cluster information');
+clientCommand(cluster.command('info').description('brokers, controller and topic count')).action(run((o: Common) => clusterInfo(o)));
+
+await program.parseAsync(process.argv);

@@ -1,0 +1,98 @@
+/** Parsers for CLI arguments: offsets, key=value pairs, counts, kcat-style record formats. */
+import { InvalidArgumentError } from 'commander';
+import type { StartOffset, ConsumedRecord } from '../client/types.js';
+
+export class UsageError extends InvalidArgumentError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
+export function parseIntArg(what: string, min = 0): (value: string) => number {
+  return (value: string) => {
+    const n = Number(value);
+    if (!/^-?\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min) throw new UsageError(`${what} must be an integer >= ${min} (got "${value}")`);
+    return n;
+  };
+}
+
+/** Collects repeated `-c key=value` / `-H key=value` options into a list of pairs. */
+export function collectKeyValue(value: string, previous: [string, string][] = []): [string, string][] {
+  const eq = value.indexOf('=');
+  if (eq <= 0) throw new UsageError(`expected key=value (got "${value}")`);
+  return [...previous, [value.slice(0, eq), value.slice(eq + 1)]];
+}
+
+/** kcat's -o: beginning|start|earliest, end|latest, N, -N (N before the end), @timestampMs. */
+export function parseStartOffset(value: string): StartOffset {
+  const v = value.trim();
+  if (v === 'start' || v === 'beginning' || v === 'earliest') return 'earliest';
+  if (v === 'end' || v === 'latest') return 'latest';
+  if (/^@\d+$/.test(v)) return { timestampMs: Number(v.slice(1)) };
+  if (/^-\d+$/.test(v)) return { fromEnd: Number(v.slice(1)) };
+  if (/^\d+$/.test(v)) return Number(v);
+  throw new UsageError(`invalid offset "${value}": use start, end, N, -N (N before the end) or @TIMESTAMP_MS`);
+}
+
+const ESCAPES: Record<string, string> = { n: '\n', t: '\t', r: '\r', '\\': '\\', '0': '\0' };
+
+/**
+ * Compiles a kcat-style format: %t topic, %p partition, %o offset, %k key, %s value, %T timestamp (ms),
+ * %h headers (k=v,k=v), %K key length, %S value length (-1 for null), %% a percent; \n \t \r \\ escapes.
+ */
+export function compileFormat(format: string): (r: ConsumedRecord) => string {
+  const parts: ((r: ConsumedRecord) => string)[] = [];
+  let literal = '';
+  const flush = (): void => {
+    if (literal.length > 0) {
+      const text = literal;
+      parts.push(() => text);
+      literal = '';
+    }
+  };
+  for (let i = 0; i < format.length; i++) {
+    const c = format[i];
+    if (c === '\\' && i + 1 < format.length && ESCAPES[format[i + 1]] !== undefined) {
+      literal += ESCAPES[format[++i]];
+      continue;
+    }
+    if (c !== '%' || i + 1 >= format.length) {
+      literal += c;
+      continue;
+    }
+    const f = format[++i];
+    if (f === '%') {
+      literal += '%';
+      continue;
+    }
+    flush();
+    switch (f) {
+      case 't': parts.push((r) => r.topic); break;
+      case 'p': parts.push((r) => String(r.partition)); break;
+      case 'o': parts.push((r) => String(r.offset)); break;
+      case 'k': parts.push((r) => r.key?.toString('utf8') ?? ''); break;
+      case 's': parts.push((r) => r.value?.toString('utf8') ?? ''); break;
+      case 'T': parts.push((r) => String(r.timestampMs)); break;
+      case 'K': parts.push((r) => String(r.key?.length ?? -1)); break;
+      case 'S': parts.push((r) => String(r.value?.length ?? -1)); break;
+      case 'h': parts.push((r) => r.headers.map((h) => `${h.key}=${h.value === null ? '' : Buffer.from(h.value).toString('utf8')}`).join(',')); break;
+      default: throw new UsageError(`unknown format token %${f}: use %t %p %o %k %s %T %h %K %S`);
+    }
+  }
+  flush();
+  return (r) => parts.map((p) => p(r)).join('');
+}
+
+/** A record as one JSON line (`--format json`); bytes as UTF-8 text, null stays null. */
+export function recordJson(r: ConsumedRecord): string {
+  return JSON.stringify({
+    topic: r.topic,
+    partition: r.partition,
+    offset: r.offset,
+    timestamp: r.timestampMs,
+    key: r.key === null ? null : r.key.toString('utf8'),
+    value: r.value === null ? null : r.value.toString('utf8'),
+    headers: Object.fromEntries(r.headers.map((h) => [h.key, h.value === null ? null : Buffer.from(h.value).toString('utf8')])),
+  });
+}

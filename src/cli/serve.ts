@@ -1,0 +1,63 @@
+/**
+ * `sluice serve`: runs a broker until SIGTERM or SIGINT, then drains in-flight requests, flushes,
+ * closes the logs and exits 0. Start-up failures (a taken port, an unwritable or locked data dir) are
+ * one line on stderr and exit code 1. On start it prints one line to stdout with the bound addresses
+ * (`grpc=HOST:PORT`), so callers that asked for port 0 can find the broker.
+ */
+import path from 'node:path';
+import { pino } from 'pino';
+import { startBroker } from '../server/index.js';
+import { createMetrics } from '../metrics/index.js';
+import { fail } from './errors.js';
+
+export interface ServeOptions {
+  dataDir: string;
+  grpcAddr: string;
+  httpAddr: string;
+  shards?: number;
+  logLevel: string;
+}
+
+export async function serve(options: ServeOptions): Promise<void> {
+  const logger = pino({ level: options.logLevel, base: { pid: process.pid } }, pino.destination(2));
+  const metrics = createMetrics();
+  let running;
+  try {
+    running = await startBroker({
+      dataDir: options.dataDir,
+      grpcAddress: options.grpcAddr,
+      httpAddress: options.httpAddr,
+      shards: options.shards,
+      probe: metrics.probe,
+      metricsHandler: (req, res) => metrics.handler(req, res),
+      logger,
+    });
+  } catch (err) {
+    fail(err, { brokers: options.grpcAddr });
+  }
+  const broker = running;
+  process.stdout.write(`sluice broker ready: grpc=${broker.grpcAddress} http=${broker.httpAddress} data=${path.resolve(options.dataDir)}\n`);
+  logger.info({ grpc: broker.grpcAddress, http: broker.httpAddress, dataDir: path.resolve(options.dataDir) }, 'broker ready');
+
+  let stopping = false;
+  const stop = (signal: NodeJS.Signals): void => {
+    if (stopping) {
+      logger.warn({ signal }, 'second signal: exiting without waiting for the drain');
+      process.exit(1);
+    }
+    stopping = true;
+    logger.info({ signal }, 'draining and shutting down');
+    broker.close().then(
+      () => {
+        logger.info({}, 'shut down cleanly');
+        process.exit(0);
+      },
+      (err: unknown) => {
+        logger.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}

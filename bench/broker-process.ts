@@ -1,0 +1,61 @@
+/**
+ * Helpers shared by the broker benchmark and the end-to-end tests: run `sluice serve` as a child
+ * process on ephemeral ports and learn its bound addresses from its "ready" line.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import fs from 'node:fs';
+
+export interface BrokerProcess {
+  child: ChildProcess;
+  grpcAddress: string;
+  httpAddress: string;
+  /** Everything the broker wrote to stderr (logs), for failure messages. */
+  stderr(): string;
+}
+
+/** dist/src/cli/main.js, found from this file whether it runs from bench/ (vitest) or dist/bench/. */
+export function cliPath(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const candidate = path.join(dir, 'dist', 'src', 'cli', 'main.js');
+    if (fs.existsSync(candidate)) return candidate;
+    const parent = path.dirname(dir);
+    if (parent === dir) throw new Error('dist/src/cli/main.js not found: run `npm run build` first');
+    dir = parent;
+  }
+}
+
+export function spawnBroker(dataDir: string, extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<BrokerProcess> {
+  const child = spawn(process.execPath, [cliPath(), 'serve', '--data-dir', dataDir, '--grpc-addr', '127.0.0.1:0', '--http-addr', '127.0.0.1:0', '--log-level', 'warn', ...extraArgs], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  });
+  let err = '';
+  let out = '';
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  return new Promise((resolve, reject) => {
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /grpc=(\S+) http=(\S+)/.exec(out);
+      if (m !== null) resolve({ child, grpcAddress: m[1], httpAddress: m[2], stderr: () => err });
+    });
+    child.once('exit', (code, signal) => reject(new Error(`broker exited (${code ?? signal}) before it was ready: ${err.trim()}`)));
+  });
+}
+
+export function waitExit(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve({ code: child.exitCode, signal: child.signalCode });
+  return new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+}
+
+/** Peak resident set size (VmHWM) of a process in bytes, from /proc; null where /proc is missing. */
+export function peakRssBytes(pid: number): number | null {
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m === null ? null : Number(m[1]) * 1024;
+  } catch {
+    return null;
+  }
+}

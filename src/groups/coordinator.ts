@@ -342,7 +342,8 @@ export class GroupCoordinator {
     m.sink = null;
     if (reason) sink?.fenced(reason);
     if (group.members.size > 0) this.rebalance(group);
-    else group.target = new Map();
+    // An empty group lives on in its committed offsets (the table); its in-memory state can go.
+    else this.groups.delete(group.id);
   }
 
   /** Session expiry and forced revokes. Runs every GROUP_TICK_MS. */

@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GroupConsumer, type GroupBatch } from '../../src/client/group-consumer.js';
-import { Producer } from '../../src/client/index.js';
+import { Admin, Producer } from '../../src/client/index.js';
 import { produceTo, startGroupBroker, topicWithRecords, waitFor, type GroupBroker } from './helpers.js';
 
 let gb: GroupBroker;
@@ -127,5 +127,20 @@ describe('GroupConsumer', () => {
     expect(c.assignment().length).toBe(3);
     await c.stop();
     await done;
+  });
+
+  it('spreads new partitions of a subscribed topic over the members', async () => {
+    await topicWithRecords(gb.brokerAddress, 'growing', 2, 5);
+    const a = track('g-grow', 'growing');
+    const b = track('g-grow', 'growing');
+    await waitFor('1/1', () => sizes([a, b]).join() === '1,1');
+    const admin = new Admin({ brokers: gb.brokerAddress });
+    await admin.createPartitions('growing', 6);
+    admin.close();
+    await produceTo(gb.brokerAddress, 'growing', 6, 5, 5);
+    await waitFor('3/3', () => sizes([a, b]).join() === '3,3', 10_000);
+    await waitFor('every record', () => new Set([...a.seen, ...b.seen]).size === 2 * 10 + 4 * 5, 10_000);
+    await Promise.all([a.consumer.stop(), b.consumer.stop()]);
+    await Promise.all([a.done, b.done]);
   });
 });

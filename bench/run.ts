@@ -188,6 +188,7 @@ async function serverView(prom: PrometheusHandle, result: LoadResult, windowS: n
     rpc,
     requestP50Ms: 1000 * (await q(`histogram_quantile(0.5, sum by (le) (rate(sluice_request_duration_seconds_bucket{rpc="${rpc}"}[${windowS}s])))`)),
     requestP99Ms: 1000 * (await q(`histogram_quantile(0.99, sum by (le) (rate(sluice_request_duration_seconds_bucket{rpc="${rpc}"}[${windowS}s])))`)),
+    flushP50Ms: 1000 * (await q(`histogram_quantile(0.5, sum by (le) (rate(sluice_log_flush_duration_seconds_bucket[${windowS}s])))`)),
     flushP99Ms: 1000 * (await q(`histogram_quantile(0.99, sum by (le) (rate(sluice_log_flush_duration_seconds_bucket[${windowS}s])))`)),
     flushesPerS: await q(`sum(rate(sluice_log_flush_duration_seconds_count[${windowS}s]))`),
     cpuCoresUsed: await q(`sum(rate(process_cpu_seconds_total[${windowS}s]))`),
@@ -271,7 +272,7 @@ function describeExtra(record: RunRecord): string {
   const a = record.agreement;
   if (a) parts.push(`prometheus ${formatRate(a.prometheusRate)}/s vs client ${formatRate(a.clientRate)}/s (${(a.difference * 100).toFixed(1)}%${a.ok ? '' : ' DISAGREE'}), total ${a.prometheusTotal} vs ${a.clientTotal}`);
   const v = record.server;
-  if (v) parts.push(`server ${v.rpc} p50 ${v.requestP50Ms.toFixed(2)} ms p99 ${v.requestP99Ms.toFixed(2)} ms, flush p99 ${v.flushP99Ms.toFixed(2)} ms at ${v.flushesPerS.toFixed(0)}/s, broker CPU ${v.cpuCoresUsed.toFixed(2)} cores`);
+  if (v) parts.push(`server ${v.rpc} p50 ${v.requestP50Ms.toFixed(2)} ms p99 ${v.requestP99Ms.toFixed(2)} ms, flush p50 ${v.flushP50Ms.toFixed(2)} p99 ${v.flushP99Ms.toFixed(2)} ms at ${v.flushesPerS.toFixed(0)}/s, broker CPU ${v.cpuCoresUsed.toFixed(2)} cores`);
   if (record.result.errors.length > 0) parts.push(`errors: ${record.result.errors.slice(0, 3).join('; ')}`);
   return parts.length > 0 ? `  ${parts.join('  |  ')}` : '';
 }

@@ -80,6 +80,7 @@ export interface ServerView {
   rpc: string;
   requestP50Ms: number;
   requestP99Ms: number;
+  flushP50Ms: number;
   flushP99Ms: number;
   flushesPerS: number;
   /** Broker process CPU (all threads), in cores. */

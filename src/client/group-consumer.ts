@@ -16,7 +16,7 @@ import { SluiceError } from '../errors.js';
 import { GRPC_RECEIVE_BYTES_MAX } from '../constants.js';
 import { fromServiceError } from '../rpc/errors.js';
 import { GroupsClient, OffsetReset, ResetTo, type ConsumeRequest, type ConsumeResponse } from '../rpc/gen/sluice/v1/groups.js';
-import { decodeFetched } from './consumer.js';
+import { decodeBatches } from '../batch/index.js';
 import { brokerList, type ClientOptions } from './connection.js';
 import type { ConsumedRecord } from './types.js';
 
@@ -69,6 +69,29 @@ type Item =
   | { kind: 'revoke'; generation: number; partitions: TopicPartitionRef[] };
 
 const key = (topic: string, partition: number): string => `${topic}\u0000${partition}`;
+
+/**
+ * Decodes a chunk's raw batches into records at or above `fromOffset`. Keys and values are views into
+ * the chunk's buffer, which belongs to this batch alone (grpc-js allocates one per message).
+ */
+function decodeChunk(topic: string, partition: number, batches: Uint8Array, fromOffset: number): ConsumedRecord[] {
+  const out: ConsumedRecord[] = [];
+  for (const batch of decodeBatches(batches, { verifyCrc: true })) {
+    for (const r of batch.records) {
+      if (r.offset < fromOffset) continue;
+      out.push({
+        topic,
+        partition,
+        offset: r.offset,
+        timestampMs: r.timestampMs,
+        key: r.key === null ? null : (r.key as Buffer),
+        value: r.value === null ? null : (r.value as Buffer),
+        headers: r.headers,
+      });
+    }
+  }
+  return out;
+}
 
 export class GroupConsumer {
   private readonly options: GroupConsumerOptions;
@@ -288,7 +311,7 @@ export class GroupConsumer {
           topic: v.topic,
           partition: v.partition,
           get records(): ConsumedRecord[] {
-            return (records ??= decodeFetched(v.topic, v.partition, v.recordBatches, first));
+            return (records ??= decodeChunk(v.topic, v.partition, v.recordBatches, first));
           },
           recordCount: Number(v.nextOffset) - first,
           rawBatches: v.recordBatches,

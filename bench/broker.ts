@@ -58,6 +58,8 @@ interface PhaseResult {
   mbPerSec: number;
   p50Ms?: number;
   p99Ms?: number;
+  /** The broker's peak RSS so far (MB), read after the phase: shows which phase raised it. */
+  brokerPeakRssMbAfter?: number;
 }
 
 function makeRecords(seed: number): RecordInput[] {
@@ -162,6 +164,11 @@ async function main(): Promise<void> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-bench-'));
   const broker = await spawnBroker(dataDir, args.shards === undefined ? [] : ['--shards', String(args.shards)]);
   const results: PhaseResult[] = [];
+  const pushResult = (r: PhaseResult): void => {
+    const hwm = peakRssBytes(broker.child.pid!);
+    if (hwm !== null) r.brokerPeakRssMbAfter = Math.round(hwm / 1024 / 1024);
+    results.push(r);
+  };
   const admin = new Admin({ brokers: broker.grpcAddress });
   try {
     await admin.createTopic('bench-raw', { partitions: PARTITIONS });
@@ -175,7 +182,7 @@ async function main(): Promise<void> {
     progress.start('produce raw', records);
     const raw = await produceLoop(requests, args.concurrency, (i) => producer.produceRaw('bench-raw', i % PARTITIONS, pool[i % pool.length]), progress);
     progress.stop();
-    results.push(result('produce raw', records, raw.seconds, raw.histogram));
+    pushResult(result('produce raw', records, raw.seconds, raw.histogram));
 
     // Structured: protobuf Records; the broker builds the batches.
     const structured = new Producer({ brokers: broker.grpcAddress, acks: 'all', format: 'records' });
@@ -183,17 +190,17 @@ async function main(): Promise<void> {
     progress.start('produce structured', records);
     const rec = await produceLoop(requests, args.concurrency, (i) => structured.produceBatch('bench-records', recordPool[i % recordPool.length], { partition: i % PARTITIONS }), progress);
     progress.stop();
-    results.push(result('produce structured', records, rec.seconds, rec.histogram));
+    pushResult(result('produce structured', records, rec.seconds, rec.histogram));
     await producer.close();
     await structured.close();
 
     const ends = await admin.listOffsets('bench-raw', 'latest');
     const conn = new Connection({ brokers: broker.grpcAddress });
     progress.start('consume fetch', records);
-    results.push(await consumeFetch(conn, 'bench-raw', ends, progress));
+    pushResult(await consumeFetch(conn, 'bench-raw', ends, progress));
     progress.stop();
     progress.start('consume subscribe', records);
-    results.push(await consumeSubscribe(conn, 'bench-raw', ends, progress));
+    pushResult(await consumeSubscribe(conn, 'bench-raw', ends, progress));
     progress.stop();
     conn.close();
   } finally {
@@ -223,8 +230,9 @@ async function main(): Promise<void> {
     r.p99Ms === undefined ? '-' : r.p99Ms.toFixed(2),
     `${(r.targetRecordsPerSec / 1000).toLocaleString('en-US')}k`,
     r.met ? 'yes' : 'NO',
+    String(r.brokerPeakRssMbAfter ?? '-'),
   ]);
-  const head = ['phase', 'records/s', 'MB/s', 'p50 ms', 'p99 ms', 'target', 'met'];
+  const head = ['phase', 'records/s', 'MB/s', 'p50 ms', 'p99 ms', 'target', 'met', 'peak RSS MB'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
   console.log(line(head));

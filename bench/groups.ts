@@ -99,7 +99,9 @@ async function serve(dataDir: string): Promise<void> {
   } else {
     process.send!({ address, brokerAddress: address });
   }
-  process.on('disconnect', () => void running.close().then(() => process.exit(0)));
+  const stop = (): void => void running.close().finally(() => process.exit(0));
+  process.on('disconnect', stop);
+  process.on('SIGTERM', stop);
 }
 
 function makeBatches(perBatch: number): Buffer[] {
@@ -145,7 +147,7 @@ interface Member {
 
 /** `decode` false: the handler counts records without decoding them (the delivery path alone). */
 function member(address: string, groupId: string, onRecords?: (n: number) => void, decode = true): Member {
-  const consumer = new GroupConsumer({ brokers: address, groupId, sessionTimeoutMs: 10_000, creditRecords: 50_000, creditBytes: 32 * 1024 * 1024 }).subscribe([TOPIC]);
+  const consumer = new GroupConsumer({ brokers: address, groupId, sessionTimeoutMs: 10_000, creditRecords: 200_000, creditBytes: 64 * 1024 * 1024 }).subscribe([TOPIC]);
   const m: Member = { consumer, arrivals: [], partitions: [], count: 0, done: Promise.resolve() };
   m.done = consumer.run((batch) => {
     m.arrivals.push(performance.now());

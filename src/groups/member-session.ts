@@ -266,8 +266,12 @@ export class MemberSession implements MemberSink {
   private async waitForCredit(c: Cursor): Promise<void> {
     while (c.active && (this.creditRecords <= 0 || this.creditBytes <= 0)) {
       await new Promise<void>((resolve) => {
-        this.creditWaiters.push(resolve);
-        c.abort.signal.addEventListener('abort', () => resolve(), { once: true });
+        const done = (): void => {
+          c.abort.signal.removeEventListener('abort', done);
+          resolve();
+        };
+        this.creditWaiters.push(done);
+        c.abort.signal.addEventListener('abort', done, { once: true });
       });
     }
     while (c.active && this.writable !== null) await this.writable;

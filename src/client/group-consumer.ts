@@ -68,6 +68,9 @@ type Item =
   | { kind: 'assign'; partitions: TopicPartitionRef[] }
   | { kind: 'revoke'; generation: number; partitions: TopicPartitionRef[] };
 
+/** HTTP/2 stream and connection window of a GroupConsumer's channel. */
+const GROUP_STREAM_WINDOW_BYTES = 16 * 1024 * 1024;
+
 const key = (topic: string, partition: number): string => `${topic}\u0000${partition}`;
 
 /**
@@ -126,6 +129,9 @@ export class GroupConsumer {
       'grpc.max_receive_message_length': GRPC_RECEIVE_BYTES_MAX,
       'grpc.max_send_message_length': GRPC_RECEIVE_BYTES_MAX,
       'grpc.keepalive_time_ms': 30_000,
+      // The broker streams ~1 MiB chunks; HTTP/2's default 64 KiB window would stall each one for
+      // round trips of WINDOW_UPDATEs. Credit, not the transport window, is the flow control here.
+      'grpc-node.flow_control_window': GROUP_STREAM_WINDOW_BYTES,
     });
   }
 

@@ -24,6 +24,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import * as grpc from '@grpc/grpc-js';
 import { encodeBatch } from '../src/batch/index.js';
 import { Admin } from '../src/client/admin.js';
@@ -242,6 +243,9 @@ async function main(): Promise<void> {
       throw new Error('the group did not reach steady state within 30 s');
     };
     await waitStable(args.members);
+    // Stalls of this process's own event loop show up as gaps too: measured beside them.
+    const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+    loopDelay.enable();
     const joinMs: number[] = [];
     const pauses: number[] = [];
     const baselines: number[] = [];
@@ -265,6 +269,7 @@ async function main(): Promise<void> {
       await extra.done.catch(() => {});
       await waitStable(args.members);
     }
+    loopDelay.disable();
     groups.close();
     load.kill('SIGTERM');
     await Promise.all(members.map((m) => m.consumer.stop()));
@@ -284,6 +289,8 @@ async function main(): Promise<void> {
       unmovedLongestPauseMs: Math.round(Math.max(...pauses)),
       unmovedPauseP99Ms: Math.round(pct(pauses, 99)),
       baselineLongestGapMs: Math.round(Math.max(...baselines)),
+      consumerEventLoopDelayMaxMs: Math.round(loopDelay.max / 1e6),
+      consumerEventLoopDelayP99Ms: Math.round(loopDelay.percentile(99) / 1e6),
       targets: { joinToSteadyP99Ms: 500, unmovedLongestPauseMs: 50, consumeRecordsPerSec: 1_500_000 },
     };
     if (args.json) {
@@ -295,6 +302,7 @@ async function main(): Promise<void> {
         ['join-to-steady-state, 11th member (p50 / p99)', `${results.joinToSteadyP50Ms} / ${results.joinToSteadyP99Ms} ms`, 'p99 ≤ 500 ms'],
         ['longest pause of unmoved partitions\' members', `${results.unmovedLongestPauseMs} ms (p99 ${results.unmovedPauseP99Ms} ms, n=${results.unmovedMembersMeasured})`, '< 50 ms'],
         ['  baseline: longest gap, quiet windows', `${results.baselineLongestGapMs} ms`, ''],
+        ['  consumers\' event-loop delay (max / p99)', `${results.consumerEventLoopDelayMaxMs} / ${results.consumerEventLoopDelayP99Ms} ms`, ''],
         ['backlog produce (setup)', `${results.backlogProduceRecordsPerSec.toLocaleString()} rec/s`, ''],
       ];
       const w0 = Math.max(...rows.map((r) => r[0].length));

@@ -3,12 +3,18 @@
  * descriptors (ts-proto's generated code does not carry them), and tests use the same definition as a
  * "client in another language" that knows nothing of our generated TypeScript.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as protoLoader from '@grpc/proto-loader';
 
-export const PROTO_FILES = ['sluice/v1/records.proto', 'sluice/v1/admin.proto', 'sluice/v1/broker.proto'] as const;
+/** Every public API file: all of proto/sluice/v1 (Admin, Broker, and services other modules add). */
+export function protoFiles(): string[] {
+  return readdirSync(join(protoRoot(), 'sluice', 'v1'))
+    .filter((f) => f.endsWith('.proto'))
+    .sort()
+    .map((f) => `sluice/v1/${f}`);
+}
 
 /** The package's proto/ directory, found by walking up from this file (src/rpc or dist/src/rpc). */
 export function protoRoot(): string {
@@ -26,7 +32,7 @@ let cached: protoLoader.PackageDefinition | undefined;
 
 /** The sluice.v1 package definition (int64s as strings, absent optionals left undefined). */
 export function loadSluiceDefinition(): protoLoader.PackageDefinition {
-  cached ??= protoLoader.loadSync([...PROTO_FILES], {
+  cached ??= protoLoader.loadSync(protoFiles(), {
     includeDirs: [protoRoot()],
     keepCase: false,
     longs: String,

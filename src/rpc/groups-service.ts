@@ -121,7 +121,7 @@ export function groupsService(ctx: ServiceContext, options: GroupsServiceOptions
     if (opening === null) {
       const api = ctx.api();
       const { signal, release } = ctx.longCall();
-      opening = GroupCoordinator.open(api, { offsetsRetentionMs: retentionFromEnv(), ...options }).then(
+      opening = GroupCoordinator.open(api, { offsetsRetentionMs: retentionFromEnv(), probe: ctx.probe, ...options }).then(
         (c) => {
           if (signal.aborted) c.close();
           else signal.addEventListener('abort', () => c.close(), { once: true });

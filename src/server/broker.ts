@@ -12,7 +12,7 @@ import { NOOP_PROBE, type BrokerProbe } from '../broker/probe.js';
 import type { BrokerApi } from '../broker/types.js';
 import { Broker, type BrokerLogger, type BrokerOptions } from '../broker/index.js';
 import { parseHostPort } from './address.js';
-import { startGrpc, stopGrpc, type GrpcFrontend } from './grpc.js';
+import { startGrpc, stopGrpc, type ExtraService, type GrpcFrontend } from './grpc.js';
 import { startHttp, stopHttp, type MetricsHandler } from './http.js';
 import { StartupError } from './errors.js';
 
@@ -35,6 +35,11 @@ export interface StartBrokerOptions {
   tuning?: Pick<BrokerOptions, 'requestRingBytes' | 'responseRingBytes' | 'ringWaitMs' | 'ringWaitersMax' | 'retentionCheckMs' | 'statsIntervalMs'>;
   /** How long close() waits for in-flight calls before cutting them. Default 10 s. */
   drainMs?: number;
+  /**
+   * More gRPC services on the same server (e.g. consumer groups). Called before the core is open, so
+   * implementations reach it through `api()`, which throws a retriable UNAVAILABLE until it is.
+   */
+  grpcServices?: (api: () => BrokerApi) => ExtraService[];
   /** Opens the core; tests substitute a fake. Default: Broker.open from src/broker. */
   openBroker?: (options: OpenBrokerOptions) => Promise<BrokerApi>;
 }
@@ -62,7 +67,7 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
   const grpcAddr = parseHostPort(options.grpcAddress ?? '127.0.0.1:0', 'gRPC address');
   const httpAddr = options.httpAddress === null ? null : parseHostPort(options.httpAddress ?? '127.0.0.1:0', 'HTTP address');
 
-  const grpc: GrpcFrontend = await startGrpc(ctx, grpcAddr);
+  const grpc: GrpcFrontend = await startGrpc(ctx, grpcAddr, options.grpcServices?.(() => ctx.api()) ?? []);
   let httpServer: http.Server | null = null;
   let httpAddress: string | null = null;
   let broker: BrokerApi;

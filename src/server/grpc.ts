@@ -37,7 +37,13 @@ function bind(server: grpc.Server, address: HostPort): Promise<number> {
   });
 }
 
-export async function startGrpc(ctx: ServiceContext, address: HostPort): Promise<GrpcFrontend> {
+/** A service another module adds to the broker's gRPC server (e.g. consumer groups). */
+export interface ExtraService {
+  definition: grpc.ServiceDefinition;
+  implementation: grpc.UntypedServiceImplementation;
+}
+
+export async function startGrpc(ctx: ServiceContext, address: HostPort, extra: ExtraService[] = []): Promise<GrpcFrontend> {
   const server = new grpc.Server({
     // One max batch (at the hard ceiling) plus its envelope: anything longer is refused by grpc-js
     // with RESOURCE_EXHAUSTED before it is buffered whole.
@@ -46,6 +52,7 @@ export async function startGrpc(ctx: ServiceContext, address: HostPort): Promise
   });
   server.addService(AdminService, adminService(ctx));
   server.addService(BrokerService, brokerService(ctx));
+  for (const s of extra) server.addService(s.definition, s.implementation);
   const health = new HealthImplementation(Object.fromEntries(HEALTH_SERVICES.map((s) => [s, 'NOT_SERVING' as const])));
   health.addToServer(server);
   new ReflectionService(reflectionDefinition()).addToServer(server);

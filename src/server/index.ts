@@ -6,3 +6,4 @@ export { startBroker, type StartBrokerOptions, type RunningBroker, type OpenBrok
 export { StartupError } from './errors.js';
 export { parseHostPort, formatHostPort, type HostPort } from './address.js';
 export type { MetricsHandler } from './http.js';
+export type { ExtraService } from './grpc.js';

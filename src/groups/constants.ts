@@ -29,6 +29,8 @@ export const AUTO_COMMIT_INTERVAL_MS_MIN = 10;
 /** How often the coordinator checks sessions for expiry and re-reads topic metadata (new partitions, new matching topics). */
 export const GROUP_TICK_MS = 50;
 export const GROUP_METADATA_REFRESH_MS = 1_000;
+/** How often each group's lag per topic goes to the probe (sluice_consumer_group_lag). */
+export const GROUP_LAG_REPORT_MS = 5_000;
 /** Group and instance id length bounds. */
 export const GROUP_ID_LENGTH_MAX = 255;
 /** Members of one group. */

@@ -27,11 +27,13 @@
 import { randomUUID } from 'node:crypto';
 import { SluiceError, isSluiceError } from '../errors.js';
 import type { BrokerApi } from '../broker/types.js';
+import type { BrokerProbe } from '../broker/probe.js';
 import { assign, type Assignment, type AssignorMember, type TopicPartition } from './assignor.js';
 import {
   COMMIT_METADATA_BYTES_MAX,
   COMMIT_OFFSETS_MAX,
   GROUP_ID_LENGTH_MAX,
+  GROUP_LAG_REPORT_MS,
   GROUP_MEMBERS_MAX,
   GROUP_METADATA_REFRESH_MS,
   GROUP_TICK_MS,
@@ -59,7 +61,12 @@ import type {
 } from './types.js';
 import { INTERNAL_TOPIC_PREFIX } from '../broker/validate.js';
 
+/** What the coordinator reports for metrics (a slice of BrokerProbe, src/broker/probe.ts). */
+export type GroupProbe = Pick<BrokerProbe, 'consumerGroupLag' | 'groupDeleted'>;
+
 export interface GroupCoordinatorOptions extends OffsetsStoreOptions {
+  /** Receives each group's lag per topic every GROUP_LAG_REPORT_MS, and group deletions. */
+  probe?: GroupProbe;
   /** Offsets of a group with no members expire this long after its last commit. -1 keeps them. */
   offsetsRetentionMs?: number;
   /** Run the session/metadata/expiry timers (default true; tests of the pure flow may drive `tick`). */
@@ -130,6 +137,7 @@ export class GroupCoordinator {
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly now: () => number;
   private readonly retentionMs: number;
+  private readonly probe: GroupProbe | null;
   private refreshing: Promise<void> | null = null;
   private closed = false;
 
@@ -140,6 +148,7 @@ export class GroupCoordinator {
   ) {
     this.now = options.now ?? Date.now;
     this.retentionMs = options.offsetsRetentionMs ?? OFFSETS_RETENTION_MS_DEFAULT;
+    this.probe = options.probe ?? null;
   }
 
   /** Opens the offsets store (creating `__consumer_offsets` if needed, replaying it) and starts the timers. */
@@ -163,6 +172,7 @@ export class GroupCoordinator {
       every(GROUP_TICK_MS, () => c.tick());
       every(GROUP_METADATA_REFRESH_MS, () => (c.hasMembers() ? c.refreshTopics() : undefined));
       every(OFFSETS_EXPIRY_CHECK_MS, () => c.expireOffsets());
+      if (c.probe !== null) every(GROUP_LAG_REPORT_MS, () => c.reportLag());
     }
     return c;
   }
@@ -527,6 +537,7 @@ export class GroupCoordinator {
       if (now - this.store.stm.lastCommitMs(groupId) <= this.retentionMs) continue;
       await this.deleteOffsets(groupId);
       if (!this.groups.get(groupId)?.members.size) this.groups.delete(groupId);
+      this.probe?.groupDeleted(groupId);
       expired.push(groupId);
     }
     return expired;
@@ -613,6 +624,39 @@ export class GroupCoordinator {
     if (g && g.members.size > 0) throw new SluiceError('GROUP_NOT_EMPTY', `group '${groupId}' has ${g.members.size} members; stop them before deleting the group`);
     await this.deleteOffsets(groupId);
     this.groups.delete(groupId);
+    this.probe?.groupDeleted(groupId);
+  }
+
+  /** Reports every group's lag per topic (high watermark minus committed offset, summed over partitions). */
+  async reportLag(): Promise<void> {
+    if (this.probe === null || this.closed) return;
+    const byTopic = new Map<string, { groupId: string; entries: CommittedOffsetEntry[] }[]>();
+    for (const groupId of this.store.stm.groupIds()) {
+      const perTopic = new Map<string, CommittedOffsetEntry[]>();
+      for (const e of this.store.stm.list(groupId)) {
+        let l = perTopic.get(e.topic);
+        if (!l) perTopic.set(e.topic, (l = []));
+        l.push(e);
+      }
+      for (const [topic, entries] of perTopic) {
+        let l = byTopic.get(topic);
+        if (!l) byTopic.set(topic, (l = []));
+        l.push({ groupId, entries });
+      }
+    }
+    for (const [topic, groups] of byTopic) {
+      let hwm: Map<number, number>;
+      try {
+        hwm = new Map((await this.api.describeTopic(topic)).partitions.map((p) => [p.partition, p.highWatermark]));
+      } catch {
+        continue; // a deleted topic: its offsets are orphans until the group expires
+      }
+      for (const g of groups) {
+        let lag = 0;
+        for (const e of g.entries) lag += Math.max(0, (hwm.get(e.partition) ?? e.offset) - e.offset);
+        this.probe.consumerGroupLag(g.groupId, topic, lag);
+      }
+    }
   }
 
   /**

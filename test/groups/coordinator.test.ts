@@ -189,4 +189,21 @@ describe('offsets storage', () => {
     expect(c3.listGroups().map((g) => g.groupId)).toEqual(['keep']);
     c3.close();
   });
+
+  it('reports each group\'s lag per topic to the probe, and deletions', async () => {
+    const api = new FakeBroker();
+    await api.createTopic('t', 2, 1, {});
+    await api.produce({ topic: 't', partition: 0, records: Array.from({ length: 10 }, () => ({ key: null, value: Buffer.from('x') })), acks: 'all' });
+    await api.produce({ topic: 't', partition: 1, records: Array.from({ length: 4 }, () => ({ key: null, value: Buffer.from('x') })), acks: 'all' });
+    const lags: [string, string, number][] = [];
+    const deleted: string[] = [];
+    const probe = { consumerGroupLag: (g: string, t: string, lag: number) => lags.push([g, t, lag]), groupDeleted: (g: string) => deleted.push(g) };
+    const c = await GroupCoordinator.open(api, { timers: false, probe });
+    await c.commit('lagging', null, 0, [{ topic: 't', partition: 0, offset: 3 }, { topic: 't', partition: 1, offset: 4 }]);
+    await c.reportLag();
+    expect(lags).toEqual([['lagging', 't', 7]]);
+    await c.deleteGroup('lagging');
+    expect(deleted).toEqual(['lagging']);
+    c.close();
+  });
 });

@@ -6,12 +6,12 @@
  * real gRPC, so every message on the wire can be checked in order.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RawMember, startGroupBroker, topicWithRecords, waitFor, type GroupBroker } from './helpers.js';
+import { RawMember, groupsApi, startGroupBroker, topicWithRecords, waitFor, type GroupBroker } from './helpers.js';
 
 let gb: GroupBroker;
 const members: RawMember[] = [];
-const member = (): RawMember => {
-  const m = new RawMember(gb.address);
+const member = (heartbeatMs?: number): RawMember => {
+  const m = new RawMember(gb.address, heartbeatMs);
   members.push(m);
   return m;
 };
@@ -138,5 +138,39 @@ describe('Consume stream protocol', () => {
     await new Promise((r) => setTimeout(r, 200));
     // b saw no revoke or assign: nothing moved.
     expect(b.messages.filter((m) => m.response?.$case !== 'records').length).toBe(bMessages);
+  });
+
+  it('removes a member that sends nothing for its session timeout; the others take its partitions', async () => {
+    const silent = member(0);
+    silent.join('g-silent', ['orders'], { sessionTimeoutMs: 400 });
+    await waitFor('silent owns 4', () => silent.held().length === 4);
+    const live = member();
+    live.join('g-silent', ['orders'], { sessionTimeoutMs: 5_000 });
+    const started = Date.now();
+    await waitFor('silent removed', () => silent.ended, 3_000);
+    expect(silent.error?.code).toBe('UNKNOWN_MEMBER');
+    await waitFor('live owns 4', () => live.held().length === 4, 3_000);
+    expect(Date.now() - started).toBeLessThan(2_000);
+  });
+
+  it('auto-commit: the broker commits what it delivered and acknowledges revokes itself', async () => {
+    const a = member();
+    a.join('g-auto', ['orders'], { autoCommit: true, autoCommitIntervalMs: 50 });
+    await waitFor('a got 40', () => a.of('records').reduce((n, c) => n + c.records.length, 0) >= 40);
+    const api = groupsApi(gb.address);
+    try {
+      await waitFor('delivered committed', async () => {
+        const o = await api.fetchOffsets({ groupId: 'g-auto', topics: [] });
+        return o.offsets.length === 4 && o.offsets.every((x) => x.offset === 10n);
+      });
+    } finally {
+      api.close();
+    }
+    const b = member();
+    b.join('g-auto', ['orders'], { autoCommit: true });
+    await waitFor('b owns 2', () => b.held().length === 2);
+    expect(a.held().length).toBe(2);
+    expect(a.of('revoke').length).toBe(1);
+    expect(b.of('assign')[0].partitions.every((p) => p.offset === 10n)).toBe(true);
   });
 });

@@ -250,11 +250,21 @@ async function benchSystem(config: Config, system: SystemName, logDir: string): 
         totalRecords: load.kind === 'consume' ? produced : undefined,
         topicConfigs: system === 'sluice' ? config.sluiceConfigs : undefined,
       };
-      const result = await runLoad(job, process.env.SLUICE_BENCH_PROF ? logDir : undefined);
+      let result: LoadResult;
+      try {
+        result = await runLoad(job, process.env.SLUICE_BENCH_PROF ? logDir : undefined);
+      } catch (err) {
+        // One failed load (a peer that cannot keep up, a crash) is a row marked failed, not a lost run.
+        const message = err instanceof Error ? err.message : String(err);
+        log(config, `  ${system.padEnd(6)} ${load.label.padEnd(18)} FAILED: ${message}`);
+        records.push({ system, label: load.label, ratePerS: Number.NaN, failed: message, result: { job, records: 0, bytes: 0, startMs: 0, endMs: 0, timeline: [], errors: [message] } });
+        continue;
+      }
       if (load.kind === 'produce-raw') produced = result.records;
       const seconds = (result.endMs - result.startMs) / 1000;
-      const record: RunRecord = { system, label: load.label, result, ratePerS: seconds > 0 ? result.records / seconds : 0 };
-      if (prom !== undefined) await checkAgreement(prom, record);
+      const ratePerS = result.achievedRatePerS ?? (seconds > 0 ? result.records / seconds : 0);
+      const record: RunRecord = { system, label: load.label, result, ratePerS };
+      if (prom !== undefined) await checkAgreement(prom, record).catch((err: unknown) => log(config, `  agreement check failed: ${String(err)}`));
       log(config, `  ${system.padEnd(6)} ${load.label.padEnd(18)} ${formatRate(record.ratePerS).padStart(12)} rec/s${describeExtra(record)}`);
       if (load.label !== 'fill') records.push(record);
     }

@@ -25,33 +25,36 @@ export interface TableRow {
 /** The side-by-side table: one row per scenario, ratios against the peers, each target beside its figure. */
 export function buildTable(records: RunRecord[]): TableRow[] {
   const find = (system: SystemName, label: string) => records.find((r) => r.system === system && r.label === label);
+  /** A figure, or 'failed' for a load that failed, or '-' for one not run. */
+  const cell = (r: RunRecord | undefined, text: (r: RunRecord) => string): string => (r === undefined ? '-' : r.failed !== undefined ? 'failed' : text(r));
+  const rate = (r: RunRecord | undefined): number | undefined => (r === undefined || r.failed !== undefined ? undefined : r.ratePerS);
   const ratio = (a?: number, b?: number) => (a !== undefined && b !== undefined && b > 0 ? a / b : undefined);
   const fmtRatio = (x?: number) => (x === undefined ? '-' : `${x.toFixed(2)}x`);
   const rows: TableRow[] = [];
-  const peerProduce = { redis: find('redis', 'produce raw')?.ratePerS, nats: find('nats', 'produce raw')?.ratePerS };
+  const peerProduce = { redis: rate(find('redis', 'produce raw')), nats: rate(find('nats', 'produce raw')) };
   for (const [label, redisTarget, natsTarget] of [['produce raw', 3, 20], ['produce structured', 1, 20]] as const) {
-    const s = find('sluice', label)?.ratePerS;
-    if (s === undefined && peerProduce.redis === undefined) continue;
+    const s = rate(find('sluice', label));
+    if (find('sluice', label) === undefined && find('redis', 'produce raw') === undefined) continue;
     const vr = ratio(s, peerProduce.redis);
     const vn = ratio(s, peerProduce.nats);
     rows.push({
       what: `${label} (rec/s)`,
-      sluice: s === undefined ? '-' : formatRate(s),
-      redis: peerProduce.redis === undefined ? '-' : formatRate(peerProduce.redis),
-      nats: peerProduce.nats === undefined ? '-' : formatRate(peerProduce.nats),
+      sluice: cell(find('sluice', label), (r) => formatRate(r.ratePerS)),
+      redis: cell(find('redis', 'produce raw'), (r) => formatRate(r.ratePerS)),
+      nats: cell(find('nats', 'produce raw'), (r) => formatRate(r.ratePerS)),
       vsRedis: fmtRatio(vr),
       vsNats: fmtRatio(vn),
       target: `>=${redisTarget}x Redis, >=${natsTarget}x NATS`,
       met: vr === undefined || vn === undefined ? '?' : vr >= redisTarget && vn >= natsTarget ? 'yes' : 'NO',
     });
   }
-  const consume = { sluice: find('sluice', 'consume')?.ratePerS, redis: find('redis', 'consume')?.ratePerS, nats: find('nats', 'consume')?.ratePerS };
-  if (Object.values(consume).some((v) => v !== undefined)) {
+  const consume = { sluice: rate(find('sluice', 'consume')), redis: rate(find('redis', 'consume')), nats: rate(find('nats', 'consume')) };
+  if ((['sluice', 'redis', 'nats'] as const).some((sys) => find(sys, 'consume') !== undefined)) {
     rows.push({
       what: 'consume (rec/s)',
-      sluice: consume.sluice === undefined ? '-' : formatRate(consume.sluice),
-      redis: consume.redis === undefined ? '-' : formatRate(consume.redis),
-      nats: consume.nats === undefined ? '-' : formatRate(consume.nats),
+      sluice: cell(find('sluice', 'consume'), (r) => formatRate(r.ratePerS)),
+      redis: cell(find('redis', 'consume'), (r) => formatRate(r.ratePerS)),
+      nats: cell(find('nats', 'consume'), (r) => formatRate(r.ratePerS)),
       vsRedis: fmtRatio(ratio(consume.sluice, consume.redis)),
       vsNats: fmtRatio(ratio(consume.sluice, consume.nats)),
       target: '-',
@@ -63,9 +66,13 @@ export function buildTable(records: RunRecord[]): TableRow[] {
     const lat = (system: SystemName) => {
       const r = find(system, label);
       const l = r?.result.latency;
+      if (r?.failed !== undefined) return { text: 'failed', p99: undefined };
       if (!r || !l) return { text: '-', p99: undefined };
-      const lost = r.result.missing ? ` (${r.result.missing} lost)` : '';
-      return { text: `${l.p50Ms.toFixed(1)}/${l.p99Ms.toFixed(1)}/${l.p999Ms.toFixed(1)}${lost}`, p99: l.p99Ms, missing: r.result.missing ?? 0 };
+      const lost = r.result.missing ? `, ${r.result.missing} lost` : '';
+      const target = r.result.job.ratePerS ?? 0;
+      const slow = r.ratePerS < 0.95 * target ? `, reached only ${formatRate(r.ratePerS)}/s` : '';
+      const notes = lost || slow ? ` (${`${slow}${lost}`.slice(2)})` : '';
+      return { text: `${l.p50Ms.toFixed(1)}/${l.p99Ms.toFixed(1)}/${l.p999Ms.toFixed(1)}${notes}`, p99: l.p99Ms, missing: r.result.missing ?? 0, slow: slow !== '' };
     };
     const s = lat('sluice');
     const is50k = find('sluice', label)?.result.job.ratePerS === 50_000;
@@ -78,7 +85,7 @@ export function buildTable(records: RunRecord[]): TableRow[] {
       vsRedis: `p99 ${fmtRatio(ratio(s.p99, lat('redis').p99))}`,
       vsNats: `p99 ${fmtRatio(ratio(s.p99, lat('nats').p99))}`,
       target: is50k ? 'Sluice p99 <= 10 ms' : '-',
-      met: is50k ? (s.p99 === undefined ? '?' : s.p99 <= 10 && s.missing === 0 ? 'yes' : 'NO') : '-',
+      met: is50k ? (s.p99 === undefined ? '?' : s.p99 <= 10 && s.missing === 0 && !s.slow ? 'yes' : 'NO') : '-',
     });
   }
   const agreements = records.filter((r) => r.agreement !== undefined);

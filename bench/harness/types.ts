@@ -36,7 +36,7 @@ export interface LatencySummary {
 
 export interface LoadResult {
   job: LoadJob;
-  /** Records acknowledged (produce), received (consume) or sent (e2e). */
+  /** Records acknowledged (produce, e2e) or received (consume). */
   records: number;
   bytes: number;
   startMs: number;
@@ -44,7 +44,10 @@ export interface LoadResult {
   /** [epoch ms, cumulative records] about every 100 ms. */
   timeline: Array<[number, number]>;
   latency?: LatencySummary;
-  /** e2e: records produced but not received within the drain time. */
+  /** e2e: records sent (acknowledged or not) and the send rate reached (below the target when the system could not keep up). */
+  sent?: number;
+  achievedRatePerS?: number;
+  /** e2e: records sent but not received within the drain time. */
   missing?: number;
   errors: string[];
 }
@@ -67,7 +70,9 @@ export interface RunRecord {
   system: SystemName;
   label: string;
   result: LoadResult;
-  /** Client-side records/s over the whole run. */
+  /** Set when the load generator failed or timed out; the row says so. */
+  failed?: string;
+  /** Client-side records/s over the whole run (e2e: the send rate reached). */
   ratePerS: number;
   agreement?: Agreement;
   /** Sluice only: Prometheus rate() over time, [seconds since start, records/s]. */

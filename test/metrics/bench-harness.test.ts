@@ -90,6 +90,13 @@ describe('side-by-side table', () => {
     expect(rows.find((r) => r.what.startsWith('Prometheus'))!.met).toBe('yes');
   });
 
+  it('marks a failed load as failed instead of dropping the row', () => {
+    const rows = buildTable([run('sluice', 'produce raw', 'produce-raw', 1_300_000), { ...run('redis', 'produce raw', 'produce-raw', Number.NaN), failed: 'timed out' }]);
+    const raw = rows.find((r) => r.what.startsWith('produce raw'))!;
+    expect(raw.redis).toBe('failed');
+    expect(raw.met).toBe('?');
+  });
+
   it('fails the e2e target on p99 above 10 ms or on lost records', () => {
     const e2e = (p99: number, missing: number) =>
       buildTable([{ ...run('sluice', 'e2e 50k/s', 'e2e', 50_000), result: { ...run('sluice', 'e2e 50k/s', 'e2e', 50_000).result, missing, latency: { count: 1, p50Ms: 1, p99Ms: p99, p999Ms: p99, maxMs: p99 } } }]).find((r) => r.what.startsWith('e2e'))!.met;

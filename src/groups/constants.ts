@@ -14,6 +14,14 @@ export const OFFSETS_TOPIC = '__consumer_offsets';
 export const OFFSETS_PARTITIONS = 16;
 /** Default `offsets.retention.ms`: offsets of a group with no members expire this long after its last commit (7 days, as Kafka). */
 export const OFFSETS_RETENTION_MS_DEFAULT = 7 * 24 * 3600 * 1000;
+/**
+ * Retention of the offsets topic's log: twice the default offsets.retention.ms. Live keys are
+ * re-appended once their last write is older than a quarter of it (OFFSETS_REFRESH_AGE_MS), checked
+ * every OFFSETS_REFRESH_CHECK_MS, so a live offset always has a copy far from the retention edge.
+ */
+export const OFFSETS_LOG_RETENTION_MS = 14 * 24 * 3600 * 1000;
+export const OFFSETS_REFRESH_AGE_MS = OFFSETS_LOG_RETENTION_MS / 4;
+export const OFFSETS_REFRESH_CHECK_MS = 3600 * 1000;
 /** How often the coordinator looks for expired offsets of empty groups. */
 export const OFFSETS_EXPIRY_CHECK_MS = 60_000;
 /** The most offsets one commit may carry. */
@@ -47,3 +55,4 @@ export const DELIVERY_CREDIT_BYTES_DEFAULT = 8 * 1024 * 1024;
 assert.ok(SESSION_TIMEOUT_MS_MIN > GROUP_TICK_MS, 'a session must outlive at least one tick');
 assert.ok(SESSION_TIMEOUT_MS_DEFAULT >= SESSION_TIMEOUT_MS_MIN && SESSION_TIMEOUT_MS_DEFAULT <= SESSION_TIMEOUT_MS_MAX);
 assert.ok(OFFSETS_PARTITIONS > 0 && Number.isInteger(OFFSETS_PARTITIONS));
+assert.ok(OFFSETS_REFRESH_CHECK_MS * 10 < OFFSETS_LOG_RETENTION_MS - OFFSETS_REFRESH_AGE_MS, 'a live key must be refreshed long before retention could drop it');

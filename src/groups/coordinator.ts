@@ -38,6 +38,7 @@ import {
   GROUP_METADATA_REFRESH_MS,
   GROUP_TICK_MS,
   OFFSETS_EXPIRY_CHECK_MS,
+  OFFSETS_REFRESH_CHECK_MS,
   OFFSETS_RETENTION_MS_DEFAULT,
   SESSION_TIMEOUT_MS_DEFAULT,
   SESSION_TIMEOUT_MS_MAX,
@@ -172,6 +173,7 @@ export class GroupCoordinator {
       every(GROUP_TICK_MS, () => c.tick());
       every(GROUP_METADATA_REFRESH_MS, () => (c.hasMembers() ? c.refreshTopics() : undefined));
       every(OFFSETS_EXPIRY_CHECK_MS, () => c.expireOffsets());
+      every(OFFSETS_REFRESH_CHECK_MS, () => (c.closed ? 0 : c.store.refresh()));
       if (c.probe !== null) every(GROUP_LAG_REPORT_MS, () => c.reportLag());
     }
     return c;

@@ -10,6 +10,8 @@ import { decodeOffsetKey, decodeOffsetValue, type OffsetValue } from './offsets-
 export interface CommittedOffsetEntry extends OffsetValue {
   topic: string;
   partition: number;
+  /** Timestamp of the record that last wrote this key (a refresh rewrites it; commitTimeMs stays). */
+  writeTimeMs: number;
 }
 
 export const tpKey = (topic: string, partition: number): string => `${topic}\u0000${partition}`;
@@ -21,13 +23,23 @@ export class OffsetsStm {
   applied = 0;
 
   /** Applies one raw record of the offsets topic. Unknown versions are skipped (a newer writer). */
-  applyRecord(key: Uint8Array | null, value: Uint8Array | null): void {
+  applyRecord(key: Uint8Array | null, value: Uint8Array | null, writeTimeMs: number): void {
     if (key === null) return;
     const k = decodeOffsetKey(key);
     if (k === null) return;
     this.applied++;
     if (value === null) this.remove(k.group, k.topic, k.partition);
-    else this.set(k.group, { topic: k.topic, partition: k.partition, ...decodeOffsetValue(value) });
+    else this.set(k.group, { topic: k.topic, partition: k.partition, ...decodeOffsetValue(value), writeTimeMs });
+  }
+
+  /** Live entries last written before `beforeMs` (to be rewritten before log retention drops them). */
+  staleWrites(beforeMs: number): { group: string; entries: CommittedOffsetEntry[] }[] {
+    const out: { group: string; entries: CommittedOffsetEntry[] }[] = [];
+    for (const [group, g] of this.groups) {
+      const entries = [...g.values()].filter((e) => e.writeTimeMs < beforeMs);
+      if (entries.length > 0) out.push({ group, entries });
+    }
+    return out;
   }
 
   set(group: string, e: CommittedOffsetEntry): void {

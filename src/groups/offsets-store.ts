@@ -18,7 +18,7 @@ import { decodeBatches } from '../batch/index.js';
 import type { RecordInput } from '../batch/types.js';
 import { murmur2 } from '../model/murmur2.js';
 import type { BrokerApi, TopicDescription } from '../broker/types.js';
-import { OFFSETS_PARTITIONS, OFFSETS_TOPIC } from './constants.js';
+import { OFFSETS_LOG_RETENTION_MS, OFFSETS_PARTITIONS, OFFSETS_REFRESH_AGE_MS, OFFSETS_TOPIC } from './constants.js';
 import { encodeOffsetKey, encodeOffsetValue } from './offsets-codec.js';
 import { OffsetsStm, type CommittedOffsetEntry } from './offsets-stm.js';
 
@@ -28,12 +28,14 @@ export interface InternalTopicCreator {
 }
 
 /**
- * Configs of the offsets topic. Retention keeps everything: compaction here is by replay (the table
- * keeps the last value per key), so time-based deletion could drop the only copy of a quiet group's
- * offset. Small segments keep recovery reads cheap to reason about.
+ * Configs of the offsets topic. Compaction is "replay + refresh": the table keeps the last value per
+ * key, and every live key whose last write is older than OFFSETS_REFRESH_AGE_MS is appended again
+ * (`refresh`), so ordinary time retention can drop old segments without ever dropping the only copy of
+ * a live offset. Daily segments let retention free space in steps.
  */
 export const OFFSETS_TOPIC_CONFIGS: Readonly<Record<string, string>> = Object.freeze({
-  'retention.ms': '-1',
+  'retention.ms': String(OFFSETS_LOG_RETENTION_MS),
+  'segment.ms': String(24 * 3600 * 1000),
   'segment.bytes': String(16 * 1024 * 1024),
 });
 
@@ -51,8 +53,8 @@ export function offsetsPartitionFor(group: string, partitions = OFFSETS_PARTITIO
 export interface OffsetWrite {
   topic: string;
   partition: number;
-  /** null deletes the offset (a tombstone). */
-  value: { offset: number; metadata: string } | null;
+  /** null deletes the offset (a tombstone). commitTimeMs: kept from the original commit by a refresh; default now. */
+  value: { offset: number; metadata: string; commitTimeMs?: number } | null;
 }
 
 interface PendingAppend {
@@ -141,7 +143,7 @@ export class OffsetsStore {
     for (;;) {
       const r = await this.api.fetch({ topic: this.topic, partition, offset, maxBytes: 4 * 1024 * 1024, maxWaitMs: 0 });
       for (const batch of decodeBatches(r.batches, { verifyCrc: true })) {
-        for (const rec of batch.records) if (rec.offset >= offset) this.stm.applyRecord(rec.key, rec.value);
+        for (const rec of batch.records) if (rec.offset >= offset) this.stm.applyRecord(rec.key, rec.value, rec.timestampMs);
       }
       if (r.nextOffset <= offset || r.nextOffset >= r.highWatermark) break;
       offset = r.nextOffset;
@@ -180,7 +182,7 @@ export class OffsetsStore {
           for (const w of a.writes) {
             records.push({
               key: encodeOffsetKey({ group: a.group, topic: w.topic, partition: w.partition }),
-              value: w.value === null ? null : encodeOffsetValue({ offset: w.value.offset, commitTimeMs: a.timeMs, metadata: w.value.metadata }),
+              value: w.value === null ? null : encodeOffsetValue({ offset: w.value.offset, commitTimeMs: w.value.commitTimeMs ?? a.timeMs, metadata: w.value.metadata }),
               timestampMs: a.timeMs,
             });
           }
@@ -194,7 +196,16 @@ export class OffsetsStore {
         for (const a of batch) {
           for (const w of a.writes) {
             if (w.value === null) this.stm.remove(a.group, w.topic, w.partition);
-            else this.stm.set(a.group, { topic: w.topic, partition: w.partition, offset: w.value.offset, metadata: w.value.metadata, commitTimeMs: a.timeMs });
+            else {
+              this.stm.set(a.group, {
+                topic: w.topic,
+                partition: w.partition,
+                offset: w.value.offset,
+                metadata: w.value.metadata,
+                commitTimeMs: w.value.commitTimeMs ?? a.timeMs,
+                writeTimeMs: a.timeMs,
+              });
+            }
           }
           a.resolve();
         }
@@ -202,6 +213,22 @@ export class OffsetsStore {
     } finally {
       this.inFlight[p] = false;
     }
+  }
+
+  /**
+   * Re-appends live offsets last written more than OFFSETS_REFRESH_AGE_MS ago (keeping their commit
+   * time), so that log retention never removes the newest copy of a live key. Returns how many.
+   */
+  async refresh(): Promise<number> {
+    let n = 0;
+    for (const { group, entries } of this.stm.staleWrites(this.now() - OFFSETS_REFRESH_AGE_MS)) {
+      await this.write(
+        group,
+        entries.map((e) => ({ topic: e.topic, partition: e.partition, value: { offset: e.offset, metadata: e.metadata, commitTimeMs: e.commitTimeMs } })),
+      );
+      n += entries.length;
+    }
+    return n;
   }
 
   committed(group: string, topic: string, partition: number): CommittedOffsetEntry | undefined {

@@ -11,7 +11,7 @@ import { GroupCoordinator } from '../../src/groups/coordinator.js';
 import { OffsetsStm } from '../../src/groups/offsets-stm.js';
 import { decodeOffsetKey, decodeOffsetValue, encodeOffsetKey, encodeOffsetValue } from '../../src/groups/offsets-codec.js';
 import { offsetsPartitionFor } from '../../src/groups/offsets-store.js';
-import { OFFSETS_PARTITIONS, OFFSETS_TOPIC } from '../../src/groups/constants.js';
+import { OFFSETS_PARTITIONS, OFFSETS_REFRESH_AGE_MS, OFFSETS_TOPIC } from '../../src/groups/constants.js';
 import type { AssignedPartition, JoinResult, MemberSink, TopicPartition } from '../../src/groups/types.js';
 import { FakeBroker } from '../client/fake-broker.js';
 
@@ -140,12 +140,12 @@ describe('offsets storage', () => {
     const stm = new OffsetsStm();
     const key = (p: number) => encodeOffsetKey({ group: 'g', topic: 't', partition: p });
     const val = (o: number) => encodeOffsetValue({ offset: o, commitTimeMs: o, metadata: '' });
-    stm.applyRecord(key(0), val(1));
-    stm.applyRecord(key(1), val(5));
-    stm.applyRecord(key(0), val(3));
-    stm.applyRecord(key(1), null);
+    stm.applyRecord(key(0), val(1), 0);
+    stm.applyRecord(key(1), val(5), 0);
+    stm.applyRecord(key(0), val(3), 0);
+    stm.applyRecord(key(1), null, 0);
     expect(stm.list('g').map((e) => [e.partition, e.offset])).toEqual([[0, 3]]);
-    stm.applyRecord(key(0), null);
+    stm.applyRecord(key(0), null, 0);
     expect(stm.has('g')).toBe(false);
   });
 
@@ -205,5 +205,26 @@ describe('offsets storage', () => {
     await c.deleteGroup('lagging');
     expect(deleted).toEqual(['lagging']);
     c.close();
+  });
+
+  it('refresh re-appends live offsets before log retention could drop them, keeping their commit time', async () => {
+    let now = 10_000_000;
+    const api = new FakeBroker();
+    await api.createTopic('t', 1, 1, {});
+    await api.produce({ topic: 't', partition: 0, records: Array.from({ length: 5 }, () => ({ key: null, value: Buffer.from('x') })), acks: 'all' });
+    const c = await GroupCoordinator.open(api, { timers: false, now: () => now, offsetsRetentionMs: -1 });
+    await c.commit('quiet', null, 0, [{ topic: 't', partition: 0, offset: 4 }]);
+    expect(await c.store.refresh()).toBe(0);
+    now += OFFSETS_REFRESH_AGE_MS + 1;
+    await c.commit('busy', null, 0, [{ topic: 't', partition: 0, offset: 5 }]);
+    expect(await c.store.refresh()).toBe(1); // only 'quiet' is old
+    const entry = c.fetchOffsets('quiet')[0];
+    expect(entry.commitTimeMs).toBe(10_000_000);
+    expect(entry.writeTimeMs).toBe(now);
+    c.close();
+    // The newest record of every live key is young: dropping everything older loses nothing.
+    const again = await GroupCoordinator.open(api, { timers: false, now: () => now, offsetsRetentionMs: -1 });
+    expect(again.fetchOffsets('quiet').map((e) => [e.offset, e.commitTimeMs, e.writeTimeMs])).toEqual([[4, 10_000_000, now]]);
+    again.close();
   });
 });

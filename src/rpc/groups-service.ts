@@ -19,6 +19,7 @@ import {
   type TopicPartition,
 } from '../groups/index.js';
 import {
+  GroupsService,
   OffsetReset,
   ResetTo,
   type ConsumeRequest,
@@ -340,4 +341,12 @@ export function groupsService(ctx: ServiceContext, options: GroupsServiceOptions
       }, callback);
     },
   };
+}
+
+/**
+ * The Groups service as an extra service of the broker's gRPC server (src/server/grpc.ts). It shares
+ * the front-end's ServiceContext, so a shutdown ends Consume streams at once instead of holding the drain.
+ */
+export function groupsExtraService(ctx: ServiceContext, options: GroupsServiceOptions = {}): { definition: typeof GroupsService; implementation: GroupsServer } {
+  return { definition: GroupsService, implementation: groupsService(ctx, options) };
 }

@@ -27,8 +27,8 @@ export function cliPath(): string {
   }
 }
 
-export function spawnBroker(dataDir: string, extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<BrokerProcess> {
-  const child = spawn(process.execPath, [cliPath(), 'serve', '--data-dir', dataDir, '--grpc-addr', '127.0.0.1:0', '--http-addr', '127.0.0.1:0', '--log-level', 'warn', ...extraArgs], {
+export function spawnBroker(dataDir: string, extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}, nodeArgs: string[] = []): Promise<BrokerProcess> {
+  const child = spawn(process.execPath, [...nodeArgs, cliPath(), 'serve', '--data-dir', dataDir, '--grpc-addr', '127.0.0.1:0', '--http-addr', '127.0.0.1:0', '--log-level', 'warn', ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...env },
   });

@@ -12,7 +12,7 @@
  * peak RSS (VmHWM). Table by default, `--json` for machines; a progress bar on a TTY.
  *
  * Options: --records N (per produce phase, default 2,000,000), --concurrency N (requests in flight,
- * default 16), --shards N (broker shard workers), --json.
+ * default 16), --shards N (broker shard workers), --acks all|leader|none (default all), --connections N (producer TCP connections, default 4), --profile DIR (CPU profiles of the broker), --json.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -31,16 +31,24 @@ interface Args {
   concurrency: number;
   shards?: number;
   json: boolean;
+  /** Write a CPU profile of the broker's main thread (and workers) into this directory. */
+  profileDir?: string;
+  acks: 'all' | 'leader' | 'none';
+  /** Producer connections (each its own TCP connection); requests are spread over them. */
+  connections: number;
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { records: 2_000_000, concurrency: 16, json: false };
+  const args: Args = { records: 2_000_000, concurrency: 16, json: false, acks: 'all', connections: 4 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--json') args.json = true;
     else if (a === '--records') args.records = Number(argv[++i]);
     else if (a === '--concurrency') args.concurrency = Number(argv[++i]);
     else if (a === '--shards') args.shards = Number(argv[++i]);
+    else if (a === '--profile') args.profileDir = argv[++i];
+    else if (a === '--acks') args.acks = argv[++i] as Args['acks'];
+    else if (a === '--connections') args.connections = Number(argv[++i]);
     else throw new Error(`unknown argument ${a}: use --records N --concurrency N --shards N --json`);
   }
   return args;
@@ -129,7 +137,7 @@ async function consumeFetch(conn: Connection, topic: string, ends: Map<number, n
   await Promise.all([...ends].map(async ([partition, end]) => {
     let offset = 0;
     while (offset < end) {
-      const res = await conn.unary(conn.broker, conn.broker.fetch, { topic, partition, offset: BigInt(offset), maxBytes: 4 << 20, maxWaitMs: 0, raw: true });
+      const res = await conn.unary(conn.broker, conn.broker.fetch, { topic, partition, offset: BigInt(offset), maxBytes: 1 << 20, maxWaitMs: 0, raw: true });
       total += countRecords(res.recordBatches);
       offset = Number(res.nextOffset);
       progress.update(total);
@@ -142,7 +150,7 @@ async function consumeSubscribe(conn: Connection, topic: string, ends: Map<numbe
   let total = 0;
   const started = process.hrtime.bigint();
   await Promise.all([...ends].map(([partition, end]) => new Promise<void>((resolve, reject) => {
-    const stream = conn.broker.subscribe({ topic, partition, offset: 0n, maxBytes: 4 << 20, raw: true });
+    const stream = conn.broker.subscribe({ topic, partition, offset: 0n, maxBytes: 1 << 20, raw: true });
     stream.on('data', (msg: { recordBatches: Buffer; nextOffset: bigint }) => {
       total += countRecords(msg.recordBatches);
       progress.update(total);
@@ -162,7 +170,8 @@ async function main(): Promise<void> {
   const records = requests * RECORDS_PER_REQUEST;
   const progress = new Progress(process.stdout.isTTY === true && !args.json);
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-bench-'));
-  const broker = await spawnBroker(dataDir, args.shards === undefined ? [] : ['--shards', String(args.shards)]);
+  const nodeArgs = args.profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', args.profileDir];
+  const broker = await spawnBroker(dataDir, args.shards === undefined ? [] : ['--shards', String(args.shards)], {}, nodeArgs);
   const results: PhaseResult[] = [];
   const pushResult = (r: PhaseResult): void => {
     const hwm = peakRssBytes(broker.child.pid!);
@@ -177,22 +186,22 @@ async function main(): Promise<void> {
     // Raw: the TS client encodes Kafka v2 batches (encodeBatch, as Producer does) and sends them.
     // A pool of distinct batches is encoded up front so the producer process measures the broker,
     // not its own encoder; encoding costs about as much again on the client.
-    const producer = new Producer({ brokers: broker.grpcAddress, acks: 'all' });
+    const ownConnection = { 'grpc.use_local_subchannel_pool': 1 };
+    const producers = Array.from({ length: args.connections }, () => new Producer({ brokers: broker.grpcAddress, acks: args.acks, channelOptions: ownConnection }));
     const pool = Array.from({ length: 64 }, (_, i) => encodeBatch(makeRecords(i)));
     progress.start('produce raw', records);
-    const raw = await produceLoop(requests, args.concurrency, (i) => producer.produceRaw('bench-raw', i % PARTITIONS, pool[i % pool.length]), progress);
+    const raw = await produceLoop(requests, args.concurrency, (i) => producers[i % producers.length].produceRaw('bench-raw', i % PARTITIONS, pool[i % pool.length]), progress);
     progress.stop();
     pushResult(result('produce raw', records, raw.seconds, raw.histogram));
 
     // Structured: protobuf Records; the broker builds the batches.
-    const structured = new Producer({ brokers: broker.grpcAddress, acks: 'all', format: 'records' });
+    const structured = Array.from({ length: args.connections }, () => new Producer({ brokers: broker.grpcAddress, acks: args.acks, format: 'records', channelOptions: ownConnection }));
     const recordPool = Array.from({ length: 16 }, (_, i) => makeRecords(i));
     progress.start('produce structured', records);
-    const rec = await produceLoop(requests, args.concurrency, (i) => structured.produceBatch('bench-records', recordPool[i % recordPool.length], { partition: i % PARTITIONS }), progress);
+    const rec = await produceLoop(requests, args.concurrency, (i) => structured[i % structured.length].produceBatch('bench-records', recordPool[i % recordPool.length], { partition: i % PARTITIONS }), progress);
     progress.stop();
     pushResult(result('produce structured', records, rec.seconds, rec.histogram));
-    await producer.close();
-    await structured.close();
+    await Promise.all([...producers, ...structured].map((p) => p.close()));
 
     const ends = await admin.listOffsets('bench-raw', 'latest');
     const conn = new Connection({ brokers: broker.grpcAddress });
@@ -213,7 +222,7 @@ async function main(): Promise<void> {
 
   const targets: Record<string, number> = { 'produce raw': 1_000_000, 'produce structured': 400_000, 'consume fetch': 2_000_000, 'consume subscribe': 2_000_000 };
   const report = {
-    setup: { partitions: PARTITIONS, valueBytes: VALUE_BYTES, recordsPerRequest: RECORDS_PER_REQUEST, acks: 'all', concurrency: args.concurrency, cpus: os.availableParallelism() },
+    setup: { partitions: PARTITIONS, valueBytes: VALUE_BYTES, recordsPerRequest: RECORDS_PER_REQUEST, acks: args.acks, connections: args.connections, concurrency: args.concurrency, cpus: os.availableParallelism() },
     phases: results.map((r) => ({ ...r, targetRecordsPerSec: targets[r.phase], met: r.recordsPerSec >= targets[r.phase] })),
     brokerPeakRssBytes: rss,
     rssTargetBytes: 300 * 1024 * 1024,

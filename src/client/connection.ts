@@ -5,13 +5,18 @@
 import * as grpc from '@grpc/grpc-js';
 import { GRPC_RECEIVE_BYTES_MAX } from '../constants.js';
 import { SluiceError } from '../errors.js';
-import { AdminClient, BrokerClient, fromServiceError } from '../rpc/index.js';
+import { AdminClient, FastBrokerClient, fromServiceError, type BrokerClient } from '../rpc/index.js';
 
 export interface ClientOptions {
   /** "host:port", a comma-separated list, or an array; the first reachable is used. Default 127.0.0.1:7070. */
   brokers?: string | string[];
   /** Deadline of one unary call. Default 30 s (long-poll fetches add their wait to it). */
   requestTimeoutMs?: number;
+  /**
+   * Extra grpc-js channel options. grpc-js shares one TCP connection among clients with equal
+   * options; `{ 'grpc.use_local_subchannel_pool': 1 }` gives this client its own.
+   */
+  channelOptions?: grpc.ChannelOptions;
 }
 
 export const DEFAULT_BROKER = '127.0.0.1:7070';
@@ -39,8 +44,11 @@ export class Connection {
       'grpc.max_receive_message_length': GRPC_RECEIVE_BYTES_MAX,
       'grpc.max_send_message_length': GRPC_RECEIVE_BYTES_MAX,
       'grpc.keepalive_time_ms': 30_000,
+      // HTTP/2's default 64 KiB window stalls every fetch of a few hundred KB on a WINDOW_UPDATE.
+      'grpc-node.flow_control_window': 4 << 20,
+      ...options.channelOptions,
     };
-    this.broker = new BrokerClient(this.address, grpc.credentials.createInsecure(), channelOptions);
+    this.broker = new FastBrokerClient(this.address, grpc.credentials.createInsecure(), channelOptions);
     this.admin = new AdminClient(this.address, grpc.credentials.createInsecure(), {
       ...channelOptions,
       channelOverride: this.broker.getChannel(),

@@ -59,20 +59,40 @@ function drained(call: ServerWritableStream<SubscribeRequest, FetchResponse>, si
   });
 }
 
+/** Resolves when `p` settles or the call ends, whichever is first. */
+function untilSettledOrAborted(p: Promise<void>, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = (): void => {
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    signal.addEventListener('abort', done, { once: true });
+    void p.then(done);
+  });
+}
+
 async function tail(api: BrokerApi, call: ServerWritableStream<SubscribeRequest, FetchResponse>, signal: AbortSignal): Promise<void> {
   const r = call.request;
   if (r.partition < 0) throw new SluiceError('UNKNOWN_PARTITION', `partition ${r.partition} does not exist (partitions are numbered from 0)`);
   let offset = toOffset(r.offset);
   const maxBytes = fetchBytes(r.maxBytes);
+  let sending: Promise<void> | null = null;
   while (!signal.aborted) {
     const result = await api.fetch({ topic: r.topic, partition: r.partition, offset, maxBytes, maxWaitMs: SUBSCRIBE_POLL_MS }, signal);
     if (signal.aborted) return;
     if (result.batches.length === 0 || result.nextOffset <= offset) continue;
     const message = toFetchResponse(result, offset, r.raw);
     offset = result.nextOffset;
-    // Flow control: a slow reader fills the HTTP/2 window, write() returns false, and we stop
-    // fetching until it drains, so a subscription never buffers more than one message ahead.
-    if (!call.write(message)) await drained(call, signal);
+    // Flow control. grpc-js's object-mode stream reports backpressure (write() === false) only after
+    // 16 queued messages, up to 16 MiB each; so besides honouring 'drain' we keep at most one message
+    // handed to HTTP/2 and not yet flushed (its write callback), while the next one is being read.
+    // A reader that stops reading fills the HTTP/2 window and the subscription stops fetching.
+    if (sending !== null) await untilSettledOrAborted(sending, signal);
+    if (signal.aborted) return;
+    let flushed!: () => void;
+    sending = new Promise<void>((resolve) => (flushed = resolve));
+    if (!call.write(message, () => flushed())) await drained(call, signal);
   }
 }
 

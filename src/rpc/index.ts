@@ -17,3 +17,4 @@ export {
 } from './errors.js';
 export { AdminService, AdminClient } from './gen/sluice/v1/admin.js';
 export { BrokerService, BrokerClient } from './gen/sluice/v1/broker.js';
+export { FastBrokerService, FastBrokerClient, decodeFetchResponse, decodeProduceRequest } from './fast-codec.js';

@@ -7,7 +7,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
 import { ReflectionService } from '@grpc/reflection';
 import { GRPC_RECEIVE_BYTES_MAX } from '../constants.js';
-import { AdminService, BrokerService, ServiceContext, adminService, brokerService, loadSluiceDefinition } from '../rpc/index.js';
+import { AdminService, FastBrokerService, ServiceContext, adminService, brokerService, loadSluiceDefinition } from '../rpc/index.js';
 import { formatHostPort, type HostPort } from './address.js';
 import { StartupError } from './errors.js';
 
@@ -51,12 +51,13 @@ export async function startGrpc(ctx: ServiceContext, address: HostPort, extra: E
     'grpc.max_send_message_length': -1,
   });
   server.addService(AdminService, adminService(ctx));
-  server.addService(BrokerService, brokerService(ctx));
+  server.addService(FastBrokerService, brokerService(ctx));
   for (const s of extra) server.addService(s.definition, s.implementation);
   const health = new HealthImplementation(Object.fromEntries(HEALTH_SERVICES.map((s) => [s, 'NOT_SERVING' as const])));
   health.addToServer(server);
   new ReflectionService(reflectionDefinition()).addToServer(server);
   const port = await bind(server, address);
+  widenFlowControlWindows(server);
   return {
     server,
     address: formatHostPort({ host: address.host, port }),
@@ -64,6 +65,31 @@ export async function startGrpc(ctx: ServiceContext, address: HostPort, extra: E
       for (const s of HEALTH_SERVICES) health.setStatus(s, serving ? 'SERVING' : 'NOT_SERVING');
     },
   };
+}
+
+/**
+ * HTTP/2 starts every stream and the connection with a 64 KiB flow-control window, and grpc-js's
+ * server has no option to raise it: a 100 KB produce then waits for a WINDOW_UPDATE round trip (an
+ * event-loop turn of a busy broker) in the middle of every request. We widen both windows on each new
+ * session. grpc-js keeps its http2 servers in a private map, hence the guarded access: if a future
+ * grpc-js renames it, we only lose the tuning.
+ */
+export const HTTP2_STREAM_WINDOW_BYTES = 1 << 20;
+export const HTTP2_CONNECTION_WINDOW_BYTES = 16 << 20;
+
+function widenFlowControlWindows(server: grpc.Server): void {
+  const http2Servers = (server as unknown as { http2Servers?: Map<import('node:net').Server, unknown> }).http2Servers;
+  if (!(http2Servers instanceof Map)) return;
+  for (const h2 of http2Servers.keys()) {
+    h2.on('session', (session: import('node:http2').ServerHttp2Session) => {
+      try {
+        session.settings({ initialWindowSize: HTTP2_STREAM_WINDOW_BYTES });
+        session.setLocalWindowSize(HTTP2_CONNECTION_WINDOW_BYTES);
+      } catch {
+        // A session closing as it opens: nothing to tune.
+      }
+    });
+  }
 }
 
 /** Stops accepting calls and waits for in-flight ones, up to `graceMs`; then cuts the rest. */

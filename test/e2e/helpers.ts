@@ -1,4 +1,5 @@
 /** Shared by the end-to-end tests: a client loaded at run time from the .proto files, and temp dirs. */
+import { afterAll } from 'vitest';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -34,6 +35,15 @@ export async function failure(p: Promise<unknown>): Promise<{ code: grpc.status;
   throw new Error('expected the call to fail, it succeeded');
 }
 
+const created: string[] = [];
+// Registered on the importing test file's root suite: its temp dirs go when its tests are done.
+afterAll(() => {
+  for (const dir of created.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** A fresh directory under the OS temp dir, removed when the test process exits. */
 export function tempDir(prefix = 'sluice-e2e-'): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  created.push(dir);
+  return dir;
 }

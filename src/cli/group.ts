@@ -123,6 +123,7 @@ export function resetOffsets(groupId: string, o: ResetCommand): Promise<void> {
 
 export interface GroupConsumeCommand extends Common {
   group: string;
+  partition?: number;
   count?: number;
   exit?: boolean;
   recordFormat?: string;
@@ -136,6 +137,7 @@ function write(text: string): Promise<void> | void {
 /** `sluice consume TOPIC -g GROUP`: a group member printing records; commits after each batch is printed. */
 export async function groupConsume(topic: string, o: GroupConsumeCommand): Promise<void> {
   if (o.exit) throw new UsageError('-e/--exit is not supported with -g (a group member consumes until stopped); use -n COUNT');
+  if (o.partition !== undefined) throw new UsageError('-p/--partition does not go with -g: the group assigns partitions (use `sluice group reset-offsets` to move its start)');
   const render: (r: ConsumedRecord) => string = o.format === 'json' ? (r) => recordJson(r) + '\n' : compileFormat(o.recordFormat ?? '%s\\n');
   const consumer = new GroupConsumer({ brokers: o.brokers, groupId: o.group, instanceId: o.instanceId }).subscribe(topic.split(','));
   let stopping: Promise<void> | null = null;

@@ -33,6 +33,8 @@ export interface ProducerOptions extends ClientOptions {
   retries?: number;
   retryBackoffMs?: number;
   retryBackoffMaxMs?: number;
+  /** How long a topic's partition count is trusted before it is looked up again. Default 30 s. */
+  metadataMaxAgeMs?: number;
 }
 
 const FILLED_DEFAULTS = Object.freeze({
@@ -44,6 +46,7 @@ const FILLED_DEFAULTS = Object.freeze({
   retries: 8,
   retryBackoffMs: 50,
   retryBackoffMaxMs: 2_000,
+  metadataMaxAgeMs: 30_000,
 });
 type FilledProducerOptions = typeof FILLED_DEFAULTS;
 
@@ -110,6 +113,7 @@ export class Producer {
   private readonly options: FilledProducerOptions;
   private readonly lanes = new Map<string, PartitionLane>();
   private readonly partitionCounts = new Map<string, Promise<number>>();
+  private readonly partitionCountsAt = new Map<string, number>();
   private readonly sticky = new Map<string, number>();
   private readonly idle = new Set<() => void>();
   private closed = false;
@@ -170,7 +174,10 @@ export class Producer {
   /** Partition count from metadata, cached per topic (refreshed after UNKNOWN_PARTITION). */
   partitionCount(topic: string): Promise<number> {
     let p = this.partitionCounts.get(topic);
+    // Partitions can be added: after metadataMaxAgeMs look again, so keyed records follow the broker.
+    if (p !== undefined && Date.now() - (this.partitionCountsAt.get(topic) ?? 0) > this.options.metadataMaxAgeMs) p = undefined;
     if (p === undefined) {
+      this.partitionCountsAt.set(topic, Date.now());
       p = this.conn.unary(this.conn.broker, this.conn.broker.getMetadata, { topics: [topic] }).then((m) => {
         const t = m.topics.find((x) => x.name === topic);
         if (t === undefined) throw new SluiceError('UNKNOWN_TOPIC', `topic "${topic}" does not exist; create it with: sluice topic create ${topic} -p N`);

@@ -12,7 +12,7 @@
  * peak RSS (VmHWM). Table by default, `--json` for machines; a progress bar on a TTY.
  *
  * Options: --records N (per produce phase, default 2,000,000), --concurrency N (requests in flight,
- * default 16), --shards N (broker shard workers), --acks all|leader|none (default all), --connections N (producer TCP connections, default 4), --profile DIR (CPU profiles of the broker), --json.
+ * default 16), --shards N (broker shard workers), --acks all|leader|none (default all), --connections N (client TCP connections, default 4), --profile DIR (CPU profiles of the broker), --json.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -131,10 +131,11 @@ function countRecords(batches: Buffer): number {
   return n;
 }
 
-async function consumeFetch(conn: Connection, topic: string, ends: Map<number, number>, progress: Progress): Promise<PhaseResult> {
+async function consumeFetch(conns: Connection[], topic: string, ends: Map<number, number>, progress: Progress): Promise<PhaseResult> {
   let total = 0;
   const started = process.hrtime.bigint();
   await Promise.all([...ends].map(async ([partition, end]) => {
+    const conn = conns[partition % conns.length];
     let offset = 0;
     while (offset < end) {
       const res = await conn.unary(conn.broker, conn.broker.fetch, { topic, partition, offset: BigInt(offset), maxBytes: 1 << 20, maxWaitMs: 0, raw: true });
@@ -146,10 +147,11 @@ async function consumeFetch(conn: Connection, topic: string, ends: Map<number, n
   return result('consume fetch', total, Number(process.hrtime.bigint() - started) / 1e9);
 }
 
-async function consumeSubscribe(conn: Connection, topic: string, ends: Map<number, number>, progress: Progress): Promise<PhaseResult> {
+async function consumeSubscribe(conns: Connection[], topic: string, ends: Map<number, number>, progress: Progress): Promise<PhaseResult> {
   let total = 0;
   const started = process.hrtime.bigint();
   await Promise.all([...ends].map(([partition, end]) => new Promise<void>((resolve, reject) => {
+    const conn = conns[partition % conns.length];
     const stream = conn.broker.subscribe({ topic, partition, offset: 0n, maxBytes: 1 << 20, raw: true });
     stream.on('data', (msg: { recordBatches: Buffer; nextOffset: bigint }) => {
       total += countRecords(msg.recordBatches);
@@ -204,14 +206,14 @@ async function main(): Promise<void> {
     await Promise.all([...producers, ...structured].map((p) => p.close()));
 
     const ends = await admin.listOffsets('bench-raw', 'latest');
-    const conn = new Connection({ brokers: broker.grpcAddress });
+    const conns = Array.from({ length: args.connections }, () => new Connection({ brokers: broker.grpcAddress, channelOptions: ownConnection }));
     progress.start('consume fetch', records);
-    pushResult(await consumeFetch(conn, 'bench-raw', ends, progress));
+    pushResult(await consumeFetch(conns, 'bench-raw', ends, progress));
     progress.stop();
     progress.start('consume subscribe', records);
-    pushResult(await consumeSubscribe(conn, 'bench-raw', ends, progress));
+    pushResult(await consumeSubscribe(conns, 'bench-raw', ends, progress));
     progress.stop();
-    conn.close();
+    for (const c of conns) c.close();
   } finally {
     admin.close();
   }

@@ -12,10 +12,22 @@
  * so at most `creditRecords` records (or `creditBytes`) wait in this process.
  */
 import * as grpc from '@grpc/grpc-js';
+import { makeGenericClientConstructor } from '@grpc/grpc-js';
 import { SluiceError } from '../errors.js';
 import { GRPC_RECEIVE_BYTES_MAX } from '../constants.js';
 import { fromServiceError } from '../rpc/errors.js';
-import { GroupsClient, OffsetReset, ResetTo, type ConsumeRequest, type ConsumeResponse } from '../rpc/gen/sluice/v1/groups.js';
+import { BinaryReader } from '@bufbuild/protobuf/wire';
+import {
+  ConsumeResponse as ConsumeResponseCodec,
+  GroupsClient,
+  GroupsService,
+  OffsetReset,
+  ResetTo,
+  type ConsumeRequest,
+  type ConsumeResponse,
+  type RecordsChunk,
+} from '../rpc/gen/sluice/v1/groups.js';
+import { Record as PbRecord } from '../rpc/gen/sluice/v1/records.js';
 import { decodeBatches } from '../batch/index.js';
 import { brokerList, type ClientOptions } from './connection.js';
 import type { ConsumedRecord } from './types.js';
@@ -67,6 +79,46 @@ type Item =
   | { kind: 'batch'; batch: GroupBatch; bytes: number; records: number }
   | { kind: 'assign'; partitions: TopicPartitionRef[] }
   | { kind: 'revoke'; generation: number; partitions: TopicPartitionRef[] };
+
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * Decodes a ConsumeResponse. A message that is one `records` chunk (the hot path) is read by hand so
+ * that `record_batches` stays a view into the received buffer (ts-proto copies every bytes field;
+ * grpc-js gives each deserializer a fresh buffer that nothing reuses). Anything else: ts-proto.
+ */
+export function decodeConsumeResponse(input: Uint8Array): ConsumeResponse {
+  if (input.length > 0 && input[0] === 34 /* field 4 (records), length-delimited */) {
+    const reader = new BinaryReader(input);
+    reader.uint32();
+    const len = reader.uint32();
+    if (reader.pos + len === reader.len) {
+      const c: RecordsChunk = { topic: '', partition: 0, records: [], recordBatches: EMPTY, firstOffset: 0n, nextOffset: 0n, highWatermark: 0n, generation: 0n };
+      while (reader.pos < reader.len) {
+        const tag = reader.uint32();
+        if (tag === 10) c.topic = reader.string();
+        else if (tag === 16) c.partition = reader.int32();
+        else if (tag === 26) c.records.push(PbRecord.decode(reader, reader.uint32()));
+        else if (tag === 34) {
+          const b = reader.bytes();
+          c.recordBatches = Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+        } else if (tag === 40) c.firstOffset = reader.int64() as bigint;
+        else if (tag === 48) c.nextOffset = reader.int64() as bigint;
+        else if (tag === 56) c.highWatermark = reader.int64() as bigint;
+        else if (tag === 64) c.generation = reader.int64() as bigint;
+        else if ((tag & 7) === 4 || tag === 0) break;
+        else reader.skip(tag & 7);
+      }
+      return { response: { $case: 'records', value: c } };
+    }
+  }
+  return ConsumeResponseCodec.decode(input);
+}
+
+const FastGroupsClient = makeGenericClientConstructor(
+  { ...GroupsService, consume: { ...GroupsService.consume, responseDeserialize: (value: Buffer): ConsumeResponse => decodeConsumeResponse(value) } },
+  'sluice.v1.Groups',
+) as unknown as typeof GroupsClient;
 
 /** HTTP/2 stream and connection window of a GroupConsumer's channel. */
 const GROUP_STREAM_WINDOW_BYTES = 16 * 1024 * 1024;
@@ -125,7 +177,7 @@ export class GroupConsumer {
   constructor(options: GroupConsumerOptions) {
     if (typeof options?.groupId !== 'string' || options.groupId.length === 0) throw new SluiceError('INVALID_REQUEST', 'GroupConsumer needs a groupId');
     this.options = options;
-    this.client = new GroupsClient(brokerList(options.brokers)[0], grpc.credentials.createInsecure(), {
+    this.client = new FastGroupsClient(brokerList(options.brokers)[0], grpc.credentials.createInsecure(), {
       'grpc.max_receive_message_length': GRPC_RECEIVE_BYTES_MAX,
       'grpc.max_send_message_length': GRPC_RECEIVE_BYTES_MAX,
       'grpc.keepalive_time_ms': 30_000,

@@ -7,6 +7,11 @@ import assert from 'node:assert/strict';
 /** The internal topic that stores committed offsets. Its "__" prefix is reserved (src/broker/validate.ts). */
 export const OFFSETS_TOPIC = '__consumer_offsets';
 /**
+ * Topics with this prefix are internal and never consumed by groups. The same reserved prefix as
+ * src/broker/validate.ts, repeated here because src/groups does not import the broker core.
+ */
+export const INTERNAL_TOPIC_PREFIX = '__';
+/**
  * Partitions of the offsets topic. Fixed for the life of a cluster: a group's partition is
  * hash(group) mod this, so changing it would move every group's offsets (Kafka's
  * offsets.topic.num.partitions has the same rule).

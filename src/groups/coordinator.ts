@@ -34,6 +34,7 @@ import {
   COMMIT_OFFSETS_MAX,
   GROUP_ID_LENGTH_MAX,
   GROUP_LAG_REPORT_MS,
+  INTERNAL_TOPIC_PREFIX,
   GROUP_MEMBERS_MAX,
   GROUP_METADATA_REFRESH_MS,
   GROUP_TICK_MS,
@@ -60,7 +61,6 @@ import type {
   ResetPlanEntry,
   ResetSpec,
 } from './types.js';
-import { INTERNAL_TOPIC_PREFIX } from '../broker/validate.js';
 
 /** What the coordinator reports for metrics (a slice of BrokerProbe, src/broker/probe.ts). */
 export type GroupProbe = Pick<BrokerProbe, 'consumerGroupLag' | 'groupDeleted'>;

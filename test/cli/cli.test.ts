@@ -59,6 +59,10 @@ describe('sluice CLI', () => {
     expect(rec).toMatchObject({ topic: 'tour', offset: 0, headers: { src: 'test' } });
     const last = await sluice(['consume', 'tour', '-p', String(rec.partition), '-o', '-1', '-e', '-f', '%o\\n']);
     expect(last.stdout.trim().split('\n')).toHaveLength(1);
+    const byTime = await sluice(['consume', 'tour', '-o', '@0', '-e']);
+    expect(byTime.stdout.trim().split('\n')).toHaveLength(3);
+    const future = await sluice(['consume', 'tour', '-o', `@${Date.now() + 3_600_000}`, '-e']);
+    expect(future.stdout).toBe('');
   });
 
   it('reports cluster info', async () => {

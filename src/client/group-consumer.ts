@@ -403,15 +403,20 @@ export class GroupConsumer {
       return;
     }
     if (item.kind === 'revoke') {
-      // Everything before the revoke is processed: commit it, then hand the partitions over.
-      if (this.options.autoCommit !== false) await this.flushCommits().catch(() => {});
+      // Everything before the revoke is processed. Commit the revoked partitions' positions and hand
+      // them over; the broker applies the commit before the ack. Nothing here waits for the commit,
+      // so batches of the partitions this member keeps go on being processed.
       await this.options.onRevoke?.(item.partitions);
+      const final: CommitSpec[] = [];
       for (const p of item.partitions) {
         const k = key(p.topic, p.partition);
+        const done = this.processed.get(k);
+        if (this.options.autoCommit !== false && done !== undefined && (this.committedAt.get(k) ?? -1) < done.offset) final.push(done);
         this.owned.delete(k);
         this.processed.delete(k);
         this.committedAt.delete(k);
       }
+      if (final.length > 0) this.sendCommit(final).catch(() => {});
       this.send({ request: { $case: 'revokeAck', value: { generation: BigInt(item.generation), partitions: item.partitions } } });
       return;
     }

@@ -146,6 +146,10 @@ export function groupsService(ctx: ServiceContext, options: GroupsServiceOptions
     let raw = false;
     let ended = false;
     let chain: Promise<void> = Promise.resolve();
+    // Commits run one after another (so a later commit of a partition lands after an earlier one), but
+    // off the main chain: credits and heartbeats are not held up by a commit's fsync. RevokeAck and
+    // Leave wait for them, so a final commit is durable before its partitions move.
+    let commits: Promise<void> = Promise.resolve();
 
     const finish = (err: Error | null): void => {
       if (ended) return;
@@ -215,15 +219,20 @@ export function groupsService(ctx: ServiceContext, options: GroupsServiceOptions
             transport.send({ type: 'commitResult', commitId, error: toSluiceError(err) });
             return;
           }
-          await s.commit(commitId, toSafeNumber(r.value.generation, 'generation'), offsets);
+          const generation = toSafeNumber(r.value.generation, 'generation');
+          commits = commits.then(() => s.commit(commitId, generation, offsets)).catch(() => {});
           return;
         }
-        case 'revokeAck':
-          s.ackRevoke(toSafeNumber(r.value.generation, 'generation'), toTps(r.value.partitions));
+        case 'revokeAck': {
+          const generation = toSafeNumber(r.value.generation, 'generation');
+          await commits;
+          s.ackRevoke(generation, toTps(r.value.partitions));
           return;
+        }
         case 'heartbeat':
           return;
         case 'leave':
+          await commits;
           s.leave();
           return;
       }
@@ -249,7 +258,8 @@ export function groupsService(ctx: ServiceContext, options: GroupsServiceOptions
     // The client half-closed (or the call is going away): it will send nothing more. Without a Leave
     // first, that is a vanished member (a static one keeps its place for its session timeout).
     call.on('end', () => {
-      chain = chain.then(() => {
+      chain = chain.then(async () => {
+        await commits;
         session?.closed();
         finish(null);
       });

@@ -113,9 +113,12 @@ export function brokerService(ctx: ServiceContext): BrokerServer {
     },
 
     fetch(call, callback) {
-      const { signal, release } = ctx.longCall();
-      const onCancel = (): void => release();
-      call.on('cancelled', onCancel);
+      const { signal, controller, release } = ctx.longCall();
+      // A client that gives up (deadline, cancel) frees its parked long-poll in the core at once.
+      call.on('cancelled', () => {
+        controller.abort(new SluiceError('UNAVAILABLE', 'cancelled by the client'));
+        release();
+      });
       ctx.unary('Fetch', async () => {
         try {
           const input = toFetchInput(call.request);

@@ -11,3 +11,4 @@ export type { RecordInput, DecodedRecord } from './batch/types.js';
 export { partitionForKey, murmur2 } from './model/murmur2.js';
 export type { BrokerApi } from './broker/types.js';
 export type { BrokerProbe } from './broker/probe.js';
+export { createMetrics, type MetricsOptions, type SluiceMetrics } from './metrics/index.js';

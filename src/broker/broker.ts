@@ -19,6 +19,7 @@ import { DataDirLock } from './data-dir-lock.js';
 import { TopicTable, type TopicEntry } from './topic-table.js';
 import { StickyPartitioner, firstRecordKey } from './partitioner.js';
 import {
+  INTERNAL_TOPIC_PREFIX,
   logConfigFor,
   normalizeReplicationFactor,
   validateConfigKey,
@@ -304,6 +305,23 @@ export class Broker implements BrokerApi {
   async createTopic(name: string, partitions: number, replicationFactor: number, configs: Record<string, string>): Promise<TopicDescription> {
     this.checkOpen();
     validateUserTopicName(name);
+    return this.createAnyTopic(name, partitions, replicationFactor, configs);
+  }
+
+  /**
+   * Creates an internal topic (a name with the reserved "__" prefix, e.g. `__consumer_offsets` for
+   * src/groups), which createTopic refuses. For the broker's own subsystems; not exposed over gRPC.
+   */
+  async createInternalTopic(name: string, partitions: number, configs: Record<string, string>): Promise<TopicDescription> {
+    this.checkOpen();
+    validateTopicName(name);
+    if (!name.startsWith(INTERNAL_TOPIC_PREFIX)) {
+      throw new SluiceError('INVALID_TOPIC_NAME', `internal topic names start with '${INTERNAL_TOPIC_PREFIX}', got '${name}'`);
+    }
+    return this.createAnyTopic(name, partitions, 1, configs);
+  }
+
+  private async createAnyTopic(name: string, partitions: number, replicationFactor: number, configs: Record<string, string>): Promise<TopicDescription> {
     validatePartitionCount(partitions);
     const rf = normalizeReplicationFactor(replicationFactor);
     const explicit = { ...(configs ?? {}) };

@@ -8,6 +8,7 @@
  */
 import type http from 'node:http';
 import { ServiceContext } from '../rpc/index.js';
+import { groupsExtraService } from '../rpc/groups-service.js';
 import { NOOP_PROBE, type BrokerProbe } from '../broker/probe.js';
 import type { BrokerApi } from '../broker/types.js';
 import { Broker, type BrokerLogger, type BrokerOptions } from '../broker/index.js';
@@ -67,7 +68,9 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
   const grpcAddr = parseHostPort(options.grpcAddress ?? '127.0.0.1:0', 'gRPC address');
   const httpAddr = options.httpAddress === null ? null : parseHostPort(options.httpAddress ?? '127.0.0.1:0', 'HTTP address');
 
-  const grpc: GrpcFrontend = await startGrpc(ctx, grpcAddr, options.grpcServices?.(() => ctx.api()) ?? []);
+  // Consumer groups share the front-end's context, so a shutdown ends their Consume streams at once.
+  const services = [groupsExtraService(ctx), ...(options.grpcServices?.(() => ctx.api()) ?? [])];
+  const grpc: GrpcFrontend = await startGrpc(ctx, grpcAddr, services);
   let httpServer: http.Server | null = null;
   let httpAddress: string | null = null;
   let broker: BrokerApi;

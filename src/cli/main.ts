@@ -15,6 +15,7 @@ import { serve } from './serve.js';
 import { addPartitions, alterConfig, createTopic, deleteTopic, describeTopic, listTopics, type Common } from './topic.js';
 import { consume, produce } from './records.js';
 import { clusterInfo } from './cluster.js';
+import { groupConsume, registerGroupCommands, type GroupConsumeCommand } from './group.js';
 
 /** Adds -b/--brokers and --format to a client command. */
 function clientCommand(cmd: Command): Command {
@@ -87,9 +88,12 @@ clientCommand(program.command('consume <topic>').description('print records (kca
   .option('-n, --count <n>', 'exit after COUNT records', parseIntArg('--count', 0))
   .option('-e, --exit', 'exit at the end of the partitions', false)
   .option('-f, --record-format <fmt>', 'kcat-style format: %t %p %o %k %s %T %h %K %S (default "%s\\n")')
-  .action(run((t: string, o: Parameters<typeof consume>[1]) => consume(t, o)));
+  .option('-g, --group <group>', 'consume as a member of this consumer group (commits what it printed)')
+  .action(run((t: string, o: Parameters<typeof consume>[1] & { group?: string }) => (o.group ? groupConsume(t, o as GroupConsumeCommand) : consume(t, o))));
 
 const cluster = program.command('cluster').description('cluster information');
 clientCommand(cluster.command('info').description('brokers, controller and topic count')).action(run((o: Common) => clusterInfo(o)));
+
+registerGroupCommands(program, clientCommand, run);
 
 await program.parseAsync(process.argv);

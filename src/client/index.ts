@@ -5,6 +5,16 @@
  */
 export { Admin, type CreateTopicOptions, type OffsetQuery } from './admin.js';
 export { Consumer, decodeFetched, type ConsumerOptions } from './consumer.js';
+export {
+  GroupConsumer,
+  GroupAdmin,
+  type GroupConsumerOptions,
+  type GroupBatch,
+  type GroupDescription,
+  type CommitSpec,
+  type ResetTarget,
+  type TopicPartitionRef,
+} from './group-consumer.js';
 export { Producer, type ProducerOptions } from './producer.js';
 export { Connection, brokerList, DEFAULT_BROKER, type ClientOptions } from './connection.js';
 export type * from './types.js';

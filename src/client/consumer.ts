@@ -10,6 +10,7 @@ import { decodeBatches } from '../batch/index.js';
 import type { FetchResponse } from '../rpc/gen/sluice/v1/broker.js';
 import { Admin } from './admin.js';
 import { Connection, type ClientOptions } from './connection.js';
+import { GroupConsumer, type GroupConsumerOptions } from './group-consumer.js';
 import type { ConsumedRecord, StartOffset } from './types.js';
 
 export interface ConsumerOptions extends ClientOptions {
@@ -63,9 +64,22 @@ export class Consumer implements AsyncIterable<ConsumedRecord> {
   private failure: unknown = null;
   private started = false;
 
-  constructor(options: ConsumerOptions) {
-    this.options = options;
+  constructor(options: ConsumerOptions | GroupConsumerOptions) {
+    this.options = options as ConsumerOptions;
     this.conn = new Connection(options);
+  }
+
+  /**
+   * Group mode: `new Consumer({ groupId, ... }).subscribe(topics).run(async (batch) => ...)` joins the
+   * consumer group; the broker assigns partitions and stores commits (see GroupConsumer).
+   */
+  subscribe(topics: string | string[] | RegExp): GroupConsumer {
+    const groupId = (this.options as Partial<GroupConsumerOptions>).groupId;
+    if (typeof groupId !== 'string' || groupId.length === 0) {
+      throw new SluiceError('INVALID_REQUEST', 'subscribe() is for consumer groups: create the consumer with new Consumer({ groupId, ... })');
+    }
+    this.conn.close();
+    return new GroupConsumer(this.options as unknown as GroupConsumerOptions).subscribe(topics);
   }
 
   /** The next offset each partition will read (after start-up). */

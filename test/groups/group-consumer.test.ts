@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GroupConsumer, type GroupBatch } from '../../src/client/group-consumer.js';
-import { Admin, Producer } from '../../src/client/index.js';
+import { Admin, Consumer, Producer } from '../../src/client/index.js';
 import { produceTo, startGroupBroker, topicWithRecords, waitFor, type GroupBroker } from './helpers.js';
 
 let gb: GroupBroker;
@@ -142,5 +142,29 @@ describe('GroupConsumer', () => {
     await waitFor('every record', () => new Set([...a.seen, ...b.seen]).size === 2 * 10 + 4 * 5, 10_000);
     await Promise.all([a.consumer.stop(), b.consumer.stop()]);
     await Promise.all([a.done, b.done]);
+  });
+
+  it('new Consumer({ groupId }).subscribe(topics).run(handler): the issue\'s API, with manual commits', async () => {
+    await topicWithRecords(gb.brokerAddress, 'api', 2, 4);
+    const consumer = new Consumer({ brokers: gb.address, groupId: 'g-api', autoCommit: false }).subscribe(['api']);
+    const seen: string[] = [];
+    const done = consumer.run(async (batch) => {
+      for (const r of batch.records) seen.push(`${r.partition}:${r.value!.toString()}`);
+    });
+    await waitFor('8 records', () => seen.length === 8);
+    // Manual commits only (autoCommit false): partition 0 up to 2, partition 1 all of it.
+    await consumer.commit([{ topic: 'api', partition: 0, offset: 2 }, { topic: 'api', partition: 1, offset: 4 }]);
+    await consumer.stop();
+    await done;
+    const again = new Consumer({ brokers: gb.address, groupId: 'g-api' }).subscribe('api');
+    const replay: string[] = [];
+    const done2 = again.run(async (batch) => {
+      for (const r of batch.records) replay.push(`${r.partition}:${r.offset}`);
+    });
+    await waitFor('2 records', () => replay.length === 2);
+    expect(replay).toEqual(['0:2', '0:3']);
+    await again.stop();
+    await done2;
+    expect(() => new Consumer({ brokers: gb.address, topic: 'api' }).subscribe('api')).toThrow(/groupId/);
   });
 });

@@ -28,7 +28,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import * as grpc from '@grpc/grpc-js';
 import { encodeBatch } from '../src/batch/index.js';
 import { Admin } from '../src/client/admin.js';
 import { Connection } from '../src/client/connection.js';
@@ -76,35 +75,11 @@ const pct = (xs: number[], p: number): number => {
 
 // --- Child roles ---------------------------------------------------------------------------------
 
-/** --serve DIR: a broker (with the Groups service) on an ephemeral port; prints the address. */
+/** --serve DIR: a broker (startBroker serves sluice.v1.Groups) on an ephemeral port; sends the address. */
 async function serve(dataDir: string): Promise<void> {
   const { startBroker } = await import('../src/server/index.js');
   const running = await startBroker({ dataDir, grpcAddress: '127.0.0.1:0', httpAddress: null });
-  let address = running.grpcAddress;
-  // Before the Groups service is registered in src/server, serve it beside the broker.
-  const { GroupsClient, GroupsService } = await import('../src/rpc/gen/sluice/v1/groups.js');
-  const probe = new GroupsClient(address, grpc.credentials.createInsecure());
-  const served = await new Promise<boolean>((resolve) =>
-    probe.listGroups({}, new grpc.Metadata(), { deadline: Date.now() + 5_000 }, (err) => resolve(err === null || err.code !== grpc.status.UNIMPLEMENTED)),
-  );
-  probe.close();
-  if (!served) {
-    const { ServiceContext } = await import('../src/rpc/context.js');
-    const { groupsService } = await import('../src/rpc/groups-service.js');
-    const { NOOP_PROBE } = await import('../src/broker/probe.js');
-    const ctx = new ServiceContext(NOOP_PROBE);
-    ctx.attach(running.broker);
-    const server = new grpc.Server();
-    server.addService(GroupsService, groupsService(ctx, { topic: 'bench-consumer-offsets' }));
-    const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
-    );
-    address = `127.0.0.1:${port}`;
-    console.error(`(Groups served on a side port: src/server does not register it yet)`);
-    process.send!({ address, brokerAddress: running.grpcAddress });
-  } else {
-    process.send!({ address, brokerAddress: address });
-  }
+  process.send!({ address: running.grpcAddress, brokerAddress: running.grpcAddress });
   const stop = (): void => void running.close().finally(() => process.exit(0));
   process.on('disconnect', stop);
   process.on('SIGTERM', stop);

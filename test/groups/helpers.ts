@@ -2,20 +2,15 @@
  * Fixtures for the consumer-group tests: a real broker (startBroker, in-process, ephemeral ports) that
  * serves sluice.v1.Groups, topics with records, a raw Consume stream driver for protocol-level checks,
  * and a bounded `waitFor`.
- *
- * If the broker's gRPC server does not serve Groups yet (the integration into src/server lands
- * separately), a side server with the same service over the same core is started instead.
+
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { startBroker, type RunningBroker } from '../../src/server/index.js';
-import { ServiceContext } from '../../src/rpc/context.js';
-import { groupsService } from '../../src/rpc/groups-service.js';
 import { fromServiceError } from '../../src/rpc/errors.js';
-import { NOOP_PROBE } from '../../src/broker/probe.js';
-import { GroupsClient, GroupsService, type ConsumeRequest, type ConsumeResponse } from '../../src/rpc/gen/sluice/v1/groups.js';
+import { GroupsClient, type ConsumeRequest, type ConsumeResponse } from '../../src/rpc/gen/sluice/v1/groups.js';
 import { Admin, Producer } from '../../src/client/index.js';
 import type { SluiceError } from '../../src/errors.js';
 
@@ -25,50 +20,17 @@ export function tempDir(prefix = 'sluice-groups-'): string {
 
 export interface GroupBroker {
   running: RunningBroker;
-  /** Address serving sluice.v1.Groups (and, when integrated, everything else). */
+  /** Address serving sluice.v1.Groups (the broker's own gRPC address). */
   address: string;
-  /** Address serving Admin and Broker. */
+  /** Address serving Admin and Broker (the same). */
   brokerAddress: string;
   dataDir: string;
   close(): Promise<void>;
 }
 
-async function servesGroups(address: string): Promise<boolean> {
-  const client = new GroupsClient(address, grpc.credentials.createInsecure());
-  try {
-    return await new Promise<boolean>((resolve) => {
-      client.listGroups({}, new grpc.Metadata(), { deadline: Date.now() + 5_000 }, (err) => resolve(err === null || err.code !== grpc.status.UNIMPLEMENTED));
-    });
-  } finally {
-    client.close();
-  }
-}
-
 export async function startGroupBroker(dataDir = tempDir(), shards = 1): Promise<GroupBroker> {
   const running = await startBroker({ dataDir, shards, grpcAddress: '127.0.0.1:0', httpAddress: null, drainMs: 2_000 });
-  if (await servesGroups(running.grpcAddress)) {
-    return { running, address: running.grpcAddress, brokerAddress: running.grpcAddress, dataDir, close: () => running.close() };
-  }
-  // Side server: the Groups service over the same core. Offsets go to a user-visible topic because the
-  // core cannot create internal ones without the integration.
-  const ctx = new ServiceContext(NOOP_PROBE);
-  ctx.attach(running.broker);
-  const server = new grpc.Server();
-  server.addService(GroupsService, groupsService(ctx, { topic: 'sluice-test-consumer-offsets' }));
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
-  );
-  return {
-    running,
-    address: `127.0.0.1:${port}`,
-    brokerAddress: running.grpcAddress,
-    dataDir,
-    close: async () => {
-      ctx.beginShutdown();
-      server.forceShutdown();
-      await running.close();
-    },
-  };
+  return { running, address: running.grpcAddress, brokerAddress: running.grpcAddress, dataDir, close: () => running.close() };
 }
 
 /** Creates a topic and writes `perPartition` records "p<P>-<i>" to every partition. */

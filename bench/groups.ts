@@ -18,6 +18,7 @@
  *    often data arrives).
  *
  * Flags: --json, --records N, --rounds N, --members N (default 10), --partitions N (default 100),
+ * --flush-policy P (the topic's flush.policy; default the broker's, fsync per append),
  * --member-procs N (processes for the multi-process throughput run, default 2),
  * --load-rate N (records/s written during the rebalance rounds, default 100,000), --load-batch N
  * (records per produce then, default 50).
@@ -47,6 +48,8 @@ interface Args {
   loadRate: number;
   loadBatch: number;
   memberProcs: number;
+  /** The topic's flush.policy ('' = the default, fsync per append). */
+  flushPolicy: string;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -62,6 +65,10 @@ function parseArgs(argv: string[]): Args {
     partitions: get('--partitions', 100),
     loadRate: get('--load-rate', 100_000),
     memberProcs: get('--member-procs', 2),
+    flushPolicy: (() => {
+      const i = argv.indexOf('--flush-policy');
+      return i >= 0 ? argv[i + 1] : '';
+    })(),
     loadBatch: get('--load-batch', 50),
   };
 }
@@ -179,7 +186,7 @@ async function main(): Promise<void> {
       server.once('exit', (code) => reject(new Error(`broker exited with ${code}`)));
     });
     const admin = new Admin({ brokers: brokerAddress });
-    await admin.createTopic(TOPIC, { partitions: args.partitions });
+    await admin.createTopic(TOPIC, { partitions: args.partitions, configs: args.flushPolicy ? { 'flush.policy': args.flushPolicy } : {} });
     admin.close();
 
     // 1. Backlog and throughput.

@@ -42,6 +42,7 @@ interface Config {
   recordBytes: number;
   recordsPerRequest: number;
   sluiceInflight: number;
+  sluiceConnections: number;
   /** Sluice topic configs for every topic of the run (default none: the broker's defaults, fsync per group commit). */
   sluiceConfigs: Record<string, string>;
 }
@@ -57,7 +58,11 @@ function parseConfig(): Config {
       out: { type: 'string', default: join(REPO_ROOT, 'bench', 'out') },
       'record-bytes': { type: 'string', default: '100' },
       'records-per-request': { type: 'string', default: '1000' },
-      'sluice-inflight': { type: 'string', default: '5' },
+      // Throughput loads: Sluice keeps 32 requests of 1,000 records outstanding over 2 connections, the
+      // request-level counterpart of Redis's 1,000-command pipeline (every request is still acks=all
+      // under the default flush policy). --sluice-inflight 5 --sluice-connections 1 is the old setting.
+      'sluice-inflight': { type: 'string', default: '32' },
+      'sluice-connections': { type: 'string', default: '2' },
       'sluice-config': { type: 'string', multiple: true, default: [] },
     },
     strict: true,
@@ -68,6 +73,10 @@ function parseConfig(): Config {
   }
   const systems = values.systems.split(',').map((s) => s.trim()) as SystemName[];
   for (const s of systems) if (!['sluice', 'redis', 'nats'].includes(s)) throw new Error(`unknown system ${s}`);
+  for (const k of ['sluice-inflight', 'sluice-connections'] as const) {
+    const n = Number(values[k]);
+    if (!(Number.isInteger(n) && n >= 1 && n <= 1024)) throw new Error(`--${k} must be an integer from 1 to 1024`);
+  }
   const durationS = Number(values.duration);
   if (!(durationS >= 2 && durationS <= 600)) throw new Error('--duration must be between 2 and 600 seconds');
   return {
@@ -80,6 +89,7 @@ function parseConfig(): Config {
     recordBytes: Number(values['record-bytes']),
     recordsPerRequest: Number(values['records-per-request']),
     sluiceInflight: Number(values['sluice-inflight']),
+    sluiceConnections: Number(values['sluice-connections']),
     sluiceConfigs: Object.fromEntries(
       values['sluice-config'].map((kv) => {
         const i = kv.indexOf('=');
@@ -246,6 +256,7 @@ async function benchSystem(config: Config, system: SystemName, logDir: string): 
         recordBytes: config.recordBytes,
         recordsPerRequest: config.recordsPerRequest,
         inflight: system === 'sluice' ? config.sluiceInflight : 1,
+        connections: system === 'sluice' ? config.sluiceConnections : 1,
         ratePerS: load.ratePerS,
         totalRecords: load.kind === 'consume' ? produced : undefined,
         topicConfigs: system === 'sluice' ? config.sluiceConfigs : undefined,
@@ -296,7 +307,7 @@ async function main(): Promise<void> {
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const runDir = join(config.outDir, `run-${stamp}`);
   mkdirSync(runDir, { recursive: true });
-  log(config, `sluice bench: scenario ${config.scenario}, ${config.durationS} s per load, ${config.recordBytes}-byte records, ${config.recordsPerRequest} per request; logs in ${runDir}`);
+  log(config, `sluice bench: scenario ${config.scenario}, ${config.durationS} s per load, ${config.recordBytes}-byte records, ${config.recordsPerRequest} per request, Sluice ${config.sluiceInflight} in flight over ${config.sluiceConnections} connection(s); logs in ${runDir}`);
   const records: RunRecord[] = [];
   for (const system of config.systems) {
     log(config, `${system}:`);

@@ -21,8 +21,11 @@ export interface Driver {
   sendValues(values: Buffer[]): Promise<void>;
   /** Reads from the first record on; calls `onRecords` per response; stops after `total` or `deadlineMs`. */
   consumeAll(total: number, deadlineMs: number, onRecords: (n: number) => void): Promise<void>;
-  /** Tails records appended from now on. */
-  subscribe(onValue: (value: Uint8Array) => void): Promise<{ stop(): Promise<void> }>;
+  /**
+   * Tails records appended from now on; `onValue` gets each record's value as `bytes` from `start` (a
+   * view, no copy, so the measuring process allocates as little per record as the system's client allows).
+   */
+  subscribe(onValue: (bytes: Buffer, start: number) => void): Promise<{ stop(): Promise<void> }>;
   close(): Promise<void>;
 }
 
@@ -60,12 +63,29 @@ class SluiceDriver implements Driver {
   private readonly broker: BrokerClient;
   private readonly admin: Admin;
   private readonly producer: Producer;
+  /** Throughput loads: one producer per connection (`job.connections`), each with its own TCP connection. */
+  private readonly producers: Producer[];
+  private next = 0;
 
   constructor(private readonly job: LoadJob) {
     const address = `127.0.0.1:${job.port}`;
     this.broker = new BrokerClient(address, credentials.createInsecure(), GRPC_OPTIONS);
     this.admin = new Admin({ brokers: address });
-    this.producer = new Producer({ brokers: address, acks: 'all', retries: 0, format: job.kind === 'produce-structured' ? 'records' : 'batch' });
+    const format = job.kind === 'produce-structured' ? 'records' : 'batch';
+    const connections = job.kind === 'produce-raw' || job.kind === 'produce-structured' ? Math.max(1, job.connections ?? 1) : 1;
+    // grpc-js shares one connection among clients with equal options; a local subchannel pool gives each its own.
+    this.producers = Array.from(
+      { length: connections },
+      (_, i) => new Producer({ brokers: address, acks: 'all', retries: 0, format, channelOptions: i === 0 ? {} : { 'grpc.use_local_subchannel_pool': 1 } }),
+    );
+    this.producer = this.producers[0]!;
+  }
+
+  /** The producers in turn, so the requests in flight spread over the connections. */
+  private nextProducer(): Producer {
+    const p = this.producers[this.next]!;
+    this.next = (this.next + 1) % this.producers.length;
+    return p;
   }
 
   async setup(): Promise<void> {
@@ -77,12 +97,12 @@ class SluiceDriver implements Driver {
     if (this.job.kind === 'produce-structured') {
       const records = values.map((value) => ({ value }));
       return async () => {
-        await this.producer.produceBatch(this.job.topic, records, { partition: 0 });
+        await this.nextProducer().produceBatch(this.job.topic, records, { partition: 0 });
       };
     }
     const batch = encodeBatch(values.map((value) => ({ key: null, value })));
     return async () => {
-      await this.producer.produceRaw(this.job.topic, 0, batch);
+      await this.nextProducer().produceRaw(this.job.topic, 0, batch);
     };
   }
 
@@ -105,15 +125,13 @@ class SluiceDriver implements Driver {
     }
   }
 
-  async subscribe(onValue: (value: Uint8Array) => void): Promise<{ stop(): Promise<void> }> {
+  async subscribe(onValue: (bytes: Buffer, start: number) => void): Promise<{ stop(): Promise<void> }> {
     const latest: ListOffsetsResponse = await unary(this.broker.listOffsets.bind(this.broker), { topic: this.job.topic, partitions: [0], spec: 2, timestampMs: 0n });
     const from = latest.offsets[0]?.offset ?? 0n;
     const stream: ClientReadableStream<FetchResponse> = this.broker.subscribe({ topic: this.job.topic, partition: 0, offset: from, maxBytes: 0, raw: true });
-    stream.on('data', (res: FetchResponse) => {
-      for (const batch of decodeBatches(res.recordBatches)) {
-        for (const record of batch.records) if (record.offset >= Number(from) && record.value !== null) onValue(record.value);
-      }
-    });
+    // Raw batches walked in place (header and record framing only, no CRC, no record objects): the
+    // subscriber measures the broker, not a decode loop's garbage collections.
+    stream.on('data', (res: FetchResponse) => forEachValue(res.recordBatches, Number(from), onValue));
     stream.on('error', () => {
       // Cancelled on stop, or the broker went away: the missing count in the result tells.
     });
@@ -125,12 +143,66 @@ class SluiceDriver implements Driver {
   }
 
   async close(): Promise<void> {
-    await this.producer.close().catch(() => undefined);
+    await Promise.all(this.producers.map((p) => p.close().catch(() => undefined)));
     this.admin.close();
     this.broker.close();
   }
 }
 
+
+/** Reads one zigzag varint (Kafka v2 record framing) at `c.pos`. */
+function varint(buf: Buffer, c: { pos: number }): number {
+  let raw = 0;
+  let shift = 0;
+  for (let i = 0; i < 5; i++) {
+    const b = buf[c.pos++]!;
+    raw |= (b & 0x7f) << shift;
+    if ((b & 0x80) === 0) return (raw >>> 1) ^ -(raw & 1);
+    shift += 7;
+  }
+  throw new Error('varint too long');
+}
+
+/** Skips one zigzag varlong. */
+function skipVarlong(buf: Buffer, c: { pos: number }): void {
+  for (let i = 0; i < 10; i++) if ((buf[c.pos++]! & 0x80) === 0) return;
+  throw new Error('varlong too long');
+}
+
+/**
+ * Calls `onValue(buf, start)` for the value of every record at or after `from` in concatenated,
+ * uncompressed v2 batches, without allocating per record. Compressed batches go through the codec.
+ */
+export function forEachValue(batches: Uint8Array, from: number, onValue: (bytes: Buffer, start: number) => void): void {
+  const buf = Buffer.from(batches.buffer, batches.byteOffset, batches.byteLength);
+  for (let pos = 0; pos + 61 <= buf.length; ) {
+    const base = buf.readInt32BE(pos) * 2 ** 32 + buf.readUInt32BE(pos + 4);
+    const size = buf.readInt32BE(pos + 8) + 12;
+    const attributes = buf.readInt16BE(pos + 21);
+    const count = buf.readInt32BE(pos + 57);
+    if ((attributes & 0x07) !== 0) {
+      for (const batch of decodeBatches(buf.subarray(pos, pos + size))) {
+        for (const r of batch.records) if (r.offset >= from && r.value !== null) onValue(Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength), 0);
+      }
+      pos += size;
+      continue;
+    }
+    const c = { pos: pos + 61 };
+    for (let i = 0; i < count; i++) {
+      const length = varint(buf, c);
+      const end = c.pos + length;
+      c.pos++; // attributes
+      skipVarlong(buf, c); // timestamp delta
+      const offset = base + varint(buf, c);
+      const keyLength = varint(buf, c);
+      if (keyLength > 0) c.pos += keyLength;
+      const valueLength = varint(buf, c);
+      if (valueLength >= 0 && offset >= from) onValue(buf, c.pos);
+      c.pos = end;
+    }
+    pos += size;
+  }
+}
 
 /** Records at or after `from` in concatenated raw batches (headers only; record bodies are not decoded). */
 function countFrom(batches: Uint8Array, from: number): number {
@@ -188,7 +260,7 @@ class RedisDriver implements Driver {
     }
   }
 
-  async subscribe(onValue: (value: Uint8Array) => void): Promise<{ stop(): Promise<void> }> {
+  async subscribe(onValue: (bytes: Buffer, start: number) => void): Promise<{ stop(): Promise<void> }> {
     const reader = await RespClient.connect(this.job.port);
     let stopped = false;
     // '$' only on the first call: afterwards, the last id seen, so nothing between two XREADs is missed.
@@ -200,7 +272,7 @@ class RedisDriver implements Driver {
         for (const [id, fields] of entries) {
           last = String(id);
           const value = (fields as RespValue[])[1];
-          if (Buffer.isBuffer(value)) onValue(value);
+          if (Buffer.isBuffer(value)) onValue(value, 0);
         }
       }
     })();
@@ -274,11 +346,14 @@ class NatsDriver implements Driver {
     }
   }
 
-  async subscribe(onValue: (value: Uint8Array) => void): Promise<{ stop(): Promise<void> }> {
+  async subscribe(onValue: (bytes: Buffer, start: number) => void): Promise<{ stop(): Promise<void> }> {
     const consumer = await this.pullConsumer('bench-tail', DeliverPolicy.New);
     const messages = await consumer.consume({ max_messages: 10_000 });
     const loop = (async () => {
-      for await (const message of messages) onValue(message.data);
+      for await (const message of messages) {
+        const data = message.data;
+        onValue(Buffer.from(data.buffer, data.byteOffset, data.byteLength), 0);
+      }
     })();
     return {
       async stop() {

@@ -74,9 +74,9 @@ async function runE2e(driver: Driver, job: LoadJob, result: LoadResult): Promise
   const rate = job.ratePerS ?? 10_000;
   const histogram = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 });
   let received = 0;
-  const subscription = await driver.subscribe((value) => {
-    if (value.byteLength < 8) return;
-    const sentAt = Buffer.from(value.buffer, value.byteOffset, 8).readDoubleLE(0);
+  const subscription = await driver.subscribe((bytes, start) => {
+    if (bytes.length - start < 8) return;
+    const sentAt = bytes.readDoubleLE(start);
     histogram.recordValue(Math.max(1, Math.round((performance.now() - sentAt) * 1000)));
     received++;
   });

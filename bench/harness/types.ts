@@ -18,6 +18,8 @@ export interface LoadJob {
   recordsPerRequest: number;
   /** Requests (Sluice), pipelines (Redis) or publish windows (NATS) outstanding at once. */
   inflight: number;
+  /** Sluice produce loads: TCP connections the requests in flight are spread over (default 1). */
+  connections?: number;
   /** e2e only: records per second, paced. */
   ratePerS?: number;
   /** consume only: stop after this many records. */

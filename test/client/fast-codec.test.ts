@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { FetchResponse, ProduceRequest } from '../../src/rpc/gen/sluice/v1/broker.js';
-import { decodeFetchResponse, decodeProduceRequest } from '../../src/rpc/fast-codec.js';
+import { decodeFetchResponse, decodeProduceRequest, encodeFetchResponse, encodeProduceRequest } from '../../src/rpc/fast-codec.js';
 
 const bytes = fc.uint8Array({ maxLength: 64 }).map((u) => Buffer.from(u));
 const record = fc.record({
@@ -25,6 +25,31 @@ describe('fast codec', () => {
       (req) => {
         const wire = ProduceRequest.encode(req).finish();
         expect(decodeProduceRequest(wire)).toEqual(ProduceRequest.decode(wire));
+      },
+    ));
+  });
+
+  it('encodes ProduceRequest byte for byte like ts-proto', () => {
+    fc.assert(fc.property(
+      fc.record({
+        topic: fc.string({ unit: 'binary', maxLength: 40 }),
+        partition: fc.option(fc.integer({ min: -5, max: 2 ** 31 - 1 }), { nil: undefined }),
+        records: fc.array(record, { maxLength: 2 }),
+        recordBatch: fc.uint8Array({ maxLength: 300 }).map((u) => Buffer.from(u)),
+        acks: fc.integer({ min: 0, max: 3 }),
+      }),
+      (req) => {
+        expect(Buffer.from(encodeProduceRequest(req)).equals(Buffer.from(ProduceRequest.encode(req).finish()))).toBe(true);
+      },
+    ));
+  });
+
+  it('encodes FetchResponse byte for byte like ts-proto', () => {
+    const offset = fc.oneof(int64, fc.bigInt({ min: 0n, max: 2n ** 53n }), fc.constant(0n));
+    fc.assert(fc.property(
+      fc.record({ records: fc.array(record, { maxLength: 2 }), recordBatches: fc.uint8Array({ maxLength: 300 }).map((u) => Buffer.from(u)), highWatermark: offset, logStartOffset: offset, nextOffset: offset }),
+      (res) => {
+        expect(Buffer.from(encodeFetchResponse(res)).equals(Buffer.from(FetchResponse.encode(res).finish()))).toBe(true);
       },
     ));
   });

@@ -9,7 +9,8 @@ import { credentials, type ClientReadableStream } from '@grpc/grpc-js';
 import { AckPolicy, connect as natsConnect, DeliverPolicy, StorageType, type JetStreamClient, type NatsConnection } from 'nats';
 import { decodeBatches, encodeBatch } from '../../src/batch/index.js';
 import { Admin, Producer } from '../../src/client/index.js';
-import { BrokerClient, type FetchResponse, type ListOffsetsResponse } from '../../src/rpc/gen/sluice/v1/broker.js';
+import type { BrokerClient, FetchResponse, ListOffsetsResponse } from '../../src/rpc/gen/sluice/v1/broker.js';
+import { FastBrokerClient } from '../../src/rpc/fast-codec.js';
 import { encodeCommand, RespClient, type RespValue } from './resp.js';
 import type { LoadJob } from './types.js';
 
@@ -47,7 +48,12 @@ export function randomValues(count: number, bytes: number): Buffer[] {
 
 // --- Sluice ----------------------------------------------------------------------------------------
 
-const GRPC_OPTIONS = { 'grpc.max_receive_message_length': 64 << 20, 'grpc.max_send_message_length': 64 << 20 };
+/**
+ * The channel options of Sluice's own client (src/client/connection.ts), including its 4 MiB HTTP/2
+ * receive window: with HTTP/2's default 64 KiB, a 1 MiB fetch and every Subscribe message wait for
+ * WINDOW_UPDATE round trips from this (busy) process.
+ */
+const GRPC_OPTIONS = { 'grpc.max_receive_message_length': 64 << 20, 'grpc.max_send_message_length': 64 << 20, 'grpc-node.flow_control_window': 4 << 20 };
 
 function unary<Req, Res>(call: (req: Req, cb: (err: Error | null, res: Res) => void) => unknown, req: Req): Promise<Res> {
   return new Promise((resolve, reject) => call(req, (err, res) => (err ? reject(err) : resolve(res))));
@@ -69,7 +75,8 @@ class SluiceDriver implements Driver {
 
   constructor(private readonly job: LoadJob) {
     const address = `127.0.0.1:${job.port}`;
-    this.broker = new BrokerClient(address, credentials.createInsecure(), GRPC_OPTIONS);
+    // The client's zero-copy FetchResponse decoder, as src/client uses (the generated one copies the batches).
+    this.broker = new FastBrokerClient(address, credentials.createInsecure(), GRPC_OPTIONS);
     this.admin = new Admin({ brokers: address });
     const format = job.kind === 'produce-structured' ? 'records' : 'batch';
     const connections = job.kind === 'produce-raw' || job.kind === 'produce-structured' ? Math.max(1, job.connections ?? 1) : 1;

@@ -6,12 +6,14 @@
  * Memory is bounded: a partition loop stops fetching while `bufferRecordsMax` records wait unread.
  */
 import { SluiceError, isSluiceError } from '../errors.js';
-import { decodeBatches } from '../batch/index.js';
+import { decodeFetched } from './decode.js';
 import type { FetchResponse } from '../rpc/gen/sluice/v1/broker.js';
 import { Admin } from './admin.js';
 import { Connection, type ClientOptions } from './connection.js';
 import { GroupConsumer, type GroupConsumerOptions } from './group-consumer.js';
 import type { ConsumedRecord, StartOffset } from './types.js';
+
+export { decodeFetched };
 
 export interface ConsumerOptions extends ClientOptions {
   topic: string;
@@ -31,26 +33,6 @@ export interface ConsumerOptions extends ClientOptions {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** Decodes raw fetched batches into records at or above `fromOffset`. */
-export function decodeFetched(topic: string, partition: number, batches: Uint8Array, fromOffset: number): ConsumedRecord[] {
-  const out: ConsumedRecord[] = [];
-  for (const batch of decodeBatches(batches, { verifyCrc: true })) {
-    for (const r of batch.records) {
-      if (r.offset < fromOffset) continue;
-      out.push({
-        topic,
-        partition,
-        offset: r.offset,
-        timestampMs: r.timestampMs,
-        key: r.key === null ? null : Buffer.from(r.key),
-        value: r.value === null ? null : Buffer.from(r.value),
-        headers: r.headers,
-      });
-    }
-  }
-  return out;
-}
 
 export class Consumer implements AsyncIterable<ConsumedRecord> {
   private readonly conn: Connection;

@@ -28,7 +28,7 @@ import {
   type RecordsChunk,
 } from '../rpc/gen/sluice/v1/groups.js';
 import { Record as PbRecord } from '../rpc/gen/sluice/v1/records.js';
-import { decodeBatches } from '../batch/index.js';
+import { decodeFetched } from './decode.js';
 import { brokerList, type ClientOptions } from './connection.js';
 import type { ConsumedRecord } from './types.js';
 
@@ -125,28 +125,6 @@ const GROUP_STREAM_WINDOW_BYTES = 16 * 1024 * 1024;
 
 const key = (topic: string, partition: number): string => `${topic}\u0000${partition}`;
 
-/**
- * Decodes a chunk's raw batches into records at or above `fromOffset`. Keys and values are views into
- * the chunk's buffer, which belongs to this batch alone (grpc-js allocates one per message).
- */
-function decodeChunk(topic: string, partition: number, batches: Uint8Array, fromOffset: number): ConsumedRecord[] {
-  const out: ConsumedRecord[] = [];
-  for (const batch of decodeBatches(batches, { verifyCrc: true })) {
-    for (const r of batch.records) {
-      if (r.offset < fromOffset) continue;
-      out.push({
-        topic,
-        partition,
-        offset: r.offset,
-        timestampMs: r.timestampMs,
-        key: r.key === null ? null : (r.key as Buffer),
-        value: r.value === null ? null : (r.value as Buffer),
-        headers: r.headers,
-      });
-    }
-  }
-  return out;
-}
 
 export class GroupConsumer {
   private readonly options: GroupConsumerOptions;
@@ -369,7 +347,7 @@ export class GroupConsumer {
           topic: v.topic,
           partition: v.partition,
           get records(): ConsumedRecord[] {
-            return (records ??= decodeChunk(v.topic, v.partition, v.recordBatches, first));
+            return (records ??= decodeFetched(v.topic, v.partition, v.recordBatches, first, false));
           },
           recordCount: Number(v.nextOffset) - first,
           rawBatches: v.recordBatches,

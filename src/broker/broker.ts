@@ -7,7 +7,6 @@
  * are serialized through one queue so the table, the shards and the disk change in a known order:
  * create opens the partitions first and then persists the table; delete persists first and then removes.
  */
-import os from 'node:os';
 import { SluiceError, isSluiceError, toSluiceError } from '../errors.js';
 import { FETCH_BYTES_MAX_DEFAULT, FETCH_BYTES_MAX_LIMIT, FETCH_WAIT_MS_MAX } from '../constants.js';
 import { encodeBatch } from '../batch/index.js';
@@ -29,6 +28,7 @@ import {
   validateUserTopicName,
 } from './validate.js';
 import { NOOP_PROBE, type BrokerProbe } from './probe.js';
+import { cpuBudget } from './cpu-limit.js';
 import type {
   Acks,
   BrokerApi,
@@ -55,7 +55,7 @@ const SILENT_LOGGER: BrokerLogger = { info() {}, warn() {}, error() {} };
 
 export interface BrokerOptions {
   dataDir: string;
-  /** Shard worker threads; default max(1, availableParallelism - 1). */
+  /** Shard worker threads; default max(1, CPUs - 1), CPUs capped by the cgroup quota (cpu-limit.ts). */
   shards?: number;
   nodeId?: number;
   /** Advertised in metadata. */
@@ -78,8 +78,9 @@ export const SHARDS_MAX = 256;
 
 const ACKS: Record<Acks, AcksCode> = { none: 0, leader: 1, all: 2 };
 
+/** One shard per CPU this process may use (its cgroup quota, not the host's count), less the main thread's. */
 export function defaultShardCount(): number {
-  return Math.max(1, os.availableParallelism() - 1);
+  return Math.max(1, cpuBudget() - 1);
 }
 
 /** Structured produce: one v2 batch. Malformed records are the caller's error, not an internal one. */

@@ -50,7 +50,7 @@ program
   .addOption(new Option('--data-dir <dir>', 'where logs live').env('SLUICE_DATA_DIR').default('./data'))
   .addOption(new Option('--grpc-addr <host:port>', 'gRPC listen address (port 0 = any free port)').env('SLUICE_GRPC_ADDR').default('127.0.0.1:7070'))
   .addOption(new Option('--http-addr <host:port>', 'HTTP listen address for /healthz, /readyz, /metrics').env('SLUICE_HTTP_ADDR').default('127.0.0.1:7071'))
-  .addOption(new Option('--shards <n>', 'shard worker threads (default: CPUs - 1, at least 1)').env('SLUICE_SHARDS').argParser(parseIntArg('--shards', 1)))
+  .addOption(new Option('--shards <n>', 'shard worker threads (default: CPUs - 1, at least 1; CPUs capped by the cgroup CPU quota)').env('SLUICE_SHARDS').argParser(parseIntArg('--shards', 1)))
   .addOption(new Option('--log-level <level>', 'pino log level').env('SLUICE_LOG_LEVEL').default('info'))
   .action(run((o: { dataDir: string; grpcAddr: string; httpAddr: string; shards?: number; logLevel: string }) => serve(o)));
 

@@ -2,8 +2,13 @@
  * Goal: the default shard count follows the pod's CPU limit (the cgroup quota), not the host's CPU
  * count. Method: feed cgroupCpuLimit the /proc and /sys files that a Kubernetes pod, a systemd host
  * and a Docker container without a cgroup namespace show (cgroup v2 and v1), as a map of path to
- * contents, and check the CPUs it finds and the shard budget that follows.
+ * contents, and check the CPUs it finds and the shard budget that follows; then, where the machine
+ * allows, run a real process in a real cgroup with a quota.
  */
+import { execFileSync } from 'node:child_process';
+import { accessSync, constants, existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import {
   cgroupCpuLimit,
@@ -115,5 +120,42 @@ describe('cpuBudget', () => {
     expect(cpuBudget(2, 8)).toBe(2);
     expect(cpuBudget(4, undefined)).toBe(4);
     expect(cpuBudget(4, 0.1)).toBe(1);
+  });
+});
+
+/**
+ * The real files: a child process placed in a fresh cgroup with a half-CPU quota must read 0.5 from
+ * its own /proc/self/mountinfo, /proc/self/cgroup and the cgroup filesystem. Needs root and a
+ * writable cgroup v1 `cpu` hierarchy (CI on this machine has both); elsewhere it says it skipped.
+ */
+const v1Cpu = parseMountInfo(readFileSync('/proc/self/mountinfo', 'utf8')).find((m) => m.version === 1 && m.root === '/');
+const canUseCgroups = process.getuid?.() === 0 && v1Cpu !== undefined && accessible(v1Cpu.mountPoint);
+
+function accessible(dir: string): boolean {
+  try {
+    accessSync(dir, constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe('cgroupCpuLimit in a real cgroup', () => {
+  if (!canUseCgroups) console.warn('\n*** SKIPPED real-cgroup check: needs root and a writable cgroup v1 cpu hierarchy ***\n');
+  it.skipIf(!canUseCgroups)('a process in a cgroup with cfs_quota 50000/100000 sees 0.5 CPU and a budget of 1', () => {
+    const dir = path.join(v1Cpu!.mountPoint, `sluice-test-${process.pid}`);
+    mkdirSync(dir);
+    try {
+      writeFileSync(path.join(dir, 'cpu.cfs_period_us'), '100000');
+      writeFileSync(path.join(dir, 'cpu.cfs_quota_us'), '50000');
+      const module = fileURLToPath(new URL('../../dist/src/broker/cpu-limit.js', import.meta.url));
+      expect(existsSync(module), `${module}: run npm run build first`).toBe(true);
+      const script = `import(${JSON.stringify(module)}).then((m) => console.log(JSON.stringify({ limit: m.cgroupCpuLimit(), budget: m.cpuBudget() })))`;
+      // The shell moves itself into the cgroup, then execs node, so node starts inside it.
+      const out = execFileSync('/bin/sh', ['-c', `echo $$ > ${dir}/cgroup.procs && exec "$0" --input-type=module -e "$1"`, process.execPath, script], { encoding: 'utf8', timeout: 30_000 });
+      expect(JSON.parse(out)).toEqual({ limit: 0.5, budget: 1 });
+    } finally {
+      rmdirSync(dir);
+    }
   });
 });

@@ -188,6 +188,15 @@ describe('values that cannot work fail to render, with a message', () => {
   });
 });
 
+describe('Kubernetes version', () => {
+  it('refuses clusters older than 1.27 (gRPC probes)', () => {
+    const r = helm(['template', RELEASE, CHART_DIR, '--kube-version', '1.26.0']);
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toContain('chart requires kubeVersion: >=1.27.0-0');
+    expect(helm(['template', RELEASE, CHART_DIR, '--kube-version', '1.27.0']).status).toBe(0);
+  });
+});
+
 describe('the schema validator can fail', () => {
   it('rejects a StatefulSet whose probe port is a string and one without a selector', () => {
     const sts = statefulSet(render());

@@ -8,7 +8,9 @@
  * /proc/self/mountinfo (where the hierarchy is mounted, and which part of it) and /proc/self/cgroup
  * (this process's place in it), and every ancestor up to the mount point is read too, because a
  * parent's quota caps its children. The smallest quota wins. Everything takes file contents through
- * a `ReadFile`, so tests feed sample files instead of needing a container.
+ * a `ReadFile`, so tests feed sample files instead of needing a container. A CPU set (cpuset, pinned
+ * CPUs) needs nothing here: libuv's `availableParallelism` already counts only the CPUs in the
+ * process's affinity mask.
  */
 import { readFileSync } from 'node:fs';
 import os from 'node:os';

@@ -5,7 +5,6 @@
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
@@ -26,8 +25,9 @@ export type Manifest = { apiVersion: string; kind: string; metadata: { name: str
 
 export type Values = Record<string, string | number | boolean>;
 
-// helm keeps config and caches under $HOME; keep them out of the user's home.
-const helmHome = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-helm-home-'));
+// helm keeps config and caches under $HOME; keep them beside the cached binary, out of the user's home.
+const helmHome = path.join(path.dirname(ensureHelm()), 'home');
+fs.mkdirSync(helmHome, { recursive: true });
 
 export function helm(args: string[]): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(ensureHelm(), args, {

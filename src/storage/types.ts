@@ -13,6 +13,24 @@ export type FlushPolicy =
   /** Never fdatasync on our own (close still syncs); `durable` resolves once the write reached the OS. */
   | { kind: 'none' };
 
+/**
+ * A byte range of a segment that failed verification during recovery and was followed by a valid batch
+ * (corruption, not a torn tail). It is fenced: its offsets are never reused, reads of them answer
+ * LOG_CORRUPT, and the log reports itself damaged until the segment is deleted or truncated away.
+ */
+export interface DamagedRange {
+  /** Position and length of the damaged bytes in the segment's .log file. */
+  pos: number;
+  bytes: number;
+  /** The offsets those bytes held: [fromOffset, toOffset). */
+  fromOffset: number;
+  toOffset: number;
+  /** The .log file, for operators. */
+  file: string;
+  /** What the scan found first (CRC mismatch, bad length, ...). */
+  reason: string;
+}
+
 export interface LogConfig {
   /** `segment.bytes`: roll the active segment when it would exceed this. */
   segmentBytes: number;

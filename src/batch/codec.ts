@@ -292,7 +292,9 @@ function decodeRecord(buf: Buffer, c: Cursor, header: BatchHeader, index: number
   }
   const rc: Cursor = { pos: c.pos, end: c.pos + bodyLen };
   rc.pos++; // record attributes
-  const timestampMs = header.baseTimestamp + readVarlong(buf, rc);
+  const delta = readVarlong(buf, rc);
+  // LogAppendTime (attributes bit 3): every record's timestamp is the batch's maxTimestamp, as in Kafka.
+  const timestampMs = (header.attributes & TIMESTAMP_TYPE_MASK) !== 0 ? header.maxTimestamp : header.baseTimestamp + delta;
   const offset = header.baseOffset + readVarint(buf, rc);
   const key = readBytes(buf, rc, 'key');
   const value = readBytes(buf, rc, 'value');

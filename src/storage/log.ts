@@ -21,7 +21,8 @@ import { fsyncDir, storageError, writeFully, readFully } from './io.js';
 import { HeaderWalker, FileWindow, scanBatches } from './scan.js';
 import { Segment } from './segment.js';
 import { recoverSegments, CLEAN_SHUTDOWN_FILE, type RecoveryReport } from './recovery.js';
-import type { AppendResult, DamagedRange, LogConfig, PartitionLogApi, ReadResult } from './types.js';
+import { validateProducedRecords } from '../batch/validate.js';
+import type { AppendOptions, AppendResult, DamagedRange, LogConfig, PartitionLogApi, ReadResult } from './types.js';
 
 export interface LogOpenOptions {
   /** Clock for append time, segment.ms and retention; defaults to Date.now. */
@@ -169,11 +170,15 @@ export class PartitionLog implements PartitionLogApi {
 
   // --- Append ----------------------------------------------------------------------------------
 
-  append(data: Uint8Array, leaderEpoch = 0): AppendResult {
+  append(data: Uint8Array, leaderEpoch = 0, options?: AppendOptions): AppendResult {
     this.checkWritable();
     const buf = asBuffer(data);
     const summary = validateBatches(buf, this.cfg.maxBatchBytes);
     const now = this.nowMs();
+    if (options?.produced) {
+      const c = this.cfg;
+      validateProducedRecords(buf, { nowMs: now, timestampType: c.timestampType, timestampBeforeMaxMs: c.timestampBeforeMaxMs, timestampAfterMaxMs: c.timestampAfterMaxMs });
+    }
     this.maybeRoll(summary.sizeBytes, now);
     const seg = this.active;
     const baseOffset = seg.nextOffset;

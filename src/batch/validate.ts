@@ -36,28 +36,35 @@ export interface RecordPolicy {
   timestampAfterMaxMs: number;
 }
 
-// Cursor state of the walk (module-level, so reading a varint allocates nothing).
-let p = 0;
-let end = 0;
+// Where the walk is, for error messages, and where a multi-byte varint ended (set by the slow paths).
 let batchAt = 0;
 let recordIndex = 0;
+let nextPos = 0;
 
 function invalid(problem: string): SluiceError {
   return new SluiceError('INVALID_RECORD', `batch at byte ${batchAt}, record ${recordIndex}: ${problem}`);
 }
 
-function varint(b: Buffer): number {
+/**
+ * The zig-zag-encoded (raw) value of the varint at `p` whose first byte is >= 0x80; sets `nextPos`.
+ * The common one-byte case is inlined by the walk, so this is the slow path.
+ */
+function rawVarintSlow(b: Buffer, p: number, end: number): number {
   let result = 0;
   for (let shift = 0; shift < 35; shift += 7) {
     if (p >= end) throw invalid('a varint runs past the end of its record');
     const byte = b[p++];
     result |= (byte & 0x7f) << shift;
-    if (byte < 0x80) return (result >>> 1) ^ -(result & 1);
+    if (byte < 0x80) {
+      nextPos = p;
+      return result;
+    }
   }
   throw invalid('a varint is longer than 5 bytes');
 }
 
-function varlong(b: Buffer): number {
+/** The varlong at `p` (a timestamp delta), zig-zag decoded; sets `nextPos`. */
+function varlong(b: Buffer, p: number, end: number): number {
   let result = 0;
   let mul = 1;
   for (let i = 0; i < 10; i++) {
@@ -66,6 +73,7 @@ function varlong(b: Buffer): number {
     result += (byte & 0x7f) * mul;
     if (byte < 0x80) {
       if (!Number.isSafeInteger(result)) throw invalid('a timestamp delta exceeds 2^53');
+      nextPos = p;
       return result % 2 === 0 ? result / 2 : -(result + 1) / 2;
     }
     mul *= 128;
@@ -73,15 +81,25 @@ function varlong(b: Buffer): number {
   throw invalid('a varlong is longer than 10 bytes');
 }
 
-/** Skips a length-prefixed byte string (length -1 = null, allowed when `nullable`). */
-function skipBytes(b: Buffer, what: string, nullable: boolean): void {
-  const len = varint(b);
+/** The varint at `p`, zig-zag decoded; sets `nextPos`. One-byte values take the inline path. */
+function varint(b: Buffer, p: number, end: number): number {
+  if (p >= end) throw invalid('a varint runs past the end of its record');
+  let raw = b[p];
+  if (raw < 0x80) nextPos = p + 1;
+  else raw = rawVarintSlow(b, p, end);
+  return (raw >>> 1) ^ -(raw & 1);
+}
+
+/** Skips a length-prefixed byte string at `p` (length -1 = null, allowed when `nullable`); returns the position after it. */
+function skipBytes(b: Buffer, p: number, end: number, what: string, nullable: boolean): number {
+  const len = varint(b, p, end);
+  p = nextPos;
   if (len < 0) {
-    if (len === -1 && nullable) return;
+    if (len === -1 && nullable) return p;
     throw invalid(`${what} has length ${len}`);
   }
   if (len > end - p) throw invalid(`${what} of ${len} bytes runs past the end of its record`);
-  p += len;
+  return p + len;
 }
 
 /**
@@ -93,15 +111,24 @@ function walkRecords(b: Buffer, from: number, to: number, count: number, baseTim
   const oldest = policy.nowMs - policy.timestampBeforeMaxMs;
   const newest = policy.nowMs + policy.timestampAfterMaxMs;
   let maxTimestamp = -Infinity;
-  p = from;
+  let p = from;
   for (recordIndex = 0; recordIndex < count; recordIndex++) {
-    end = to;
     if (p >= to) throw invalid(`the records end after ${recordIndex} of the ${count} the batch declares`);
-    const len = varint(b);
+    const len = varint(b, p, to);
+    p = nextPos;
     if (len < 1 || len > to - p) throw invalid(`record length ${len} does not fit the ${to - p} bytes left`);
-    end = p + len;
+    const end = p + len;
     p++; // record attributes: unused in v2
-    const ts = baseTimestamp + varlong(b);
+    // Timestamp delta: one byte (zig-zag) in the common case of records stamped like their batch.
+    let delta: number;
+    if (p < end && b[p] < 0x80) {
+      const raw = b[p++];
+      delta = (raw >>> 1) ^ -(raw & 1);
+    } else {
+      delta = varlong(b, p, end);
+      p = nextPos;
+    }
+    const ts = baseTimestamp + delta;
     if (checkTime && (ts < oldest || ts > newest)) {
       throw new SluiceError(
         'INVALID_TIMESTAMP',
@@ -109,15 +136,17 @@ function walkRecords(b: Buffer, from: number, to: number, count: number, baseTim
       );
     }
     if (ts > maxTimestamp) maxTimestamp = ts;
-    const delta = varint(b);
-    if (delta !== recordIndex) throw invalid(`offset delta ${delta}, expected ${recordIndex} (deltas must be 0..n-1 in order)`);
-    skipBytes(b, 'the key', true);
-    skipBytes(b, 'the value', true);
-    const headers = varint(b);
+    const offsetDelta = varint(b, p, end);
+    p = nextPos;
+    if (offsetDelta !== recordIndex) throw invalid(`offset delta ${offsetDelta}, expected ${recordIndex} (deltas must be 0..n-1 in order)`);
+    p = skipBytes(b, p, end, 'the key', true);
+    p = skipBytes(b, p, end, 'the value', true);
+    const headers = varint(b, p, end);
+    p = nextPos;
     if (headers < 0 || headers > (end - p) / 2) throw invalid(`header count ${headers} does not fit the record`);
     for (let h = 0; h < headers; h++) {
-      skipBytes(b, `header ${h}'s key`, false);
-      skipBytes(b, `header ${h}'s value`, true);
+      p = skipBytes(b, p, end, `header ${h}'s key`, false);
+      p = skipBytes(b, p, end, `header ${h}'s value`, true);
     }
     if (p !== end) throw invalid(`${end - p} bytes after the last field of the record`);
   }

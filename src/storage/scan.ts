@@ -15,6 +15,7 @@ import { readFully } from './io.js';
 import type { Segment } from './segment.js';
 
 const OFF_LENGTH = 8;
+const OFF_LEADER_EPOCH = 12;
 const OFF_MAGIC = 16;
 const OFF_CRC = 17;
 const OFF_LAST_OFFSET_DELTA = 23;
@@ -116,9 +117,9 @@ export interface Resync {
 }
 
 /**
- * Looks for the first valid batch that starts after `from` (exclusive of nothing: `from` itself is
- * tried), up to `fileEnd`: magic 2 at the right place, a plausible length and counts, a baseOffset in
- * [minOffset, maxOffset), the whole batch inside the file, and a matching CRC-32C. This is what tells a
+ * Looks for the first valid batch that starts at or after `from`, up to `fileEnd`: magic 2 at the right
+ * place, a plausible length and counts, a baseOffset in [minOffset, maxOffset), a leader epoch >= 0,
+ * the whole batch inside the file, and a matching CRC-32C. This is what tells a
  * torn tail (nothing valid follows the damage) from corruption in the middle (something does). Candidates
  * are found with a native byte search for the magic, so a scan of a long damaged tail stays cheap.
  */
@@ -148,6 +149,9 @@ export function findNextBatch(
       const recordCount = valid.readInt32BE(c + OFF_RECORD_COUNT);
       if (recordCount < 1 || lastOffsetDelta !== recordCount - 1) continue;
       if (baseOffset < minOffset || baseOffset + lastOffsetDelta >= maxOffset) continue;
+      // Every batch the log wrote carries a leader epoch >= 0; a client-built batch (-1 from Kafka
+      // producers and the TS client) embedded in a record value must not pass for one.
+      if (valid.readInt32BE(c + OFF_LEADER_EPOCH) < 0) continue;
       const abs = win.start + c;
       const p = probe.ensure(abs, size, fileEnd, size);
       if (p >= 0 && computeBatchCrc(probe.buf, p, size) === probe.buf.readUInt32BE(p + OFF_CRC)) return { pos: abs, baseOffset };

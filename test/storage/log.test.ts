@@ -53,8 +53,22 @@ describe('config', () => {
       'flush.policy': 'interval',
       'flush.interval.ms': '250',
       'cleanup.policy': 'delete',
+      'message.timestamp.type': 'LogAppendTime',
+      'message.timestamp.before.max.ms': '86400000',
+      'message.timestamp.after.max.ms': '60000',
     });
-    expect(c).toEqual({ segmentBytes: 2097152, segmentMs: 60000, retentionMs: -1, retentionBytes: 1e9, maxBatchBytes: 65536, flush: { kind: 'interval', intervalMs: 250 } });
+    expect(c).toEqual({
+      segmentBytes: 2097152,
+      segmentMs: 60000,
+      retentionMs: -1,
+      retentionBytes: 1e9,
+      maxBatchBytes: 65536,
+      flush: { kind: 'interval', intervalMs: 250 },
+      timestampType: 'LogAppendTime',
+      timestampBeforeMaxMs: 86400000,
+      timestampAfterMaxMs: 60000,
+    });
+    expect(d).toMatchObject({ timestampType: 'CreateTime', timestampAfterMaxMs: 3600 * 1000, timestampBeforeMaxMs: Number.MAX_SAFE_INTEGER });
     expect(logConfigFromTopicConfigs({ 'flush.policy': 'none' }).flush).toEqual({ kind: 'none' });
   });
   test.each([
@@ -65,6 +79,9 @@ describe('config', () => {
     ['max.message.bytes', String(64 << 20)],
     ['flush.policy', 'sometimes'],
     ['flush.interval.ms', '1.5'],
+    ['message.timestamp.type', 'WallTime'],
+    ['message.timestamp.after.max.ms', '-1'],
+    ['message.timestamp.before.max.ms', 'soon'],
   ])('%s=%s is INVALID_CONFIG', async (k, v) => {
     await expectCode(() => logConfigFromTopicConfigs({ [k]: v }), 'INVALID_CONFIG');
   });
@@ -435,6 +452,28 @@ describe('corruption in a sealed segment is loud, fenced, never dropped', () => 
       expect(log.damagedRanges).toEqual([]);
       expect(fs.existsSync(file.replace(/\.log$/, '.damaged'))).toBe(false);
       expect(log.append(makeBatch(1, 10, 'again')).baseOffset).toBe(10);
+    } finally {
+      await log.close();
+    }
+  });
+
+  test('a torn batch whose record value carries a whole client batch is still a torn tail, not "corruption"', async () => {
+    const dir = freshDir();
+    const cfg = small({ segmentBytes: 1 << 20 });
+    const log0 = await PartitionLog.open(dir, cfg, opts);
+    log0.append(makeBatch(1, 50, 'first'));
+    const inner = encodeBatch([{ key: null, value: Buffer.from('inner') }], { baseOffset: 5 }); // epoch -1, as clients send
+    log0.append(encodeBatch([{ key: null, value: Buffer.concat([inner, Buffer.alloc(200, 7)]) }]));
+    await log0.close();
+    fs.unlinkSync(path.join(dir, CLEAN_SHUTDOWN_FILE));
+    const file = segmentFiles(dir, 'log')[0];
+    const whole = fs.readFileSync(file);
+    fs.truncateSync(file, whole.length - 100); // torn after the embedded batch
+    const log = await PartitionLog.open(dir, cfg, opts);
+    try {
+      expect(log.damagedRanges).toEqual([]);
+      expect(log.nextOffset).toBe(1);
+      expect(log.recovery.truncatedBytes).toBeGreaterThan(0);
     } finally {
       await log.close();
     }

@@ -137,6 +137,10 @@ function recoverFull(
       result = { problem: out.problem, endPos: out.endPos };
       break;
     }
+    if (expect > nextBase) {
+      // Valid batches already claim offsets the next segment starts with: no fence can fix that.
+      throw new SluiceError('LOG_CORRUPT', `${seg.logPath} holds offsets up to ${expect - 1}, past the next segment's base ${nextBase}`);
+    }
     seg.noteDamage(damaged(seg, out.endPos, fileEnd - out.endPos, expect, nextBase, out.problem));
     seg.size = fileEnd;
     result = { problem: null, endPos: fileEnd };

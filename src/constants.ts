@@ -32,6 +32,13 @@ export const RETENTION_MS_DEFAULT = 7 * 24 * 3600 * 1000;
 export const RETENTION_BYTES_DEFAULT = -1;
 /** Default `flush.interval.ms` used by the `interval` flush policy. */
 export const FLUSH_INTERVAL_MS_DEFAULT = 1000;
+/**
+ * Default `message.timestamp.after.max.ms`: a record stamped more than an hour ahead of the broker is
+ * refused (Kafka 4.0's default), so one record stamped 2100 cannot pin a topic's segments forever.
+ */
+export const MESSAGE_TIMESTAMP_AFTER_MAX_MS_DEFAULT = 3600 * 1000;
+/** Default `message.timestamp.before.max.ms`: unbounded, so old data can be replayed (Kafka's default). */
+export const MESSAGE_TIMESTAMP_BEFORE_MAX_MS_DEFAULT = Number.MAX_SAFE_INTEGER;
 /** Size of the reusable buffer the storage engine reads headers and recovery scans through. */
 export const STORAGE_SCAN_CHUNK_BYTES = 1 * MiB;
 

@@ -12,6 +12,7 @@ import { FETCH_BYTES_MAX_DEFAULT, FETCH_BYTES_MAX_LIMIT, FETCH_WAIT_MS_MAX } fro
 import { encodeBatch } from '../batch/index.js';
 import { logConfigToTopicConfigs, defaultLogConfig } from '../storage/index.js';
 import type { LogConfig } from '../storage/types.js';
+import type { RecoveryReport } from '../storage/recovery.js';
 import { ShardHost } from '../shard/shard-host.js';
 import { partitionKey, type AcksCode, type PartitionSpec, type ShardStatsMessage } from '../shard/protocol.js';
 import { DataDirLock } from './data-dir-lock.js';
@@ -177,6 +178,7 @@ export class Broker implements BrokerApi {
           onStats: (s, stats) => this.onShardStats(s, stats),
           onCrash: (s, err) => this.logger.error({ shard: s, err }, `shard ${s} worker died; restarting it and reopening its partitions`),
           onPartitionOffline: (s, key, err) => this.logger.error({ shard: s, partition: key, err }, `partition ${key} could not be opened and is offline`),
+          onPartitionRecovered: (s, key, report) => this.logRecovery(s, key, report),
         }),
       ),
     );
@@ -372,7 +374,7 @@ export class Broker implements BrokerApi {
     validateTopicName(name);
     const entry = this.topic(name);
     const groups = this.byShard(entry, this.range(0, entry.placement.length), (p) => partitionKey(name, p));
-    const stats = new Map<string, { logStartOffset: number; highWatermark: number; sizeBytes: number }>();
+    const stats = new Map<string, { logStartOffset: number; highWatermark: number; sizeBytes: number; damagedRanges: number }>();
     await Promise.all(
       [...groups].map(async ([s, keys]) => {
         const r = await this.hosts[s].send({ t: 'stat', keys });
@@ -388,6 +390,7 @@ export class Broker implements BrokerApi {
         leader: this.nodeId,
         replicas: [this.nodeId],
         sizeBytes: st?.sizeBytes ?? 0,
+        damagedRanges: st?.damagedRanges ?? 0,
       };
     });
     return { name, partitions, replicationFactor: entry.replicationFactor, configs: logConfigToTopicConfigs(this.configOf(entry)) };
@@ -550,6 +553,35 @@ export class Broker implements BrokerApi {
 
   // --- Stats ---------------------------------------------------------------------------------
 
+  /**
+   * One info line per opened partition (what recovery checked, truncated and rebuilt), and one error
+   * line per fenced range, naming file, position, length and the offsets lost.
+   */
+  private logRecovery(shard: number, partition: string, r: RecoveryReport): void {
+    this.logger.info(
+      {
+        shard,
+        partition,
+        cleanShutdown: r.cleanShutdown,
+        segments: r.segmentCount,
+        scannedSegments: r.scannedSegments,
+        scannedBytes: r.scannedBytes,
+        truncatedBytes: r.truncatedBytes,
+        truncationReason: r.truncationReason,
+        rebuiltIndexes: r.rebuiltIndexes.length,
+        damagedRanges: r.damaged.length,
+        durationMs: Math.round(r.durationMs * 10) / 10,
+      },
+      r.truncatedBytes > 0 ? `partition ${partition} recovered: torn tail of ${r.truncatedBytes} bytes truncated` : `partition ${partition} recovered`,
+    );
+    for (const d of r.damaged) {
+      this.logger.error(
+        { shard, partition, file: d.file, position: d.pos, bytes: d.bytes, fromOffset: d.fromOffset, toOffset: d.toOffset, reason: d.reason },
+        `partition ${partition} damaged: offsets [${d.fromOffset}, ${d.toOffset}) fenced, ${d.bytes} bytes at position ${d.pos} of ${d.file} (${d.reason}); reads of them answer LOG_CORRUPT`,
+      );
+    }
+  }
+
   private onShardStats(shard: number, stats: ShardStatsMessage): void {
     try {
       this.probe.shardStats(shard, { queueDepth: stats.queueDepth, eventLoopLagSeconds: stats.eventLoopLagSeconds });
@@ -560,6 +592,7 @@ export class Broker implements BrokerApi {
           sizeBytes: p.sizeBytes,
           highWatermark: p.highWatermark,
           logStartOffset: p.logStartOffset,
+          damagedRanges: p.damagedRanges,
         });
       }
     } catch (err) {

@@ -15,7 +15,11 @@ export interface BrokerProbe {
   /** One fdatasync of a partition log took this long. */
   logFlushed(seconds: number): void;
   /** Current log sizes per topic (sum over partitions), and per partition offsets for opt-in series. */
-  partitionStats(topic: string, partition: number, stats: { sizeBytes: number; highWatermark: number; logStartOffset: number }): void;
+  partitionStats(
+    topic: string,
+    partition: number,
+    stats: { sizeBytes: number; highWatermark: number; logStartOffset: number; damagedRanges?: number },
+  ): void;
   /** A topic (or some of its partitions) disappeared: drop its series. */
   topicDeleted(topic: string): void;
   /** Per-shard gauges, sampled about once a second. */

@@ -15,6 +15,8 @@ export interface PartitionInfo {
   leader: number;
   replicas: number[];
   sizeBytes: number;
+  /** Ranges of the log fenced after corruption was found (reads of them answer LOG_CORRUPT); 0 when healthy. */
+  damagedRanges: number;
 }
 
 export interface TopicDescription {

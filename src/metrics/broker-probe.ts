@@ -14,6 +14,7 @@ interface PartitionStats {
   sizeBytes: number;
   highWatermark: number;
   logStartOffset: number;
+  damagedRanges: number;
 }
 
 type CounterChild = ReturnType<Counter<'topic'>['labels']>;
@@ -35,6 +36,7 @@ export class PromBrokerProbe implements BrokerProbe {
   private readonly flushDuration: Histogram;
   private readonly logSize: Gauge<'topic'>;
   private readonly partitionCount: Gauge<'topic'>;
+  private readonly partitionDamaged: Gauge<'topic' | 'partition'>;
   private readonly highWatermark: Gauge<'topic' | 'partition'> | undefined;
   private readonly logStartOffset: Gauge<'topic' | 'partition'> | undefined;
   private readonly groupLag: Gauge<'group' | 'topic'>;
@@ -92,6 +94,20 @@ export class PromBrokerProbe implements BrokerProbe {
         for (const [topic, partitions] of table) this.set({ topic }, partitions.size);
       },
     });
+    // Always on (not behind partitionSeries): only damaged partitions get a series, so it costs
+    // nothing on a healthy broker and cannot be missed on a sick one.
+    this.partitionDamaged = new Gauge({
+      name: 'sluice_partition_damaged',
+      help: 'Ranges of a partition log fenced after corruption was found (reads of them answer LOG_CORRUPT); absent when healthy.',
+      labelNames: ['topic', 'partition'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [topic, partitions] of table) {
+          for (const [partition, stats] of partitions) if (stats.damagedRanges > 0) this.set({ topic, partition: String(partition) }, stats.damagedRanges);
+        }
+      },
+    });
     if (options.partitionSeries) {
       this.highWatermark = new Gauge({ name: 'sluice_partition_high_watermark', help: 'Offset after the last committed record of a partition.', labelNames: ['topic', 'partition'], registers });
       this.logStartOffset = new Gauge({ name: 'sluice_partition_log_start_offset', help: 'First offset still held by a partition log.', labelNames: ['topic', 'partition'], registers });
@@ -133,7 +149,12 @@ export class PromBrokerProbe implements BrokerProbe {
       partitions = new Map();
       this.partitionTable.set(topic, partitions);
     }
-    partitions.set(partition, { sizeBytes: stats.sizeBytes, highWatermark: stats.highWatermark, logStartOffset: stats.logStartOffset });
+    partitions.set(partition, {
+      sizeBytes: stats.sizeBytes,
+      highWatermark: stats.highWatermark,
+      logStartOffset: stats.logStartOffset,
+      damagedRanges: stats.damagedRanges ?? 0,
+    });
     if (this.highWatermark !== undefined && this.logStartOffset !== undefined) {
       const labels = { topic, partition: String(partition) };
       this.highWatermark.set(labels, stats.highWatermark);

@@ -10,7 +10,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { SluiceError } from '../errors.js';
 import { PartitionLog, type LogOpenOptions } from '../storage/index.js';
-import type { AppendResult, LogConfig } from '../storage/types.js';
+import type { AppendOptions, AppendResult, LogConfig } from '../storage/types.js';
+
+const PRODUCED: AppendOptions = Object.freeze({ produced: true });
 
 /** A fetch waiting for data at `offset` (the log end when it parked). */
 export interface ParkedFetch {
@@ -56,7 +58,8 @@ export class PartitionActor {
 
   append(bytes: Uint8Array): AppendResult {
     if (this.closed) throw new SluiceError('UNKNOWN_PARTITION', `partition ${this.topic}/${this.partition} is being deleted`);
-    return this.log.append(bytes);
+    // A client's produce: every record is validated on this (shard) thread before anything is written.
+    return this.log.append(bytes, 0, PRODUCED);
   }
 
   park(fetch: ParkedFetch): void {

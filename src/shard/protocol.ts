@@ -9,6 +9,7 @@
 import type { MessagePort } from 'node:worker_threads';
 import type { SluiceErrorWire } from '../errors.js';
 import type { LogConfig } from '../storage/types.js';
+import type { RecoveryReport } from '../storage/recovery.js';
 import type { RingBuffers } from './ring.js';
 
 /** `<topic>/<partition>`: topic names never contain '/'. */
@@ -68,6 +69,8 @@ export interface PartitionStat {
   logStartOffset: number;
   highWatermark: number;
   sizeBytes: number;
+  /** Fenced (corrupt) ranges of the log; 0 on a healthy partition. */
+  damagedRanges: number;
 }
 
 export type Reply =
@@ -91,7 +94,13 @@ export type Reply =
   | { id: number; t: 'offsets'; offset: number }
   | { id: number; t: 'done' }
   /** Open: the partitions that could not be opened (they stay offline, answering with their error). */
-  | { id: number; t: 'opened'; failed: Array<{ k: PartitionKey; err: SluiceErrorWire }> };
+  | {
+      id: number;
+      t: 'opened';
+      failed: Array<{ k: PartitionKey; err: SluiceErrorWire }>;
+      /** What recovery found in each partition that did open (the worker has no logger; the host logs it). */
+      recovered: Array<{ k: PartitionKey; report: RecoveryReport }>;
+    };
 
 export interface ShardStatsMessage {
   queueDepth: number;

@@ -30,6 +30,7 @@ import {
   SHARD_WATCHDOG_MS,
 } from '../constants.js';
 import { createRingBuffers, RingReader, RingWriter, type RingSlot } from './ring.js';
+import type { RecoveryReport } from '../storage/recovery.js';
 import type { AcksCode, Op, PartitionKey, PartitionSpec, Reply, ServeTask, ShardStatsMessage, ToMain, ToWorker } from './protocol.js';
 
 export interface ShardHostOptions {
@@ -51,6 +52,8 @@ export interface ShardHostOptions {
   onCrash?: (shard: number, err: unknown) => void;
   /** A partition's log could not be (re)opened; it stays offline and answers with this error. */
   onPartitionOffline?: (shard: number, key: PartitionKey, err: SluiceError) => void;
+  /** A partition's log opened; what its recovery checked, truncated, rebuilt and fenced. */
+  onPartitionRecovered?: (shard: number, key: PartitionKey, report: RecoveryReport) => void;
 }
 
 export type ProduceReply = Extract<Reply, { t: 'p' }>;
@@ -187,12 +190,17 @@ export class ShardHost {
     const parts = this.opts.partitionsOf(this.shard);
     if (parts.length > 0) {
       const r = await this.send({ t: 'open', parts }, true);
-      if ('t' in r && r.t === 'opened') for (const f of r.failed) this.opts.onPartitionOffline?.(this.shard, f.k, SluiceError.fromWire(f.err));
+      if ('t' in r && r.t === 'opened') this.reportOpened(r);
     }
     if (life !== this.life) return;
     this.state = 'ready';
     this.lastHeardMs = Date.now();
     for (const w of this.readyWaiters.splice(0)) w.resolve();
+  }
+
+  private reportOpened(r: Extract<Reply, { t: 'opened' }>): void {
+    for (const f of r.failed) this.opts.onPartitionOffline?.(this.shard, f.k, SluiceError.fromWire(f.err));
+    for (const p of r.recovered) this.opts.onPartitionRecovered?.(this.shard, p.k, p.report);
   }
 
   private onServeFailed(life: number, err: unknown): void {

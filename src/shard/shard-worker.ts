@@ -15,6 +15,7 @@ import { SluiceError, isSluiceError, toSluiceError, type SluiceErrorWire } from 
 import { SHARD_FLUSH_SAMPLES_MAX } from '../constants.js';
 import { PartitionActor, partitionDir, type ParkedFetch } from '../partition/partition-actor.js';
 import type { LogOpenOptions } from '../storage/index.js';
+import type { RecoveryReport } from '../storage/recovery.js';
 import { RingReader, RingWriter, type RingSlot } from './ring.js';
 import type { Op, PartitionKey, PartitionStat, Reply, ServeTask, ToMain, ToWorker } from './protocol.js';
 
@@ -304,6 +305,7 @@ class ShardServer {
 
   private async open(op: Extract<Op, { t: 'open' }>): Promise<void> {
     const failed: Array<{ k: PartitionKey; err: SluiceErrorWire }> = [];
+    const recovered: Array<{ k: PartitionKey; report: RecoveryReport }> = [];
     await Promise.all(
       op.parts.map(async (p) => {
         const k = `${p.topic}/${p.partition}`;
@@ -314,6 +316,7 @@ class ShardServer {
           if (this.stopped) return void actor.close(false).catch(() => {});
           this.offline.delete(k);
           this.actors.set(k, actor);
+          recovered.push({ k, report: actor.log.recovery });
         } catch (err) {
           // Kept offline: its requests get this error until the partition is dropped or reopened.
           const wire = toSluiceError(err).toWire();
@@ -322,7 +325,7 @@ class ShardServer {
         }
       }),
     );
-    this.reply({ id: op.id, t: 'opened', failed });
+    this.reply({ id: op.id, t: 'opened', failed, recovered });
   }
 
   /** The error for a partition that is not open here. */
@@ -381,7 +384,10 @@ class ShardServer {
     const pick = keys ?? [...this.actors.keys()];
     for (const k of pick) {
       const a = this.actors.get(k);
-      if (a) out.push({ k, logStartOffset: a.log.logStartOffset, highWatermark: a.log.nextOffset, sizeBytes: a.log.sizeBytes });
+      if (a) {
+        const log = a.log;
+        out.push({ k, logStartOffset: log.logStartOffset, highWatermark: log.nextOffset, sizeBytes: log.sizeBytes, damagedRanges: log.damagedRangeCount });
+      }
     }
     return out;
   }

@@ -8,13 +8,13 @@ import { SluiceError } from '../errors.js';
 
 const OFFSET_NAME_DIGITS = 20;
 
-export function segmentFileName(baseOffset: number, ext: 'log' | 'index' | 'timeindex'): string {
+export function segmentFileName(baseOffset: number, ext: 'log' | 'index' | 'timeindex' | 'damaged'): string {
   return `${String(baseOffset).padStart(OFFSET_NAME_DIGITS, '0')}.${ext}`;
 }
 
 /** Parses `00000000000000000042.log` to 42; null for any other name. */
 export function parseSegmentFileName(name: string): { baseOffset: number; ext: string } | null {
-  const m = /^(\d{20})\.(log|index|timeindex)$/.exec(name);
+  const m = /^(\d{20})\.(log|index|timeindex|damaged)$/.exec(name);
   if (!m) return null;
   const baseOffset = Number(m[1]);
   return Number.isSafeInteger(baseOffset) ? { baseOffset, ext: m[2] } : null;

@@ -43,7 +43,7 @@ export class FakeBroker implements BrokerApi {
       replicationFactor: 1,
       configs: { ...t.configs },
       partitions: t.parts.map((p, i) => ({
-        partition: i, logStartOffset: 0, highWatermark: p.next, leader: 1, replicas: [1], sizeBytes: p.batches.reduce((n, b) => n + b.bytes.length, 0),
+        partition: i, logStartOffset: 0, highWatermark: p.next, leader: 1, replicas: [1], sizeBytes: p.batches.reduce((n, b) => n + b.bytes.length, 0), damagedRanges: 0,
       })),
     };
   }

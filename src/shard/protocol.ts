@@ -30,6 +30,8 @@ export interface ServeTask {
   retentionCheckMs: number;
   statsIntervalMs: number;
   fetchWaitersMax: number;
+  /** Idle time after which a partition forgets an idempotent producer. */
+  producerIdleExpiryMs: number;
 }
 
 export interface PartitionSpec {

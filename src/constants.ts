@@ -64,6 +64,11 @@ assert.ok(FETCH_BYTES_MAX_DEFAULT <= FETCH_BYTES_MAX_LIMIT);
 export const PRODUCER_BATCHES_CACHED = 5;
 /** Default for how long a producer may be idle before a partition forgets it (Kafka's producer.id.expiration.ms). */
 export const PRODUCER_IDLE_EXPIRY_MS_DEFAULT = 7 * 24 * 3600 * 1000;
+/**
+ * Producers one partition remembers; past it the least recently seen is forgotten (as if expired), so
+ * memory stays bounded when clients churn through producer ids. Kafka has no such bound.
+ */
+export const PRODUCER_STATE_PRODUCERS_MAX = 2_000;
 /** Log bytes appended after which a partition rewrites its producer-state snapshot (bounds the replay on recovery). */
 export const PRODUCER_SNAPSHOT_INTERVAL_BYTES = 64 * MiB;
 /** Producer ids a node reserves (persisted, fsynced) at a time; a controller can later hand out blocks of this size. */

@@ -585,6 +585,15 @@ export class Producer {
       }
       return this.pump(key, lane);
     }
+    // OUT_OF_ORDER_SEQUENCE with nothing earlier outstanding: the partition has no state for this
+    // producer (expired or evicted), so nothing was written; an anonymous lane moves to a fresh id and
+    // re-sends from sequence 0.
+    if (isSluiceError(err, 'OUT_OF_ORDER_SEQUENCE') && this.options.producerName === undefined && sb.attempts < this.options.retries && lane.reset === null) {
+      sb.attempts++;
+      sb.state = 'queued';
+      lane.reset = 'new-id';
+      return this.pump(key, lane);
+    }
     // Failed for good.
     lane.unresolved.splice(lane.unresolved.indexOf(sb), 1);
     this.rejectBatch(sb.batch, err);

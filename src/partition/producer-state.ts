@@ -14,10 +14,13 @@
  *  - same epoch: a batch whose [first, last] sequence equals a cached one is a duplicate (answered
  *    with the cached offsets, nothing written); otherwise its first sequence must follow the last one
  *    written (sequences wrap from 2^31-1 to 0, as Kafka's); anything else is OUT_OF_ORDER_SEQUENCE.
+ *
+ * Bounded: at most PRODUCER_STATE_PRODUCERS_MAX producers; the least recently written one is forgotten
+ * first (the Map is kept in last-write order, so this is the same on every replica of the log).
  */
 import assert from 'node:assert/strict';
 import { SluiceError } from '../errors.js';
-import { PRODUCER_BATCHES_CACHED } from '../constants.js';
+import { PRODUCER_BATCHES_CACHED, PRODUCER_STATE_PRODUCERS_MAX } from '../constants.js';
 
 /** The producer id of a batch written without idempotence (Kafka's NO_PRODUCER_ID). */
 export const NO_PRODUCER_ID = -1n;
@@ -76,6 +79,8 @@ const outOfOrder = (message: string): CheckResult => ({ kind: 'error', error: ne
 
 export class ProducerStateTable {
   private readonly producers = new Map<bigint, ProducerEntry>();
+
+  constructor(private readonly producersMax = PRODUCER_STATE_PRODUCERS_MAX) {}
 
   get size(): number {
     return this.producers.size;
@@ -175,10 +180,11 @@ export class ProducerStateTable {
 
   private add(b: BatchIdentity, baseOffset: number, appendTimeMs: number, seenMs: number): void {
     let entry = this.producers.get(b.producerId);
-    if (entry === undefined || b.producerEpoch !== entry.epoch) {
-      entry = { epoch: b.producerEpoch, batches: [], lastSeenMs: seenMs };
-      this.producers.set(b.producerId, entry);
-    }
+    if (entry === undefined || b.producerEpoch !== entry.epoch) entry = { epoch: b.producerEpoch, batches: [], lastSeenMs: seenMs };
+    // Re-inserted on every write: the Map's first key is the least recently written producer.
+    this.producers.delete(b.producerId);
+    this.producers.set(b.producerId, entry);
+    if (this.producers.size > this.producersMax) this.producers.delete(this.producers.keys().next().value!);
     entry.batches.push({ firstSeq: b.baseSequence, lastSeq: lastSequenceOf(b), baseOffset, lastOffset: baseOffset + b.recordCount - 1, appendTimeMs });
     if (entry.batches.length > PRODUCER_BATCHES_CACHED) entry.batches.shift();
     if (seenMs > entry.lastSeenMs) entry.lastSeenMs = seenMs;
@@ -206,8 +212,8 @@ export class ProducerStateTable {
   }
 
   /** Builds a table from a snapshot; throws LOG_CORRUPT if it is not one this version wrote. */
-  static restore(snap: unknown): ProducerStateTable {
-    const table = new ProducerStateTable();
+  static restore(snap: unknown, producersMax = PRODUCER_STATE_PRODUCERS_MAX): ProducerStateTable {
+    const table = new ProducerStateTable(producersMax);
     const s = snap as ProducerStateSnapshot;
     const bad = (why: string): SluiceError => new SluiceError('LOG_CORRUPT', `producer-state snapshot is invalid: ${why}`);
     if (s === null || typeof s !== 'object' || s.version !== SNAPSHOT_VERSION || !Array.isArray(s.producers)) throw bad('unknown version or shape');

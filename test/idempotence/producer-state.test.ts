@@ -139,6 +139,17 @@ describe('producer-state table: the rules', () => {
     expect(code(p.produce([b(1)]))).toBe('OUT_OF_ORDER_SEQUENCE');
   });
 
+  it('forgets the least recently written producer past its bound', () => {
+    const p = new FakePartition(new ProducerStateTable(2));
+    p.produce([b(0, 1, 0, 1n)]);
+    p.produce([b(0, 1, 0, 2n)]);
+    p.produce([b(1, 1, 0, 1n)]); // 1 is now the most recent
+    p.produce([b(0, 1, 0, 3n)]);
+    expect([p.table.entry(1n) !== undefined, p.table.entry(2n) !== undefined, p.table.entry(3n) !== undefined]).toEqual([true, false, true]);
+    expect(p.table.size).toBe(2);
+    expect(code(p.produce([b(1, 1, 0, 2n)]))).toBe('OUT_OF_ORDER_SEQUENCE');
+  });
+
   it('restore refuses snapshots it did not write', () => {
     for (const bad of [null, {}, { version: 2, producers: [] }, { version: 1, producers: [{ id: 'x', epoch: 0, lastSeenMs: 0, batches: [] }] }]) {
       expect(() => ProducerStateTable.restore(bad)).toThrow(/snapshot is invalid/);

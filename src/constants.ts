@@ -66,6 +66,29 @@ assert.ok(BATCH_DECOMPRESSED_BYTES_MAX >= BATCH_BYTES_MAX_LIMIT);
 assert.ok(GRPC_RECEIVE_BYTES_MAX > BATCH_BYTES_MAX_LIMIT);
 assert.ok(FETCH_BYTES_MAX_DEFAULT <= FETCH_BYTES_MAX_LIMIT);
 
+// --- Idempotent producers (src/partition/producer-state.ts, src/broker/producer-ids.ts) ------------
+/** Batches remembered per producer and partition for deduplication (Kafka's 5); also the client's in-flight bound. */
+export const PRODUCER_BATCHES_CACHED = 5;
+/** Default for how long a producer may be idle before a partition forgets it (Kafka's producer.id.expiration.ms). */
+export const PRODUCER_IDLE_EXPIRY_MS_DEFAULT = 7 * 24 * 3600 * 1000;
+/**
+ * Producers one partition remembers; past it the least recently seen is forgotten (as if expired), so
+ * memory stays bounded when clients churn through producer ids. Kafka has no such bound.
+ */
+export const PRODUCER_STATE_PRODUCERS_MAX = 2_000;
+/** Log bytes appended after which a partition rewrites its producer-state snapshot (bounds the replay on recovery). */
+export const PRODUCER_SNAPSHOT_INTERVAL_BYTES = 64 * MiB;
+/** Producer ids a node reserves (persisted, fsynced) at a time; a controller can later hand out blocks of this size. */
+export const PRODUCER_ID_BLOCK_COUNT = 1000;
+/** Named producers whose epoch the broker keeps; InitProducer for more new names fails with QUEUE_FULL. */
+export const PRODUCER_NAMES_MAX = 100_000;
+/** Longest producer_name accepted. */
+export const PRODUCER_NAME_LENGTH_MAX = 249;
+/** The largest producer epoch (int16 in the v2 header); past it a name gets a new producer id. */
+export const PRODUCER_EPOCH_MAX = 32_767;
+
+assert.ok(PRODUCER_SNAPSHOT_INTERVAL_BYTES >= BATCH_BYTES_MAX_LIMIT);
+
 // --- Raft (src/raft) -----------------------------------------------------------------------------
 /** Ticks without hearing from a leader before a follower campaigns (randomized in [n, 2n)). */
 export const RAFT_ELECTION_TICKS_DEFAULT = 10;

@@ -36,6 +36,9 @@ export const ERROR_CODES = [
   'LOG_CLOSED',
   'STORAGE_ERROR',
   'DATA_DIR_LOCKED',
+  // Idempotent producers
+  'OUT_OF_ORDER_SEQUENCE',
+  'PRODUCER_FENCED',
   // Flow control and availability
   'QUEUE_FULL',
   'UNAVAILABLE',

@@ -83,7 +83,7 @@ class SluiceDriver implements Driver {
     // grpc-js shares one connection among clients with equal options; a local subchannel pool gives each its own.
     this.producers = Array.from(
       { length: connections },
-      (_, i) => new Producer({ brokers: address, acks: 'all', retries: 0, format, channelOptions: i === 0 ? {} : { 'grpc.use_local_subchannel_pool': 1 } }),
+      (_, i) => new Producer({ brokers: address, acks: 'all', retries: 0, idempotent: false, format, channelOptions: i === 0 ? {} : { 'grpc.use_local_subchannel_pool': 1 } }),
     );
     this.producer = this.producers[0]!;
   }

@@ -16,6 +16,9 @@ import type { RecoveryReport } from '../storage/recovery.js';
 import { ShardHost } from '../shard/shard-host.js';
 import { partitionKey, type AcksCode, type PartitionSpec, type ShardStatsMessage } from '../shard/protocol.js';
 import { DataDirLock } from './data-dir-lock.js';
+import { ProducerIdTable } from './producer-ids.js';
+import { OFF_PRODUCER_EPOCH, OFF_PRODUCER_ID, asBuffer } from '../batch/codec.js';
+import { PRODUCER_EPOCH_MAX } from '../constants.js';
 import { TopicTable, type TopicEntry } from './topic-table.js';
 import { StickyPartitioner, firstRecordKey } from './partitioner.js';
 import {
@@ -41,6 +44,7 @@ import type {
   PartitionInfo,
   ProduceInput,
   ProduceResult,
+  ProducerIdentity,
   TopicDescription,
   TopicSummary,
 } from './types.js';
@@ -72,6 +76,8 @@ export interface BrokerOptions {
   retentionCheckMs?: number;
   statsIntervalMs?: number;
   watchdogMs?: number;
+  /** How long a partition remembers an idle idempotent producer. Default 7 days (PRODUCER_IDLE_EXPIRY_MS_DEFAULT). */
+  producerIdleExpiryMs?: number;
 }
 
 /** The most shards a broker runs (one thread each). */
@@ -85,9 +91,9 @@ export function defaultShardCount(): number {
 }
 
 /** Structured produce: one v2 batch. Malformed records are the caller's error, not an internal one. */
-function encodeRecords(records: ProduceInput['records'] & object): Uint8Array {
+function encodeRecords(records: ProduceInput['records'] & object, producer: ProduceInput['producer']): Uint8Array {
   try {
-    return encodeBatch(records);
+    return encodeBatch(records, producer ?? {});
   } catch (err) {
     if (err instanceof SluiceError) throw err;
     throw new SluiceError('INVALID_REQUEST', `malformed records: ${(err as Error).message}`, { cause: err });
@@ -111,6 +117,7 @@ function validateTuning(o: BrokerOptions): void {
   check('statsIntervalMs', 10, 3600 * 1000);
   check('watchdogMs', 100, 24 * 3600 * 1000);
   check('nodeId', 0, 2 ** 31 - 1);
+  check('producerIdleExpiryMs', 1_000, Number.MAX_SAFE_INTEGER);
 }
 
 export class Broker implements BrokerApi {
@@ -129,6 +136,7 @@ export class Broker implements BrokerApi {
     private readonly options: BrokerOptions,
     private readonly lock: DataDirLock,
     private readonly table: TopicTable,
+    private readonly producerIds: ProducerIdTable,
   ) {
     this.dataDir = lock.dataDir;
     this.nodeId = options.nodeId ?? 0;
@@ -151,7 +159,7 @@ export class Broker implements BrokerApi {
     let broker: Broker | null = null;
     try {
       const table = TopicTable.load(lock.dataDir);
-      broker = new Broker(options, lock, table);
+      broker = new Broker(options, lock, table, ProducerIdTable.load(lock.dataDir));
       await broker.startShards();
       return broker;
     } catch (err) {
@@ -174,6 +182,7 @@ export class Broker implements BrokerApi {
           retentionCheckMs: this.options.retentionCheckMs,
           statsIntervalMs: this.options.statsIntervalMs,
           watchdogMs: this.options.watchdogMs,
+          producerIdleExpiryMs: this.options.producerIdleExpiryMs,
           partitionsOf: (s) => this.partitionsOf(s),
           onStats: (s, stats) => this.onShardStats(s, stats),
           onCrash: (s, err) => this.logger.error({ shard: s, err }, `shard ${s} worker died; restarting it and reopening its partitions`),
@@ -453,8 +462,12 @@ export class Broker implements BrokerApi {
       if (data.length === 0) throw new SluiceError('CORRUPT_BATCH', 'no batches: the record batch is empty');
     } else {
       if (input.records!.length === 0) throw new SluiceError('INVALID_REQUEST', 'a produce needs at least one record');
-      data = encodeRecords(input.records!);
+      data = encodeRecords(input.records!, this.checkProducer(input.producer));
     }
+    if (hasBatches && input.producer !== undefined) {
+      throw new SluiceError('INVALID_REQUEST', 'raw record batches carry producer id, epoch and sequence in their v2 headers, not in the request');
+    }
+    this.checkFenced(data);
     let partition = input.partition;
     if (partition === undefined || partition === null) {
       const key = hasRecords ? input.records![0].key : firstRecordKey(data);
@@ -479,6 +492,39 @@ export class Broker implements BrokerApi {
     const r = await host.produce(key, data, acks);
     counted(r);
     return { partition, baseOffset: r.baseOffset, lastOffset: r.lastOffset, appendTimeMs: r.appendTimeMs, logStartOffset: r.logStartOffset };
+  }
+
+  /** Range checks of the structured-produce idempotence fields (the header has int16 epoch, int32 sequence). */
+  private checkProducer(p: ProduceInput['producer']): ProduceInput['producer'] {
+    if (p === undefined || p === null) return undefined;
+    if (typeof p.producerId !== 'bigint' || p.producerId < 0n) throw new SluiceError('INVALID_REQUEST', `producer_id must be >= 0 (got ${String(p.producerId)})`);
+    if (!Number.isInteger(p.producerEpoch) || p.producerEpoch < 0 || p.producerEpoch > PRODUCER_EPOCH_MAX) {
+      throw new SluiceError('INVALID_REQUEST', `producer_epoch must be from 0 to ${PRODUCER_EPOCH_MAX} (got ${String(p.producerEpoch)})`);
+    }
+    if (!Number.isInteger(p.baseSequence) || p.baseSequence < 0) throw new SluiceError('INVALID_REQUEST', `base_sequence must be >= 0 (got ${String(p.baseSequence)})`);
+    return p;
+  }
+
+  /**
+   * Fencing at the edge: a named producer's older epoch is refused here even on a partition its newer
+   * epoch has not written to yet (the partitions' own tables only know epochs they have seen).
+   */
+  private checkFenced(data: Uint8Array): void {
+    if (data.length < OFF_PRODUCER_EPOCH + 2) return;
+    const buf = asBuffer(data);
+    const producerId = buf.readBigInt64BE(OFF_PRODUCER_ID);
+    if (producerId < 0n) return;
+    const current = this.producerIds.currentEpoch(producerId);
+    const epoch = buf.readInt16BE(OFF_PRODUCER_EPOCH);
+    if (current !== undefined && epoch < current) {
+      throw new SluiceError('PRODUCER_FENCED', `producer ${producerId} epoch ${epoch} is fenced: InitProducer gave its name epoch ${current}`);
+    }
+  }
+
+  async initProducer(name?: string): Promise<ProducerIdentity> {
+    this.checkOpen();
+    if (name !== undefined && typeof name !== 'string') throw new SluiceError('INVALID_REQUEST', 'producer_name must be a string');
+    return this.producerIds.init(name);
   }
 
   async fetch(input: FetchInput, signal?: AbortSignal): Promise<FetchResult> {

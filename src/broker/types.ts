@@ -41,6 +41,16 @@ export interface ProduceInput {
   batches?: Uint8Array;
   records?: RecordInput[];
   acks: Acks;
+  /**
+   * Idempotence for `records` (raw `batches` carry it in their v2 headers): the broker writes these
+   * into the header of the batch it builds. `baseSequence` is the first record's sequence.
+   */
+  producer?: { producerId: bigint; producerEpoch: number; baseSequence: number };
+}
+
+export interface ProducerIdentity {
+  producerId: bigint;
+  producerEpoch: number;
 }
 
 export interface ProduceResult {
@@ -103,6 +113,8 @@ export interface BrokerApi {
   fetch(input: FetchInput, signal?: AbortSignal): Promise<FetchResult>;
   listOffsets(topic: string, partition: number, spec: OffsetSpec): Promise<ListOffsetsResult>;
   metadata(topics?: string[]): Promise<ClusterMetadata>;
+  /** A cluster-unique producer id; with a `name`, that name's id and its next epoch (fencing the older one). */
+  initProducer(name?: string): Promise<ProducerIdentity>;
 
   /** Stops intake, drains in-flight work, flushes and closes every log. */
   close(): Promise<void>;

@@ -80,6 +80,8 @@ clientCommand(program.command('produce <topic>').description('send stdin lines a
   .option('-k, --key-delimiter <sep>', 'split each line at the first SEP into key and value')
   .option('-H, --header <key=value>', 'header on every record (repeatable)', collectKeyValue, [])
   .addOption(new Option('--acks <acks>', 'when a record counts as sent').choices(['all', 'leader', 'none']).default('all'))
+  .option('--no-idempotence', 'allow duplicates on retry (idempotence is on by default with --acks all)')
+  .option('--producer-name <name>', 'stable producer name: a newer producer with this name fences this one')
   .action(run((t: string, o: Parameters<typeof produce>[1]) => produce(t, o)));
 
 clientCommand(program.command('consume <topic>').description('print records (kcat style)'))

@@ -13,10 +13,14 @@ export interface ProduceCommand extends Common {
   keyDelimiter?: string;
   header: [string, string][];
   acks: 'all' | 'leader' | 'none';
+  /** commander's `--no-idempotence`: true unless given. */
+  idempotence: boolean;
+  producerName?: string;
 }
 
 export async function produce(topic: string, o: ProduceCommand): Promise<void> {
-  const producer = new Producer({ brokers: o.brokers, acks: o.acks });
+  // Idempotent by default (acks all); --no-idempotence, or acks other than all, turns it off.
+  const producer = new Producer({ brokers: o.brokers, acks: o.acks, idempotent: o.idempotence && o.acks === 'all' ? undefined : false, producerName: o.producerName });
   const headers = o.header.map(([key, value]) => ({ key, value: Buffer.from(value) }));
   const pending = new Set<Promise<RecordMetadata>>();
   let failure: unknown = null;

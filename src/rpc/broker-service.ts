@@ -26,6 +26,12 @@ function toProduceInput(r: ProduceRequest): ProduceInput {
   if (r.partition !== undefined) input.partition = r.partition;
   if (hasBatch) input.batches = r.recordBatch;
   else input.records = toRecordInputs(r.records);
+  if (r.producerId !== undefined) {
+    if (hasBatch) throw new SluiceError('INVALID_REQUEST', 'raw record batches carry producer id, epoch and sequence in their v2 headers; leave producer_id unset');
+    input.producer = { producerId: r.producerId, producerEpoch: r.producerEpoch, baseSequence: r.baseSequence };
+  } else if (r.producerEpoch !== 0 || r.baseSequence !== 0) {
+    throw new SluiceError('INVALID_REQUEST', 'producer_epoch and base_sequence need producer_id');
+  }
   return input;
 }
 
@@ -165,6 +171,13 @@ export function brokerService(ctx: ServiceContext): BrokerServer {
         if (partitions.length === 0) partitions = (await api.describeTopic(r.topic)).partitions.map((p) => p.partition);
         const results = await Promise.all(partitions.map((p) => api.listOffsets(r.topic, p, spec)));
         return { offsets: results.map((o) => ({ partition: o.partition, offset: BigInt(o.offset) })) };
+      }, callback);
+    },
+
+    initProducer(call, callback) {
+      ctx.unary('InitProducer', async () => {
+        const r = await ctx.api().initProducer(call.request.producerName);
+        return { producerId: r.producerId, producerEpoch: r.producerEpoch };
       }, callback);
     },
 

@@ -31,6 +31,8 @@ export interface ServeTask {
   retentionCheckMs: number;
   statsIntervalMs: number;
   fetchWaitersMax: number;
+  /** Idle time after which a partition forgets an idempotent producer. */
+  producerIdleExpiryMs: number;
 }
 
 export interface PartitionSpec {

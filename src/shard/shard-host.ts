@@ -19,7 +19,7 @@ import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { SluiceError } from '../errors.js';
 import {
-  SHARD_FETCH_WAITERS_MAX,
+  SHARD_FETCH_WAITERS_MAX, PRODUCER_IDLE_EXPIRY_MS_DEFAULT,
   SHARD_INFLIGHT_MAX,
   SHARD_REQUEST_RING_BYTES,
   SHARD_RESPONSE_RING_BYTES,
@@ -43,6 +43,7 @@ export interface ShardHostOptions {
   inflightMax?: number;
   fetchWaitersMax?: number;
   retentionCheckMs?: number;
+  producerIdleExpiryMs?: number;
   statsIntervalMs?: number;
   /** A worker silent this long while ready is taken as hung and replaced. */
   watchdogMs?: number;
@@ -181,6 +182,7 @@ export class ShardHost {
       retentionCheckMs: this.opts.retentionCheckMs ?? SHARD_RETENTION_CHECK_MS,
       statsIntervalMs: this.opts.statsIntervalMs ?? SHARD_STATS_INTERVAL_MS,
       fetchWaitersMax: this.opts.fetchWaitersMax ?? SHARD_FETCH_WAITERS_MAX,
+      producerIdleExpiryMs: this.opts.producerIdleExpiryMs ?? PRODUCER_IDLE_EXPIRY_MS_DEFAULT,
     };
     this.serveDone = this.pool.run(task, { transferList: [channel.port2] }).then(
       () => {},

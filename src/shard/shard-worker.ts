@@ -312,7 +312,7 @@ class ShardServer {
         await this.closing.get(k);
         if (this.actors.has(k)) return;
         try {
-          const actor = await PartitionActor.open(this.task.dataDir, p.topic, p.partition, p.config, p.fresh, this.logOptions);
+          const actor = await PartitionActor.open(this.task.dataDir, p.topic, p.partition, p.config, p.fresh, this.logOptions, this.task.producerIdleExpiryMs);
           if (this.stopped) return void actor.close(false).catch(() => {});
           this.offline.delete(k);
           this.actors.set(k, actor);

@@ -158,6 +158,13 @@ export class FakeBroker implements BrokerApi {
     };
   }
 
+  private nextProducerId = 0n;
+
+  /** Hands out ids; the fake does not deduplicate (test/idempotence runs against the real broker). */
+  async initProducer(): Promise<{ producerId: bigint; producerEpoch: number }> {
+    return { producerId: this.nextProducerId++, producerEpoch: 0 };
+  }
+
   async close(): Promise<void> {
     this.closed = true;
   }

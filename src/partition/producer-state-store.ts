@@ -87,7 +87,14 @@ export function recoverProducerState(log: PartitionLog): { table: ProducerStateT
   if (snapshotOffset === null && fs.existsSync(path.join(log.dir, PRODUCER_SNAPSHOT_FILE))) removeSnapshot(log.dir);
   table ??= new ProducerStateTable();
   let replayedBatches = 0;
+  // Fenced (corrupt) ranges hold no batch to replay: step over them, as readers do.
+  const damaged = log.damagedRanges;
   while (from < log.nextOffset) {
+    const fence = damaged.find((d) => from >= d.fromOffset && from < d.toOffset);
+    if (fence !== undefined) {
+      from = fence.toOffset;
+      continue;
+    }
     const { data, nextOffset } = log.read(from, FETCH_BYTES_MAX_DEFAULT);
     const buf = asBuffer(data);
     for (let pos = 0; pos < buf.length; ) {

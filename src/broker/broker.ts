@@ -22,6 +22,7 @@ import {
   INTERNAL_TOPIC_PREFIX,
   logConfigFor,
   normalizeReplicationFactor,
+  refuseInternalTopic,
   validateConfigKey,
   validateOffset,
   validatePartitionCount,
@@ -122,6 +123,7 @@ export class Broker implements BrokerApi {
   private readonly configCache = new Map<string, LogConfig>();
   private adminQueue: Promise<unknown> = Promise.resolve();
   private closing: Promise<void> | null = null;
+  private internal: (BrokerApi & { createInternalTopic: Broker['createInternalTopic'] }) | null = null;
 
   private constructor(
     private readonly options: BrokerOptions,
@@ -345,6 +347,13 @@ export class Broker implements BrokerApi {
   async deleteTopic(name: string): Promise<void> {
     this.checkOpen();
     validateTopicName(name);
+    refuseInternalTopic(name, 'delete');
+    return this.deleteAnyTopic(name);
+  }
+
+  private async deleteAnyTopic(name: string): Promise<void> {
+    this.checkOpen();
+    validateTopicName(name);
     await this.exclusive(async () => {
       const entry = this.topic(name);
       // Forget it first: a crash after this leaves only orphan directories, which a re-create clears.
@@ -395,6 +404,11 @@ export class Broker implements BrokerApi {
   async alterTopicConfig(name: string, set: Record<string, string>, remove: string[]): Promise<Record<string, string>> {
     this.checkOpen();
     validateTopicName(name);
+    refuseInternalTopic(name, 're-configure');
+    return this.alterAnyTopicConfig(name, set, remove);
+  }
+
+  private async alterAnyTopicConfig(name: string, set: Record<string, string>, remove: string[]): Promise<Record<string, string>> {
     return this.exclusive(async () => {
       const entry = this.topic(name);
       const merged: Record<string, string> = { ...entry.configs, ...(set ?? {}) };
@@ -412,6 +426,11 @@ export class Broker implements BrokerApi {
   async createPartitions(name: string, totalPartitions: number): Promise<TopicDescription> {
     this.checkOpen();
     validateTopicName(name);
+    refuseInternalTopic(name, 'add partitions to');
+    return this.createAnyPartitions(name, totalPartitions);
+  }
+
+  private async createAnyPartitions(name: string, totalPartitions: number): Promise<TopicDescription> {
     validatePartitionCount(totalPartitions);
     await this.exclusive(async () => {
       const entry = this.topic(name);
@@ -436,7 +455,12 @@ export class Broker implements BrokerApi {
 
   async produce(input: ProduceInput): Promise<ProduceResult> {
     this.checkOpen();
-    const entry = this.topic(input.topic);
+    const entry = this.topic(input?.topic);
+    refuseInternalTopic(entry.name, 'produce to');
+    return this.produceAny(entry, input);
+  }
+
+  private async produceAny(entry: TopicEntry, input: ProduceInput): Promise<ProduceResult> {
     const acks = ACKS[input.acks];
     if (acks === undefined) throw new SluiceError('INVALID_REQUEST', `acks must be none, leader or all, got ${String(input.acks)}`);
     const hasBatches = input.batches !== undefined && input.batches !== null;
@@ -513,6 +537,39 @@ export class Broker implements BrokerApi {
       brokers: [{ nodeId: this.nodeId, grpcAddress: this.options.grpcAddress ?? '', httpAddress: this.options.httpAddress ?? '' }],
       topics: described,
     };
+  }
+
+  /**
+   * The broker's own subsystems' view (consumer groups write `__consumer_offsets` through it): the
+   * same calls, minus the INTERNAL_TOPIC guard. Built once; never handed to a client.
+   */
+  internalView(): BrokerApi & { createInternalTopic: Broker['createInternalTopic'] } {
+    this.internal ??= {
+      createTopic: (n, p, rf, c) => this.createTopic(n, p, rf, c),
+      createInternalTopic: (n, p, c) => this.createInternalTopic(n, p, c),
+      deleteTopic: (n) => this.deleteAnyTopic(n),
+      listTopics: () => this.listTopics(),
+      describeTopic: (n) => this.describeTopic(n),
+      alterTopicConfig: (n, set, remove) => {
+        this.checkOpen();
+        validateTopicName(n);
+        return this.alterAnyTopicConfig(n, set, remove);
+      },
+      createPartitions: (n, total) => {
+        this.checkOpen();
+        validateTopicName(n);
+        return this.createAnyPartitions(n, total);
+      },
+      produce: async (input) => {
+        this.checkOpen();
+        return this.produceAny(this.topic(input?.topic), input);
+      },
+      fetch: (input, signal) => this.fetch(input, signal),
+      listOffsets: (t, p, spec) => this.listOffsets(t, p, spec),
+      metadata: (topics) => this.metadata(topics),
+      close: () => this.close(),
+    };
+    return this.internal;
   }
 
   // --- Life cycle ----------------------------------------------------------------------------

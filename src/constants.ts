@@ -79,6 +79,8 @@ assert.ok(RAFT_ELECTION_TICKS_DEFAULT > RAFT_HEARTBEAT_TICKS_DEFAULT);
 assert.ok(RAFT_MSG_BYTES_MAX_DEFAULT <= RAFT_INFLIGHT_BYTES_MAX_DEFAULT);
 
 // --- Shards (src/shard, src/broker) --------------------------------------------------------------
+/** The most shards a broker runs (one thread each); placements in the topic table are below it. */
+export const SHARDS_MAX = 256;
 /**
  * Bytes of one shard's request ring (main -> worker produce data). It must hold the largest request
  * twice over, so one maximal request can wait for space while another is being appended.

@@ -9,7 +9,7 @@
  */
 import os from 'node:os';
 import { SluiceError, isSluiceError, toSluiceError } from '../errors.js';
-import { FETCH_BYTES_MAX_DEFAULT, FETCH_BYTES_MAX_LIMIT, FETCH_WAIT_MS_MAX } from '../constants.js';
+import { FETCH_BYTES_MAX_DEFAULT, FETCH_BYTES_MAX_LIMIT, FETCH_WAIT_MS_MAX, SHARDS_MAX } from '../constants.js';
 import { encodeBatch } from '../batch/index.js';
 import { logConfigToTopicConfigs, defaultLogConfig } from '../storage/index.js';
 import type { LogConfig } from '../storage/types.js';
@@ -74,8 +74,7 @@ export interface BrokerOptions {
   watchdogMs?: number;
 }
 
-/** The most shards a broker runs (one thread each). */
-export const SHARDS_MAX = 256;
+export { SHARDS_MAX };
 
 const ACKS: Record<Acks, AcksCode> = { none: 0, leader: 1, all: 2 };
 
@@ -152,6 +151,12 @@ export class Broker implements BrokerApi {
     try {
       const table = TopicTable.load(lock.dataDir);
       broker = new Broker(options, lock, table);
+      const unknown = table.unknownPartitionDirs(lock.dataDir);
+      if (unknown.length > 0) {
+        // Leftovers of a create interrupted before its table write: the table wins, and creating the
+        // same name again starts those partitions empty. Said loudly so an operator can keep them.
+        broker.logger.warn({ dataDir: lock.dataDir, dirs: unknown.slice(0, 100), count: unknown.length }, 'partition directories the topic table does not name; they are ignored');
+      }
       await broker.startShards();
       return broker;
     } catch (err) {

@@ -17,7 +17,7 @@ import { SluiceError } from '../errors.js';
 import { INDEX_INTERVAL_BYTES } from '../constants.js';
 import { asBuffer, validateBatches, patchBatch, BATCH_LOG_OVERHEAD_BYTES } from '../batch/codec.js';
 import { validateLogConfig } from './config.js';
-import { fsyncDir, storageError, writeFully, readFully } from './io.js';
+import { FILE_MODE, fsyncDir, mkdirOwnerOnly, storageError, writeFully, readFully } from './io.js';
 import { HeaderWalker, FileWindow, scanBatches } from './scan.js';
 import { Segment } from './segment.js';
 import { recoverSegments, CLEAN_SHUTDOWN_FILE, type RecoveryReport } from './recovery.js';
@@ -112,7 +112,7 @@ export class PartitionLog implements PartitionLogApi {
     const indexIntervalBytes = options.indexIntervalBytes ?? INDEX_INTERVAL_BYTES;
     let created: string | undefined;
     try {
-      created = fs.mkdirSync(dir, { recursive: true });
+      created = mkdirOwnerOnly(dir);
     } catch (err) {
       throw storageError(`cannot create log directory ${dir}`, err);
     }
@@ -598,7 +598,7 @@ export class PartitionLog implements PartitionLogApi {
         await this.flush();
         this.active.persistIndexes();
         this.active.fdatasyncAllSync(this.fdatasyncSync);
-        fs.writeFileSync(path.join(this.dir, CLEAN_SHUTDOWN_FILE), '');
+        fs.writeFileSync(path.join(this.dir, CLEAN_SHUTDOWN_FILE), '', { mode: FILE_MODE });
         fsyncDir(this.dir);
       } catch (err) {
         failure = err;

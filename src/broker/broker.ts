@@ -5,11 +5,19 @@
  * The main thread never touches a partition log: it validates, picks the partition and its shard,
  * copies produce bytes into that shard's request ring, and waits for the shard's reply. Admin changes
  * are serialized through one queue so the table, the shards and the disk change in a known order:
- * create opens the partitions first and then persists the table; delete persists first and then removes.
+ * create opens the partitions first and then persists the table; delete removes the partitions first
+ * and then persists the table (so it works on a full disk).
  */
 import os from 'node:os';
 import { SluiceError, isSluiceError, toSluiceError } from '../errors.js';
-import { FETCH_BYTES_MAX_DEFAULT, FETCH_BYTES_MAX_LIMIT, FETCH_WAIT_MS_MAX, SHARDS_MAX } from '../constants.js';
+import {
+  BROKER_PARTITIONS_MAX,
+  FETCH_BYTES_MAX_DEFAULT,
+  FETCH_BYTES_MAX_LIMIT,
+  FETCH_WAIT_MS_MAX,
+  SHARDS_MAX,
+  TOPIC_TABLE_PARTITIONS_MAX,
+} from '../constants.js';
 import { encodeBatch } from '../batch/index.js';
 import { logConfigToTopicConfigs, defaultLogConfig } from '../storage/index.js';
 import type { LogConfig } from '../storage/types.js';
@@ -23,6 +31,7 @@ import {
   logConfigFor,
   normalizeReplicationFactor,
   refuseInternalTopic,
+  validateBrokerPartitions,
   validateConfigKey,
   validateOffset,
   validatePartitionCount,
@@ -72,6 +81,8 @@ export interface BrokerOptions {
   retentionCheckMs?: number;
   statsIntervalMs?: number;
   watchdogMs?: number;
+  /** The most partitions this broker holds (default BROKER_PARTITIONS_MAX). */
+  partitionsMax?: number;
 }
 
 export { SHARDS_MAX };
@@ -109,6 +120,7 @@ function validateTuning(o: BrokerOptions): void {
   check('statsIntervalMs', 10, 3600 * 1000);
   check('watchdogMs', 100, 24 * 3600 * 1000);
   check('nodeId', 0, 2 ** 31 - 1);
+  check('partitionsMax', 1, TOPIC_TABLE_PARTITIONS_MAX);
 }
 
 export class Broker implements BrokerApi {
@@ -302,6 +314,7 @@ export class Broker implements BrokerApi {
 
   private async dropPartitions(entry: TopicEntry, partitions: number[], remove: boolean): Promise<void> {
     const groups = this.byShard(entry, partitions, (p) => partitionKey(entry.name, p));
+    for (const [s, keys] of groups) for (const k of keys) this.hosts[s].offline.delete(k);
     const results = await Promise.allSettled([...groups].map(([s, keys]) => this.hosts[s].send({ t: 'drop', keys, remove })));
     const failed = results.find((r) => r.status === 'rejected');
     if (failed) throw (failed as PromiseRejectedResult).reason;
@@ -335,6 +348,7 @@ export class Broker implements BrokerApi {
     const config = logConfigFor(explicit);
     await this.exclusive(async () => {
       if (this.table.get(name)) throw new SluiceError('TOPIC_ALREADY_EXISTS', `topic '${name}' already exists`);
+      validateBrokerPartitions(this.table.partitionCount(), partitions, this.options.partitionsMax ?? BROKER_PARTITIONS_MAX);
       const entry: TopicEntry = { name, replicationFactor: rf, configs: explicit, placement: this.place(partitions), createdMs: Date.now() };
       await this.openPartitions(entry, this.range(0, partitions), config);
       try {
@@ -361,15 +375,19 @@ export class Broker implements BrokerApi {
     validateTopicName(name);
     await this.exclusive(async () => {
       const entry = this.topic(name);
-      // Forget it first: a crash after this leaves only orphan directories, which a re-create clears.
-      this.table.update(name, null);
-      this.configCache.delete(name);
+      // Remove the partitions first, then persist the smaller table: on a full disk the table's
+      // atomic rewrite (temp file + rename) needs space that only the removal frees, so an operator
+      // can always free space this way. A crash in between leaves the topic in the table with its
+      // directories gone; it reopens empty and a repeated delete finishes the job. If the table write
+      // still fails, the topic stays listed (its partitions closed) and the error says to retry.
       this.partitioner.forget(name);
       try {
         await this.dropPartitions(entry, this.range(0, entry.placement.length), true);
       } catch (err) {
-        this.logger.warn({ topic: name, err }, 'topic deleted but some partition directories could not be removed');
+        this.logger.warn({ topic: name, err }, 'deleting a topic: some partitions did not close cleanly or their directories could not be removed');
       }
+      this.table.update(name, null);
+      this.configCache.delete(name);
       this.probe.topicDeleted(name);
       this.logger.info({ topic: name }, 'topic deleted');
     });
@@ -443,6 +461,7 @@ export class Broker implements BrokerApi {
       if (totalPartitions <= current) {
         throw new SluiceError('INVALID_PARTITIONS', `topic '${name}' has ${current} partitions; partitions can only grow (asked for ${totalPartitions})`);
       }
+      validateBrokerPartitions(this.table.partitionCount(), totalPartitions - current, this.options.partitionsMax ?? BROKER_PARTITIONS_MAX);
       const grown: TopicEntry = { ...entry, placement: [...entry.placement, ...this.place(totalPartitions - current)] };
       const added = this.range(current, totalPartitions);
       await this.openPartitions(grown, added, this.configOf(entry));
@@ -602,6 +621,16 @@ export class Broker implements BrokerApi {
   /** Test hook: blocks a shard's worker thread for `ms` (a stuck disk), to exercise backpressure. */
   debugStallShard(shard: number, ms: number): void {
     this.hosts[shard].stallForTest(ms);
+  }
+
+  /**
+   * Partitions that could not be opened (e.g. a full disk at start; they are retried with backoff and
+   * come back on their own), as `topic/partition`. /readyz is not ready while any is listed.
+   */
+  offlinePartitions(): string[] {
+    const out: string[] = [];
+    for (const h of this.hosts) if (h) out.push(...h.offline);
+    return out.sort();
   }
 
   /** How many times each shard's worker was restarted after dying. */

@@ -11,7 +11,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { SluiceError } from '../errors.js';
-import { SHARDS_MAX, TOPIC_PARTITIONS_MAX, TOPIC_REPLICATION_FACTOR_MAX } from '../constants.js';
+import { SHARDS_MAX, TOPIC_TABLE_PARTITIONS_MAX, TOPIC_REPLICATION_FACTOR_MAX } from '../constants.js';
 import { FILE_MODE, mkdirOwnerOnly, storageError } from '../storage/index.js';
 import { validateTopicName } from './validate.js';
 
@@ -115,6 +115,13 @@ export class TopicTable {
     return partitionDirsIn(dataDir).filter((d) => !known.has(d));
   }
 
+  /** Partitions of every topic. */
+  partitionCount(): number {
+    let n = 0;
+    for (const t of this.topics.values()) n += t.placement.length;
+    return n;
+  }
+
   /** Partitions per shard, for placing new ones on the least loaded shard. */
   load(shards: number): number[] {
     const counts = new Array<number>(shards).fill(0);
@@ -212,8 +219,8 @@ function parseEntry(t: unknown, bad: (what: string) => SluiceError): TopicEntry 
     if (typeof v !== 'string') throw bad(`configs[${JSON.stringify(k)}] must be a string, got ${JSON.stringify(v)}`);
   }
   const placement = t.placement;
-  if (!Array.isArray(placement) || placement.length < 1 || placement.length > TOPIC_PARTITIONS_MAX) {
-    throw bad(`placement must be an array of 1 to ${TOPIC_PARTITIONS_MAX} shard numbers`);
+  if (!Array.isArray(placement) || placement.length < 1 || placement.length > TOPIC_TABLE_PARTITIONS_MAX) {
+    throw bad(`placement must be an array of 1 to ${TOPIC_TABLE_PARTITIONS_MAX} shard numbers`);
   }
   placement.forEach((s: unknown, p: number) => {
     if (typeof s !== 'number' || !Number.isInteger(s) || s < 0 || s >= SHARDS_MAX) {

@@ -111,4 +111,7 @@ export interface BrokerApi {
    * a client. Optional so that test fakes need not implement it.
    */
   internalView?(): BrokerApi;
+
+  /** Partitions that are offline (`topic/partition`); readiness requires none. Optional for fakes. */
+  offlinePartitions?(): string[];
 }

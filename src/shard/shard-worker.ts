@@ -12,11 +12,11 @@ import fs from 'node:fs';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import type { MessagePort } from 'node:worker_threads';
 import { SluiceError, isSluiceError, toSluiceError, type SluiceErrorWire } from '../errors.js';
-import { SHARD_FLUSH_SAMPLES_MAX } from '../constants.js';
+import { SHARD_FLUSH_SAMPLES_MAX, SHARD_OFFLINE_RETRY_MS_MAX, SHARD_OFFLINE_RETRY_MS_MIN } from '../constants.js';
 import { PartitionActor, partitionDir, type ParkedFetch } from '../partition/partition-actor.js';
-import type { LogOpenOptions } from '../storage/index.js';
+import { isDiskFull, storageError, type LogOpenOptions } from '../storage/index.js';
 import { RingReader, RingWriter, type RingSlot } from './ring.js';
-import type { Op, PartitionKey, PartitionStat, Reply, ServeTask, ToMain, ToWorker } from './protocol.js';
+import type { Op, PartitionKey, PartitionSpec, PartitionStat, Reply, ServeTask, ToMain, ToWorker } from './protocol.js';
 
 const OFF_RECORD_COUNT = 57;
 const OFF_LENGTH = 8;
@@ -55,8 +55,10 @@ class ShardServer {
   private readonly closing = new Map<PartitionKey, Promise<void>>();
   /** Parked fetch id -> its actor (for cancel). */
   private readonly parkedOwner = new Map<number, PartitionActor>();
-  /** Partitions whose log failed to open, with the reason. */
-  private readonly offline = new Map<PartitionKey, SluiceErrorWire>();
+  /** Partitions whose log failed to open, with the reason and what to reopen them with. */
+  private readonly offline = new Map<PartitionKey, { err: SluiceErrorWire; spec: PartitionSpec }>();
+  private offlineRetry: NodeJS.Timeout | null = null;
+  private offlineRetryMs = SHARD_OFFLINE_RETRY_MS_MIN;
   private readonly port: MessagePort;
   private readonly requests: RingReader;
   private readonly responses: RingWriter;
@@ -309,25 +311,61 @@ class ShardServer {
         const k = `${p.topic}/${p.partition}`;
         await this.closing.get(k);
         if (this.actors.has(k)) return;
-        try {
-          const actor = await PartitionActor.open(this.task.dataDir, p.topic, p.partition, p.config, p.fresh, this.logOptions);
-          if (this.stopped) return void actor.close(false).catch(() => {});
-          this.offline.delete(k);
-          this.actors.set(k, actor);
-        } catch (err) {
-          // Kept offline: its requests get this error until the partition is dropped or reopened.
-          const wire = toSluiceError(err).toWire();
-          this.offline.set(k, wire);
-          failed.push({ k, err: wire });
-        }
+        const err = await this.openOne(k, p);
+        if (err) failed.push({ k, err });
       }),
     );
     this.reply({ id: op.id, t: 'opened', failed });
+    if (failed.length > 0) this.scheduleOfflineRetry(true);
+  }
+
+  /** Opens one partition; on failure keeps it offline (its requests get the error) and returns it. */
+  private async openOne(k: PartitionKey, p: PartitionSpec): Promise<SluiceErrorWire | null> {
+    try {
+      const actor = await PartitionActor.open(this.task.dataDir, p.topic, p.partition, p.config, p.fresh, this.logOptions);
+      if (this.stopped) {
+        void actor.close(false).catch(() => {});
+        return null;
+      }
+      this.offline.delete(k);
+      this.actors.set(k, actor);
+      return null;
+    } catch (err) {
+      const e = isDiskFull(err) && !isSluiceError(err, 'DISK_FULL') ? storageError(`cannot open partition ${k}`, err) : toSluiceError(err);
+      const wire = e.toWire();
+      // A retry reopens what is on disk: it must never start the partition afresh.
+      this.offline.set(k, { err: wire, spec: { ...p, fresh: false } });
+      return wire;
+    }
+  }
+
+  /**
+   * Retries offline partitions whose failure may pass (a full disk: DISK_FULL is retriable), with
+   * doubling backoff, so they come back on their own when space returns. Corruption is not retried.
+   */
+  private scheduleOfflineRetry(reset: boolean): void {
+    if (reset) this.offlineRetryMs = SHARD_OFFLINE_RETRY_MS_MIN;
+    if (this.offlineRetry !== null || this.stopped) return;
+    if (![...this.offline.values()].some((o) => o.err.retriable)) return;
+    this.offlineRetry = setTimeout(() => void this.retryOffline(), this.offlineRetryMs);
+  }
+
+  private async retryOffline(): Promise<void> {
+    this.offlineRetry = null;
+    const retry = [...this.offline].filter(([, o]) => o.err.retriable);
+    let reopened = 0;
+    for (const [k, o] of retry) {
+      if (this.stopped || this.offline.get(k) !== o || this.actors.has(k)) continue;
+      if ((await this.openOne(k, o.spec)) === null) reopened++;
+    }
+    if (reopened > 0 && !this.stopped) this.sendStats();
+    this.offlineRetryMs = Math.min(this.offlineRetryMs * 2, SHARD_OFFLINE_RETRY_MS_MAX);
+    this.scheduleOfflineRetry(false);
   }
 
   /** The error for a partition that is not open here. */
   private missing(k: PartitionKey): SluiceError {
-    const wire = this.offline.get(k);
+    const wire = this.offline.get(k)?.err;
     if (wire) return new SluiceError(wire.code, `partition ${k} is offline: ${wire.message}`, { retriable: wire.retriable });
     return new SluiceError('UNKNOWN_PARTITION', `partition ${k} is not on this shard`);
   }
@@ -416,6 +454,7 @@ class ShardServer {
     const msg: ToMain = {
       stats: {
         queueDepth: this.inflight,
+        offline: [...this.offline.keys()],
         eventLoopLagSeconds: this.lag.count > 0 ? this.lag.mean / 1e9 : 0,
         partitions: this.stats(null),
         flushSeconds: this.flushSeconds,
@@ -429,6 +468,8 @@ class ShardServer {
   private stopTimers(): void {
     for (const t of this.timers) clearInterval(t);
     this.timers.length = 0;
+    if (this.offlineRetry !== null) clearTimeout(this.offlineRetry);
+    this.offlineRetry = null;
     this.lag.disable();
   }
 

@@ -20,10 +20,16 @@ export function parseSegmentFileName(name: string): { baseOffset: number; ext: s
   return Number.isSafeInteger(baseOffset) ? { baseOffset, ext: m[2] } : null;
 }
 
-/** ENOSPC (no space) or EDQUOT (quota): the disk is full for us, which more space cures. */
+/**
+ * ENOSPC (no space) or EDQUOT (quota), here or in the error's `cause` chain: the disk is full for us,
+ * which more space cures.
+ */
 export function isDiskFull(err: unknown): boolean {
-  const code = (err as NodeJS.ErrnoException | null)?.code;
-  return code === 'ENOSPC' || code === 'EDQUOT';
+  for (let e = err, depth = 0; e !== null && typeof e === 'object' && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOSPC' || code === 'EDQUOT' || code === 'DISK_FULL') return true;
+  }
+  return false;
 }
 
 /**

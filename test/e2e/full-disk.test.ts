@@ -8,6 +8,8 @@
  *  - A partition that cannot be opened at start for lack of space is offline, /readyz says 503 naming
  *    it, and it comes back by itself once space returns.
  *  - `sluice serve` whose logs cannot be flushed at shutdown reports it and exits non-zero.
+ *  - Storage level: retention empties a log whose one segment expired though it cannot be sealed.
+ *  - CreateTopic is all-or-nothing when one partition's directory cannot be made (a read-only mount).
  * Loops are bounded in count and time; waits poll the real condition (readiness, a produce).
  */
 import { afterAll, describe, expect, it } from 'vitest';
@@ -18,6 +20,8 @@ import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { startBroker, type RunningBroker } from '../../src/server/index.js';
 import { spawnBroker, waitExit } from '../../bench/broker-process.js';
+import { encodeBatch } from '../../src/batch/index.js';
+import { PartitionLog, defaultLogConfig } from '../../src/storage/index.js';
 import { call, dynamicClients, failure } from './helpers.js';
 
 const KiB = 1024;
@@ -228,6 +232,30 @@ describe.skipIf(cannotMount !== null)('a full disk', () => {
     } finally {
       if (broker.child.exitCode === null && broker.child.signalCode === null) broker.child.kill('SIGKILL');
     }
+  });
+
+  it('lets retention empty a single expired segment on a full disk, keeping its offsets', async () => {
+    const mount = tmpfs(2 * MiB);
+    const dir = path.join(mount, 'p-0');
+    let now = 1_000_000;
+    const config = { ...defaultLogConfig(), retentionMs: 60_000 };
+    const log = await PartitionLog.open(dir, config, { nowMs: () => now });
+    // One segment with offset-index entries held in memory: sealing it would have to write them.
+    for (let i = 0; i < 40; i++) log.append(encodeBatch([{ key: null, value: value(8 * KiB), timestampMs: now }]));
+    await log.flush();
+    expect(log.segmentCount).toBe(1);
+    const fillers = fillBytes(mount);
+    expect(() => log.append(encodeBatch([{ key: null, value: value(64 * KiB), timestampMs: now }]))).toThrow(/disk is full/);
+    now += 120_000;
+    expect(log.enforceRetention(now)).toBe(1);
+    expect([log.logStartOffset, log.nextOffset, log.sizeBytes, log.fenced]).toEqual([40, 40, 0, null]);
+    // The space is back: appends continue at the same offsets, and a reopen agrees.
+    log.append(encodeBatch([{ key: null, value: value(10), timestampMs: now }]));
+    await log.close();
+    free(fillers);
+    const again = await PartitionLog.open(dir, config, { nowMs: () => now });
+    expect([again.logStartOffset, again.nextOffset]).toEqual([40, 41]);
+    await again.close();
   });
 
   it('creates a topic all-or-nothing when one partition cannot be created', async () => {

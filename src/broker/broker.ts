@@ -5,10 +5,18 @@
  * The main thread never touches a partition log: it validates, picks the partition and its shard,
  * copies produce bytes into that shard's request ring, and waits for the shard's reply. Admin changes
  * are serialized through one queue so the table, the shards and the disk change in a known order:
- * create opens the partitions first and then persists the table; delete persists first and then removes.
+ * create opens the partitions first and then persists the table; delete removes the partitions first
+ * and then persists the table (so it works on a full disk).
  */
 import { SluiceError, isSluiceError, toSluiceError } from '../errors.js';
-import { FETCH_BYTES_MAX_DEFAULT, FETCH_BYTES_MAX_LIMIT, FETCH_WAIT_MS_MAX } from '../constants.js';
+import {
+  BROKER_PARTITIONS_MAX,
+  FETCH_BYTES_MAX_DEFAULT,
+  FETCH_BYTES_MAX_LIMIT,
+  FETCH_WAIT_MS_MAX,
+  SHARDS_MAX,
+  TOPIC_TABLE_PARTITIONS_MAX,
+} from '../constants.js';
 import { encodeBatch } from '../batch/index.js';
 import { logConfigToTopicConfigs, defaultLogConfig } from '../storage/index.js';
 import type { LogConfig } from '../storage/types.js';
@@ -25,6 +33,8 @@ import {
   INTERNAL_TOPIC_PREFIX,
   logConfigFor,
   normalizeReplicationFactor,
+  refuseInternalTopic,
+  validateBrokerPartitions,
   validateConfigKey,
   validateOffset,
   validatePartitionCount,
@@ -78,10 +88,11 @@ export interface BrokerOptions {
   watchdogMs?: number;
   /** How long a partition remembers an idle idempotent producer. Default 7 days (PRODUCER_IDLE_EXPIRY_MS_DEFAULT). */
   producerIdleExpiryMs?: number;
+  /** The most partitions this broker holds (default BROKER_PARTITIONS_MAX). */
+  partitionsMax?: number;
 }
 
-/** The most shards a broker runs (one thread each). */
-export const SHARDS_MAX = 256;
+export { SHARDS_MAX };
 
 const ACKS: Record<Acks, AcksCode> = { none: 0, leader: 1, all: 2 };
 
@@ -118,6 +129,7 @@ function validateTuning(o: BrokerOptions): void {
   check('watchdogMs', 100, 24 * 3600 * 1000);
   check('nodeId', 0, 2 ** 31 - 1);
   check('producerIdleExpiryMs', 1_000, Number.MAX_SAFE_INTEGER);
+  check('partitionsMax', 1, TOPIC_TABLE_PARTITIONS_MAX);
 }
 
 export class Broker implements BrokerApi {
@@ -131,6 +143,7 @@ export class Broker implements BrokerApi {
   private readonly configCache = new Map<string, LogConfig>();
   private adminQueue: Promise<unknown> = Promise.resolve();
   private closing: Promise<void> | null = null;
+  private internal: (BrokerApi & { createInternalTopic: Broker['createInternalTopic'] }) | null = null;
 
   private constructor(
     private readonly options: BrokerOptions,
@@ -160,6 +173,12 @@ export class Broker implements BrokerApi {
     try {
       const table = TopicTable.load(lock.dataDir);
       broker = new Broker(options, lock, table, ProducerIdTable.load(lock.dataDir));
+      const unknown = table.unknownPartitionDirs(lock.dataDir);
+      if (unknown.length > 0) {
+        // Leftovers of a create interrupted before its table write: the table wins, and creating the
+        // same name again starts those partitions empty. Said loudly so an operator can keep them.
+        broker.logger.warn({ dataDir: lock.dataDir, dirs: unknown.slice(0, 100), count: unknown.length }, 'partition directories the topic table does not name; they are ignored');
+      }
       await broker.startShards();
       return broker;
     } catch (err) {
@@ -307,6 +326,7 @@ export class Broker implements BrokerApi {
 
   private async dropPartitions(entry: TopicEntry, partitions: number[], remove: boolean): Promise<void> {
     const groups = this.byShard(entry, partitions, (p) => partitionKey(entry.name, p));
+    for (const [s, keys] of groups) for (const k of keys) this.hosts[s].offline.delete(k);
     const results = await Promise.allSettled([...groups].map(([s, keys]) => this.hosts[s].send({ t: 'drop', keys, remove })));
     const failed = results.find((r) => r.status === 'rejected');
     if (failed) throw (failed as PromiseRejectedResult).reason;
@@ -340,6 +360,7 @@ export class Broker implements BrokerApi {
     const config = logConfigFor(explicit);
     await this.exclusive(async () => {
       if (this.table.get(name)) throw new SluiceError('TOPIC_ALREADY_EXISTS', `topic '${name}' already exists`);
+      validateBrokerPartitions(this.table.partitionCount(), partitions, this.options.partitionsMax ?? BROKER_PARTITIONS_MAX);
       const entry: TopicEntry = { name, replicationFactor: rf, configs: explicit, placement: this.place(partitions), createdMs: Date.now() };
       await this.openPartitions(entry, this.range(0, partitions), config);
       try {
@@ -357,17 +378,28 @@ export class Broker implements BrokerApi {
   async deleteTopic(name: string): Promise<void> {
     this.checkOpen();
     validateTopicName(name);
+    refuseInternalTopic(name, 'delete');
+    return this.deleteAnyTopic(name);
+  }
+
+  private async deleteAnyTopic(name: string): Promise<void> {
+    this.checkOpen();
+    validateTopicName(name);
     await this.exclusive(async () => {
       const entry = this.topic(name);
-      // Forget it first: a crash after this leaves only orphan directories, which a re-create clears.
-      this.table.update(name, null);
-      this.configCache.delete(name);
+      // Remove the partitions first, then persist the smaller table: on a full disk the table's
+      // atomic rewrite (temp file + rename) needs space that only the removal frees, so an operator
+      // can always free space this way. A crash in between leaves the topic in the table with its
+      // directories gone; it reopens empty and a repeated delete finishes the job. If the table write
+      // still fails, the topic stays listed (its partitions closed) and the error says to retry.
       this.partitioner.forget(name);
       try {
         await this.dropPartitions(entry, this.range(0, entry.placement.length), true);
       } catch (err) {
-        this.logger.warn({ topic: name, err }, 'topic deleted but some partition directories could not be removed');
+        this.logger.warn({ topic: name, err }, 'deleting a topic: some partitions did not close cleanly or their directories could not be removed');
       }
+      this.table.update(name, null);
+      this.configCache.delete(name);
       this.probe.topicDeleted(name);
       this.logger.info({ topic: name }, 'topic deleted');
     });
@@ -408,6 +440,11 @@ export class Broker implements BrokerApi {
   async alterTopicConfig(name: string, set: Record<string, string>, remove: string[]): Promise<Record<string, string>> {
     this.checkOpen();
     validateTopicName(name);
+    refuseInternalTopic(name, 're-configure');
+    return this.alterAnyTopicConfig(name, set, remove);
+  }
+
+  private async alterAnyTopicConfig(name: string, set: Record<string, string>, remove: string[]): Promise<Record<string, string>> {
     return this.exclusive(async () => {
       const entry = this.topic(name);
       const merged: Record<string, string> = { ...entry.configs, ...(set ?? {}) };
@@ -425,6 +462,11 @@ export class Broker implements BrokerApi {
   async createPartitions(name: string, totalPartitions: number): Promise<TopicDescription> {
     this.checkOpen();
     validateTopicName(name);
+    refuseInternalTopic(name, 'add partitions to');
+    return this.createAnyPartitions(name, totalPartitions);
+  }
+
+  private async createAnyPartitions(name: string, totalPartitions: number): Promise<TopicDescription> {
     validatePartitionCount(totalPartitions);
     await this.exclusive(async () => {
       const entry = this.topic(name);
@@ -432,6 +474,7 @@ export class Broker implements BrokerApi {
       if (totalPartitions <= current) {
         throw new SluiceError('INVALID_PARTITIONS', `topic '${name}' has ${current} partitions; partitions can only grow (asked for ${totalPartitions})`);
       }
+      validateBrokerPartitions(this.table.partitionCount(), totalPartitions - current, this.options.partitionsMax ?? BROKER_PARTITIONS_MAX);
       const grown: TopicEntry = { ...entry, placement: [...entry.placement, ...this.place(totalPartitions - current)] };
       const added = this.range(current, totalPartitions);
       await this.openPartitions(grown, added, this.configOf(entry));
@@ -449,7 +492,12 @@ export class Broker implements BrokerApi {
 
   async produce(input: ProduceInput): Promise<ProduceResult> {
     this.checkOpen();
-    const entry = this.topic(input.topic);
+    const entry = this.topic(input?.topic);
+    refuseInternalTopic(entry.name, 'produce to');
+    return this.produceAny(entry, input);
+  }
+
+  private async produceAny(entry: TopicEntry, input: ProduceInput): Promise<ProduceResult> {
     const acks = ACKS[input.acks];
     if (acks === undefined) throw new SluiceError('INVALID_REQUEST', `acks must be none, leader or all, got ${String(input.acks)}`);
     const hasBatches = input.batches !== undefined && input.batches !== null;
@@ -565,6 +613,40 @@ export class Broker implements BrokerApi {
     };
   }
 
+  /**
+   * The broker's own subsystems' view (consumer groups write `__consumer_offsets` through it): the
+   * same calls, minus the INTERNAL_TOPIC guard. Built once; never handed to a client.
+   */
+  internalView(): BrokerApi & { createInternalTopic: Broker['createInternalTopic'] } {
+    this.internal ??= {
+      createTopic: (n, p, rf, c) => this.createTopic(n, p, rf, c),
+      createInternalTopic: (n, p, c) => this.createInternalTopic(n, p, c),
+      deleteTopic: (n) => this.deleteAnyTopic(n),
+      listTopics: () => this.listTopics(),
+      describeTopic: (n) => this.describeTopic(n),
+      alterTopicConfig: (n, set, remove) => {
+        this.checkOpen();
+        validateTopicName(n);
+        return this.alterAnyTopicConfig(n, set, remove);
+      },
+      createPartitions: (n, total) => {
+        this.checkOpen();
+        validateTopicName(n);
+        return this.createAnyPartitions(n, total);
+      },
+      produce: async (input) => {
+        this.checkOpen();
+        return this.produceAny(this.topic(input?.topic), input);
+      },
+      fetch: (input, signal) => this.fetch(input, signal),
+      listOffsets: (t, p, spec) => this.listOffsets(t, p, spec),
+      metadata: (topics) => this.metadata(topics),
+      initProducer: (name) => this.initProducer(name),
+      close: () => this.close(),
+    };
+    return this.internal;
+  }
+
   // --- Life cycle ----------------------------------------------------------------------------
 
   close(): Promise<void> {
@@ -590,6 +672,16 @@ export class Broker implements BrokerApi {
   /** Test hook: blocks a shard's worker thread for `ms` (a stuck disk), to exercise backpressure. */
   debugStallShard(shard: number, ms: number): void {
     this.hosts[shard].stallForTest(ms);
+  }
+
+  /**
+   * Partitions that could not be opened (e.g. a full disk at start; they are retried with backoff and
+   * come back on their own), as `topic/partition`. /readyz is not ready while any is listed.
+   */
+  offlinePartitions(): string[] {
+    const out: string[] = [];
+    for (const h of this.hosts) if (h) out.push(...h.offline);
+    return out.sort();
   }
 
   /** How many times each shard's worker was restarted after dying. */

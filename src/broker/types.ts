@@ -118,4 +118,14 @@ export interface BrokerApi {
 
   /** Stops intake, drains in-flight work, flushes and closes every log. */
   close(): Promise<void>;
+
+  /**
+   * The view the broker's own subsystems (consumer groups) use: like this API, but allowed to change
+   * internal `__` topics, which the client-facing methods refuse with INTERNAL_TOPIC. Never hand it to
+   * a client. Optional so that test fakes need not implement it.
+   */
+  internalView?(): BrokerApi;
+
+  /** Partitions that are offline (`topic/partition`); readiness requires none. Optional for fakes. */
+  offlinePartitions?(): string[];
 }

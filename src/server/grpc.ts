@@ -8,6 +8,7 @@ import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-
 import { ReflectionService } from '@grpc/reflection';
 import { GRPC_RECEIVE_BYTES_MAX } from '../constants.js';
 import { AdminService, FastBrokerService, ServiceContext, adminService, brokerService, loadSluiceDefinition } from '../rpc/index.js';
+import { malformedRequestInterceptor, tolerantDefinition } from '../rpc/malformed-request.js';
 import { formatHostPort, type HostPort } from './address.js';
 import { StartupError } from './errors.js';
 
@@ -43,8 +44,20 @@ export interface ExtraService {
   implementation: grpc.UntypedServiceImplementation;
 }
 
+/**
+ * A grpc-js server whose every service (ours, health, reflection) decodes requests tolerantly, so that
+ * undecodable bytes are answered INVALID_ARGUMENT / MALFORMED_REQUEST by the interceptor instead of
+ * INTERNAL by grpc-js (see src/rpc/malformed-request.ts).
+ */
+class TolerantServer extends grpc.Server {
+  override addService(service: grpc.ServiceDefinition, implementation: grpc.UntypedServiceImplementation): void {
+    super.addService(tolerantDefinition(service), implementation);
+  }
+}
+
 export async function startGrpc(ctx: ServiceContext, address: HostPort, extra: ExtraService[] = []): Promise<GrpcFrontend> {
-  const server = new grpc.Server({
+  const server = new TolerantServer({
+    interceptors: [malformedRequestInterceptor],
     // One max batch (at the hard ceiling) plus its envelope: anything longer is refused by grpc-js
     // with RESOURCE_EXHAUSTED before it is buffered whole.
     'grpc.max_receive_message_length': GRPC_RECEIVE_BYTES_MAX,

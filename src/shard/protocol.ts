@@ -106,6 +106,8 @@ export type Reply =
 
 export interface ShardStatsMessage {
   queueDepth: number;
+  /** Partitions of this shard that are offline (could not be opened), at most BROKER_PARTITIONS_MAX. */
+  offline: PartitionKey[];
   eventLoopLagSeconds: number;
   partitions: PartitionStat[];
   flushSeconds: number[];

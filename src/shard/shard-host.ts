@@ -113,6 +113,8 @@ export class ShardHost {
   private readonly watchdog: NodeJS.Timeout;
   /** Times this shard's worker was restarted after dying. */
   restarts = 0;
+  /** Partitions of this shard that could not be opened (from the open reply, then from each stats message). */
+  readonly offline = new Set<PartitionKey>();
 
   private constructor(opts: ShardHostOptions) {
     this.opts = opts;
@@ -201,7 +203,10 @@ export class ShardHost {
   }
 
   private reportOpened(r: Extract<Reply, { t: 'opened' }>): void {
-    for (const f of r.failed) this.opts.onPartitionOffline?.(this.shard, f.k, SluiceError.fromWire(f.err));
+    for (const f of r.failed) {
+      this.offline.add(f.k);
+      this.opts.onPartitionOffline?.(this.shard, f.k, SluiceError.fromWire(f.err));
+    }
     for (const p of r.recovered) this.opts.onPartitionRecovered?.(this.shard, p.k, p.report);
   }
 
@@ -278,11 +283,14 @@ export class ShardHost {
     this.state = 'closing';
     clearInterval(this.watchdog);
     for (const w of this.readyWaiters.splice(0)) w.reject(new SluiceError('SHUTTING_DOWN', 'broker is shutting down'));
+    // A log that could not flush or close (a full disk, an I/O error) is reported to the caller, so a
+    // shutdown that lost data does not look clean; the worker still stops.
+    let failure: SluiceError | null = null;
     if (wasReady && this.port) {
       try {
         await this.send({ t: 'close' }, true);
-      } catch {
-        // The worker died while closing; its logs recover on the next open.
+      } catch (err) {
+        failure = err instanceof SluiceError ? err : new SluiceError('STORAGE_ERROR', String(err));
       }
       await this.serveDone;
     }
@@ -291,6 +299,7 @@ export class ShardHost {
     this.port = null;
     this.state = 'closed';
     await this.pool.destroy();
+    if (failure) throw failure;
   }
 
   /** Test hook: makes the worker thread exit abruptly. */
@@ -437,7 +446,11 @@ export class ShardHost {
       for (const r of msg.replies) this.onReply(r);
       this.grantWaiters();
     }
-    if (msg.stats) this.opts.onStats?.(this.shard, msg.stats);
+    if (msg.stats) {
+      this.offline.clear();
+      for (const k of msg.stats.offline) this.offline.add(k);
+      this.opts.onStats?.(this.shard, msg.stats);
+    }
   }
 
   private onReply(r: Reply): void {

@@ -12,12 +12,12 @@ import fs from 'node:fs';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import type { MessagePort } from 'node:worker_threads';
 import { SluiceError, isSluiceError, toSluiceError, type SluiceErrorWire } from '../errors.js';
-import { SHARD_FLUSH_SAMPLES_MAX } from '../constants.js';
+import { SHARD_FLUSH_SAMPLES_MAX, SHARD_OFFLINE_RETRY_MS_MAX, SHARD_OFFLINE_RETRY_MS_MIN } from '../constants.js';
 import { PartitionActor, partitionDir, type ParkedFetch } from '../partition/partition-actor.js';
-import type { LogOpenOptions } from '../storage/index.js';
+import { isDiskFull, storageError, type LogOpenOptions } from '../storage/index.js';
 import type { RecoveryReport } from '../storage/recovery.js';
 import { RingReader, RingWriter, type RingSlot } from './ring.js';
-import type { Op, PartitionKey, PartitionStat, Reply, ServeTask, ToMain, ToWorker } from './protocol.js';
+import type { Op, PartitionKey, PartitionSpec, PartitionStat, Reply, ServeTask, ToMain, ToWorker } from './protocol.js';
 
 const OFF_RECORD_COUNT = 57;
 const OFF_LENGTH = 8;
@@ -56,8 +56,10 @@ class ShardServer {
   private readonly closing = new Map<PartitionKey, Promise<void>>();
   /** Parked fetch id -> its actor (for cancel). */
   private readonly parkedOwner = new Map<number, PartitionActor>();
-  /** Partitions whose log failed to open, with the reason. */
-  private readonly offline = new Map<PartitionKey, SluiceErrorWire>();
+  /** Partitions whose log failed to open, with the reason and what to reopen them with. */
+  private readonly offline = new Map<PartitionKey, { err: SluiceErrorWire; spec: PartitionSpec }>();
+  private offlineRetry: NodeJS.Timeout | null = null;
+  private offlineRetryMs = SHARD_OFFLINE_RETRY_MS_MIN;
   private readonly port: MessagePort;
   private readonly requests: RingReader;
   private readonly responses: RingWriter;
@@ -311,26 +313,65 @@ class ShardServer {
         const k = `${p.topic}/${p.partition}`;
         await this.closing.get(k);
         if (this.actors.has(k)) return;
-        try {
-          const actor = await PartitionActor.open(this.task.dataDir, p.topic, p.partition, p.config, p.fresh, this.logOptions, this.task.producerIdleExpiryMs);
-          if (this.stopped) return void actor.close(false).catch(() => {});
-          this.offline.delete(k);
-          this.actors.set(k, actor);
-          recovered.push({ k, report: actor.log.recovery });
-        } catch (err) {
-          // Kept offline: its requests get this error until the partition is dropped or reopened.
-          const wire = toSluiceError(err).toWire();
-          this.offline.set(k, wire);
-          failed.push({ k, err: wire });
-        }
+        const res = await this.openOne(k, p);
+        if ('err' in res) failed.push({ k, err: res.err });
+        else if (res.report !== null) recovered.push({ k, report: res.report });
       }),
     );
     this.reply({ id: op.id, t: 'opened', failed, recovered });
+    if (failed.length > 0) this.scheduleOfflineRetry(true);
+  }
+
+  /**
+   * Opens one partition and returns its recovery report; on failure keeps it offline (its requests get
+   * the error) and returns the error.
+   */
+  private async openOne(k: PartitionKey, p: PartitionSpec): Promise<{ err: SluiceErrorWire } | { report: RecoveryReport | null }> {
+    try {
+      const actor = await PartitionActor.open(this.task.dataDir, p.topic, p.partition, p.config, p.fresh, this.logOptions, this.task.producerIdleExpiryMs);
+      if (this.stopped) {
+        void actor.close(false).catch(() => {});
+        return { report: null };
+      }
+      this.offline.delete(k);
+      this.actors.set(k, actor);
+      return { report: actor.log.recovery };
+    } catch (err) {
+      const e = isDiskFull(err) && !isSluiceError(err, 'DISK_FULL') ? storageError(`cannot open partition ${k}`, err) : toSluiceError(err);
+      const wire = e.toWire();
+      // A retry reopens what is on disk: it must never start the partition afresh.
+      this.offline.set(k, { err: wire, spec: { ...p, fresh: false } });
+      return { err: wire };
+    }
+  }
+
+  /**
+   * Retries offline partitions whose failure may pass (a full disk: DISK_FULL is retriable), with
+   * doubling backoff, so they come back on their own when space returns. Corruption is not retried.
+   */
+  private scheduleOfflineRetry(reset: boolean): void {
+    if (reset) this.offlineRetryMs = SHARD_OFFLINE_RETRY_MS_MIN;
+    if (this.offlineRetry !== null || this.stopped) return;
+    if (![...this.offline.values()].some((o) => o.err.retriable)) return;
+    this.offlineRetry = setTimeout(() => void this.retryOffline(), this.offlineRetryMs);
+  }
+
+  private async retryOffline(): Promise<void> {
+    this.offlineRetry = null;
+    const retry = [...this.offline].filter(([, o]) => o.err.retriable);
+    let reopened = 0;
+    for (const [k, o] of retry) {
+      if (this.stopped || this.offline.get(k) !== o || this.actors.has(k)) continue;
+      if (!('err' in (await this.openOne(k, o.spec)))) reopened++;
+    }
+    if (reopened > 0 && !this.stopped) this.sendStats();
+    this.offlineRetryMs = Math.min(this.offlineRetryMs * 2, SHARD_OFFLINE_RETRY_MS_MAX);
+    this.scheduleOfflineRetry(false);
   }
 
   /** The error for a partition that is not open here. */
   private missing(k: PartitionKey): SluiceError {
-    const wire = this.offline.get(k);
+    const wire = this.offline.get(k)?.err;
     if (wire) return new SluiceError(wire.code, `partition ${k} is offline: ${wire.message}`, { retriable: wire.retriable });
     return new SluiceError('UNKNOWN_PARTITION', `partition ${k} is not on this shard`);
   }
@@ -422,6 +463,7 @@ class ShardServer {
     const msg: ToMain = {
       stats: {
         queueDepth: this.inflight,
+        offline: [...this.offline.keys()],
         eventLoopLagSeconds: this.lag.count > 0 ? this.lag.mean / 1e9 : 0,
         partitions: this.stats(null),
         flushSeconds: this.flushSeconds,
@@ -435,6 +477,8 @@ class ShardServer {
   private stopTimers(): void {
     for (const t of this.timers) clearInterval(t);
     this.timers.length = 0;
+    if (this.offlineRetry !== null) clearTimeout(this.offlineRetry);
+    this.offlineRetry = null;
     this.lag.disable();
   }
 

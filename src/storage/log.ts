@@ -17,7 +17,7 @@ import { SluiceError } from '../errors.js';
 import { INDEX_INTERVAL_BYTES } from '../constants.js';
 import { asBuffer, validateBatches, patchBatch, BATCH_HEADER_BYTES, BATCH_LOG_OVERHEAD_BYTES } from '../batch/codec.js';
 import { validateLogConfig } from './config.js';
-import { fsyncDir, storageError, writeFully, readFully } from './io.js';
+import { FILE_MODE, fsyncDir, mkdirOwnerOnly, storageError, writeFully, readFully } from './io.js';
 import { HeaderWalker, FileWindow, scanBatches } from './scan.js';
 import { Segment } from './segment.js';
 import { recoverSegments, CLEAN_SHUTDOWN_FILE, type RecoveryReport } from './recovery.js';
@@ -114,7 +114,7 @@ export class PartitionLog implements PartitionLogApi {
     const indexIntervalBytes = options.indexIntervalBytes ?? INDEX_INTERVAL_BYTES;
     let created: string | undefined;
     try {
-      created = fs.mkdirSync(dir, { recursive: true });
+      created = mkdirOwnerOnly(dir);
     } catch (err) {
       throw storageError(`cannot create log directory ${dir}`, err);
     }
@@ -242,20 +242,41 @@ export class PartitionLog implements PartitionLogApi {
     try {
       seg.sealTimeIndex();
       seg.persistIndexes();
+    } catch (err) {
+      // Nothing was synced yet, so nothing is fenced: a full disk refuses this roll (DISK_FULL) and the
+      // next append tries again; the index writes are idempotent.
+      throw this.fenceUnlessDiskFull(storageError(`cannot write the indexes of ${seg.logPath}`, err));
+    }
+    try {
       seg.fdatasyncAllSync(this.fdatasyncSync);
     } catch (err) {
       throw this.fence(storageError(`fdatasync while sealing ${seg.logPath} failed`, err));
     }
+    this.startSegment(seg.nextOffset);
+  }
+
+  /** Creates the next active segment at `baseOffset` and makes its name durable. */
+  private startSegment(baseOffset: number): void {
     let next: Segment;
     try {
-      next = Segment.create(this.dir, seg.nextOffset, this.indexIntervalBytes);
+      next = Segment.create(this.dir, baseOffset, this.indexIntervalBytes);
+    } catch (err) {
+      throw this.fenceUnlessDiskFull(storageError(`cannot create segment ${baseOffset} in ${this.dir}`, err));
+    }
+    try {
       fsyncDir(this.dir);
     } catch (err) {
-      throw this.fence(storageError(`cannot create segment ${seg.nextOffset} in ${this.dir}`, err));
+      next.close();
+      throw this.fence(storageError(`fsync of directory ${this.dir} failed`, err));
     }
     this.segments.push(next);
     // A new segment may reuse the fd number of a deleted one: drop any cached header bytes.
     this.walker.invalidate();
+  }
+
+  /** DISK_FULL passes through (retriable, nothing half-done); any other failure fences the log. */
+  private fenceUnlessDiskFull(err: SluiceError): SluiceError {
+    return err.code === 'DISK_FULL' ? err : this.fence(err);
   }
 
   // --- Durability ------------------------------------------------------------------------------
@@ -523,8 +544,8 @@ export class PartitionLog implements PartitionLogApi {
     let deleted = 0;
     const { retentionMs, retentionBytes } = this.cfg;
     const expired = (s: Segment): boolean => retentionMs >= 0 && s.size > 0 && nowMs - s.maxTimestamp > retentionMs;
-    // An expired active segment is rolled so that it can go too (Kafka does the same).
-    if (this.segments.every(expired)) this.roll();
+    const allExpired = this.segments.every(expired);
+    // Sealed segments go first: on a full disk that frees the space the roll below needs.
     while (this.segments.length > 1) {
       const oldest = this.segments[0];
       const overSize = retentionBytes >= 0 && this.totalBytes - oldest.size >= retentionBytes;
@@ -533,7 +554,29 @@ export class PartitionLog implements PartitionLogApi {
       deleted++;
     }
     if (deleted > 0) this.syncDirOrFence();
+    // An expired active segment is rolled so that it can go too (Kafka does the same).
+    if (allExpired && this.segments.length === 1 && expired(this.active)) {
+      this.rollExpiredActive();
+      this.deleteOldest();
+      this.syncDirOrFence();
+      deleted++;
+    }
     return deleted;
+  }
+
+  /**
+   * Rolls an active segment whose every record has expired, so it can be deleted. On a full disk the
+   * seal (index writes) may be refused; the segment is about to be deleted, so we then skip the seal
+   * and only create its successor, which needs no data blocks. A crash between the two leaves the
+   * unsealed segment before an empty active one: recovery checks it as sealed, and it expires again.
+   */
+  private rollExpiredActive(): void {
+    try {
+      this.roll();
+    } catch (err) {
+      if (!(err instanceof SluiceError) || err.code !== 'DISK_FULL') throw err;
+      this.startSegment(this.active.nextOffset);
+    }
   }
 
   private deleteOldest(): void {
@@ -677,7 +720,7 @@ export class PartitionLog implements PartitionLogApi {
         await this.flush();
         this.active.persistIndexes();
         this.active.fdatasyncAllSync(this.fdatasyncSync);
-        fs.writeFileSync(path.join(this.dir, CLEAN_SHUTDOWN_FILE), '');
+        fs.writeFileSync(path.join(this.dir, CLEAN_SHUTDOWN_FILE), '', { mode: FILE_MODE });
         fsyncDir(this.dir);
       } catch (err) {
         failure = err;

@@ -50,9 +50,18 @@ export class Segment {
     this.timeIndexPath = join(dir, segmentFileName(baseOffset, 'timeindex'));
     this.damagedPath = join(dir, segmentFileName(baseOffset, 'damaged'));
     this.nextOffset = baseOffset;
-    this.fd = openRw(this.logPath);
-    this.offsetIndex = new OffsetIndex(openRw(this.indexPath));
-    this.timeIndex = new TimeIndex(openRw(this.timeIndexPath));
+    // All three or none: a failure part-way (a full disk) must not leak the fds already opened, since
+    // an offline partition's open is retried for as long as the disk stays full.
+    const fds: number[] = [];
+    try {
+      for (const file of [this.logPath, this.indexPath, this.timeIndexPath]) fds.push(openRw(file));
+    } catch (err) {
+      for (const fd of fds) fs.closeSync(fd);
+      throw err;
+    }
+    this.fd = fds[0];
+    this.offsetIndex = new OffsetIndex(fds[1]);
+    this.timeIndex = new TimeIndex(fds[2]);
   }
 
   /** Opens (creating when missing) the three files of the segment at `baseOffset`. */

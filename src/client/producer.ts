@@ -17,6 +17,7 @@ import { fromAcks } from '../rpc/convert.js';
 import type { ProduceRequest, ProduceResponse } from '../rpc/gen/sluice/v1/broker.js';
 import { Connection, type ClientOptions } from './connection.js';
 import type { Acks, Bytes, ProduceResult, ProducerRecord, RecordMetadata } from './types.js';
+import { checkPartition, checkTimestampMs } from './validate.js';
 
 export interface ProducerOptions extends ClientOptions {
   /** Default 'all': acknowledged once durable under the topic's flush policy. */
@@ -73,6 +74,7 @@ function toHeaders(h: ProducerRecord['headers']): Header[] | undefined {
 }
 
 export function toRecordInput(r: ProducerRecord): RecordInput {
+  if (r.timestampMs !== undefined) checkTimestampMs(r.timestampMs);
   return {
     key: r.key === undefined || r.key === null ? null : toBytes(r.key),
     value: r.value === null ? null : toBytes(r.value),
@@ -128,6 +130,7 @@ export class Producer {
   async send(topic: string, record: ProducerRecord): Promise<RecordMetadata> {
     if (this.closed) throw new SluiceError('INVALID_REQUEST', 'the producer is closed');
     const input = toRecordInput(record);
+    if (record.partition !== undefined) checkPartition(record.partition);
     const partition = record.partition ?? (await this.pickPartition(topic, input.key));
     return new Promise((resolve, reject) => this.append(topic, partition, input, { resolve, reject }));
   }
@@ -144,12 +147,20 @@ export class Producer {
   async produceBatch(topic: string, records: ProducerRecord[], options: { partition?: number } = {}): Promise<ProduceResult> {
     if (records.length === 0) throw new SluiceError('INVALID_REQUEST', 'produceBatch needs at least one record');
     const inputs = records.map(toRecordInput);
+    if (options.partition !== undefined) checkPartition(options.partition);
     const partition = options.partition ?? (await this.pickPartition(topic, inputs[0]?.key ?? null));
     return this.request(topic, partition, inputs);
   }
 
   /** Sends pre-encoded Kafka v2 batches as they are (the raw fast path). */
   produceRaw(topic: string, partition: number | undefined, recordBatch: Uint8Array): Promise<ProduceResult> {
+    if (partition !== undefined) {
+      try {
+        checkPartition(partition);
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
     return this.withRetry(() => this.call({ topic, partition, records: [], recordBatch: Buffer.from(recordBatch.buffer, recordBatch.byteOffset, recordBatch.byteLength), acks: fromAcks(this.options.acks) }));
   }
 

@@ -3,6 +3,7 @@
  * (sluice.v1.Groups), grpc.health.v1 for each of them, and server reflection over the real .proto files
  * (so grpcurl and other generic tools work with no .proto files at hand).
  */
+import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import { ReflectionService } from '@grpc/reflection';
@@ -18,7 +19,7 @@ import { StartupError } from './errors.js';
 export function serviceName(definition: grpc.ServiceDefinition): string {
   const first = Object.values(definition)[0];
   const m = first === undefined ? null : /^\/([^/]+)\//.exec(first.path);
-  if (m === null) throw new Error('a gRPC service definition without methods has no name');
+  assert.ok(m !== null, 'a gRPC service definition without methods has no name');
   return m[1]!;
 }
 

@@ -282,7 +282,8 @@ export class GroupConsumer {
     call.on('data', (res: ConsumeResponse) => this.onMessage(res));
     call.on('error', (err: grpc.ServiceError) => {
       if (this.stopping && (err.code === grpc.status.CANCELLED || err.code === grpc.status.OK)) return this.end(null);
-      this.end(fromServiceError(err));
+      const address = brokerList(this.options.brokers)[0]!;
+      this.end(readErrorInfo(err.metadata) !== null ? fromServiceError(err) : explainTransportError(fromServiceError(err), address, this.options.requestTimeoutMs ?? CLIENT_REQUEST_TIMEOUT_MS_DEFAULT));
     });
     call.on('end', () => this.end(null));
   }

@@ -74,6 +74,8 @@ describe('sluice CLI input', () => {
 
   it("says the HTTP port is not the gRPC port, and times out a silent endpoint with --timeout", async () => {
     oneLineFailure(await sluice(['topic', 'list', '-b', broker.httpAddress]), /answered, but not as a gRPC server: is that the broker's HTTP port\?/);
+    // The group member's stream says the same.
+    oneLineFailure(await sluice(['consume', 'orders', '-g', 'g1', '-b', broker.httpAddress]), /answered, but not as a gRPC server/);
     const hung = await sluice(['topic', 'list', '-b', silentAddress, '--timeout', '1s']);
     oneLineFailure(hung, new RegExp(`no answer from ${silentAddress} within 1000 ms: is a Sluice broker listening there`));
     expect(hung.ms).toBeLessThan(20_000); // the default would be 30 s

@@ -72,6 +72,12 @@ export const FETCH_BYTES_MAX_LIMIT = 16 * MiB;
 /** Longest long-poll a Fetch may ask for. */
 export const FETCH_WAIT_MS_MAX = 30_000;
 
+// --- Client and CLI ------------------------------------------------------------------------------
+/** The broker's gRPC port when an address names only a host (`-b localhost`), as `sluice serve`'s default. */
+export const CLIENT_BROKER_PORT_DEFAULT = 7070;
+/** Default deadline of one unary call from the TypeScript client and the CLI (`--timeout`). */
+export const CLIENT_REQUEST_TIMEOUT_MS_DEFAULT = 30_000;
+
 assert.ok(BATCH_BYTES_MAX_DEFAULT <= BATCH_BYTES_MAX_LIMIT);
 assert.ok(SEGMENT_BYTES_MIN >= BATCH_BYTES_MAX_DEFAULT, 'a segment must hold at least one default max batch');
 assert.ok(INDEX_INTERVAL_BYTES < SEGMENT_BYTES_MIN);

@@ -39,6 +39,7 @@ import { fromAcks } from '../rpc/convert.js';
 import type { ProduceRequest, ProduceResponse } from '../rpc/gen/sluice/v1/broker.js';
 import { Connection, type ClientOptions } from './connection.js';
 import type { Acks, Bytes, ProduceResult, ProducerRecord, RecordMetadata } from './types.js';
+import { checkPartition, checkTimestampMs } from './validate.js';
 
 export interface ProducerOptions extends ClientOptions {
   /** Default 'all': acknowledged once durable under the topic's flush policy. */
@@ -155,6 +156,7 @@ function toHeaders(h: ProducerRecord['headers']): Header[] | undefined {
 }
 
 export function toRecordInput(r: ProducerRecord): RecordInput {
+  if (r.timestampMs !== undefined) checkTimestampMs(r.timestampMs);
   return {
     key: r.key === undefined || r.key === null ? null : toBytes(r.key),
     value: r.value === null ? null : toBytes(r.value),
@@ -267,6 +269,7 @@ export class Producer {
     if (this.closed) throw new SluiceError('INVALID_REQUEST', 'the producer is closed');
     if (this.fatal) throw this.fatal;
     const input = toRecordInput(record);
+    if (record.partition !== undefined) checkPartition(record.partition);
     const partition = record.partition ?? (await this.pickPartition(topic, input.key));
     return new Promise((resolve, reject) => this.append(topic, partition, input, { resolve, reject }));
   }
@@ -283,6 +286,7 @@ export class Producer {
   async produceBatch(topic: string, records: ProducerRecord[], options: { partition?: number } = {}): Promise<ProduceResult> {
     if (records.length === 0) throw new SluiceError('INVALID_REQUEST', 'produceBatch needs at least one record');
     const inputs = records.map(toRecordInput);
+    if (options.partition !== undefined) checkPartition(options.partition);
     const partition = options.partition ?? (await this.pickPartition(topic, inputs[0]?.key ?? null));
     if (this.options.idempotent) return this.enqueueWhole(topic, partition, { records: inputs, waiters: [], bytes: 0 });
     return this.request(topic, partition, inputs);
@@ -294,6 +298,7 @@ export class Producer {
    * buffer until the promise settles. Without idempotence the bytes go as they are.
    */
   async produceRaw(topic: string, partition: number | undefined, recordBatch: Uint8Array): Promise<ProduceResult> {
+    if (partition !== undefined) checkPartition(partition);
     if (this.options.idempotent) {
       const p = partition ?? (await this.pickPartition(topic, null));
       return this.enqueueWhole(topic, p, { records: [], waiters: [], bytes: 0, raw: recordBatch });

@@ -7,7 +7,7 @@
  * costs a Map lookup and an add, not a label-hash per call.
  */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import type { BrokerProbe } from '../broker/probe.js';
+import type { BrokerProbe, RequestKind } from '../broker/probe.js';
 import type { FilledMetricsOptions } from './types.js';
 
 interface PartitionStats {
@@ -32,7 +32,9 @@ export class PromBrokerProbe implements BrokerProbe {
   private readonly recordsFetched: Counter<'topic'>;
   private readonly bytesFetched: Counter<'topic'>;
   private readonly requestDuration: Histogram<'rpc'>;
-  private readonly requestErrors: Counter<'rpc'>;
+  private readonly streamDuration: Histogram<'rpc'>;
+  private readonly requests: Counter<'rpc' | 'code'>;
+  private readonly requestErrors: Counter<'rpc' | 'code'>;
   private readonly flushDuration: Histogram;
   private readonly logSize: Gauge<'topic'>;
   private readonly partitionCount: Gauge<'topic'>;
@@ -46,6 +48,8 @@ export class PromBrokerProbe implements BrokerProbe {
   private readonly produceChildren = new Map<string, TopicCounters>();
   private readonly fetchChildren = new Map<string, TopicCounters>();
   private readonly rpcChildren = new Map<string, HistogramChild>();
+  /** `${rpc} ${code}` -> the child of sluice_requests_total, so the hot path skips label hashing. */
+  private readonly requestChildren = new Map<string, CounterChild>();
   /** topic -> partition -> last reported stats; `sluice_log_size_bytes` is summed from it at scrape time. */
   private readonly partitionTable = new Map<string, Map<number, PartitionStats>>();
   /** group -> topics it has lag series for, so groupDeleted can drop them all. */
@@ -59,12 +63,30 @@ export class PromBrokerProbe implements BrokerProbe {
     this.bytesFetched = new Counter({ name: 'sluice_bytes_fetched_total', help: 'Record batch bytes returned by Fetch and Subscribe.', labelNames: ['topic'], registers });
     this.requestDuration = new Histogram({
       name: 'sluice_request_duration_seconds',
-      help: 'Time from receiving an RPC to sending its reply, by method.',
+      help: 'Time from receiving a unary RPC to sending its reply, by method (streams and long-poll fetches are not in it).',
       labelNames: ['rpc'],
       buckets: [...options.requestDurationBuckets],
       registers,
     });
-    this.requestErrors = new Counter({ name: 'sluice_request_errors_total', help: 'RPCs that finished with an error, by method.', labelNames: ['rpc'], registers });
+    this.streamDuration = new Histogram({
+      name: 'sluice_stream_duration_seconds',
+      help: 'Lifetime of a streaming RPC (Subscribe, Consume), from its start to its end, by method.',
+      labelNames: ['rpc'],
+      buckets: [...options.streamDurationBuckets],
+      registers,
+    });
+    this.requests = new Counter({
+      name: 'sluice_requests_total',
+      help: 'RPCs finished, by method and gRPC status code (CANCELLED: the client gave up).',
+      labelNames: ['rpc', 'code'],
+      registers,
+    });
+    this.requestErrors = new Counter({
+      name: 'sluice_request_errors_total',
+      help: 'RPCs that finished with an error, by method and gRPC status code; client cancels are not errors.',
+      labelNames: ['rpc', 'code'],
+      registers,
+    });
     this.flushDuration = new Histogram({
       name: 'sluice_log_flush_duration_seconds',
       help: 'Duration of one fdatasync of a partition log (one group commit).',
@@ -129,14 +151,25 @@ export class PromBrokerProbe implements BrokerProbe {
     c.bytes.inc(bytes);
   }
 
-  requestFinished(rpc: string, seconds: number, ok: boolean): void {
-    let child = this.rpcChildren.get(rpc);
-    if (child === undefined) {
-      child = this.requestDuration.labels(rpc);
-      this.rpcChildren.set(rpc, child);
+  requestFinished(rpc: string, kind: RequestKind, seconds: number, status: string): void {
+    if (kind === 'unary') {
+      let child = this.rpcChildren.get(rpc);
+      if (child === undefined) {
+        child = this.requestDuration.labels(rpc);
+        this.rpcChildren.set(rpc, child);
+      }
+      child.observe(seconds);
+    } else if (kind === 'stream') {
+      this.streamDuration.observe({ rpc }, seconds);
     }
-    child.observe(seconds);
-    if (!ok) this.requestErrors.inc({ rpc });
+    const key = `${rpc} ${status}`;
+    let counter = this.requestChildren.get(key);
+    if (counter === undefined) {
+      counter = this.requests.labels(rpc, status);
+      this.requestChildren.set(key, counter);
+    }
+    counter.inc();
+    if (status !== 'OK' && status !== 'CANCELLED') this.requestErrors.inc({ rpc, code: status });
   }
 
   logFlushed(seconds: number): void {

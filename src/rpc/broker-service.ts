@@ -10,7 +10,7 @@ import type { BrokerApi, FetchInput, ProduceInput } from '../broker/types.js';
 import type { BrokerServer, FetchRequest, FetchResponse, ProduceRequest, SubscribeRequest } from './gen/sluice/v1/broker.js';
 import { toAcks, toFetchResponse, toOffset, toOffsetSpec, toPbTopic, toRecordInputs } from './convert.js';
 import { toServiceError } from './errors.js';
-import type { ServiceContext } from './context.js';
+import { ServiceContext } from './context.js';
 
 /** How long one Subscribe long-poll waits before looping (it also bounds how late a cancel is seen). */
 export const SUBSCRIBE_POLL_MS = 1_000;
@@ -133,7 +133,7 @@ export function brokerService(ctx: ServiceContext): BrokerServer {
         } finally {
           release();
         }
-      }, callback);
+      }, callback, { kind: call.request.maxWaitMs > 0 ? 'long-poll' : 'unary', cancelled: () => call.cancelled });
     },
 
     subscribe(call) {
@@ -143,8 +143,7 @@ export function brokerService(ctx: ServiceContext): BrokerServer {
       call.on('cancelled', () => controller.abort(cancelled));
       const finish = (err: unknown): void => {
         release();
-        const ok = err === null || signal.reason === cancelled;
-        ctx.probe.requestFinished('Subscribe', Number(process.hrtime.bigint() - started) / 1e9, ok);
+        ctx.finished('Subscribe', 'stream', started, ServiceContext.streamStatus(err ?? (signal.aborted ? signal.reason : null), signal.reason === cancelled));
         if (signal.reason === cancelled) return;
         if (err === null && !signal.aborted) call.end();
         else call.emit('error', toServiceError(err ?? signal.reason));

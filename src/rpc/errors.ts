@@ -70,6 +70,11 @@ export function grpcStatusFor(err: SluiceError): GrpcStatus {
   return mapped;
 }
 
+/** The canonical name of a gRPC status code ("NOT_FOUND"), as metrics label it. */
+export function statusName(code: GrpcStatus): string {
+  return GrpcStatus[code] ?? 'UNKNOWN';
+}
+
 /** Encodes the google.rpc.Status carried in `grpc-status-details-bin`. */
 export function encodeStatusDetails(code: GrpcStatus, message: string, reason: string, metadata: Record<string, string> = {}): Buffer {
   const info = ErrorInfo.encode({ reason, domain: ERROR_DOMAIN, metadata }).finish();

@@ -36,7 +36,10 @@ export async function startHttp(options: HttpOptions): Promise<{ server: http.Se
       });
       return;
     }
-    text(res, 404, 'not found: try /healthz, /readyz or /metrics\n');
+    if (path === '/metrics') {
+      return text(res, 404, 'metrics are not enabled in this broker: pass metricsHandler (from createMetrics) to startBroker, as `sluice serve` does\n');
+    }
+    text(res, 404, `not found: try /healthz, /readyz${options.metricsHandler === undefined ? '' : ' or /metrics'}\n`);
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -59,6 +59,34 @@ assert.ok(BATCH_DECOMPRESSED_BYTES_MAX >= BATCH_BYTES_MAX_LIMIT);
 assert.ok(GRPC_RECEIVE_BYTES_MAX > BATCH_BYTES_MAX_LIMIT);
 assert.ok(FETCH_BYTES_MAX_DEFAULT <= FETCH_BYTES_MAX_LIMIT);
 
+// --- Client memory (src/rpc, src/server) --------------------------------------------------------
+/**
+ * Default budget for bytes the broker holds on behalf of clients: produce bodies until answered, fetch
+ * and subscribe responses until flushed to the socket (`--max-client-memory`).
+ */
+export const CLIENT_MEMORY_BYTES_DEFAULT = 256 * MiB;
+/** Smallest budget accepted: at least one default fetch must fit. */
+export const CLIENT_MEMORY_BYTES_MIN = 1 * MiB;
+/** A fetch is answered smaller when the budget is short, but never below this: it waits instead. */
+export const CLIENT_MEMORY_FETCH_MIN_BYTES = 64 * KiB;
+/** How long a fetch waits for budget before it fails with CLIENT_MEMORY_EXHAUSTED. */
+export const CLIENT_MEMORY_WAIT_MS_MAX = 5_000;
+/** The retry hint sent with CLIENT_MEMORY_EXHAUSTED (google.rpc.RetryInfo). */
+export const CLIENT_MEMORY_RETRY_MS = 200;
+/**
+ * Bytes one Subscribe stream may have handed to HTTP/2 and not yet flushed to the socket: a subscriber
+ * that stops reading stops being fed once this much is queued for it.
+ */
+export const SUBSCRIBE_WINDOW_BYTES = 4 * MiB;
+/** Concurrent streams (calls) per HTTP/2 connection (grpc.max_concurrent_streams). */
+export const GRPC_STREAMS_PER_CONNECTION_MAX = 100;
+/** Open client connections to the gRPC port; more are closed as they arrive. */
+export const GRPC_CONNECTIONS_MAX = 1024;
+
+assert.ok(CLIENT_MEMORY_FETCH_MIN_BYTES <= CLIENT_MEMORY_BYTES_MIN);
+assert.ok(CLIENT_MEMORY_BYTES_MIN <= CLIENT_MEMORY_BYTES_DEFAULT);
+assert.ok(SUBSCRIBE_WINDOW_BYTES >= CLIENT_MEMORY_FETCH_MIN_BYTES);
+
 // --- Raft (src/raft) -----------------------------------------------------------------------------
 /** Ticks without hearing from a leader before a follower campaigns (randomized in [n, 2n)). */
 export const RAFT_ELECTION_TICKS_DEFAULT = 10;
@@ -103,6 +131,13 @@ export const SHARD_STATS_INTERVAL_MS = 1_000;
  * in-flight requests with UNAVAILABLE. Far above any legitimate pause (a GC, a burst of fsyncs).
  */
 export const SHARD_WATCHDOG_MS = 30_000;
+/** Smallest configurable watchdog: below a few stats intervals a healthy worker would be replaced. */
+export const SHARD_WATCHDOG_MS_MIN = 100;
+/**
+ * A watchdog tick this much later than its interval means the main thread itself did not run (the
+ * process was stopped, the VM paused, the loop starved): the watchdog re-arms instead of judging.
+ */
+export const SHARD_WATCHDOG_PAUSE_MS = 1_000;
 /** fsync durations a shard keeps between two stats messages; more are dropped from metrics. */
 export const SHARD_FLUSH_SAMPLES_MAX = 4096;
 

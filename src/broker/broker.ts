@@ -9,7 +9,7 @@
  */
 import os from 'node:os';
 import { SluiceError, isSluiceError, toSluiceError } from '../errors.js';
-import { FETCH_BYTES_MAX_DEFAULT, FETCH_BYTES_MAX_LIMIT, FETCH_WAIT_MS_MAX } from '../constants.js';
+import { FETCH_BYTES_MAX_DEFAULT, FETCH_BYTES_MAX_LIMIT, FETCH_WAIT_MS_MAX, SHARD_WATCHDOG_MS_MIN } from '../constants.js';
 import { encodeBatch } from '../batch/index.js';
 import { logConfigToTopicConfigs, defaultLogConfig } from '../storage/index.js';
 import type { LogConfig } from '../storage/types.js';
@@ -107,7 +107,7 @@ function validateTuning(o: BrokerOptions): void {
   check('ringWaitersMax', 0, 1_000_000);
   check('retentionCheckMs', 10, 24 * 3600 * 1000);
   check('statsIntervalMs', 10, 3600 * 1000);
-  check('watchdogMs', 100, 24 * 3600 * 1000);
+  check('watchdogMs', SHARD_WATCHDOG_MS_MIN, 24 * 3600 * 1000);
   check('nodeId', 0, 2 ** 31 - 1);
 }
 
@@ -175,6 +175,9 @@ export class Broker implements BrokerApi {
           partitionsOf: (s) => this.partitionsOf(s),
           onStats: (s, stats) => this.onShardStats(s, stats),
           onCrash: (s, err) => this.logger.error({ shard: s, err }, `shard ${s} worker died; restarting it and reopening its partitions`),
+          onRestart: (s, reason) => this.probe.shardRestarted(s, reason),
+          onMainThreadPause: (s, gapMs) =>
+            this.logger.warn({ shard: s, gapMs }, `main thread did not run for ${gapMs} ms (process paused or starved); shard ${s} watchdog re-armed`),
           onPartitionOffline: (s, key, err) => this.logger.error({ shard: s, partition: key, err }, `partition ${key} could not be opened and is offline`),
         }),
       ),

@@ -6,8 +6,10 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
 import { ReflectionService } from '@grpc/reflection';
-import { GRPC_RECEIVE_BYTES_MAX } from '../constants.js';
+import { GRPC_CONNECTIONS_MAX, GRPC_RECEIVE_BYTES_MAX, GRPC_STREAMS_PER_CONNECTION_MAX } from '../constants.js';
 import { AdminService, FastBrokerService, ServiceContext, adminService, brokerService, loadSluiceDefinition } from '../rpc/index.js';
+import { callEndInterceptor } from '../rpc/call-end.js';
+import { MEMORY_HOLDING_PATHS } from '../rpc/broker-service.js';
 import { formatHostPort, type HostPort } from './address.js';
 import { StartupError } from './errors.js';
 
@@ -49,6 +51,10 @@ export async function startGrpc(ctx: ServiceContext, address: HostPort, extra: E
     // with RESOURCE_EXHAUSTED before it is buffered whole.
     'grpc.max_receive_message_length': GRPC_RECEIVE_BYTES_MAX,
     'grpc.max_send_message_length': -1,
+    // Each call may hold client memory; the budget bounds the bytes, these bound the calls.
+    'grpc.max_concurrent_streams': GRPC_STREAMS_PER_CONNECTION_MAX,
+    // Fetch and Subscribe hold client memory until their call ends, which grpc-js tells interceptors only.
+    interceptors: [callEndInterceptor(MEMORY_HOLDING_PATHS)],
   });
   server.addService(AdminService, adminService(ctx));
   server.addService(FastBrokerService, brokerService(ctx));
@@ -58,6 +64,7 @@ export async function startGrpc(ctx: ServiceContext, address: HostPort, extra: E
   new ReflectionService(reflectionDefinition()).addToServer(server);
   const port = await bind(server, address);
   widenFlowControlWindows(server);
+  capConnections(server, GRPC_CONNECTIONS_MAX);
   return {
     server,
     address: formatHostPort({ host: address.host, port }),
@@ -90,6 +97,16 @@ function widenFlowControlWindows(server: grpc.Server): void {
       }
     });
   }
+}
+
+/**
+ * grpc-js has no connection limit; its http2 servers are net.Servers, whose `maxConnections` closes
+ * connections past the cap as they arrive. Same guarded access to the private map as above.
+ */
+function capConnections(server: grpc.Server, max: number): void {
+  const http2Servers = (server as unknown as { http2Servers?: Map<import('node:net').Server, unknown> }).http2Servers;
+  if (!(http2Servers instanceof Map)) return;
+  for (const h2 of http2Servers.keys()) h2.maxConnections = max;
 }
 
 /** Stops accepting calls and waits for in-flight ones, up to `graceMs`; then cuts the rest. */

@@ -15,6 +15,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { performance } from 'node:perf_hooks';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { SluiceError } from '../errors.js';
@@ -28,6 +29,7 @@ import {
   SHARD_RING_WAIT_MS_MAX,
   SHARD_STATS_INTERVAL_MS,
   SHARD_WATCHDOG_MS,
+  SHARD_WATCHDOG_PAUSE_MS,
 } from '../constants.js';
 import { createRingBuffers, RingReader, RingWriter, type RingSlot } from './ring.js';
 import type { AcksCode, Op, PartitionKey, PartitionSpec, Reply, ServeTask, ShardStatsMessage, ToMain, ToWorker } from './protocol.js';
@@ -49,6 +51,10 @@ export interface ShardHostOptions {
   partitionsOf: (shard: number) => PartitionSpec[];
   onStats?: (shard: number, stats: ShardStatsMessage) => void;
   onCrash?: (shard: number, err: unknown) => void;
+  /** The worker died (or the watchdog stopped it) and a new life starts; `reason` says which. */
+  onRestart?: (shard: number, reason: 'crash' | 'watchdog') => void;
+  /** The main thread itself did not run for `gapMs` (SIGSTOP, a VM pause, a starved loop): the watchdog re-armed. */
+  onMainThreadPause?: (shard: number, gapMs: number) => void;
   /** A partition's log could not be (re)opened; it stays offline and answers with this error. */
   onPartitionOffline?: (shard: number, key: PartitionKey, err: SluiceError) => void;
 }
@@ -105,7 +111,12 @@ export class ShardHost {
   private readyWaiters: Array<{ resolve: () => void; reject: (e: SluiceError) => void }> = [];
   private serveDone: Promise<unknown> = Promise.resolve();
   private restartScheduled = false;
-  private lastHeardMs = Date.now();
+  /** Monotonic clock (performance.now) of the last message from the worker. */
+  private lastHeardMs = performance.now();
+  /** Monotonic clock of the watchdog's previous tick: a long gap means this thread did not run. */
+  private lastTickMs = performance.now();
+  /** Set while the watchdog is replacing a silent worker, so the restart is reported as its doing. */
+  private stoppedByWatchdog = false;
   private readonly watchdog: NodeJS.Timeout;
   /** Times this shard's worker was restarted after dying. */
   restarts = 0;
@@ -126,15 +137,32 @@ export class ShardHost {
     // A crash surfaces as the serve task's rejection; the pool's own error event must not go unhandled.
     this.pool.on('error', () => {});
     const watchdogMs = opts.watchdogMs ?? SHARD_WATCHDOG_MS;
-    this.watchdog = setInterval(() => this.checkAlive(watchdogMs), Math.max(10, Math.min(1000, watchdogMs / 4)));
+    const tickMs = Math.max(10, Math.min(1000, watchdogMs / 4));
+    this.watchdog = setInterval(() => this.checkAlive(watchdogMs, tickMs), tickMs);
     this.watchdog.unref();
   }
 
-  /** Replaces a worker that stopped answering (stats arrive every second from a live one). */
-  private checkAlive(watchdogMs: number): void {
-    if (this.state !== 'ready' || Date.now() - this.lastHeardMs < watchdogMs) return;
-    this.opts.onCrash?.(this.shard, new Error(`shard ${this.shard} worker silent for ${Date.now() - this.lastHeardMs} ms; replacing it`));
-    this.lastHeardMs = Date.now();
+  /**
+   * Replaces a worker that stopped answering (stats arrive every second from a live one). The silence
+   * is measured by this thread, so it only means something if this thread itself ran all along: when
+   * its own ticks are late by more than SHARD_WATCHDOG_PAUSE_MS (the whole process was SIGSTOPped, the
+   * VM was paused, or the main loop was starved), the worker's replies may be sitting unread in the
+   * port, so the watchdog re-arms instead of replacing a worker that may be healthy.
+   */
+  private checkAlive(watchdogMs: number, tickMs: number): void {
+    const now = performance.now();
+    const gapMs = now - this.lastTickMs;
+    this.lastTickMs = now;
+    if (this.state !== 'ready') return;
+    if (gapMs > tickMs + SHARD_WATCHDOG_PAUSE_MS) {
+      this.lastHeardMs = now;
+      this.opts.onMainThreadPause?.(this.shard, Math.round(gapMs));
+      return;
+    }
+    if (now - this.lastHeardMs < watchdogMs) return;
+    this.opts.onCrash?.(this.shard, new Error(`shard ${this.shard} worker silent for ${Math.round(now - this.lastHeardMs)} ms; replacing it`));
+    this.lastHeardMs = now;
+    this.stoppedByWatchdog = true;
     for (const t of this.pool.threads) void t.terminate();
   }
 
@@ -191,7 +219,7 @@ export class ShardHost {
     }
     if (life !== this.life) return;
     this.state = 'ready';
-    this.lastHeardMs = Date.now();
+    this.lastHeardMs = performance.now();
     for (const w of this.readyWaiters.splice(0)) w.resolve();
   }
 
@@ -203,6 +231,8 @@ export class ShardHost {
       return;
     }
     this.opts.onCrash?.(this.shard, err);
+    this.opts.onRestart?.(this.shard, this.stoppedByWatchdog ? 'watchdog' : 'crash');
+    this.stoppedByWatchdog = false;
     const wasStarting = this.state === 'starting' && this.restarts === 0;
     this.state = 'restarting';
     this.restarts++;
@@ -422,7 +452,7 @@ export class ShardHost {
   // --- Replies -------------------------------------------------------------------------------
 
   private onMessage(msg: ToMain): void {
-    this.lastHeardMs = Date.now();
+    this.lastHeardMs = performance.now();
     if (msg.replies) {
       for (const r of msg.replies) this.onReply(r);
       this.grantWaiters();

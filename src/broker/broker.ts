@@ -489,9 +489,11 @@ export class Broker implements BrokerApi {
       !Number.isFinite(input.maxBytes) || input.maxBytes <= 0 ? FETCH_BYTES_MAX_DEFAULT : Math.min(Math.floor(input.maxBytes), FETCH_BYTES_MAX_LIMIT);
     const maxWaitMs = !Number.isFinite(input.maxWaitMs) || input.maxWaitMs <= 0 ? 0 : Math.min(Math.floor(input.maxWaitMs), FETCH_WAIT_MS_MAX);
     const host = this.hosts[this.shardOf(entry, input.partition)];
-    const r = await host.fetch(partitionKey(entry.name, input.partition), input.offset, maxBytes, maxWaitMs, signal);
+    const pb = input.format === 'pb-records';
+    const r = await host.fetch(partitionKey(entry.name, input.partition), input.offset, maxBytes, maxWaitMs, signal, pb);
     if (r.records > 0) this.probe.fetched(entry.name, r.records, r.data.length);
-    return { batches: r.data, highWatermark: r.highWatermark, logStartOffset: r.logStartOffset, nextOffset: r.nextOffset };
+    const common = { highWatermark: r.highWatermark, logStartOffset: r.logStartOffset, nextOffset: r.nextOffset };
+    return pb ? { batches: new Uint8Array(0), pbRecords: r.data, ...common } : { batches: r.data, ...common };
   }
 
   async listOffsets(topic: string, partition: number, spec: OffsetSpec): Promise<ListOffsetsResult> {

@@ -56,11 +56,19 @@ export interface FetchInput {
   maxBytes: number;
   /** 0 = answer at once; otherwise wait up to this long for data at `offset`. */
   maxWaitMs: number;
+  /**
+   * 'batches' (default): whole raw v2 batches. 'pb-records': the records at or after `offset` as the
+   * protobuf bytes of FetchResponse's `repeated Record records = 1`, decoded (and decompressed) by the
+   * shard, not the caller's thread; `maxBytes` then bounds that output (at least one batch's records).
+   */
+  format?: 'batches' | 'pb-records';
 }
 
 export interface FetchResult {
-  /** Whole raw v2 batches; the first may start before `offset` (clients skip records below it). */
+  /** Whole raw v2 batches; the first may start before `offset` (clients skip records below it). Empty with format 'pb-records'. */
   batches: Uint8Array;
+  /** With format 'pb-records': the encoded records. */
+  pbRecords?: Uint8Array;
   highWatermark: number;
   logStartOffset: number;
   nextOffset: number;

@@ -13,6 +13,7 @@ import { toServiceError } from './errors.js';
 import type { ServiceContext } from './context.js';
 import type { ClientMemoryHold } from './client-memory.js';
 import { onCallEnd } from './call-end.js';
+import { encodedRecordsBytes } from './fast-codec.js';
 
 /** Paths whose handlers hold client memory until the call ends (see ./call-end.ts). */
 export const MEMORY_HOLDING_PATHS: ReadonlySet<string> = new Set(['/sluice.v1.Broker/Fetch', '/sluice.v1.Broker/Subscribe']);
@@ -34,9 +35,9 @@ function produceBytes(r: ProduceRequest): number {
   return n;
 }
 
-/** Bytes a FetchResponse holds until it is flushed: its batches, or its records' payloads. */
+/** Bytes a FetchResponse holds until it is flushed: its batches, or its records (encoded or objects). */
 function fetchResponseBytes(m: FetchResponse): number {
-  let n = m.recordBatches.length;
+  let n = m.recordBatches.length + encodedRecordsBytes(m);
   for (const rec of m.records) n += RECORD_OVERHEAD_BYTES + (rec.key?.length ?? 0) + (rec.value?.length ?? 0);
   return n;
 }
@@ -169,12 +170,13 @@ async function tail(ctx: ServiceContext, api: BrokerApi, call: ServerWritableStr
     window.add(hold);
     let result;
     try {
-      result = await api.fetch({ topic: r.topic, partition: r.partition, offset, maxBytes: hold.bytes, maxWaitMs: SUBSCRIBE_POLL_MS }, signal);
+      const format = r.raw ? 'batches' : 'pb-records';
+      result = await api.fetch({ topic: r.topic, partition: r.partition, offset, maxBytes: hold.bytes, maxWaitMs: SUBSCRIBE_POLL_MS, format }, signal);
     } catch (err) {
       window.drop(hold);
       throw err;
     }
-    if (signal.aborted || result.batches.length === 0 || result.nextOffset <= offset) {
+    if (signal.aborted || result.nextOffset <= offset) {
       window.drop(hold);
       caughtUp = true;
       continue;
@@ -225,7 +227,8 @@ export function brokerService(ctx: ServiceContext): BrokerServer {
           // holds it until grpc-js has written it and sent the status (or the client went away).
           const hold = await ctx.holdRead('Fetch', input.maxBytes, signal);
           onCallEnd(call.metadata, () => hold.release());
-          const result = await ctx.api().fetch({ ...input, maxBytes: hold.bytes }, signal);
+          const format = call.request.raw ? 'batches' : 'pb-records';
+          const result = await ctx.api().fetch({ ...input, maxBytes: hold.bytes, format }, signal);
           const message = toFetchResponse(result, input.offset, call.request.raw);
           hold.resize(fetchResponseBytes(message));
           return message;

@@ -154,7 +154,8 @@ export class ShardHost {
     const gapMs = now - this.lastTickMs;
     this.lastTickMs = now;
     if (this.state !== 'ready') return;
-    if (gapMs > tickMs + SHARD_WATCHDOG_PAUSE_MS) {
+    // Half the watchdog at most, so any pause as long as the watchdog is seen as one (tick = watchdog / 4).
+    if (gapMs > tickMs + Math.min(SHARD_WATCHDOG_PAUSE_MS, watchdogMs / 2)) {
       this.lastHeardMs = now;
       this.opts.onMainThreadPause?.(this.shard, Math.round(gapMs));
       return;
@@ -394,8 +395,9 @@ export class ShardHost {
     }
   }
 
-  fetch(key: PartitionKey, offset: number, maxBytes: number, maxWaitMs: number, signal?: AbortSignal): Promise<FetchReply> {
-    if (this.state !== 'ready') return this.whenReady().then(() => this.fetch(key, offset, maxBytes, maxWaitMs, signal));
+  /** With `pb`, the reply's data is protobuf `records` built on the shard (./structured-read.ts). */
+  fetch(key: PartitionKey, offset: number, maxBytes: number, maxWaitMs: number, signal?: AbortSignal, pb = false): Promise<FetchReply> {
+    if (this.state !== 'ready') return this.whenReady().then(() => this.fetch(key, offset, maxBytes, maxWaitMs, signal, pb));
     if (signal?.aborted) return Promise.reject(abortError());
     if (this.pending.size >= (this.opts.inflightMax ?? SHARD_INFLIGHT_MAX)) {
       return Promise.reject(new SluiceError('QUEUE_FULL', `shard ${this.shard} has ${this.pending.size} requests in flight; retry later`));
@@ -428,7 +430,7 @@ export class ShardHost {
         };
         signal.addEventListener('abort', onAbort, { once: true });
       }
-      this.push({ t: 'f', id, k: key, offset, maxBytes, maxWaitMs });
+      this.push(pb ? { t: 'f', id, k: key, offset, maxBytes, maxWaitMs, pb } : { t: 'f', id, k: key, offset, maxBytes, maxWaitMs });
     }).then((r) => r as unknown as FetchReply);
   }
 

@@ -48,6 +48,11 @@ export const GRPC_RECEIVE_BYTES_MAX = BATCH_BYTES_MAX_LIMIT + REQUEST_ENVELOPE_B
 /** Default and maximum `max_bytes` of one Fetch. */
 export const FETCH_BYTES_MAX_DEFAULT = 1 * MiB;
 export const FETCH_BYTES_MAX_LIMIT = 16 * MiB;
+/**
+ * Largest structured (decoded) read: one batch inflated to the decompression bound, plus protobuf
+ * framing for each of its records. Only a read whose first batch needs it is granted this much.
+ */
+export const STRUCTURED_READ_BYTES_MAX = BATCH_DECOMPRESSED_BYTES_MAX + BATCH_RECORDS_MAX * 32;
 /** Longest long-poll a Fetch may ask for. */
 export const FETCH_WAIT_MS_MAX = 30_000;
 

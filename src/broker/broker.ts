@@ -9,7 +9,7 @@
  */
 import os from 'node:os';
 import { SluiceError, isSluiceError, toSluiceError } from '../errors.js';
-import { FETCH_BYTES_MAX_DEFAULT, FETCH_BYTES_MAX_LIMIT, FETCH_WAIT_MS_MAX, SHARD_WATCHDOG_MS_MIN } from '../constants.js';
+import { FETCH_BYTES_MAX_DEFAULT, FETCH_BYTES_MAX_LIMIT, FETCH_WAIT_MS_MAX, SHARD_WATCHDOG_MS_MIN, STRUCTURED_READ_BYTES_MAX } from '../constants.js';
 import { encodeBatch } from '../batch/index.js';
 import { logConfigToTopicConfigs, defaultLogConfig } from '../storage/index.js';
 import type { LogConfig } from '../storage/types.js';
@@ -485,15 +485,16 @@ export class Broker implements BrokerApi {
     const entry = this.topic(input.topic);
     this.checkPartition(entry, input.partition);
     validateOffset(input.offset);
-    const maxBytes =
-      !Number.isFinite(input.maxBytes) || input.maxBytes <= 0 ? FETCH_BYTES_MAX_DEFAULT : Math.min(Math.floor(input.maxBytes), FETCH_BYTES_MAX_LIMIT);
+    const pb = input.format === 'pb-records';
+    const limit = pb ? STRUCTURED_READ_BYTES_MAX : FETCH_BYTES_MAX_LIMIT;
+    const maxBytes = !Number.isFinite(input.maxBytes) || input.maxBytes <= 0 ? FETCH_BYTES_MAX_DEFAULT : Math.min(Math.floor(input.maxBytes), limit);
     const maxWaitMs = !Number.isFinite(input.maxWaitMs) || input.maxWaitMs <= 0 ? 0 : Math.min(Math.floor(input.maxWaitMs), FETCH_WAIT_MS_MAX);
     const host = this.hosts[this.shardOf(entry, input.partition)];
-    const pb = input.format === 'pb-records';
     const r = await host.fetch(partitionKey(entry.name, input.partition), input.offset, maxBytes, maxWaitMs, signal, pb);
     if (r.records > 0) this.probe.fetched(entry.name, r.records, r.data.length);
     const common = { highWatermark: r.highWatermark, logStartOffset: r.logStartOffset, nextOffset: r.nextOffset };
-    return pb ? { batches: new Uint8Array(0), pbRecords: r.data, ...common } : { batches: r.data, ...common };
+    if (!pb) return { batches: r.data, ...common };
+    return r.needBytes === undefined ? { batches: new Uint8Array(0), pbRecords: r.data, ...common } : { batches: new Uint8Array(0), pbRecords: r.data, needBytes: r.needBytes, ...common };
   }
 
   async listOffsets(topic: string, partition: number, spec: OffsetSpec): Promise<ListOffsetsResult> {

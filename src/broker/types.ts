@@ -69,6 +69,11 @@ export interface FetchResult {
   batches: Uint8Array;
   /** With format 'pb-records': the encoded records. */
   pbRecords?: Uint8Array;
+  /**
+   * With format 'pb-records': set when the first batch's records encode to more than `maxBytes`; nothing
+   * was returned, and the fetch must be asked again with at least this `maxBytes`.
+   */
+  needBytes?: number;
   highWatermark: number;
   logStartOffset: number;
   nextOffset: number;

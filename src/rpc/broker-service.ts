@@ -6,7 +6,7 @@
 import type { ServerWritableStream } from '@grpc/grpc-js';
 import { SluiceError, isSluiceError } from '../errors.js';
 import { CLIENT_MEMORY_FETCH_MIN_BYTES, FETCH_BYTES_MAX_DEFAULT, FETCH_BYTES_MAX_LIMIT, FETCH_WAIT_MS_MAX, SUBSCRIBE_WINDOW_BYTES } from '../constants.js';
-import type { BrokerApi, FetchInput, ProduceInput } from '../broker/types.js';
+import type { BrokerApi, FetchInput, FetchResult, ProduceInput } from '../broker/types.js';
 import type { BrokerServer, FetchRequest, FetchResponse, ProduceRequest, SubscribeRequest } from './gen/sluice/v1/broker.js';
 import { toAcks, toFetchResponse, toOffset, toOffsetSpec, toPbTopic, toRecordInputs } from './convert.js';
 import { toServiceError } from './errors.js';
@@ -74,6 +74,32 @@ function toFetchInput(r: FetchRequest): FetchInput {
     maxBytes: fetchBytes(r.maxBytes),
     maxWaitMs: Math.min(r.maxWaitMs, FETCH_WAIT_MS_MAX),
   };
+}
+
+/** Times a structured read may come back asking for more (data can change between two reads). */
+const STRUCTURED_RETRIES_MAX = 3;
+
+/**
+ * One read under a hold. A structured read whose first batch decodes to more than the hold comes back
+ * empty with `needBytes`: the hold is swapped (through `swap`, so the caller's release sees the new
+ * one) for exactly that much, and the read is asked again.
+ */
+async function heldFetch(
+  ctx: ServiceContext,
+  api: BrokerApi,
+  rpc: string,
+  input: FetchInput,
+  hold: ClientMemoryHold,
+  swap: (next: ClientMemoryHold) => void,
+  signal: AbortSignal,
+): Promise<{ result: FetchResult; hold: ClientMemoryHold }> {
+  for (let attempt = 0; ; attempt++) {
+    const result = await api.fetch({ ...input, maxBytes: hold.bytes }, signal);
+    if (result.needBytes === undefined || attempt === STRUCTURED_RETRIES_MAX) return { result, hold };
+    hold.release();
+    hold = await ctx.holdExactly(rpc, result.needBytes, signal);
+    swap(hold);
+  }
 }
 
 /** Resolves when the stream drains, or when the call ends (cancel, shutdown) so a stuck client frees us. */
@@ -168,10 +194,11 @@ async function tail(ctx: ServiceContext, api: BrokerApi, call: ServerWritableStr
       throw err;
     }
     window.add(hold);
-    let result;
+    let result: FetchResult;
     try {
       const format = r.raw ? 'batches' : 'pb-records';
-      result = await api.fetch({ topic: r.topic, partition: r.partition, offset, maxBytes: hold.bytes, maxWaitMs: SUBSCRIBE_POLL_MS, format }, signal);
+      const input: FetchInput = { topic: r.topic, partition: r.partition, offset, maxBytes: hold.bytes, maxWaitMs: SUBSCRIBE_POLL_MS, format };
+      ({ result, hold } = await heldFetch(ctx, api, 'Subscribe', input, hold, (next) => window.add(next), signal));
     } catch (err) {
       window.drop(hold);
       throw err;
@@ -225,12 +252,12 @@ export function brokerService(ctx: ServiceContext): BrokerServer {
           const input = toFetchInput(call.request);
           // Reserved before the read, so the read is bounded by what the budget can hold; the response
           // holds it until grpc-js has written it and sent the status (or the client went away).
-          const hold = await ctx.holdRead('Fetch', input.maxBytes, signal);
-          onCallEnd(call.metadata, () => hold.release());
+          let held = await ctx.holdRead('Fetch', input.maxBytes, signal);
+          onCallEnd(call.metadata, () => held.release());
           const format = call.request.raw ? 'batches' : 'pb-records';
-          const result = await ctx.api().fetch({ ...input, maxBytes: hold.bytes, format }, signal);
+          const { result } = await heldFetch(ctx, ctx.api(), 'Fetch', { ...input, format }, held, (next) => (held = next), signal);
           const message = toFetchResponse(result, input.offset, call.request.raw);
-          hold.resize(fetchResponseBytes(message));
+          held.resize(fetchResponseBytes(message));
           return message;
         } finally {
           release();

@@ -36,6 +36,19 @@ export class ServiceContext {
     throw clientMemoryExhausted(`the broker holds ${this.memory.usedBytes} of its ${this.memory.limitBytes} bytes of client memory; retry later`);
   }
 
+  /** Exactly `bytes` for a read that cannot be smaller (one big structured batch), waiting (bounded) for them. */
+  async holdExactly(rpc: string, bytes: number, signal: AbortSignal): Promise<ClientMemoryHold> {
+    if (bytes > this.memory.limitBytes) {
+      throw new SluiceError('RECORD_TOO_LARGE', `a batch decodes to ${bytes} bytes, more than the broker's whole client-memory budget (${this.memory.limitBytes}); fetch it raw`);
+    }
+    if (this.memory.limitBytes - this.memory.usedBytes < bytes) this.probe.clientMemoryRefused(rpc);
+    try {
+      return await this.memory.reserveUpTo(bytes, bytes, CLIENT_MEMORY_WAIT_MS_MAX, signal);
+    } catch (err) {
+      throw isSluiceError(err) ? err : signal.reason;
+    }
+  }
+
   /** Budget for a read of up to `wantBytes`: less when short, waiting (bounded) below the floor. */
   async holdRead(rpc: string, wantBytes: number, signal: AbortSignal): Promise<ClientMemoryHold> {
     const waits = this.memory.waiting > 0 || this.memory.limitBytes - this.memory.usedBytes < Math.min(wantBytes, CLIENT_MEMORY_FETCH_MIN_BYTES);

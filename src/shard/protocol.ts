@@ -83,6 +83,8 @@ export type Reply =
       charge: number;
       /** Data that did not fit the response ring, copied through postMessage instead. */
       data?: Uint8Array;
+      /** Structured read only: nothing was returned; ask again with at least this many bytes. */
+      need?: number;
       records: number;
       highWatermark: number;
       logStartOffset: number;

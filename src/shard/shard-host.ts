@@ -62,6 +62,8 @@ export interface ShardHostOptions {
 export type ProduceReply = Extract<Reply, { t: 'p' }>;
 export interface FetchReply {
   data: Buffer;
+  /** Structured read only: nothing returned; ask again with at least this many bytes. */
+  needBytes?: number;
   records: number;
   highWatermark: number;
   logStartOffset: number;
@@ -476,7 +478,7 @@ export class ShardHost {
         data = Buffer.alloc(0);
       }
       this.responses.release(r.charge);
-      value = { data, records: r.records, highWatermark: r.highWatermark, logStartOffset: r.logStartOffset, nextOffset: r.nextOffset };
+      value = { data, records: r.records, highWatermark: r.highWatermark, logStartOffset: r.logStartOffset, nextOffset: r.nextOffset, needBytes: r.need };
     }
     const p = this.pending.get(r.id);
     if (!p) return;

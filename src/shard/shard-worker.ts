@@ -328,7 +328,8 @@ class ShardServer {
         records: s.records,
         highWatermark: log.nextOffset,
         logStartOffset: log.logStartOffset,
-        nextOffset: s.records > 0 ? s.nextOffset : Math.max(offset, read.nextOffset),
+        nextOffset: s.records > 0 || s.needBytes !== undefined ? s.nextOffset : Math.max(offset, read.nextOffset),
+        need: s.needBytes,
       });
     } catch (err) {
       this.fail(id, err);

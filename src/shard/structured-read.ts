@@ -3,8 +3,8 @@
  * (`repeated sluice.v1.Record records = 1`) of a FetchResponse, so the main thread splices them into
  * the response with no decompression and no per-record objects. Decompression is bounded per batch by
  * BATCH_DECOMPRESSED_BYTES_MAX (src/batch), and the output by `maxBytes`: batches are added while the
- * output stays within it, and at least the first batch whatever its size, so a reader always makes
- * progress. `nextOffset` is where the next read starts (after the last batch included).
+ * output stays within it; a first batch larger than `maxBytes` is not encoded but reported
+ * (`needBytes`), so the caller can reserve that much before it asks again. `nextOffset` is where the next read starts (after the last batch included).
  *
  * The layout written here is sluice.v1.Record's (key = 1, value = 2, headers = 3 {key = 1, value = 2},
  * timestamp_ms = 4, offset = 5); test/shard/structured-read.test.ts checks it against the generated
@@ -19,6 +19,12 @@ export interface StructuredRead {
   data: Buffer;
   records: number;
   nextOffset: number;
+  /**
+   * Set (and nothing else returned) when the first batch alone encodes to more than `maxBytes` (a
+   * record of many MiB, a compressed batch that inflates far): the read must be asked again with at
+   * least this many bytes, which the caller first reserves from its memory budget.
+   */
+  needBytes?: number;
 }
 
 function varintSize(v: number): number {
@@ -135,6 +141,7 @@ export function encodeStructuredRead(batches: Buffer, fromOffset: number, maxByt
       batchSized.push(s);
       batchBytes += 1 + varintSize(s.size) + s.size;
     }
+    if (sized.length === 0 && batchBytes > maxBytes) return { data: Buffer.alloc(0), records: 0, nextOffset: fromOffset, needBytes: batchBytes };
     if (sized.length > 0 && total + batchBytes > maxBytes) break;
     for (const s of batchSized) sized.push(s);
     total += batchBytes;

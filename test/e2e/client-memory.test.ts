@@ -124,4 +124,12 @@ describe('client memory budget', () => {
     expect(bytes).toBeGreaterThan(PARTITION_BYTES);
     await until('the budget to return to 0', () => seen.usedBytes === 0);
   });
+
+  it('serves a structured fetch whose one record is larger than asked, reserving what it needs', async () => {
+    const last = BigInt((await call(c.broker, 'ListOffsets', { topic: 'big' })).offsets[0].offset) - 1n; // the 3 MiB record
+    const r = await call(c.broker, 'Fetch', { topic: 'big', partition: 0, offset: last, maxBytes: 1024 });
+    expect(r.records.map((rec: { value: Buffer }) => rec.value.length)).toEqual([3 * MiB]);
+    expect(BigInt(r.nextOffset)).toBe(last + 1n);
+    await until('the budget to return to 0', () => seen.usedBytes === 0);
+  });
 });

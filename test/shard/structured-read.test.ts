@@ -51,7 +51,15 @@ describe('encodeStructuredRead', () => {
           const data = batchesOf(groups, codec, base);
           const total = groups.reduce((n, g) => n + g.length, 0);
           const from = base + Math.min(skip, total - 1);
-          const out = encodeStructuredRead(data, from, maxBytes);
+          let out = encodeStructuredRead(data, from, maxBytes);
+          if (out.needBytes !== undefined) {
+            // The first batch alone is larger than asked: nothing encoded; asked again with what it needs.
+            expect([out.records, out.data.length, out.needBytes > maxBytes]).toEqual([0, 0, true]);
+            const need = out.needBytes;
+            out = encodeStructuredRead(data, from, need);
+            expect(out.needBytes).toBeUndefined();
+            expect(out.data.length).toBeLessThanOrEqual(need);
+          }
           const got = FetchResponse.decode(out.data).records;
           const all = toPbRecords(data, from);
           // A prefix of whole batches, at least the first, within maxBytes unless it is the first.
@@ -68,15 +76,18 @@ describe('encodeStructuredRead', () => {
     );
   });
 
-  test('stops at maxBytes after the first batch, and always returns the first batch whole', () => {
+  test('stops at maxBytes; a first batch larger than that is reported, not encoded', () => {
     const value = Buffer.alloc(1000, 1);
     const data = batchesOf([[{ key: null, value }, { key: null, value }], [{ key: null, value }], [{ key: null, value }]], Compression.None, 10);
-    const one = encodeStructuredRead(data, 10, 1);
-    expect([one.records, one.nextOffset]).toEqual([2, 12]);
+    const none = encodeStructuredRead(data, 10, 1);
+    expect([none.records, none.data.length, none.nextOffset]).toEqual([0, 0, 10]);
+    expect(none.needBytes).toBeGreaterThan(2000);
+    const one = encodeStructuredRead(data, 10, none.needBytes!);
+    expect([one.records, one.nextOffset, one.data.length]).toEqual([2, 12, none.needBytes]);
     const two = encodeStructuredRead(data, 10, 3100);
     expect([two.records, two.nextOffset]).toEqual([3, 13]);
     expect(two.data.length).toBeLessThanOrEqual(3100);
-    const mid = encodeStructuredRead(data, 11, 1);
+    const mid = encodeStructuredRead(data, 11, 1100);
     expect([mid.records, mid.nextOffset]).toEqual([1, 12]);
   });
 

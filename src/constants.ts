@@ -83,6 +83,12 @@ export const CLIENT_MEMORY_RETRY_MS = 200;
  * that stops reading stops being fed once this much is queued for it.
  */
 export const SUBSCRIBE_WINDOW_BYTES = 4 * MiB;
+/**
+ * Messages one Subscribe stream may have handed to HTTP/2 and not yet flushed. With the slow start of
+ * its read sizes (from CLIENT_MEMORY_FETCH_MIN_BYTES, doubling per flushed message), a subscriber that
+ * never reads holds about two minimal messages, not a window of big ones.
+ */
+export const SUBSCRIBE_MESSAGES_UNFLUSHED_MAX = 2;
 /** Concurrent streams (calls) per HTTP/2 connection (grpc.max_concurrent_streams). */
 export const GRPC_STREAMS_PER_CONNECTION_MAX = 100;
 /** Open client connections to the gRPC port; more are closed as they arrive. */

@@ -5,7 +5,14 @@
  */
 import type { ServerWritableStream } from '@grpc/grpc-js';
 import { SluiceError, isSluiceError } from '../errors.js';
-import { CLIENT_MEMORY_FETCH_MIN_BYTES, FETCH_BYTES_MAX_DEFAULT, FETCH_BYTES_MAX_LIMIT, FETCH_WAIT_MS_MAX, SUBSCRIBE_WINDOW_BYTES } from '../constants.js';
+import {
+  CLIENT_MEMORY_FETCH_MIN_BYTES,
+  FETCH_BYTES_MAX_DEFAULT,
+  FETCH_BYTES_MAX_LIMIT,
+  FETCH_WAIT_MS_MAX,
+  SUBSCRIBE_MESSAGES_UNFLUSHED_MAX,
+  SUBSCRIBE_WINDOW_BYTES,
+} from '../constants.js';
 import type { BrokerApi, FetchInput, FetchResult, ProduceInput } from '../broker/types.js';
 import type { BrokerServer, FetchRequest, FetchResponse, ProduceRequest, SubscribeRequest } from './gen/sluice/v1/broker.js';
 import { toAcks, toFetchResponse, toOffset, toOffsetSpec, toPbTopic, toRecordInputs } from './convert.js';
@@ -116,31 +123,48 @@ function drained(call: ServerWritableStream<SubscribeRequest, FetchResponse>, si
 }
 
 /**
- * A subscription's window: bytes handed to HTTP/2 and not yet flushed to the socket (each message's
- * write callback). A reader that stops reading fills the HTTP/2 flow-control window, the write
- * callbacks stop, and the subscription stops fetching once SUBSCRIBE_WINDOW_BYTES are queued for it.
+ * A subscription's window: bytes and messages handed to HTTP/2 and not yet flushed to the socket (each
+ * message's write callback). A reader that stops reading fills the HTTP/2 flow-control window, the
+ * write callbacks stop, and the subscription stops fetching once SUBSCRIBE_WINDOW_BYTES or
+ * SUBSCRIBE_MESSAGES_UNFLUSHED_MAX messages are queued for it.
  * Each queued message also holds its bytes of the broker's client-memory budget until flushed, or
  * until the call ends.
  */
 class SubscribeWindow {
   private queuedBytes = 0;
+  private queuedCount = 0;
+  /**
+   * Slow start: a subscription's reads begin at the smallest read and double with each message the
+   * client actually took (flushed), up to its max_bytes. A reader that never reads so holds a few small
+   * messages instead of a window of big ones, and costs the shard little work.
+   */
+  private flushedCount = 0;
   private readonly holds = new Set<ClientMemoryHold>();
   private wake: (() => void) | null = null;
 
   /** Room for the next message (0 while a reader that stopped reading has the window full). */
   get room(): number {
-    return SUBSCRIBE_WINDOW_BYTES - this.queuedBytes;
+    return this.queuedCount >= SUBSCRIBE_MESSAGES_UNFLUSHED_MAX ? 0 : SUBSCRIBE_WINDOW_BYTES - this.queuedBytes;
   }
 
   add(hold: ClientMemoryHold): void {
     this.holds.add(hold);
   }
 
+  /** The next read's size: slow start, then `maxBytes`, never more than the room left. */
+  nextRead(maxBytes: number): number {
+    const ramp = CLIENT_MEMORY_FETCH_MIN_BYTES * 2 ** Math.min(this.flushedCount, 16);
+    return Math.min(maxBytes, ramp, this.room);
+  }
+
   queued(hold: ClientMemoryHold): () => void {
     const bytes = hold.bytes;
     this.queuedBytes += bytes;
+    this.queuedCount++;
     return () => {
       this.queuedBytes -= bytes;
+      this.queuedCount--;
+      this.flushedCount++;
       this.drop(hold);
     };
   }
@@ -168,6 +192,7 @@ class SubscribeWindow {
     for (const h of this.holds) h.release();
     this.holds.clear();
     this.queuedBytes = 0;
+    this.queuedCount = 0;
   }
 }
 
@@ -185,7 +210,7 @@ async function tail(ctx: ServiceContext, api: BrokerApi, call: ServerWritableStr
       await window.flushed(signal);
       continue;
     }
-    const want = caughtUp ? CLIENT_MEMORY_FETCH_MIN_BYTES : Math.min(maxBytes, window.room);
+    const want = caughtUp ? CLIENT_MEMORY_FETCH_MIN_BYTES : window.nextRead(maxBytes);
     let hold: ClientMemoryHold;
     try {
       hold = await ctx.holdRead('Subscribe', want, signal);

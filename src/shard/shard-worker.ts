@@ -17,6 +17,7 @@ import { PartitionActor, partitionDir, type ParkedFetch } from '../partition/par
 import { isDiskFull, storageError, type LogOpenOptions } from '../storage/index.js';
 import type { RecoveryReport } from '../storage/recovery.js';
 import { RingReader, RingWriter, type RingSlot } from './ring.js';
+import { encodeStructuredRead } from './structured-read.js';
 import type { Op, PartitionKey, PartitionSpec, PartitionStat, Reply, ServeTask, ToMain, ToWorker } from './protocol.js';
 
 const OFF_RECORD_COUNT = 57;
@@ -54,6 +55,8 @@ class ShardServer {
   private readonly actors = new Map<PartitionKey, PartitionActor>();
   /** Closes in progress, so a re-create of the same partition waits for the old files to go. */
   private readonly closing = new Map<PartitionKey, Promise<void>>();
+  /** Fetches that asked for structured records (op `pb`), by id, until answered. */
+  private readonly structured = new Set<number>();
   /** Parked fetch id -> its actor (for cancel). */
   private readonly parkedOwner = new Map<number, PartitionActor>();
   /** Partitions whose log failed to open, with the reason and what to reopen them with. */
@@ -162,6 +165,7 @@ class ShardServer {
   }
 
   private fail(id: number, err: unknown): void {
+    this.structured.delete(id);
     this.reply({ id, err: toSluiceError(err).toWire() });
   }
 
@@ -211,6 +215,7 @@ class ShardServer {
   private fetch(op: Extract<Op, { t: 'f' }>): void {
     const actor = this.actors.get(op.k);
     if (!actor) return this.fail(op.id, this.missing(op.k));
+    if (op.pb) this.structured.add(op.id);
     const log = actor.log;
     if (op.offset < log.logStartOffset || op.offset > log.nextOffset) {
       return this.fail(
@@ -258,6 +263,7 @@ class ShardServer {
    * larger than the request allows) reads into a private buffer that is transferred, not copied.
    */
   private serveFetch(actor: PartitionActor, id: number, offset: number, maxBytes: number): void {
+    if (this.structured.delete(id)) return this.serveStructured(actor, id, offset, maxBytes);
     const log = actor.log;
     try {
       let slot: RingSlot | null = maxBytes <= this.responses.capacity / 2 ? this.responses.alloc(maxBytes) : null;
@@ -297,6 +303,36 @@ class ShardServer {
         highWatermark: log.nextOffset,
         logStartOffset: log.logStartOffset,
         nextOffset,
+      });
+    } catch (err) {
+      this.fail(id, err);
+    }
+  }
+
+  /**
+   * A structured read: decoded (and decompressed, bounded per batch) here rather than on the main
+   * thread, into protobuf `records` bytes of at most about `maxBytes`; transferred, not copied.
+   */
+  private serveStructured(actor: PartitionActor, id: number, offset: number, maxBytes: number): void {
+    const log = actor.log;
+    try {
+      const read = log.read(offset, maxBytes);
+      const raw = Buffer.from(read.data.buffer, read.data.byteOffset, read.data.length);
+      const s = raw.length > 0 ? encodeStructuredRead(raw, offset, maxBytes) : { data: Buffer.alloc(0), records: 0, nextOffset: read.nextOffset };
+      // Small Buffers share Node's pool, whose ArrayBuffer must not be transferred: copy those.
+      const data = s.data.length >= 4096 ? new Uint8Array(s.data.buffer, s.data.byteOffset, s.data.length) : new Uint8Array(s.data);
+      this.reply({
+        id,
+        t: 'f',
+        off: 0,
+        len: data.length,
+        charge: 0,
+        data,
+        records: s.records,
+        highWatermark: log.nextOffset,
+        logStartOffset: log.logStartOffset,
+        nextOffset: s.records > 0 || s.needBytes !== undefined ? s.nextOffset : Math.max(offset, read.nextOffset),
+        need: s.needBytes,
       });
     } catch (err) {
       this.fail(id, err);

@@ -254,7 +254,7 @@ export class RaftNode {
     const s = log.snapshot.index;
     const entries = log.persistedIndex < log.lastIndex() ? log.entries.slice(log.persistedIndex - s) : EMPTY_ENTRIES;
     const lo = Math.max(this.applied + 1, log.firstIndex());
-    const committed = this.commit >= lo ? log.entries.slice(lo - s - 1, this.commit - s) : EMPTY_ENTRIES;
+    const committed = this.commit >= lo && this.cfg.applyEntries ? log.entries.slice(lo - s - 1, this.commit - s) : EMPTY_ENTRIES;
     const hard: HardState = { term: this.term as Term, vote: this.vote as NodeId, commit: this.commit as Offset };
     const soft: SoftState = { leader: this.leader as NodeId, role: this.role };
     const softChanged = this.prevSoft.leader !== soft.leader || this.prevSoft.role !== soft.role;
@@ -263,6 +263,8 @@ export class RaftNode {
       entries,
       hardState: this.hardChanged() ? hard : null,
       messages: this.msgs,
+      committedFrom: lo as Offset,
+      committedTo: Math.max(this.commit, lo - 1) as Offset,
       committedEntries: committed,
       readStates: this.readStates,
       softState: softChanged ? soft : null,
@@ -718,7 +720,9 @@ export class RaftNode {
   // --- Log and configuration ---------------------------------------------------------------------
 
   private appendEntry(kind: EntryKind, data: Uint8Array, change: ConfChange | null): Entry {
-    const e: Entry = { index: (this.log.lastIndex() + 1) as Offset, term: this.term as Term, kind, data, change };
+    const index = this.log.lastIndex() + 1;
+    const payload = kind === 'data' ? data : this.cfg.controlData(kind, index, this.term, change);
+    const e: Entry = { index: index as Offset, count: 1, term: this.term as Term, kind, data: payload, change };
     this.log.append(e);
     if (kind === 'conf') this.syncProgress();
     return e;

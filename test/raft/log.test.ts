@@ -13,7 +13,7 @@ import type { Entry } from '../../src/raft/types.js';
 const conf = { voters: [1 as NodeId], learners: [] };
 
 function makeLog(terms: number[], snapIndex: number): RaftLog {
-  const entries: Entry[] = terms.map((t, i) => ({ index: (i + 1) as Offset, term: t as Term, kind: 'noop', data: new Uint8Array(0), change: null }));
+  const entries: Entry[] = terms.map((t, i) => ({ index: (i + 1) as Offset, count: 1, term: t as Term, kind: 'noop', data: new Uint8Array(0), change: null }));
   const s = Math.min(snapIndex, entries.length);
   const snapTerm = s === 0 ? 0 : entries[s - 1].term;
   return new RaftLog({ index: s as Offset, term: snapTerm as Term, conf, data: new Uint8Array(0) }, entries.slice(s));
@@ -38,7 +38,7 @@ describe('RaftLog', () => {
 
   it('truncateFrom lowers the persisted mark and reverts configurations', () => {
     const log = makeLog([1, 1, 2], 0);
-    log.append({ index: 4 as Offset, term: 2 as Term, kind: 'conf', data: new Uint8Array(0), change: { type: 'addLearner', node: 2 as NodeId } });
+    log.append({ index: 4 as Offset, count: 1, term: 2 as Term, kind: 'conf', data: new Uint8Array(0), change: { type: 'addLearner', node: 2 as NodeId } });
     expect(log.conf().learners).toEqual([2]);
     log.persistedIndex = 4;
     log.truncateFrom(3);

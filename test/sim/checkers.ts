@@ -203,18 +203,24 @@ export class Checkers {
     this.hws.set(node, hw);
   }
 
-  /** An acks=all produce of run `index`+`count` in `term` was answered by `node`. */
+  /**
+   * An acks=all produce of run `index`+`count` in `term` was answered by `node`: it must be the
+   * committed run at `index` (a leader's commit is recorded before anyone can learn of it).
+   */
   onAcked(node: number, index: number, count: number, term: number, id: number): void {
     const c = this.committedTerm.get(index);
-    if (c !== undefined && c !== term) throw new InvariantViolation('every acked produce present', `node ${node} acked ${index}@${term}, but ${index}@${c} was committed`);
+    if (c !== term) throw new InvariantViolation('every acked produce present', `node ${node} acked ${index}+${count}@${term}, but ${c === undefined ? 'it is not committed' : `${index}@${c} was committed`}`);
     this.acked.push({ index, count, term, id });
   }
 
-  /** Every acked produce is in `node`'s log (or compacted into its snapshot). */
-  checkAcked(node: RaftNode, checker: string): void {
+  /**
+   * Every acked produce committed in a term before `beforeTerm` is in `node`'s log (or compacted into
+   * its snapshot): what leader completeness promises a client that got an ack.
+   */
+  checkAcked(node: RaftNode, checker: string, beforeTerm = node.getTerm()): void {
     const first = node.log.firstIndex();
     for (const a of this.acked) {
-      if (a.index < first) continue;
+      if (a.index < first || this.committedIn.get(a.index)! >= beforeTerm) continue;
       const t = node.log.term(a.index);
       if (t !== a.term) throw new InvariantViolation(checker, `node ${node.id} (term ${node.getTerm()}) lacks acked produce ${a.index}+${a.count}@${a.term} (has term ${t})`);
     }

@@ -216,10 +216,14 @@ export class Sim {
   /**
    * Persist before send: nothing leaves a node that its disk does not hold. An accepting append
    * response claims the entries up to its index, a granted vote claims the persisted vote, an append
-   * claims the leader's own entries; each claim is checked against the sender's durable disk.
+   * claims the leader's own entries; each claim is checked against the sender's durable disk. A
+   * message of an older term than the sender's durable one is exempt: it was queued before the node
+   * moved on (as etcd-raft keeps them too), and no one counts it in the newer term — e.g. a deposed
+   * leader's queued append whose entries the same Ready truncates.
    */
   private checkDurableClaim(m: Message): void {
     const st = this.nodes.get(m.from)!.disk.storage;
+    if (m.term < st.hardState().term) return;
     let problem = '';
     if (m.type === MessageType.AppResp && !m.reject && m.index > st.lastIndex()) {
       problem = `acks ${m.index} but its disk ends at ${st.lastIndex()}`;

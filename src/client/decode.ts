@@ -14,6 +14,8 @@ export function decodeFetched(topic: string, partition: number, batches: Uint8Ar
   const bytes = (b: Uint8Array | null): Buffer | null =>
     b === null ? null : copy ? Buffer.from(b) : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
   for (const batch of decodeBatches(batches, { verifyCrc: true })) {
+    // Control batches (Raft's no-op and membership entries, Kafka's markers) hold no user records.
+    if (batch.header.isControl) continue;
     for (const r of batch.records) {
       if (r.offset < fromOffset) continue;
       out.push({ topic, partition, offset: r.offset, timestampMs: r.timestampMs, key: bytes(r.key), value: bytes(r.value), headers: r.headers });

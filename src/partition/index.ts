@@ -1,5 +1,8 @@
 /**
- * Public surface of src/partition: the partition actor that runs inside a shard worker. Imported only
- * by src/shard; never by the main thread's broker or by src/rpc.
+ * Public surface of src/partition: the partition (log + Raft replica + high watermark + parked
+ * fetches) that runs inside a shard worker. Imported only by src/shard; never by the main thread's
+ * broker or by src/rpc.
  */
-export { PartitionActor, partitionDir, type ParkedFetch } from './partition-actor.js';
+export { Partition, partitionDir, LOCAL_NODE_ID, type PartitionEffects, type PartitionIdentity, type PeerMessage, type ProduceOk } from './partition.js';
+export { SingleVoterReplica, type ReplicaReady } from './replica.js';
+export { PartitionRaftStorage, type RaftRun } from './raft-storage.js';

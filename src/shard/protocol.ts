@@ -35,6 +35,8 @@ export interface ServeTask {
 export interface PartitionSpec {
   topic: string;
   partition: number;
+  /** New at every creation of the topic; the partition directory records it and must match. */
+  topicId?: string;
   config: LogConfig;
   /** Remove any leftover directory first (a new partition must start empty). */
   fresh: boolean;

@@ -12,8 +12,8 @@ import fs from 'node:fs';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import type { MessagePort } from 'node:worker_threads';
 import { SluiceError, isSluiceError, toSluiceError, type SluiceErrorWire } from '../errors.js';
-import { SHARD_FLUSH_SAMPLES_MAX } from '../constants.js';
-import { PartitionActor, partitionDir, type ParkedFetch } from '../partition/partition-actor.js';
+import { SHARD_FLUSH_SAMPLES_MAX, SHARD_TICK_MS } from '../constants.js';
+import { Partition, partitionDir, type PartitionEffects, type ProduceOk } from '../partition/index.js';
 import type { LogOpenOptions } from '../storage/index.js';
 import { RingReader, RingWriter, type RingSlot } from './ring.js';
 import type { Op, PartitionKey, PartitionStat, Reply, ServeTask, ToMain, ToWorker } from './protocol.js';
@@ -49,12 +49,19 @@ function splitKey(k: PartitionKey): { topic: string; partition: number } {
   return { topic: k.slice(0, i), partition: Number(k.slice(i + 1)) };
 }
 
-class ShardServer {
-  private readonly actors = new Map<PartitionKey, PartitionActor>();
+/**
+ * The shard: a router. Ring descriptors in, partition events out; partition effects (replies, Ready to
+ * persist, peer messages) back out. It never reads or writes a partition's log itself.
+ */
+class ShardServer implements PartitionEffects {
+  private readonly actors = new Map<PartitionKey, Partition>();
+  /** Partitions with a Ready this turn: persisted together at the end of it (group commit). */
+  private readonly readyToPersist = new Set<Partition>();
+  private persistScheduled = false;
   /** Closes in progress, so a re-create of the same partition waits for the old files to go. */
   private readonly closing = new Map<PartitionKey, Promise<void>>();
-  /** Parked fetch id -> its actor (for cancel). */
-  private readonly parkedOwner = new Map<number, PartitionActor>();
+  /** Parked fetch id -> its partition (for cancel). */
+  private readonly parkedOwner = new Map<number, Partition>();
   /** Partitions whose log failed to open, with the reason. */
   private readonly offline = new Map<PartitionKey, SluiceErrorWire>();
   private readonly port: MessagePort;
@@ -83,6 +90,7 @@ class ShardServer {
     this.lag.enable();
     this.timers.push(setInterval(() => this.enforceRetention(), this.task.retentionCheckMs));
     this.timers.push(setInterval(() => this.sendStats(), this.task.statsIntervalMs));
+    this.timers.push(setInterval(() => this.tickAll(), SHARD_TICK_MS));
     return new Promise((resolve) => {
       this.finish = resolve;
     });
@@ -176,62 +184,70 @@ class ShardServer {
   // --- Produce -------------------------------------------------------------------------------
 
   private produce(op: Extract<Op, { t: 'p' }>): void {
-    const actor = this.actors.get(op.k);
-    let result;
+    const p = this.actors.get(op.k);
     try {
-      if (!actor) throw this.missing(op.k);
-      result = actor.append(this.requests.view(op.off, op.len));
+      if (!p) throw this.missing(op.k);
+      p.produce(op.id, this.requests.view(op.off, op.len), op.acks);
     } catch (err) {
       return this.fail(op.id, err);
     } finally {
       // The bytes are in the OS now (or rejected): the slot can go back, in allocation order.
       this.requests.release(op.charge);
     }
-    const ok: Reply = {
-      id: op.id,
-      t: 'p',
-      baseOffset: result.baseOffset,
-      lastOffset: result.lastOffset,
-      appendTimeMs: result.appendTimeMs,
-      logStartOffset: actor.log.logStartOffset,
-    };
-    this.wake(actor);
-    if (op.acks !== 2) return this.reply(ok);
-    result.durable.then(
-      () => this.reply(ok),
-      (err) => this.fail(op.id, err),
-    );
+  }
+
+  // --- Partition effects -------------------------------------------------------------------------
+
+  produced(_p: Partition, id: number, ok: ProduceOk): void {
+    this.reply({ id, t: 'p', ...ok });
+  }
+
+  failed(_p: Partition, id: number, err: SluiceError): void {
+    this.parkedOwner.delete(id);
+    this.fail(id, err);
+  }
+
+  serveFetch(p: Partition, id: number, offset: number, maxBytes: number): void {
+    this.parkedOwner.delete(id);
+    this.serveFetchNow(p, id, offset, maxBytes);
+  }
+
+  needPersist(p: Partition): void {
+    this.readyToPersist.add(p);
+    if (!this.persistScheduled) {
+      this.persistScheduled = true;
+      // After every op of this turn's message (and its microtasks): one round of fdatasyncs for all.
+      setImmediate(() => this.persistAll());
+    }
+  }
+
+  send(): void {
+    // The seam for peer messages: the cluster issue adds the transport. A one-voter group sends none.
+  }
+
+  /** Group commit across partitions: every Ready collected this turn has its fdatasync issued now. */
+  private persistAll(): void {
+    this.persistScheduled = false;
+    const ready = [...this.readyToPersist];
+    this.readyToPersist.clear();
+    for (const p of ready) p.persist();
+  }
+
+  private tickAll(): void {
+    for (const p of this.actors.values()) p.tick();
   }
 
   // --- Fetch ---------------------------------------------------------------------------------
 
   private fetch(op: Extract<Op, { t: 'f' }>): void {
-    const actor = this.actors.get(op.k);
-    if (!actor) return this.fail(op.id, this.missing(op.k));
-    const log = actor.log;
-    if (op.offset < log.logStartOffset || op.offset > log.nextOffset) {
-      return this.fail(
-        op.id,
-        new SluiceError('OFFSET_OUT_OF_RANGE', `offset ${op.offset} is outside [${log.logStartOffset}, ${log.nextOffset}] of ${op.k}`),
-      );
+    const p = this.actors.get(op.k);
+    if (!p) return this.fail(op.id, this.missing(op.k));
+    try {
+      const mayPark = this.parkedOwner.size < this.task.fetchWaitersMax;
+      if (p.fetch(op.id, op.offset, op.maxBytes, op.maxWaitMs, mayPark)) this.parkedOwner.set(op.id, p);
+    } catch (err) {
+      this.fail(op.id, err);
     }
-    if (op.offset === log.nextOffset && op.maxWaitMs > 0 && this.parkedOwner.size < this.task.fetchWaitersMax) {
-      const parked: ParkedFetch = {
-        id: op.id,
-        offset: op.offset,
-        maxBytes: op.maxBytes,
-        timer: setTimeout(() => {
-          if (actor.unpark(op.id)) {
-            this.parkedOwner.delete(op.id);
-            this.serveFetch(actor, op.id, op.offset, op.maxBytes);
-          }
-        }, op.maxWaitMs),
-      };
-      actor.park(parked);
-      this.parkedOwner.set(op.id, actor);
-      return;
-    }
-    this.serveFetch(actor, op.id, op.offset, op.maxBytes);
   }
 
   private cancel(id: number): void {
@@ -241,21 +257,11 @@ class ShardServer {
     if (actor.unpark(id)) this.fail(id, new SluiceError('TIMEOUT', 'fetch cancelled by its caller'));
   }
 
-  /** Answers parked fetches that now have data. */
-  private wake(actor: PartitionActor): void {
-    if (actor.parkedCount === 0) return;
-    for (const f of actor.takeReady()) {
-      this.parkedOwner.delete(f.id);
-      this.serveFetch(actor, f.id, f.offset, f.maxBytes);
-    }
-  }
-
   /**
    * Reads straight into a response-ring slot when one is free; otherwise (ring full, or a single batch
    * larger than the request allows) reads into a private buffer that is transferred, not copied.
    */
-  private serveFetch(actor: PartitionActor, id: number, offset: number, maxBytes: number): void {
-    const log = actor.log;
+  private serveFetchNow(p: Partition, id: number, offset: number, maxBytes: number): void {
     try {
       let slot: RingSlot | null = maxBytes <= this.responses.capacity / 2 ? this.responses.alloc(maxBytes) : null;
       let data: Uint8Array | undefined;
@@ -263,7 +269,7 @@ class ShardServer {
       let nextOffset = offset;
       if (slot) {
         try {
-          ({ bytes, nextOffset } = log.readInto(offset, maxBytes, this.responses.view(slot)));
+          ({ bytes, nextOffset } = p.readInto(offset, maxBytes, this.responses.view(slot)));
         } catch (err) {
           this.responses.cancelLast(slot);
           slot = null;
@@ -275,7 +281,7 @@ class ShardServer {
       } else if (slot) {
         slot = this.responses.shrinkLast(slot, bytes);
       } else {
-        const r = log.read(offset, maxBytes);
+        const r = p.read(offset, maxBytes);
         bytes = r.data.length;
         nextOffset = r.nextOffset;
         // Transferred, not copied, when the read buffer owns its memory (Buffer pools only small ones).
@@ -291,8 +297,8 @@ class ShardServer {
         charge: slot && bytes > 0 ? slot.charge : 0,
         data,
         records: countRecords(view),
-        highWatermark: log.nextOffset,
-        logStartOffset: log.logStartOffset,
+        highWatermark: p.highWatermark,
+        logStartOffset: p.logStartOffset,
         nextOffset,
       });
     } catch (err) {
@@ -310,7 +316,7 @@ class ShardServer {
         await this.closing.get(k);
         if (this.actors.has(k)) return;
         try {
-          const actor = await PartitionActor.open(this.task.dataDir, p.topic, p.partition, p.config, p.fresh, this.logOptions);
+          const actor = await Partition.open(this.task.dataDir, { topic: p.topic, topicId: p.topicId ?? '', partition: p.partition }, p.config, p.fresh, this.logOptions, this);
           if (this.stopped) return void actor.close(false).catch(() => {});
           this.offline.delete(k);
           this.actors.set(k, actor);
@@ -359,17 +365,13 @@ class ShardServer {
     this.reply({ id: op.id, t: 'done' });
   }
 
-  private answerParked(actor: PartitionActor, err: SluiceError | null): void {
-    for (const f of actor.takeAll()) {
-      this.parkedOwner.delete(f.id);
-      if (err) this.fail(f.id, err);
-      else this.serveFetch(actor, f.id, f.offset, f.maxBytes);
-    }
+  private answerParked(p: Partition, err: SluiceError | null): void {
+    p.releaseParked(err);
   }
 
   private config(op: Extract<Op, { t: 'config' }>): void {
     try {
-      for (const k of op.keys) this.actors.get(k)?.log.updateConfig(op.config);
+      for (const k of op.keys) this.actors.get(k)?.updateConfig(op.config);
       this.reply({ id: op.id, t: 'done' });
     } catch (err) {
       this.fail(op.id, err);
@@ -381,7 +383,7 @@ class ShardServer {
     const pick = keys ?? [...this.actors.keys()];
     for (const k of pick) {
       const a = this.actors.get(k);
-      if (a) out.push({ k, logStartOffset: a.log.logStartOffset, highWatermark: a.log.nextOffset, sizeBytes: a.log.sizeBytes });
+      if (a) out.push({ k, logStartOffset: a.logStartOffset, highWatermark: a.highWatermark, sizeBytes: a.sizeBytes });
     }
     return out;
   }
@@ -390,9 +392,7 @@ class ShardServer {
     const actor = this.actors.get(op.k);
     if (!actor) return this.fail(op.id, this.missing(op.k));
     try {
-      const log = actor.log;
-      const offset =
-        op.spec === 'earliest' ? log.logStartOffset : op.spec === 'latest' ? log.nextOffset : (log.offsetForTimestamp(op.spec) ?? -1);
+      const offset = actor.offsetFor(op.spec);
       this.reply({ id: op.id, t: 'offsets', offset });
     } catch (err) {
       this.fail(op.id, err);

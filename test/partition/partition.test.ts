@@ -1,0 +1,205 @@
+/**
+ * Goal: the partition's user-visible rules as a Raft replica (one voter): the high watermark is the
+ * commit index + 1, i.e. what an fdatasync covered; acks=all is answered at commit, acks=leader at
+ * append; parked fetches wake on commit, not on append; reads and ListOffsets never go past the high
+ * watermark; the term grows at every open and is recorded (HardState, leader-epoch checkpoint); a data
+ * dir written before partitions were replicas opens; retention moves the log start through the
+ * snapshot metadata; the RaftStorage adapter answers term(i) and entries() by offset.
+ * Method: a real Partition on a real PartitionLog in a temp dir, with the fdatasync seam held by the
+ * test (so "appended but not yet durable" is a state the test controls, not a race) and effects
+ * recorded instead of sent to a shard.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { encodeBatch, decodeBatches, readBatchHeader } from '../../src/batch/index.js';
+import { Partition, PartitionRaftStorage } from '../../src/partition/index.js';
+import { PartitionLog, defaultLogConfig, type LogConfig } from '../../src/storage/index.js';
+import { readHardState, HARD_STATE_FILE } from '../../src/storage/hard-state.js';
+import { EPOCH_CHECKPOINT_FILE } from '../../src/storage/epoch-checkpoint.js';
+import { isSluiceError } from '../../src/errors.js';
+import { rmDir, tmpDir } from '../storage/helpers.js';
+import { heldDisk, recorder } from './helpers.js';
+
+const root = tmpDir('partition');
+afterAll(() => rmDir(root));
+const config: LogConfig = { ...defaultLogConfig(), flush: { kind: 'always' } };
+let n = 0;
+const ident = (topicId = 'tid-1') => ({ topic: `t${n++}`, topicId, partition: 0 });
+const batch = (...values: string[]) => encodeBatch(values.map((v) => ({ key: null, value: Buffer.from(v) })));
+
+describe('commit', () => {
+  it('answers acks=all and moves the high watermark only after the fdatasync, acks=leader at once', async () => {
+    const disk = heldDisk();
+    const { ev, effects, persistAll } = recorder();
+    const p = await Partition.open(root, ident(), config, true, disk.options, effects);
+    p.produce(1, batch('a', 'b'), 2);
+    p.produce(2, batch('c'), 1);
+    expect(ev.produced.map((x) => x.id)).toEqual([2]); // acks=leader: appended
+    expect(p.logEndOffset).toBe(3);
+    expect(p.highWatermark).toBe(0); // nothing durable yet
+    expect(p.offsetFor('latest')).toBe(0);
+    expect(() => p.read(0, 1 << 20)).not.toThrow();
+    expect(p.read(0, 1 << 20).data.length).toBe(0); // uncommitted batches are never read
+    persistAll();
+    await disk.release();
+    expect(p.highWatermark).toBe(3);
+    expect(ev.produced.map((x) => x.id)).toEqual([2, 1]);
+    expect(ev.produced[1].ok).toMatchObject({ baseOffset: 0, lastOffset: 1 });
+    expect(decodeBatches(p.read(0, 1 << 20).data).flatMap((b) => b.records.map((r) => r.offset))).toEqual([0, 1, 2]);
+    await p.close(false);
+  });
+
+  it('refuses a fetch above the high watermark even when the log end is there', async () => {
+    const disk = heldDisk();
+    const { effects } = recorder();
+    const p = await Partition.open(root, ident(), config, true, disk.options, effects);
+    p.produce(1, batch('x'), 2);
+    expect(p.logEndOffset).toBe(1);
+    let code = '';
+    try {
+      p.fetch(9, 1, 1024, 0, true);
+    } catch (err) {
+      code = isSluiceError(err) ? err.code : 'other';
+    }
+    expect(code).toBe('OFFSET_OUT_OF_RANGE');
+    await disk.release();
+    await p.close(false);
+  });
+
+  it('wakes a parked fetch on commit, not on append', async () => {
+    const disk = heldDisk();
+    const { ev, effects, persistAll } = recorder();
+    const p = await Partition.open(root, ident(), config, true, disk.options, effects);
+    expect(p.fetch(7, 0, 1024, 30_000, true)).toBe(true);
+    p.produce(1, batch('late'), 2);
+    persistAll();
+    await new Promise((r) => setImmediate(r));
+    expect(disk.held()).toBe(1); // the append is written, its sync is held
+    expect(ev.fetches).toEqual([]); // append alone does not wake it
+    expect(p.parkedCount).toBe(1);
+    await disk.release();
+    expect(ev.fetches).toEqual([{ id: 7, offset: 0, values: ['late'], hw: 1 }]);
+    expect(p.parkedCount).toBe(0);
+    await p.close(false);
+  });
+
+  it('commits at append under a relaxed flush policy (the topic opted out of durability)', async () => {
+    const { ev, effects } = recorder();
+    const p = await Partition.open(root, ident(), { ...config, flush: { kind: 'none' } }, true, {}, effects);
+    p.produce(1, batch('q'), 2);
+    expect(p.highWatermark).toBe(1);
+    expect(ev.produced.map((x) => x.id)).toEqual([1]);
+    await p.close(false);
+  });
+
+  it('fails acks=all produces waiting for a sync that fails, and fences', async () => {
+    const { ev, effects, persistAll } = recorder();
+    const eio = Object.assign(new Error('EIO: simulated'), { code: 'EIO' });
+    const p = await Partition.open(root, ident(), config, true, { fdatasync: (_fd, cb) => setImmediate(() => cb(eio)) }, effects);
+    p.produce(1, batch('lost'), 2);
+    persistAll();
+    for (let i = 0; i < 20 && ev.failed.length === 0; i++) await new Promise((r) => setImmediate(r));
+    expect(ev.failed.map((f) => f.id)).toEqual([1]);
+    expect(p.highWatermark).toBe(0);
+    expect(() => p.produce(2, batch('more'), 1)).toThrow(/refuses writes/);
+    await p.close(false).catch(() => {});
+  });
+});
+
+describe('terms and recovery', () => {
+  it('elects itself in a new term at every open; batches carry the term; HardState and checkpoint record it', async () => {
+    const id = ident();
+    const { effects, persistAll } = recorder();
+    const disk = heldDisk();
+    let p = await Partition.open(root, id, config, true, disk.options, effects);
+    expect(p.term).toBe(1);
+    p.produce(1, batch('one'), 2);
+    persistAll();
+    await disk.release();
+    await p.close(false);
+    p = await Partition.open(root, id, config, false, disk.options, effects);
+    expect(p.term).toBe(2);
+    expect(p.highWatermark).toBe(1); // what survived is committed (a majority of one holds it)
+    p.produce(2, batch('two', 'three'), 2);
+    persistAll();
+    await disk.release();
+    expect(readHardState(p.dir)).toEqual({ term: 2, vote: 1 });
+    expect(p.epochCheckpoint.list).toEqual([
+      { epoch: 1, startOffset: 0 },
+      { epoch: 2, startOffset: 1 },
+    ]);
+    const epochs = decodeBatches(p.read(0, 1 << 20).data).map((b) => b.header.partitionLeaderEpoch);
+    expect(epochs).toEqual([1, 2]);
+    const rs = new PartitionRaftStorage((p as unknown as { log: PartitionLog }).log, p.epochCheckpoint, () => p.snapshotMeta() ?? { index: -1, term: 0, voters: [1], learners: [], logStartOffset: 0 });
+    expect([rs.firstIndex(), rs.lastIndex(), rs.term(0), rs.term(1), rs.term(2)]).toEqual([0, 2, 1, 2, 2]);
+    const runs = rs.entries(0, 3, 1 << 20);
+    expect(runs.map((r) => [r.index, r.count, r.term])).toEqual([
+      [0, 1, 1],
+      [1, 2, 2],
+    ]);
+    expect(readBatchHeader(runs[1].data).baseOffset).toBe(1);
+    expect(rs.entries(0, 3, 1).length).toBe(1); // a byte limit still returns one whole run
+    await p.close(false);
+  });
+
+  it('opens a data dir written before partitions were replicas (epoch 0, no HardState), and keeps its data', async () => {
+    const id = ident('');
+    const dir = path.join(root, `${id.topic}-0`);
+    const old = await PartitionLog.open(dir, config);
+    old.append(batch('old-a', 'old-b'));
+    old.append(batch('old-c'));
+    await old.close();
+    expect(fs.existsSync(path.join(dir, HARD_STATE_FILE))).toBe(false);
+    const disk = heldDisk();
+    const { ev, effects, persistAll } = recorder();
+    const p = await Partition.open(root, id, config, false, disk.options, effects);
+    expect(p.highWatermark).toBe(3);
+    expect(p.term).toBe(1);
+    expect(p.epochCheckpoint.list).toEqual([{ epoch: 0, startOffset: 0 }]);
+    expect(fs.existsSync(path.join(dir, EPOCH_CHECKPOINT_FILE))).toBe(true);
+    p.fetch(1, 0, 1 << 20, 0, true);
+    expect(ev.fetches[0].values).toEqual(['old-a', 'old-b', 'old-c']);
+    p.produce(2, batch('new'), 2);
+    persistAll();
+    await disk.release();
+    expect(p.epochCheckpoint.list).toEqual([
+      { epoch: 0, startOffset: 0 },
+      { epoch: 1, startOffset: 3 },
+    ]);
+    await p.close(false);
+  });
+
+  it('refuses a directory left by a deleted topic of the same name (different topic id)', async () => {
+    const id = ident('first');
+    const { effects } = recorder();
+    const p = await Partition.open(root, id, config, true, {}, effects);
+    await p.close(false);
+    await expect(Partition.open(root, { ...id, topicId: 'second' }, config, false, {}, effects)).rejects.toThrow(/leftover of a deleted topic/);
+  });
+});
+
+describe('retention', () => {
+  it('moves the log start only to a committed offset, recording it in the snapshot metadata first', async () => {
+    const small: LogConfig = { ...config, segmentBytes: 1024 * 1024, retentionBytes: 0 };
+    const disk = heldDisk();
+    const { effects, persistAll } = recorder();
+    const p = await Partition.open(root, ident(), small, true, disk.options, effects);
+    const big = Buffer.alloc(400 * 1024, 1).toString();
+    for (let i = 0; i < 6; i++) p.produce(i, batch(big), 1);
+    // Nothing committed: retention may not drop anything, whatever retention.bytes says.
+    expect(p.enforceRetention(Date.now())).toBe(0);
+    expect(p.snapshotMeta()).toBeNull();
+    persistAll();
+    await disk.release();
+    expect(p.highWatermark).toBe(6);
+    const deleted = p.enforceRetention(Date.now());
+    expect(deleted).toBeGreaterThan(0);
+    const meta = p.snapshotMeta()!;
+    expect(meta.logStartOffset).toBe(p.logStartOffset);
+    expect(meta.index).toBe(p.logStartOffset - 1);
+    expect(meta.term).toBe(1);
+    expect(meta.voters).toEqual([1]);
+    await p.close(false);
+  });
+});

@@ -9,7 +9,7 @@
  * 3. simulator: seeds of 2,000 steps per second (all faults and checkers on).
  */
 import type { NodeId } from '../src/model/index.js';
-import { type Message, RaftNode, bootstrapState } from '../src/raft/index.js';
+import { MemoryStorage, type Message, RaftNode, bootstrapState } from '../src/raft/index.js';
 import { runSeed } from '../test/sim/sim.js';
 
 interface Row {
@@ -26,8 +26,8 @@ const seconds = secondsArg >= 0 ? Number(args[secondsArg + 1]) : 2;
 
 function makeCluster(): { nodes: RaftNode[]; drain: () => { steps: number; applied: number } } {
   const voters = [1, 2, 3].map((n) => n as NodeId);
-  const nodes = voters.map((v) => new RaftNode({ id: v, random: () => (v * 0.31) % 1 }, bootstrapState(voters)));
-  const stored = voters.map(() => 0);
+  const disks = voters.map(() => new MemoryStorage(bootstrapState(voters)));
+  const nodes = voters.map((v, i) => new RaftNode({ id: v, random: () => (v * 0.31) % 1 }, disks[i]));
   const drain = (): { steps: number; applied: number } => {
     let steps = 0;
     let applied = 0;
@@ -37,13 +37,14 @@ function makeCluster(): { nodes: RaftNode[]; drain: () => { steps: number; appli
         const r = nodes[i];
         if (!r.hasReady()) continue;
         const rd = r.ready();
-        stored[i] += rd.entries.length; // the in-memory "disk"
+        disks[i].append(rd.entries); // the in-memory "disk"
+        if (rd.hardState !== null) disks[i].setHardState(rd.hardState);
         for (const m of rd.messages) msgs.push(m);
-        if (i === 0) applied += rd.committedEntries.length;
+        if (i === 0) for (const e of rd.committedEntries) applied += e.count;
         r.advance();
         // Bound memory like retention would: compact the applied prefix every so often.
         const s = r.status();
-        if (s.applied - s.firstIndex > 200_000) r.compact(s.applied, new Uint8Array(0));
+        if (s.applied - s.firstIndex > 200_000) disks[i].compact(r.compact(s.applied, new Uint8Array(0)));
       }
       if (msgs.length === 0) return { steps, applied };
       for (const m of msgs) {

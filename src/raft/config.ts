@@ -12,6 +12,7 @@ import {
 } from '../constants.js';
 import { SluiceError } from '../errors.js';
 import type { NodeId } from '../model/index.js';
+import type { ConfChange } from './types.js';
 
 /**
  * Deliberately broken code paths, used only by the simulator to prove that its checkers can fail.
@@ -33,6 +34,9 @@ export const RAFT_BUGS = [
 ] as const;
 export type RaftBug = (typeof RAFT_BUGS)[number];
 
+/** Builds the payload of a control run (noop / conf) at `index` in `term`. */
+export type ControlDataFn = (kind: 'noop' | 'conf', index: number, term: number, change: ConfChange | null) => Uint8Array;
+
 export interface RaftOptions {
   /** This node's id; must be > 0. */
   id: NodeId;
@@ -46,6 +50,17 @@ export interface RaftOptions {
   msgEntriesMax?: number;
   /** Injected randomness in [0, 1); the only source the core uses (randomized election timeouts). */
   random?: () => number;
+  /**
+   * Materialize `Ready.committedEntries` (default true). A partition sets false: it needs only
+   * `Ready.committedFrom/committedTo` to move its high watermark, not the bytes.
+   */
+  applyEntries?: boolean;
+  /**
+   * The payload of the core's own runs (the leader's no-op, membership changes), made when the core
+   * appends one. A partition returns a one-record control batch so that every replica stores the same
+   * bytes verbatim. Must be pure. Default: an empty payload.
+   */
+  controlData?: ControlDataFn;
   /** Test-only: deliberately broken code paths. */
   bugs?: readonly RaftBug[];
 }
@@ -61,7 +76,15 @@ export interface FilledRaftOptions {
   readonly msgBytesMax: number;
   readonly msgEntriesMax: number;
   readonly random: () => number;
+  readonly applyEntries: boolean;
+  readonly controlData: ControlDataFn;
   readonly bugs: ReadonlySet<RaftBug>;
+}
+
+const EMPTY_DATA = new Uint8Array(0);
+
+function emptyControlData(): Uint8Array {
+  return EMPTY_DATA;
 }
 
 /** A fixed "random" source, so a core built without one is still deterministic. */
@@ -101,6 +124,8 @@ export function validateRaftOptions(o: RaftOptions): FilledRaftOptions {
     msgBytesMax: o.msgBytesMax ?? RAFT_DEFAULTS.msgBytesMax,
     msgEntriesMax: o.msgEntriesMax ?? RAFT_DEFAULTS.msgEntriesMax,
     random: o.random ?? constantHalf,
+    applyEntries: o.applyEntries ?? true,
+    controlData: o.controlData ?? emptyControlData,
     bugs: new Set(o.bugs ?? []),
   };
   positiveInt('id', f.id);

@@ -1,17 +1,23 @@
 /**
- * The in-memory Raft log of one node: a snapshot (the compacted prefix) followed by entries.
+ * The Raft log of one node as the core sees it: the persisted log, read through `RaftStorage`, followed
+ * by the unstable tail (runs appended but not yet handed out and persisted), and possibly a snapshot
+ * received from the leader and not yet persisted (etcd-raft's `raftLog` + `unstable`, our own code).
  *
- * It also tracks what is durable: entries up to `persistedIndex` have been handed to the driver in a
- * Ready and acknowledged by `advance()`. A truncation below that point lowers it, so the next Ready
- * re-sends the replacement entries (the driver truncates its copy, see Ready.entries).
+ * Invariants (asserted where they can break):
+ * - the log is storage[.. offset - 1] ++ unstable, and unstable[0].index === offset when non-empty;
+ *   storage may still hold entries >= offset (a truncated suffix) until the driver persists the Ready
+ *   whose first run starts at `offset`; the core never reads them;
+ * - with an unstable snapshot, the log is that snapshot ++ unstable, and storage is not read at all;
+ * - runs are contiguous and whole; a truncation starts at a run boundary (types.ts `Entry`).
  *
  * Membership is "apply at append" (Raft dissertation 4.1): the configuration in force is the one in the
- * last conf entry of the log, committed or not, else the snapshot's. `confs` lists them so a truncation
- * can revert the configuration.
+ * last conf run of the log, committed or not, else the one at the compaction point. `confs` lists them
+ * so that a truncation can revert the configuration.
  */
 import assert from 'node:assert/strict';
 import type { NodeId, Offset, Term } from '../model/index.js';
-import type { ConfChange, ConfState, Entry, Snapshot } from './types.js';
+import type { RaftStorage } from './storage.js';
+import { type ConfChange, type ConfState, type Entry, type Snapshot, lastIndexOf } from './types.js';
 
 export function applyConfChange(conf: ConfState, cc: ConfChange): ConfState {
   const voters = conf.voters.filter((n) => n !== cc.node);
@@ -24,48 +30,60 @@ export function applyConfChange(conf: ConfState, cc: ConfChange): ConfState {
 }
 
 export class RaftLog {
-  snapshot: Snapshot;
-  /** entries[i].index === snapshot.index + 1 + i */
-  entries: Entry[];
-  persistedIndex: number;
-  /** A snapshot received from the leader and not yet handed out in a Ready. */
-  unpersistedSnapshot: Snapshot | null = null;
-  /** Conf entries in `entries`, ascending by index, with the configuration each one produces. */
+  readonly storage: RaftStorage;
+  /** Runs not yet persisted; unstable[0].index === offset. */
+  unstable: Entry[] = [];
+  /** The index the unstable tail starts at (lastIndex() + 1 when it is empty). */
+  offset: number;
+  /** A snapshot received from the leader and not yet persisted. */
+  unstableSnapshot: Snapshot | null = null;
+  /** The configuration at the compaction point the core knows of, and that point. */
+  private baseConf: ConfState;
+  private baseIndex: number;
+  /** Conf runs after `baseIndex`, ascending by index, with the configuration each one produces. */
   confs: { index: number; conf: ConfState }[] = [];
 
-  constructor(snapshot: Snapshot, entries: readonly Entry[]) {
-    this.snapshot = snapshot;
-    this.entries = entries.slice();
-    for (let i = 0; i < this.entries.length; i++) {
-      assert.equal(this.entries[i].index, snapshot.index + 1 + i, 'persisted entries must be contiguous');
+  constructor(storage: RaftStorage, snapshot: Snapshot, confEntries: readonly Entry[]) {
+    this.storage = storage;
+    this.baseConf = snapshot.conf;
+    this.baseIndex = snapshot.index;
+    const last = storage.lastIndex();
+    assert.ok(last >= snapshot.index, 'raft: storage ends before its snapshot');
+    this.offset = last + 1;
+    for (const e of confEntries) {
+      assert.ok(e.kind === 'conf' && e.index > snapshot.index && e.index <= last, 'raft: bad persisted conf entry');
+      this.noteConf(e);
     }
-    this.persistedIndex = this.lastIndex();
-    for (const e of this.entries) this.noteConf(e);
   }
 
   firstIndex(): number {
-    return this.snapshot.index + 1;
+    const s = this.unstableSnapshot;
+    return s !== null ? s.index + 1 : this.storage.firstIndex();
   }
 
   lastIndex(): number {
-    return this.snapshot.index + this.entries.length;
+    const n = this.unstable.length;
+    return n > 0 ? lastIndexOf(this.unstable[n - 1]) : this.offset - 1;
+  }
+
+  /** The last index that is durable and still part of this log (the leader counts itself up to it). */
+  stableIndex(): number {
+    return this.unstableSnapshot !== null ? 0 : this.offset - 1;
   }
 
   lastTerm(): number {
-    const n = this.entries.length;
-    return n === 0 ? this.snapshot.term : this.entries[n - 1].term;
+    return this.term(this.lastIndex());
   }
 
-  /** The term at `i`, or -1 when `i` is compacted away or beyond the end. */
+  /** The term at `i` (any index inside a run), or -1 when `i` is compacted away or beyond the end. */
   term(i: number): number {
-    const s = this.snapshot.index;
-    if (i === s) return this.snapshot.term;
-    if (i < s || i > s + this.entries.length) return -1;
-    return this.entries[i - s - 1].term;
-  }
-
-  entry(i: number): Entry {
-    return this.entries[i - this.snapshot.index - 1];
+    if (i >= this.offset) {
+      const k = this.findUnstable(i);
+      return k < 0 ? -1 : this.unstable[k].term;
+    }
+    const s = this.unstableSnapshot;
+    if (s !== null) return i === s.index ? s.term : -1;
+    return this.storage.term(i);
   }
 
   matchTerm(i: number, t: number): boolean {
@@ -79,13 +97,14 @@ export class RaftLog {
 
   conf(): ConfState {
     const n = this.confs.length;
-    return n === 0 ? this.snapshot.conf : this.confs[n - 1].conf;
+    return n === 0 ? this.baseConf : this.confs[n - 1].conf;
   }
 
-  /** The configuration in force at index `i` (i >= snapshot.index). */
+  /** The configuration in force at index `i` (i >= the compaction point). */
   confAt(i: number): ConfState {
+    assert.ok(i >= this.baseIndex, `raft: configuration at ${i} is compacted away`);
     for (let k = this.confs.length - 1; k >= 0; k--) if (this.confs[k].index <= i) return this.confs[k].conf;
-    return this.snapshot.conf;
+    return this.baseConf;
   }
 
   lastConfIndex(): number {
@@ -97,27 +116,54 @@ export class RaftLog {
     if (e.kind === 'conf' && e.change !== null) this.confs.push({ index: e.index, conf: applyConfChange(this.conf(), e.change) });
   }
 
+  /** Appends one run right after the last one. */
   append(e: Entry): void {
-    assert.equal(e.index, this.lastIndex() + 1);
-    this.entries.push(e);
+    assert.ok(e.count >= 1 && Number.isSafeInteger(e.count), `raft: run at ${e.index} has count ${e.count}`);
+    assert.equal(e.index, this.lastIndex() + 1, 'raft: runs must be contiguous');
+    this.unstable.push(e);
     if (e.kind === 'conf') this.noteConf(e);
   }
 
-  /** Drops every entry at index >= `from` (a follower's conflict). */
+  /**
+   * Drops every run at index >= `from` (a follower's conflicting suffix). `from` must start a run:
+   * the conflicting run's predecessor matched the leader, so it ends where the leader's does.
+   */
   truncateFrom(from: number): void {
-    assert.ok(from > this.snapshot.index, 'cannot truncate into the snapshot');
-    this.entries.length = from - this.snapshot.index - 1;
-    if (this.persistedIndex >= from) this.persistedIndex = from - 1;
+    assert.ok(from >= this.firstIndex(), 'raft: cannot truncate into the snapshot');
+    if (from >= this.offset) {
+      const k = this.findUnstable(from);
+      assert.ok(k >= 0 && this.unstable[k].index === from, `raft: truncation at ${from} is not on a run boundary`);
+      this.unstable.length = k;
+    } else {
+      // Into the persisted log: the next Ready's first run starts at `from`, which tells the driver to
+      // truncate its copy there (storage asserts the run boundary on its side).
+      this.unstable = [];
+      this.offset = from;
+    }
     while (this.confs.length > 0 && this.confs[this.confs.length - 1].index >= from) this.confs.pop();
   }
 
-  /** Entries in [lo, hi] bounded by `bytesMax` and `countMax` (always at least one when lo <= hi). */
+  /**
+   * Whole runs covering [lo, hi], the first being the run that contains `lo`, bounded by `bytesMax`
+   * (data bytes) and `countMax` (runs); at least one run when lo <= hi.
+   */
   slice(lo: number, hi: number, bytesMax: number, countMax: number): Entry[] {
-    const s = this.snapshot.index + 1;
-    const out: Entry[] = [];
+    let out: Entry[] = [];
     let bytes = 0;
-    for (let i = lo; i <= hi && out.length < countMax; i++) {
-      const e = this.entries[i - s];
+    if (lo < this.offset) {
+      assert.equal(this.unstableSnapshot, null, 'raft: read below an unpersisted snapshot');
+      const stored = this.storage.entries(lo, Math.min(hi, this.offset - 1), bytesMax, countMax);
+      assert.ok(stored.length > 0 && stored[0].index <= lo && lastIndexOf(stored[0]) >= lo, `raft: storage has no run at ${lo}`);
+      out = stored.slice();
+      for (const e of out) bytes += e.data.length;
+      const end = lastIndexOf(out[out.length - 1]);
+      if (end < Math.min(hi, this.offset - 1) || hi < this.offset) return out; // a limit stopped the read, or done
+      assert.equal(end, this.offset - 1, 'raft: a persisted run overlaps the unstable tail');
+    }
+    const k0 = this.findUnstable(Math.max(lo, this.offset));
+    for (let k = k0; k >= 0 && k < this.unstable.length && out.length < countMax; k++) {
+      const e = this.unstable[k];
+      if (e.index > hi) break;
       bytes += e.data.length;
       if (out.length > 0 && bytes > bytesMax) break;
       out.push(e);
@@ -126,34 +172,70 @@ export class RaftLog {
   }
 
   /**
-   * Fast backtracking: the largest index <= `index` whose term is <= `term` (or the snapshot index when
-   * the search reaches the compacted prefix). Returns [index, termAtIndex].
+   * Fast backtracking: the largest index <= `index` whose term is <= `term`, or the compaction point
+   * when the search reaches it. Terms never decrease along a log, so this is a binary search over
+   * `term()` (a few cheap lookups, never a walk over records). Returns [index, termAtIndex].
    */
   findConflictByTerm(index: number, term: number): [number, number] {
-    let i = Math.min(index, this.lastIndex());
-    for (; i > this.snapshot.index; i--) {
-      const t = this.entry(i).term;
-      if (t <= term) return [i, t];
+    let lo = this.firstIndex() - 1;
+    let hi = Math.min(index, this.lastIndex());
+    if (hi <= lo) return [lo, this.term(lo)];
+    const th = this.term(hi);
+    if (th <= term) return [hi, th];
+    // Invariant: term(hi) > term; answer in [lo, hi).
+    while (hi - lo > 1) {
+      const mid = lo + Math.floor((hi - lo) / 2);
+      if (this.term(mid) <= term) lo = mid;
+      else hi = mid;
     }
-    return [this.snapshot.index, this.snapshot.term];
+    return [lo, this.term(lo)];
   }
 
-  /** Replaces the whole log by a snapshot from the leader. */
+  /** Replaces the whole log by a snapshot from the leader (persisted by the next Ready). */
   restore(snap: Snapshot): void {
-    this.snapshot = snap;
-    this.entries = [];
+    this.unstableSnapshot = snap;
+    this.unstable = [];
+    this.offset = snap.index + 1;
+    this.baseConf = snap.conf;
+    this.baseIndex = snap.index;
     this.confs = [];
-    this.persistedIndex = snap.index;
-    this.unpersistedSnapshot = snap;
   }
 
-  /** Drops the prefix up to `snap.index` (the driver compacted it into `snap`). */
-  compact(snap: Snapshot): void {
-    const drop = snap.index - this.snapshot.index;
-    assert.ok(drop > 0 && snap.index <= this.lastIndex());
-    this.entries.splice(0, drop);
-    this.snapshot = snap;
+  /** The driver compacted (or will compact) the log up to `snap.index`: forget older configurations. */
+  compacted(snap: Snapshot): void {
+    assert.ok(snap.index > this.baseIndex && snap.index <= this.lastIndex(), `raft: bad compaction index ${snap.index}`);
+    this.baseConf = snap.conf;
+    this.baseIndex = snap.index;
     this.confs = this.confs.filter((c) => c.index > snap.index);
+  }
+
+  /** What the leader sends a follower that needs compacted entries. */
+  snapshotForSend(): Snapshot {
+    return this.unstableSnapshot ?? this.storage.snapshot();
+  }
+
+  /** The driver persisted everything handed out up to `lastIndex` (and the snapshot, if any). */
+  stableTo(lastIndex: number, snapshot: boolean): void {
+    assert.equal(this.lastIndex(), lastIndex, 'raft: the log changed between ready() and advance()');
+    if (snapshot) this.unstableSnapshot = null;
+    this.unstable = [];
+    this.offset = lastIndex + 1;
+    assert.equal(this.storage.lastIndex(), lastIndex, 'raft: advance() before the Ready was persisted to storage');
+  }
+
+  /** The position in `unstable` of the run containing `i`, or -1. */
+  private findUnstable(i: number): number {
+    const u = this.unstable;
+    let lo = 0;
+    let hi = u.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const e = u[mid];
+      if (i < e.index) hi = mid - 1;
+      else if (i > e.index + e.count - 1) lo = mid + 1;
+      else return mid;
+    }
+    return -1;
   }
 }
 

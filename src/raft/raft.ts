@@ -10,6 +10,7 @@ import type { NodeId, Offset, Term } from '../model/index.js';
 import { type FilledRaftOptions, type RaftOptions, validateRaftOptions } from './config.js';
 import { RaftLog } from './log.js';
 import { Progress } from './progress.js';
+import type { RaftStorage } from './storage.js';
 import {
   type ConfChange,
   type ConfState,
@@ -24,6 +25,7 @@ import {
   type Role,
   type Snapshot,
   type SoftState,
+  lastIndexOf,
 } from './types.js';
 
 const EMPTY_ENTRIES: readonly Entry[] = Object.freeze([]);
@@ -91,18 +93,23 @@ export class RaftNode {
   private transferee = 0;
   private prevHard: HardState;
   private prevSoft: SoftState;
-  private readyOut: { lastIndex: number; appliedTo: number; hard: HardState; soft: SoftState } | null = null;
+  private readyOut: { lastIndex: number; snapshot: boolean; appliedTo: number; hard: HardState; soft: SoftState } | null = null;
 
-  constructor(options: RaftOptions, state: PersistedState) {
+  /**
+   * A node over its persisted log. Every persisted entry is read through `storage`; the core keeps only
+   * the unpersisted tail in memory. The driver writes `storage` (from each Ready) and nobody else does.
+   */
+  constructor(options: RaftOptions, storage: RaftStorage) {
     this.cfg = validateRaftOptions(options);
     this.id = this.cfg.id;
-    this.log = new RaftLog(state.snapshot, state.entries);
-    this.term = state.hardState.term;
-    this.vote = state.hardState.vote;
-    this.commit = Math.max(state.hardState.commit, state.snapshot.index);
+    const init = storage.initialState();
+    this.log = new RaftLog(storage, init.snapshot, init.confEntries);
+    this.term = init.hardState.term;
+    this.vote = init.hardState.vote;
+    this.commit = Math.max(init.hardState.commit, init.snapshot.index);
     assert.ok(this.commit <= this.log.lastIndex(), 'persisted commit beyond the persisted log');
-    this.applied = state.snapshot.index;
-    this.prevHard = state.hardState;
+    this.applied = init.snapshot.index;
+    this.prevHard = init.hardState;
     this.prevSoft = { leader: 0 as NodeId, role: 'follower' };
     this.resetRandomizedElectionTicks();
   }
@@ -120,16 +127,24 @@ export class RaftNode {
     if (this.role !== 'leader') this.startCampaign(this.cfg.preVote ? 'pre' : 'election');
   }
 
-  /** Appends one record batch. Leader only; returns the entry's index (its offset). */
-  propose(data: Uint8Array): Offset {
-    return this.proposeBatch([data]);
+  /**
+   * Appends one record batch of `count` records as one run. Leader only; returns the run's first index
+   * (its baseOffset); its term is `getTerm()`. The core never reads `data`: the driver stamps baseOffset
+   * and partitionLeaderEpoch into the batch header (outside the CRC) before it persists the Ready.
+   */
+  propose(data: Uint8Array, count = 1): Offset {
+    this.assertCanPropose();
+    const e = this.appendEntry('data', data, null, count);
+    this.bcastAppend(false);
+    return e.index;
   }
 
-  /** Appends several record batches as consecutive entries; returns the first one's index. */
-  proposeBatch(datas: readonly Uint8Array[]): Offset {
+  /** Appends several record batches as consecutive runs (`counts[i]` records each, default 1); returns the first index. */
+  proposeBatch(datas: readonly Uint8Array[], counts?: readonly number[]): Offset {
     this.assertCanPropose();
+    assert.ok(counts === undefined || counts.length === datas.length, 'raft: one count per batch');
     const first = this.log.lastIndex() + 1;
-    for (const d of datas) this.appendEntry('data', d, null);
+    for (let i = 0; i < datas.length; i++) this.appendEntry('data', datas[i], null, counts === undefined ? 1 : counts[i]);
     this.bcastAppend(false);
     return first as Offset;
   }
@@ -187,18 +202,19 @@ export class RaftNode {
   }
 
   /**
-   * Records that the driver compacted the log up to `index` (<= applied) into `data`. Returns the
-   * snapshot, which the driver persists before discarding the log prefix.
+   * Makes the snapshot for compacting the log up to `index` (<= applied, the end of a run) with
+   * state-machine image `data`. The driver persists it and then drops the log prefix from storage
+   * (`storage.firstIndex()` moves then); the core forgets older configurations at once.
    */
   compact(index: number, data: Uint8Array): Snapshot {
-    assert.ok(index <= this.applied && index > this.log.snapshot.index, `raft: bad compaction index ${index}`);
+    assert.ok(index <= this.applied && index >= this.log.firstIndex(), `raft: bad compaction index ${index}`);
     const snap: Snapshot = {
       index: index as Offset,
       term: this.log.term(index) as Term,
       conf: this.log.confAt(index),
       data,
     };
-    this.log.compact(snap);
+    this.log.compacted(snap);
     return snap;
   }
 
@@ -238,8 +254,8 @@ export class RaftNode {
   hasReady(): boolean {
     return (
       this.msgs.length > 0 ||
-      this.log.persistedIndex < this.log.lastIndex() ||
-      this.log.unpersistedSnapshot !== null ||
+      this.log.unstable.length > 0 ||
+      this.log.unstableSnapshot !== null ||
       this.commit > this.applied ||
       this.readStates.length > 0 ||
       this.hardChanged() ||
@@ -251,26 +267,28 @@ export class RaftNode {
   ready(): Ready {
     assert.equal(this.readyOut, null, 'raft: ready() called twice without advance()');
     const log = this.log;
-    const s = log.snapshot.index;
-    const entries = log.persistedIndex < log.lastIndex() ? log.entries.slice(log.persistedIndex - s) : EMPTY_ENTRIES;
+    const entries = log.unstable.length > 0 ? log.unstable : EMPTY_ENTRIES;
     const lo = Math.max(this.applied + 1, log.firstIndex());
-    const committed = this.commit >= lo ? log.entries.slice(lo - s - 1, this.commit - s) : EMPTY_ENTRIES;
+    const committed =
+      this.commit >= lo && this.cfg.applyEntries ? log.slice(lo, this.commit, Number.POSITIVE_INFINITY, Number.POSITIVE_INFINITY) : EMPTY_ENTRIES;
     const hard: HardState = { term: this.term as Term, vote: this.vote as NodeId, commit: this.commit as Offset };
     const soft: SoftState = { leader: this.leader as NodeId, role: this.role };
     const softChanged = this.prevSoft.leader !== soft.leader || this.prevSoft.role !== soft.role;
     const rd: Ready = {
-      snapshot: log.unpersistedSnapshot,
+      snapshot: log.unstableSnapshot,
       entries,
       hardState: this.hardChanged() ? hard : null,
       messages: this.msgs,
+      committedFrom: lo as Offset,
+      committedTo: Math.max(this.commit, lo - 1) as Offset,
       committedEntries: committed,
       readStates: this.readStates,
       softState: softChanged ? soft : null,
     };
     this.msgs = [];
     this.readStates = [];
-    log.unpersistedSnapshot = null;
-    this.readyOut = { lastIndex: log.lastIndex(), appliedTo: Math.max(this.commit, s), hard, soft };
+    const snapshot = log.unstableSnapshot !== null;
+    this.readyOut = { lastIndex: log.lastIndex(), snapshot, appliedTo: Math.max(this.commit, lo - 1), hard, soft };
     return rd;
   }
 
@@ -279,7 +297,7 @@ export class RaftNode {
     const out = this.readyOut;
     assert.ok(out !== null, 'raft: advance() without ready()');
     this.readyOut = null;
-    this.log.persistedIndex = out.lastIndex;
+    this.log.stableTo(out.lastIndex, out.snapshot);
     this.applied = out.appliedTo;
     this.prevHard = out.hard;
     this.prevSoft = out.soft;
@@ -372,7 +390,7 @@ export class RaftNode {
     this.leader = this.id;
     this.progress = new Map();
     this.syncProgress();
-    this.progress.get(this.id)!.match = this.log.persistedIndex;
+    this.progress.get(this.id)!.match = this.log.stableIndex();
     // The no-op lets this leader commit (and so learn the commit point of) earlier terms' entries.
     this.appendEntry('noop', EMPTY_DATA, null);
     this.bcastAppend(true);
@@ -548,20 +566,26 @@ export class RaftNode {
     const ents = m.entries;
     let i = 0;
     for (; i < ents.length; i++) {
-      const t = log.term(ents[i].index);
-      if (t === ents[i].term) continue;
+      const e = ents[i];
+      const t = log.term(e.index);
+      if (t === e.term) {
+        // Same term, same leader, same cut: a run held at all is held whole, with the same boundaries.
+        assert.equal(log.term(lastIndexOf(e)), e.term, `raft: run ${e.index}+${e.count}@${e.term} is split on this replica`);
+        continue;
+      }
       if (t !== -1) {
-        assert.ok(ents[i].index > this.commit, 'raft: conflict with a committed entry');
+        assert.ok(e.index > this.commit, 'raft: conflict with a committed entry');
         if (this.cfg.bugs.has('no-truncate-on-conflict')) {
           while (i < ents.length && ents[i].index <= log.lastIndex()) i++;
+          if (i < ents.length && ents[i].index !== log.lastIndex() + 1) i = ents.length; // cannot append past a kept run
         } else {
-          log.truncateFrom(ents[i].index);
+          log.truncateFrom(e.index);
         }
       }
       break;
     }
     for (; i < ents.length; i++) log.append(ents[i]);
-    const lastNew = m.index + ents.length;
+    const lastNew = ents.length > 0 ? lastIndexOf(ents[ents.length - 1]) : m.index;
     this.commitTo(Math.min(m.commit, lastNew));
     this.send(MT.AppResp, m.from, 0, lastNew, EMPTY_ENTRIES, 0, false, 0, null, 0);
   }
@@ -688,18 +712,28 @@ export class RaftNode {
     const pr = this.progress.get(to);
     if (pr === undefined || pr.isPaused()) return false;
     const log = this.log;
-    const prevIndex = pr.next - 1;
-    const prevTerm = log.term(prevIndex);
+    let prevIndex = pr.next - 1;
+    let prevTerm = log.term(prevIndex);
     if (prevTerm < 0) {
-      pr.becomeSnapshot(log.snapshot.index);
-      this.send(MT.Snap, to, 0, 0, EMPTY_ENTRIES, 0, false, 0, log.snapshot, 0);
+      const snap = log.snapshotForSend();
+      pr.becomeSnapshot(snap.index);
+      this.send(MT.Snap, to, 0, 0, EMPTY_ENTRIES, 0, false, 0, snap, 0);
       return false;
     }
     const last = log.lastIndex();
-    let ents = EMPTY_ENTRIES;
+    let ents: readonly Entry[] = EMPTY_ENTRIES;
     if (pr.next <= last) {
       const room = Math.max(1, Math.min(this.cfg.msgBytesMax, this.cfg.inflightBytesMax - pr.inflights.bytes));
       ents = log.slice(pr.next, last, room, this.cfg.msgEntriesMax);
+      const first = ents[0].index;
+      if (first !== pr.next) {
+        // Backtracking can land inside a run: a run is sent whole, so start at its first index (the
+        // compaction point ends a run, so its predecessor is still in the log).
+        pr.next = first;
+        prevIndex = first - 1;
+        prevTerm = log.term(prevIndex);
+        assert.ok(prevTerm >= 0, `raft: run at ${first} starts inside the compacted prefix`);
+      }
     }
     if (ents.length === 0 && !sendIfEmpty) return false;
     this.send(MT.App, to, prevTerm, prevIndex, ents, this.commit, false, 0, null, 0);
@@ -708,7 +742,7 @@ export class RaftNode {
     } else if (ents.length > 0) {
       let bytes = 0;
       for (const e of ents) bytes += e.data.length;
-      const lastSent = ents[ents.length - 1].index;
+      const lastSent = lastIndexOf(ents[ents.length - 1]);
       pr.next = lastSent + 1;
       pr.inflights.add(lastSent, bytes);
     }
@@ -717,8 +751,10 @@ export class RaftNode {
 
   // --- Log and configuration ---------------------------------------------------------------------
 
-  private appendEntry(kind: EntryKind, data: Uint8Array, change: ConfChange | null): Entry {
-    const e: Entry = { index: (this.log.lastIndex() + 1) as Offset, term: this.term as Term, kind, data, change };
+  private appendEntry(kind: EntryKind, data: Uint8Array, change: ConfChange | null, count = 1): Entry {
+    const index = this.log.lastIndex() + 1;
+    const payload = kind === 'data' ? data : this.cfg.controlData(kind, index, this.term, change);
+    const e: Entry = { index: index as Offset, count, term: this.term as Term, kind, data: payload, change };
     this.log.append(e);
     if (kind === 'conf') this.syncProgress();
     return e;

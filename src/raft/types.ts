@@ -22,16 +22,37 @@ export interface ConfState {
   readonly learners: readonly NodeId[];
 }
 
+/**
+ * A run of log entries of one term (DESIGN.md decision 3): log index = Kafka offset, every record is one
+ * Raft entry, and a batch is a run of `count` consecutive entries `index .. index + count - 1`, all of
+ * term `term`, carried and stored as one unit. The core never does per-record work and never looks inside
+ * `data`: it trusts `count`.
+ *
+ * Runs are atomic: a replica holds all of a run or none of it, and a run is never split. The batch
+ * boundaries of one term are the same on every replica, because every run of term T was cut by T's
+ * leader and is copied verbatim; so truncations (and snapshots, and commit points) fall on run
+ * boundaries. The core asserts this where it can see it; the simulator checks it on every write.
+ */
 export interface Entry {
-  /** The entry's log index; for a partition this is the offset (DESIGN.md decision 3). */
+  /** The first index of the run; for a partition this is the batch's baseOffset. */
   readonly index: Offset;
-  /** The term (leader epoch) of the leader that created the entry. */
+  /** Entries (records) in the run, >= 1. `data`: lastOffsetDelta + 1; `noop` and `conf`: 1. */
+  readonly count: number;
+  /** The term (leader epoch) of the leader that created the run. */
   readonly term: Term;
   readonly kind: EntryKind;
-  /** The payload: a record batch for `data`, empty for `noop` and `conf`. */
+  /**
+   * The payload, opaque to the core: a RecordBatch v2 (bytes as received) for `data`; for `noop` and
+   * `conf` what `RaftOptions.controlData` made of it (empty by default). Replicas store it verbatim.
+   */
   readonly data: Uint8Array;
   /** Set only for `conf` entries. */
   readonly change: ConfChange | null;
+}
+
+/** The last index of a run. */
+export function lastIndexOf(e: Entry): number {
+  return e.index + e.count - 1;
 }
 
 /** The state that must be durable before any message of the same Ready is sent. */
@@ -82,8 +103,12 @@ export interface Message {
   readonly term: Term;
   /** App: term of `index`. Vote/PreVote: candidate's last term. AppResp reject: hint term. */
   readonly logTerm: Term;
-  /** App: index before `entries`. Vote: candidate's last index. AppResp: match index, or the rejected index. */
+  /**
+   * App: prevLogIndex = entries[0].index - 1 (the end of the run before the first one sent). Vote:
+   * candidate's last index. AppResp: match index (the end of the last run held), or the rejected index.
+   */
   readonly index: Offset;
+  /** App: whole runs, contiguous, in order (a partition: v2 batches, byte for byte). */
   readonly entries: readonly Entry[];
   /** App/Heartbeat: leader's commit (capped for heartbeats at what the follower is known to hold). */
   readonly commit: Offset;
@@ -127,7 +152,18 @@ export interface Ready {
   readonly hardState: HardState | null;
   /** 3. SEND only AFTER 1 and 2 are durable. Order within the array need not be kept. */
   readonly messages: readonly Message[];
-  /** 4. APPLY, in order, after 1 and 2 are durable. Every entry here is committed. */
+  /**
+   * 4. APPLY, after 1 and 2 are durable: indexes `committedFrom .. committedTo` (inclusive) are newly
+   * committed; `committedFrom > committedTo` when nothing is. A partition only needs the range (its high
+   * watermark becomes committedTo + 1), so it runs with `applyEntries: false` and the core never
+   * re-reads what the leader just wrote.
+   */
+  readonly committedFrom: Offset;
+  readonly committedTo: Offset;
+  /**
+   * 4. APPLY, in order: the runs of that range (read from storage or the unstable tail). Only with
+   * `RaftOptions.applyEntries` (the default); empty otherwise.
+   */
   readonly committedEntries: readonly Entry[];
   /** 5. Reads that may be served once `index` is applied. */
   readonly readStates: readonly ReadState[];
@@ -135,10 +171,10 @@ export interface Ready {
   readonly softState: SoftState | null;
 }
 
-/** The durable state a node restarts from. */
+/** A durable state as plain data (`bootstrapState()`; `MemoryStorage` is built from one). */
 export interface PersistedState {
   readonly hardState: HardState;
   readonly snapshot: Snapshot;
-  /** Entries after snapshot.index, contiguous. */
+  /** Runs after snapshot.index, contiguous. */
   readonly entries: readonly Entry[];
 }

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { isSluiceError } from '../../src/errors.js';
 import type { NodeId } from '../../src/model/index.js';
-import { type Message, RaftNode, bootstrapState, validateRaftOptions } from '../../src/raft/index.js';
+import { MemoryStorage, type Message, RaftNode, type Ready, bootstrapState, validateRaftOptions } from '../../src/raft/index.js';
 
 const id = (n: number): NodeId => n as NodeId;
 const srcDir = join(dirname(fileURLToPath(import.meta.url)), '../../src/raft');
@@ -54,10 +54,20 @@ describe('purity', () => {
   });
 });
 
+const boot = (voters: NodeId[]): MemoryStorage => new MemoryStorage(bootstrapState(voters));
+
+/** The driver's persistence step: snapshot, entries, hard state into storage (before advance). */
+function persist(storage: MemoryStorage, rd: Ready): void {
+  if (rd.snapshot !== null) storage.applySnapshot(rd.snapshot);
+  storage.append(rd.entries);
+  if (rd.hardState !== null) storage.setHardState(rd.hardState);
+}
+
 /** A minimal synchronous driver: persist (in memory), deliver everything, until quiet. */
 function cluster(n: number) {
   const voters = Array.from({ length: n }, (_, i) => id(i + 1));
-  const nodes = voters.map((v) => new RaftNode({ id: v, random: () => (v * 0.31) % 1 }, bootstrapState(voters)));
+  const disks = voters.map(() => boot(voters));
+  const nodes = voters.map((v, i) => new RaftNode({ id: v, random: () => (v * 0.31) % 1 }, disks[i]));
   const applied = new Map<number, number[]>(voters.map((v) => [v, []]));
   const stabilize = (): void => {
     for (let round = 0; round < 200; round++) {
@@ -65,6 +75,7 @@ function cluster(n: number) {
       for (const r of nodes) {
         while (r.hasReady()) {
           const rd = r.ready();
+          persist(disks[r.id - 1], rd);
           msgs.push(...rd.messages);
           for (const e of rd.committedEntries) applied.get(r.id)!.push(e.index);
           r.advance();
@@ -105,14 +116,18 @@ describe('core API', () => {
 
   it('persist before send: the vote is in the same Ready as the vote response', () => {
     const voters = [id(1), id(2), id(3)];
-    const a = new RaftNode({ id: id(1), preVote: false }, bootstrapState(voters));
-    const b = new RaftNode({ id: id(2), preVote: false }, bootstrapState(voters));
+    const da = boot(voters);
+    const db = boot(voters);
+    const a = new RaftNode({ id: id(1), preVote: false }, da);
+    const b = new RaftNode({ id: id(2), preVote: false }, db);
     a.campaign();
     const rd = a.ready();
+    persist(da, rd);
     a.advance();
     const vote = rd.messages.find((m) => m.to === 2)!;
     b.step(vote);
     const rb = b.ready();
+    persist(db, rb);
     expect(rb.hardState).toMatchObject({ term: 2, vote: 1 });
     expect(rb.messages.some((m) => m.to === 1 && !m.reject)).toBe(true);
     b.advance();
@@ -120,23 +135,54 @@ describe('core API', () => {
 
   it('restarts from persisted state with its term, vote and log', () => {
     const voters = [id(1)];
-    const r = new RaftNode({ id: id(1) }, bootstrapState(voters));
+    const disk = boot(voters);
+    const r = new RaftNode({ id: id(1) }, disk);
     r.campaign();
-    const entries = [];
-    let hs = null;
     for (let i = 0; i < 3; i++) {
       while (r.hasReady()) {
         const rd = r.ready();
-        entries.push(...rd.entries);
-        hs = rd.hardState ?? hs;
+        persist(disk, rd);
         r.advance();
       }
-      if (i === 0) r.propose(new Uint8Array([7]));
+      if (i === 0) r.propose(new Uint8Array([7]), 5);
     }
-    const boot = bootstrapState(voters);
-    const again = new RaftNode({ id: id(1) }, { hardState: hs!, snapshot: boot.snapshot, entries });
-    expect(again.status()).toMatchObject({ term: 2, commit: 3, lastIndex: 3, role: 'follower' });
+    const again = new RaftNode({ id: id(1) }, disk);
+    expect(again.status()).toMatchObject({ term: 2, commit: 7, lastIndex: 7, role: 'follower' });
     const rd = again.ready();
-    expect(rd.committedEntries.map((e) => e.index)).toEqual([2, 3]); // re-applied after a restart
+    expect(rd.committedEntries.map((e) => [e.index, e.count])).toEqual([[2, 1], [3, 5]]); // re-applied after a restart
+    expect([rd.committedFrom, rd.committedTo]).toEqual([2, 7]);
+  });
+
+  it('advance() before the Ready is in storage is a driver bug, caught by an assertion', () => {
+    const r = new RaftNode({ id: id(1) }, boot([id(1)]));
+    r.campaign();
+    r.ready();
+    expect(() => r.advance()).toThrow(/before the Ready was persisted/);
+  });
+
+  it('applyEntries: false reports the committed range without reading the entries', () => {
+    const disk = boot([id(1)]);
+    let reads = 0;
+    const counting = Object.assign(Object.create(disk) as MemoryStorage, {
+      entries: (lo: number, hi: number, b: number, c: number) => {
+        reads++;
+        return disk.entries(lo, hi, b, c);
+      },
+    });
+    const r = new RaftNode({ id: id(1), applyEntries: false }, counting);
+    r.campaign();
+    const ranges: [number, number][] = [];
+    for (let i = 0; i < 3; i++) {
+      while (r.hasReady()) {
+        const rd = r.ready();
+        persist(disk, rd);
+        expect(rd.committedEntries).toEqual([]);
+        if (rd.committedFrom <= rd.committedTo) ranges.push([rd.committedFrom, rd.committedTo]);
+        r.advance();
+      }
+      if (i === 0) r.proposeBatch([new Uint8Array(100), new Uint8Array(100)], [1000, 24]);
+    }
+    expect(ranges).toEqual([[2, 2], [3, 1026]]);
+    expect(reads).toBe(0);
   });
 });

@@ -8,7 +8,8 @@
  *   cluster n=3 [prevote=on|off] [checkquorum=on|off] [entries-max=K]   founding voters 1..n
  *   add-node ID                         start a joining node (empty log, no configuration)
  *   campaign ID | tick ID [N] | tick-all [N] | tick-election ID (2 x electionTicks ticks)
- *   propose ID [N] | read ID CTX | transfer ID TARGET | compact ID
+ *   propose ID [N] [records=K]          N batches of K records each (K=1 default): N runs
+ *   read ID CTX | transfer ID TARGET | compact ID
  *   conf ID add-learner|add-voter|remove NODE
  *   deliver [from=ID] [to=ID]          deliver the messages queued now (one round)
  *   drop [from=ID] [to=ID]             lose the messages queued now
@@ -18,6 +19,7 @@
  *   crash ID | restart ID              crash keeps only what was persisted
  *   expect ID key=value ...            role term leader commit applied last first voters learners
  *   expect-entry ID INDEX TERM         the entry at INDEX has TERM (-1: absent)
+ *   expect-run ID INDEX START COUNT    INDEX lies in the run START .. START + COUNT - 1
  *   expect-read ID CTX INDEX           a ReadState with CTX came out at INDEX
  *   expect-fail COMMAND...             the command throws (a refused proposal, say)
  *   expect-logs-equal ID ID...         same last index and same terms everywhere
@@ -26,23 +28,23 @@ import assert from 'node:assert/strict';
 import type { NodeId } from '../../src/model/index.js';
 import {
   type Entry,
-  type HardState,
+  MemoryStorage,
   type Message,
   type RaftBug,
   RaftNode,
   type ReadState,
-  type Snapshot,
   bootstrapState,
+  lastIndexOf,
 } from '../../src/raft/index.js';
 
 interface HNode {
   id: number;
   raft: RaftNode | null;
-  hs: HardState;
-  snapshot: Snapshot;
-  entries: Entry[];
+  /** The durable log: Readies are persisted to it synchronously, so a crash loses nothing written. */
+  storage: MemoryStorage;
+  /** Runs applied since the last start or snapshot install, and the index applied up to. */
   applied: Entry[];
-  appliedBase: number;
+  appliedTo: number;
   reads: ReadState[];
 }
 
@@ -75,8 +77,8 @@ export class ScriptCluster {
   }
 
   private create(id: number, voters: NodeId[]): void {
-    const b = bootstrapState(voters);
-    const n: HNode = { id, raft: null, hs: b.hardState, snapshot: b.snapshot, entries: [], applied: [], appliedBase: b.snapshot.index, reads: [] };
+    const storage = new MemoryStorage(bootstrapState(voters));
+    const n: HNode = { id, raft: null, storage, applied: [], appliedTo: 0, reads: [] };
     this.nodes.set(id, n);
     this.start(n);
   }
@@ -93,10 +95,10 @@ export class ScriptCluster {
         bugs: this.opts.bugs,
         random: () => ((n.id * 0.37) % 1), // distinct, fixed election timeouts per node (no split votes)
       },
-      { hardState: n.hs, snapshot: n.snapshot, entries: n.entries },
+      n.storage,
     );
     n.applied = [];
-    n.appliedBase = n.snapshot.index;
+    n.appliedTo = n.storage.snapshot().index;
   }
 
   /** Persist, send, apply every pending Ready. */
@@ -108,21 +110,19 @@ export class ScriptCluster {
         any = true;
         const rd = r.ready();
         if (rd.snapshot !== null) {
-          n.snapshot = rd.snapshot;
-          n.entries = [];
+          n.storage.applySnapshot(rd.snapshot);
           n.applied = [];
-          n.appliedBase = rd.snapshot.index;
+          n.appliedTo = rd.snapshot.index;
         }
-        if (rd.entries.length > 0) {
-          n.entries.length = rd.entries[0].index - n.snapshot.index - 1;
-          n.entries.push(...rd.entries);
-        }
-        if (rd.hardState !== null) n.hs = rd.hardState;
+        n.storage.append(rd.entries);
+        if (rd.hardState !== null) n.storage.setHardState(rd.hardState);
         for (const m of rd.messages) this.queue.push(m);
         for (const e of rd.committedEntries) {
-          assert.equal(e.index, n.appliedBase + n.applied.length + 1, `node ${n.id} applies out of order`);
+          assert.equal(e.index, n.appliedTo + 1, `node ${n.id} applies out of order`);
           n.applied.push(e);
+          n.appliedTo = lastIndexOf(e);
         }
+        assert.equal(rd.committedTo, Math.max(n.appliedTo, rd.committedFrom - 1), `node ${n.id}: committed range and entries disagree`);
         n.reads.push(...rd.readStates);
         r.advance();
       }
@@ -131,16 +131,15 @@ export class ScriptCluster {
     return any;
   }
 
-  /** State machine safety among the nodes: the same entry at every index any two applied. */
+  /** State machine safety among the nodes: the same run at every index any two applied. */
   private checkApplied(): void {
     const seen = new Map<number, Entry>();
     for (const n of this.nodes.values()) {
-      n.applied.forEach((e, i) => {
-        const idx = n.appliedBase + 1 + i;
-        const o = seen.get(idx);
-        if (o === undefined) seen.set(idx, e);
-        else assert.ok(o.term === e.term && o.kind === e.kind && o.data === e.data, `nodes applied different entries at ${idx}`);
-      });
+      for (const e of n.applied) {
+        const o = seen.get(e.index);
+        if (o === undefined) seen.set(e.index, e);
+        else assert.ok(o.term === e.term && o.count === e.count && o.kind === e.kind && o.data === e.data, `nodes applied different runs at ${e.index}`);
+      }
     }
   }
 
@@ -217,9 +216,12 @@ export class ScriptCluster {
       case 'tick-election':
         for (let i = 0; i < 20; i++) this.raft(a[0]).tick();
         break;
-      case 'propose':
-        for (let i = 0; i < Number(a[1] ?? 1); i++) this.raft(a[0]).propose(new TextEncoder().encode(`p${++this.payload}`));
+      case 'propose': {
+        const records = Number(kv.get('records') ?? 1);
+        const times = a[1] === undefined || a[1].includes('=') ? 1 : Number(a[1]);
+        for (let i = 0; i < times; i++) this.raft(a[0]).propose(new TextEncoder().encode(`p${++this.payload}`), records);
         break;
+      }
       case 'read':
         this.raft(a[0]).readIndex(Number(a[1]));
         break;
@@ -230,8 +232,7 @@ export class ScriptCluster {
         const n = this.node(a[0]);
         const r = this.raft(a[0]);
         const snap = r.compact(r.status().applied, new Uint8Array(0));
-        n.snapshot = snap;
-        n.entries = n.entries.filter((e) => e.index > snap.index);
+        n.storage.compact(snap);
         break;
       }
       case 'conf': {
@@ -286,6 +287,11 @@ export class ScriptCluster {
       case 'expect-entry':
         assert.equal(this.raft(a[0]).log.term(Number(a[1])), Number(a[2]), `node ${a[0]}: term at ${a[1]}`);
         break;
+      case 'expect-run': {
+        const run = this.raft(a[0]).log.slice(Number(a[1]), Number(a[1]), Number.POSITIVE_INFINITY, 1)[0];
+        assert.deepEqual([run.index, run.count], [Number(a[2]), Number(a[3])], `node ${a[0]}: run at ${a[1]}`);
+        break;
+      }
       case 'expect-read': {
         const rs = this.node(a[0]).reads.find((r) => r.context === Number(a[1]));
         assert.ok(rs !== undefined, `node ${a[0]}: no read state ${a[1]}`);

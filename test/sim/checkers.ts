@@ -2,17 +2,19 @@
  * Safety checkers fed by the simulator as things happen (persist, apply, election, read). Each check is
  * incremental so that it can run after every step of every seed:
  * - election safety: at most one leader per term;
- * - log matching: an (index, term) pair names one entry, and that entry always follows the same term,
- *   so by induction two logs that agree at (index, term) agree on the whole prefix;
+ * - log matching: an (index, term) pair names one run (same content, same count: a term's batch
+ *   boundaries are the same on every replica), and that run always follows the same term, so by
+ *   induction two logs that agree at (index, term) agree on the whole prefix;
  * - leader completeness: a node that becomes leader holds every entry committed so far;
- * - state machine safety: every node applies the same entry at an index (checked through a hash chain,
- *   which also covers snapshot installs);
+ * - state machine safety: every node applies the same runs (checked through a hash chain, which also
+ *   covers snapshot installs), and no offset is ever applied as part of two different runs (no offset
+ *   names two records), checked offset by offset the first time a run is applied anywhere;
  * - commit durability (in sim.ts, at each leader commit): no node lacking the entry could be elected;
  * - no committed entry lost: an applied index is never re-applied differently, and the final leader's
  *   log holds every committed entry;
  * - linearizable ReadIndex: a read's index covers everything committed before it was asked.
  */
-import type { Entry, Snapshot } from '../../src/raft/index.js';
+import { type Entry, type Snapshot, lastIndexOf } from '../../src/raft/index.js';
 import type { RaftNode } from '../../src/raft/raft.js';
 
 export class InvariantViolation extends Error {
@@ -60,15 +62,30 @@ export function decodeApp(data: Uint8Array): { index: number; hash: number } {
   return { index: v.getFloat64(0, true), hash: v.getUint32(8, true) };
 }
 
+/** The identity of an applied run, shared by every offset it covers. */
+interface AppliedRun {
+  readonly index: number;
+  readonly count: number;
+  readonly term: number;
+  readonly id: number;
+}
+
+function sameRun(r: AppliedRun, e: Entry, id: number): boolean {
+  return r.index === e.index && r.count === e.count && r.term === e.term && r.id === id;
+}
+
 export class Checkers {
   private readonly leaders = new Map<number, number>();
   /** key index*2^20+term -> [contentId, prevTerm] */
   private readonly logEntries = new Map<number, number>();
   private readonly logPrev = new Map<number, number>();
-  /** Applied (somewhere) index -> hash chain at that index. */
+  /** Applied (somewhere) offset -> the run it was applied in. */
+  private readonly offsetRun = new Map<number, AppliedRun>();
+  /** Applied (somewhere) run end -> hash chain at that index. */
   readonly committedHash = new Map<number, number>();
-  /** Index -> [term of the entry, term of the leader that committed it]. */
-  private readonly committedBy = new Map<number, [number, number]>();
+  /** Index -> term of the entry, and the (lowest) term of a leader that committed it. */
+  private readonly committedTerm = new Map<number, number>();
+  private readonly committedIn = new Map<number, number>();
   maxCommitted = 0;
   private maxLeaderCommit = 0;
   private readonly reads = new Map<number, number>();
@@ -89,11 +106,13 @@ export class Checkers {
   onLeaderCommit(node: RaftNode, from: number, to: number): void {
     const term = node.getTerm();
     for (let i = from + 1; i <= to; i++) {
-      const prev = this.committedBy.get(i);
+      const prev = this.committedTerm.get(i);
       const t = node.log.term(i);
-      if (prev === undefined) this.committedBy.set(i, [t, term]);
-      else if (prev[0] !== t) throw new InvariantViolation('state machine safety', `leader ${node.id} committed ${i}@${t}, but ${i}@${prev[0]} was committed`);
-      else if (term < prev[1]) prev[1] = term;
+      if (prev === undefined) {
+        this.committedTerm.set(i, t);
+        this.committedIn.set(i, term);
+      } else if (prev !== t) throw new InvariantViolation('state machine safety', `leader ${node.id} committed ${i}@${t}, but ${i}@${prev} was committed`);
+      else if (term < this.committedIn.get(i)!) this.committedIn.set(i, term);
     }
     if (to > this.maxLeaderCommit) this.maxLeaderCommit = to;
   }
@@ -104,15 +123,14 @@ export class Checkers {
    */
   checkComplete(node: RaftNode, checker: string, beforeTerm = node.getTerm()): void {
     const log = node.log;
-    const s = log.snapshot;
+    const s = log.snapshotForSend();
     const sh = this.committedHash.get(s.index);
     if (sh !== undefined && snapshotApp(s).hash !== sh) {
       throw new InvariantViolation(checker, `node ${node.id} snapshot at ${s.index} differs from the committed state`);
     }
     for (let i = s.index + 1; i <= this.maxLeaderCommit; i++) {
-      const c = this.committedBy.get(i);
-      if (c === undefined || c[1] >= beforeTerm) continue;
-      const t = c[0];
+      const t = this.committedTerm.get(i);
+      if (t === undefined || this.committedIn.get(i)! >= beforeTerm) continue;
       if (log.term(i) !== t) {
         throw new InvariantViolation(checker, `node ${node.id} (term ${node.getTerm()}) lacks committed entry ${i}@${t} (has term ${log.term(i)})`);
       }
@@ -124,7 +142,7 @@ export class Checkers {
     for (const e of entries) {
       if (e.term < prev) throw new InvariantViolation('log matching', `node ${node}: term goes down at ${e.index}`);
       const key = e.index * 1048576 + e.term;
-      const id = contentId(e);
+      const id = contentId(e) * 4096 + e.count;
       const known = this.logEntries.get(key);
       if (known === undefined) {
         this.logEntries.set(key, id);
@@ -136,15 +154,29 @@ export class Checkers {
     }
   }
 
-  onApply(node: number, index: number, term: number, hash: number): void {
-    const h = this.committedHash.get(index);
+  /** `node` applied run `e`; `hash` is its hash chain after it. */
+  onApply(node: number, e: Entry, hash: number): void {
+    const end = lastIndexOf(e);
+    const id = contentId(e);
+    const known = this.offsetRun.get(e.index);
+    if (known === undefined || !sameRun(known, e, id)) {
+      const run: AppliedRun = { index: e.index, count: e.count, term: e.term, id };
+      for (let i = e.index; i <= end; i++) {
+        const k = this.offsetRun.get(i);
+        if (k === undefined) this.offsetRun.set(i, run);
+        else if (!sameRun(k, e, id)) {
+          throw new InvariantViolation('no offset with two records', `node ${node} applied offset ${i} in run ${e.index}+${e.count}@${e.term}, but it was applied in run ${k.index}+${k.count}@${k.term}`);
+        }
+        const c = this.committedTerm.get(i);
+        if (c !== undefined && c !== e.term) throw new InvariantViolation('state machine safety', `node ${node} applied ${i}@${e.term}, but ${i}@${c} was committed`);
+      }
+    }
+    const h = this.committedHash.get(end);
     if (h === undefined) {
-      this.committedHash.set(index, hash);
-      const c = this.committedBy.get(index);
-      if (c !== undefined && c[0] !== term) throw new InvariantViolation('state machine safety', `node ${node} applied ${index}@${term}, but ${index}@${c[0]} was committed`);
-      if (index > this.maxCommitted) this.maxCommitted = index;
+      this.committedHash.set(end, hash);
+      if (end > this.maxCommitted) this.maxCommitted = end;
     } else if (h !== hash) {
-      throw new InvariantViolation('state machine safety', `node ${node} applied a different entry (or history) at ${index}`);
+      throw new InvariantViolation('state machine safety', `node ${node} applied a different run (or history) ending at ${end}`);
     }
   }
 

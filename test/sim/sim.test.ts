@@ -11,7 +11,9 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import type { RaftBug } from '../../src/raft/index.js';
+import type { Offset, Term } from '../../src/model/index.js';
+import type { Entry, RaftBug } from '../../src/raft/index.js';
+import { Checkers } from './checkers.js';
 import { runSeed } from './sim.js';
 
 const SEEDS = 500;
@@ -54,6 +56,28 @@ describe('deterministic simulation', () => {
     const c = runSeed({ seed: 43, steps: 1_000 });
     expect(a.traceHash).toBe(b.traceHash);
     expect(a.traceHash).not.toBe(c.traceHash);
+  });
+});
+
+/** A data run whose payload carries content id `id` (the simulator's convention). */
+function run(index: number, count: number, term: number, id: number): Entry {
+  const data = new Uint8Array(16);
+  new DataView(data.buffer).setUint32(0, id, true);
+  return { index: index as Offset, count, term: term as Term, kind: 'data', data, change: null };
+}
+
+describe('run checkers can fail', () => {
+  it('no offset with two records: a run overlapping an applied one with other boundaries is caught', () => {
+    const c = new Checkers();
+    c.onApply(1, run(3, 5, 2, 7), 111);
+    c.onApply(2, run(3, 5, 2, 7), 111); // the same run elsewhere is fine
+    expect(() => c.onApply(3, run(5, 4, 2, 8), 222)).toThrow(/no offset with two records: node 3 applied offset 5/);
+  });
+
+  it('log matching: one (index, term) persisted with two different counts is caught', () => {
+    const c = new Checkers();
+    c.onPersist(1, [run(3, 5, 2, 7)], 1);
+    expect(() => c.onPersist(2, [run(3, 4, 2, 7)], 1)).toThrow(/log matching/);
   });
 });
 

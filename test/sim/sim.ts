@@ -16,12 +16,14 @@ import {
   type Entry,
   type HardState,
   MESSAGE_TYPE_NAMES,
+  MemoryStorage,
   type Message,
   type RaftBug,
   RaftNode,
   type Ready,
   type Snapshot,
   bootstrapState,
+  lastIndexOf,
 } from '../../src/raft/index.js';
 import { Checkers, InvariantViolation, chainHash, contentId, encodeApp, snapshotApp } from './checkers.js';
 import { Prng } from './prng.js';
@@ -45,10 +47,9 @@ export interface SimResult {
   stats: { leaders: number; committed: number; crashes: number; confChanges: number; snapshots: number; reads: number; livenessWaived: number };
 }
 
+/** A node's disk: `storage` is what is durable (the core reads it); `pending` is written, not yet synced. */
 interface Disk {
-  hs: HardState;
-  snapshot: Snapshot;
-  entries: Entry[];
+  storage: MemoryStorage;
   pending: { snapshot: Snapshot | null; entries: readonly Entry[]; hs: HardState | null }[];
 }
 
@@ -141,11 +142,10 @@ export class Sim {
   // --- Nodes, disk ---------------------------------------------------------------------------------
 
   private addNode(id: number, voters: readonly NodeId[]): SimNode {
-    const boot = bootstrapState(voters);
     const node: SimNode = {
       id,
       raft: null,
-      disk: { hs: boot.hardState, snapshot: boot.snapshot, entries: [], pending: [] },
+      disk: { storage: new MemoryStorage(bootstrapState(voters)), pending: [] },
       removed: false,
       stalledUntil: 0,
       unsynced: null,
@@ -176,9 +176,9 @@ export class Sim {
         random: () => prng.float(),
         bugs: this.opts.bugs,
       },
-      { hardState: d.hs, snapshot: d.snapshot, entries: d.entries },
+      d.storage,
     );
-    const app = snapshotApp(d.snapshot);
+    const app = snapshotApp(d.storage.snapshot());
     node.appIndex = app.index;
     node.appHash = app.hash;
   }
@@ -195,22 +195,18 @@ export class Sim {
 
   private syncDisk(node: SimNode): void {
     const d = node.disk;
+    const st = d.storage;
     for (const w of d.pending) {
-      if (w.snapshot !== null) {
-        d.snapshot = w.snapshot;
-        d.entries = [];
-      }
+      if (w.snapshot !== null) st.applySnapshot(w.snapshot);
       if (w.entries.length > 0) {
         const first = w.entries[0].index;
-        const prevTerm = first - 1 === d.snapshot.index ? d.snapshot.term : first - 1 <= d.snapshot.index ? -1 : d.entries[first - 2 - d.snapshot.index]?.term ?? -1;
-        if (first > d.snapshot.index + d.entries.length + 1 || first <= d.snapshot.index) {
+        if (first > st.lastIndex() + 1 || first <= st.snapshot().index) {
           throw new InvariantViolation('persistence', `node ${node.id}: write at ${first} leaves a gap in the durable log`);
         }
-        d.entries.length = first - d.snapshot.index - 1;
-        for (const e of w.entries) d.entries.push(e);
-        this.checkers.onPersist(node.id, w.entries, prevTerm);
+        this.checkers.onPersist(node.id, w.entries, st.term(first - 1));
+        st.append(w.entries);
       }
-      if (w.hs !== null) d.hs = w.hs;
+      if (w.hs !== null) st.setHardState(w.hs);
     }
     d.pending = [];
   }
@@ -221,7 +217,7 @@ export class Sim {
     if (r === null || node.unsynced !== null || !r.hasReady()) return;
     const rd = r.ready();
     if (r.getRole() === 'leader' && rd.hardState !== null && rd.hardState.commit > node.durableCommitSeen) {
-      const from = Math.max(node.durableCommitSeen, r.log.snapshot.index);
+      const from = Math.max(node.durableCommitSeen, r.log.firstIndex() - 1);
       this.checkers.onLeaderCommit(r, from, rd.hardState.commit);
       this.checkCommitDurable(r, from, rd.hardState.commit);
     }
@@ -249,12 +245,11 @@ export class Sim {
       .map((n) => {
         if (n.raft !== null) {
           const l = n.raft.log;
-          return { id: n.id, lastIndex: l.lastIndex(), lastTerm: l.lastTerm(), term: (i: number) => l.term(i), first: l.snapshot.index };
+          return { id: n.id, lastIndex: l.lastIndex(), lastTerm: l.lastTerm(), term: (i: number) => l.term(i), first: l.firstIndex() - 1 };
         }
-        const d = n.disk;
-        const last = d.entries.length > 0 ? d.entries[d.entries.length - 1] : null;
-        const term = (i: number): number => (i === d.snapshot.index ? d.snapshot.term : d.entries[i - d.snapshot.index - 1]?.term ?? -1);
-        return { id: n.id, lastIndex: last?.index ?? d.snapshot.index, lastTerm: last?.term ?? d.snapshot.term, term, first: d.snapshot.index };
+        const st = n.disk.storage;
+        const last = st.lastIndex();
+        return { id: n.id, lastIndex: last, lastTerm: st.term(last), term: (i: number) => st.term(i), first: st.firstIndex() - 1 };
       });
     for (let i = from + 1; i <= to; i++) {
       const t = leader.log.term(i);
@@ -298,10 +293,10 @@ export class Sim {
       throw new InvariantViolation('state machine safety', `node ${node.id} applies ${e.index} after ${node.appIndex}`);
     }
     const id = contentId(e);
-    node.appIndex = e.index;
-    node.appHash = chainHash(node.appHash, e.index, id);
-    this.checkers.onApply(node.id, e.index, e.term, node.appHash);
-    this.note(() => `${node.id} applies ${e.index}@${e.term} ${e.kind}${e.kind === 'conf' ? ` ${e.change!.type} ${e.change!.node}` : ''}`, 3, node.id, e.index);
+    node.appIndex = lastIndexOf(e);
+    node.appHash = chainHash(node.appHash, e.index, id * 1024 + e.count);
+    this.checkers.onApply(node.id, e, node.appHash);
+    this.note(() => `${node.id} applies ${e.index}+${e.count}@${e.term} ${e.kind}${e.kind === 'conf' ? ` ${e.change!.type} ${e.change!.node}` : ''}`, 3, node.id, e.index);
     if (this.quietProposals.has(id)) this.quietCommitted = true;
     if (e.kind === 'conf' && e.change!.type === 'remove') {
       const gone = this.nodes.get(e.change!.node);
@@ -322,7 +317,7 @@ export class Sim {
   }
 
   private send(m: Message): void {
-    this.note(() => `${m.from}->${m.to} ${MESSAGE_TYPE_NAMES[m.type]} t${m.term} i${m.index} lt${m.logTerm} n${m.entries.length} c${m.commit}${m.reject ? ' reject' : ''}`, 5, m.from * 64 + m.to, m.type * 1000003 + m.term);
+    this.note(() => `${m.from}->${m.to} ${MESSAGE_TYPE_NAMES[m.type]} t${m.term} i${m.index} lt${m.logTerm} runs${m.entries.length} c${m.commit}${m.reject ? ' reject' : ''}`, 5, m.from * 64 + m.to, m.type * 1000003 + m.term);
     if (this.blocked.has(this.link(m.from, m.to))) return;
     if (this.rng.chance(this.dropP)) return;
     const copies = this.rng.chance(this.dupP) ? 2 : 1;
@@ -379,7 +374,7 @@ export class Sim {
       if (n.raft === null) {
         if (rng.chance(0.03)) {
           this.start(n);
-          this.note(`restart ${n.id}`, 6, n.id, n.disk.hs.term);
+          this.note(`restart ${n.id}`, 6, n.id, n.disk.storage.hardState().term);
         }
       } else if (n.crashAt === this.now || rng.chance(0.003)) {
         this.crash(n);
@@ -462,10 +457,12 @@ export class Sim {
     const id = this.nextPayload++;
     const data = new Uint8Array(16);
     new DataView(data.buffer).setUint32(0, id, true);
+    // Runs of random sizes: mostly small batches, sometimes a large one (many offsets, one entry).
+    const count = this.rng.chance(0.1) ? 1 + this.rng.int(200) : 1 + this.rng.int(8);
     try {
-      const idx = l.raft!.propose(data);
+      const idx = l.raft!.propose(data, count);
       if (this.quiet) this.quietProposals.add(1_000_000 + id);
-      this.note(() => `propose #${id} at ${l.id} -> ${idx}`, 16, l.id, id);
+      this.note(() => `propose #${id} x${count} at ${l.id} -> ${idx}`, 16, l.id, id);
     } catch {
       // a transfer is in progress
     }
@@ -489,12 +486,11 @@ export class Sim {
     if (live.length === 0) return;
     const n = this.rng.pick(live);
     const r = n.raft!;
-    const s = r.log.snapshot.index;
+    const s = r.log.firstIndex() - 1;
     if (n.appIndex - s < 4 || r.status().applied < n.appIndex) return;
     const snap = r.compact(n.appIndex, encodeApp(n.appIndex, n.appHash));
     // The snapshot file is written and renamed atomically; then the log prefix is dropped.
-    n.disk.snapshot = snap;
-    n.disk.entries = n.disk.entries.filter((e) => e.index > snap.index);
+    n.disk.storage.compact(snap);
     this.stats.snapshots++;
     this.note(`compact ${n.id} to ${snap.index}`, 17, n.id, snap.index);
   }

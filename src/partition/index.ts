@@ -5,4 +5,5 @@
  */
 export { Partition, partitionDir, LOCAL_NODE_ID, type PartitionEffects, type PartitionIdentity, type PeerMessage, type ProduceOk } from './partition.js';
 export { SingleVoterReplica, type ReplicaReady } from './replica.js';
-export { PartitionRaftStorage, type RaftRun } from './raft-storage.js';
+export { PartitionRaftStorage } from './raft-storage.js';
+export { controlBatch, readControl, CONTROL_TYPE_CONF, CONTROL_TYPE_NOOP } from './control-batch.js';

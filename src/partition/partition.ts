@@ -24,7 +24,8 @@ import { PartitionLog, type LogOpenOptions } from '../storage/index.js';
 import type { LogConfig } from '../storage/types.js';
 import { EMPTY_HARD_STATE, readHardState, writeHardState } from '../storage/hard-state.js';
 import { EpochCheckpoint } from '../storage/epoch-checkpoint.js';
-import { readSnapshotMeta, writeSnapshotMeta, type SnapshotMeta } from '../storage/snapshot-meta.js';
+import { emptySnapshotMeta, readSnapshotMeta, writeSnapshotMeta, type SnapshotMeta } from '../storage/snapshot-meta.js';
+import { PartitionRaftStorage } from './raft-storage.js';
 import { checkPartitionMeta } from '../storage/partition-meta.js';
 import { SingleVoterReplica } from './replica.js';
 
@@ -187,6 +188,11 @@ export class Partition {
   /** The leader-epoch checkpoint (epoch -> first offset), for the RaftStorage adapter and tests. */
   get epochCheckpoint(): EpochCheckpoint {
     return this.epochs;
+  }
+
+  /** src/raft's RaftStorage over this partition's log (what RaftNode will read; see raft-storage.ts). */
+  raftStorage(): PartitionRaftStorage {
+    return new PartitionRaftStorage(this.log, this.epochs, () => this.snapshotMeta() ?? emptySnapshotMeta([LOCAL_NODE_ID]), () => this.replica.hardState);
   }
 
   /** The snapshot metadata on disk, or null before the first retention cut. */

@@ -1,47 +1,44 @@
 /**
- * The Raft log's storage interface (etcd-raft's `Storage`: firstIndex, lastIndex, term(i),
- * entries(lo, hi, bytesMax), snapshot) over a `PartitionLog` on the shard thread. An entry is a RUN:
- * one v2 batch is one entry covering offsets `index .. index + count - 1`, all of one term, so the
- * Raft path does no per-record work. Index = offset, term = partitionLeaderEpoch.
+ * src/raft's `RaftStorage` over a `PartitionLog` on the shard thread. An entry is a RUN: one v2 batch
+ * is one entry covering offsets `index .. index + count - 1`, all of one term, so the Raft path does no
+ * per-record work. Index = offset, term = partitionLeaderEpoch.
  *
  * `term(i)` answers from the leader-epoch checkpoint (memory, no I/O). `entries()` reads whole batches
- * by offset and slices them by their headers (no record decode).
- *
- * The interface is declared here as `RaftStorageLike` until src/raft exports its own (branch
- * raft-runs); then this class implements that one and the local declaration goes.
+ * by offset and cuts them by their headers (no record decode); only control batches (Raft's no-op and
+ * membership entries, one record each) are decoded, to tell a no-op from a conf change.
  */
-import assert from 'node:assert/strict';
-import { asBuffer, batchSizeAt, readInt64, OFF_LAST_OFFSET_DELTA, OFF_LEADER_EPOCH } from '../batch/codec.js';
-import { SluiceError } from '../errors.js';
+import { asBuffer, batchSizeAt, readInt64, OFF_ATTRIBUTES, OFF_LAST_OFFSET_DELTA, OFF_LEADER_EPOCH } from '../batch/codec.js';
+import type { Entry, HardState, RaftInitialState, RaftStorage, Snapshot } from '../raft/index.js';
+import type { NodeId, Offset, Term } from '../model/index.js';
 import type { PartitionLog } from '../storage/index.js';
 import type { EpochCheckpoint } from '../storage/epoch-checkpoint.js';
 import type { SnapshotMeta } from '../storage/snapshot-meta.js';
+import type { StoredHardState } from '../storage/hard-state.js';
+import { readControl } from './control-batch.js';
 
-/** One Raft entry as a run of records: exactly one v2 batch. */
-export interface RaftRun {
-  index: number;
-  count: number;
-  term: number;
-  /** The batch, byte for byte as stored (a view into the read buffer). */
-  data: Uint8Array;
-}
+const CONTROL_BIT = 0x20;
+const EMPTY = new Uint8Array(0);
 
-export interface RaftStorageLike {
-  firstIndex(): number;
-  lastIndex(): number;
-  term(index: number): number;
-  entries(lo: number, hi: number, bytesMax: number): RaftRun[];
-  snapshot(): SnapshotMeta;
-}
-
-export class PartitionRaftStorage implements RaftStorageLike {
+export class PartitionRaftStorage implements RaftStorage {
   constructor(
     private readonly log: PartitionLog,
     private readonly epochs: EpochCheckpoint,
     private readonly snap: () => SnapshotMeta,
+    private readonly hardState: () => StoredHardState,
   ) {}
 
-  /** The first index still in the log (the snapshot covers everything before). */
+  /**
+   * HardState as persisted (commit = the snapshot index: it is re-learned, and for one voter it is
+   * whatever is persisted). Conf entries after the snapshot: none are written before the cluster issue,
+   * so the list is empty; once conf batches exist the recovery scan must collect them here.
+   */
+  initialState(): RaftInitialState {
+    const hs = this.hardState();
+    const snapshot = this.snapshot();
+    const hard: HardState = { term: hs.term as Term, vote: hs.vote as NodeId, commit: snapshot.index };
+    return { hardState: hard, snapshot, confEntries: [] };
+  }
+
   firstIndex(): number {
     return this.log.logStartOffset;
   }
@@ -50,46 +47,49 @@ export class PartitionRaftStorage implements RaftStorageLike {
     return this.log.nextOffset - 1;
   }
 
-  /** Term of the entry holding offset `index`; the snapshot's term for its last index. No I/O. */
-  term(index: number): number {
+  /** Term of the entry holding offset `i`; the snapshot's term at its index; -1 outside. No I/O. */
+  term(i: number): number {
     const s = this.snap();
-    if (index === s.index) return s.term;
-    if (index < this.firstIndex() || index > this.lastIndex()) {
-      throw new SluiceError('OFFSET_OUT_OF_RANGE', `index ${index} is outside [${this.firstIndex()}, ${this.lastIndex()}] of ${this.log.dir}`);
-    }
-    const t = this.epochs.epochAt(index);
-    assert.ok(t >= 0, `no epoch recorded for index ${index} of ${this.log.dir}`);
-    return t;
+    if (i === s.index) return s.term;
+    if (i < this.firstIndex() || i > this.lastIndex()) return -1;
+    return this.epochs.epochAt(i);
   }
 
   /**
-   * Runs (whole batches) holding offsets [lo, hi), at least one when any exists, then as many as fit
-   * `bytesMax`. `lo` may fall inside a batch (the run returned then starts before it: the caller asked
-   * for an index whose batch it needs whole).
+   * Whole runs from the one containing `lo`, none starting after `hi`, at least one, then while
+   * `bytesMax` and `countMax` allow.
    */
-  entries(lo: number, hi: number, bytesMax: number): RaftRun[] {
-    const out: RaftRun[] = [];
+  entries(lo: number, hi: number, bytesMax: number, countMax: number): readonly Entry[] {
+    const out: Entry[] = [];
     let offset = lo;
     let bytes = 0;
-    while (offset < hi) {
-      const r = this.log.read(offset, Math.max(1, bytesMax - bytes), hi);
+    while (offset <= hi && offset < this.log.nextOffset && out.length < countMax) {
+      const r = this.log.read(offset, Math.max(1, bytesMax - bytes));
       const buf = asBuffer(r.data);
       if (buf.length === 0) break;
       for (let pos = 0; pos < buf.length; ) {
         const size = batchSizeAt(buf, pos);
-        if (out.length > 0 && bytes + size > bytesMax) return out;
         const index = readInt64(buf, pos);
-        out.push({ index, count: buf.readInt32BE(pos + OFF_LAST_OFFSET_DELTA) + 1, term: buf.readInt32BE(pos + OFF_LEADER_EPOCH), data: buf.subarray(pos, pos + size) });
+        if (index > hi || out.length >= countMax || (out.length > 0 && bytes + size > bytesMax)) return out;
+        out.push(this.toEntry(buf.subarray(pos, pos + size), index));
         bytes += size;
         pos += size;
       }
       offset = r.nextOffset;
-      if (bytes >= bytesMax) break;
     }
     return out;
   }
 
-  snapshot(): SnapshotMeta {
-    return this.snap();
+  private toEntry(batch: Buffer, index: number): Entry {
+    const term = batch.readInt32BE(OFF_LEADER_EPOCH) as Term;
+    const count = batch.readInt32BE(OFF_LAST_OFFSET_DELTA) + 1;
+    if ((batch.readInt16BE(OFF_ATTRIBUTES) & CONTROL_BIT) === 0) return { index: index as Offset, count, term, kind: 'data', data: batch, change: null };
+    const c = readControl(batch);
+    return { index: index as Offset, count, term, kind: c.kind === 'conf' ? 'conf' : 'noop', data: batch, change: c.change };
+  }
+
+  snapshot(): Snapshot {
+    const m = this.snap();
+    return { index: m.index as Offset, term: m.term as Term, conf: { voters: m.voters as NodeId[], learners: m.learners as NodeId[] }, data: EMPTY };
   }
 }

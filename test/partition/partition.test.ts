@@ -13,8 +13,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { encodeBatch, decodeBatches, readBatchHeader } from '../../src/batch/index.js';
-import { Partition, PartitionRaftStorage } from '../../src/partition/index.js';
+import { Partition, controlBatch, readControl } from '../../src/partition/index.js';
 import { PartitionLog, defaultLogConfig, type LogConfig } from '../../src/storage/index.js';
+import { decodeFetched } from '../../src/client/decode.js';
+import { toPbRecords } from '../../src/rpc/convert.js';
 import { readHardState, HARD_STATE_FILE } from '../../src/storage/hard-state.js';
 import { EPOCH_CHECKPOINT_FILE } from '../../src/storage/epoch-checkpoint.js';
 import { isSluiceError } from '../../src/errors.js';
@@ -131,15 +133,19 @@ describe('terms and recovery', () => {
     ]);
     const epochs = decodeBatches(p.read(0, 1 << 20).data).map((b) => b.header.partitionLeaderEpoch);
     expect(epochs).toEqual([1, 2]);
-    const rs = new PartitionRaftStorage((p as unknown as { log: PartitionLog }).log, p.epochCheckpoint, () => p.snapshotMeta() ?? { index: -1, term: 0, voters: [1], learners: [], logStartOffset: 0 });
-    expect([rs.firstIndex(), rs.lastIndex(), rs.term(0), rs.term(1), rs.term(2)]).toEqual([0, 2, 1, 2, 2]);
-    const runs = rs.entries(0, 3, 1 << 20);
-    expect(runs.map((r) => [r.index, r.count, r.term])).toEqual([
-      [0, 1, 1],
-      [1, 2, 2],
+    const rs = p.raftStorage();
+    expect([rs.firstIndex(), rs.lastIndex(), rs.term(0), rs.term(1), rs.term(2), rs.term(3), rs.term(-1)]).toEqual([0, 2, 1, 2, 2, -1, 0]);
+    expect(rs.initialState().hardState).toEqual({ term: 2, vote: 1, commit: -1 });
+    const runs = rs.entries(0, 2, 1 << 20, 100);
+    expect(runs.map((r) => [r.index, r.count, r.term, r.kind])).toEqual([
+      [0, 1, 1, 'data'],
+      [1, 2, 2, 'data'],
     ]);
     expect(readBatchHeader(runs[1].data).baseOffset).toBe(1);
-    expect(rs.entries(0, 3, 1).length).toBe(1); // a byte limit still returns one whole run
+    expect(rs.entries(2, 2, 1 << 20, 100).map((r) => r.index)).toEqual([1]); // the run containing lo
+    expect(rs.entries(0, 0, 1 << 20, 100).map((r) => r.index)).toEqual([0]); // none starting after hi
+    expect(rs.entries(0, 2, 1 << 20, 1).length).toBe(1);
+    expect(rs.entries(0, 2, 1, 100).length).toBe(1); // a byte limit still returns one whole run
     await p.close(false);
   });
 
@@ -200,6 +206,33 @@ describe('retention', () => {
     expect(meta.index).toBe(p.logStartOffset - 1);
     expect(meta.term).toBe(1);
     expect(meta.voters).toEqual([1]);
+    await p.close(false);
+  });
+});
+
+describe('control batches', () => {
+  it('are what RaftStorage reports as noop / conf runs, and every reader skips them', async () => {
+    const dir = path.join(root, 'control-0');
+    const log = await PartitionLog.open(dir, config);
+    log.append(batch('before'), 1);
+    log.appendReplicated(controlBatch('noop', 1, 1, null), 1);
+    log.appendReplicated(controlBatch('conf', 2, 1, { type: 'addVoter', node: 2 as never }), 1);
+    log.append(batch('after'), 1);
+    await log.close();
+    const { effects } = recorder();
+    const p = await Partition.open(root, { topic: 'control', topicId: '', partition: 0 }, config, false, {}, effects);
+    const rs = p.raftStorage();
+    const runs = rs.entries(0, 3, 1 << 20, 100);
+    expect(runs.map((r) => r.kind)).toEqual(['data', 'noop', 'conf', 'data']);
+    expect(runs[2].change).toEqual({ type: 'addVoter', node: 2 });
+    expect(readControl(runs[1].data).kind).toBe('noop');
+    const all = p.read(0, 1 << 20).data;
+    // The TS client's decoder (Consumer, GroupConsumer, CLI) and the structured Fetch/Subscribe decoder.
+    expect(decodeFetched('control', 0, all, 0).map((r) => [r.offset, r.value!.toString()])).toEqual([
+      [0, 'before'],
+      [3, 'after'],
+    ]);
+    expect(toPbRecords(all, 0).map((r) => Number(r.offset))).toEqual([0, 3]);
     await p.close(false);
   });
 });

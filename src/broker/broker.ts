@@ -7,14 +7,15 @@
  * are serialized through one queue so the table, the shards and the disk change in a known order:
  * create opens the partitions first and then persists the table; delete persists first and then removes.
  */
+import crypto from 'node:crypto';
 import os from 'node:os';
 import { SluiceError, isSluiceError, toSluiceError } from '../errors.js';
-import { FETCH_BYTES_MAX_DEFAULT, FETCH_BYTES_MAX_LIMIT, FETCH_WAIT_MS_MAX } from '../constants.js';
+import { FETCH_BYTES_MAX_DEFAULT, FETCH_BYTES_MAX_LIMIT, FETCH_WAIT_MS_MAX, TOPIC_PARTITIONS_MAX } from '../constants.js';
 import { encodeBatch } from '../batch/index.js';
 import { logConfigToTopicConfigs, defaultLogConfig } from '../storage/index.js';
 import type { LogConfig } from '../storage/types.js';
 import { ShardHost } from '../shard/shard-host.js';
-import { partitionKey, type AcksCode, type PartitionSpec, type ShardStatsMessage } from '../shard/protocol.js';
+import { type AcksCode, type PartitionKey, type PartitionSpec, type ShardStatsMessage } from '../shard/protocol.js';
 import { DataDirLock } from './data-dir-lock.js';
 import { TopicTable, type TopicEntry } from './topic-table.js';
 import { StickyPartitioner, firstRecordKey } from './partitioner.js';
@@ -120,6 +121,9 @@ export class Broker implements BrokerApi {
   private readonly partitioner = new StickyPartitioner();
   private readonly hosts: ShardHost[] = [];
   private readonly configCache = new Map<string, LogConfig>();
+  /** Topic id -> the base of its partitions' hot-path numbers (see keyOf); dropped with the topic. */
+  private readonly keyBases = new Map<string, number>();
+  private nextKeyBase = 0;
   private adminQueue: Promise<unknown> = Promise.resolve();
   private closing: Promise<void> | null = null;
 
@@ -187,6 +191,20 @@ export class Broker implements BrokerApi {
   // --- Placement -----------------------------------------------------------------------------
 
   /** The shard of a partition. A table written with more shards than now folds onto the ones there are. */
+  /**
+   * The partition's number on the hot path (see PartitionKey): a base per topic id, assigned the first
+   * time this broker sees the id, so a re-created topic never shares numbers with the deleted one.
+   */
+  private keyOf(entry: TopicEntry, partition: number): PartitionKey {
+    let base = this.keyBases.get(entry.topicId);
+    if (base === undefined) {
+      base = this.nextKeyBase;
+      this.nextKeyBase += TOPIC_PARTITIONS_MAX;
+      this.keyBases.set(entry.topicId, base);
+    }
+    return base + partition;
+  }
+
   private shardOf(entry: TopicEntry, partition: number): number {
     return entry.placement[partition] % this.shardCount;
   }
@@ -216,7 +234,7 @@ export class Broker implements BrokerApi {
     for (const entry of this.table.all()) {
       const config = this.configOf(entry);
       for (let p = 0; p < entry.placement.length; p++) {
-        if (this.shardOf(entry, p) === shard) out.push({ topic: entry.name, partition: p, config, fresh: false });
+        if (this.shardOf(entry, p) === shard) out.push({ k: this.keyOf(entry, p), topic: entry.name, topicId: entry.topicId, partition: p, config, fresh: false });
       }
     }
     return out;
@@ -280,7 +298,7 @@ export class Broker implements BrokerApi {
 
   /** Opens new partitions on their shards; on failure removes whatever was opened. */
   private async openPartitions(entry: TopicEntry, partitions: number[], config: LogConfig): Promise<void> {
-    const groups = this.byShard(entry, partitions, (p): PartitionSpec => ({ topic: entry.name, partition: p, config, fresh: true }));
+    const groups = this.byShard(entry, partitions, (p): PartitionSpec => ({ k: this.keyOf(entry, p), topic: entry.name, topicId: entry.topicId, partition: p, config, fresh: true }));
     const results = await Promise.allSettled([...groups].map(([s, parts]) => this.hosts[s].send({ t: 'open', parts })));
     let failure: unknown = null;
     for (const r of results) {
@@ -294,8 +312,8 @@ export class Broker implements BrokerApi {
   }
 
   private async dropPartitions(entry: TopicEntry, partitions: number[], remove: boolean): Promise<void> {
-    const groups = this.byShard(entry, partitions, (p) => partitionKey(entry.name, p));
-    const results = await Promise.allSettled([...groups].map(([s, keys]) => this.hosts[s].send({ t: 'drop', keys, remove })));
+    const groups = this.byShard(entry, partitions, (p) => ({ k: this.keyOf(entry, p), topic: entry.name, partition: p }));
+    const results = await Promise.allSettled([...groups].map(([s, parts]) => this.hosts[s].send({ t: 'drop', parts, remove })));
     const failed = results.find((r) => r.status === 'rejected');
     if (failed) throw (failed as PromiseRejectedResult).reason;
   }
@@ -328,7 +346,7 @@ export class Broker implements BrokerApi {
     const config = logConfigFor(explicit);
     await this.exclusive(async () => {
       if (this.table.get(name)) throw new SluiceError('TOPIC_ALREADY_EXISTS', `topic '${name}' already exists`);
-      const entry: TopicEntry = { name, replicationFactor: rf, configs: explicit, placement: this.place(partitions), createdMs: Date.now() };
+      const entry: TopicEntry = { name, topicId: crypto.randomUUID(), replicationFactor: rf, configs: explicit, placement: this.place(partitions), createdMs: Date.now() };
       await this.openPartitions(entry, this.range(0, partitions), config);
       try {
         this.table.update(name, entry);
@@ -356,6 +374,7 @@ export class Broker implements BrokerApi {
       } catch (err) {
         this.logger.warn({ topic: name, err }, 'topic deleted but some partition directories could not be removed');
       }
+      this.keyBases.delete(entry.topicId);
       this.probe.topicDeleted(name);
       this.logger.info({ topic: name }, 'topic deleted');
     });
@@ -370,8 +389,8 @@ export class Broker implements BrokerApi {
     this.checkOpen();
     validateTopicName(name);
     const entry = this.topic(name);
-    const groups = this.byShard(entry, this.range(0, entry.placement.length), (p) => partitionKey(name, p));
-    const stats = new Map<string, { logStartOffset: number; highWatermark: number; sizeBytes: number }>();
+    const groups = this.byShard(entry, this.range(0, entry.placement.length), (p) => this.keyOf(entry, p));
+    const stats = new Map<PartitionKey, { logStartOffset: number; highWatermark: number; sizeBytes: number }>();
     await Promise.all(
       [...groups].map(async ([s, keys]) => {
         const r = await this.hosts[s].send({ t: 'stat', keys });
@@ -379,7 +398,7 @@ export class Broker implements BrokerApi {
       }),
     );
     const partitions: PartitionInfo[] = entry.placement.map((_, p) => {
-      const st = stats.get(partitionKey(name, p));
+      const st = stats.get(this.keyOf(entry, p));
       return {
         partition: p,
         logStartOffset: st?.logStartOffset ?? 0,
@@ -403,7 +422,7 @@ export class Broker implements BrokerApi {
       const config = logConfigFor(merged);
       this.table.update(name, { ...entry, configs: merged });
       this.configCache.set(name, config);
-      const groups = this.byShard(entry, this.range(0, entry.placement.length), (p) => partitionKey(name, p));
+      const groups = this.byShard(entry, this.range(0, entry.placement.length), (p) => this.keyOf(entry, p));
       await Promise.all([...groups].map(([s, keys]) => this.hosts[s].send({ t: 'config', keys, config })));
       return logConfigToTopicConfigs(config);
     });
@@ -459,7 +478,7 @@ export class Broker implements BrokerApi {
       this.checkPartition(entry, partition);
     }
     const host = this.hosts[this.shardOf(entry, partition)];
-    const key = partitionKey(entry.name, partition);
+    const key = this.keyOf(entry, partition);
     const bytes = data.length;
     const topic = entry.name;
     const counted = (r: { baseOffset: number; lastOffset: number }): void => this.probe.produced(topic, r.lastOffset - r.baseOffset + 1, bytes);
@@ -486,7 +505,7 @@ export class Broker implements BrokerApi {
       !Number.isFinite(input.maxBytes) || input.maxBytes <= 0 ? FETCH_BYTES_MAX_DEFAULT : Math.min(Math.floor(input.maxBytes), FETCH_BYTES_MAX_LIMIT);
     const maxWaitMs = !Number.isFinite(input.maxWaitMs) || input.maxWaitMs <= 0 ? 0 : Math.min(Math.floor(input.maxWaitMs), FETCH_WAIT_MS_MAX);
     const host = this.hosts[this.shardOf(entry, input.partition)];
-    const r = await host.fetch(partitionKey(entry.name, input.partition), input.offset, maxBytes, maxWaitMs, signal);
+    const r = await host.fetch(this.keyOf(entry, input.partition), input.offset, maxBytes, maxWaitMs, signal);
     if (r.records > 0) this.probe.fetched(entry.name, r.records, r.data.length);
     return { batches: r.data, highWatermark: r.highWatermark, logStartOffset: r.logStartOffset, nextOffset: r.nextOffset };
   }
@@ -499,7 +518,7 @@ export class Broker implements BrokerApi {
     if (spec?.kind === 'earliest' || spec?.kind === 'latest') s = spec.kind;
     else if (spec?.kind === 'timestamp' && Number.isFinite(spec.timestampMs)) s = spec.timestampMs;
     else throw new SluiceError('INVALID_REQUEST', 'offset spec must be earliest, latest or a timestamp');
-    const r = await this.hosts[this.shardOf(entry, partition)].send({ t: 'offsets', k: partitionKey(topic, partition), spec: s });
+    const r = await this.hosts[this.shardOf(entry, partition)].send({ t: 'offsets', k: this.keyOf(entry, partition), spec: s });
     return { partition, offset: 'offset' in r ? r.offset : -1 };
   }
 
@@ -554,8 +573,7 @@ export class Broker implements BrokerApi {
       this.probe.shardStats(shard, { queueDepth: stats.queueDepth, eventLoopLagSeconds: stats.eventLoopLagSeconds });
       for (const s of stats.flushSeconds) this.probe.logFlushed(s);
       for (const p of stats.partitions) {
-        const i = p.k.lastIndexOf('/');
-        this.probe.partitionStats(p.k.slice(0, i), Number(p.k.slice(i + 1)), {
+        this.probe.partitionStats(p.topic, p.partition, {
           sizeBytes: p.sizeBytes,
           highWatermark: p.highWatermark,
           logStartOffset: p.logStartOffset,

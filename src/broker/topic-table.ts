@@ -18,6 +18,11 @@ const FORMAT_VERSION = 1;
 
 export interface TopicEntry {
   name: string;
+  /**
+   * New at every creation (a UUID), so a deleted and re-created topic is never confused with the old
+   * one; each partition directory records it. Tables written before topic ids get one at load.
+   */
+  topicId: string;
   replicationFactor: number;
   /** Explicit configs only (defaults are overlaid when describing). */
   configs: Record<string, string>;
@@ -67,7 +72,15 @@ export class TopicTable {
       throw new SluiceError('LOG_CORRUPT', `the topic table ${file} has an unknown format (version ${String(parsed.version)})`);
     }
     const table = new TopicTable(file, parsed.clusterId);
-    for (const t of parsed.topics) table.topics.set(t.name, t);
+    let upgraded = false;
+    for (const t of parsed.topics) {
+      if (typeof t.topicId !== 'string' || t.topicId === '') {
+        t.topicId = crypto.randomUUID();
+        upgraded = true;
+      }
+      table.topics.set(t.name, t);
+    }
+    if (upgraded) table.persist();
     return table;
   }
 

@@ -27,7 +27,7 @@ import { EpochCheckpoint } from '../storage/epoch-checkpoint.js';
 import { emptySnapshotMeta, readSnapshotMeta, writeSnapshotMeta, type SnapshotMeta } from '../storage/snapshot-meta.js';
 import { PartitionRaftStorage } from './raft-storage.js';
 import { checkPartitionMeta } from '../storage/partition-meta.js';
-import { SingleVoterReplica } from './replica.js';
+import { SingleVoterReplica, type ReplicaReady } from './replica.js';
 
 /** This node's id inside the partition's Raft group. One node until the cluster issue adds peers. */
 export const LOCAL_NODE_ID = 1;
@@ -105,7 +105,7 @@ export class Partition {
 
   /**
    * Opens (recovering) the partition: log, identity check, Raft state, leader-epoch checkpoint; then
-   * the one voter elects itself in the next term (HardState written before anything of that term).
+   * the one voter elects itself in the next term (its HardState is persisted with the first Ready).
    * With `fresh`, first removes whatever a deleted namesake left behind.
    *
    * A data dir written before partitions were replicas opens as is: its batches carry epoch 0, it has
@@ -133,9 +133,11 @@ export class Partition {
       const hs = readHardState(dir) ?? EMPTY_HARD_STATE;
       // The term never goes back: a batch's epoch is a term this node (or a leader) already had.
       const replica = new SingleVoterReplica(LOCAL_NODE_ID, { term: Math.max(hs.term, epochs.lastEpoch, 0), vote: hs.vote }, log.nextOffset - 1);
+      // The new term's HardState goes out with the first Ready (persist()), not here: opening many
+      // partitions must not cost two fsyncs each (a shard reopening hundreds would stall its thread).
+      // Safe for one voter: the first batch of the term is preceded by its checkpoint entry, so a
+      // restart never reuses a term that wrote anything.
       replica.campaign();
-      const rd = replica.ready();
-      if (rd.hardState) writeHardState(dir, rd.hardState);
       return new Partition(id, log, replica, epochs, effects);
     } catch (err) {
       await log.close().catch(() => {});
@@ -215,6 +217,8 @@ export class Partition {
     this.checkOpen();
     if (this.replica.role !== 'leader') throw new SluiceError('NOT_LEADER', `this node does not lead ${this.name}`);
     const term = this.replica.term;
+    // The term's first write: its HardState first (a vote must be durable before anything of the term).
+    if (this.epochs.lastEpoch !== term && this.replica.hasReady()) this.persistHardState();
     // The epoch is on disk before the first batch of the term, so the checkpoint is never behind the log.
     if (this.epochs.lastEpoch !== term) this.epochs.assign(term, this.log.nextOffset);
     const r = this.log.append(bytes, term);
@@ -313,7 +317,18 @@ export class Partition {
     } catch (err) {
       return this.failPending(toSluiceError(err));
     }
-    const syncTo = rd.syncTo;
+    this.requestSync(rd.syncTo, rd.messages);
+  }
+
+  /** Writes a pending HardState now (synchronously), leaving the rest of the Ready for persist(). */
+  private persistHardState(): void {
+    const rd = this.replica.ready();
+    if (rd.hardState) writeHardState(this.log.dir, rd.hardState);
+    this.requestSync(rd.syncTo, rd.messages);
+  }
+
+  private requestSync(syncTo: number, messages: ReplicaReady['messages']): void {
+    const rd = { messages };
     if (syncTo <= this.syncRequestedTo) return;
     this.syncRequestedTo = syncTo;
     this.log.flush().then(

@@ -44,11 +44,6 @@ function countRecords(buf: Buffer): number {
   return records;
 }
 
-function splitKey(k: PartitionKey): { topic: string; partition: number } {
-  const i = k.lastIndexOf('/');
-  return { topic: k.slice(0, i), partition: Number(k.slice(i + 1)) };
-}
-
 /**
  * The shard: a router. Ring descriptors in, partition events out; partition effects (replies, Ready to
  * persist, peer messages) back out. It never reads or writes a partition's log itself.
@@ -312,11 +307,11 @@ class ShardServer implements PartitionEffects {
     const failed: Array<{ k: PartitionKey; err: SluiceErrorWire }> = [];
     await Promise.all(
       op.parts.map(async (p) => {
-        const k = `${p.topic}/${p.partition}`;
+        const k = p.k;
         await this.closing.get(k);
         if (this.actors.has(k)) return;
         try {
-          const actor = await Partition.open(this.task.dataDir, { topic: p.topic, topicId: p.topicId ?? '', partition: p.partition }, p.config, p.fresh, this.logOptions, this);
+          const actor = await Partition.open(this.task.dataDir, { topic: p.topic, topicId: p.topicId, partition: p.partition }, p.config, p.fresh, this.logOptions, this);
           if (this.stopped) return void actor.close(false).catch(() => {});
           this.offline.delete(k);
           this.actors.set(k, actor);
@@ -339,7 +334,7 @@ class ShardServer implements PartitionEffects {
   }
 
   private async drop(op: Extract<Op, { t: 'drop' }>): Promise<void> {
-    const closes = op.keys.map((k) => {
+    const closes = op.parts.map(({ k, topic, partition }) => {
       const actor = this.actors.get(k);
       this.actors.delete(k);
       this.offline.delete(k);
@@ -348,7 +343,6 @@ class ShardServer implements PartitionEffects {
         this.answerParked(actor, new SluiceError('UNKNOWN_PARTITION', `partition ${k} was deleted`));
         p = actor.close(op.remove);
       } else if (op.remove) {
-        const { topic, partition } = splitKey(k);
         p = fs.promises.rm(partitionDir(this.task.dataDir, topic, partition), { recursive: true, force: true });
       } else {
         p = Promise.resolve();
@@ -383,7 +377,7 @@ class ShardServer implements PartitionEffects {
     const pick = keys ?? [...this.actors.keys()];
     for (const k of pick) {
       const a = this.actors.get(k);
-      if (a) out.push({ k, logStartOffset: a.logStartOffset, highWatermark: a.highWatermark, sizeBytes: a.sizeBytes });
+      if (a) out.push({ k, topic: a.id.topic, partition: a.id.partition, logStartOffset: a.logStartOffset, highWatermark: a.highWatermark, sizeBytes: a.sizeBytes });
     }
     return out;
   }

@@ -39,11 +39,14 @@ export class EpochCheckpoint {
     return new EpochCheckpoint(dir, (list as EpochEntry[]).map((e) => ({ epoch: e.epoch, startOffset: e.startOffset })));
   }
 
-  /** A checkpoint built from scratch (e.g. by walking batch headers), persisted at once. */
+  /**
+   * A checkpoint built from scratch (e.g. by walking batch headers), persisted at once unless empty
+   * (an empty log has nothing to record, and a new partition's open should not cost an fsync).
+   */
   static create(dir: string, entries: EpochEntry[]): EpochCheckpoint {
     const cp = new EpochCheckpoint(dir, []);
     for (const e of entries) cp.entries.push({ ...e });
-    cp.persist();
+    if (cp.entries.length > 0) cp.persist();
     return cp;
   }
 

@@ -18,9 +18,10 @@ import type { LogOpenOptions } from '../storage/index.js';
 import { RingReader, RingWriter, type RingSlot } from './ring.js';
 import type { Op, PartitionKey, PartitionStat, Reply, ServeTask, ToMain, ToWorker } from './protocol.js';
 
-const OFF_RECORD_COUNT = 57;
-const OFF_LENGTH = 8;
-const BATCH_OVERHEAD = 12;
+import { BATCH_LOG_OVERHEAD_BYTES, OFF_ATTRIBUTES, OFF_LENGTH, OFF_RECORD_COUNT } from '../batch/codec.js';
+
+/** Attributes bit 5: Raft's own entries, which are not records a consumer reads (not counted). */
+const CONTROL_BIT = 0x20;
 
 let current: ShardServer | null = null;
 
@@ -34,12 +35,12 @@ export default async function shardWorker(task: ServeTask): Promise<string> {
   return server.run();
 }
 
-/** Sum of recordCount over whole batches in `buf` (header walk only). */
+/** Sum of recordCount over whole non-control batches in `buf` (header walk only). */
 function countRecords(buf: Buffer): number {
   let records = 0;
   for (let pos = 0; pos + 61 <= buf.length; ) {
-    records += buf.readInt32BE(pos + OFF_RECORD_COUNT);
-    pos += buf.readInt32BE(pos + OFF_LENGTH) + BATCH_OVERHEAD;
+    if ((buf.readInt16BE(pos + OFF_ATTRIBUTES) & CONTROL_BIT) === 0) records += buf.readInt32BE(pos + OFF_RECORD_COUNT);
+    pos += buf.readInt32BE(pos + OFF_LENGTH) + BATCH_LOG_OVERHEAD_BYTES;
   }
   return records;
 }

@@ -68,9 +68,9 @@ export const RAFT_HEARTBEAT_TICKS_DEFAULT = 1;
 export const RAFT_INFLIGHT_MSGS_MAX_DEFAULT = 256;
 /** Entry bytes a leader may have in flight to one follower. */
 export const RAFT_INFLIGHT_BYTES_MAX_DEFAULT = 32 * MiB;
-/** Entry bytes in one append message (at least one entry is always sent, whatever its size). */
+/** Payload bytes in one append message (at least one run is always sent, whatever its size). */
 export const RAFT_MSG_BYTES_MAX_DEFAULT = 1 * MiB;
-/** Entries in one append message. */
+/** Runs (batches, each one entry per record) in one append message. */
 export const RAFT_MSG_ENTRIES_MAX_DEFAULT = 4096;
 /** Pending ReadIndex requests on a leader; more are refused with QUEUE_FULL. */
 export const RAFT_READ_INDEX_PENDING_MAX = 4096;

@@ -102,7 +102,7 @@ export class RaftLog {
 
   /** The configuration in force at index `i` (i >= the compaction point). */
   confAt(i: number): ConfState {
-    assert.ok(i >= this.baseIndex, `raft: configuration at ${i} is compacted away`);
+    if (!(i >= this.baseIndex)) assert.fail(`raft: configuration at ${i} is compacted away`);
     for (let k = this.confs.length - 1; k >= 0; k--) if (this.confs[k].index <= i) return this.confs[k].conf;
     return this.baseConf;
   }
@@ -118,7 +118,7 @@ export class RaftLog {
 
   /** Appends one run right after the last one. */
   append(e: Entry): void {
-    assert.ok(e.count >= 1 && Number.isSafeInteger(e.count), `raft: run at ${e.index} has count ${e.count}`);
+    if (!(e.count >= 1 && Number.isSafeInteger(e.count))) assert.fail(`raft: run at ${e.index} has count ${e.count}`);
     assert.equal(e.index, this.lastIndex() + 1, 'raft: runs must be contiguous');
     this.unstable.push(e);
     if (e.kind === 'conf') this.noteConf(e);
@@ -132,7 +132,7 @@ export class RaftLog {
     assert.ok(from >= this.firstIndex(), 'raft: cannot truncate into the snapshot');
     if (from >= this.offset) {
       const k = this.findUnstable(from);
-      assert.ok(k >= 0 && this.unstable[k].index === from, `raft: truncation at ${from} is not on a run boundary`);
+      if (!(k >= 0 && this.unstable[k].index === from)) assert.fail(`raft: truncation at ${from} is not on a run boundary`);
       this.unstable.length = k;
     } else {
       // Into the persisted log: the next Ready's first run starts at `from`, which tells the driver to
@@ -147,18 +147,18 @@ export class RaftLog {
    * Whole runs covering [lo, hi], the first being the run that contains `lo`, bounded by `bytesMax`
    * (data bytes) and `countMax` (runs); at least one run when lo <= hi.
    */
-  slice(lo: number, hi: number, bytesMax: number, countMax: number): Entry[] {
+  slice(lo: number, hi: number, bytesMax: number, countMax: number): readonly Entry[] {
     let out: Entry[] = [];
     let bytes = 0;
     if (lo < this.offset) {
       assert.equal(this.unstableSnapshot, null, 'raft: read below an unpersisted snapshot');
       const stored = this.storage.entries(lo, Math.min(hi, this.offset - 1), bytesMax, countMax);
-      assert.ok(stored.length > 0 && stored[0].index <= lo && lastIndexOf(stored[0]) >= lo, `raft: storage has no run at ${lo}`);
+      if (!(stored.length > 0 && stored[0].index <= lo && lastIndexOf(stored[0]) >= lo)) assert.fail(`raft: storage has no run at ${lo}`);
+      const end = lastIndexOf(stored[stored.length - 1]);
+      if (end < Math.min(hi, this.offset - 1) || hi < this.offset) return stored; // a limit stopped the read, or done
+      assert.equal(end, this.offset - 1, 'raft: a persisted run overlaps the unstable tail');
       out = stored.slice();
       for (const e of out) bytes += e.data.length;
-      const end = lastIndexOf(out[out.length - 1]);
-      if (end < Math.min(hi, this.offset - 1) || hi < this.offset) return out; // a limit stopped the read, or done
-      assert.equal(end, this.offset - 1, 'raft: a persisted run overlaps the unstable tail');
     }
     const k0 = this.findUnstable(Math.max(lo, this.offset));
     for (let k = k0; k >= 0 && k < this.unstable.length && out.length < countMax; k++) {
@@ -203,7 +203,7 @@ export class RaftLog {
 
   /** The driver compacted (or will compact) the log up to `snap.index`: forget older configurations. */
   compacted(snap: Snapshot): void {
-    assert.ok(snap.index > this.baseIndex && snap.index <= this.lastIndex(), `raft: bad compaction index ${snap.index}`);
+    if (!(snap.index > this.baseIndex && snap.index <= this.lastIndex())) assert.fail(`raft: bad compaction index ${snap.index}`);
     this.baseConf = snap.conf;
     this.baseIndex = snap.index;
     this.confs = this.confs.filter((c) => c.index > snap.index);

@@ -207,7 +207,7 @@ export class RaftNode {
    * (`storage.firstIndex()` moves then); the core forgets older configurations at once.
    */
   compact(index: number, data: Uint8Array): Snapshot {
-    assert.ok(index <= this.applied && index >= this.log.firstIndex(), `raft: bad compaction index ${index}`);
+    if (!(index <= this.applied && index >= this.log.firstIndex())) assert.fail(`raft: bad compaction index ${index}`);
     const snap: Snapshot = {
       index: index as Offset,
       term: this.log.term(index) as Term,
@@ -570,7 +570,7 @@ export class RaftNode {
       const t = log.term(e.index);
       if (t === e.term) {
         // Same term, same leader, same cut: a run held at all is held whole, with the same boundaries.
-        assert.equal(log.term(lastIndexOf(e)), e.term, `raft: run ${e.index}+${e.count}@${e.term} is split on this replica`);
+        if (log.term(lastIndexOf(e)) !== e.term) assert.fail(`raft: run ${e.index}+${e.count}@${e.term} is split on this replica`);
         continue;
       }
       if (t !== -1) {
@@ -732,7 +732,7 @@ export class RaftNode {
         pr.next = first;
         prevIndex = first - 1;
         prevTerm = log.term(prevIndex);
-        assert.ok(prevTerm >= 0, `raft: run at ${first} starts inside the compacted prefix`);
+        if (!(prevTerm >= 0)) assert.fail(`raft: run at ${first} starts inside the compacted prefix`);
       }
     }
     if (ents.length === 0 && !sendIfEmpty) return false;

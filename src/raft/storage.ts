@@ -68,11 +68,14 @@ export class MemoryStorage implements RaftStorage {
   private snap: Snapshot;
   /** runs[k + 1].index === lastIndexOf(runs[k]) + 1; runs[0].index === snap.index + 1. */
   private runs: Entry[];
+  /** lastIndex(), cached: append checks continuity run by run. */
+  private end: number;
 
   constructor(state: PersistedState) {
     this.hs = state.hardState;
     this.snap = state.snapshot;
     this.runs = [];
+    this.end = state.snapshot.index;
     if (state.entries.length > 0) this.append(state.entries);
   }
 
@@ -85,8 +88,7 @@ export class MemoryStorage implements RaftStorage {
   }
 
   lastIndex(): number {
-    const n = this.runs.length;
-    return n === 0 ? this.snap.index : lastIndexOf(this.runs[n - 1]);
+    return this.end;
   }
 
   term(i: number): number {
@@ -127,17 +129,23 @@ export class MemoryStorage implements RaftStorage {
   append(entries: readonly Entry[]): void {
     if (entries.length === 0) return;
     const first = entries[0].index;
-    assert.ok(first > this.snap.index, `storage: write at ${first} is inside the snapshot (${this.snap.index})`);
-    assert.ok(first <= this.lastIndex() + 1, `storage: write at ${first} leaves a gap after ${this.lastIndex()}`);
-    if (first <= this.lastIndex()) {
+    if (first <= this.snap.index) assert.fail(`storage: write at ${first} is inside the snapshot (${this.snap.index})`);
+    if (first > this.end + 1) assert.fail(`storage: write at ${first} leaves a gap after ${this.end}`);
+    if (first <= this.end) {
       const k = this.find(first);
-      assert.equal(this.runs[k].index, first, `storage: truncation at ${first} is not on a run boundary`);
+      if (this.runs[k].index !== first) assert.fail(`storage: truncation at ${first} is not on a run boundary`);
       this.runs.length = k;
+      this.end = first - 1;
     }
-    for (const e of entries) {
-      assert.ok(e.count >= 1 && e.index === this.lastIndex() + 1, `storage: run at ${e.index} is not contiguous`);
-      this.runs.push(e);
+    const runs = this.runs;
+    let end = this.end;
+    for (let k = 0; k < entries.length; k++) {
+      const e = entries[k];
+      if (e.index !== end + 1 || !(e.count >= 1)) assert.fail(`storage: run at ${e.index} is not contiguous`);
+      runs.push(e);
+      end += e.count;
     }
+    this.end = end;
   }
 
   setHardState(hs: HardState): void {
@@ -148,14 +156,15 @@ export class MemoryStorage implements RaftStorage {
   applySnapshot(snap: Snapshot): void {
     this.snap = snap;
     this.runs = [];
+    this.end = snap.index;
   }
 
   /** Drops the runs up to `snap.index` (which must end a run), after the snapshot is durable. */
   compact(snap: Snapshot): void {
-    assert.ok(snap.index > this.snap.index && snap.index <= this.lastIndex(), `storage: bad compaction index ${snap.index}`);
+    if (snap.index <= this.snap.index || snap.index > this.end) assert.fail(`storage: bad compaction index ${snap.index}`);
     const k = this.find(snap.index);
-    assert.equal(lastIndexOf(this.runs[k]), snap.index, `storage: compaction at ${snap.index} is not on a run boundary`);
-    this.runs.splice(0, k + 1);
+    if (lastIndexOf(this.runs[k]) !== snap.index) assert.fail(`storage: compaction at ${snap.index} is not on a run boundary`);
+    this.runs = this.runs.slice(k + 1);
     this.snap = snap;
   }
 

@@ -153,6 +153,30 @@ describe('core API', () => {
     expect([rd.committedFrom, rd.committedTo]).toEqual([2, 7]);
   });
 
+  it('controlData makes the payload of the core own runs (no-op, conf), which replicas store verbatim', () => {
+    const calls: string[] = [];
+    const controlData = (kind: 'noop' | 'conf', index: number, term: number, change: { type: string; node: number } | null): Uint8Array => {
+      calls.push(`${kind}@${index}/${term}${change ? ` ${change.type} ${change.node}` : ''}`);
+      return new TextEncoder().encode(`${kind}-${index}-${term}`);
+    };
+    const disk = boot([id(1)]);
+    const r = new RaftNode({ id: id(1), controlData }, disk);
+    r.campaign();
+    const drain = (): void => {
+      while (r.hasReady()) {
+        const rd = r.ready();
+        persist(disk, rd);
+        r.advance();
+      }
+    };
+    drain();
+    r.proposeConfChange({ type: 'addLearner', node: id(2) });
+    drain();
+    expect(calls).toEqual(['noop@2/2', 'conf@3/2 addLearner 2']);
+    const stored = disk.allEntries().map((e) => [e.index, e.count, e.kind, new TextDecoder().decode(e.data)]);
+    expect(stored).toEqual([[2, 1, 'noop', 'noop-2-2'], [3, 1, 'conf', 'conf-3-2']]);
+  });
+
   it('advance() before the Ready is in storage is a driver bug, caught by an assertion', () => {
     const r = new RaftNode({ id: id(1) }, boot([id(1)]));
     r.campaign();

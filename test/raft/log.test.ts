@@ -12,6 +12,7 @@ import { RaftLog } from '../../src/raft/log.js';
 import { Inflights } from '../../src/raft/progress.js';
 import { MemoryStorage } from '../../src/raft/storage.js';
 import { type Entry, lastIndexOf } from '../../src/raft/types.js';
+import { checkRaftStorage } from './storage-contract.js';
 
 const conf = { voters: [1 as NodeId], learners: [] };
 const EMPTY = new Uint8Array(0);
@@ -128,6 +129,25 @@ describe('RaftLog over runs', () => {
 });
 
 describe('MemoryStorage', () => {
+  it('keeps the RaftStorage contract (the reusable check in storage-contract.ts) for random logs', () => {
+    fc.assert(
+      fc.property(specArb, fc.nat(6), (spec, snap) => {
+        const b = build(spec, snap, 99);
+        checkRaftStorage(b.log.storage, b.log.storage.snapshot(), b.runs);
+      }),
+      { numRuns: 50 },
+    );
+  });
+
+  it('the contract check can fail: a storage that answers a run start only is caught', () => {
+    const b = build([[1, 3], [2, 2]], 0, 99);
+    const st = b.log.storage;
+    const broken = Object.assign(Object.create(st) as typeof st, {
+      term: (i: number) => (b.runs.some((e) => e.index === i) || i === 0 ? st.term(i) : -1),
+    });
+    expect(() => checkRaftStorage(broken, st.snapshot(), b.runs)).toThrow(/term\(2\)/);
+  });
+
   it('refuses gaps, truncation inside a run and compaction inside a run', () => {
     const s = new MemoryStorage({
       hardState: { term: 0 as Term, vote: 0 as NodeId, commit: 0 as Offset },

@@ -12,7 +12,12 @@
  * - commit durability (in sim.ts, at each leader commit): no node lacking the entry could be elected;
  * - no committed entry lost: an applied index is never re-applied differently, and the final leader's
  *   log holds every committed entry;
- * - linearizable ReadIndex: a read's index covers everything committed before it was asked.
+ * - linearizable ReadIndex: a read's index covers everything committed before it was asked;
+ * and, for the driver (test/sim/replica.ts):
+ * - no offset with two records, for what readers see: every offset below a replica's high watermark
+ *   is committed, and is the same record on every replica, forever (no committed entry lost or changed);
+ * - the high watermark never goes back on any replica, across restarts too;
+ * - every acked (acks=all) produce is committed, and every later leader holds it.
  */
 import { type Entry, type Snapshot, lastIndexOf } from '../../src/raft/index.js';
 import type { RaftNode } from '../../src/raft/raft.js';
@@ -33,7 +38,11 @@ export function contentId(e: Entry): number {
     const t = e.change!.type === 'addVoter' ? 0 : e.change!.type === 'addLearner' ? 1 : 2;
     return 2 + e.change!.node * 4 + t;
   }
-  const d = e.data;
+  return dataContentId(e.data);
+}
+
+/** The content id of a data payload: 1,000,000 + the u32 the simulator wrote in it. */
+export function dataContentId(d: Uint8Array): number {
   return 1_000_000 + ((d[0] | (d[1] << 8) | (d[2] << 16) | (d[3] << 24)) >>> 0);
 }
 
@@ -89,6 +98,12 @@ export class Checkers {
   maxCommitted = 0;
   private maxLeaderCommit = 0;
   private readonly reads = new Map<number, number>();
+  private readonly hws = new Map<number, number>();
+  private readonly acked: { index: number; count: number; term: number; id: number }[] = [];
+
+  ackedCount(): number {
+    return this.acked.length;
+  }
 
   leaderCount(): number {
     return this.leaders.size;
@@ -100,6 +115,7 @@ export class Checkers {
     if (prev !== undefined) throw new InvariantViolation('election safety', `nodes ${prev} and ${node.id} both lead term ${term}`);
     this.leaders.set(term, node.id);
     this.checkComplete(node, 'leader completeness');
+    this.checkAcked(node, 'every acked produce present');
   }
 
   /** A leader advanced its commit index from `from` to `to` in `term`. */
@@ -154,23 +170,66 @@ export class Checkers {
     }
   }
 
-  /** `node` applied run `e`; `hash` is its hash chain after it. */
-  onApply(node: number, e: Entry, hash: number): void {
+  /**
+   * Claims every offset of run `e` as shown (applied, or below a high watermark) by `node`: an offset
+   * is claimed by one run forever. Checked offset by offset the first time a run is claimed anywhere.
+   */
+  private claim(node: number, e: Entry, what: string): void {
     const end = lastIndexOf(e);
     const id = contentId(e);
     const known = this.offsetRun.get(e.index);
-    if (known === undefined || !sameRun(known, e, id)) {
-      const run: AppliedRun = { index: e.index, count: e.count, term: e.term, id };
-      for (let i = e.index; i <= end; i++) {
-        const k = this.offsetRun.get(i);
-        if (k === undefined) this.offsetRun.set(i, run);
-        else if (!sameRun(k, e, id)) {
-          throw new InvariantViolation('no offset with two records', `node ${node} applied offset ${i} in run ${e.index}+${e.count}@${e.term}, but it was applied in run ${k.index}+${k.count}@${k.term}`);
-        }
-        const c = this.committedTerm.get(i);
-        if (c !== undefined && c !== e.term) throw new InvariantViolation('state machine safety', `node ${node} applied ${i}@${e.term}, but ${i}@${c} was committed`);
+    if (known !== undefined && sameRun(known, e, id)) return;
+    const run: AppliedRun = { index: e.index, count: e.count, term: e.term, id };
+    for (let i = e.index; i <= end; i++) {
+      const k = this.offsetRun.get(i);
+      if (k === undefined) this.offsetRun.set(i, run);
+      else if (!sameRun(k, e, id)) {
+        throw new InvariantViolation('no offset with two records', `node ${node} ${what} offset ${i} in run ${e.index}+${e.count}@${e.term}, but it was shown in run ${k.index}+${k.count}@${k.term}`);
       }
+      const c = this.committedTerm.get(i);
+      if (c !== undefined && c !== e.term) throw new InvariantViolation('no committed entry lost or changed', `node ${node} ${what} ${i}@${e.term}, but ${i}@${c} was committed`);
     }
+  }
+
+  /** `node` exposes run `e` to readers (it lies below its high watermark). */
+  onVisible(node: number, e: Entry): void {
+    this.claim(node, e, 'shows readers');
+  }
+
+  /** A replica's high watermark (one past the last offset readers may see) is now `hw`. */
+  onHighWatermark(node: number, hw: number, restart: boolean): void {
+    const prev = this.hws.get(node) ?? 0;
+    if (hw < prev) throw new InvariantViolation('high watermark monotonic', `node ${node} high watermark went from ${prev} to ${hw}${restart ? ' across a restart' : ''}`);
+    this.hws.set(node, hw);
+  }
+
+  /**
+   * An acks=all produce of run `index`+`count` in `term` was answered by `node`: it must be the
+   * committed run at `index` (a leader's commit is recorded before anyone can learn of it).
+   */
+  onAcked(node: number, index: number, count: number, term: number, id: number): void {
+    const c = this.committedTerm.get(index);
+    if (c !== term) throw new InvariantViolation('every acked produce present', `node ${node} acked ${index}+${count}@${term}, but ${c === undefined ? 'it is not committed' : `${index}@${c} was committed`}`);
+    this.acked.push({ index, count, term, id });
+  }
+
+  /**
+   * Every acked produce committed in a term before `beforeTerm` is in `node`'s log (or compacted into
+   * its snapshot): what leader completeness promises a client that got an ack.
+   */
+  checkAcked(node: RaftNode, checker: string, beforeTerm = node.getTerm()): void {
+    const first = node.log.firstIndex();
+    for (const a of this.acked) {
+      if (a.index < first || this.committedIn.get(a.index)! >= beforeTerm) continue;
+      const t = node.log.term(a.index);
+      if (t !== a.term) throw new InvariantViolation(checker, `node ${node.id} (term ${node.getTerm()}) lacks acked produce ${a.index}+${a.count}@${a.term} (has term ${t})`);
+    }
+  }
+
+  /** `node` applied run `e`; `hash` is its hash chain after it. */
+  onApply(node: number, e: Entry, hash: number): void {
+    const end = lastIndexOf(e);
+    this.claim(node, e, 'applied');
     const h = this.committedHash.get(end);
     if (h === undefined) {
       this.committedHash.set(end, hash);

@@ -5,13 +5,24 @@
  *                            the seed and a shortened trace and exit 1
  *   --seed S --steps M --trace-hash
  *                            replay one seed; the last line is the trace hash (the same on every run)
- *   --bug NAME               enable a deliberately broken code path in every node; a failure is
- *                            expected (exit 1 = the checkers caught it)
+ *   --bug NAME               enable a deliberately broken code path in every node (a core bug from
+ *                            RAFT_BUGS or a driver bug from DRIVER_BUGS); a failure is expected
+ *                            (exit 1 = the checkers caught it)
  *   --json                   print a JSON summary line
  * Defaults: 20,000 seeds of 2,000 steps.
  */
 import { RAFT_BUGS, type RaftBug } from '../../src/raft/index.js';
-import { type SimResult, runSeed } from './sim.js';
+import { DRIVER_BUGS, type DriverBug } from './replica.js';
+import { type SimOptions, type SimResult, runSeed } from './sim.js';
+
+type Bug = RaftBug | DriverBug;
+const ALL_BUGS: readonly string[] = [...RAFT_BUGS, ...DRIVER_BUGS];
+
+/** The options that turn `bug` on, core or driver. */
+function bugOptions(bug: Bug | null): Pick<SimOptions, 'bugs' | 'driverBugs'> {
+  if (bug === null) return {};
+  return (RAFT_BUGS as readonly string[]).includes(bug) ? { bugs: [bug as RaftBug] } : { driverBugs: [bug as DriverBug] };
+}
 
 interface Args {
   seeds: number;
@@ -19,7 +30,7 @@ interface Args {
   steps: number;
   seed: number | null;
   traceHash: boolean;
-  bug: RaftBug | null;
+  bug: Bug | null;
   json: boolean;
 }
 
@@ -40,8 +51,8 @@ function parseArgs(argv: readonly string[]): Args {
     else if (k === '--json') a.json = true;
     else if (k === '--bug') {
       const b = v();
-      if (!(RAFT_BUGS as readonly string[]).includes(b)) throw new Error(`unknown bug ${b}; known: ${RAFT_BUGS.join(', ')}`);
-      a.bug = b as RaftBug;
+      if (!ALL_BUGS.includes(b)) throw new Error(`unknown bug ${b}; known: ${ALL_BUGS.join(', ')}`);
+      a.bug = b as Bug;
     } else throw new Error(`unknown argument ${k}`);
   }
   for (const [name, n] of [['--seeds', a.seeds], ['--steps', a.steps], ['--first', a.first]] as const) {
@@ -50,9 +61,9 @@ function parseArgs(argv: readonly string[]): Args {
   return a;
 }
 
-function printFailure(r: SimResult, steps: number, bug: RaftBug | null): void {
+function printFailure(r: SimResult, steps: number, bug: Bug | null): void {
   // Re-run the failing seed with the text trace on: replay is exact, so this is the same execution.
-  const full = runSeed({ seed: r.seed, steps, bugs: bug === null ? [] : [bug], fullTrace: true });
+  const full = runSeed({ seed: r.seed, steps, ...bugOptions(bug), fullTrace: true });
   console.log(`FAIL seed ${r.seed}: ${r.failure}`);
   console.log(`replay: npm run sim -- --seed ${r.seed} --steps ${steps}${bug ? ` --bug ${bug}` : ''} --trace-hash`);
   console.log('--- last events ---');
@@ -61,9 +72,9 @@ function printFailure(r: SimResult, steps: number, bug: RaftBug | null): void {
 
 function main(): number {
   const args = parseArgs(process.argv.slice(2));
-  const bugs = args.bug === null ? [] : [args.bug];
+  const bugs = bugOptions(args.bug);
   if (args.seed !== null) {
-    const r = runSeed({ seed: args.seed, steps: args.steps, bugs, fullTrace: !args.traceHash });
+    const r = runSeed({ seed: args.seed, steps: args.steps, ...bugs, fullTrace: !args.traceHash });
     if (!r.ok) printFailure(r, args.steps, args.bug);
     else console.log(`seed ${r.seed} ok: ${JSON.stringify(r.stats)}`);
     if (args.traceHash) console.log(r.traceHash);
@@ -75,7 +86,7 @@ function main(): number {
   let waived = 0;
   let failed: SimResult | null = null;
   for (let s = args.first; s < args.first + args.seeds; s++) {
-    const r = runSeed({ seed: s, steps: args.steps, bugs });
+    const r = runSeed({ seed: s, steps: args.steps, ...bugs });
     if (!r.ok) {
       failed = r;
       break;

@@ -14,6 +14,7 @@ import { describe, expect, it } from 'vitest';
 import type { Offset, Term } from '../../src/model/index.js';
 import type { Entry, RaftBug } from '../../src/raft/index.js';
 import { Checkers } from './checkers.js';
+import type { DriverBug } from './replica.js';
 import { runSeed } from './sim.js';
 
 const SEEDS = 500;
@@ -28,6 +29,13 @@ const BUG_BUDGETS: [RaftBug, number][] = [
   ['read-without-quorum', 200],
   // Figure 8 needs a rarer interleaving; the commit-durability checker finds it (first at seed 239).
   ['commit-old-term', 400],
+];
+
+/** Driver bugs (the replica under test breaks persist -> send -> apply), with their seed budgets. */
+const DRIVER_BUG_BUDGETS: [DriverBug, number][] = [
+  ['ack-before-persist', 100],
+  ['send-before-persist', 100],
+  ['hw-from-log-end', 100],
 ];
 
 describe('deterministic simulation', () => {
@@ -48,6 +56,21 @@ describe('deterministic simulation', () => {
       if (!r.ok) caught = `${r.checker} at seed ${seed}`;
     }
     expect(caught, `bug ${bug} not caught`).not.toBeNull();
+  });
+
+  it.each(DRIVER_BUG_BUDGETS)('driver bug %s is caught within %i seeds', (bug, budget) => {
+    let caught: string | null = null;
+    for (let seed = 1; seed <= budget && caught === null; seed++) {
+      const r = runSeed({ seed, steps: STEPS, driverBugs: [bug] });
+      if (!r.ok) caught = `${r.checker} at seed ${seed}`;
+    }
+    expect(caught, `driver bug ${bug} not caught`).not.toBeNull();
+  });
+
+  it('the reference driver answers acks=all produces (the acked-produce checker has work to do)', () => {
+    const r = runSeed({ seed: 3, steps: STEPS });
+    expect(r.ok).toBe(true);
+    expect(r.stats.acked).toBeGreaterThan(20);
   });
 
   it('replays a seed to the same trace hash', () => {
@@ -72,6 +95,13 @@ describe('run checkers can fail', () => {
     c.onApply(1, run(3, 5, 2, 7), 111);
     c.onApply(2, run(3, 5, 2, 7), 111); // the same run elsewhere is fine
     expect(() => c.onApply(3, run(5, 4, 2, 8), 222)).toThrow(/no offset with two records: node 3 applied offset 5/);
+  });
+
+  it('high watermark monotonic: a replica whose high watermark goes back is caught', () => {
+    const c = new Checkers();
+    c.onHighWatermark(1, 10, false);
+    c.onHighWatermark(1, 12, true);
+    expect(() => c.onHighWatermark(1, 11, true)).toThrow(/high watermark monotonic: node 1 .* from 12 to 11 across a restart/);
   });
 
   it('log matching: one (index, term) persisted with two different counts is caught', () => {

@@ -12,26 +12,17 @@
  * must commit within a bound (liveness).
  */
 import type { NodeId } from '../../src/model/index.js';
-import {
-  type Entry,
-  type HardState,
-  MESSAGE_TYPE_NAMES,
-  MemoryStorage,
-  type Message,
-  type RaftBug,
-  RaftNode,
-  type Ready,
-  type Snapshot,
-  bootstrapState,
-  lastIndexOf,
-} from '../../src/raft/index.js';
-import { Checkers, InvariantViolation, chainHash, contentId, encodeApp, snapshotApp } from './checkers.js';
+import { type Entry, MESSAGE_TYPE_NAMES, type Message, type RaftBug, type RaftNode, type RaftOptions } from '../../src/raft/index.js';
+import { Checkers, InvariantViolation, contentId } from './checkers.js';
 import { Prng } from './prng.js';
+import { type DriverBug, type ReplicaHost, SimReplica } from './replica.js';
 
 export interface SimOptions {
   seed: number;
   steps: number;
   bugs?: readonly RaftBug[];
+  /** Deliberately broken driver code paths (replica.ts `DRIVER_BUGS`). */
+  driverBugs?: readonly DriverBug[];
   /** Keep a full text trace (slow; used to print a failing seed). */
   fullTrace?: boolean;
 }
@@ -44,29 +35,7 @@ export interface SimResult {
   traceHash: string;
   /** The last events (only with fullTrace). */
   trace: string[];
-  stats: { leaders: number; committed: number; crashes: number; confChanges: number; snapshots: number; reads: number; livenessWaived: number };
-}
-
-/** A node's disk: `storage` is what is durable (the core reads it); `pending` is written, not yet synced. */
-interface Disk {
-  storage: MemoryStorage;
-  pending: { snapshot: Snapshot | null; entries: readonly Entry[]; hs: HardState | null }[];
-}
-
-interface SimNode {
-  readonly id: number;
-  raft: RaftNode | null;
-  disk: Disk;
-  removed: boolean;
-  stalledUntil: number;
-  /** A Ready written to disk but not yet synced (and so not yet sent or applied). */
-  unsynced: Ready | null;
-  appIndex: number;
-  appHash: number;
-  /** Highest commit index this node has reported in a Ready (to see a leader's commit advance). */
-  durableCommitSeen: number;
-  /** A crash scheduled right after this node became leader (figure-8-like histories), or 0. */
-  crashAt: number;
+  stats: { leaders: number; committed: number; acked: number; crashes: number; confChanges: number; snapshots: number; reads: number; livenessWaived: number };
 }
 
 interface InFlight {
@@ -79,7 +48,7 @@ const TRACE_KEEP = 80;
 export class Sim {
   readonly rng: Prng;
   readonly checkers = new Checkers();
-  readonly nodes = new Map<number, SimNode>();
+  readonly nodes = new Map<number, SimReplica>();
   private readonly opts: SimOptions;
   private readonly preVote: boolean;
   private readonly checkQuorum: boolean;
@@ -98,11 +67,36 @@ export class Sim {
   private readonly trace: string[] = [];
   private quietProposals = new Set<number>();
   private quietCommitted = false;
-  readonly stats = { leaders: 0, committed: 0, crashes: 0, confChanges: 0, snapshots: 0, reads: 0, livenessWaived: 0 };
+  readonly stats = { leaders: 0, committed: 0, acked: 0, crashes: 0, confChanges: 0, snapshots: 0, reads: 0, livenessWaived: 0 };
+  private readonly driverBugs: ReadonlySet<DriverBug>;
+  /** What every replica under test reports to. */
+  private readonly host: ReplicaHost;
 
   constructor(opts: SimOptions) {
     this.opts = opts;
     this.rng = new Prng(opts.seed);
+    this.driverBugs = new Set(opts.driverBugs ?? []);
+    this.host = {
+      checkers: this.checkers,
+      rng: this.rng,
+      now: () => this.now,
+      quiet: () => this.quiet,
+      raftOptions: (id) => this.raftOptions(id),
+      note: (text, a, b, c) => this.note(text, a, b, c),
+      send: (m) => this.send(m),
+      leaderCommitted: (r, from, to) => {
+        this.checkers.onLeaderCommit(r, from, to);
+        this.checkCommitDurable(r, from, to);
+      },
+      applied: (_replica, e) => this.applied(e),
+      crashed: () => {
+        this.stats.crashes++;
+      },
+      readState: (replica, context, index) => {
+        this.checkers.onReadState(replica.id, context, index);
+        this.stats.reads++;
+      },
+    };
     const mode = this.rng.int(4);
     this.preVote = (mode & 1) !== 0;
     this.checkQuorum = (mode & 2) !== 0;
@@ -141,95 +135,28 @@ export class Sim {
 
   // --- Nodes, disk ---------------------------------------------------------------------------------
 
-  private addNode(id: number, voters: readonly NodeId[]): SimNode {
-    const node: SimNode = {
-      id,
-      raft: null,
-      disk: { storage: new MemoryStorage(bootstrapState(voters)), pending: [] },
-      removed: false,
-      stalledUntil: 0,
-      unsynced: null,
-      appIndex: 0,
-      appHash: 0,
-      durableCommitSeen: 0,
-      crashAt: 0,
-    };
+  private addNode(id: number, voters: readonly NodeId[]): SimReplica {
+    const node = new SimReplica(id, voters, this.host, this.driverBugs);
     this.nodes.set(id, node);
-    this.start(node);
+    node.start();
     return node;
   }
 
-  private start(node: SimNode): void {
-    const d = node.disk;
+  private raftOptions(id: number): RaftOptions {
     const prng = this.rng.fork();
-    node.raft = new RaftNode(
-      {
-        id: node.id as NodeId,
-        electionTicks: 10,
-        heartbeatTicks: 2,
-        preVote: this.preVote,
-        checkQuorum: this.checkQuorum,
-        msgEntriesMax: this.msgEntriesMax,
-        inflightMsgsMax: this.inflightMsgsMax,
-        inflightBytesMax: 4096,
-        msgBytesMax: 1024,
-        random: () => prng.float(),
-        bugs: this.opts.bugs,
-      },
-      d.storage,
-    );
-    const app = snapshotApp(d.storage.snapshot());
-    node.appIndex = app.index;
-    node.appHash = app.hash;
-  }
-
-  private crash(node: SimNode): void {
-    node.crashAt = 0;
-    node.raft = null;
-    node.unsynced = null;
-    node.disk.pending = []; // unsynced writes are lost
-    node.stalledUntil = 0;
-    this.stats.crashes++;
-    this.note(`crash ${node.id}`, 1, node.id, 0);
-  }
-
-  private syncDisk(node: SimNode): void {
-    const d = node.disk;
-    const st = d.storage;
-    for (const w of d.pending) {
-      if (w.snapshot !== null) st.applySnapshot(w.snapshot);
-      if (w.entries.length > 0) {
-        const first = w.entries[0].index;
-        if (first > st.lastIndex() + 1 || first <= st.snapshot().index) {
-          throw new InvariantViolation('persistence', `node ${node.id}: write at ${first} leaves a gap in the durable log`);
-        }
-        this.checkers.onPersist(node.id, w.entries, st.term(first - 1));
-        st.append(w.entries);
-      }
-      if (w.hs !== null) st.setHardState(w.hs);
-    }
-    d.pending = [];
-  }
-
-  /** Handles a node's Ready: write, then (maybe later) fsync, send, apply, advance. */
-  private processReady(node: SimNode): void {
-    const r = node.raft;
-    if (r === null || node.unsynced !== null || !r.hasReady()) return;
-    const rd = r.ready();
-    if (r.getRole() === 'leader' && rd.hardState !== null && rd.hardState.commit > node.durableCommitSeen) {
-      const from = Math.max(node.durableCommitSeen, r.log.firstIndex() - 1);
-      this.checkers.onLeaderCommit(r, from, rd.hardState.commit);
-      this.checkCommitDurable(r, from, rd.hardState.commit);
-    }
-    if (rd.hardState !== null) node.durableCommitSeen = Math.max(node.durableCommitSeen, rd.hardState.commit);
-    node.disk.pending.push({ snapshot: rd.snapshot, entries: rd.entries, hs: rd.hardState });
-    if (rd.softState?.role === 'leader') {
-      this.checkers.onLeader(r, r.getTerm());
-      // New leaders that die young leave old-term entries half replicated: the figure-8 histories.
-      if (!this.quiet && this.rng.chance(0.08)) node.crashAt = this.now + 1 + this.rng.int(4);
-    }
-    node.unsynced = rd;
-    if (this.quiet || this.rng.chance(0.85)) this.finishReady(node);
+    return {
+      id: id as NodeId,
+      electionTicks: 10,
+      heartbeatTicks: 2,
+      preVote: this.preVote,
+      checkQuorum: this.checkQuorum,
+      msgEntriesMax: this.msgEntriesMax,
+      inflightMsgsMax: this.inflightMsgsMax,
+      inflightBytesMax: 4096,
+      msgBytesMax: 1024,
+      random: () => prng.float(),
+      bugs: this.opts.bugs,
+    };
   }
 
   /**
@@ -267,44 +194,14 @@ export class Sim {
     }
   }
 
-  private finishReady(node: SimNode): void {
-    const rd = node.unsynced!;
-    const r = node.raft!;
-    node.unsynced = null;
-    this.syncDisk(node);
-    if (rd.snapshot !== null) {
-      this.checkers.onSnapshotInstall(node.id, rd.snapshot);
-      const app = snapshotApp(rd.snapshot);
-      node.appIndex = app.index;
-      node.appHash = app.hash;
-      this.note(() => `${node.id} installs snapshot @${rd.snapshot!.index}`, 2, node.id, rd.snapshot.index);
-    }
-    for (const m of rd.messages) this.send(m);
-    for (const e of rd.committedEntries) this.apply(node, e);
-    for (const rs of rd.readStates) {
-      this.checkers.onReadState(node.id, rs.context, rs.index);
-      this.stats.reads++;
-    }
-    r.advance();
-  }
-
-  private apply(node: SimNode, e: Entry): void {
-    if (e.index !== node.appIndex + 1) {
-      throw new InvariantViolation('state machine safety', `node ${node.id} applies ${e.index} after ${node.appIndex}`);
-    }
-    const id = contentId(e);
-    node.appIndex = lastIndexOf(e);
-    node.appHash = chainHash(node.appHash, e.index, id * 1024 + e.count);
-    this.checkers.onApply(node.id, e, node.appHash);
-    this.note(() => `${node.id} applies ${e.index}+${e.count}@${e.term} ${e.kind}${e.kind === 'conf' ? ` ${e.change!.type} ${e.change!.node}` : ''}`, 3, node.id, e.index);
-    if (this.quietProposals.has(id)) this.quietCommitted = true;
+  /** The simulator's side of an applied run: liveness bookkeeping, and removal of a replica. */
+  private applied(e: Entry): void {
+    if (this.quietProposals.has(contentId(e))) this.quietCommitted = true;
     if (e.kind === 'conf' && e.change!.type === 'remove') {
       const gone = this.nodes.get(e.change!.node);
       if (gone !== undefined && !gone.removed) {
         // A removed replica is shut down by its controller once the removal is committed.
-        gone.removed = true;
-        gone.raft = null;
-        gone.unsynced = null;
+        gone.stop();
         this.note(`stop removed ${gone.id}`, 4, gone.id, 0);
       }
     }
@@ -330,7 +227,7 @@ export class Sim {
     for (const f of this.net) {
       const dst = this.nodes.get(f.msg.to);
       if (dst === undefined || dst.raft === null) continue; // dropped: nobody listening
-      if (f.at > this.now || dst.stalledUntil > this.now || dst.unsynced !== null) keep.push(f);
+      if (f.at > this.now || dst.stalledUntil > this.now || dst.busy()) keep.push(f);
       else due.push(f);
     }
     this.net = keep;
@@ -345,22 +242,22 @@ export class Sim {
       const m = f.msg;
       if (this.blocked.has(this.link(m.from, m.to))) continue;
       const dst = this.nodes.get(m.to)!;
-      if (dst.raft === null || dst.unsynced !== null) continue;
-      dst.raft.step(m);
-      this.processReady(dst);
+      if (dst.raft === null || dst.busy()) continue;
+      dst.step(m);
+      dst.processReady();
     }
   }
 
   // --- Faults and clients --------------------------------------------------------------------------
 
-  private live(): SimNode[] {
-    const out: SimNode[] = [];
+  private live(): SimReplica[] {
+    const out: SimReplica[] = [];
     for (const n of this.nodes.values()) if (n.raft !== null && !n.removed) out.push(n);
     return out;
   }
 
-  private leaders(): SimNode[] {
-    return this.live().filter((n) => n.raft!.getRole() === 'leader' && n.unsynced === null && n.stalledUntil <= this.now);
+  private leaders(): SimReplica[] {
+    return this.live().filter((n) => n.raft!.getRole() === 'leader' && !n.busy() && n.stalledUntil <= this.now);
   }
 
   private members(): number[] {
@@ -373,11 +270,11 @@ export class Sim {
       if (n.removed) continue;
       if (n.raft === null) {
         if (rng.chance(0.03)) {
-          this.start(n);
+          n.start();
           this.note(`restart ${n.id}`, 6, n.id, n.disk.storage.hardState().term);
         }
       } else if (n.crashAt === this.now || rng.chance(0.003)) {
-        this.crash(n);
+        n.crash();
       } else if (n.stalledUntil <= this.now && rng.chance(0.002)) {
         n.stalledUntil = this.now + 5 + rng.int(40);
         this.note(`stall ${n.id} until ${n.stalledUntil}`, 7, n.id, n.stalledUntil);
@@ -460,11 +357,12 @@ export class Sim {
     // Runs of random sizes: mostly small batches, sometimes a large one (many offsets, one entry).
     const count = this.rng.chance(0.1) ? 1 + this.rng.int(200) : 1 + this.rng.int(8);
     try {
-      const idx = l.raft!.propose(data, count);
+      const idx = l.produce(data, count);
       if (this.quiet) this.quietProposals.add(1_000_000 + id);
       this.note(() => `propose #${id} x${count} at ${l.id} -> ${idx}`, 16, l.id, id);
-    } catch {
-      // a transfer is in progress
+    } catch (err) {
+      if (err instanceof InvariantViolation) throw err; // a checker fired inside the replica
+      // else refused: a transfer is in progress
     }
   }
 
@@ -482,17 +380,13 @@ export class Sim {
   }
 
   private compact(): void {
-    const live = this.live().filter((n) => n.unsynced === null);
+    const live = this.live().filter((n) => !n.busy());
     if (live.length === 0) return;
     const n = this.rng.pick(live);
-    const r = n.raft!;
-    const s = r.log.firstIndex() - 1;
-    if (n.appIndex - s < 4 || r.status().applied < n.appIndex) return;
-    const snap = r.compact(n.appIndex, encodeApp(n.appIndex, n.appHash));
-    // The snapshot file is written and renamed atomically; then the log prefix is dropped.
-    n.disk.storage.compact(snap);
+    const at = n.compact();
+    if (at === 0) return;
     this.stats.snapshots++;
-    this.note(`compact ${n.id} to ${snap.index}`, 17, n.id, snap.index);
+    this.note(`compact ${n.id} to ${at}`, 17, n.id, at);
   }
 
   private startQuiet(): void {
@@ -503,7 +397,7 @@ export class Sim {
     for (const n of this.nodes.values()) {
       if (n.removed) continue;
       n.stalledUntil = 0;
-      if (n.raft === null) this.start(n);
+      if (n.raft === null) n.start();
     }
     this.note('quiet: heal, restart all, no drops', 18, 0, 0);
   }
@@ -519,13 +413,13 @@ export class Sim {
     if (this.rng.chance(0.03)) this.readIndex();
     if (this.rng.chance(0.02)) this.compact();
     for (const n of this.nodes.values()) {
-      if (n.unsynced !== null && n.stalledUntil <= this.now) this.finishReady(n);
+      if (n.busy() && n.stalledUntil <= this.now) n.fsyncDone();
     }
     this.deliverDue();
     for (const n of this.nodes.values()) {
-      if (n.raft === null || n.unsynced !== null || n.stalledUntil > this.now) continue;
-      n.raft.tick();
-      this.processReady(n);
+      if (n.raft === null || n.busy() || n.stalledUntil > this.now) continue;
+      n.tick();
+      n.processReady();
     }
     this.checkAfterStep();
   }
@@ -549,7 +443,10 @@ export class Sim {
         throw new InvariantViolation('liveness', 'no proposal committed during the quiet period');
       }
       const l = this.leaders()[0];
-      if (l !== undefined) this.checkers.checkComplete(l.raft!, 'no committed entry lost', Number.POSITIVE_INFINITY);
+      if (l !== undefined) {
+        this.checkers.checkComplete(l.raft!, 'no committed entry lost', Number.POSITIVE_INFINITY);
+        this.checkers.checkAcked(l.raft!, 'every acked produce present', Number.POSITIVE_INFINITY);
+      }
     }
   }
 
@@ -584,6 +481,7 @@ export class Sim {
       this.note(`FAIL ${failure}`, 99, 0, 0);
     }
     this.stats.committed = this.checkers.maxCommitted;
+    this.stats.acked = this.checkers.ackedCount();
     this.stats.leaders = this.checkers.leaderCount();
     return {
       seed: this.opts.seed,

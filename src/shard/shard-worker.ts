@@ -13,12 +13,11 @@ import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import type { MessagePort } from 'node:worker_threads';
 import { SluiceError, isSluiceError, toSluiceError, type SluiceErrorWire } from '../errors.js';
 import { SHARD_FLUSH_SAMPLES_MAX, SHARD_TICK_MS } from '../constants.js';
+import { BATCH_LOG_OVERHEAD_BYTES, OFF_ATTRIBUTES, OFF_LENGTH, OFF_RECORD_COUNT } from '../batch/codec.js';
 import { Partition, partitionDir, type PartitionEffects, type ProduceOk } from '../partition/index.js';
 import type { LogOpenOptions } from '../storage/index.js';
 import { RingReader, RingWriter, type RingSlot } from './ring.js';
 import type { Op, PartitionKey, PartitionStat, Reply, ServeTask, ToMain, ToWorker } from './protocol.js';
-
-import { BATCH_LOG_OVERHEAD_BYTES, OFF_ATTRIBUTES, OFF_LENGTH, OFF_RECORD_COUNT } from '../batch/codec.js';
 
 /** Attributes bit 5: Raft's own entries, which are not records a consumer reads (not counted). */
 const CONTROL_BIT = 0x20;

@@ -54,7 +54,7 @@ class ShardServer implements PartitionEffects {
   private readonly readyToPersist = new Set<Partition>();
   private persistScheduled = false;
   /** Closes in progress, so a re-create of the same partition waits for the old files to go. */
-  private readonly closing = new Map<PartitionKey, Promise<void>>();
+  private readonly closing = new Map<string, Promise<void>>();
   /** Parked fetch id -> its partition (for cancel). */
   private readonly parkedOwner = new Map<number, Partition>();
   /** Partitions whose log failed to open, with the reason. */
@@ -308,7 +308,9 @@ class ShardServer implements PartitionEffects {
     await Promise.all(
       op.parts.map(async (p) => {
         const k = p.k;
-        await this.closing.get(k);
+        // Keyed by directory, not by number: a re-created topic's partition has a new number but the
+        // same directory, and must not start before the deleted one's files are gone.
+        await this.closing.get(partitionDir(this.task.dataDir, p.topic, p.partition));
         if (this.actors.has(k)) return;
         try {
           const actor = await Partition.open(this.task.dataDir, { topic: p.topic, topicId: p.topicId, partition: p.partition }, p.config, p.fresh, this.logOptions, this);
@@ -335,22 +337,23 @@ class ShardServer implements PartitionEffects {
 
   private async drop(op: Extract<Op, { t: 'drop' }>): Promise<void> {
     const closes = op.parts.map(({ k, topic, partition }) => {
+      const dir = partitionDir(this.task.dataDir, topic, partition);
       const actor = this.actors.get(k);
       this.actors.delete(k);
       this.offline.delete(k);
       let p: Promise<void>;
       if (actor) {
-        this.answerParked(actor, new SluiceError('UNKNOWN_PARTITION', `partition ${k} was deleted`));
+        this.answerParked(actor, new SluiceError('UNKNOWN_PARTITION', `partition ${topic}/${partition} was deleted`));
         p = actor.close(op.remove);
       } else if (op.remove) {
-        p = fs.promises.rm(partitionDir(this.task.dataDir, topic, partition), { recursive: true, force: true });
+        p = fs.promises.rm(dir, { recursive: true, force: true });
       } else {
         p = Promise.resolve();
       }
       const settled = p.finally(() => {
-        if (this.closing.get(k) === settled) this.closing.delete(k);
+        if (this.closing.get(dir) === settled) this.closing.delete(dir);
       });
-      this.closing.set(k, settled);
+      this.closing.set(dir, settled);
       return settled;
     });
     const results = await Promise.allSettled(closes);

@@ -12,7 +12,7 @@
  * must commit within a bound (liveness).
  */
 import type { NodeId } from '../../src/model/index.js';
-import { type Entry, MESSAGE_TYPE_NAMES, type Message, type RaftBug, type RaftNode, type RaftOptions } from '../../src/raft/index.js';
+import { type Entry, MESSAGE_TYPE_NAMES, type Message, MessageType, type RaftBug, type RaftNode, type RaftOptions } from '../../src/raft/index.js';
 import { Checkers, InvariantViolation, contentId } from './checkers.js';
 import { Prng } from './prng.js';
 import { type DriverBug, type ReplicaHost, SimReplica } from './replica.js';
@@ -213,7 +213,31 @@ export class Sim {
     return from * 1024 + to;
   }
 
+  /**
+   * Persist before send: nothing leaves a node that its disk does not hold. An accepting append
+   * response claims the entries up to its index, a granted vote claims the persisted vote, an append
+   * claims the leader's own entries; each claim is checked against the sender's durable disk. A
+   * message of an older term than the sender's durable one is exempt: it was queued before the node
+   * moved on (as etcd-raft keeps them too), and no one counts it in the newer term — e.g. a deposed
+   * leader's queued append whose entries the same Ready truncates.
+   */
+  private checkDurableClaim(m: Message): void {
+    const st = this.nodes.get(m.from)!.disk.storage;
+    if (m.term < st.hardState().term) return;
+    let problem = '';
+    if (m.type === MessageType.AppResp && !m.reject && m.index > st.lastIndex()) {
+      problem = `acks ${m.index} but its disk ends at ${st.lastIndex()}`;
+    } else if (m.type === MessageType.VoteResp && !m.reject && (st.hardState().term !== m.term || st.hardState().vote !== m.to)) {
+      problem = `grants its vote in term ${m.term} to ${m.to} but its disk says term ${st.hardState().term} vote ${st.hardState().vote}`;
+    } else if (m.type === MessageType.App && m.entries.length > 0) {
+      const last = m.entries[m.entries.length - 1];
+      if (st.term(last.index) !== last.term) problem = `sends run ${last.index}@${last.term} that its disk does not hold`;
+    }
+    if (problem !== '') throw new InvariantViolation('persist before send', `node ${m.from} ${problem}`);
+  }
+
   private send(m: Message): void {
+    this.checkDurableClaim(m);
     this.note(() => `${m.from}->${m.to} ${MESSAGE_TYPE_NAMES[m.type]} t${m.term} i${m.index} lt${m.logTerm} runs${m.entries.length} c${m.commit}${m.reject ? ' reject' : ''}`, 5, m.from * 64 + m.to, m.type * 1000003 + m.term);
     if (this.blocked.has(this.link(m.from, m.to))) return;
     if (this.rng.chance(this.dropP)) return;

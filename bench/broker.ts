@@ -5,6 +5,9 @@
  * producer in this one. One topic per phase with 8 partitions, 100-byte values, 1,000 records per
  * request, acks=all with the default flush policy (fsync, group commit).
  *  - produce raw:        Kafka v2 batches encoded by the TS client (encodeBatch), sent as record_batch;
+ *  - produce raw idempotent (with --idempotence): the raw phase again, right after it and on its own
+ *                        topic, through idempotent producers (InitProducer, sequences stamped in the
+ *                        batch headers, dedup checks on the broker), to compare the two in one run;
  *  - produce raw+encode: the same, but the client encodes every request afresh (informational);
  *  - produce structured: protobuf `records`, encoded into batches by the broker;
  *  - consume fetch:      Fetch (raw batches) of everything the raw phase wrote, one loop per partition;
@@ -13,7 +16,8 @@
  * peak RSS (VmHWM). Table by default, `--json` for machines; a progress bar on a TTY.
  *
  * Options: --records N (per produce phase, default 2,000,000), --concurrency N (requests in flight,
- * default 16), --shards N (broker shard workers), --acks all|leader|none (default all), --connections N (client TCP connections, default 4), --profile DIR (CPU profiles of the broker), --json.
+ * default 16), --shards N (broker shard workers), --acks all|leader|none (default all), --connections N (client TCP connections, default 4), --idempotence (add the idempotent raw phase), --profile DIR (CPU profiles of the broker), --json.
+ * The other phases use non-idempotent producers, so their numbers stay comparable with earlier runs.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -37,10 +41,12 @@ interface Args {
   acks: 'all' | 'leader' | 'none';
   /** Producer connections (each its own TCP connection); requests are spread over them. */
   connections: number;
+  /** Also run the raw phase with idempotent producers. */
+  idempotence: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { records: 2_000_000, concurrency: 16, json: false, acks: 'all', connections: 4 };
+  const args: Args = { records: 2_000_000, concurrency: 16, json: false, acks: 'all', connections: 4, idempotence: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--json') args.json = true;
@@ -50,6 +56,7 @@ function parseArgs(argv: string[]): Args {
     else if (a === '--profile') args.profileDir = argv[++i];
     else if (a === '--acks') args.acks = argv[++i] as Args['acks'];
     else if (a === '--connections') args.connections = Number(argv[++i]);
+    else if (a === '--idempotence') args.idempotence = true;
     else throw new Error(`unknown argument ${a}: use --records N --concurrency N --shards N --json`);
   }
   return args;
@@ -190,12 +197,25 @@ async function main(): Promise<void> {
     // A pool of distinct batches is encoded up front so the producer process measures the broker,
     // not its own encoder; encoding costs about as much again on the client.
     const ownConnection = { 'grpc.use_local_subchannel_pool': 1 };
-    const producers = Array.from({ length: args.connections }, () => new Producer({ brokers: broker.grpcAddress, acks: args.acks, channelOptions: ownConnection }));
+    const producers = Array.from({ length: args.connections }, () => new Producer({ brokers: broker.grpcAddress, acks: args.acks, idempotent: false, channelOptions: ownConnection }));
     const pool = Array.from({ length: 64 }, (_, i) => encodeBatch(makeRecords(i)));
     progress.start('produce raw', records);
     const raw = await produceLoop(requests, args.concurrency, (i) => producers[i % producers.length].produceRaw('bench-raw', i % PARTITIONS, pool[i % pool.length]), progress);
     progress.stop();
     pushResult(result('produce raw', records, raw.seconds, raw.histogram));
+
+    if (args.idempotence) {
+      // Same pool, same load; the idempotent producer stamps id/epoch/sequence (and the CRC) into each
+      // batch before sending it. A pool entry is reused only after 64 more requests, far more than
+      // are in flight, so no batch is stamped while another request still carries it.
+      await admin.createTopic('bench-raw-idem', { partitions: PARTITIONS });
+      const idem = Array.from({ length: args.connections }, () => new Producer({ brokers: broker.grpcAddress, acks: 'all', idempotent: true, channelOptions: ownConnection }));
+      progress.start('produce raw idempotent', records);
+      const r = await produceLoop(requests, args.concurrency, (i) => idem[i % idem.length].produceRaw('bench-raw-idem', i % PARTITIONS, pool[i % pool.length]), progress);
+      progress.stop();
+      pushResult(result('produce raw idempotent', records, r.seconds, r.histogram));
+      await Promise.all(idem.map((p) => p.close()));
+    }
 
     // The same path with the client encoding every request (Producer.produceBatch → encodeBatch):
     // what an application producing fresh records gets. Written to its own topic; informational.
@@ -207,7 +227,7 @@ async function main(): Promise<void> {
     pushResult(result('produce raw+encode', records, enc.seconds, enc.histogram));
 
     // Structured: protobuf Records; the broker builds the batches.
-    const structured = Array.from({ length: args.connections }, () => new Producer({ brokers: broker.grpcAddress, acks: args.acks, format: 'records', channelOptions: ownConnection }));
+    const structured = Array.from({ length: args.connections }, () => new Producer({ brokers: broker.grpcAddress, acks: args.acks, idempotent: false, format: 'records', channelOptions: ownConnection }));
     const recordPool = Array.from({ length: 16 }, (_, i) => makeRecords(i));
     progress.start('produce structured', records);
     const rec = await produceLoop(requests, args.concurrency, (i) => structured[i % structured.length].produceBatch('bench-records', recordPool[i % recordPool.length], { partition: i % PARTITIONS }), progress);
@@ -232,7 +252,7 @@ async function main(): Promise<void> {
   await waitExit(broker.child);
   fs.rmSync(dataDir, { recursive: true, force: true });
 
-  const targets: Record<string, number> = { 'produce raw': 1_000_000, 'produce raw+encode': 1_000_000, 'produce structured': 400_000, 'consume fetch': 2_000_000, 'consume subscribe': 2_000_000 };
+  const targets: Record<string, number> = { 'produce raw': 1_000_000, 'produce raw idempotent': 1_000_000, 'produce raw+encode': 1_000_000, 'produce structured': 400_000, 'consume fetch': 2_000_000, 'consume subscribe': 2_000_000 };
   const report = {
     setup: { partitions: PARTITIONS, valueBytes: VALUE_BYTES, recordsPerRequest: RECORDS_PER_REQUEST, acks: args.acks, connections: args.connections, concurrency: args.concurrency, cpus: os.availableParallelism() },
     phases: results.map((r) => ({ ...r, targetRecordsPerSec: targets[r.phase], met: r.recordsPerSec >= targets[r.phase] })),

@@ -111,7 +111,7 @@ async function produce(address: string, partitions: number, records: number, rat
     while (sent < stopAt && process.connected !== false) {
       const partition = next++ % partitions;
       sent += perBatch;
-      await conn.unary(conn.broker, conn.broker.produce, { topic: TOPIC, partition, records: [], recordBatch: batches[partition % batches.length], acks: 0 });
+      await conn.unary(conn.broker, conn.broker.produce, { topic: TOPIC, partition, records: [], recordBatch: batches[partition % batches.length], acks: 0, producerEpoch: 0, baseSequence: 0 });
       if (ratePerSec > 0) {
         const ahead = sent / ratePerSec - (Date.now() - started) / 1000;
         if (ahead > 0) await sleep(ahead * 1000);

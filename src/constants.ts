@@ -32,12 +32,33 @@ export const RETENTION_MS_DEFAULT = 7 * 24 * 3600 * 1000;
 export const RETENTION_BYTES_DEFAULT = -1;
 /** Default `flush.interval.ms` used by the `interval` flush policy. */
 export const FLUSH_INTERVAL_MS_DEFAULT = 1000;
+/**
+ * Default `message.timestamp.after.max.ms`: a record stamped more than an hour ahead of the broker is
+ * refused (Kafka 4.0's default), so one record stamped 2100 cannot pin a topic's segments forever.
+ */
+export const MESSAGE_TIMESTAMP_AFTER_MAX_MS_DEFAULT = 3600 * 1000;
+/** Default `message.timestamp.before.max.ms`: unbounded, so old data can be replayed (Kafka's default). */
+export const MESSAGE_TIMESTAMP_BEFORE_MAX_MS_DEFAULT = Number.MAX_SAFE_INTEGER;
 /** Size of the reusable buffer the storage engine reads headers and recovery scans through. */
 export const STORAGE_SCAN_CHUNK_BYTES = 1 * MiB;
 
 // --- Topics --------------------------------------------------------------------------------------
 export const TOPIC_NAME_LENGTH_MAX = 249;
-export const TOPIC_PARTITIONS_MAX = 10_000;
+/**
+ * The most partitions one topic may have. Creating a partition costs a directory, three files and two
+ * directory fsyncs (measured here: 1,000 partitions in about 7 s on a busy 2-core machine, so 10,000
+ * would outlast any client deadline), and each open partition keeps three file descriptors: 10,000
+ * partitions need 30,000 fds, above common `ulimit -n` values (20,000 here, where a 10,000-partition
+ * create killed the shard worker). Larger requests are refused up front, before anything is created.
+ */
+export const TOPIC_PARTITIONS_MAX = 1_000;
+/** The most partitions (all topics, internal ones included) one broker holds: 12,000 open fds. */
+export const BROKER_PARTITIONS_MAX = 4_000;
+/**
+ * Sanity bound on one topic's partitions when reading a persisted topic table. Not a policy (that is
+ * TOPIC_PARTITIONS_MAX, applied when creating): tables written under an older, higher limit still load.
+ */
+export const TOPIC_TABLE_PARTITIONS_MAX = 100_000;
 export const TOPIC_REPLICATION_FACTOR_MAX = 7;
 
 // --- Requests ------------------------------------------------------------------------------------
@@ -51,6 +72,12 @@ export const FETCH_BYTES_MAX_LIMIT = 16 * MiB;
 /** Longest long-poll a Fetch may ask for. */
 export const FETCH_WAIT_MS_MAX = 30_000;
 
+// --- Client and CLI ------------------------------------------------------------------------------
+/** The broker's gRPC port when an address names only a host (`-b localhost`), as `sluice serve`'s default. */
+export const CLIENT_BROKER_PORT_DEFAULT = 7070;
+/** Default deadline of one unary call from the TypeScript client and the CLI (`--timeout`). */
+export const CLIENT_REQUEST_TIMEOUT_MS_DEFAULT = 30_000;
+
 assert.ok(BATCH_BYTES_MAX_DEFAULT <= BATCH_BYTES_MAX_LIMIT);
 assert.ok(SEGMENT_BYTES_MIN >= BATCH_BYTES_MAX_DEFAULT, 'a segment must hold at least one default max batch');
 assert.ok(INDEX_INTERVAL_BYTES < SEGMENT_BYTES_MIN);
@@ -58,6 +85,30 @@ assert.ok(SEGMENT_BYTES_MAX + GRPC_RECEIVE_BYTES_MAX < 2 ** 32, 'segment positio
 assert.ok(BATCH_DECOMPRESSED_BYTES_MAX >= BATCH_BYTES_MAX_LIMIT);
 assert.ok(GRPC_RECEIVE_BYTES_MAX > BATCH_BYTES_MAX_LIMIT);
 assert.ok(FETCH_BYTES_MAX_DEFAULT <= FETCH_BYTES_MAX_LIMIT);
+assert.ok(TOPIC_PARTITIONS_MAX <= BROKER_PARTITIONS_MAX && BROKER_PARTITIONS_MAX <= TOPIC_TABLE_PARTITIONS_MAX);
+
+// --- Idempotent producers (src/partition/producer-state.ts, src/broker/producer-ids.ts) ------------
+/** Batches remembered per producer and partition for deduplication (Kafka's 5); also the client's in-flight bound. */
+export const PRODUCER_BATCHES_CACHED = 5;
+/** Default for how long a producer may be idle before a partition forgets it (Kafka's producer.id.expiration.ms). */
+export const PRODUCER_IDLE_EXPIRY_MS_DEFAULT = 7 * 24 * 3600 * 1000;
+/**
+ * Producers one partition remembers; past it the least recently seen is forgotten (as if expired), so
+ * memory stays bounded when clients churn through producer ids. Kafka has no such bound.
+ */
+export const PRODUCER_STATE_PRODUCERS_MAX = 2_000;
+/** Log bytes appended after which a partition rewrites its producer-state snapshot (bounds the replay on recovery). */
+export const PRODUCER_SNAPSHOT_INTERVAL_BYTES = 64 * MiB;
+/** Producer ids a node reserves (persisted, fsynced) at a time; a controller can later hand out blocks of this size. */
+export const PRODUCER_ID_BLOCK_COUNT = 1000;
+/** Named producers whose epoch the broker keeps; InitProducer for more new names fails with QUEUE_FULL. */
+export const PRODUCER_NAMES_MAX = 100_000;
+/** Longest producer_name accepted. */
+export const PRODUCER_NAME_LENGTH_MAX = 249;
+/** The largest producer epoch (int16 in the v2 header); past it a name gets a new producer id. */
+export const PRODUCER_EPOCH_MAX = 32_767;
+
+assert.ok(PRODUCER_SNAPSHOT_INTERVAL_BYTES >= BATCH_BYTES_MAX_LIMIT);
 
 // --- Raft (src/raft) -----------------------------------------------------------------------------
 /** Ticks without hearing from a leader before a follower campaigns (randomized in [n, 2n)). */
@@ -79,6 +130,8 @@ assert.ok(RAFT_ELECTION_TICKS_DEFAULT > RAFT_HEARTBEAT_TICKS_DEFAULT);
 assert.ok(RAFT_MSG_BYTES_MAX_DEFAULT <= RAFT_INFLIGHT_BYTES_MAX_DEFAULT);
 
 // --- Shards (src/shard, src/broker) --------------------------------------------------------------
+/** The most shards a broker runs (one thread each); placements in the topic table are below it. */
+export const SHARDS_MAX = 256;
 /**
  * Bytes of one shard's request ring (main -> worker produce data). It must hold the largest request
  * twice over, so one maximal request can wait for space while another is being appended.
@@ -105,10 +158,17 @@ export const SHARD_TICK_MS = 100;
  * in-flight requests with UNAVAILABLE. Far above any legitimate pause (a GC, a burst of fsyncs).
  */
 export const SHARD_WATCHDOG_MS = 30_000;
+/**
+ * A partition that could not be opened for a retriable reason (a full disk) is retried after this long,
+ * doubling up to SHARD_OFFLINE_RETRY_MS_MAX, so it comes back on its own once space returns.
+ */
+export const SHARD_OFFLINE_RETRY_MS_MIN = 500;
+export const SHARD_OFFLINE_RETRY_MS_MAX = 10_000;
 /** fsync durations a shard keeps between two stats messages; more are dropped from metrics. */
 export const SHARD_FLUSH_SAMPLES_MAX = 4096;
 
 assert.ok(SHARD_REQUEST_RING_BYTES >= 2 * GRPC_RECEIVE_BYTES_MAX, 'a request ring must hold two maximal requests');
 assert.ok(SHARD_RESPONSE_RING_BYTES >= FETCH_BYTES_MAX_DEFAULT);
 assert.ok(SHARD_REQUEST_RING_BYTES < 2 ** 31, 'ring counters are int32');
+assert.ok(SHARD_OFFLINE_RETRY_MS_MIN <= SHARD_OFFLINE_RETRY_MS_MAX);
 assert.ok(SHARD_WATCHDOG_MS > 10 * SHARD_STATS_INTERVAL_MS, 'the watchdog must not fire between two stats messages');

@@ -17,6 +17,8 @@ export const ERROR_CODES = [
   'INVALID_PARTITIONS',
   'INVALID_REPLICATION_FACTOR',
   'INVALID_CONFIG',
+  /** A client tried to change an internal (`__`-prefixed) topic; only the broker writes there. */
+  'INTERNAL_TOPIC',
   // Offsets and reads
   'OFFSET_OUT_OF_RANGE',
   'INVALID_OFFSET',
@@ -26,13 +28,23 @@ export const ERROR_CODES = [
   'UNSUPPORTED_COMPRESSION',
   'RECORD_TOO_LARGE',
   'TOO_MANY_RECORDS',
+  'INVALID_RECORD',
+  'INVALID_TIMESTAMP',
+  'CONTROL_BATCH_NOT_ALLOWED',
   'INVALID_REQUEST',
+  /** The request's bytes are not a valid protobuf message of the method's type. */
+  'MALFORMED_REQUEST',
   // Storage
   'LOG_CORRUPT',
   'LOG_FENCED',
   'LOG_CLOSED',
   'STORAGE_ERROR',
   'DATA_DIR_LOCKED',
+  // Idempotent producers
+  'OUT_OF_ORDER_SEQUENCE',
+  'PRODUCER_FENCED',
+  /** The disk holding the data dir is full (ENOSPC/EDQUOT); nothing was written. Retry after space is freed. */
+  'DISK_FULL',
   // Flow control and availability
   'QUEUE_FULL',
   'UNAVAILABLE',
@@ -60,6 +72,7 @@ const RETRIABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   'TIMEOUT',
   'NOT_LEADER',
   'PROPOSAL_DROPPED',
+  'DISK_FULL',
 ]);
 
 export interface SluiceErrorWire {

@@ -292,7 +292,9 @@ function decodeRecord(buf: Buffer, c: Cursor, header: BatchHeader, index: number
   }
   const rc: Cursor = { pos: c.pos, end: c.pos + bodyLen };
   rc.pos++; // record attributes
-  const timestampMs = header.baseTimestamp + readVarlong(buf, rc);
+  const delta = readVarlong(buf, rc);
+  // LogAppendTime (attributes bit 3): every record's timestamp is the batch's maxTimestamp, as in Kafka.
+  const timestampMs = (header.attributes & TIMESTAMP_TYPE_MASK) !== 0 ? header.maxTimestamp : header.baseTimestamp + delta;
   const offset = header.baseOffset + readVarint(buf, rc);
   const key = readBytes(buf, rc, 'key');
   const value = readBytes(buf, rc, 'value');
@@ -342,6 +344,31 @@ export function decodeBatches(data: Uint8Array, options: DecodeOptions = {}): De
   let pos = 0;
   while (pos < buf.length) {
     const batch = decodeBatch(buf, pos, options);
+    out.push(batch);
+    pos += batch.header.sizeBytes;
+  }
+  return out;
+}
+
+/**
+ * Decodes batches that come from a log (a structured Fetch on the broker, a raw fetch in a client):
+ * every batch's CRC-32C is verified, and any failure is LOG_CORRUPT naming the batch's offset. These
+ * bytes passed validation when they were appended, so failing now means they were damaged at rest or
+ * on the way: data loss, not a bad request (which CORRUPT_BATCH would tell the caller).
+ */
+export function decodeStoredBatches(data: Uint8Array): DecodedBatch[] {
+  const buf = asBuffer(data);
+  const out: DecodedBatch[] = [];
+  let pos = 0;
+  while (pos < buf.length) {
+    let batch: DecodedBatch;
+    try {
+      batch = decodeBatch(buf, pos, { verifyCrc: true });
+    } catch (err) {
+      if (!(err instanceof SluiceError) || err.code === 'LOG_CORRUPT') throw err;
+      const at = buf.length - pos >= BATCH_LOG_OVERHEAD_BYTES ? ` (baseOffset ${readInt64(buf, pos + OFF_BASE_OFFSET)})` : '';
+      throw new SluiceError('LOG_CORRUPT', `stored batch${at} failed verification: ${err.message}`, { cause: err });
+    }
     out.push(batch);
     pos += batch.header.sizeBytes;
   }

@@ -16,6 +16,9 @@ import { Compression } from './types.js';
 const XERIAL_MAGIC = Buffer.from([0x82, 0x53, 0x4e, 0x41, 0x50, 0x50, 0x59, 0x00]);
 const XERIAL_HEADER_BYTES = 16;
 const XERIAL_BLOCK_BYTES = 32 * 1024;
+const LZ4_FRAME_MAGIC = 0x184d2204;
+/** LZ4 frame block maximum by the BD byte's size id (4..7). */
+const LZ4_BLOCK_MAX_BYTES: Record<number, number> = { 4: 64 * 1024, 5: 256 * 1024, 6: 1024 * 1024, 7: 4 * 1024 * 1024 };
 
 export function isSupportedCompression(codec: number): boolean {
   return codec === Compression.None || codec === Compression.Gzip || codec === Compression.Lz4 || codec === Compression.Snappy;
@@ -52,6 +55,8 @@ export function decompress(codec: Compression, data: Buffer): Buffer {
         out = gunzipSync(data, { maxOutputLength: BATCH_DECOMPRESSED_BYTES_MAX });
         break;
       case Compression.Lz4:
+        // lz4-napi has no output bound: size the frames first, so a bomb is refused before inflating.
+        lz4FrameBoundCheck(data);
         out = decompressFrameSync(data);
         break;
       case Compression.Snappy:
@@ -84,8 +89,60 @@ function snappyXerialCompress(data: Buffer): Buffer {
   return Buffer.concat(parts);
 }
 
+/**
+ * The most bytes the LZ4 frames in `data` can inflate to (blocks x the frame's block maximum), checked
+ * against BATCH_DECOMPRESSED_BYTES_MAX by walking frame and block headers only. Anything that is not a
+ * well-formed sequence of LZ4 frames is refused here too.
+ */
+function lz4FrameBoundCheck(data: Buffer): void {
+  const bad = (why: string): SluiceError => new SluiceError('CORRUPT_BATCH', `cannot decompress lz4 records: ${why}`);
+  let pos = 0;
+  let bound = 0;
+  while (pos < data.length) {
+    if (pos + 7 > data.length || data.readUInt32LE(pos) !== LZ4_FRAME_MAGIC) throw bad(`no LZ4 frame at byte ${pos}`);
+    const flg = data[pos + 4];
+    const bd = data[pos + 5];
+    const blockMax = LZ4_BLOCK_MAX_BYTES[(bd >> 4) & 0x07];
+    if (flg >> 6 !== 1 || blockMax === undefined) throw bad(`unsupported frame descriptor at byte ${pos}`);
+    pos += 6 + (flg & 0x08 ? 8 : 0) + (flg & 0x01 ? 4 : 0) + 1;
+    for (;;) {
+      if (pos + 4 > data.length) throw bad('truncated block');
+      const word = data.readUInt32LE(pos);
+      pos += 4;
+      if (word === 0) break;
+      const len = word & 0x7fffffff;
+      if (len > blockMax) throw bad(`a block of ${len} bytes exceeds the frame's ${blockMax}`);
+      pos += len + (flg & 0x10 ? 4 : 0);
+      bound += blockMax;
+      if (bound > BATCH_DECOMPRESSED_BYTES_MAX) {
+        throw new SluiceError('CORRUPT_BATCH', `lz4 records may inflate past ${BATCH_DECOMPRESSED_BYTES_MAX} bytes (decompression bound)`);
+      }
+    }
+    pos += flg & 0x04 ? 4 : 0;
+  }
+}
+
+/** The uncompressed length a raw snappy block declares (its varint preamble), or -1 if unreadable. */
+function snappyDeclaredLength(b: Buffer): number {
+  let result = 0;
+  for (let i = 0, mul = 1; i < 5 && i < b.length; i++, mul *= 128) {
+    result += (b[i] & 0x7f) * mul;
+    if (b[i] < 0x80) return result;
+  }
+  return -1;
+}
+
 function snappyDecompress(data: Buffer): Buffer {
-  const raw = (b: Buffer): Buffer => snappy.uncompressSync(b, { asBuffer: true }) as Buffer;
+  let declared = 0;
+  const raw = (b: Buffer): Buffer => {
+    // Bound before inflating: snappy allocates what the block declares.
+    const n = snappyDeclaredLength(b);
+    declared += n;
+    if (n < 0 || declared > BATCH_DECOMPRESSED_BYTES_MAX) {
+      throw new SluiceError('CORRUPT_BATCH', `snappy records may inflate past ${BATCH_DECOMPRESSED_BYTES_MAX} bytes (decompression bound)`);
+    }
+    return snappy.uncompressSync(b, { asBuffer: true }) as Buffer;
+  };
   if (data.length < XERIAL_HEADER_BYTES || !data.subarray(0, 8).equals(XERIAL_MAGIC)) return raw(data);
   const blocks: Buffer[] = [];
   let total = 0;

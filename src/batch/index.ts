@@ -6,6 +6,7 @@ export {
   encodeBatch,
   decodeBatch,
   decodeBatches,
+  decodeStoredBatches,
   readBatchHeader,
   validateBatches,
   validateBatchAt,

@@ -5,24 +5,38 @@
  * The main thread never touches a partition log: it validates, picks the partition and its shard,
  * copies produce bytes into that shard's request ring, and waits for the shard's reply. Admin changes
  * are serialized through one queue so the table, the shards and the disk change in a known order:
- * create opens the partitions first and then persists the table; delete persists first and then removes.
+ * create opens the partitions first and then persists the table; delete removes the partitions first
+ * and then persists the table (so it works on a full disk).
  */
 import crypto from 'node:crypto';
-import os from 'node:os';
 import { SluiceError, isSluiceError, toSluiceError } from '../errors.js';
-import { FETCH_BYTES_MAX_DEFAULT, FETCH_BYTES_MAX_LIMIT, FETCH_WAIT_MS_MAX, TOPIC_PARTITIONS_MAX } from '../constants.js';
+import {
+  BROKER_PARTITIONS_MAX,
+  FETCH_BYTES_MAX_DEFAULT,
+  FETCH_BYTES_MAX_LIMIT,
+  FETCH_WAIT_MS_MAX,
+  SHARDS_MAX,
+  TOPIC_PARTITIONS_MAX,
+  TOPIC_TABLE_PARTITIONS_MAX,
+} from '../constants.js';
 import { encodeBatch } from '../batch/index.js';
 import { logConfigToTopicConfigs, defaultLogConfig } from '../storage/index.js';
 import type { LogConfig } from '../storage/types.js';
+import type { RecoveryReport } from '../storage/recovery.js';
 import { ShardHost } from '../shard/shard-host.js';
 import { type AcksCode, type PartitionKey, type PartitionSpec, type ShardStatsMessage } from '../shard/protocol.js';
 import { DataDirLock } from './data-dir-lock.js';
+import { ProducerIdTable } from './producer-ids.js';
+import { OFF_PRODUCER_EPOCH, OFF_PRODUCER_ID, asBuffer } from '../batch/codec.js';
+import { PRODUCER_EPOCH_MAX } from '../constants.js';
 import { TopicTable, type TopicEntry } from './topic-table.js';
 import { StickyPartitioner, firstRecordKey } from './partitioner.js';
 import {
   INTERNAL_TOPIC_PREFIX,
   logConfigFor,
   normalizeReplicationFactor,
+  refuseInternalTopic,
+  validateBrokerPartitions,
   validateConfigKey,
   validateOffset,
   validatePartitionCount,
@@ -30,6 +44,7 @@ import {
   validateUserTopicName,
 } from './validate.js';
 import { NOOP_PROBE, type BrokerProbe } from './probe.js';
+import { cpuBudget } from './cpu-limit.js';
 import type {
   Acks,
   BrokerApi,
@@ -41,6 +56,7 @@ import type {
   PartitionInfo,
   ProduceInput,
   ProduceResult,
+  ProducerIdentity,
   TopicDescription,
   TopicSummary,
 } from './types.js';
@@ -56,7 +72,7 @@ const SILENT_LOGGER: BrokerLogger = { info() {}, warn() {}, error() {} };
 
 export interface BrokerOptions {
   dataDir: string;
-  /** Shard worker threads; default max(1, availableParallelism - 1). */
+  /** Shard worker threads; default max(1, CPUs - 1), CPUs capped by the cgroup quota (cpu-limit.ts). */
   shards?: number;
   nodeId?: number;
   /** Advertised in metadata. */
@@ -72,21 +88,25 @@ export interface BrokerOptions {
   retentionCheckMs?: number;
   statsIntervalMs?: number;
   watchdogMs?: number;
+  /** How long a partition remembers an idle idempotent producer. Default 7 days (PRODUCER_IDLE_EXPIRY_MS_DEFAULT). */
+  producerIdleExpiryMs?: number;
+  /** The most partitions this broker holds (default BROKER_PARTITIONS_MAX). */
+  partitionsMax?: number;
 }
 
-/** The most shards a broker runs (one thread each). */
-export const SHARDS_MAX = 256;
+export { SHARDS_MAX };
 
 const ACKS: Record<Acks, AcksCode> = { none: 0, leader: 1, all: 2 };
 
+/** One shard per CPU this process may use (its cgroup quota, not the host's count), less the main thread's. */
 export function defaultShardCount(): number {
-  return Math.max(1, os.availableParallelism() - 1);
+  return Math.max(1, cpuBudget() - 1);
 }
 
 /** Structured produce: one v2 batch. Malformed records are the caller's error, not an internal one. */
-function encodeRecords(records: ProduceInput['records'] & object): Uint8Array {
+function encodeRecords(records: ProduceInput['records'] & object, producer: ProduceInput['producer']): Uint8Array {
   try {
-    return encodeBatch(records);
+    return encodeBatch(records, producer ?? {});
   } catch (err) {
     if (err instanceof SluiceError) throw err;
     throw new SluiceError('INVALID_REQUEST', `malformed records: ${(err as Error).message}`, { cause: err });
@@ -110,6 +130,8 @@ function validateTuning(o: BrokerOptions): void {
   check('statsIntervalMs', 10, 3600 * 1000);
   check('watchdogMs', 100, 24 * 3600 * 1000);
   check('nodeId', 0, 2 ** 31 - 1);
+  check('producerIdleExpiryMs', 1_000, Number.MAX_SAFE_INTEGER);
+  check('partitionsMax', 1, TOPIC_TABLE_PARTITIONS_MAX);
 }
 
 export class Broker implements BrokerApi {
@@ -123,14 +145,18 @@ export class Broker implements BrokerApi {
   private readonly configCache = new Map<string, LogConfig>();
   /** Topic id -> the base of its partitions' hot-path numbers (see keyOf); dropped with the topic. */
   private readonly keyBases = new Map<string, number>();
+  /** Key base -> its topic's name (the reverse of keyBases, for naming a PartitionKey). */
+  private readonly keyTopics = new Map<number, string>();
   private nextKeyBase = 0;
   private adminQueue: Promise<unknown> = Promise.resolve();
   private closing: Promise<void> | null = null;
+  private internal: (BrokerApi & { createInternalTopic: Broker['createInternalTopic'] }) | null = null;
 
   private constructor(
     private readonly options: BrokerOptions,
     private readonly lock: DataDirLock,
     private readonly table: TopicTable,
+    private readonly producerIds: ProducerIdTable,
   ) {
     this.dataDir = lock.dataDir;
     this.nodeId = options.nodeId ?? 0;
@@ -153,7 +179,13 @@ export class Broker implements BrokerApi {
     let broker: Broker | null = null;
     try {
       const table = TopicTable.load(lock.dataDir);
-      broker = new Broker(options, lock, table);
+      broker = new Broker(options, lock, table, ProducerIdTable.load(lock.dataDir));
+      const unknown = table.unknownPartitionDirs(lock.dataDir);
+      if (unknown.length > 0) {
+        // Leftovers of a create interrupted before its table write: the table wins, and creating the
+        // same name again starts those partitions empty. Said loudly so an operator can keep them.
+        broker.logger.warn({ dataDir: lock.dataDir, dirs: unknown.slice(0, 100), count: unknown.length }, 'partition directories the topic table does not name; they are ignored');
+      }
       await broker.startShards();
       return broker;
     } catch (err) {
@@ -176,10 +208,15 @@ export class Broker implements BrokerApi {
           retentionCheckMs: this.options.retentionCheckMs,
           statsIntervalMs: this.options.statsIntervalMs,
           watchdogMs: this.options.watchdogMs,
+          producerIdleExpiryMs: this.options.producerIdleExpiryMs,
           partitionsOf: (s) => this.partitionsOf(s),
           onStats: (s, stats) => this.onShardStats(s, stats),
           onCrash: (s, err) => this.logger.error({ shard: s, err }, `shard ${s} worker died; restarting it and reopening its partitions`),
-          onPartitionOffline: (s, key, err) => this.logger.error({ shard: s, partition: key, err }, `partition ${key} could not be opened and is offline`),
+          onPartitionOffline: (s, key, err) => {
+            const name = this.nameOfKey(key);
+            this.logger.error({ shard: s, partition: name, err }, `partition ${name} could not be opened and is offline`);
+          },
+          onPartitionRecovered: (s, key, report) => this.logRecovery(s, this.nameOfKey(key), report),
         }),
       ),
     );
@@ -201,8 +238,23 @@ export class Broker implements BrokerApi {
       base = this.nextKeyBase;
       this.nextKeyBase += TOPIC_PARTITIONS_MAX;
       this.keyBases.set(entry.topicId, base);
+      this.keyTopics.set(base, entry.name);
     }
     return base + partition;
+  }
+
+  /** Forgets a deleted topic's numbers (a re-created topic gets new ones). */
+  private forgetKeys(entry: TopicEntry): void {
+    const base = this.keyBases.get(entry.topicId);
+    if (base !== undefined) this.keyTopics.delete(base);
+    this.keyBases.delete(entry.topicId);
+  }
+
+  /** `topic/partition` for a hot-path number (for logs and /readyz); `#n` for one no topic owns now. */
+  private nameOfKey(k: PartitionKey): string {
+    const base = k - (k % TOPIC_PARTITIONS_MAX);
+    const topic = this.keyTopics.get(base);
+    return topic === undefined ? `#${k}` : `${topic}/${k - base}`;
   }
 
   private shardOf(entry: TopicEntry, partition: number): number {
@@ -313,6 +365,7 @@ export class Broker implements BrokerApi {
 
   private async dropPartitions(entry: TopicEntry, partitions: number[], remove: boolean): Promise<void> {
     const groups = this.byShard(entry, partitions, (p) => ({ k: this.keyOf(entry, p), topic: entry.name, partition: p }));
+    for (const [s, parts] of groups) for (const { k } of parts) this.hosts[s].offline.delete(k);
     const results = await Promise.allSettled([...groups].map(([s, parts]) => this.hosts[s].send({ t: 'drop', parts, remove })));
     const failed = results.find((r) => r.status === 'rejected');
     if (failed) throw (failed as PromiseRejectedResult).reason;
@@ -346,6 +399,7 @@ export class Broker implements BrokerApi {
     const config = logConfigFor(explicit);
     await this.exclusive(async () => {
       if (this.table.get(name)) throw new SluiceError('TOPIC_ALREADY_EXISTS', `topic '${name}' already exists`);
+      validateBrokerPartitions(this.table.partitionCount(), partitions, this.options.partitionsMax ?? BROKER_PARTITIONS_MAX);
       const entry: TopicEntry = { name, topicId: crypto.randomUUID(), replicationFactor: rf, configs: explicit, placement: this.place(partitions), createdMs: Date.now() };
       await this.openPartitions(entry, this.range(0, partitions), config);
       try {
@@ -363,18 +417,29 @@ export class Broker implements BrokerApi {
   async deleteTopic(name: string): Promise<void> {
     this.checkOpen();
     validateTopicName(name);
+    refuseInternalTopic(name, 'delete');
+    return this.deleteAnyTopic(name);
+  }
+
+  private async deleteAnyTopic(name: string): Promise<void> {
+    this.checkOpen();
+    validateTopicName(name);
     await this.exclusive(async () => {
       const entry = this.topic(name);
-      // Forget it first: a crash after this leaves only orphan directories, which a re-create clears.
-      this.table.update(name, null);
-      this.configCache.delete(name);
+      // Remove the partitions first, then persist the smaller table: on a full disk the table's
+      // atomic rewrite (temp file + rename) needs space that only the removal frees, so an operator
+      // can always free space this way. A crash in between leaves the topic in the table with its
+      // directories gone; it reopens empty and a repeated delete finishes the job. If the table write
+      // still fails, the topic stays listed (its partitions closed) and the error says to retry.
       this.partitioner.forget(name);
       try {
         await this.dropPartitions(entry, this.range(0, entry.placement.length), true);
       } catch (err) {
-        this.logger.warn({ topic: name, err }, 'topic deleted but some partition directories could not be removed');
+        this.logger.warn({ topic: name, err }, 'deleting a topic: some partitions did not close cleanly or their directories could not be removed');
       }
-      this.keyBases.delete(entry.topicId);
+      this.table.update(name, null);
+      this.configCache.delete(name);
+      this.forgetKeys(entry);
       this.probe.topicDeleted(name);
       this.logger.info({ topic: name }, 'topic deleted');
     });
@@ -390,7 +455,7 @@ export class Broker implements BrokerApi {
     validateTopicName(name);
     const entry = this.topic(name);
     const groups = this.byShard(entry, this.range(0, entry.placement.length), (p) => this.keyOf(entry, p));
-    const stats = new Map<PartitionKey, { logStartOffset: number; highWatermark: number; sizeBytes: number }>();
+    const stats = new Map<PartitionKey, { logStartOffset: number; highWatermark: number; sizeBytes: number; damagedRanges: number }>();
     await Promise.all(
       [...groups].map(async ([s, keys]) => {
         const r = await this.hosts[s].send({ t: 'stat', keys });
@@ -406,6 +471,7 @@ export class Broker implements BrokerApi {
         leader: this.nodeId,
         replicas: [this.nodeId],
         sizeBytes: st?.sizeBytes ?? 0,
+        damagedRanges: st?.damagedRanges ?? 0,
       };
     });
     return { name, partitions, replicationFactor: entry.replicationFactor, configs: logConfigToTopicConfigs(this.configOf(entry)) };
@@ -414,6 +480,11 @@ export class Broker implements BrokerApi {
   async alterTopicConfig(name: string, set: Record<string, string>, remove: string[]): Promise<Record<string, string>> {
     this.checkOpen();
     validateTopicName(name);
+    refuseInternalTopic(name, 're-configure');
+    return this.alterAnyTopicConfig(name, set, remove);
+  }
+
+  private async alterAnyTopicConfig(name: string, set: Record<string, string>, remove: string[]): Promise<Record<string, string>> {
     return this.exclusive(async () => {
       const entry = this.topic(name);
       const merged: Record<string, string> = { ...entry.configs, ...(set ?? {}) };
@@ -431,6 +502,11 @@ export class Broker implements BrokerApi {
   async createPartitions(name: string, totalPartitions: number): Promise<TopicDescription> {
     this.checkOpen();
     validateTopicName(name);
+    refuseInternalTopic(name, 'add partitions to');
+    return this.createAnyPartitions(name, totalPartitions);
+  }
+
+  private async createAnyPartitions(name: string, totalPartitions: number): Promise<TopicDescription> {
     validatePartitionCount(totalPartitions);
     await this.exclusive(async () => {
       const entry = this.topic(name);
@@ -438,6 +514,7 @@ export class Broker implements BrokerApi {
       if (totalPartitions <= current) {
         throw new SluiceError('INVALID_PARTITIONS', `topic '${name}' has ${current} partitions; partitions can only grow (asked for ${totalPartitions})`);
       }
+      validateBrokerPartitions(this.table.partitionCount(), totalPartitions - current, this.options.partitionsMax ?? BROKER_PARTITIONS_MAX);
       const grown: TopicEntry = { ...entry, placement: [...entry.placement, ...this.place(totalPartitions - current)] };
       const added = this.range(current, totalPartitions);
       await this.openPartitions(grown, added, this.configOf(entry));
@@ -455,7 +532,12 @@ export class Broker implements BrokerApi {
 
   async produce(input: ProduceInput): Promise<ProduceResult> {
     this.checkOpen();
-    const entry = this.topic(input.topic);
+    const entry = this.topic(input?.topic);
+    refuseInternalTopic(entry.name, 'produce to');
+    return this.produceAny(entry, input);
+  }
+
+  private async produceAny(entry: TopicEntry, input: ProduceInput): Promise<ProduceResult> {
     const acks = ACKS[input.acks];
     if (acks === undefined) throw new SluiceError('INVALID_REQUEST', `acks must be none, leader or all, got ${String(input.acks)}`);
     const hasBatches = input.batches !== undefined && input.batches !== null;
@@ -468,8 +550,12 @@ export class Broker implements BrokerApi {
       if (data.length === 0) throw new SluiceError('CORRUPT_BATCH', 'no batches: the record batch is empty');
     } else {
       if (input.records!.length === 0) throw new SluiceError('INVALID_REQUEST', 'a produce needs at least one record');
-      data = encodeRecords(input.records!);
+      data = encodeRecords(input.records!, this.checkProducer(input.producer));
     }
+    if (hasBatches && input.producer !== undefined) {
+      throw new SluiceError('INVALID_REQUEST', 'raw record batches carry producer id, epoch and sequence in their v2 headers, not in the request');
+    }
+    this.checkFenced(data);
     let partition = input.partition;
     if (partition === undefined || partition === null) {
       const key = hasRecords ? input.records![0].key : firstRecordKey(data);
@@ -494,6 +580,39 @@ export class Broker implements BrokerApi {
     const r = await host.produce(key, data, acks);
     counted(r);
     return { partition, baseOffset: r.baseOffset, lastOffset: r.lastOffset, appendTimeMs: r.appendTimeMs, logStartOffset: r.logStartOffset };
+  }
+
+  /** Range checks of the structured-produce idempotence fields (the header has int16 epoch, int32 sequence). */
+  private checkProducer(p: ProduceInput['producer']): ProduceInput['producer'] {
+    if (p === undefined || p === null) return undefined;
+    if (typeof p.producerId !== 'bigint' || p.producerId < 0n) throw new SluiceError('INVALID_REQUEST', `producer_id must be >= 0 (got ${String(p.producerId)})`);
+    if (!Number.isInteger(p.producerEpoch) || p.producerEpoch < 0 || p.producerEpoch > PRODUCER_EPOCH_MAX) {
+      throw new SluiceError('INVALID_REQUEST', `producer_epoch must be from 0 to ${PRODUCER_EPOCH_MAX} (got ${String(p.producerEpoch)})`);
+    }
+    if (!Number.isInteger(p.baseSequence) || p.baseSequence < 0) throw new SluiceError('INVALID_REQUEST', `base_sequence must be >= 0 (got ${String(p.baseSequence)})`);
+    return p;
+  }
+
+  /**
+   * Fencing at the edge: a named producer's older epoch is refused here even on a partition its newer
+   * epoch has not written to yet (the partitions' own tables only know epochs they have seen).
+   */
+  private checkFenced(data: Uint8Array): void {
+    if (data.length < OFF_PRODUCER_EPOCH + 2) return;
+    const buf = asBuffer(data);
+    const producerId = buf.readBigInt64BE(OFF_PRODUCER_ID);
+    if (producerId < 0n) return;
+    const current = this.producerIds.currentEpoch(producerId);
+    const epoch = buf.readInt16BE(OFF_PRODUCER_EPOCH);
+    if (current !== undefined && epoch < current) {
+      throw new SluiceError('PRODUCER_FENCED', `producer ${producerId} epoch ${epoch} is fenced: InitProducer gave its name epoch ${current}`);
+    }
+  }
+
+  async initProducer(name?: string): Promise<ProducerIdentity> {
+    this.checkOpen();
+    if (name !== undefined && typeof name !== 'string') throw new SluiceError('INVALID_REQUEST', 'producer_name must be a string');
+    return this.producerIds.init(name);
   }
 
   async fetch(input: FetchInput, signal?: AbortSignal): Promise<FetchResult> {
@@ -534,6 +653,40 @@ export class Broker implements BrokerApi {
     };
   }
 
+  /**
+   * The broker's own subsystems' view (consumer groups write `__consumer_offsets` through it): the
+   * same calls, minus the INTERNAL_TOPIC guard. Built once; never handed to a client.
+   */
+  internalView(): BrokerApi & { createInternalTopic: Broker['createInternalTopic'] } {
+    this.internal ??= {
+      createTopic: (n, p, rf, c) => this.createTopic(n, p, rf, c),
+      createInternalTopic: (n, p, c) => this.createInternalTopic(n, p, c),
+      deleteTopic: (n) => this.deleteAnyTopic(n),
+      listTopics: () => this.listTopics(),
+      describeTopic: (n) => this.describeTopic(n),
+      alterTopicConfig: (n, set, remove) => {
+        this.checkOpen();
+        validateTopicName(n);
+        return this.alterAnyTopicConfig(n, set, remove);
+      },
+      createPartitions: (n, total) => {
+        this.checkOpen();
+        validateTopicName(n);
+        return this.createAnyPartitions(n, total);
+      },
+      produce: async (input) => {
+        this.checkOpen();
+        return this.produceAny(this.topic(input?.topic), input);
+      },
+      fetch: (input, signal) => this.fetch(input, signal),
+      listOffsets: (t, p, spec) => this.listOffsets(t, p, spec),
+      metadata: (topics) => this.metadata(topics),
+      initProducer: (name) => this.initProducer(name),
+      close: () => this.close(),
+    };
+    return this.internal;
+  }
+
   // --- Life cycle ----------------------------------------------------------------------------
 
   close(): Promise<void> {
@@ -561,12 +714,51 @@ export class Broker implements BrokerApi {
     this.hosts[shard].stallForTest(ms);
   }
 
+  /**
+   * Partitions that could not be opened (e.g. a full disk at start; they are retried with backoff and
+   * come back on their own), as `topic/partition`. /readyz is not ready while any is listed.
+   */
+  offlinePartitions(): string[] {
+    const out: string[] = [];
+    for (const h of this.hosts) if (h) for (const k of h.offline) out.push(this.nameOfKey(k));
+    return out.sort();
+  }
+
   /** How many times each shard's worker was restarted after dying. */
   shardRestarts(): number[] {
     return this.hosts.map((h) => h.restarts);
   }
 
   // --- Stats ---------------------------------------------------------------------------------
+
+  /**
+   * One info line per opened partition (what recovery checked, truncated and rebuilt), and one error
+   * line per fenced range, naming file, position, length and the offsets lost.
+   */
+  private logRecovery(shard: number, partition: string, r: RecoveryReport): void {
+    this.logger.info(
+      {
+        shard,
+        partition,
+        cleanShutdown: r.cleanShutdown,
+        segments: r.segmentCount,
+        scannedSegments: r.scannedSegments,
+        scannedBytes: r.scannedBytes,
+        truncatedBytes: r.truncatedBytes,
+        truncationReason: r.truncationReason,
+        rebuiltIndexes: r.rebuiltIndexes.length,
+        damagedRanges: r.damaged.length,
+        durationMs: Math.round(r.durationMs * 10) / 10,
+      },
+      r.truncatedBytes > 0 ? `partition ${partition} recovered: torn tail of ${r.truncatedBytes} bytes truncated` : `partition ${partition} recovered`,
+    );
+    for (const d of r.damaged) {
+      this.logger.error(
+        { shard, partition, file: d.file, position: d.pos, bytes: d.bytes, fromOffset: d.fromOffset, toOffset: d.toOffset, reason: d.reason },
+        `partition ${partition} damaged: offsets [${d.fromOffset}, ${d.toOffset}) fenced, ${d.bytes} bytes at position ${d.pos} of ${d.file} (${d.reason}); reads of them answer LOG_CORRUPT`,
+      );
+    }
+  }
 
   private onShardStats(shard: number, stats: ShardStatsMessage): void {
     try {
@@ -577,6 +769,7 @@ export class Broker implements BrokerApi {
           sizeBytes: p.sizeBytes,
           highWatermark: p.highWatermark,
           logStartOffset: p.logStartOffset,
+          damagedRanges: p.damagedRanges,
         });
       }
     } catch (err) {

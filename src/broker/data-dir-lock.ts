@@ -9,6 +9,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { SluiceError } from '../errors.js';
+import { FILE_MODE, mkdirOwnerOnly } from '../storage/index.js';
 
 export const LOCK_FILE = '.lock';
 
@@ -41,7 +42,7 @@ export class DataDirLock {
   static acquire(dataDir: string): DataDirLock {
     const dir = path.resolve(dataDir);
     try {
-      fs.mkdirSync(dir, { recursive: true });
+      mkdirOwnerOnly(dir);
       fs.accessSync(dir, fs.constants.W_OK | fs.constants.R_OK | fs.constants.X_OK);
     } catch (err) {
       throw unwritable(dir, err);
@@ -52,7 +53,7 @@ export class DataDirLock {
     const file = path.join(dir, LOCK_FILE);
     for (let attempt = 0; attempt < 2; attempt++) {
       try {
-        const fd = fs.openSync(file, 'wx', 0o644);
+        const fd = fs.openSync(file, 'wx', FILE_MODE);
         try {
           fs.writeSync(fd, `${process.pid}\n`);
           fs.fsyncSync(fd);

@@ -5,17 +5,29 @@
  *
  * Counts must be exact: after N records are produced, the sum of `produced(...).records` is N.
  */
+/** How an RPC is measured (see `BrokerProbe.requestFinished`). */
+export type RequestKind = 'unary' | 'long-poll' | 'stream';
+
 export interface BrokerProbe {
   /** A produce was appended (acks satisfied or not yet): its record and byte counts. */
   produced(topic: string, records: number, bytes: number): void;
   /** A fetch (or a subscribe push) returned these records and bytes. */
   fetched(topic: string, records: number, bytes: number): void;
-  /** One RPC finished; `rpc` is the method name, e.g. "Produce". */
-  requestFinished(rpc: string, seconds: number, ok: boolean): void;
+  /**
+   * One RPC finished; `rpc` is the method name, e.g. "Produce". `status` is its gRPC status name ("OK",
+   * "NOT_FOUND", ...; "CANCELLED" when the client gave up, which is not an error). `kind` says how to
+   * time it: unary calls and streams apart, long-polls (a Fetch that may wait for data) not at all,
+   * since their time is mostly the wait the client asked for.
+   */
+  requestFinished(rpc: string, kind: RequestKind, seconds: number, status: string): void;
   /** One fdatasync of a partition log took this long. */
   logFlushed(seconds: number): void;
   /** Current log sizes per topic (sum over partitions), and per partition offsets for opt-in series. */
-  partitionStats(topic: string, partition: number, stats: { sizeBytes: number; highWatermark: number; logStartOffset: number }): void;
+  partitionStats(
+    topic: string,
+    partition: number,
+    stats: { sizeBytes: number; highWatermark: number; logStartOffset: number; damagedRanges?: number },
+  ): void;
   /** A topic (or some of its partitions) disappeared: drop its series. */
   topicDeleted(topic: string): void;
   /** Per-shard gauges, sampled about once a second. */

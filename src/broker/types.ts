@@ -15,6 +15,8 @@ export interface PartitionInfo {
   leader: number;
   replicas: number[];
   sizeBytes: number;
+  /** Ranges of the log fenced after corruption was found (reads of them answer LOG_CORRUPT); 0 when healthy. */
+  damagedRanges: number;
 }
 
 export interface TopicDescription {
@@ -39,6 +41,16 @@ export interface ProduceInput {
   batches?: Uint8Array;
   records?: RecordInput[];
   acks: Acks;
+  /**
+   * Idempotence for `records` (raw `batches` carry it in their v2 headers): the broker writes these
+   * into the header of the batch it builds. `baseSequence` is the first record's sequence.
+   */
+  producer?: { producerId: bigint; producerEpoch: number; baseSequence: number };
+}
+
+export interface ProducerIdentity {
+  producerId: bigint;
+  producerEpoch: number;
 }
 
 export interface ProduceResult {
@@ -101,7 +113,19 @@ export interface BrokerApi {
   fetch(input: FetchInput, signal?: AbortSignal): Promise<FetchResult>;
   listOffsets(topic: string, partition: number, spec: OffsetSpec): Promise<ListOffsetsResult>;
   metadata(topics?: string[]): Promise<ClusterMetadata>;
+  /** A cluster-unique producer id; with a `name`, that name's id and its next epoch (fencing the older one). */
+  initProducer(name?: string): Promise<ProducerIdentity>;
 
   /** Stops intake, drains in-flight work, flushes and closes every log. */
   close(): Promise<void>;
+
+  /**
+   * The view the broker's own subsystems (consumer groups) use: like this API, but allowed to change
+   * internal `__` topics, which the client-facing methods refuse with INTERNAL_TOPIC. Never hand it to
+   * a client. Optional so that test fakes need not implement it.
+   */
+  internalView?(): BrokerApi;
+
+  /** Partitions that are offline (`topic/partition`); readiness requires none. Optional for fakes. */
+  offlinePartitions?(): string[];
 }

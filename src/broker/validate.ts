@@ -3,7 +3,7 @@
  * the bad value and the rule, before anything is written.
  */
 import { SluiceError } from '../errors.js';
-import { TOPIC_NAME_LENGTH_MAX, TOPIC_PARTITIONS_MAX } from '../constants.js';
+import { BROKER_PARTITIONS_MAX, TOPIC_NAME_LENGTH_MAX, TOPIC_PARTITIONS_MAX } from '../constants.js';
 import { LOG_CONFIG_KEYS, logConfigFromTopicConfigs } from '../storage/index.js';
 import type { LogConfig } from '../storage/types.js';
 
@@ -31,9 +31,30 @@ export function validateUserTopicName(name: unknown): asserts name is string {
   }
 }
 
+/**
+ * Internal topics (`__consumer_offsets`, …) hold the broker's own state: a client that produced to,
+ * re-configured, grew or deleted one could wipe every group's offsets. Only the broker's own
+ * subsystems (through Broker.internalView()) change them; clients may still read them.
+ */
+export function refuseInternalTopic(name: string, action: string): void {
+  if (name.startsWith(INTERNAL_TOPIC_PREFIX)) {
+    throw new SluiceError('INTERNAL_TOPIC', `topic '${name}' is internal (names starting with '${INTERNAL_TOPIC_PREFIX}' belong to the broker); clients may not ${action} it`);
+  }
+}
+
 export function validatePartitionCount(partitions: unknown): asserts partitions is number {
   if (typeof partitions !== 'number' || !Number.isInteger(partitions) || partitions < 1 || partitions > TOPIC_PARTITIONS_MAX) {
     throw new SluiceError('INVALID_PARTITIONS', `partitions must be an integer from 1 to ${TOPIC_PARTITIONS_MAX}, got ${String(partitions)}`);
+  }
+}
+
+/** Refuses, before anything is created, partitions that would take the broker past its limit. */
+export function validateBrokerPartitions(held: number, adding: number, max = BROKER_PARTITIONS_MAX): void {
+  if (held + adding > max) {
+    throw new SluiceError(
+      'INVALID_PARTITIONS',
+      `this broker holds ${held} partitions; adding ${adding} would exceed its limit of ${max} (each open partition keeps 3 files open)`,
+    );
   }
 }
 

@@ -1,10 +1,10 @@
 /** `sluice cluster info`: brokers, controller and topic count. */
 import { Admin } from '../client/index.js';
 import { emit, formatTable } from './output.js';
-import type { Common } from './topic.js';
+import { clientOptions, type Common } from './topic.js';
 
 export async function clusterInfo(o: Common): Promise<void> {
-  const admin = new Admin({ brokers: o.brokers });
+  const admin = new Admin(clientOptions(o));
   try {
     const m = await admin.metadata();
     const summary = { clusterId: m.clusterId, controllerId: m.controllerId, brokers: m.brokers, topics: m.topics.length };

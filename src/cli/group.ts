@@ -9,10 +9,10 @@ import { GroupAdmin, GroupConsumer, type GroupDescription, type ResetTarget } fr
 import type { ConsumedRecord } from '../client/types.js';
 import { emit, formatTable } from './output.js';
 import { UsageError, compileFormat, parseIntArg, recordJson } from './parse.js';
-import type { Common } from './topic.js';
+import { clientOptions, type Common } from './topic.js';
 
 async function withGroupAdmin<T>(o: Common, fn: (admin: GroupAdmin) => Promise<T>): Promise<T> {
-  const admin = new GroupAdmin({ brokers: o.brokers });
+  const admin = new GroupAdmin(clientOptions(o));
   try {
     return await fn(admin);
   } finally {
@@ -89,7 +89,10 @@ export interface ResetCommand extends Common {
 /** ISO 8601 (2026-11-22T04:00:00Z) or milliseconds since the epoch. */
 export function parseDatetime(value: string): number {
   const v = value.trim();
-  if (/^\d+$/.test(v)) return Number(v);
+  if (/^\d+$/.test(v)) {
+    if (!Number.isSafeInteger(Number(v))) throw new UsageError(`invalid --to-datetime "${value}": milliseconds since the epoch must be at most ${Number.MAX_SAFE_INTEGER}`);
+    return Number(v);
+  }
   const ms = Date.parse(v);
   if (Number.isNaN(ms)) throw new UsageError(`invalid --to-datetime "${value}": use ISO 8601 (e.g. 2026-11-22T04:00:00Z) or milliseconds since the epoch`);
   return ms;
@@ -139,7 +142,7 @@ export async function groupConsume(topic: string, o: GroupConsumeCommand): Promi
   if (o.exit) throw new UsageError('-e/--exit is not supported with -g (a group member consumes until stopped); use -n COUNT');
   if (o.partition !== undefined) throw new UsageError('-p/--partition does not go with -g: the group assigns partitions (use `sluice group reset-offsets` to move its start)');
   const render: (r: ConsumedRecord) => string = o.format === 'json' ? (r) => recordJson(r) + '\n' : compileFormat(o.recordFormat ?? '%s\\n');
-  const consumer = new GroupConsumer({ brokers: o.brokers, groupId: o.group, instanceId: o.instanceId }).subscribe(topic.split(','));
+  const consumer = new GroupConsumer({ ...clientOptions(o), groupId: o.group, instanceId: o.instanceId }).subscribe(topic.split(','));
   let stopping: Promise<void> | null = null;
   const stop = (): Promise<void> => (stopping ??= consumer.stop());
   process.once('SIGINT', () => void stop());

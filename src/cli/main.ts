@@ -8,19 +8,27 @@
 import { Command, Option } from 'commander';
 import { logVerbosity, setLogVerbosity } from '@grpc/grpc-js';
 import { DEFAULT_BROKER } from '../client/connection.js';
+import { PROTO_INT32_MAX } from '../client/validate.js';
+import { CLIENT_REQUEST_TIMEOUT_MS_DEFAULT, TOPIC_PARTITIONS_MAX } from '../constants.js';
 import { fail } from './errors.js';
 import { parseOutputFormat, type OutputFormat } from './output.js';
-import { collectKeyValue, parseIntArg, parseStartOffset } from './parse.js';
+import { collectKeyValue, parseBrokers, parseDurationMs, parseIntArg, parseStartOffset } from './parse.js';
 import { serve } from './serve.js';
 import { addPartitions, alterConfig, createTopic, deleteTopic, describeTopic, listTopics, type Common } from './topic.js';
 import { consume, produce } from './records.js';
 import { clusterInfo } from './cluster.js';
 import { groupConsume, registerGroupCommands, type GroupConsumeCommand } from './group.js';
 
-/** Adds -b/--brokers and --format to a client command. */
+/** Adds -b/--brokers, --timeout and --format to a client command. */
 function clientCommand(cmd: Command): Command {
   return cmd
-    .addOption(new Option('-b, --brokers <host:port>', 'broker address').env('SLUICE_BROKERS').default(DEFAULT_BROKER))
+    .addOption(new Option('-b, --brokers <host:port>', 'broker address (a host alone means port 7070)').env('SLUICE_BROKERS').argParser(parseBrokers).default(DEFAULT_BROKER))
+    .addOption(
+      new Option('--timeout <duration>', 'how long to wait for the broker to answer one request: 500ms, 10s, or milliseconds')
+        .env('SLUICE_TIMEOUT')
+        .argParser(parseDurationMs('--timeout'))
+        .default(CLIENT_REQUEST_TIMEOUT_MS_DEFAULT, `${CLIENT_REQUEST_TIMEOUT_MS_DEFAULT / 1000}s`),
+    )
     .addOption(new Option('--format <format>', 'output: table or json').argParser(parseOutputFormat).default('table' as OutputFormat));
 }
 
@@ -28,10 +36,12 @@ function clientCommand(cmd: Command): Command {
 function run<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
   return async (...args: A) => {
     const opts = args.find((a) => a !== null && typeof a === 'object' && !Array.isArray(a) && !(a instanceof Command)) as Partial<Common> | undefined;
+    const cmd = args.find((a): a is Command => a instanceof Command);
+    const command = cmd === undefined ? '' : [cmd.parent?.name() === 'sluice' ? '' : cmd.parent?.name(), cmd.name()].filter(Boolean).join(' ');
     try {
       await fn(...args);
     } catch (err) {
-      fail(err, { brokers: opts?.brokers ?? DEFAULT_BROKER });
+      fail(err, { brokers: opts?.brokers ?? DEFAULT_BROKER, command });
     }
   };
 }
@@ -42,7 +52,10 @@ setLogVerbosity(logVerbosity.NONE);
 const program = new Command('sluice')
   .description('Sluice: an event-streaming broker (Kafka-format logs, gRPC API)')
   .version('0.1.0')
-  .showHelpAfterError('(run with --help for usage)');
+  // Usage errors (an unknown flag, a bad value) are one line, like every other failure, and exit 1.
+  .configureOutput({
+    outputError: (text, write) => write(`sluice: ${text.trim().replace(/\s*\n\s*/g, ' ')} (run with --help for usage)\n`),
+  });
 
 program
   .command('serve')
@@ -50,17 +63,19 @@ program
   .addOption(new Option('--data-dir <dir>', 'where logs live').env('SLUICE_DATA_DIR').default('./data'))
   .addOption(new Option('--grpc-addr <host:port>', 'gRPC listen address (port 0 = any free port)').env('SLUICE_GRPC_ADDR').default('127.0.0.1:7070'))
   .addOption(new Option('--http-addr <host:port>', 'HTTP listen address for /healthz, /readyz, /metrics').env('SLUICE_HTTP_ADDR').default('127.0.0.1:7071'))
-  .addOption(new Option('--shards <n>', 'shard worker threads (default: CPUs - 1, at least 1)').env('SLUICE_SHARDS').argParser(parseIntArg('--shards', 1)))
+  .addOption(new Option('--shards <n>', 'shard worker threads (default: CPUs - 1, at least 1; CPUs capped by the cgroup CPU quota)').env('SLUICE_SHARDS').argParser(parseIntArg('--shards', 1, PROTO_INT32_MAX)))
   .addOption(new Option('--log-level <level>', 'pino log level').env('SLUICE_LOG_LEVEL').default('info'))
   .action(run((o: { dataDir: string; grpcAddr: string; httpAddr: string; shards?: number; logLevel: string }) => serve(o)));
 
 const topic = program.command('topic').description('manage topics');
 clientCommand(topic.command('create <name>').description('create a topic'))
-  .option('-p, --partitions <n>', 'partition count', parseIntArg('--partitions', 1), 1)
-  .option('-r, --replicas <n>', 'replication factor', parseIntArg('--replicas', 1), 1)
+  .option('-p, --partitions <n>', 'partition count', parseIntArg('--partitions', 1, PROTO_INT32_MAX), 1)
+  .option('-r, --replicas <n>', 'replication factor', parseIntArg('--replicas', 1, PROTO_INT32_MAX), 1)
   .option('-c, --config <key=value>', 'topic config (repeatable)', collectKeyValue, [])
   .action(run((name: string, o: Common & { partitions: number; replicas: number; config: [string, string][] }) => createTopic(name, o)));
-clientCommand(topic.command('list').alias('ls').description('list topics')).action(run((o: Common) => listTopics(o)));
+clientCommand(topic.command('list').alias('ls').description('list topics'))
+  .option('--internal', 'also list internal topics (names starting with __, such as __consumer_offsets)', false)
+  .action(run((o: Common & { internal: boolean }) => listTopics(o)));
 clientCommand(topic.command('describe <name>').description('show partitions, offsets and configs')).action(run((name: string, o: Common) => describeTopic(name, o)));
 clientCommand(topic.command('delete <name>').description('delete a topic and its data')).action(run((name: string, o: Common) => deleteTopic(name, o)));
 clientCommand(topic.command('alter-config <name>').description('set or remove topic configs'))
@@ -68,23 +83,29 @@ clientCommand(topic.command('alter-config <name>').description('set or remove to
   .option('-d, --delete <key>', 'remove a config (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
   .action(run((name: string, o: Common & { set: [string, string][]; delete: string[] }) => alterConfig(name, o)));
 clientCommand(topic.command('add-partitions <name>').description('grow a topic'))
-  .option('-n, --num <n>', 'partitions to add', parseIntArg('--num', 1))
-  .option('-t, --total <n>', 'new total partition count', parseIntArg('--total', 1))
+  .option('-n, --num <n>', 'partitions to add', parseIntArg('--num', 1, PROTO_INT32_MAX))
+  .option('-t, --total <n>', 'new total partition count', parseIntArg('--total', 1, PROTO_INT32_MAX))
   .action(run(async (name: string, o: Common & { num?: number; total?: number }) => {
     if (o.num === undefined && o.total === undefined) throw new Error('say how many partitions: --num N (to add) or --total N');
     await addPartitions(name, o);
   }));
 
 clientCommand(program.command('produce <topic>').description('send stdin lines as records'))
-  .option('-p, --partition <n>', 'partition (default: by key, else sticky)', parseIntArg('--partition', 0))
+  .option('-p, --partition <n>', 'partition (default: by key, else sticky)', parseIntArg('--partition', 0, TOPIC_PARTITIONS_MAX - 1))
   .option('-k, --key-delimiter <sep>', 'split each line at the first SEP into key and value')
   .option('-H, --header <key=value>', 'header on every record (repeatable)', collectKeyValue, [])
   .addOption(new Option('--acks <acks>', 'when a record counts as sent').choices(['all', 'leader', 'none']).default('all'))
+  .option('--no-idempotence', 'allow duplicates on retry (idempotence is on by default with --acks all)')
+  .option('--producer-name <name>', 'stable producer name: a newer producer with this name fences this one')
   .action(run((t: string, o: Parameters<typeof produce>[1]) => produce(t, o)));
 
 clientCommand(program.command('consume <topic>').description('print records (kcat style)'))
-  .option('-p, --partition <n>', 'partition (default: all)', parseIntArg('--partition', 0))
-  .option('-o, --offset <offset>', 'start: start|end|N|-N|@timestamp_ms', parseStartOffset, 'earliest')
+  .option('-p, --partition <n>', 'partition (default: all)', parseIntArg('--partition', 0, TOPIC_PARTITIONS_MAX - 1))
+  .addOption(
+    new Option('-o, --offset <offset>', 'where to start: start (or earliest), end (or latest), N, -N (N before the end), @timestamp_ms')
+      .argParser(parseStartOffset)
+      .default('earliest', 'start'),
+  )
   .option('-n, --count <n>', 'exit after COUNT records', parseIntArg('--count', 0))
   .option('-e, --exit', 'exit at the end of the partitions', false)
   .option('-f, --record-format <fmt>', 'kcat-style format: %t %p %o %k %s %T %h %K %S (default "%s\\n")')

@@ -1,8 +1,10 @@
 /** Output for humans (aligned tables) and scripts (`--format json`). */
+import { UsageError } from './parse.js';
+
 export type OutputFormat = 'table' | 'json';
 
 export function parseOutputFormat(value: string): OutputFormat {
-  if (value !== 'table' && value !== 'json') throw new Error(`unknown --format "${value}": use table or json`);
+  if (value !== 'table' && value !== 'json') throw new UsageError(`unknown --format "${value}": use table or json`);
   return value;
 }
 

@@ -1,5 +1,6 @@
 /** Parsers for CLI arguments: offsets, key=value pairs, counts, kcat-style record formats. */
 import { InvalidArgumentError } from 'commander';
+import { brokerList } from '../client/connection.js';
 import type { StartOffset, ConsumedRecord } from '../client/types.js';
 
 export class UsageError extends InvalidArgumentError {
@@ -9,12 +10,47 @@ export class UsageError extends InvalidArgumentError {
   }
 }
 
-export function parseIntArg(what: string, min = 0): (value: string) => number {
+/** An integer option in [min, max]; the message names the range, so `-p 99999999999` says what fits. */
+export function parseIntArg(what: string, min = 0, max = Number.MAX_SAFE_INTEGER): (value: string) => number {
   return (value: string) => {
     const n = Number(value);
-    if (!/^-?\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min) throw new UsageError(`${what} must be an integer >= ${min} (got "${value}")`);
+    if (!/^-?\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
+      throw new UsageError(`${what} must be an integer from ${min} to ${max} (got "${value}")`);
+    }
     return n;
   };
+}
+
+/** `-b`: one address or a comma-separated list; a host alone gets the default port (7070). */
+export function parseBrokers(value: string): string {
+  try {
+    return brokerList(value).join(',');
+  } catch (err) {
+    throw new UsageError(err instanceof Error ? err.message : String(err));
+  }
+}
+
+/** A duration: `500ms`, `10s`, `2m`, or a bare number of milliseconds; at least 1 ms. */
+export function parseDurationMs(what: string): (value: string) => number {
+  const units: Record<string, number> = { '': 1, ms: 1, s: 1000, m: 60_000 };
+  return (value: string) => {
+    const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(value.trim());
+    const ms = m === null ? NaN : Math.round(Number(m[1]) * units[m[2] ?? '']!);
+    if (!Number.isSafeInteger(ms) || ms < 1 || ms > DURATION_MS_MAX) {
+      throw new UsageError(`${what} must be a duration such as 500ms, 10s or 2m, at most 24h (got "${value}")`);
+    }
+    return ms;
+  };
+}
+
+/** A day: longer waits are a typo, and they overflow Node's timers (2^31-1 ms). */
+const DURATION_MS_MAX = 24 * 3600 * 1000;
+
+/** An offset or timestamp given on the command line: a non-negative integer that the client can carry. */
+function safeOffset(digits: string, value: string, what: string): number {
+  const n = Number(digits);
+  if (!Number.isSafeInteger(n)) throw new UsageError(`invalid offset "${value}": ${what} must be at most ${Number.MAX_SAFE_INTEGER}`);
+  return n;
 }
 
 /** Collects repeated `-c key=value` / `-H key=value` options into a list of pairs. */
@@ -29,9 +65,9 @@ export function parseStartOffset(value: string): StartOffset {
   const v = value.trim();
   if (v === 'start' || v === 'beginning' || v === 'earliest') return 'earliest';
   if (v === 'end' || v === 'latest') return 'latest';
-  if (/^@\d+$/.test(v)) return { timestampMs: Number(v.slice(1)) };
-  if (/^-\d+$/.test(v)) return { fromEnd: Number(v.slice(1)) };
-  if (/^\d+$/.test(v)) return Number(v);
+  if (/^@\d+$/.test(v)) return { timestampMs: safeOffset(v.slice(1), value, 'a timestamp') };
+  if (/^-\d+$/.test(v)) return { fromEnd: safeOffset(v.slice(1), value, 'a count from the end') };
+  if (/^\d+$/.test(v)) return safeOffset(v, value, 'an offset');
   throw new UsageError(`invalid offset "${value}": use start, end, N, -N (N before the end) or @TIMESTAMP_MS`);
 }
 

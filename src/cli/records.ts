@@ -3,7 +3,7 @@ import { createInterface } from 'node:readline';
 import { Consumer, Producer } from '../client/index.js';
 import type { ConsumedRecord, RecordMetadata, StartOffset } from '../client/types.js';
 import { compileFormat, recordJson } from './parse.js';
-import type { Common } from './topic.js';
+import { clientOptions, type Common } from './topic.js';
 
 /** Records awaiting acknowledgement before produce stops reading stdin (bounds memory on big inputs). */
 const PRODUCE_PENDING_MAX = 10_000;
@@ -13,10 +13,14 @@ export interface ProduceCommand extends Common {
   keyDelimiter?: string;
   header: [string, string][];
   acks: 'all' | 'leader' | 'none';
+  /** commander's `--no-idempotence`: true unless given. */
+  idempotence: boolean;
+  producerName?: string;
 }
 
 export async function produce(topic: string, o: ProduceCommand): Promise<void> {
-  const producer = new Producer({ brokers: o.brokers, acks: o.acks });
+  // Idempotent by default (acks all); --no-idempotence, or acks other than all, turns it off.
+  const producer = new Producer({ ...clientOptions(o), acks: o.acks, idempotent: o.idempotence && o.acks === 'all' ? undefined : false, producerName: o.producerName });
   const headers = o.header.map(([key, value]) => ({ key, value: Buffer.from(value) }));
   const pending = new Set<Promise<RecordMetadata>>();
   let failure: unknown = null;
@@ -65,7 +69,7 @@ export async function consume(topic: string, o: ConsumeCommand): Promise<void> {
   const render: (r: ConsumedRecord) => string =
     o.format === 'json' ? (r) => recordJson(r) + '\n' : compileFormat(o.recordFormat ?? '%s\\n');
   const consumer = new Consumer({
-    brokers: o.brokers,
+    ...clientOptions(o),
     topic,
     partitions: o.partition === undefined ? undefined : [o.partition],
     from: o.offset,

@@ -1,6 +1,6 @@
 /**
  * `sluice serve`: runs a broker until SIGTERM or SIGINT, then drains in-flight requests, flushes,
- * closes the logs and exits 0. Start-up failures (a taken port, an unwritable or locked data dir) are
+ * closes the logs and exits 0 (1, with the error logged, when a log could not be flushed or closed). Start-up failures (a taken port, an unwritable or locked data dir) are
  * one line on stderr and exit code 1. On start it prints one line to stdout with the bound addresses
  * (`grpc=HOST:PORT`), so callers that asked for port 0 can find the broker.
  */

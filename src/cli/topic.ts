@@ -1,15 +1,25 @@
 /** `sluice topic create|list|describe|delete|alter-config|add-partitions`. */
-import { Admin } from '../client/index.js';
+import { Admin, type ClientOptions } from '../client/index.js';
 import type { TopicDescription } from '../client/types.js';
 import { emit, formatTable, type OutputFormat } from './output.js';
 
 export interface Common {
   brokers: string;
+  /** Deadline of one request, in milliseconds (`--timeout`). */
+  timeout: number;
   format: OutputFormat;
 }
 
+/** What every client the CLI makes is given: the broker address and the request deadline. */
+export function clientOptions(o: Common): ClientOptions {
+  return { brokers: o.brokers, requestTimeoutMs: o.timeout };
+}
+
+/** Internal topics (`__consumer_offsets`, ...) start with two underscores; users cannot create such names. */
+export const INTERNAL_TOPIC_PREFIX = '__';
+
 async function withAdmin<T>(common: Common, fn: (admin: Admin) => Promise<T>): Promise<T> {
-  const admin = new Admin({ brokers: common.brokers });
+  const admin = new Admin(clientOptions(common));
   try {
     return await fn(admin);
   } finally {
@@ -21,8 +31,8 @@ function describeTable(t: TopicDescription): string {
   const summary = formatTable([{ name: t.name, partitions: t.partitions.length, replicas: t.replicationFactor }], ['name', 'partitions', 'replicas']);
   const configs = Object.keys(t.configs).length === 0 ? '' : '\n' + formatTable(Object.entries(t.configs).sort().map(([key, value]) => ({ key, value })), ['key', 'value']);
   const parts = formatTable(
-    t.partitions.map((p) => ({ partition: p.partition, leader: p.leader, replicas: p.replicas, 'log-start-offset': p.logStartOffset, 'high-watermark': p.highWatermark, size: p.sizeBytes })),
-    ['partition', 'leader', 'replicas', 'log-start-offset', 'high-watermark', 'size'],
+    t.partitions.map((p) => ({ partition: p.partition, leader: p.leader, replicas: p.replicas, 'log-start-offset': p.logStartOffset, 'high-watermark': p.highWatermark, size: p.sizeBytes, damaged: p.damagedRanges })),
+    ['partition', 'leader', 'replicas', 'log-start-offset', 'high-watermark', 'size', 'damaged'],
   );
   return `${summary}${configs}\n${parts}`;
 }
@@ -34,9 +44,12 @@ export function createTopic(name: string, o: Common & { partitions: number; repl
   });
 }
 
-export function listTopics(o: Common): Promise<void> {
+/** Lists topics; internal ones only with `--internal`, as Kafka's tools do. */
+export function listTopics(o: Common & { internal?: boolean }): Promise<void> {
   return withAdmin(o, async (admin) => {
-    const topics = (await admin.listTopics()).sort((a, b) => a.name.localeCompare(b.name));
+    const topics = (await admin.listTopics())
+      .filter((t) => o.internal === true || !t.name.startsWith(INTERNAL_TOPIC_PREFIX))
+      .sort((a, b) => a.name.localeCompare(b.name));
     emit(o.format, topics, () => formatTable(topics.map((t) => ({ name: t.name, partitions: t.partitionCount, replicas: t.replicationFactor })), ['name', 'partitions', 'replicas']));
   });
 }

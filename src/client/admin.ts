@@ -3,6 +3,7 @@ import { fromPbTopic } from '../rpc/convert.js';
 import { OffsetSpec } from '../rpc/gen/sluice/v1/broker.js';
 import { Connection, type ClientOptions } from './connection.js';
 import type { ClusterMetadata, TopicDescription, TopicSummary } from './types.js';
+import { checkInt32, checkPartition, checkTimestampMs } from './validate.js';
 
 export interface CreateTopicOptions {
   partitions?: number;
@@ -24,8 +25,8 @@ export class Admin {
   async createTopic(name: string, options: CreateTopicOptions = {}): Promise<TopicDescription> {
     const res = await this.conn.unary(this.conn.admin, this.conn.admin.createTopic, {
       name,
-      partitions: options.partitions ?? 1,
-      replicationFactor: options.replicationFactor ?? 1,
+      partitions: checkInt32(options.partitions ?? 1, 'partitions'),
+      replicationFactor: checkInt32(options.replicationFactor ?? 1, 'replicationFactor'),
       configs: options.configs ?? {},
     });
     return fromPbTopic(res.topic!);
@@ -51,7 +52,7 @@ export class Admin {
   }
 
   async createPartitions(name: string, totalPartitions: number): Promise<TopicDescription> {
-    const res = await this.conn.unary(this.conn.admin, this.conn.admin.createPartitions, { name, totalPartitions });
+    const res = await this.conn.unary(this.conn.admin, this.conn.admin.createPartitions, { name, totalPartitions: checkInt32(totalPartitions, 'totalPartitions') });
     return fromPbTopic(res.topic!);
   }
 
@@ -63,7 +64,8 @@ export class Admin {
   /** Offsets of the given partitions (all when omitted), as a map partition → offset. */
   async listOffsets(topic: string, query: OffsetQuery, partitions: number[] = []): Promise<Map<number, number>> {
     const spec = query === 'earliest' ? OffsetSpec.OFFSET_SPEC_EARLIEST : query === 'latest' ? OffsetSpec.OFFSET_SPEC_LATEST : OffsetSpec.OFFSET_SPEC_TIMESTAMP;
-    const timestampMs = typeof query === 'object' ? BigInt(query.timestampMs) : 0n;
+    const timestampMs = typeof query === 'object' ? BigInt(checkTimestampMs(query.timestampMs)) : 0n;
+    for (const p of partitions) checkPartition(p);
     const res = await this.conn.unary(this.conn.broker, this.conn.broker.listOffsets, { topic, partitions, spec, timestampMs });
     return new Map(res.offsets.map((o) => [o.partition, Number(o.offset)]));
   }

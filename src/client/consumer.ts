@@ -12,6 +12,7 @@ import { Admin } from './admin.js';
 import { Connection, type ClientOptions } from './connection.js';
 import { GroupConsumer, type GroupConsumerOptions } from './group-consumer.js';
 import type { ConsumedRecord, StartOffset } from './types.js';
+import { checkInt32, checkOffset, checkPartition, checkTimestampMs } from './validate.js';
 
 export { decodeFetched };
 
@@ -32,6 +33,18 @@ export interface ConsumerOptions extends ClientOptions {
   retryBackoffMs?: number;
 }
 
+/** Refuses numbers the wire cannot carry or the broker would reject, before a connection is made. */
+function checkConsumerOptions(o: ConsumerOptions): void {
+  for (const p of o.partitions ?? []) checkPartition(p, 'partitions[]');
+  const from = o.from;
+  if (typeof from === 'number') checkOffset(from, 'from');
+  else if (typeof from === 'object' && 'fromEnd' in from) checkOffset(from.fromEnd, 'from.fromEnd');
+  else if (typeof from === 'object' && 'timestampMs' in from) checkTimestampMs(from.timestampMs, 'from.timestampMs');
+  if (o.maxBytes !== undefined) checkInt32(o.maxBytes, 'maxBytes');
+  if (o.maxWaitMs !== undefined) checkInt32(o.maxWaitMs, 'maxWaitMs');
+  if (o.bufferRecordsMax !== undefined) checkInt32(o.bufferRecordsMax, 'bufferRecordsMax', 1);
+}
+
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export class Consumer implements AsyncIterable<ConsumedRecord> {
@@ -48,6 +61,7 @@ export class Consumer implements AsyncIterable<ConsumedRecord> {
 
   constructor(options: ConsumerOptions | GroupConsumerOptions) {
     this.options = options as ConsumerOptions;
+    if (!('groupId' in options)) checkConsumerOptions(this.options);
     this.conn = new Connection(options);
   }
 

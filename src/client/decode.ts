@@ -1,7 +1,7 @@
 /**
  * Turning fetched raw batches into records, shared by the low-level Consumer and the GroupConsumer.
  */
-import { decodeBatches } from '../batch/index.js';
+import { decodeStoredBatches } from '../batch/index.js';
 import type { ConsumedRecord } from './types.js';
 
 /**
@@ -13,7 +13,8 @@ export function decodeFetched(topic: string, partition: number, batches: Uint8Ar
   const out: ConsumedRecord[] = [];
   const bytes = (b: Uint8Array | null): Buffer | null =>
     b === null ? null : copy ? Buffer.from(b) : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
-  for (const batch of decodeBatches(batches, { verifyCrc: true })) {
+  // Raw fetches are not CRC-checked by the broker: the client verifies every batch (LOG_CORRUPT on a mismatch).
+  for (const batch of decodeStoredBatches(batches)) {
     // Control batches (Raft's no-op and membership entries, Kafka's markers) hold no user records.
     if (batch.header.isControl) continue;
     for (const r of batch.records) {

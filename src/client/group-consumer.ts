@@ -14,8 +14,8 @@
 import * as grpc from '@grpc/grpc-js';
 import { makeGenericClientConstructor } from '@grpc/grpc-js';
 import { SluiceError } from '../errors.js';
-import { GRPC_RECEIVE_BYTES_MAX } from '../constants.js';
-import { fromServiceError } from '../rpc/errors.js';
+import { CLIENT_REQUEST_TIMEOUT_MS_DEFAULT, GRPC_RECEIVE_BYTES_MAX } from '../constants.js';
+import { fromServiceError, readErrorInfo } from '../rpc/errors.js';
 import { BinaryReader } from '@bufbuild/protobuf/wire';
 import {
   ConsumeResponse as ConsumeResponseCodec,
@@ -29,7 +29,8 @@ import {
 } from '../rpc/gen/sluice/v1/groups.js';
 import { Record as PbRecord } from '../rpc/gen/sluice/v1/records.js';
 import { decodeFetched } from './decode.js';
-import { brokerList, type ClientOptions } from './connection.js';
+import { brokerList, explainTransportError, type ClientOptions } from './connection.js';
+import { checkOffset, checkPartition, checkTimestampMs } from './validate.js';
 import type { ConsumedRecord } from './types.js';
 
 export interface GroupConsumerOptions extends ClientOptions {
@@ -281,7 +282,8 @@ export class GroupConsumer {
     call.on('data', (res: ConsumeResponse) => this.onMessage(res));
     call.on('error', (err: grpc.ServiceError) => {
       if (this.stopping && (err.code === grpc.status.CANCELLED || err.code === grpc.status.OK)) return this.end(null);
-      this.end(fromServiceError(err));
+      const address = brokerList(this.options.brokers)[0]!;
+      this.end(readErrorInfo(err.metadata) !== null ? fromServiceError(err) : explainTransportError(fromServiceError(err), address, this.options.requestTimeoutMs ?? CLIENT_REQUEST_TIMEOUT_MS_DEFAULT));
     });
     call.on('end', () => this.end(null));
   }
@@ -459,7 +461,7 @@ export class GroupConsumer {
         value: {
           commitId: BigInt(commitId),
           generation: BigInt(this.generation),
-          offsets: offsets.map((o) => ({ topic: o.topic, partition: o.partition, offset: BigInt(o.offset), metadata: '' })),
+          offsets: offsets.map((o) => ({ topic: o.topic, partition: checkPartition(o.partition), offset: BigInt(checkOffset(o.offset)), metadata: '' })),
         },
       },
     });
@@ -507,17 +509,23 @@ type UnaryFn<Req, Res> = (req: Req, metadata: grpc.Metadata, options: Partial<gr
 
 /** The unary group RPCs (what `sluice group ...` uses). Failures are SluiceErrors. */
 export class GroupAdmin {
+  private readonly address: string;
   private readonly client: GroupsClient;
   private readonly timeoutMs: number;
 
   constructor(options: ClientOptions = {}) {
-    this.client = new GroupsClient(brokerList(options.brokers)[0], grpc.credentials.createInsecure());
-    this.timeoutMs = options.requestTimeoutMs ?? 30_000;
+    this.address = brokerList(options.brokers)[0];
+    this.client = new GroupsClient(this.address, grpc.credentials.createInsecure());
+    this.timeoutMs = options.requestTimeoutMs ?? CLIENT_REQUEST_TIMEOUT_MS_DEFAULT;
   }
 
   private call<Req, Res>(method: UnaryFn<Req, Res>, req: Req): Promise<Res> {
     return new Promise((resolve, reject) => {
-      method.call(this.client, req, new grpc.Metadata(), { deadline: Date.now() + this.timeoutMs }, (err, res) => (err ? reject(fromServiceError(err)) : resolve(res as Res)));
+      method.call(this.client, req, new grpc.Metadata(), { deadline: Date.now() + this.timeoutMs }, (err, res) => {
+        if (err === null) resolve(res as Res);
+        else if (readErrorInfo(err.metadata) !== null) reject(fromServiceError(err));
+        else reject(explainTransportError(fromServiceError(err), this.address, this.timeoutMs));
+      });
     });
   }
 
@@ -568,7 +576,7 @@ export class GroupAdmin {
       groupId,
       memberId: '',
       generation: 0n,
-      offsets: offsets.map((o) => ({ topic: o.topic, partition: o.partition, offset: BigInt(o.offset), metadata: '' })),
+      offsets: offsets.map((o) => ({ topic: o.topic, partition: checkPartition(o.partition), offset: BigInt(checkOffset(o.offset)), metadata: '' })),
     });
   }
 
@@ -577,8 +585,8 @@ export class GroupAdmin {
     let spec: { to: ResetTo; offset: bigint; timestampMs: bigint };
     if (to === 'earliest') spec = { to: ResetTo.RESET_TO_EARLIEST, offset: 0n, timestampMs: 0n };
     else if (to === 'latest') spec = { to: ResetTo.RESET_TO_LATEST, offset: 0n, timestampMs: 0n };
-    else if ('offset' in to) spec = { to: ResetTo.RESET_TO_OFFSET, offset: BigInt(to.offset), timestampMs: 0n };
-    else spec = { to: ResetTo.RESET_TO_TIMESTAMP, offset: 0n, timestampMs: BigInt(to.timestampMs) };
+    else if ('offset' in to) spec = { to: ResetTo.RESET_TO_OFFSET, offset: BigInt(checkOffset(to.offset)), timestampMs: 0n };
+    else spec = { to: ResetTo.RESET_TO_TIMESTAMP, offset: 0n, timestampMs: BigInt(checkTimestampMs(to.timestampMs)) };
     const r = await this.call(this.client.resetOffsets, { groupId, topics, execute, ...spec });
     return r.plan.map((p) => ({ topic: p.topic, partition: p.partition, currentOffset: Number(p.currentOffset), newOffset: Number(p.newOffset) }));
   }

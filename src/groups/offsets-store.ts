@@ -91,7 +91,8 @@ export class OffsetsStore {
 
   /** Creates the offsets topic if needed and replays it into the table. */
   static async open(api: BrokerApi, options: OffsetsStoreOptions = {}): Promise<OffsetsStore> {
-    const store = new OffsetsStore(api, options);
+    // The broker refuses client writes to `__` topics; the store is the broker's own writer.
+    const store = new OffsetsStore(api.internalView?.() ?? api, options);
     await store.ensureTopic();
     await store.recover();
     return store;

@@ -7,13 +7,14 @@
  * costs a Map lookup and an add, not a label-hash per call.
  */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import type { BrokerProbe } from '../broker/probe.js';
+import type { BrokerProbe, RequestKind } from '../broker/probe.js';
 import type { FilledMetricsOptions } from './types.js';
 
 interface PartitionStats {
   sizeBytes: number;
   highWatermark: number;
   logStartOffset: number;
+  damagedRanges: number;
 }
 
 type CounterChild = ReturnType<Counter<'topic'>['labels']>;
@@ -31,10 +32,13 @@ export class PromBrokerProbe implements BrokerProbe {
   private readonly recordsFetched: Counter<'topic'>;
   private readonly bytesFetched: Counter<'topic'>;
   private readonly requestDuration: Histogram<'rpc'>;
-  private readonly requestErrors: Counter<'rpc'>;
+  private readonly streamDuration: Histogram<'rpc'>;
+  private readonly requests: Counter<'rpc' | 'code'>;
+  private readonly requestErrors: Counter<'rpc' | 'code'>;
   private readonly flushDuration: Histogram;
   private readonly logSize: Gauge<'topic'>;
   private readonly partitionCount: Gauge<'topic'>;
+  private readonly partitionDamaged: Gauge<'topic' | 'partition'>;
   private readonly highWatermark: Gauge<'topic' | 'partition'> | undefined;
   private readonly logStartOffset: Gauge<'topic' | 'partition'> | undefined;
   private readonly groupLag: Gauge<'group' | 'topic'>;
@@ -44,6 +48,8 @@ export class PromBrokerProbe implements BrokerProbe {
   private readonly produceChildren = new Map<string, TopicCounters>();
   private readonly fetchChildren = new Map<string, TopicCounters>();
   private readonly rpcChildren = new Map<string, HistogramChild>();
+  /** `${rpc} ${code}` -> the child of sluice_requests_total, so the hot path skips label hashing. */
+  private readonly requestChildren = new Map<string, CounterChild>();
   /** topic -> partition -> last reported stats; `sluice_log_size_bytes` is summed from it at scrape time. */
   private readonly partitionTable = new Map<string, Map<number, PartitionStats>>();
   /** group -> topics it has lag series for, so groupDeleted can drop them all. */
@@ -57,12 +63,30 @@ export class PromBrokerProbe implements BrokerProbe {
     this.bytesFetched = new Counter({ name: 'sluice_bytes_fetched_total', help: 'Record batch bytes returned by Fetch and Subscribe.', labelNames: ['topic'], registers });
     this.requestDuration = new Histogram({
       name: 'sluice_request_duration_seconds',
-      help: 'Time from receiving an RPC to sending its reply, by method.',
+      help: 'Time from receiving a unary RPC to sending its reply, by method (streams and long-poll fetches are not in it).',
       labelNames: ['rpc'],
       buckets: [...options.requestDurationBuckets],
       registers,
     });
-    this.requestErrors = new Counter({ name: 'sluice_request_errors_total', help: 'RPCs that finished with an error, by method.', labelNames: ['rpc'], registers });
+    this.streamDuration = new Histogram({
+      name: 'sluice_stream_duration_seconds',
+      help: 'Lifetime of a streaming RPC (Subscribe, Consume), from its start to its end, by method.',
+      labelNames: ['rpc'],
+      buckets: [...options.streamDurationBuckets],
+      registers,
+    });
+    this.requests = new Counter({
+      name: 'sluice_requests_total',
+      help: 'RPCs finished, by method and gRPC status code (CANCELLED: the client gave up).',
+      labelNames: ['rpc', 'code'],
+      registers,
+    });
+    this.requestErrors = new Counter({
+      name: 'sluice_request_errors_total',
+      help: 'RPCs that finished with an error, by method and gRPC status code; client cancels are not errors.',
+      labelNames: ['rpc', 'code'],
+      registers,
+    });
     this.flushDuration = new Histogram({
       name: 'sluice_log_flush_duration_seconds',
       help: 'Duration of one fdatasync of a partition log (one group commit).',
@@ -92,6 +116,20 @@ export class PromBrokerProbe implements BrokerProbe {
         for (const [topic, partitions] of table) this.set({ topic }, partitions.size);
       },
     });
+    // Always on (not behind partitionSeries): only damaged partitions get a series, so it costs
+    // nothing on a healthy broker and cannot be missed on a sick one.
+    this.partitionDamaged = new Gauge({
+      name: 'sluice_partition_damaged',
+      help: 'Ranges of a partition log fenced after corruption was found (reads of them answer LOG_CORRUPT); absent when healthy.',
+      labelNames: ['topic', 'partition'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [topic, partitions] of table) {
+          for (const [partition, stats] of partitions) if (stats.damagedRanges > 0) this.set({ topic, partition: String(partition) }, stats.damagedRanges);
+        }
+      },
+    });
     if (options.partitionSeries) {
       this.highWatermark = new Gauge({ name: 'sluice_partition_high_watermark', help: 'Offset after the last committed record of a partition.', labelNames: ['topic', 'partition'], registers });
       this.logStartOffset = new Gauge({ name: 'sluice_partition_log_start_offset', help: 'First offset still held by a partition log.', labelNames: ['topic', 'partition'], registers });
@@ -113,14 +151,25 @@ export class PromBrokerProbe implements BrokerProbe {
     c.bytes.inc(bytes);
   }
 
-  requestFinished(rpc: string, seconds: number, ok: boolean): void {
-    let child = this.rpcChildren.get(rpc);
-    if (child === undefined) {
-      child = this.requestDuration.labels(rpc);
-      this.rpcChildren.set(rpc, child);
+  requestFinished(rpc: string, kind: RequestKind, seconds: number, status: string): void {
+    if (kind === 'unary') {
+      let child = this.rpcChildren.get(rpc);
+      if (child === undefined) {
+        child = this.requestDuration.labels(rpc);
+        this.rpcChildren.set(rpc, child);
+      }
+      child.observe(seconds);
+    } else if (kind === 'stream') {
+      this.streamDuration.observe({ rpc }, seconds);
     }
-    child.observe(seconds);
-    if (!ok) this.requestErrors.inc({ rpc });
+    const key = `${rpc} ${status}`;
+    let counter = this.requestChildren.get(key);
+    if (counter === undefined) {
+      counter = this.requests.labels(rpc, status);
+      this.requestChildren.set(key, counter);
+    }
+    counter.inc();
+    if (status !== 'OK' && status !== 'CANCELLED') this.requestErrors.inc({ rpc, code: status });
   }
 
   logFlushed(seconds: number): void {
@@ -133,7 +182,12 @@ export class PromBrokerProbe implements BrokerProbe {
       partitions = new Map();
       this.partitionTable.set(topic, partitions);
     }
-    partitions.set(partition, { sizeBytes: stats.sizeBytes, highWatermark: stats.highWatermark, logStartOffset: stats.logStartOffset });
+    partitions.set(partition, {
+      sizeBytes: stats.sizeBytes,
+      highWatermark: stats.highWatermark,
+      logStartOffset: stats.logStartOffset,
+      damagedRanges: stats.damagedRanges ?? 0,
+    });
     if (this.highWatermark !== undefined && this.logStartOffset !== undefined) {
       const labels = { topic, partition: String(partition) };
       this.highWatermark.set(labels, stats.highWatermark);

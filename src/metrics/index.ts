@@ -17,8 +17,11 @@ import { fillMetricsOptions } from './options.js';
 import type { MetricsOptions, SluiceMetrics } from './types.js';
 
 export type { MetricsOptions, FilledMetricsOptions, SluiceMetrics, MetricsProbe } from './types.js';
-export { fillMetricsOptions, REQUEST_DURATION_BUCKETS_DEFAULT, FLUSH_DURATION_BUCKETS_DEFAULT } from './options.js';
+export { fillMetricsOptions, REQUEST_DURATION_BUCKETS_DEFAULT, STREAM_DURATION_BUCKETS_DEFAULT, FLUSH_DURATION_BUCKETS_DEFAULT } from './options.js';
 export { PromBrokerProbe } from './broker-probe.js';
+
+/** Default Node metrics that are gauges with a counter's `_total` suffix; left out of the endpoint. */
+export const DEFAULT_GAUGES_NAMED_TOTAL: readonly string[] = Object.freeze(['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']);
 
 export function createMetrics(options: MetricsOptions = {}): SluiceMetrics {
   const filled = fillMetricsOptions(options);
@@ -38,6 +41,10 @@ export function createMetrics(options: MetricsOptions = {}): SluiceMetrics {
     // (and a worker's event-loop lag is already sluice_shard_event_loop_lag_seconds).
     assert.ok(isMainThread, 'createMetrics({ processMetrics: true }) must run on the main thread');
     collectDefaultMetrics({ register: registry });
+    // prom-client exports these three totals as gauges named `_total`, which Prometheus reserves for
+    // counters (promtool check metrics fails the whole endpoint). Their per-type gauges
+    // (`nodejs_active_handles{type}`, ...) stay; `sum(nodejs_active_handles)` is the total.
+    for (const name of DEFAULT_GAUGES_NAMED_TOTAL) registry.removeSingleMetric(name);
   }
 
   const render = (): Promise<string> => registry.metrics();

@@ -6,11 +6,19 @@ import { SluiceError } from '../errors.js';
 import type { FilledMetricsOptions, MetricsOptions } from './types.js';
 
 /**
- * Request latencies: a produce with acks=all costs an fdatasync (hundreds of µs to tens of ms); a fetch
- * may long-poll up to FETCH_WAIT_MS_MAX (30 s). The buckets cover 100 µs to 30 s.
+ * Unary request latencies: a produce with acks=all costs an fdatasync (hundreds of µs to tens of ms);
+ * long-poll fetches are not timed. The buckets cover 100 µs to 30 s (the client's default deadline).
  */
 export const REQUEST_DURATION_BUCKETS_DEFAULT: readonly number[] = Object.freeze([
   0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+]);
+
+/**
+ * Stream lifetimes: a Subscribe or a group member's Consume stream lives from seconds (a script) to
+ * days (a service). The buckets cover 100 ms to a day.
+ */
+export const STREAM_DURATION_BUCKETS_DEFAULT: readonly number[] = Object.freeze([
+  0.1, 1, 10, 60, 300, 900, 3600, 4 * 3600, 24 * 3600,
 ]);
 
 /** fdatasync times: tens of µs on a page-cache-only tmpfs, up to seconds on a sick disk. */
@@ -45,9 +53,11 @@ export function fillMetricsOptions(options: MetricsOptions = {}): FilledMetricsO
     processMetrics: options.processMetrics ?? true,
     version: options.version ?? packageVersion(),
     requestDurationBuckets: options.requestDurationBuckets ?? REQUEST_DURATION_BUCKETS_DEFAULT,
+    streamDurationBuckets: options.streamDurationBuckets ?? STREAM_DURATION_BUCKETS_DEFAULT,
     flushDurationBuckets: options.flushDurationBuckets ?? FLUSH_DURATION_BUCKETS_DEFAULT,
   };
   validateBuckets('requestDurationBuckets', filled.requestDurationBuckets);
+  validateBuckets('streamDurationBuckets', filled.streamDurationBuckets);
   validateBuckets('flushDurationBuckets', filled.flushDurationBuckets);
   if (filled.version.length === 0) throw new SluiceError('INVALID_CONFIG', 'version must not be empty');
   return Object.freeze(filled);

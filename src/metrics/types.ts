@@ -21,8 +21,10 @@ export interface MetricsOptions {
   processMetrics?: boolean;
   /** The `version` label of `sluice_build_info`. Default: the version in Sluice's package.json. */
   version?: string;
-  /** Buckets (seconds) of `sluice_request_duration_seconds`. */
+  /** Buckets (seconds) of `sluice_request_duration_seconds` (unary calls). */
   requestDurationBuckets?: readonly number[];
+  /** Buckets (seconds) of `sluice_stream_duration_seconds` (Subscribe, Consume). */
+  streamDurationBuckets?: readonly number[];
   /** Buckets (seconds) of `sluice_log_flush_duration_seconds`. */
   flushDurationBuckets?: readonly number[];
 }
@@ -33,6 +35,7 @@ export interface FilledMetricsOptions {
   readonly processMetrics: boolean;
   readonly version: string;
   readonly requestDurationBuckets: readonly number[];
+  readonly streamDurationBuckets: readonly number[];
   readonly flushDurationBuckets: readonly number[];
 }
 

@@ -20,14 +20,29 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { SluiceError, toSluiceError } from '../errors.js';
-import { PartitionLog, type LogOpenOptions } from '../storage/index.js';
-import type { LogConfig } from '../storage/types.js';
+import { PRODUCER_IDLE_EXPIRY_MS_DEFAULT, PRODUCER_SNAPSHOT_INTERVAL_BYTES } from '../constants.js';
+import { validateBatches } from '../batch/codec.js';
+import { PartitionLog, isDiskFull, type LogOpenOptions } from '../storage/index.js';
+import type { AppendOptions, LogConfig } from '../storage/types.js';
+import type { RecoveryReport } from '../storage/recovery.js';
 import { EMPTY_HARD_STATE, readHardState, writeHardState } from '../storage/hard-state.js';
 import { EpochCheckpoint } from '../storage/epoch-checkpoint.js';
 import { emptySnapshotMeta, readSnapshotMeta, writeSnapshotMeta, type SnapshotMeta } from '../storage/snapshot-meta.js';
 import { PartitionRaftStorage } from './raft-storage.js';
 import { checkPartitionMeta } from '../storage/partition-meta.js';
 import { SingleVoterReplica, type ReplicaReady } from './replica.js';
+import type { ProducerStateTable } from './producer-state.js';
+import { batchIdentities, recoverProducerState, writeProducerSnapshot, type ProducerStateRecovery } from './producer-state-store.js';
+
+/** A client's produce: every record is validated before anything is written (replicated data is not). */
+const PRODUCED: AppendOptions = Object.freeze({ produced: true });
+
+/**
+ * TEST ONLY: when set to a topic name, the process kills itself (SIGKILL) right after an idempotent
+ * append to that topic is durable and before the reply leaves the shard, so a test can prove that the
+ * retry after a restart is deduplicated. Never set it in production.
+ */
+export const TEST_CRASH_AFTER_APPEND_ENV = 'SLUICE_TEST_CRASH_AFTER_APPEND';
 
 /** This node's id inside the partition's Raft group. One node until the cluster issue adds peers. */
 export const LOCAL_NODE_ID = 1;
@@ -91,6 +106,9 @@ export class Partition {
   /** The highest offset an fdatasync was requested through (so a sync in flight is not asked twice). */
   private syncRequestedTo: number;
   private closed = false;
+  /** Log bytes appended since the producer-state snapshot was last written. */
+  private bytesSinceSnapshot = 0;
+  private readonly crashAfterAppend = process.env[TEST_CRASH_AFTER_APPEND_ENV] ?? null;
 
   private constructor(
     readonly id: PartitionIdentity,
@@ -98,6 +116,10 @@ export class Partition {
     private readonly replica: SingleVoterReplica,
     private readonly epochs: EpochCheckpoint,
     private readonly effects: PartitionEffects,
+    /** Idempotent producers' sequences and offsets (rebuilt from the log on open). */
+    readonly producers: ProducerStateTable,
+    readonly producerRecovery: ProducerStateRecovery,
+    private readonly producerIdleExpiryMs: number,
   ) {
     this.hw = replica.commitIndex + 1;
     this.syncRequestedTo = replica.lastIndex;
@@ -118,6 +140,7 @@ export class Partition {
     fresh: boolean,
     options: LogOpenOptions,
     effects: PartitionEffects,
+    producerIdleExpiryMs = PRODUCER_IDLE_EXPIRY_MS_DEFAULT,
   ): Promise<Partition> {
     const dir = partitionDir(dataDir, id.topic, id.partition);
     if (fresh) await fs.promises.rm(dir, { recursive: true, force: true });
@@ -130,6 +153,9 @@ export class Partition {
       let epochs = EpochCheckpoint.load(dir);
       if (epochs) epochs.truncateFrom(log.nextOffset);
       else epochs = EpochCheckpoint.create(dir, log.epochStartsFrom(log.logStartOffset));
+      // A cut on a full disk that deleted before its snapshot could be written (see enforceRetention),
+      // or a data dir from before Raft whose retention already moved the start: record it now.
+      if (log.logStartOffset > (snap?.logStartOffset ?? 0)) recordLogStart(dir, epochs, log.logStartOffset);
       const hs = readHardState(dir) ?? EMPTY_HARD_STATE;
       // The term never goes back: a batch's epoch is a term this node (or a leader) already had.
       const replica = new SingleVoterReplica(LOCAL_NODE_ID, { term: Math.max(hs.term, epochs.lastEpoch, 0), vote: hs.vote }, log.nextOffset - 1);
@@ -138,7 +164,10 @@ export class Partition {
       // Safe for one voter: the first batch of the term is preceded by its checkpoint entry, so a
       // restart never reuses a term that wrote anything.
       replica.campaign();
-      return new Partition(id, log, replica, epochs, effects);
+      const { table, report } = recoverProducerState(log);
+      const p = new Partition(id, log, replica, epochs, effects, table, report, producerIdleExpiryMs);
+      if (report.replayedBatches > 0) p.snapshotProducers();
+      return p;
     } catch (err) {
       await log.close().catch(() => {});
       throw err;
@@ -187,6 +216,16 @@ export class Partition {
     return this.log.config;
   }
 
+  /** What recovery checked, truncated, rebuilt and fenced when the log opened. */
+  get recovery(): RecoveryReport {
+    return this.log.recovery;
+  }
+
+  /** Fenced (corrupt) ranges of the log; 0 on a healthy partition. */
+  get damagedRangeCount(): number {
+    return this.log.damagedRangeCount;
+  }
+
   /** The leader-epoch checkpoint (epoch -> first offset), for the RaftStorage adapter and tests. */
   get epochCheckpoint(): EpochCheckpoint {
     return this.epochs;
@@ -216,12 +255,31 @@ export class Partition {
   produce(id: number, bytes: Uint8Array, acks: 0 | 1 | 2): void {
     this.checkOpen();
     if (this.replica.role !== 'leader') throw new SluiceError('NOT_LEADER', `this node does not lead ${this.name}`);
+    // Idempotent producers: checked against the table before anything is written. On the one voter
+    // the leader's check-then-append keeps the table in log order; followers (the cluster issue) will
+    // feed it from the log they replicate instead.
+    const ids = batchIdentities(bytes);
+    if (ids !== null) {
+      const check = this.producers.check(ids);
+      if (check.kind !== 'append') {
+        // A malformed batch is reported as such, not as a sequence problem.
+        validateBatches(bytes, this.log.config.maxBatchBytes);
+        if (check.kind === 'error') throw check.error;
+        // A retry: answered with the original offsets once they are committed, writing nothing.
+        return this.answerAtCommit(id, { baseOffset: check.baseOffset, lastOffset: check.lastOffset, appendTimeMs: check.appendTimeMs, logStartOffset: this.log.logStartOffset });
+      }
+    }
     const term = this.replica.term;
     // The term's first write: its HardState first (a vote must be durable before anything of the term).
     if (this.epochs.lastEpoch !== term && this.replica.hasReady()) this.persistHardState();
     // The epoch is on disk before the first batch of the term, so the checkpoint is never behind the log.
     if (this.epochs.lastEpoch !== term) this.epochs.assign(term, this.log.nextOffset);
-    const r = this.log.append(bytes, term);
+    const r = this.log.append(bytes, term, PRODUCED);
+    if (ids !== null) {
+      this.producers.record(ids, r.baseOffset, r.appendTimeMs);
+      this.bytesSinceSnapshot += bytes.length;
+      if (this.crashAfterAppend === this.id.topic) void this.log.flush().then(() => process.kill(process.pid, 'SIGKILL'));
+    }
     const ok: ProduceOk = { baseOffset: r.baseOffset, lastOffset: r.lastOffset, appendTimeMs: r.appendTimeMs, logStartOffset: this.log.logStartOffset };
     if (this.log.config.flush.kind === 'always') {
       this.replica.appended(r.lastOffset);
@@ -234,6 +292,14 @@ export class Partition {
       this.effects.produced(this, id, ok);
       this.applyCommit();
     }
+  }
+
+  /** Answers now if `ok` is committed, else when it is (pending acks stay in offset order). */
+  private answerAtCommit(id: number, ok: ProduceOk): void {
+    if (ok.lastOffset < this.hw) return this.effects.produced(this, id, ok);
+    let at = this.pendingAcks.length;
+    while (at > 0 && this.pendingAcks[at - 1].ok.lastOffset > ok.lastOffset) at--;
+    this.pendingAcks.splice(at, 0, { id, ok });
   }
 
   /**
@@ -371,11 +437,32 @@ export class Partition {
    */
   enforceRetention(nowMs: number): number {
     if (this.closed) return 0;
-    return this.log.enforceRetention(nowMs, this.hw, (newStart) => {
-      const index = newStart - 1;
-      writeSnapshotMeta(this.log.dir, { index, term: Math.max(0, this.epochs.epochAt(index)), voters: [LOCAL_NODE_ID], learners: [], logStartOffset: newStart });
-      this.epochs.truncateBefore(newStart);
+    this.producers.expire(nowMs, this.producerIdleExpiryMs);
+    if (this.bytesSinceSnapshot >= PRODUCER_SNAPSHOT_INTERVAL_BYTES) this.snapshotProducers();
+    let deferred = false;
+    const n = this.log.enforceRetention(nowMs, this.hw, (newStart) => {
+      try {
+        recordLogStart(this.log.dir, this.epochs, newStart);
+      } catch (err) {
+        // A full disk: the cut is what frees space, and the snapshot needs a little. Only committed
+        // data goes, so the one voter deletes first and records the start right after (or at the
+        // next open, which repairs a snapshot behind the log start).
+        if (!isDiskFull(err)) throw err;
+        deferred = true;
+      }
     });
+    if (deferred) recordLogStart(this.log.dir, this.epochs, this.log.logStartOffset);
+    return n;
+  }
+
+  /** Writes the producer-state snapshot as of the log end. A failure only costs a longer replay later. */
+  snapshotProducers(): void {
+    try {
+      writeProducerSnapshot(this.log.dir, this.producers, this.log.nextOffset);
+      this.bytesSinceSnapshot = 0;
+    } catch {
+      // Recovery replays from an older snapshot, or the whole log; nothing is lost.
+    }
   }
 
   /** Answers every parked fetch (close: with what is there, or with `err`). */
@@ -389,7 +476,9 @@ export class Partition {
 
   /** Flushes and closes; acks=all produces still waiting are answered after that final flush. */
   async close(remove: boolean): Promise<void> {
+    const wasOpen = !this.closed;
     this.closed = true;
+    if (wasOpen && !remove && this.bytesSinceSnapshot > 0) this.snapshotProducers();
     try {
       await this.log.close();
       this.replica.persisted(this.replica.lastIndex);
@@ -401,4 +490,14 @@ export class Partition {
       if (remove) await fs.promises.rm(this.log.dir, { recursive: true, force: true });
     }
   }
+}
+
+/**
+ * Records a new log start in the Raft snapshot metadata (index = start - 1, with its term) and trims
+ * the leader-epoch checkpoint to it.
+ */
+function recordLogStart(dir: string, epochs: EpochCheckpoint, newStart: number): void {
+  const index = newStart - 1;
+  writeSnapshotMeta(dir, { index, term: Math.max(0, epochs.epochAt(index)), voters: [LOCAL_NODE_ID], learners: [], logStartOffset: newStart });
+  epochs.truncateBefore(newStart);
 }

@@ -10,7 +10,7 @@ import type { BrokerApi, FetchInput, ProduceInput } from '../broker/types.js';
 import type { BrokerServer, FetchRequest, FetchResponse, ProduceRequest, SubscribeRequest } from './gen/sluice/v1/broker.js';
 import { toAcks, toFetchResponse, toOffset, toOffsetSpec, toPbTopic, toRecordInputs } from './convert.js';
 import { toServiceError } from './errors.js';
-import type { ServiceContext } from './context.js';
+import { ServiceContext } from './context.js';
 
 /** How long one Subscribe long-poll waits before looping (it also bounds how late a cancel is seen). */
 export const SUBSCRIBE_POLL_MS = 1_000;
@@ -26,6 +26,12 @@ function toProduceInput(r: ProduceRequest): ProduceInput {
   if (r.partition !== undefined) input.partition = r.partition;
   if (hasBatch) input.batches = r.recordBatch;
   else input.records = toRecordInputs(r.records);
+  if (r.producerId !== undefined) {
+    if (hasBatch) throw new SluiceError('INVALID_REQUEST', 'raw record batches carry producer id, epoch and sequence in their v2 headers; leave producer_id unset');
+    input.producer = { producerId: r.producerId, producerEpoch: r.producerEpoch, baseSequence: r.baseSequence };
+  } else if (r.producerEpoch !== 0 || r.baseSequence !== 0) {
+    throw new SluiceError('INVALID_REQUEST', 'producer_epoch and base_sequence need producer_id');
+  }
   return input;
 }
 
@@ -127,7 +133,7 @@ export function brokerService(ctx: ServiceContext): BrokerServer {
         } finally {
           release();
         }
-      }, callback);
+      }, callback, { kind: call.request.maxWaitMs > 0 ? 'long-poll' : 'unary', cancelled: () => call.cancelled });
     },
 
     subscribe(call) {
@@ -137,8 +143,7 @@ export function brokerService(ctx: ServiceContext): BrokerServer {
       call.on('cancelled', () => controller.abort(cancelled));
       const finish = (err: unknown): void => {
         release();
-        const ok = err === null || signal.reason === cancelled;
-        ctx.probe.requestFinished('Subscribe', Number(process.hrtime.bigint() - started) / 1e9, ok);
+        ctx.finished('Subscribe', 'stream', started, ServiceContext.streamStatus(err ?? (signal.aborted ? signal.reason : null), signal.reason === cancelled));
         if (signal.reason === cancelled) return;
         if (err === null && !signal.aborted) call.end();
         else call.emit('error', toServiceError(err ?? signal.reason));
@@ -165,6 +170,13 @@ export function brokerService(ctx: ServiceContext): BrokerServer {
         if (partitions.length === 0) partitions = (await api.describeTopic(r.topic)).partitions.map((p) => p.partition);
         const results = await Promise.all(partitions.map((p) => api.listOffsets(r.topic, p, spec)));
         return { offsets: results.map((o) => ({ partition: o.partition, offset: BigInt(o.offset) })) };
+      }, callback);
+    },
+
+    initProducer(call, callback) {
+      ctx.unary('InitProducer', async () => {
+        const r = await ctx.api().initProducer(call.request.producerName);
+        return { producerId: r.producerId, producerEpoch: r.producerEpoch };
       }, callback);
     },
 

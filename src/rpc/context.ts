@@ -4,8 +4,14 @@
  */
 import { SluiceError } from '../errors.js';
 import type { BrokerApi } from '../broker/types.js';
-import type { BrokerProbe } from '../broker/probe.js';
-import { toServiceError } from './errors.js';
+import type { BrokerProbe, RequestKind } from '../broker/probe.js';
+import { statusName, toServiceError } from './errors.js';
+
+/** How a finished call is reported: `cancelled` tells a client's cancel (not an error) from a failure. */
+export interface CallReport {
+  kind?: RequestKind;
+  cancelled?: () => boolean;
+}
 
 export class ServiceContext {
   private broker: BrokerApi | null = null;
@@ -47,28 +53,40 @@ export class ServiceContext {
 
   /**
    * Runs one unary handler: times it for the probe and maps a thrown error to a gRPC status with an
-   * ErrorInfo detail. `callback` is grpc-js's sendUnaryData.
+   * ErrorInfo detail. `callback` is grpc-js's sendUnaryData. `report.kind` 'long-poll' marks a call
+   * that may wait for data (counted, not timed); `report.cancelled` tells a client's cancel apart.
    */
-  unary<T>(rpc: string, work: () => Promise<T>, callback: (err: ReturnType<typeof toServiceError> | null, value?: T) => void): void {
+  unary<T>(rpc: string, work: () => Promise<T>, callback: (err: ReturnType<typeof toServiceError> | null, value?: T) => void, report: CallReport = {}): void {
     const started = process.hrtime.bigint();
-    const done = (ok: boolean): void => this.probe.requestFinished(rpc, Number(process.hrtime.bigint() - started) / 1e9, ok);
+    const fail = (err: unknown): void => {
+      const status = toServiceError(err);
+      this.finished(rpc, report.kind ?? 'unary', started, report.cancelled?.() === true ? 'CANCELLED' : statusName(status.code));
+      callback(status);
+    };
     let promise: Promise<T>;
     try {
       promise = work();
     } catch (err) {
-      done(false);
-      callback(toServiceError(err));
+      fail(err);
       return;
     }
     promise.then(
       (value) => {
-        done(true);
+        this.finished(rpc, report.kind ?? 'unary', started, 'OK');
         callback(null, value);
       },
-      (err: unknown) => {
-        done(false);
-        callback(toServiceError(err));
-      },
+      fail,
     );
+  }
+
+  /** Reports a finished call to the probe; `started` is its process.hrtime.bigint() at arrival. */
+  finished(rpc: string, kind: RequestKind, started: bigint, status: string): void {
+    this.probe.requestFinished(rpc, kind, Number(process.hrtime.bigint() - started) / 1e9, status);
+  }
+
+  /** The status name a stream that ended with `err` reports: OK, CANCELLED (the client left), or the error's. */
+  static streamStatus(err: unknown, cancelled: boolean): string {
+    if (cancelled) return 'CANCELLED';
+    return err === null || err === undefined ? 'OK' : statusName(toServiceError(err).code);
   }
 }

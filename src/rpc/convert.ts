@@ -4,7 +4,7 @@
  * an int64 beyond 2^53, a negative offset, an unknown enum — live here and throw SluiceErrors.
  */
 import { SluiceError } from '../errors.js';
-import { decodeBatches } from '../batch/index.js';
+import { decodeStoredBatches } from '../batch/index.js';
 import type { RecordInput } from '../batch/types.js';
 import type { Acks, FetchResult, OffsetSpec, PartitionInfo, TopicDescription } from '../broker/types.js';
 import { Acks as PbAcks, type Record as PbRecord } from './gen/sluice/v1/records.js';
@@ -73,10 +73,13 @@ export function toRecordInputs(records: PbRecord[]): RecordInput[] {
 
 const asPbBytes = (u8: Uint8Array): Buffer => (Buffer.isBuffer(u8) ? u8 : Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength));
 
-/** Decodes fetched batches into protobuf records, dropping those below `fromOffset`. */
+/**
+ * Decodes fetched batches into protobuf records, dropping those below `fromOffset`. Each batch's CRC
+ * is verified first (a damaged batch is LOG_CORRUPT, never served as data).
+ */
 export function toPbRecords(batches: Uint8Array, fromOffset: number): PbRecord[] {
   const out: PbRecord[] = [];
-  for (const batch of decodeBatches(batches, { verifyCrc: false })) {
+  for (const batch of decodeStoredBatches(batches)) {
     // Raft's own entries (leader no-op, membership) are control batches: never shown as records.
     if (batch.header.isControl) continue;
     for (const r of batch.records) {
@@ -111,6 +114,7 @@ export function toPbPartition(p: PartitionInfo): PartitionDescription {
     leader: p.leader,
     replicas: p.replicas,
     sizeBytes: BigInt(p.sizeBytes),
+    damagedRanges: p.damagedRanges,
   };
 }
 
@@ -130,6 +134,7 @@ export function fromPbTopic(t: PbTopicDescription): TopicDescription {
       leader: p.leader,
       replicas: [...p.replicas],
       sizeBytes: Number(p.sizeBytes),
+      damagedRanges: p.damagedRanges,
     })),
   };
 }

@@ -26,6 +26,7 @@ export const GRPC_STATUS_BY_CODE: Readonly<Record<ErrorCode, GrpcStatus>> = Obje
   INVALID_PARTITIONS: GrpcStatus.INVALID_ARGUMENT,
   INVALID_REPLICATION_FACTOR: GrpcStatus.INVALID_ARGUMENT,
   INVALID_CONFIG: GrpcStatus.INVALID_ARGUMENT,
+  INTERNAL_TOPIC: GrpcStatus.PERMISSION_DENIED,
   OFFSET_OUT_OF_RANGE: GrpcStatus.OUT_OF_RANGE,
   INVALID_OFFSET: GrpcStatus.INVALID_ARGUMENT,
   CORRUPT_BATCH: GrpcStatus.INVALID_ARGUMENT,
@@ -33,12 +34,19 @@ export const GRPC_STATUS_BY_CODE: Readonly<Record<ErrorCode, GrpcStatus>> = Obje
   UNSUPPORTED_COMPRESSION: GrpcStatus.INVALID_ARGUMENT,
   RECORD_TOO_LARGE: GrpcStatus.RESOURCE_EXHAUSTED,
   TOO_MANY_RECORDS: GrpcStatus.INVALID_ARGUMENT,
+  INVALID_RECORD: GrpcStatus.INVALID_ARGUMENT,
+  INVALID_TIMESTAMP: GrpcStatus.INVALID_ARGUMENT,
+  CONTROL_BATCH_NOT_ALLOWED: GrpcStatus.INVALID_ARGUMENT,
   INVALID_REQUEST: GrpcStatus.INVALID_ARGUMENT,
+  MALFORMED_REQUEST: GrpcStatus.INVALID_ARGUMENT,
   LOG_CORRUPT: GrpcStatus.DATA_LOSS,
   LOG_FENCED: GrpcStatus.INTERNAL,
   LOG_CLOSED: GrpcStatus.UNAVAILABLE,
   STORAGE_ERROR: GrpcStatus.INTERNAL,
   DATA_DIR_LOCKED: GrpcStatus.FAILED_PRECONDITION,
+  OUT_OF_ORDER_SEQUENCE: GrpcStatus.OUT_OF_RANGE,
+  PRODUCER_FENCED: GrpcStatus.FAILED_PRECONDITION,
+  DISK_FULL: GrpcStatus.RESOURCE_EXHAUSTED,
   QUEUE_FULL: GrpcStatus.RESOURCE_EXHAUSTED,
   UNAVAILABLE: GrpcStatus.UNAVAILABLE,
   SHUTTING_DOWN: GrpcStatus.UNAVAILABLE,
@@ -60,6 +68,11 @@ export function grpcStatusFor(err: SluiceError): GrpcStatus {
   const mapped = GRPC_STATUS_BY_CODE[err.code] ?? GrpcStatus.INTERNAL;
   if (err.retriable && mapped !== GrpcStatus.UNAVAILABLE && mapped !== GrpcStatus.RESOURCE_EXHAUSTED) return GrpcStatus.UNAVAILABLE;
   return mapped;
+}
+
+/** The canonical name of a gRPC status code ("NOT_FOUND"), as metrics label it. */
+export function statusName(code: GrpcStatus): string {
+  return GrpcStatus[code] ?? 'UNKNOWN';
 }
 
 /** Encodes the google.rpc.Status carried in `grpc-status-details-bin`. */

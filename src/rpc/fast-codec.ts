@@ -57,7 +57,7 @@ function decodeRecord(reader: BinaryReader, length: number): Record {
 
 export function decodeProduceRequest(input: Uint8Array): ProduceRequest {
   const reader = new BinaryReader(input);
-  const m: ProduceRequest = { topic: '', partition: undefined, records: [], recordBatch: EMPTY, acks: 0 };
+  const m: ProduceRequest = { topic: '', partition: undefined, records: [], recordBatch: EMPTY, acks: 0, producerId: undefined, producerEpoch: 0, baseSequence: 0 };
   while (reader.pos < reader.len) {
     const tag = reader.uint32();
     if (tag === 10) m.topic = reader.string();
@@ -65,6 +65,9 @@ export function decodeProduceRequest(input: Uint8Array): ProduceRequest {
     else if (tag === 26) m.records.push(decodeRecord(reader, reader.uint32()));
     else if (tag === 34) m.recordBatch = view(reader.bytes());
     else if (tag === 40) m.acks = reader.int32();
+    else if (tag === 48) m.producerId = reader.int64() as bigint;
+    else if (tag === 56) m.producerEpoch = reader.int32();
+    else if (tag === 64) m.baseSequence = reader.int32();
     else if (!skip(reader, tag)) break;
   }
   return m;
@@ -175,6 +178,8 @@ function writeRecord(out: Buffer, pos: number, r: Record): number {
  */
 export function encodeProduceRequest(m: ProduceRequest): Buffer {
   if ((m.partition !== undefined && m.partition < 0) || m.acks < 0) return view(ProduceRequest.encode(m).finish());
+  if ((m.producerId !== undefined && !safe(m.producerId)) || m.producerEpoch < 0 || m.baseSequence < 0) return view(ProduceRequest.encode(m).finish());
+  const pid = m.producerId === undefined ? -1 : Number(m.producerId);
   const recordSizes = m.records.length > 0 ? recordsSizes(m.records) : null;
   if (m.records.length > 0 && recordSizes === null) return view(ProduceRequest.encode(m).finish());
   const topicBytes = Buffer.byteLength(m.topic, 'utf8');
@@ -185,6 +190,9 @@ export function encodeProduceRequest(m: ProduceRequest): Buffer {
   if (recordSizes !== null) for (const n of recordSizes) size += 1 + varintSize(n) + n;
   if (batchBytes > 0) size += 1 + varintSize(batchBytes) + batchBytes;
   if (m.acks !== 0) size += 1 + varintSize(m.acks);
+  if (pid >= 0) size += 1 + varintSize(pid);
+  if (m.producerEpoch !== 0) size += 1 + varintSize(m.producerEpoch);
+  if (m.baseSequence !== 0) size += 1 + varintSize(m.baseSequence);
   const out = Buffer.allocUnsafe(size);
   let pos = 0;
   if (topicBytes > 0) {
@@ -212,6 +220,18 @@ export function encodeProduceRequest(m: ProduceRequest): Buffer {
   if (m.acks !== 0) {
     out[pos++] = 40;
     pos = writeVarint(out, pos, m.acks);
+  }
+  if (pid >= 0) {
+    out[pos++] = 48;
+    pos = writeVarint(out, pos, pid);
+  }
+  if (m.producerEpoch !== 0) {
+    out[pos++] = 56;
+    pos = writeVarint(out, pos, m.producerEpoch);
+  }
+  if (m.baseSequence !== 0) {
+    out[pos++] = 64;
+    pos = writeVarint(out, pos, m.baseSequence);
   }
   return out;
 }

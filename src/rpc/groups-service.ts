@@ -31,7 +31,7 @@ import {
 } from './gen/sluice/v1/groups.js';
 import { toOffset, toPbRecords, toSafeNumber } from './convert.js';
 import { toServiceError } from './errors.js';
-import type { ServiceContext } from './context.js';
+import { ServiceContext } from './context.js';
 
 export interface GroupsServiceOptions extends GroupCoordinatorOptions {}
 
@@ -155,7 +155,7 @@ export function groupsService(ctx: ServiceContext, options: GroupsServiceOptions
       if (ended) return;
       ended = true;
       release();
-      ctx.probe.requestFinished('Consume', Number(process.hrtime.bigint() - started) / 1e9, err === null);
+      ctx.finished('Consume', 'stream', started, ServiceContext.streamStatus(err, false));
       if (err === null) call.end();
       else call.emit('error', toServiceError(err));
     };
@@ -244,7 +244,7 @@ export function groupsService(ctx: ServiceContext, options: GroupsServiceOptions
       if (!ended) {
         ended = true;
         release();
-        ctx.probe.requestFinished('Consume', Number(process.hrtime.bigint() - started) / 1e9, true);
+        ctx.finished('Consume', 'stream', started, 'CANCELLED');
       }
     };
     call.on('data', (req: ConsumeRequest) => {

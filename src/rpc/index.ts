@@ -6,7 +6,7 @@
 export { adminService } from './admin-service.js';
 export { brokerService, SUBSCRIBE_POLL_MS } from './broker-service.js';
 export { ServiceContext } from './context.js';
-export { loadSluiceDefinition, protoRoot, protoFiles } from './descriptors.js';
+export { loadSluiceDefinition, protoRoot, protoFiles, descriptorSetPaths, loadFileDescriptors, reflectionFiles } from './descriptors.js';
 export {
   ERROR_DOMAIN,
   GRPC_STATUS_BY_CODE,

@@ -58,6 +58,15 @@ export interface RunningBroker {
   close(): Promise<void>;
 }
 
+/** Why the broker is not ready, or null: starting, stopping, or partitions offline. */
+function notReady(ctx: ServiceContext, core: BrokerApi | null): string | null {
+  if (!ctx.ready) return core === null ? 'starting' : 'shutting down';
+  const offline = core?.offlinePartitions?.() ?? [];
+  if (offline.length === 0) return null;
+  const shown = offline.slice(0, 10).join(', ') + (offline.length > 10 ? ', …' : '');
+  return `${offline.length} partition(s) offline (${shown}); see the broker log`;
+}
+
 function defaultOpen(options: OpenBrokerOptions): Promise<BrokerApi> {
   return Broker.open(options);
 }
@@ -74,9 +83,10 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
   let httpServer: http.Server | null = null;
   let httpAddress: string | null = null;
   let broker: BrokerApi;
+  let core: BrokerApi | null = null;
   try {
     if (httpAddr !== null) {
-      const started = await startHttp({ address: httpAddr, ready: () => ctx.ready, metricsHandler: options.metricsHandler }).catch((err: NodeJS.ErrnoException) => {
+      const started = await startHttp({ address: httpAddr, notReady: () => notReady(ctx, core), metricsHandler: options.metricsHandler }).catch((err: NodeJS.ErrnoException) => {
         const hint = err.code === 'EADDRINUSE' ? 'address already in use; stop the other process or pick another with --http-addr' : err.message;
         throw new StartupError(`cannot listen for HTTP on ${options.httpAddress}: ${hint}`, { cause: err });
       });
@@ -98,6 +108,7 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
     if (httpServer !== null) await stopHttp(httpServer);
     throw err;
   }
+  core = broker;
   ctx.attach(broker);
   grpc.setServing(true);
 
@@ -106,8 +117,12 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
     grpc.setServing(false);
     ctx.beginShutdown();
     await stopGrpc(grpc.server, options.drainMs ?? 10_000);
-    await broker.close();
-    if (httpServer !== null) await stopHttp(httpServer);
+    try {
+      // Rejects when a log could not be flushed or closed: the caller (the CLI) exits non-zero.
+      await broker.close();
+    } finally {
+      if (httpServer !== null) await stopHttp(httpServer);
+    }
   };
   return {
     grpcAddress: grpc.address,

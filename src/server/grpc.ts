@@ -1,28 +1,33 @@
 /**
- * The gRPC side of a broker: sluice.v1.Admin and sluice.v1.Broker, grpc.health.v1 and server
- * reflection (so grpcurl and other generic tools work with no .proto files at hand).
+ * The gRPC side of a broker: sluice.v1.Admin, sluice.v1.Broker and the services other modules add
+ * (sluice.v1.Groups), grpc.health.v1 for each of them, and server reflection over the real .proto files
+ * (so grpcurl and other generic tools work with no .proto files at hand).
  */
+import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
-import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
+import { HealthImplementation } from 'grpc-health-check';
 import { ReflectionService } from '@grpc/reflection';
 import { GRPC_RECEIVE_BYTES_MAX } from '../constants.js';
-import { AdminService, FastBrokerService, ServiceContext, adminService, brokerService, loadSluiceDefinition } from '../rpc/index.js';
+import { AdminService, FastBrokerService, ServiceContext, adminService, brokerService, reflectionFiles } from '../rpc/index.js';
+import { malformedRequestInterceptor, tolerantDefinition } from '../rpc/malformed-request.js';
 import { formatHostPort, type HostPort } from './address.js';
 import { StartupError } from './errors.js';
 
-/** Services whose health is reported; '' is the whole server, as grpc.health.v1 specifies. */
-const HEALTH_SERVICES = ['', 'sluice.v1.Admin', 'sluice.v1.Broker'];
+/**
+ * The fully qualified name of a service ("sluice.v1.Groups"), read from its methods' paths
+ * ("/sluice.v1.Groups/Consume"), so health reports exactly the services the server carries.
+ */
+export function serviceName(definition: grpc.ServiceDefinition): string {
+  const first = Object.values(definition)[0];
+  const m = first === undefined ? null : /^\/([^/]+)\//.exec(first.path);
+  assert.ok(m !== null, 'a gRPC service definition without methods has no name');
+  return m[1]!;
+}
 
 export interface GrpcFrontend {
   server: grpc.Server;
   address: string;
   setServing(serving: boolean): void;
-}
-
-function reflectionDefinition(): protoLoader.PackageDefinition {
-  const health = protoLoader.loadSync(healthProtoPath, { keepCase: true, longs: String, enums: String, defaults: true });
-  return { ...loadSluiceDefinition(), ...health };
 }
 
 function bind(server: grpc.Server, address: HostPort): Promise<number> {
@@ -43,8 +48,20 @@ export interface ExtraService {
   implementation: grpc.UntypedServiceImplementation;
 }
 
+/**
+ * A grpc-js server whose every service (ours, health, reflection) decodes requests tolerantly, so that
+ * undecodable bytes are answered INVALID_ARGUMENT / MALFORMED_REQUEST by the interceptor instead of
+ * INTERNAL by grpc-js (see src/rpc/malformed-request.ts).
+ */
+class TolerantServer extends grpc.Server {
+  override addService(service: grpc.ServiceDefinition, implementation: grpc.UntypedServiceImplementation): void {
+    super.addService(tolerantDefinition(service), implementation);
+  }
+}
+
 export async function startGrpc(ctx: ServiceContext, address: HostPort, extra: ExtraService[] = []): Promise<GrpcFrontend> {
-  const server = new grpc.Server({
+  const server = new TolerantServer({
+    interceptors: [malformedRequestInterceptor],
     // One max batch (at the hard ceiling) plus its envelope: anything longer is refused by grpc-js
     // with RESOURCE_EXHAUSTED before it is buffered whole.
     'grpc.max_receive_message_length': GRPC_RECEIVE_BYTES_MAX,
@@ -53,16 +70,18 @@ export async function startGrpc(ctx: ServiceContext, address: HostPort, extra: E
   server.addService(AdminService, adminService(ctx));
   server.addService(FastBrokerService, brokerService(ctx));
   for (const s of extra) server.addService(s.definition, s.implementation);
-  const health = new HealthImplementation(Object.fromEntries(HEALTH_SERVICES.map((s) => [s, 'NOT_SERVING' as const])));
+  // '' is the whole server, as grpc.health.v1 specifies; then every service this server carries.
+  const healthServices = ['', ...[AdminService, FastBrokerService, ...extra.map((s) => s.definition)].map(serviceName)];
+  const health = new HealthImplementation(Object.fromEntries(healthServices.map((s) => [s, 'NOT_SERVING' as const])));
   health.addToServer(server);
-  new ReflectionService(reflectionDefinition()).addToServer(server);
+  new ReflectionService(reflectionFiles()).addToServer(server);
   const port = await bind(server, address);
   widenFlowControlWindows(server);
   return {
     server,
     address: formatHostPort({ host: address.host, port }),
     setServing(serving) {
-      for (const s of HEALTH_SERVICES) health.setStatus(s, serving ? 'SERVING' : 'NOT_SERVING');
+      for (const s of healthServices) health.setStatus(s, serving ? 'SERVING' : 'NOT_SERVING');
     },
   };
 }

@@ -1,6 +1,6 @@
 /**
- * The broker's HTTP side (node:http): /healthz (the process is up), /readyz (the broker is open and
- * not shutting down) and /metrics, served by an optional handler that src/metrics provides.
+ * The broker's HTTP side (node:http): /healthz (the process is up), /readyz (the broker is open, not
+ * shutting down, and has no offline partition) and /metrics, served by an optional handler that src/metrics provides.
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -10,7 +10,8 @@ export type MetricsHandler = (req: IncomingMessage, res: ServerResponse) => void
 
 export interface HttpOptions {
   address: HostPort;
-  ready: () => boolean;
+  /** null when ready; otherwise why not (the body of the 503). */
+  notReady: () => string | null;
   metricsHandler?: MetricsHandler;
 }
 
@@ -24,7 +25,10 @@ export async function startHttp(options: HttpOptions): Promise<{ server: http.Se
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') return text(res, 405, 'method not allowed\n');
     if (path === '/healthz') return text(res, 200, 'ok\n');
-    if (path === '/readyz') return options.ready() ? text(res, 200, 'ready\n') : text(res, 503, 'not ready\n');
+    if (path === '/readyz') {
+      const why = options.notReady();
+      return why === null ? text(res, 200, 'ready\n') : text(res, 503, `not ready: ${why}\n`);
+    }
     if (path === '/metrics' && options.metricsHandler !== undefined) {
       Promise.resolve(options.metricsHandler(req, res)).catch((err: unknown) => {
         if (!res.headersSent) text(res, 500, `metrics failed: ${err instanceof Error ? err.message : String(err)}\n`);
@@ -32,7 +36,10 @@ export async function startHttp(options: HttpOptions): Promise<{ server: http.Se
       });
       return;
     }
-    text(res, 404, 'not found: try /healthz, /readyz or /metrics\n');
+    if (path === '/metrics') {
+      return text(res, 404, 'metrics are not enabled in this broker: pass metricsHandler (from createMetrics) to startBroker, as `sluice serve` does\n');
+    }
+    text(res, 404, `not found: try /healthz, /readyz${options.metricsHandler === undefined ? '' : ' or /metrics'}\n`);
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -9,6 +9,7 @@
 import type { MessagePort } from 'node:worker_threads';
 import type { SluiceErrorWire } from '../errors.js';
 import type { LogConfig } from '../storage/types.js';
+import type { RecoveryReport } from '../storage/recovery.js';
 import type { RingBuffers } from './ring.js';
 
 /**
@@ -30,6 +31,8 @@ export interface ServeTask {
   retentionCheckMs: number;
   statsIntervalMs: number;
   fetchWaitersMax: number;
+  /** Idle time after which a partition forgets an idempotent producer. */
+  producerIdleExpiryMs: number;
 }
 
 export interface PartitionSpec {
@@ -73,6 +76,8 @@ export interface PartitionStat {
   logStartOffset: number;
   highWatermark: number;
   sizeBytes: number;
+  /** Fenced (corrupt) ranges of the log; 0 on a healthy partition. */
+  damagedRanges: number;
 }
 
 export type Reply =
@@ -96,10 +101,18 @@ export type Reply =
   | { id: number; t: 'offsets'; offset: number }
   | { id: number; t: 'done' }
   /** Open: the partitions that could not be opened (they stay offline, answering with their error). */
-  | { id: number; t: 'opened'; failed: Array<{ k: PartitionKey; err: SluiceErrorWire }> };
+  | {
+      id: number;
+      t: 'opened';
+      failed: Array<{ k: PartitionKey; err: SluiceErrorWire }>;
+      /** What recovery found in each partition that did open (the worker has no logger; the host logs it). */
+      recovered: Array<{ k: PartitionKey; report: RecoveryReport }>;
+    };
 
 export interface ShardStatsMessage {
   queueDepth: number;
+  /** Partitions of this shard that are offline (could not be opened), at most BROKER_PARTITIONS_MAX. */
+  offline: PartitionKey[];
   eventLoopLagSeconds: number;
   partitions: PartitionStat[];
   flushSeconds: number[];

@@ -19,7 +19,7 @@ import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { SluiceError } from '../errors.js';
 import {
-  SHARD_FETCH_WAITERS_MAX,
+  SHARD_FETCH_WAITERS_MAX, PRODUCER_IDLE_EXPIRY_MS_DEFAULT,
   SHARD_INFLIGHT_MAX,
   SHARD_REQUEST_RING_BYTES,
   SHARD_RESPONSE_RING_BYTES,
@@ -30,6 +30,7 @@ import {
   SHARD_WATCHDOG_MS,
 } from '../constants.js';
 import { createRingBuffers, RingReader, RingWriter, type RingSlot } from './ring.js';
+import type { RecoveryReport } from '../storage/recovery.js';
 import type { AcksCode, Op, PartitionKey, PartitionSpec, Reply, ServeTask, ShardStatsMessage, ToMain, ToWorker } from './protocol.js';
 
 export interface ShardHostOptions {
@@ -42,6 +43,7 @@ export interface ShardHostOptions {
   inflightMax?: number;
   fetchWaitersMax?: number;
   retentionCheckMs?: number;
+  producerIdleExpiryMs?: number;
   statsIntervalMs?: number;
   /** A worker silent this long while ready is taken as hung and replaced. */
   watchdogMs?: number;
@@ -51,6 +53,8 @@ export interface ShardHostOptions {
   onCrash?: (shard: number, err: unknown) => void;
   /** A partition's log could not be (re)opened; it stays offline and answers with this error. */
   onPartitionOffline?: (shard: number, key: PartitionKey, err: SluiceError) => void;
+  /** A partition's log opened; what its recovery checked, truncated, rebuilt and fenced. */
+  onPartitionRecovered?: (shard: number, key: PartitionKey, report: RecoveryReport) => void;
 }
 
 export type ProduceReply = Extract<Reply, { t: 'p' }>;
@@ -109,6 +113,8 @@ export class ShardHost {
   private readonly watchdog: NodeJS.Timeout;
   /** Times this shard's worker was restarted after dying. */
   restarts = 0;
+  /** Partitions of this shard that could not be opened (from the open reply, then from each stats message). */
+  readonly offline = new Set<PartitionKey>();
 
   private constructor(opts: ShardHostOptions) {
     this.opts = opts;
@@ -178,6 +184,7 @@ export class ShardHost {
       retentionCheckMs: this.opts.retentionCheckMs ?? SHARD_RETENTION_CHECK_MS,
       statsIntervalMs: this.opts.statsIntervalMs ?? SHARD_STATS_INTERVAL_MS,
       fetchWaitersMax: this.opts.fetchWaitersMax ?? SHARD_FETCH_WAITERS_MAX,
+      producerIdleExpiryMs: this.opts.producerIdleExpiryMs ?? PRODUCER_IDLE_EXPIRY_MS_DEFAULT,
     };
     this.serveDone = this.pool.run(task, { transferList: [channel.port2] }).then(
       () => {},
@@ -187,12 +194,20 @@ export class ShardHost {
     const parts = this.opts.partitionsOf(this.shard);
     if (parts.length > 0) {
       const r = await this.send({ t: 'open', parts }, true);
-      if ('t' in r && r.t === 'opened') for (const f of r.failed) this.opts.onPartitionOffline?.(this.shard, f.k, SluiceError.fromWire(f.err));
+      if ('t' in r && r.t === 'opened') this.reportOpened(r);
     }
     if (life !== this.life) return;
     this.state = 'ready';
     this.lastHeardMs = Date.now();
     for (const w of this.readyWaiters.splice(0)) w.resolve();
+  }
+
+  private reportOpened(r: Extract<Reply, { t: 'opened' }>): void {
+    for (const f of r.failed) {
+      this.offline.add(f.k);
+      this.opts.onPartitionOffline?.(this.shard, f.k, SluiceError.fromWire(f.err));
+    }
+    for (const p of r.recovered) this.opts.onPartitionRecovered?.(this.shard, p.k, p.report);
   }
 
   private onServeFailed(life: number, err: unknown): void {
@@ -268,11 +283,14 @@ export class ShardHost {
     this.state = 'closing';
     clearInterval(this.watchdog);
     for (const w of this.readyWaiters.splice(0)) w.reject(new SluiceError('SHUTTING_DOWN', 'broker is shutting down'));
+    // A log that could not flush or close (a full disk, an I/O error) is reported to the caller, so a
+    // shutdown that lost data does not look clean; the worker still stops.
+    let failure: SluiceError | null = null;
     if (wasReady && this.port) {
       try {
         await this.send({ t: 'close' }, true);
-      } catch {
-        // The worker died while closing; its logs recover on the next open.
+      } catch (err) {
+        failure = err instanceof SluiceError ? err : new SluiceError('STORAGE_ERROR', String(err));
       }
       await this.serveDone;
     }
@@ -281,6 +299,7 @@ export class ShardHost {
     this.port = null;
     this.state = 'closed';
     await this.pool.destroy();
+    if (failure) throw failure;
   }
 
   /** Test hook: makes the worker thread exit abruptly. */
@@ -427,7 +446,11 @@ export class ShardHost {
       for (const r of msg.replies) this.onReply(r);
       this.grantWaiters();
     }
-    if (msg.stats) this.opts.onStats?.(this.shard, msg.stats);
+    if (msg.stats) {
+      this.offline.clear();
+      for (const k of msg.stats.offline) this.offline.add(k);
+      this.opts.onStats?.(this.shard, msg.stats);
+    }
   }
 
   private onReply(r: Reply): void {

@@ -12,12 +12,13 @@ import fs from 'node:fs';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import type { MessagePort } from 'node:worker_threads';
 import { SluiceError, isSluiceError, toSluiceError, type SluiceErrorWire } from '../errors.js';
-import { SHARD_FLUSH_SAMPLES_MAX, SHARD_TICK_MS } from '../constants.js';
+import { SHARD_FLUSH_SAMPLES_MAX, SHARD_OFFLINE_RETRY_MS_MAX, SHARD_OFFLINE_RETRY_MS_MIN, SHARD_TICK_MS } from '../constants.js';
 import { BATCH_LOG_OVERHEAD_BYTES, OFF_ATTRIBUTES, OFF_LENGTH, OFF_RECORD_COUNT } from '../batch/codec.js';
 import { Partition, partitionDir, type PartitionEffects, type ProduceOk } from '../partition/index.js';
-import type { LogOpenOptions } from '../storage/index.js';
+import { isDiskFull, storageError, type LogOpenOptions } from '../storage/index.js';
+import type { RecoveryReport } from '../storage/recovery.js';
 import { RingReader, RingWriter, type RingSlot } from './ring.js';
-import type { Op, PartitionKey, PartitionStat, Reply, ServeTask, ToMain, ToWorker } from './protocol.js';
+import type { Op, PartitionKey, PartitionSpec, PartitionStat, Reply, ServeTask, ToMain, ToWorker } from './protocol.js';
 
 /** Attributes bit 5: Raft's own entries, which are not records a consumer reads (not counted). */
 const CONTROL_BIT = 0x20;
@@ -57,8 +58,10 @@ class ShardServer implements PartitionEffects {
   private readonly closing = new Map<string, Promise<void>>();
   /** Parked fetch id -> its partition (for cancel). */
   private readonly parkedOwner = new Map<number, Partition>();
-  /** Partitions whose log failed to open, with the reason. */
-  private readonly offline = new Map<PartitionKey, SluiceErrorWire>();
+  /** Partitions whose log failed to open, with the reason and what to reopen them with. */
+  private readonly offline = new Map<PartitionKey, { err: SluiceErrorWire; spec: PartitionSpec }>();
+  private offlineRetry: NodeJS.Timeout | null = null;
+  private offlineRetryMs = SHARD_OFFLINE_RETRY_MS_MIN;
   private readonly port: MessagePort;
   private readonly requests: RingReader;
   private readonly responses: RingWriter;
@@ -305,6 +308,7 @@ class ShardServer implements PartitionEffects {
 
   private async open(op: Extract<Op, { t: 'open' }>): Promise<void> {
     const failed: Array<{ k: PartitionKey; err: SluiceErrorWire }> = [];
+    const recovered: Array<{ k: PartitionKey; report: RecoveryReport }> = [];
     await Promise.all(
       op.parts.map(async (p) => {
         const k = p.k;
@@ -312,26 +316,67 @@ class ShardServer implements PartitionEffects {
         // same directory, and must not start before the deleted one's files are gone.
         await this.closing.get(partitionDir(this.task.dataDir, p.topic, p.partition));
         if (this.actors.has(k)) return;
-        try {
-          const actor = await Partition.open(this.task.dataDir, { topic: p.topic, topicId: p.topicId, partition: p.partition }, p.config, p.fresh, this.logOptions, this);
-          if (this.stopped) return void actor.close(false).catch(() => {});
-          this.offline.delete(k);
-          this.actors.set(k, actor);
-        } catch (err) {
-          // Kept offline: its requests get this error until the partition is dropped or reopened.
-          const wire = toSluiceError(err).toWire();
-          this.offline.set(k, wire);
-          failed.push({ k, err: wire });
-        }
+        const res = await this.openOne(k, p);
+        if ('err' in res) failed.push({ k, err: res.err });
+        else if (res.report !== null) recovered.push({ k, report: res.report });
       }),
     );
-    this.reply({ id: op.id, t: 'opened', failed });
+    this.reply({ id: op.id, t: 'opened', failed, recovered });
+    if (failed.length > 0) this.scheduleOfflineRetry(true);
+  }
+
+  /**
+   * Opens one partition and returns its recovery report; on failure keeps it offline (its requests get
+   * the error) and returns the error.
+   */
+  private async openOne(k: PartitionKey, p: PartitionSpec): Promise<{ err: SluiceErrorWire } | { report: RecoveryReport | null }> {
+    try {
+      const id = { topic: p.topic, topicId: p.topicId, partition: p.partition };
+      const actor = await Partition.open(this.task.dataDir, id, p.config, p.fresh, this.logOptions, this, this.task.producerIdleExpiryMs);
+      if (this.stopped) {
+        void actor.close(false).catch(() => {});
+        return { report: null };
+      }
+      this.offline.delete(k);
+      this.actors.set(k, actor);
+      return { report: actor.recovery };
+    } catch (err) {
+      const e = isDiskFull(err) && !isSluiceError(err, 'DISK_FULL') ? storageError(`cannot open partition ${p.topic}/${p.partition}`, err) : toSluiceError(err);
+      const wire = e.toWire();
+      // A retry reopens what is on disk: it must never start the partition afresh.
+      this.offline.set(k, { err: wire, spec: { ...p, fresh: false } });
+      return { err: wire };
+    }
+  }
+
+  /**
+   * Retries offline partitions whose failure may pass (a full disk: DISK_FULL is retriable), with
+   * doubling backoff, so they come back on their own when space returns. Corruption is not retried.
+   */
+  private scheduleOfflineRetry(reset: boolean): void {
+    if (reset) this.offlineRetryMs = SHARD_OFFLINE_RETRY_MS_MIN;
+    if (this.offlineRetry !== null || this.stopped) return;
+    if (![...this.offline.values()].some((o) => o.err.retriable)) return;
+    this.offlineRetry = setTimeout(() => void this.retryOffline(), this.offlineRetryMs);
+  }
+
+  private async retryOffline(): Promise<void> {
+    this.offlineRetry = null;
+    const retry = [...this.offline].filter(([, o]) => o.err.retriable);
+    let reopened = 0;
+    for (const [k, o] of retry) {
+      if (this.stopped || this.offline.get(k) !== o || this.actors.has(k)) continue;
+      if (!('err' in (await this.openOne(k, o.spec)))) reopened++;
+    }
+    if (reopened > 0 && !this.stopped) this.sendStats();
+    this.offlineRetryMs = Math.min(this.offlineRetryMs * 2, SHARD_OFFLINE_RETRY_MS_MAX);
+    this.scheduleOfflineRetry(false);
   }
 
   /** The error for a partition that is not open here. */
   private missing(k: PartitionKey): SluiceError {
-    const wire = this.offline.get(k);
-    if (wire) return new SluiceError(wire.code, `partition ${k} is offline: ${wire.message}`, { retriable: wire.retriable });
+    const o = this.offline.get(k);
+    if (o) return new SluiceError(o.err.code, `partition ${o.spec.topic}/${o.spec.partition} is offline: ${o.err.message}`, { retriable: o.err.retriable });
     return new SluiceError('UNKNOWN_PARTITION', `partition ${k} is not on this shard`);
   }
 
@@ -380,7 +425,17 @@ class ShardServer implements PartitionEffects {
     const pick = keys ?? [...this.actors.keys()];
     for (const k of pick) {
       const a = this.actors.get(k);
-      if (a) out.push({ k, topic: a.id.topic, partition: a.id.partition, logStartOffset: a.logStartOffset, highWatermark: a.highWatermark, sizeBytes: a.sizeBytes });
+      if (a) {
+        out.push({
+          k,
+          topic: a.id.topic,
+          partition: a.id.partition,
+          logStartOffset: a.logStartOffset,
+          highWatermark: a.highWatermark,
+          sizeBytes: a.sizeBytes,
+          damagedRanges: a.damagedRangeCount,
+        });
+      }
     }
     return out;
   }
@@ -413,6 +468,7 @@ class ShardServer implements PartitionEffects {
     const msg: ToMain = {
       stats: {
         queueDepth: this.inflight,
+        offline: [...this.offline.keys()],
         eventLoopLagSeconds: this.lag.count > 0 ? this.lag.mean / 1e9 : 0,
         partitions: this.stats(null),
         flushSeconds: this.flushSeconds,
@@ -426,6 +482,8 @@ class ShardServer implements PartitionEffects {
   private stopTimers(): void {
     for (const t of this.timers) clearInterval(t);
     this.timers.length = 0;
+    if (this.offlineRetry !== null) clearTimeout(this.offlineRetry);
+    this.offlineRetry = null;
     this.lag.disable();
   }
 

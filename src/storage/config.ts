@@ -8,6 +8,8 @@ import {
   BATCH_BYTES_MAX_DEFAULT,
   BATCH_BYTES_MAX_LIMIT,
   FLUSH_INTERVAL_MS_DEFAULT,
+  MESSAGE_TIMESTAMP_AFTER_MAX_MS_DEFAULT,
+  MESSAGE_TIMESTAMP_BEFORE_MAX_MS_DEFAULT,
   RETENTION_BYTES_DEFAULT,
   RETENTION_MS_DEFAULT,
   SEGMENT_BYTES_DEFAULT,
@@ -28,6 +30,9 @@ export const LOG_CONFIG_KEYS = [
   'max.message.bytes',
   'flush.policy',
   'flush.interval.ms',
+  'message.timestamp.type',
+  'message.timestamp.before.max.ms',
+  'message.timestamp.after.max.ms',
 ] as const;
 
 export function defaultLogConfig(): LogConfig {
@@ -38,6 +43,9 @@ export function defaultLogConfig(): LogConfig {
     retentionBytes: RETENTION_BYTES_DEFAULT,
     maxBatchBytes: BATCH_BYTES_MAX_DEFAULT,
     flush: { kind: 'always' },
+    timestampType: 'CreateTime',
+    timestampBeforeMaxMs: MESSAGE_TIMESTAMP_BEFORE_MAX_MS_DEFAULT,
+    timestampAfterMaxMs: MESSAGE_TIMESTAMP_AFTER_MAX_MS_DEFAULT,
   };
 }
 
@@ -70,6 +78,13 @@ export function logConfigFromTopicConfigs(configs: Record<string, string>, base:
   if ((v = get('max.message.bytes')) !== undefined) {
     out.maxBatchBytes = parseInteger('max.message.bytes', v, BATCH_BYTES_FLOOR, BATCH_BYTES_MAX_LIMIT);
   }
+  if ((v = get('message.timestamp.type')) !== undefined) {
+    const t = v.trim();
+    if (t !== 'CreateTime' && t !== 'LogAppendTime') throw invalid(`message.timestamp.type must be CreateTime or LogAppendTime, got '${v}'`);
+    out.timestampType = t;
+  }
+  if ((v = get('message.timestamp.before.max.ms')) !== undefined) out.timestampBeforeMaxMs = parseInteger('message.timestamp.before.max.ms', v, 0);
+  if ((v = get('message.timestamp.after.max.ms')) !== undefined) out.timestampAfterMaxMs = parseInteger('message.timestamp.after.max.ms', v, 0);
   const intervalRaw = get('flush.interval.ms');
   const intervalMs = intervalRaw === undefined ? undefined : parseInteger('flush.interval.ms', intervalRaw, 1, 24 * 3600 * 1000);
   const policy = get('flush.policy');
@@ -104,6 +119,9 @@ export function logConfigToTopicConfigs(config: LogConfig): Record<string, strin
     'retention.bytes': String(config.retentionBytes),
     'max.message.bytes': String(config.maxBatchBytes),
     'flush.policy': config.flush.kind,
+    'message.timestamp.type': config.timestampType,
+    'message.timestamp.before.max.ms': String(config.timestampBeforeMaxMs),
+    'message.timestamp.after.max.ms': String(config.timestampAfterMaxMs),
   };
   if (config.flush.kind === 'interval') out['flush.interval.ms'] = String(config.flush.intervalMs);
   return out;
@@ -125,4 +143,7 @@ export function validateLogConfig(c: LogConfig, opts: { topicBounds?: boolean } 
   const f = c.flush as FlushPolicy | undefined;
   if (!f || (f.kind !== 'always' && f.kind !== 'none' && f.kind !== 'interval')) throw invalid('flush policy must be always, interval or none');
   if (f.kind === 'interval') int('flush.interval.ms', f.intervalMs, 1);
+  if (c.timestampType !== 'CreateTime' && c.timestampType !== 'LogAppendTime') throw invalid('message.timestamp.type must be CreateTime or LogAppendTime');
+  int('message.timestamp.before.max.ms', c.timestampBeforeMaxMs, 0);
+  int('message.timestamp.after.max.ms', c.timestampAfterMaxMs, 0);
 }

@@ -8,20 +8,37 @@ import { SluiceError } from '../errors.js';
 
 const OFFSET_NAME_DIGITS = 20;
 
-export function segmentFileName(baseOffset: number, ext: 'log' | 'index' | 'timeindex'): string {
+export function segmentFileName(baseOffset: number, ext: 'log' | 'index' | 'timeindex' | 'damaged'): string {
   return `${String(baseOffset).padStart(OFFSET_NAME_DIGITS, '0')}.${ext}`;
 }
 
 /** Parses `00000000000000000042.log` to 42; null for any other name. */
 export function parseSegmentFileName(name: string): { baseOffset: number; ext: string } | null {
-  const m = /^(\d{20})\.(log|index|timeindex)$/.exec(name);
+  const m = /^(\d{20})\.(log|index|timeindex|damaged)$/.exec(name);
   if (!m) return null;
   const baseOffset = Number(m[1]);
   return Number.isSafeInteger(baseOffset) ? { baseOffset, ext: m[2] } : null;
 }
 
+/**
+ * ENOSPC (no space) or EDQUOT (quota), here or in the error's `cause` chain: the disk is full for us,
+ * which more space cures.
+ */
+export function isDiskFull(err: unknown): boolean {
+  for (let e = err, depth = 0; e !== null && typeof e === 'object' && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOSPC' || code === 'EDQUOT' || code === 'DISK_FULL') return true;
+  }
+  return false;
+}
+
+/**
+ * A failed file operation as a SluiceError: DISK_FULL (retriable: it clears when space is freed) for
+ * ENOSPC/EDQUOT, STORAGE_ERROR for anything else.
+ */
 export function storageError(what: string, err: unknown): SluiceError {
   const msg = err instanceof Error ? err.message : String(err);
+  if (isDiskFull(err)) return new SluiceError('DISK_FULL', `${what}: the disk is full (${msg}); free space or grow the volume, then retry`, { cause: err });
   return new SluiceError('STORAGE_ERROR', `${what}: ${msg}`, { cause: err });
 }
 
@@ -55,9 +72,21 @@ export function fsyncDir(dir: string): void {
   }
 }
 
-/** Opens read-write, creating the file when missing. */
+/**
+ * Modes of everything Sluice creates under its data dir: owner-only, as the data is the users' records.
+ * A umask can only clear bits, so creating with these modes is owner-only whatever the umask.
+ */
+export const FILE_MODE = 0o600;
+export const DIR_MODE = 0o700;
+
+/** Creates `dir` (and missing parents) owner-only; returns the first directory created, if any. */
+export function mkdirOwnerOnly(dir: string): string | undefined {
+  return fs.mkdirSync(dir, { recursive: true, mode: DIR_MODE });
+}
+
+/** Opens read-write, creating the file (owner-only) when missing. */
 export function openRw(file: string): number {
-  return fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644);
+  return fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, FILE_MODE);
 }
 
 export function unlinkIfExists(file: string): void {

@@ -16,13 +16,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { SluiceError } from '../errors.js';
 import { INDEX_INTERVAL_BYTES } from '../constants.js';
-import { asBuffer, validateBatches, patchBatch, BATCH_LOG_OVERHEAD_BYTES } from '../batch/codec.js';
+import { asBuffer, validateBatches, patchBatch, BATCH_HEADER_BYTES, BATCH_LOG_OVERHEAD_BYTES } from '../batch/codec.js';
 import { validateLogConfig } from './config.js';
-import { fsyncDir, storageError, writeFully, readFully } from './io.js';
+import { FILE_MODE, fsyncDir, mkdirOwnerOnly, storageError, writeFully, readFully } from './io.js';
 import { HeaderWalker, FileWindow, scanBatches } from './scan.js';
 import { Segment } from './segment.js';
 import { recoverSegments, CLEAN_SHUTDOWN_FILE, type RecoveryReport } from './recovery.js';
-import type { AppendResult, LogConfig, PartitionLogApi, ReadResult } from './types.js';
+import { validateProducedRecords } from '../batch/validate.js';
+import type { AppendOptions, AppendResult, DamagedRange, LogConfig, PartitionLogApi, ReadResult } from './types.js';
 
 export interface LogOpenOptions {
   /** Clock for append time, segment.ms and retention; defaults to Date.now. */
@@ -43,6 +44,7 @@ interface SyncGeneration {
 
 const OFF_LEADER_EPOCH = 12;
 const OFF_LAST_OFFSET_DELTA = 23;
+const OFF_BASE_TIMESTAMP = 27;
 const OFF_MAX_TIMESTAMP = 35;
 const RESOLVED = Promise.resolve();
 const noop = (): void => {};
@@ -114,7 +116,7 @@ export class PartitionLog implements PartitionLogApi {
     const indexIntervalBytes = options.indexIntervalBytes ?? INDEX_INTERVAL_BYTES;
     let created: string | undefined;
     try {
-      created = fs.mkdirSync(dir, { recursive: true });
+      created = mkdirOwnerOnly(dir);
     } catch (err) {
       throw storageError(`cannot create log directory ${dir}`, err);
     }
@@ -170,11 +172,15 @@ export class PartitionLog implements PartitionLogApi {
 
   // --- Append ----------------------------------------------------------------------------------
 
-  append(data: Uint8Array, leaderEpoch = 0): AppendResult {
+  append(data: Uint8Array, leaderEpoch = 0, options?: AppendOptions): AppendResult {
     this.checkWritable();
     const buf = asBuffer(data);
     const summary = validateBatches(buf, this.cfg.maxBatchBytes);
     const now = this.nowMs();
+    if (options?.produced) {
+      const c = this.cfg;
+      validateProducedRecords(buf, { nowMs: now, timestampType: c.timestampType, timestampBeforeMaxMs: c.timestampBeforeMaxMs, timestampAfterMaxMs: c.timestampAfterMaxMs });
+    }
     this.maybeRoll(summary.sizeBytes, now);
     const baseOffset = this.active.nextOffset;
     let offset = baseOffset;
@@ -270,20 +276,41 @@ export class PartitionLog implements PartitionLogApi {
     try {
       seg.sealTimeIndex();
       seg.persistIndexes();
+    } catch (err) {
+      // Nothing was synced yet, so nothing is fenced: a full disk refuses this roll (DISK_FULL) and the
+      // next append tries again; the index writes are idempotent.
+      throw this.fenceUnlessDiskFull(storageError(`cannot write the indexes of ${seg.logPath}`, err));
+    }
+    try {
       seg.fdatasyncAllSync(this.fdatasyncSync);
     } catch (err) {
       throw this.fence(storageError(`fdatasync while sealing ${seg.logPath} failed`, err));
     }
+    this.startSegment(seg.nextOffset);
+  }
+
+  /** Creates the next active segment at `baseOffset` and makes its name durable. */
+  private startSegment(baseOffset: number): void {
     let next: Segment;
     try {
-      next = Segment.create(this.dir, seg.nextOffset, this.indexIntervalBytes);
+      next = Segment.create(this.dir, baseOffset, this.indexIntervalBytes);
+    } catch (err) {
+      throw this.fenceUnlessDiskFull(storageError(`cannot create segment ${baseOffset} in ${this.dir}`, err));
+    }
+    try {
       fsyncDir(this.dir);
     } catch (err) {
-      throw this.fence(storageError(`cannot create segment ${seg.nextOffset} in ${this.dir}`, err));
+      next.close();
+      throw this.fence(storageError(`fsync of directory ${this.dir} failed`, err));
     }
     this.segments.push(next);
     // A new segment may reuse the fd number of a deleted one: drop any cached header bytes.
     this.walker.invalidate();
+  }
+
+  /** DISK_FULL passes through (retriable, nothing half-done); any other failure fences the log. */
+  private fenceUnlessDiskFull(err: SluiceError): SluiceError {
+    return err.code === 'DISK_FULL' ? err : this.fence(err);
   }
 
   // --- Durability ------------------------------------------------------------------------------
@@ -394,15 +421,53 @@ export class PartitionLog implements PartitionLogApi {
    * its header in `walker.view`. Returns false when the segment holds no batch at or after it.
    */
   private locate(seg: Segment, offset: number): boolean {
+    if (seg.damage.length > 0) this.checkNotDamaged(seg, offset);
     const i = seg.offsetIndex.floor(offset - seg.baseOffset);
     let pos = i < 0 ? 0 : seg.offsetIndex.pos[i];
+    let expect = i < 0 ? seg.baseOffset : seg.baseOffset + seg.offsetIndex.rel[i];
     const v = this.walker.view;
     while (pos < seg.size) {
+      const d = seg.damage.length > 0 ? seg.damageAt(pos) : undefined;
+      if (d) {
+        pos += d.bytes;
+        expect = d.toOffset;
+        continue;
+      }
       if (!this.walker.at(seg, pos)) break;
+      // A header the walk lands on must continue the offsets: a damaged baseOffset or length is not data.
+      if (v.baseOffset !== expect) {
+        throw new SluiceError('LOG_CORRUPT', `${seg.logPath}: the batch at position ${pos} has baseOffset ${v.baseOffset}, expected ${expect}`);
+      }
       if (v.lastOffset >= offset) return true;
+      expect = v.lastOffset + 1;
       pos += v.size;
     }
     return false;
+  }
+
+  /** Reads of a fenced range answer LOG_CORRUPT, naming the file, the bytes and the offsets lost. */
+  private checkNotDamaged(seg: Segment, offset: number): void {
+    const d = seg.damageForOffset(offset);
+    if (d === undefined) return;
+    throw new SluiceError(
+      'LOG_CORRUPT',
+      `offset ${offset} of ${this.dir} is in a damaged range: offsets [${d.fromOffset}, ${d.toOffset}) in ${d.file}, ` +
+        `${d.bytes} bytes at position ${d.pos} (${d.reason}); read from offset ${d.toOffset} to skip it`,
+    );
+  }
+
+  /** How many fenced ranges the log holds (0 on a healthy log); cheap, for periodic stats. */
+  get damagedRangeCount(): number {
+    let n = 0;
+    for (const s of this.segments) n += s.damage.length;
+    return n;
+  }
+
+  /** Every fenced range of the log, oldest first (empty on a healthy log). */
+  get damagedRanges(): DamagedRange[] {
+    const out: DamagedRange[] = [];
+    for (const s of this.segments) if (s.damage.length > 0) out.push(...s.damage);
+    return out;
   }
 
   /** Locates the first batch at or after `offset`, moving to later segments when needed. */
@@ -426,7 +491,7 @@ export class PartitionLog implements PartitionLogApi {
     if (seg === null) return { data: new Uint8Array(0), nextOffset: offset };
     const v = this.walker.view;
     if (maxOffset !== undefined && v.lastOffset >= maxOffset) return { data: new Uint8Array(0), nextOffset: offset };
-    const want = Math.max(v.size, Math.min(maxBytes, seg.size - v.pos));
+    const want = Math.max(v.size, Math.min(maxBytes, this.readEnd(seg, v.pos) - v.pos));
     const out = Buffer.allocUnsafe(want);
     const { bytes, nextOffset } = this.fill(seg, v.pos, v.size, v.baseOffset, out, maxOffset);
     return { data: out.subarray(0, bytes), nextOffset };
@@ -442,11 +507,20 @@ export class PartitionLog implements PartitionLogApi {
     if (v.size > target.length) {
       throw new SluiceError('INVALID_REQUEST', `target of ${target.length} bytes cannot hold the ${v.size}-byte batch at offset ${v.baseOffset}`);
     }
-    const want = Math.max(v.size, Math.min(maxBytes, seg.size - v.pos, target.length));
+    const want = Math.max(v.size, Math.min(maxBytes, this.readEnd(seg, v.pos) - v.pos, target.length));
     return this.fill(seg, v.pos, v.size, v.baseOffset, asBuffer(target).subarray(0, want), maxOffset);
   }
 
-  /** Preads into `out` from `pos`, then cuts at the last whole batch (and before maxOffset). */
+  /** Where a contiguous read from `pos` must stop: the segment end, or the next fenced range. */
+  private readEnd(seg: Segment, pos: number): number {
+    return seg.damage.length === 0 ? seg.size : seg.readLimit(pos);
+  }
+
+  /**
+   * Preads into `out` from `pos`, then cuts at the last whole batch (and before maxOffset). A header
+   * that does not continue the chain (damaged length or baseOffset) ends the read before it; the next
+   * read starts there and answers LOG_CORRUPT from `locate`.
+   */
   private fill(
     seg: Segment,
     pos: number,
@@ -459,10 +533,11 @@ export class PartitionLog implements PartitionLogApi {
     if (got < firstSize) throw new SluiceError('STORAGE_ERROR', `short read of ${seg.logPath} at position ${pos}`);
     let end = 0;
     let next = firstBase;
-    while (end + 27 <= got) {
+    while (end + OFF_BASE_TIMESTAMP <= got) {
       const size = out.readInt32BE(end + 8) + BATCH_LOG_OVERHEAD_BYTES;
-      if (end + size > got) break;
+      if (size < BATCH_HEADER_BYTES || end + size > got) break;
       const base = readI64(out, end);
+      if (base !== next && end > 0) break;
       const last = base + out.readInt32BE(end + OFF_LAST_OFFSET_DELTA);
       if (maxOffset !== undefined && last >= maxOffset && end > 0) break;
       end += size;
@@ -476,11 +551,19 @@ export class PartitionLog implements PartitionLogApi {
     for (const seg of this.segments) {
       if (seg.size === 0 || seg.maxTimestamp < timestampMs) continue;
       const t = seg.timeIndex.lastBelow(timestampMs);
-      const startOffset = t < 0 ? seg.baseOffset : seg.baseOffset + seg.timeIndex.rel[t];
+      let startOffset = t < 0 ? seg.baseOffset : seg.baseOffset + seg.timeIndex.rel[t];
+      for (let d = seg.damageForOffset(startOffset); d !== undefined; d = seg.damageForOffset(startOffset)) startOffset = d.toOffset;
+      if (startOffset >= seg.nextOffset) continue;
       if (!this.locate(seg, startOffset)) continue;
       const v = this.walker.view;
       let pos = v.pos;
-      while (pos < seg.size && this.walker.at(seg, pos)) {
+      while (pos < seg.size) {
+        const d = seg.damage.length > 0 ? seg.damageAt(pos) : undefined;
+        if (d) {
+          pos += d.bytes;
+          continue;
+        }
+        if (!this.walker.at(seg, pos)) break;
         if (v.maxTimestamp >= timestampMs) return v.baseOffset;
         pos += v.size;
       }
@@ -500,8 +583,28 @@ export class PartitionLog implements PartitionLogApi {
     this.checkWritable();
     const { retentionMs, retentionBytes } = this.cfg;
     const expired = (s: Segment): boolean => retentionMs >= 0 && s.size > 0 && nowMs - s.maxTimestamp > retentionMs;
-    // An expired active segment is rolled so that it can go too (Kafka does the same).
-    if (this.segments.every(expired) && this.nextOffset <= maxLogStart) this.roll();
+    const allExpired = this.segments.every(expired);
+    // Sealed segments go first: on a full disk that frees the space the roll below needs.
+    let deleted = this.deleteOldestWhile(expired, retentionBytes, maxLogStart, beforeDelete);
+    // An expired active segment is rolled so that it can go too (Kafka does the same), once all of it
+    // may go (every offset in it is below `maxLogStart`).
+    if (allExpired && this.segments.length === 1 && expired(this.active) && this.nextOffset <= maxLogStart) {
+      this.rollExpiredActive();
+      deleted += this.deleteOldestWhile(expired, retentionBytes, maxLogStart, beforeDelete);
+    }
+    return deleted;
+  }
+
+  /**
+   * Deletes the oldest segments while they are expired or over the size limit, never the active one
+   * and never past `maxLogStart`; `beforeDelete(newLogStart)` runs once, before the first file goes.
+   */
+  private deleteOldestWhile(
+    expired: (s: Segment) => boolean,
+    retentionBytes: number,
+    maxLogStart: number,
+    beforeDelete: ((newLogStart: number) => void) | undefined,
+  ): number {
     let n = 0;
     let bytes = this.totalBytes;
     while (n < this.segments.length - 1) {
@@ -544,7 +647,14 @@ export class PartitionLog implements PartitionLogApi {
     for (let si = this.segmentIndexFor(Math.max(offset, this.logStartOffset)); si < this.segments.length; si++) {
       const seg = this.segments[si];
       let pos = 0;
-      while (pos < seg.size && this.walker.at(seg, pos)) {
+      while (pos < seg.size) {
+        // A fenced (corrupt) range is stepped over, as reads do.
+        const d = seg.damage.length > 0 ? seg.damageAt(pos) : undefined;
+        if (d) {
+          pos += d.bytes;
+          continue;
+        }
+        if (!this.walker.at(seg, pos)) break;
         if (readFully(seg.fd, four, 0, 4, pos + OFF_LEADER_EPOCH) === 4 && v.lastOffset >= offset) {
           const epoch = four.readInt32BE(0);
           if (out.length === 0 || out[out.length - 1].epoch !== epoch) out.push({ epoch, startOffset: Math.max(v.baseOffset, offset) });
@@ -553,6 +663,21 @@ export class PartitionLog implements PartitionLogApi {
       }
     }
     return out;
+  }
+
+  /**
+   * Rolls an active segment whose every record has expired, so it can be deleted. On a full disk the
+   * seal (index writes) may be refused; the segment is about to be deleted, so we then skip the seal
+   * and only create its successor, which needs no data blocks. A crash between the two leaves the
+   * unsealed segment before an empty active one: recovery checks it as sealed, and it expires again.
+   */
+  private rollExpiredActive(): void {
+    try {
+      this.roll();
+    } catch (err) {
+      if (!(err instanceof SluiceError) || err.code !== 'DISK_FULL') throw err;
+      this.startSegment(this.active.nextOffset);
+    }
   }
 
   private deleteOldest(): void {
@@ -600,7 +725,10 @@ export class PartitionLog implements PartitionLogApi {
       deletedFiles = true;
     }
     const seg = this.active;
-    const cutPos = this.locate(seg, Math.max(offset, seg.baseOffset)) ? this.walker.view.pos : seg.size;
+    const target = Math.max(offset, seg.baseOffset);
+    // Truncating into a fenced range drops the whole range (and everything after it).
+    const hole = seg.damageForOffset(target);
+    const cutPos = hole !== undefined ? hole.pos : this.locate(seg, target) ? this.walker.view.pos : seg.size;
     this.truncateSegmentAt(seg, cutPos);
     if (deletedFiles) this.syncDirOrFence();
   }
@@ -614,8 +742,22 @@ export class PartitionLog implements PartitionLogApi {
     let outcome;
     try {
       fs.ftruncateSync(seg.fd, pos);
+      const kept = seg.damage.filter((d) => d.pos < pos);
       seg.resetState();
-      outcome = scanBatches(seg, new FileWindow(256 * 1024), 0, seg.baseOffset, pos, false);
+      // Walk the kept headers, jumping over the fenced ranges that stay.
+      const win = new FileWindow(256 * 1024);
+      let from = 0;
+      let expect = seg.baseOffset;
+      outcome = { endPos: 0, problem: null as string | null };
+      for (const d of kept) {
+        outcome = scanBatches(seg, win, from, expect, d.pos, false);
+        if (outcome.problem) break;
+        seg.noteDamage(d);
+        from = d.pos + d.bytes;
+        expect = d.toOffset;
+      }
+      if (!outcome.problem) outcome = scanBatches(seg, win, from, expect, pos, false);
+      if (seg.persistDamage()) fsyncDir(this.dir);
       seg.offsetIndex.rewrite();
       seg.timeIndex.rewrite();
     } catch (err) {
@@ -679,7 +821,7 @@ export class PartitionLog implements PartitionLogApi {
         await this.flush();
         this.active.persistIndexes();
         this.active.fdatasyncAllSync(this.fdatasyncSync);
-        fs.writeFileSync(path.join(this.dir, CLEAN_SHUTDOWN_FILE), '');
+        fs.writeFileSync(path.join(this.dir, CLEAN_SHUTDOWN_FILE), '', { mode: FILE_MODE });
         fsyncDir(this.dir);
       } catch (err) {
         failure = err;

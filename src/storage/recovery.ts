@@ -2,19 +2,24 @@
  * Recovery on open. Rules (docs/storage.md has the why):
  *  - sealed segments were fdatasynced when they were sealed, so they are trusted: their indexes are
  *    checked for shape, and only the batch headers after the last index entry are walked (no CRC);
- *    a sealed segment whose index is missing or malformed is CRC-scanned in full and re-indexed;
- *    anything wrong inside a sealed segment is LOG_CORRUPT naming the file and position;
+ *    when anything there does not check out, the segment is CRC-scanned in full and re-indexed;
  *  - the active segment is CRC-validated batch by batch from its start after an unclean shutdown
- *    (no clean-shutdown marker), and the first torn or corrupt batch and everything after it is
- *    truncated; its indexes are rebuilt from that scan. After a clean shutdown it is treated like a
- *    sealed segment, falling back to the full scan if anything looks wrong;
+ *    (no clean-shutdown marker); its indexes are rebuilt from that scan. After a clean shutdown it is
+ *    treated like a sealed segment, falling back to the full scan if anything looks wrong;
+ *  - a full scan that meets an invalid batch looks for a valid batch after it. None (in the active
+ *    segment): a torn tail, truncated. One: corruption, not a torn write. The damaged range is fenced
+ *    (its offsets are kept, never reused, and reads of them answer LOG_CORRUPT) and recorded in
+ *    `<base>.damaged`, which makes every later open re-scan that segment. In a sealed segment even
+ *    trailing damage is fenced, up to the next segment's base offset: sealed bytes were synced, so
+ *    nothing there is a torn write;
  *  - offsets must be gapless across segments; index files without a .log are removed.
  */
 import fs from 'node:fs';
 import { SluiceError } from '../errors.js';
 import { fsyncDir, join, parseSegmentFileName, segmentFileName, unlinkIfExists } from './io.js';
-import { FileWindow, scanBatches } from './scan.js';
+import { FileWindow, findNextBatch, scanBatches } from './scan.js';
 import { Segment } from './segment.js';
+import type { DamagedRange } from './types.js';
 
 /** Written by a successful close(), removed by open() before any write. */
 export const CLEAN_SHUTDOWN_FILE = '.clean-shutdown';
@@ -29,11 +34,12 @@ export interface RecoveryReport {
   /** Index files that were rebuilt or extended. */
   rebuiltIndexes: string[];
   segmentCount: number;
+  /** Segments CRC-scanned in full, and their bytes. */
+  scannedSegments: number;
+  scannedBytes: number;
+  /** Every fenced range of the log (found now, or again after an earlier open found it). */
+  damaged: DamagedRange[];
   durationMs: number;
-}
-
-function corrupt(seg: Segment, problem: string): SluiceError {
-  return new SluiceError('LOG_CORRUPT', `sealed segment ${seg.logPath} is corrupt: ${problem}`);
 }
 
 function listBases(dir: string): { bases: number[]; clean: boolean } {
@@ -95,22 +101,64 @@ function recoverTrusted(seg: Segment, win: FileWindow, report: RecoveryReport): 
 }
 
 /**
- * CRC-validates every batch from the start and rebuilds both indexes. Returns the scan's problem (the
- * first invalid batch) and where the valid prefix ends; the caller decides between truncating and failing.
+ * CRC-validates every batch from the start and rebuilds both indexes, fencing damage that a valid
+ * batch follows. `nextBase` is the next segment's base offset for a sealed segment (damage up to the
+ * end of the file is then fenced too), null for the active one. Returns where the valid data ends and,
+ * when that is before the end of the file, why: the torn tail the caller truncates.
  */
-function recoverFull(seg: Segment, win: FileWindow, report: RecoveryReport): { problem: string | null; endPos: number; fileEnd: number } {
+function recoverFull(
+  seg: Segment,
+  win: FileWindow,
+  report: RecoveryReport,
+  nextBase: number | null,
+): { problem: string | null; endPos: number; fileEnd: number } {
   const fileEnd = seg.fileBytes();
   seg.resetState();
-  const out = scanBatches(seg, win, 0, seg.baseOffset, fileEnd, true);
+  report.scannedSegments++;
+  report.scannedBytes += fileEnd;
+  let pos = 0;
+  let expect = seg.baseOffset;
+  let result: { problem: string | null; endPos: number };
+  for (;;) {
+    const out = scanBatches(seg, win, pos, expect, fileEnd, true);
+    if (out.problem === null) {
+      result = { problem: null, endPos: out.endPos };
+      break;
+    }
+    expect = seg.nextOffset;
+    const next = findNextBatch(seg, win, out.endPos + 1, fileEnd, expect, nextBase ?? Number.MAX_SAFE_INTEGER);
+    if (next !== null) {
+      seg.noteDamage(damaged(seg, out.endPos, next.pos - out.endPos, expect, next.baseOffset, out.problem));
+      pos = next.pos;
+      expect = next.baseOffset;
+      continue;
+    }
+    if (nextBase === null) {
+      result = { problem: out.problem, endPos: out.endPos };
+      break;
+    }
+    if (expect > nextBase) {
+      // Valid batches already claim offsets the next segment starts with: no fence can fix that.
+      throw new SluiceError('LOG_CORRUPT', `${seg.logPath} holds offsets up to ${expect - 1}, past the next segment's base ${nextBase}`);
+    }
+    seg.noteDamage(damaged(seg, out.endPos, fileEnd - out.endPos, expect, nextBase, out.problem));
+    seg.size = fileEnd;
+    result = { problem: null, endPos: fileEnd };
+    break;
+  }
   seg.offsetIndex.rewrite();
   seg.timeIndex.rewrite();
   report.rebuiltIndexes.push(seg.indexPath, seg.timeIndexPath);
-  return { problem: out.problem, endPos: out.endPos, fileEnd };
+  return { ...result, fileEnd };
+}
+
+function damaged(seg: Segment, pos: number, bytes: number, fromOffset: number, toOffset: number, reason: string): DamagedRange {
+  return { pos, bytes, fromOffset, toOffset, file: seg.logPath, reason };
 }
 
 function recoverActive(seg: Segment, win: FileWindow, report: RecoveryReport, trust: boolean): void {
   if (trust && recoverTrusted(seg, win, report) === null) return;
-  const { problem, endPos, fileEnd } = recoverFull(seg, win, report);
+  const { problem, endPos, fileEnd } = recoverFull(seg, win, report, null);
   if (endPos < fileEnd) {
     fs.ftruncateSync(seg.fd, endPos);
     report.truncatedBytes = fileEnd - endPos;
@@ -118,15 +166,9 @@ function recoverActive(seg: Segment, win: FileWindow, report: RecoveryReport, tr
   }
 }
 
-function recoverSealed(seg: Segment, win: FileWindow, report: RecoveryReport, indexesExist: boolean): void {
-  if (indexesExist) {
-    const problem = recoverTrusted(seg, win, report);
-    if (problem === null) return;
-    // A torn tail here is corruption too (sealed segments were synced), but a bad index only needs a rebuild.
-    if (!problem.startsWith('malformed')) throw corrupt(seg, problem);
-  }
-  const { problem } = recoverFull(seg, win, report);
-  if (problem) throw corrupt(seg, problem);
+function recoverSealed(seg: Segment, win: FileWindow, report: RecoveryReport, trust: boolean, nextBase: number): void {
+  if (trust && recoverTrusted(seg, win, report) === null) return;
+  recoverFull(seg, win, report, nextBase);
   seg.sealTimeIndex();
   seg.persistIndexes();
 }
@@ -140,22 +182,30 @@ export function recoverSegments(dir: string, indexIntervalBytes: number, nowMs: 
     truncationReason: null,
     rebuiltIndexes: [],
     segmentCount: 0,
+    scannedSegments: 0,
+    scannedBytes: 0,
+    damaged: [],
     durationMs: 0,
   };
   const segments: Segment[] = [];
   const win = new FileWindow();
+  let dirChanged = false;
   try {
     if (bases.length === 0) {
       segments.push(Segment.create(dir, 0, indexIntervalBytes));
       fsyncDir(dir);
     }
     for (let i = 0; i < bases.length; i++) {
-      const indexesExist =
-        fs.existsSync(join(dir, segmentFileName(bases[i], 'index'))) && fs.existsSync(join(dir, segmentFileName(bases[i], 'timeindex')));
+      const exists = (ext: 'index' | 'timeindex' | 'damaged'): boolean => fs.existsSync(join(dir, segmentFileName(bases[i], ext)));
+      // A segment that held damage is always re-scanned: its indexes skip the fenced ranges, and only
+      // the scan finds them again.
+      const trust = exists('index') && exists('timeindex') && !exists('damaged');
       const seg = Segment.open(dir, bases[i], indexIntervalBytes);
       segments.push(seg);
-      if (i < bases.length - 1) recoverSealed(seg, win, report, indexesExist);
-      else recoverActive(seg, win, report, clean && indexesExist);
+      if (i < bases.length - 1) recoverSealed(seg, win, report, trust, bases[i + 1]);
+      else recoverActive(seg, win, report, clean && trust);
+      if (seg.persistDamage()) dirChanged = true;
+      report.damaged.push(...seg.damage);
       seg.rollStartMs = rollStartOf(seg, nowMs);
       const prev = segments[i - 1];
       if (prev && prev.nextOffset !== seg.baseOffset) {
@@ -165,6 +215,7 @@ export function recoverSegments(dir: string, indexIntervalBytes: number, nowMs: 
         );
       }
     }
+    if (dirChanged) fsyncDir(dir);
   } catch (err) {
     for (const s of segments) s.close();
     if (err instanceof SluiceError) throw err;

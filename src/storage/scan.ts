@@ -10,10 +10,12 @@ import {
   MAGIC_V2,
   computeBatchCrc,
 } from '../batch/codec.js';
+import { SluiceError } from '../errors.js';
 import { readFully } from './io.js';
 import type { Segment } from './segment.js';
 
 const OFF_LENGTH = 8;
+const OFF_LEADER_EPOCH = 12;
 const OFF_MAGIC = 16;
 const OFF_CRC = 17;
 const OFF_LAST_OFFSET_DELTA = 23;
@@ -108,6 +110,58 @@ export function scanBatches(
   return { endPos: pos, problem: null };
 }
 
+/** A valid batch found after damage: where it starts and its base offset. */
+export interface Resync {
+  pos: number;
+  baseOffset: number;
+}
+
+/**
+ * Looks for the first valid batch that starts at or after `from`, up to `fileEnd`: magic 2 at the right
+ * place, a plausible length and counts, a baseOffset in [minOffset, maxOffset), a leader epoch >= 0,
+ * the whole batch inside the file, and a matching CRC-32C. This is what tells a
+ * torn tail (nothing valid follows the damage) from corruption in the middle (something does). Candidates
+ * are found with a native byte search for the magic, so a scan of a long damaged tail stays cheap.
+ */
+export function findNextBatch(
+  seg: Segment,
+  win: FileWindow,
+  from: number,
+  fileEnd: number,
+  minOffset: number,
+  maxOffset: number,
+): Resync | null {
+  const probe = new FileWindow(64 * 1024);
+  probe.reset(seg.fd);
+  win.reset(seg.fd);
+  let q = from;
+  while (q + BATCH_HEADER_BYTES <= fileEnd) {
+    const at = win.ensure(q, BATCH_HEADER_BYTES, fileEnd);
+    if (at < 0) return null;
+    const valid = win.buf.subarray(0, win.end - win.start);
+    const lastStart = valid.length - BATCH_HEADER_BYTES;
+    for (let i = valid.indexOf(MAGIC_V2, at + OFF_MAGIC); i >= 0 && i - OFF_MAGIC <= lastStart; i = valid.indexOf(MAGIC_V2, i + 1)) {
+      const c = i - OFF_MAGIC;
+      const size = valid.readInt32BE(c + OFF_LENGTH) + BATCH_LOG_OVERHEAD_BYTES;
+      if (size < BATCH_HEADER_BYTES || size > BATCH_BYTES_MAX_LIMIT || win.start + c + size > fileEnd) continue;
+      const baseOffset = readI64(valid, c);
+      const lastOffsetDelta = valid.readInt32BE(c + OFF_LAST_OFFSET_DELTA);
+      const recordCount = valid.readInt32BE(c + OFF_RECORD_COUNT);
+      if (recordCount < 1 || lastOffsetDelta !== recordCount - 1) continue;
+      if (baseOffset < minOffset || baseOffset + lastOffsetDelta >= maxOffset) continue;
+      // Every batch the log wrote carries a leader epoch >= 0; a client-built batch (-1 from Kafka
+      // producers and the TS client) embedded in a record value must not pass for one.
+      if (valid.readInt32BE(c + OFF_LEADER_EPOCH) < 0) continue;
+      const abs = win.start + c;
+      const p = probe.ensure(abs, size, fileEnd, size);
+      if (p >= 0 && computeBatchCrc(probe.buf, p, size) === probe.buf.readUInt32BE(p + OFF_CRC)) return { pos: abs, baseOffset };
+    }
+    // Every start up to lastStart was tried; continue with the first one that was not.
+    q = win.start + Math.max(lastStart + 1, at + 1);
+  }
+  return null;
+}
+
 /** Header fields the read path needs, filled in place by `HeaderWalker.at`. */
 export interface HeaderView {
   pos: number;
@@ -131,6 +185,14 @@ export class HeaderWalker {
     const v = this.view;
     v.pos = pos;
     v.size = b.readInt32BE(at + OFF_LENGTH) + BATCH_LOG_OVERHEAD_BYTES;
+    if (v.size < BATCH_HEADER_BYTES || pos + v.size > seg.size || b.readInt8(at + OFF_MAGIC) !== MAGIC_V2) {
+      // Stored bytes that are not a batch header: damage the open did not find (sealed and cleanly
+      // closed segments are not CRC-scanned on open). Loud, never served as data.
+      throw new SluiceError(
+        'LOG_CORRUPT',
+        `${seg.logPath}: the batch header at position ${pos} is damaged (length ${v.size}, magic ${b.readInt8(at + OFF_MAGIC)}, segment size ${seg.size})`,
+      );
+    }
     v.baseOffset = readI64(b, at);
     v.lastOffset = v.baseOffset + b.readInt32BE(at + OFF_LAST_OFFSET_DELTA);
     v.maxTimestamp = readI64(b, at + OFF_MAX_TIMESTAMP);

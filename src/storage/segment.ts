@@ -5,12 +5,15 @@
  */
 import fs from 'node:fs';
 import { OffsetIndex, TimeIndex } from './indexes.js';
-import { join, openRw, segmentFileName, unlinkIfExists } from './io.js';
+import { join, openRw, segmentFileName, unlinkIfExists, writeFully } from './io.js';
+import type { DamagedRange } from './types.js';
 
 export class Segment {
   readonly logPath: string;
   readonly indexPath: string;
   readonly timeIndexPath: string;
+  /** `<base>.damaged`: present while the segment holds fenced ranges; forces a full scan on every open. */
+  readonly damagedPath: string;
   readonly fd: number;
   readonly offsetIndex: OffsetIndex;
   readonly timeIndex: TimeIndex;
@@ -30,6 +33,8 @@ export class Segment {
   lastBatchRel = -1;
   /** Position of the last offset-index entry (0 when none): the index interval counts from here. */
   lastIndexedPos = 0;
+  /** Fenced ranges, in position order (empty on a healthy segment, which is the hot path). */
+  damage: DamagedRange[] = [];
   /** fdatasyncs in flight on this segment's fd; closing waits for them (an fd must not be reused under them). */
   syncsInFlight = 0;
   private closeRequested = false;
@@ -43,10 +48,20 @@ export class Segment {
     this.logPath = join(dir, segmentFileName(baseOffset, 'log'));
     this.indexPath = join(dir, segmentFileName(baseOffset, 'index'));
     this.timeIndexPath = join(dir, segmentFileName(baseOffset, 'timeindex'));
+    this.damagedPath = join(dir, segmentFileName(baseOffset, 'damaged'));
     this.nextOffset = baseOffset;
-    this.fd = openRw(this.logPath);
-    this.offsetIndex = new OffsetIndex(openRw(this.indexPath));
-    this.timeIndex = new TimeIndex(openRw(this.timeIndexPath));
+    // All three or none: a failure part-way (a full disk) must not leak the fds already opened, since
+    // an offline partition's open is retried for as long as the disk stays full.
+    const fds: number[] = [];
+    try {
+      for (const file of [this.logPath, this.indexPath, this.timeIndexPath]) fds.push(openRw(file));
+    } catch (err) {
+      for (const fd of fds) fs.closeSync(fd);
+      throw err;
+    }
+    this.fd = fds[0];
+    this.offsetIndex = new OffsetIndex(fds[1]);
+    this.timeIndex = new TimeIndex(fds[2]);
   }
 
   /** Opens (creating when missing) the three files of the segment at `baseOffset`. */
@@ -84,6 +99,58 @@ export class Segment {
     this.nextOffset = this.baseOffset + rel + lastOffsetDelta + 1;
   }
 
+  /**
+   * Fences a damaged range found by recovery. The next valid batch always gets an offset-index entry,
+   * so a lookup of an offset after the damage never walks headers through it.
+   */
+  noteDamage(range: DamagedRange): void {
+    this.damage.push(range);
+    this.lastIndexedPos = -Infinity;
+    this.nextOffset = range.toOffset;
+  }
+
+  /** The fenced range holding `offset`, if any. */
+  damageForOffset(offset: number): DamagedRange | undefined {
+    for (const d of this.damage) if (offset >= d.fromOffset && offset < d.toOffset) return d;
+    return undefined;
+  }
+
+  /** The fenced range starting exactly at `pos`, if any (header walks jump over it). */
+  damageAt(pos: number): DamagedRange | undefined {
+    for (const d of this.damage) if (d.pos === pos) return d;
+    return undefined;
+  }
+
+  /** Where a contiguous read from `pos` must stop: the next fenced range, else the segment end. */
+  readLimit(pos: number): number {
+    for (const d of this.damage) if (d.pos > pos) return d.pos;
+    return this.size;
+  }
+
+  /**
+   * Mirrors `damage` to the `.damaged` file (JSON, one range per line, for operators and as the marker
+   * that makes the next open re-scan this segment), or removes the file when nothing is fenced.
+   * Returns true when the directory changed (the caller fsyncs it).
+   */
+  persistDamage(): boolean {
+    if (this.damage.length === 0) {
+      const existed = fs.existsSync(this.damagedPath);
+      unlinkIfExists(this.damagedPath);
+      return existed;
+    }
+    const text = this.damage.map((d) => JSON.stringify(d)).join('\n') + '\n';
+    const fd = openRw(this.damagedPath);
+    try {
+      fs.ftruncateSync(fd, 0);
+      const bytes = Buffer.from(text);
+      writeFully(fd, bytes, 0, bytes.length, 0);
+      fs.fdatasyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    return true;
+  }
+
   /** Adds the time-index entry that makes the segment's max timestamp visible after it is sealed. */
   sealTimeIndex(): void {
     if (this.lastBatchRel >= 0 && this.maxTimestamp > this.timeIndex.lastTimestamp) {
@@ -106,6 +173,7 @@ export class Segment {
     this.rollStartMs = null;
     this.lastBatchRel = -1;
     this.lastIndexedPos = 0;
+    this.damage = [];
   }
 
   /** Restores lastIndexedPos after the offset index was loaded or truncated. */
@@ -145,5 +213,6 @@ export class Segment {
     unlinkIfExists(this.logPath);
     unlinkIfExists(this.indexPath);
     unlinkIfExists(this.timeIndexPath);
+    unlinkIfExists(this.damagedPath);
   }
 }

@@ -13,6 +13,24 @@ export type FlushPolicy =
   /** Never fdatasync on our own (close still syncs); `durable` resolves once the write reached the OS. */
   | { kind: 'none' };
 
+/**
+ * A byte range of a segment that failed verification during recovery and was followed by a valid batch
+ * (corruption, not a torn tail). It is fenced: its offsets are never reused, reads of them answer
+ * LOG_CORRUPT, and the log reports itself damaged until the segment is deleted or truncated away.
+ */
+export interface DamagedRange {
+  /** Position and length of the damaged bytes in the segment's .log file. */
+  pos: number;
+  bytes: number;
+  /** The offsets those bytes held: [fromOffset, toOffset). */
+  fromOffset: number;
+  toOffset: number;
+  /** The .log file, for operators. */
+  file: string;
+  /** What the scan found first (CRC mismatch, bad length, ...). */
+  reason: string;
+}
+
 export interface LogConfig {
   /** `segment.bytes`: roll the active segment when it would exceed this. */
   segmentBytes: number;
@@ -25,6 +43,21 @@ export interface LogConfig {
   /** `max.message.bytes`: the largest batch accepted. */
   maxBatchBytes: number;
   flush: FlushPolicy;
+  /** `message.timestamp.type`: keep the producer's timestamps, or stamp the broker's append time. */
+  timestampType: 'CreateTime' | 'LogAppendTime';
+  /** `message.timestamp.before.max.ms` (CreateTime): refuse records older than now - this. */
+  timestampBeforeMaxMs: number;
+  /** `message.timestamp.after.max.ms` (CreateTime): refuse records newer than now + this. */
+  timestampAfterMaxMs: number;
+}
+
+export interface AppendOptions {
+  /**
+   * A client's produce: validate every record (src/batch/validate.ts) under the topic's timestamp
+   * configs before anything is written, and apply LogAppendTime. Broker-internal writers of batches
+   * they built themselves (or a replica copying its leader's) leave it off.
+   */
+  produced?: boolean;
 }
 
 export interface AppendResult {
@@ -62,7 +95,7 @@ export interface PartitionLogApi {
    * throws a typed SluiceError and writes nothing. Patches baseOffset and partitionLeaderEpoch in place
    * in `data` (both outside the CRC), so `data` must be writable and is consumed.
    */
-  append(data: Uint8Array, leaderEpoch?: number): AppendResult;
+  append(data: Uint8Array, leaderEpoch?: number, options?: AppendOptions): AppendResult;
 
   /**
    * Whole batches starting with the one containing `offset`, up to `maxBytes` (but always at least one

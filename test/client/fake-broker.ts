@@ -43,7 +43,7 @@ export class FakeBroker implements BrokerApi {
       replicationFactor: 1,
       configs: { ...t.configs },
       partitions: t.parts.map((p, i) => ({
-        partition: i, logStartOffset: 0, highWatermark: p.next, leader: 1, replicas: [1], sizeBytes: p.batches.reduce((n, b) => n + b.bytes.length, 0),
+        partition: i, logStartOffset: 0, highWatermark: p.next, leader: 1, replicas: [1], sizeBytes: p.batches.reduce((n, b) => n + b.bytes.length, 0), damagedRanges: 0,
       })),
     };
   }
@@ -156,6 +156,13 @@ export class FakeBroker implements BrokerApi {
       brokers: [{ nodeId: 1, grpcAddress: 'fake', httpAddress: '' }],
       topics: names.filter((n) => this.topics.has(n)).map((n) => this.describe(n)),
     };
+  }
+
+  private nextProducerId = 0n;
+
+  /** Hands out ids; the fake does not deduplicate (test/idempotence runs against the real broker). */
+  async initProducer(): Promise<{ producerId: bigint; producerEpoch: number }> {
+    return { producerId: this.nextProducerId++, producerEpoch: 0 };
   }
 
   async close(): Promise<void> {

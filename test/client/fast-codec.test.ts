@@ -17,11 +17,17 @@ const record = fc.record({
   offset: fc.bigInt({ min: 0n, max: 2n ** 53n }),
 });
 const int64 = fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n });
+/** The idempotent-producer fields, including values the fast encoder hands to the generated one. */
+const idempotence = {
+  producerId: fc.option(fc.oneof(int64, fc.bigInt({ min: 0n, max: 2n ** 53n }), fc.constant(0n)), { nil: undefined }),
+  producerEpoch: fc.oneof(fc.constant(0), fc.integer({ min: -2, max: 32767 })),
+  baseSequence: fc.oneof(fc.constant(0), fc.integer({ min: -2, max: 2 ** 31 - 1 })),
+};
 
 describe('fast codec', () => {
   it('decodes ProduceRequest like ts-proto', () => {
     fc.assert(fc.property(
-      fc.record({ topic: fc.string(), partition: fc.option(fc.integer({ min: -5, max: 1000 }), { nil: undefined }), records: fc.array(record, { maxLength: 4 }), recordBatch: bytes, acks: fc.integer({ min: 0, max: 3 }) }),
+      fc.record({ topic: fc.string(), partition: fc.option(fc.integer({ min: -5, max: 1000 }), { nil: undefined }), records: fc.array(record, { maxLength: 4 }), recordBatch: bytes, acks: fc.integer({ min: 0, max: 3 }), ...idempotence }),
       (req) => {
         const wire = ProduceRequest.encode(req).finish();
         expect(decodeProduceRequest(wire)).toEqual(ProduceRequest.decode(wire));
@@ -37,6 +43,7 @@ describe('fast codec', () => {
         records: fc.array(record, { maxLength: 2 }),
         recordBatch: fc.uint8Array({ maxLength: 300 }).map((u) => Buffer.from(u)),
         acks: fc.integer({ min: 0, max: 3 }),
+        ...idempotence,
       }),
       (req) => {
         expect(Buffer.from(encodeProduceRequest(req)).equals(Buffer.from(ProduceRequest.encode(req).finish()))).toBe(true);

@@ -88,12 +88,18 @@ describe('front-end over a fake core', () => {
     });
     stream.end();
     rc.close();
-    expect(services).toEqual(expect.arrayContaining(['sluice.v1.Broker', 'sluice.v1.Admin', 'grpc.health.v1.Health']));
+    expect(services).toEqual(expect.arrayContaining(['sluice.v1.Broker', 'sluice.v1.Admin', 'sluice.v1.Groups', 'grpc.health.v1.Health']));
   });
 
   it('serves /healthz and /readyz', async () => {
     expect((await fetch(`http://${running.httpAddress}/healthz`)).status).toBe(200);
     expect((await fetch(`http://${running.httpAddress}/readyz`)).status).toBe(200);
-    expect((await fetch(`http://${running.httpAddress}/metrics`)).status).toBe(404);
+    // This broker runs without metrics: /metrics says so, and the 404 of an unknown path does not offer it.
+    const metrics = await fetch(`http://${running.httpAddress}/metrics`);
+    expect(metrics.status).toBe(404);
+    expect(await metrics.text()).toMatch(/^metrics are not enabled in this broker: pass metricsHandler \(from createMetrics\) to startBroker/);
+    const other = await fetch(`http://${running.httpAddress}/nope`);
+    expect(other.status).toBe(404);
+    expect(await other.text()).toBe('not found: try /healthz, /readyz\n');
   });
 });

@@ -37,7 +37,8 @@ describe('Grafana dashboard', () => {
     const m = createMetrics({ partitionSeries: true });
     m.probe.produced('t', 1, 1);
     m.probe.fetched('t', 1, 1);
-    m.probe.requestFinished('Produce', 0.001, false);
+    m.probe.requestFinished('Produce', 'unary', 0.001, 'UNAVAILABLE');
+    m.probe.requestFinished('Subscribe', 'stream', 1, 'OK');
     m.probe.logFlushed(0.001);
     m.probe.partitionStats('t', 0, { sizeBytes: 1, highWatermark: 1, logStartOffset: 0 });
     m.probe.consumerGroupLag('g', 't', 1);

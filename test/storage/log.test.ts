@@ -53,8 +53,22 @@ describe('config', () => {
       'flush.policy': 'interval',
       'flush.interval.ms': '250',
       'cleanup.policy': 'delete',
+      'message.timestamp.type': 'LogAppendTime',
+      'message.timestamp.before.max.ms': '86400000',
+      'message.timestamp.after.max.ms': '60000',
     });
-    expect(c).toEqual({ segmentBytes: 2097152, segmentMs: 60000, retentionMs: -1, retentionBytes: 1e9, maxBatchBytes: 65536, flush: { kind: 'interval', intervalMs: 250 } });
+    expect(c).toEqual({
+      segmentBytes: 2097152,
+      segmentMs: 60000,
+      retentionMs: -1,
+      retentionBytes: 1e9,
+      maxBatchBytes: 65536,
+      flush: { kind: 'interval', intervalMs: 250 },
+      timestampType: 'LogAppendTime',
+      timestampBeforeMaxMs: 86400000,
+      timestampAfterMaxMs: 60000,
+    });
+    expect(d).toMatchObject({ timestampType: 'CreateTime', timestampAfterMaxMs: 3600 * 1000, timestampBeforeMaxMs: Number.MAX_SAFE_INTEGER });
     expect(logConfigFromTopicConfigs({ 'flush.policy': 'none' }).flush).toEqual({ kind: 'none' });
   });
   test.each([
@@ -65,6 +79,9 @@ describe('config', () => {
     ['max.message.bytes', String(64 << 20)],
     ['flush.policy', 'sometimes'],
     ['flush.interval.ms', '1.5'],
+    ['message.timestamp.type', 'WallTime'],
+    ['message.timestamp.after.max.ms', '-1'],
+    ['message.timestamp.before.max.ms', 'soon'],
   ])('%s=%s is INVALID_CONFIG', async (k, v) => {
     await expectCode(() => logConfigFromTopicConfigs({ [k]: v }), 'INVALID_CONFIG');
   });
@@ -307,7 +324,7 @@ describe('index rebuild and timestamps', () => {
   }
 });
 
-describe('corruption in a sealed segment is loud', () => {
+describe('corruption in a sealed segment is loud, fenced, never dropped', () => {
   async function build(dir: string): Promise<void> {
     const log = await PartitionLog.open(dir, small(), opts);
     for (let i = 0; i < 80; i++) log.append(makeBatch(2, 80, `s${i}`));
@@ -315,10 +332,12 @@ describe('corruption in a sealed segment is loud', () => {
     expect(segmentFiles(dir, 'log').length).toBeGreaterThan(3);
   }
 
-  test('a broken batch after the last index entry of a sealed segment: LOG_CORRUPT with file and position', async () => {
+  test('a broken batch after the last index entry of a sealed segment: fenced up to the next segment, reads answer LOG_CORRUPT', async () => {
     const dir = freshDir();
     await build(dir);
-    const first = segmentFiles(dir, 'log')[0];
+    const files = segmentFiles(dir, 'log');
+    const first = files[0];
+    const nextBase = Number(path.basename(files[1]).slice(0, 20));
     const b = fs.readFileSync(first);
     // Corrupt the length of the last batch of the segment (after the last index entry).
     let pos = 0;
@@ -327,26 +346,137 @@ describe('corruption in a sealed segment is loud', () => {
       last = pos;
       pos += b.readInt32BE(pos + 8) + 12;
     }
+    const lastBase = Number(b.readBigInt64BE(last));
     b.writeInt32BE(5, last + 8);
     fs.writeFileSync(first, b);
-    const err = await PartitionLog.open(dir, small(), opts).catch((e) => e);
-    expect(isSluiceError(err, 'LOG_CORRUPT'), String(err)).toBe(true);
-    expect(err.message).toContain(path.basename(first));
-    expect(err.message).toContain(`position ${last}`);
+    const log = await PartitionLog.open(dir, small(), opts);
+    try {
+      expect(log.damagedRanges).toEqual([
+        expect.objectContaining({ file: first, pos: last, bytes: b.length - last, fromOffset: lastBase, toOffset: nextBase }),
+      ]);
+      expect(fs.existsSync(first.replace(/\.log$/, '.damaged'))).toBe(true);
+      const err = (() => {
+        try {
+          log.read(lastBase, 1 << 20);
+        } catch (e) {
+          return e as Error;
+        }
+        return null;
+      })();
+      expect(isSluiceError(err, 'LOG_CORRUPT'), String(err)).toBe(true);
+      expect(err!.message).toContain(path.basename(first));
+      expect(err!.message).toContain(`position ${last}`);
+      // Everything around the hole still reads, and offsets go on where they were.
+      expect(readBatchHeader(log.read(lastBase - 2, 1 << 20).data).baseOffset).toBe(lastBase - 2);
+      expect(log.read(lastBase - 2, 1 << 20).nextOffset).toBe(lastBase);
+      expect(readBatchHeader(log.read(nextBase, 1).data).baseOffset).toBe(nextBase);
+      expect(log.nextOffset).toBe(160);
+    } finally {
+      await log.close();
+    }
   });
 
-  test('a flipped bit inside a sealed segment whose index is missing: LOG_CORRUPT naming the CRC', async () => {
+  test('a flipped bit inside a sealed segment whose index is missing: that batch is fenced naming the CRC', async () => {
     const dir = freshDir();
     await build(dir);
     const second = segmentFiles(dir, 'log')[1];
     fs.unlinkSync(second.replace(/\.log$/, '.index'));
     const b = fs.readFileSync(second);
-    b[b.readInt32BE(8) + 12 + 100] ^= 0x04; // inside the second batch
+    const size0 = b.readInt32BE(8) + 12;
+    const size1 = b.readInt32BE(size0 + 8) + 12;
+    const base1 = Number(b.readBigInt64BE(size0));
+    b[size0 + 100] ^= 0x04; // inside the second batch
     fs.writeFileSync(second, b);
-    const err = await PartitionLog.open(dir, small(), opts).catch((e) => e);
-    expect(isSluiceError(err, 'LOG_CORRUPT'), String(err)).toBe(true);
-    expect(err.message).toMatch(/CRC-32C mismatch in batch at position \d+/);
-    expect(err.message).toContain(path.basename(second));
+    const log = await PartitionLog.open(dir, small(), opts);
+    try {
+      const [d, ...more] = log.damagedRanges;
+      expect(more).toEqual([]);
+      expect(d).toMatchObject({ file: second, pos: size0, bytes: size1, fromOffset: base1, toOffset: base1 + 2 });
+      expect(d.reason).toMatch(/CRC-32C mismatch in batch at position \d+/);
+      await expectCode(() => log.read(base1 + 1, 1 << 20), 'LOG_CORRUPT');
+      expect(readBatchHeader(log.read(base1 + 2, 1).data).baseOffset).toBe(base1 + 2);
+      expect(log.recovery.damaged).toHaveLength(1);
+    } finally {
+      await log.close();
+    }
+    // A clean reopen finds it again (the .damaged marker forces the scan), and a retention that
+    // deletes the segment clears it.
+    const again = await PartitionLog.open(dir, small(), opts);
+    try {
+      expect(again.damagedRanges).toHaveLength(1);
+    } finally {
+      await again.close();
+    }
+  });
+
+  test('header damage the open did not scan for (before the last index entry) is LOG_CORRUPT at read time, never data', async () => {
+    const dir = freshDir();
+    await build(dir);
+    const first = segmentFiles(dir, 'log')[0];
+    const b = fs.readFileSync(first);
+    const size0 = b.readInt32BE(8) + 12;
+    b.writeInt32BE(-40, size0 + 8); // the second batch's length, far before the segment's last index entry
+    fs.writeFileSync(first, b);
+    const log = await PartitionLog.open(dir, small(), opts);
+    try {
+      expect(log.damagedRanges).toEqual([]); // trusted on open: only the index tail was walked
+      expect(log.read(0, 1 << 20).nextOffset).toBe(2); // the read stops before the damaged header
+      await expectCode(() => log.read(2, 1 << 20), 'LOG_CORRUPT');
+    } finally {
+      await log.close();
+    }
+  });
+
+  test('truncateTo keeps a fence before the cut and drops one at or after it', async () => {
+    const dir = freshDir();
+    const log0 = await PartitionLog.open(dir, small({ segmentBytes: 1 << 20 }), opts);
+    for (let i = 0; i < 20; i++) log0.append(makeBatch(2, 80, `t${i}`));
+    await log0.close();
+    fs.unlinkSync(path.join(dir, CLEAN_SHUTDOWN_FILE));
+    const file = segmentFiles(dir, 'log')[0];
+    const b = fs.readFileSync(file);
+    let pos = 0;
+    for (let k = 0; k < 5; k++) pos += b.readInt32BE(pos + 8) + 12;
+    b[pos + 70] ^= 0x20; // batch 5: offsets [10, 12)
+    fs.writeFileSync(file, b);
+    const log = await PartitionLog.open(dir, small({ segmentBytes: 1 << 20 }), opts);
+    try {
+      expect(log.damagedRanges.map((d) => [d.fromOffset, d.toOffset])).toEqual([[10, 12]]);
+      log.truncateTo(30);
+      expect(log.nextOffset).toBe(30);
+      expect(log.damagedRanges).toHaveLength(1);
+      await expectCode(() => log.read(11, 1 << 20), 'LOG_CORRUPT');
+      expect(readBatchHeader(log.read(12, 1).data).baseOffset).toBe(12);
+      log.truncateTo(11); // inside the fence: the whole range goes
+      expect(log.nextOffset).toBe(10);
+      expect(log.damagedRanges).toEqual([]);
+      expect(fs.existsSync(file.replace(/\.log$/, '.damaged'))).toBe(false);
+      expect(log.append(makeBatch(1, 10, 'again')).baseOffset).toBe(10);
+    } finally {
+      await log.close();
+    }
+  });
+
+  test('a torn batch whose record value carries a whole client batch is still a torn tail, not "corruption"', async () => {
+    const dir = freshDir();
+    const cfg = small({ segmentBytes: 1 << 20 });
+    const log0 = await PartitionLog.open(dir, cfg, opts);
+    log0.append(makeBatch(1, 50, 'first'));
+    const inner = encodeBatch([{ key: null, value: Buffer.from('inner') }], { baseOffset: 5 }); // epoch -1, as clients send
+    log0.append(encodeBatch([{ key: null, value: Buffer.concat([inner, Buffer.alloc(200, 7)]) }]));
+    await log0.close();
+    fs.unlinkSync(path.join(dir, CLEAN_SHUTDOWN_FILE));
+    const file = segmentFiles(dir, 'log')[0];
+    const whole = fs.readFileSync(file);
+    fs.truncateSync(file, whole.length - 100); // torn after the embedded batch
+    const log = await PartitionLog.open(dir, cfg, opts);
+    try {
+      expect(log.damagedRanges).toEqual([]);
+      expect(log.nextOffset).toBe(1);
+      expect(log.recovery.truncatedBytes).toBeGreaterThan(0);
+    } finally {
+      await log.close();
+    }
   });
 
   test('a missing segment in the middle: LOG_CORRUPT (offsets not contiguous)', async () => {

@@ -381,6 +381,7 @@ export class Partition {
     try {
       if (rd.hardState) writeHardState(this.log.dir, rd.hardState);
     } catch (err) {
+      this.replica.hardStateNotPersisted();
       return this.failPending(toSluiceError(err));
     }
     this.requestSync(rd.syncTo, rd.messages);
@@ -389,7 +390,13 @@ export class Partition {
   /** Writes a pending HardState now (synchronously), leaving the rest of the Ready for persist(). */
   private persistHardState(): void {
     const rd = this.replica.ready();
-    if (rd.hardState) writeHardState(this.log.dir, rd.hardState);
+    try {
+      if (rd.hardState) writeHardState(this.log.dir, rd.hardState);
+    } catch (err) {
+      // Nothing of the term is written yet (a full disk): the next produce tries again.
+      this.replica.hardStateNotPersisted();
+      throw err;
+    }
     this.requestSync(rd.syncTo, rd.messages);
   }
 

@@ -96,6 +96,11 @@ export class SingleVoterReplica {
     return rd;
   }
 
+  /** The driver could not write the HardState of the last Ready: it stays pending for the next one. */
+  hardStateNotPersisted(): void {
+    this.hsDirty = true;
+  }
+
   /** The driver made the log durable through `index`; with one voter that commits it. */
   persisted(index: number): void {
     if (index <= this.persistedTo) return;

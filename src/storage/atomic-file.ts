@@ -9,7 +9,7 @@
 import fs from 'node:fs';
 import { crc32c } from '@node-rs/crc32';
 import { SluiceError } from '../errors.js';
-import { fsyncDir, join, storageError, unlinkIfExists } from './io.js';
+import { FILE_MODE, fsyncDir, join, storageError, unlinkIfExists } from './io.js';
 
 const TEMP_SUFFIX = '.tmp';
 
@@ -26,7 +26,7 @@ export function writeStateFile(dir: string, name: string, version: number, body:
   const file = join(dir, name);
   const temp = file + TEMP_SUFFIX;
   try {
-    const fd = fs.openSync(temp, 'w', 0o644);
+    const fd = fs.openSync(temp, 'w', FILE_MODE);
     try {
       fs.writeSync(fd, JSON.stringify(envelope));
       fs.fdatasyncSync(fd);

@@ -12,6 +12,7 @@ import { execFile } from 'node:child_process';
 import net from 'node:net';
 import { cliPath, spawnBroker, type BrokerProcess } from '../../bench/broker-process.js';
 import { tempDir } from '../e2e/helpers.js';
+import { TOPIC_PARTITIONS_MAX } from '../../src/constants.js';
 
 let broker: BrokerProcess;
 let silent: net.Server;
@@ -61,7 +62,7 @@ describe('sluice CLI input', () => {
     oneLineFailure(await sluice(['topic', 'list', '--format', 'yaml']), /unknown --format "yaml": use table or json/);
     oneLineFailure(await sluice(['consume', 'orders', '-o', '99999999999999999999']), /an offset must be at most 9007199254740991/);
     oneLineFailure(await sluice(['consume', 'orders', '-o', '@99999999999999999999']), /a timestamp must be at most/);
-    oneLineFailure(await sluice(['consume', 'orders', '-p', '99999999999']), /--partition must be an integer from 0 to 9999/);
+    oneLineFailure(await sluice(['consume', 'orders', '-p', '99999999999']), new RegExp(`--partition must be an integer from 0 to ${TOPIC_PARTITIONS_MAX - 1}`));
     oneLineFailure(await sluice(['topic', 'create', 'big', '-p', '99999999999']), /--partitions must be an integer from 1 to 2147483647/);
     oneLineFailure(await sluice(['consume', 'orders', '-n', 'many']), /--count must be an integer/);
     oneLineFailure(await sluice(['topic', 'list', '--timeout', '5x']), /--timeout must be a duration such as 500ms, 10s or 2m/);

@@ -4,7 +4,9 @@
  * append; parked fetches wake on commit, not on append; reads and ListOffsets never go past the high
  * watermark; the term grows at every open and is recorded (HardState, leader-epoch checkpoint); a data
  * dir written before partitions were replicas opens; retention moves the log start through the
- * snapshot metadata; the RaftStorage adapter answers term(i) and entries() by offset.
+ * snapshot metadata (and an open records a log start found above it); the RaftStorage adapter answers
+ * term(i) and entries() by offset; client produces are record-validated; an idempotent retry writes
+ * nothing and is answered with the original offsets only once they are committed.
  * Method: a real Partition on a real PartitionLog in a temp dir, with the fdatasync seam held by the
  * test (so "appended but not yet durable" is a state the test controls, not a race) and effects
  * recorded instead of sent to a shard.
@@ -206,6 +208,66 @@ describe('retention', () => {
     expect(meta.index).toBe(p.logStartOffset - 1);
     expect(meta.term).toBe(1);
     expect(meta.voters).toEqual([1]);
+    await p.close(false);
+  });
+
+  it('records a log start found above the snapshot at open (a full-disk cut, or retention before Raft)', async () => {
+    const id = ident('');
+    const dir = path.join(root, `${id.topic}-0`);
+    const small: LogConfig = { ...config, segmentBytes: 1024 * 1024, retentionBytes: 0 };
+    const old = await PartitionLog.open(dir, small);
+    const big = Buffer.alloc(400 * 1024, 1).toString();
+    for (let i = 0; i < 6; i++) old.append(batch(big));
+    // Segments deleted with no snapshot written, as the storage layer alone does it.
+    expect(old.enforceRetention(Date.now())).toBeGreaterThan(0);
+    const start = old.logStartOffset;
+    expect(start).toBeGreaterThan(0);
+    await old.close();
+    const { effects } = recorder();
+    const p = await Partition.open(root, id, small, false, {}, effects);
+    expect(p.snapshotMeta()).toMatchObject({ index: start - 1, logStartOffset: start });
+    expect(p.epochCheckpoint.list[0].startOffset).toBe(start);
+    await p.close(false);
+  });
+});
+
+describe('client produces', () => {
+  it('validate every record of a client produce; a control batch from a client is refused, writing nothing', async () => {
+    const { effects } = recorder();
+    const p = await Partition.open(root, ident(), config, true, {}, effects);
+    // A control batch is what Raft writes itself (appendReplicated-style), never what a client may send.
+    expect(() => p.produce(1, Buffer.from(controlBatch('noop', 0, 1, null)), 1)).toThrow(/only the broker writes those/);
+    expect(p.logEndOffset).toBe(0);
+    await p.close(false);
+  });
+});
+
+describe('idempotent producers', () => {
+  const idem = (pid: bigint, seq: number, ...values: string[]) =>
+    encodeBatch(values.map((v) => ({ key: null, value: Buffer.from(v) })), { producerId: pid, producerEpoch: 0, baseSequence: seq });
+
+  it('answers a retry of an uncommitted append with its offsets only at commit, writing nothing', async () => {
+    const disk = heldDisk();
+    const { ev, effects, persistAll } = recorder();
+    const p = await Partition.open(root, ident(), config, true, disk.options, effects);
+    p.produce(1, batch('plain'), 2);
+    p.produce(2, idem(7n, 0, 'a', 'b'), 2);
+    // The retry arrives before the original is durable: nothing is written, nobody is answered yet.
+    p.produce(3, idem(7n, 0, 'a', 'b'), 1);
+    expect(p.logEndOffset).toBe(3);
+    expect(ev.produced).toEqual([]);
+    persistAll();
+    await disk.release();
+    expect(ev.produced.map((x) => [x.id, x.ok.baseOffset, x.ok.lastOffset])).toEqual([
+      [1, 0, 0],
+      [2, 1, 2],
+      [3, 1, 2],
+    ]);
+    // Once committed, a retry is answered at once; a gap is OUT_OF_ORDER_SEQUENCE.
+    p.produce(4, idem(7n, 0, 'a', 'b'), 2);
+    expect(ev.produced.at(-1)).toMatchObject({ id: 4, ok: { baseOffset: 1, lastOffset: 2 } });
+    expect(() => p.produce(5, idem(7n, 5, 'c'), 2)).toThrow(/sequence/);
+    expect(p.logEndOffset).toBe(3);
     await p.close(false);
   });
 });

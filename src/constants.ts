@@ -69,6 +69,11 @@ export const GRPC_RECEIVE_BYTES_MAX = BATCH_BYTES_MAX_LIMIT + REQUEST_ENVELOPE_B
 /** Default and maximum `max_bytes` of one Fetch. */
 export const FETCH_BYTES_MAX_DEFAULT = 1 * MiB;
 export const FETCH_BYTES_MAX_LIMIT = 16 * MiB;
+/**
+ * Largest structured (decoded) read: one batch inflated to the decompression bound, plus protobuf
+ * framing for each of its records. Only a read whose first batch needs it is granted this much.
+ */
+export const STRUCTURED_READ_BYTES_MAX = BATCH_DECOMPRESSED_BYTES_MAX + BATCH_RECORDS_MAX * 32;
 /** Longest long-poll a Fetch may ask for. */
 export const FETCH_WAIT_MS_MAX = 30_000;
 
@@ -109,6 +114,40 @@ export const PRODUCER_NAME_LENGTH_MAX = 249;
 export const PRODUCER_EPOCH_MAX = 32_767;
 
 assert.ok(PRODUCER_SNAPSHOT_INTERVAL_BYTES >= BATCH_BYTES_MAX_LIMIT);
+
+// --- Client memory (src/rpc, src/server) --------------------------------------------------------
+/**
+ * Default budget for bytes the broker holds on behalf of clients: produce bodies until answered, fetch
+ * and subscribe responses until flushed to the socket (`--max-client-memory`).
+ */
+export const CLIENT_MEMORY_BYTES_DEFAULT = 256 * MiB;
+/** Smallest budget accepted: at least one default fetch must fit. */
+export const CLIENT_MEMORY_BYTES_MIN = 1 * MiB;
+/** A fetch is answered smaller when the budget is short, but never below this: it waits instead. */
+export const CLIENT_MEMORY_FETCH_MIN_BYTES = 64 * KiB;
+/** How long a fetch waits for budget before it fails with CLIENT_MEMORY_EXHAUSTED. */
+export const CLIENT_MEMORY_WAIT_MS_MAX = 5_000;
+/** The retry hint sent with CLIENT_MEMORY_EXHAUSTED (google.rpc.RetryInfo). */
+export const CLIENT_MEMORY_RETRY_MS = 200;
+/**
+ * Bytes one Subscribe stream may have handed to HTTP/2 and not yet flushed to the socket: a subscriber
+ * that stops reading stops being fed once this much is queued for it.
+ */
+export const SUBSCRIBE_WINDOW_BYTES = 4 * MiB;
+/**
+ * Messages one Subscribe stream may have handed to HTTP/2 and not yet flushed. With the slow start of
+ * its read sizes (from CLIENT_MEMORY_FETCH_MIN_BYTES, doubling per flushed message), a subscriber that
+ * never reads holds about two minimal messages, not a window of big ones.
+ */
+export const SUBSCRIBE_MESSAGES_UNFLUSHED_MAX = 2;
+/** Concurrent streams (calls) per HTTP/2 connection (grpc.max_concurrent_streams). */
+export const GRPC_STREAMS_PER_CONNECTION_MAX = 100;
+/** Open client connections to the gRPC port; more are closed as they arrive. */
+export const GRPC_CONNECTIONS_MAX = 1024;
+
+assert.ok(CLIENT_MEMORY_FETCH_MIN_BYTES <= CLIENT_MEMORY_BYTES_MIN);
+assert.ok(CLIENT_MEMORY_BYTES_MIN <= CLIENT_MEMORY_BYTES_DEFAULT);
+assert.ok(SUBSCRIBE_WINDOW_BYTES >= CLIENT_MEMORY_FETCH_MIN_BYTES);
 
 // --- Raft (src/raft) -----------------------------------------------------------------------------
 /** Ticks without hearing from a leader before a follower campaigns (randomized in [n, 2n)). */
@@ -164,6 +203,13 @@ export const SHARD_WATCHDOG_MS = 30_000;
  */
 export const SHARD_OFFLINE_RETRY_MS_MIN = 500;
 export const SHARD_OFFLINE_RETRY_MS_MAX = 10_000;
+/** Smallest configurable watchdog: below a few stats intervals a healthy worker would be replaced. */
+export const SHARD_WATCHDOG_MS_MIN = 100;
+/**
+ * A watchdog tick this much later than its interval means the main thread itself did not run (the
+ * process was stopped, the VM paused, the loop starved): the watchdog re-arms instead of judging.
+ */
+export const SHARD_WATCHDOG_PAUSE_MS = 1_000;
 /** fsync durations a shard keeps between two stats messages; more are dropped from metrics. */
 export const SHARD_FLUSH_SAMPLES_MAX = 4096;
 

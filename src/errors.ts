@@ -47,6 +47,7 @@ export const ERROR_CODES = [
   'DISK_FULL',
   // Flow control and availability
   'QUEUE_FULL',
+  'CLIENT_MEMORY_EXHAUSTED',
   'UNAVAILABLE',
   'SHUTTING_DOWN',
   'TIMEOUT',
@@ -67,6 +68,7 @@ export type ErrorCode = (typeof ERROR_CODES)[number];
 /** Codes whose failure a client may retry unchanged and expect to succeed later. */
 const RETRIABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   'QUEUE_FULL',
+  'CLIENT_MEMORY_EXHAUSTED',
   'UNAVAILABLE',
   'SHUTTING_DOWN',
   'TIMEOUT',
@@ -79,25 +81,30 @@ export interface SluiceErrorWire {
   readonly code: ErrorCode;
   readonly message: string;
   readonly retriable: boolean;
+  readonly retryAfterMs?: number;
 }
 
 export class SluiceError extends Error {
   readonly code: ErrorCode;
   readonly retriable: boolean;
+  /** A hint for retriable errors: how long to wait before retrying (gRPC: google.rpc.RetryInfo). */
+  readonly retryAfterMs: number | undefined;
 
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; retriable?: boolean }) {
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; retriable?: boolean; retryAfterMs?: number }) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'SluiceError';
     this.code = code;
     this.retriable = options?.retriable ?? RETRIABLE.has(code);
+    this.retryAfterMs = options?.retryAfterMs;
   }
 
   toWire(): SluiceErrorWire {
-    return { code: this.code, message: this.message, retriable: this.retriable };
+    const wire: SluiceErrorWire = { code: this.code, message: this.message, retriable: this.retriable };
+    return this.retryAfterMs === undefined ? wire : { ...wire, retryAfterMs: this.retryAfterMs };
   }
 
   static fromWire(wire: SluiceErrorWire): SluiceError {
-    return new SluiceError(wire.code, wire.message, { retriable: wire.retriable });
+    return new SluiceError(wire.code, wire.message, { retriable: wire.retriable, retryAfterMs: wire.retryAfterMs });
   }
 }
 

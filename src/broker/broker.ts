@@ -15,7 +15,9 @@ import {
   FETCH_BYTES_MAX_DEFAULT,
   FETCH_BYTES_MAX_LIMIT,
   FETCH_WAIT_MS_MAX,
+  SHARD_WATCHDOG_MS_MIN,
   SHARDS_MAX,
+  STRUCTURED_READ_BYTES_MAX,
   TOPIC_PARTITIONS_MAX,
   TOPIC_TABLE_PARTITIONS_MAX,
 } from '../constants.js';
@@ -128,7 +130,7 @@ function validateTuning(o: BrokerOptions): void {
   check('ringWaitersMax', 0, 1_000_000);
   check('retentionCheckMs', 10, 24 * 3600 * 1000);
   check('statsIntervalMs', 10, 3600 * 1000);
-  check('watchdogMs', 100, 24 * 3600 * 1000);
+  check('watchdogMs', SHARD_WATCHDOG_MS_MIN, 24 * 3600 * 1000);
   check('nodeId', 0, 2 ** 31 - 1);
   check('producerIdleExpiryMs', 1_000, Number.MAX_SAFE_INTEGER);
   check('partitionsMax', 1, TOPIC_TABLE_PARTITIONS_MAX);
@@ -212,6 +214,9 @@ export class Broker implements BrokerApi {
           partitionsOf: (s) => this.partitionsOf(s),
           onStats: (s, stats) => this.onShardStats(s, stats),
           onCrash: (s, err) => this.logger.error({ shard: s, err }, `shard ${s} worker died; restarting it and reopening its partitions`),
+          onRestart: (s, reason) => this.probe.shardRestarted(s, reason),
+          onMainThreadPause: (s, gapMs) =>
+            this.logger.warn({ shard: s, gapMs }, `main thread did not run for ${gapMs} ms (process paused or starved); shard ${s} watchdog re-armed`),
           onPartitionOffline: (s, key, err) => {
             const name = this.nameOfKey(key);
             this.logger.error({ shard: s, partition: name, err }, `partition ${name} could not be opened and is offline`);
@@ -620,13 +625,16 @@ export class Broker implements BrokerApi {
     const entry = this.topic(input.topic);
     this.checkPartition(entry, input.partition);
     validateOffset(input.offset);
-    const maxBytes =
-      !Number.isFinite(input.maxBytes) || input.maxBytes <= 0 ? FETCH_BYTES_MAX_DEFAULT : Math.min(Math.floor(input.maxBytes), FETCH_BYTES_MAX_LIMIT);
+    const pb = input.format === 'pb-records';
+    const limit = pb ? STRUCTURED_READ_BYTES_MAX : FETCH_BYTES_MAX_LIMIT;
+    const maxBytes = !Number.isFinite(input.maxBytes) || input.maxBytes <= 0 ? FETCH_BYTES_MAX_DEFAULT : Math.min(Math.floor(input.maxBytes), limit);
     const maxWaitMs = !Number.isFinite(input.maxWaitMs) || input.maxWaitMs <= 0 ? 0 : Math.min(Math.floor(input.maxWaitMs), FETCH_WAIT_MS_MAX);
     const host = this.hosts[this.shardOf(entry, input.partition)];
-    const r = await host.fetch(this.keyOf(entry, input.partition), input.offset, maxBytes, maxWaitMs, signal);
+    const r = await host.fetch(this.keyOf(entry, input.partition), input.offset, maxBytes, maxWaitMs, signal, pb);
     if (r.records > 0) this.probe.fetched(entry.name, r.records, r.data.length);
-    return { batches: r.data, highWatermark: r.highWatermark, logStartOffset: r.logStartOffset, nextOffset: r.nextOffset };
+    const common = { highWatermark: r.highWatermark, logStartOffset: r.logStartOffset, nextOffset: r.nextOffset };
+    if (!pb) return { batches: r.data, ...common };
+    return r.needBytes === undefined ? { batches: new Uint8Array(0), pbRecords: r.data, ...common } : { batches: new Uint8Array(0), pbRecords: r.data, needBytes: r.needBytes, ...common };
   }
 
   async listOffsets(topic: string, partition: number, spec: OffsetSpec): Promise<ListOffsetsResult> {

@@ -32,6 +32,12 @@ export interface BrokerProbe {
   topicDeleted(topic: string): void;
   /** Per-shard gauges, sampled about once a second. */
   shardStats(shard: number, stats: { queueDepth: number; eventLoopLagSeconds: number }): void;
+  /** A shard worker was replaced: it died ('crash') or the watchdog stopped it as hung ('watchdog'). */
+  shardRestarted(shard: number, reason: 'crash' | 'watchdog'): void;
+  /** Bytes held on behalf of clients (request bodies, fetch responses, stream buffers) against the budget. */
+  clientMemory(usedBytes: number, limitBytes: number): void;
+  /** A request was refused or delayed because the client-memory budget was spent. */
+  clientMemoryRefused(rpc: string): void;
   /** A consumer group's lag on a topic: the sum over its partitions of (high watermark - committed offset). */
   consumerGroupLag(group: string, topic: string, lag: number): void;
   /** A consumer group was deleted (or expired): drop its series. */
@@ -47,6 +53,9 @@ export const NOOP_PROBE: BrokerProbe = {
   partitionStats() {},
   topicDeleted() {},
   shardStats() {},
+  shardRestarted() {},
+  clientMemory() {},
+  clientMemoryRefused() {},
   consumerGroupLag() {},
   groupDeleted() {},
 };

@@ -68,11 +68,24 @@ export interface FetchInput {
   maxBytes: number;
   /** 0 = answer at once; otherwise wait up to this long for data at `offset`. */
   maxWaitMs: number;
+  /**
+   * 'batches' (default): whole raw v2 batches. 'pb-records': the records at or after `offset` as the
+   * protobuf bytes of FetchResponse's `repeated Record records = 1`, decoded (and decompressed) by the
+   * shard, not the caller's thread; `maxBytes` then bounds that output (at least one batch's records).
+   */
+  format?: 'batches' | 'pb-records';
 }
 
 export interface FetchResult {
-  /** Whole raw v2 batches; the first may start before `offset` (clients skip records below it). */
+  /** Whole raw v2 batches; the first may start before `offset` (clients skip records below it). Empty with format 'pb-records'. */
   batches: Uint8Array;
+  /** With format 'pb-records': the encoded records. */
+  pbRecords?: Uint8Array;
+  /**
+   * With format 'pb-records': set when the first batch's records encode to more than `maxBytes`; nothing
+   * was returned, and the fetch must be asked again with at least this `maxBytes`.
+   */
+  needBytes?: number;
   highWatermark: number;
   logStartOffset: number;
   nextOffset: number;

@@ -12,8 +12,9 @@ import { PROTO_INT32_MAX } from '../client/validate.js';
 import { CLIENT_REQUEST_TIMEOUT_MS_DEFAULT, TOPIC_PARTITIONS_MAX } from '../constants.js';
 import { fail } from './errors.js';
 import { parseOutputFormat, type OutputFormat } from './output.js';
-import { collectKeyValue, parseBrokers, parseDurationMs, parseIntArg, parseStartOffset } from './parse.js';
-import { serve } from './serve.js';
+import { collectKeyValue, parseBrokers, parseBytesArg, parseDurationMs, parseIntArg, parseStartOffset } from './parse.js';
+import { CLIENT_MEMORY_BYTES_DEFAULT, CLIENT_MEMORY_BYTES_MIN, SHARD_WATCHDOG_MS, SHARD_WATCHDOG_MS_MIN } from '../constants.js';
+import { serve, type ServeOptions } from './serve.js';
 import { addPartitions, alterConfig, createTopic, deleteTopic, describeTopic, listTopics, type Common } from './topic.js';
 import { consume, produce } from './records.js';
 import { clusterInfo } from './cluster.js';
@@ -65,7 +66,17 @@ program
   .addOption(new Option('--http-addr <host:port>', 'HTTP listen address for /healthz, /readyz, /metrics').env('SLUICE_HTTP_ADDR').default('127.0.0.1:7071'))
   .addOption(new Option('--shards <n>', 'shard worker threads (default: CPUs - 1, at least 1; CPUs capped by the cgroup CPU quota)').env('SLUICE_SHARDS').argParser(parseIntArg('--shards', 1, PROTO_INT32_MAX)))
   .addOption(new Option('--log-level <level>', 'pino log level').env('SLUICE_LOG_LEVEL').default('info'))
-  .action(run((o: { dataDir: string; grpcAddr: string; httpAddr: string; shards?: number; logLevel: string }) => serve(o)));
+  .addOption(
+    new Option('--max-client-memory <bytes>', `budget for bytes held on behalf of clients, e.g. 256MiB (default ${CLIENT_MEMORY_BYTES_DEFAULT})`)
+      .env('SLUICE_MAX_CLIENT_MEMORY')
+      .argParser(parseBytesArg('--max-client-memory', CLIENT_MEMORY_BYTES_MIN)),
+  )
+  .addOption(
+    new Option('--shard-watchdog-ms <ms>', `replace a shard worker silent this long (default ${SHARD_WATCHDOG_MS})`)
+      .env('SLUICE_SHARD_WATCHDOG_MS')
+      .argParser(parseIntArg('--shard-watchdog-ms', SHARD_WATCHDOG_MS_MIN)),
+  )
+  .action(run((o: ServeOptions) => serve(o)));
 
 const topic = program.command('topic').description('manage topics');
 clientCommand(topic.command('create <name>').description('create a topic'))

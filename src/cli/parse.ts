@@ -53,6 +53,19 @@ function safeOffset(digits: string, value: string, what: string): number {
   return n;
 }
 
+const BYTE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1e3, kb: 1e3, kib: 1024, m: 1e6, mb: 1e6, mib: 1024 ** 2, g: 1e9, gb: 1e9, gib: 1024 ** 3 };
+
+/** A byte count: `268435456`, `256MiB`, `512mb`, `1GiB` (decimal kB/MB/GB, binary KiB/MiB/GiB). */
+export function parseBytesArg(what: string, min = 0): (value: string) => number {
+  return (value: string) => {
+    const m = /^\s*(\d+)\s*([a-z]*)\s*$/i.exec(value);
+    const unit = m === null ? undefined : BYTE_UNITS[m[2].toLowerCase()];
+    const n = m === null || unit === undefined ? NaN : Number(m[1]) * unit;
+    if (!Number.isSafeInteger(n) || n < min) throw new UsageError(`${what} must be a byte count >= ${min}, e.g. 256MiB (got "${value}")`);
+    return n;
+  };
+}
+
 /** Collects repeated `-c key=value` / `-H key=value` options into a list of pairs. */
 export function collectKeyValue(value: string, previous: [string, string][] = []): [string, string][] {
   const eq = value.indexOf('=');

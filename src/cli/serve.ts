@@ -16,6 +16,10 @@ export interface ServeOptions {
   httpAddr: string;
   shards?: number;
   logLevel: string;
+  /** --max-client-memory, in bytes. */
+  maxClientMemory?: number;
+  /** --shard-watchdog-ms. */
+  shardWatchdogMs?: number;
 }
 
 export async function serve(options: ServeOptions): Promise<void> {
@@ -28,6 +32,8 @@ export async function serve(options: ServeOptions): Promise<void> {
       grpcAddress: options.grpcAddr,
       httpAddress: options.httpAddr,
       shards: options.shards,
+      maxClientMemoryBytes: options.maxClientMemory,
+      tuning: options.shardWatchdogMs === undefined ? undefined : { watchdogMs: options.shardWatchdogMs },
       probe: metrics.probe,
       metricsHandler: (req, res) => metrics.handler(req, res),
       logger,

@@ -44,6 +44,10 @@ export class PromBrokerProbe implements BrokerProbe {
   private readonly groupLag: Gauge<'group' | 'topic'>;
   private readonly shardQueueDepth: Gauge<'shard'>;
   private readonly shardLoopLag: Gauge<'shard'>;
+  private readonly shardRestarts: Counter<'shard' | 'reason'>;
+  private readonly clientMemoryUsed: Gauge;
+  private readonly clientMemoryLimit: Gauge;
+  private readonly clientMemoryRefusals: Counter<'rpc'>;
 
   private readonly produceChildren = new Map<string, TopicCounters>();
   private readonly fetchChildren = new Map<string, TopicCounters>();
@@ -137,6 +141,20 @@ export class PromBrokerProbe implements BrokerProbe {
     this.groupLag = new Gauge({ name: 'sluice_consumer_group_lag', help: 'Records a consumer group has not committed yet, summed over the partitions of a topic.', labelNames: ['group', 'topic'], registers });
     this.shardQueueDepth = new Gauge({ name: 'sluice_shard_queue_depth', help: 'Requests queued for or running on a shard worker.', labelNames: ['shard'], registers });
     this.shardLoopLag = new Gauge({ name: 'sluice_shard_event_loop_lag_seconds', help: 'Event-loop delay of a shard worker thread (recent mean).', labelNames: ['shard'], registers });
+    this.shardRestarts = new Counter({
+      name: 'sluice_shard_restarts_total',
+      help: 'Shard workers replaced, by reason: crash (the thread died) or watchdog (silent too long).',
+      labelNames: ['shard', 'reason'],
+      registers,
+    });
+    this.clientMemoryUsed = new Gauge({ name: 'sluice_client_memory_bytes', help: 'Bytes held on behalf of clients (request bodies, fetch responses, stream buffers).', registers });
+    this.clientMemoryLimit = new Gauge({ name: 'sluice_client_memory_limit_bytes', help: 'The client-memory budget (--max-client-memory).', registers });
+    this.clientMemoryRefusals = new Counter({
+      name: 'sluice_client_memory_refusals_total',
+      help: 'Requests refused (Produce) or made to wait (Fetch, Subscribe) because the client-memory budget was spent.',
+      labelNames: ['rpc'],
+      registers,
+    });
   }
 
   produced(topic: string, records: number, bytes: number): void {
@@ -218,6 +236,19 @@ export class PromBrokerProbe implements BrokerProbe {
     const labels = { shard: String(shard) };
     this.shardQueueDepth.set(labels, stats.queueDepth);
     this.shardLoopLag.set(labels, stats.eventLoopLagSeconds);
+  }
+
+  shardRestarted(shard: number, reason: 'crash' | 'watchdog'): void {
+    this.shardRestarts.inc({ shard: String(shard), reason });
+  }
+
+  clientMemory(usedBytes: number, limitBytes: number): void {
+    this.clientMemoryUsed.set(usedBytes);
+    this.clientMemoryLimit.set(limitBytes);
+  }
+
+  clientMemoryRefused(rpc: string): void {
+    this.clientMemoryRefusals.inc({ rpc });
   }
 
   consumerGroupLag(group: string, topic: string, lag: number): void {

@@ -5,12 +5,49 @@
  */
 import type { ServerWritableStream } from '@grpc/grpc-js';
 import { SluiceError, isSluiceError } from '../errors.js';
-import { FETCH_BYTES_MAX_DEFAULT, FETCH_BYTES_MAX_LIMIT, FETCH_WAIT_MS_MAX } from '../constants.js';
-import type { BrokerApi, FetchInput, ProduceInput } from '../broker/types.js';
+import {
+  CLIENT_MEMORY_FETCH_MIN_BYTES,
+  FETCH_BYTES_MAX_DEFAULT,
+  FETCH_BYTES_MAX_LIMIT,
+  FETCH_WAIT_MS_MAX,
+  SUBSCRIBE_MESSAGES_UNFLUSHED_MAX,
+  SUBSCRIBE_WINDOW_BYTES,
+} from '../constants.js';
+import type { BrokerApi, FetchInput, FetchResult, ProduceInput } from '../broker/types.js';
 import type { BrokerServer, FetchRequest, FetchResponse, ProduceRequest, SubscribeRequest } from './gen/sluice/v1/broker.js';
 import { toAcks, toFetchResponse, toOffset, toOffsetSpec, toPbTopic, toRecordInputs } from './convert.js';
 import { toServiceError } from './errors.js';
 import { ServiceContext } from './context.js';
+import type { ClientMemoryHold } from './client-memory.js';
+import { onCallEnd } from './call-end.js';
+import { encodedRecordsBytes } from './fast-codec.js';
+
+/** Paths whose handlers hold client memory until the call ends (see ./call-end.ts). */
+export const MEMORY_HOLDING_PATHS: ReadonlySet<string> = new Set(['/sluice.v1.Broker/Fetch', '/sluice.v1.Broker/Subscribe']);
+
+/** Per-record overhead counted for structured records (the protobuf and RecordBatch framing, the objects). */
+const RECORD_OVERHEAD_BYTES = 64;
+
+/**
+ * Bytes a produce holds while it is handled: its body, and for structured records the v2 batch the
+ * broker encodes from them (so twice their payload).
+ */
+function produceBytes(r: ProduceRequest): number {
+  let n = r.recordBatch.length;
+  for (const rec of r.records) {
+    let payload = RECORD_OVERHEAD_BYTES + (rec.key?.length ?? 0) + (rec.value?.length ?? 0);
+    for (const h of rec.headers) payload += h.key.length + (h.value?.length ?? 0);
+    n += 2 * payload;
+  }
+  return n;
+}
+
+/** Bytes a FetchResponse holds until it is flushed: its batches, or its records (encoded or objects). */
+function fetchResponseBytes(m: FetchResponse): number {
+  let n = m.recordBatches.length + encodedRecordsBytes(m);
+  for (const rec of m.records) n += RECORD_OVERHEAD_BYTES + (rec.key?.length ?? 0) + (rec.value?.length ?? 0);
+  return n;
+}
 
 /** How long one Subscribe long-poll waits before looping (it also bounds how late a cancel is seen). */
 export const SUBSCRIBE_POLL_MS = 1_000;
@@ -52,6 +89,32 @@ function toFetchInput(r: FetchRequest): FetchInput {
   };
 }
 
+/** Times a structured read may come back asking for more (data can change between two reads). */
+const STRUCTURED_RETRIES_MAX = 3;
+
+/**
+ * One read under a hold. A structured read whose first batch decodes to more than the hold comes back
+ * empty with `needBytes`: the hold is swapped (through `swap`, so the caller's release sees the new
+ * one) for exactly that much, and the read is asked again.
+ */
+async function heldFetch(
+  ctx: ServiceContext,
+  api: BrokerApi,
+  rpc: string,
+  input: FetchInput,
+  hold: ClientMemoryHold,
+  swap: (next: ClientMemoryHold) => void,
+  signal: AbortSignal,
+): Promise<{ result: FetchResult; hold: ClientMemoryHold }> {
+  for (let attempt = 0; ; attempt++) {
+    const result = await api.fetch({ ...input, maxBytes: hold.bytes }, signal);
+    if (result.needBytes === undefined || attempt === STRUCTURED_RETRIES_MAX) return { result, hold };
+    hold.release();
+    hold = await ctx.holdExactly(rpc, result.needBytes, signal);
+    swap(hold);
+  }
+}
+
 /** Resolves when the stream drains, or when the call ends (cancel, shutdown) so a stuck client frees us. */
 function drained(call: ServerWritableStream<SubscribeRequest, FetchResponse>, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
@@ -65,40 +128,123 @@ function drained(call: ServerWritableStream<SubscribeRequest, FetchResponse>, si
   });
 }
 
-/** Resolves when `p` settles or the call ends, whichever is first. */
-function untilSettledOrAborted(p: Promise<void>, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = (): void => {
-      signal.removeEventListener('abort', done);
-      resolve();
+/**
+ * A subscription's window: bytes and messages handed to HTTP/2 and not yet flushed to the socket (each
+ * message's write callback). A reader that stops reading fills the HTTP/2 flow-control window, the
+ * write callbacks stop, and the subscription stops fetching once SUBSCRIBE_WINDOW_BYTES or
+ * SUBSCRIBE_MESSAGES_UNFLUSHED_MAX messages are queued for it.
+ * Each queued message also holds its bytes of the broker's client-memory budget until flushed, or
+ * until the call ends.
+ */
+class SubscribeWindow {
+  private queuedBytes = 0;
+  private queuedCount = 0;
+  /**
+   * Slow start: a subscription's reads begin at the smallest read and double with each message the
+   * client actually took (flushed), up to its max_bytes. A reader that never reads so holds a few small
+   * messages instead of a window of big ones, and costs the shard little work.
+   */
+  private flushedCount = 0;
+  private readonly holds = new Set<ClientMemoryHold>();
+  private wake: (() => void) | null = null;
+
+  /** Room for the next message (0 while a reader that stopped reading has the window full). */
+  get room(): number {
+    return this.queuedCount >= SUBSCRIBE_MESSAGES_UNFLUSHED_MAX ? 0 : SUBSCRIBE_WINDOW_BYTES - this.queuedBytes;
+  }
+
+  add(hold: ClientMemoryHold): void {
+    this.holds.add(hold);
+  }
+
+  /** The next read's size: slow start, then `maxBytes`, never more than the room left. */
+  nextRead(maxBytes: number): number {
+    const ramp = CLIENT_MEMORY_FETCH_MIN_BYTES * 2 ** Math.min(this.flushedCount, 16);
+    return Math.min(maxBytes, ramp, this.room);
+  }
+
+  queued(hold: ClientMemoryHold): () => void {
+    const bytes = hold.bytes;
+    this.queuedBytes += bytes;
+    this.queuedCount++;
+    return () => {
+      this.queuedBytes -= bytes;
+      this.queuedCount--;
+      this.flushedCount++;
+      this.drop(hold);
     };
-    signal.addEventListener('abort', done, { once: true });
-    void p.then(done);
-  });
+  }
+
+  drop(hold: ClientMemoryHold): void {
+    hold.release();
+    this.holds.delete(hold);
+    this.wake?.();
+  }
+
+  /** Resolves when some queued message was flushed (or the call ended). */
+  flushed(signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        this.wake = null;
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      this.wake = done;
+      signal.addEventListener('abort', done, { once: true });
+    });
+  }
+
+  releaseAll(): void {
+    for (const h of this.holds) h.release();
+    this.holds.clear();
+    this.queuedBytes = 0;
+    this.queuedCount = 0;
+  }
 }
 
-async function tail(api: BrokerApi, call: ServerWritableStream<SubscribeRequest, FetchResponse>, signal: AbortSignal): Promise<void> {
+async function tail(ctx: ServiceContext, api: BrokerApi, call: ServerWritableStream<SubscribeRequest, FetchResponse>, signal: AbortSignal): Promise<void> {
   const r = call.request;
   if (r.partition < 0) throw new SluiceError('UNKNOWN_PARTITION', `partition ${r.partition} does not exist (partitions are numbered from 0)`);
   let offset = toOffset(r.offset);
   const maxBytes = fetchBytes(r.maxBytes);
-  let sending: Promise<void> | null = null;
+  const window = new SubscribeWindow();
+  onCallEnd(call.metadata, () => window.releaseAll());
+  // A caught-up subscription long-polls with the smallest read, so idle subscribers hold little budget.
+  let caughtUp = false;
   while (!signal.aborted) {
-    const result = await api.fetch({ topic: r.topic, partition: r.partition, offset, maxBytes, maxWaitMs: SUBSCRIBE_POLL_MS }, signal);
-    if (signal.aborted) return;
-    if (result.batches.length === 0 || result.nextOffset <= offset) continue;
+    if (window.room < CLIENT_MEMORY_FETCH_MIN_BYTES) {
+      await window.flushed(signal);
+      continue;
+    }
+    const want = caughtUp ? CLIENT_MEMORY_FETCH_MIN_BYTES : window.nextRead(maxBytes);
+    let hold: ClientMemoryHold;
+    try {
+      hold = await ctx.holdRead('Subscribe', want, signal);
+    } catch (err) {
+      if (isSluiceError(err, 'CLIENT_MEMORY_EXHAUSTED')) continue; // a stream waits as long as it lives
+      throw err;
+    }
+    window.add(hold);
+    let result: FetchResult;
+    try {
+      const format = r.raw ? 'batches' : 'pb-records';
+      const input: FetchInput = { topic: r.topic, partition: r.partition, offset, maxBytes: hold.bytes, maxWaitMs: SUBSCRIBE_POLL_MS, format };
+      ({ result, hold } = await heldFetch(ctx, api, 'Subscribe', input, hold, (next) => window.add(next), signal));
+    } catch (err) {
+      window.drop(hold);
+      throw err;
+    }
+    if (signal.aborted || result.nextOffset <= offset) {
+      window.drop(hold);
+      caughtUp = true;
+      continue;
+    }
+    caughtUp = result.nextOffset >= result.highWatermark;
     const message = toFetchResponse(result, offset, r.raw);
     offset = result.nextOffset;
-    // Flow control. grpc-js's object-mode stream reports backpressure (write() === false) only after
-    // 16 queued messages, up to 16 MiB each; so besides honouring 'drain' we keep at most one message
-    // handed to HTTP/2 and not yet flushed (its write callback), while the next one is being read.
-    // A reader that stops reading fills the HTTP/2 window and the subscription stops fetching.
-    if (sending !== null) await untilSettledOrAborted(sending, signal);
-    if (signal.aborted) return;
-    let flushed!: () => void;
-    sending = new Promise<void>((resolve) => (flushed = resolve));
-    if (!call.write(message, () => flushed())) await drained(call, signal);
+    hold.resize(fetchResponseBytes(message));
+    const flushed = window.queued(hold);
+    if (!call.write(message, flushed)) await drained(call, signal);
   }
 }
 
@@ -106,15 +252,22 @@ export function brokerService(ctx: ServiceContext): BrokerServer {
   return {
     produce(call, callback) {
       ctx.unary('Produce', async () => {
-        const input = toProduceInput(call.request);
-        const result = await ctx.api().produce(input);
-        return {
-          partition: result.partition,
-          baseOffset: BigInt(result.baseOffset),
-          lastOffset: BigInt(result.lastOffset),
-          appendTimeMs: BigInt(result.appendTimeMs),
-          logStartOffset: BigInt(result.logStartOffset),
-        };
+        // The body is already received (grpc-js buffers a whole message before the handler runs); what
+        // the budget bounds is how many bodies are held at once while shards append them.
+        const hold = ctx.holdRequest('Produce', produceBytes(call.request));
+        try {
+          const input = toProduceInput(call.request);
+          const result = await ctx.api().produce(input);
+          return {
+            partition: result.partition,
+            baseOffset: BigInt(result.baseOffset),
+            lastOffset: BigInt(result.lastOffset),
+            appendTimeMs: BigInt(result.appendTimeMs),
+            logStartOffset: BigInt(result.logStartOffset),
+          };
+        } finally {
+          hold.release();
+        }
       }, callback);
     },
 
@@ -128,8 +281,15 @@ export function brokerService(ctx: ServiceContext): BrokerServer {
       ctx.unary('Fetch', async () => {
         try {
           const input = toFetchInput(call.request);
-          const result = await ctx.api().fetch(input, signal);
-          return toFetchResponse(result, input.offset, call.request.raw);
+          // Reserved before the read, so the read is bounded by what the budget can hold; the response
+          // holds it until grpc-js has written it and sent the status (or the client went away).
+          let held = await ctx.holdRead('Fetch', input.maxBytes, signal);
+          onCallEnd(call.metadata, () => held.release());
+          const format = call.request.raw ? 'batches' : 'pb-records';
+          const { result } = await heldFetch(ctx, ctx.api(), 'Fetch', { ...input, format }, held, (next) => (held = next), signal);
+          const message = toFetchResponse(result, input.offset, call.request.raw);
+          held.resize(fetchResponseBytes(message));
+          return message;
         } finally {
           release();
         }
@@ -155,7 +315,7 @@ export function brokerService(ctx: ServiceContext): BrokerServer {
         finish(err);
         return;
       }
-      tail(api, call, signal).then(
+      tail(ctx, api, call, signal).then(
         () => finish(null),
         (err: unknown) => finish(signal.aborted && !isSluiceError(err) ? signal.reason : err),
       );

@@ -2,10 +2,12 @@
  * What the gRPC services share: the broker (which may not be open yet, or already closing), the probe,
  * and the long-lived calls (long-poll fetches, subscriptions) that shutdown must cut short.
  */
-import { SluiceError } from '../errors.js';
+import { SluiceError, isSluiceError } from '../errors.js';
+import { CLIENT_MEMORY_BYTES_DEFAULT, CLIENT_MEMORY_FETCH_MIN_BYTES, CLIENT_MEMORY_WAIT_MS_MAX } from '../constants.js';
 import type { BrokerApi } from '../broker/types.js';
 import type { BrokerProbe, RequestKind } from '../broker/probe.js';
 import { statusName, toServiceError } from './errors.js';
+import { ClientMemoryBudget, clientMemoryExhausted, type ClientMemoryHold } from './client-memory.js';
 
 /** How a finished call is reported: `cancelled` tells a client's cancel (not an error) from a failure. */
 export interface CallReport {
@@ -19,7 +21,50 @@ export class ServiceContext {
   /** Aborted on shutdown so long-polls and streams end at once instead of holding the drain. */
   private readonly longCalls = new Set<AbortController>();
 
-  constructor(readonly probe: BrokerProbe) {}
+  /** Bytes held on behalf of clients (see ./client-memory.ts). */
+  readonly memory: ClientMemoryBudget;
+
+  constructor(
+    readonly probe: BrokerProbe,
+    clientMemoryBytes: number = CLIENT_MEMORY_BYTES_DEFAULT,
+  ) {
+    this.memory = new ClientMemoryBudget(clientMemoryBytes, (used, limit) => probe.clientMemory(used, limit));
+  }
+
+  /** All of a request body's `bytes`, or CLIENT_MEMORY_EXHAUSTED (retriable, with a retry hint). */
+  holdRequest(rpc: string, bytes: number): ClientMemoryHold {
+    if (bytes > this.memory.limitBytes) {
+      throw new SluiceError('RECORD_TOO_LARGE', `a ${rpc} of ${bytes} bytes is larger than the broker's whole client-memory budget (${this.memory.limitBytes} bytes)`);
+    }
+    const hold = this.memory.tryReserve(bytes);
+    if (hold !== null) return hold;
+    this.probe.clientMemoryRefused(rpc);
+    throw clientMemoryExhausted(`the broker holds ${this.memory.usedBytes} of its ${this.memory.limitBytes} bytes of client memory; retry later`);
+  }
+
+  /** Exactly `bytes` for a read that cannot be smaller (one big structured batch), waiting (bounded) for them. */
+  async holdExactly(rpc: string, bytes: number, signal: AbortSignal): Promise<ClientMemoryHold> {
+    if (bytes > this.memory.limitBytes) {
+      throw new SluiceError('RECORD_TOO_LARGE', `a batch decodes to ${bytes} bytes, more than the broker's whole client-memory budget (${this.memory.limitBytes}); fetch it raw`);
+    }
+    if (this.memory.limitBytes - this.memory.usedBytes < bytes) this.probe.clientMemoryRefused(rpc);
+    try {
+      return await this.memory.reserveUpTo(bytes, bytes, CLIENT_MEMORY_WAIT_MS_MAX, signal);
+    } catch (err) {
+      throw isSluiceError(err) ? err : signal.reason;
+    }
+  }
+
+  /** Budget for a read of up to `wantBytes`: less when short, waiting (bounded) below the floor. */
+  async holdRead(rpc: string, wantBytes: number, signal: AbortSignal): Promise<ClientMemoryHold> {
+    const waits = this.memory.waiting > 0 || this.memory.limitBytes - this.memory.usedBytes < Math.min(wantBytes, CLIENT_MEMORY_FETCH_MIN_BYTES);
+    if (waits) this.probe.clientMemoryRefused(rpc);
+    try {
+      return await this.memory.reserveUpTo(wantBytes, CLIENT_MEMORY_FETCH_MIN_BYTES, CLIENT_MEMORY_WAIT_MS_MAX, signal);
+    } catch (err) {
+      throw isSluiceError(err) ? err : signal.reason;
+    }
+  }
 
   attach(broker: BrokerApi): void {
     this.broker = broker;

@@ -9,6 +9,7 @@ import type { RecordInput } from '../batch/types.js';
 import type { Acks, FetchResult, OffsetSpec, PartitionInfo, TopicDescription } from '../broker/types.js';
 import { Acks as PbAcks, type Record as PbRecord } from './gen/sluice/v1/records.js';
 import { OffsetSpec as PbOffsetSpec, type FetchResponse } from './gen/sluice/v1/broker.js';
+import { withEncodedRecords } from './fast-codec.js';
 import type { PartitionDescription, TopicDescription as PbTopicDescription } from './gen/sluice/v1/admin.js';
 
 /** A protobuf int64 as a safe JS number, or INVALID_OFFSET/INVALID_REQUEST naming the field. */
@@ -96,14 +97,20 @@ export function toPbRecords(batches: Uint8Array, fromOffset: number): PbRecord[]
   return out;
 }
 
+/**
+ * A FetchResult as a FetchResponse. Structured records come pre-encoded from the shard when the fetch
+ * asked for format 'pb-records' (spliced in by the fast encoder); a core that returns raw batches
+ * instead (an embedder's fake) gets them decoded here.
+ */
 export function toFetchResponse(result: FetchResult, fromOffset: number, raw: boolean): FetchResponse {
-  return {
-    records: raw ? [] : toPbRecords(result.batches, fromOffset),
+  const m: FetchResponse = {
+    records: raw || result.pbRecords !== undefined ? [] : toPbRecords(result.batches, fromOffset),
     recordBatches: raw ? asPbBytes(result.batches) : Buffer.alloc(0),
     highWatermark: BigInt(result.highWatermark),
     logStartOffset: BigInt(result.logStartOffset),
     nextOffset: BigInt(result.nextOffset),
   };
+  return !raw && result.pbRecords !== undefined ? withEncodedRecords(m, result.pbRecords) : m;
 }
 
 export function toPbPartition(p: PartitionInfo): PartitionDescription {

@@ -8,10 +8,13 @@
 import { Metadata, status as GrpcStatus, type ServiceError, type StatusObject } from '@grpc/grpc-js';
 import { ERROR_CODES, SluiceError, toSluiceError, type ErrorCode } from '../errors.js';
 import { Status } from './gen/google/rpc/status.js';
-import { ErrorInfo } from './gen/google/rpc/error_details.js';
+import { ErrorInfo, RetryInfo } from './gen/google/rpc/error_details.js';
 
 export const ERROR_DOMAIN = 'sluice.dev';
 export const ERROR_INFO_TYPE_URL = 'type.googleapis.com/google.rpc.ErrorInfo';
+export const RETRY_INFO_TYPE_URL = 'type.googleapis.com/google.rpc.RetryInfo';
+/** ErrorInfo metadata key carrying the retry hint in milliseconds (the same as RetryInfo, for clients that read only ErrorInfo). */
+export const RETRY_DELAY_MS_KEY = 'retry_delay_ms';
 export const STATUS_DETAILS_KEY = 'grpc-status-details-bin';
 
 /**
@@ -48,6 +51,7 @@ export const GRPC_STATUS_BY_CODE: Readonly<Record<ErrorCode, GrpcStatus>> = Obje
   PRODUCER_FENCED: GrpcStatus.FAILED_PRECONDITION,
   DISK_FULL: GrpcStatus.RESOURCE_EXHAUSTED,
   QUEUE_FULL: GrpcStatus.RESOURCE_EXHAUSTED,
+  CLIENT_MEMORY_EXHAUSTED: GrpcStatus.RESOURCE_EXHAUSTED,
   UNAVAILABLE: GrpcStatus.UNAVAILABLE,
   SHUTTING_DOWN: GrpcStatus.UNAVAILABLE,
   TIMEOUT: GrpcStatus.UNAVAILABLE,
@@ -75,10 +79,35 @@ export function statusName(code: GrpcStatus): string {
   return GrpcStatus[code] ?? 'UNKNOWN';
 }
 
-/** Encodes the google.rpc.Status carried in `grpc-status-details-bin`. */
-export function encodeStatusDetails(code: GrpcStatus, message: string, reason: string, metadata: Record<string, string> = {}): Buffer {
+/**
+ * Encodes the google.rpc.Status carried in `grpc-status-details-bin`: an ErrorInfo, and a RetryInfo
+ * when the error carries a retry hint.
+ */
+export function encodeStatusDetails(code: GrpcStatus, message: string, reason: string, metadata: Record<string, string> = {}, retryAfterMs?: number): Buffer {
   const info = ErrorInfo.encode({ reason, domain: ERROR_DOMAIN, metadata }).finish();
-  return Buffer.from(Status.encode({ code, message, details: [{ typeUrl: ERROR_INFO_TYPE_URL, value: Buffer.from(info) }] }).finish());
+  const details = [{ typeUrl: ERROR_INFO_TYPE_URL, value: Buffer.from(info) }];
+  if (retryAfterMs !== undefined) {
+    const ms = Math.max(0, Math.round(retryAfterMs));
+    const retry = RetryInfo.encode({ retryDelay: { seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 } }).finish();
+    details.push({ typeUrl: RETRY_INFO_TYPE_URL, value: Buffer.from(retry) });
+  }
+  return Buffer.from(Status.encode({ code, message, details }).finish());
+}
+
+/** The retry delay of a status's google.rpc.RetryInfo, in milliseconds, or null when it has none. */
+export function readRetryDelayMs(metadata: Metadata | undefined): number | null {
+  const raw = metadata?.get(STATUS_DETAILS_KEY)[0];
+  if (raw === undefined || typeof raw === 'string') return null;
+  try {
+    for (const any of Status.decode(raw).details) {
+      if (any.typeUrl !== RETRY_INFO_TYPE_URL) continue;
+      const d = RetryInfo.decode(any.value).retryDelay;
+      if (d !== undefined) return Number(d.seconds) * 1000 + Math.round(d.nanos / 1_000_000);
+    }
+  } catch {
+    // Malformed details: no hint.
+  }
+  return null;
 }
 
 /** Any thrown value → a grpc-js status with an ErrorInfo detail. Unknown errors become INTERNAL. */
@@ -86,7 +115,9 @@ export function toServiceError(thrown: unknown): Partial<StatusObject> & Error &
   const err = toSluiceError(thrown);
   const code = grpcStatusFor(err);
   const metadata = new Metadata();
-  metadata.set(STATUS_DETAILS_KEY, encodeStatusDetails(code, err.message, err.code, { retriable: String(err.retriable) }));
+  const infoMetadata: Record<string, string> = { retriable: String(err.retriable) };
+  if (err.retryAfterMs !== undefined) infoMetadata[RETRY_DELAY_MS_KEY] = String(Math.round(err.retryAfterMs));
+  metadata.set(STATUS_DETAILS_KEY, encodeStatusDetails(code, err.message, err.code, infoMetadata, err.retryAfterMs));
   return Object.assign(new Error(err.message), { code, details: `${err.code}: ${err.message}`, metadata });
 }
 
@@ -130,7 +161,8 @@ export function fromServiceError(err: ServiceError | Error): SluiceError {
     const code = info.reason as ErrorCode;
     const message = details.startsWith(`${code}: `) ? details.slice(code.length + 2) : details;
     const retriable = info.metadata.retriable === undefined ? undefined : info.metadata.retriable === 'true';
-    return new SluiceError(code, message, { cause: err, retriable });
+    const delay = Number(info.metadata[RETRY_DELAY_MS_KEY]);
+    return new SluiceError(code, message, { cause: err, retriable, retryAfterMs: Number.isFinite(delay) && delay >= 0 ? delay : undefined });
   }
   const code = (se.code !== undefined ? CODE_BY_GRPC_STATUS[se.code as GrpcStatus] : undefined) ?? 'INTERNAL';
   return new SluiceError(code, details, { cause: err });

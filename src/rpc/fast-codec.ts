@@ -14,6 +14,22 @@ import { BrokerService, FetchResponse, ProduceRequest, type BrokerClient } from 
 
 const EMPTY = Buffer.alloc(0);
 
+/**
+ * FetchResponses whose `records` field the shard already encoded (FetchInput format 'pb-records'):
+ * the encoder splices these bytes in as field 1 instead of encoding `records`.
+ */
+const encodedRecords = new WeakMap<FetchResponse, Uint8Array>();
+
+export function withEncodedRecords(m: FetchResponse, records: Uint8Array): FetchResponse {
+  encodedRecords.set(m, records);
+  return m;
+}
+
+/** Bytes of the pre-encoded records of `m` (0 when it has none). */
+export function encodedRecordsBytes(m: FetchResponse): number {
+  return encodedRecords.get(m)?.byteLength ?? 0;
+}
+
 function view(u8: Uint8Array): Buffer {
   return Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
 }
@@ -242,20 +258,24 @@ export function encodeProduceRequest(m: ProduceRequest): Buffer {
  * finish() copy. Structured records, or offsets outside [0, 2^53), use the generated encoder.
  */
 export function encodeFetchResponse(m: FetchResponse): Buffer {
+  const records = encodedRecords.get(m) ?? EMPTY;
   if (m.records.length > 0 || !safe(m.highWatermark) || !safe(m.logStartOffset) || !safe(m.nextOffset)) {
-    return view(FetchResponse.encode(m).finish());
+    // Rare path: let the generated encoder do it all, with the shard's records decoded back.
+    const full = records.byteLength > 0 ? { ...m, records: [...m.records, ...decodeFetchResponse(records).records] } : m;
+    return view(FetchResponse.encode(full).finish());
   }
   const batchBytes = m.recordBatches.byteLength;
   const hw = Number(m.highWatermark);
   const ls = Number(m.logStartOffset);
   const next = Number(m.nextOffset);
-  let size = 0;
+  let size = records.byteLength;
   if (batchBytes > 0) size += 1 + varintSize(batchBytes) + batchBytes;
   if (hw !== 0) size += 1 + varintSize(hw);
   if (ls !== 0) size += 1 + varintSize(ls);
   if (next !== 0) size += 1 + varintSize(next);
   const out = Buffer.allocUnsafe(size);
-  let pos = 0;
+  out.set(records, 0);
+  let pos = records.byteLength;
   if (batchBytes > 0) {
     out[pos++] = 18;
     pos = writeVarint(out, pos, batchBytes);

@@ -4,7 +4,9 @@
  * src/partition or src/storage: it sees the core only through src/broker/types.ts.
  */
 export { adminService } from './admin-service.js';
-export { brokerService, SUBSCRIBE_POLL_MS } from './broker-service.js';
+export { brokerService, MEMORY_HOLDING_PATHS, SUBSCRIBE_POLL_MS } from './broker-service.js';
+export { callEndInterceptor, onCallEnd } from './call-end.js';
+export { ClientMemoryBudget, ClientMemoryHold } from './client-memory.js';
 export { ServiceContext } from './context.js';
 export { loadSluiceDefinition, protoRoot, protoFiles, descriptorSetPaths, loadFileDescriptors, reflectionFiles } from './descriptors.js';
 export {
@@ -13,6 +15,7 @@ export {
   fromServiceError,
   grpcStatusFor,
   readErrorInfo,
+  readRetryDelayMs,
   toServiceError,
 } from './errors.js';
 export { AdminService, AdminClient } from './gen/sluice/v1/admin.js';

@@ -16,6 +16,7 @@ import { parseHostPort } from './address.js';
 import { startGrpc, stopGrpc, type ExtraService, type GrpcFrontend } from './grpc.js';
 import { startHttp, stopHttp, type MetricsHandler } from './http.js';
 import { StartupError } from './errors.js';
+import { CLIENT_MEMORY_BYTES_DEFAULT, CLIENT_MEMORY_BYTES_MIN } from '../constants.js';
 
 export interface StartBrokerOptions {
   /** Where logs and topic metadata live. Default './data'. */
@@ -33,7 +34,12 @@ export interface StartBrokerOptions {
   /** A pino(-compatible) logger handed to the core. */
   logger?: BrokerLogger;
   /** Core tuning knobs (ring sizes, queue bounds), mostly for tests; defaults in src/constants.ts. */
-  tuning?: Pick<BrokerOptions, 'requestRingBytes' | 'responseRingBytes' | 'ringWaitMs' | 'ringWaitersMax' | 'retentionCheckMs' | 'statsIntervalMs'>;
+  tuning?: Pick<BrokerOptions, 'requestRingBytes' | 'responseRingBytes' | 'ringWaitMs' | 'ringWaitersMax' | 'retentionCheckMs' | 'statsIntervalMs' | 'watchdogMs'>;
+  /**
+   * Budget for bytes held on behalf of clients (produce bodies, fetch responses, subscription buffers).
+   * Default CLIENT_MEMORY_BYTES_DEFAULT (256 MiB); at least CLIENT_MEMORY_BYTES_MIN.
+   */
+  maxClientMemoryBytes?: number;
   /** How long close() waits for in-flight calls before cutting them. Default 10 s. */
   drainMs?: number;
   /**
@@ -73,7 +79,11 @@ function defaultOpen(options: OpenBrokerOptions): Promise<BrokerApi> {
 
 export async function startBroker(options: StartBrokerOptions = {}): Promise<RunningBroker> {
   const probe = options.probe ?? NOOP_PROBE;
-  const ctx = new ServiceContext(probe);
+  const clientMemory = options.maxClientMemoryBytes ?? CLIENT_MEMORY_BYTES_DEFAULT;
+  if (!Number.isSafeInteger(clientMemory) || clientMemory < CLIENT_MEMORY_BYTES_MIN) {
+    throw new StartupError(`max client memory must be an integer of at least ${CLIENT_MEMORY_BYTES_MIN} bytes, got ${String(clientMemory)}`);
+  }
+  const ctx = new ServiceContext(probe, clientMemory);
   const grpcAddr = parseHostPort(options.grpcAddress ?? '127.0.0.1:0', 'gRPC address');
   const httpAddr = options.httpAddress === null ? null : parseHostPort(options.httpAddress ?? '127.0.0.1:0', 'HTTP address');
 

@@ -7,9 +7,11 @@ import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import { ReflectionService } from '@grpc/reflection';
-import { GRPC_RECEIVE_BYTES_MAX } from '../constants.js';
+import { GRPC_CONNECTIONS_MAX, GRPC_RECEIVE_BYTES_MAX, GRPC_STREAMS_PER_CONNECTION_MAX } from '../constants.js';
 import { AdminService, FastBrokerService, ServiceContext, adminService, brokerService, reflectionFiles } from '../rpc/index.js';
 import { malformedRequestInterceptor, tolerantDefinition } from '../rpc/malformed-request.js';
+import { callEndInterceptor } from '../rpc/call-end.js';
+import { MEMORY_HOLDING_PATHS } from '../rpc/broker-service.js';
 import { formatHostPort, type HostPort } from './address.js';
 import { StartupError } from './errors.js';
 
@@ -61,11 +63,15 @@ class TolerantServer extends grpc.Server {
 
 export async function startGrpc(ctx: ServiceContext, address: HostPort, extra: ExtraService[] = []): Promise<GrpcFrontend> {
   const server = new TolerantServer({
-    interceptors: [malformedRequestInterceptor],
+    // Undecodable requests are answered INVALID_ARGUMENT first; Fetch and Subscribe hold client memory
+    // until their call ends, which grpc-js tells interceptors only.
+    interceptors: [malformedRequestInterceptor, callEndInterceptor(MEMORY_HOLDING_PATHS)],
     // One max batch (at the hard ceiling) plus its envelope: anything longer is refused by grpc-js
     // with RESOURCE_EXHAUSTED before it is buffered whole.
     'grpc.max_receive_message_length': GRPC_RECEIVE_BYTES_MAX,
     'grpc.max_send_message_length': -1,
+    // Each call may hold client memory; the budget bounds the bytes, these bound the calls.
+    'grpc.max_concurrent_streams': GRPC_STREAMS_PER_CONNECTION_MAX,
   });
   server.addService(AdminService, adminService(ctx));
   server.addService(FastBrokerService, brokerService(ctx));
@@ -77,6 +83,7 @@ export async function startGrpc(ctx: ServiceContext, address: HostPort, extra: E
   new ReflectionService(reflectionFiles()).addToServer(server);
   const port = await bind(server, address);
   widenFlowControlWindows(server);
+  capConnections(server, GRPC_CONNECTIONS_MAX);
   return {
     server,
     address: formatHostPort({ host: address.host, port }),
@@ -109,6 +116,16 @@ function widenFlowControlWindows(server: grpc.Server): void {
       }
     });
   }
+}
+
+/**
+ * grpc-js has no connection limit; its http2 servers are net.Servers, whose `maxConnections` closes
+ * connections past the cap as they arrive. Same guarded access to the private map as above.
+ */
+function capConnections(server: grpc.Server, max: number): void {
+  const http2Servers = (server as unknown as { http2Servers?: Map<import('node:net').Server, unknown> }).http2Servers;
+  if (!(http2Servers instanceof Map)) return;
+  for (const h2 of http2Servers.keys()) h2.maxConnections = max;
 }
 
 /** Stops accepting calls and waits for in-flight ones, up to `graceMs`; then cuts the rest. */

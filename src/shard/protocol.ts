@@ -49,7 +49,8 @@ export interface PartitionSpec {
 export type Op =
   /** Produce: bytes at [off, off+len) of the request ring; release `charge` once appended. */
   | { t: 'p'; id: number; k: PartitionKey; off: number; len: number; charge: number; acks: AcksCode }
-  | { t: 'f'; id: number; k: PartitionKey; offset: number; maxBytes: number; maxWaitMs: number }
+  /** Fetch; with `pb`, the reply's data is protobuf `records` built on the shard (./structured-read.ts), not raw batches. */
+  | { t: 'f'; id: number; k: PartitionKey; offset: number; maxBytes: number; maxWaitMs: number; pb?: boolean }
   /** Cancel a parked fetch (its caller aborted). */
   | { t: 'cancel'; id: number }
   | { t: 'open'; id: number; parts: PartitionSpec[] }
@@ -92,6 +93,8 @@ export type Reply =
       charge: number;
       /** Data that did not fit the response ring, copied through postMessage instead. */
       data?: Uint8Array;
+      /** Structured read only: nothing was returned; ask again with at least this many bytes. */
+      need?: number;
       records: number;
       highWatermark: number;
       logStartOffset: number;

@@ -15,6 +15,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { performance } from 'node:perf_hooks';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { SluiceError } from '../errors.js';
@@ -28,6 +29,7 @@ import {
   SHARD_RING_WAIT_MS_MAX,
   SHARD_STATS_INTERVAL_MS,
   SHARD_WATCHDOG_MS,
+  SHARD_WATCHDOG_PAUSE_MS,
 } from '../constants.js';
 import { createRingBuffers, RingReader, RingWriter, type RingSlot } from './ring.js';
 import type { RecoveryReport } from '../storage/recovery.js';
@@ -51,6 +53,10 @@ export interface ShardHostOptions {
   partitionsOf: (shard: number) => PartitionSpec[];
   onStats?: (shard: number, stats: ShardStatsMessage) => void;
   onCrash?: (shard: number, err: unknown) => void;
+  /** The worker died (or the watchdog stopped it) and a new life starts; `reason` says which. */
+  onRestart?: (shard: number, reason: 'crash' | 'watchdog') => void;
+  /** The main thread itself did not run for `gapMs` (SIGSTOP, a VM pause, a starved loop): the watchdog re-armed. */
+  onMainThreadPause?: (shard: number, gapMs: number) => void;
   /** A partition's log could not be (re)opened; it stays offline and answers with this error. */
   onPartitionOffline?: (shard: number, key: PartitionKey, err: SluiceError) => void;
   /** A partition's log opened; what its recovery checked, truncated, rebuilt and fenced. */
@@ -60,6 +66,8 @@ export interface ShardHostOptions {
 export type ProduceReply = Extract<Reply, { t: 'p' }>;
 export interface FetchReply {
   data: Buffer;
+  /** Structured read only: nothing returned; ask again with at least this many bytes. */
+  needBytes?: number;
   records: number;
   highWatermark: number;
   logStartOffset: number;
@@ -109,7 +117,12 @@ export class ShardHost {
   private readyWaiters: Array<{ resolve: () => void; reject: (e: SluiceError) => void }> = [];
   private serveDone: Promise<unknown> = Promise.resolve();
   private restartScheduled = false;
-  private lastHeardMs = Date.now();
+  /** Monotonic clock (performance.now) of the last message from the worker. */
+  private lastHeardMs = performance.now();
+  /** Monotonic clock of the watchdog's previous tick: a long gap means this thread did not run. */
+  private lastTickMs = performance.now();
+  /** Set while the watchdog is replacing a silent worker, so the restart is reported as its doing. */
+  private stoppedByWatchdog = false;
   private readonly watchdog: NodeJS.Timeout;
   /** Times this shard's worker was restarted after dying. */
   restarts = 0;
@@ -132,15 +145,33 @@ export class ShardHost {
     // A crash surfaces as the serve task's rejection; the pool's own error event must not go unhandled.
     this.pool.on('error', () => {});
     const watchdogMs = opts.watchdogMs ?? SHARD_WATCHDOG_MS;
-    this.watchdog = setInterval(() => this.checkAlive(watchdogMs), Math.max(10, Math.min(1000, watchdogMs / 4)));
+    const tickMs = Math.max(10, Math.min(1000, watchdogMs / 4));
+    this.watchdog = setInterval(() => this.checkAlive(watchdogMs, tickMs), tickMs);
     this.watchdog.unref();
   }
 
-  /** Replaces a worker that stopped answering (stats arrive every second from a live one). */
-  private checkAlive(watchdogMs: number): void {
-    if (this.state !== 'ready' || Date.now() - this.lastHeardMs < watchdogMs) return;
-    this.opts.onCrash?.(this.shard, new Error(`shard ${this.shard} worker silent for ${Date.now() - this.lastHeardMs} ms; replacing it`));
-    this.lastHeardMs = Date.now();
+  /**
+   * Replaces a worker that stopped answering (stats arrive every second from a live one). The silence
+   * is measured by this thread, so it only means something if this thread itself ran all along: when
+   * its own ticks are late by more than SHARD_WATCHDOG_PAUSE_MS (the whole process was SIGSTOPped, the
+   * VM was paused, or the main loop was starved), the worker's replies may be sitting unread in the
+   * port, so the watchdog re-arms instead of replacing a worker that may be healthy.
+   */
+  private checkAlive(watchdogMs: number, tickMs: number): void {
+    const now = performance.now();
+    const gapMs = now - this.lastTickMs;
+    this.lastTickMs = now;
+    if (this.state !== 'ready') return;
+    // Half the watchdog at most, so any pause as long as the watchdog is seen as one (tick = watchdog / 4).
+    if (gapMs > tickMs + Math.min(SHARD_WATCHDOG_PAUSE_MS, watchdogMs / 2)) {
+      this.lastHeardMs = now;
+      this.opts.onMainThreadPause?.(this.shard, Math.round(gapMs));
+      return;
+    }
+    if (now - this.lastHeardMs < watchdogMs) return;
+    this.opts.onCrash?.(this.shard, new Error(`shard ${this.shard} worker silent for ${Math.round(now - this.lastHeardMs)} ms; replacing it`));
+    this.lastHeardMs = now;
+    this.stoppedByWatchdog = true;
     for (const t of this.pool.threads) void t.terminate();
   }
 
@@ -198,7 +229,7 @@ export class ShardHost {
     }
     if (life !== this.life) return;
     this.state = 'ready';
-    this.lastHeardMs = Date.now();
+    this.lastHeardMs = performance.now();
     for (const w of this.readyWaiters.splice(0)) w.resolve();
   }
 
@@ -218,6 +249,8 @@ export class ShardHost {
       return;
     }
     this.opts.onCrash?.(this.shard, err);
+    this.opts.onRestart?.(this.shard, this.stoppedByWatchdog ? 'watchdog' : 'crash');
+    this.stoppedByWatchdog = false;
     const wasStarting = this.state === 'starting' && this.restarts === 0;
     this.state = 'restarting';
     this.restarts++;
@@ -383,8 +416,9 @@ export class ShardHost {
     }
   }
 
-  fetch(key: PartitionKey, offset: number, maxBytes: number, maxWaitMs: number, signal?: AbortSignal): Promise<FetchReply> {
-    if (this.state !== 'ready') return this.whenReady().then(() => this.fetch(key, offset, maxBytes, maxWaitMs, signal));
+  /** With `pb`, the reply's data is protobuf `records` built on the shard (./structured-read.ts). */
+  fetch(key: PartitionKey, offset: number, maxBytes: number, maxWaitMs: number, signal?: AbortSignal, pb = false): Promise<FetchReply> {
+    if (this.state !== 'ready') return this.whenReady().then(() => this.fetch(key, offset, maxBytes, maxWaitMs, signal, pb));
     if (signal?.aborted) return Promise.reject(abortError());
     if (this.pending.size >= (this.opts.inflightMax ?? SHARD_INFLIGHT_MAX)) {
       return Promise.reject(new SluiceError('QUEUE_FULL', `shard ${this.shard} has ${this.pending.size} requests in flight; retry later`));
@@ -417,7 +451,7 @@ export class ShardHost {
         };
         signal.addEventListener('abort', onAbort, { once: true });
       }
-      this.push({ t: 'f', id, k: key, offset, maxBytes, maxWaitMs });
+      this.push(pb ? { t: 'f', id, k: key, offset, maxBytes, maxWaitMs, pb } : { t: 'f', id, k: key, offset, maxBytes, maxWaitMs });
     }).then((r) => r as unknown as FetchReply);
   }
 
@@ -441,7 +475,7 @@ export class ShardHost {
   // --- Replies -------------------------------------------------------------------------------
 
   private onMessage(msg: ToMain): void {
-    this.lastHeardMs = Date.now();
+    this.lastHeardMs = performance.now();
     if (msg.replies) {
       for (const r of msg.replies) this.onReply(r);
       this.grantWaiters();
@@ -467,7 +501,7 @@ export class ShardHost {
         data = Buffer.alloc(0);
       }
       this.responses.release(r.charge);
-      value = { data, records: r.records, highWatermark: r.highWatermark, logStartOffset: r.logStartOffset, nextOffset: r.nextOffset };
+      value = { data, records: r.records, highWatermark: r.highWatermark, logStartOffset: r.logStartOffset, nextOffset: r.nextOffset, needBytes: r.need };
     }
     const p = this.pending.get(r.id);
     if (!p) return;

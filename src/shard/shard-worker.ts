@@ -18,6 +18,7 @@ import { Partition, partitionDir, type PartitionEffects, type ProduceOk } from '
 import { isDiskFull, storageError, type LogOpenOptions } from '../storage/index.js';
 import type { RecoveryReport } from '../storage/recovery.js';
 import { RingReader, RingWriter, type RingSlot } from './ring.js';
+import { encodeStructuredRead } from './structured-read.js';
 import type { Op, PartitionKey, PartitionSpec, PartitionStat, Reply, ServeTask, ToMain, ToWorker } from './protocol.js';
 
 /** Attributes bit 5: Raft's own entries, which are not records a consumer reads (not counted). */
@@ -56,6 +57,8 @@ class ShardServer implements PartitionEffects {
   private persistScheduled = false;
   /** Closes in progress, so a re-create of the same partition waits for the old files to go. */
   private readonly closing = new Map<string, Promise<void>>();
+  /** Fetches that asked for structured records (op `pb`), by id, until answered. */
+  private readonly structured = new Set<number>();
   /** Parked fetch id -> its partition (for cancel). */
   private readonly parkedOwner = new Map<number, Partition>();
   /** Partitions whose log failed to open, with the reason and what to reopen them with. */
@@ -165,6 +168,7 @@ class ShardServer implements PartitionEffects {
   }
 
   private fail(id: number, err: unknown): void {
+    this.structured.delete(id);
     this.reply({ id, err: toSluiceError(err).toWire() });
   }
 
@@ -240,6 +244,7 @@ class ShardServer implements PartitionEffects {
   private fetch(op: Extract<Op, { t: 'f' }>): void {
     const p = this.actors.get(op.k);
     if (!p) return this.fail(op.id, this.missing(op.k));
+    if (op.pb) this.structured.add(op.id);
     try {
       const mayPark = this.parkedOwner.size < this.task.fetchWaitersMax;
       if (p.fetch(op.id, op.offset, op.maxBytes, op.maxWaitMs, mayPark)) this.parkedOwner.set(op.id, p);
@@ -260,6 +265,7 @@ class ShardServer implements PartitionEffects {
    * larger than the request allows) reads into a private buffer that is transferred, not copied.
    */
   private serveFetchNow(p: Partition, id: number, offset: number, maxBytes: number): void {
+    if (this.structured.delete(id)) return this.serveStructured(p, id, offset, maxBytes);
     try {
       let slot: RingSlot | null = maxBytes <= this.responses.capacity / 2 ? this.responses.alloc(maxBytes) : null;
       let data: Uint8Array | undefined;
@@ -298,6 +304,36 @@ class ShardServer implements PartitionEffects {
         highWatermark: p.highWatermark,
         logStartOffset: p.logStartOffset,
         nextOffset,
+      });
+    } catch (err) {
+      this.fail(id, err);
+    }
+  }
+
+  /**
+   * A structured read: decoded (and decompressed, bounded per batch) here rather than on the main
+   * thread, into protobuf `records` bytes of at most about `maxBytes`; transferred, not copied.
+   */
+  private serveStructured(p: Partition, id: number, offset: number, maxBytes: number): void {
+    try {
+      // Committed batches only (the read stops at the high watermark); control batches are skipped.
+      const read = p.read(offset, maxBytes);
+      const raw = Buffer.from(read.data.buffer, read.data.byteOffset, read.data.length);
+      const s = raw.length > 0 ? encodeStructuredRead(raw, offset, maxBytes) : { data: Buffer.alloc(0), records: 0, nextOffset: read.nextOffset };
+      // Small Buffers share Node's pool, whose ArrayBuffer must not be transferred: copy those.
+      const data = s.data.length >= 4096 ? new Uint8Array(s.data.buffer, s.data.byteOffset, s.data.length) : new Uint8Array(s.data);
+      this.reply({
+        id,
+        t: 'f',
+        off: 0,
+        len: data.length,
+        charge: 0,
+        data,
+        records: s.records,
+        highWatermark: p.highWatermark,
+        logStartOffset: p.logStartOffset,
+        nextOffset: s.records > 0 || s.needBytes !== undefined ? s.nextOffset : Math.max(offset, read.nextOffset),
+        need: s.needBytes,
       });
     } catch (err) {
       this.fail(id, err);

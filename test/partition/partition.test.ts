@@ -19,6 +19,8 @@ import { Partition, controlBatch, readControl } from '../../src/partition/index.
 import { PartitionLog, defaultLogConfig, type LogConfig } from '../../src/storage/index.js';
 import { decodeFetched } from '../../src/client/decode.js';
 import { toPbRecords } from '../../src/rpc/convert.js';
+import { FetchResponse } from '../../src/rpc/gen/sluice/v1/broker.js';
+import { encodeStructuredRead } from '../../src/shard/structured-read.js';
 import { readHardState, HARD_STATE_FILE } from '../../src/storage/hard-state.js';
 import { EPOCH_CHECKPOINT_FILE } from '../../src/storage/epoch-checkpoint.js';
 import { isSluiceError } from '../../src/errors.js';
@@ -295,6 +297,13 @@ describe('control batches', () => {
       [3, 'after'],
     ]);
     expect(toPbRecords(all, 0).map((r) => Number(r.offset))).toEqual([0, 3]);
+    // The shard's structured read (protobuf `records` bytes), decoded with the generated decoder.
+    const s = encodeStructuredRead(Buffer.from(all), 0, 1 << 20);
+    expect([s.records, s.nextOffset]).toEqual([2, 4]);
+    expect(FetchResponse.decode(s.data).records.map((r) => Number(r.offset))).toEqual([0, 3]);
+    // A read of control batches only is read past, with nothing shown.
+    const onlyControl = encodeStructuredRead(Buffer.concat([controlBatch('noop', 1, 1, null), controlBatch('noop', 2, 1, null)]), 1, 1 << 20);
+    expect([onlyControl.records, onlyControl.nextOffset, onlyControl.data.length]).toEqual([0, 3, 0]);
     await p.close(false);
   });
 });

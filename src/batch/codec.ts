@@ -359,20 +359,24 @@ export function decodeBatches(data: Uint8Array, options: DecodeOptions = {}): De
 export function decodeStoredBatches(data: Uint8Array): DecodedBatch[] {
   const buf = asBuffer(data);
   const out: DecodedBatch[] = [];
-  let pos = 0;
-  while (pos < buf.length) {
-    let batch: DecodedBatch;
-    try {
-      batch = decodeBatch(buf, pos, { verifyCrc: true });
-    } catch (err) {
-      if (!(err instanceof SluiceError) || err.code === 'LOG_CORRUPT') throw err;
-      const at = buf.length - pos >= BATCH_LOG_OVERHEAD_BYTES ? ` (baseOffset ${readInt64(buf, pos + OFF_BASE_OFFSET)})` : '';
-      throw new SluiceError('LOG_CORRUPT', `stored batch${at} failed verification: ${err.message}`, { cause: err });
-    }
+  for (let pos = 0; pos < buf.length; ) {
+    const batch = decodeStoredBatch(buf, pos);
     out.push(batch);
     pos += batch.header.sizeBytes;
   }
   return out;
+}
+
+/** One stored batch at `pos`, CRC-checked; any failure is LOG_CORRUPT (see decodeStoredBatches). */
+export function decodeStoredBatch(data: Uint8Array, pos: number): DecodedBatch {
+  const buf = asBuffer(data);
+  try {
+    return decodeBatch(buf, pos, { verifyCrc: true });
+  } catch (err) {
+    if (!(err instanceof SluiceError) || err.code === 'LOG_CORRUPT') throw err;
+    const at = buf.length - pos >= BATCH_LOG_OVERHEAD_BYTES ? ` (baseOffset ${readInt64(buf, pos + OFF_BASE_OFFSET)})` : '';
+    throw new SluiceError('LOG_CORRUPT', `stored batch${at} failed verification: ${err.message}`, { cause: err });
+  }
 }
 
 /** True for the timestamp-type bit (LogAppendTime); exported for completeness of the attribute map. */

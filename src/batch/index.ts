@@ -6,6 +6,7 @@ export {
   encodeBatch,
   decodeBatch,
   decodeBatches,
+  decodeStoredBatch,
   decodeStoredBatches,
   readBatchHeader,
   validateBatches,

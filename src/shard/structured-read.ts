@@ -11,7 +11,7 @@
  * decoder. Control batches (Raft's entries) are skipped, as every reader does. This file owns the only copy of that layout outside src/rpc, because src/shard never
  * imports src/rpc.
  */
-import { decodeBatch, readBatchHeader } from '../batch/index.js';
+import { decodeStoredBatch, readBatchHeader } from '../batch/index.js';
 import type { DecodedRecord } from '../batch/types.js';
 
 export interface StructuredRead {
@@ -123,8 +123,8 @@ function writeRecord(out: Buffer, pos: number, s: Sized): number {
 
 /**
  * Encodes the records at or after `fromOffset` of the whole batches in `batches` (as a read returns
- * them), up to `maxBytes` of output (always at least the first batch). Throws the codec's SluiceError
- * (CORRUPT_BATCH, UNSUPPORTED_COMPRESSION) for a batch it cannot decode.
+ * them), up to `maxBytes` of output (always at least the first batch). A batch that fails its CRC or
+ * cannot be decoded throws LOG_CORRUPT (the log holds it, so it is damage, not bad input).
  */
 export function encodeStructuredRead(batches: Buffer, fromOffset: number, maxBytes: number): StructuredRead {
   const sized: Sized[] = [];
@@ -138,7 +138,8 @@ export function encodeStructuredRead(batches: Buffer, fromOffset: number, maxByt
       pos += header.sizeBytes;
       continue;
     }
-    const decoded = decodeBatch(batches, pos, { verifyCrc: false });
+    // Stored bytes are CRC-checked before they are served as decoded records (damage is LOG_CORRUPT).
+    const decoded = decodeStoredBatch(batches, pos);
     const batchSized: Sized[] = [];
     let batchBytes = 0;
     for (const r of decoded.records) {

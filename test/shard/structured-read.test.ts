@@ -8,7 +8,7 @@
 import { describe, expect, test } from 'vitest';
 import fc from 'fast-check';
 import zlib from 'node:zlib';
-import { Compression, encodeBatch } from '../../src/batch/index.js';
+import { Compression, computeBatchCrc, encodeBatch } from '../../src/batch/index.js';
 import type { RecordInput } from '../../src/batch/types.js';
 import { BATCH_DECOMPRESSED_BYTES_MAX } from '../../src/constants.js';
 import { encodeStructuredRead } from '../../src/shard/structured-read.js';
@@ -93,16 +93,21 @@ describe('encodeStructuredRead', () => {
 
   test('refuses a gzip batch that inflates past the bound, without inflating it all', () => {
     const good = encodeBatch([{ key: null, value: Buffer.from('x') }], { compression: Compression.Gzip });
-    // Same header, body replaced by a gzip stream of zeros larger than the bound; CRC is not checked here.
+    // Same header, body replaced by a gzip stream of zeros larger than the bound, with a valid CRC so
+    // the read gets as far as inflating it (as a bomb stored before produce validation existed would).
     const bomb = zlib.gzipSync(Buffer.alloc(BATCH_DECOMPRESSED_BYTES_MAX + 1024));
     const batch = Buffer.concat([good.subarray(0, 61), bomb]);
     batch.writeInt32BE(batch.length - 12, 8);
+    batch.writeUInt32BE(computeBatchCrc(batch, 0, batch.length), 17);
     let err: unknown = null;
     try {
       encodeStructuredRead(batch, 0, 1 << 20);
     } catch (e) {
       err = e;
     }
-    expect(isSluiceError(err, 'CORRUPT_BATCH')).toBe(true);
+    // Stored bytes that cannot be decoded are damage (LOG_CORRUPT); the cause names the bound.
+    expect(isSluiceError(err, 'LOG_CORRUPT')).toBe(true);
+    expect(isSluiceError((err as Error).cause, 'CORRUPT_BATCH')).toBe(true);
+    expect((err as Error).message).toMatch(/decompress/);
   });
 });

@@ -436,6 +436,11 @@ export class Sim {
     if (this.rng.chance(0.3)) this.propose();
     if (this.rng.chance(0.03)) this.readIndex();
     if (this.rng.chance(0.02)) this.compact();
+    // A driver takes the Ready a client action produced before its next input (a proposal can move a
+    // leader's commit, e.g. a membership change; the commit checkers must see it while it leads).
+    for (const n of this.nodes.values()) {
+      if (n.raft !== null && !n.busy() && n.stalledUntil <= this.now) n.processReady();
+    }
     for (const n of this.nodes.values()) {
       if (n.busy() && n.stalledUntil <= this.now) n.fsyncDone();
     }

@@ -58,7 +58,18 @@ describe('topics.json is validated', () => {
     ['configs that are an array', (t) => (t.configs = []), /configs must be an object/],
     ['a replication factor of 0', (t) => (t.replicationFactor = 0), /replicationFactor/],
     ['a missing createdMs', (t) => delete t.createdMs, /createdMs/],
+    ['a topic id that is not a UUID', (t) => (t.topicId = '../x'), /topics\[0\] \("t"\): topicId must be a UUID/],
+    ['a topic id that is a number', (t) => (t.topicId = 7), /topicId must be a UUID/],
   ];
+
+  it('refuses to start on two topics with the same topic id', async () => {
+    const { dataDir, file, table } = await withTable();
+    table.topics.push({ ...table.topics[0], name: 'u' });
+    fs.writeFileSync(file, JSON.stringify(table));
+    const err = await openFails(dataDir);
+    expect(err.code).toBe('LOG_CORRUPT');
+    expect(err.message).toMatch(/gives topic id .* to two topics/);
+  });
 
   it.each(damages)('refuses to start on %s, naming the file and the entry', async (_what, damage, expected) => {
     const { dataDir, file, table } = await withTable();

@@ -190,6 +190,8 @@ export const SHARD_FETCH_WAITERS_MAX = 10_000;
 export const SHARD_RETENTION_CHECK_MS = 5_000;
 /** How often a shard sends its stats (queue depth, loop lag, partition sizes, flush times). */
 export const SHARD_STATS_INTERVAL_MS = 1_000;
+/** One logical Raft tick of every partition on a shard (the election and heartbeat ticks count these). */
+export const SHARD_TICK_MS = 100;
 /**
  * A shard worker silent this long (no reply, no stats) is taken as hung and replaced, failing its
  * in-flight requests with UNAVAILABLE. Far above any legitimate pause (a GC, a burst of fsyncs).

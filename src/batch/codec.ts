@@ -249,7 +249,7 @@ export function encodeBatch(records: RecordInput[], options: EncodeOptions = {})
   out.writeInt32BE(out.length - BATCH_LOG_OVERHEAD_BYTES, OFF_LENGTH);
   out.writeInt32BE(options.partitionLeaderEpoch ?? -1, OFF_LEADER_EPOCH);
   out.writeInt8(MAGIC_V2, OFF_MAGIC);
-  out.writeInt16BE(codec, OFF_ATTRIBUTES);
+  out.writeInt16BE(codec | (options.control ? CONTROL_MASK : 0), OFF_ATTRIBUTES);
   out.writeInt32BE(records.length - 1, OFF_LAST_OFFSET_DELTA);
   writeInt64(out, OFF_BASE_TIMESTAMP, baseTimestamp);
   writeInt64(out, OFF_MAX_TIMESTAMP, maxTimestamp);

@@ -78,6 +78,11 @@ export interface EncodeOptions {
   producerId?: bigint;
   producerEpoch?: number;
   baseSequence?: number;
+  /**
+   * Sets the control bit (attributes bit 5): a batch of the log's own (Raft no-op, membership), which
+   * every reader skips. Clients may not produce one.
+   */
+  control?: boolean;
 }
 
 /** What `validateBatches` learns from a buffer of one or more concatenated batches, without decoding records. */

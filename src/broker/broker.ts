@@ -8,6 +8,7 @@
  * create opens the partitions first and then persists the table; delete removes the partitions first
  * and then persists the table (so it works on a full disk).
  */
+import crypto from 'node:crypto';
 import { SluiceError, isSluiceError, toSluiceError } from '../errors.js';
 import {
   BROKER_PARTITIONS_MAX,
@@ -17,6 +18,7 @@ import {
   SHARD_WATCHDOG_MS_MIN,
   SHARDS_MAX,
   STRUCTURED_READ_BYTES_MAX,
+  TOPIC_PARTITIONS_MAX,
   TOPIC_TABLE_PARTITIONS_MAX,
 } from '../constants.js';
 import { encodeBatch } from '../batch/index.js';
@@ -24,7 +26,7 @@ import { logConfigToTopicConfigs, defaultLogConfig } from '../storage/index.js';
 import type { LogConfig } from '../storage/types.js';
 import type { RecoveryReport } from '../storage/recovery.js';
 import { ShardHost } from '../shard/shard-host.js';
-import { partitionKey, type AcksCode, type PartitionSpec, type ShardStatsMessage } from '../shard/protocol.js';
+import { type AcksCode, type PartitionKey, type PartitionSpec, type ShardStatsMessage } from '../shard/protocol.js';
 import { DataDirLock } from './data-dir-lock.js';
 import { ProducerIdTable } from './producer-ids.js';
 import { OFF_PRODUCER_EPOCH, OFF_PRODUCER_ID, asBuffer } from '../batch/codec.js';
@@ -143,6 +145,11 @@ export class Broker implements BrokerApi {
   private readonly partitioner = new StickyPartitioner();
   private readonly hosts: ShardHost[] = [];
   private readonly configCache = new Map<string, LogConfig>();
+  /** Topic id -> the base of its partitions' hot-path numbers (see keyOf); dropped with the topic. */
+  private readonly keyBases = new Map<string, number>();
+  /** Key base -> its topic's name (the reverse of keyBases, for naming a PartitionKey). */
+  private readonly keyTopics = new Map<number, string>();
+  private nextKeyBase = 0;
   private adminQueue: Promise<unknown> = Promise.resolve();
   private closing: Promise<void> | null = null;
   private internal: (BrokerApi & { createInternalTopic: Broker['createInternalTopic'] }) | null = null;
@@ -210,8 +217,11 @@ export class Broker implements BrokerApi {
           onRestart: (s, reason) => this.probe.shardRestarted(s, reason),
           onMainThreadPause: (s, gapMs) =>
             this.logger.warn({ shard: s, gapMs }, `main thread did not run for ${gapMs} ms (process paused or starved); shard ${s} watchdog re-armed`),
-          onPartitionOffline: (s, key, err) => this.logger.error({ shard: s, partition: key, err }, `partition ${key} could not be opened and is offline`),
-          onPartitionRecovered: (s, key, report) => this.logRecovery(s, key, report),
+          onPartitionOffline: (s, key, err) => {
+            const name = this.nameOfKey(key);
+            this.logger.error({ shard: s, partition: name, err }, `partition ${name} could not be opened and is offline`);
+          },
+          onPartitionRecovered: (s, key, report) => this.logRecovery(s, this.nameOfKey(key), report),
         }),
       ),
     );
@@ -223,6 +233,35 @@ export class Broker implements BrokerApi {
   // --- Placement -----------------------------------------------------------------------------
 
   /** The shard of a partition. A table written with more shards than now folds onto the ones there are. */
+  /**
+   * The partition's number on the hot path (see PartitionKey): a base per topic id, assigned the first
+   * time this broker sees the id, so a re-created topic never shares numbers with the deleted one.
+   */
+  private keyOf(entry: TopicEntry, partition: number): PartitionKey {
+    let base = this.keyBases.get(entry.topicId);
+    if (base === undefined) {
+      base = this.nextKeyBase;
+      this.nextKeyBase += TOPIC_PARTITIONS_MAX;
+      this.keyBases.set(entry.topicId, base);
+      this.keyTopics.set(base, entry.name);
+    }
+    return base + partition;
+  }
+
+  /** Forgets a deleted topic's numbers (a re-created topic gets new ones). */
+  private forgetKeys(entry: TopicEntry): void {
+    const base = this.keyBases.get(entry.topicId);
+    if (base !== undefined) this.keyTopics.delete(base);
+    this.keyBases.delete(entry.topicId);
+  }
+
+  /** `topic/partition` for a hot-path number (for logs and /readyz); `#n` for one no topic owns now. */
+  private nameOfKey(k: PartitionKey): string {
+    const base = k - (k % TOPIC_PARTITIONS_MAX);
+    const topic = this.keyTopics.get(base);
+    return topic === undefined ? `#${k}` : `${topic}/${k - base}`;
+  }
+
   private shardOf(entry: TopicEntry, partition: number): number {
     return entry.placement[partition] % this.shardCount;
   }
@@ -252,7 +291,7 @@ export class Broker implements BrokerApi {
     for (const entry of this.table.all()) {
       const config = this.configOf(entry);
       for (let p = 0; p < entry.placement.length; p++) {
-        if (this.shardOf(entry, p) === shard) out.push({ topic: entry.name, partition: p, config, fresh: false });
+        if (this.shardOf(entry, p) === shard) out.push({ k: this.keyOf(entry, p), topic: entry.name, topicId: entry.topicId, partition: p, config, fresh: false });
       }
     }
     return out;
@@ -316,7 +355,7 @@ export class Broker implements BrokerApi {
 
   /** Opens new partitions on their shards; on failure removes whatever was opened. */
   private async openPartitions(entry: TopicEntry, partitions: number[], config: LogConfig): Promise<void> {
-    const groups = this.byShard(entry, partitions, (p): PartitionSpec => ({ topic: entry.name, partition: p, config, fresh: true }));
+    const groups = this.byShard(entry, partitions, (p): PartitionSpec => ({ k: this.keyOf(entry, p), topic: entry.name, topicId: entry.topicId, partition: p, config, fresh: true }));
     const results = await Promise.allSettled([...groups].map(([s, parts]) => this.hosts[s].send({ t: 'open', parts })));
     let failure: unknown = null;
     for (const r of results) {
@@ -330,9 +369,9 @@ export class Broker implements BrokerApi {
   }
 
   private async dropPartitions(entry: TopicEntry, partitions: number[], remove: boolean): Promise<void> {
-    const groups = this.byShard(entry, partitions, (p) => partitionKey(entry.name, p));
-    for (const [s, keys] of groups) for (const k of keys) this.hosts[s].offline.delete(k);
-    const results = await Promise.allSettled([...groups].map(([s, keys]) => this.hosts[s].send({ t: 'drop', keys, remove })));
+    const groups = this.byShard(entry, partitions, (p) => ({ k: this.keyOf(entry, p), topic: entry.name, partition: p }));
+    for (const [s, parts] of groups) for (const { k } of parts) this.hosts[s].offline.delete(k);
+    const results = await Promise.allSettled([...groups].map(([s, parts]) => this.hosts[s].send({ t: 'drop', parts, remove })));
     const failed = results.find((r) => r.status === 'rejected');
     if (failed) throw (failed as PromiseRejectedResult).reason;
   }
@@ -366,7 +405,7 @@ export class Broker implements BrokerApi {
     await this.exclusive(async () => {
       if (this.table.get(name)) throw new SluiceError('TOPIC_ALREADY_EXISTS', `topic '${name}' already exists`);
       validateBrokerPartitions(this.table.partitionCount(), partitions, this.options.partitionsMax ?? BROKER_PARTITIONS_MAX);
-      const entry: TopicEntry = { name, replicationFactor: rf, configs: explicit, placement: this.place(partitions), createdMs: Date.now() };
+      const entry: TopicEntry = { name, topicId: crypto.randomUUID(), replicationFactor: rf, configs: explicit, placement: this.place(partitions), createdMs: Date.now() };
       await this.openPartitions(entry, this.range(0, partitions), config);
       try {
         this.table.update(name, entry);
@@ -405,6 +444,7 @@ export class Broker implements BrokerApi {
       }
       this.table.update(name, null);
       this.configCache.delete(name);
+      this.forgetKeys(entry);
       this.probe.topicDeleted(name);
       this.logger.info({ topic: name }, 'topic deleted');
     });
@@ -419,8 +459,8 @@ export class Broker implements BrokerApi {
     this.checkOpen();
     validateTopicName(name);
     const entry = this.topic(name);
-    const groups = this.byShard(entry, this.range(0, entry.placement.length), (p) => partitionKey(name, p));
-    const stats = new Map<string, { logStartOffset: number; highWatermark: number; sizeBytes: number; damagedRanges: number }>();
+    const groups = this.byShard(entry, this.range(0, entry.placement.length), (p) => this.keyOf(entry, p));
+    const stats = new Map<PartitionKey, { logStartOffset: number; highWatermark: number; sizeBytes: number; damagedRanges: number }>();
     await Promise.all(
       [...groups].map(async ([s, keys]) => {
         const r = await this.hosts[s].send({ t: 'stat', keys });
@@ -428,7 +468,7 @@ export class Broker implements BrokerApi {
       }),
     );
     const partitions: PartitionInfo[] = entry.placement.map((_, p) => {
-      const st = stats.get(partitionKey(name, p));
+      const st = stats.get(this.keyOf(entry, p));
       return {
         partition: p,
         logStartOffset: st?.logStartOffset ?? 0,
@@ -458,7 +498,7 @@ export class Broker implements BrokerApi {
       const config = logConfigFor(merged);
       this.table.update(name, { ...entry, configs: merged });
       this.configCache.set(name, config);
-      const groups = this.byShard(entry, this.range(0, entry.placement.length), (p) => partitionKey(name, p));
+      const groups = this.byShard(entry, this.range(0, entry.placement.length), (p) => this.keyOf(entry, p));
       await Promise.all([...groups].map(([s, keys]) => this.hosts[s].send({ t: 'config', keys, config })));
       return logConfigToTopicConfigs(config);
     });
@@ -529,7 +569,7 @@ export class Broker implements BrokerApi {
       this.checkPartition(entry, partition);
     }
     const host = this.hosts[this.shardOf(entry, partition)];
-    const key = partitionKey(entry.name, partition);
+    const key = this.keyOf(entry, partition);
     const bytes = data.length;
     const topic = entry.name;
     const counted = (r: { baseOffset: number; lastOffset: number }): void => this.probe.produced(topic, r.lastOffset - r.baseOffset + 1, bytes);
@@ -590,7 +630,7 @@ export class Broker implements BrokerApi {
     const maxBytes = !Number.isFinite(input.maxBytes) || input.maxBytes <= 0 ? FETCH_BYTES_MAX_DEFAULT : Math.min(Math.floor(input.maxBytes), limit);
     const maxWaitMs = !Number.isFinite(input.maxWaitMs) || input.maxWaitMs <= 0 ? 0 : Math.min(Math.floor(input.maxWaitMs), FETCH_WAIT_MS_MAX);
     const host = this.hosts[this.shardOf(entry, input.partition)];
-    const r = await host.fetch(partitionKey(entry.name, input.partition), input.offset, maxBytes, maxWaitMs, signal, pb);
+    const r = await host.fetch(this.keyOf(entry, input.partition), input.offset, maxBytes, maxWaitMs, signal, pb);
     if (r.records > 0) this.probe.fetched(entry.name, r.records, r.data.length);
     const common = { highWatermark: r.highWatermark, logStartOffset: r.logStartOffset, nextOffset: r.nextOffset };
     if (!pb) return { batches: r.data, ...common };
@@ -605,7 +645,7 @@ export class Broker implements BrokerApi {
     if (spec?.kind === 'earliest' || spec?.kind === 'latest') s = spec.kind;
     else if (spec?.kind === 'timestamp' && Number.isFinite(spec.timestampMs)) s = spec.timestampMs;
     else throw new SluiceError('INVALID_REQUEST', 'offset spec must be earliest, latest or a timestamp');
-    const r = await this.hosts[this.shardOf(entry, partition)].send({ t: 'offsets', k: partitionKey(topic, partition), spec: s });
+    const r = await this.hosts[this.shardOf(entry, partition)].send({ t: 'offsets', k: this.keyOf(entry, partition), spec: s });
     return { partition, offset: 'offset' in r ? r.offset : -1 };
   }
 
@@ -688,7 +728,7 @@ export class Broker implements BrokerApi {
    */
   offlinePartitions(): string[] {
     const out: string[] = [];
-    for (const h of this.hosts) if (h) out.push(...h.offline);
+    for (const h of this.hosts) if (h) for (const k of h.offline) out.push(this.nameOfKey(k));
     return out.sort();
   }
 
@@ -733,8 +773,7 @@ export class Broker implements BrokerApi {
       this.probe.shardStats(shard, { queueDepth: stats.queueDepth, eventLoopLagSeconds: stats.eventLoopLagSeconds });
       for (const s of stats.flushSeconds) this.probe.logFlushed(s);
       for (const p of stats.partitions) {
-        const i = p.k.lastIndexOf('/');
-        this.probe.partitionStats(p.k.slice(0, i), Number(p.k.slice(i + 1)), {
+        this.probe.partitionStats(p.topic, p.partition, {
           sizeBytes: p.sizeBytes,
           highWatermark: p.highWatermark,
           logStartOffset: p.logStartOffset,

@@ -14,6 +14,7 @@ import path from 'node:path';
 import { SluiceError } from '../errors.js';
 import { PRODUCER_EPOCH_MAX, PRODUCER_ID_BLOCK_COUNT, PRODUCER_NAME_LENGTH_MAX, PRODUCER_NAMES_MAX } from '../constants.js';
 import { CLUSTER_DIR } from './topic-table.js';
+import { FILE_MODE } from '../storage/index.js';
 
 export const PRODUCER_IDS_FILE = 'producer-ids.json';
 const FORMAT_VERSION = 1;
@@ -136,7 +137,7 @@ export class ProducerIdTable {
     const tmp = `${this.file}.tmp`;
     try {
       fs.mkdirSync(dir, { recursive: true });
-      const fd = fs.openSync(tmp, 'w', 0o644);
+      const fd = fs.openSync(tmp, 'w', FILE_MODE);
       try {
         fs.writeSync(fd, JSON.stringify(body));
         fs.fsyncSync(fd);

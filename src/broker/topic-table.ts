@@ -18,9 +18,15 @@ import { validateTopicName } from './validate.js';
 export const CLUSTER_DIR = '__cluster';
 export const TOPICS_FILE = 'topics.json';
 const FORMAT_VERSION = 1;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export interface TopicEntry {
   name: string;
+  /**
+   * New at every creation (a UUID), so a deleted and re-created topic is never confused with the old
+   * one; each partition directory records it. Tables written before topic ids get one at load.
+   */
+  topicId: string;
   replicationFactor: number;
   /** Explicit configs only (defaults are overlaid when describing). */
   configs: Record<string, string>;
@@ -79,10 +85,22 @@ export class TopicTable {
     }
     const body = parseTableFile(file, parsed);
     const table = new TopicTable(file, body.clusterId);
+    const ids = new Set<string>();
     for (const t of body.topics) {
       if (table.topics.has(t.name)) throw new SluiceError('LOG_CORRUPT', `the topic table ${file} names topic '${t.name}' twice`);
+      if (t.topicId !== '' && ids.has(t.topicId)) throw new SluiceError('LOG_CORRUPT', `the topic table ${file} gives topic id ${t.topicId} to two topics`);
+      ids.add(t.topicId);
       table.topics.set(t.name, t);
     }
+    // Tables written before topic ids: each topic gets one now, persisted once.
+    let upgraded = false;
+    for (const t of table.topics.values()) {
+      if (t.topicId === '') {
+        t.topicId = crypto.randomUUID();
+        upgraded = true;
+      }
+    }
+    if (upgraded) table.persist();
     return table;
   }
 
@@ -228,8 +246,13 @@ function parseEntry(t: unknown, bad: (what: string) => SluiceError): TopicEntry 
     }
   });
   if (typeof t.createdMs !== 'number' || !Number.isFinite(t.createdMs)) throw bad(`createdMs must be a number, got ${JSON.stringify(t.createdMs)}`);
+  // Absent in tables written before topic ids (one is assigned at load); otherwise a UUID.
+  if (t.topicId !== undefined && (typeof t.topicId !== 'string' || !UUID.test(t.topicId))) {
+    throw bad(`topicId must be a UUID, got ${JSON.stringify(t.topicId).slice(0, 100)}`);
+  }
   return {
     name: t.name as string,
+    topicId: (t.topicId as string | undefined) ?? '',
     replicationFactor: rf,
     configs: { ...(t.configs as Record<string, string>) },
     placement: [...(placement as number[])],

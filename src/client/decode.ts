@@ -15,6 +15,8 @@ export function decodeFetched(topic: string, partition: number, batches: Uint8Ar
     b === null ? null : copy ? Buffer.from(b) : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
   // Raw fetches are not CRC-checked by the broker: the client verifies every batch (LOG_CORRUPT on a mismatch).
   for (const batch of decodeStoredBatches(batches)) {
+    // Control batches (Raft's no-op and membership entries, Kafka's markers) hold no user records.
+    if (batch.header.isControl) continue;
     for (const r of batch.records) {
       if (r.offset < fromOffset) continue;
       out.push({ topic, partition, offset: r.offset, timestampMs: r.timestampMs, key: bytes(r.key), value: bytes(r.value), headers: r.headers });

@@ -144,6 +144,7 @@ export class OffsetsStore {
     for (;;) {
       const r = await this.api.fetch({ topic: this.topic, partition, offset, maxBytes: 4 * 1024 * 1024, maxWaitMs: 0 });
       for (const batch of decodeBatches(r.batches, { verifyCrc: true })) {
+        if (batch.header.isControl) continue; // Raft's own entries, not commits
         for (const rec of batch.records) if (rec.offset >= offset) this.stm.applyRecord(rec.key, rec.value, rec.timestampMs);
       }
       if (r.nextOffset <= offset || r.nextOffset >= r.highWatermark) break;

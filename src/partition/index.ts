@@ -1,7 +1,11 @@
 /**
- * Public surface of src/partition: the partition actor that runs inside a shard worker. Imported only
- * by src/shard; never by the main thread's broker or by src/rpc.
+ * Public surface of src/partition: the partition (log + Raft replica + high watermark + parked
+ * fetches) that runs inside a shard worker. Imported only by src/shard; never by the main thread's
+ * broker or by src/rpc.
  */
-export { PartitionActor, partitionDir, TEST_CRASH_AFTER_APPEND_ENV, type ParkedFetch } from './partition-actor.js';
+export { Partition, partitionDir, LOCAL_NODE_ID, TEST_CRASH_AFTER_APPEND_ENV, type PartitionEffects, type PartitionIdentity, type PeerMessage, type ProduceOk } from './partition.js';
+export { SingleVoterReplica, type ReplicaReady } from './replica.js';
+export { PartitionRaftStorage } from './raft-storage.js';
+export { controlBatch, readControl, CONTROL_TYPE_CONF, CONTROL_TYPE_NOOP } from './control-batch.js';
 export { ProducerStateTable, NO_PRODUCER_ID, type BatchIdentity, type CheckResult } from './producer-state.js';
 export { PRODUCER_SNAPSHOT_FILE, type ProducerStateRecovery } from './producer-state-store.js';

@@ -24,7 +24,7 @@ import {
   asBuffer,
   readInt64,
 } from '../batch/codec.js';
-import type { PartitionLog } from '../storage/index.js';
+import { FILE_MODE, type PartitionLog } from '../storage/index.js';
 import { NO_PRODUCER_ID, ProducerStateTable, type BatchIdentity } from './producer-state.js';
 
 export const PRODUCER_SNAPSHOT_FILE = 'producer-state.snapshot';
@@ -153,7 +153,7 @@ export function writeProducerSnapshot(dir: string, table: ProducerStateTable, of
   const file: SnapshotFile = { offset, crc: crc32c(Buffer.from(body, 'utf8')) >>> 0, body };
   const target = path.join(dir, PRODUCER_SNAPSHOT_FILE);
   const tmp = `${target}.tmp`;
-  const fd = fs.openSync(tmp, 'w', 0o644);
+  const fd = fs.openSync(tmp, 'w', FILE_MODE);
   try {
     fs.writeSync(fd, JSON.stringify(file));
     fs.fsyncSync(fd);

@@ -81,6 +81,8 @@ const asPbBytes = (u8: Uint8Array): Buffer => (Buffer.isBuffer(u8) ? u8 : Buffer
 export function toPbRecords(batches: Uint8Array, fromOffset: number): PbRecord[] {
   const out: PbRecord[] = [];
   for (const batch of decodeStoredBatches(batches)) {
+    // Raft's own entries (leader no-op, membership) are control batches: never shown as records.
+    if (batch.header.isControl) continue;
     for (const r of batch.records) {
       if (r.offset < fromOffset) continue;
       out.push({

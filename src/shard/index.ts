@@ -4,4 +4,4 @@
  */
 export { ShardHost, shardWorkerFile, type ShardHostOptions, type ProduceReply, type FetchReply } from './shard-host.js';
 export { RingReader, RingWriter, createRingBuffers, type RingBuffers, type RingSlot } from './ring.js';
-export { partitionKey, type PartitionKey, type PartitionSpec } from './protocol.js';
+export type { PartitionKey, PartitionSpec } from './protocol.js';

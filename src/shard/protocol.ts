@@ -12,12 +12,12 @@ import type { LogConfig } from '../storage/types.js';
 import type { RecoveryReport } from '../storage/recovery.js';
 import type { RingBuffers } from './ring.js';
 
-/** `<topic>/<partition>`: topic names never contain '/'. */
-export type PartitionKey = string;
-
-export function partitionKey(topic: string, partition: number): PartitionKey {
-  return `${topic}/${partition}`;
-}
+/**
+ * A partition's number on the hot path: assigned by the broker when it learns of a topic (created or
+ * loaded), `base + partition`, never reused within a broker's life, so a re-created topic's
+ * partitions never meet the old ones' ops. No strings are built or parsed per request.
+ */
+export type PartitionKey = number;
 
 export type AcksCode = 0 | 1 | 2; // none, leader, all
 
@@ -36,8 +36,11 @@ export interface ServeTask {
 }
 
 export interface PartitionSpec {
+  k: PartitionKey;
   topic: string;
   partition: number;
+  /** New at every creation of the topic; the partition directory records it and must match. */
+  topicId: string;
   config: LogConfig;
   /** Remove any leftover directory first (a new partition must start empty). */
   fresh: boolean;
@@ -52,7 +55,7 @@ export type Op =
   | { t: 'cancel'; id: number }
   | { t: 'open'; id: number; parts: PartitionSpec[] }
   /** Close the partitions and, with `remove`, delete their directories. */
-  | { t: 'drop'; id: number; keys: PartitionKey[]; remove: boolean }
+  | { t: 'drop'; id: number; parts: Array<{ k: PartitionKey; topic: string; partition: number }>; remove: boolean }
   | { t: 'config'; id: number; keys: PartitionKey[]; config: LogConfig }
   | { t: 'stat'; id: number; keys: PartitionKey[] }
   | { t: 'offsets'; id: number; k: PartitionKey; spec: 'earliest' | 'latest' | number }
@@ -69,6 +72,8 @@ export interface ToWorker {
 
 export interface PartitionStat {
   k: PartitionKey;
+  topic: string;
+  partition: number;
   logStartOffset: number;
   highWatermark: number;
   sizeBytes: number;

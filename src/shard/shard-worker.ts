@@ -12,17 +12,17 @@ import fs from 'node:fs';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import type { MessagePort } from 'node:worker_threads';
 import { SluiceError, isSluiceError, toSluiceError, type SluiceErrorWire } from '../errors.js';
-import { SHARD_FLUSH_SAMPLES_MAX, SHARD_OFFLINE_RETRY_MS_MAX, SHARD_OFFLINE_RETRY_MS_MIN } from '../constants.js';
-import { PartitionActor, partitionDir, type ParkedFetch } from '../partition/partition-actor.js';
+import { SHARD_FLUSH_SAMPLES_MAX, SHARD_OFFLINE_RETRY_MS_MAX, SHARD_OFFLINE_RETRY_MS_MIN, SHARD_TICK_MS } from '../constants.js';
+import { BATCH_LOG_OVERHEAD_BYTES, OFF_ATTRIBUTES, OFF_LENGTH, OFF_RECORD_COUNT } from '../batch/codec.js';
+import { Partition, partitionDir, type PartitionEffects, type ProduceOk } from '../partition/index.js';
 import { isDiskFull, storageError, type LogOpenOptions } from '../storage/index.js';
 import type { RecoveryReport } from '../storage/recovery.js';
 import { RingReader, RingWriter, type RingSlot } from './ring.js';
 import { encodeStructuredRead } from './structured-read.js';
 import type { Op, PartitionKey, PartitionSpec, PartitionStat, Reply, ServeTask, ToMain, ToWorker } from './protocol.js';
 
-const OFF_RECORD_COUNT = 57;
-const OFF_LENGTH = 8;
-const BATCH_OVERHEAD = 12;
+/** Attributes bit 5: Raft's own entries, which are not records a consumer reads (not counted). */
+const CONTROL_BIT = 0x20;
 
 let current: ShardServer | null = null;
 
@@ -36,29 +36,31 @@ export default async function shardWorker(task: ServeTask): Promise<string> {
   return server.run();
 }
 
-/** Sum of recordCount over whole batches in `buf` (header walk only). */
+/** Sum of recordCount over whole non-control batches in `buf` (header walk only). */
 function countRecords(buf: Buffer): number {
   let records = 0;
   for (let pos = 0; pos + 61 <= buf.length; ) {
-    records += buf.readInt32BE(pos + OFF_RECORD_COUNT);
-    pos += buf.readInt32BE(pos + OFF_LENGTH) + BATCH_OVERHEAD;
+    if ((buf.readInt16BE(pos + OFF_ATTRIBUTES) & CONTROL_BIT) === 0) records += buf.readInt32BE(pos + OFF_RECORD_COUNT);
+    pos += buf.readInt32BE(pos + OFF_LENGTH) + BATCH_LOG_OVERHEAD_BYTES;
   }
   return records;
 }
 
-function splitKey(k: PartitionKey): { topic: string; partition: number } {
-  const i = k.lastIndexOf('/');
-  return { topic: k.slice(0, i), partition: Number(k.slice(i + 1)) };
-}
-
-class ShardServer {
-  private readonly actors = new Map<PartitionKey, PartitionActor>();
+/**
+ * The shard: a router. Ring descriptors in, partition events out; partition effects (replies, Ready to
+ * persist, peer messages) back out. It never reads or writes a partition's log itself.
+ */
+class ShardServer implements PartitionEffects {
+  private readonly actors = new Map<PartitionKey, Partition>();
+  /** Partitions with a Ready this turn: persisted together at the end of it (group commit). */
+  private readonly readyToPersist = new Set<Partition>();
+  private persistScheduled = false;
   /** Closes in progress, so a re-create of the same partition waits for the old files to go. */
-  private readonly closing = new Map<PartitionKey, Promise<void>>();
+  private readonly closing = new Map<string, Promise<void>>();
   /** Fetches that asked for structured records (op `pb`), by id, until answered. */
   private readonly structured = new Set<number>();
-  /** Parked fetch id -> its actor (for cancel). */
-  private readonly parkedOwner = new Map<number, PartitionActor>();
+  /** Parked fetch id -> its partition (for cancel). */
+  private readonly parkedOwner = new Map<number, Partition>();
   /** Partitions whose log failed to open, with the reason and what to reopen them with. */
   private readonly offline = new Map<PartitionKey, { err: SluiceErrorWire; spec: PartitionSpec }>();
   private offlineRetry: NodeJS.Timeout | null = null;
@@ -89,6 +91,7 @@ class ShardServer {
     this.lag.enable();
     this.timers.push(setInterval(() => this.enforceRetention(), this.task.retentionCheckMs));
     this.timers.push(setInterval(() => this.sendStats(), this.task.statsIntervalMs));
+    this.timers.push(setInterval(() => this.tickAll(), SHARD_TICK_MS));
     return new Promise((resolve) => {
       this.finish = resolve;
     });
@@ -183,63 +186,71 @@ class ShardServer {
   // --- Produce -------------------------------------------------------------------------------
 
   private produce(op: Extract<Op, { t: 'p' }>): void {
-    const actor = this.actors.get(op.k);
-    let result;
+    const p = this.actors.get(op.k);
     try {
-      if (!actor) throw this.missing(op.k);
-      result = actor.append(this.requests.view(op.off, op.len));
+      if (!p) throw this.missing(op.k);
+      p.produce(op.id, this.requests.view(op.off, op.len), op.acks);
     } catch (err) {
       return this.fail(op.id, err);
     } finally {
       // The bytes are in the OS now (or rejected): the slot can go back, in allocation order.
       this.requests.release(op.charge);
     }
-    const ok: Reply = {
-      id: op.id,
-      t: 'p',
-      baseOffset: result.baseOffset,
-      lastOffset: result.lastOffset,
-      appendTimeMs: result.appendTimeMs,
-      logStartOffset: actor.log.logStartOffset,
-    };
-    this.wake(actor);
-    if (op.acks !== 2) return this.reply(ok);
-    result.durable.then(
-      () => this.reply(ok),
-      (err) => this.fail(op.id, err),
-    );
+  }
+
+  // --- Partition effects -------------------------------------------------------------------------
+
+  produced(_p: Partition, id: number, ok: ProduceOk): void {
+    this.reply({ id, t: 'p', ...ok });
+  }
+
+  failed(_p: Partition, id: number, err: SluiceError): void {
+    this.parkedOwner.delete(id);
+    this.fail(id, err);
+  }
+
+  serveFetch(p: Partition, id: number, offset: number, maxBytes: number): void {
+    this.parkedOwner.delete(id);
+    this.serveFetchNow(p, id, offset, maxBytes);
+  }
+
+  needPersist(p: Partition): void {
+    this.readyToPersist.add(p);
+    if (!this.persistScheduled) {
+      this.persistScheduled = true;
+      // After every op of this turn's message (and its microtasks): one round of fdatasyncs for all.
+      setImmediate(() => this.persistAll());
+    }
+  }
+
+  send(): void {
+    // The seam for peer messages: the cluster issue adds the transport. A one-voter group sends none.
+  }
+
+  /** Group commit across partitions: every Ready collected this turn has its fdatasync issued now. */
+  private persistAll(): void {
+    this.persistScheduled = false;
+    const ready = [...this.readyToPersist];
+    this.readyToPersist.clear();
+    for (const p of ready) p.persist();
+  }
+
+  private tickAll(): void {
+    for (const p of this.actors.values()) p.tick();
   }
 
   // --- Fetch ---------------------------------------------------------------------------------
 
   private fetch(op: Extract<Op, { t: 'f' }>): void {
-    const actor = this.actors.get(op.k);
-    if (!actor) return this.fail(op.id, this.missing(op.k));
+    const p = this.actors.get(op.k);
+    if (!p) return this.fail(op.id, this.missing(op.k));
     if (op.pb) this.structured.add(op.id);
-    const log = actor.log;
-    if (op.offset < log.logStartOffset || op.offset > log.nextOffset) {
-      return this.fail(
-        op.id,
-        new SluiceError('OFFSET_OUT_OF_RANGE', `offset ${op.offset} is outside [${log.logStartOffset}, ${log.nextOffset}] of ${op.k}`),
-      );
+    try {
+      const mayPark = this.parkedOwner.size < this.task.fetchWaitersMax;
+      if (p.fetch(op.id, op.offset, op.maxBytes, op.maxWaitMs, mayPark)) this.parkedOwner.set(op.id, p);
+    } catch (err) {
+      this.fail(op.id, err);
     }
-    if (op.offset === log.nextOffset && op.maxWaitMs > 0 && this.parkedOwner.size < this.task.fetchWaitersMax) {
-      const parked: ParkedFetch = {
-        id: op.id,
-        offset: op.offset,
-        maxBytes: op.maxBytes,
-        timer: setTimeout(() => {
-          if (actor.unpark(op.id)) {
-            this.parkedOwner.delete(op.id);
-            this.serveFetch(actor, op.id, op.offset, op.maxBytes);
-          }
-        }, op.maxWaitMs),
-      };
-      actor.park(parked);
-      this.parkedOwner.set(op.id, actor);
-      return;
-    }
-    this.serveFetch(actor, op.id, op.offset, op.maxBytes);
   }
 
   private cancel(id: number): void {
@@ -249,22 +260,12 @@ class ShardServer {
     if (actor.unpark(id)) this.fail(id, new SluiceError('TIMEOUT', 'fetch cancelled by its caller'));
   }
 
-  /** Answers parked fetches that now have data. */
-  private wake(actor: PartitionActor): void {
-    if (actor.parkedCount === 0) return;
-    for (const f of actor.takeReady()) {
-      this.parkedOwner.delete(f.id);
-      this.serveFetch(actor, f.id, f.offset, f.maxBytes);
-    }
-  }
-
   /**
    * Reads straight into a response-ring slot when one is free; otherwise (ring full, or a single batch
    * larger than the request allows) reads into a private buffer that is transferred, not copied.
    */
-  private serveFetch(actor: PartitionActor, id: number, offset: number, maxBytes: number): void {
-    if (this.structured.delete(id)) return this.serveStructured(actor, id, offset, maxBytes);
-    const log = actor.log;
+  private serveFetchNow(p: Partition, id: number, offset: number, maxBytes: number): void {
+    if (this.structured.delete(id)) return this.serveStructured(p, id, offset, maxBytes);
     try {
       let slot: RingSlot | null = maxBytes <= this.responses.capacity / 2 ? this.responses.alloc(maxBytes) : null;
       let data: Uint8Array | undefined;
@@ -272,7 +273,7 @@ class ShardServer {
       let nextOffset = offset;
       if (slot) {
         try {
-          ({ bytes, nextOffset } = log.readInto(offset, maxBytes, this.responses.view(slot)));
+          ({ bytes, nextOffset } = p.readInto(offset, maxBytes, this.responses.view(slot)));
         } catch (err) {
           this.responses.cancelLast(slot);
           slot = null;
@@ -284,7 +285,7 @@ class ShardServer {
       } else if (slot) {
         slot = this.responses.shrinkLast(slot, bytes);
       } else {
-        const r = log.read(offset, maxBytes);
+        const r = p.read(offset, maxBytes);
         bytes = r.data.length;
         nextOffset = r.nextOffset;
         // Transferred, not copied, when the read buffer owns its memory (Buffer pools only small ones).
@@ -300,8 +301,8 @@ class ShardServer {
         charge: slot && bytes > 0 ? slot.charge : 0,
         data,
         records: countRecords(view),
-        highWatermark: log.nextOffset,
-        logStartOffset: log.logStartOffset,
+        highWatermark: p.highWatermark,
+        logStartOffset: p.logStartOffset,
         nextOffset,
       });
     } catch (err) {
@@ -313,10 +314,10 @@ class ShardServer {
    * A structured read: decoded (and decompressed, bounded per batch) here rather than on the main
    * thread, into protobuf `records` bytes of at most about `maxBytes`; transferred, not copied.
    */
-  private serveStructured(actor: PartitionActor, id: number, offset: number, maxBytes: number): void {
-    const log = actor.log;
+  private serveStructured(p: Partition, id: number, offset: number, maxBytes: number): void {
     try {
-      const read = log.read(offset, maxBytes);
+      // Committed batches only (the read stops at the high watermark); control batches are skipped.
+      const read = p.read(offset, maxBytes);
       const raw = Buffer.from(read.data.buffer, read.data.byteOffset, read.data.length);
       const s = raw.length > 0 ? encodeStructuredRead(raw, offset, maxBytes) : { data: Buffer.alloc(0), records: 0, nextOffset: read.nextOffset };
       // Small Buffers share Node's pool, whose ArrayBuffer must not be transferred: copy those.
@@ -329,8 +330,8 @@ class ShardServer {
         charge: 0,
         data,
         records: s.records,
-        highWatermark: log.nextOffset,
-        logStartOffset: log.logStartOffset,
+        highWatermark: p.highWatermark,
+        logStartOffset: p.logStartOffset,
         nextOffset: s.records > 0 || s.needBytes !== undefined ? s.nextOffset : Math.max(offset, read.nextOffset),
         need: s.needBytes,
       });
@@ -346,8 +347,10 @@ class ShardServer {
     const recovered: Array<{ k: PartitionKey; report: RecoveryReport }> = [];
     await Promise.all(
       op.parts.map(async (p) => {
-        const k = `${p.topic}/${p.partition}`;
-        await this.closing.get(k);
+        const k = p.k;
+        // Keyed by directory, not by number: a re-created topic's partition has a new number but the
+        // same directory, and must not start before the deleted one's files are gone.
+        await this.closing.get(partitionDir(this.task.dataDir, p.topic, p.partition));
         if (this.actors.has(k)) return;
         const res = await this.openOne(k, p);
         if ('err' in res) failed.push({ k, err: res.err });
@@ -364,16 +367,17 @@ class ShardServer {
    */
   private async openOne(k: PartitionKey, p: PartitionSpec): Promise<{ err: SluiceErrorWire } | { report: RecoveryReport | null }> {
     try {
-      const actor = await PartitionActor.open(this.task.dataDir, p.topic, p.partition, p.config, p.fresh, this.logOptions, this.task.producerIdleExpiryMs);
+      const id = { topic: p.topic, topicId: p.topicId, partition: p.partition };
+      const actor = await Partition.open(this.task.dataDir, id, p.config, p.fresh, this.logOptions, this, this.task.producerIdleExpiryMs);
       if (this.stopped) {
         void actor.close(false).catch(() => {});
         return { report: null };
       }
       this.offline.delete(k);
       this.actors.set(k, actor);
-      return { report: actor.log.recovery };
+      return { report: actor.recovery };
     } catch (err) {
-      const e = isDiskFull(err) && !isSluiceError(err, 'DISK_FULL') ? storageError(`cannot open partition ${k}`, err) : toSluiceError(err);
+      const e = isDiskFull(err) && !isSluiceError(err, 'DISK_FULL') ? storageError(`cannot open partition ${p.topic}/${p.partition}`, err) : toSluiceError(err);
       const wire = e.toWire();
       // A retry reopens what is on disk: it must never start the partition afresh.
       this.offline.set(k, { err: wire, spec: { ...p, fresh: false } });
@@ -407,30 +411,30 @@ class ShardServer {
 
   /** The error for a partition that is not open here. */
   private missing(k: PartitionKey): SluiceError {
-    const wire = this.offline.get(k)?.err;
-    if (wire) return new SluiceError(wire.code, `partition ${k} is offline: ${wire.message}`, { retriable: wire.retriable });
+    const o = this.offline.get(k);
+    if (o) return new SluiceError(o.err.code, `partition ${o.spec.topic}/${o.spec.partition} is offline: ${o.err.message}`, { retriable: o.err.retriable });
     return new SluiceError('UNKNOWN_PARTITION', `partition ${k} is not on this shard`);
   }
 
   private async drop(op: Extract<Op, { t: 'drop' }>): Promise<void> {
-    const closes = op.keys.map((k) => {
+    const closes = op.parts.map(({ k, topic, partition }) => {
+      const dir = partitionDir(this.task.dataDir, topic, partition);
       const actor = this.actors.get(k);
       this.actors.delete(k);
       this.offline.delete(k);
       let p: Promise<void>;
       if (actor) {
-        this.answerParked(actor, new SluiceError('UNKNOWN_PARTITION', `partition ${k} was deleted`));
+        this.answerParked(actor, new SluiceError('UNKNOWN_PARTITION', `partition ${topic}/${partition} was deleted`));
         p = actor.close(op.remove);
       } else if (op.remove) {
-        const { topic, partition } = splitKey(k);
-        p = fs.promises.rm(partitionDir(this.task.dataDir, topic, partition), { recursive: true, force: true });
+        p = fs.promises.rm(dir, { recursive: true, force: true });
       } else {
         p = Promise.resolve();
       }
       const settled = p.finally(() => {
-        if (this.closing.get(k) === settled) this.closing.delete(k);
+        if (this.closing.get(dir) === settled) this.closing.delete(dir);
       });
-      this.closing.set(k, settled);
+      this.closing.set(dir, settled);
       return settled;
     });
     const results = await Promise.allSettled(closes);
@@ -439,17 +443,13 @@ class ShardServer {
     this.reply({ id: op.id, t: 'done' });
   }
 
-  private answerParked(actor: PartitionActor, err: SluiceError | null): void {
-    for (const f of actor.takeAll()) {
-      this.parkedOwner.delete(f.id);
-      if (err) this.fail(f.id, err);
-      else this.serveFetch(actor, f.id, f.offset, f.maxBytes);
-    }
+  private answerParked(p: Partition, err: SluiceError | null): void {
+    p.releaseParked(err);
   }
 
   private config(op: Extract<Op, { t: 'config' }>): void {
     try {
-      for (const k of op.keys) this.actors.get(k)?.log.updateConfig(op.config);
+      for (const k of op.keys) this.actors.get(k)?.updateConfig(op.config);
       this.reply({ id: op.id, t: 'done' });
     } catch (err) {
       this.fail(op.id, err);
@@ -462,8 +462,15 @@ class ShardServer {
     for (const k of pick) {
       const a = this.actors.get(k);
       if (a) {
-        const log = a.log;
-        out.push({ k, logStartOffset: log.logStartOffset, highWatermark: log.nextOffset, sizeBytes: log.sizeBytes, damagedRanges: log.damagedRangeCount });
+        out.push({
+          k,
+          topic: a.id.topic,
+          partition: a.id.partition,
+          logStartOffset: a.logStartOffset,
+          highWatermark: a.highWatermark,
+          sizeBytes: a.sizeBytes,
+          damagedRanges: a.damagedRangeCount,
+        });
       }
     }
     return out;
@@ -473,9 +480,7 @@ class ShardServer {
     const actor = this.actors.get(op.k);
     if (!actor) return this.fail(op.id, this.missing(op.k));
     try {
-      const log = actor.log;
-      const offset =
-        op.spec === 'earliest' ? log.logStartOffset : op.spec === 'latest' ? log.nextOffset : (log.offsetForTimestamp(op.spec) ?? -1);
+      const offset = actor.offsetFor(op.spec);
       this.reply({ id: op.id, t: 'offsets', offset });
     } catch (err) {
       this.fail(op.id, err);

@@ -8,7 +8,7 @@
  *
  * The layout written here is sluice.v1.Record's (key = 1, value = 2, headers = 3 {key = 1, value = 2},
  * timestamp_ms = 4, offset = 5); test/shard/structured-read.test.ts checks it against the generated
- * decoder. This file owns the only copy of that layout outside src/rpc, because src/shard never
+ * decoder. Control batches (Raft's entries) are skipped, as every reader does. This file owns the only copy of that layout outside src/rpc, because src/shard never
  * imports src/rpc.
  */
 import { decodeStoredBatch, readBatchHeader } from '../batch/index.js';
@@ -132,6 +132,12 @@ export function encodeStructuredRead(batches: Buffer, fromOffset: number, maxByt
   let nextOffset = fromOffset;
   for (let pos = 0; pos < batches.length; ) {
     const header = readBatchHeader(batches, pos);
+    if (header.isControl) {
+      // Raft's own entries (leader no-op, membership): never shown as records, but read past.
+      nextOffset = Math.max(nextOffset, header.baseOffset + header.lastOffsetDelta + 1);
+      pos += header.sizeBytes;
+      continue;
+    }
     // Stored bytes are CRC-checked before they are served as decoded records (damage is LOG_CORRUPT).
     const decoded = decodeStoredBatch(batches, pos);
     const batchSized: Sized[] = [];

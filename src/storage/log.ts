@@ -11,6 +11,7 @@
  *  - sealed segments are fdatasynced (log and indexes) before the next segment receives a byte, so
  *    recovery may trust them and validate only the active one.
  */
+import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { SluiceError } from '../errors.js';
@@ -41,6 +42,7 @@ interface SyncGeneration {
   reject: (err: Error) => void;
 }
 
+const OFF_LEADER_EPOCH = 12;
 const OFF_LAST_OFFSET_DELTA = 23;
 const OFF_BASE_TIMESTAMP = 27;
 const OFF_MAX_TIMESTAMP = 35;
@@ -180,14 +182,46 @@ export class PartitionLog implements PartitionLogApi {
       validateProducedRecords(buf, { nowMs: now, timestampType: c.timestampType, timestampBeforeMaxMs: c.timestampBeforeMaxMs, timestampAfterMaxMs: c.timestampAfterMaxMs });
     }
     this.maybeRoll(summary.sizeBytes, now);
-    const seg = this.active;
-    const baseOffset = seg.nextOffset;
+    const baseOffset = this.active.nextOffset;
     let offset = baseOffset;
     for (let pos = 0; pos < buf.length; ) {
       patchBatch(buf, pos, offset, leaderEpoch);
       offset += buf.readInt32BE(pos + OFF_LAST_OFFSET_DELTA) + 1;
       pos += buf.readInt32BE(pos + 8) + BATCH_LOG_OVERHEAD_BYTES;
     }
+    return this.writeValidated(buf, baseOffset, offset - 1, now);
+  }
+
+  /**
+   * Appends batches written by a leader, verbatim: offsets, epochs and CRCs unchanged. Checks
+   * continuity (the first baseOffset is nextOffset, each next one follows the previous lastOffset) and
+   * that epochs never decrease; writes nothing when a check fails (INVALID_OFFSET / CORRUPT_BATCH).
+   */
+  appendReplicated(data: Uint8Array, lastEpoch = -1): AppendResult {
+    this.checkWritable();
+    const buf = asBuffer(data);
+    const summary = validateBatches(buf, this.cfg.maxBatchBytes);
+    const baseOffset = this.active.nextOffset;
+    let expect = baseOffset;
+    let epoch = lastEpoch;
+    for (let pos = 0; pos < buf.length; ) {
+      const base = readI64(buf, pos);
+      if (base !== expect) throw new SluiceError('INVALID_OFFSET', `replicated batch has baseOffset ${base}, the log expects ${expect} in ${this.dir}`);
+      const e = buf.readInt32BE(pos + OFF_LEADER_EPOCH);
+      if (e < epoch) throw new SluiceError('CORRUPT_BATCH', `replicated batch at offset ${base} has epoch ${e}, below ${epoch}`);
+      epoch = e;
+      expect += buf.readInt32BE(pos + OFF_LAST_OFFSET_DELTA) + 1;
+      pos += buf.readInt32BE(pos + 8) + BATCH_LOG_OVERHEAD_BYTES;
+    }
+    const now = this.nowMs();
+    this.maybeRoll(summary.sizeBytes, now);
+    return this.writeValidated(buf, baseOffset, expect - 1, now);
+  }
+
+  /** Writes validated, offset-assigned batches at the end of the active segment. */
+  private writeValidated(buf: Buffer, baseOffset: number, lastOffset: number, now: number): AppendResult {
+    const seg = this.active;
+    assert.equal(baseOffset, seg.nextOffset, 'batches must continue the log');
     const startPos = seg.size;
     try {
       writeFully(seg.fd, buf, 0, buf.length, startPos);
@@ -206,7 +240,7 @@ export class PartitionLog implements PartitionLogApi {
     // more dirty files to every group-commit fdatasync (ext4 data=ordered flushes them with the journal).
     this.dirty.add(seg);
     if (seg.rollStartMs === null) seg.rollStartMs = now;
-    return { baseOffset, lastOffset: offset - 1, appendTimeMs: now, durable: this.durableFor() };
+    return { baseOffset, lastOffset, appendTimeMs: now, durable: this.durableFor() };
   }
 
   /** A failed write may have left part of the batches on disk: cut them off, or fence if we cannot. */
@@ -539,29 +573,96 @@ export class PartitionLog implements PartitionLogApi {
 
   // --- Retention and truncation ----------------------------------------------------------------
 
-  enforceRetention(nowMs: number): number {
+  /**
+   * Applies retention.ms / retention.bytes now; returns the number of segments deleted. The log start
+   * never moves above `maxLogStart` (the partition passes its high watermark, so only committed data
+   * is dropped), and `beforeDelete(newLogStart)` runs before the first file goes: the partition records
+   * the new start in its Raft snapshot there, so the log start comes from Raft state.
+   */
+  enforceRetention(nowMs: number, maxLogStart = Number.MAX_SAFE_INTEGER, beforeDelete?: (newLogStart: number) => void): number {
     this.checkWritable();
-    let deleted = 0;
     const { retentionMs, retentionBytes } = this.cfg;
     const expired = (s: Segment): boolean => retentionMs >= 0 && s.size > 0 && nowMs - s.maxTimestamp > retentionMs;
     const allExpired = this.segments.every(expired);
     // Sealed segments go first: on a full disk that frees the space the roll below needs.
-    while (this.segments.length > 1) {
-      const oldest = this.segments[0];
-      const overSize = retentionBytes >= 0 && this.totalBytes - oldest.size >= retentionBytes;
-      if (!expired(oldest) && !overSize) break;
-      this.deleteOldest();
-      deleted++;
-    }
-    if (deleted > 0) this.syncDirOrFence();
-    // An expired active segment is rolled so that it can go too (Kafka does the same).
-    if (allExpired && this.segments.length === 1 && expired(this.active)) {
+    let deleted = this.deleteOldestWhile(expired, retentionBytes, maxLogStart, beforeDelete);
+    // An expired active segment is rolled so that it can go too (Kafka does the same), once all of it
+    // may go (every offset in it is below `maxLogStart`).
+    if (allExpired && this.segments.length === 1 && expired(this.active) && this.nextOffset <= maxLogStart) {
       this.rollExpiredActive();
-      this.deleteOldest();
-      this.syncDirOrFence();
-      deleted++;
+      deleted += this.deleteOldestWhile(expired, retentionBytes, maxLogStart, beforeDelete);
     }
     return deleted;
+  }
+
+  /**
+   * Deletes the oldest segments while they are expired or over the size limit, never the active one
+   * and never past `maxLogStart`; `beforeDelete(newLogStart)` runs once, before the first file goes.
+   */
+  private deleteOldestWhile(
+    expired: (s: Segment) => boolean,
+    retentionBytes: number,
+    maxLogStart: number,
+    beforeDelete: ((newLogStart: number) => void) | undefined,
+  ): number {
+    let n = 0;
+    let bytes = this.totalBytes;
+    while (n < this.segments.length - 1) {
+      const oldest = this.segments[n];
+      if (this.segments[n + 1].baseOffset > maxLogStart) break;
+      const overSize = retentionBytes >= 0 && bytes - oldest.size >= retentionBytes;
+      if (!expired(oldest) && !overSize) break;
+      bytes -= oldest.size;
+      n++;
+    }
+    if (n === 0) return 0;
+    beforeDelete?.(this.segments[n].baseOffset);
+    for (let i = 0; i < n; i++) this.deleteOldest();
+    this.syncDirOrFence();
+    return n;
+  }
+
+  /** Deletes whole segments that end at or below `offset` (finishing a retention cut a crash interrupted). */
+  dropSegmentsBelow(offset: number): number {
+    this.checkWritable();
+    let n = 0;
+    while (this.segments.length > 1 && this.segments[1].baseOffset <= offset) {
+      this.deleteOldest();
+      n++;
+    }
+    if (n > 0) this.syncDirOrFence();
+    return n;
+  }
+
+  /**
+   * (epoch, first offset) for every change of partitionLeaderEpoch from `offset` to the log end: a
+   * header walk that reads 4 bytes per batch. Used to rebuild a missing leader-epoch checkpoint (a data
+   * dir from before Raft), so its cost is paid once.
+   */
+  epochStartsFrom(offset: number): Array<{ epoch: number; startOffset: number }> {
+    this.checkOpen();
+    const out: Array<{ epoch: number; startOffset: number }> = [];
+    const four = Buffer.allocUnsafe(4);
+    const v = this.walker.view;
+    for (let si = this.segmentIndexFor(Math.max(offset, this.logStartOffset)); si < this.segments.length; si++) {
+      const seg = this.segments[si];
+      let pos = 0;
+      while (pos < seg.size) {
+        // A fenced (corrupt) range is stepped over, as reads do.
+        const d = seg.damage.length > 0 ? seg.damageAt(pos) : undefined;
+        if (d) {
+          pos += d.bytes;
+          continue;
+        }
+        if (!this.walker.at(seg, pos)) break;
+        if (readFully(seg.fd, four, 0, 4, pos + OFF_LEADER_EPOCH) === 4 && v.lastOffset >= offset) {
+          const epoch = four.readInt32BE(0);
+          if (out.length === 0 || out[out.length - 1].epoch !== epoch) out.push({ epoch, startOffset: Math.max(v.baseOffset, offset) });
+        }
+        pos += v.size;
+      }
+    }
+    return out;
   }
 
   /**

@@ -37,7 +37,8 @@ describe('produce and fetch', () => {
       acks: 'leader',
     });
     expect([r2.baseOffset, r2.lastOffset]).toEqual([5, 6]);
-    const f = await broker.fetch({ topic: 't', partition: 0, offset: 5, maxBytes: 1 << 20, maxWaitMs: 0 });
+    // acks=leader answers at append; the records become visible at commit, which a long-poll waits for.
+    const f = await broker.fetch({ topic: 't', partition: 0, offset: 5, maxBytes: 1 << 20, maxWaitMs: 10_000 });
     expect(f).toMatchObject({ highWatermark: 7, logStartOffset: 0, nextOffset: 7 });
     expect(valuesIn(f.batches, 5)).toEqual(['<null>', '']);
     expect(await readAll(broker, 't', 0)).toEqual(['a0', 'a1', 'b0', 'b1', 'b2', '<null>', '']);

@@ -58,7 +58,18 @@ describe('topics.json is validated', () => {
     ['configs that are an array', (t) => (t.configs = []), /configs must be an object/],
     ['a replication factor of 0', (t) => (t.replicationFactor = 0), /replicationFactor/],
     ['a missing createdMs', (t) => delete t.createdMs, /createdMs/],
+    ['a topic id that is not a UUID', (t) => (t.topicId = '../x'), /topics\[0\] \("t"\): topicId must be a UUID/],
+    ['a topic id that is a number', (t) => (t.topicId = 7), /topicId must be a UUID/],
   ];
+
+  it('refuses to start on two topics with the same topic id', async () => {
+    const { dataDir, file, table } = await withTable();
+    table.topics.push({ ...table.topics[0], name: 'u' });
+    fs.writeFileSync(file, JSON.stringify(table));
+    const err = await openFails(dataDir);
+    expect(err.code).toBe('LOG_CORRUPT');
+    expect(err.message).toMatch(/gives topic id .* to two topics/);
+  });
 
   it.each(damages)('refuses to start on %s, naming the file and the entry', async (_what, damage, expected) => {
     const { dataDir, file, table } = await withTable();
@@ -115,6 +126,9 @@ describe('owner-only files', () => {
       const b = await openBroker({ dataDir, shards: 1 });
       await b.createTopic('perm', 2, 1, { 'segment.bytes': String(1024 * 1024) });
       for (let i = 0; i < 3; i++) await b.produce({ topic: 'perm', partition: 0, records: [{ key: null, value: Buffer.alloc(600 * 1024, i) }], acks: 'all' });
+      // An idempotent produce: the producer-id table and the producer-state snapshot (written at close).
+      const { producerId, producerEpoch } = await b.initProducer('perm-producer');
+      await b.produce({ topic: 'perm', partition: 1, records: [{ key: null, value: Buffer.from('x') }], acks: 'all', producer: { producerId, producerEpoch, baseSequence: 0 } });
       await b.close();
       const seen: string[] = [];
       const walk = (d: string): void => {
@@ -133,6 +147,10 @@ describe('owner-only files', () => {
       // A segment roll (1 MiB segments, 3 x 600 KiB) and the clean-shutdown marker are among them.
       expect(seen.filter((s) => s.includes('.log')).length).toBeGreaterThan(1);
       expect(seen.some((s) => s.includes(TOPICS_FILE))).toBe(true);
+      // The Raft and producer state files too.
+      for (const f of ['partition.json', 'hard-state.json', 'leader-epoch-checkpoint.json', 'producer-state.snapshot', 'producer-ids.json']) {
+        expect(seen.some((s) => s.includes(f))).toBe(true);
+      }
       expect(wrong).toEqual([]);
     } finally {
       process.umask(before);

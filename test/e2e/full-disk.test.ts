@@ -9,6 +9,8 @@
  *    it, and it comes back by itself once space returns.
  *  - `sluice serve` whose logs cannot be flushed at shutdown reports it and exits non-zero.
  *  - Storage level: retention empties a log whose one segment expired though it cannot be sealed.
+ *  - Partition level: retention through the Raft snapshot still frees space when the snapshot file
+ *    cannot be written first (the start is recorded right after the deletion).
  *  - CreateTopic is all-or-nothing when one partition's directory cannot be made (a read-only mount).
  * Loops are bounded in count and time; waits poll the real condition (readiness, a produce).
  */
@@ -22,6 +24,7 @@ import { startBroker, type RunningBroker } from '../../src/server/index.js';
 import { spawnBroker, waitExit } from '../../bench/broker-process.js';
 import { encodeBatch } from '../../src/batch/index.js';
 import { PartitionLog, defaultLogConfig } from '../../src/storage/index.js';
+import { Partition, type PartitionEffects } from '../../src/partition/index.js';
 import { call, dynamicClients, failure } from './helpers.js';
 
 const KiB = 1024;
@@ -199,15 +202,19 @@ describe.skipIf(cannotMount !== null)('a full disk', () => {
       const f = await failure(call(c.broker, 'Produce', { topic: 'gone', partition: 0, records: [{ value: value(10) }] }));
       expect([grpc.status[f.code], f.reason]).toEqual(['RESOURCE_EXHAUSTED', 'DISK_FULL']);
       expect(f.details).toMatch(/offline/);
-      // The partitions that did open serve.
-      const r = await call(c.broker, 'Produce', { topic: 'back', partition: 0, records: [{ value: value(10) }] });
-      expect(r.baseOffset).toBe('1');
+      // The partitions that did open serve reads. (Their first write in the restarted Raft term needs a
+      // transient inode for its state files' temp copies, so with no inode left it may be DISK_FULL.)
+      const read = await call(c.broker, 'Fetch', { topic: 'back', partition: 0, offset: 0, maxWaitMs: 0 });
+      expect([read.records.length, read.highWatermark]).toEqual([1, '1']);
 
       free(fillers);
       const back = await until(async () => (await fetch(`http://${running.httpAddress}/readyz`)).status === 200, 30_000);
       expect(back).toBe(true);
       const g = await call(c.broker, 'Produce', { topic: 'gone', partition: 1, records: [{ value: value(10) }] });
       expect(g.baseOffset).toBe('0');
+      // A refused write left nothing behind: the next offset is still 1.
+      const r = await call(c.broker, 'Produce', { topic: 'back', partition: 0, records: [{ value: value(10) }] });
+      expect(r.baseOffset).toBe('1');
     } finally {
       c.close();
       await running.close();
@@ -256,6 +263,29 @@ describe.skipIf(cannotMount !== null)('a full disk', () => {
     const again = await PartitionLog.open(dir, config, { nowMs: () => now });
     expect([again.logStartOffset, again.nextOffset]).toEqual([40, 41]);
     await again.close();
+  });
+
+  it('lets a partition cut retention on a full disk, recording the new log start right after the deletion', async () => {
+    const mount = tmpfs(4 * MiB);
+    let now = 1_000_000;
+    const config = { ...defaultLogConfig(), retentionMs: 60_000, segmentBytes: 256 * KiB };
+    const effects: PartitionEffects = { produced: () => {}, failed: () => {}, serveFetch: () => {}, needPersist: (p) => p.persist(), send: () => {} };
+    const p = await Partition.open(mount, { topic: 'r', topicId: '', partition: 0 }, config, false, { nowMs: () => now }, effects);
+    for (let i = 0; i < 12; i++) p.produce(i, encodeBatch([{ key: null, value: value(64 * KiB), timestampMs: now }]), 1);
+    await until(async () => p.highWatermark === 12, 10_000);
+    expect(p.highWatermark).toBe(12);
+    p.produce(99, encodeBatch([{ key: null, value: value(10), timestampMs: now + 120_000 }]), 1);
+    await until(async () => p.highWatermark === 13, 10_000);
+    // Neither a byte nor an inode left: the snapshot file (temp + rename) cannot be written first.
+    const fillers = [...fillBytes(mount), ...fillInodes(mount, 0)];
+    now += 120_000;
+    const deleted = p.enforceRetention(now);
+    expect(deleted).toBeGreaterThan(0);
+    expect(p.logStartOffset).toBeGreaterThan(0);
+    // The deletion freed space and the start was recorded at once, as Raft state.
+    expect(p.snapshotMeta()).toMatchObject({ index: p.logStartOffset - 1, logStartOffset: p.logStartOffset });
+    free(fillers);
+    await p.close(false);
   });
 
   it('creates a topic all-or-nothing when one partition cannot be created', async () => {

@@ -46,7 +46,11 @@ describe('group admin RPCs', () => {
     });
     // Starts at 4, 10 and (nothing committed) 0: 6 + 0 + 10 records.
     await waitFor('16 records', () => n === 16);
-    await waitFor('committed', async () => (await api.fetchOffsets({ groupId: 'g-admin', topics: [] })).offsets.every((o) => o.offset === 10n));
+    await waitFor('committed', async () => {
+      // All three partitions: `every` over the two committed before would pass before partition 2's commit.
+      const { offsets } = await api.fetchOffsets({ groupId: 'g-admin', topics: [] });
+      return offsets.length === 3 && offsets.every((o) => o.offset === 10n);
+    });
     const d = await api.describeGroup({ groupId: 'g-admin' });
     expect(d.state).toBe('STABLE');
     expect(d.members.length).toBe(1);

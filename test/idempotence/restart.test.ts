@@ -7,7 +7,7 @@
  * whole log replayed, with the same decisions.
  * Method: (1)-(2) the real `sluice serve` as a child process with the test-only hook
  * SLUICE_TEST_CRASH_AFTER_APPEND=<topic> (the broker SIGKILLs itself right after such an append is
- * durable), driven by a proto-loader client; (3) PartitionActor on a temp dir.
+ * durable), driven by a proto-loader client; (3) a Partition on a temp dir (one voter, acks=all).
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
@@ -16,7 +16,7 @@ import type { ChildProcess } from 'node:child_process';
 import * as grpc from '@grpc/grpc-js';
 import { spawnBroker, waitExit } from '../../bench/broker-process.js';
 import { call, dynamicClients, failure, tempDir } from '../e2e/helpers.js';
-import { PartitionActor, PRODUCER_SNAPSHOT_FILE, TEST_CRASH_AFTER_APPEND_ENV } from '../../src/partition/index.js';
+import { Partition, PRODUCER_SNAPSHOT_FILE, TEST_CRASH_AFTER_APPEND_ENV, type PartitionEffects, type ProduceOk } from '../../src/partition/index.js';
 import { encodeBatch } from '../../src/batch/index.js';
 import { defaultLogConfig } from '../../src/storage/index.js';
 
@@ -74,54 +74,82 @@ describe('kill -9 between the write and the reply', () => {
 describe('partition recovery of the producer state', () => {
   const batch = (pid: bigint, seq: number, n = 1): Buffer =>
     encodeBatch(Array.from({ length: n }, (_, i) => ({ key: null, value: Buffer.from(`${pid}-${seq + i}`) })), { producerId: pid, producerEpoch: 0, baseSequence: seq });
-  const open = (dir: string): Promise<PartitionActor> => PartitionActor.open(dir, 't', 0, defaultLogConfig(), false, {});
+  /** A partition whose produces (acks=all) are promises of their answer; persists run at the end of the turn. */
+  interface Opened {
+    p: Partition;
+    append(bytes: Buffer): Promise<ProduceOk>;
+    close(remove: boolean): Promise<void>;
+  }
+  const open = async (dir: string, producerIdleExpiryMs?: number): Promise<Opened> => {
+    const waiting = new Map<number, { resolve: (ok: ProduceOk) => void; reject: (err: unknown) => void }>();
+    const effects: PartitionEffects = {
+      produced: (_p, id, ok) => waiting.get(id)?.resolve(ok),
+      failed: (_p, id, err) => waiting.get(id)?.reject(err),
+      serveFetch: () => {},
+      needPersist: (p) => void setImmediate(() => p.persist()),
+      send: () => {},
+    };
+    const p = await Partition.open(dir, { topic: 't', topicId: '', partition: 0 }, defaultLogConfig(), false, {}, effects, producerIdleExpiryMs);
+    let next = 0;
+    const append = (bytes: Buffer): Promise<ProduceOk> =>
+      new Promise((resolve, reject) => {
+        const id = ++next;
+        waiting.set(id, { resolve, reject });
+        try {
+          p.produce(id, bytes, 2);
+        } catch (err) {
+          reject(err);
+        }
+      });
+    return { p, append, close: (remove) => p.close(remove) };
+  };
 
   it('restores from the snapshot and replays only what follows; ignores a torn or too-new snapshot', async () => {
     const dir = tempDir('sluice-idem-recovery-');
     const a = await open(dir);
-    expect(a.producerRecovery).toEqual({ snapshotOffset: null, replayedBatches: 0 });
-    a.append(batch(1n, 0, 2));
-    a.append(batch(2n, 0));
+    expect(a.p.producerRecovery).toEqual({ snapshotOffset: null, replayedBatches: 0 });
+    await a.append(batch(1n, 0, 2));
+    await a.append(batch(2n, 0));
     await a.close(false);
 
     const b = await open(dir);
-    expect(b.producerRecovery).toEqual({ snapshotOffset: 3, replayedBatches: 0 });
-    expect(b.append(batch(1n, 0, 2)).baseOffset).toBe(0); // a retry, answered from the snapshot
-    b.append(batch(1n, 2));
+    expect(b.p.producerRecovery).toEqual({ snapshotOffset: 3, replayedBatches: 0 });
+    expect((await b.append(batch(1n, 0, 2))).baseOffset).toBe(0); // a retry, answered from the snapshot
+    await b.append(batch(1n, 2));
     // No close: as after a crash, the snapshot is behind the log.
     const c = await open(dir);
-    expect(c.producerRecovery).toEqual({ snapshotOffset: 3, replayedBatches: 1 });
-    expect(c.append(batch(1n, 2)).baseOffset).toBe(3);
-    expect(c.append(batch(2n, 0)).baseOffset).toBe(2);
-    expect(() => c.append(batch(1n, 7))).toThrow(/sequence/);
-    expect(c.log.nextOffset).toBe(4);
+    expect(c.p.producerRecovery).toEqual({ snapshotOffset: 3, replayedBatches: 1 });
+    expect((await c.append(batch(1n, 2))).baseOffset).toBe(3);
+    expect((await c.append(batch(2n, 0))).baseOffset).toBe(2);
+    await expect(c.append(batch(1n, 7))).rejects.toThrow(/sequence/);
+    expect(c.p.logEndOffset).toBe(4);
 
     // Torn snapshot: the whole log is replayed, with the same answers.
     const snap = path.join(dir, 't-0', PRODUCER_SNAPSHOT_FILE);
     const body = fs.readFileSync(snap);
     fs.writeFileSync(snap, body.subarray(0, body.length - 5));
     const d = await open(dir);
-    expect(d.producerRecovery).toEqual({ snapshotOffset: null, replayedBatches: 3 });
-    expect(d.append(batch(1n, 2)).baseOffset).toBe(3);
+    expect(d.p.producerRecovery).toEqual({ snapshotOffset: null, replayedBatches: 3 });
+    expect((await d.append(batch(1n, 2))).baseOffset).toBe(3);
 
     // A snapshot newer than the log (the log lost a tail it had seen) is ignored and removed.
     const json = JSON.parse(fs.readFileSync(snap, 'utf8')) as { offset: number };
     fs.writeFileSync(snap, JSON.stringify({ ...json, offset: 1_000 }));
     const e = await open(dir);
-    expect(e.producerRecovery.snapshotOffset).toBeNull();
-    expect(e.append(batch(2n, 0)).baseOffset).toBe(2);
+    expect(e.p.producerRecovery.snapshotOffset).toBeNull();
+    expect((await e.append(batch(2n, 0))).baseOffset).toBe(2);
     for (const x of [b, c, d, e]) await x.close(false).catch(() => {});
   });
 
   it('expires idle producers on the periodic pass', async () => {
     const dir = tempDir('sluice-idem-expiry-');
-    const a = await PartitionActor.open(dir, 't', 0, defaultLogConfig(), false, {}, 60_000);
-    a.append(batch(5n, 0));
-    a.enforceRetention(Date.now());
-    expect(a.producers.entry(5n)).toBeDefined();
-    a.enforceRetention(Date.now() + 60_000);
-    expect(a.producers.entry(5n)).toBeUndefined();
-    expect(() => a.append(batch(5n, 1))).toThrow(/no state for it/);
+    const a = await open(dir, 60_000);
+    await a.append(batch(5n, 0));
+    a.p.enforceRetention(Date.now());
+    expect(a.p.producers.entry(5n)).toBeDefined();
+    a.p.enforceRetention(Date.now() + 60_000);
+    expect(a.p.producers.entry(5n)).toBeUndefined();
+    await expect(a.append(batch(5n, 1))).rejects.toThrow(/no state for it/);
     await a.close(false);
   });
 });

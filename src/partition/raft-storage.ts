@@ -1,0 +1,95 @@
+/**
+ * src/raft's `RaftStorage` over a `PartitionLog` on the shard thread. An entry is a RUN: one v2 batch
+ * is one entry covering offsets `index .. index + count - 1`, all of one term, so the Raft path does no
+ * per-record work. Index = offset, term = partitionLeaderEpoch.
+ *
+ * `term(i)` answers from the leader-epoch checkpoint (memory, no I/O). `entries()` reads whole batches
+ * by offset and cuts them by their headers (no record decode); only control batches (Raft's no-op and
+ * membership entries, one record each) are decoded, to tell a no-op from a conf change.
+ */
+import { asBuffer, batchSizeAt, readInt64, OFF_ATTRIBUTES, OFF_LAST_OFFSET_DELTA, OFF_LEADER_EPOCH } from '../batch/codec.js';
+import type { Entry, HardState, RaftInitialState, RaftStorage, Snapshot } from '../raft/index.js';
+import type { NodeId, Offset, Term } from '../model/index.js';
+import type { PartitionLog } from '../storage/index.js';
+import type { EpochCheckpoint } from '../storage/epoch-checkpoint.js';
+import type { SnapshotMeta } from '../storage/snapshot-meta.js';
+import type { StoredHardState } from '../storage/hard-state.js';
+import { readControl } from './control-batch.js';
+
+const CONTROL_BIT = 0x20;
+const EMPTY = new Uint8Array(0);
+
+export class PartitionRaftStorage implements RaftStorage {
+  constructor(
+    private readonly log: PartitionLog,
+    private readonly epochs: EpochCheckpoint,
+    private readonly snap: () => SnapshotMeta,
+    private readonly hardState: () => StoredHardState,
+  ) {}
+
+  /**
+   * HardState as persisted (commit = the snapshot index: it is re-learned, and for one voter it is
+   * whatever is persisted). Conf entries after the snapshot: none are written before the cluster issue,
+   * so the list is empty; once conf batches exist the recovery scan must collect them here.
+   */
+  initialState(): RaftInitialState {
+    const hs = this.hardState();
+    const snapshot = this.snapshot();
+    const hard: HardState = { term: hs.term as Term, vote: hs.vote as NodeId, commit: snapshot.index };
+    return { hardState: hard, snapshot, confEntries: [] };
+  }
+
+  firstIndex(): number {
+    return this.log.logStartOffset;
+  }
+
+  lastIndex(): number {
+    return this.log.nextOffset - 1;
+  }
+
+  /** Term of the entry holding offset `i`; the snapshot's term at its index; -1 outside. No I/O. */
+  term(i: number): number {
+    const s = this.snap();
+    if (i === s.index) return s.term;
+    if (i < this.firstIndex() || i > this.lastIndex()) return -1;
+    return this.epochs.epochAt(i);
+  }
+
+  /**
+   * Whole runs from the one containing `lo`, none starting after `hi`, at least one, then while
+   * `bytesMax` and `countMax` allow.
+   */
+  entries(lo: number, hi: number, bytesMax: number, countMax: number): readonly Entry[] {
+    const out: Entry[] = [];
+    let offset = lo;
+    let bytes = 0;
+    while (offset <= hi && offset < this.log.nextOffset && out.length < countMax) {
+      const r = this.log.read(offset, Math.max(1, bytesMax - bytes));
+      const buf = asBuffer(r.data);
+      if (buf.length === 0) break;
+      for (let pos = 0; pos < buf.length; ) {
+        const size = batchSizeAt(buf, pos);
+        const index = readInt64(buf, pos);
+        if (index > hi || out.length >= countMax || (out.length > 0 && bytes + size > bytesMax)) return out;
+        out.push(this.toEntry(buf.subarray(pos, pos + size), index));
+        bytes += size;
+        pos += size;
+      }
+      offset = r.nextOffset;
+    }
+    return out;
+  }
+
+  private toEntry(batch: Buffer, index: number): Entry {
+    const term = batch.readInt32BE(OFF_LEADER_EPOCH) as Term;
+    const count = batch.readInt32BE(OFF_LAST_OFFSET_DELTA) + 1;
+    if ((batch.readInt16BE(OFF_ATTRIBUTES) & CONTROL_BIT) === 0) return { index: index as Offset, count, term, kind: 'data', data: batch, change: null };
+    const c = readControl(batch);
+    return { index: index as Offset, count, term, kind: c.kind === 'conf' ? 'conf' : 'noop', data: batch, change: c.change };
+  }
+
+  snapshot(): Snapshot {
+    const m = this.snap();
+    return { index: m.index as Offset, term: m.term as Term, conf: { voters: m.voters as NodeId[], learners: m.learners as NodeId[] }, data: EMPTY };
+  }
+}

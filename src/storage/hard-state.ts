@@ -1,0 +1,35 @@
+/**
+ * The partition's Raft HardState (current term and vote), in `<partition-dir>/hard-state.json`,
+ * replaced atomically (./atomic-file.ts). It must be durable before any message that depends on it
+ * leaves the node (a vote) and before a batch of the new term is appended, which is why the driver
+ * writes it synchronously: it changes once per election, never per record.
+ *
+ * A missing file is the state of a partition that never had a term: a data dir written before the
+ * partition became a Raft replica (its batches carry epoch 0), or a new partition.
+ */
+import { SluiceError } from '../errors.js';
+import { isNonNegativeInt, readStateFile, writeStateFile } from './atomic-file.js';
+
+export const HARD_STATE_FILE = 'hard-state.json';
+const VERSION = 1;
+
+export interface StoredHardState {
+  term: number;
+  /** Node voted for in `term`; 0 = none. */
+  vote: number;
+}
+
+export const EMPTY_HARD_STATE: Readonly<StoredHardState> = Object.freeze({ term: 0, vote: 0 });
+
+export function readHardState(dir: string): StoredHardState | null {
+  const body = readStateFile(dir, HARD_STATE_FILE, VERSION) as Partial<StoredHardState> | null;
+  if (body === null) return null;
+  if (!isNonNegativeInt(body.term) || !isNonNegativeInt(body.vote)) {
+    throw new SluiceError('LOG_CORRUPT', `${dir}/${HARD_STATE_FILE} holds an invalid term or vote`);
+  }
+  return { term: body.term, vote: body.vote };
+}
+
+export function writeHardState(dir: string, hs: StoredHardState): void {
+  writeStateFile(dir, HARD_STATE_FILE, VERSION, { term: hs.term, vote: hs.vote });
+}

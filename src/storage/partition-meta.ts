@@ -1,0 +1,43 @@
+/**
+ * A partition directory's identity, in `<partition-dir>/partition.json`: the topic id (new at every
+ * creation of the topic) and the partition number. Opening a directory whose id differs from the
+ * topic table's is refused (PARTITION_MISMATCH is LOG_CORRUPT with a message saying which), so the
+ * leftovers of a deleted topic are never served as a re-created namesake. A directory without the
+ * file (written before topic ids existed) is adopted: the file is written on open.
+ */
+import { SluiceError } from '../errors.js';
+import { isNonNegativeInt, readStateFile, writeStateFile } from './atomic-file.js';
+
+export const PARTITION_META_FILE = 'partition.json';
+const VERSION = 1;
+
+export interface PartitionMeta {
+  topicId: string;
+  partition: number;
+}
+
+export function readPartitionMeta(dir: string): PartitionMeta | null {
+  const b = readStateFile(dir, PARTITION_META_FILE, VERSION) as Partial<PartitionMeta> | null;
+  if (b === null) return null;
+  if (typeof b.topicId !== 'string' || b.topicId.length === 0 || !isNonNegativeInt(b.partition)) {
+    throw new SluiceError('LOG_CORRUPT', `${dir}/${PARTITION_META_FILE} is malformed`);
+  }
+  return { topicId: b.topicId, partition: b.partition };
+}
+
+export function writePartitionMeta(dir: string, meta: PartitionMeta): void {
+  writeStateFile(dir, PARTITION_META_FILE, VERSION, meta);
+}
+
+/** Checks (or, for a directory from before topic ids, writes) the directory's identity. */
+export function checkPartitionMeta(dir: string, want: PartitionMeta): void {
+  const have = readPartitionMeta(dir);
+  if (have === null) return writePartitionMeta(dir, want);
+  if (have.topicId !== want.topicId || have.partition !== want.partition) {
+    throw new SluiceError(
+      'LOG_CORRUPT',
+      `${dir} belongs to topic id ${have.topicId} partition ${have.partition}, not ${want.topicId} partition ${want.partition}: ` +
+        'it is the leftover of a deleted topic; remove the directory to let the new topic start empty',
+    );
+  }
+}

@@ -110,7 +110,7 @@ describe('metadata while a shard is busy', () => {
     await broker.produce({ topic: 'md', partition: p, batches: batchOf(3), acks: 'all' });
     // The high watermark reaches metadata with the shard's next periodic stats message.
     let hw = -1;
-    for (let i = 0; i < 200 && hw !== 3; i++) {
+    for (let i = 0; i < 500 && hw !== 3; i++) {
       hw = (await broker.metadata(['md'])).topics[0].partitions[p].highWatermark;
       if (hw !== 3) await new Promise((r) => setTimeout(r, 10));
     }

@@ -26,7 +26,7 @@ import { logConfigToTopicConfigs, defaultLogConfig } from '../storage/index.js';
 import type { LogConfig } from '../storage/types.js';
 import type { RecoveryReport } from '../storage/recovery.js';
 import { ShardHost } from '../shard/shard-host.js';
-import { type AcksCode, type PartitionKey, type PartitionSpec, type ShardStatsMessage } from '../shard/protocol.js';
+import { type AcksCode, type PartitionKey, type PartitionSpec, type PartitionStat, type ShardStatsMessage } from '../shard/protocol.js';
 import { DataDirLock } from './data-dir-lock.js';
 import { ProducerIdTable } from './producer-ids.js';
 import { OFF_PRODUCER_EPOCH, OFF_PRODUCER_ID, asBuffer } from '../batch/codec.js';
@@ -150,6 +150,12 @@ export class Broker implements BrokerApi {
   /** Key base -> its topic's name (the reverse of keyBases, for naming a PartitionKey). */
   private readonly keyTopics = new Map<number, string>();
   private nextKeyBase = 0;
+  /**
+   * The newest numbers each live partition's shard reported (its periodic stats message, or an exact
+   * `stat` reply), so GetMetadata answers without waiting behind a busy shard. One entry per live
+   * partition: entries of a deleted topic are dropped with its keys, and keys are never reused.
+   */
+  private readonly lastStats = new Map<PartitionKey, PartitionStat>();
   private adminQueue: Promise<unknown> = Promise.resolve();
   private closing: Promise<void> | null = null;
   private internal: (BrokerApi & { createInternalTopic: Broker['createInternalTopic'] }) | null = null;
@@ -251,7 +257,10 @@ export class Broker implements BrokerApi {
   /** Forgets a deleted topic's numbers (a re-created topic gets new ones). */
   private forgetKeys(entry: TopicEntry): void {
     const base = this.keyBases.get(entry.topicId);
-    if (base !== undefined) this.keyTopics.delete(base);
+    if (base !== undefined) {
+      this.keyTopics.delete(base);
+      for (let p = 0; p < entry.placement.length; p++) this.lastStats.delete(base + p);
+    }
     this.keyBases.delete(entry.topicId);
   }
 
@@ -455,18 +464,29 @@ export class Broker implements BrokerApi {
     return this.table.all().map((t) => ({ name: t.name, partitionCount: t.placement.length, replicationFactor: t.replicationFactor }));
   }
 
+  /** Exact: asks each shard holding a partition of the topic (waits behind that shard's queued work). */
   async describeTopic(name: string): Promise<TopicDescription> {
     this.checkOpen();
     validateTopicName(name);
     const entry = this.topic(name);
     const groups = this.byShard(entry, this.range(0, entry.placement.length), (p) => this.keyOf(entry, p));
-    const stats = new Map<PartitionKey, { logStartOffset: number; highWatermark: number; sizeBytes: number; damagedRanges: number }>();
+    const stats = new Map<PartitionKey, PartitionStat>();
     await Promise.all(
       [...groups].map(async ([s, keys]) => {
         const r = await this.hosts[s].send({ t: 'stat', keys });
-        if ('t' in r && r.t === 'stat') for (const st of r.stats) stats.set(st.k, st);
+        if (!('t' in r) || r.t !== 'stat') return;
+        // Remembered in this continuation, before the shard's next message can bring newer numbers.
+        for (const st of r.stats) {
+          stats.set(st.k, st);
+          this.rememberStat(st);
+        }
       }),
     );
+    return this.describeFrom(entry, stats);
+  }
+
+  /** A topic's description from the given per-partition numbers (0 for a partition with none yet). */
+  private describeFrom(entry: TopicEntry, stats: ReadonlyMap<PartitionKey, PartitionStat>): TopicDescription {
     const partitions: PartitionInfo[] = entry.placement.map((_, p) => {
       const st = stats.get(this.keyOf(entry, p));
       return {
@@ -479,7 +499,12 @@ export class Broker implements BrokerApi {
         damagedRanges: st?.damagedRanges ?? 0,
       };
     });
-    return { name, partitions, replicationFactor: entry.replicationFactor, configs: logConfigToTopicConfigs(this.configOf(entry)) };
+    return { name: entry.name, partitions, replicationFactor: entry.replicationFactor, configs: logConfigToTopicConfigs(this.configOf(entry)) };
+  }
+
+  /** Keeps a shard's numbers for a partition, unless its topic is gone (a stats message can trail a delete). */
+  private rememberStat(st: PartitionStat): void {
+    if (this.keyTopics.has(st.k - (st.k % TOPIC_PARTITIONS_MAX))) this.lastStats.set(st.k, st);
   }
 
   async alterTopicConfig(name: string, set: Record<string, string>, remove: string[]): Promise<Record<string, string>> {
@@ -649,10 +674,19 @@ export class Broker implements BrokerApi {
     return { partition, offset: 'offset' in r ? r.offset : -1 };
   }
 
+  /**
+   * Routing information, answered from the main thread's own state: the topic table plus the numbers
+   * the shards last pushed (every statsIntervalMs). It never waits on a shard, so a shard busy with a
+   * large produce or a gzip bomb does not delay it; its offsets may lag by up to one stats interval
+   * (describeTopic and listOffsets are exact).
+   */
   async metadata(topics?: string[]): Promise<ClusterMetadata> {
     this.checkOpen();
     const names = topics && topics.length > 0 ? topics : this.table.all().map((t) => t.name);
-    const described = await Promise.all(names.map((n) => this.describeTopic(n)));
+    const described = names.map((n) => {
+      validateTopicName(n);
+      return this.describeFrom(this.topic(n), this.lastStats);
+    });
     return {
       clusterId: this.table.clusterId,
       controllerId: this.nodeId,
@@ -773,6 +807,7 @@ export class Broker implements BrokerApi {
       this.probe.shardStats(shard, { queueDepth: stats.queueDepth, eventLoopLagSeconds: stats.eventLoopLagSeconds });
       for (const s of stats.flushSeconds) this.probe.logFlushed(s);
       for (const p of stats.partitions) {
+        this.rememberStat(p);
         this.probe.partitionStats(p.topic, p.partition, {
           sizeBytes: p.sizeBytes,
           highWatermark: p.highWatermark,

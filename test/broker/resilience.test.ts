@@ -4,7 +4,9 @@
  * shard pushes back with QUEUE_FULL and bounded memory instead of queueing without limit.
  * Method: an in-process Broker with 2 shards. Crashes use the `debugCrashShard` hook (the worker calls
  * process.exit, as an uncaught error would end it); stalls use `debugStallShard` (the worker thread
- * busy-waits, as on a stuck disk) with a 1 MiB request ring and short bounds.
+ * busy-waits, as on a stuck disk) with a 1 MiB request ring and short bounds. GetMetadata must answer
+ * while a shard is stalled: the test starts an exact DescribeTopic (queued behind the stall) first and
+ * checks that metadata() settles before it, so no clock decides the outcome.
  */
 import { describe, expect, it } from 'vitest';
 import type { Broker } from '../../src/broker/index.js';
@@ -96,6 +98,45 @@ describe('backpressure', () => {
     await broker.produce({ topic: 'bp', partition: p, batches: batch, acks: 'all' });
     const d = await broker.describeTopic('bp');
     expect(d.partitions[p].highWatermark).toBe(ok * 100 + 100);
+    await broker.close();
+  });
+});
+
+describe('metadata while a shard is busy', () => {
+  it('answers GetMetadata from the last pushed stats while a shard is stalled; DescribeTopic stays exact', async () => {
+    const broker = await openBroker({ statsIntervalMs: 50 });
+    await broker.createTopic('md', 2, 1, {});
+    const p = partitionOnShard(broker, 'md', 2, 0);
+    await broker.produce({ topic: 'md', partition: p, batches: batchOf(3), acks: 'all' });
+    // The high watermark reaches metadata with the shard's next periodic stats message.
+    let hw = -1;
+    for (let i = 0; i < 500 && hw !== 3; i++) {
+      hw = (await broker.metadata(['md'])).topics[0].partitions[p].highWatermark;
+      if (hw !== 3) await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(hw).toBe(3);
+
+    broker.debugStallShard(0, 2000);
+    const settled: string[] = [];
+    const exact = broker.describeTopic('md').then((d) => {
+      settled.push('describeTopic');
+      return d;
+    });
+    const md = await broker.metadata();
+    settled.push('metadata');
+    // metadata() did not wait behind the stalled shard: the describe queued there is still pending.
+    expect(settled).toEqual(['metadata']);
+    expect(md.topics.map((t) => t.name)).toEqual(['md']);
+    expect(md.topics[0].partitions[p]).toMatchObject({ partition: p, highWatermark: 3, logStartOffset: 0, leader: 0, replicas: [0] });
+    expect((await exact).partitions[p].highWatermark).toBe(3);
+    expect(settled).toEqual(['metadata', 'describeTopic']);
+
+    // A deleted topic's numbers are not shown for a new topic of the same name.
+    await broker.deleteTopic('md');
+    await broker.createTopic('md', 2, 1, {});
+    expect((await broker.metadata(['md'])).topics[0].partitions.map((x) => x.highWatermark)).toEqual([0, 0]);
+    await expectCode(broker.metadata(['missing']), 'UNKNOWN_TOPIC');
+    await expectCode(broker.metadata(['../bad']), 'INVALID_TOPIC_NAME');
     await broker.close();
   });
 });

@@ -14,7 +14,7 @@ import path from 'node:path';
 import { SluiceError } from '../errors.js';
 import { PRODUCER_EPOCH_MAX, PRODUCER_ID_BLOCK_COUNT, PRODUCER_NAME_LENGTH_MAX, PRODUCER_NAMES_MAX } from '../constants.js';
 import { CLUSTER_DIR } from './topic-table.js';
-import { FILE_MODE } from '../storage/index.js';
+import { mkdirOwnerOnly, replaceFileAtomically } from '../storage/index.js';
 
 export const PRODUCER_IDS_FILE = 'producer-ids.json';
 const FORMAT_VERSION = 1;
@@ -134,23 +134,9 @@ export class ProducerIdTable {
   private persist(): void {
     const dir = path.dirname(this.file);
     const body: IdsFile = { version: FORMAT_VERSION, blockEnd: this.blockEnd, names: Object.fromEntries(this.names) };
-    const tmp = `${this.file}.tmp`;
     try {
-      fs.mkdirSync(dir, { recursive: true });
-      const fd = fs.openSync(tmp, 'w', FILE_MODE);
-      try {
-        fs.writeSync(fd, JSON.stringify(body));
-        fs.fsyncSync(fd);
-      } finally {
-        fs.closeSync(fd);
-      }
-      fs.renameSync(tmp, this.file);
-      const dfd = fs.openSync(dir, 'r');
-      try {
-        fs.fsyncSync(dfd);
-      } finally {
-        fs.closeSync(dfd);
-      }
+      mkdirOwnerOnly(dir);
+      replaceFileAtomically(this.file, JSON.stringify(body));
     } catch (err) {
       throw new SluiceError('STORAGE_ERROR', `cannot write ${this.file}: ${(err as Error).message}`, { cause: err });
     }

@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { SluiceError } from '../errors.js';
 import { SHARDS_MAX, TOPIC_TABLE_PARTITIONS_MAX, TOPIC_REPLICATION_FACTOR_MAX } from '../constants.js';
-import { FILE_MODE, mkdirOwnerOnly, storageError } from '../storage/index.js';
+import { mkdirOwnerOnly, replaceFileAtomically, storageError } from '../storage/index.js';
 import { validateTopicName } from './validate.js';
 
 export const CLUSTER_DIR = '__cluster';
@@ -150,31 +150,10 @@ export class TopicTable {
   private persist(): void {
     const dir = path.dirname(this.file);
     const body: TableFile = { version: FORMAT_VERSION, clusterId: this.clusterId, topics: this.all() };
-    const tmp = `${this.file}.tmp`;
     try {
       mkdirOwnerOnly(dir);
-      // A temp file left by a crash keeps its old mode under 'w': start it afresh, owner-only.
-      fs.rmSync(tmp, { force: true });
-      const fd = fs.openSync(tmp, 'w', FILE_MODE);
-      try {
-        fs.writeSync(fd, JSON.stringify(body, null, 1));
-        fs.fsyncSync(fd);
-      } finally {
-        fs.closeSync(fd);
-      }
-      fs.renameSync(tmp, this.file);
-      const dfd = fs.openSync(dir, 'r');
-      try {
-        fs.fsyncSync(dfd);
-      } finally {
-        fs.closeSync(dfd);
-      }
+      replaceFileAtomically(this.file, JSON.stringify(body, null, 1));
     } catch (err) {
-      try {
-        fs.rmSync(tmp, { force: true });
-      } catch {
-        // Best effort: the next persist removes it first anyway.
-      }
       throw storageError(`cannot write the topic table ${this.file}`, err);
     }
   }

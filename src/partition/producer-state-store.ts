@@ -24,7 +24,7 @@ import {
   asBuffer,
   readInt64,
 } from '../batch/codec.js';
-import { FILE_MODE, type PartitionLog } from '../storage/index.js';
+import { replaceFileAtomically, type PartitionLog } from '../storage/index.js';
 import { NO_PRODUCER_ID, ProducerStateTable, type BatchIdentity } from './producer-state.js';
 
 export const PRODUCER_SNAPSHOT_FILE = 'producer-state.snapshot';
@@ -151,20 +151,5 @@ function readSnapshot(dir: string): SnapshotFile | null {
 export function writeProducerSnapshot(dir: string, table: ProducerStateTable, offset: number): void {
   const body = JSON.stringify(table.snapshot());
   const file: SnapshotFile = { offset, crc: crc32c(Buffer.from(body, 'utf8')) >>> 0, body };
-  const target = path.join(dir, PRODUCER_SNAPSHOT_FILE);
-  const tmp = `${target}.tmp`;
-  const fd = fs.openSync(tmp, 'w', FILE_MODE);
-  try {
-    fs.writeSync(fd, JSON.stringify(file));
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(tmp, target);
-  const dfd = fs.openSync(dir, 'r');
-  try {
-    fs.fsyncSync(dfd);
-  } finally {
-    fs.closeSync(dfd);
-  }
+  replaceFileAtomically(path.join(dir, PRODUCER_SNAPSHOT_FILE), JSON.stringify(file));
 }

@@ -9,7 +9,7 @@
 import fs from 'node:fs';
 import { crc32c } from '@node-rs/crc32';
 import { SluiceError } from '../errors.js';
-import { FILE_MODE, fsyncDir, join, storageError, unlinkIfExists } from './io.js';
+import { join, replaceFileAtomically, storageError, unlinkIfExists } from './io.js';
 
 const TEMP_SUFFIX = '.tmp';
 
@@ -24,17 +24,8 @@ export function writeStateFile(dir: string, name: string, version: number, body:
   const json = JSON.stringify(body);
   const envelope: Envelope = { v: version, crc: crc32c(json) >>> 0, body };
   const file = join(dir, name);
-  const temp = file + TEMP_SUFFIX;
   try {
-    const fd = fs.openSync(temp, 'w', FILE_MODE);
-    try {
-      fs.writeSync(fd, JSON.stringify(envelope));
-      fs.fdatasyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-    fs.renameSync(temp, file);
-    fsyncDir(dir);
+    replaceFileAtomically(file, JSON.stringify(envelope));
   } catch (err) {
     throw storageError(`cannot write ${file}`, err);
   }

@@ -89,6 +89,36 @@ export function openRw(file: string): number {
   return fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, FILE_MODE);
 }
 
+/**
+ * Replaces `file` with `text` atomically and durably: a fresh owner-only temp file beside it, written
+ * and fdatasynced, renamed over `file`, then the directory fsynced. A crash leaves the old file or the
+ * new one, never a torn one. On failure the temp file is removed (best effort) and the error rethrown
+ * as it is; callers say what they were writing.
+ */
+export function replaceFileAtomically(file: string, text: string): void {
+  const temp = `${file}.tmp`;
+  try {
+    // A temp file left by a crash would keep its old mode under 'w': start it afresh, owner-only.
+    fs.rmSync(temp, { force: true });
+    const fd = fs.openSync(temp, 'w', FILE_MODE);
+    try {
+      fs.writeSync(fd, text);
+      fs.fdatasyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(temp, file);
+    fsyncDir(path.dirname(file));
+  } catch (err) {
+    try {
+      fs.rmSync(temp, { force: true });
+    } catch {
+      // Best effort: the next replace removes it first anyway.
+    }
+    throw err;
+  }
+}
+
 export function unlinkIfExists(file: string): void {
   try {
     fs.unlinkSync(file);

@@ -31,6 +31,29 @@ export function writeVarint(buf: Uint8Array, pos: number, value: number): number
   return pos;
 }
 
+/**
+ * Bytes of `v` (0 <= v < 2^53) as a plain unsigned varint (protobuf's wire varint, no zig-zag): the
+ * protobuf encoders of the Produce/Fetch hot paths (src/rpc) and of the shard's structured reads use it.
+ */
+export function sizeOfUnsignedVarint(v: number): number {
+  let n = 1;
+  while (v >= 128) {
+    v = Math.floor(v / 128);
+    n++;
+  }
+  return n;
+}
+
+/** Writes `v` (0 <= v < 2^53) as a plain unsigned varint at `pos`; returns the position after it. */
+export function writeUnsignedVarint(buf: Uint8Array, pos: number, v: number): number {
+  while (v >= 128) {
+    buf[pos++] = (v % 128) | 0x80;
+    v = Math.floor(v / 128);
+  }
+  buf[pos++] = v;
+  return pos;
+}
+
 function zigzagLong(value: number): number {
   return value >= 0 ? value * 2 : -value * 2 - 1;
 }

@@ -9,6 +9,7 @@
  */
 import { BinaryReader } from '@bufbuild/protobuf/wire';
 import { makeGenericClientConstructor } from '@grpc/grpc-js';
+import { sizeOfUnsignedVarint, writeUnsignedVarint } from '../batch/varint.js';
 import type { Header, Record } from './gen/sluice/v1/records.js';
 import { BrokerService, FetchResponse, ProduceRequest, type BrokerClient } from './gen/sluice/v1/broker.js';
 
@@ -104,29 +105,11 @@ export function decodeFetchResponse(input: Uint8Array): FetchResponse {
   return m;
 }
 
-/** Bytes of `v` (0 <= v < 2^53) as a protobuf varint. */
-function varintSize(v: number): number {
-  let n = 1;
-  while (v >= 128) {
-    v = Math.floor(v / 128);
-    n++;
-  }
-  return n;
-}
-
-function writeVarint(buf: Buffer, pos: number, v: number): number {
-  while (v >= 128) {
-    buf[pos++] = (v % 128) | 0x80;
-    v = Math.floor(v / 128);
-  }
-  buf[pos++] = v;
-  return pos;
-}
 
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 const safe = (v: bigint): boolean => v >= 0n && v <= MAX_SAFE;
 
-const bytesField = (n: number): number => 1 + varintSize(n) + n;
+const bytesField = (n: number): number => 1 + sizeOfUnsignedVarint(n) + n;
 
 /** Encoded size of each record, or null when one needs the generated encoder (an int64 outside [0, 2^53)). */
 function recordsSizes(records: Record[]): number[] | null {
@@ -141,10 +124,10 @@ function recordsSizes(records: Record[]): number[] | null {
       let hn = 0;
       if (h.key !== '') hn += bytesField(Buffer.byteLength(h.key, 'utf8'));
       if (h.value !== undefined) hn += bytesField(h.value.byteLength);
-      n += 1 + varintSize(hn) + hn;
+      n += 1 + sizeOfUnsignedVarint(hn) + hn;
     }
-    if (r.timestampMs !== 0n) n += 1 + varintSize(Number(r.timestampMs));
-    if (r.offset !== 0n) n += 1 + varintSize(Number(r.offset));
+    if (r.timestampMs !== 0n) n += 1 + sizeOfUnsignedVarint(Number(r.timestampMs));
+    if (r.offset !== 0n) n += 1 + sizeOfUnsignedVarint(Number(r.offset));
     sizes[i] = n;
   }
   return sizes;
@@ -152,7 +135,7 @@ function recordsSizes(records: Record[]): number[] | null {
 
 function writeBytesField(out: Buffer, pos: number, tag: number, b: Uint8Array): number {
   out[pos++] = tag;
-  pos = writeVarint(out, pos, b.byteLength);
+  pos = writeUnsignedVarint(out, pos, b.byteLength);
   out.set(b, pos);
   return pos + b.byteLength;
 }
@@ -166,21 +149,21 @@ function writeRecord(out: Buffer, pos: number, r: Record): number {
     if (h.key !== '') hn += bytesField(keyBytes);
     if (h.value !== undefined) hn += bytesField(h.value.byteLength);
     out[pos++] = 26;
-    pos = writeVarint(out, pos, hn);
+    pos = writeUnsignedVarint(out, pos, hn);
     if (h.key !== '') {
       out[pos++] = 10;
-      pos = writeVarint(out, pos, keyBytes);
+      pos = writeUnsignedVarint(out, pos, keyBytes);
       pos += out.write(h.key, pos, 'utf8');
     }
     if (h.value !== undefined) pos = writeBytesField(out, pos, 18, h.value);
   }
   if (r.timestampMs !== 0n) {
     out[pos++] = 32;
-    pos = writeVarint(out, pos, Number(r.timestampMs));
+    pos = writeUnsignedVarint(out, pos, Number(r.timestampMs));
   }
   if (r.offset !== 0n) {
     out[pos++] = 40;
-    pos = writeVarint(out, pos, Number(r.offset));
+    pos = writeUnsignedVarint(out, pos, Number(r.offset));
   }
   return pos;
 }
@@ -201,53 +184,53 @@ export function encodeProduceRequest(m: ProduceRequest): Buffer {
   const topicBytes = Buffer.byteLength(m.topic, 'utf8');
   const batchBytes = m.recordBatch.byteLength;
   let size = 0;
-  if (topicBytes > 0) size += 1 + varintSize(topicBytes) + topicBytes;
-  if (m.partition !== undefined) size += 1 + varintSize(m.partition);
-  if (recordSizes !== null) for (const n of recordSizes) size += 1 + varintSize(n) + n;
-  if (batchBytes > 0) size += 1 + varintSize(batchBytes) + batchBytes;
-  if (m.acks !== 0) size += 1 + varintSize(m.acks);
-  if (pid >= 0) size += 1 + varintSize(pid);
-  if (m.producerEpoch !== 0) size += 1 + varintSize(m.producerEpoch);
-  if (m.baseSequence !== 0) size += 1 + varintSize(m.baseSequence);
+  if (topicBytes > 0) size += 1 + sizeOfUnsignedVarint(topicBytes) + topicBytes;
+  if (m.partition !== undefined) size += 1 + sizeOfUnsignedVarint(m.partition);
+  if (recordSizes !== null) for (const n of recordSizes) size += 1 + sizeOfUnsignedVarint(n) + n;
+  if (batchBytes > 0) size += 1 + sizeOfUnsignedVarint(batchBytes) + batchBytes;
+  if (m.acks !== 0) size += 1 + sizeOfUnsignedVarint(m.acks);
+  if (pid >= 0) size += 1 + sizeOfUnsignedVarint(pid);
+  if (m.producerEpoch !== 0) size += 1 + sizeOfUnsignedVarint(m.producerEpoch);
+  if (m.baseSequence !== 0) size += 1 + sizeOfUnsignedVarint(m.baseSequence);
   const out = Buffer.allocUnsafe(size);
   let pos = 0;
   if (topicBytes > 0) {
     out[pos++] = 10;
-    pos = writeVarint(out, pos, topicBytes);
+    pos = writeUnsignedVarint(out, pos, topicBytes);
     pos += out.write(m.topic, pos, 'utf8');
   }
   if (m.partition !== undefined) {
     out[pos++] = 16;
-    pos = writeVarint(out, pos, m.partition);
+    pos = writeUnsignedVarint(out, pos, m.partition);
   }
   if (recordSizes !== null) {
     for (let i = 0; i < m.records.length; i++) {
       out[pos++] = 26;
-      pos = writeVarint(out, pos, recordSizes[i]!);
+      pos = writeUnsignedVarint(out, pos, recordSizes[i]!);
       pos = writeRecord(out, pos, m.records[i]!);
     }
   }
   if (batchBytes > 0) {
     out[pos++] = 34;
-    pos = writeVarint(out, pos, batchBytes);
+    pos = writeUnsignedVarint(out, pos, batchBytes);
     out.set(m.recordBatch, pos);
     pos += batchBytes;
   }
   if (m.acks !== 0) {
     out[pos++] = 40;
-    pos = writeVarint(out, pos, m.acks);
+    pos = writeUnsignedVarint(out, pos, m.acks);
   }
   if (pid >= 0) {
     out[pos++] = 48;
-    pos = writeVarint(out, pos, pid);
+    pos = writeUnsignedVarint(out, pos, pid);
   }
   if (m.producerEpoch !== 0) {
     out[pos++] = 56;
-    pos = writeVarint(out, pos, m.producerEpoch);
+    pos = writeUnsignedVarint(out, pos, m.producerEpoch);
   }
   if (m.baseSequence !== 0) {
     out[pos++] = 64;
-    pos = writeVarint(out, pos, m.baseSequence);
+    pos = writeUnsignedVarint(out, pos, m.baseSequence);
   }
   return out;
 }
@@ -269,30 +252,30 @@ export function encodeFetchResponse(m: FetchResponse): Buffer {
   const ls = Number(m.logStartOffset);
   const next = Number(m.nextOffset);
   let size = records.byteLength;
-  if (batchBytes > 0) size += 1 + varintSize(batchBytes) + batchBytes;
-  if (hw !== 0) size += 1 + varintSize(hw);
-  if (ls !== 0) size += 1 + varintSize(ls);
-  if (next !== 0) size += 1 + varintSize(next);
+  if (batchBytes > 0) size += 1 + sizeOfUnsignedVarint(batchBytes) + batchBytes;
+  if (hw !== 0) size += 1 + sizeOfUnsignedVarint(hw);
+  if (ls !== 0) size += 1 + sizeOfUnsignedVarint(ls);
+  if (next !== 0) size += 1 + sizeOfUnsignedVarint(next);
   const out = Buffer.allocUnsafe(size);
   out.set(records, 0);
   let pos = records.byteLength;
   if (batchBytes > 0) {
     out[pos++] = 18;
-    pos = writeVarint(out, pos, batchBytes);
+    pos = writeUnsignedVarint(out, pos, batchBytes);
     out.set(m.recordBatches, pos);
     pos += batchBytes;
   }
   if (hw !== 0) {
     out[pos++] = 24;
-    pos = writeVarint(out, pos, hw);
+    pos = writeUnsignedVarint(out, pos, hw);
   }
   if (ls !== 0) {
     out[pos++] = 32;
-    pos = writeVarint(out, pos, ls);
+    pos = writeUnsignedVarint(out, pos, ls);
   }
   if (next !== 0) {
     out[pos++] = 40;
-    pos = writeVarint(out, pos, next);
+    pos = writeUnsignedVarint(out, pos, next);
   }
   return out;
 }

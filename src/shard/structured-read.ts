@@ -13,6 +13,7 @@
  */
 import { decodeStoredBatch, readBatchHeader } from '../batch/index.js';
 import type { DecodedRecord } from '../batch/types.js';
+import { sizeOfUnsignedVarint, writeUnsignedVarint } from '../batch/varint.js';
 
 export interface StructuredRead {
   /** Concatenated `records` fields (tag 10, length, Record), ready to splice into a FetchResponse. */
@@ -27,33 +28,16 @@ export interface StructuredRead {
   needBytes?: number;
 }
 
-function varintSize(v: number): number {
-  let n = 1;
-  while (v >= 128) {
-    v = Math.floor(v / 128);
-    n++;
-  }
-  return n;
-}
 
-function writeVarint(buf: Buffer, pos: number, v: number): number {
-  while (v >= 128) {
-    buf[pos++] = (v % 128) | 0x80;
-    v = Math.floor(v / 128);
-  }
-  buf[pos++] = v;
-  return pos;
-}
-
-const bytesField = (n: number): number => 1 + varintSize(n) + n;
+const bytesField = (n: number): number => 1 + sizeOfUnsignedVarint(n) + n;
 
 /** An int64 field as protobuf encodes it: negatives take ten bytes (two's complement), never here in practice. */
 function int64Size(v: number): number {
-  return v < 0 ? 10 : varintSize(v);
+  return v < 0 ? 10 : sizeOfUnsignedVarint(v);
 }
 
 function writeInt64(buf: Buffer, pos: number, v: number): number {
-  if (v >= 0) return writeVarint(buf, pos, v);
+  if (v >= 0) return writeUnsignedVarint(buf, pos, v);
   let x = BigInt.asUintN(64, BigInt(v));
   while (x >= 128n) {
     buf[pos++] = Number(x & 127n) | 0x80;
@@ -83,7 +67,7 @@ function sizeRecord(record: DecodedRecord): Sized {
     if (h.value !== null) hn += bytesField(h.value.length);
     headerKeys.push(k);
     headerSizes.push(hn);
-    size += 1 + varintSize(hn) + hn;
+    size += 1 + sizeOfUnsignedVarint(hn) + hn;
   }
   if (record.timestampMs !== 0) size += 1 + int64Size(record.timestampMs);
   if (record.offset !== 0) size += 1 + int64Size(record.offset);
@@ -92,7 +76,7 @@ function sizeRecord(record: DecodedRecord): Sized {
 
 function writeBytes(out: Buffer, pos: number, tag: number, b: Uint8Array): number {
   out[pos++] = tag;
-  pos = writeVarint(out, pos, b.length);
+  pos = writeUnsignedVarint(out, pos, b.length);
   out.set(b, pos);
   return pos + b.length;
 }
@@ -100,12 +84,12 @@ function writeBytes(out: Buffer, pos: number, tag: number, b: Uint8Array): numbe
 function writeRecord(out: Buffer, pos: number, s: Sized): number {
   const r = s.record;
   out[pos++] = 10; // FetchResponse.records
-  pos = writeVarint(out, pos, s.size);
+  pos = writeUnsignedVarint(out, pos, s.size);
   if (r.key !== null) pos = writeBytes(out, pos, 10, r.key);
   if (r.value !== null) pos = writeBytes(out, pos, 18, r.value);
   for (let i = 0; i < r.headers.length; i++) {
     out[pos++] = 26;
-    pos = writeVarint(out, pos, s.headerSizes[i]);
+    pos = writeUnsignedVarint(out, pos, s.headerSizes[i]);
     if (s.headerKeys[i].length > 0) pos = writeBytes(out, pos, 10, s.headerKeys[i]);
     const v = r.headers[i].value;
     if (v !== null) pos = writeBytes(out, pos, 18, v);
@@ -146,7 +130,7 @@ export function encodeStructuredRead(batches: Buffer, fromOffset: number, maxByt
       if (r.offset < fromOffset) continue;
       const s = sizeRecord(r);
       batchSized.push(s);
-      batchBytes += 1 + varintSize(s.size) + s.size;
+      batchBytes += 1 + sizeOfUnsignedVarint(s.size) + s.size;
     }
     if (sized.length === 0 && batchBytes > maxBytes) return { data: Buffer.alloc(0), records: 0, nextOffset: fromOffset, needBytes: batchBytes };
     if (sized.length > 0 && total + batchBytes > maxBytes) break;

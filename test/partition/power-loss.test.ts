@@ -19,8 +19,8 @@ import { setImmediate as turn } from 'node:timers/promises';
 import { afterAll, expect, test } from 'vitest';
 import { decodeBatches, encodeBatch } from '../../src/batch/index.js';
 import { Partition, type PartitionEffects } from '../../src/partition/index.js';
-import { PartitionLog, defaultLogConfig, type LogConfig, type LogOpenOptions } from '../../src/storage/index.js';
-import { rmDir, rng, testSeed, tmpDir } from '../storage/helpers.js';
+import { PartitionLog, defaultLogConfig, type LogConfig } from '../../src/storage/index.js';
+import { cutPower, rmDir, rng, syncedDisk, testSeed, tmpDir } from '../storage/helpers.js';
 
 const ROUNDS = 30;
 const root = tmpDir('partition-power');
@@ -28,59 +28,6 @@ afterAll(() => rmDir(root));
 const seed = testSeed('partition-power-loss');
 const r = rng(seed);
 const config: LogConfig = { ...defaultLogConfig(), segmentBytes: 8 * 1024, flush: { kind: 'always' } };
-
-function syncedDisk(): { synced: Map<string, number>; options: LogOpenOptions } {
-  const synced = new Map<string, number>();
-  const startedAt = new Map<string, number>();
-  let seq = 0;
-  const record = (p: string, size: number, started: number): void => {
-    if ((startedAt.get(p) ?? -1) < started) {
-      startedAt.set(p, started);
-      synced.set(p, size);
-    }
-  };
-  const pathOf = (fd: number): string => fs.readlinkSync(`/proc/self/fd/${fd}`);
-  return {
-    synced,
-    options: {
-      indexIntervalBytes: 256,
-      fdatasync: (fd, cb) => {
-        const p = pathOf(fd);
-        const size = fs.fstatSync(fd).size;
-        const started = seq++;
-        fs.fdatasync(fd, (err) => {
-          if (!err) record(p, size, started);
-          cb(err);
-        });
-      },
-      fdatasyncSync: (fd) => {
-        const p = pathOf(fd);
-        const size = fs.fstatSync(fd).size;
-        const started = seq++;
-        fs.fdatasyncSync(fd);
-        record(p, size, started);
-      },
-    },
-  };
-}
-
-function cutPower(from: string, to: string, synced: Map<string, number>, dropAllUnsynced = false): void {
-  fs.mkdirSync(to, { recursive: true });
-  for (const name of fs.readdirSync(from)) {
-    const src = path.join(from, name);
-    const bytes = fs.readFileSync(src);
-    if (name.endsWith('.json')) {
-      fs.writeFileSync(path.join(to, name), bytes); // written with fsync + rename + dir fsync
-      continue;
-    }
-    const keep = Math.min(bytes.length, synced.get(src) ?? 0);
-    const unsynced = bytes.length - keep;
-    const mode = unsynced === 0 || dropAllUnsynced ? 0 : r.int(0, 2);
-    const extra = mode === 0 ? 0 : r.int(0, unsynced);
-    const zeros = mode === 2 ? r.int(0, unsynced - extra) : 0;
-    fs.writeFileSync(path.join(to, name), Buffer.concat([bytes.subarray(0, keep + extra), Buffer.alloc(zeros)]));
-  }
-}
 
 /** What the world learned before the cut: offset -> value a reader saw or an acks=all produce got. */
 interface History {
@@ -152,7 +99,7 @@ test(`power loss at ${ROUNDS} random moments loses no committed record and reuse
     // The cut happens between two events: what was seen and acknowledged so far must survive.
     const frozen: History = { seen: new Map(h.seen), acked: new Map(h.acked), maxHw: h.maxHw };
     const copy = path.join(root, `cut-${round}`);
-    cutPower(path.join(live, 't-0'), path.join(copy, 't-0'), disk.synced);
+    cutPower(path.join(live, 't-0'), path.join(copy, 't-0'), disk.synced, r);
     await p.close(false);
     const after = await Partition.open(copy, { topic: 't', topicId: 'id', partition: 0 }, config, false, {}, driver(frozen).effects);
     try {
@@ -182,7 +129,7 @@ test('the checker catches a reader shown uncommitted data (high watermark = log 
   const raw = (p as unknown as { log: PartitionLog }).log.read(0, 4096);
   for (const b of decodeBatches(raw.data)) for (const rec of b.records) h.seen.set(rec.offset, Buffer.from(rec.value!).toString());
   const copy = path.join(root, 'bug-cut');
-  cutPower(path.join(live, 't-0'), path.join(copy, 't-0'), disk.synced, true);
+  cutPower(path.join(live, 't-0'), path.join(copy, 't-0'), disk.synced, r, true);
   await p.close(false);
   const after = await Partition.open(copy, { topic: 't', topicId: 'id', partition: 0 }, config, false, {}, driver(h).effects);
   after.produce(2, encodeBatch([{ key: null, value: Buffer.from('impostor') }]), 1);

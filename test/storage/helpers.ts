@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { encodeBatch, decodeBatches, readBatchHeader, validateBatches } from '../../src/batch/index.js';
-import type { PartitionLog } from '../../src/storage/index.js';
+import type { LogOpenOptions, PartitionLog } from '../../src/storage/index.js';
 
 export function tmpDir(prefix: string): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), `sluice-${prefix}-`));
@@ -83,4 +83,66 @@ export function segmentFiles(dir: string, ext: string): string[] {
     .filter((n) => n.endsWith(`.${ext}`))
     .sort()
     .map((n) => path.join(dir, n));
+}
+
+/** Bytes of each file covered by a completed fdatasync, by path. */
+export function syncedDisk(): { synced: Map<string, number>; options: LogOpenOptions } {
+  const synced = new Map<string, number>();
+  // A completed sync covers the file as it was when the sync started; the latest-started one wins
+  // (an older, slower sync completing later must not shrink what a newer one covered).
+  const startedAt = new Map<string, number>();
+  let seq = 0;
+  const record = (p: string, size: number, started: number): void => {
+    if ((startedAt.get(p) ?? -1) < started) {
+      startedAt.set(p, started);
+      synced.set(p, size);
+    }
+  };
+  const pathOf = (fd: number): string => fs.readlinkSync(`/proc/self/fd/${fd}`);
+  return {
+    synced,
+    options: {
+      indexIntervalBytes: 256,
+      fdatasync: (fd, cb) => {
+        const p = pathOf(fd);
+        const size = fs.fstatSync(fd).size;
+        const started = seq++;
+        fs.fdatasync(fd, (err) => {
+          if (!err) record(p, size, started);
+          cb(err);
+        });
+      },
+      fdatasyncSync: (fd) => {
+        const p = pathOf(fd);
+        const size = fs.fstatSync(fd).size;
+        const started = seq++;
+        fs.fdatasyncSync(fd);
+        record(p, size, started);
+      },
+    },
+  };
+}
+
+/**
+ * Copies `from` to `to` as a disk would hold it after a power cut: each file keeps what a completed
+ * fdatasync covered, plus (at random, from `r`) some or none of the bytes written after it, possibly
+ * followed by zeros; never more than was written. `.json` state files are replaced atomically (temp,
+ * fsync, rename, dir fsync), so they are whole. `dropAllUnsynced` keeps exactly the synced bytes.
+ */
+export function cutPower(from: string, to: string, synced: Map<string, number>, r: { int(lo: number, hi: number): number }, dropAllUnsynced = false): void {
+  fs.mkdirSync(to, { recursive: true });
+  for (const name of fs.readdirSync(from)) {
+    const src = path.join(from, name);
+    const bytes = fs.readFileSync(src);
+    if (name.endsWith('.json')) {
+      fs.writeFileSync(path.join(to, name), bytes);
+      continue;
+    }
+    const keep = Math.min(bytes.length, synced.get(src) ?? 0);
+    const unsynced = bytes.length - keep;
+    const mode = unsynced === 0 || dropAllUnsynced ? 0 : r.int(0, 2);
+    const extra = mode === 0 ? 0 : r.int(0, unsynced);
+    const zeros = mode === 2 ? r.int(0, unsynced - extra) : 0;
+    fs.writeFileSync(path.join(to, name), Buffer.concat([bytes.subarray(0, keep + extra), Buffer.alloc(zeros)]));
+  }
 }

@@ -15,8 +15,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, expect, test } from 'vitest';
 import { decodeBatch, encodeBatch } from '../../src/batch/index.js';
-import { PartitionLog, defaultLogConfig, type LogConfig, type LogOpenOptions } from '../../src/storage/index.js';
-import { readAllBatches, rmDir, rng, testSeed, tmpDir } from './helpers.js';
+import { PartitionLog, defaultLogConfig, type LogConfig } from '../../src/storage/index.js';
+import { cutPower, readAllBatches, rmDir, rng, syncedDisk, testSeed, tmpDir } from './helpers.js';
 
 const ROUNDS = 40;
 const root = tmpDir('power');
@@ -24,61 +24,6 @@ afterAll(() => rmDir(root));
 const seed = testSeed('power-loss');
 const r = rng(seed);
 const config: LogConfig = { ...defaultLogConfig(), segmentBytes: 8 * 1024, flush: { kind: 'always' } };
-
-/** Bytes of each file covered by a completed fdatasync, by path. */
-function syncedDisk(): { synced: Map<string, number>; options: LogOpenOptions } {
-  const synced = new Map<string, number>();
-  // A completed sync covers the file as it was when the sync started; the latest-started one wins
-  // (an older, slower sync completing later must not shrink what a newer one covered).
-  const startedAt = new Map<string, number>();
-  let seq = 0;
-  const record = (p: string, size: number, started: number): void => {
-    if ((startedAt.get(p) ?? -1) < started) {
-      startedAt.set(p, started);
-      synced.set(p, size);
-    }
-  };
-  const pathOf = (fd: number): string => fs.readlinkSync(`/proc/self/fd/${fd}`);
-  return {
-    synced,
-    options: {
-      indexIntervalBytes: 256,
-      fdatasync: (fd, cb) => {
-        const p = pathOf(fd);
-        const size = fs.fstatSync(fd).size;
-        const started = seq++;
-        fs.fdatasync(fd, (err) => {
-          if (!err) record(p, size, started);
-          cb(err);
-        });
-      },
-      fdatasyncSync: (fd) => {
-        const p = pathOf(fd);
-        const size = fs.fstatSync(fd).size;
-        const started = seq++;
-        fs.fdatasyncSync(fd);
-        record(p, size, started);
-      },
-    },
-  };
-}
-
-/** Copies `from` to `to` as a disk would hold it after a power cut. */
-function cutPower(from: string, to: string, synced: Map<string, number>): void {
-  fs.mkdirSync(to);
-  for (const name of fs.readdirSync(from)) {
-    const src = path.join(from, name);
-    const bytes = fs.readFileSync(src);
-    const keep = Math.min(bytes.length, synced.get(src) ?? 0);
-    const unsynced = bytes.length - keep;
-    // Only bytes written after the last sync are at risk, and the file can never grow past what was written.
-    const mode = unsynced === 0 ? 0 : r.int(0, 2);
-    const extra = mode === 0 ? 0 : r.int(0, unsynced);
-    const zeros = mode === 2 ? r.int(0, unsynced - extra) : 0;
-    const out = Buffer.concat([bytes.subarray(0, keep + extra), Buffer.alloc(zeros)]);
-    fs.writeFileSync(path.join(to, name), out);
-  }
-}
 
 test(`power loss at ${ROUNDS} random moments keeps every durable batch`, async () => {
   let verified = 0;
@@ -105,7 +50,7 @@ test(`power loss at ${ROUNDS} random moments keeps every durable batch`, async (
     // The cut happens between two events: exactly the batches acknowledged so far must survive.
     const acknowledged = relaxed ? [] : [...durable];
     const copy = path.join(root, `cut-${round}`);
-    cutPower(dir, copy, disk.synced);
+    cutPower(dir, copy, disk.synced, r);
     await log.close();
 
     const after = await PartitionLog.open(copy, config);

@@ -19,6 +19,7 @@ import { decodeBatch } from '../../src/batch/index.js';
 import { ProducerStateTable } from '../../src/partition/producer-state.js';
 import { batchIdentities } from '../../src/partition/producer-state-store.js';
 import type { ProduceRequest } from '../../src/rpc/gen/sluice/v1/broker.js';
+import { xorshift } from './tcp-proxy.js';
 
 interface Fate {
   delayMs: number;
@@ -81,15 +82,7 @@ function simulated(part: FakePartition, fates: (call: number) => Fate, idempoten
 
 /** Seeded fates: random delays in and out (mostly 0-3 ms, sometimes 20-40 ms), each request lost on the way in or out with `lossRate` / 2. */
 function seededFates(seed: number, lossRate: number): (call: number) => Fate {
-  let x = seed >>> 0 || 1;
-  const random = (): number => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x / 2 ** 32;
-  };
+  const random = xorshift(seed);
   return () => {
     const r = random();
     // One request (or reply) in ten is slow, so that several later ones overtake it.

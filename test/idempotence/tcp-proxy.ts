@@ -22,7 +22,8 @@ export interface DropProxy {
   close(): Promise<void>;
 }
 
-function xorshift(seed: number): () => number {
+/** A small seeded PRNG (xorshift32) in [0, 1): the proxy's and the retry tests' fates replay from a seed. */
+export function xorshift(seed: number): () => number {
   let x = seed >>> 0 || 1;
   return () => {
     x ^= x << 13;

@@ -50,7 +50,10 @@ const NO_ENTRIES: readonly Entry[] = Object.freeze([]);
 
 // --- Sizes ------------------------------------------------------------------------------------------
 
-const vsize = sizeOfUnsignedVarint;
+/** Varint size, with the common small values answered without a loop (heartbeats are mostly these). */
+function vsize(v: number): number {
+  return v < 0x80 ? 1 : v < 0x4000 ? 2 : v < 0x200000 ? 3 : v < 0x10000000 ? 4 : sizeOfUnsignedVarint(v);
+}
 
 /** A varint field (tag byte + value), 0 when the value is the proto3 default. */
 function u(v: number): number {
@@ -112,27 +115,39 @@ class Writer {
   pos = 0;
   constructor(readonly out: Buffer) {}
 
+  /** Bit operations below 2^31 (the usual case), the generic writer above. */
   varint(v: number): void {
-    this.pos = writeUnsignedVarint(this.out, this.pos, v);
+    const out = this.out;
+    if (v < 0x80) {
+      out[this.pos++] = v;
+    } else if (v < 0x80000000) {
+      while (v >= 0x80) {
+        out[this.pos++] = (v & 0x7f) | 0x80;
+        v >>>= 7;
+      }
+      out[this.pos++] = v;
+    } else {
+      this.pos = writeUnsignedVarint(out, this.pos, v);
+    }
   }
 
   /** A varint field, skipped when 0 (proto3 default). */
   field(tag: number, v: number): void {
     if (v === 0) return;
     this.out[this.pos++] = tag;
-    this.pos = writeUnsignedVarint(this.out, this.pos, v);
+    this.varint(v);
   }
 
   bytes(tag: number, b: Uint8Array): void {
     this.out[this.pos++] = tag;
-    this.pos = writeUnsignedVarint(this.out, this.pos, b.byteLength);
+    this.varint(b.byteLength);
     this.out.set(b, this.pos);
     this.pos += b.byteLength;
   }
 
   header(tag: number, n: number): void {
     this.out[this.pos++] = tag;
-    this.pos = writeUnsignedVarint(this.out, this.pos, n);
+    this.varint(n);
   }
 }
 
@@ -229,6 +244,7 @@ class Reader {
   /** An unsigned varint up to 2^53 - 1; anything longer or larger is malformed. */
   varint(): number {
     const buf = this.buf;
+    if (this.pos < this.end && buf[this.pos] < 0x80) return buf[this.pos++];
     let result = 0;
     let mul = 1;
     for (let i = 0; i < 8; i++) {
@@ -282,14 +298,16 @@ class Reader {
   }
 }
 
-/** Reads a message body that ends at `end`, restoring the reader's outer end after. */
-function within<T>(r: Reader, end: number, read: () => T): T {
+/** Enters a sub-message that ends at `end`; returns the outer end for `leave`. */
+function enter(r: Reader, end: number): number {
   const outer = r.end;
   r.end = end;
-  const v = read();
-  if (r.pos !== end) throw malformed('sub-message overran');
+  return outer;
+}
+
+function leave(r: Reader, outer: number): void {
+  if (r.pos !== r.end) throw malformed('sub-message overran');
   r.end = outer;
-  return v;
 }
 
 function readHello(r: Reader): StreamHello {
@@ -336,8 +354,9 @@ function readEntry(r: Reader): Entry {
     else if (tag === 32) kind = r.u32('entry.kind');
     else if (tag === 42) data = r.view();
     else if (tag === 50) {
-      const end = r.sub();
-      change = within(r, end, () => readChange(r));
+      const outer = enter(r, r.sub());
+      change = readChange(r);
+      leave(r, outer);
     } else r.skip(tag);
   }
   const k = KIND_BY_CODE[kind];
@@ -404,18 +423,20 @@ function readMessage(r: Reader, groups: GroupId[], out: Message[]): void {
       case 48: logTerm = r.varint(); break;
       case 56: index = r.varint(); break;
       case 66: {
-        const end = r.sub();
         entries ??= [];
         if (entries.length >= RAFT_TRANSPORT_MESSAGE_ENTRIES_MAX) throw malformed(`a message carries more than ${RAFT_TRANSPORT_MESSAGE_ENTRIES_MAX} entries`);
-        entries.push(within(r, end, () => readEntry(r)));
+        const outer = enter(r, r.sub());
+        entries.push(readEntry(r));
+        leave(r, outer);
         break;
       }
       case 72: commit = r.varint(); break;
       case 80: reject = r.varint() !== 0; break;
       case 88: rejectHint = r.varint(); break;
       case 98: {
-        const end = r.sub();
-        snapshot = within(r, end, () => readSnapshot(r));
+        const outer = enter(r, r.sub());
+        snapshot = readSnapshot(r);
+        leave(r, outer);
         break;
       }
       case 104: context = r.varint(); break;
@@ -454,11 +475,13 @@ export function decodeFrame(buf: Buffer): DecodedFrame {
     const tag = r.varint();
     if (tag === 18) {
       if (messages.length >= RAFT_TRANSPORT_FRAME_MESSAGES_MAX) throw malformed(`more than ${RAFT_TRANSPORT_FRAME_MESSAGES_MAX} messages`);
-      const end = r.sub();
-      within(r, end, () => readMessage(r, groups, messages));
+      const outer = enter(r, r.sub());
+      readMessage(r, groups, messages);
+      leave(r, outer);
     } else if (tag === 10) {
-      const end = r.sub();
-      hello = within(r, end, () => readHello(r));
+      const outer = enter(r, r.sub());
+      hello = readHello(r);
+      leave(r, outer);
     } else {
       r.skip(tag);
     }

@@ -168,6 +168,28 @@ describe('raft transport', () => {
     await waitFor('a real peer is still served', () => got.length === 1);
   });
 
+  it('never throws from send: unknown, malformed and dead addresses drop (unreachable) and back off', async () => {
+    const addresses = new Map<number, string>([[3, 'not an address at all::'], [4, '127.0.0.4:1']]);
+    const a = await startNode(1, addresses, { backoffMsMin: 5_000, backoffMsMax: 5_000 });
+    nodes.push(a);
+    // Node 2 has no address, node 3 a malformed one, node 4 nobody listening.
+    const sendAll = (): void => {
+      for (let i = 0; i < 100; i++) for (const to of [2, 3, 4]) expect(() => a.transport.send(1, msg(MessageType.Heartbeat, 1, to))).not.toThrow();
+    };
+    sendAll();
+    // With no address there is nothing to dial: every message to node 2 is dropped at once.
+    expect(a.probe.dropCount('unreachable')).toBeGreaterThanOrEqual(100);
+    await waitFor('the failed dials noticed', () => !a.transport.connected(3 as NodeId) && !a.transport.connected(4 as NodeId));
+    const opened = a.probe.streamsOpened;
+    expect(opened).toBeLessThanOrEqual(2);
+    // Within the backoff nothing is dialed again and everything is dropped, counted, not queued.
+    const before = a.probe.dropCount('unreachable');
+    sendAll();
+    expect(a.probe.dropCount('unreachable') - before).toBe(300);
+    expect(a.probe.streamsOpened).toBe(opened);
+    expect(a.transport.inflightBytes(3 as NodeId) + a.transport.inflightBytes(4 as NodeId)).toBe(0);
+  });
+
   it('bounds the bytes in flight to a peer that stops reading, drops App first, and recovers', async () => {
     const addresses = new Map<number, string>();
     const b = await startNode(2, addresses);

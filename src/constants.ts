@@ -246,6 +246,15 @@ export const RAFT_TRANSPORT_CONF_NODES_MAX = 1_024;
 /** Reconnect backoff to a peer: doubles from the minimum to the maximum, each wait jittered to [d/2, d]. */
 export const RAFT_TRANSPORT_BACKOFF_MS_MIN = 50;
 export const RAFT_TRANSPORT_BACKOFF_MS_MAX = 5_000;
+/** HTTP/2 pings on a dialed stream's connection, so a peer that vanished without closing it is found. */
+export const RAFT_TRANSPORT_KEEPALIVE_MS = 10_000;
+/** A ping unanswered this long closes the connection (its stream ends; the next send redials). */
+export const RAFT_TRANSPORT_KEEPALIVE_TIMEOUT_MS = 5_000;
+/**
+ * HTTP/2 flow-control window of a dialed connection and its streams: replication moves megabytes, and
+ * the 64 KiB default costs a round trip per 64 KiB.
+ */
+export const RAFT_TRANSPORT_WINDOW_BYTES = 16 * MiB;
 
 assert.ok(RAFT_TRANSPORT_INFLIGHT_BYTES_MAX >= RAFT_TRANSPORT_FRAME_BYTES_MAX, 'a peer budget must fit the largest frame, or a maximal message could never be sent');
 assert.ok(RAFT_TRANSPORT_FRAME_BYTES_MAX > BATCH_BYTES_MAX_LIMIT, 'a frame must carry a maximal batch');

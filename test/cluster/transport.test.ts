@@ -9,7 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { encodeFrame, messageSize, RAFT_TRANSPORT_METHOD_PATH } from '../../src/cluster/transport/index.js';
-import { RAFT_TRANSPORT_CONTROL_BYTES_MAX, RAFT_TRANSPORT_INFLIGHT_BYTES_MAX } from '../../src/constants.js';
+import { BATCH_BYTES_MAX_LIMIT, RAFT_TRANSPORT_CONTROL_BYTES_MAX, RAFT_TRANSPORT_FRAME_BYTES_MAX, RAFT_TRANSPORT_INFLIGHT_BYTES_MAX } from '../../src/constants.js';
 import { MessageType, type Entry, type Message } from '../../src/raft/index.js';
 import type { NodeId } from '../../src/model/index.js';
 import { startNode, startProxy, waitFor, type TestNode } from './transport-helpers.js';
@@ -119,6 +119,20 @@ describe('raft transport', () => {
     await waitFor('1000 heartbeats', () => received === 1001);
     expect(a.probe.framesSent - framesBefore).toBe(1);
     expect(b.probe.framesReceived - receivedFramesBefore).toBe(1);
+  });
+
+  it('carries a maximal (16 MiB) batch byte for byte and drops one past the frame limit as too_large', async () => {
+    const { nodes: [a, b] } = await cluster(2);
+    const got: Message[] = [];
+    b.transport.register(1, (m) => got.push(m));
+    const big = randomBytes(BATCH_BYTES_MAX_LIMIT);
+    const huge = Buffer.alloc(RAFT_TRANSPORT_FRAME_BYTES_MAX);
+    const entry = (data: Uint8Array): Entry[] => [{ index: 1, count: 1, term: 1, kind: 'data', data, change: null } as unknown as Entry];
+    a.transport.send(1, msg(MessageType.App, 1, 2, { entries: entry(huge) }));
+    expect(a.probe.dropCount('too_large')).toBe(1);
+    a.transport.send(1, msg(MessageType.App, 1, 2, { entries: entry(big) }));
+    await waitFor('the maximal batch', () => got.length === 1, 30_000);
+    expect(Buffer.from(got[0].entries[0].data).equals(big)).toBe(true);
   });
 
   it('drops and counts messages of unknown groups, and refuses messages not addressed to this node', async () => {

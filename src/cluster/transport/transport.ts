@@ -33,6 +33,9 @@ import {
   RAFT_TRANSPORT_FRAME_BYTES_MAX,
   RAFT_TRANSPORT_FRAME_MESSAGES_MAX,
   RAFT_TRANSPORT_INFLIGHT_BYTES_MAX,
+  RAFT_TRANSPORT_KEEPALIVE_MS,
+  RAFT_TRANSPORT_KEEPALIVE_TIMEOUT_MS,
+  RAFT_TRANSPORT_WINDOW_BYTES,
 } from '../../constants.js';
 import { SluiceError } from '../../errors.js';
 import type { NodeId } from '../../model/index.js';
@@ -183,10 +186,9 @@ export class GrpcRaftTransport implements RaftTransport {
       'grpc.initial_reconnect_backoff_ms': this.backoffMsMin,
       'grpc.max_reconnect_backoff_ms': this.backoffMsMax,
       // A peer that vanished without a FIN (host down, paused) is detected by pings.
-      'grpc.keepalive_time_ms': 10_000,
-      'grpc.keepalive_timeout_ms': 5_000,
-      // Replication streams carry megabytes: HTTP/2's 64 KiB default window costs a round trip per 64 KiB.
-      'grpc-node.flow_control_window': 16 << 20,
+      'grpc.keepalive_time_ms': RAFT_TRANSPORT_KEEPALIVE_MS,
+      'grpc.keepalive_timeout_ms': RAFT_TRANSPORT_KEEPALIVE_TIMEOUT_MS,
+      'grpc-node.flow_control_window': RAFT_TRANSPORT_WINDOW_BYTES,
       ...options.channelOptions,
     };
   }
@@ -211,11 +213,11 @@ export class GrpcRaftTransport implements RaftTransport {
     if (stream === null) return this.drop(peer, 'unreachable', 1);
     const size = messageSize(group, msg);
     const framed = framedMessageSize(size);
-    if (framed > RAFT_TRANSPORT_FRAME_BYTES_MAX - 64) return this.probe.dropped(to, 'too_large', 1);
+    if (framed > RAFT_TRANSPORT_FRAME_BYTES_MAX) return this.probe.dropped(to, 'too_large', 1);
     const data = msg.type === MessageType.App || msg.type === MessageType.Snap;
     const limit = data ? this.inflightBytesMax : this.inflightBytesMax + this.controlBytesMax;
     if (stream.inflightBytes + peer.pendingBytes + framed > limit) return this.probe.dropped(to, 'backpressure', 1);
-    if (peer.pendingBytes + framed > RAFT_TRANSPORT_FRAME_BYTES_MAX - 64 || peer.messages.length >= RAFT_TRANSPORT_FRAME_MESSAGES_MAX) this.flushPeer(peer);
+    if (peer.pendingBytes + framed > RAFT_TRANSPORT_FRAME_BYTES_MAX || peer.messages.length >= RAFT_TRANSPORT_FRAME_MESSAGES_MAX) this.flushPeer(peer);
     peer.groups.push(group);
     peer.messages.push(msg);
     peer.sizes.push(size);

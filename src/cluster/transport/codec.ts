@@ -1,12 +1,14 @@
 /**
  * The frame codec of the Raft transport: `sluice.cluster.v1.StreamRequest` / `StreamResponse` (the same
- * layout), hand-written because ts-proto's path copies every entry's bytes several times. Measured in
- * bench/raft-transport.ts: encoding a frame with ts-proto copies each entry's `data` once per level of
- * nesting (fork/join of RaftEntry, then of RaftMessage), again in `finish()` and again in the generated
- * serializer's `Buffer.from`; decoding copies it once more (`Buffer.from(reader.bytes())`). Here a frame
+ * layout), hand-written because ts-proto's path copies every entry's bytes several times. Its writer
+ * (@bufbuild/protobuf's, one growing buffer) copies an entry's `data` in, shifts it again each time an
+ * enclosing message's length prefix needs more than one byte (RaftEntry, then RaftMessage), copies it
+ * as the buffer doubles, again in `finish()` and again in the generated serializer's `Buffer.from`:
+ * five or six copies to send; decoding copies it once more (`Buffer.from(reader.bytes())`). Here a frame
  * is sized first and written once (each entry's bytes copied once, into the frame), and decoded entries'
  * `data` are views into the received buffer (grpc-js hands each deserializer a fresh buffer that
- * nothing else reuses), so a v2 batch crosses the transport byte for byte with one copy per side.
+ * nothing else reuses), so a v2 batch crosses the transport byte for byte, copied once by the codec (on
+ * send) and never on receipt (beyond grpc-js assembling the message).
  *
  * The decoder is also the receiver's validator: every bound (frame messages, entries per message,
  * configuration size, safe integers, known enums) is checked here, and a violation throws a

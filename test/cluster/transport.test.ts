@@ -100,7 +100,11 @@ describe('raft transport', () => {
     a.transport.send(1, msg(MessageType.Heartbeat, 1, 2));
     b.transport.send(1, msg(MessageType.Heartbeat, 2, 1));
     await waitFor('settled', () => a.transport.connected(2 as NodeId) && b.transport.connected(1 as NodeId));
-    await new Promise((r) => setTimeout(r, 200)); // let a losing stream's close reach both sides
+    // Both dialed in the same turn; both must settle on the stream node 1 (the lower id) dialed.
+    // Node 1's first heartbeat rode the winning stream, so it arrives.
+    await waitFor('both on the lower id\'s stream', () => a.transport.streamDialer(2 as NodeId) === 1 && b.transport.streamDialer(1 as NodeId) === 1 && got.length === 1);
+    expect(a.probe.streamsOpened).toBe(1);
+    expect(b.probe.streamsOpened).toBe(2); // its own dial, then node 1's, which replaced it
     got.length = 0;
     for (let i = 1; i <= 2000; i++) a.transport.send(1, msg(MessageType.Heartbeat, 1, 2, { index: i }));
     await waitFor('2000 messages', () => got.length >= 2000);

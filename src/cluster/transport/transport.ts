@@ -240,6 +240,11 @@ export class GrpcRaftTransport implements RaftTransport {
     return p === undefined ? 0 : (p.stream?.inflightBytes ?? 0) + p.pendingBytes;
   }
 
+  /** Which node dialed the current stream to `peer` (0 when there is none). */
+  streamDialer(peer: NodeId): NodeId {
+    return this.peers.get(peer)?.stream?.dialer ?? (0 as NodeId);
+  }
+
   /** Whether there is a stream to `peer` now (dialed or accepted). */
   connected(peer: NodeId): boolean {
     return this.peers.get(peer)?.stream != null;

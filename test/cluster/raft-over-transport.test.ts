@@ -4,7 +4,8 @@
  * killed, the groups it led re-elect on the other two and keep committing; when it restarts (same
  * address, same "disk"), it catches up, byte for byte. Method: test/cluster/raft-groups.ts drives every
  * group (persist in memory, then send, then apply); every wait polls the groups' state, bounded in
- * count and time. The election timeouts come from a seeded generator; the seed is printed.
+ * count and time. The election timeouts come from a seeded generator and the seed is printed; the
+ * network is real, so a rerun with the seed is alike, not identical.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
@@ -17,7 +18,7 @@ const GROUPS = 1_000;
 const TICK_MS = 100;
 const VOTERS = [1, 2, 3] as NodeId[];
 const seed = Number(process.env.SLUICE_TEST_SEED ?? Date.now() % 2 ** 31);
-console.log(`raft-over-transport seed=${seed} (replay with SLUICE_TEST_SEED=${seed})`);
+console.log(`raft-over-transport seed=${seed}: election timeouts come from it (SLUICE_TEST_SEED=${seed}); network timing is real, so a rerun is alike, not identical`);
 
 const groupIds = Array.from({ length: GROUPS }, (_, i) => i + 1);
 const nodes: TestNode[] = [];

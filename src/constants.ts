@@ -218,3 +218,46 @@ assert.ok(SHARD_RESPONSE_RING_BYTES >= FETCH_BYTES_MAX_DEFAULT);
 assert.ok(SHARD_REQUEST_RING_BYTES < 2 ** 31, 'ring counters are int32');
 assert.ok(SHARD_OFFLINE_RETRY_MS_MIN <= SHARD_OFFLINE_RETRY_MS_MAX);
 assert.ok(SHARD_WATCHDOG_MS > 10 * SHARD_STATS_INTERVAL_MS, 'the watchdog must not fire between two stats messages');
+
+// --- Raft transport between nodes (src/cluster/transport, docs/cluster.md "Raft transport") ---------
+/**
+ * Largest frame (one gRPC message carrying many groups' Raft messages) a node sends or accepts: one
+ * maximal batch plus its envelope, the same ceiling as a client's request. A larger single message is
+ * dropped by the sender (reason `too_large`) and refused by the receiver.
+ */
+export const RAFT_TRANSPORT_FRAME_BYTES_MAX = GRPC_RECEIVE_BYTES_MAX;
+/**
+ * Bytes per peer written to its stream and not yet flushed to the socket (write callbacks pending),
+ * plus what waits for this turn's frame. App and Snap messages that would pass it are dropped (Raft
+ * resends them), so a peer that stops reading costs its sender at most this much.
+ */
+export const RAFT_TRANSPORT_INFLIGHT_BYTES_MAX = 2 * RAFT_TRANSPORT_FRAME_BYTES_MAX;
+/**
+ * Extra room per peer, past the data budget, for the small messages (heartbeats, votes, responses), so
+ * that a follower busy receiving data still hears the leader's heartbeats and answers them.
+ */
+export const RAFT_TRANSPORT_CONTROL_BYTES_MAX = 1 * MiB;
+/** Messages in one frame, at most (the receiver refuses more; the sender cuts frames there). */
+export const RAFT_TRANSPORT_FRAME_MESSAGES_MAX = 100_000;
+/** Entry runs in one App message, at most (the receiver refuses more). */
+export const RAFT_TRANSPORT_MESSAGE_ENTRIES_MAX = 65_536;
+/** Voters plus learners in a snapshot's configuration, at most (the receiver refuses more). */
+export const RAFT_TRANSPORT_CONF_NODES_MAX = 1_024;
+/** Reconnect backoff to a peer: doubles from the minimum to the maximum, each wait jittered to [d/2, d]. */
+export const RAFT_TRANSPORT_BACKOFF_MS_MIN = 50;
+export const RAFT_TRANSPORT_BACKOFF_MS_MAX = 5_000;
+/** HTTP/2 pings on a dialed stream's connection, so a peer that vanished without closing it is found. */
+export const RAFT_TRANSPORT_KEEPALIVE_MS = 10_000;
+/** A ping unanswered this long closes the connection (its stream ends; the next send redials). */
+export const RAFT_TRANSPORT_KEEPALIVE_TIMEOUT_MS = 5_000;
+/**
+ * HTTP/2 flow-control window of a dialed connection and its streams: replication moves megabytes, and
+ * the 64 KiB default costs a round trip per 64 KiB.
+ */
+export const RAFT_TRANSPORT_WINDOW_BYTES = 16 * MiB;
+
+assert.ok(RAFT_TRANSPORT_INFLIGHT_BYTES_MAX >= RAFT_TRANSPORT_FRAME_BYTES_MAX, 'a peer budget must fit the largest frame, or a maximal message could never be sent');
+assert.ok(RAFT_TRANSPORT_FRAME_BYTES_MAX > BATCH_BYTES_MAX_LIMIT, 'a frame must carry a maximal batch');
+assert.ok(RAFT_TRANSPORT_MESSAGE_ENTRIES_MAX >= RAFT_MSG_ENTRIES_MAX_DEFAULT);
+assert.ok(RAFT_TRANSPORT_INFLIGHT_BYTES_MAX >= RAFT_MSG_BYTES_MAX_DEFAULT);
+assert.ok(RAFT_TRANSPORT_BACKOFF_MS_MIN <= RAFT_TRANSPORT_BACKOFF_MS_MAX);

@@ -7,7 +7,7 @@
 import path from 'node:path';
 import { pino } from 'pino';
 import { startBroker } from '../server/index.js';
-import { createMetrics } from '../metrics/index.js';
+import { createMetrics, createRaftTransportProbe } from '../metrics/index.js';
 import { fail } from './errors.js';
 
 export interface ServeOptions {
@@ -37,6 +37,7 @@ export async function serve(options: ServeOptions): Promise<void> {
       probe: metrics.probe,
       metricsHandler: (req, res) => metrics.handler(req, res),
       logger,
+      raftTransportProbe: createRaftTransportProbe(metrics),
     });
   } catch (err) {
     fail(err, { brokers: options.grpcAddr });

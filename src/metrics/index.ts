@@ -13,6 +13,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import assert from 'node:assert/strict';
 import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { PromBrokerProbe } from './broker-probe.js';
+import { PromRaftTransportProbe } from './raft-transport-probe.js';
 import { fillMetricsOptions } from './options.js';
 import type { MetricsOptions, SluiceMetrics } from './types.js';
 
@@ -75,4 +76,12 @@ export function createMetrics(options: MetricsOptions = {}): SluiceMetrics {
       registry.clear();
     },
   };
+}
+
+// --- Raft transport (src/cluster/transport) ------------------------------------------------------
+export { PromRaftTransportProbe } from './raft-transport-probe.js';
+
+/** A RaftTransportProbe whose series live in `metrics`' registry (served by its `/metrics`). */
+export function createRaftTransportProbe(metrics: SluiceMetrics): import('../cluster/transport/probe.js').RaftTransportProbe {
+  return new PromRaftTransportProbe(metrics.registry as Registry);
 }

@@ -17,6 +17,8 @@ import { startGrpc, stopGrpc, type ExtraService, type GrpcFrontend } from './grp
 import { startHttp, stopHttp, type MetricsHandler } from './http.js';
 import { StartupError } from './errors.js';
 import { CLIENT_MEMORY_BYTES_DEFAULT, CLIENT_MEMORY_BYTES_MIN } from '../constants.js';
+import { GrpcRaftTransport, type RaftTransportProbe } from '../cluster/transport/index.js';
+import type { NodeId } from '../model/index.js';
 
 export interface StartBrokerOptions {
   /** Where logs and topic metadata live. Default './data'. */
@@ -49,6 +51,12 @@ export interface StartBrokerOptions {
   grpcServices?: (api: () => BrokerApi) => ExtraService[];
   /** Opens the core; tests substitute a fake. Default: Broker.open from src/broker. */
   openBroker?: (options: OpenBrokerOptions) => Promise<BrokerApi>;
+
+  // --- Raft transport (src/cluster/transport) ---------------------------------------------------
+  /** The address to dial for a peer's Raft traffic (gossip's PeerDirectory). Default: no peer is known. */
+  resolvePeer?: (node: NodeId) => string | undefined;
+  /** Where the Raft transport reports (src/metrics `createRaftTransportProbe`). Default: nowhere. */
+  raftTransportProbe?: RaftTransportProbe;
 }
 
 export type OpenBrokerOptions = BrokerOptions;
@@ -62,6 +70,8 @@ export interface RunningBroker {
   readonly broker: BrokerApi;
   /** Stops intake, drains in-flight calls, flushes and closes every log. Idempotent. */
   close(): Promise<void>;
+  /** This node's Raft transport (served on the gRPC port): Raft groups register their handlers here. */
+  readonly raftTransport: GrpcRaftTransport;
 }
 
 /** Why the broker is not ready, or null: starting, stopping, or partitions offline. */
@@ -87,9 +97,19 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
   const grpcAddr = parseHostPort(options.grpcAddress ?? '127.0.0.1:0', 'gRPC address');
   const httpAddr = options.httpAddress === null ? null : parseHostPort(options.httpAddress ?? '127.0.0.1:0', 'HTTP address');
 
+  // The Raft transport between nodes rides the client port (docs/cluster.md "Raft transport").
+  const nodeId = options.nodeId ?? 1;
+  if (!Number.isSafeInteger(nodeId) || nodeId <= 0) throw new StartupError(`node id must be a positive integer, got ${String(nodeId)}`);
+  const raftTransport = new GrpcRaftTransport({ nodeId: nodeId as NodeId, resolve: options.resolvePeer ?? (() => undefined), probe: options.raftTransportProbe, logger: options.logger });
   // Consumer groups share the front-end's context, so a shutdown ends their Consume streams at once.
-  const services = [groupsExtraService(ctx), ...(options.grpcServices?.(() => ctx.api()) ?? [])];
-  const grpc: GrpcFrontend = await startGrpc(ctx, grpcAddr, services);
+  const services = [groupsExtraService(ctx), raftTransport.service(), ...(options.grpcServices?.(() => ctx.api()) ?? [])];
+  let grpc: GrpcFrontend;
+  try {
+    grpc = await startGrpc(ctx, grpcAddr, services);
+  } catch (err) {
+    raftTransport.close();
+    throw err;
+  }
   let httpServer: http.Server | null = null;
   let httpAddress: string | null = null;
   let broker: BrokerApi;
@@ -114,6 +134,7 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
       ...options.tuning,
     });
   } catch (err) {
+    raftTransport.close();
     grpc.server.forceShutdown();
     if (httpServer !== null) await stopHttp(httpServer);
     throw err;
@@ -126,6 +147,8 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
   const close = async (): Promise<void> => {
     grpc.setServing(false);
     ctx.beginShutdown();
+    // Its streams are long-lived: ended first, or the drain below would wait for them.
+    raftTransport.close();
     await stopGrpc(grpc.server, options.drainMs ?? 10_000);
     try {
       // Rejects when a log could not be flushed or closed: the caller (the CLI) exits non-zero.
@@ -138,6 +161,7 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
     grpcAddress: grpc.address,
     httpAddress,
     broker,
+    raftTransport,
     close: () => (closing ??= close()),
   };
 }

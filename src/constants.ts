@@ -261,3 +261,17 @@ assert.ok(RAFT_TRANSPORT_FRAME_BYTES_MAX > BATCH_BYTES_MAX_LIMIT, 'a frame must 
 assert.ok(RAFT_TRANSPORT_MESSAGE_ENTRIES_MAX >= RAFT_MSG_ENTRIES_MAX_DEFAULT);
 assert.ok(RAFT_TRANSPORT_INFLIGHT_BYTES_MAX >= RAFT_MSG_BYTES_MAX_DEFAULT);
 assert.ok(RAFT_TRANSPORT_BACKOFF_MS_MIN <= RAFT_TRANSPORT_BACKOFF_MS_MAX);
+// --- Partition as a Raft replica (src/partition) -----------------------------------------------------
+/**
+ * Peer messages a partition holds while one of its Readys is being persisted (the core takes no input
+ * between `ready()` and `advance()`); more are dropped, and Raft's retries resend what mattered.
+ */
+export const PARTITION_INBOX_MESSAGES_MAX = 4096;
+/** Ticks a partition owes its Raft core while a Ready is being persisted; more are not counted. */
+export const PARTITION_TICKS_OWED_MAX = RAFT_ELECTION_TICKS_DEFAULT;
+/**
+ * A fetch this close below the high watermark is checked for holding only control batches (each
+ * term's no-op); if so it parks as a fetch at the high watermark would, instead of returning at
+ * once with no records. Control batches are one record each, so a longer range holds data.
+ */
+export const PARTITION_CONTROL_TAIL_OFFSETS_MAX = 8;

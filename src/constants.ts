@@ -218,3 +218,40 @@ assert.ok(SHARD_RESPONSE_RING_BYTES >= FETCH_BYTES_MAX_DEFAULT);
 assert.ok(SHARD_REQUEST_RING_BYTES < 2 ** 31, 'ring counters are int32');
 assert.ok(SHARD_OFFLINE_RETRY_MS_MIN <= SHARD_OFFLINE_RETRY_MS_MAX);
 assert.ok(SHARD_WATCHDOG_MS > 10 * SHARD_STATS_INTERVAL_MS, 'the watchdog must not fire between two stats messages');
+
+// ---- Cluster membership (SWIM gossip, src/cluster/membership; docs/cluster.md says why these values) ----
+/** How often the driver ticks the pure SWIM core (which judges every deadline below at tick granularity). */
+export const GOSSIP_TICK_MS = 20;
+/** One SWIM protocol period: each node probes one member per period, round-robin over a shuffled list. */
+export const GOSSIP_PROBE_INTERVAL_MS = 200;
+/** How long a direct probe waits for its ack before asking GOSSIP_INDIRECT_PROBES members to try. */
+export const GOSSIP_PROBE_TIMEOUT_MS = 80;
+/** Members asked to probe a silent target on the prober's behalf (SWIM's k). */
+export const GOSSIP_INDIRECT_PROBES = 3;
+/**
+ * A suspect not refuted within this long is declared dead. Long enough for a ~1.5 s pause to be
+ * refuted (the paused node learns it is suspected from the first message it sees), short enough that
+ * a killed node is dead everywhere in under 3 s (suspected within about two periods, then this).
+ */
+export const GOSSIP_SUSPICION_TIMEOUT_MS = 1_800;
+/** Each update is piggy-backed this many times x ceil(log2(members + 1)) before it is dropped. */
+export const GOSSIP_RETRANSMIT_MULT = 3;
+/** Updates piggy-backed on one Probe, ack or IndirectProbe; more are refused as malformed. */
+export const GOSSIP_UPDATES_PER_MESSAGE_MAX = 32;
+/** Members in one Join answer (the whole table) and in the table itself; beyond it joins are refused. */
+export const GOSSIP_MEMBERS_MAX = 1_024;
+/** Bounds of one Member record on the wire. */
+export const GOSSIP_ADDRESS_BYTES_MAX = 255;
+export const GOSSIP_RACK_BYTES_MAX = 64;
+/** How long a Join may take; a seed that does not answer in this long counts as unreachable. */
+export const GOSSIP_JOIN_TIMEOUT_MS = 2_000;
+/** Backoff between join attempts while no seed answers: doubles from MIN up to MAX. */
+export const GOSSIP_JOIN_RETRY_MS_MIN = 250;
+export const GOSSIP_JOIN_RETRY_MS_MAX = 5_000;
+/** How often a member tries a full-state sync with one member it holds as dead (a restarted node rejoins). */
+export const GOSSIP_RECONNECT_INTERVAL_MS = 1_000;
+
+assert.ok(GOSSIP_PROBE_TIMEOUT_MS < GOSSIP_PROBE_INTERVAL_MS, 'the indirect probes need the rest of the period');
+assert.ok(GOSSIP_TICK_MS <= GOSSIP_PROBE_TIMEOUT_MS / 2, 'deadlines are judged at tick granularity');
+assert.ok(GOSSIP_SUSPICION_TIMEOUT_MS >= 5 * GOSSIP_PROBE_INTERVAL_MS, 'a suspect needs a few periods to learn of it and refute');
+assert.ok(GOSSIP_JOIN_RETRY_MS_MIN <= GOSSIP_JOIN_RETRY_MS_MAX);

@@ -11,12 +11,14 @@ import { ServiceContext } from '../rpc/index.js';
 import { groupsExtraService } from '../rpc/groups-service.js';
 import { NOOP_PROBE, type BrokerProbe } from '../broker/probe.js';
 import type { BrokerApi } from '../broker/types.js';
+import type { PeerDirectory } from '../cluster/types.js';
 import { Broker, type BrokerLogger, type BrokerOptions } from '../broker/index.js';
 import { parseHostPort } from './address.js';
 import { startGrpc, stopGrpc, type ExtraService, type GrpcFrontend } from './grpc.js';
 import { startHttp, stopHttp, type MetricsHandler } from './http.js';
 import { StartupError } from './errors.js';
 import { CLIENT_MEMORY_BYTES_DEFAULT, CLIENT_MEMORY_BYTES_MIN } from '../constants.js';
+import { membershipExtraService, startMembership, withMembership, type ClusterOptions, type MembershipHandle } from './cluster.js';
 
 export interface StartBrokerOptions {
   /** Where logs and topic metadata live. Default './data'. */
@@ -49,6 +51,19 @@ export interface StartBrokerOptions {
   grpcServices?: (api: () => BrokerApi) => ExtraService[];
   /** Opens the core; tests substitute a fake. Default: Broker.open from src/broker. */
   openBroker?: (options: OpenBrokerOptions) => Promise<BrokerApi>;
+  // ---- cluster membership (issue 11; src/server/cluster.ts) ----
+  /**
+   * Join or found a cluster: node identity in `<data-dir>/__cluster/node.json` and SWIM gossip on the
+   * gRPC port. Without it the broker is a lone node with no identity file (embedded use, most tests).
+   * Its node id is `nodeId` (default 1).
+   */
+  cluster?: ClusterOptions;
+  /**
+   * A misconfiguration found after start (a seed says this node is of another cluster, or that its id
+   * is taken by a live node): the broker cannot serve as a member. `sluice serve` logs it and exits 1.
+   * Default: throw it out of the event loop.
+   */
+  onFatal?: (err: Error) => void;
 }
 
 export type OpenBrokerOptions = BrokerOptions;
@@ -60,13 +75,17 @@ export interface RunningBroker {
   readonly httpAddress: string | null;
   /** The core, for in-process use without gRPC. */
   readonly broker: BrokerApi;
+  /** Cluster membership (a PeerDirectory), or null when started without `cluster`. */
+  readonly membership: PeerDirectory | null;
   /** Stops intake, drains in-flight calls, flushes and closes every log. Idempotent. */
   close(): Promise<void>;
 }
 
-/** Why the broker is not ready, or null: starting, stopping, or partitions offline. */
-function notReady(ctx: ServiceContext, core: BrokerApi | null): string | null {
+/** Why the broker is not ready, or null: starting, stopping, not yet joined, or partitions offline. */
+function notReady(ctx: ServiceContext, core: BrokerApi | null, membership: MembershipHandle): string | null {
   if (!ctx.ready) return core === null ? 'starting' : 'shutting down';
+  const joining = membership.notReady();
+  if (joining !== null) return joining;
   const offline = core?.offlinePartitions?.() ?? [];
   if (offline.length === 0) return null;
   const shown = offline.slice(0, 10).join(', ') + (offline.length > 10 ? ', …' : '');
@@ -88,7 +107,9 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
   const httpAddr = options.httpAddress === null ? null : parseHostPort(options.httpAddress ?? '127.0.0.1:0', 'HTTP address');
 
   // Consumer groups share the front-end's context, so a shutdown ends their Consume streams at once.
+  const membership: MembershipHandle = { gossip: null, notReady: () => null };
   const services = [groupsExtraService(ctx), ...(options.grpcServices?.(() => ctx.api()) ?? [])];
+  if (options.cluster !== undefined) services.push(membershipExtraService(membership));
   const grpc: GrpcFrontend = await startGrpc(ctx, grpcAddr, services);
   let httpServer: http.Server | null = null;
   let httpAddress: string | null = null;
@@ -96,7 +117,7 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
   let core: BrokerApi | null = null;
   try {
     if (httpAddr !== null) {
-      const started = await startHttp({ address: httpAddr, notReady: () => notReady(ctx, core), metricsHandler: options.metricsHandler }).catch((err: NodeJS.ErrnoException) => {
+      const started = await startHttp({ address: httpAddr, notReady: () => notReady(ctx, core, membership), metricsHandler: options.metricsHandler }).catch((err: NodeJS.ErrnoException) => {
         const hint = err.code === 'EADDRINUSE' ? 'address already in use; stop the other process or pick another with --http-addr' : err.message;
         throw new StartupError(`cannot listen for HTTP on ${options.httpAddress}: ${hint}`, { cause: err });
       });
@@ -118,12 +139,32 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
     if (httpServer !== null) await stopHttp(httpServer);
     throw err;
   }
+  if (options.cluster !== undefined) {
+    try {
+      await startMembership(membership, broker, {
+        cluster: options.cluster,
+        nodeId: options.nodeId,
+        dataDir: options.dataDir ?? './data',
+        boundGrpcAddress: grpc.address,
+        shards: options.shards,
+        logger: options.logger,
+        onFatal: options.onFatal,
+      });
+    } catch (err) {
+      grpc.server.forceShutdown();
+      await broker.close().catch(() => {});
+      if (httpServer !== null) await stopHttp(httpServer);
+      throw err;
+    }
+    broker = withMembership(broker, membership);
+  }
   core = broker;
   ctx.attach(broker);
   grpc.setServing(true);
 
   let closing: Promise<void> | null = null;
   const close = async (): Promise<void> => {
+    membership.gossip?.close();
     grpc.setServing(false);
     ctx.beginShutdown();
     await stopGrpc(grpc.server, options.drainMs ?? 10_000);
@@ -138,6 +179,7 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
     grpcAddress: grpc.address,
     httpAddress,
     broker,
+    membership: membership.gossip,
     close: () => (closing ??= close()),
   };
 }

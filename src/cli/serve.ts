@@ -57,9 +57,7 @@ export async function serve(options: ServeOptions): Promise<void> {
     fail(err, { brokers: options.grpcAddr });
   }
   const broker = running;
-  process.stdout.write(`sluice broker ready: grpc=${broker.grpcAddress} http=${broker.httpAddress} data=${path.resolve(options.dataDir)} node=${options.nodeId}\n`);
-  logger.info({ grpc: broker.grpcAddress, http: broker.httpAddress, dataDir: path.resolve(options.dataDir) }, 'broker ready');
-
+  // Handlers before the ready line: a supervisor may signal as soon as it reads it.
   let stopping = false;
   const stop = (signal: NodeJS.Signals): void => {
     if (stopping) {
@@ -81,4 +79,6 @@ export async function serve(options: ServeOptions): Promise<void> {
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+  process.stdout.write(`sluice broker ready: grpc=${broker.grpcAddress} http=${broker.httpAddress} data=${path.resolve(options.dataDir)} node=${options.nodeId}\n`);
+  logger.info({ grpc: broker.grpcAddress, http: broker.httpAddress, dataDir: path.resolve(options.dataDir) }, 'broker ready');
 }

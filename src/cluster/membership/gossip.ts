@@ -264,16 +264,17 @@ export class Gossip implements PeerDirectory {
   private perform(a: SwimAction): void {
     const cluster = this.identity.clusterId ?? '';
     if (a.kind === 'probe') {
-      this.unary<ProbeRequest, ProbeResponse>(a.target.address, 'probe', probeRequest(cluster, a.message), a.timeoutMs).then(
-        (res) => this.swim.onProbeAnswer(a.seq, ackFrom(res), this.now()),
-        (err: unknown) => this.options.logger.debug({ target: a.target.id, address: a.target.address, err: String(err) }, 'probe failed'),
-      ).finally(() => this.flush());
+      // An answer that fails validation counts as no answer (and must not become an unhandled rejection).
+      this.unary<ProbeRequest, ProbeResponse>(a.target.address, 'probe', probeRequest(cluster, a.message), a.timeoutMs)
+        .then((res) => this.swim.onProbeAnswer(a.seq, ackFrom(res), this.now()))
+        .catch((err: unknown) => this.options.logger.debug({ target: a.target.id, address: a.target.address, err: String(err) }, 'probe failed'))
+        .finally(() => this.flush());
     } else {
       const req: IndirectProbeRequest = { clusterId: cluster, from: toMember(a.message.from), target: toMember(a.message.target), updates: a.message.updates.map(toMember), timeoutMs: a.message.timeoutMs };
-      this.unary<IndirectProbeRequest, IndirectProbeResponse>(a.via.address, 'indirectProbe', req, a.timeoutMs).then(
-        (res) => this.swim.onIndirectAnswer(a.seq, { acked: res.acked, from: fromMember(res.from, 'from'), updates: fromMembers(res.updates, 'updates') }, this.now()),
-        (err: unknown) => this.options.logger.debug({ via: a.via.id, err: String(err) }, 'indirect probe failed'),
-      ).finally(() => this.flush());
+      this.unary<IndirectProbeRequest, IndirectProbeResponse>(a.via.address, 'indirectProbe', req, a.timeoutMs)
+        .then((res) => this.swim.onIndirectAnswer(a.seq, { acked: res.acked, from: fromMember(res.from, 'from'), updates: fromMembers(res.updates, 'updates') }, this.now()))
+        .catch((err: unknown) => this.options.logger.debug({ via: a.via.id, err: String(err) }, 'indirect probe failed'))
+        .finally(() => this.flush());
     }
   }
 
@@ -309,6 +310,7 @@ export class Gossip implements PeerDirectory {
     }
     for (const c of this.swim.drainConflicts()) {
       if (this.reportedConflicts.has(c.uuid)) continue;
+      if (this.reportedConflicts.size >= GOSSIP_MEMBERS_MAX) this.reportedConflicts.clear(); // bounded
       this.reportedConflicts.add(c.uuid);
       this.options.logger.error({ nodeId: c.id, uuid: c.uuid, address: c.address }, `another node (${c.address}) claims this node's id ${c.id} with another node UUID: two nodes share one --node-id`);
     }

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as grpc from '@grpc/grpc-js';
 import { startBroker, type RunningBroker } from '../../src/server/index.js';
-import { MemberState, MembershipClient, type Member } from '../../src/rpc/gen/sluice/cluster/v1/membership.js';
+import { MemberState, MembershipClient, MembershipService, type Member } from '../../src/rpc/gen/sluice/cluster/v1/membership.js';
 import { loadFileDescriptors } from '../../src/rpc/index.js';
 import { fromBinary } from '@bufbuild/protobuf';
 import { FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt';
@@ -104,6 +104,36 @@ describe('the Membership service refuses bad input and keeps serving', () => {
     expect(res.clusterId).toBe(clusterId);
     expect(res.members.map((m) => m.nodeId)).toEqual(expect.arrayContaining([1, 5]));
     expect(running.membership!.get(5 as never)?.state).toBe('alive');
+  });
+});
+
+describe('a peer that answers probes with garbage', () => {
+  it('counts as not answering: it is suspected, then declared dead, listeners hear it, and the node keeps serving', async () => {
+    // A fake member whose every ack fails validation (no `from`).
+    const fake = new grpc.Server();
+    fake.addService(MembershipService, {
+      probe: (_call: unknown, cb: grpc.sendUnaryData<object>) => cb(null, { updates: [] }),
+      indirectProbe: (_call: unknown, cb: grpc.sendUnaryData<object>) => cb(null, { acked: false, updates: [] }),
+      join: (_call: unknown, cb: grpc.sendUnaryData<object>) => cb({ code: grpc.status.UNAVAILABLE, details: 'fake' } as grpc.ServiceError),
+    });
+    const port = await new Promise<number>((resolve, reject) => fake.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
+    const seen: string[] = [];
+    const off = running.membership!.onChange((n) => {
+      if (n.id === 12) seen.push(n.state);
+    });
+    try {
+      // Introduce it: a probe from it (as any member would send) puts it in node 1's table.
+      await unary('probe', { clusterId, from: member({ nodeId: 12, nodeUuid: uuid(12), address: `127.0.0.1:${port}` }), targetNodeId: 1, targetNodeUuid: '', updates: [] });
+      const t0 = performance.now();
+      while (running.membership!.get(12 as never)?.state !== 'dead' && performance.now() - t0 < 15_000) await new Promise((r) => setTimeout(r, 25));
+      expect(running.membership!.get(12 as never)?.state).toBe('dead');
+      expect(seen).toEqual(expect.arrayContaining(['alive', 'suspect', 'dead']));
+      const ack = await unary<object, { from: Member }>('probe', { clusterId, from: member({ nodeId: 8, nodeUuid: uuid(8), address: '127.0.0.8:1' }), targetNodeId: 1, targetNodeUuid: '', updates: [] });
+      expect(ack.from.nodeId).toBe(1);
+    } finally {
+      off();
+      fake.forceShutdown();
+    }
   });
 });
 

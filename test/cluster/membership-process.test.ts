@@ -164,6 +164,17 @@ describe('three nodes gossip membership over gRPC', () => {
     }
   });
 
+  it('the founder (no seeds) killed -9 and restarted is found again by the others (reconnect to dead members) and sees them', async () => {
+    const founder = nodes[0]!;
+    founder.child.kill('SIGKILL');
+    await waitExit(founder.child);
+    await waitFor('nodes 2 and 3 mark node 1 dead', async () => (await stateAt(nodes[1]!, 1))?.state === 'dead' && (await stateAt(nodes[2]!, 1))?.state === 'dead');
+    nodes[0] = await startNode({ id: 1, ip: '127.0.0.1', dir: dirs[0]!, port: portOf(founder) });
+    for (const [observer, subject] of [[1, 0], [2, 0], [0, 1], [0, 2]] as const) {
+      await waitFor(`node ${observer + 1} sees node ${subject + 1} alive`, async () => (await stateAt(nodes[observer]!, subject + 1))?.state === 'alive');
+    }
+  });
+
   it('a second process with a live node\'s id is refused, naming the other\'s address, and exits 1', async () => {
     const dup = await startNode({ id: 2, ip: '127.0.0.4', dir: path.join(root, 'dup'), seeds: [nodes[0]!.grpcAddress] });
     const exit = await waitExit(dup.child);
@@ -205,6 +216,21 @@ describe('joining through a seed that is not up yet', () => {
     expect((await readyz(seed)).status).toBe(200); // the first node, with no seeds, is ready at once
     await waitFor('the joiner becomes ready', async () => (await readyz(joiner)).status === 200);
     await waitFor('the joiner lists both nodes', async () => (await metadata(joiner.grpcAddress))?.brokers.map((b) => b.nodeId).join(',') === '6,7');
+  });
+});
+
+describe('a StatefulSet-style seed list that names the node itself first', () => {
+  it('the first-listed node founds the cluster when no other seed answers its first round; the next one joins it', async () => {
+    const root = tempDir('sluice-membership-sts-');
+    const [p9, p10] = [await freePort('127.0.0.9'), await freePort('127.0.0.10')];
+    const seeds = [`127.0.0.9:${p9}`, `127.0.0.10:${p10}`];
+    const first = await startNode({ id: 1, ip: '127.0.0.9', port: p9, dir: path.join(root, 'n1'), seeds });
+    await waitFor('the first-listed node is ready', async () => (await readyz(first)).status === 200);
+    expect(first.stderr()).toContain('first in its own seed list, and no other seed answered');
+    const second = await startNode({ id: 2, ip: '127.0.0.10', port: p10, dir: path.join(root, 'n2'), seeds });
+    await waitFor('the second node is ready', async () => (await readyz(second)).status === 200);
+    await waitFor('both list both', async () => (await metadata(first.grpcAddress))?.brokers.length === 2 && (await metadata(second.grpcAddress))?.brokers.length === 2);
+    expect((await metadata(second.grpcAddress))!.clusterId).toBe((await metadata(first.grpcAddress))!.clusterId);
   });
 });
 

@@ -99,6 +99,16 @@ describe('the Membership service refuses bad input and keeps serving', () => {
     );
   });
 
+  it('answers its own Join (a seed list naming it under another name) with UNAVAILABLE, not a join', async () => {
+    const me = running.membership!.self;
+    await expectRefused(
+      () => unary('join', { clusterId, from: member({ nodeId: me.id, nodeUuid: me.uuid, address: me.address }), members: [] }),
+      grpc.status.UNAVAILABLE,
+      'UNAVAILABLE',
+      /cannot join through itself/,
+    );
+  });
+
   it('admits a good joiner (the positive control): it gets the cluster id and the table, and is listed', async () => {
     const res = await unary<object, { clusterId: string; you: Member; members: Member[] }>('join', { clusterId: '', from: member({ nodeId: 5, nodeUuid: uuid(5), address: '127.0.0.5:1' }), members: [] });
     expect(res.clusterId).toBe(clusterId);

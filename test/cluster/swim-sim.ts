@@ -11,6 +11,7 @@ import type { NodeInfo } from '../../src/cluster/types.js';
 import { asNodeId, type NodeId } from '../../src/model/index.js';
 import {
   GOSSIP_INDIRECT_PROBES,
+  GOSSIP_MEMBERS_MAX,
   GOSSIP_PROBE_INTERVAL_MS,
   GOSSIP_PROBE_TIMEOUT_MS,
   GOSSIP_RETRANSMIT_MULT,
@@ -75,6 +76,7 @@ export class SwimSim {
       indirectProbes: GOSSIP_INDIRECT_PROBES,
       retransmitMult: GOSSIP_RETRANSMIT_MULT,
       updatesPerMessageMax: GOSSIP_UPDATES_PER_MESSAGE_MAX,
+      membersMax: GOSSIP_MEMBERS_MAX,
       ...this.options.config,
     });
     this.nodes.set(asNodeId(id), swim);

@@ -135,6 +135,7 @@ describe('SWIM rules', () => {
       indirectProbes: 3,
       retransmitMult: 3,
       updatesPerMessageMax: 8,
+      membersMax: 4,
     });
   }
 
@@ -155,6 +156,14 @@ describe('SWIM rules', () => {
     const you = a.admit({ ...rec('alive', 0, '00000000-0000-4000-8000-0000000000bb') }, [], 0);
     expect(you.incarnation).toBe(8);
     expect(a.get(asNodeId(2))?.uuid).toBe('00000000-0000-4000-8000-0000000000bb');
+  });
+
+  it('the table is bounded: records about node ids beyond membersMax are ignored', () => {
+    const a = core(1);
+    for (let id = 2; id <= 10; id++) a.merge({ ...rec('alive', 0, `00000000-0000-4000-8000-0000000000${String(id).padStart(2, '0')}`), id: asNodeId(id) }, 0);
+    expect(a.all().map((m) => m.id)).toEqual([1, 2, 3, 4]);
+    // Known members still change.
+    expect(a.merge({ ...a.get(asNodeId(2))!, state: 'suspect' }, 0)).toBe(true);
   });
 
   it('a pause of the node itself (a late tick) judges nobody for the gap', () => {

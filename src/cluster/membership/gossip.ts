@@ -123,6 +123,7 @@ export class Gossip implements PeerDirectory {
       indirectProbes: this.timing.indirectProbes,
       retransmitMult: this.timing.retransmitMult,
       updatesPerMessageMax: GOSSIP_UPDATES_PER_MESSAGE_MAX,
+      membersMax: GOSSIP_MEMBERS_MAX,
     });
   }
 
@@ -364,6 +365,10 @@ export class Gossip implements PeerDirectory {
     const from = fromMember(req.from, 'from');
     const table = fromMembers(req.members, 'members', GOSSIP_MEMBERS_MAX);
     const clusterId = this.checkCluster(req.clusterId === '' ? (this.identity.clusterId ?? '') : req.clusterId, from);
+    if (from.id === this.self.id && from.uuid === this.self.uuid) {
+      // Our own Join came back to us (a seed list naming this node under another name): not a join.
+      throw new SluiceError('UNAVAILABLE', `${from.address} reached this node itself (node ${from.id}); it cannot join through itself`);
+    }
     await this.refuseDuplicate(from);
     if (this.swim.get(from.id) === undefined && this.swim.all().length >= GOSSIP_MEMBERS_MAX) {
       throw new SluiceError('INVALID_REQUEST', `the cluster already has ${GOSSIP_MEMBERS_MAX} members, the most gossip tracks`);

@@ -38,6 +38,8 @@ export interface SwimConfig {
   indirectProbes: number;
   retransmitMult: number;
   updatesPerMessageMax: number;
+  /** Members the table holds at most; records about further node ids are ignored (bounded memory). */
+  membersMax: number;
 }
 
 /** A direct probe (ping) as the core builds it; the driver adds the cluster id. */
@@ -227,6 +229,7 @@ export class Swim {
       incarnation = Math.max(joiner.incarnation, old.incarnation + 1);
     }
     const you: NodeInfo = { ...joiner, state: 'alive', incarnation };
+    assert.ok(old !== undefined || this.members.size < this.config.membersMax, 'the driver refuses joiners beyond membersMax');
     if (joiner.id !== this.selfInfo.id) this.apply(you, nowMs);
     for (const m of table) if (m.id !== joiner.id) this.merge(m, nowMs);
     return you;
@@ -254,6 +257,7 @@ export class Swim {
     if (u.id === this.selfInfo.id) return this.mergeAboutSelf(u);
     const cur = this.members.get(u.id);
     if (cur !== undefined && !supersedes(u, cur)) return false;
+    if (cur === undefined && this.members.size >= this.config.membersMax) return false;
     this.apply(u, nowMs);
     return true;
   }

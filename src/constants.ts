@@ -248,6 +248,12 @@ export const GOSSIP_JOIN_TIMEOUT_MS = 2_000;
 /** Backoff between join attempts while no seed answers: doubles from MIN up to MAX. */
 export const GOSSIP_JOIN_RETRY_MS_MIN = 250;
 export const GOSSIP_JOIN_RETRY_MS_MAX = 5_000;
+/**
+ * grpc-js redials a failed channel after 1 s growing to 120 s by default; gossip channels redial after
+ * MIN growing to MAX, so a restarted peer is reachable again at once.
+ */
+export const GOSSIP_REDIAL_BACKOFF_MS_MIN = 100;
+export const GOSSIP_REDIAL_BACKOFF_MS_MAX = 1_000;
 /** How often a member tries a full-state sync with one member it holds as dead (a restarted node rejoins). */
 export const GOSSIP_RECONNECT_INTERVAL_MS = 1_000;
 

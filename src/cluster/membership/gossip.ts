@@ -27,6 +27,8 @@ import {
   GOSSIP_PROBE_INTERVAL_MS,
   GOSSIP_PROBE_TIMEOUT_MS,
   GOSSIP_RECONNECT_INTERVAL_MS,
+  GOSSIP_REDIAL_BACKOFF_MS_MAX,
+  GOSSIP_REDIAL_BACKOFF_MS_MIN,
   GOSSIP_RETRANSMIT_MULT,
   GOSSIP_SUSPICION_TIMEOUT_MS,
   GOSSIP_TICK_MS,
@@ -86,11 +88,11 @@ export const DEFAULT_GOSSIP_TIMING: Readonly<GossipTiming> = Object.freeze({
 /** Join refusals that no retry can fix. */
 const FATAL_CODES = new Set(['CLUSTER_ID_MISMATCH', 'DUPLICATE_NODE_ID']);
 
-/** grpc-js reconnects a failed channel after 1 s growing to 120 s by default; a restarted peer must be reachable at once. */
+/** grpc-js redials a failed channel after 1 s growing to 120 s by default; a restarted peer must be reachable at once. */
 const CHANNEL_OPTIONS: grpc.ChannelOptions = {
-  'grpc.initial_reconnect_backoff_ms': 100,
-  'grpc.max_reconnect_backoff_ms': 1_000,
-  'grpc.min_reconnect_backoff_ms': 100,
+  'grpc.initial_reconnect_backoff_ms': GOSSIP_REDIAL_BACKOFF_MS_MIN,
+  'grpc.min_reconnect_backoff_ms': GOSSIP_REDIAL_BACKOFF_MS_MIN,
+  'grpc.max_reconnect_backoff_ms': GOSSIP_REDIAL_BACKOFF_MS_MAX,
 };
 
 export class Gossip implements PeerDirectory {

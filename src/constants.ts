@@ -275,3 +275,45 @@ export const PARTITION_TICKS_OWED_MAX = RAFT_ELECTION_TICKS_DEFAULT;
  * once with no records. Control batches are one record each, so a longer range holds data.
  */
 export const PARTITION_CONTROL_TAIL_OFFSETS_MAX = 8;
+// ---- Cluster membership (SWIM gossip, src/cluster/membership; docs/cluster.md says why these values) ----
+/** How often the driver ticks the pure SWIM core (which judges every deadline below at tick granularity). */
+export const GOSSIP_TICK_MS = 20;
+/** One SWIM protocol period: each node probes one member per period, round-robin over a shuffled list. */
+export const GOSSIP_PROBE_INTERVAL_MS = 200;
+/** How long a direct probe waits for its ack before asking GOSSIP_INDIRECT_PROBES members to try. */
+export const GOSSIP_PROBE_TIMEOUT_MS = 80;
+/** Members asked to probe a silent target on the prober's behalf (SWIM's k). */
+export const GOSSIP_INDIRECT_PROBES = 3;
+/**
+ * A suspect not refuted within this long is declared dead. Long enough for a ~1.5 s pause to be
+ * refuted (the paused node learns it is suspected from the first message it sees), short enough that
+ * a killed node is dead everywhere in under 3 s (suspected within about two periods, then this).
+ */
+export const GOSSIP_SUSPICION_TIMEOUT_MS = 1_800;
+/** Each update is piggy-backed this many times x ceil(log2(members + 1)) before it is dropped. */
+export const GOSSIP_RETRANSMIT_MULT = 3;
+/** Updates piggy-backed on one Probe, ack or IndirectProbe; more are refused as malformed. */
+export const GOSSIP_UPDATES_PER_MESSAGE_MAX = 32;
+/** Members in one Join answer (the whole table) and in the table itself; beyond it joins are refused. */
+export const GOSSIP_MEMBERS_MAX = 1_024;
+/** Bounds of one Member record on the wire. */
+export const GOSSIP_ADDRESS_BYTES_MAX = 255;
+export const GOSSIP_RACK_BYTES_MAX = 64;
+/** How long a Join may take; a seed that does not answer in this long counts as unreachable. */
+export const GOSSIP_JOIN_TIMEOUT_MS = 2_000;
+/** Backoff between join attempts while no seed answers: doubles from MIN up to MAX. */
+export const GOSSIP_JOIN_RETRY_MS_MIN = 250;
+export const GOSSIP_JOIN_RETRY_MS_MAX = 5_000;
+/**
+ * grpc-js redials a failed channel after 1 s growing to 120 s by default; gossip channels redial after
+ * MIN growing to MAX, so a restarted peer is reachable again at once.
+ */
+export const GOSSIP_REDIAL_BACKOFF_MS_MIN = 100;
+export const GOSSIP_REDIAL_BACKOFF_MS_MAX = 1_000;
+/** How often a member tries a full-state sync with one member it holds as dead (a restarted node rejoins). */
+export const GOSSIP_RECONNECT_INTERVAL_MS = 1_000;
+
+assert.ok(GOSSIP_PROBE_TIMEOUT_MS < GOSSIP_PROBE_INTERVAL_MS, 'the indirect probes need the rest of the period');
+assert.ok(GOSSIP_TICK_MS <= GOSSIP_PROBE_TIMEOUT_MS / 2, 'deadlines are judged at tick granularity');
+assert.ok(GOSSIP_SUSPICION_TIMEOUT_MS >= 5 * GOSSIP_PROBE_INTERVAL_MS, 'a suspect needs a few periods to learn of it and refute');
+assert.ok(GOSSIP_JOIN_RETRY_MS_MIN <= GOSSIP_JOIN_RETRY_MS_MAX);

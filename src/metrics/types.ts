@@ -4,6 +4,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { BrokerProbe } from '../broker/probe.js';
+import type { MembershipProbe } from '../cluster/membership/types.js';
 
 export interface MetricsOptions {
   /**
@@ -53,6 +54,8 @@ export interface SluiceMetrics {
   readonly registry: unknown;
   /** Stops the process-metrics collectors and clears the registry. */
   close(): void;
+  /** Cluster membership's probe (`sluice_cluster_members{state}`), for `startBroker({ cluster })`. */
+  readonly membershipProbe: MembershipProbe;
 }
 
 /**

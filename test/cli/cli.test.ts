@@ -69,6 +69,13 @@ describe('sluice CLI', () => {
     const info = JSON.parse((await sluice(['cluster', 'info', '--format', 'json'])).stdout);
     expect(info.brokers[0].grpcAddress).toBe(broker.grpcAddress);
     expect(info.topics).toBeGreaterThanOrEqual(1);
+    // A lone `sluice serve` is a one-node cluster: node 1, alive, with the UUID its data dir keeps.
+    expect(info.brokers).toHaveLength(1);
+    expect(info.brokers[0]).toMatchObject({ nodeId: 1, state: 'alive', alive: true, rack: '' });
+    expect(info.brokers[0].nodeUuid).toMatch(/^[0-9a-f-]{36}$/);
+    const table = (await sluice(['cluster', 'info'])).stdout;
+    expect(table).toMatch(/ID\s+ADDRESS\s+HTTP\s+RACK\s+STATE\s+UUID/);
+    expect(table).toContain(`${broker.grpcAddress}`);
   });
 
   it('fails in one line that says what to do next', async () => {

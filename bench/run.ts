@@ -23,6 +23,7 @@ import { renderHtml } from './harness/report.js';
 import { startNats, startRedis, startSluice, type ServerHandle } from './harness/servers.js';
 import { rateBetween, rateSeries, relativeDifference } from './harness/stats.js';
 import { AGREEMENT_TOLERANCE, buildTable, formatRate, formatTable } from './harness/table.js';
+import { describeLoad } from './load-probe.js';
 import type { LoadJob, LoadKind, LoadMessage, LoadResult, RunRecord, ServerView, SystemName } from './harness/types.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -292,6 +293,7 @@ function describeExtra(record: RunRecord): string {
   if (lat) parts.push(`p50 ${lat.p50Ms.toFixed(2)} ms, p99 ${lat.p99Ms.toFixed(2)} ms, p99.9 ${lat.p999Ms.toFixed(2)} ms, missing ${record.result.missing}`);
   const a = record.agreement;
   if (a) parts.push(`prometheus ${formatRate(a.prometheusRate)}/s vs client ${formatRate(a.clientRate)}/s (${(a.difference * 100).toFixed(1)}%${a.ok ? '' : ' DISAGREE'}), total ${a.prometheusTotal} vs ${a.clientTotal}`);
+  if (record.result.self) parts.push(describeLoad(record.result.self));
   const v = record.server;
   if (v) parts.push(`server ${v.rpc} p50 ${v.requestP50Ms.toFixed(2)} ms p99 ${v.requestP99Ms.toFixed(2)} ms, flush p50 ${v.flushP50Ms.toFixed(2)} p99 ${v.flushP99Ms.toFixed(2)} ms at ${v.flushesPerS.toFixed(0)}/s, broker CPU ${v.cpuCoresUsed.toFixed(2)} cores`);
   if (record.result.errors.length > 0) parts.push(`errors: ${record.result.errors.slice(0, 3).join('; ')}`);

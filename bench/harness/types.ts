@@ -1,4 +1,5 @@
 /** Shared shapes between the orchestrator (bench/run.ts) and the load-generator process (load.ts). */
+import type { LoadSelfReport } from '../load-probe.js';
 
 export type SystemName = 'sluice' | 'redis' | 'nats';
 
@@ -51,6 +52,8 @@ export interface LoadResult {
   achievedRatePerS?: number;
   /** e2e: records sent but not received within the drain time. */
   missing?: number;
+  /** The load process's own CPU and event-loop delay over the measured part; `stalled` marks a suspect figure. */
+  self?: LoadSelfReport;
   errors: string[];
 }
 

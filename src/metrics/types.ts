@@ -27,6 +27,8 @@ export interface MetricsOptions {
   streamDurationBuckets?: readonly number[];
   /** Buckets (seconds) of `sluice_log_flush_duration_seconds`. */
   flushDurationBuckets?: readonly number[];
+  /** Buckets (seconds) of `sluice_gc_pause_seconds`. */
+  gcPauseBuckets?: readonly number[];
 }
 
 export interface FilledMetricsOptions {
@@ -37,6 +39,7 @@ export interface FilledMetricsOptions {
   readonly requestDurationBuckets: readonly number[];
   readonly streamDurationBuckets: readonly number[];
   readonly flushDurationBuckets: readonly number[];
+  readonly gcPauseBuckets: readonly number[];
 }
 
 /** What `createMetrics()` returns. */

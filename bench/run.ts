@@ -111,6 +111,8 @@ function runLoad(job: LoadJob, profileDir?: string): Promise<LoadResult> {
   const timeoutMs = job.durationS * (job.kind === 'consume' ? 3000 : 1000) + 60_000;
   return new Promise((resolvePromise, reject) => {
     const execArgv = profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profileDir}`];
+    // SLUICE_BENCH_TRACE_GC=1: the load process's GCs on stderr too (its pauses are in its e2e figure).
+    if (process.env.SLUICE_BENCH_TRACE_GC) execArgv.push('--trace-gc');
     const child = fork(LOAD_SCRIPT, [JSON.stringify(job)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv });
     track(child);
     let settled = false;

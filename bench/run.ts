@@ -9,11 +9,13 @@
  * SVG charts in bench/out/.
  *
  * Scenarios: produce (raw v2 batches and structured records), consume, e2e (paced producer at fixed
- * rates with a subscriber measuring produce-to-receive latency), all. `groups` is left out until
+ * rates with a subscriber measuring produce-to-receive latency), all. `--client python` drives Sluice
+ * with an independent Python grpcio client (bench/harness/py_load.py) instead of its TypeScript client. `groups` is left out until
  * consumer groups land.
  */
-import { fork } from 'node:child_process';
+import { fork, spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -44,6 +46,8 @@ interface Config {
   recordsPerRequest: number;
   sluiceInflight: number;
   sluiceConnections: number;
+  /** Which client drives Sluice: 'ts' (Sluice's TypeScript client) or 'python' (grpcio from proto/, bench/harness/py_load.py). */
+  client: 'ts' | 'python';
   /** Sluice topic configs for every topic of the run (default none: the broker's defaults, fsync per group commit). */
   sluiceConfigs: Record<string, string>;
 }
@@ -65,6 +69,7 @@ function parseConfig(): Config {
       'sluice-inflight': { type: 'string', default: '32' },
       'sluice-connections': { type: 'string', default: '2' },
       'sluice-config': { type: 'string', multiple: true, default: [] },
+      client: { type: 'string', default: 'ts' },
     },
     strict: true,
   });
@@ -78,6 +83,7 @@ function parseConfig(): Config {
     const n = Number(values[k]);
     if (!(Number.isInteger(n) && n >= 1 && n <= 1024)) throw new Error(`--${k} must be an integer from 1 to 1024`);
   }
+  if (values.client !== 'ts' && values.client !== 'python') throw new Error(`--client must be ts or python, got ${values.client}`);
   const durationS = Number(values.duration);
   if (!(durationS >= 2 && durationS <= 600)) throw new Error('--duration must be between 2 and 600 seconds');
   return {
@@ -91,6 +97,7 @@ function parseConfig(): Config {
     recordsPerRequest: Number(values['records-per-request']),
     sluiceInflight: Number(values['sluice-inflight']),
     sluiceConnections: Number(values['sluice-connections']),
+    client: values.client,
     sluiceConfigs: Object.fromEntries(
       values['sluice-config'].map((kv) => {
         const i = kv.indexOf('=');
@@ -132,6 +139,35 @@ function runLoad(job: LoadJob, profileDir?: string): Promise<LoadResult> {
       else finish(new Error(`load generator ${job.system}/${job.kind} failed: ${message.message}`));
     });
     child.on('exit', (code, signal) => finish(new Error(`load generator ${job.system}/${job.kind} exited (${code ?? signal}) without a result`)));
+  });
+}
+
+/** Debian's interpreter: it sees python3-grpcio (an earlier python3 on PATH may not). */
+const PYTHON = '/usr/bin/python3';
+const PY_LOAD_SCRIPT = join(REPO_ROOT, 'bench', 'harness', 'py_load.py');
+
+/** Runs one Sluice load through the independent Python grpcio client; its LoadResult is its last stdout line. */
+function runPythonLoad(job: LoadJob, logDir: string): Promise<LoadResult> {
+  const timeoutMs = job.durationS * (job.kind === 'consume' ? 3000 : 1000) + 60_000;
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(PYTHON, [PY_LOAD_SCRIPT, join(REPO_ROOT, 'dist', 'descriptors.binpb'), JSON.stringify(job)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    track(child);
+    let out = '';
+    let err = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      if (err.length > 0) writeFileSync(join(logDir, `py-load-${job.kind}-${job.topic}.log`), err);
+      const last = out.trim().split('\n').pop() ?? '';
+      try {
+        if (code !== 0) throw new Error(`exited (${code ?? signal})`);
+        resolvePromise(JSON.parse(last) as LoadResult);
+      } catch (e) {
+        reject(new Error(`python load ${job.kind} failed: ${String(e)}: ${err.trim().split('\n').slice(-3).join(' | ')}`));
+      }
+    });
   });
 }
 
@@ -266,7 +302,7 @@ async function benchSystem(config: Config, system: SystemName, logDir: string): 
       };
       let result: LoadResult;
       try {
-        result = await runLoad(job, process.env.SLUICE_BENCH_PROF ? logDir : undefined);
+        result = system === 'sluice' && config.client === 'python' ? await runPythonLoad(job, logDir) : await runLoad(job, process.env.SLUICE_BENCH_PROF ? logDir : undefined);
       } catch (err) {
         // One failed load (a peer that cannot keep up, a crash) is a row marked failed, not a lost run.
         const message = err instanceof Error ? err.message : String(err);
@@ -311,7 +347,7 @@ async function main(): Promise<void> {
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const runDir = join(config.outDir, `run-${stamp}`);
   mkdirSync(runDir, { recursive: true });
-  log(config, `sluice bench: scenario ${config.scenario}, ${config.durationS} s per load, ${config.recordBytes}-byte records, ${config.recordsPerRequest} per request, Sluice ${config.sluiceInflight} in flight over ${config.sluiceConnections} connection(s); logs in ${runDir}`);
+  log(config, `sluice bench: scenario ${config.scenario}, ${config.durationS} s per load, ${config.recordBytes}-byte records, ${config.recordsPerRequest} per request, Sluice ${config.sluiceInflight} in flight over ${config.sluiceConnections} connection(s) through the ${config.client === 'python' ? 'Python grpcio' : 'TypeScript'} client; machine load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}; logs in ${runDir}`);
   const records: RunRecord[] = [];
   for (const system of config.systems) {
     log(config, `${system}:`);

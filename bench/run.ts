@@ -241,6 +241,14 @@ async function serverView(prom: PrometheusHandle, result: LoadResult, windowS: n
     flushP99Ms: 1000 * (await q(`histogram_quantile(0.99, sum by (le) (rate(sluice_log_flush_duration_seconds_bucket[${windowS}s])))`)),
     flushesPerS: await q(`sum(rate(sluice_log_flush_duration_seconds_count[${windowS}s]))`),
     cpuCoresUsed: await q(`sum(rate(process_cpu_seconds_total[${windowS}s]))`),
+    // Where a tail comes from: each thread's worst 1-second event-loop delay p99 and max over the run,
+    // and the share of time its GC paused it.
+    mainLoopDelayP99Ms: 1000 * (await q(`max_over_time(sluice_event_loop_delay_seconds{thread="main",quantile="0.99"}[${windowS}s])`)),
+    mainLoopDelayMaxMs: 1000 * (await q(`max_over_time(sluice_event_loop_delay_max_seconds{thread="main"}[${windowS}s])`)),
+    shardLoopDelayP99Ms: 1000 * (await q(`max(max_over_time(sluice_event_loop_delay_seconds{thread=~"shard-.*",quantile="0.99"}[${windowS}s]))`)),
+    shardLoopDelayMaxMs: 1000 * (await q(`max(max_over_time(sluice_event_loop_delay_max_seconds{thread=~"shard-.*"}[${windowS}s]))`)),
+    mainGcShare: await q(`sum(rate(sluice_gc_pause_seconds_sum{thread="main"}[${windowS}s]))`),
+    shardGcShare: await q(`sum(rate(sluice_gc_pause_seconds_sum{thread=~"shard-.*"}[${windowS}s]))`),
   };
 }
 
@@ -333,7 +341,7 @@ function describeExtra(record: RunRecord): string {
   if (a) parts.push(`prometheus ${formatRate(a.prometheusRate)}/s vs client ${formatRate(a.clientRate)}/s (${(a.difference * 100).toFixed(1)}%${a.ok ? '' : ' DISAGREE'}), total ${a.prometheusTotal} vs ${a.clientTotal}`);
   if (record.result.self) parts.push(describeLoad(record.result.self));
   const v = record.server;
-  if (v) parts.push(`server ${v.rpc} p50 ${v.requestP50Ms.toFixed(2)} ms p99 ${v.requestP99Ms.toFixed(2)} ms, flush p50 ${v.flushP50Ms.toFixed(2)} p99 ${v.flushP99Ms.toFixed(2)} ms at ${v.flushesPerS.toFixed(0)}/s, broker CPU ${v.cpuCoresUsed.toFixed(2)} cores`);
+  if (v) parts.push(`server ${v.rpc} p50 ${v.requestP50Ms.toFixed(2)} ms p99 ${v.requestP99Ms.toFixed(2)} ms, flush p50 ${v.flushP50Ms.toFixed(2)} p99 ${v.flushP99Ms.toFixed(2)} ms at ${v.flushesPerS.toFixed(0)}/s, broker CPU ${v.cpuCoresUsed.toFixed(2)} cores, loop delay p99/max main ${v.mainLoopDelayP99Ms.toFixed(1)}/${v.mainLoopDelayMaxMs.toFixed(1)} ms shard ${v.shardLoopDelayP99Ms.toFixed(1)}/${v.shardLoopDelayMaxMs.toFixed(1)} ms, GC main ${(v.mainGcShare * 100).toFixed(1)}% shard ${(v.shardGcShare * 100).toFixed(1)}%`);
   if (record.result.errors.length > 0) parts.push(`errors: ${record.result.errors.slice(0, 3).join('; ')}`);
   return parts.length > 0 ? `  ${parts.join('  |  ')}` : '';
 }

@@ -95,4 +95,12 @@ export interface ServerView {
   flushesPerS: number;
   /** Broker process CPU (all threads), in cores. */
   cpuCoresUsed: number;
+  /** Worst per-second event-loop delay p99 and max of the main thread and of any shard over the run (ms). */
+  mainLoopDelayP99Ms: number;
+  mainLoopDelayMaxMs: number;
+  shardLoopDelayP99Ms: number;
+  shardLoopDelayMaxMs: number;
+  /** Share of wall time the main thread / the shards (summed) spent paused in GC. */
+  mainGcShare: number;
+  shardGcShare: number;
 }

@@ -211,7 +211,7 @@ async function runOnce(args: Args, log: (line: string) => void): Promise<{ phase
       const hwm = peakRssBytes(broker.child.pid!);
       if (hwm !== null) r.brokerPeakRssMbAfter = Math.round(hwm / 1024 / 1024);
       results.push(r);
-      log(`  ${r.phase.padEnd(22)} ${Math.round(r.recordsPerSec).toLocaleString('en-US').padStart(10)} rec/s  ${describeLoad({ ...r.load, cpuCores: r.load.cpuCores, loopDelayP50Ms: 0 })}`);
+      log(`  ${r.phase.padEnd(22)} ${Math.round(r.recordsPerSec).toLocaleString('en-US').padStart(10)} rec/s  ${describeLoad({ ...r.load, loopDelayP50Ms: Number.NaN })}`);
     };
     for (const phase of phases) record(await runPhase(args, broker.grpcAddress, phase, requests));
     const ends = await admin.listOffsets('bench-raw', 'latest');

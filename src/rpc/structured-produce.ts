@@ -11,8 +11,8 @@
  * generic decoder would replace it), an out-of-range producer field, too many records, a malformed
  * field. So this is a fast path, never a second set of rules.
  *
- * Measured (1,000 records of 100 bytes, this 2-core machine, see docs/metrics.md): the generic decode
- * + convert + encodeBatch costs about 3x this on the main thread.
+ * Measured (1,000 records of 100 bytes, main-thread CPU time, median of 9 interleaved rounds, see
+ * docs/metrics.md): 212 µs per request here against 400 µs for decode + convert + encodeBatch (1.9x).
  */
 import { isUtf8 } from 'node:buffer';
 import { BATCH_RECORDS_MAX } from '../constants.js';

@@ -212,6 +212,15 @@ export const SHARD_WATCHDOG_MS_MIN = 100;
 export const SHARD_WATCHDOG_PAUSE_MS = 1_000;
 /** fsync durations a shard keeps between two stats messages; more are dropped from metrics. */
 export const SHARD_FLUSH_SAMPLES_MAX = 4096;
+/**
+ * Sampling interval of each thread's event-loop delay monitor (perf_hooks.monitorEventLoopDelay): a
+ * stall shorter than this can hide between two samples; 10 ms costs ~100 timer wake-ups/s per thread.
+ */
+export const THREAD_LOOP_DELAY_RESOLUTION_MS = 10;
+/** GC pauses a thread keeps between two reports (a stats message, a main-thread roll); more are counted but not timed. */
+export const THREAD_GC_SAMPLES_MAX = 2048;
+/** How often the main thread rolls its own event-loop delay window and GC pauses into the metrics (as shards do with their stats). */
+export const MAIN_THREAD_STATS_INTERVAL_MS = SHARD_STATS_INTERVAL_MS;
 
 assert.ok(SHARD_REQUEST_RING_BYTES >= 2 * GRPC_RECEIVE_BYTES_MAX, 'a request ring must hold two maximal requests');
 assert.ok(SHARD_RESPONSE_RING_BYTES >= FETCH_BYTES_MAX_DEFAULT);

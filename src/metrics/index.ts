@@ -19,7 +19,7 @@ import type { MetricsOptions, SluiceMetrics } from './types.js';
 import type { MembershipProbe } from '../cluster/membership/types.js';
 
 export type { MetricsOptions, FilledMetricsOptions, SluiceMetrics, MetricsProbe } from './types.js';
-export { fillMetricsOptions, REQUEST_DURATION_BUCKETS_DEFAULT, STREAM_DURATION_BUCKETS_DEFAULT, FLUSH_DURATION_BUCKETS_DEFAULT } from './options.js';
+export { fillMetricsOptions, REQUEST_DURATION_BUCKETS_DEFAULT, STREAM_DURATION_BUCKETS_DEFAULT, FLUSH_DURATION_BUCKETS_DEFAULT, GC_PAUSE_BUCKETS_DEFAULT } from './options.js';
 export { PromBrokerProbe } from './broker-probe.js';
 
 /** Default Node metrics that are gauges with a counter's `_total` suffix; left out of the endpoint. */

@@ -28,6 +28,8 @@ export interface MetricsOptions {
   streamDurationBuckets?: readonly number[];
   /** Buckets (seconds) of `sluice_log_flush_duration_seconds`. */
   flushDurationBuckets?: readonly number[];
+  /** Buckets (seconds) of `sluice_gc_pause_seconds`. */
+  gcPauseBuckets?: readonly number[];
 }
 
 export interface FilledMetricsOptions {
@@ -38,6 +40,7 @@ export interface FilledMetricsOptions {
   readonly requestDurationBuckets: readonly number[];
   readonly streamDurationBuckets: readonly number[];
   readonly flushDurationBuckets: readonly number[];
+  readonly gcPauseBuckets: readonly number[];
 }
 
 /** What `createMetrics()` returns. */

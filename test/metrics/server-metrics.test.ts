@@ -102,6 +102,16 @@ describe('metrics of a running broker', () => {
       expect(sampleValue(last, 'sluice_log_size_bytes', { topic: 'metrics-raw' })).toBeGreaterThanOrEqual(rawBytes);
       expect(sampleValue(last, 'sluice_shard_queue_depth', { shard: '0' })).toBeDefined();
       expect(sampleValue(last, 'sluice_log_flush_duration_seconds_count')).toBeGreaterThan(0);
+      // Every thread's own health, main and shard, rolled in about once a second like the shard stats.
+      for (let i = 0; i < 50 && sampleValue(last, 'sluice_event_loop_delay_seconds_count', { thread: 'main' }) === undefined; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        last = await scrape();
+      }
+      for (const thread of ['main', 'shard-0']) {
+        expect(sampleValue(last, 'sluice_event_loop_delay_seconds_count', { thread }), thread).toBeGreaterThan(0);
+        expect(sampleValue(last, 'sluice_event_loop_delay_seconds', { thread, quantile: '0.99' }), thread).toBeGreaterThanOrEqual(0);
+        expect(sampleValue(last, 'sluice_event_loop_delay_max_seconds', { thread }), thread).toBeGreaterThanOrEqual(0);
+      }
 
       // The live exposition passes promtool's lint for every sluice_* metric (skip loudly without it).
       const check = spawnSync('promtool', ['check', 'metrics'], { input: last, encoding: 'utf8', timeout: 30_000 });

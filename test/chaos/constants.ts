@@ -35,7 +35,7 @@ export const WORKLOAD_PARTITIONS = 4;
 export const WORKLOAD_PRODUCERS_IDEMPOTENT = 2;
 export const WORKLOAD_PRODUCERS_PLAIN = 1;
 export const WORKLOAD_WRITES_PER_SECOND = 100;
-export const WORKLOAD_IN_FLIGHT_MAX = 8;
+export const WORKLOAD_IN_FLIGHT_MAX = 32;
 /** Deadline of one client call: past it the outcome is unknown. Short, so faults show up as unknowns quickly. */
 export const WORKLOAD_REQUEST_TIMEOUT_MS = 3_000;
 /** How often the pollers ask for the high watermarks, committed group offsets and leaders. */

@@ -24,6 +24,8 @@ export type Op =
   /** After healing: every record of a partition (read up to its end) and its final high watermark. */
   | { t: 'final'; key: string; offset: number; value: string }
   | { t: 'final-hw'; key: string; hw: number }
+  /** A node's process went down (kill -9), came back ready, was stopped or continued. */
+  | { t: 'node'; node: number; state: 'killed' | 'ready' | 'paused' | 'resumed'; at: number }
   /** Free text: what the harness did (restart, convergence), for a person reading the history. */
   | { t: 'note'; at: number; text: string };
 

@@ -75,17 +75,27 @@ async function main(): Promise<number> {
     return 2;
   }
   const results: RunResult[] = [];
+  const errors: number[] = [];
   console.log(`chaos: ${a.schedules} schedule(s) of ${a.durationS} s on ${a.nodes} node(s), faults ${a.kinds.join(',')}, seeds ${a.seed}..${a.seed + a.schedules - 1}${a.bug ? `, BUG ${a.bug}` : ''}`);
   for (let i = 0; i < a.schedules; i++) {
     const seed = a.seed + i;
     console.log(`schedule ${i + 1}/${a.schedules}: seed ${seed}`);
-    const r = await runSchedule({ seed, nodes: a.nodes, durationMs: a.durationS * 1000, kinds: a.kinds, outRoot: path.resolve(a.out), ackBeforeFsync: a.bug === 'ack-before-fsync', keepData: a.keepData, log: (l) => console.log(l) });
+    let r: RunResult;
+    try {
+      r = await runSchedule({ seed, nodes: a.nodes, durationMs: a.durationS * 1000, kinds: a.kinds, outRoot: path.resolve(a.out), ackBeforeFsync: a.bug === 'ack-before-fsync', keepData: a.keepData, log: (l) => console.log(l) });
+    } catch (err) {
+      // The harness itself failed (a broker that would not start again, say): a failed schedule, not a crash of the whole set.
+      console.log(`  HARNESS ERROR: ${(err as Error)?.stack ?? String(err)}`);
+      errors.push(seed);
+      continue;
+    }
     results.push(r);
     console.log(`  ${r.verdict.ok ? 'clean' : 'ANOMALIES'}: ${path.relative(process.cwd(), r.outDir)}/report.html`);
   }
   console.log(`\n${table(results)}`);
-  const failed = results.filter((r) => !r.verdict.ok);
-  if (failed.length > 0) console.log(`\n${failed.length} schedule(s) failed; replay one with: npm run chaos -- --seed ${failed[0].seed} --schedules 1 --nodes ${a.nodes} --duration ${a.durationS} --faults ${a.kinds.join(',')}`);
+  const failed = [...results.filter((r) => !r.verdict.ok).map((r) => r.seed), ...errors];
+  if (errors.length > 0) console.log(`\nharness errors (no verdict) in seeds ${errors.join(', ')}`);
+  if (failed.length > 0) console.log(`\n${failed.length} schedule(s) failed; replay one with: npm run chaos -- --seed ${failed[0]} --schedules 1 --nodes ${a.nodes} --duration ${a.durationS} --faults ${a.kinds.join(',')}`);
   return failed.length > 0 ? 1 : 0;
 }
 

@@ -42,8 +42,21 @@ function buckets(ops: readonly Op[], durationMs: number): Bucket[] {
   return out;
 }
 
+/** Grey hatching from each kill's heal (restart asked) to the node being ready again: recovery time. */
+function restartBands(ops: readonly Op[], x: (ms: number) => number, height: number): string {
+  const kills = ops.filter((op): op is Extract<Op, { t: 'fault' }> => op.t === 'fault' && op.kind === 'kill');
+  const out: string[] = [];
+  for (const op of ops) {
+    if (op.t !== 'node' || op.state !== 'ready') continue;
+    const heal = kills.filter((k) => k.heal <= op.at && k.nodes.includes(op.node)).at(-1)?.heal;
+    if (heal === undefined) continue;
+    out.push(`<rect x="${x(heal)}" y="0" width="${Math.max(1, x(op.at) - x(heal))}" height="${height}" fill="url(#restart)"><title>n${op.node} restarting (recovery) ${((op.at - heal) / 1000).toFixed(2)} s</title></rect>`);
+  }
+  return '<defs><pattern id="restart" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="3" height="6" fill="#999" opacity="0.35"/></pattern></defs>' + out.join('');
+}
+
 function faultBands(ops: readonly Op[], x: (ms: number) => number, height: number): string {
-  return ops
+  return restartBands(ops, x, height) + ops
     .filter((op): op is Extract<Op, { t: 'fault' }> => op.t === 'fault')
     .map((f) => `<rect x="${x(f.start)}" y="0" width="${Math.max(1, x(f.heal) - x(f.start))}" height="${height}" fill="${COLORS[f.kind] ?? '#888'}" opacity="0.22"><title>${esc(`#${f.id} ${f.detail}`)}</title></rect>` +
       `<text x="${x(f.start) + 2}" y="11" font-size="10" fill="${COLORS[f.kind] ?? '#888'}">${esc(`${f.kind} ${f.nodes.map((n) => `n${n}`).join('+')}`)}</text>`)
@@ -96,7 +109,7 @@ export function renderReport(schedule: Schedule, ops: readonly Op[], v: Verdict)
     row('duplicated (no idempotence, allowed)', v.duplicatedPlain), row('phantom (failed but read)', v.phantom, v.phantom > 0),
     row('high watermark backwards', v.hwBackwards, v.hwBackwards > 0), row('committed offset backwards', v.committedBackwards, v.committedBackwards > 0),
     row('group gaps', v.groupGaps, v.groupGaps > 0), row('replica mismatches', v.replicaMismatches, v.replicaMismatches > 0),
-    row('worst unavailability (ms)', v.worstUnavailableMs),
+    row('worst unavailability (ms)', v.worstUnavailableMs === null ? null : Math.round(v.worstUnavailableMs)),
   ].join('');
   const faults = v.faults.map((f) => `<tr><td>${f.id}</td><td>${esc(f.detail)}</td><td>${(f.healMs / 1000).toFixed(2)} s</td><td>${f.unavailableMs === null ? 'never' : f.unavailableMs.toFixed(0) + ' ms'}</td></tr>`).join('');
   const samples = v.samples.map((s) => `<li><code>${esc(s.key)}${s.offset === undefined ? '' : ` @${s.offset}`}${s.value === undefined ? '' : ` ${s.value}`}</code> ${esc(s.why)}</li>`).join('');
@@ -106,6 +119,7 @@ tr.bad td,tr.bad th{background:#ffe3e3;color:#a00}h3{margin:14px 0 2px}svg{backg
 </style></head><body>
 <h2>Sluice chaos run, seed ${schedule.seed}: ${v.ok ? 'clean' : 'ANOMALIES FOUND'}</h2>
 <p>${schedule.nodes} node(s), ${(schedule.durationMs / 1000).toFixed(0)} s, ${schedule.faults.length} fault(s). Replay: <code>npm run chaos -- --seed ${schedule.seed} --schedules 1 --nodes ${schedule.nodes} --duration ${schedule.durationMs / 1000} --faults ${schedule.kinds.join(',')}</code></p>
+<p>Coloured bands: faults (start to heal; hover for details). Grey hatching: a killed node restarting (heal to ready, recovery included).</p>
 ${chart('Acknowledged writes per second (unknown outcomes in red)', ops, end, [
     { name: 'acked/s', color: '#2b8a3e', ys: bs.map((b) => b.acked * perSecond) },
     { name: 'unknown/s', color: '#e03131', ys: bs.map((b) => b.unknown * perSecond) },

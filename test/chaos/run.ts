@@ -115,18 +115,28 @@ class Run {
       case 'kill': {
         for (const n of nodes) {
           const cut = await n.kill9(true);
+          this.history.add({ t: 'node', node: n.id, state: 'killed', at: this.now() });
           this.note(`n${n.id} killed; power cut dropped ${cut?.droppedBytes ?? 0} unsynced bytes in ${cut?.files ?? 0} segment(s)`);
         }
         await waitOut();
         const heal = this.now();
-        for (const n of nodes) await n.start();
+        for (const n of nodes) {
+          await n.start();
+          this.history.add({ t: 'node', node: n.id, state: 'ready', at: this.now() });
+        }
         this.note(`n${nodes.map((n) => n.id).join('+n')} restarted`);
         return { start, heal };
       }
       case 'pause':
-        for (const n of nodes) n.pause();
+        for (const n of nodes) {
+          n.pause();
+          this.history.add({ t: 'node', node: n.id, state: 'paused', at: this.now() });
+        }
         await waitOut();
-        for (const n of nodes) n.resume();
+        for (const n of nodes) {
+          n.resume();
+          this.history.add({ t: 'node', node: n.id, state: 'resumed', at: this.now() });
+        }
         break;
       case 'partition':
         for (const n of nodes) this.proxies.get(n.id)!.setMode(f.linkMode ?? 'drop');

@@ -16,8 +16,8 @@
  *    that acknowledges before fsync would never lose anything in a test.
  *  - `SLUICE_TEST_ACK_BEFORE_FSYNC=1`: the deliberate bug (the twin of the simulator's
  *    ack-before-persist): the log is told its fdatasync succeeded at once, and the real one runs
- *    `TEST_ACK_BEFORE_FSYNC_LAG_MS` later, like a lazy flush. With the journal and a kill -9, the
- *    acknowledged writes of that window are lost, and the chaos checker must say so.
+ *    only once the file has been idle for `TEST_ACK_BEFORE_FSYNC_LAG_MS`, a lazy flush. With the
+ *    journal and a kill -9 under load, the acknowledged tail is lost, and the chaos checker must say so.
  */
 import fs from 'node:fs';
 import { TEST_ACK_BEFORE_FSYNC_LAG_MS } from '../constants.js';
@@ -110,17 +110,19 @@ export function withTestHooks(options: LogOpenOptions, config: HookConfig = CONF
   }
   if (config.ackBeforeFsync) {
     const inner = sync;
-    const deferred = new Set<number>();
+    const deferred = new Map<number, NodeJS.Timeout>();
     sync = (fd, cb) => {
-      // One deferred real sync per fd at a time; it covers everything written before it starts.
-      if (!deferred.has(fd)) {
-        deferred.add(fd);
+      // A lazy flush: the real sync of an fd runs once it has been idle for the lag, so under steady
+      // load the acknowledged tail is never synced and a power cut always finds some of it.
+      clearTimeout(deferred.get(fd));
+      deferred.set(
+        fd,
         setTimeout(() => {
           deferred.delete(fd);
           // The fd may be closed (or even reused) by now: a lazy flush has no one to report to.
           inner(fd, () => {});
-        }, TEST_ACK_BEFORE_FSYNC_LAG_MS);
-      }
+        }, TEST_ACK_BEFORE_FSYNC_LAG_MS),
+      );
       queueMicrotask(() => cb(null));
     };
   }

@@ -95,7 +95,7 @@ async function main(): Promise<number> {
   console.log(`\n${table(results)}`);
   const failed = [...results.filter((r) => !r.verdict.ok).map((r) => r.seed), ...errors];
   if (errors.length > 0) console.log(`\nharness errors (no verdict) in seeds ${errors.join(', ')}`);
-  if (failed.length > 0) console.log(`\n${failed.length} schedule(s) failed; replay one with: npm run chaos -- --seed ${failed[0]} --schedules 1 --nodes ${a.nodes} --duration ${a.durationS} --faults ${a.kinds.join(',')}`);
+  if (failed.length > 0) console.log(`\n${failed.length} schedule(s) failed; replay one with: npm run chaos -- --seed ${failed[0]} --schedules 1 --nodes ${a.nodes} --duration ${a.durationS} --faults ${a.kinds.join(',')}${a.bug ? ` --bug ${a.bug}` : ''}`);
   return failed.length > 0 ? 1 : 0;
 }
 

@@ -41,6 +41,13 @@ export const MESSAGE_TIMESTAMP_AFTER_MAX_MS_DEFAULT = 3600 * 1000;
 export const MESSAGE_TIMESTAMP_BEFORE_MAX_MS_DEFAULT = Number.MAX_SAFE_INTEGER;
 /** Size of the reusable buffer the storage engine reads headers and recovery scans through. */
 export const STORAGE_SCAN_CHUNK_BYTES = 1 * MiB;
+/**
+ * TEST-ONLY (src/storage/test-hooks.ts, the chaos harness's ack-before-fsync bug): how long a log must
+ * be idle before the fdatasync it was falsely told had happened really runs (a lazy flush). Far above
+ * the gap between two writes under the chaos workload, so a kill -9 under load always finds
+ * acknowledged bytes not yet synced.
+ */
+export const TEST_ACK_BEFORE_FSYNC_LAG_MS = 1_000;
 
 // --- Topics --------------------------------------------------------------------------------------
 export const TOPIC_NAME_LENGTH_MAX = 249;

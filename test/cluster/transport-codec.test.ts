@@ -32,6 +32,8 @@ function toPb(group: number, m: Message): PbMessage {
 
 const safe = fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 1000 }), fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER - 200_000 }));
 const node = fc.integer({ min: 1, max: 2 ** 32 - 1 });
+/** Log positions: -1 is Raft's "nothing" (a partition's log starts at 0); zigzag is exact below 2^52. */
+const position = fc.oneof(fc.constant(-1), fc.constant(0), fc.integer({ min: -1, max: 1000 }), fc.integer({ min: -1, max: 2 ** 52 - 1 }));
 const bytes = fc.uint8Array({ maxLength: 200 });
 const entry: fc.Arbitrary<Entry> = fc.oneof(
   fc.record({ index: safe, count: fc.integer({ min: 1, max: 100_000 }), term: safe, kind: fc.constant('data' as const), data: bytes, change: fc.constant(null) }),
@@ -39,11 +41,11 @@ const entry: fc.Arbitrary<Entry> = fc.oneof(
   fc.record({ index: safe, count: fc.constant(1), term: safe, kind: fc.constant('conf' as const), data: bytes, change: fc.record({ type: fc.constantFrom('addVoter' as const, 'addLearner' as const, 'remove' as const), node }) }),
 ) as unknown as fc.Arbitrary<Entry>;
 const snapshot: fc.Arbitrary<Snapshot> = fc.record({
-  index: safe, term: safe, conf: fc.record({ voters: fc.array(node, { maxLength: 5 }), learners: fc.array(node, { maxLength: 3 }) }), data: bytes,
+  index: position, term: safe, conf: fc.record({ voters: fc.array(node, { maxLength: 5 }), learners: fc.array(node, { maxLength: 3 }) }), data: bytes,
 }) as unknown as fc.Arbitrary<Snapshot>;
 const message: fc.Arbitrary<Message> = fc.record({
-  type: fc.integer({ min: 1, max: 10 }).map((t) => t as MessageType), from: node, to: node, term: safe, logTerm: safe, index: safe,
-  entries: fc.array(entry, { maxLength: 4 }), commit: safe, reject: fc.boolean(), rejectHint: safe,
+  type: fc.integer({ min: 1, max: 10 }).map((t) => t as MessageType), from: node, to: node, term: safe, logTerm: safe, index: position,
+  entries: fc.array(entry, { maxLength: 4 }), commit: position, reject: fc.boolean(), rejectHint: position,
   snapshot: fc.option(snapshot, { nil: null }), context: safe,
 }) as unknown as fc.Arbitrary<Message>;
 const hello: fc.Arbitrary<StreamHello | null> = fc.option(fc.record({ from: node, to: node, incarnation: safe }) as unknown as fc.Arbitrary<StreamHello>, { nil: null });

@@ -57,6 +57,18 @@ function vsize(v: number): number {
   return v < 0x80 ? 1 : v < 0x4000 ? 2 : v < 0x200000 ? 3 : v < 0x10000000 ? 4 : sizeOfUnsignedVarint(v);
 }
 
+/**
+ * ZigZag (sint64) for log positions: Raft's "nothing" is -1 (a partition's log starts at offset 0, so
+ * a prevLogIndex, commit or hint of -1 is normal). Exact for |v| < 2^52.
+ */
+function zz(v: number): number {
+  return v >= 0 ? v * 2 : -v * 2 - 1;
+}
+
+function unzz(v: number): number {
+  return v % 2 === 0 ? v / 2 : -(v + 1) / 2;
+}
+
 /** A varint field (tag byte + value), 0 when the value is the proto3 default. */
 function u(v: number): number {
   return v === 0 ? 0 : 1 + vsize(v);
@@ -85,7 +97,7 @@ function packedSize(ids: readonly number[]): number {
 }
 
 function snapshotSize(s: Snapshot): number {
-  let n = u(s.index) + u(s.term);
+  let n = u(zz(s.index)) + u(s.term);
   if (s.conf.voters.length > 0) n += ld(packedSize(s.conf.voters));
   if (s.conf.learners.length > 0) n += ld(packedSize(s.conf.learners));
   if (s.data.byteLength > 0) n += ld(s.data.byteLength);
@@ -94,10 +106,10 @@ function snapshotSize(s: Snapshot): number {
 
 /** Encoded size of one RaftMessage's body (without its own tag and length). */
 export function messageSize(group: GroupId, m: Message): number {
-  let n = u(group) + u(m.type) + u(m.from) + u(m.to) + u(m.term) + u(m.logTerm) + u(m.index);
+  let n = u(group) + u(m.type) + u(m.from) + u(m.to) + u(m.term) + u(m.logTerm) + u(zz(m.index));
   const entries = m.entries;
   for (let i = 0; i < entries.length; i++) n += ld(entrySize(entries[i]));
-  n += u(m.commit) + (m.reject ? 2 : 0) + u(m.rejectHint);
+  n += u(zz(m.commit)) + (m.reject ? 2 : 0) + u(zz(m.rejectHint));
   if (m.snapshot !== null) n += ld(snapshotSize(m.snapshot));
   return n + u(m.context);
 }
@@ -173,7 +185,7 @@ function writePacked(w: Writer, tag: number, ids: readonly number[]): void {
 }
 
 function writeSnapshot(w: Writer, s: Snapshot): void {
-  w.field(8, s.index);
+  w.field(8, zz(s.index));
   w.field(16, s.term);
   writePacked(w, 26, s.conf.voters);
   writePacked(w, 34, s.conf.learners);
@@ -187,17 +199,17 @@ function writeMessage(w: Writer, group: GroupId, m: Message): void {
   w.field(32, m.to);
   w.field(40, m.term);
   w.field(48, m.logTerm);
-  w.field(56, m.index);
+  w.field(56, zz(m.index));
   for (const e of m.entries) {
     w.header(66, entrySize(e));
     writeEntry(w, e);
   }
-  w.field(72, m.commit);
+  w.field(72, zz(m.commit));
   if (m.reject) {
     w.out[w.pos++] = 80;
     w.out[w.pos++] = 1;
   }
-  w.field(88, m.rejectHint);
+  w.field(88, zz(m.rejectHint));
   if (m.snapshot !== null) {
     w.header(98, snapshotSize(m.snapshot));
     writeSnapshot(w, m.snapshot);
@@ -389,7 +401,7 @@ function readSnapshot(r: Reader): Snapshot {
   let data: Uint8Array = EMPTY;
   while (r.pos < r.end) {
     const tag = r.varint();
-    if (tag === 8) index = r.varint();
+    if (tag === 8) index = unzz(r.varint());
     else if (tag === 16) term = r.varint();
     else if (tag === 26 || tag === 24) readPacked(r, tag, voters);
     else if (tag === 34 || tag === 32) readPacked(r, tag, learners);
@@ -423,7 +435,7 @@ function readMessage(r: Reader, groups: GroupId[], out: Message[]): void {
       case 32: to = r.u32('message.to'); break;
       case 40: term = r.varint(); break;
       case 48: logTerm = r.varint(); break;
-      case 56: index = r.varint(); break;
+      case 56: index = unzz(r.varint()); break;
       case 66: {
         entries ??= [];
         if (entries.length >= RAFT_TRANSPORT_MESSAGE_ENTRIES_MAX) throw malformed(`a message carries more than ${RAFT_TRANSPORT_MESSAGE_ENTRIES_MAX} entries`);
@@ -432,9 +444,9 @@ function readMessage(r: Reader, groups: GroupId[], out: Message[]): void {
         leave(r, outer);
         break;
       }
-      case 72: commit = r.varint(); break;
+      case 72: commit = unzz(r.varint()); break;
       case 80: reject = r.varint() !== 0; break;
-      case 88: rejectHint = r.varint(); break;
+      case 88: rejectHint = unzz(r.varint()); break;
       case 98: {
         const outer = enter(r, r.sub());
         snapshot = readSnapshot(r);

@@ -218,3 +218,26 @@ assert.ok(SHARD_RESPONSE_RING_BYTES >= FETCH_BYTES_MAX_DEFAULT);
 assert.ok(SHARD_REQUEST_RING_BYTES < 2 ** 31, 'ring counters are int32');
 assert.ok(SHARD_OFFLINE_RETRY_MS_MIN <= SHARD_OFFLINE_RETRY_MS_MAX);
 assert.ok(SHARD_WATCHDOG_MS > 10 * SHARD_STATS_INTERVAL_MS, 'the watchdog must not fire between two stats messages');
+
+// --- Controller (src/controller; issue 11 §3) -----------------------------------------------------
+/** Voters of the controller group: 1, 3 or 5 (KRaft's advice; more only slows commits). */
+export const CONTROLLER_VOTERS_MAX = 5;
+/** One logical Raft tick of the controller group (its election and heartbeat ticks count these). */
+export const CONTROLLER_TICK_MS = 100;
+/** Raft messages waiting for the controller's driver; more are dropped (Raft retries them). */
+export const CONTROLLER_INBOX_MESSAGES_MAX = 10_000;
+/** Admin requests queued on (or waiting for) the controller of one node; more fail with QUEUE_FULL. */
+export const CONTROLLER_REQUESTS_PENDING_MAX = 1_000;
+/** How long an admin request may wait for a controller leader and its record's commit before TIMEOUT. */
+export const CONTROLLER_REQUEST_TIMEOUT_MS = 15_000;
+/** Largest metadata log segment (the log is small: a topic costs about a hundred bytes per partition). */
+export const CONTROLLER_LOG_SEGMENT_BYTES = 16 * MiB;
+/** Leadership transfers the leader balancer asks for at a time (Redpanda and Kafka move a few per round). */
+export const CONTROLLER_LEADER_TRANSFERS_MAX = 3;
+/** A node re-tries its registration with the controller after this long, doubling up to the max. */
+export const CONTROLLER_REGISTER_RETRY_MS_MIN = 100;
+export const CONTROLLER_REGISTER_RETRY_MS_MAX = 5_000;
+
+assert.ok(CONTROLLER_LOG_SEGMENT_BYTES >= SEGMENT_BYTES_MIN && CONTROLLER_LOG_SEGMENT_BYTES <= SEGMENT_BYTES_MAX);
+assert.ok(CONTROLLER_REQUEST_TIMEOUT_MS > 2 * RAFT_ELECTION_TICKS_DEFAULT * CONTROLLER_TICK_MS, 'a request must outlast an election');
+assert.ok(CONTROLLER_REGISTER_RETRY_MS_MIN <= CONTROLLER_REGISTER_RETRY_MS_MAX);

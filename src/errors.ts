@@ -54,6 +54,15 @@ export const ERROR_CODES = [
   // Raft and cluster
   'NOT_LEADER',
   'PROPOSAL_DROPPED',
+  // Controller (issue 11 §3)
+  /** A replication factor above the number of live nodes that can take a replica. */
+  'REPLICATION_FACTOR_TOO_LARGE',
+  /** A node id the controller has never registered. */
+  'UNKNOWN_NODE',
+  /** The partition is being moved already; one move at a time per partition. */
+  'REASSIGNMENT_IN_PROGRESS',
+  /** A metadata record or snapshot of a layout version this node does not know (written by a newer node). */
+  'UNSUPPORTED_VERSION',
   // Groups
   'UNKNOWN_GROUP',
   'UNKNOWN_MEMBER',

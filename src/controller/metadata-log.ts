@@ -1,0 +1,211 @@
+/**
+ * The controller group's durable Raft log: an ordinary `PartitionLog` in
+ * `<data-dir>/__cluster/metadata/`, read by the core through `PartitionRaftStorage`, with the same
+ * side files as a partition (hard-state.json, snapshot.json, leader-epoch-checkpoint.json). Each
+ * metadata record is one v2 batch of one record (KRaft's __cluster_metadata does the same), and Raft's
+ * own runs are the partition's control batches. It runs on the main thread: the log is small and
+ * written a few times per admin request.
+ *
+ * Bootstrap: a founding voter starts from a snapshot at index 1, term 1 holding the voters (what
+ * `bootstrapState` gives the core), so the log begins at offset 2. The snapshot metadata is written
+ * last; a crash before it repeats the bootstrap on the next open.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { CONTROLLER_LOG_SEGMENT_BYTES } from '../constants.js';
+import { SluiceError } from '../errors.js';
+import type { NodeId, Offset, Term } from '../model/index.js';
+import { PartitionRaftStorage } from '../partition/raft-storage.js';
+import { type Entry, type HardState, type RaftInitialState, type RaftStorage, type Snapshot } from '../raft/index.js';
+import { EpochCheckpoint } from '../storage/epoch-checkpoint.js';
+import { EMPTY_HARD_STATE, readHardState, writeHardState, type StoredHardState } from '../storage/hard-state.js';
+import { readSnapshotMeta, writeSnapshotMeta, type SnapshotMeta } from '../storage/snapshot-meta.js';
+import { defaultLogConfig, FILE_MODE, mkdirOwnerOnly, PartitionLog, type LogConfig, type LogOpenOptions } from '../storage/index.js';
+import { fsyncDir } from '../storage/io.js';
+
+/** `<data-dir>/__cluster/metadata`: the controller log (next to topics.json, which it replaces). */
+export const METADATA_DIR = path.join('__cluster', 'metadata');
+/** The state-machine image of the latest snapshot (a MetadataSnapshot), next to snapshot.json. */
+export const SNAPSHOT_DATA_FILE = 'metadata.snapshot';
+/** The index of the founding snapshot: the log starts right after it. */
+const BOOTSTRAP_INDEX = 1;
+
+export function metadataLogConfig(): LogConfig {
+  // Never deleted by retention: the log is the metadata until a snapshot covers it.
+  return { ...defaultLogConfig(), segmentBytes: CONTROLLER_LOG_SEGMENT_BYTES, retentionMs: -1, retentionBytes: -1, flush: { kind: 'always' } };
+}
+
+function sameIds(a: readonly number[], b: readonly number[]): boolean {
+  const x = [...a].sort((p, q) => p - q);
+  const y = [...b].sort((p, q) => p - q);
+  return x.length === y.length && x.every((v, i) => v === y[i]);
+}
+
+export class MetadataLog implements RaftStorage {
+  private readonly inner: PartitionRaftStorage;
+
+  private constructor(
+    readonly dir: string,
+    private readonly log: PartitionLog,
+    private readonly epochs: EpochCheckpoint,
+    private meta: SnapshotMeta,
+    private hs: StoredHardState,
+    private snapData: Uint8Array,
+  ) {
+    this.inner = new PartitionRaftStorage(log, epochs, () => this.meta, () => this.hs);
+  }
+
+  /**
+   * Opens (bootstrapping on first use) the controller log of `dataDir` for a group of `voters`. Refuses a
+   * voter list that differs from the one the log was founded with: changing the controller's voters is
+   * a membership change, not a flag edit.
+   */
+  static async open(dataDir: string, voters: readonly NodeId[], options: LogOpenOptions = {}): Promise<MetadataLog> {
+    const dir = path.join(dataDir, METADATA_DIR);
+    mkdirOwnerOnly(path.dirname(dir));
+    const log = await PartitionLog.open(dir, metadataLogConfig(), options);
+    try {
+      let meta = readSnapshotMeta(dir);
+      if (meta === null) {
+        if (log.nextOffset > BOOTSTRAP_INDEX + 1 || (log.nextOffset > 0 && log.nextOffset !== BOOTSTRAP_INDEX + 1)) {
+          throw new SluiceError('LOG_CORRUPT', `${dir} holds a log but no ${'snapshot.json'}; refusing to bootstrap over it`);
+        }
+        meta = bootstrap(dir, log, voters);
+      } else if (!sameIds(meta.voters, voters)) {
+        throw new SluiceError(
+          'INVALID_CONFIG',
+          `the controller log in ${dir} was founded with voters [${meta.voters.join(',')}] but this node was started with [${[...voters].join(',')}]; ` +
+            `start it with --controller-voters ${meta.voters.join(',')}`,
+        );
+      }
+      if (meta.logStartOffset > log.logStartOffset) log.dropSegmentsBelow(meta.logStartOffset);
+      let epochs = EpochCheckpoint.load(dir);
+      if (epochs) epochs.truncateFrom(log.nextOffset);
+      else epochs = EpochCheckpoint.create(dir, log.epochStartsFrom(log.logStartOffset));
+      const hs = readHardState(dir) ?? EMPTY_HARD_STATE;
+      const data = readSnapshotData(dir, meta.index);
+      return new MetadataLog(dir, log, epochs, meta, { term: Math.max(hs.term, epochs.lastEpoch, meta.term), vote: hs.vote }, data);
+    } catch (err) {
+      await log.close().catch(() => {});
+      throw err;
+    }
+  }
+
+  // --- RaftStorage (reads) --------------------------------------------------------------------------
+
+  initialState(): RaftInitialState {
+    return this.inner.initialState();
+  }
+
+  firstIndex(): number {
+    return this.inner.firstIndex();
+  }
+
+  lastIndex(): number {
+    return this.inner.lastIndex();
+  }
+
+  term(i: number): number {
+    return this.inner.term(i);
+  }
+
+  entries(lo: number, hi: number, bytesMax: number, countMax: number): readonly Entry[] {
+    return this.inner.entries(lo, hi, bytesMax, countMax);
+  }
+
+  snapshot(): Snapshot {
+    return { ...this.inner.snapshot(), data: this.snapData };
+  }
+
+  get hardState(): StoredHardState {
+    return this.hs;
+  }
+
+  // --- The driver's write side ----------------------------------------------------------------------
+
+  /** Term and vote, replaced atomically and durable on return (the commit index is re-learned). */
+  writeHardState(h: HardState): void {
+    if (h.term === this.hs.term && h.vote === this.hs.vote) return;
+    const next = { term: h.term, vote: h.vote };
+    writeHardState(this.dir, next);
+    this.hs = next;
+  }
+
+  /**
+   * Appends runs verbatim (each run's data is a batch whose baseOffset and epoch are its index and
+   * term); when the first overlaps the log, truncates from its index first (a follower's conflict).
+   * Resolves when they are fdatasynced.
+   */
+  append(entries: readonly Entry[]): Promise<void> {
+    assert.ok(entries.length > 0);
+    const first = entries[0].index;
+    if (first < this.log.nextOffset) {
+      this.log.truncateTo(first);
+      this.epochs.truncateFrom(first);
+    }
+    assert.equal(first, this.log.nextOffset, 'metadata log: append leaves a gap');
+    // Each epoch is recorded before its first batch is written (the checkpoint may run ahead, never behind).
+    for (const e of entries) this.epochs.assign(e.term, e.index);
+    const bytes = Buffer.concat(entries.map((e) => e.data));
+    return this.log.appendReplicated(bytes).durable;
+  }
+
+  /**
+   * Replaces the whole log by a snapshot from the leader: its image first, then the metadata that makes
+   * it the log start, then the empty log after it.
+   */
+  installSnapshot(snap: Snapshot): void {
+    writeSnapshotData(this.dir, snap.data);
+    const meta: SnapshotMeta = { index: snap.index, term: snap.term, voters: [...snap.conf.voters], learners: [...snap.conf.learners], logStartOffset: snap.index + 1 };
+    writeSnapshotMeta(this.dir, meta);
+    this.log.truncateFullyAndStartAt(snap.index + 1);
+    this.epochs.truncateFrom(0);
+    this.meta = meta;
+    this.snapData = snap.data;
+  }
+
+  close(): Promise<void> {
+    return this.log.close();
+  }
+}
+
+function bootstrap(dir: string, log: PartitionLog, voters: readonly NodeId[]): SnapshotMeta {
+  log.truncateFullyAndStartAt(BOOTSTRAP_INDEX + 1);
+  writeHardState(dir, { term: BOOTSTRAP_INDEX, vote: 0 });
+  const meta: SnapshotMeta = {
+    index: BOOTSTRAP_INDEX as Offset,
+    term: BOOTSTRAP_INDEX as Term,
+    voters: [...voters].sort((a, b) => a - b),
+    learners: [],
+    logStartOffset: BOOTSTRAP_INDEX + 1,
+  };
+  writeSnapshotMeta(dir, meta);
+  return meta;
+}
+
+/** Replaced atomically and durably: temp file, fdatasync, rename, fsync of the directory. */
+function writeSnapshotData(dir: string, data: Uint8Array): void {
+  const file = path.join(dir, SNAPSHOT_DATA_FILE);
+  const temp = `${file}.tmp`;
+  fs.rmSync(temp, { force: true });
+  const fd = fs.openSync(temp, 'w', FILE_MODE);
+  try {
+    fs.writeFileSync(fd, data);
+    fs.fdatasyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  fs.renameSync(temp, file);
+  fsyncDir(dir);
+}
+
+/** The image of the snapshot at `index`; empty for the founding snapshot (the empty state). */
+function readSnapshotData(dir: string, index: number): Uint8Array {
+  try {
+    return fs.readFileSync(path.join(dir, SNAPSHOT_DATA_FILE));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' && index <= BOOTSTRAP_INDEX) return new Uint8Array(0);
+    throw new SluiceError('LOG_CORRUPT', `${dir}/${SNAPSHOT_DATA_FILE} (the metadata snapshot at index ${index}) cannot be read: ${(err as Error).message}`, { cause: err });
+  }
+}

@@ -29,7 +29,7 @@ import { SluiceError, isSluiceError, toSluiceError, type ErrorCode, ERROR_CODES 
 import { CONTROLLER_GROUP_ID, type PeerDirectory, type RaftTransport } from '../cluster/types.js';
 import type { NodeId } from '../model/index.js';
 import { controlBatch } from '../partition/control-batch.js';
-import { RaftNode, type Entry, type Message, type Ready, type SoftState } from '../raft/index.js';
+import { RaftNode, type ConfChange, type Entry, type Message, type Ready, type Snapshot, type SoftState } from '../raft/index.js';
 import type { LogOpenOptions } from '../storage/index.js';
 import { TopicTable, CLUSTER_DIR, TOPICS_FILE } from '../broker/topic-table.js';
 import type { ControllerRequest, ImportTopicsRecord, MetadataRecord, SubmitRequest, SubmitResponse } from '../rpc/gen/sluice/cluster/v1/controller.js';
@@ -67,11 +67,19 @@ export interface ControllerOptions {
   readonly newTopicId?: () => string;
   /** Import `<dataDir>/__cluster/topics.json` into the metadata on first start (default true). */
   readonly importTopicTable?: boolean;
+  /**
+   * This node's controller log is new and the group already exists: a node that was wiped, or a founding
+   * voter's data dir lost. It then starts empty, registers through forwarding, and the leader makes it
+   * a fresh learner (a founding voter is promoted back once caught up). Implied for nodes that are not
+   * voters. Never set it on the first start of a new cluster's voters: they found the group.
+   */
+  readonly join?: boolean;
   readonly logOpenOptions?: LogOpenOptions;
 }
 
 interface PendingProposal {
   readonly term: number;
+  readonly kind: 'data' | 'conf';
   readonly resolve: (outcome: ApplyOutcome) => void;
   readonly reject: (err: SluiceError) => void;
 }
@@ -81,7 +89,11 @@ interface AppliedWaiter {
   readonly resolve: () => void;
 }
 
-type Input = { readonly kind: 'msg'; readonly msg: Message } | { readonly kind: 'tick' } | { readonly kind: 'propose'; readonly record: MetadataRecord; readonly pending: PendingProposal };
+type Input =
+  | { readonly kind: 'msg'; readonly msg: Message }
+  | { readonly kind: 'tick' }
+  | { readonly kind: 'propose'; readonly record: MetadataRecord; readonly pending: PendingProposal }
+  | { readonly kind: 'conf'; readonly change: ConfChange; readonly pending: PendingProposal };
 
 /** Checks the voter list: 1, 3 or 5 distinct positive ids. */
 export function validateControllerVoters(voters: readonly number[]): void {
@@ -123,7 +135,12 @@ export class Controller {
   private readonly leaderListeners = new Set<(leader: NodeId) => void>();
   private leaderWaiters: Array<() => void> = [];
   private readonly timer: NodeJS.Timeout;
-  private readonly unregister: () => void;
+  private unregister: () => void = () => {};
+  /** A joining node takes no Raft messages until the leader has made it a fresh learner. */
+  private raftAttached = false;
+  /** Where to forward when no leader is known: the last hint, else the voters in turn. */
+  private hint: NodeId = 0 as NodeId;
+  private probe = 0;
   private closed = false;
   private failed: SluiceError | null = null;
   private readonly importRecord: ImportTopicsRecord | null;
@@ -135,6 +152,7 @@ export class Controller {
     opts: ControllerOptions,
     private readonly log: MetadataLog,
     importRecord: ImportTopicsRecord | null,
+    private readonly join: boolean,
   ) {
     this.opts = opts;
     this.nodeId = opts.nodeId;
@@ -154,7 +172,7 @@ export class Controller {
       },
       log,
     );
-    this.unregister = opts.transport.register(CONTROLLER_GROUP_ID, (msg) => this.onMessage(msg));
+    if (!(log.fresh && join)) this.attachRaft();
     this.timer = setInterval(() => this.push({ kind: 'tick' }), opts.tickMs ?? CONTROLLER_TICK_MS);
     // A one-voter group need not wait an election timeout to lead.
     if (opts.voters.length === 1 && opts.voters[0] === opts.nodeId) this.raft.campaign();
@@ -162,17 +180,24 @@ export class Controller {
     this.registered = this.registerLoop();
   }
 
+  private attachRaft(): void {
+    if (this.raftAttached || this.closed) return;
+    this.raftAttached = true;
+    this.unregister = this.opts.transport.register(CONTROLLER_GROUP_ID, (msg) => this.onMessage(msg));
+  }
+
   /** Opens the controller log in `<dataDir>/__cluster/metadata` and starts the group. */
   static async open(opts: ControllerOptions): Promise<Controller> {
     validateControllerVoters(opts.voters);
     if (!(opts.nodeId > 0)) throw new SluiceError('INVALID_CONFIG', `node id must be a positive integer, got ${opts.nodeId}`);
-    if (!opts.voters.includes(opts.nodeId)) {
-      // Observers (non-voting replicas of group 0) are the next step; until then every node is a voter.
-      throw new SluiceError('INVALID_CONFIG', `node ${opts.nodeId} is not one of the controller voters [${opts.voters.join(',')}]; non-voting controller replicas are not supported yet`);
+    // A node outside the voters replicates the metadata as a learner: it always joins.
+    const join = opts.join === true || !opts.voters.includes(opts.nodeId);
+    if (join && opts.voters.length === 1 && opts.voters[0] === opts.nodeId) {
+      throw new SluiceError('INVALID_CONFIG', `node ${opts.nodeId} is the only controller voter: there is no group to join`);
     }
     const importRecord = opts.importTopicTable === false ? null : readTopicTableImport(opts.dataDir, opts.nodeId, opts.self.shards);
-    const log = await MetadataLog.open(opts.dataDir, opts.voters, opts.logOpenOptions);
-    return new Controller(opts, log, importRecord);
+    const log = await MetadataLog.open(opts.dataDir, opts.voters, join, opts.logOpenOptions);
+    return new Controller(opts, log, importRecord, join);
   }
 
   // --- Reads ---------------------------------------------------------------------------------------
@@ -192,6 +217,11 @@ export class Controller {
 
   get term(): number {
     return this.raft.getTerm();
+  }
+
+  /** The controller group's voters and learners as this node knows them. */
+  get membership(): { readonly voters: readonly NodeId[]; readonly learners: readonly NodeId[] } {
+    return this.raft.status().conf;
   }
 
   /** The last log index applied to `state`. */
@@ -258,8 +288,8 @@ export class Controller {
     const deadline = this.now() + this.timeoutMs;
     for (;;) {
       this.checkRunning();
-      const leader = this.leaderId;
-      if (leader === this.nodeId && this.isLeader) return this.onLeader(req, deadline);
+      if (this.isLeader) return this.onLeader(req, deadline);
+      const leader = this.forwardTarget();
       if (leader === 0) {
         await this.leaderChange(deadline);
         continue;
@@ -270,16 +300,20 @@ export class Controller {
       } catch (err) {
         const e = toSluiceError(err);
         if (!e.retriable || this.now() >= deadline) throw e;
+        this.hint = 0 as NodeId;
         await this.leaderChange(Math.min(deadline, this.now() + (this.opts.tickMs ?? CONTROLLER_TICK_MS)));
         continue;
       }
       if (resp.errorCode === '') {
         const index = Number(resp.index);
-        await this.waitApplied(index, deadline);
+        // A joining node applies nothing until it takes Raft messages (after this very answer).
+        if (this.raftAttached) await this.waitApplied(index, deadline);
         return index;
       }
       const e = new SluiceError(errorCodeOf(resp.errorCode), resp.errorMessage);
       if (e.code === 'NOT_LEADER' && this.now() < deadline) {
+        this.hint = (resp.leaderHint !== this.nodeId ? resp.leaderHint : 0) as NodeId;
+        if (this.hint !== 0) continue;
         await this.leaderChange(Math.min(deadline, this.now() + (this.opts.tickMs ?? CONTROLLER_TICK_MS)));
         continue;
       }
@@ -287,18 +321,30 @@ export class Controller {
     }
   }
 
+  /**
+   * Where to forward: the leader Raft tells us of; else the last hint another node gave; else, for a
+   * node that takes no Raft messages yet (joining), the other voters in turn. 0: wait for a leader.
+   */
+  private forwardTarget(): NodeId {
+    if (this.leaderId !== 0) return this.leaderId;
+    if (this.hint !== 0) return this.hint;
+    if (this.raftAttached) return 0 as NodeId;
+    const others = this.opts.voters.filter((v) => v !== this.nodeId);
+    return others[this.probe++ % others.length];
+  }
+
   /** The server side of forwarding: what `Controller/Submit` runs on the node it reached. */
   async handleSubmit(req: SubmitRequest): Promise<SubmitResponse> {
-    if (req.request === undefined) return { index: 0n, errorCode: 'INVALID_REQUEST', errorMessage: 'SubmitRequest without a request' };
+    if (req.request === undefined) return { index: 0n, errorCode: 'INVALID_REQUEST', errorMessage: 'SubmitRequest without a request', leaderHint: 0 };
     if (!this.isLeader) {
-      return { index: 0n, errorCode: 'NOT_LEADER', errorMessage: `node ${this.nodeId} is not the controller leader (leader: ${this.leaderId || 'unknown'})` };
+      return { index: 0n, errorCode: 'NOT_LEADER', errorMessage: `node ${this.nodeId} is not the controller leader (leader: ${this.leaderId || 'unknown'})`, leaderHint: this.leaderId };
     }
     try {
       const index = await this.onLeader(req.request, this.now() + this.timeoutMs);
-      return { index: BigInt(index), errorCode: '', errorMessage: '' };
+      return { index: BigInt(index), errorCode: '', errorMessage: '', leaderHint: 0 };
     } catch (err) {
       const e = toSluiceError(err);
-      return { index: 0n, errorCode: e.code, errorMessage: e.message };
+      return { index: 0n, errorCode: e.code, errorMessage: e.message, leaderHint: e.code === 'NOT_LEADER' ? this.leaderId : 0 };
     }
   }
 
@@ -339,12 +385,57 @@ export class Controller {
       if (outcome.error) throw outcome.error;
       index = this.applied;
     }
+    if (req.request?.$case === 'join') index = await this.admitLearner(req.request.value.node!.nodeId as NodeId, deadline);
     return index;
+  }
+
+  /**
+   * Makes a joining node a fresh learner of the controller group. A member whose log was lost must be
+   * removed first: the group remembers how far its old log reached (its match index), and a replica
+   * that lost what it once acknowledged must never be counted again as holding it.
+   */
+  private async admitLearner(id: NodeId, deadline: number): Promise<number> {
+    if (id === this.nodeId) throw new SluiceError('INVALID_REQUEST', `node ${id} leads the controller group; its log is not empty`);
+    const conf = this.raft.status().conf;
+    if (conf.voters.includes(id) || conf.learners.includes(id)) await this.proposeConf({ type: 'remove', node: id }, deadline);
+    return this.proposeConf({ type: 'addLearner', node: id }, deadline);
+  }
+
+  /** Proposes one membership change and resolves with its index once applied; retries while another is pending. */
+  private async proposeConf(change: ConfChange, deadline: number): Promise<number> {
+    for (;;) {
+      try {
+        await withDeadline(
+          new Promise<ApplyOutcome>((resolve, reject) => this.push({ kind: 'conf', change, pending: { term: 0, kind: 'conf', resolve, reject } })),
+          deadline - this.now(),
+          `waiting for the controller membership change (${change.type} ${change.node}) to commit`,
+        );
+        return this.applied;
+      } catch (err) {
+        if (!isSluiceError(err, 'PROPOSAL_DROPPED') || !this.isLeader) throw err;
+        await this.waitApplied(this.applied + 1, deadline);
+      }
+    }
+  }
+
+  /** A founding voter that rejoined as a learner votes again once it holds everything committed. */
+  private maybePromote(): void {
+    if (!this.isLeader || this.raft.confChangePending() || this.applied < this.leaderStart) return;
+    const commit = this.raft.getCommit();
+    for (const l of this.raft.status().conf.learners) {
+      if (!this.opts.voters.includes(l) || this.raft.matchOf(l) < commit) continue;
+      try {
+        this.raft.proposeConfChange({ type: 'addVoter', node: l });
+      } catch {
+        // Refused for now (a transfer, an uncommitted term): the next tick tries again.
+      }
+      return;
+    }
   }
 
   private propose(record: MetadataRecord, deadline: number): Promise<ApplyOutcome> {
     return withDeadline(
-      new Promise<ApplyOutcome>((resolve, reject) => this.push({ kind: 'propose', record, pending: { term: 0, resolve, reject } })),
+      new Promise<ApplyOutcome>((resolve, reject) => this.push({ kind: 'propose', record, pending: { term: 0, kind: 'data', resolve, reject } })),
       deadline - this.now(),
       'waiting for the metadata record to commit',
     );
@@ -369,7 +460,7 @@ export class Controller {
 
   private push(input: Input): void {
     if (this.closed || this.failed) {
-      if (input.kind === 'propose') input.pending.reject(this.failed ?? new SluiceError('SHUTTING_DOWN', 'the controller is closing'));
+      if (input.kind === 'propose' || input.kind === 'conf') input.pending.reject(this.failed ?? new SluiceError('SHUTTING_DOWN', 'the controller is closing'));
       return;
     }
     this.inbox.push(input);
@@ -409,10 +500,23 @@ export class Controller {
         return;
       case 'tick':
         this.raft.tick();
+        this.maybePromote();
         return;
       case 'propose':
         this.proposeNow(input.record, input.pending);
         return;
+      case 'conf':
+        this.proposeConfNow(input.change, input.pending);
+        return;
+    }
+  }
+
+  private proposeConfNow(change: ConfChange, p: PendingProposal): void {
+    try {
+      const index = this.raft.proposeConfChange(change);
+      this.pending.set(index, { ...p, term: this.raft.getTerm() });
+    } catch (err) {
+      p.reject(toSluiceError(err));
     }
   }
 
@@ -435,7 +539,7 @@ export class Controller {
   }
 
   private async handleReady(rd: Ready): Promise<void> {
-    if (rd.snapshot) this.installSnapshot(rd.snapshot.data, rd.snapshot.index);
+    if (rd.snapshot) this.installSnapshot(rd.snapshot);
     if (rd.hardState) this.log.writeHardState(rd.hardState);
     if (rd.entries.length > 0) await this.log.append(rd.entries);
     if (this.closed) return;
@@ -446,10 +550,11 @@ export class Controller {
     if (rd.softState) this.onSoftState(rd.softState);
   }
 
-  private installSnapshot(data: Uint8Array, index: number): void {
-    this.log.installSnapshot({ ...this.log.snapshot(), data, index: index as never });
-    this.stm = data.length > 0 ? decodeSnapshot(data) : new MetadataStm();
-    this.applied = index;
+  /** A snapshot from the leader replaces the log and the state (the founding one is the empty state). */
+  private installSnapshot(snap: Snapshot): void {
+    this.log.installSnapshot(snap);
+    this.stm = snap.data.length > 0 ? decodeSnapshot(snap.data) : new MetadataStm();
+    this.applied = snap.index;
   }
 
   private applyEntry(e: Entry): void {
@@ -464,7 +569,7 @@ export class Controller {
     if (p === undefined) return;
     this.pending.delete(e.index);
     // Our proposal's index now holds another leader's entry: it was lost, never applied.
-    if (p.term !== e.term || e.kind !== 'data') p.reject(new SluiceError('PROPOSAL_DROPPED', `the controller record at index ${e.index} was replaced by a later leader's`));
+    if (p.term !== e.term || (e.kind === 'data') !== (p.kind === 'data')) p.reject(new SluiceError('PROPOSAL_DROPPED', `the controller record at index ${e.index} was replaced by a later leader's`));
     else p.resolve(outcome);
   }
 
@@ -523,7 +628,7 @@ export class Controller {
   private failAll(err: SluiceError): void {
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
-    for (const input of this.inbox) if (input.kind === 'propose') input.pending.reject(err);
+    for (const input of this.inbox) if (input.kind === 'propose' || input.kind === 'conf') input.pending.reject(err);
     this.inbox = [];
     const w = this.leaderWaiters;
     this.leaderWaiters = [];
@@ -543,7 +648,10 @@ export class Controller {
   private async registerLoop(): Promise<void> {
     const self = this.opts.self;
     let backoff = CONTROLLER_REGISTER_RETRY_MS_MIN;
-    const steps: ControllerRequest[] = [{ request: { $case: 'registerNode', value: { nodeId: this.nodeId, uuid: self.uuid, address: self.address, rack: self.rack, shards: self.shards } } }];
+    const node = { nodeId: this.nodeId, uuid: self.uuid, address: self.address, rack: self.rack, shards: self.shards };
+    // A joining node with an empty log registers and is admitted as a learner in one request, and only
+    // then takes Raft messages.
+    const steps: ControllerRequest[] = [this.raftAttached ? { request: { $case: 'registerNode', value: node } } : { request: { $case: 'join', value: { node } } }];
     if (this.importRecord !== null) steps.push({ request: { $case: 'importTopics', value: this.importRecord } });
     for (const req of steps) {
       for (;;) {
@@ -551,6 +659,7 @@ export class Controller {
         if (req.request?.$case === 'importTopics' && this.stm.imported) break;
         try {
           await this.submit(req);
+          if (req.request?.$case === 'join') this.attachRaft();
           break;
         } catch (err) {
           const e = toSluiceError(err);

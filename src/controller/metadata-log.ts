@@ -44,6 +44,8 @@ function sameIds(a: readonly number[], b: readonly number[]): boolean {
 
 export class MetadataLog implements RaftStorage {
   private readonly inner: PartitionRaftStorage;
+  /** True when this open created the log (bootstrapped as a founding voter, or empty to join). */
+  fresh = false;
 
   private constructor(
     readonly dir: string,
@@ -61,18 +63,21 @@ export class MetadataLog implements RaftStorage {
    * voter list that differs from the one the log was founded with: changing the controller's voters is
    * a membership change, not a flag edit.
    */
-  static async open(dataDir: string, voters: readonly NodeId[], options: LogOpenOptions = {}): Promise<MetadataLog> {
+  static async open(dataDir: string, voters: readonly NodeId[], join: boolean, options: LogOpenOptions = {}): Promise<MetadataLog> {
     const dir = path.join(dataDir, METADATA_DIR);
     mkdirOwnerOnly(path.dirname(dir));
     const log = await PartitionLog.open(dir, metadataLogConfig(), options);
+    let fresh = false;
     try {
       let meta = readSnapshotMeta(dir);
       if (meta === null) {
-        if (log.nextOffset > BOOTSTRAP_INDEX + 1 || (log.nextOffset > 0 && log.nextOffset !== BOOTSTRAP_INDEX + 1)) {
+        // A crash part-way through a bootstrap leaves an empty log; anything else is not ours to wipe.
+        if (log.nextOffset > log.logStartOffset) {
           throw new SluiceError('LOG_CORRUPT', `${dir} holds a log but no ${'snapshot.json'}; refusing to bootstrap over it`);
         }
-        meta = bootstrap(dir, log, voters);
-      } else if (!sameIds(meta.voters, voters)) {
+        meta = join ? bootstrapJoining(dir, log) : bootstrap(dir, log, voters);
+        fresh = true;
+      } else if (meta.index > 0 && !sameIds(meta.voters, voters)) {
         throw new SluiceError(
           'INVALID_CONFIG',
           `the controller log in ${dir} was founded with voters [${meta.voters.join(',')}] but this node was started with [${[...voters].join(',')}]; ` +
@@ -85,7 +90,9 @@ export class MetadataLog implements RaftStorage {
       else epochs = EpochCheckpoint.create(dir, log.epochStartsFrom(log.logStartOffset));
       const hs = readHardState(dir) ?? EMPTY_HARD_STATE;
       const data = readSnapshotData(dir, meta.index);
-      return new MetadataLog(dir, log, epochs, meta, { term: Math.max(hs.term, epochs.lastEpoch, meta.term), vote: hs.vote }, data);
+      const m = new MetadataLog(dir, log, epochs, meta, { term: Math.max(hs.term, epochs.lastEpoch, meta.term), vote: hs.vote }, data);
+      m.fresh = fresh;
+      return m;
     } catch (err) {
       await log.close().catch(() => {});
       throw err;
@@ -94,8 +101,22 @@ export class MetadataLog implements RaftStorage {
 
   // --- RaftStorage (reads) --------------------------------------------------------------------------
 
+  /**
+   * As the partition's, plus the membership changes after the snapshot: the controller's log is small,
+   * so it is read whole once at open to collect them (membership takes effect when appended).
+   */
   initialState(): RaftInitialState {
-    return this.inner.initialState();
+    const init = this.inner.initialState();
+    const last = this.lastIndex();
+    const confEntries: Entry[] = [];
+    for (let i = this.firstIndex(); i <= last; ) {
+      const runs = this.entries(i, last, Number.POSITIVE_INFINITY, Number.POSITIVE_INFINITY);
+      if (runs.length === 0) break;
+      for (const e of runs) if (e.kind === 'conf') confEntries.push(e);
+      const end = runs[runs.length - 1];
+      i = end.index + end.count;
+    }
+    return { ...init, confEntries };
   }
 
   firstIndex(): number {
@@ -185,6 +206,19 @@ function bootstrap(dir: string, log: PartitionLog, voters: readonly NodeId[]): S
 }
 
 /** Replaced atomically and durably: temp file, fdatasync, rename, fsync of the directory. */
+/**
+ * A node that joins an existing group (not a founding voter, or one back with an empty disk): an empty
+ * log at index 0 with no configuration, so it can neither campaign nor count itself a voter; the leader
+ * sends it a snapshot first, which carries the configuration.
+ */
+function bootstrapJoining(dir: string, log: PartitionLog): SnapshotMeta {
+  log.truncateFullyAndStartAt(1);
+  writeHardState(dir, { term: 0, vote: 0 });
+  const meta: SnapshotMeta = { index: 0, term: 0, voters: [], learners: [], logStartOffset: 1 };
+  writeSnapshotMeta(dir, meta);
+  return meta;
+}
+
 function writeSnapshotData(dir: string, data: Uint8Array): void {
   const file = path.join(dir, SNAPSHOT_DATA_FILE);
   const temp = `${file}.tmp`;

@@ -107,6 +107,9 @@ export function planRecords(req: ControllerRequest, stm: MetadataStm, ctx: PlanC
   switch (r.$case) {
     case 'registerNode':
       return [rec({ $case: 'registerNode', value: r.value })];
+    case 'join':
+      if (r.value.node === undefined) throw new SluiceError('INVALID_REQUEST', 'join request without a node');
+      return [rec({ $case: 'registerNode', value: r.value.node })];
     case 'createTopic':
       return planCreate(r.value, stm, ctx);
     case 'deleteTopic': {

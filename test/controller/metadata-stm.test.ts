@@ -4,6 +4,7 @@
  * compare states through their snapshot bytes; replay a log from a snapshot taken part-way, as a
  * restarting node does, and expect the state of a node that never stopped.
  */
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { MetadataStm, decodeSnapshot, encodeSnapshot, METADATA_RECORD_VERSION, replicaOps, replicasOf } from '../../src/controller/index.js';
 import { NodeState, ReassignStep, type MetadataRecord, type ReplicaAssignment } from '../../src/rpc/gen/sluice/cluster/v1/controller.js';
@@ -234,5 +235,19 @@ describe('metadata state machine', () => {
     const back = decodeSnapshot(encodeSnapshot(f.stm));
     expect(back.image()).toEqual(f.stm.image());
     expect(() => decodeSnapshot(new Uint8Array([0xff, 0xff, 0xff]))).toThrow(/does not decode/);
+  });
+});
+
+describe('purity', () => {
+  it('the state machine, snapshot, placement, planners and local view import no I/O and use no clock or randomness', () => {
+    const dir = new URL('../../src/controller/', import.meta.url).pathname;
+    const pure = ['types.ts', 'metadata-stm.ts', 'snapshot.ts', 'placement.ts', 'plan-request.ts', 'local-view.ts', 'record-codec.ts'];
+    for (const f of pure) {
+      const text = readFileSync(dir + f, 'utf8');
+      for (const m of [...text.matchAll(/from\s+'([^']+)'/g)].map((x) => x[1])) {
+        expect(m, `${f} imports ${m}`).not.toMatch(/^(node:)?(fs|net|dgram|http|https|child_process|worker_threads|timers|crypto)(\/|$)|grpc|storage|shard|partition/);
+      }
+      expect(text, f).not.toMatch(/Date\.now|new Date\(|performance\.now|Math\.random|randomUUID|setTimeout|setInterval|process\.hrtime/);
+    }
   });
 });

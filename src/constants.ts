@@ -234,6 +234,10 @@ export const CONTROLLER_REQUEST_TIMEOUT_MS = 15_000;
 export const CONTROLLER_LOG_SEGMENT_BYTES = 16 * MiB;
 /** Leadership transfers the leader balancer asks for at a time (Redpanda and Kafka move a few per round). */
 export const CONTROLLER_LEADER_TRANSFERS_MAX = 3;
+/** How often the controller leader's executor looks at moves, decommissions and leader balance. */
+export const CONTROLLER_EXECUTOR_INTERVAL_MS = 500;
+/** Partition moves the executor advances at once; more wait their turn (each move copies a replica). */
+export const CONTROLLER_MOVES_MAX = 8;
 /** A node re-tries its registration with the controller after this long, doubling up to the max. */
 export const CONTROLLER_REGISTER_RETRY_MS_MIN = 100;
 export const CONTROLLER_REGISTER_RETRY_MS_MAX = 5_000;

@@ -19,3 +19,4 @@ export {
 } from './placement.js';
 export { replicaOps, replicasOf, shardOf, type ReplicaOp } from './local-view.js';
 export type * from './types.js';
+export { ControllerExecutor, type ExecutorOptions, type ReplicaProgress } from './executor.js';

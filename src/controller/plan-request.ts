@@ -85,11 +85,19 @@ function planMovePartition(name: string, partition: number, replicas: readonly n
   return [rec({ $case: 'reassignStep', value: { groupId: p.group, step: ReassignStep.REASSIGN_STEP_BEGIN, nodeId: 0, shard: 0, target: fromAssignment(target) } })];
 }
 
-/** Decommission: the node stops taking replicas, and every partition on it starts a move off it. */
+/**
+ * Decommission: the node stops taking replicas, and every partition on it starts a move off it. Asked
+ * again (the executor does, and an operator may), it starts moves for partitions that were busy before,
+ * and once the node holds nothing it marks it decommissioned.
+ */
 function planDecommissionNode(nodeId: number, stm: MetadataStm, ctx: PlanContext): MetadataRecord[] {
   const node = stm.node(nodeId as NodeId);
   if (node === undefined) throw new SluiceError('UNKNOWN_NODE', `node ${nodeId} is not registered`);
   const out: MetadataRecord[] = [];
+  if (node.state === 'decommissioned') return out;
+  const holds = stm.partitions().some((p) => p.voters.nodes.includes(node.id) || p.learners.nodes.includes(node.id));
+  // Asked again once the moves are done: the node is decommissioned and may leave.
+  if (node.state === 'decommissioning' && !holds) return [rec({ $case: 'nodeState', value: { nodeId, state: NodeState.NODE_STATE_DECOMMISSIONED } })];
   if (node.state === 'active') out.push(rec({ $case: 'nodeState', value: { nodeId, state: NodeState.NODE_STATE_DECOMMISSIONING } }));
   const candidates = placementNodes(stm.nodes(), ctx.live).filter((n) => n.id !== nodeId);
   const racks = new Map(stm.nodes().map((n) => [n.id, n.rack]));

@@ -234,6 +234,11 @@ export const CONTROLLER_REQUEST_TIMEOUT_MS = 15_000;
 export const CONTROLLER_LOG_SEGMENT_BYTES = 16 * MiB;
 /** Leadership transfers the leader balancer asks for at a time (Redpanda and Kafka move a few per round). */
 export const CONTROLLER_LEADER_TRANSFERS_MAX = 3;
+/**
+ * Entries applied since the last snapshot after which a node snapshots its metadata and compacts the
+ * controller log (bounds the replay on restart; a node further behind gets the snapshot).
+ */
+export const CONTROLLER_SNAPSHOT_INTERVAL_ENTRIES = 4_096;
 /** How often the controller leader's executor looks at moves, decommissions and leader balance. */
 export const CONTROLLER_EXECUTOR_INTERVAL_MS = 500;
 /** Partition moves the executor advances at once; more wait their turn (each move copies a replica). */

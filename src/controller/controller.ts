@@ -22,6 +22,7 @@ import {
   CONTROLLER_REGISTER_RETRY_MS_MIN,
   CONTROLLER_REQUEST_TIMEOUT_MS,
   CONTROLLER_REQUESTS_PENDING_MAX,
+  CONTROLLER_SNAPSHOT_INTERVAL_ENTRIES,
   CONTROLLER_TICK_MS,
   CONTROLLER_VOTERS_MAX,
 } from '../constants.js';
@@ -37,7 +38,7 @@ import { MetadataLog } from './metadata-log.js';
 import { MetadataStm } from './metadata-stm.js';
 import { planRecords } from './plan-request.js';
 import { decodeRecordBatch, encodeRecordBatch } from './record-codec.js';
-import { decodeSnapshot } from './snapshot.js';
+import { decodeSnapshot, encodeSnapshot } from './snapshot.js';
 import type { ApplyOutcome, MetadataEvent, TopicState } from './types.js';
 
 /** Carries a request to the controller on node `leader` (the gRPC wire is `sluice.cluster.v1.Controller/Submit`). */
@@ -74,6 +75,8 @@ export interface ControllerOptions {
    * voters. Never set it on the first start of a new cluster's voters: they found the group.
    */
   readonly join?: boolean;
+  /** Applied entries between two snapshots (default CONTROLLER_SNAPSHOT_INTERVAL_ENTRIES). */
+  readonly snapshotIntervalEntries?: number;
   readonly logOpenOptions?: LogOpenOptions;
 }
 
@@ -489,6 +492,7 @@ export class Controller {
       const rd = this.raft.ready();
       await this.handleReady(rd);
       this.raft.advance();
+      this.maybeCompact();
     }
   }
 
@@ -548,6 +552,17 @@ export class Controller {
     if (rd.committedTo > this.applied) this.applied = rd.committedTo;
     this.wakeWaiters();
     if (rd.softState) this.onSoftState(rd.softState);
+  }
+
+  /**
+   * Snapshots the applied state and compacts the log once enough entries were applied since the last
+   * snapshot. Between Readys (the core's `compact()` requires it), on every node independently.
+   */
+  private maybeCompact(): void {
+    const every = this.opts.snapshotIntervalEntries ?? CONTROLLER_SNAPSHOT_INTERVAL_ENTRIES;
+    if (this.applied - this.log.snapshotIndex < every || this.applied > this.raft.status().applied) return;
+    const snap = this.raft.compact(this.applied, encodeSnapshot(this.stm));
+    this.log.compact(snap);
   }
 
   /** A snapshot from the leader replaces the log and the state (the founding one is the empty state). */

@@ -26,8 +26,15 @@ import { fsyncDir } from '../storage/io.js';
 
 /** `<data-dir>/__cluster/metadata`: the controller log (next to topics.json, which it replaces). */
 export const METADATA_DIR = path.join('__cluster', 'metadata');
-/** The state-machine image of the latest snapshot (a MetadataSnapshot), next to snapshot.json. */
-export const SNAPSHOT_DATA_FILE = 'metadata.snapshot';
+/**
+ * The state-machine image of the snapshot at index N (a MetadataSnapshot): `metadata-<N>.snapshot`,
+ * next to snapshot.json. Named by index so that writing a new one never touches the one snapshot.json
+ * still points at: the image is written first, snapshot.json switches, older images are deleted.
+ */
+export function snapshotDataFile(index: number): string {
+  return `metadata-${String(index).padStart(20, '0')}.snapshot`;
+}
+const SNAPSHOT_DATA_RE = /^metadata-(\d{20})\.snapshot$/;
 /** The index of the founding snapshot: the log starts right after it. */
 const BOOTSTRAP_INDEX = 1;
 
@@ -119,8 +126,12 @@ export class MetadataLog implements RaftStorage {
     return { ...init, confEntries };
   }
 
+  /**
+   * snapshot.index + 1. The segments may still hold older batches (they are deleted only whole, and only
+   * once the snapshot is durable); the core never reads below this.
+   */
   firstIndex(): number {
-    return this.inner.firstIndex();
+    return this.meta.index + 1;
   }
 
   lastIndex(): number {
@@ -128,7 +139,13 @@ export class MetadataLog implements RaftStorage {
   }
 
   term(i: number): number {
+    if (i < this.meta.index) return -1;
     return this.inner.term(i);
+  }
+
+  /** The index of the latest snapshot (compaction point). */
+  get snapshotIndex(): number {
+    return this.meta.index;
   }
 
   entries(lo: number, hi: number, bytesMax: number, countMax: number): readonly Entry[] {
@@ -177,13 +194,30 @@ export class MetadataLog implements RaftStorage {
    * it the log start, then the empty log after it.
    */
   installSnapshot(snap: Snapshot): void {
-    writeSnapshotData(this.dir, snap.data);
-    const meta: SnapshotMeta = { index: snap.index, term: snap.term, voters: [...snap.conf.voters], learners: [...snap.conf.learners], logStartOffset: snap.index + 1 };
-    writeSnapshotMeta(this.dir, meta);
+    this.switchSnapshot(snap);
     this.log.truncateFullyAndStartAt(snap.index + 1);
     this.epochs.truncateFrom(0);
+  }
+
+  /**
+   * Compaction: `snap` (made by the core's `compact()` at an applied index, with the state image) becomes
+   * the log start. The image and snapshot.json are durable before any segment is deleted; segments
+   * wholly below the new start are deleted (the rest stay until a later compaction passes them).
+   */
+  compact(snap: Snapshot): void {
+    assert.ok(snap.index > this.meta.index && snap.index <= this.lastIndex(), `metadata log: bad compaction index ${snap.index}`);
+    this.switchSnapshot(snap);
+    this.log.dropSegmentsBelow(snap.index + 1);
+    this.epochs.truncateBefore(this.log.logStartOffset);
+  }
+
+  private switchSnapshot(snap: Snapshot): void {
+    if (snap.data.length > 0) writeSnapshotData(this.dir, snap.index, snap.data);
+    const meta: SnapshotMeta = { index: snap.index, term: snap.term, voters: [...snap.conf.voters], learners: [...snap.conf.learners], logStartOffset: snap.index + 1 };
+    writeSnapshotMeta(this.dir, meta);
     this.meta = meta;
     this.snapData = snap.data;
+    removeOlderSnapshotData(this.dir, snap.index);
   }
 
   close(): Promise<void> {
@@ -219,8 +253,8 @@ function bootstrapJoining(dir: string, log: PartitionLog): SnapshotMeta {
   return meta;
 }
 
-function writeSnapshotData(dir: string, data: Uint8Array): void {
-  const file = path.join(dir, SNAPSHOT_DATA_FILE);
+function writeSnapshotData(dir: string, index: number, data: Uint8Array): void {
+  const file = path.join(dir, snapshotDataFile(index));
   const temp = `${file}.tmp`;
   fs.rmSync(temp, { force: true });
   const fd = fs.openSync(temp, 'w', FILE_MODE);
@@ -236,10 +270,19 @@ function writeSnapshotData(dir: string, data: Uint8Array): void {
 
 /** The image of the snapshot at `index`; empty for the founding snapshot (the empty state). */
 function readSnapshotData(dir: string, index: number): Uint8Array {
+  const file = path.join(dir, snapshotDataFile(index));
   try {
-    return fs.readFileSync(path.join(dir, SNAPSHOT_DATA_FILE));
+    return fs.readFileSync(file);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT' && index <= BOOTSTRAP_INDEX) return new Uint8Array(0);
-    throw new SluiceError('LOG_CORRUPT', `${dir}/${SNAPSHOT_DATA_FILE} (the metadata snapshot at index ${index}) cannot be read: ${(err as Error).message}`, { cause: err });
+    throw new SluiceError('LOG_CORRUPT', `${file} (the metadata snapshot at index ${index}) cannot be read: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** Images older than the one snapshot.json names (a crash may leave one behind; best effort). */
+function removeOlderSnapshotData(dir: string, index: number): void {
+  for (const name of fs.readdirSync(dir)) {
+    const m = SNAPSHOT_DATA_RE.exec(name);
+    if (m && Number(m[1]) < index) fs.rmSync(path.join(dir, name), { force: true });
   }
 }

@@ -170,7 +170,8 @@ describe('controller group (3 voters, in-memory transport, real data dirs)', () 
     const back = await openNode(net, victim, VOTERS, { join: true });
     const cs = running(nodes);
     await waitFor(cs, () => cs.every((c) => c.state.node(victim.id)?.uuid === 'uuid-wiped'), 'every node saw the new incarnation');
-    await waitFor(cs, () => leader.membership.voters.includes(victim.id) && back.state.topic('t') !== undefined, 'the wiped node is a voter again and rebuilt the metadata');
+    // Every node holds the promotion (membership takes effect when appended), so it survives losing the leader.
+    await waitFor(cs, () => cs.every((c) => c.membership.voters.includes(victim.id)) && back.state.topic('t') !== undefined, 'the wiped node is a voter again everywhere and rebuilt the metadata');
     await sameEverywhere(cs);
     expect(leader.state.node(victim.id)!.incarnation).toBe(2);
     for (const p of leader.state.topic('t')!.partitions) expect(p.lost).toEqual([victim.id]);
@@ -212,6 +213,41 @@ describe('controller group (3 voters, in-memory transport, real data dirs)', () 
     await waitFor(running(nodes), () => third.state.topic('while-down') !== undefined, 'the restarted learner caught up');
     expect(third.membership).toEqual({ voters: [1, 2, 3], learners: [4] });
     await sameEverywhere(running(nodes));
+  });
+});
+
+describe('snapshots and compaction', () => {
+  it('compacts the log; a node behind the log start gets the snapshot; everything survives a restart', async () => {
+    const net = new MemoryNet();
+    const nodes = makeNodes(VOTERS);
+    nets.push({ net, nodes });
+    const opts = { snapshotIntervalEntries: 6 };
+    for (const n of nodes) await openNode(net, n, VOTERS, opts);
+    await electedAndRegistered(nodes);
+    const late = nodes.find((n) => !n.controller!.isLeader)!;
+    await waitFor(running(nodes), () => late.controller!.appliedIndex === running(nodes).find((c) => c.isLeader)!.appliedIndex, 'the late node applied everything so far');
+    const lateLast = late.controller!.appliedIndex;
+    await closeNode(net, late);
+    const live = running(nodes);
+    for (let i = 0; i < 15; i++) await live[i % 2].createTopic(`c-${i}`, 2, 2);
+    const images = (n: TestNode) => fs.readdirSync(path.join(n.dir, '__cluster', 'metadata')).filter((f) => f.endsWith('.snapshot'));
+    for (const n of nodes.filter((x) => x !== late)) expect(images(n).length).toBe(1);
+    const leaderDir = nodes.find((n) => n.controller?.isLeader)!;
+    const snapIndex = Number(/metadata-(\d+)\.snapshot/.exec(images(leaderDir)[0])![1]);
+    expect(snapIndex).toBeGreaterThan(lateLast + 1);
+    // The late node's log ends before the leader's log start: it can only catch up from the snapshot.
+    const back = await openNode(net, late, VOTERS, opts);
+    await waitFor(running(nodes), () => back.state.topics().length === 15, 'the late node caught up from a snapshot');
+    await sameEverywhere(running(nodes));
+    expect(images(late).length).toBe(1);
+    const before = content(back);
+    for (const n of nodes) await closeNode(net, n);
+    for (const n of nodes) await openNode(net, n, VOTERS, opts);
+    const again = running(nodes);
+    await waitFor(again, () => again.every((c) => c.state.topics().length === 15), 'the metadata is back from snapshot + log');
+    await sameEverywhere(again);
+    expect(content(again[0])).toEqual(before);
+    expect((await again[2].createTopic('after', 1, 1)).partitions[0].group).toBe(31);
   });
 });
 

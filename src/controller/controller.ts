@@ -175,7 +175,9 @@ export class Controller {
       },
       log,
     );
-    if (!(log.fresh && join)) this.attachRaft();
+    // Until a joining node has received its first snapshot (index 0: an empty log, no configuration) it
+    // must hear nothing from the group: the leader may still remember an older log of this node id.
+    if (!(join && log.snapshotIndex === 0)) this.attachRaft();
     this.timer = setInterval(() => this.push({ kind: 'tick' }), opts.tickMs ?? CONTROLLER_TICK_MS);
     // A one-voter group need not wait an election timeout to lead.
     if (opts.voters.length === 1 && opts.voters[0] === opts.nodeId) this.raft.campaign();
@@ -314,6 +316,11 @@ export class Controller {
         return index;
       }
       const e = new SluiceError(errorCodeOf(resp.errorCode), resp.errorMessage);
+      if (e.code === 'PROPOSAL_DROPPED' && this.now() < deadline) {
+        // Not applied anywhere (its index holds another leader's entry): safe to send again.
+        await this.leaderChange(Math.min(deadline, this.now() + (this.opts.tickMs ?? CONTROLLER_TICK_MS)));
+        continue;
+      }
       if (e.code === 'NOT_LEADER' && this.now() < deadline) {
         this.hint = (resp.leaderHint !== this.nodeId ? resp.leaderHint : 0) as NodeId;
         if (this.hint !== 0) continue;

@@ -51,8 +51,6 @@ function sameIds(a: readonly number[], b: readonly number[]): boolean {
 
 export class MetadataLog implements RaftStorage {
   private readonly inner: PartitionRaftStorage;
-  /** True when this open created the log (bootstrapped as a founding voter, or empty to join). */
-  fresh = false;
 
   private constructor(
     readonly dir: string,
@@ -74,7 +72,6 @@ export class MetadataLog implements RaftStorage {
     const dir = path.join(dataDir, METADATA_DIR);
     mkdirOwnerOnly(path.dirname(dir));
     const log = await PartitionLog.open(dir, metadataLogConfig(), options);
-    let fresh = false;
     try {
       let meta = readSnapshotMeta(dir);
       if (meta === null) {
@@ -83,7 +80,6 @@ export class MetadataLog implements RaftStorage {
           throw new SluiceError('LOG_CORRUPT', `${dir} holds a log but no ${'snapshot.json'}; refusing to bootstrap over it`);
         }
         meta = join ? bootstrapJoining(dir, log) : bootstrap(dir, log, voters);
-        fresh = true;
       } else if (meta.index > 0 && !sameIds(meta.voters, voters)) {
         throw new SluiceError(
           'INVALID_CONFIG',
@@ -97,9 +93,7 @@ export class MetadataLog implements RaftStorage {
       else epochs = EpochCheckpoint.create(dir, log.epochStartsFrom(log.logStartOffset));
       const hs = readHardState(dir) ?? EMPTY_HARD_STATE;
       const data = readSnapshotData(dir, meta.index);
-      const m = new MetadataLog(dir, log, epochs, meta, { term: Math.max(hs.term, epochs.lastEpoch, meta.term), vote: hs.vote }, data);
-      m.fresh = fresh;
-      return m;
+      return new MetadataLog(dir, log, epochs, meta, { term: Math.max(hs.term, epochs.lastEpoch, meta.term), vote: hs.vote }, data);
     } catch (err) {
       await log.close().catch(() => {});
       throw err;

@@ -216,6 +216,25 @@ describe('controller group (3 voters, in-memory transport, real data dirs)', () 
   });
 });
 
+describe('joining', () => {
+  it('a joining node that stops before it was admitted is still joining when it restarts', async () => {
+    const { net, nodes } = await startCluster();
+    await electedAndRegistered(nodes);
+    const [fourth] = makeNodes([4]);
+    nodes.push(fourth);
+    net.setDown(4 as NodeId, true);
+    const first = await openNode(net, fourth, VOTERS);
+    expect(first.state.nodes()).toEqual([]);
+    await closeNode(net, fourth);
+    net.setDown(4 as NodeId, false);
+    const again = await openNode(net, fourth, VOTERS);
+    await again.registered;
+    expect(again.registrationError).toBeNull();
+    await waitFor(running(nodes), () => again.state.nodes().length === 4, 'the joined node has the metadata');
+    expect(running(nodes)[0].membership.learners).toEqual([4]);
+  });
+});
+
 describe('snapshots and compaction', () => {
   it('compacts the log; a node behind the log start gets the snapshot; everything survives a restart', async () => {
     const net = new MemoryNet();

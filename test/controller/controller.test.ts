@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { encodeSnapshot, replicaOps, type Controller, type ReplicaOp } from '../../src/controller/index.js';
+import { encodeSnapshot, replicaOps, type Controller, type ControllerOptions, type ReplicaOp } from '../../src/controller/index.js';
 import { TopicTable } from '../../src/broker/topic-table.js';
 import type { NodeId } from '../../src/model/index.js';
 import { MemoryNet, agreedLeader, closeNode, openNode, tempDir, waitFor, type TestNode } from './memory-net.js';
@@ -20,12 +20,12 @@ function makeNodes(ids: readonly number[]): TestNode[] {
   return ids.map((id) => ({ id: id as NodeId, dir: tempDir(`n${id}`), uuid: `uuid-${id}-a`, controller: null }));
 }
 
-async function startCluster(ids: readonly number[] = VOTERS): Promise<{ net: MemoryNet; nodes: TestNode[] }> {
+async function startCluster(ids: readonly number[] = VOTERS, extra: Partial<ControllerOptions> = {}): Promise<{ net: MemoryNet; nodes: TestNode[] }> {
   const net = new MemoryNet();
   const nodes = makeNodes(ids);
   const entry = { net, nodes };
   nets.push(entry);
-  for (const n of nodes) await openNode(net, n, ids as NodeId[]);
+  for (const n of nodes) await openNode(net, n, ids as NodeId[], extra);
   return entry;
 }
 
@@ -127,6 +127,25 @@ describe('controller group (3 voters, in-memory transport, real data dirs)', () 
     const cs = running(nodes);
     await waitFor(cs, () => back.state.topic('during') !== undefined && back.state.topic('before')?.configs['retention.ms'] === '1000', 'the restarted node applied what it missed');
     await sameEverywhere(cs);
+  });
+
+  it('a leader cut off from the others cannot commit; the majority elects and continues; healing converges', async () => {
+    // A short request deadline: the cut-off node's request can only time out.
+    const { net, nodes } = await startCluster(VOTERS, { requestTimeoutMs: 2_000 });
+    const old = await electedAndRegistered(nodes);
+    net.setDown(old.nodeId, true);
+    const majority = running(nodes).filter((c) => c !== old);
+    await waitFor(majority, () => agreedLeader(majority) !== 0, 'the majority elects a leader');
+    // The cut-off node cannot get a record committed: its request fails (it never reaches a quorum).
+    const stale = old.createTopic('minority', 1, 1);
+    await majority[0].createTopic('majority', 1, 1);
+    await expect(stale).rejects.toMatchObject({ retriable: true });
+    expect(old.state.topic('minority')).toBeUndefined();
+    net.setDown(old.nodeId, false);
+    const cs = running(nodes);
+    await waitFor(cs, () => old.state.topic('majority') !== undefined && !old.isLeader, 'the healed node follows and catches up');
+    await sameEverywhere(cs);
+    for (const c of cs) expect(c.state.topic('minority')).toBeUndefined();
   });
 
   it('keeps the metadata across a restart of every node (from disk)', async () => {

@@ -699,7 +699,11 @@ export class Controller {
 
 /** Rejects with TIMEOUT after `ms`; never leaves a timer behind. */
 function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  if (ms <= 0) return Promise.reject(new SluiceError('TIMEOUT', `timed out ${what}`));
+  if (ms <= 0) {
+    // Whatever `p` does later must not become an unhandled rejection.
+    p.catch(() => {});
+    return Promise.reject(new SluiceError('TIMEOUT', `timed out ${what}`));
+  }
   return new Promise<T>((resolve, reject) => {
     const t = setTimeout(() => reject(new SluiceError('TIMEOUT', `timed out ${what}`)), ms);
     p.then(

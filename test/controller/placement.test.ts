@@ -164,3 +164,14 @@ describe('decommission and moves', () => {
     expect(() => planMove(p, [1, 9] as NodeId[], stm.nodes(), new PlacementLoad())).toThrow(expect.objectContaining({ code: 'UNKNOWN_NODE' }));
   });
 });
+
+describe('controller voters', () => {
+  it('takes 1, 3 or 5 distinct positive ids, and defaults to the first 1, 3 or 5 nodes', async () => {
+    const { validateControllerVoters, defaultControllerVoters } = await import('../../src/controller/index.js');
+    for (const ok of [[1], [1, 2, 3], [5, 2, 9, 4, 1]]) expect(() => validateControllerVoters(ok)).not.toThrow();
+    for (const bad of [[], [1, 2], [1, 1, 2], [0], [1, 2, 3, 4, 5, 6, 7], [1.5]]) expect(() => validateControllerVoters(bad)).toThrow(expect.objectContaining({ code: 'INVALID_CONFIG' }));
+    expect(defaultControllerVoters([3])).toEqual([3]);
+    expect(defaultControllerVoters([4, 2, 1, 3])).toEqual([1, 2, 3]);
+    expect(defaultControllerVoters([7, 6, 5, 4, 3, 2, 1])).toEqual([1, 2, 3, 4, 5]);
+  });
+});

@@ -291,6 +291,8 @@ export class Controller {
    */
   async submit(req: ControllerRequest): Promise<number> {
     const deadline = this.now() + this.timeoutMs;
+    // Hints followed without a pause: two nodes with stale views could otherwise bounce a request.
+    let hops = 0;
     for (;;) {
       this.checkRunning();
       if (this.isLeader) return this.onLeader(req, deadline);
@@ -323,7 +325,7 @@ export class Controller {
       }
       if (e.code === 'NOT_LEADER' && this.now() < deadline) {
         this.hint = (resp.leaderHint !== this.nodeId ? resp.leaderHint : 0) as NodeId;
-        if (this.hint !== 0) continue;
+        if (this.hint !== 0 && hops++ < 2) continue;
         await this.leaderChange(Math.min(deadline, this.now() + (this.opts.tickMs ?? CONTROLLER_TICK_MS)));
         continue;
       }

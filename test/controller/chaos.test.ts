@@ -10,7 +10,8 @@
  */
 import fs from 'node:fs';
 import { afterAll, expect, test } from 'vitest';
-import { encodeSnapshot, type Controller } from '../../src/controller/index.js';
+import { encodeSnapshot, MetadataStm, METADATA_RECORD_VERSION, type Controller } from '../../src/controller/index.js';
+import type { MetadataRecord } from '../../src/rpc/gen/sluice/cluster/v1/controller.js';
 import type { NodeId } from '../../src/model/index.js';
 import { MemoryNet, agreedLeader, closeNode, openNode, tempDir, waitFor, type TestNode } from './memory-net.js';
 
@@ -90,13 +91,43 @@ test(`answered metadata survives a seeded schedule of kills, restarts and cut-of
   const cs = running();
   const image = (c: Controller) => Buffer.from(encodeSnapshot(c.state));
   await waitFor(cs, () => cs.every((c) => c.appliedIndex === cs[0].appliedIndex && image(c).equals(image(cs[0]))), `convergence (seed ${seed}; ${log.join('; ')})`, 30_000);
-  const state = cs[0].state;
-  for (const [name, groups] of created) {
-    if (deleted.has(name)) expect(state.topic(name), `${name} was deleted (seed ${seed})`).toBeUndefined();
-    else if (!unsure.has(name)) expect(state.topic(name)?.partitions.map((p) => p.group).join(','), `${name} (seed ${seed})`).toBe(groups);
-  }
-  const groups = state.partitions().map((p) => p.group);
-  expect(new Set(groups).size, `group ids unique (seed ${seed})`).toBe(groups.length);
-  expect(groups.every((g) => g < state.nextGroupId)).toBe(true);
+  expect(checkMetadata(cs[0].state, created, deleted, unsure), `seed ${seed}`).toEqual([]);
   expect(created.size, `some creates were answered (seed ${seed}; ${log.join('; ')})`).toBeGreaterThan(3);
 }, 240_000);
+
+test('the checker catches a lost create, a resurrected delete and a reused group id', () => {
+  const stm = new MetadataStm();
+  const rec = (record: MetadataRecord['record']): MetadataRecord => ({ version: METADATA_RECORD_VERSION, record });
+  stm.apply(2, rec({ $case: 'registerNode', value: { nodeId: 1, uuid: 'u', address: '', rack: '', shards: 1 } }));
+  const create = (i: number, name: string, id: string) =>
+    stm.apply(i, rec({ $case: 'createTopic', value: { name, topicId: id, replicationFactor: 1, configs: {}, partitions: [{ replicas: [1], shards: [0] }], createdMs: 0n } }));
+  create(3, 'a', '00000000-0000-4000-8000-00000000000a');
+  create(4, 'gone', '00000000-0000-4000-8000-00000000000b');
+  expect(checkMetadata(stm, new Map([['a', '1']]), new Set(), new Set())).toEqual([]);
+  // Lost: answered but missing; resurrected: answered delete still there; reused: answered with another id.
+  const problems = checkMetadata(stm, new Map([['a', '1'], ['lost', '3'], ['gone', '2']]), new Set(['gone']), new Set());
+  expect(problems).toEqual([expect.stringMatching(/lost/), expect.stringMatching(/gone.*deleted/)]);
+  expect(checkMetadata(stm, new Map([['a', '7']]), new Set(), new Set())[0]).toMatch(/a has groups 1, answered with 7/);
+  // A state whose group ids repeat (a broken state machine) is caught too.
+  const broken = MetadataStm.fromImage({ ...stm.image(), topics: stm.image().topics.map((t) => ({ ...t, partitions: t.partitions.map((p) => ({ ...p, group: 1 })) })) });
+  expect(checkMetadata(broken, new Map(), new Set(), new Set()).join()).toMatch(/group ids repeat/);
+});
+
+/** Everything wrong with the final state given the answered changes; empty when all is well. */
+function checkMetadata(state: MetadataStm, created: Map<string, string>, deleted: Set<string>, unsure: Set<string>): string[] {
+  const problems: string[] = [];
+  for (const [name, groups] of created) {
+    const t = state.topic(name);
+    if (deleted.has(name)) {
+      if (t !== undefined) problems.push(`${name} was deleted but is there`);
+    } else if (!unsure.has(name)) {
+      const got = t?.partitions.map((p) => p.group).join(',');
+      if (got === undefined) problems.push(`${name} was created but is lost`);
+      else if (got !== groups) problems.push(`${name} has groups ${got}, answered with ${groups}`);
+    }
+  }
+  const groups = state.partitions().map((p) => p.group);
+  if (new Set(groups).size !== groups.length) problems.push(`group ids repeat: ${groups.join(',')}`);
+  if (!groups.every((g) => g < state.nextGroupId)) problems.push(`a group id is not below nextGroupId ${state.nextGroupId}`);
+  return problems;
+}

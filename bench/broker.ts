@@ -1,63 +1,83 @@
 /**
- * Broker benchmark (`npm run bench`; never a timed test).
+ * Broker benchmark (`npm run bench:broker`; never a timed test).
  *
- * Setup, as issue 3 fixes it: the broker runs in its own process (`sluice serve`, spawned here), the
- * producer in this one. One topic per phase with 8 partitions, 100-byte values, 1,000 records per
- * request, acks=all with the default flush policy (fsync, group commit).
- *  - produce raw:        Kafka v2 batches encoded by the TS client (encodeBatch), sent as record_batch;
- *  - produce raw idempotent (with --idempotence): the raw phase again, right after it and on its own
- *                        topic, through idempotent producers (InitProducer, sequences stamped in the
- *                        batch headers, dedup checks on the broker), to compare the two in one run;
- *  - produce raw+encode: the same, but the client encodes every request afresh (informational);
+ * Setup, as issues 3 and 16 fix it: the broker runs in its own process (`sluice serve`, spawned here),
+ * and the load runs in load processes of its own (bench/broker-load.ts, forked per phase,
+ * `--load-processes N` of them sharing the requests), so this process only orchestrates and measures
+ * nothing itself. Each load process warms up first (the phase's own requests against a warm-up topic:
+ * JIT, connections, the broker's first allocations), then all start together on 'go'. Beside each
+ * figure the report prints the load processes' CPU (cores) and event-loop delay (p99, max): a load
+ * process that was busy or stalled says so ("STALLED"), so a low figure is not blamed on the broker
+ * when the load was the limit. The whole run (fresh broker, every phase) repeats `--runs N` times
+ * (default 3) and the table quotes each phase's median; `--json` has every run.
+ *
+ * One topic per phase with 8 partitions, 100-byte values, 1,000 records per request, acks=all with the
+ * default flush policy (fsync, group commit).
+ *  - produce raw:        Kafka v2 batches encoded up front by the TS client (encodeBatch), sent as record_batch;
+ *  - produce raw idempotent (with --idempotence): the raw phase again on its own topic, through
+ *                        idempotent producers (sequences stamped in the batch headers, dedup on the broker);
+ *  - produce raw+encode: the TS client encodes every request afresh (informational);
  *  - produce structured: protobuf `records`, encoded into batches by the broker;
  *  - consume fetch:      Fetch (raw batches) of everything the raw phase wrote, one loop per partition;
  *  - consume subscribe:  Subscribe streams of the same data.
- * Reported: records/s, MB/s (of values), produce p50/p99 per request (hdr-histogram-js), the broker's
- * peak RSS (VmHWM). Table by default, `--json` for machines; a progress bar on a TTY.
+ * Reported: records/s, MB/s (of values), produce p50/p99 per request (hdr-histogram-js, merged over the
+ * load processes), the broker's peak RSS (VmHWM), the load's CPU and loop delay.
  *
- * Options: --records N (per produce phase, default 2,000,000), --concurrency N (requests in flight,
- * default 16), --shards N (broker shard workers), --acks all|leader|none (default all), --connections N (client TCP connections, default 4), --idempotence (add the idempotent raw phase), --profile DIR (CPU profiles of the broker), --json.
- * The other phases use non-idempotent producers, so their numbers stay comparable with earlier runs.
+ * Options: --records N (per produce phase, default 2,000,000), --runs N (default 3), --warmup N (records
+ * per load process before each phase, default 200,000), --load-processes N (default 1), --concurrency N
+ * (requests in flight per load process, default 16), --connections N (TCP connections per load process,
+ * default 4), --shards N (broker shard workers), --acks all|leader|none (default all), --idempotence,
+ * --profile DIR (CPU profiles of the broker), --json.
  */
+import { fork } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import * as grpc from '@grpc/grpc-js';
+import { fileURLToPath } from 'node:url';
 import * as hdr from 'hdr-histogram-js';
-import cliProgress from 'cli-progress';
-import { Admin, Producer } from '../src/client/index.js';
-import { Connection } from '../src/client/connection.js';
-import { encodeBatch } from '../src/batch/index.js';
-import type { RecordInput } from '../src/batch/types.js';
+import { Admin } from '../src/client/index.js';
 import { spawnBroker, peakRssBytes, waitExit } from './broker-process.js';
+import type { BrokerLoadJob, BrokerLoadMessage, BrokerLoadResult, BrokerPhaseKind } from './broker-load.js';
+import { describeLoad, isStalled, median } from './load-probe.js';
 
 interface Args {
   records: number;
+  runs: number;
+  warmupRecords: number;
+  loadProcesses: number;
   concurrency: number;
   shards?: number;
   json: boolean;
   /** Write a CPU profile of the broker's main thread (and workers) into this directory. */
   profileDir?: string;
   acks: 'all' | 'leader' | 'none';
-  /** Producer connections (each its own TCP connection); requests are spread over them. */
+  /** Producer connections per load process (each its own TCP connection); requests are spread over them. */
   connections: number;
   /** Also run the raw phase with idempotent producers. */
   idempotence: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { records: 2_000_000, concurrency: 16, json: false, acks: 'all', connections: 4, idempotence: false };
+  const args: Args = { records: 2_000_000, runs: 3, warmupRecords: 200_000, loadProcesses: 1, concurrency: 16, json: false, acks: 'all', connections: 4, idempotence: false };
+  const int = (name: string, v: string | undefined, min: number, max: number): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${name} must be an integer from ${min} to ${max}, got ${String(v)}`);
+    return n;
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--json') args.json = true;
-    else if (a === '--records') args.records = Number(argv[++i]);
-    else if (a === '--concurrency') args.concurrency = Number(argv[++i]);
-    else if (a === '--shards') args.shards = Number(argv[++i]);
+    else if (a === '--records') args.records = int(a, argv[++i], 1000, 1e9);
+    else if (a === '--runs') args.runs = int(a, argv[++i], 1, 20);
+    else if (a === '--warmup') args.warmupRecords = int(a, argv[++i], 0, 1e8);
+    else if (a === '--load-processes') args.loadProcesses = int(a, argv[++i], 1, 16);
+    else if (a === '--concurrency') args.concurrency = int(a, argv[++i], 1, 1024);
+    else if (a === '--shards') args.shards = int(a, argv[++i], 1, 64);
     else if (a === '--profile') args.profileDir = argv[++i];
     else if (a === '--acks') args.acks = argv[++i] as Args['acks'];
-    else if (a === '--connections') args.connections = Number(argv[++i]);
+    else if (a === '--connections') args.connections = int(a, argv[++i], 1, 64);
     else if (a === '--idempotence') args.idempotence = true;
-    else throw new Error(`unknown argument ${a}: use --records N --concurrency N --shards N --json`);
+    else throw new Error(`unknown argument ${a}: see the header of bench/broker.ts`);
   }
   return args;
 }
@@ -65,6 +85,17 @@ function parseArgs(argv: string[]): Args {
 const PARTITIONS = 8;
 const RECORDS_PER_REQUEST = 1_000;
 const VALUE_BYTES = 100;
+const LOAD_SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), 'broker-load.js');
+/** A load process that has not answered after this long (plus 1 ms per 1,000 records) is killed. */
+const LOAD_TIMEOUT_MS = 120_000;
+
+interface LoadSummary {
+  /** Highest CPU of any load process (cores). */
+  cpuCores: number;
+  loopDelayP99Ms: number;
+  loopDelayMaxMs: number;
+  stalled: boolean;
+}
 
 interface PhaseResult {
   phase: string;
@@ -76,174 +107,117 @@ interface PhaseResult {
   p99Ms?: number;
   /** The broker's peak RSS so far (MB), read after the phase: shows which phase raised it. */
   brokerPeakRssMbAfter?: number;
+  load: LoadSummary;
 }
 
-function makeRecords(seed: number): RecordInput[] {
-  const out: RecordInput[] = [];
-  for (let i = 0; i < RECORDS_PER_REQUEST; i++) {
-    const value = Buffer.alloc(VALUE_BYTES, (seed * 31 + i) & 0xff);
-    out.push({ key: null, value });
-  }
-  return out;
+interface Phase {
+  name: string;
+  kind: BrokerPhaseKind;
+  topic: string;
+  warmupTopic: string;
 }
 
-class Progress {
-  private bar: cliProgress.SingleBar | null;
-  constructor(enabled: boolean) {
-    this.bar = enabled ? new cliProgress.SingleBar({ format: '{phase} [{bar}] {percentage}% {value}/{total}', hideCursor: true }, cliProgress.Presets.shades_classic) : null;
+/** One load process's life: job in, 'warm', then the result once the parent says 'go'. */
+class LoadProcess {
+  readonly warm: Promise<void>;
+  readonly done: Promise<BrokerLoadResult>;
+  private readonly child;
+
+  constructor(job: BrokerLoadJob) {
+    this.child = fork(LOAD_SCRIPT, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    let onWarm!: () => void;
+    this.warm = new Promise((resolve) => (onWarm = resolve));
+    this.done = new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.child.kill('SIGKILL');
+        reject(new Error(`load process for ${job.kind} timed out`));
+      }, LOAD_TIMEOUT_MS + job.requests);
+      this.child.on('message', (m: BrokerLoadMessage) => {
+        if (m.type === 'warm') return onWarm();
+        clearTimeout(timer);
+        if (m.type === 'result') resolve(m.result);
+        else reject(new Error(`load process for ${job.kind} failed: ${m.message}`));
+      });
+      this.child.once('exit', (code, signal) => {
+        clearTimeout(timer);
+        reject(new Error(`load process for ${job.kind} exited (${code ?? signal}) without a result`));
+      });
+    });
+    // Failing before 'warm' must not leave the parent waiting on the warm-up forever.
+    this.done.catch(() => onWarm());
+    this.child.send(job);
   }
-  start(phase: string, total: number): void {
-    this.bar?.start(total, 0, { phase: phase.padEnd(18) });
-  }
-  update(value: number): void {
-    this.bar?.update(value);
-  }
-  stop(): void {
-    this.bar?.stop();
+
+  go(): void {
+    if (this.child.connected) this.child.send({ type: 'go' });
   }
 }
 
-/** Runs `total` requests with `concurrency` in flight; records each request's latency. */
-async function produceLoop(total: number, concurrency: number, send: (i: number) => Promise<unknown>, progress: Progress): Promise<{ seconds: number; histogram: hdr.Histogram }> {
-  const histogram = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3 });
-  let next = 0;
-  let done = 0;
-  const started = process.hrtime.bigint();
-  const worker = async (): Promise<void> => {
-    while (next < total) {
-      const i = next++;
-      const t0 = process.hrtime.bigint();
-      await send(i);
-      histogram.recordValue(Number((process.hrtime.bigint() - t0) / 1000n));
-      if (++done % 20 === 0) progress.update(done * RECORDS_PER_REQUEST);
-    }
+/** Runs one phase over `args.loadProcesses` load processes and merges what they report. */
+async function runPhase(args: Args, address: string, phase: Phase, requests: number, ends?: Map<number, number>, warmupEnds?: Map<number, number>): Promise<PhaseResult> {
+  const n = args.loadProcesses;
+  const share = (i: number): number => Math.floor(requests / n) + (i < requests % n ? 1 : 0);
+  const split = (m: Map<number, number> | undefined, i: number): Array<[number, number]> => [...(m ?? [])].filter(([p]) => p % n === i);
+  const loads = Array.from({ length: n }, (_, i) => new LoadProcess({
+    address, kind: phase.kind, topic: phase.topic, warmupTopic: phase.warmupTopic, partitions: PARTITIONS,
+    requests: share(i), warmupRequests: Math.ceil(args.warmupRecords / RECORDS_PER_REQUEST), concurrency: args.concurrency,
+    connections: args.connections, acks: args.acks, recordsPerRequest: RECORDS_PER_REQUEST, valueBytes: VALUE_BYTES,
+    ends: split(ends, i), warmupEnds: split(warmupEnds, i), seed: i,
+  }));
+  await Promise.all(loads.map((l) => l.warm));
+  for (const l of loads) l.go();
+  const results = await Promise.all(loads.map((l) => l.done));
+  const records = results.reduce((a, r) => a + r.records, 0);
+  const seconds = (Math.max(...results.map((r) => r.endMs)) - Math.min(...results.map((r) => r.startMs))) / 1000;
+  const r: PhaseResult = {
+    phase: phase.name, records, seconds, recordsPerSec: records / seconds, mbPerSec: (records * VALUE_BYTES) / seconds / 1e6,
+    load: {
+      cpuCores: Math.max(...results.map((x) => x.self.cpuCores)),
+      loopDelayP99Ms: Math.max(...results.map((x) => x.self.loopDelayP99Ms)),
+      loopDelayMaxMs: Math.max(...results.map((x) => x.self.loopDelayMaxMs)),
+      stalled: results.some((x) => x.self.stalled),
+    },
   };
-  await Promise.all(Array.from({ length: concurrency }, worker));
-  progress.update(done * RECORDS_PER_REQUEST);
-  return { seconds: Number(process.hrtime.bigint() - started) / 1e9, histogram };
-}
-
-function result(phase: string, records: number, seconds: number, histogram?: hdr.Histogram): PhaseResult {
-  const r: PhaseResult = { phase, records, seconds, recordsPerSec: records / seconds, mbPerSec: (records * VALUE_BYTES) / seconds / 1e6 };
-  if (histogram !== undefined) {
-    r.p50Ms = histogram.getValueAtPercentile(50) / 1000;
-    r.p99Ms = histogram.getValueAtPercentile(99) / 1000;
+  const histograms = results.flatMap((x) => (x.histogram === undefined ? [] : [hdr.decodeFromCompressedBase64(x.histogram)]));
+  if (histograms.length > 0) {
+    const merged = histograms[0]!;
+    for (const h of histograms.slice(1)) merged.add(h);
+    r.p50Ms = merged.getValueAtPercentile(50) / 1000;
+    r.p99Ms = merged.getValueAtPercentile(99) / 1000;
   }
   return r;
 }
 
-/** Counts records in raw batches from their headers (recordCount at byte 57), without decoding. */
-function countRecords(batches: Buffer): number {
-  let n = 0;
-  for (let pos = 0; pos + 61 <= batches.length; pos += batches.readInt32BE(pos + 8) + 12) n += batches.readInt32BE(pos + 57);
-  return n;
-}
-
-async function consumeFetch(conns: Connection[], topic: string, ends: Map<number, number>, progress: Progress): Promise<PhaseResult> {
-  let total = 0;
-  const started = process.hrtime.bigint();
-  await Promise.all([...ends].map(async ([partition, end]) => {
-    const conn = conns[partition % conns.length];
-    let offset = 0;
-    while (offset < end) {
-      const res = await conn.unary(conn.broker, conn.broker.fetch, { topic, partition, offset: BigInt(offset), maxBytes: 1 << 20, maxWaitMs: 0, raw: true });
-      total += countRecords(res.recordBatches);
-      offset = Number(res.nextOffset);
-      progress.update(total);
-    }
-  }));
-  return result('consume fetch', total, Number(process.hrtime.bigint() - started) / 1e9);
-}
-
-async function consumeSubscribe(conns: Connection[], topic: string, ends: Map<number, number>, progress: Progress): Promise<PhaseResult> {
-  let total = 0;
-  const started = process.hrtime.bigint();
-  await Promise.all([...ends].map(([partition, end]) => new Promise<void>((resolve, reject) => {
-    const conn = conns[partition % conns.length];
-    const stream = conn.broker.subscribe({ topic, partition, offset: 0n, maxBytes: 1 << 20, raw: true });
-    stream.on('data', (msg: { recordBatches: Buffer; nextOffset: bigint }) => {
-      total += countRecords(msg.recordBatches);
-      progress.update(total);
-      if (Number(msg.nextOffset) >= end) {
-        stream.cancel();
-        resolve();
-      }
-    });
-    stream.on('error', (err: grpc.ServiceError) => (err.code === grpc.status.CANCELLED ? resolve() : reject(err)));
-  })));
-  return result('consume subscribe', total, Number(process.hrtime.bigint() - started) / 1e9);
-}
-
-async function main(): Promise<void> {
-  const args = parseArgs(process.argv.slice(2));
+/** One run: a fresh broker, every phase in order. */
+async function runOnce(args: Args, log: (line: string) => void): Promise<{ phases: PhaseResult[]; brokerPeakRssBytes: number | null }> {
   const requests = Math.ceil(args.records / RECORDS_PER_REQUEST);
-  const records = requests * RECORDS_PER_REQUEST;
-  const progress = new Progress(process.stdout.isTTY === true && !args.json);
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-bench-'));
   const nodeArgs = args.profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', args.profileDir];
   const broker = await spawnBroker(dataDir, args.shards === undefined ? [] : ['--shards', String(args.shards)], {}, nodeArgs);
   const results: PhaseResult[] = [];
-  const pushResult = (r: PhaseResult): void => {
-    const hwm = peakRssBytes(broker.child.pid!);
-    if (hwm !== null) r.brokerPeakRssMbAfter = Math.round(hwm / 1024 / 1024);
-    results.push(r);
-  };
   const admin = new Admin({ brokers: broker.grpcAddress });
   try {
-    await admin.createTopic('bench-raw', { partitions: PARTITIONS });
-    await admin.createTopic('bench-records', { partitions: PARTITIONS });
-
-    // Raw: the TS client encodes Kafka v2 batches (encodeBatch, as Producer does) and sends them.
-    // A pool of distinct batches is encoded up front so the producer process measures the broker,
-    // not its own encoder; encoding costs about as much again on the client.
-    const ownConnection = { 'grpc.use_local_subchannel_pool': 1 };
-    const producers = Array.from({ length: args.connections }, () => new Producer({ brokers: broker.grpcAddress, acks: args.acks, idempotent: false, channelOptions: ownConnection }));
-    const pool = Array.from({ length: 64 }, (_, i) => encodeBatch(makeRecords(i)));
-    progress.start('produce raw', records);
-    const raw = await produceLoop(requests, args.concurrency, (i) => producers[i % producers.length].produceRaw('bench-raw', i % PARTITIONS, pool[i % pool.length]), progress);
-    progress.stop();
-    pushResult(result('produce raw', records, raw.seconds, raw.histogram));
-
-    if (args.idempotence) {
-      // Same pool, same load; the idempotent producer stamps id/epoch/sequence (and the CRC) into each
-      // batch before sending it. A pool entry is reused only after 64 more requests, far more than
-      // are in flight, so no batch is stamped while another request still carries it.
-      await admin.createTopic('bench-raw-idem', { partitions: PARTITIONS });
-      const idem = Array.from({ length: args.connections }, () => new Producer({ brokers: broker.grpcAddress, acks: 'all', idempotent: true, channelOptions: ownConnection }));
-      progress.start('produce raw idempotent', records);
-      const r = await produceLoop(requests, args.concurrency, (i) => idem[i % idem.length].produceRaw('bench-raw-idem', i % PARTITIONS, pool[i % pool.length]), progress);
-      progress.stop();
-      pushResult(result('produce raw idempotent', records, r.seconds, r.histogram));
-      await Promise.all(idem.map((p) => p.close()));
+    const phases: Phase[] = [
+      { name: 'produce raw', kind: 'produce-raw', topic: 'bench-raw', warmupTopic: 'warm-raw' },
+      ...(args.idempotence ? [{ name: 'produce raw idempotent', kind: 'produce-raw-idempotent' as const, topic: 'bench-raw-idem', warmupTopic: 'warm-raw-idem' }] : []),
+      { name: 'produce raw+encode', kind: 'produce-encode', topic: 'bench-encode', warmupTopic: 'warm-encode' },
+      { name: 'produce structured', kind: 'produce-structured', topic: 'bench-records', warmupTopic: 'warm-records' },
+    ];
+    for (const phase of phases) {
+      await admin.createTopic(phase.topic, { partitions: PARTITIONS });
+      await admin.createTopic(phase.warmupTopic, { partitions: PARTITIONS });
     }
-
-    // The same path with the client encoding every request (Producer.produceBatch → encodeBatch):
-    // what an application producing fresh records gets. Written to its own topic; informational.
-    const encodePool = Array.from({ length: 16 }, (_, i) => makeRecords(i + 100));
-    await admin.createTopic('bench-encode', { partitions: PARTITIONS });
-    progress.start('produce raw+encode', records);
-    const enc = await produceLoop(requests, args.concurrency, (i) => producers[i % producers.length].produceBatch('bench-encode', encodePool[i % encodePool.length], { partition: i % PARTITIONS }), progress);
-    progress.stop();
-    pushResult(result('produce raw+encode', records, enc.seconds, enc.histogram));
-
-    // Structured: protobuf Records; the broker builds the batches.
-    const structured = Array.from({ length: args.connections }, () => new Producer({ brokers: broker.grpcAddress, acks: args.acks, idempotent: false, format: 'records', channelOptions: ownConnection }));
-    const recordPool = Array.from({ length: 16 }, (_, i) => makeRecords(i));
-    progress.start('produce structured', records);
-    const rec = await produceLoop(requests, args.concurrency, (i) => structured[i % structured.length].produceBatch('bench-records', recordPool[i % recordPool.length], { partition: i % PARTITIONS }), progress);
-    progress.stop();
-    pushResult(result('produce structured', records, rec.seconds, rec.histogram));
-    await Promise.all([...producers, ...structured].map((p) => p.close()));
-
+    const record = (r: PhaseResult): void => {
+      const hwm = peakRssBytes(broker.child.pid!);
+      if (hwm !== null) r.brokerPeakRssMbAfter = Math.round(hwm / 1024 / 1024);
+      results.push(r);
+      log(`  ${r.phase.padEnd(22)} ${Math.round(r.recordsPerSec).toLocaleString('en-US').padStart(10)} rec/s  ${describeLoad({ ...r.load, loopDelayP50Ms: Number.NaN })}`);
+    };
+    for (const phase of phases) record(await runPhase(args, broker.grpcAddress, phase, requests));
     const ends = await admin.listOffsets('bench-raw', 'latest');
-    const conns = Array.from({ length: args.connections }, () => new Connection({ brokers: broker.grpcAddress, channelOptions: ownConnection }));
-    progress.start('consume fetch', records);
-    pushResult(await consumeFetch(conns, 'bench-raw', ends, progress));
-    progress.stop();
-    progress.start('consume subscribe', records);
-    pushResult(await consumeSubscribe(conns, 'bench-raw', ends, progress));
-    progress.stop();
-    for (const c of conns) c.close();
+    const warmEnds = await admin.listOffsets('warm-raw', 'latest');
+    record(await runPhase(args, broker.grpcAddress, { name: 'consume fetch', kind: 'consume-fetch', topic: 'bench-raw', warmupTopic: 'warm-raw' }, 0, ends, warmEnds));
+    record(await runPhase(args, broker.grpcAddress, { name: 'consume subscribe', kind: 'consume-subscribe', topic: 'bench-raw', warmupTopic: 'warm-raw' }, 0, ends, warmEnds));
   } finally {
     admin.close();
   }
@@ -251,11 +225,62 @@ async function main(): Promise<void> {
   broker.child.kill('SIGTERM');
   await waitExit(broker.child);
   fs.rmSync(dataDir, { recursive: true, force: true });
+  return { phases: results, brokerPeakRssBytes: rss };
+}
 
-  const targets: Record<string, number> = { 'produce raw': 1_000_000, 'produce raw idempotent': 1_000_000, 'produce raw+encode': 1_000_000, 'produce structured': 400_000, 'consume fetch': 2_000_000, 'consume subscribe': 2_000_000 };
+const TARGETS: Record<string, number> = { 'produce raw': 1_000_000, 'produce raw idempotent': 1_000_000, 'produce raw+encode': 1_000_000, 'produce structured': 400_000, 'consume fetch': 2_000_000, 'consume subscribe': 2_000_000 };
+
+/** Per phase, the median of each figure over the runs (each figure on its own; the runs are in `runs`). */
+function medians(runs: Array<{ phases: PhaseResult[] }>) {
+  return runs[0]!.phases.map((first) => {
+    const same = runs.map((r) => r.phases.find((p) => p.phase === first.phase)!).filter((p) => p !== undefined);
+    const med = (f: (p: PhaseResult) => number | undefined): number | undefined => {
+      const v = same.map(f).filter((x): x is number => x !== undefined);
+      return v.length === 0 ? undefined : median(v);
+    };
+    const recordsPerSec = med((p) => p.recordsPerSec)!;
+    return {
+      phase: first.phase,
+      runs: same.length,
+      recordsPerSec,
+      minRecordsPerSec: Math.min(...same.map((p) => p.recordsPerSec)),
+      maxRecordsPerSec: Math.max(...same.map((p) => p.recordsPerSec)),
+      mbPerSec: med((p) => p.mbPerSec)!,
+      p50Ms: med((p) => p.p50Ms),
+      p99Ms: med((p) => p.p99Ms),
+      brokerPeakRssMbAfter: med((p) => p.brokerPeakRssMbAfter),
+      loadCpuCores: med((p) => p.load.cpuCores)!,
+      loadLoopDelayP99Ms: med((p) => p.load.loopDelayP99Ms)!,
+      loadLoopDelayMaxMs: Math.max(...same.map((p) => p.load.loopDelayMaxMs)),
+      /** Runs of this phase in which a load process stalled. */
+      loadStalledRuns: same.filter((p) => p.load.stalled || isStalled(p.load)).length,
+      targetRecordsPerSec: TARGETS[first.phase]!,
+      met: recordsPerSec >= TARGETS[first.phase]!,
+    };
+  });
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const log = (line: string): void => void (args.json ? process.stderr : process.stdout).write(`${line}\n`);
+  const loadavg = os.loadavg();
+  log(`bench:broker: ${args.runs} run(s), ${args.records.toLocaleString('en-US')} records per produce phase, ${args.loadProcesses} load process(es) x ${args.concurrency} in flight over ${args.connections} connection(s), warm-up ${args.warmupRecords.toLocaleString('en-US')} records; machine load average ${loadavg.map((x) => x.toFixed(2)).join(' ')} on ${os.availableParallelism()} CPUs`);
+  const runs: Array<{ phases: PhaseResult[]; brokerPeakRssBytes: number | null }> = [];
+  for (let i = 0; i < args.runs; i++) {
+    log(`run ${i + 1}/${args.runs}:`);
+    runs.push(await runOnce(args, log));
+  }
+  const table = medians(runs);
+  const rssValues = runs.map((r) => r.brokerPeakRssBytes).filter((x): x is number => x !== null);
+  const rss = rssValues.length === 0 ? null : Math.max(...rssValues);
   const report = {
-    setup: { partitions: PARTITIONS, valueBytes: VALUE_BYTES, recordsPerRequest: RECORDS_PER_REQUEST, acks: args.acks, connections: args.connections, concurrency: args.concurrency, cpus: os.availableParallelism() },
-    phases: results.map((r) => ({ ...r, targetRecordsPerSec: targets[r.phase], met: r.recordsPerSec >= targets[r.phase] })),
+    setup: {
+      partitions: PARTITIONS, valueBytes: VALUE_BYTES, recordsPerRequest: RECORDS_PER_REQUEST, acks: args.acks, connections: args.connections,
+      concurrency: args.concurrency, loadProcesses: args.loadProcesses, warmupRecords: args.warmupRecords, runs: args.runs,
+      cpus: os.availableParallelism(), loadAverageAtStart: loadavg, loadAverageAtEnd: os.loadavg(),
+    },
+    phases: table,
+    runs,
     brokerPeakRssBytes: rss,
     rssTargetBytes: 300 * 1024 * 1024,
   };
@@ -263,23 +288,30 @@ async function main(): Promise<void> {
     process.stdout.write(JSON.stringify(report, null, 2) + '\n');
     return;
   }
-  const rows = report.phases.map((r) => [
+  const fmt = (x: number | undefined, digits = 2): string => (x === undefined ? '-' : x.toFixed(digits));
+  const rows = table.map((r) => [
     r.phase,
     Math.round(r.recordsPerSec).toLocaleString('en-US'),
+    `${Math.round(r.minRecordsPerSec / 1000)}k-${Math.round(r.maxRecordsPerSec / 1000)}k`,
     r.mbPerSec.toFixed(1),
-    r.p50Ms === undefined ? '-' : r.p50Ms.toFixed(2),
-    r.p99Ms === undefined ? '-' : r.p99Ms.toFixed(2),
+    fmt(r.p50Ms),
+    fmt(r.p99Ms),
     `${(r.targetRecordsPerSec / 1000).toLocaleString('en-US')}k`,
     r.met ? 'yes' : 'NO',
     String(r.brokerPeakRssMbAfter ?? '-'),
+    r.loadCpuCores.toFixed(2),
+    `${r.loadLoopDelayP99Ms.toFixed(1)}/${r.loadLoopDelayMaxMs.toFixed(1)}`,
+    r.loadStalledRuns === 0 ? '-' : `STALLED in ${r.loadStalledRuns}/${r.runs}`,
   ]);
-  const head = ['phase', 'records/s', 'MB/s', 'p50 ms', 'p99 ms', 'target', 'met', 'peak RSS MB'];
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  const head = ['phase', 'records/s (median)', 'range', 'MB/s', 'p50 ms', 'p99 ms', 'target', 'met', 'peak RSS MB', 'load CPU', 'load loop p99/max ms', 'load'];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  console.log(`\nmedians of ${args.runs} run(s); load CPU in cores (the busiest load process), load loop = the load process's own event-loop delay`);
   console.log(line(head));
   for (const r of rows) console.log(line(r));
   const rssMb = rss === null ? 'n/a' : (rss / 1024 / 1024).toFixed(0);
-  console.log(`broker peak RSS: ${rssMb} MB (target <= 300 MB)${rss !== null && rss > report.rssTargetBytes ? ' NOT MET' : ''}`);
+  console.log(`broker peak RSS (highest run): ${rssMb} MB (target <= 300 MB)${rss !== null && rss > report.rssTargetBytes ? ' NOT MET' : ''}`);
+  console.log(`machine load average: ${loadavg.map((x) => x.toFixed(2)).join(' ')} at start, ${os.loadavg().map((x) => x.toFixed(2)).join(' ')} at end`);
 }
 
 main().catch((err: unknown) => {

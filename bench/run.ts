@@ -9,11 +9,13 @@
  * SVG charts in bench/out/.
  *
  * Scenarios: produce (raw v2 batches and structured records), consume, e2e (paced producer at fixed
- * rates with a subscriber measuring produce-to-receive latency), all. `groups` is left out until
+ * rates with a subscriber measuring produce-to-receive latency), all. `--client python` drives Sluice
+ * with an independent Python grpcio client (bench/harness/py_load.py) instead of its TypeScript client. `groups` is left out until
  * consumer groups land.
  */
-import { fork } from 'node:child_process';
+import { fork, spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -23,6 +25,7 @@ import { renderHtml } from './harness/report.js';
 import { startNats, startRedis, startSluice, type ServerHandle } from './harness/servers.js';
 import { rateBetween, rateSeries, relativeDifference } from './harness/stats.js';
 import { AGREEMENT_TOLERANCE, buildTable, formatRate, formatTable } from './harness/table.js';
+import { describeLoad } from './load-probe.js';
 import type { LoadJob, LoadKind, LoadMessage, LoadResult, RunRecord, ServerView, SystemName } from './harness/types.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -43,6 +46,8 @@ interface Config {
   recordsPerRequest: number;
   sluiceInflight: number;
   sluiceConnections: number;
+  /** Which client drives Sluice: 'ts' (Sluice's TypeScript client) or 'python' (grpcio from proto/, bench/harness/py_load.py). */
+  client: 'ts' | 'python';
   /** Sluice topic configs for every topic of the run (default none: the broker's defaults, fsync per group commit). */
   sluiceConfigs: Record<string, string>;
 }
@@ -64,6 +69,7 @@ function parseConfig(): Config {
       'sluice-inflight': { type: 'string', default: '32' },
       'sluice-connections': { type: 'string', default: '2' },
       'sluice-config': { type: 'string', multiple: true, default: [] },
+      client: { type: 'string', default: 'ts' },
     },
     strict: true,
   });
@@ -77,6 +83,7 @@ function parseConfig(): Config {
     const n = Number(values[k]);
     if (!(Number.isInteger(n) && n >= 1 && n <= 1024)) throw new Error(`--${k} must be an integer from 1 to 1024`);
   }
+  if (values.client !== 'ts' && values.client !== 'python') throw new Error(`--client must be ts or python, got ${values.client}`);
   const durationS = Number(values.duration);
   if (!(durationS >= 2 && durationS <= 600)) throw new Error('--duration must be between 2 and 600 seconds');
   return {
@@ -90,6 +97,7 @@ function parseConfig(): Config {
     recordsPerRequest: Number(values['records-per-request']),
     sluiceInflight: Number(values['sluice-inflight']),
     sluiceConnections: Number(values['sluice-connections']),
+    client: values.client,
     sluiceConfigs: Object.fromEntries(
       values['sluice-config'].map((kv) => {
         const i = kv.indexOf('=');
@@ -110,6 +118,8 @@ function runLoad(job: LoadJob, profileDir?: string): Promise<LoadResult> {
   const timeoutMs = job.durationS * (job.kind === 'consume' ? 3000 : 1000) + 60_000;
   return new Promise((resolvePromise, reject) => {
     const execArgv = profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profileDir}`];
+    // SLUICE_BENCH_TRACE_GC=1: the load process's GCs on stderr too (its pauses are in its e2e figure).
+    if (process.env.SLUICE_BENCH_TRACE_GC) execArgv.push('--trace-gc');
     const child = fork(LOAD_SCRIPT, [JSON.stringify(job)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv });
     track(child);
     let settled = false;
@@ -129,6 +139,35 @@ function runLoad(job: LoadJob, profileDir?: string): Promise<LoadResult> {
       else finish(new Error(`load generator ${job.system}/${job.kind} failed: ${message.message}`));
     });
     child.on('exit', (code, signal) => finish(new Error(`load generator ${job.system}/${job.kind} exited (${code ?? signal}) without a result`)));
+  });
+}
+
+/** Debian's interpreter: it sees python3-grpcio (an earlier python3 on PATH may not). */
+const PYTHON = '/usr/bin/python3';
+const PY_LOAD_SCRIPT = join(REPO_ROOT, 'bench', 'harness', 'py_load.py');
+
+/** Runs one Sluice load through the independent Python grpcio client; its LoadResult is its last stdout line. */
+function runPythonLoad(job: LoadJob, logDir: string): Promise<LoadResult> {
+  const timeoutMs = job.durationS * (job.kind === 'consume' ? 3000 : 1000) + 60_000;
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(PYTHON, [PY_LOAD_SCRIPT, join(REPO_ROOT, 'dist', 'descriptors.binpb'), JSON.stringify(job)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    track(child);
+    let out = '';
+    let err = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      if (err.length > 0) writeFileSync(join(logDir, `py-load-${job.kind}-${job.topic}.log`), err);
+      const last = out.trim().split('\n').pop() ?? '';
+      try {
+        if (code !== 0) throw new Error(`exited (${code ?? signal})`);
+        resolvePromise(JSON.parse(last) as LoadResult);
+      } catch (e) {
+        reject(new Error(`python load ${job.kind} failed: ${String(e)}: ${err.trim().split('\n').slice(-3).join(' | ')}`));
+      }
+    });
   });
 }
 
@@ -202,6 +241,14 @@ async function serverView(prom: PrometheusHandle, result: LoadResult, windowS: n
     flushP99Ms: 1000 * (await q(`histogram_quantile(0.99, sum by (le) (rate(sluice_log_flush_duration_seconds_bucket[${windowS}s])))`)),
     flushesPerS: await q(`sum(rate(sluice_log_flush_duration_seconds_count[${windowS}s]))`),
     cpuCoresUsed: await q(`sum(rate(process_cpu_seconds_total[${windowS}s]))`),
+    // Where a tail comes from: each thread's worst 1-second event-loop delay p99 and max over the run,
+    // and the share of time its GC paused it.
+    mainLoopDelayP99Ms: 1000 * (await q(`max_over_time(sluice_event_loop_delay_seconds{thread="main",quantile="0.99"}[${windowS}s])`)),
+    mainLoopDelayMaxMs: 1000 * (await q(`max_over_time(sluice_event_loop_delay_max_seconds{thread="main"}[${windowS}s])`)),
+    shardLoopDelayP99Ms: 1000 * (await q(`max(max_over_time(sluice_event_loop_delay_seconds{thread=~"shard-.*",quantile="0.99"}[${windowS}s]))`)),
+    shardLoopDelayMaxMs: 1000 * (await q(`max(max_over_time(sluice_event_loop_delay_max_seconds{thread=~"shard-.*"}[${windowS}s]))`)),
+    mainGcShare: await q(`sum(rate(sluice_gc_pause_seconds_sum{thread="main"}[${windowS}s]))`),
+    shardGcShare: await q(`sum(rate(sluice_gc_pause_seconds_sum{thread=~"shard-.*"}[${windowS}s]))`),
   };
 }
 
@@ -263,7 +310,7 @@ async function benchSystem(config: Config, system: SystemName, logDir: string): 
       };
       let result: LoadResult;
       try {
-        result = await runLoad(job, process.env.SLUICE_BENCH_PROF ? logDir : undefined);
+        result = system === 'sluice' && config.client === 'python' ? await runPythonLoad(job, logDir) : await runLoad(job, process.env.SLUICE_BENCH_PROF ? logDir : undefined);
       } catch (err) {
         // One failed load (a peer that cannot keep up, a crash) is a row marked failed, not a lost run.
         const message = err instanceof Error ? err.message : String(err);
@@ -292,8 +339,9 @@ function describeExtra(record: RunRecord): string {
   if (lat) parts.push(`p50 ${lat.p50Ms.toFixed(2)} ms, p99 ${lat.p99Ms.toFixed(2)} ms, p99.9 ${lat.p999Ms.toFixed(2)} ms, missing ${record.result.missing}`);
   const a = record.agreement;
   if (a) parts.push(`prometheus ${formatRate(a.prometheusRate)}/s vs client ${formatRate(a.clientRate)}/s (${(a.difference * 100).toFixed(1)}%${a.ok ? '' : ' DISAGREE'}), total ${a.prometheusTotal} vs ${a.clientTotal}`);
+  if (record.result.self) parts.push(describeLoad(record.result.self));
   const v = record.server;
-  if (v) parts.push(`server ${v.rpc} p50 ${v.requestP50Ms.toFixed(2)} ms p99 ${v.requestP99Ms.toFixed(2)} ms, flush p50 ${v.flushP50Ms.toFixed(2)} p99 ${v.flushP99Ms.toFixed(2)} ms at ${v.flushesPerS.toFixed(0)}/s, broker CPU ${v.cpuCoresUsed.toFixed(2)} cores`);
+  if (v) parts.push(`server ${v.rpc} p50 ${v.requestP50Ms.toFixed(2)} ms p99 ${v.requestP99Ms.toFixed(2)} ms, flush p50 ${v.flushP50Ms.toFixed(2)} p99 ${v.flushP99Ms.toFixed(2)} ms at ${v.flushesPerS.toFixed(0)}/s, broker CPU ${v.cpuCoresUsed.toFixed(2)} cores, loop delay p99/max main ${v.mainLoopDelayP99Ms.toFixed(1)}/${v.mainLoopDelayMaxMs.toFixed(1)} ms shard ${v.shardLoopDelayP99Ms.toFixed(1)}/${v.shardLoopDelayMaxMs.toFixed(1)} ms, GC main ${(v.mainGcShare * 100).toFixed(1)}% shard ${(v.shardGcShare * 100).toFixed(1)}%`);
   if (record.result.errors.length > 0) parts.push(`errors: ${record.result.errors.slice(0, 3).join('; ')}`);
   return parts.length > 0 ? `  ${parts.join('  |  ')}` : '';
 }
@@ -307,7 +355,7 @@ async function main(): Promise<void> {
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const runDir = join(config.outDir, `run-${stamp}`);
   mkdirSync(runDir, { recursive: true });
-  log(config, `sluice bench: scenario ${config.scenario}, ${config.durationS} s per load, ${config.recordBytes}-byte records, ${config.recordsPerRequest} per request, Sluice ${config.sluiceInflight} in flight over ${config.sluiceConnections} connection(s); logs in ${runDir}`);
+  log(config, `sluice bench: scenario ${config.scenario}, ${config.durationS} s per load, ${config.recordBytes}-byte records, ${config.recordsPerRequest} per request, Sluice ${config.sluiceInflight} in flight over ${config.sluiceConnections} connection(s) through the ${config.client === 'python' ? 'Python grpcio' : 'TypeScript'} client; machine load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}; logs in ${runDir}`);
   const records: RunRecord[] = [];
   for (const system of config.systems) {
     log(config, `${system}:`);

@@ -41,6 +41,13 @@ export const MESSAGE_TIMESTAMP_AFTER_MAX_MS_DEFAULT = 3600 * 1000;
 export const MESSAGE_TIMESTAMP_BEFORE_MAX_MS_DEFAULT = Number.MAX_SAFE_INTEGER;
 /** Size of the reusable buffer the storage engine reads headers and recovery scans through. */
 export const STORAGE_SCAN_CHUNK_BYTES = 1 * MiB;
+/**
+ * TEST-ONLY (src/storage/test-hooks.ts, the chaos harness's ack-before-fsync bug): how long a log must
+ * be idle before the fdatasync it was falsely told had happened really runs (a lazy flush). Far above
+ * the gap between two writes under the chaos workload, so a kill -9 under load always finds
+ * acknowledged bytes not yet synced.
+ */
+export const TEST_ACK_BEFORE_FSYNC_LAG_MS = 1_000;
 
 // --- Topics --------------------------------------------------------------------------------------
 export const TOPIC_NAME_LENGTH_MAX = 249;
@@ -212,12 +219,120 @@ export const SHARD_WATCHDOG_MS_MIN = 100;
 export const SHARD_WATCHDOG_PAUSE_MS = 1_000;
 /** fsync durations a shard keeps between two stats messages; more are dropped from metrics. */
 export const SHARD_FLUSH_SAMPLES_MAX = 4096;
+/**
+ * Sampling interval of each thread's event-loop delay monitor (perf_hooks.monitorEventLoopDelay): a
+ * stall shorter than this can hide between two samples; 10 ms costs ~100 timer wake-ups/s per thread.
+ */
+export const THREAD_LOOP_DELAY_RESOLUTION_MS = 10;
+/** GC pauses a thread keeps between two reports (a stats message, a main-thread roll); more are counted but not timed. */
+export const THREAD_GC_SAMPLES_MAX = 2048;
+/** How often the main thread rolls its own event-loop delay window and GC pauses into the metrics (as shards do with their stats). */
+export const MAIN_THREAD_STATS_INTERVAL_MS = SHARD_STATS_INTERVAL_MS;
 
 assert.ok(SHARD_REQUEST_RING_BYTES >= 2 * GRPC_RECEIVE_BYTES_MAX, 'a request ring must hold two maximal requests');
 assert.ok(SHARD_RESPONSE_RING_BYTES >= FETCH_BYTES_MAX_DEFAULT);
 assert.ok(SHARD_REQUEST_RING_BYTES < 2 ** 31, 'ring counters are int32');
 assert.ok(SHARD_OFFLINE_RETRY_MS_MIN <= SHARD_OFFLINE_RETRY_MS_MAX);
 assert.ok(SHARD_WATCHDOG_MS > 10 * SHARD_STATS_INTERVAL_MS, 'the watchdog must not fire between two stats messages');
+
+// --- Raft transport between nodes (src/cluster/transport, docs/cluster.md "Raft transport") ---------
+/**
+ * Largest frame (one gRPC message carrying many groups' Raft messages) a node sends or accepts: one
+ * maximal batch plus its envelope, the same ceiling as a client's request. A larger single message is
+ * dropped by the sender (reason `too_large`) and refused by the receiver.
+ */
+export const RAFT_TRANSPORT_FRAME_BYTES_MAX = GRPC_RECEIVE_BYTES_MAX;
+/**
+ * Bytes per peer written to its stream and not yet flushed to the socket (write callbacks pending),
+ * plus what waits for this turn's frame. App and Snap messages that would pass it are dropped (Raft
+ * resends them), so a peer that stops reading costs its sender at most this much.
+ */
+export const RAFT_TRANSPORT_INFLIGHT_BYTES_MAX = 2 * RAFT_TRANSPORT_FRAME_BYTES_MAX;
+/**
+ * Extra room per peer, past the data budget, for the small messages (heartbeats, votes, responses), so
+ * that a follower busy receiving data still hears the leader's heartbeats and answers them.
+ */
+export const RAFT_TRANSPORT_CONTROL_BYTES_MAX = 1 * MiB;
+/** Messages in one frame, at most (the receiver refuses more; the sender cuts frames there). */
+export const RAFT_TRANSPORT_FRAME_MESSAGES_MAX = 100_000;
+/** Entry runs in one App message, at most (the receiver refuses more). */
+export const RAFT_TRANSPORT_MESSAGE_ENTRIES_MAX = 65_536;
+/** Voters plus learners in a snapshot's configuration, at most (the receiver refuses more). */
+export const RAFT_TRANSPORT_CONF_NODES_MAX = 1_024;
+/** Reconnect backoff to a peer: doubles from the minimum to the maximum, each wait jittered to [d/2, d]. */
+export const RAFT_TRANSPORT_BACKOFF_MS_MIN = 50;
+export const RAFT_TRANSPORT_BACKOFF_MS_MAX = 5_000;
+/** HTTP/2 pings on a dialed stream's connection, so a peer that vanished without closing it is found. */
+export const RAFT_TRANSPORT_KEEPALIVE_MS = 10_000;
+/** A ping unanswered this long closes the connection (its stream ends; the next send redials). */
+export const RAFT_TRANSPORT_KEEPALIVE_TIMEOUT_MS = 5_000;
+/**
+ * HTTP/2 flow-control window of a dialed connection and its streams: replication moves megabytes, and
+ * the 64 KiB default costs a round trip per 64 KiB.
+ */
+export const RAFT_TRANSPORT_WINDOW_BYTES = 16 * MiB;
+
+assert.ok(RAFT_TRANSPORT_INFLIGHT_BYTES_MAX >= RAFT_TRANSPORT_FRAME_BYTES_MAX, 'a peer budget must fit the largest frame, or a maximal message could never be sent');
+assert.ok(RAFT_TRANSPORT_FRAME_BYTES_MAX > BATCH_BYTES_MAX_LIMIT, 'a frame must carry a maximal batch');
+assert.ok(RAFT_TRANSPORT_MESSAGE_ENTRIES_MAX >= RAFT_MSG_ENTRIES_MAX_DEFAULT);
+assert.ok(RAFT_TRANSPORT_INFLIGHT_BYTES_MAX >= RAFT_MSG_BYTES_MAX_DEFAULT);
+assert.ok(RAFT_TRANSPORT_BACKOFF_MS_MIN <= RAFT_TRANSPORT_BACKOFF_MS_MAX);
+// --- Partition as a Raft replica (src/partition) -----------------------------------------------------
+/**
+ * Peer messages a partition holds while one of its Readys is being persisted (the core takes no input
+ * between `ready()` and `advance()`); more are dropped, and Raft's retries resend what mattered.
+ */
+export const PARTITION_INBOX_MESSAGES_MAX = 4096;
+/** Ticks a partition owes its Raft core while a Ready is being persisted; more are not counted. */
+export const PARTITION_TICKS_OWED_MAX = RAFT_ELECTION_TICKS_DEFAULT;
+/**
+ * A fetch this close below the high watermark is checked for holding only control batches (each
+ * term's no-op); if so it parks as a fetch at the high watermark would, instead of returning at
+ * once with no records. Control batches are one record each, so a longer range holds data.
+ */
+export const PARTITION_CONTROL_TAIL_OFFSETS_MAX = 8;
+// ---- Cluster membership (SWIM gossip, src/cluster/membership; docs/cluster.md says why these values) ----
+/** How often the driver ticks the pure SWIM core (which judges every deadline below at tick granularity). */
+export const GOSSIP_TICK_MS = 20;
+/** One SWIM protocol period: each node probes one member per period, round-robin over a shuffled list. */
+export const GOSSIP_PROBE_INTERVAL_MS = 200;
+/** How long a direct probe waits for its ack before asking GOSSIP_INDIRECT_PROBES members to try. */
+export const GOSSIP_PROBE_TIMEOUT_MS = 80;
+/** Members asked to probe a silent target on the prober's behalf (SWIM's k). */
+export const GOSSIP_INDIRECT_PROBES = 3;
+/**
+ * A suspect not refuted within this long is declared dead. Long enough for a ~1.5 s pause to be
+ * refuted (the paused node learns it is suspected from the first message it sees), short enough that
+ * a killed node is dead everywhere in under 3 s (suspected within about two periods, then this).
+ */
+export const GOSSIP_SUSPICION_TIMEOUT_MS = 1_800;
+/** Each update is piggy-backed this many times x ceil(log2(members + 1)) before it is dropped. */
+export const GOSSIP_RETRANSMIT_MULT = 3;
+/** Updates piggy-backed on one Probe, ack or IndirectProbe; more are refused as malformed. */
+export const GOSSIP_UPDATES_PER_MESSAGE_MAX = 32;
+/** Members in one Join answer (the whole table) and in the table itself; beyond it joins are refused. */
+export const GOSSIP_MEMBERS_MAX = 1_024;
+/** Bounds of one Member record on the wire. */
+export const GOSSIP_ADDRESS_BYTES_MAX = 255;
+export const GOSSIP_RACK_BYTES_MAX = 64;
+/** How long a Join may take; a seed that does not answer in this long counts as unreachable. */
+export const GOSSIP_JOIN_TIMEOUT_MS = 2_000;
+/** Backoff between join attempts while no seed answers: doubles from MIN up to MAX. */
+export const GOSSIP_JOIN_RETRY_MS_MIN = 250;
+export const GOSSIP_JOIN_RETRY_MS_MAX = 5_000;
+/**
+ * grpc-js redials a failed channel after 1 s growing to 120 s by default; gossip channels redial after
+ * MIN growing to MAX, so a restarted peer is reachable again at once.
+ */
+export const GOSSIP_REDIAL_BACKOFF_MS_MIN = 100;
+export const GOSSIP_REDIAL_BACKOFF_MS_MAX = 1_000;
+/** How often a member tries a full-state sync with one member it holds as dead (a restarted node rejoins). */
+export const GOSSIP_RECONNECT_INTERVAL_MS = 1_000;
+
+assert.ok(GOSSIP_PROBE_TIMEOUT_MS < GOSSIP_PROBE_INTERVAL_MS, 'the indirect probes need the rest of the period');
+assert.ok(GOSSIP_TICK_MS <= GOSSIP_PROBE_TIMEOUT_MS / 2, 'deadlines are judged at tick granularity');
+assert.ok(GOSSIP_SUSPICION_TIMEOUT_MS >= 5 * GOSSIP_PROBE_INTERVAL_MS, 'a suspect needs a few periods to learn of it and refute');
+assert.ok(GOSSIP_JOIN_RETRY_MS_MIN <= GOSSIP_JOIN_RETRY_MS_MAX);
 
 // --- Controller (src/controller; issue 11 §3) -----------------------------------------------------
 /** Voters of the controller group: 1, 3 or 5 (KRaft's advice; more only slows commits). */

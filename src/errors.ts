@@ -54,6 +54,10 @@ export const ERROR_CODES = [
   // Raft and cluster
   'NOT_LEADER',
   'PROPOSAL_DROPPED',
+  /** A node of another cluster (its data dir names another cluster id) tried to join or gossip. */
+  'CLUSTER_ID_MISMATCH',
+  /** A node tried to join under a node id that a live member with another node UUID holds. */
+  'DUPLICATE_NODE_ID',
   // Controller (issue 11 §3)
   /** A replication factor above the number of live nodes that can take a replica. */
   'REPLICATION_FACTOR_TOO_LARGE',

@@ -6,10 +6,15 @@
  * e2e latency: each value carries its *intended* send time (start + i / rate) in its first 8 bytes, and
  * the subscriber (same process, same monotonic clock) records receive time minus intended time. Using the
  * intended time, not the actual one, keeps a stalled producer from hiding latency (coordinated omission).
+ *
+ * Every load also reports this process's own CPU and event-loop delay over its measured part
+ * (../load-probe.ts): an e2e figure from a load process whose loop stalled includes its own stalls
+ * (late sends, late reads), and the report marks it.
  */
 import { performance } from 'node:perf_hooks';
 import * as hdr from 'hdr-histogram-js';
 import { createDriver, randomValues, type Driver } from './drivers.js';
+import { LoadProbe } from '../load-probe.js';
 import type { LatencySummary, LoadJob, LoadMessage, LoadResult } from './types.js';
 
 const TIMELINE_INTERVAL_MS = 100;
@@ -156,11 +161,14 @@ async function main(): Promise<void> {
   // result; this timer keeps it alive so the orchestrator's timeout reports it instead.
   const keepAlive = setInterval(() => undefined, 60_000);
   const driver = await createDriver(job);
+  const probe = new LoadProbe();
   try {
     if (job.create) await driver.setup();
+    probe.start();
     if (job.kind === 'consume') await runConsume(driver, job, result);
     else if (job.kind === 'e2e') await runE2e(driver, job, result);
     else await runProduce(driver, job, result);
+    result.self = probe.stop();
   } finally {
     await driver.close();
     clearInterval(keepAlive);

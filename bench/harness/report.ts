@@ -134,7 +134,7 @@ export function renderHtml(doc: { config: unknown; startedAt: string; table: Tab
     .filter((r) => r.server)
     .map((r) => {
       const v = r.server!;
-      return `<tr><td>${esc(r.label)}</td><td>${esc(v.rpc)}</td><td>${v.requestP50Ms.toFixed(2)}</td><td>${v.requestP99Ms.toFixed(2)}</td><td>${v.flushP50Ms.toFixed(2)}</td><td>${v.flushP99Ms.toFixed(2)}</td><td>${v.flushesPerS.toFixed(0)}</td><td>${v.cpuCoresUsed.toFixed(2)}</td></tr>`;
+      return `<tr><td>${esc(r.label)}</td><td>${esc(v.rpc)}</td><td>${v.requestP50Ms.toFixed(2)}</td><td>${v.requestP99Ms.toFixed(2)}</td><td>${v.flushP50Ms.toFixed(2)}</td><td>${v.flushP99Ms.toFixed(2)}</td><td>${v.flushesPerS.toFixed(0)}</td><td>${v.cpuCoresUsed.toFixed(2)}</td><td>${v.mainLoopDelayP99Ms.toFixed(1)} / ${v.mainLoopDelayMaxMs.toFixed(1)}</td><td>${v.shardLoopDelayP99Ms.toFixed(1)} / ${v.shardLoopDelayMaxMs.toFixed(1)}</td><td>${(v.mainGcShare * 100).toFixed(1)}% / ${(v.shardGcShare * 100).toFixed(1)}%</td><td>${esc(r.result.self ? `${r.result.self.cpuCores.toFixed(2)} cores, loop p99 ${r.result.self.loopDelayP99Ms.toFixed(1)} ms${r.result.self.stalled ? ' STALLED' : ''}` : '-')}</td></tr>`;
     })
     .join('');
   return `<!doctype html><html><head><meta charset="utf-8"><title>Sluice benchmark ${esc(doc.startedAt)}</title>
@@ -142,7 +142,7 @@ export function renderHtml(doc: { config: unknown; startedAt: string; table: Tab
 <h1>Sluice benchmark</h1><p>Started ${esc(doc.startedAt)}. Same machine, same record size and count, systems run one after another.</p>
 <h2>Side by side</h2>${table}
 ${agreements ? `<h2>Prometheus vs client</h2><table><tr><th>run</th><th>metric</th><th>rate() window</th><th>client rec/s</th><th>Prometheus rec/s</th><th>difference</th><th>client total</th><th>counter total</th></tr>${agreements}</table>` : ''}
-${serverRows ? `<h2>Sluice's own histograms (PromQL histogram_quantile over the same window)</h2><table><tr><th>run</th><th>rpc</th><th>request p50 ms</th><th>request p99 ms</th><th>flush p50 ms</th><th>flush p99 ms</th><th>flushes/s</th><th>broker CPU (cores)</th></tr>${serverRows}</table>` : ''}
+${serverRows ? `<h2>Sluice's own histograms (PromQL histogram_quantile over the same window)</h2><table><tr><th>run</th><th>rpc</th><th>request p50 ms</th><th>request p99 ms</th><th>flush p50 ms</th><th>flush p99 ms</th><th>flushes/s</th><th>broker CPU (cores)</th><th>main loop delay p99 / max ms</th><th>shard loop delay p99 / max ms</th><th>GC time main / shards</th><th>load process</th></tr>${serverRows}</table>` : ''}
 <h2>Throughput over time</h2>${charts.join('\n')}
 ${latency ? `<h2>Latency</h2>${latency}` : ''}
 <h2>Configuration</h2><pre>${esc(JSON.stringify(doc.config, null, 2))}</pre>

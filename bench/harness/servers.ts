@@ -55,7 +55,8 @@ export async function startSluice(repoRoot: string, logDir: string, extraArgs: s
   const httpPort = await freePort();
   const httpHostPort = `127.0.0.1:${httpPort}`;
   // SLUICE_BENCH_PROF=1: V8 CPU profiles of the broker (main thread and shard workers) in the run's dir.
-  const profile = process.env.SLUICE_BENCH_PROF ? ['--cpu-prof', `--cpu-prof-dir=${logDir}`] : [];
+  // SLUICE_BENCH_TRACE_GC=1: every GC of the broker (`node --trace-gc`) in sluice.log, with its pause.
+  const profile = [...(process.env.SLUICE_BENCH_PROF ? ['--cpu-prof', `--cpu-prof-dir=${logDir}`] : []), ...(process.env.SLUICE_BENCH_TRACE_GC ? ['--trace-gc'] : [])];
   const proc = spawnLogged('sluice', process.execPath, [
     ...profile, cli, 'serve', '--data-dir', join(dir, 'data'), '--grpc-addr', `127.0.0.1:${port}`, '--http-addr', httpHostPort, ...extraArgs,
   ], logDir);

@@ -1,4 +1,5 @@
 /** Shared shapes between the orchestrator (bench/run.ts) and the load-generator process (load.ts). */
+import type { LoadSelfReport } from '../load-probe.js';
 
 export type SystemName = 'sluice' | 'redis' | 'nats';
 
@@ -51,6 +52,8 @@ export interface LoadResult {
   achievedRatePerS?: number;
   /** e2e: records sent but not received within the drain time. */
   missing?: number;
+  /** The load process's own CPU and event-loop delay over the measured part; `stalled` marks a suspect figure. */
+  self?: LoadSelfReport;
   errors: string[];
 }
 
@@ -92,4 +95,12 @@ export interface ServerView {
   flushesPerS: number;
   /** Broker process CPU (all threads), in cores. */
   cpuCoresUsed: number;
+  /** Worst per-second event-loop delay p99 and max of the main thread and of any shard over the run (ms). */
+  mainLoopDelayP99Ms: number;
+  mainLoopDelayMaxMs: number;
+  shardLoopDelayP99Ms: number;
+  shardLoopDelayMaxMs: number;
+  /** Share of wall time the main thread / the shards (summed) spent paused in GC. */
+  mainGcShare: number;
+  shardGcShare: number;
 }

@@ -26,11 +26,12 @@ import { logConfigToTopicConfigs, defaultLogConfig } from '../storage/index.js';
 import type { LogConfig } from '../storage/types.js';
 import type { RecoveryReport } from '../storage/recovery.js';
 import { ShardHost } from '../shard/shard-host.js';
+import { GC_KINDS, ThreadStatsSampler, type ThreadStats } from '../shard/thread-stats.js';
 import { type AcksCode, type PartitionKey, type PartitionSpec, type PartitionStat, type ShardStatsMessage } from '../shard/protocol.js';
 import { DataDirLock } from './data-dir-lock.js';
 import { ProducerIdTable } from './producer-ids.js';
 import { OFF_PRODUCER_EPOCH, OFF_PRODUCER_ID, asBuffer } from '../batch/codec.js';
-import { PRODUCER_EPOCH_MAX } from '../constants.js';
+import { MAIN_THREAD_STATS_INTERVAL_MS, PRODUCER_EPOCH_MAX } from '../constants.js';
 import { TopicTable, type TopicEntry } from './topic-table.js';
 import { StickyPartitioner, firstRecordKey } from './partitioner.js';
 import {
@@ -158,6 +159,8 @@ export class Broker implements BrokerApi {
   private readonly lastStats = new Map<PartitionKey, PartitionStat>();
   private adminQueue: Promise<unknown> = Promise.resolve();
   private closing: Promise<void> | null = null;
+  /** The main thread's own event-loop delay and GC pauses, rolled into the probe like a shard's stats. */
+  private mainThread: { sampler: ThreadStatsSampler; timer: NodeJS.Timeout } | null = null;
   private internal: (BrokerApi & { createInternalTopic: Broker['createInternalTopic'] }) | null = null;
 
   private constructor(
@@ -195,6 +198,7 @@ export class Broker implements BrokerApi {
         broker.logger.warn({ dataDir: lock.dataDir, dirs: unknown.slice(0, 100), count: unknown.length }, 'partition directories the topic table does not name; they are ignored');
       }
       await broker.startShards();
+      broker.startMainThreadStats();
       return broker;
     } catch (err) {
       if (broker) await Promise.allSettled(broker.hosts.map((h) => h.close()));
@@ -739,6 +743,11 @@ export class Broker implements BrokerApi {
   private async doClose(): Promise<void> {
     // Admin changes already queued finish first; new ones see SHUTTING_DOWN.
     await this.adminQueue.catch(() => {});
+    if (this.mainThread !== null) {
+      clearInterval(this.mainThread.timer);
+      this.mainThread.sampler.stop();
+      this.mainThread = null;
+    }
     const results = await Promise.allSettled(this.hosts.map((h) => h.close()));
     this.lock.release();
     const failed = results.find((r) => r.status === 'rejected');
@@ -802,7 +811,28 @@ export class Broker implements BrokerApi {
     }
   }
 
+  /** Only with a probe that wants thread health (the no-op probe does not): it costs a 10 ms timer and a GC observer. */
+  private startMainThreadStats(): void {
+    if (this.probe.threadStats === undefined || this.probe === NOOP_PROBE) return;
+    const sampler = new ThreadStatsSampler();
+    sampler.start();
+    const timer = setInterval(() => this.reportThread('main', sampler.roll()), MAIN_THREAD_STATS_INTERVAL_MS);
+    timer.unref();
+    this.mainThread = { sampler, timer };
+  }
+
+  private reportThread(thread: string, t: ThreadStats): void {
+    try {
+      const gcPauses: Array<[string, number]> = [];
+      for (let i = 0; i + 1 < t.gcPauses.length; i += 2) gcPauses.push([GC_KINDS[t.gcPauses[i]!] ?? 'other', t.gcPauses[i + 1]!]);
+      this.probe.threadStats?.(thread, { loopDelay: t.loopDelay, gcPauses, gcPausesDropped: t.gcPausesDropped });
+    } catch (err) {
+      if (!isSluiceError(err)) this.logger.warn({ err }, 'probe failed');
+    }
+  }
+
   private onShardStats(shard: number, stats: ShardStatsMessage): void {
+    if (stats.thread !== undefined) this.reportThread(`shard-${shard}`, stats.thread);
     try {
       this.probe.shardStats(shard, { queueDepth: stats.queueDepth, eventLoopLagSeconds: stats.eventLoopLagSeconds });
       for (const s of stats.flushSeconds) this.probe.logFlushed(s);

@@ -5,6 +5,14 @@
  *
  * Counts must be exact: after N records are produced, the sum of `produced(...).records` is N.
  */
+/** A thread's event-loop delay (seconds) and GC pauses over one stats window. */
+export interface ThreadHealth {
+  loopDelay: { count: number; sumSeconds: number; p50: number; p99: number; p999: number; max: number };
+  gcPauses: Array<[kind: string, seconds: number]>;
+  /** GC pauses in the window that were counted but not timed (over the per-window bound). */
+  gcPausesDropped: number;
+}
+
 /** How an RPC is measured (see `BrokerProbe.requestFinished`). */
 export type RequestKind = 'unary' | 'long-poll' | 'stream';
 
@@ -32,6 +40,12 @@ export interface BrokerProbe {
   topicDeleted(topic: string): void;
   /** Per-shard gauges, sampled about once a second. */
   shardStats(shard: number, stats: { queueDepth: number; eventLoopLagSeconds: number }): void;
+  /**
+   * One thread's health over the last stats window (about a second): `thread` is "main" or "shard-N".
+   * Loop-delay quantiles and max are of the window; count and sum add up. GC pauses are [kind, seconds].
+   * Optional so probes written before it keep compiling.
+   */
+  threadStats?(thread: string, stats: ThreadHealth): void;
   /** A shard worker was replaced: it died ('crash') or the watchdog stopped it as hung ('watchdog'). */
   shardRestarted(shard: number, reason: 'crash' | 'watchdog'): void;
   /** Bytes held on behalf of clients (request bodies, fetch responses, stream buffers) against the budget. */
@@ -53,6 +67,7 @@ export const NOOP_PROBE: BrokerProbe = {
   partitionStats() {},
   topicDeleted() {},
   shardStats() {},
+  threadStats() {},
   shardRestarted() {},
   clientMemory() {},
   clientMemoryRefused() {},

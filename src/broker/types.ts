@@ -103,6 +103,14 @@ export interface BrokerInfo {
   nodeId: number;
   grpcAddress: string;
   httpAddress: string;
+  /** Cluster membership (gossip) fills these; a broker without it reports itself only. '' when not configured. */
+  rack?: string;
+  /** False once gossip declared the node dead. */
+  alive?: boolean;
+  /** Gossip's view: alive, suspect (missed probes, not yet refuted) or dead. */
+  state?: 'alive' | 'suspect' | 'dead';
+  /** The node's UUID (new when its data dir was wiped). */
+  nodeUuid?: string;
 }
 
 export interface ClusterMetadata {

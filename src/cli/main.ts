@@ -12,7 +12,7 @@ import { PROTO_INT32_MAX } from '../client/validate.js';
 import { CLIENT_REQUEST_TIMEOUT_MS_DEFAULT, TOPIC_PARTITIONS_MAX } from '../constants.js';
 import { fail } from './errors.js';
 import { parseOutputFormat, type OutputFormat } from './output.js';
-import { collectKeyValue, parseBrokers, parseBytesArg, parseDurationMs, parseIntArg, parseStartOffset } from './parse.js';
+import { collectKeyValue, parseBrokers, parseBytesArg, parseDurationMs, parseIntArg, parseSeedList, parseStartOffset } from './parse.js';
 import { CLIENT_MEMORY_BYTES_DEFAULT, CLIENT_MEMORY_BYTES_MIN, SHARD_WATCHDOG_MS, SHARD_WATCHDOG_MS_MIN } from '../constants.js';
 import { serve, type ServeOptions } from './serve.js';
 import { addPartitions, alterConfig, createTopic, deleteTopic, describeTopic, listTopics, type Common } from './topic.js';
@@ -76,6 +76,11 @@ program
       .env('SLUICE_SHARD_WATCHDOG_MS')
       .argParser(parseIntArg('--shard-watchdog-ms', SHARD_WATCHDOG_MS_MIN)),
   )
+  // Cluster membership (issue 11): identity and discovery. docs/cluster.md.
+  .addOption(new Option('--node-id <n>', 'this node\'s id in the cluster: a positive integer, fixed for the life of its data dir').env('SLUICE_NODE_ID').argParser(parseIntArg('--node-id', 1, PROTO_INT32_MAX)).default(1))
+  .addOption(new Option('--advertise-addr <host:port>', 'the address other nodes and clients dial (default: the --grpc-addr; with 0.0.0.0 there, this machine\'s host name)').env('SLUICE_ADVERTISE_ADDR'))
+  .addOption(new Option('--seeds <host:port,...>', 'addresses of existing cluster members to join through (none: start or carry on a cluster of its own)').env('SLUICE_SEEDS').argParser(parseSeedList))
+  .addOption(new Option('--rack <rack>', 'failure domain of this node (rack, zone), for replica placement').env('SLUICE_RACK'))
   .action(run((o: ServeOptions) => serve(o)));
 
 const topic = program.command('topic').description('manage topics');

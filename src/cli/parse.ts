@@ -30,6 +30,16 @@ export function parseBrokers(value: string): string {
   }
 }
 
+/** `--seeds`: HOST:PORT,HOST:PORT,... (empty entries ignored; each must name a port). */
+export function parseSeedList(value: string): string[] {
+  const seeds = value.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+  for (const s of seeds) {
+    const m = /^(?:\[[^\]]+\]|[^:[\]]+):(\d{1,5})$/.exec(s);
+    if (m === null || Number(m[1]) < 1 || Number(m[1]) > 65535) throw new UsageError(`--seeds takes HOST:PORT,HOST:PORT,... (got "${s}")`);
+  }
+  return seeds;
+}
+
 /** A duration: `500ms`, `10s`, `2m`, or a bare number of milliseconds; at least 1 ms. */
 export function parseDurationMs(what: string): (value: string) => number {
   const units: Record<string, number> = { '': 1, ms: 1, s: 1000, m: 60_000 };

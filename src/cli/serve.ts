@@ -6,9 +6,9 @@
  */
 import path from 'node:path';
 import { pino } from 'pino';
-import { startBroker } from '../server/index.js';
-import { createMetrics } from '../metrics/index.js';
-import { fail } from './errors.js';
+import { startBroker, type RunningBroker } from '../server/index.js';
+import { createMetrics, createRaftTransportProbe } from '../metrics/index.js';
+import { describeFailure, fail } from './errors.js';
 
 export interface ServeOptions {
   dataDir: string;
@@ -20,12 +20,24 @@ export interface ServeOptions {
   maxClientMemory?: number;
   /** --shard-watchdog-ms. */
   shardWatchdogMs?: number;
+  /** Cluster membership: --node-id, --advertise-addr, --seeds, --rack. */
+  nodeId: number;
+  advertiseAddr?: string;
+  seeds?: string[];
+  rack?: string;
 }
 
 export async function serve(options: ServeOptions): Promise<void> {
   const logger = pino({ level: options.logLevel, base: { pid: process.pid } }, pino.destination(2));
   const metrics = createMetrics();
-  let running;
+  let running: RunningBroker | undefined;
+  // A seed refused this node (another cluster, or its id held by a live node): it must not serve as a
+  // member. One line on stderr, a clean close, exit 1.
+  const onFatal = (err: Error): void => {
+    process.stderr.write(`sluice: error: ${describeFailure(err, { brokers: options.grpcAddr })}\n`);
+    const closing = running === undefined ? Promise.resolve() : running.close();
+    void closing.catch(() => {}).finally(() => process.exit(1));
+  };
   try {
     running = await startBroker({
       dataDir: options.dataDir,
@@ -37,14 +49,16 @@ export async function serve(options: ServeOptions): Promise<void> {
       probe: metrics.probe,
       metricsHandler: (req, res) => metrics.handler(req, res),
       logger,
+      raftTransportProbe: createRaftTransportProbe(metrics),
+      nodeId: options.nodeId,
+      cluster: { advertiseAddress: options.advertiseAddr, seeds: options.seeds ?? [], rack: options.rack ?? '', probe: metrics.membershipProbe },
+      onFatal,
     });
   } catch (err) {
     fail(err, { brokers: options.grpcAddr });
   }
   const broker = running;
-  process.stdout.write(`sluice broker ready: grpc=${broker.grpcAddress} http=${broker.httpAddress} data=${path.resolve(options.dataDir)}\n`);
-  logger.info({ grpc: broker.grpcAddress, http: broker.httpAddress, dataDir: path.resolve(options.dataDir) }, 'broker ready');
-
+  // Handlers before the ready line: a supervisor may signal as soon as it reads it.
   let stopping = false;
   const stop = (signal: NodeJS.Signals): void => {
     if (stopping) {
@@ -66,4 +80,6 @@ export async function serve(options: ServeOptions): Promise<void> {
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+  process.stdout.write(`sluice broker ready: grpc=${broker.grpcAddress} http=${broker.httpAddress} data=${path.resolve(options.dataDir)} node=${options.nodeId}\n`);
+  logger.info({ grpc: broker.grpcAddress, http: broker.httpAddress, dataDir: path.resolve(options.dataDir) }, 'broker ready');
 }

@@ -58,7 +58,16 @@ export class Admin {
 
   async metadata(topics: string[] = []): Promise<ClusterMetadata> {
     const res = await this.conn.unary(this.conn.broker, this.conn.broker.getMetadata, { topics });
-    return { clusterId: res.clusterId, controllerId: res.controllerId, brokers: res.brokers, topics: res.topics.map(fromPbTopic) };
+    const brokers = res.brokers.map((b): ClusterMetadata['brokers'][number] => ({
+      nodeId: b.nodeId,
+      grpcAddress: b.grpcAddress,
+      httpAddress: b.httpAddress,
+      rack: b.rack,
+      alive: b.alive,
+      state: b.state === 'suspect' || b.state === 'dead' ? b.state : ('alive' as const),
+      nodeUuid: b.nodeUuid,
+    }));
+    return { clusterId: res.clusterId, controllerId: res.controllerId, brokers, topics: res.topics.map(fromPbTopic) };
   }
 
   /** Offsets of the given partitions (all when omitted), as a map partition → offset. */

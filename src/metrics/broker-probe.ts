@@ -6,8 +6,8 @@
  * Hot-path calls (`produced`, `fetched`, `requestFinished`) go through cached label children, so a call
  * costs a Map lookup and an add, not a label-hash per call.
  */
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import type { BrokerProbe, RequestKind } from '../broker/probe.js';
+import { Counter, Gauge, Histogram, type Metric, type Registry } from 'prom-client';
+import type { BrokerProbe, RequestKind, ThreadHealth } from '../broker/probe.js';
 import type { FilledMetricsOptions } from './types.js';
 
 interface PartitionStats {
@@ -48,6 +48,9 @@ export class PromBrokerProbe implements BrokerProbe {
   private readonly clientMemoryUsed: Gauge;
   private readonly clientMemoryLimit: Gauge;
   private readonly clientMemoryRefusals: Counter<'rpc'>;
+  private readonly loopDelay: WindowSummary;
+  private readonly loopDelayMax: Gauge<'thread'>;
+  private readonly gcPause: Histogram<'thread' | 'kind'>;
 
   private readonly produceChildren = new Map<string, TopicCounters>();
   private readonly fetchChildren = new Map<string, TopicCounters>();
@@ -147,6 +150,19 @@ export class PromBrokerProbe implements BrokerProbe {
       labelNames: ['shard', 'reason'],
       registers,
     });
+    this.loopDelay = new WindowSummary(
+      'sluice_event_loop_delay_seconds',
+      'Event-loop delay of a thread (main, shard-N): how late its 10 ms sampling timer ran. Quantiles are of the last stats window (about 1 s); sum and count add up over the broker life.',
+    );
+    registry.registerMetric(this.loopDelay as unknown as Metric);
+    this.loopDelayMax = new Gauge({ name: 'sluice_event_loop_delay_max_seconds', help: 'Worst event-loop delay of a thread (main, shard-N) in the last stats window (about 1 s).', labelNames: ['thread'], registers });
+    this.gcPause = new Histogram({
+      name: 'sluice_gc_pause_seconds',
+      help: 'Garbage-collection pauses of a thread (main, shard-N), by kind (minor, major, incremental, weakcb).',
+      labelNames: ['thread', 'kind'],
+      buckets: [...options.gcPauseBuckets],
+      registers,
+    });
     this.clientMemoryUsed = new Gauge({ name: 'sluice_client_memory_bytes', help: 'Bytes held on behalf of clients (request bodies, fetch responses, stream buffers).', registers });
     this.clientMemoryLimit = new Gauge({ name: 'sluice_client_memory_limit_bytes', help: 'The client-memory budget (--max-client-memory).', registers });
     this.clientMemoryRefusals = new Counter({
@@ -238,6 +254,13 @@ export class PromBrokerProbe implements BrokerProbe {
     this.shardLoopLag.set(labels, stats.eventLoopLagSeconds);
   }
 
+  threadStats(thread: string, stats: ThreadHealth): void {
+    const d = stats.loopDelay;
+    this.loopDelay.roll(thread, d.count, d.sumSeconds, [d.p50, d.p99, d.p999]);
+    this.loopDelayMax.set({ thread }, d.max);
+    for (const [kind, seconds] of stats.gcPauses) this.gcPause.observe({ thread, kind }, seconds);
+  }
+
   shardRestarted(shard: number, reason: 'crash' | 'watchdog'): void {
     this.shardRestarts.inc({ shard: String(shard), reason });
   }
@@ -276,4 +299,46 @@ function topicCounters(cache: Map<string, TopicCounters>, topic: string, records
     cache.set(topic, c);
   }
   return c;
+}
+
+/** Quantiles a WindowSummary exposes, in the order `roll` takes them. */
+const WINDOW_QUANTILES = [0.5, 0.99, 0.999] as const;
+
+/**
+ * A Prometheus summary whose quantiles are computed elsewhere (by the thread's own hdr histogram,
+ * perf_hooks.monitorEventLoopDelay) over one stats window, with `_sum` and `_count` that add up over
+ * time. prom-client's Summary computes quantiles from individual observations, which a delay monitor
+ * does not hand out, so this registers as a plain collectable (name, help, type, get) in the registry.
+ */
+class WindowSummary {
+  readonly type = 'summary';
+  readonly aggregator = 'sum';
+  readonly labelNames = ['thread'];
+  private readonly threads = new Map<string, { count: number; sum: number; quantiles: number[] }>();
+
+  constructor(readonly name: string, readonly help: string) {}
+
+  roll(thread: string, count: number, sumSeconds: number, quantiles: number[]): void {
+    const t = this.threads.get(thread);
+    if (t === undefined) this.threads.set(thread, { count, sum: sumSeconds, quantiles });
+    else {
+      t.count += count;
+      t.sum += sumSeconds;
+      t.quantiles = quantiles;
+    }
+  }
+
+  get(): { name: string; help: string; type: string; aggregator: string; values: Array<{ labels: Record<string, string | number>; value: number; metricName?: string }> } {
+    const values: Array<{ labels: Record<string, string | number>; value: number; metricName?: string }> = [];
+    for (const [thread, t] of this.threads) {
+      WINDOW_QUANTILES.forEach((q, i) => values.push({ labels: { thread, quantile: q }, value: t.quantiles[i] ?? 0 }));
+      values.push({ metricName: `${this.name}_sum`, labels: { thread }, value: t.sum });
+      values.push({ metricName: `${this.name}_count`, labels: { thread }, value: t.count });
+    }
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
+  }
+
+  reset(): void {
+    this.threads.clear();
+  }
 }

@@ -13,11 +13,13 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import assert from 'node:assert/strict';
 import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { PromBrokerProbe } from './broker-probe.js';
+import { PromRaftTransportProbe } from './raft-transport-probe.js';
 import { fillMetricsOptions } from './options.js';
 import type { MetricsOptions, SluiceMetrics } from './types.js';
+import type { MembershipProbe } from '../cluster/membership/types.js';
 
 export type { MetricsOptions, FilledMetricsOptions, SluiceMetrics, MetricsProbe } from './types.js';
-export { fillMetricsOptions, REQUEST_DURATION_BUCKETS_DEFAULT, STREAM_DURATION_BUCKETS_DEFAULT, FLUSH_DURATION_BUCKETS_DEFAULT } from './options.js';
+export { fillMetricsOptions, REQUEST_DURATION_BUCKETS_DEFAULT, STREAM_DURATION_BUCKETS_DEFAULT, FLUSH_DURATION_BUCKETS_DEFAULT, GC_PAUSE_BUCKETS_DEFAULT } from './options.js';
 export { PromBrokerProbe } from './broker-probe.js';
 
 /** Default Node metrics that are gauges with a counter's `_total` suffix; left out of the endpoint. */
@@ -47,6 +49,19 @@ export function createMetrics(options: MetricsOptions = {}): SluiceMetrics {
     for (const name of DEFAULT_GAUGES_NAMED_TOTAL) registry.removeSingleMetric(name);
   }
 
+  // Cluster membership: member counts by gossip state, set by gossip after every change.
+  const clusterMembers = new Gauge({
+    name: 'sluice_cluster_members',
+    help: 'Cluster members this node knows, by gossip state (alive, suspect, dead); this node included.',
+    labelNames: ['state'],
+    registers: [registry],
+  });
+  const membershipProbe: MembershipProbe = {
+    membersChanged(counts) {
+      for (const state of ['alive', 'suspect', 'dead'] as const) clusterMembers.set({ state }, counts[state]);
+    },
+  };
+
   const render = (): Promise<string> => registry.metrics();
 
   const handler = (req: IncomingMessage, res: ServerResponse): void => {
@@ -71,8 +86,17 @@ export function createMetrics(options: MetricsOptions = {}): SluiceMetrics {
     contentType: registry.contentType,
     handler,
     registry,
+    membershipProbe,
     close() {
       registry.clear();
     },
   };
+}
+
+// --- Raft transport (src/cluster/transport) ------------------------------------------------------
+export { PromRaftTransportProbe } from './raft-transport-probe.js';
+
+/** A RaftTransportProbe whose series live in `metrics`' registry (served by its `/metrics`). */
+export function createRaftTransportProbe(metrics: SluiceMetrics): import('../cluster/transport/probe.js').RaftTransportProbe {
+  return new PromRaftTransportProbe(metrics.registry as Registry);
 }

@@ -26,6 +26,11 @@ export const FLUSH_DURATION_BUCKETS_DEFAULT: readonly number[] = Object.freeze([
   0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
 ]);
 
+/** GC pauses: a scavenge takes tens of µs to a few ms, a full mark-compact of a big heap up to a second. */
+export const GC_PAUSE_BUCKETS_DEFAULT: readonly number[] = Object.freeze([
+  0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1,
+]);
+
 /** Bounded walk up from this module to Sluice's package.json (src/metrics and dist/src/metrics differ in depth). */
 export function packageVersion(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
@@ -55,10 +60,12 @@ export function fillMetricsOptions(options: MetricsOptions = {}): FilledMetricsO
     requestDurationBuckets: options.requestDurationBuckets ?? REQUEST_DURATION_BUCKETS_DEFAULT,
     streamDurationBuckets: options.streamDurationBuckets ?? STREAM_DURATION_BUCKETS_DEFAULT,
     flushDurationBuckets: options.flushDurationBuckets ?? FLUSH_DURATION_BUCKETS_DEFAULT,
+    gcPauseBuckets: options.gcPauseBuckets ?? GC_PAUSE_BUCKETS_DEFAULT,
   };
   validateBuckets('requestDurationBuckets', filled.requestDurationBuckets);
   validateBuckets('streamDurationBuckets', filled.streamDurationBuckets);
   validateBuckets('flushDurationBuckets', filled.flushDurationBuckets);
+  validateBuckets('gcPauseBuckets', filled.gcPauseBuckets);
   if (filled.version.length === 0) throw new SluiceError('INVALID_CONFIG', 'version must not be empty');
   return Object.freeze(filled);
 }

@@ -4,6 +4,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { BrokerProbe } from '../broker/probe.js';
+import type { MembershipProbe } from '../cluster/membership/types.js';
 
 export interface MetricsOptions {
   /**
@@ -27,6 +28,8 @@ export interface MetricsOptions {
   streamDurationBuckets?: readonly number[];
   /** Buckets (seconds) of `sluice_log_flush_duration_seconds`. */
   flushDurationBuckets?: readonly number[];
+  /** Buckets (seconds) of `sluice_gc_pause_seconds`. */
+  gcPauseBuckets?: readonly number[];
 }
 
 export interface FilledMetricsOptions {
@@ -37,6 +40,7 @@ export interface FilledMetricsOptions {
   readonly requestDurationBuckets: readonly number[];
   readonly streamDurationBuckets: readonly number[];
   readonly flushDurationBuckets: readonly number[];
+  readonly gcPauseBuckets: readonly number[];
 }
 
 /** What `createMetrics()` returns. */
@@ -53,6 +57,8 @@ export interface SluiceMetrics {
   readonly registry: unknown;
   /** Stops the process-metrics collectors and clears the registry. */
   close(): void;
+  /** Cluster membership's probe (`sluice_cluster_members{state}`), for `startBroker({ cluster })`. */
+  readonly membershipProbe: MembershipProbe;
 }
 
 /**

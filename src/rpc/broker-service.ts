@@ -20,7 +20,8 @@ import { toServiceError } from './errors.js';
 import { ServiceContext } from './context.js';
 import type { ClientMemoryHold } from './client-memory.js';
 import { onCallEnd } from './call-end.js';
-import { encodedRecordsBytes } from './fast-codec.js';
+import { encodedProduceRecords, encodedRecordsBytes, recordsOf } from './fast-codec.js';
+import { encodeRecordsBatch } from './structured-produce.js';
 
 /** Paths whose handlers hold client memory until the call ends (see ./call-end.ts). */
 export const MEMORY_HOLDING_PATHS: ReadonlySet<string> = new Set(['/sluice.v1.Broker/Fetch', '/sluice.v1.Broker/Subscribe']);
@@ -34,6 +35,8 @@ const RECORD_OVERHEAD_BYTES = 64;
  */
 function produceBytes(r: ProduceRequest): number {
   let n = r.recordBatch.length;
+  const encoded = encodedProduceRecords(r);
+  if (encoded !== undefined) return n + 2 * (encoded.bytes + encoded.count * RECORD_OVERHEAD_BYTES);
   for (const rec of r.records) {
     let payload = RECORD_OVERHEAD_BYTES + (rec.key?.length ?? 0) + (rec.value?.length ?? 0);
     for (const h of rec.headers) payload += h.key.length + (h.value?.length ?? 0);
@@ -54,21 +57,34 @@ export const SUBSCRIBE_POLL_MS = 1_000;
 
 function toProduceInput(r: ProduceRequest): ProduceInput {
   const hasBatch = r.recordBatch.length > 0;
-  const hasRecords = r.records.length > 0;
+  const encoded = encodedProduceRecords(r);
+  const hasRecords = r.records.length > 0 || encoded !== undefined;
   if (hasBatch === hasRecords) {
     throw new SluiceError('INVALID_REQUEST', hasBatch ? 'set either records or record_batch, not both' : 'a produce needs records or a record_batch');
   }
   if (r.partition !== undefined && r.partition < 0) throw new SluiceError('UNKNOWN_PARTITION', `partition ${r.partition} does not exist (partitions are numbered from 0)`);
   const input: ProduceInput = { topic: r.topic, acks: toAcks(r.acks) };
   if (r.partition !== undefined) input.partition = r.partition;
-  if (hasBatch) input.batches = r.recordBatch;
-  else input.records = toRecordInputs(r.records);
   if (r.producerId !== undefined) {
     if (hasBatch) throw new SluiceError('INVALID_REQUEST', 'raw record batches carry producer id, epoch and sequence in their v2 headers; leave producer_id unset');
     input.producer = { producerId: r.producerId, producerEpoch: r.producerEpoch, baseSequence: r.baseSequence };
   } else if (r.producerEpoch !== 0 || r.baseSequence !== 0) {
     throw new SluiceError('INVALID_REQUEST', 'producer_epoch and base_sequence need producer_id');
   }
+  if (hasBatch) {
+    input.batches = r.recordBatch;
+    return input;
+  }
+  // Structured records: written straight into one v2 batch (./structured-produce.ts), the producer's
+  // id, epoch and sequence stamped in its header, exactly the batch the core would build from them; it
+  // then travels as a batch (the core checks and fences it as any batch). Whatever that path does not
+  // take (odd timestamps, non-UTF-8 header keys, out-of-range producer fields, ...) goes the generic
+  // way, whose rules and messages stay the only ones.
+  const batch = encoded === undefined ? null : encodeRecordsBatch(encoded, input.producer, Date.now());
+  if (batch !== null) {
+    input.batches = batch;
+    delete input.producer;
+  } else input.records = toRecordInputs(recordsOf(r));
   return input;
 }
 
@@ -347,7 +363,7 @@ export function brokerService(ctx: ServiceContext): BrokerServer {
         return {
           clusterId: m.clusterId,
           controllerId: m.controllerId,
-          brokers: m.brokers.map((b) => ({ nodeId: b.nodeId, grpcAddress: b.grpcAddress, httpAddress: b.httpAddress })),
+          brokers: m.brokers.map((b) => ({ nodeId: b.nodeId, grpcAddress: b.grpcAddress, httpAddress: b.httpAddress, rack: b.rack ?? '', alive: b.alive ?? true, state: b.state ?? 'alive', nodeUuid: b.nodeUuid ?? '' })),
           topics: m.topics.map(toPbTopic),
         };
       }, callback);

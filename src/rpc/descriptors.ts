@@ -69,7 +69,10 @@ function readDescriptorSet(path: string): FileDescriptorProto[] {
 export function loadFileDescriptors(): Uint8Array[] {
   const paths = descriptorSetPaths();
   const health = readDescriptorSet(paths.health).map((f) => (f.name.endsWith('health/v1/health.proto') ? { ...f, name: HEALTH_FILE_NAME } : f));
-  return [...readDescriptorSet(paths.sluice), ...health].map((f) => toBinary(FileDescriptorProtoSchema, f));
+  // Internal node-to-node services (package sluice.cluster.*) are not offered to clients, as internal
+  // `__` topics are not listed: reflection serves the public API only.
+  const sluice = readDescriptorSet(paths.sluice).filter((f) => !f.package.startsWith('sluice.cluster.'));
+  return [...sluice, ...health].map((f) => toBinary(FileDescriptorProtoSchema, f));
 }
 
 /**

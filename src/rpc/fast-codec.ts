@@ -11,6 +11,7 @@ import { BinaryReader } from '@bufbuild/protobuf/wire';
 import { makeGenericClientConstructor } from '@grpc/grpc-js';
 import { sizeOfUnsignedVarint, writeUnsignedVarint } from '../batch/varint.js';
 import type { Header, Record } from './gen/sluice/v1/records.js';
+import type { EncodedRecords } from './structured-produce.js';
 import { BrokerService, FetchResponse, ProduceRequest, type BrokerClient } from './gen/sluice/v1/broker.js';
 
 const EMPTY = Buffer.alloc(0);
@@ -88,6 +89,52 @@ export function decodeProduceRequest(input: Uint8Array): ProduceRequest {
     else if (!skip(reader, tag)) break;
   }
   return m;
+}
+
+/** Received ProduceRequests whose structured records were left encoded (see decodeProduceRequestLazy). */
+const lazyRecords = new WeakMap<ProduceRequest, EncodedRecords>();
+
+/** The still-encoded structured records of a request decoded by decodeProduceRequestLazy, if any. */
+export function encodedProduceRecords(m: ProduceRequest): EncodedRecords | undefined {
+  return lazyRecords.get(m);
+}
+
+/**
+ * The broker's ProduceRequest deserializer: like decodeProduceRequest, but structured records stay in
+ * the message (counted, not decoded; `records` is empty) for ./structured-produce.ts to write straight
+ * into a v2 batch. `recordsOf` gives them as objects when the generic path needs them.
+ */
+export function decodeProduceRequestLazy(input: Uint8Array): ProduceRequest {
+  const reader = new BinaryReader(input);
+  let count = 0;
+  let bytes = 0;
+  const m: ProduceRequest = { topic: '', partition: undefined, records: [], recordBatch: EMPTY, acks: 0, producerId: undefined, producerEpoch: 0, baseSequence: 0 };
+  while (reader.pos < reader.len) {
+    const tag = reader.uint32();
+    if (tag === 10) m.topic = reader.string();
+    else if (tag === 16) m.partition = reader.int32();
+    else if (tag === 26) {
+      const n = reader.uint32();
+      if (reader.pos + n > reader.len) throw new RangeError('premature EOF'); // as the generic decoder says
+      reader.pos += n;
+      count++;
+      bytes += n;
+    }
+    else if (tag === 34) m.recordBatch = view(reader.bytes());
+    else if (tag === 40) m.acks = reader.int32();
+    else if (tag === 48) m.producerId = reader.int64() as bigint;
+    else if (tag === 56) m.producerEpoch = reader.int32();
+    else if (tag === 64) m.baseSequence = reader.int32();
+    else if (!skip(reader, tag)) break;
+  }
+  if (count > 0) lazyRecords.set(m, { message: input, count, bytes });
+  return m;
+}
+
+/** The records of a request, as objects: decoded now if decodeProduceRequestLazy left them encoded. */
+export function recordsOf(m: ProduceRequest): Record[] {
+  const encoded = lazyRecords.get(m);
+  return encoded === undefined ? m.records : decodeProduceRequest(encoded.message).records;
 }
 
 export function decodeFetchResponse(input: Uint8Array): FetchResponse {
@@ -286,7 +333,8 @@ export const FastBrokerService = {
   produce: {
     ...BrokerService.produce,
     requestSerialize: encodeProduceRequest,
-    requestDeserialize: (value: Buffer): ProduceRequest => decodeProduceRequest(value),
+    // The broker's side: structured records stay encoded until the one-pass batch writer reads them.
+    requestDeserialize: (value: Buffer): ProduceRequest => decodeProduceRequestLazy(value),
   },
   fetch: { ...BrokerService.fetch, responseSerialize: encodeFetchResponse, responseDeserialize: decodeFetchResponse },
   subscribe: { ...BrokerService.subscribe, responseSerialize: encodeFetchResponse, responseDeserialize: decodeFetchResponse },

@@ -11,12 +11,16 @@ import { ServiceContext } from '../rpc/index.js';
 import { groupsExtraService } from '../rpc/groups-service.js';
 import { NOOP_PROBE, type BrokerProbe } from '../broker/probe.js';
 import type { BrokerApi } from '../broker/types.js';
+import type { PeerDirectory } from '../cluster/types.js';
 import { Broker, type BrokerLogger, type BrokerOptions } from '../broker/index.js';
 import { parseHostPort } from './address.js';
 import { startGrpc, stopGrpc, type ExtraService, type GrpcFrontend } from './grpc.js';
 import { startHttp, stopHttp, type MetricsHandler } from './http.js';
 import { StartupError } from './errors.js';
 import { CLIENT_MEMORY_BYTES_DEFAULT, CLIENT_MEMORY_BYTES_MIN } from '../constants.js';
+import { GrpcRaftTransport, type RaftTransportProbe } from '../cluster/transport/index.js';
+import type { NodeId } from '../model/index.js';
+import { membershipExtraService, startMembership, withMembership, type ClusterOptions, type MembershipHandle } from './cluster.js';
 
 export interface StartBrokerOptions {
   /** Where logs and topic metadata live. Default './data'. */
@@ -49,6 +53,26 @@ export interface StartBrokerOptions {
   grpcServices?: (api: () => BrokerApi) => ExtraService[];
   /** Opens the core; tests substitute a fake. Default: Broker.open from src/broker. */
   openBroker?: (options: OpenBrokerOptions) => Promise<BrokerApi>;
+
+  // --- Raft transport (src/cluster/transport) ---------------------------------------------------
+  /** The address to dial for a peer's Raft traffic. Default: what gossip knows (none without `cluster`). */
+  resolvePeer?: (node: NodeId) => string | undefined;
+  /** Where the Raft transport reports (src/metrics `createRaftTransportProbe`). Default: nowhere. */
+  raftTransportProbe?: RaftTransportProbe;
+
+  // ---- cluster membership (issue 11; src/server/cluster.ts) ----
+  /**
+   * Join or found a cluster: node identity in `<data-dir>/__cluster/node.json` and SWIM gossip on the
+   * gRPC port. Without it the broker is a lone node with no identity file (embedded use, most tests).
+   * Its node id is `nodeId` (default 1).
+   */
+  cluster?: ClusterOptions;
+  /**
+   * A misconfiguration found after start (a seed says this node is of another cluster, or that its id
+   * is taken by a live node): the broker cannot serve as a member. `sluice serve` logs it and exits 1.
+   * Default: throw it out of the event loop.
+   */
+  onFatal?: (err: Error) => void;
 }
 
 export type OpenBrokerOptions = BrokerOptions;
@@ -60,13 +84,19 @@ export interface RunningBroker {
   readonly httpAddress: string | null;
   /** The core, for in-process use without gRPC. */
   readonly broker: BrokerApi;
+  /** Cluster membership (a PeerDirectory), or null when started without `cluster`. */
+  readonly membership: PeerDirectory | null;
   /** Stops intake, drains in-flight calls, flushes and closes every log. Idempotent. */
   close(): Promise<void>;
+  /** This node's Raft transport (served on the gRPC port): Raft groups register their handlers here. */
+  readonly raftTransport: GrpcRaftTransport;
 }
 
-/** Why the broker is not ready, or null: starting, stopping, or partitions offline. */
-function notReady(ctx: ServiceContext, core: BrokerApi | null): string | null {
+/** Why the broker is not ready, or null: starting, stopping, not yet joined, or partitions offline. */
+function notReady(ctx: ServiceContext, core: BrokerApi | null, membership: MembershipHandle): string | null {
   if (!ctx.ready) return core === null ? 'starting' : 'shutting down';
+  const joining = membership.notReady();
+  if (joining !== null) return joining;
   const offline = core?.offlinePartitions?.() ?? [];
   if (offline.length === 0) return null;
   const shown = offline.slice(0, 10).join(', ') + (offline.length > 10 ? ', …' : '');
@@ -87,16 +117,28 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
   const grpcAddr = parseHostPort(options.grpcAddress ?? '127.0.0.1:0', 'gRPC address');
   const httpAddr = options.httpAddress === null ? null : parseHostPort(options.httpAddress ?? '127.0.0.1:0', 'HTTP address');
 
+  const membership: MembershipHandle = { gossip: null, notReady: () => null };
+  // The Raft transport between nodes rides the client port (docs/cluster.md "Raft transport").
+  const nodeId = options.nodeId ?? 1;
+  if (!Number.isSafeInteger(nodeId) || nodeId <= 0) throw new StartupError(`node id must be a positive integer, got ${String(nodeId)}`);
+  const raftTransport = new GrpcRaftTransport({ nodeId: nodeId as NodeId, resolve: options.resolvePeer ?? ((node) => membership.gossip?.get(node)?.address), probe: options.raftTransportProbe, logger: options.logger });
   // Consumer groups share the front-end's context, so a shutdown ends their Consume streams at once.
-  const services = [groupsExtraService(ctx), ...(options.grpcServices?.(() => ctx.api()) ?? [])];
-  const grpc: GrpcFrontend = await startGrpc(ctx, grpcAddr, services);
+  const services = [groupsExtraService(ctx), raftTransport.service(), ...(options.grpcServices?.(() => ctx.api()) ?? [])];
+  if (options.cluster !== undefined) services.push(membershipExtraService(membership));
+  let grpc: GrpcFrontend;
+  try {
+    grpc = await startGrpc(ctx, grpcAddr, services);
+  } catch (err) {
+    raftTransport.close();
+    throw err;
+  }
   let httpServer: http.Server | null = null;
   let httpAddress: string | null = null;
   let broker: BrokerApi;
   let core: BrokerApi | null = null;
   try {
     if (httpAddr !== null) {
-      const started = await startHttp({ address: httpAddr, notReady: () => notReady(ctx, core), metricsHandler: options.metricsHandler }).catch((err: NodeJS.ErrnoException) => {
+      const started = await startHttp({ address: httpAddr, notReady: () => notReady(ctx, core, membership), metricsHandler: options.metricsHandler }).catch((err: NodeJS.ErrnoException) => {
         const hint = err.code === 'EADDRINUSE' ? 'address already in use; stop the other process or pick another with --http-addr' : err.message;
         throw new StartupError(`cannot listen for HTTP on ${options.httpAddress}: ${hint}`, { cause: err });
       });
@@ -114,9 +156,29 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
       ...options.tuning,
     });
   } catch (err) {
+    raftTransport.close();
     grpc.server.forceShutdown();
     if (httpServer !== null) await stopHttp(httpServer);
     throw err;
+  }
+  if (options.cluster !== undefined) {
+    try {
+      await startMembership(membership, broker, {
+        cluster: options.cluster,
+        nodeId: options.nodeId,
+        dataDir: options.dataDir ?? './data',
+        boundGrpcAddress: grpc.address,
+        shards: options.shards,
+        logger: options.logger,
+        onFatal: options.onFatal,
+      });
+    } catch (err) {
+      grpc.server.forceShutdown();
+      await broker.close().catch(() => {});
+      if (httpServer !== null) await stopHttp(httpServer);
+      throw err;
+    }
+    broker = withMembership(broker, membership);
   }
   core = broker;
   ctx.attach(broker);
@@ -124,8 +186,11 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
 
   let closing: Promise<void> | null = null;
   const close = async (): Promise<void> => {
+    membership.gossip?.close();
     grpc.setServing(false);
     ctx.beginShutdown();
+    // Its streams are long-lived: ended first, or the drain below would wait for them.
+    raftTransport.close();
     await stopGrpc(grpc.server, options.drainMs ?? 10_000);
     try {
       // Rejects when a log could not be flushed or closed: the caller (the CLI) exits non-zero.
@@ -138,6 +203,8 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
     grpcAddress: grpc.address,
     httpAddress,
     broker,
+    raftTransport,
+    membership: membership.gossip,
     close: () => (closing ??= close()),
   };
 }

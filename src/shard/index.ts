@@ -5,3 +5,4 @@
 export { ShardHost, shardWorkerFile, type ShardHostOptions, type ProduceReply, type FetchReply } from './shard-host.js';
 export { RingReader, RingWriter, createRingBuffers, type RingBuffers, type RingSlot } from './ring.js';
 export type { PartitionKey, PartitionSpec } from './protocol.js';
+export { ThreadStatsSampler, GC_KINDS, type ThreadStats } from './thread-stats.js';

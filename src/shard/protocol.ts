@@ -11,6 +11,7 @@ import type { SluiceErrorWire } from '../errors.js';
 import type { LogConfig } from '../storage/types.js';
 import type { RecoveryReport } from '../storage/recovery.js';
 import type { RingBuffers } from './ring.js';
+import type { ThreadStats } from './thread-stats.js';
 
 /**
  * A partition's number on the hot path: assigned by the broker when it learns of a topic (created or
@@ -119,6 +120,8 @@ export interface ShardStatsMessage {
   eventLoopLagSeconds: number;
   partitions: PartitionStat[];
   flushSeconds: number[];
+  /** The worker thread's event-loop delay and GC pauses since the last stats message. */
+  thread?: ThreadStats;
 }
 
 export interface ToMain {

@@ -9,7 +9,7 @@
  * the ops of one partition never interleave.
  */
 import fs from 'node:fs';
-import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { performance } from 'node:perf_hooks';
 import type { MessagePort } from 'node:worker_threads';
 import { SluiceError, isSluiceError, toSluiceError, type SluiceErrorWire } from '../errors.js';
 import { SHARD_FLUSH_SAMPLES_MAX, SHARD_OFFLINE_RETRY_MS_MAX, SHARD_OFFLINE_RETRY_MS_MIN, SHARD_TICK_MS } from '../constants.js';
@@ -19,6 +19,7 @@ import { isDiskFull, storageError, type LogOpenOptions } from '../storage/index.
 import type { RecoveryReport } from '../storage/recovery.js';
 import { RingReader, RingWriter, type RingSlot } from './ring.js';
 import { encodeStructuredRead } from './structured-read.js';
+import { ThreadStatsSampler } from './thread-stats.js';
 import type { Op, PartitionKey, PartitionSpec, PartitionStat, Reply, ServeTask, ToMain, ToWorker } from './protocol.js';
 
 /** Attributes bit 5: Raft's own entries, which are not records a consumer reads (not counted). */
@@ -69,7 +70,8 @@ class ShardServer implements PartitionEffects {
   private readonly requests: RingReader;
   private readonly responses: RingWriter;
   private readonly logOptions: LogOpenOptions;
-  private readonly lag = monitorEventLoopDelay({ resolution: 10 });
+  /** This thread's event-loop delay and GC pauses, shipped with every stats message. */
+  private readonly threadStats = new ThreadStatsSampler();
   private readonly timers: NodeJS.Timeout[] = [];
   private outbox: Reply[] = [];
   private outboxScheduled = false;
@@ -88,7 +90,7 @@ class ShardServer implements PartitionEffects {
 
   run(): Promise<string> {
     this.port.on('message', (msg: ToWorker) => this.onMessage(msg));
-    this.lag.enable();
+    this.threadStats.start();
     this.timers.push(setInterval(() => this.enforceRetention(), this.task.retentionCheckMs));
     this.timers.push(setInterval(() => this.sendStats(), this.task.statsIntervalMs));
     this.timers.push(setInterval(() => this.tickAll(), SHARD_TICK_MS));
@@ -505,13 +507,15 @@ class ShardServer implements PartitionEffects {
       stats: {
         queueDepth: this.inflight,
         offline: [...this.offline.keys()],
-        eventLoopLagSeconds: this.lag.count > 0 ? this.lag.mean / 1e9 : 0,
+        eventLoopLagSeconds: 0,
         partitions: this.stats(null),
         flushSeconds: this.flushSeconds,
+        thread: this.threadStats.roll(),
       },
     };
+    const loop = msg.stats!.thread!.loopDelay;
+    msg.stats!.eventLoopLagSeconds = loop.count > 0 ? loop.sumSeconds / loop.count : 0;
     this.flushSeconds = [];
-    this.lag.reset();
     this.port.postMessage(msg);
   }
 
@@ -520,7 +524,7 @@ class ShardServer implements PartitionEffects {
     this.timers.length = 0;
     if (this.offlineRetry !== null) clearTimeout(this.offlineRetry);
     this.offlineRetry = null;
-    this.lag.disable();
+    this.threadStats.stop();
   }
 
   private async close(id: number): Promise<void> {

@@ -23,6 +23,7 @@ import { HeaderWalker, FileWindow, scanBatches } from './scan.js';
 import { Segment } from './segment.js';
 import { recoverSegments, CLEAN_SHUTDOWN_FILE, type RecoveryReport } from './recovery.js';
 import { validateProducedRecords } from '../batch/validate.js';
+import { withTestHooks } from './test-hooks.js';
 import type { AppendOptions, AppendResult, DamagedRange, LogConfig, PartitionLogApi, ReadResult } from './types.js';
 
 export interface LogOpenOptions {
@@ -92,8 +93,10 @@ export class PartitionLog implements PartitionLogApi {
     config: LogConfig,
     segments: Segment[],
     recovery: RecoveryReport,
-    options: LogOpenOptions,
+    untested: LogOpenOptions,
   ) {
+    // TEST-ONLY fault hooks (chaos harness); the identity unless a SLUICE_TEST_* variable is set.
+    const options = withTestHooks(untested);
     this.cfg = { ...config, flush: { ...config.flush } };
     this.segments = segments;
     this.recovery = recovery;

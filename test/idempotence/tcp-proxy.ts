@@ -97,3 +97,107 @@ export async function startDropProxy(target: string, options: { seed: number; dr
       }),
   };
 }
+
+/**
+ * What a link proxy does to the bytes it carries (the chaos harness's network faults):
+ *  - `pass`: forwards both ways;
+ *  - `drop`: a partition: bytes both ways vanish, connections stay open and new ones are accepted
+ *    into the void, so callers wait for their deadlines as across a real partition;
+ *  - `drop-responses` / `drop-requests`: one-way loss (only one direction still arrives).
+ * Returning to `pass` cuts every connection that lost bytes (its HTTP/2 framing is broken), so the
+ * peers reconnect, as they would once TCP gave up.
+ */
+export type LinkMode = 'pass' | 'drop' | 'drop-responses' | 'drop-requests';
+
+export interface LinkProxy {
+  /** "host:port" to give the side that connects. */
+  address: string;
+  readonly mode: LinkMode;
+  setMode(mode: LinkMode): void;
+  /** Where new connections go (a restarted broker may listen on a new port); existing ones are cut. */
+  retarget(target: string): void;
+  /** Cuts every open connection (both sides see a reset), whatever the mode. */
+  cutAll(): void;
+  /** Bytes dropped so far, both directions. */
+  readonly droppedBytes: number;
+  close(): Promise<void>;
+}
+
+function splitHostPort(address: string): { host: string; port: number } {
+  const at = address.lastIndexOf(':');
+  const host = address.slice(0, at);
+  if (!host.startsWith('127.')) throw new Error(`the test proxy only talks to loopback, not ${host}`);
+  return { host, port: Number(address.slice(at + 1)) };
+}
+
+/**
+ * A proxy for one directed link (a client to a broker, later a broker to a broker) listening on
+ * `listenHost` (a 127.0.0.0/8 address; ephemeral port unless `listenPort`). Deterministic: it has no
+ * randomness of its own; the harness decides its mode from its seeded schedule.
+ */
+export async function startLinkProxy(target: string, options: { listenHost?: string; listenPort?: number } = {}): Promise<LinkProxy> {
+  let to = splitHostPort(target);
+  const listenHost = options.listenHost ?? '127.0.0.1';
+  splitHostPort(`${listenHost}:0`);
+  let mode: LinkMode = 'pass';
+  let droppedBytes = 0;
+  const pairs = new Set<{ client: net.Socket; upstream: net.Socket; damaged: boolean }>();
+  const cut = (pair: { client: net.Socket; upstream: net.Socket }): void => {
+    pair.client.destroy();
+    pair.upstream.destroy();
+  };
+  const server = net.createServer((client) => {
+    const upstream = net.connect(to);
+    const pair = { client, upstream, damaged: false };
+    pairs.add(pair);
+    client.on('data', (d) => {
+      if (mode === 'drop' || mode === 'drop-requests') {
+        droppedBytes += d.length;
+        pair.damaged = true;
+      } else upstream.write(d);
+    });
+    upstream.on('data', (d) => {
+      if (mode === 'drop' || mode === 'drop-responses') {
+        droppedBytes += d.length;
+        pair.damaged = true;
+      } else client.write(d);
+    });
+    for (const s of [client, upstream]) {
+      s.on('error', () => cut(pair));
+      s.on('close', () => {
+        pairs.delete(pair);
+        cut(pair);
+      });
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.listenPort ?? 0, listenHost, resolve);
+  });
+  const { port } = server.address() as net.AddressInfo;
+  return {
+    address: `${listenHost}:${port}`,
+    get mode() {
+      return mode;
+    },
+    setMode(next: LinkMode) {
+      mode = next;
+      if (next === 'pass') for (const p of [...pairs]) if (p.damaged) cut(p);
+    },
+    retarget(next: string) {
+      to = splitHostPort(next);
+      for (const p of [...pairs]) cut(p);
+    },
+    cutAll() {
+      for (const p of [...pairs]) cut(p);
+    },
+    get droppedBytes() {
+      return droppedBytes;
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const p of [...pairs]) cut(p);
+        server.close(() => resolve());
+      }),
+  };
+}

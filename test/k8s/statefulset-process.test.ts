@@ -157,7 +157,7 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 }
 
 describe('the rendered StatefulSet container, run as the kubelet would', () => {
-  it('pod 2 starts from the rendered command, becomes ready on gRPC health and /readyz, carries its identity, and exits 0 on SIGTERM', async () => {
+  it('pod 2 starts from the rendered command, serves gRPC health, is not ready while its seeds are down, carries its identity, and exits 0 on SIGTERM', async () => {
     const ipOf = addressBlock();
     const pod = podFrom(statefulSet(render()), 2, ipOf, tempDir());
     expect(pod.argv[0]).toBe('/bin/sh');
@@ -176,7 +176,11 @@ describe('the rendered StatefulSet container, run as the kubelet would', () => {
     expect(environ.has(`SLUICE_CONTROLLER_VOTERS=${[0, 1, 2].map((o) => `${o + 1}@${ipOf(o)}:7070`).join(',')}`)).toBe(true);
 
     expect(await healthCheck(`${pod.ip}:7070`)).toBe('SERVING');
-    expect((await fetch(`http://${pod.ip}:7071/readyz`)).status).toBe(200);
+    // Its seeds name pods 0 and 1, which are not running: it serves gRPC but is not ready (Kubernetes
+    // sends it no traffic) until it has joined the cluster, and /readyz says why.
+    const readyz = await fetch(`http://${pod.ip}:7071/readyz`);
+    expect(readyz.status).toBe(503);
+    expect(await readyz.text()).toMatch(new RegExp(`joining the cluster: no seed answered .*${ipOf(0).replace(/\./g, '\\.')}:7070`));
     expect(fs.existsSync(path.join(pod.dataDir, '.lock'))).toBe(true);
 
     child.kill('SIGTERM');

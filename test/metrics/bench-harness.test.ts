@@ -11,6 +11,7 @@ import { encodeCommand, RespClient } from '../../bench/harness/resp.js';
 import { countAt, rateBetween, rateSeries, relativeDifference } from '../../bench/harness/stats.js';
 import { buildTable } from '../../bench/harness/table.js';
 import type { LoadJob, RunRecord, SystemName } from '../../bench/harness/types.js';
+import { isStalled, LoadProbe, LOAD_STALL_MAX_MS, LOAD_STALL_P99_MS, median } from '../../bench/load-probe.js';
 
 describe('RESP client', () => {
   it('encodes commands as arrays of bulk strings', () => {
@@ -103,5 +104,54 @@ describe('side-by-side table', () => {
     expect(e2e(9.9, 0)).toBe('yes');
     expect(e2e(10.1, 0)).toBe('NO');
     expect(e2e(2, 5)).toBe('NO');
+  });
+
+  it('holds 10k/s to p99 <= 5 ms and both rates to p99.9 <= 20 ms', () => {
+    const met = (rate: number, p99: number, p999: number) => {
+      const base = run('sluice', `e2e ${rate / 1000}k/s`, 'e2e', rate);
+      const job = { ...base.result.job, ratePerS: rate };
+      return buildTable([{ ...base, result: { ...base.result, job, missing: 0, latency: { count: 1, p50Ms: 1, p99Ms: p99, p999Ms: p999, maxMs: p999 } } }]).find((r) => r.what.startsWith('e2e'))!.met;
+    };
+    expect(met(10_000, 4.9, 19)).toBe('yes');
+    expect(met(10_000, 5.1, 19)).toBe('NO');
+    expect(met(50_000, 9, 21)).toBe('NO');
+  });
+
+  it('says when the load process itself stalled, beside the figure', () => {
+    const self = { cpuCores: 0.9, loopDelayP50Ms: 1, loopDelayP99Ms: 30, loopDelayMaxMs: 80, stalled: true };
+    const base = run('sluice', 'e2e 50k/s', 'e2e', 50_000);
+    const rows = buildTable([
+      { ...base, result: { ...base.result, self, missing: 0, latency: { count: 1, p50Ms: 1, p99Ms: 2, p999Ms: 3, maxMs: 3 } } },
+      { ...run('sluice', 'produce raw', 'produce-raw', 1_000_000), result: { ...run('sluice', 'produce raw', 'produce-raw', 1).result, self } },
+    ]);
+    expect(rows.find((r) => r.what.startsWith('e2e'))!.sluice).toContain('load stalled');
+    expect(rows.find((r) => r.what.startsWith('produce raw'))!.sluice).toContain('(load stalled)');
+  });
+});
+
+describe('load probe', () => {
+  it('calls a load stalled by its loop delay p99 or its worst delay, and takes true medians', () => {
+    expect(isStalled({ loopDelayP99Ms: 1, loopDelayMaxMs: 10 })).toBe(false);
+    expect(isStalled({ loopDelayP99Ms: LOAD_STALL_P99_MS + 0.1, loopDelayMaxMs: 10 })).toBe(true);
+    expect(isStalled({ loopDelayP99Ms: 1, loopDelayMaxMs: LOAD_STALL_MAX_MS + 1 })).toBe(true);
+    expect(median([3, 1, 2])).toBe(2);
+    expect(median([4, 1, 3, 2])).toBe(2.5);
+  });
+
+  it('sees a blocked event loop in the process it runs in', async () => {
+    const probe = new LoadProbe();
+    probe.start();
+    const tick = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+    // The delay monitor measures between its own samples, so let it take a few before the block.
+    await tick(50);
+    const until = performance.now() + LOAD_STALL_MAX_MS * 2;
+    while (performance.now() < until) {
+      // Block the loop on purpose: the probe must report it.
+    }
+    await tick(50);
+    const r = probe.stop();
+    expect(r.loopDelayMaxMs).toBeGreaterThan(LOAD_STALL_MAX_MS);
+    expect(r.stalled).toBe(true);
+    expect(r.cpuCores).toBeGreaterThan(0);
   });
 });

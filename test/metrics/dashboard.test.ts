@@ -30,7 +30,7 @@ describe('Grafana dashboard', () => {
 
   it('has the panels an operator needs', () => {
     const titles = dashboard.panels.map((p) => p.title.toLowerCase()).join('\n');
-    for (const word of ['produced', 'fetched', 'latency', 'flush', 'lag', 'queue depth']) expect(titles).toContain(word);
+    for (const word of ['produced', 'fetched', 'latency', 'flush', 'lag', 'queue depth', 'event-loop delay', 'gc pause']) expect(titles).toContain(word);
   });
 
   it('queries only metrics that Sluice exports', async () => {
@@ -43,6 +43,7 @@ describe('Grafana dashboard', () => {
     m.probe.partitionStats('t', 0, { sizeBytes: 1, highWatermark: 1, logStartOffset: 0 });
     m.probe.consumerGroupLag('g', 't', 1);
     m.probe.shardStats(0, { queueDepth: 1, eventLoopLagSeconds: 0 });
+    m.probe.threadStats!('main', { loopDelay: { count: 1, sumSeconds: 0, p50: 0, p99: 0, p999: 0, max: 0 }, gcPauses: [['minor', 0.001]], gcPausesDropped: 0 });
     const exported = new Set((await m.render()).split('\n').filter((l) => l.length > 0 && !l.startsWith('#')).map((l) => l.split(/[{ ]/)[0]));
     m.close();
     expect(expressions.length).toBeGreaterThan(10);

@@ -104,6 +104,26 @@ describe('createMetrics', () => {
     m.close();
   });
 
+  it('exports every thread event-loop delay as a summary and its GC pauses as a histogram', async () => {
+    const m = createMetrics({ processMetrics: false });
+    const window = (p99: number) => ({ count: 100, sumSeconds: 0.05, p50: 0.0002, p99, p999: 0.04, max: 0.05 });
+    m.probe.threadStats!('main', { loopDelay: window(0.003), gcPauses: [['minor', 0.0004], ['major', 0.02]], gcPausesDropped: 0 });
+    m.probe.threadStats!('shard-0', { loopDelay: window(0.001), gcPauses: [['minor', 0.0001]], gcPausesDropped: 0 });
+    m.probe.threadStats!('main', { loopDelay: window(0.007), gcPauses: [['minor', 0.0003]], gcPausesDropped: 0 });
+    const text = await m.render();
+    // Quantiles are the last window's; sum and count add up over windows.
+    expect(sampleValue(text, 'sluice_event_loop_delay_seconds', { thread: 'main', quantile: '0.99' })).toBe(0.007);
+    expect(sampleValue(text, 'sluice_event_loop_delay_seconds', { thread: 'shard-0', quantile: '0.99' })).toBe(0.001);
+    expect(sampleValue(text, 'sluice_event_loop_delay_seconds_count', { thread: 'main' })).toBe(200);
+    expect(sampleValue(text, 'sluice_event_loop_delay_seconds_sum', { thread: 'main' })).toBeCloseTo(0.1, 9);
+    expect(sampleValue(text, 'sluice_event_loop_delay_max_seconds', { thread: 'main' })).toBe(0.05);
+    expect(sampleValue(text, 'sluice_gc_pause_seconds_count', { thread: 'main', kind: 'minor' })).toBe(2);
+    expect(sampleValue(text, 'sluice_gc_pause_seconds_count', { thread: 'main', kind: 'major' })).toBe(1);
+    expect(sampleValue(text, 'sluice_gc_pause_seconds_sum', { thread: 'shard-0', kind: 'minor' })).toBeCloseTo(0.0001, 9);
+    expect(text).toMatch(/^# TYPE sluice_event_loop_delay_seconds summary$/m);
+    m.close();
+  });
+
   it('includes Node process metrics on the main thread when asked', async () => {
     const m = createMetrics();
     const text = await m.render();
@@ -152,8 +172,10 @@ describe('createMetrics', () => {
     m.probe.partitionStats('t', 0, { sizeBytes: 100, highWatermark: 1, logStartOffset: 0 });
     m.probe.consumerGroupLag('g', 't', 0);
     m.probe.shardStats(0, { queueDepth: 0, eventLoopLagSeconds: 0 });
+    m.probe.threadStats!('main', { loopDelay: { count: 10, sumSeconds: 0.01, p50: 0.001, p99: 0.002, p999: 0.003, max: 0.004 }, gcPauses: [['minor', 0.001]], gcPausesDropped: 0 });
     const text = await m.render();
     m.close();
+    expect(text).toMatch(/^sluice_event_loop_delay_seconds\{thread="main",quantile="0.99"\} /m);
     const check = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8', timeout: 30_000 });
     // The whole endpoint, Node's default metrics included, is clean: exit 0, nothing reported.
     expect(`${check.stdout}${check.stderr}`.trim()).toBe('');

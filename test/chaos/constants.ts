@@ -1,0 +1,54 @@
+/**
+ * The chaos harness's named bounds (test code: the broker's own limits live in src/constants.ts).
+ * Units last. The relations between them are asserted at the bottom.
+ */
+import assert from 'node:assert/strict';
+import { RAFT_ELECTION_TICKS_DEFAULT, SHARD_TICK_MS } from '../../src/constants.js';
+
+/** How long a partition's leader may be silent before an election starts (ticks x tick length). */
+export const ELECTION_TIMEOUT_MS = RAFT_ELECTION_TICKS_DEFAULT * SHARD_TICK_MS;
+
+/** Quiet time at the start of a run (load warms up) and at its end (everything healed, load goes on). */
+export const CHAOS_LEAD_IN_MS = 1_500;
+export const CHAOS_TAIL_MS = 3_000;
+/** Quiet time between two faults, drawn from this range. */
+export const CHAOS_GAP_MS_MIN = 500;
+export const CHAOS_GAP_MS_MAX = 2_000;
+/** How long a fault lasts, drawn per kind from these ranges. */
+export const CHAOS_KILL_DOWN_MS_MIN = 200;
+export const CHAOS_KILL_DOWN_MS_MAX = 2_500;
+/** SIGSTOP lasts longer than an election timeout, so a cluster would elect a new leader meanwhile. */
+export const CHAOS_PAUSE_MS_MIN = ELECTION_TIMEOUT_MS + 500;
+export const CHAOS_PAUSE_MS_MAX = ELECTION_TIMEOUT_MS + 3_000;
+export const CHAOS_PARTITION_MS_MIN = 1_000;
+export const CHAOS_PARTITION_MS_MAX = 4_000;
+export const CHAOS_DISK_MS_MIN = 1_000;
+export const CHAOS_DISK_MS_MAX = 4_000;
+/** A slow disk delays each fdatasync by this much. */
+export const CHAOS_SLOW_FSYNC_MS_MIN = 50;
+export const CHAOS_SLOW_FSYNC_MS_MAX = 400;
+/** Size of a node's tmpfs data dir when disk-full faults run (root only). */
+export const CHAOS_TMPFS_BYTES = 256 * 1024 * 1024;
+
+/** Workload: partitions per topic, producers per target, and each producer's pace and window. */
+export const WORKLOAD_PARTITIONS = 4;
+export const WORKLOAD_PRODUCERS_IDEMPOTENT = 2;
+export const WORKLOAD_PRODUCERS_PLAIN = 1;
+export const WORKLOAD_WRITES_PER_SECOND = 100;
+export const WORKLOAD_IN_FLIGHT_MAX = 32;
+/** Deadline of one client call: past it the outcome is unknown. Short, so faults show up as unknowns quickly. */
+export const WORKLOAD_REQUEST_TIMEOUT_MS = 3_000;
+/** How often the pollers ask for the high watermarks, committed group offsets and leaders. */
+export const WORKLOAD_POLL_MS = 250;
+/** Back-off before a reader or group member that failed starts again. */
+export const WORKLOAD_RESTART_MS = 200;
+/** Bound on waiting for in-flight writes and for readers to catch up once the run ends. */
+export const WORKLOAD_DRAIN_MS = 15_000;
+
+/** Bound on a broker's start (recovery included) and on its clean stop. */
+export const NODE_START_MS = 30_000;
+export const NODE_STOP_MS = 15_000;
+
+assert.ok(CHAOS_PAUSE_MS_MIN > ELECTION_TIMEOUT_MS, 'a pause must outlast an election timeout');
+assert.ok(CHAOS_GAP_MS_MIN <= CHAOS_GAP_MS_MAX && CHAOS_KILL_DOWN_MS_MIN <= CHAOS_KILL_DOWN_MS_MAX);
+assert.ok(WORKLOAD_DRAIN_MS > WORKLOAD_REQUEST_TIMEOUT_MS, 'draining must outlast one call');

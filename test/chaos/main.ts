@@ -1,0 +1,108 @@
+/**
+ * `npm run chaos -- [--nodes N] [--schedules N] [--duration S] [--seed X] [--faults kill,pause,...]
+ *                   [--out DIR] [--bug ack-before-fsync] [--keep-data]`
+ *
+ * Runs N schedules with seeds X, X+1, ... (default: X from the clock, printed), each writing
+ * chaos/out/<seed>/, and prints a summary table. `--seed X --schedules 1` replays one run (same
+ * faults, same times). Exit 0 when every run is clean, 1 when the checker found an anomaly (expected
+ * with --bug), 2 on a usage error. See docs/chaos.md.
+ */
+import path from 'node:path';
+import { canMountTmpfs } from './nodes.js';
+import { runSchedule, type RunResult } from './run.js';
+import { FAULT_KINDS, parseFaultKinds, type FaultKind } from './schedule.js';
+
+interface Args {
+  nodes: number;
+  schedules: number;
+  durationS: number;
+  seed: number;
+  kinds: FaultKind[];
+  out: string;
+  bug: 'ack-before-fsync' | null;
+  keepData: boolean;
+}
+
+function parseArgs(argv: readonly string[]): Args {
+  const rootless = FAULT_KINDS.filter((k) => k !== 'disk-full');
+  const a: Args = { nodes: 1, schedules: 1, durationS: 20, seed: Date.now() % 1_000_000, kinds: canMountTmpfs() ? [...FAULT_KINDS] : rootless, out: 'chaos/out', bug: null, keepData: false };
+  for (let i = 0; i < argv.length; i++) {
+    const k = argv[i];
+    const v = (): string => {
+      const x = argv[++i];
+      if (x === undefined) throw new Error(`${k} needs a value`);
+      return x;
+    };
+    if (k === '--nodes') a.nodes = Number(v());
+    else if (k === '--schedules') a.schedules = Number(v());
+    else if (k === '--duration') a.durationS = Number(v());
+    else if (k === '--seed') a.seed = Number(v());
+    else if (k === '--faults') a.kinds = parseFaultKinds(v());
+    else if (k === '--out') a.out = v();
+    else if (k === '--keep-data') a.keepData = true;
+    else if (k === '--bug') {
+      const b = v();
+      if (b !== 'ack-before-fsync') throw new Error(`unknown bug ${b}; known: ack-before-fsync`);
+      a.bug = b;
+    } else throw new Error(`unknown argument ${k} (see docs/chaos.md)`);
+  }
+  for (const [name, n, min] of [['--nodes', a.nodes, 1], ['--schedules', a.schedules, 1], ['--duration', a.durationS, 8], ['--seed', a.seed, 0]] as const) {
+    if (!Number.isSafeInteger(n) || n < min) throw new Error(`${name} must be an integer ≥ ${min}, got ${n}`);
+  }
+  if (a.nodes > 200) throw new Error('--nodes: at most 200 (one 127.0.0.x address each)');
+  if (a.kinds.includes('disk-full') && !canMountTmpfs()) throw new Error('disk-full faults need a tmpfs per node: run as root on Linux, or leave disk-full out of --faults');
+  return a;
+}
+
+function table(results: RunResult[]): string {
+  const head = ['schedule', 'faults', 'acked', 'unknown', 'lost', 'inconsistent', 'duplicated', 'worst unavail.', 'verdict'];
+  const rows = results.map((r) => {
+    const v = r.verdict;
+    const kinds = [...new Set(r.schedule.faults.map((f) => f.kind))].join(',') || '-';
+    return [String(r.seed), `${r.schedule.faults.length} (${kinds})`, String(v.acked), String(v.unknown), String(v.lost), String(v.inconsistent), String(v.duplicated), v.worstUnavailableMs === null ? 'never' : `${Math.round(v.worstUnavailableMs)} ms`, v.ok ? 'clean' : 'FAIL'];
+  });
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i])).join('  ');
+  return [line(head), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
+}
+
+async function main(): Promise<number> {
+  let a: Args;
+  try {
+    a = parseArgs(process.argv.slice(2));
+  } catch (err) {
+    console.error(`chaos: ${(err as Error).message}`);
+    return 2;
+  }
+  const results: RunResult[] = [];
+  const errors: number[] = [];
+  console.log(`chaos: ${a.schedules} schedule(s) of ${a.durationS} s on ${a.nodes} node(s), faults ${a.kinds.join(',')}, seeds ${a.seed}..${a.seed + a.schedules - 1}${a.bug ? `, BUG ${a.bug}` : ''}`);
+  for (let i = 0; i < a.schedules; i++) {
+    const seed = a.seed + i;
+    console.log(`schedule ${i + 1}/${a.schedules}: seed ${seed}`);
+    let r: RunResult;
+    try {
+      r = await runSchedule({ seed, nodes: a.nodes, durationMs: a.durationS * 1000, kinds: a.kinds, outRoot: path.resolve(a.out), ackBeforeFsync: a.bug === 'ack-before-fsync', keepData: a.keepData, log: (l) => console.log(l) });
+    } catch (err) {
+      // The harness itself failed (a broker that would not start again, say): a failed schedule, not a crash of the whole set.
+      console.log(`  HARNESS ERROR: ${(err as Error)?.stack ?? String(err)}`);
+      errors.push(seed);
+      continue;
+    }
+    results.push(r);
+    console.log(`  ${r.verdict.ok ? 'clean' : 'ANOMALIES'}: ${path.relative(process.cwd(), r.outDir)}/report.html`);
+  }
+  console.log(`\n${table(results)}`);
+  const failed = [...results.filter((r) => !r.verdict.ok).map((r) => r.seed), ...errors];
+  if (errors.length > 0) console.log(`\nharness errors (no verdict) in seeds ${errors.join(', ')}`);
+  if (failed.length > 0) console.log(`\n${failed.length} schedule(s) failed; replay one with: npm run chaos -- --seed ${failed[0]} --schedules 1 --nodes ${a.nodes} --duration ${a.durationS} --faults ${a.kinds.join(',')}${a.bug ? ` --bug ${a.bug}` : ''}`);
+  return failed.length > 0 ? 1 : 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    console.error(`chaos: ${(err as Error)?.stack ?? String(err)}`);
+    process.exit(1);
+  },
+);

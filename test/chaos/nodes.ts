@@ -1,0 +1,179 @@
+/**
+ * The broker processes of a chaos run: `sluice serve` children on 127.0.0.<10+id>, each with its own
+ * data dir, a fixed gRPC port (chosen at first start, kept across restarts) and the TEST-ONLY hooks of
+ * src/storage/test-hooks.ts switched on: a faults file (slow disk) and a sync journal (power cuts).
+ * With `tmpfs`, the data dir is a tmpfs of its own (root only) so a disk-full fault fills a real file
+ * system to its last byte and ENOSPC comes from the kernel, not from a hook.
+ */
+import { execFileSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawnBroker, waitExit } from '../../bench/broker-process.js';
+import { TEST_ACK_BEFORE_FSYNC_ENV, TEST_FAULTS_FILE_ENV, TEST_SYNC_JOURNAL_ENV, type TestFaults } from '../../src/storage/test-hooks.js';
+import { NODE_START_MS, NODE_STOP_MS, CHAOS_TMPFS_BYTES } from './constants.js';
+import { cutPower, type PowerCut } from './power.js';
+
+export interface NodeOptions {
+  id: number;
+  /** Where this node keeps its data dir, journal and faults file. */
+  dir: string;
+  tmpfs: boolean;
+  /** The deliberate bug: acknowledge acks=all before fdatasync. */
+  ackBeforeFsync: boolean;
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no answer in ${ms} ms`)), ms)))]).finally(() => clearTimeout(timer));
+}
+
+export class ChaosNode {
+  readonly id: number;
+  readonly host: string;
+  readonly dataDir: string;
+  readonly journal: string;
+  readonly faultsFile: string;
+  private readonly mount: string | null;
+  private port = 0;
+  private child: ChildProcess | null = null;
+  private stderr: () => string = () => '';
+  state: 'down' | 'up' | 'paused' = 'down';
+
+  constructor(private readonly o: NodeOptions) {
+    this.id = o.id;
+    this.host = `127.0.0.${10 + o.id}`;
+    fs.mkdirSync(o.dir, { recursive: true });
+    this.mount = o.tmpfs ? path.join(o.dir, 'disk') : null;
+    if (this.mount !== null) {
+      fs.mkdirSync(this.mount, { recursive: true });
+      execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${CHAOS_TMPFS_BYTES},mode=0700`, 'tmpfs', this.mount], { stdio: 'pipe' });
+    }
+    this.dataDir = path.join(this.mount ?? o.dir, 'data');
+    this.journal = path.join(o.dir, 'sync-journal');
+    this.faultsFile = path.join(o.dir, 'faults.json');
+    this.setFaults({});
+  }
+
+  /** The broker's own gRPC address (the harness's final read goes here, past the proxies). */
+  get grpcAddress(): string {
+    return `${this.host}:${this.port}`;
+  }
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  async start(): Promise<void> {
+    const env: NodeJS.ProcessEnv = { [TEST_FAULTS_FILE_ENV]: this.faultsFile, [TEST_SYNC_JOURNAL_ENV]: this.journal };
+    if (this.o.ackBeforeFsync) env[TEST_ACK_BEFORE_FSYNC_ENV] = '1';
+    const args = ['--grpc-addr', `${this.host}:${this.port}`, '--http-addr', `${this.host}:0`, '--shards', '1'];
+    const b = await withTimeout(spawnBroker(this.dataDir, args, env), NODE_START_MS, `node ${this.id} start`);
+    this.child = b.child;
+    this.stderr = b.stderr;
+    this.port = Number(b.grpcAddress.slice(b.grpcAddress.lastIndexOf(':') + 1));
+    this.state = 'up';
+  }
+
+  /** kill -9, then (by default) a power cut: unsynced bytes of the segments vanish. */
+  async kill9(powerCut = true): Promise<PowerCut | null> {
+    const child = this.child;
+    if (child === null) return null;
+    if (this.state === 'paused') child.kill('SIGCONT');
+    child.kill('SIGKILL');
+    await withTimeout(waitExit(child), NODE_STOP_MS, `node ${this.id} kill`);
+    this.child = null;
+    this.state = 'down';
+    return powerCut ? cutPower(this.dataDir, this.journal) : null;
+  }
+
+  pause(): void {
+    this.child?.kill('SIGSTOP');
+    this.state = 'paused';
+  }
+
+  resume(): void {
+    this.child?.kill('SIGCONT');
+    this.state = 'up';
+  }
+
+  /** Rewrites the faults file atomically (the broker reads it on every fdatasync). */
+  setFaults(faults: TestFaults): void {
+    const tmp = `${this.faultsFile}.tmp`;
+    fs.writeFileSync(tmp, JSON.stringify(faults));
+    fs.renameSync(tmp, this.faultsFile);
+  }
+
+  /** Fills the node's tmpfs to its last byte (bounded by the tmpfs size). */
+  fillDisk(): void {
+    if (this.mount === null) throw new Error(`node ${this.id} has no tmpfs: disk-full faults need one (run as root)`);
+    const fd = fs.openSync(path.join(this.mount, 'filler'), 'a');
+    try {
+      for (const chunk of [1 << 20, 4096, 1]) {
+        const buf = Buffer.alloc(chunk, 0xaa);
+        for (let i = 0; i <= CHAOS_TMPFS_BYTES / chunk; i++) {
+          try {
+            fs.writeSync(fd, buf);
+          } catch (err) {
+            if ((err as NodeJS.ErrnoException).code === 'ENOSPC') break;
+            throw err;
+          }
+        }
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  freeDisk(): void {
+    if (this.mount !== null) fs.rmSync(path.join(this.mount, 'filler'), { force: true });
+  }
+
+  /** SIGTERM and wait for a clean exit; returns the exit code (0 = clean) and the broker's stderr. */
+  async stop(): Promise<{ code: number | null; signal: string | null; stderr: string }> {
+    const child = this.child;
+    if (child === null) return { code: 0, signal: null, stderr: '' };
+    if (this.state === 'paused') child.kill('SIGCONT');
+    child.kill('SIGTERM');
+    let exit: { code: number | null; signal: NodeJS.Signals | null };
+    try {
+      exit = await withTimeout(waitExit(child), NODE_STOP_MS, `node ${this.id} stop`);
+    } catch {
+      child.kill('SIGKILL');
+      exit = await waitExit(child);
+    }
+    this.child = null;
+    this.state = 'down';
+    return { ...exit, stderr: this.stderr() };
+  }
+
+  /** Last resort (a failed run): kill the process and unmount, never throwing. */
+  destroy(): void {
+    try {
+      this.child?.kill('SIGKILL');
+    } catch {
+      // already gone
+    }
+    if (this.mount !== null) {
+      try {
+        execFileSync('umount', ['-l', this.mount], { stdio: 'pipe' });
+      } catch {
+        // not mounted
+      }
+    }
+  }
+
+  /** Unmounts the tmpfs (after stop), leaving the node's dir to its owner. */
+  unmount(): void {
+    if (this.mount === null) return;
+    try {
+      execFileSync('umount', [this.mount], { stdio: 'pipe' });
+    } catch {
+      execFileSync('umount', ['-l', this.mount], { stdio: 'pipe' });
+    }
+  }
+}
+
+/** Whether this process can mount a tmpfs (root on Linux): disk-full faults need it. */
+export function canMountTmpfs(): boolean {
+  return process.platform === 'linux' && process.getuid?.() === 0;
+}

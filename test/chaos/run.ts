@@ -1,0 +1,261 @@
+/**
+ * One chaos run: start the nodes and their proxies, create the topic(s), run the workload while the
+ * schedule's faults come and go, heal, drain, read everything back past the proxies, stop the nodes
+ * cleanly, check the history and write chaos/out/<seed>/ (history.jsonl, verdict.json, report.html).
+ *
+ * Until the cluster (issue 11) exists, `nodes` independent single-node brokers run side by side, each
+ * with its own topic and workload, and the faults hit them one set at a time; every link is a
+ * client-to-broker proxy. The shape is the cluster's: nodes by id, per-link proxies, node sets per
+ * fault, a history keyed by partition, a replica comparison that runs when partitions have replicas.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Admin } from '../../src/client/index.js';
+import { startLinkProxy, type LinkProxy } from '../idempotence/tcp-proxy.js';
+import { checkHistory, isClean, type Verdict } from './checker.js';
+import * as C from './constants.js';
+import { History } from './history.js';
+import { ChaosNode } from './nodes.js';
+import { compareReplicas } from './replicas.js';
+import { writeReport } from './report.js';
+import { makeSchedule, type FaultKind, type FaultPlan, type Schedule } from './schedule.js';
+import { finalRead, Workload, type Target } from './workload.js';
+
+export interface RunOptions {
+  seed: number;
+  nodes: number;
+  durationMs: number;
+  kinds: readonly FaultKind[];
+  /** chaos/out: this run writes <outRoot>/<seed>/. */
+  outRoot: string;
+  /** Start brokers with the deliberate ack-before-fsync bug (the checker must then find losses). */
+  ackBeforeFsync?: boolean;
+  /** Use this schedule instead of the seed's (tests that need one exact fault). */
+  schedule?: Schedule;
+  /** Keep the nodes' data dirs (in the output dir) instead of deleting them. */
+  keepData?: boolean;
+  log?: (line: string) => void;
+}
+
+export interface RunResult {
+  seed: number;
+  schedule: Schedule;
+  verdict: Verdict;
+  outDir: string;
+  /** Exit of each node's final clean stop (0 expected). */
+  stops: { node: number; code: number | null; signal: string | null }[];
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Waits until `ready()` or `ms` pass, checking every few ms (a bounded wait on a condition). */
+async function until(ready: () => boolean, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (!ready()) {
+    if (Date.now() > deadline) return false;
+    await sleep(20);
+  }
+  return true;
+}
+
+class Run {
+  readonly history: History;
+  readonly nodes: ChaosNode[] = [];
+  readonly proxies = new Map<number, LinkProxy>();
+  /** Time 0 of the schedule and the history: when the workload starts (the nodes are up). */
+  private t0 = performance.now();
+  readonly now = (): number => Math.round((performance.now() - this.t0) * 10) / 10;
+
+  constructor(
+    readonly o: RunOptions,
+    readonly schedule: Schedule,
+    readonly outDir: string,
+    readonly workDir: string,
+  ) {
+    this.history = new History(path.join(outDir, 'history.jsonl'));
+  }
+
+  startClock(): void {
+    this.t0 = performance.now();
+  }
+
+  note(text: string): void {
+    this.history.add({ t: 'note', at: this.now(), text });
+    this.o.log?.(`  [${(this.now() / 1000).toFixed(1)}s] ${text}`);
+  }
+
+  async startNodes(): Promise<Target[]> {
+    const tmpfs = this.o.kinds.includes('disk-full');
+    for (let id = 1; id <= this.o.nodes; id++) {
+      const node = new ChaosNode({ id, dir: path.join(this.workDir, `n${id}`), tmpfs, ackBeforeFsync: this.o.ackBeforeFsync === true });
+      this.nodes.push(node);
+      await node.start();
+      this.proxies.set(id, await startLinkProxy(node.grpcAddress, { listenHost: node.host }));
+    }
+    const targets = this.nodes.map((n) => ({ name: `n${n.id}`, topic: `chaos-n${n.id}`, address: this.proxies.get(n.id)!.address }));
+    for (const t of targets) {
+      const admin = new Admin({ brokers: t.address });
+      await admin.createTopic(t.topic, { partitions: C.WORKLOAD_PARTITIONS });
+      admin.close();
+    }
+    return targets;
+  }
+
+  /**
+   * Applies one fault at `atMs`, waits its duration, heals it; returns when it started and healed.
+   * A healed kill waits for its restart (recovery included) before returning.
+   */
+  async fault(f: FaultPlan, atMs: number): Promise<{ start: number; heal: number }> {
+    const nodes = f.nodes.map((id) => this.nodes[id - 1]);
+    await sleep(Math.max(0, this.t0 + atMs - performance.now()));
+    const start = this.now();
+    this.note(`fault ${f.id}: ${f.detail}`);
+    const waitOut = (): Promise<void> => sleep(Math.max(0, this.t0 + start + f.durationMs - performance.now()));
+    switch (f.kind) {
+      case 'kill': {
+        // All at once: a majority killed together is one event, not a rolling restart.
+        await Promise.all(
+          nodes.map(async (n) => {
+            const cut = await n.kill9(true);
+            this.history.add({ t: 'node', node: n.id, state: 'killed', at: this.now() });
+            this.note(`n${n.id} killed; power cut dropped ${cut?.droppedBytes ?? 0} unsynced bytes in ${cut?.files ?? 0} segment(s)`);
+          }),
+        );
+        await waitOut();
+        const heal = this.now();
+        await Promise.all(
+          nodes.map(async (n) => {
+            await n.start();
+            this.history.add({ t: 'node', node: n.id, state: 'ready', at: this.now() });
+          }),
+        );
+        this.note(`n${nodes.map((n) => n.id).join('+n')} restarted`);
+        return { start, heal };
+      }
+      case 'pause':
+        for (const n of nodes) {
+          n.pause();
+          this.history.add({ t: 'node', node: n.id, state: 'paused', at: this.now() });
+        }
+        await waitOut();
+        for (const n of nodes) {
+          n.resume();
+          this.history.add({ t: 'node', node: n.id, state: 'resumed', at: this.now() });
+        }
+        break;
+      case 'partition':
+        for (const n of nodes) this.proxies.get(n.id)!.setMode(f.linkMode ?? 'drop');
+        await waitOut();
+        for (const n of nodes) this.proxies.get(n.id)!.setMode('pass');
+        break;
+      case 'slow-disk':
+        for (const n of nodes) n.setFaults({ fsyncDelayMs: f.fsyncDelayMs });
+        await waitOut();
+        for (const n of nodes) n.setFaults({});
+        break;
+      case 'disk-full':
+        for (const n of nodes) n.fillDisk();
+        await waitOut();
+        for (const n of nodes) n.freeDisk();
+        break;
+    }
+    return { start, heal: this.now() };
+  }
+
+  /**
+   * Runs the schedule's faults in order. A restart takes as long as it takes (recovery), so when a
+   * fault ends later than planned, every later fault and the end of the run move by that lag: the
+   * quiet gaps of the schedule are kept, and the faults never pile onto a node still starting.
+   */
+  async runFaults(): Promise<void> {
+    let lagMs = 0;
+    for (const f of this.schedule.faults) {
+      const { start, heal } = await this.fault(f, f.startMs + lagMs);
+      this.history.add({ t: 'fault', id: f.id, kind: f.kind, nodes: f.nodes, start, heal, detail: f.detail });
+      lagMs = Math.max(lagMs, this.now() - (f.startMs + f.durationMs));
+    }
+    await sleep(Math.max(0, this.t0 + this.schedule.durationMs + lagMs - performance.now()));
+  }
+
+  destroy(): void {
+    for (const p of this.proxies.values()) void p.close();
+    for (const n of this.nodes) n.destroy();
+  }
+}
+
+/**
+ * After the nodes stopped: every partition held by two or more nodes (`<data-dir>/<topic>-<p>/`) must
+ * have byte-identical replicas below its final high watermark. Today each topic lives on one node, so
+ * nothing is compared; with the cluster every partition will be.
+ */
+function compareAllReplicas(run: Run, targets: readonly Target[]): { compared: number; mismatches: number; notes: string[] } {
+  const out = { compared: 0, mismatches: 0, notes: [] as string[] };
+  const finalHw = new Map<string, number>();
+  for (const op of run.history.ops) if (op.t === 'final-hw') finalHw.set(op.key, op.hw);
+  for (const t of targets) {
+    for (let p = 0; p < C.WORKLOAD_PARTITIONS; p++) {
+      const key = `${t.topic}/${p}`;
+      const dirs = run.nodes.map((n) => path.join(n.dataDir, `${t.topic}-${p}`)).filter((d) => fs.existsSync(d));
+      if (dirs.length < 2) continue;
+      out.compared++;
+      const c = compareReplicas(dirs, finalHw.get(key) ?? 0);
+      if (c.firstDifference !== null) {
+        out.mismatches++;
+        out.notes.push(`${key} offset ${c.firstDifference.offset}: ${c.firstDifference.replica} ${c.firstDifference.why}`);
+      }
+    }
+  }
+  return out;
+}
+
+export async function runSchedule(o: RunOptions): Promise<RunResult> {
+  const schedule = o.schedule ?? makeSchedule({ seed: o.seed, nodes: o.nodes, durationMs: o.durationMs, kinds: o.kinds });
+  const outDir = path.join(o.outRoot, String(o.seed));
+  fs.rmSync(outDir, { recursive: true, force: true });
+  fs.mkdirSync(outDir, { recursive: true });
+  const workDir = o.keepData ? path.join(outDir, 'nodes') : fs.mkdtempSync(path.join(os.tmpdir(), `sluice-chaos-${o.seed}-`));
+  const run = new Run(o, schedule, outDir, workDir);
+  const stops: RunResult['stops'] = [];
+  let replicas: { compared: number; mismatches: number; notes: string[] } = { compared: 0, mismatches: 0, notes: [] };
+  try {
+    const targets = await run.startNodes();
+    run.startClock();
+    run.note(`started ${o.nodes} node(s): ${run.nodes.map((n) => `n${n.id}=${n.grpcAddress}`).join(' ')}`);
+    const workload = new Workload(targets, run.history, run.now);
+    workload.start();
+    await run.runFaults();
+    run.note('all faults healed; stopping writes');
+    await workload.stopWriting();
+    // Convergence: every reader reaches its partition's high watermark (bounded).
+    const hws = new Map<string, number>();
+    for (const t of targets) {
+      const admin = new Admin({ brokers: t.address });
+      for (const [p, hw] of await admin.listOffsets(t.topic, 'latest')) hws.set(`${t.topic}/${p}`, hw);
+      admin.close();
+    }
+    const caughtUp = await until(() => [...hws].every(([k, hw]) => (workload.readerPositions.get(k) ?? 0) >= hw && (workload.groupPositions.get(k) ?? 0) >= hw), C.WORKLOAD_DRAIN_MS);
+    run.note(caughtUp ? 'readers and the group caught up with the high watermarks' : 'readers or the group did not catch up in time (what they read is still checked)');
+    await workload.stop();
+    for (const t of targets) await finalRead(run.nodes[Number(t.name.slice(1)) - 1].grpcAddress, t.topic, run.history);
+    for (const n of run.nodes) {
+      const s = await n.stop();
+      stops.push({ node: n.id, code: s.code, signal: s.signal });
+      if (s.code !== 0) run.note(`n${n.id} did not stop cleanly (${s.code ?? s.signal}): ${s.stderr.slice(-500)}`);
+    }
+    replicas = compareAllReplicas(run, targets);
+    for (const n of run.nodes) n.unmount();
+  } finally {
+    run.history.close();
+    run.destroy();
+  }
+  const verdict = checkHistory(run.history.ops);
+  verdict.replicasCompared = replicas.compared;
+  verdict.replicaMismatches = replicas.mismatches;
+  for (const why of replicas.notes) verdict.samples.push({ key: why.split(' ')[0], why: `replica mismatch: ${why}` });
+  verdict.ok = isClean(verdict) && stops.every((s) => s.code === 0);
+  fs.writeFileSync(path.join(outDir, 'verdict.json'), JSON.stringify({ seed: o.seed, schedule, stops, verdict }, null, 2) + '\n');
+  writeReport(path.join(outDir, 'report.html'), schedule, run.history.ops, verdict);
+  if (!o.keepData) fs.rmSync(workDir, { recursive: true, force: true });
+  return { seed: o.seed, schedule, verdict, outDir, stops };
+}

@@ -333,3 +333,35 @@ assert.ok(GOSSIP_PROBE_TIMEOUT_MS < GOSSIP_PROBE_INTERVAL_MS, 'the indirect prob
 assert.ok(GOSSIP_TICK_MS <= GOSSIP_PROBE_TIMEOUT_MS / 2, 'deadlines are judged at tick granularity');
 assert.ok(GOSSIP_SUSPICION_TIMEOUT_MS >= 5 * GOSSIP_PROBE_INTERVAL_MS, 'a suspect needs a few periods to learn of it and refute');
 assert.ok(GOSSIP_JOIN_RETRY_MS_MIN <= GOSSIP_JOIN_RETRY_MS_MAX);
+
+// --- Controller (src/controller; issue 11 §3) -----------------------------------------------------
+/** Voters of the controller group: 1, 3 or 5 (KRaft's advice; more only slows commits). */
+export const CONTROLLER_VOTERS_MAX = 5;
+/** One logical Raft tick of the controller group (its election and heartbeat ticks count these). */
+export const CONTROLLER_TICK_MS = 100;
+/** Raft messages waiting for the controller's driver; more are dropped (Raft retries them). */
+export const CONTROLLER_INBOX_MESSAGES_MAX = 10_000;
+/** Admin requests queued on (or waiting for) the controller of one node; more fail with QUEUE_FULL. */
+export const CONTROLLER_REQUESTS_PENDING_MAX = 1_000;
+/** How long an admin request may wait for a controller leader and its record's commit before TIMEOUT. */
+export const CONTROLLER_REQUEST_TIMEOUT_MS = 15_000;
+/** Largest metadata log segment (the log is small: a topic costs about a hundred bytes per partition). */
+export const CONTROLLER_LOG_SEGMENT_BYTES = 16 * MiB;
+/** Leadership transfers the leader balancer asks for at a time (Redpanda and Kafka move a few per round). */
+export const CONTROLLER_LEADER_TRANSFERS_MAX = 3;
+/**
+ * Entries applied since the last snapshot after which a node snapshots its metadata and compacts the
+ * controller log (bounds the replay on restart; a node further behind gets the snapshot).
+ */
+export const CONTROLLER_SNAPSHOT_INTERVAL_ENTRIES = 4_096;
+/** How often the controller leader's executor looks at moves, decommissions and leader balance. */
+export const CONTROLLER_EXECUTOR_INTERVAL_MS = 500;
+/** Partition moves the executor advances at once; more wait their turn (each move copies a replica). */
+export const CONTROLLER_MOVES_MAX = 8;
+/** A node re-tries its registration with the controller after this long, doubling up to the max. */
+export const CONTROLLER_REGISTER_RETRY_MS_MIN = 100;
+export const CONTROLLER_REGISTER_RETRY_MS_MAX = 5_000;
+
+assert.ok(CONTROLLER_LOG_SEGMENT_BYTES >= SEGMENT_BYTES_MIN && CONTROLLER_LOG_SEGMENT_BYTES <= SEGMENT_BYTES_MAX);
+assert.ok(CONTROLLER_REQUEST_TIMEOUT_MS > 2 * RAFT_ELECTION_TICKS_DEFAULT * CONTROLLER_TICK_MS, 'a request must outlast an election');
+assert.ok(CONTROLLER_REGISTER_RETRY_MS_MIN <= CONTROLLER_REGISTER_RETRY_MS_MAX);

@@ -58,6 +58,15 @@ export const ERROR_CODES = [
   'CLUSTER_ID_MISMATCH',
   /** A node tried to join under a node id that a live member with another node UUID holds. */
   'DUPLICATE_NODE_ID',
+  // Controller (issue 11 §3)
+  /** A replication factor above the number of live nodes that can take a replica. */
+  'REPLICATION_FACTOR_TOO_LARGE',
+  /** A node id the controller has never registered. */
+  'UNKNOWN_NODE',
+  /** The partition is being moved already; one move at a time per partition. */
+  'REASSIGNMENT_IN_PROGRESS',
+  /** A metadata record or snapshot of a layout version this node does not know (written by a newer node). */
+  'UNSUPPORTED_VERSION',
   // Groups
   'UNKNOWN_GROUP',
   'UNKNOWN_MEMBER',

@@ -325,6 +325,20 @@ export class RaftNode {
     return this.leader;
   }
 
+  /**
+   * Leader only: the highest index known to be persisted on `id` (its match index), or -1 when this node
+   * is not the leader or `id` is not a member. Lets a driver promote a learner once it caught up.
+   */
+  matchOf(id: NodeId): number {
+    if (this.role !== 'leader') return -1;
+    return this.progress.get(id)?.match ?? -1;
+  }
+
+  /** Whether a membership change is appended but not yet committed (a new one would be refused). */
+  confChangePending(): boolean {
+    return this.log.lastConfIndex() > this.commit;
+  }
+
   status(): RaftStatus {
     return {
       id: this.id,

@@ -21,3 +21,4 @@ export {
 export { AdminService, AdminClient } from './gen/sluice/v1/admin.js';
 export { BrokerService, BrokerClient } from './gen/sluice/v1/broker.js';
 export { FastBrokerService, FastBrokerClient, decodeFetchResponse, decodeProduceRequest } from './fast-codec.js';
+export { controllerService, GrpcControllerForwarder, type ControllerSubmitHandler } from './controller-service.js';

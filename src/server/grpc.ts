@@ -80,7 +80,9 @@ export async function startGrpc(ctx: ServiceContext, address: HostPort, extra: E
   const healthServices = ['', ...[AdminService, FastBrokerService, ...extra.map((s) => s.definition)].map(serviceName)];
   const health = new HealthImplementation(Object.fromEntries(healthServices.map((s) => [s, 'NOT_SERVING' as const])));
   health.addToServer(server);
-  new ReflectionService(reflectionFiles()).addToServer(server);
+  // Reflection lists only the services this server carries (the descriptor set also holds internal
+  // cluster services a node may not run), so "listed" always means "answers and is SERVING".
+  new ReflectionService(reflectionFiles(), { services: [...healthServices.filter((s) => s !== ''), 'grpc.health.v1.Health'] }).addToServer(server);
   const port = await bind(server, address);
   widenFlowControlWindows(server);
   capConnections(server, GRPC_CONNECTIONS_MAX);

@@ -1,0 +1,114 @@
+/**
+ * Goal: the controller leader's executor carries a decommission, a move and leader balancing to the
+ * end, one record per step, waiting where the partitions must act (a learner catching up, a leadership
+ * transfer). Method: four controllers (voters 1-3, node 4 a learner) with real data dirs over the
+ * in-memory transport; the partition replicas are a fake `ReplicaProgress` that answers "caught up"
+ * only after being asked once and performs a transfer by reporting the new leader with the next epoch.
+ */
+import fs from 'node:fs';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ControllerExecutor, type Controller, type ReplicaProgress } from '../../src/controller/index.js';
+import type { GroupId } from '../../src/cluster/types.js';
+import type { NodeId } from '../../src/model/index.js';
+import { MemoryNet, agreedLeader, closeNode, openNode, tempDir, waitFor, type TestNode } from './memory-net.js';
+
+const VOTERS = [1, 2, 3] as NodeId[];
+let cleanup: Array<() => Promise<void>> = [];
+
+afterEach(async () => {
+  for (const f of cleanup.reverse()) await f();
+  cleanup = [];
+});
+
+class FakeReplicas implements ReplicaProgress {
+  readonly asked = new Set<string>();
+  transfers: Array<[GroupId, NodeId]> = [];
+  constructor(private readonly via: () => Controller) {}
+  caughtUp(group: GroupId, node: NodeId): boolean {
+    const key = `${group}/${node}`;
+    if (this.asked.has(key)) return true;
+    this.asked.add(key);
+    return false;
+  }
+  transferLeadership(group: GroupId, to: NodeId): void {
+    this.transfers.push([group, to]);
+    const c = this.via();
+    const p = c.state.partitionByGroup(group);
+    if (p) void c.reportLeader(group, to, p.leaderEpoch + 1).catch(() => {});
+  }
+}
+
+async function cluster(): Promise<{ net: MemoryNet; nodes: TestNode[]; cs: Controller[] }> {
+  const net = new MemoryNet();
+  const nodes: TestNode[] = [1, 2, 3, 4].map((id) => ({ id: id as NodeId, dir: tempDir(`x${id}`), uuid: `u${id}`, controller: null }));
+  cleanup.push(async () => {
+    for (const n of nodes) await closeNode(net, n);
+    for (const n of nodes) fs.rmSync(n.dir, { recursive: true, force: true });
+  });
+  for (const n of nodes) await openNode(net, n, VOTERS);
+  const cs = nodes.map((n) => n.controller!);
+  await waitFor(cs, () => agreedLeader(cs.slice(0, 3)) !== 0, 'a leader');
+  await Promise.all(cs.map((c) => c.registered));
+  await waitFor(cs, () => cs.every((c) => c.state.nodes().length === 4), 'four registered nodes everywhere');
+  return { net, nodes, cs };
+}
+
+function startExecutors(cs: Controller[], fake: FakeReplicas): ControllerExecutor[] {
+  const ex = cs.map((c) => new ControllerExecutor(c, fake, { intervalMs: 30 }));
+  cleanup.push(async () => ex.forEach((e) => e.close()));
+  return ex;
+}
+
+describe('controller executor', () => {
+  it('decommissions a node: every replica moved off it one step at a time, then the node is decommissioned', async () => {
+    const { cs } = await cluster();
+    const leader = () => cs.find((c) => c.isLeader)!;
+    await cs[3].createTopic('d', 8, 3);
+    // Every partition reports its preferred replica as leader, so removing node 3 must move leaders.
+    for (const p of leader().state.topic('d')!.partitions) await cs[0].reportLeader(p.group, p.voters.nodes[0], 1);
+    const fake = new FakeReplicas(leader);
+    startExecutors(cs, fake);
+    await leader().decommission(3);
+    const held = (c: Controller) => c.state.partitions().filter((p) => p.voters.nodes.includes(3 as NodeId) || p.learners.nodes.includes(3 as NodeId)).length;
+    const moving = (c: Controller) => c.state.partitions().filter((p) => p.target !== null).length;
+    await waitFor(cs, () => cs.every((c) => c.state.node(3 as NodeId)?.state === 'decommissioned' && held(c) === 0 && moving(c) === 0), 'node 3 decommissioned everywhere', 30_000);
+    for (const p of leader().state.topic('d')!.partitions) {
+      expect(p.voters.nodes.length).toBe(3);
+      expect(new Set(p.voters.nodes).size).toBe(3);
+      expect(p.target).toBeNull();
+      expect(p.learners.nodes).toEqual([]);
+    }
+    // A learner was promoted only after the partitions said it had caught up (asked at least once).
+    expect(fake.asked.size).toBeGreaterThan(0);
+    // Node 3 led some partitions: leadership moved before its replica was removed.
+    expect(fake.transfers.some(([, to]) => to !== (3 as NodeId))).toBe(true);
+    // The others are balanced again: 8 partitions x 3 replicas on 3 nodes.
+    const per = new Map<number, number>();
+    for (const p of leader().state.partitions()) for (const n of p.voters.nodes) per.set(n, (per.get(n) ?? 0) + 1);
+    expect([...per.values()].sort()).toEqual([8, 8, 8]);
+  });
+
+  it('moves leadership back to the preferred replica (leader balancing) and carries a user move to the end', async () => {
+    const { cs } = await cluster();
+    const leader = () => cs.find((c) => c.isLeader)!;
+    await cs[1].createTopic('b', 4, 2);
+    const parts = leader().state.topic('b')!.partitions;
+    // Everyone led by its second replica (as after the preferred node came back from a restart).
+    for (const p of parts) await cs[0].reportLeader(p.group, p.voters.nodes[1], 3);
+    const fake = new FakeReplicas(leader);
+    startExecutors(cs, fake);
+    await waitFor(cs, () => leader().state.topic('b')!.partitions.every((p) => p.leader === p.voters.nodes[0]), 'every leader is the preferred replica again', 30_000);
+    // Move partition 0 to a node it is not on (first, so it becomes the preferred leader) plus one it keeps.
+    const p0 = parts[0];
+    const fresh = ([1, 2, 3, 4] as NodeId[]).find((n) => !p0.voters.nodes.includes(n))!;
+    const target = [fresh, p0.voters.nodes[1]];
+    await cs[2].movePartition('b', 0, target);
+    await waitFor(cs, () => {
+      const p = leader().state.topic('b')!.partitions[0];
+      return p.target === null && p.voters.nodes.join() === target.join();
+    }, 'the move completed', 30_000);
+    // The kept replica kept its shard.
+    expect(leader().state.topic('b')!.partitions[0].voters.shards[1]).toBe(p0.voters.shards[1]);
+    await expect(cs[2].movePartition('b', 9, [1])).rejects.toMatchObject({ code: 'UNKNOWN_PARTITION' });
+  });
+});

@@ -62,6 +62,10 @@ export interface ReplicaUnderTest {
   readonly raft: RaftNode | null;
   /** The durable disk: what survives a crash. */
   readonly disk: { readonly storage: MemoryStorage };
+  /** Removed from its group (by a committed membership change): stopped for good. */
+  readonly removed: boolean;
+  /** A step at which this replica wants its node crashed (0 = none): figure-8-like histories. */
+  readonly crashAt: number;
   /** A Ready is written and waits for its fsync: the replica takes no input until then. */
   busy(): boolean;
   start(): void;
@@ -77,6 +81,8 @@ export interface ReplicaUnderTest {
   produce(data: Uint8Array, count: number): number;
   /** One past the last offset readers may see. */
   highWatermark(): number;
+  /** Compacts the applied prefix into a snapshot; returns its index, or 0 when nothing was compacted. */
+  compact(): number;
 }
 
 /** A node's disk: `storage` is what is durable (the core reads it); `pending` is written, not yet synced. */
@@ -96,7 +102,6 @@ export class SimReplica implements ReplicaUnderTest {
   raft: RaftNode | null = null;
   readonly disk: Disk;
   removed = false;
-  stalledUntil = 0;
   /** A Ready written to disk but not yet synced (and so not yet sent or applied). */
   unsynced: Ready | null = null;
   appIndex = 0;
@@ -137,7 +142,6 @@ export class SimReplica implements ReplicaUnderTest {
     this.raft = null;
     this.unsynced = null;
     this.disk.pending = []; // unsynced writes are lost
-    this.stalledUntil = 0;
     this.acks = []; // the clients see their connection drop: no answer
     this.host.crashed(this);
     this.host.note(`crash ${this.id}`, 1, this.id, 0);

@@ -218,3 +218,12 @@ assert.ok(SHARD_RESPONSE_RING_BYTES >= FETCH_BYTES_MAX_DEFAULT);
 assert.ok(SHARD_REQUEST_RING_BYTES < 2 ** 31, 'ring counters are int32');
 assert.ok(SHARD_OFFLINE_RETRY_MS_MIN <= SHARD_OFFLINE_RETRY_MS_MAX);
 assert.ok(SHARD_WATCHDOG_MS > 10 * SHARD_STATS_INTERVAL_MS, 'the watchdog must not fire between two stats messages');
+
+// --- Partition as a Raft replica (src/partition) -----------------------------------------------------
+/**
+ * Peer messages a partition holds while one of its Readys is being persisted (the core takes no input
+ * between `ready()` and `advance()`); more are dropped, and Raft's retries resend what mattered.
+ */
+export const PARTITION_INBOX_MESSAGES_MAX = 4096;
+/** Ticks a partition owes its Raft core while a Ready is being persisted; more are not counted. */
+export const PARTITION_TICKS_OWED_MAX = RAFT_ELECTION_TICKS_DEFAULT;

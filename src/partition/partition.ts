@@ -1,41 +1,61 @@
 /**
  * The partition: one owner for everything a partition is, inside exactly one shard worker for its
- * whole life. It owns its log, its Raft replica (a one-voter group while the replication factor is 1),
+ * whole life. It owns its log, its Raft replica (src/raft's `RaftNode` over `PartitionRaftStorage`),
  * its high watermark, its parked long-poll fetches and their timers, and its config. Nothing else
  * touches the log, so there are no locks.
  *
- * It is driven the etcd way. Events in: a client op (`produce`, `fetch`, `offsets`, ...), a peer
+ * It is driven the etcd way. Events in: a client op (`produce`, `fetch`, `offsetFor`, ...), a peer
  * message (`step`), a `tick`, a persist completing. Effects out, through `PartitionEffects`: replies to
- * client ops, messages to peers, and "I have a Ready to persist" (`needPersist`), which the shard
- * answers by calling `persist()` on every partition that asked in the same event-loop turn, so their
- * fdatasyncs are issued together (group commit across partitions).
+ * client ops, messages to peers (`send`), and "I have a Ready to persist" (`needPersist`), which the
+ * shard answers by calling `persist()` on every partition that asked in the same event-loop turn, so
+ * their fdatasyncs are issued together (group commit across partitions).
  *
- * Order, always: persist (HardState, then log fdatasync), then send, then apply. Applying here means
- * moving the high watermark to commit + 1, which answers acks=all produces and wakes parked fetches.
- * Readers never see past the high watermark, so nothing a power loss could still erase is ever read.
+ * Order, always: persist (snapshot, HardState, entries, then the log's fdatasync), then send, then
+ * apply. Applying here means moving the high watermark to commit + 1, which answers acks=all produces
+ * and wakes parked fetches. Readers never see past the high watermark, so nothing a power loss or a
+ * new leader could still erase is ever read.
+ *
+ * Writes reach the log as early as they can, fsyncs as late as they must. Every run the core appends
+ * (the leader's no-op, a client batch, a follower's copy of the leader's runs) is written to the log
+ * (page cache) right after the event that made it, before any later event, so that a client batch gets
+ * its offsets and its acks=leader answer at once; `persist()` then only adds the fdatasync. Entries
+ * written this way are tracked by identity (`written`): the core never re-creates an Entry, so the
+ * Ready's entries are recognised, and a divergent suffix (the core truncated and appended others) is
+ * cut from the log first.
+ *
+ * One Ready at a time: between `ready()` and `advance()` the core takes no input. Peer messages and
+ * ticks that arrive meanwhile wait in a bounded inbox; client batches are still written to the log at
+ * once (offsets follow the core's last index) and proposed, in order, as soon as the Ready completes.
  *
  * Serialization: every event is handled synchronously; only open, close and the fdatasync completion
  * are asynchronous, and the shard keeps a partition out of its table until open and after close.
  */
+import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { SluiceError, toSluiceError } from '../errors.js';
-import { PRODUCER_IDLE_EXPIRY_MS_DEFAULT, PRODUCER_SNAPSHOT_INTERVAL_BYTES } from '../constants.js';
-import { validateBatches } from '../batch/codec.js';
+import { PARTITION_INBOX_MESSAGES_MAX, PARTITION_TICKS_OWED_MAX, PRODUCER_IDLE_EXPIRY_MS_DEFAULT, PRODUCER_SNAPSHOT_INTERVAL_BYTES } from '../constants.js';
+import { validateBatches, readInt64, OFF_LAST_OFFSET_DELTA, OFF_LENGTH, OFF_LEADER_EPOCH, OFF_MAX_TIMESTAMP, OFF_PRODUCER_ID, OFF_PRODUCER_EPOCH, OFF_BASE_SEQUENCE, OFF_RECORD_COUNT, asBuffer } from '../batch/codec.js';
 import { PartitionLog, isDiskFull, type LogOpenOptions } from '../storage/index.js';
 import type { AppendOptions, LogConfig } from '../storage/types.js';
 import type { RecoveryReport } from '../storage/recovery.js';
-import { EMPTY_HARD_STATE, readHardState, writeHardState } from '../storage/hard-state.js';
+import { EMPTY_HARD_STATE, readHardState, writeHardState, type StoredHardState } from '../storage/hard-state.js';
 import { EpochCheckpoint } from '../storage/epoch-checkpoint.js';
-import { emptySnapshotMeta, readSnapshotMeta, writeSnapshotMeta, type SnapshotMeta } from '../storage/snapshot-meta.js';
+import { readSnapshotMeta, writeSnapshotMeta, type SnapshotMeta } from '../storage/snapshot-meta.js';
+import { RaftNode, lastIndexOf, type Entry, type Message, type RaftOptions, type RaftStatus, type Role, type Snapshot } from '../raft/index.js';
+import type { NodeId } from '../model/index.js';
 import { PartitionRaftStorage } from './raft-storage.js';
 import { checkPartitionMeta } from '../storage/partition-meta.js';
-import { SingleVoterReplica, type ReplicaReady } from './replica.js';
-import type { ProducerStateTable } from './producer-state.js';
+import { controlBatch } from './control-batch.js';
+import { NotLeaderError } from './errors.js';
+import { NO_PRODUCER_ID, ProducerStateTable } from './producer-state.js';
 import { batchIdentities, recoverProducerState, writeProducerSnapshot, type ProducerStateRecovery } from './producer-state-store.js';
 
 /** A client's produce: every record is validated before anything is written (replicated data is not). */
 const PRODUCED: AppendOptions = Object.freeze({ produced: true });
+const EMPTY = new Uint8Array(0);
+/** The v2 batch's fixed prefix not counted by its length field (baseOffset + length). */
+const BATCH_LOG_OVERHEAD = 12;
 
 /**
  * TEST ONLY: when set to a topic name, the process kills itself (SIGKILL) right after an idempotent
@@ -44,7 +64,7 @@ const PRODUCED: AppendOptions = Object.freeze({ produced: true });
  */
 export const TEST_CRASH_AFTER_APPEND_ENV = 'SLUICE_TEST_CRASH_AFTER_APPEND';
 
-/** This node's id inside the partition's Raft group. One node until the cluster issue adds peers. */
+/** This node's id when none is given (`--node-id` defaults to 1): a one-node cluster. */
 export const LOCAL_NODE_ID = 1;
 
 /** `<data-dir>/<topic>-<partition>`, the storage layout (as Kafka). */
@@ -66,11 +86,8 @@ export interface ProduceOk {
   logStartOffset: number;
 }
 
-/** A message to another replica of this partition. The cluster issue defines its contents and transport. */
-export interface PeerMessage {
-  to: number;
-  payload: unknown;
-}
+/** A message to another replica of this partition: a Raft message (`msg.to` is the peer's node id). */
+export type PeerMessage = Message;
 
 /** How a partition acts on the world. The shard implements it; tests can too. */
 export interface PartitionEffects {
@@ -82,15 +99,49 @@ export interface PartitionEffects {
   serveFetch(p: Partition, id: number, offset: number, maxBytes: number): void;
   /** The partition has a Ready: call `persist()` at the end of this turn (with every other one). */
   needPersist(p: Partition): void;
-  /** A message for a peer; sent only after the Ready that produced it is persisted. */
+  /**
+   * A message for a peer, handed out only after the Ready that produced it is persisted. Entries'
+   * `data` are whole v2 batches, to be carried byte for byte (the receiver writes them verbatim).
+   */
   send(p: Partition, msg: PeerMessage): void;
+}
+
+/** The timers a partition uses (only parked-fetch timeouts); injectable for the simulator. */
+export interface PartitionTimers {
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+const REAL_TIMERS: PartitionTimers = Object.freeze({
+  setTimeout: (fn: () => void, ms: number): unknown => setTimeout(fn, ms),
+  clearTimeout: (h: unknown): void => clearTimeout(h as NodeJS.Timeout),
+});
+
+/** The Raft knobs a caller may set; identity, applyEntries and controlData belong to the partition. */
+export type PartitionRaftOptions = Omit<RaftOptions, 'id' | 'applyEntries' | 'controlData'>;
+
+/** The partition's place in its Raft group, and its injectable parts. All optional. */
+export interface ReplicaOptions {
+  /** This node's id (its Raft id in every group). Default LOCAL_NODE_ID. */
+  nodeId?: number;
+  /**
+   * The group's voters when the partition is created (no snapshot metadata yet): its bootstrap
+   * configuration. Ignored once the partition has one (the configuration then comes from its Raft
+   * state). Default: this node alone, a one-voter group.
+   */
+  voters?: readonly number[];
+  /** Bootstrap learners (replicate, never vote). Default none. */
+  learners?: readonly number[];
+  raft?: PartitionRaftOptions;
+  /** Parked-fetch timeouts. Default: the real setTimeout. */
+  timers?: PartitionTimers;
 }
 
 interface Parked {
   id: number;
   offset: number;
   maxBytes: number;
-  timer: NodeJS.Timeout;
+  timer: unknown;
 }
 
 interface PendingAck {
@@ -100,38 +151,68 @@ interface PendingAck {
 
 export class Partition {
   private readonly parked = new Map<number, Parked>();
-  /** acks=all produces waiting for commit, in offset order. */
+  /** acks=all produces (and idempotent retries) waiting for commit, in offset order. */
   private readonly pendingAcks: PendingAck[] = [];
   private hw: number;
-  /** The highest offset an fdatasync was requested through (so a sync in flight is not asked twice). */
-  private syncRequestedTo: number;
   private closed = false;
   /** Log bytes appended since the producer-state snapshot was last written. */
   private bytesSinceSnapshot = 0;
   private readonly crashAfterAppend = process.env[TEST_CRASH_AFTER_APPEND_ENV] ?? null;
+  private readonly raft: RaftNode;
+  private readonly storage: PartitionRaftStorage;
+  /** The core's unstable runs already written to the log, in order (compared by identity). */
+  private readonly written: Entry[] = [];
+  /** A Ready is between `ready()` and `advance()`: the core takes no input. */
+  private inFlight = false;
+  /** A Ready whose writes failed (a full disk): `persist()` retries it. */
+  private retryReady: ReturnType<RaftNode['ready']> | null = null;
+  /** Peer messages and ticks that arrived while a Ready was in flight. */
+  private inbox: Message[] = [];
+  private ticksOwed = 0;
+  /** Client batches written to the log while a Ready was in flight, proposed when it completes. */
+  private queuedRuns: Uint8Array[] = [];
+  private queuedCounts: number[] = [];
+  /** The records of `queuedRuns`. */
+  private queuedRecords = 0;
+  /** The HardState on disk (what `hard-state.json` holds). */
+  private storedHs: StoredHardState;
+  private producerTable: ProducerStateTable;
 
   private constructor(
     readonly id: PartitionIdentity,
     private readonly log: PartitionLog,
-    private readonly replica: SingleVoterReplica,
     private readonly epochs: EpochCheckpoint,
+    private snapMeta: SnapshotMeta,
+    hs: StoredHardState,
     private readonly effects: PartitionEffects,
-    /** Idempotent producers' sequences and offsets (rebuilt from the log on open). */
-    readonly producers: ProducerStateTable,
+    producers: ProducerStateTable,
     readonly producerRecovery: ProducerStateRecovery,
     private readonly producerIdleExpiryMs: number,
+    readonly nodeId: number,
+    raftOptions: PartitionRaftOptions,
+    private readonly timers: PartitionTimers,
   ) {
-    this.hw = replica.commitIndex + 1;
-    this.syncRequestedTo = replica.lastIndex;
+    this.producerTable = producers;
+    this.storedHs = { ...hs };
+    // The term never goes back: a batch's epoch is a term this node (or a leader) already had. A data
+    // dir from before Raft has epoch-0 batches and no HardState, which is term 0.
+    const term = Math.max(hs.term, epochs.lastEpoch, 0);
+    const hard = { term, vote: term === hs.term ? hs.vote : 0 };
+    this.storage = new PartitionRaftStorage(log, epochs, () => this.snapMeta, () => (this.storedHs.term >= hard.term ? this.storedHs : hard), this.isSoleVoter() ? log.nextOffset - 1 : undefined, () => this.queuedRecords);
+    this.raft = new RaftNode({ ...raftOptions, id: nodeId as NodeId, applyEntries: false, controlData: controlBatch }, this.storage);
+    this.hw = this.raft.getCommit() + 1;
   }
 
   /**
-   * Opens (recovering) the partition: log, identity check, Raft state, leader-epoch checkpoint; then
-   * the one voter elects itself in the next term (its HardState is persisted with the first Ready).
+   * Opens (recovering) the partition: log, identity check, snapshot metadata (written at creation:
+   * the group's bootstrap configuration), leader-epoch checkpoint, HardState, producer state; then the
+   * Raft replica over it. A one-voter group elects itself at once (its HardState, checkpoint entry and
+   * no-op are written with its first Ready); a member of a larger group waits for ticks or a leader.
    * With `fresh`, first removes whatever a deleted namesake left behind.
    *
-   * A data dir written before partitions were replicas opens as is: its batches carry epoch 0, it has
-   * no HardState (term 0) and no checkpoint (rebuilt from the batch headers once).
+   * A data dir written before partitions were replicas opens as is: its batches carry epoch 0 (they
+   * become term-0 entries), it has no HardState (term 0) and no checkpoint (rebuilt from the batch
+   * headers once).
    */
   static async open(
     dataDir: string,
@@ -141,32 +222,41 @@ export class Partition {
     options: LogOpenOptions,
     effects: PartitionEffects,
     producerIdleExpiryMs = PRODUCER_IDLE_EXPIRY_MS_DEFAULT,
+    replica: ReplicaOptions = {},
   ): Promise<Partition> {
+    const nodeId = replica.nodeId ?? LOCAL_NODE_ID;
+    const voters = [...(replica.voters ?? [nodeId])].sort((a, b) => a - b);
+    const learners = [...(replica.learners ?? [])].sort((a, b) => a - b);
+    checkMembership(nodeId, voters, learners);
     const dir = partitionDir(dataDir, id.topic, id.partition);
     if (fresh) await fs.promises.rm(dir, { recursive: true, force: true });
     const log = await PartitionLog.open(dir, config, options);
     try {
       if (id.topicId !== '') checkPartitionMeta(dir, { topicId: id.topicId, partition: id.partition });
-      const snap = readSnapshotMeta(dir);
-      // A retention cut that wrote its snapshot but crashed before deleting every segment.
-      if (snap && snap.logStartOffset > log.logStartOffset) log.dropSegmentsBelow(snap.logStartOffset);
+      let snap = readSnapshotMeta(dir);
+      // A snapshot install that wrote its metadata and crashed before the log was restarted, or a
+      // retention cut that crashed before deleting every segment.
+      if (snap && snap.logStartOffset > log.nextOffset) log.truncateFullyAndStartAt(snap.logStartOffset);
+      else if (snap && snap.logStartOffset > log.logStartOffset) log.dropSegmentsBelow(snap.logStartOffset);
       let epochs = EpochCheckpoint.load(dir);
       if (epochs) epochs.truncateFrom(log.nextOffset);
       else epochs = EpochCheckpoint.create(dir, log.epochStartsFrom(log.logStartOffset));
       // A cut on a full disk that deleted before its snapshot could be written (see enforceRetention),
       // or a data dir from before Raft whose retention already moved the start: record it now.
-      if (log.logStartOffset > (snap?.logStartOffset ?? 0)) recordLogStart(dir, epochs, log.logStartOffset);
+      const conf = snap ?? { voters, learners };
+      if (log.logStartOffset > (snap?.logStartOffset ?? 0)) snap = recordLogStart(dir, epochs, log.logStartOffset, conf.voters, conf.learners);
+      if (snap === null) {
+        // Bootstrap: the group's first configuration is the snapshot at index -1 (the log starts at 0).
+        snap = { index: log.logStartOffset - 1, term: 0, voters, learners, logStartOffset: log.logStartOffset };
+        writeSnapshotMeta(dir, snap);
+      }
       const hs = readHardState(dir) ?? EMPTY_HARD_STATE;
-      // The term never goes back: a batch's epoch is a term this node (or a leader) already had.
-      const replica = new SingleVoterReplica(LOCAL_NODE_ID, { term: Math.max(hs.term, epochs.lastEpoch, 0), vote: hs.vote }, log.nextOffset - 1);
-      // The new term's HardState goes out with the first Ready (persist()), not here: opening many
-      // partitions must not cost two fsyncs each (a shard reopening hundreds would stall its thread).
-      // Safe for one voter: the first batch of the term is preceded by its checkpoint entry, so a
-      // restart never reuses a term that wrote anything.
-      replica.campaign();
       const { table, report } = recoverProducerState(log);
-      const p = new Partition(id, log, replica, epochs, effects, table, report, producerIdleExpiryMs);
+      const p = new Partition(id, log, epochs, snap, hs, effects, table, report, producerIdleExpiryMs, nodeId, replica.raft ?? {}, replica.timers ?? REAL_TIMERS);
       if (report.replayedBatches > 0) p.snapshotProducers();
+      // A group of one elects itself now: no timeout to wait for, nobody to ask.
+      if (p.isSoleVoter()) p.raft.campaign();
+      p.afterCoreEvent();
       return p;
     } catch (err) {
       await log.close().catch(() => {});
@@ -201,7 +291,26 @@ export class Partition {
   }
 
   get term(): number {
-    return this.replica.term;
+    return this.raft.getTerm();
+  }
+
+  get role(): Role {
+    return this.raft.getRole();
+  }
+
+  /** The leader this replica knows in its term (itself when it leads); 0 when none. */
+  get leaderId(): number {
+    return this.raft.getLeader();
+  }
+
+  /** The Raft core's state (allocates; for tests, stats and diagnostics). */
+  raftStatus(): RaftStatus {
+    return this.raft.status();
+  }
+
+  /** A Ready is being persisted (its fdatasync has not completed): peer input waits meanwhile. */
+  get persisting(): boolean {
+    return this.inFlight;
   }
 
   get parkedCount(): number {
@@ -214,6 +323,11 @@ export class Partition {
 
   get config(): Readonly<LogConfig> {
     return this.log.config;
+  }
+
+  /** Idempotent producers' sequences and offsets (rebuilt from the log on open and after a truncation). */
+  get producers(): ProducerStateTable {
+    return this.producerTable;
   }
 
   /** What recovery checked, truncated, rebuilt and fenced when the log opened. */
@@ -231,9 +345,9 @@ export class Partition {
     return this.epochs;
   }
 
-  /** src/raft's RaftStorage over this partition's log (what RaftNode will read; see raft-storage.ts). */
+  /** src/raft's RaftStorage over this partition's log: what the RaftNode reads. */
   raftStorage(): PartitionRaftStorage {
-    return new PartitionRaftStorage(this.log, this.epochs, () => this.snapshotMeta() ?? emptySnapshotMeta([LOCAL_NODE_ID]), () => this.replica.hardState);
+    return this.storage;
   }
 
   /** The snapshot metadata on disk, or null before the first retention cut. */
@@ -241,26 +355,36 @@ export class Partition {
     return readSnapshotMeta(this.log.dir);
   }
 
+  /** The configuration is this node alone: everything it persists is on a majority. */
+  private isSoleVoter(): boolean {
+    const c = this.raft === undefined ? this.snapMeta : this.raft.log.conf();
+    return c.voters.length === 1 && c.voters[0] === this.nodeId && c.learners.length === 0;
+  }
+
   private checkOpen(): void {
     if (this.closed) throw new SluiceError('UNKNOWN_PARTITION', `partition ${this.name} is being deleted`);
+  }
+
+  private notLeader(): NotLeaderError {
+    return new NotLeaderError(this.name, this.nodeId, this.raft.getLeader());
   }
 
   // --- Client events ---------------------------------------------------------------------------
 
   /**
-   * Appends client batches as the leader (offsets and epoch assigned in place). acks=all is answered
-   * once committed; acks=leader and acks=none at once (the host answers acks=none even earlier).
-   * Throws on bad input or a fenced log, having written nothing.
+   * Appends client batches as the leader: the log assigns offsets and the term in place, and each
+   * batch is proposed as one run. acks=all is answered once committed; acks=leader at once (it is in
+   * the leader's log); acks=none too (the host answers it even earlier). A follower refuses with
+   * NOT_LEADER naming the leader it knows. Throws on bad input or a fenced log, having written nothing.
    */
   produce(id: number, bytes: Uint8Array, acks: 0 | 1 | 2): void {
     this.checkOpen();
-    if (this.replica.role !== 'leader') throw new SluiceError('NOT_LEADER', `this node does not lead ${this.name}`);
-    // Idempotent producers: checked against the table before anything is written. On the one voter
-    // the leader's check-then-append keeps the table in log order; followers (the cluster issue) will
-    // feed it from the log they replicate instead.
+    if (this.raft.getRole() !== 'leader') throw this.notLeader();
+    // Idempotent producers: checked against the table before anything is written. The leader's
+    // check-then-append keeps the table in log order (followers apply what they write).
     const ids = batchIdentities(bytes);
     if (ids !== null) {
-      const check = this.producers.check(ids);
+      const check = this.producerTable.check(ids);
       if (check.kind !== 'append') {
         // A malformed batch is reported as such, not as a sequence problem.
         validateBatches(bytes, this.log.config.maxBatchBytes);
@@ -269,29 +393,44 @@ export class Partition {
         return this.answerAtCommit(id, { baseOffset: check.baseOffset, lastOffset: check.lastOffset, appendTimeMs: check.appendTimeMs, logStartOffset: this.log.logStartOffset });
       }
     }
-    const term = this.replica.term;
-    // The term's first write: its HardState first (a vote must be durable before anything of the term).
-    if (this.epochs.lastEpoch !== term && this.replica.hasReady()) this.persistHardState();
-    // The epoch is on disk before the first batch of the term, so the checkpoint is never behind the log.
-    if (this.epochs.lastEpoch !== term) this.epochs.assign(term, this.log.nextOffset);
+    // The term's no-op (and anything else the core appended) goes first; its HardState and
+    // checkpoint entry were written before it. Idle (no Ready in flight) it is already written.
+    if (!this.inFlight) this.writeThrough();
+    const term = this.raft.getTerm();
+    assert.equal(this.epochs.lastEpoch, term, `${this.name}: the leader's term ${term} has no no-op in the log`);
     const r = this.log.append(bytes, term, PRODUCED);
+    const { runs, counts } = splitRuns(bytes, !this.isSoleVoter());
+    if (this.inFlight) {
+      for (let i = 0; i < runs.length; i++) {
+        this.queuedRuns.push(runs[i]);
+        this.queuedCounts.push(counts[i]);
+        this.queuedRecords += counts[i];
+      }
+    } else {
+      this.propose(runs, counts, r.baseOffset);
+    }
     if (ids !== null) {
-      this.producers.record(ids, r.baseOffset, r.appendTimeMs);
+      this.producerTable.record(ids, r.baseOffset, r.appendTimeMs);
       this.bytesSinceSnapshot += bytes.length;
       if (this.crashAfterAppend === this.id.topic) void this.log.flush().then(() => process.kill(process.pid, 'SIGKILL'));
     }
     const ok: ProduceOk = { baseOffset: r.baseOffset, lastOffset: r.lastOffset, appendTimeMs: r.appendTimeMs, logStartOffset: this.log.logStartOffset };
-    if (this.log.config.flush.kind === 'always') {
-      this.replica.appended(r.lastOffset);
-      if (acks === 2) this.pendingAcks.push({ id, ok });
-      else this.effects.produced(this, id, ok);
-      this.effects.needPersist(this);
-    } else {
-      // A relaxed flush policy is the topic's opt-out of durability: reaching the OS is persisting.
-      this.replica.appendedDurable(r.lastOffset);
-      this.effects.produced(this, id, ok);
-      this.applyCommit();
-    }
+    if (acks === 2) this.pendingAcks.push({ id, ok });
+    else this.effects.produced(this, id, ok);
+    // A relaxed flush policy is the topic's opt-out of durability: reaching the OS is persisting, so
+    // the Ready is handled now (a one-voter group commits, and answers acks=all, at once).
+    if (this.log.config.flush.kind !== 'always' && !this.inFlight) this.persist();
+    else this.effects.needPersist(this);
+  }
+
+  /** Proposes runs the log already holds at `first..`; the core must put them exactly there. */
+  private propose(runs: readonly Uint8Array[], counts: readonly number[], first: number): void {
+    const u = this.raft.log.unstable;
+    const before = u.length;
+    assert.equal(this.written.length, before, `${this.name}: proposing before the core's runs are written`);
+    const at = this.raft.proposeBatch(runs, counts);
+    assert.equal(at, first, `${this.name}: the core put a run at ${at}, the log at ${first}`);
+    for (let k = before; k < u.length; k++) this.written.push(u[k]);
   }
 
   /** Answers now if `ok` is committed, else when it is (pending acks stay in offset order). */
@@ -314,7 +453,7 @@ export class Partition {
       throw new SluiceError('OFFSET_OUT_OF_RANGE', `offset ${offset} is outside [${start}, ${this.hw}] of ${this.name}`);
     }
     if (offset === this.hw && maxWaitMs > 0 && mayPark) {
-      const timer = setTimeout(() => {
+      const timer = this.timers.setTimeout(() => {
         if (this.unpark(id)) this.effects.serveFetch(this, id, offset, maxBytes);
       }, maxWaitMs);
       this.parked.set(id, { id, offset, maxBytes, timer });
@@ -329,7 +468,7 @@ export class Partition {
     const f = this.parked.get(id);
     if (!f) return false;
     this.parked.delete(id);
-    clearTimeout(f.timer);
+    this.timers.clearTimeout(f.timer);
     return true;
   }
 
@@ -358,66 +497,186 @@ export class Partition {
 
   // --- Raft events -----------------------------------------------------------------------------
 
-  /** A message from a peer replica. With one voter there are none; the cluster issue routes them here. */
-  step(msg: PeerMessage): void {
-    throw new SluiceError('INVALID_REQUEST', `partition ${this.name} has no peer ${String(msg.to)}: it is a one-voter group`);
+  /** A message from a peer replica of this partition (the cluster transport routes it here). */
+  step(msg: Message): void {
+    if (this.closed) return;
+    if (this.inFlight) {
+      // Bounded: a message dropped here is one a lossy network could have dropped; Raft resends.
+      if (this.inbox.length < PARTITION_INBOX_MESSAGES_MAX) this.inbox.push(msg);
+      return;
+    }
+    this.raft.step(msg);
+    this.afterCoreEvent();
   }
 
-  /** One logical tick (the shard ticks every partition on one interval). */
+  /** One logical tick (the shard ticks every partition on one interval): elections, heartbeats. */
   tick(): void {
     if (this.closed) return;
-    this.replica.tick();
-    if (this.replica.hasReady()) this.effects.needPersist(this);
+    if (this.inFlight) {
+      if (this.ticksOwed < PARTITION_TICKS_OWED_MAX) this.ticksOwed++;
+      if (this.retryReady !== null) this.effects.needPersist(this);
+      return;
+    }
+    this.raft.tick();
+    this.afterCoreEvent();
+  }
+
+  /** After the core took input: write what it appended, and ask for a persist if it has a Ready. */
+  private afterCoreEvent(): void {
+    try {
+      this.writeThrough();
+    } catch {
+      // A full disk or a fenced log: persist() writes again and reports to whoever waits.
+    }
+    if (this.raft.hasReady()) this.effects.needPersist(this);
   }
 
   /**
-   * Handles the replica's Ready: HardState (synchronously, atomically), then the log's fdatasync
-   * (asynchronously, joining the log's group commit); on completion the entries are persisted, the
-   * one voter commits them, and only then are peers sent to and the commit applied.
+   * Writes the core's unstable runs that are not in the log yet. When the core replaced runs this
+   * node had written (a follower's divergent suffix), the log is cut at the first replaced one first.
+   */
+  private writeThrough(): void {
+    const u = this.raft.log.unstable;
+    const w = this.written;
+    let k = 0;
+    while (k < w.length && k < u.length && u[k] === w[k]) k++;
+    if (k === u.length && k === w.length) return;
+    w.length = k;
+    const from = k < u.length ? u[k].index : this.raft.log.lastIndex() + 1;
+    if (from < this.log.nextOffset) this.truncateLog(from);
+    for (; k < u.length; k++) {
+      this.writeRun(u[k]);
+      w.push(u[k]);
+    }
+  }
+
+  /** Writes one run verbatim (offsets, term and CRC as the leader made them), after its term's state. */
+  private writeRun(e: Entry): void {
+    // Nothing of a term reaches the disk before the HardState that holds it (a vote, a term).
+    if (e.term > this.storedHs.term) {
+      const s = this.raft.status();
+      this.writeHs(s.term, s.vote);
+    }
+    if (this.epochs.lastEpoch !== e.term) this.epochs.assign(e.term, e.index);
+    const buf = asBuffer(e.data);
+    assert.ok(readInt64(buf, 0) === e.index && buf.readInt32BE(OFF_LEADER_EPOCH) === e.term, `${this.name}: run ${e.index}@${e.term} carries another header`);
+    const r = this.log.appendReplicated(buf, e.term);
+    assert.equal(r.lastOffset, lastIndexOf(e), `${this.name}: run ${e.index}+${e.count} holds other offsets`);
+    if (e.kind === 'data') applyHeaders(this.producerTable, buf);
+  }
+
+  private writeHs(term: number, vote: number): void {
+    if (term === this.storedHs.term && vote === this.storedHs.vote) return;
+    writeHardState(this.log.dir, { term, vote });
+    this.storedHs = { term, vote };
+  }
+
+  /**
+   * Cuts the log at `offset` (never below the high watermark: only uncommitted runs diverge). Waiting
+   * acks for the cut offsets fail (another leader's runs take them), and the producer state, which
+   * may hold the cut batches, is rebuilt from the log.
+   */
+  private truncateLog(offset: number): void {
+    assert.ok(offset >= this.hw, `${this.name}: truncation at ${offset} below the high watermark ${this.hw}`);
+    this.log.truncateTo(offset);
+    this.epochs.truncateFrom(offset);
+    this.failAcksFrom(offset, this.notLeader());
+    this.producerTable = recoverProducerState(this.log).table;
+  }
+
+  private failAcksFrom(offset: number, err: SluiceError): void {
+    let n = this.pendingAcks.length;
+    while (n > 0 && this.pendingAcks[n - 1].ok.lastOffset >= offset) n--;
+    for (const a of this.pendingAcks.splice(n)) this.effects.failed(this, a.id, err);
+  }
+
+  /**
+   * Handles the core's Ready: a snapshot from the leader, the HardState (synchronously, atomically)
+   * and the runs (already written, see writeThrough), then the log's fdatasync (asynchronously,
+   * joining the log's group commit); on completion messages are sent, and only then is the commit
+   * applied and the core advanced.
    */
   persist(): void {
-    if (this.closed || !this.replica.hasReady()) return;
-    const rd = this.replica.ready();
+    if (this.closed) return;
+    let rd = this.retryReady;
+    if (rd === null) {
+      if (this.inFlight || !this.raft.hasReady()) return;
+      rd = this.raft.ready();
+      this.inFlight = true;
+    }
+    const ready = rd;
     try {
-      if (rd.hardState) writeHardState(this.log.dir, rd.hardState);
+      if (ready.snapshot !== null) this.installSnapshot(ready.snapshot);
+      this.writeThrough();
+      if (ready.hardState !== null) this.writeHs(ready.hardState.term, ready.hardState.vote);
+      this.retryReady = null;
     } catch (err) {
-      this.replica.hardStateNotPersisted();
+      // Nothing of this Ready may be sent or applied; it is written again at the next tick.
+      this.retryReady = ready;
       return this.failPending(toSluiceError(err));
     }
-    this.requestSync(rd.syncTo, rd.messages);
-  }
-
-  /** Writes a pending HardState now (synchronously), leaving the rest of the Ready for persist(). */
-  private persistHardState(): void {
-    const rd = this.replica.ready();
-    try {
-      if (rd.hardState) writeHardState(this.log.dir, rd.hardState);
-    } catch (err) {
-      // Nothing of the term is written yet (a full disk): the next produce tries again.
-      this.replica.hardStateNotPersisted();
-      throw err;
-    }
-    this.requestSync(rd.syncTo, rd.messages);
-  }
-
-  private requestSync(syncTo: number, messages: ReplicaReady['messages']): void {
-    const rd = { messages };
-    if (syncTo <= this.syncRequestedTo) return;
-    this.syncRequestedTo = syncTo;
+    const sync = (ready.entries.length > 0 || ready.snapshot !== null) && this.log.config.flush.kind === 'always';
+    if (!sync) return this.complete(ready);
     this.log.flush().then(
-      () => {
-        this.replica.persisted(syncTo);
-        for (const m of rd.messages) this.effects.send(this, m);
-        this.applyCommit();
-      },
+      () => this.complete(ready),
       (err) => this.failPending(toSluiceError(err)),
     );
   }
 
-  /** Moves the high watermark to commit + 1: answers acks=all produces and wakes parked fetches. */
-  private applyCommit(): void {
-    const hw = this.replica.commitIndex + 1;
+  private complete(rd: ReturnType<RaftNode['ready']>): void {
+    if (this.closed) return;
+    for (const m of rd.messages) this.effects.send(this, m);
+    this.raft.advance();
+    this.inFlight = false;
+    this.written.length = 0;
+    // Right after advance() every run the core holds is persisted, so its commit (which may have moved
+    // in advance(): the leader counts itself now) is safe to expose at once, not one Ready later.
+    this.applyCommit(Math.max(rd.committedTo, this.raft.getCommit()) + 1);
+    this.drain();
+  }
+
+  /** Feeds the core what waited for the last Ready: queued client runs first, then messages, ticks. */
+  private drain(): void {
+    if (this.queuedRuns.length > 0) {
+      const runs = this.queuedRuns;
+      const counts = this.queuedCounts;
+      this.queuedRuns = [];
+      this.queuedCounts = [];
+      this.queuedRecords = 0;
+      const first = this.raft.log.lastIndex() + 1;
+      try {
+        this.propose(runs, counts, first);
+      } catch (err) {
+        // Only a transfer in progress refuses a leader's proposal here (no input changed its role).
+        this.truncateLog(first);
+        this.failAcksFrom(first, toSluiceError(err));
+      }
+    }
+    const inbox = this.inbox;
+    this.inbox = [];
+    for (const m of inbox) this.raft.step(m);
+    for (; this.ticksOwed > 0; this.ticksOwed--) this.raft.tick();
+    this.afterCoreEvent();
+  }
+
+  /** A snapshot from the leader replaces the whole log: metadata first, then the log restarts after it. */
+  private installSnapshot(snap: Snapshot): void {
+    const meta: SnapshotMeta = { index: snap.index, term: snap.term, voters: [...snap.conf.voters], learners: [...snap.conf.learners], logStartOffset: snap.index + 1 };
+    writeSnapshotMeta(this.log.dir, meta);
+    this.snapMeta = meta;
+    this.log.truncateFullyAndStartAt(meta.logStartOffset);
+    this.epochs.truncateFrom(0);
+    this.written.length = 0;
+    this.failAcksFrom(0, this.notLeader());
+    // The producers of the compacted prefix are not in the snapshot (its data is empty): a known gap.
+    this.producerTable = new ProducerStateTable();
+    this.snapshotProducers();
+  }
+
+  /** Moves the high watermark to `hw`: answers acks=all produces and wakes parked fetches. */
+  private applyCommit(hw: number): void {
     if (hw <= this.hw) return;
+    assert.ok(hw <= this.log.nextOffset, `${this.name}: commit ${hw - 1} beyond the log end ${this.log.nextOffset}`);
     this.hw = hw;
     let n = 0;
     while (n < this.pendingAcks.length && this.pendingAcks[n].ok.lastOffset < hw) n++;
@@ -430,7 +689,7 @@ export class Partition {
     }
   }
 
-  /** A persist failed: the log is fenced, and nothing waiting for commit can succeed here. */
+  /** A persist failed: nothing waiting for commit can succeed now (the log may be fenced). */
   private failPending(err: SluiceError): void {
     for (const a of this.pendingAcks.splice(0)) this.effects.failed(this, a.id, err);
   }
@@ -438,34 +697,44 @@ export class Partition {
   // --- Retention and life cycle ----------------------------------------------------------------
 
   /**
-   * Applies retention through the Raft state: the log start moves only to a committed offset, and the
-   * snapshot metadata recording it (and the trimmed epoch checkpoint) is written before any segment
-   * is deleted, so every replica derives its log start from the same Raft snapshot.
+   * Applies retention through the Raft state: the log start moves only to an applied offset, the core
+   * compacts its view there, and the snapshot metadata recording it (and the trimmed epoch checkpoint)
+   * is written before any segment is deleted, so the log start comes from Raft state.
    */
   enforceRetention(nowMs: number): number {
     if (this.closed) return 0;
-    this.producers.expire(nowMs, this.producerIdleExpiryMs);
+    this.producerTable.expire(nowMs, this.producerIdleExpiryMs);
     if (this.bytesSinceSnapshot >= PRODUCER_SNAPSHOT_INTERVAL_BYTES) this.snapshotProducers();
-    let deferred = false;
-    const n = this.log.enforceRetention(nowMs, this.hw, (newStart) => {
+    // The core compacts only what it has applied, and takes no call while a Ready is in flight.
+    if (this.inFlight) return 0;
+    const maxStart = Math.min(this.hw, this.raft.status().applied + 1);
+    let deferred: SnapshotMeta | null = null;
+    const n = this.log.enforceRetention(nowMs, maxStart, (newStart) => {
+      const s = this.raft.compact(newStart - 1, EMPTY);
+      const meta: SnapshotMeta = { index: s.index, term: s.term, voters: [...s.conf.voters], learners: [...s.conf.learners], logStartOffset: newStart };
+      this.snapMeta = meta;
       try {
-        recordLogStart(this.log.dir, this.epochs, newStart);
+        writeSnapshotMeta(this.log.dir, meta);
+        this.epochs.truncateBefore(newStart);
       } catch (err) {
         // A full disk: the cut is what frees space, and the snapshot needs a little. Only committed
         // data goes, so the one voter deletes first and records the start right after (or at the
         // next open, which repairs a snapshot behind the log start).
         if (!isDiskFull(err)) throw err;
-        deferred = true;
+        deferred = meta;
       }
     });
-    if (deferred) recordLogStart(this.log.dir, this.epochs, this.log.logStartOffset);
+    if (deferred !== null) {
+      writeSnapshotMeta(this.log.dir, deferred);
+      this.epochs.truncateBefore((deferred as SnapshotMeta).logStartOffset);
+    }
     return n;
   }
 
   /** Writes the producer-state snapshot as of the log end. A failure only costs a longer replay later. */
   snapshotProducers(): void {
     try {
-      writeProducerSnapshot(this.log.dir, this.producers, this.log.nextOffset);
+      writeProducerSnapshot(this.log.dir, this.producerTable, this.log.nextOffset);
       this.bytesSinceSnapshot = 0;
     } catch {
       // Recovery replays from an older snapshot, or the whole log; nothing is lost.
@@ -481,15 +750,19 @@ export class Partition {
     }
   }
 
-  /** Flushes and closes; acks=all produces still waiting are answered after that final flush. */
+  /**
+   * Flushes and closes. A one-voter group answers the acks=all produces still waiting after that
+   * final flush (what its only voter persisted is committed); a member of a larger group fails them
+   * (retriable): they may or may not commit without it.
+   */
   async close(remove: boolean): Promise<void> {
     const wasOpen = !this.closed;
     this.closed = true;
     if (wasOpen && !remove && this.bytesSinceSnapshot > 0) this.snapshotProducers();
     try {
       await this.log.close();
-      this.replica.persisted(this.replica.lastIndex);
-      this.applyCommit();
+      if (this.isSoleVoter() && this.retryReady === null) this.applyCommit(this.log.nextOffset);
+      this.failPending(new SluiceError('UNAVAILABLE', `partition ${this.name} closed before the write committed`));
     } catch (err) {
       this.failPending(toSluiceError(err));
       throw err;
@@ -499,12 +772,57 @@ export class Partition {
   }
 }
 
+/** Node ids are positive; a node is a voter or a learner, not both; a group has a voter. */
+function checkMembership(nodeId: number, voters: readonly number[], learners: readonly number[]): void {
+  const bad = (m: string): SluiceError => new SluiceError('INVALID_CONFIG', `partition replica: ${m}`);
+  const ok = (n: number): boolean => Number.isSafeInteger(n) && n > 0;
+  if (!ok(nodeId)) throw bad(`node id must be a positive integer, got ${nodeId}`);
+  if (voters.length === 0 && learners.length > 0) throw bad('a group with learners needs voters');
+  for (const n of [...voters, ...learners]) if (!ok(n)) throw bad(`member ids must be positive integers, got ${n}`);
+  if (new Set([...voters, ...learners]).size !== voters.length + learners.length) throw bad('a node is listed twice (voters and learners are disjoint)');
+}
+
+/**
+ * Cuts a produce request into its batches (one Raft run each) with their record counts, reading only
+ * headers. A replicated group copies each batch once: the request bytes live in the shard's ring,
+ * which is reused after this event, while the core keeps its runs until they are sent.
+ */
+function splitRuns(bytes: Uint8Array, copy: boolean): { runs: Uint8Array[]; counts: number[] } {
+  const buf = asBuffer(bytes);
+  const runs: Uint8Array[] = [];
+  const counts: number[] = [];
+  for (let pos = 0; pos < buf.length; ) {
+    const size = buf.readInt32BE(pos + OFF_LENGTH) + BATCH_LOG_OVERHEAD;
+    const run = buf.subarray(pos, pos + size);
+    runs.push(copy ? Buffer.from(run) : run);
+    counts.push(buf.readInt32BE(pos + OFF_LAST_OFFSET_DELTA) + 1);
+    pos += size;
+  }
+  return { runs, counts };
+}
+
+/** A replica applies the producer headers of a batch it writes (the table is a function of the log). */
+function applyHeaders(table: ProducerStateTable, buf: Buffer): void {
+  const producerId = buf.readBigInt64BE(OFF_PRODUCER_ID);
+  if (producerId === NO_PRODUCER_ID) return;
+  table.apply({
+    producerId,
+    producerEpoch: buf.readInt16BE(OFF_PRODUCER_EPOCH),
+    baseSequence: buf.readInt32BE(OFF_BASE_SEQUENCE),
+    recordCount: buf.readInt32BE(OFF_RECORD_COUNT),
+    baseOffset: readInt64(buf, 0),
+    maxTimestampMs: readInt64(buf, OFF_MAX_TIMESTAMP),
+  });
+}
+
 /**
  * Records a new log start in the Raft snapshot metadata (index = start - 1, with its term) and trims
  * the leader-epoch checkpoint to it.
  */
-function recordLogStart(dir: string, epochs: EpochCheckpoint, newStart: number): void {
+function recordLogStart(dir: string, epochs: EpochCheckpoint, newStart: number, voters: readonly number[], learners: readonly number[]): SnapshotMeta {
   const index = newStart - 1;
-  writeSnapshotMeta(dir, { index, term: Math.max(0, epochs.epochAt(index)), voters: [LOCAL_NODE_ID], learners: [], logStartOffset: newStart });
+  const meta: SnapshotMeta = { index, term: Math.max(0, epochs.epochAt(index)), voters: [...voters], learners: [...learners], logStartOffset: newStart };
+  writeSnapshotMeta(dir, meta);
   epochs.truncateBefore(newStart);
+  return meta;
 }

@@ -25,17 +25,28 @@ export class PartitionRaftStorage implements RaftStorage {
     private readonly epochs: EpochCheckpoint,
     private readonly snap: () => SnapshotMeta,
     private readonly hardState: () => StoredHardState,
+    /**
+     * The commit index to start from, when the driver knows more than the snapshot: a group whose only
+     * member is this voter has every persisted entry on a majority (of one), so it passes lastIndex().
+     * Undefined: the snapshot index (the commit is re-learned from the leader).
+     */
+    private readonly commitAtOpen?: number,
+    /**
+     * Records at the log's end that the leader wrote while a Ready was in flight and has not proposed
+     * yet: they are not in the Raft log (yet), so lastIndex() stops before them.
+     */
+    private readonly unproposed: () => number = () => 0,
   ) {}
 
   /**
-   * HardState as persisted (commit = the snapshot index: it is re-learned, and for one voter it is
-   * whatever is persisted). Conf entries after the snapshot: none are written before the cluster issue,
-   * so the list is empty; once conf batches exist the recovery scan must collect them here.
+   * HardState as persisted (commit = the snapshot index: it is re-learned from the leader; a one-voter
+   * group passes `commitAtOpen`). Conf entries after the snapshot: none are written before the cluster
+   * issue, so the list is empty; once conf batches exist the recovery scan must collect them here.
    */
   initialState(): RaftInitialState {
     const hs = this.hardState();
     const snapshot = this.snapshot();
-    const hard: HardState = { term: hs.term as Term, vote: hs.vote as NodeId, commit: snapshot.index };
+    const hard: HardState = { term: hs.term as Term, vote: hs.vote as NodeId, commit: (this.commitAtOpen ?? snapshot.index) as Offset };
     return { hardState: hard, snapshot, confEntries: [] };
   }
 
@@ -44,7 +55,7 @@ export class PartitionRaftStorage implements RaftStorage {
   }
 
   lastIndex(): number {
-    return this.log.nextOffset - 1;
+    return this.log.nextOffset - 1 - this.unproposed();
   }
 
   /** Term of the entry holding offset `i`; the snapshot's term at its index; -1 outside. No I/O. */
@@ -63,7 +74,7 @@ export class PartitionRaftStorage implements RaftStorage {
     const out: Entry[] = [];
     let offset = lo;
     let bytes = 0;
-    while (offset <= hi && offset < this.log.nextOffset && out.length < countMax) {
+    while (offset <= hi && offset <= this.lastIndex() && out.length < countMax) {
       const r = this.log.read(offset, Math.max(1, bytesMax - bytes));
       const buf = asBuffer(r.data);
       if (buf.length === 0) break;

@@ -68,7 +68,7 @@ export class RaftLog {
 
   /** The last index that is durable and still part of this log (the leader counts itself up to it). */
   stableIndex(): number {
-    return this.unstableSnapshot !== null ? 0 : this.offset - 1;
+    return this.unstableSnapshot !== null ? -1 : this.offset - 1;
   }
 
   lastTerm(): number {
@@ -109,7 +109,7 @@ export class RaftLog {
 
   lastConfIndex(): number {
     const n = this.confs.length;
-    return n === 0 ? 0 : this.confs[n - 1].index;
+    return n === 0 ? -1 : this.confs[n - 1].index;
   }
 
   private noteConf(e: Entry): void {

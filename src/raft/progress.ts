@@ -64,11 +64,16 @@ export class Inflights {
 }
 
 export class Progress {
-  match = 0;
+  /**
+   * The end of the last run known to be held; -1 = nothing known. Not 0: a partition's log starts at
+   * offset 0 (its snapshot index is -1), so index 0 is a real entry that a follower may not hold.
+   */
+  match = -1;
   next: number;
   state: ProgressState = 'probe';
   probeSent = false;
-  pendingSnapshot = 0;
+  /** The snapshot index in flight (snapshot state); -1 = none. */
+  pendingSnapshot = -1;
   /** Heard from since the last check-quorum round. */
   recentActive = true;
   readonly inflights: Inflights;
@@ -92,7 +97,7 @@ export class Progress {
     }
     this.state = 'probe';
     this.probeSent = false;
-    this.pendingSnapshot = 0;
+    this.pendingSnapshot = -1;
     this.inflights.reset();
   }
 

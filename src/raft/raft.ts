@@ -678,7 +678,7 @@ export class RaftNode {
     if (this.cfg.bugs.has('commit-without-quorum')) {
       idx = this.progress.get(this.id)!.match;
     } else {
-      const matches = voters.map((v) => this.progress.get(v)?.match ?? 0).sort((a, b) => b - a);
+      const matches = voters.map((v) => this.progress.get(v)?.match ?? -1).sort((a, b) => b - a);
       idx = matches[voters.length >> 1];
     }
     if (idx > this.commit && (this.log.term(idx) === this.term || this.cfg.bugs.has('commit-old-term'))) {

@@ -27,9 +27,10 @@ export function batchOf(n: number, prefix = 'v'): Buffer {
 }
 
 /** Every record value in fetched batches, skipping records below `from`. */
+/** The values of the user records in raw batches (control batches, such as each term's no-op, skipped as every reader does). */
 export function valuesIn(batches: Uint8Array, from = 0): string[] {
   const out: string[] = [];
-  for (const b of decodeBatches(batches)) for (const r of b.records) if (r.offset >= from) out.push(r.value === null ? '<null>' : Buffer.from(r.value).toString());
+  for (const b of decodeBatches(batches)) if (!b.header.isControl) for (const r of b.records) if (r.offset >= from) out.push(r.value === null ? '<null>' : Buffer.from(r.value).toString());
   return out;
 }
 

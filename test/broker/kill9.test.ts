@@ -42,7 +42,7 @@ it('keeps every acknowledged acks=all record across kill -9', async () => {
       for (;;) {
         const r = await broker.fetch({ topic: 'k', partition, offset, maxBytes: 1 << 20, maxWaitMs: 0 });
         if (r.batches.length === 0) break;
-        for (const b of decodeBatches(r.batches)) for (const rec of b.records) byOffset.set(rec.offset, Buffer.from(rec.value!).toString());
+        for (const b of decodeBatches(r.batches)) if (!b.header.isControl) for (const rec of b.records) byOffset.set(rec.offset, Buffer.from(rec.value!).toString());
         offset = r.nextOffset;
       }
       for (const a of acked.filter((x) => x.partition === partition)) {

@@ -112,32 +112,34 @@ describe('partition recovery of the producer state', () => {
     await a.append(batch(2n, 0));
     await a.close(false);
 
+    // Every open starts a term whose no-op takes one offset: a's log is noop 0, producer 1 at 1-2,
+    // producer 2 at 3; b's no-op is 4, c's is 6. Replays count every batch, control batches too.
     const b = await open(dir);
-    expect(b.p.producerRecovery).toEqual({ snapshotOffset: 3, replayedBatches: 0 });
-    expect((await b.append(batch(1n, 0, 2))).baseOffset).toBe(0); // a retry, answered from the snapshot
-    await b.append(batch(1n, 2));
+    expect(b.p.producerRecovery).toEqual({ snapshotOffset: 4, replayedBatches: 0 });
+    expect((await b.append(batch(1n, 0, 2))).baseOffset).toBe(1); // a retry, answered from the snapshot
+    expect((await b.append(batch(1n, 2))).baseOffset).toBe(5);
     // No close: as after a crash, the snapshot is behind the log.
     const c = await open(dir);
-    expect(c.p.producerRecovery).toEqual({ snapshotOffset: 3, replayedBatches: 1 });
-    expect((await c.append(batch(1n, 2))).baseOffset).toBe(3);
-    expect((await c.append(batch(2n, 0))).baseOffset).toBe(2);
+    expect(c.p.producerRecovery).toEqual({ snapshotOffset: 4, replayedBatches: 2 });
+    expect((await c.append(batch(1n, 2))).baseOffset).toBe(5);
+    expect((await c.append(batch(2n, 0))).baseOffset).toBe(3);
     await expect(c.append(batch(1n, 7))).rejects.toThrow(/sequence/);
-    expect(c.p.logEndOffset).toBe(4);
+    expect(c.p.logEndOffset).toBe(7);
 
     // Torn snapshot: the whole log is replayed, with the same answers.
     const snap = path.join(dir, 't-0', PRODUCER_SNAPSHOT_FILE);
     const body = fs.readFileSync(snap);
     fs.writeFileSync(snap, body.subarray(0, body.length - 5));
     const d = await open(dir);
-    expect(d.p.producerRecovery).toEqual({ snapshotOffset: null, replayedBatches: 3 });
-    expect((await d.append(batch(1n, 2))).baseOffset).toBe(3);
+    expect(d.p.producerRecovery).toEqual({ snapshotOffset: null, replayedBatches: 6 });
+    expect((await d.append(batch(1n, 2))).baseOffset).toBe(5);
 
     // A snapshot newer than the log (the log lost a tail it had seen) is ignored and removed.
     const json = JSON.parse(fs.readFileSync(snap, 'utf8')) as { offset: number };
     fs.writeFileSync(snap, JSON.stringify({ ...json, offset: 1_000 }));
     const e = await open(dir);
     expect(e.p.producerRecovery.snapshotOffset).toBeNull();
-    expect((await e.append(batch(2n, 0))).baseOffset).toBe(2);
+    expect((await e.append(batch(2n, 0))).baseOffset).toBe(3);
     for (const x of [b, c, d, e]) await x.close(false).catch(() => {});
   });
 

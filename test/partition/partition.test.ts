@@ -39,20 +39,23 @@ describe('commit', () => {
     const disk = heldDisk();
     const { ev, effects, persistAll } = recorder();
     const p = await Partition.open(root, ident(), config, true, disk.options, effects);
+    // Offset 0 is the term's no-op (a control batch readers skip), so the first record is at 1.
     p.produce(1, batch('a', 'b'), 2);
     p.produce(2, batch('c'), 1);
     expect(ev.produced.map((x) => x.id)).toEqual([2]); // acks=leader: appended
-    expect(p.logEndOffset).toBe(3);
+    expect(p.logEndOffset).toBe(4);
     expect(p.highWatermark).toBe(0); // nothing durable yet
     expect(p.offsetFor('latest')).toBe(0);
     expect(() => p.read(0, 1 << 20)).not.toThrow();
     expect(p.read(0, 1 << 20).data.length).toBe(0); // uncommitted batches are never read
     persistAll();
     await disk.release();
-    expect(p.highWatermark).toBe(3);
+    expect(p.highWatermark).toBe(4);
     expect(ev.produced.map((x) => x.id)).toEqual([2, 1]);
-    expect(ev.produced[1].ok).toMatchObject({ baseOffset: 0, lastOffset: 1 });
-    expect(decodeBatches(p.read(0, 1 << 20).data).flatMap((b) => b.records.map((r) => r.offset))).toEqual([0, 1, 2]);
+    expect(ev.produced[1].ok).toMatchObject({ baseOffset: 1, lastOffset: 2 });
+    const batches = decodeBatches(p.read(0, 1 << 20).data);
+    expect(batches.map((b) => b.header.isControl)).toEqual([true, false, false]);
+    expect(batches.filter((b) => !b.header.isControl).flatMap((b) => b.records.map((r) => r.offset))).toEqual([1, 2, 3]);
     await p.close(false);
   });
 
@@ -61,7 +64,7 @@ describe('commit', () => {
     const { effects } = recorder();
     const p = await Partition.open(root, ident(), config, true, disk.options, effects);
     p.produce(1, batch('x'), 2);
-    expect(p.logEndOffset).toBe(1);
+    expect(p.logEndOffset).toBe(2);
     let code = '';
     try {
       p.fetch(9, 1, 1024, 0, true);
@@ -85,7 +88,7 @@ describe('commit', () => {
     expect(ev.fetches).toEqual([]); // append alone does not wake it
     expect(p.parkedCount).toBe(1);
     await disk.release();
-    expect(ev.fetches).toEqual([{ id: 7, offset: 0, values: ['late'], hw: 1 }]);
+    expect(ev.fetches).toEqual([{ id: 7, offset: 0, values: ['late'], hw: 2 }]);
     expect(p.parkedCount).toBe(0);
     await p.close(false);
   });
@@ -94,7 +97,7 @@ describe('commit', () => {
     const { ev, effects } = recorder();
     const p = await Partition.open(root, ident(), { ...config, flush: { kind: 'none' } }, true, {}, effects);
     p.produce(1, batch('q'), 2);
-    expect(p.highWatermark).toBe(1);
+    expect(p.highWatermark).toBe(2);
     expect(ev.produced.map((x) => x.id)).toEqual([1]);
     await p.close(false);
   });
@@ -126,30 +129,40 @@ describe('terms and recovery', () => {
     await p.close(false);
     p = await Partition.open(root, id, config, false, disk.options, effects);
     expect(p.term).toBe(2);
-    expect(p.highWatermark).toBe(1); // what survived is committed (a majority of one holds it)
+    // What survived is committed (a majority of one holds it): term 1's no-op (0) and 'one' (1).
+    expect(p.highWatermark).toBe(2);
     p.produce(2, batch('two', 'three'), 2);
     persistAll();
     await disk.release();
     expect(readHardState(p.dir)).toEqual({ term: 2, vote: 1 });
+    // Each term starts with its leader's no-op: 0 (term 1), 2 (term 2).
     expect(p.epochCheckpoint.list).toEqual([
       { epoch: 1, startOffset: 0 },
-      { epoch: 2, startOffset: 1 },
+      { epoch: 2, startOffset: 2 },
     ]);
-    const epochs = decodeBatches(p.read(0, 1 << 20).data).map((b) => b.header.partitionLeaderEpoch);
-    expect(epochs).toEqual([1, 2]);
+    const epochs = decodeBatches(p.read(0, 1 << 20).data).map((b) => [b.header.partitionLeaderEpoch, b.header.isControl]);
+    expect(epochs).toEqual([
+      [1, true],
+      [1, false],
+      [2, true],
+      [2, false],
+    ]);
     const rs = p.raftStorage();
-    expect([rs.firstIndex(), rs.lastIndex(), rs.term(0), rs.term(1), rs.term(2), rs.term(3), rs.term(-1)]).toEqual([0, 2, 1, 2, 2, -1, 0]);
-    expect(rs.initialState().hardState).toEqual({ term: 2, vote: 1, commit: -1 });
-    const runs = rs.entries(0, 2, 1 << 20, 100);
+    expect([rs.firstIndex(), rs.lastIndex(), rs.term(0), rs.term(1), rs.term(2), rs.term(4), rs.term(5), rs.term(-1)]).toEqual([0, 4, 1, 1, 2, 2, -1, 0]);
+    // commit: a one-voter group starts from everything it found on disk (offsets 0 and 1).
+    expect(rs.initialState().hardState).toEqual({ term: 2, vote: 1, commit: 1 });
+    const runs = rs.entries(0, 4, 1 << 20, 100);
     expect(runs.map((r) => [r.index, r.count, r.term, r.kind])).toEqual([
-      [0, 1, 1, 'data'],
-      [1, 2, 2, 'data'],
+      [0, 1, 1, 'noop'],
+      [1, 1, 1, 'data'],
+      [2, 1, 2, 'noop'],
+      [3, 2, 2, 'data'],
     ]);
-    expect(readBatchHeader(runs[1].data).baseOffset).toBe(1);
-    expect(rs.entries(2, 2, 1 << 20, 100).map((r) => r.index)).toEqual([1]); // the run containing lo
+    expect(readBatchHeader(runs[3].data).baseOffset).toBe(3);
+    expect(rs.entries(4, 4, 1 << 20, 100).map((r) => r.index)).toEqual([3]); // the run containing lo
     expect(rs.entries(0, 0, 1 << 20, 100).map((r) => r.index)).toEqual([0]); // none starting after hi
-    expect(rs.entries(0, 2, 1 << 20, 1).length).toBe(1);
-    expect(rs.entries(0, 2, 1, 100).length).toBe(1); // a byte limit still returns one whole run
+    expect(rs.entries(0, 4, 1 << 20, 1).length).toBe(1);
+    expect(rs.entries(0, 4, 1, 100).length).toBe(1); // a byte limit still returns one whole run
     await p.close(false);
   });
 
@@ -166,13 +179,19 @@ describe('terms and recovery', () => {
     const p = await Partition.open(root, id, config, false, disk.options, effects);
     expect(p.highWatermark).toBe(3);
     expect(p.term).toBe(1);
-    expect(p.epochCheckpoint.list).toEqual([{ epoch: 0, startOffset: 0 }]);
+    // The old batches are term-0 entries; term 1 starts with its leader's no-op at 3.
+    expect(p.epochCheckpoint.list).toEqual([
+      { epoch: 0, startOffset: 0 },
+      { epoch: 1, startOffset: 3 },
+    ]);
     expect(fs.existsSync(path.join(dir, EPOCH_CHECKPOINT_FILE))).toBe(true);
     p.fetch(1, 0, 1 << 20, 0, true);
     expect(ev.fetches[0].values).toEqual(['old-a', 'old-b', 'old-c']);
     p.produce(2, batch('new'), 2);
     persistAll();
     await disk.release();
+    expect(ev.produced).toMatchObject([{ id: 2, ok: { baseOffset: 4, lastOffset: 4 } }]);
+    expect(p.highWatermark).toBe(5);
     expect(p.epochCheckpoint.list).toEqual([
       { epoch: 0, startOffset: 0 },
       { epoch: 1, startOffset: 3 },
@@ -199,10 +218,13 @@ describe('retention', () => {
     for (let i = 0; i < 6; i++) p.produce(i, batch(big), 1);
     // Nothing committed: retention may not drop anything, whatever retention.bytes says.
     expect(p.enforceRetention(Date.now())).toBe(0);
-    expect(p.snapshotMeta()).toBeNull();
+    // Only the bootstrap snapshot (written at creation: the group's first configuration).
+    expect(p.snapshotMeta()).toEqual({ index: -1, term: 0, voters: [1], learners: [], logStartOffset: 0 });
     persistAll();
     await disk.release();
-    expect(p.highWatermark).toBe(6);
+    expect(p.highWatermark).toBe(7);
+    // The core learns it applied the commit with its next Ready (the shard persists it next turn).
+    persistAll();
     const deleted = p.enforceRetention(Date.now());
     expect(deleted).toBeGreaterThan(0);
     const meta = p.snapshotMeta()!;
@@ -239,7 +261,7 @@ describe('client produces', () => {
     const p = await Partition.open(root, ident(), config, true, {}, effects);
     // A control batch is what Raft writes itself (appendReplicated-style), never what a client may send.
     expect(() => p.produce(1, Buffer.from(controlBatch('noop', 0, 1, null)), 1)).toThrow(/only the broker writes those/);
-    expect(p.logEndOffset).toBe(0);
+    expect(p.logEndOffset).toBe(1); // the term's no-op only
     await p.close(false);
   });
 });
@@ -256,20 +278,20 @@ describe('idempotent producers', () => {
     p.produce(2, idem(7n, 0, 'a', 'b'), 2);
     // The retry arrives before the original is durable: nothing is written, nobody is answered yet.
     p.produce(3, idem(7n, 0, 'a', 'b'), 1);
-    expect(p.logEndOffset).toBe(3);
+    expect(p.logEndOffset).toBe(4); // the no-op (0), 'plain' (1), 'a' 'b' (2, 3)
     expect(ev.produced).toEqual([]);
     persistAll();
     await disk.release();
     expect(ev.produced.map((x) => [x.id, x.ok.baseOffset, x.ok.lastOffset])).toEqual([
-      [1, 0, 0],
-      [2, 1, 2],
-      [3, 1, 2],
+      [1, 1, 1],
+      [2, 2, 3],
+      [3, 2, 3],
     ]);
     // Once committed, a retry is answered at once; a gap is OUT_OF_ORDER_SEQUENCE.
     p.produce(4, idem(7n, 0, 'a', 'b'), 2);
-    expect(ev.produced.at(-1)).toMatchObject({ id: 4, ok: { baseOffset: 1, lastOffset: 2 } });
+    expect(ev.produced.at(-1)).toMatchObject({ id: 4, ok: { baseOffset: 2, lastOffset: 3 } });
     expect(() => p.produce(5, idem(7n, 5, 'c'), 2)).toThrow(/sequence/);
-    expect(p.logEndOffset).toBe(3);
+    expect(p.logEndOffset).toBe(4);
     await p.close(false);
   });
 });

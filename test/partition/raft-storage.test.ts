@@ -45,8 +45,13 @@ it('keeps the RaftStorage contract over a real log, before and after a retention
     written.push({ kind: 'data' });
   }
   await log.close();
-  const { effects } = recorder();
+  const { effects, persistAll } = recorder();
   const p = await Partition.open(root, { topic: 'rs', topicId: '', partition: 0 }, { ...config, retentionBytes: 0 }, false, {}, effects);
+  // The open elected the one voter in a new term, whose no-op ends the log; commit and apply it.
+  written.push({ kind: 'noop' });
+  persistAll();
+  persistAll();
+  expect(p.highWatermark).toBe(p.logEndOffset);
   const readRuns = (from: number): Entry[] => {
     const out: Entry[] = [];
     let k = 0;
@@ -81,10 +86,11 @@ it('the contract check fails on a storage that reports a wrong term', async () =
   log.append(encodeBatch([{ key: null, value: Buffer.from('a') }]), 1);
   log.append(encodeBatch([{ key: null, value: Buffer.from('b') }]), 2);
   await log.close();
-  const { effects } = recorder();
+  const { effects, persistAll } = recorder();
   const p = await Partition.open(root, { topic: 'bad', topicId: '', partition: 0 }, config, false, {}, effects);
+  persistAll(); // the new term's no-op at 2 commits
   const rs = p.raftStorage();
-  const runs = [0, 1].map((o) => runOf(Buffer.from(p.read(o, 1).data), 'data'));
+  const runs = [0, 1, 2].map((o) => runOf(Buffer.from(p.read(o, 1).data), o === 2 ? 'noop' : 'data'));
   checkRaftStorage(rs, rs.snapshot(), runs);
   const lying = Object.assign(Object.create(Object.getPrototypeOf(rs)), rs, { term: (i: number) => (i === 1 ? 1 : rs.term(i)) });
   expect(() => checkRaftStorage(lying, rs.snapshot(), runs)).toThrow(/term\(1\)/);

@@ -132,6 +132,11 @@ export class PartitionLog implements PartitionLogApi {
     return new PartitionLog(dir, config, segments, report, options);
   }
 
+  /** The file system the log lives on (node:fs but in the simulator): the partition's state files go there too. */
+  get storageFs(): StorageFs {
+    return this.fs;
+  }
+
   get config(): Readonly<LogConfig> {
     return this.cfg;
   }

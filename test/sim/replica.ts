@@ -48,11 +48,15 @@ export interface ReplicaHost {
   send(m: Message): void;
   /** A leader's commit index moved from `from` to `to` (before its Ready is persisted). */
   leaderCommitted(r: RaftNode, from: number, to: number): void;
-  /** A committed run was applied by `replica`. */
-  applied(replica: SimReplica, e: Entry): void;
-  crashed(replica: SimReplica): void;
+  /** A committed run was applied (or, for a partition, shown to readers) by `replica`. */
+  applied(replica: ReplicaUnderTest, e: Entry): void;
+  crashed(replica: ReplicaUnderTest): void;
+  /** The high watermark must never go back, even across a restart (else only within a run of the process). */
+  readonly strictHwRestart: boolean;
+  /** A restarted replica came back with a lower high watermark than it had shown (lenient mode). */
+  hwRestartedLower(replica: ReplicaUnderTest): void;
   /** A ReadIndex came out of `replica`'s Ready. */
-  readState(replica: SimReplica, context: number, index: number): void;
+  readState(replica: ReplicaUnderTest, context: number, index: number): void;
 }
 
 /** The surface the simulator drives. */
@@ -68,7 +72,8 @@ export interface ReplicaUnderTest {
   readonly crashAt: number;
   /** A Ready is written and waits for its fsync: the replica takes no input until then. */
   busy(): boolean;
-  start(): void;
+  /** Starts (recovers) from the durable disk; a real partition opens asynchronously. */
+  start(): void | Promise<void>;
   crash(): void;
   /** Removed from the group: stopped for good. */
   stop(): void;

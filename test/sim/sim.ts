@@ -14,11 +14,21 @@
  * restarted, no drops): in every group a leader must appear and a proposal must commit within a bound
  * (liveness).
  */
+import assert from 'node:assert/strict';
 import type { NodeId } from '../../src/model/index.js';
 import { type Entry, MESSAGE_TYPE_NAMES, type Message, MessageType, type RaftBug, type RaftNode, type RaftOptions } from '../../src/raft/index.js';
 import { Checkers, InvariantViolation, contentId } from './checkers.js';
+import { PartitionReplica } from './partition-replica.js';
 import { Prng } from './prng.js';
 import { type DriverBug, type ReplicaHost, type ReplicaUnderTest, SimReplica } from './replica.js';
+import { SimFs } from './sim-fs.js';
+
+/**
+ * The replica under test: `reference` is the reference driver around the bare core (replica.ts);
+ * `partition` is the real src/partition `Partition` on a simulated disk (partition-replica.ts).
+ */
+export const REPLICA_KINDS = ['partition', 'reference'] as const;
+export type ReplicaKind = (typeof REPLICA_KINDS)[number];
 
 /** Groups per simulated node, when the seed chooses: 1..SIM_GROUPS_MAX. */
 export const SIM_GROUPS_MAX = 4;
@@ -31,6 +41,14 @@ export interface SimOptions {
   driverBugs?: readonly DriverBug[];
   /** Raft groups per node (1..SIM_GROUPS_MAX); by default the seed chooses. */
   groups?: number;
+  /** Default `reference` for `runSeed`; `runSeedAsync` runs either. */
+  replica?: ReplicaKind;
+  /**
+   * Hold the partition replica's high watermark to "never back, across restarts too" (the reference
+   * driver always is). Off by default: the partition re-learns its commit after a restart, so its
+   * high watermark restarts lower; `stats.hwRestartsLower` counts it.
+   */
+  strictHwRestart?: boolean;
   /** Keep a full text trace (slow; used to print a failing seed). */
   fullTrace?: boolean;
 }
@@ -47,6 +65,8 @@ export interface SimStats {
   snapshots: number;
   reads: number;
   livenessWaived: number;
+  /** Restarts after which a replica's high watermark was lower than it had been (lenient mode). */
+  hwRestartsLower: number;
 }
 
 export interface SimResult {
@@ -72,7 +92,11 @@ class SimNode {
   readonly replicas = new Map<number, ReplicaUnderTest>();
   up = true;
   stalledUntil = 0;
-  constructor(readonly id: number) {}
+  constructor(
+    readonly id: number,
+    /** The node's disk, shared by its groups (partition replicas only). */
+    readonly disk: SimFs | null,
+  ) {}
 }
 
 /** One Raft group: its replicas (by node id), its checkers, its clients' bookkeeping. */
@@ -112,11 +136,15 @@ export class Sim {
   private dupP = 0.01;
   private hash = 0x811c9dc5;
   private readonly trace: string[] = [];
-  readonly stats: SimStats = { groups: 0, leaders: 0, committed: 0, committedPerGroup: [], acked: 0, crashes: 0, confChanges: 0, snapshots: 0, reads: 0, livenessWaived: 0 };
+  readonly stats: SimStats = { groups: 0, leaders: 0, committed: 0, committedPerGroup: [], acked: 0, crashes: 0, confChanges: 0, snapshots: 0, reads: 0, livenessWaived: 0, hwRestartsLower: 0 };
   private readonly driverBugs: ReadonlySet<DriverBug>;
+  readonly kind: ReplicaKind;
+  /** Replica starts (a partition opens asynchronously) the async loop waits for. */
+  private starting: Promise<void>[] = [];
 
   constructor(opts: SimOptions) {
     this.opts = opts;
+    this.kind = opts.replica ?? 'reference';
     this.rng = new Prng(opts.seed);
     this.driverBugs = new Set(opts.driverBugs ?? []);
     const mode = this.rng.int(4);
@@ -129,7 +157,7 @@ export class Sim {
     if (!Number.isSafeInteger(g) || g < 1 || g > SIM_GROUPS_MAX) throw new Error(`groups must be 1..${SIM_GROUPS_MAX}`);
     this.stats.groups = g;
     const voters = Array.from({ length: n }, (_, i) => (i + 1) as NodeId);
-    for (const id of voters) this.nodes.set(id, new SimNode(id));
+    for (const id of voters) this.nodes.set(id, this.newNode(id));
     for (let gid = 1; gid <= g; gid++) {
       const group = new SimGroup(gid);
       group.host = this.hostFor(group);
@@ -137,7 +165,7 @@ export class Sim {
       for (const id of voters) this.addReplica(group, this.nodes.get(id)!, voters);
     }
     this.nextNodeId = n + 1;
-    this.note(`cluster n=${n} groups=${g} preVote=${this.preVote} checkQuorum=${this.checkQuorum} entriesMax=${this.msgEntriesMax} inflight=${this.inflightMsgsMax}`, 0, n * 16 + g, mode);
+    this.note(`cluster ${this.kind} n=${n} groups=${g} preVote=${this.preVote} checkQuorum=${this.checkQuorum} entriesMax=${this.msgEntriesMax} inflight=${this.inflightMsgsMax}`, 0, n * 16 + g, mode);
   }
 
   /** What the replicas of `group` report to: its checkers, the network (tagged with the group), the trace. */
@@ -156,6 +184,11 @@ export class Sim {
       },
       applied: (_replica, e) => this.applied(group, e),
       crashed: () => this.stats.crashes++,
+      strictHwRestart: this.kind === 'reference' || this.opts.strictHwRestart === true,
+      hwRestartedLower: (r) => {
+        this.stats.hwRestartsLower++;
+        this.note(`g${group.id} ${r.id} restarts with a lower high watermark`, 20, r.id * 8 + group.id, 0);
+      },
       readState: (replica, context, index) => {
         group.checkers.onReadState(replica.id, context, index);
         this.stats.reads++;
@@ -189,14 +222,26 @@ export class Sim {
 
   // --- Nodes, replicas -----------------------------------------------------------------------------
 
+  private newNode(id: number): SimNode {
+    return new SimNode(id, this.kind === 'partition' ? new SimFs(() => this.now) : null);
+  }
+
   /** A replica of `group` on `node` (started at once if the node is up). */
   private addReplica(group: SimGroup, node: SimNode, voters: readonly NodeId[]): ReplicaUnderTest {
-    const r = new SimReplica(node.id, voters, group.host, this.driverBugs);
+    const r =
+      this.kind === 'partition'
+        ? new PartitionReplica({ id: node.id, group: group.id, voters, host: group.host, disk: node.disk!, bugs: this.driverBugs })
+        : new SimReplica(node.id, voters, group.host, this.driverBugs);
     node.replicas.set(group.id, r);
     group.replicas.set(node.id, r);
     group.everMember.add(node.id);
-    if (node.up) r.start();
+    if (node.up) this.startReplica(r);
     return r;
+  }
+
+  private startReplica(r: ReplicaUnderTest): void {
+    const started = r.start();
+    if (started !== undefined) this.starting.push(started);
   }
 
   private raftOptions(id: number): RaftOptions {
@@ -226,12 +271,14 @@ export class Sim {
     n.up = false;
     n.stalledUntil = 0;
     for (const r of n.replicas.values()) if (!r.removed) r.crash();
+    // Unsynced writes are lost, some torn (a partial tail, zeros): recovery must cope.
+    n.disk?.crash(this.rng);
     this.note(`crash node ${n.id}`, 1, n.id, n.replicas.size);
   }
 
   private startNode(n: SimNode): void {
     n.up = true;
-    for (const r of n.replicas.values()) if (!r.removed) r.start();
+    for (const r of n.replicas.values()) if (!r.removed) this.startReplica(r);
   }
 
   /**
@@ -312,7 +359,9 @@ export class Sim {
   }
 
   private send(group: SimGroup, m: Message): void {
-    this.checkDurableClaim(group, m);
+    // The reference replica's disk is a MemoryStorage the claim is checked against; the partition's
+    // is checked by its consequences (crashes lose what it claimed, and the other checkers see it).
+    if (this.kind === 'reference') this.checkDurableClaim(group, m);
     this.note(() => `g${group.id} ${m.from}->${m.to} ${MESSAGE_TYPE_NAMES[m.type]} t${m.term} i${m.index} lt${m.logTerm} runs${m.entries.length} c${m.commit}${m.reject ? ' reject' : ''}`, 5, (m.from * 64 + m.to) * 8 + group.id, m.type * 1000003 + m.term);
     if (this.blocked.has(this.link(m.from, m.to))) return;
     if (this.rng.chance(this.dropP)) return;
@@ -401,6 +450,9 @@ export class Sim {
       this.blocked.clear();
       this.note('heal', 8, 0, 0);
     }
+    // Membership changes and transfers go to the core directly (the partition has no surface for them
+    // yet): reference replicas only.
+    if (this.kind === 'partition') return;
     for (const g of this.groups) {
       if (rng.chance(0.01)) this.changeMembership(g);
       if (rng.chance(0.003)) this.transfer(g);
@@ -442,7 +494,7 @@ export class Sim {
   private learnerNode(group: SimGroup): SimNode {
     const cands = [...this.nodes.values()].filter((n) => !group.everMember.has(n.id));
     if (cands.length > 0 && this.rng.chance(0.5)) return this.rng.pick(cands);
-    const n = new SimNode(this.nextNodeId++);
+    const n = this.newNode(this.nextNodeId++);
     this.nodes.set(n.id, n);
     return n;
   }
@@ -542,16 +594,22 @@ export class Sim {
     for (const n of this.nodes.values()) for (const r of n.replicas.values()) yield [n, r];
   }
 
+  /** Client actions: produces; ReadIndex and compaction for reference replicas. */
+  private clients(): void {
+    for (const g of this.groups) {
+      if (this.rng.chance(0.3)) this.propose(g);
+      if (this.kind === 'reference' && this.rng.chance(0.03)) this.readIndex(g);
+    }
+    if (this.kind === 'reference' && this.rng.chance(0.02)) this.compact();
+  }
+
   step(): void {
+    assert.equal(this.kind, 'reference', 'a partition replica needs the async loop (runSeedAsync)');
     this.now++;
     const quietStart = this.quietStart();
     if (this.now === quietStart) this.startQuiet();
     if (!this.quiet) this.injectFaults();
-    for (const g of this.groups) {
-      if (this.rng.chance(0.3)) this.propose(g);
-      if (this.rng.chance(0.03)) this.readIndex(g);
-    }
-    if (this.rng.chance(0.02)) this.compact();
+    this.clients();
     // A driver takes the Ready a client action produced before its next input (a proposal can move a
     // leader's commit, e.g. a membership change; the commit checkers must see it while it leads).
     for (const [n, r] of this.replicas()) if (this.ready(n, r)) r.processReady();
@@ -563,6 +621,54 @@ export class Sim {
       r.processReady();
     }
     this.checkAfterStep();
+  }
+
+  /**
+   * The same step for replicas with asynchronous parts (the real partition: open, and the continuation
+   * of a completed fdatasync run as microtasks). Each phase ends by letting those run (`settle`), so
+   * the order of everything is still a function of the seed.
+   */
+  async stepAsync(): Promise<void> {
+    this.now++;
+    const quietStart = this.quietStart();
+    if (this.now === quietStart) this.startQuiet();
+    if (!this.quiet) this.injectFaults();
+    await this.settleStarts();
+    this.clients();
+    for (const [n, r] of this.replicas()) if (this.ready(n, r)) r.processReady();
+    await settle(); // the log's group commit issues its fdatasyncs
+    for (const n of this.nodes.values()) {
+      const disk = n.disk!;
+      if (!n.up || n.stalledUntil > this.now || disk.pendingSyncs === 0) continue;
+      // A sync may lag a step (the replica keeps taking input meanwhile; persist-before-send holds it).
+      if (this.quiet || this.rng.chance(0.85)) {
+        disk.completeSyncs();
+        this.note(`sync node ${n.id}`, 19, n.id, 0);
+      }
+    }
+    await settle(); // persisted: send, apply, answer acks
+    this.observeAll();
+    this.deliverDue();
+    for (const [n, r] of this.replicas()) {
+      if (!this.ready(n, r)) continue;
+      r.tick();
+      r.processReady();
+    }
+    await settle();
+    this.observeAll();
+    this.checkAfterStep();
+  }
+
+  private async settleStarts(): Promise<void> {
+    while (this.starting.length > 0) {
+      const s = this.starting;
+      this.starting = [];
+      await Promise.all(s);
+    }
+  }
+
+  private observeAll(): void {
+    for (const [, r] of this.replicas()) if (r instanceof PartitionReplica && r.partition !== null) r.observe();
   }
 
   private quietStart(): number {
@@ -588,6 +694,7 @@ export class Sim {
         if (l !== undefined) {
           g.checkers.checkComplete(l.raft!, 'no committed entry lost', Number.POSITIVE_INFINITY);
           g.checkers.checkAcked(l.raft!, 'every acked produce present', Number.POSITIVE_INFINITY);
+          if (l instanceof PartitionReplica) g.checkers.checkReadLog(l.id, l.readAll(), l.partition!.logStartOffset);
         }
       }
     }
@@ -614,15 +721,30 @@ export class Sim {
   }
 
   run(): SimResult {
-    let failure: string | null = null;
-    let checker: string | null = null;
+    let failure: Error | null = null;
     try {
       while (this.now < this.opts.steps) this.step();
     } catch (err) {
-      checker = err instanceof InvariantViolation ? err.checker : 'exception';
-      failure = err instanceof Error ? `${err.message}` : String(err);
-      this.note(`FAIL ${failure}`, 99, 0, 0);
+      failure = err instanceof Error ? err : new Error(String(err));
     }
+    return this.result(failure);
+  }
+
+  async runAsync(): Promise<SimResult> {
+    let failure: Error | null = null;
+    try {
+      await this.settleStarts();
+      while (this.now < this.opts.steps) await this.stepAsync();
+    } catch (err) {
+      failure = err instanceof Error ? err : new Error(String(err));
+    }
+    return this.result(failure);
+  }
+
+  private result(err: Error | null): SimResult {
+    const checker = err === null ? null : err instanceof InvariantViolation ? err.checker : 'exception';
+    const failure = err === null ? null : err instanceof InvariantViolation ? err.message : `${err.message}${process.env.SIM_STACK ? `\n${err.stack}` : ''}`;
+    if (failure !== null) this.note(`FAIL ${failure}`, 99, 0, 0);
     for (const g of this.groups) {
       this.stats.committed += g.checkers.maxCommitted;
       this.stats.committedPerGroup.push(g.checkers.maxCommitted);
@@ -642,6 +764,18 @@ export class Sim {
   }
 }
 
+/** One seed with the reference replica (synchronous: benchmarks and quick tests). */
 export function runSeed(opts: SimOptions): SimResult {
   return new Sim(opts).run();
+}
+
+/** One seed with either replica (`opts.replica`; the partition needs the async loop). */
+export function runSeedAsync(opts: SimOptions): Promise<SimResult> {
+  const sim = new Sim(opts);
+  return sim.kind === 'reference' ? Promise.resolve(sim.run()) : sim.runAsync();
+}
+
+/** Lets queued microtasks (a partition's flush continuations, an open) run before the next phase. */
+function settle(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
 }

@@ -138,6 +138,7 @@ export class PartitionReplica implements ReplicaUnderTest {
       { nodeId: id, voters, raft, timers: NO_TIMERS, driverBugs: [...this.o.bugs] },
     );
     if (incarnation !== this.incarnation) return; // crashed while opening
+    this.checkEpochs(p);
     this.partition = p;
     this.persistWanted = true;
     // The partition restarts its high watermark from what it can prove committed (its snapshot), and
@@ -235,6 +236,25 @@ export class PartitionReplica implements ReplicaUnderTest {
       at = r.nextOffset;
     }
     if (hw > this.shown) this.shown = hw;
+  }
+
+  /**
+   * After recovery the leader-epoch checkpoint (what the core's `term(i)` answers from) must agree with
+   * the batches it describes: each epoch starts at a run of that term. A checkpoint ahead of its log
+   * (a truncation the crash undid, an epoch written after it) gives the core terms its log does not
+   * hold: an inflated last term wins elections it should lose, and appends carry runs whose header
+   * term is not the term the leader claims for them.
+   */
+  private checkEpochs(p: Partition): void {
+    const st = p.raftStorage();
+    for (const ep of p.epochCheckpoint.list) {
+      if (ep.startOffset < p.logStartOffset || ep.startOffset >= p.logEndOffset) continue;
+      const run = st.entries(ep.startOffset, ep.startOffset, 1, 1)[0];
+      if (run === undefined || run.index !== ep.startOffset || run.term !== ep.epoch) {
+        const found = run === undefined ? 'nothing' : `run ${run.index}+${run.count}@${run.term}`;
+        throw new InvariantViolation('log matching', `node ${this.id} g${this.o.group} restarted with epoch ${ep.epoch} starting at ${ep.startOffset} in its checkpoint, but its log holds ${found} there`);
+      }
+    }
   }
 
   /** Every run of the partition's log up to its high watermark, read back (the final check). */

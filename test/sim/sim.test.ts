@@ -20,8 +20,8 @@ import { Checkers } from './checkers.js';
 import type { DriverBug } from './replica.js';
 import { Sim, runSeed, runSeedAsync } from './sim.js';
 
-/** Every seed runs 1..4 groups per node (about 2.5x the work of one group): 120 seeds (300 group-runs) keep CI well under a minute. */
-const SEEDS = 120;
+/** Every seed runs 1..4 groups per node (about 2.5x the work of one group): 100 seeds (about 250 group-runs) keep CI under a minute. */
+const SEEDS = 100;
 const STEPS = 2_000;
 
 /** Bugs the random simulation catches, with the seed budget each must be caught within. */
@@ -112,7 +112,7 @@ function run(index: number, count: number, term: number, id: number): Entry {
 }
 
 /** The real partition is ~50x slower per seed than the reference driver: fewer, shorter seeds in CI. */
-const PARTITION_SEEDS = 6;
+const PARTITION_SEEDS = 5;
 const PARTITION_STEPS = 1_000;
 
 describe('deterministic simulation of the real partition', () => {

@@ -14,6 +14,8 @@
  *   --groups G               Raft groups per simulated node (1-4; default: the seed chooses)
  *   --strict-hw-restart      (partition) a restarted replica's high watermark may not be lower than
  *                            before the crash (by default only counted: the partition re-learns it)
+ *   --keep-going             run every seed even after a failure; print one line per failing seed
+ *                            (seed, checker, message) and the count (exit 1 if any failed)
  *   --json                   print a JSON summary line
  * Defaults: 20,000 seeds of 2,000 steps.
  */
@@ -41,10 +43,11 @@ interface Args {
   replica: ReplicaKind;
   groups: number | undefined;
   strictHwRestart: boolean;
+  keepGoing: boolean;
 }
 
 function parseArgs(argv: readonly string[]): Args {
-  const a: Args = { seeds: 20_000, first: 1, steps: 2_000, seed: null, traceHash: false, bug: null, json: false, replica: 'reference', groups: undefined, strictHwRestart: false };
+  const a: Args = { seeds: 20_000, first: 1, steps: 2_000, seed: null, traceHash: false, bug: null, json: false, replica: 'reference', groups: undefined, strictHwRestart: false, keepGoing: false };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const v = (): string => {
@@ -59,6 +62,7 @@ function parseArgs(argv: readonly string[]): Args {
     else if (k === '--trace-hash') a.traceHash = true;
     else if (k === '--json') a.json = true;
     else if (k === '--strict-hw-restart') a.strictHwRestart = true;
+    else if (k === '--keep-going') a.keepGoing = true;
     else if (k === '--groups') {
       a.groups = Number(v());
       if (!Number.isSafeInteger(a.groups) || a.groups < 1 || a.groups > SIM_GROUPS_MAX) throw new Error(`--groups must be 1..${SIM_GROUPS_MAX}`);
@@ -117,8 +121,14 @@ async function main(): Promise<number> {
   let passed = 0;
   let waived = 0;
   let failed: SimResult | null = null;
+  const failures: SimResult[] = [];
   for (let s = args.first; s < args.first + args.seeds; s++) {
     const r = await runSeedAsync({ ...opts, seed: s });
+    if (!r.ok && args.keepGoing) {
+      failures.push(r);
+      console.log(`FAIL seed ${r.seed} [${r.checker}]: ${r.failure?.split('\n')[0]}`);
+      continue;
+    }
     if (!r.ok) {
       failed = r;
       break;
@@ -132,6 +142,11 @@ async function main(): Promise<number> {
   }
   if (tty) process.stdout.write('\r\x1b[K');
   const secs = (performance.now() - t0) / 1000;
+  if (args.keepGoing) {
+    console.log(`${args.replica}: ${passed} of ${args.seeds} seeds x ${args.steps} steps ok, ${failures.length} failed, in ${secs.toFixed(1)} s (${(args.seeds / secs).toFixed(2)} seeds/s)`);
+    if (args.json) console.log(JSON.stringify({ replica: args.replica, seeds: args.seeds, passed, failedSeeds: failures.map((f) => f.seed), checkers: failures.map((f) => f.checker), secs }));
+    return failures.length === 0 ? 0 : 1;
+  }
   if (failed !== null) {
     await printFailure(failed, args);
     if (args.bug !== null) console.log(`bug ${args.bug} caught by "${failed.checker}" at seed ${failed.seed} after ${passed} clean seeds`);

@@ -89,9 +89,8 @@ export class PartitionReplica implements ReplicaUnderTest {
     return this.partition === null ? null : coreOf(this.partition);
   }
 
-  get disk(): never {
-    throw new Error('the partition replica has no MemoryStorage disk (persist-before-send is checked by its crashes)');
-  }
+  /** Its disk is the node's SimFs under a real log, not a MemoryStorage (see ReplicaUnderTest.disk). */
+  readonly disk = null;
 
   /** The partition queues its own input while a Ready is in flight, so the simulator need not. */
   busy(): boolean {

@@ -64,8 +64,12 @@ export interface ReplicaUnderTest {
   readonly id: number;
   /** The core inside (the protocol checkers read its log and role); null while down. */
   readonly raft: RaftNode | null;
-  /** The durable disk: what survives a crash. */
-  readonly disk: { readonly storage: MemoryStorage };
+  /**
+   * The durable disk as a `MemoryStorage` (what survives a crash), which the commit-durability and
+   * persist-before-send checkers read; null for a replica on a real log (the partition: those two
+   * properties are checked by their consequences, its crashes on SimFs).
+   */
+  readonly disk: { readonly storage: MemoryStorage } | null;
   /** Removed from its group (by a committed membership change): stopped for good. */
   readonly removed: boolean;
   /** A step at which this replica wants its node crashed (0 = none): figure-8-like histories. */

@@ -296,7 +296,7 @@ export class Sim {
           const l = n.raft.log;
           return { id: n.id, lastIndex: l.lastIndex(), lastTerm: l.lastTerm(), term: (i: number) => l.term(i), first: l.firstIndex() - 1 };
         }
-        const st = n.disk.storage;
+        const st = n.disk!.storage;
         const last = st.lastIndex();
         return { id: n.id, lastIndex: last, lastTerm: st.term(last), term: (i: number) => st.term(i), first: st.firstIndex() - 1 };
       });
@@ -344,7 +344,7 @@ export class Sim {
    * leader's queued append whose entries the same Ready truncates.
    */
   private checkDurableClaim(group: SimGroup, m: Message): void {
-    const st = group.replicas.get(m.from)!.disk.storage;
+    const st = group.replicas.get(m.from)!.disk!.storage;
     if (m.term < st.hardState().term) return;
     let problem = '';
     if (m.type === MessageType.AppResp && !m.reject && m.index > st.lastIndex()) {

@@ -227,3 +227,9 @@ assert.ok(SHARD_WATCHDOG_MS > 10 * SHARD_STATS_INTERVAL_MS, 'the watchdog must n
 export const PARTITION_INBOX_MESSAGES_MAX = 4096;
 /** Ticks a partition owes its Raft core while a Ready is being persisted; more are not counted. */
 export const PARTITION_TICKS_OWED_MAX = RAFT_ELECTION_TICKS_DEFAULT;
+/**
+ * A fetch this close below the high watermark is checked for holding only control batches (each
+ * term's no-op); if so it parks as a fetch at the high watermark would, instead of returning at
+ * once with no records. Control batches are one record each, so a longer range holds data.
+ */
+export const PARTITION_CONTROL_TAIL_OFFSETS_MAX = 8;

@@ -34,8 +34,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { SluiceError, toSluiceError } from '../errors.js';
-import { PARTITION_INBOX_MESSAGES_MAX, PARTITION_TICKS_OWED_MAX, PRODUCER_IDLE_EXPIRY_MS_DEFAULT, PRODUCER_SNAPSHOT_INTERVAL_BYTES } from '../constants.js';
-import { validateBatches, readInt64, OFF_LAST_OFFSET_DELTA, OFF_LENGTH, OFF_LEADER_EPOCH, OFF_MAX_TIMESTAMP, OFF_PRODUCER_ID, OFF_PRODUCER_EPOCH, OFF_BASE_SEQUENCE, OFF_RECORD_COUNT, asBuffer } from '../batch/codec.js';
+import { PARTITION_CONTROL_TAIL_OFFSETS_MAX, PARTITION_INBOX_MESSAGES_MAX, PARTITION_TICKS_OWED_MAX, PRODUCER_IDLE_EXPIRY_MS_DEFAULT, PRODUCER_SNAPSHOT_INTERVAL_BYTES } from '../constants.js';
+import { validateBatches, readInt64, OFF_LAST_OFFSET_DELTA, OFF_LENGTH, OFF_LEADER_EPOCH, OFF_MAX_TIMESTAMP, OFF_PRODUCER_ID, OFF_PRODUCER_EPOCH, OFF_BASE_SEQUENCE, OFF_RECORD_COUNT, OFF_ATTRIBUTES, asBuffer } from '../batch/codec.js';
 import { NODE_FS, PartitionLog, isDiskFull, type LogOpenOptions } from '../storage/index.js';
 import type { AppendOptions, LogConfig } from '../storage/types.js';
 import type { RecoveryReport } from '../storage/recovery.js';
@@ -56,6 +56,10 @@ const PRODUCED: AppendOptions = Object.freeze({ produced: true });
 const EMPTY = new Uint8Array(0);
 /** The v2 batch's fixed prefix not counted by its length field (baseOffset + length). */
 const BATCH_LOG_OVERHEAD = 12;
+/** attributes bit 5: a control batch (Raft's no-op or a membership change). */
+const CONTROL_ATTRIBUTE = 0x20;
+/** Enough for PARTITION_CONTROL_TAIL_OFFSETS_MAX control batches (about 70 bytes each). */
+const CONTROL_TAIL_READ_BYTES = 4096;
 
 /**
  * TEST ONLY: when set to a topic name, the process kills itself (SIGKILL) right after an idempotent
@@ -190,6 +194,10 @@ export class Partition {
   /** The HardState on disk (what `hard-state.json` holds). */
   private storedHs: StoredHardState;
   private producerTable: ProducerStateTable;
+  /** Why the kept Ready could not be written. */
+  private persistError: SluiceError | null = null;
+  /** Settles when the last fdatasync persist() started has completed (or failed). */
+  private persistDone: Promise<void> = Promise.resolve();
 
   private constructor(
     readonly id: PartitionIdentity,
@@ -269,8 +277,15 @@ export class Partition {
       const p = new Partition(id, log, epochs, snap, hs, effects, table, report, producerIdleExpiryMs, nodeId, replica.raft ?? {}, replica.timers ?? REAL_TIMERS);
       if (replica.driverBugs !== undefined && replica.driverBugs.length > 0) p.bugs = new Set(replica.driverBugs);
       if (report.replayedBatches > 0) p.snapshotProducers();
-      // A group of one elects itself now: no timeout to wait for, nobody to ask.
-      if (p.isSoleVoter()) p.raft.campaign();
+      // A group of one elects itself now (no timeout to wait for, nobody to ask) and commits its
+      // no-op before the open returns, so an opened partition's high watermark is its log end.
+      if (p.isSoleVoter()) {
+        p.raft.campaign();
+        p.writeThroughQuietly();
+        p.persist();
+        await p.persistDone;
+        p.persist(); // the core learns what it applied (no fdatasync)
+      }
       p.afterCoreEvent();
       return p;
     } catch (err) {
@@ -409,10 +424,15 @@ export class Partition {
       }
     }
     // The term's no-op (and anything else the core appended) goes first; its HardState and
-    // checkpoint entry were written before it. Idle (no Ready in flight) it is already written.
+    // checkpoint entry were written before it. Idle (no Ready in flight) it is already written; a
+    // Ready whose writes failed (a full disk) is written now, or this produce fails as it did.
+    if (this.retryReady !== null) {
+      this.persist();
+      if (this.retryReady !== null) throw this.persistError ?? new SluiceError('STORAGE_ERROR', `${this.name}: the last Ready could not be written`);
+    }
     if (!this.inFlight) this.writeThrough();
     const term = this.raft.getTerm();
-    assert.equal(this.epochs.lastEpoch, term, `${this.name}: the leader's term ${term} has no no-op in the log`);
+    if (this.epochs.lastEpoch !== term) assert.fail(`${this.name}: the leader's term ${term} has no no-op in the log`);
     const r = this.log.append(bytes, term, PRODUCED);
     const { runs, counts } = splitRuns(bytes, !this.isSoleVoter());
     if (this.inFlight) {
@@ -442,9 +462,9 @@ export class Partition {
   private propose(runs: readonly Uint8Array[], counts: readonly number[], first: number): void {
     const u = this.raft.log.unstable;
     const before = u.length;
-    assert.equal(this.written.length, before, `${this.name}: proposing before the core's runs are written`);
+    if (this.written.length !== before) assert.fail(`${this.name}: proposing before the core's runs are written`);
     const at = this.raft.proposeBatch(runs, counts);
-    assert.equal(at, first, `${this.name}: the core put a run at ${at}, the log at ${first}`);
+    if (at !== first) assert.fail(`${this.name}: the core put a run at ${at}, the log at ${first}`);
     for (let k = before; k < u.length; k++) this.written.push(u[k]);
   }
 
@@ -467,7 +487,7 @@ export class Partition {
     if (offset < start || offset > this.hw) {
       throw new SluiceError('OFFSET_OUT_OF_RANGE', `offset ${offset} is outside [${start}, ${this.hw}] of ${this.name}`);
     }
-    if (offset === this.hw && maxWaitMs > 0 && mayPark) {
+    if (maxWaitMs > 0 && mayPark && (offset === this.hw || this.onlyControlBelowHw(offset))) {
       const timer = this.timers.setTimeout(() => {
         if (this.unpark(id)) this.effects.serveFetch(this, id, offset, maxBytes);
       }, maxWaitMs);
@@ -476,6 +496,25 @@ export class Partition {
     }
     this.effects.serveFetch(this, id, offset, maxBytes);
     return false;
+  }
+
+  /**
+   * True when [offset, hw) holds control batches only (a term's no-op at the tail): a long-poll there
+   * has nothing to show a reader yet, so it parks. Checked only a few offsets below the high
+   * watermark, with one small read.
+   */
+  private onlyControlBelowHw(offset: number): boolean {
+    if (offset >= this.hw || this.hw - offset > PARTITION_CONTROL_TAIL_OFFSETS_MAX) return false;
+    try {
+      const r = this.log.read(offset, CONTROL_TAIL_READ_BYTES, this.hw);
+      const buf = asBuffer(r.data);
+      for (let pos = 0; pos < buf.length; pos += buf.readInt32BE(pos + OFF_LENGTH) + BATCH_LOG_OVERHEAD) {
+        if ((buf.readInt16BE(pos + OFF_ATTRIBUTES) & CONTROL_ATTRIBUTE) === 0) return false;
+      }
+      return r.nextOffset >= this.hw;
+    } catch {
+      return false; // a fenced range: the fetch is served, and reports it
+    }
   }
 
   /** Removes a parked fetch (timeout or cancel); true if it was still parked. */
@@ -538,12 +577,16 @@ export class Partition {
 
   /** After the core took input: write what it appended, and ask for a persist if it has a Ready. */
   private afterCoreEvent(): void {
+    this.writeThroughQuietly();
+    if (this.raft.hasReady()) this.effects.needPersist(this);
+  }
+
+  private writeThroughQuietly(): void {
     try {
       this.writeThrough();
     } catch {
       // A full disk or a fenced log: persist() writes again and reports to whoever waits.
     }
-    if (this.raft.hasReady()) this.effects.needPersist(this);
   }
 
   /**
@@ -574,9 +617,9 @@ export class Partition {
     }
     if (this.epochs.lastEpoch !== e.term) this.epochs.assign(e.term, e.index);
     const buf = asBuffer(e.data);
-    assert.ok(readInt64(buf, 0) === e.index && buf.readInt32BE(OFF_LEADER_EPOCH) === e.term, `${this.name}: run ${e.index}@${e.term} carries another header`);
+    if (readInt64(buf, 0) !== e.index || buf.readInt32BE(OFF_LEADER_EPOCH) !== e.term) assert.fail(`${this.name}: run ${e.index}@${e.term} carries another header`);
     const r = this.log.appendReplicated(buf, e.term);
-    assert.equal(r.lastOffset, lastIndexOf(e), `${this.name}: run ${e.index}+${e.count} holds other offsets`);
+    if (r.lastOffset !== lastIndexOf(e)) assert.fail(`${this.name}: run ${e.index}+${e.count} holds other offsets`);
     if (e.kind === 'data') applyHeaders(this.producerTable, buf);
   }
 
@@ -628,12 +671,13 @@ export class Partition {
     } catch (err) {
       // Nothing of this Ready may be sent or applied; it is written again at the next tick.
       this.retryReady = ready;
-      return this.failPending(toSluiceError(err));
+      this.persistError = toSluiceError(err);
+      return this.failPending(this.persistError);
     }
     if (this.bugs.has('send-before-persist')) for (const m of ready.messages) this.effects.send(this, m);
     const sync = (ready.entries.length > 0 || ready.snapshot !== null) && this.log.config.flush.kind === 'always';
     if (!sync) return this.complete(ready);
-    this.log.flush().then(
+    this.persistDone = this.log.flush().then(
       () => this.complete(ready),
       (err) => this.failPending(toSluiceError(err)),
     );
@@ -692,7 +736,7 @@ export class Partition {
   /** Moves the high watermark to `hw`: answers acks=all produces and wakes parked fetches. */
   private applyCommit(hw: number): void {
     if (hw <= this.hw) return;
-    assert.ok(hw <= this.log.nextOffset, `${this.name}: commit ${hw - 1} beyond the log end ${this.log.nextOffset}`);
+    if (hw > this.log.nextOffset) assert.fail(`${this.name}: commit ${hw - 1} beyond the log end ${this.log.nextOffset}`);
     this.hw = hw;
     let n = 0;
     while (n < this.pendingAcks.length && this.pendingAcks[n].ok.lastOffset < hw) n++;

@@ -62,7 +62,8 @@ describe('close', () => {
     expect(results.every((r) => r.lastOffset - r.baseOffset === 9)).toBe(true);
     await closed;
     const again = await openBroker({ dataDir: dir });
-    expect((await again.describeTopic('drain')).partitions.map((p) => p.highWatermark)).toEqual([250, 250]);
+    // 250 records after the first term's no-op; the reopened term's no-op (251) may have committed too.
+    for (const p of (await again.describeTopic('drain')).partitions) expect([251, 252]).toContain(p.highWatermark);
     expect(await readAll(again, 'drain', 1)).toHaveLength(250);
     await again.close();
   });

@@ -5,6 +5,7 @@
  * Method: an in-process Broker on a temp dir (2 shards, small response ring so fetches also take the
  * copy fallback); decode what fetch returns with the batch codec and compare.
  */
+import { controlBatch } from '../../src/partition/index.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Broker } from '../../src/broker/index.js';
 import { encodeBatch } from '../../src/batch/index.js';
@@ -26,7 +27,8 @@ async function hw(topic: string, partition: number): Promise<number> {
 describe('produce and fetch', () => {
   it('round-trips raw batches and structured records with keys, headers, nulls and timestamps', async () => {
     const r1 = await broker.produce({ topic: 't', partition: 0, batches: Buffer.concat([batchOf(2, 'a'), batchOf(3, 'b')]), acks: 'all' });
-    expect(r1).toMatchObject({ partition: 0, baseOffset: 0, lastOffset: 4, logStartOffset: 0 });
+    // Offset 0 is the partition's first term's no-op (a control batch every reader skips).
+    expect(r1).toMatchObject({ partition: 0, baseOffset: 1, lastOffset: 5, logStartOffset: 0 });
     const r2 = await broker.produce({
       topic: 't',
       partition: 0,
@@ -36,11 +38,11 @@ describe('produce and fetch', () => {
       ],
       acks: 'leader',
     });
-    expect([r2.baseOffset, r2.lastOffset]).toEqual([5, 6]);
+    expect([r2.baseOffset, r2.lastOffset]).toEqual([6, 7]);
     // acks=leader answers at append; the records become visible at commit, which a long-poll waits for.
-    const f = await broker.fetch({ topic: 't', partition: 0, offset: 5, maxBytes: 1 << 20, maxWaitMs: 10_000 });
-    expect(f).toMatchObject({ highWatermark: 7, logStartOffset: 0, nextOffset: 7 });
-    expect(valuesIn(f.batches, 5)).toEqual(['<null>', '']);
+    const f = await broker.fetch({ topic: 't', partition: 0, offset: 6, maxBytes: 1 << 20, maxWaitMs: 10_000 });
+    expect(f).toMatchObject({ highWatermark: 8, logStartOffset: 0, nextOffset: 8 });
+    expect(valuesIn(f.batches, 6)).toEqual(['<null>', '']);
     expect(await readAll(broker, 't', 0)).toEqual(['a0', 'a1', 'b0', 'b1', 'b2', '<null>', '']);
   });
 
@@ -84,6 +86,7 @@ describe('produce and fetch', () => {
   it('long-polls: wakes on append, times out empty, and honours abort', async () => {
     await broker.createTopic('lp', 1, 1, {});
     const t0 = Date.now();
+    // From 0, which holds only the term's no-op: nothing to show yet, so the fetch parks as at the end.
     const waiting = broker.fetch({ topic: 'lp', partition: 0, offset: 0, maxBytes: 1 << 20, maxWaitMs: 10_000 });
     setTimeout(() => void broker.produce({ topic: 'lp', partition: 0, batches: batchOf(1, 'late'), acks: 'leader' }), 100);
     const woke = await waiting;
@@ -91,13 +94,13 @@ describe('produce and fetch', () => {
     expect(Date.now() - t0).toBeLessThan(5_000);
 
     const t1 = Date.now();
-    const empty = await broker.fetch({ topic: 'lp', partition: 0, offset: 1, maxBytes: 1 << 20, maxWaitMs: 150 });
+    const empty = await broker.fetch({ topic: 'lp', partition: 0, offset: 2, maxBytes: 1 << 20, maxWaitMs: 150 });
     expect(empty.batches.length).toBe(0);
-    expect(empty.nextOffset).toBe(1);
+    expect(empty.nextOffset).toBe(2);
     expect(Date.now() - t1).toBeGreaterThanOrEqual(140);
 
     const ac = new AbortController();
-    const aborted = broker.fetch({ topic: 'lp', partition: 0, offset: 1, maxBytes: 1 << 20, maxWaitMs: 10_000 }, ac.signal);
+    const aborted = broker.fetch({ topic: 'lp', partition: 0, offset: 2, maxBytes: 1 << 20, maxWaitMs: 10_000 }, ac.signal);
     setTimeout(() => ac.abort(), 50);
     await expectCode(aborted, 'TIMEOUT');
   });
@@ -109,8 +112,8 @@ describe('produce and fetch', () => {
     await broker.produce({ topic: 'big', partition: 0, batches: big, acks: 'all' });
     const f = await broker.fetch({ topic: 'big', partition: 0, offset: 0, maxBytes: 4 << 20, maxWaitMs: 0 });
     expect(valuesIn(f.batches)).toHaveLength(20);
-    const small = await broker.fetch({ topic: 'big', partition: 0, offset: 0, maxBytes: 1, maxWaitMs: 0 });
-    expect(small.nextOffset).toBe(10); // always at least one whole batch
+    const small = await broker.fetch({ topic: 'big', partition: 0, offset: 1, maxBytes: 1, maxWaitMs: 0 });
+    expect(small.nextOffset).toBe(11); // always at least one whole batch (the no-op at 0 is one too)
   });
 
   it('lists offsets: earliest, latest and by timestamp', async () => {
@@ -118,8 +121,8 @@ describe('produce and fetch', () => {
     await broker.produce({ topic: 'lo', partition: 0, records: [{ key: null, value: Buffer.from('old'), timestampMs: 1000 }], acks: 'all' });
     await broker.produce({ topic: 'lo', partition: 0, records: [{ key: null, value: Buffer.from('new'), timestampMs: 5000 }], acks: 'all' });
     expect(await broker.listOffsets('lo', 0, { kind: 'earliest' })).toEqual({ partition: 0, offset: 0 });
-    expect(await broker.listOffsets('lo', 0, { kind: 'latest' })).toEqual({ partition: 0, offset: 2 });
-    expect(await broker.listOffsets('lo', 0, { kind: 'timestamp', timestampMs: 3000 })).toEqual({ partition: 0, offset: 1 });
+    expect(await broker.listOffsets('lo', 0, { kind: 'latest' })).toEqual({ partition: 0, offset: 3 });
+    expect(await broker.listOffsets('lo', 0, { kind: 'timestamp', timestampMs: 3000 })).toEqual({ partition: 0, offset: 2 });
     expect(await broker.listOffsets('lo', 0, { kind: 'timestamp', timestampMs: 9000 })).toEqual({ partition: 0, offset: -1 });
   });
 
@@ -147,14 +150,16 @@ describe('produce and fetch', () => {
     const fetch = (offset: number, partition = 0, topic = 'bad') => broker.fetch({ topic, partition, offset, maxBytes: 1024, maxWaitMs: 0 });
     await expectCode(fetch(-1), 'INVALID_OFFSET');
     await expectCode(fetch(1.5), 'INVALID_OFFSET');
-    await expectCode(fetch(1), 'OFFSET_OUT_OF_RANGE');
+    await expectCode(fetch(2), 'OFFSET_OUT_OF_RANGE'); // above the high watermark (1: the no-op)
     await expectCode(fetch(0, 5), 'UNKNOWN_PARTITION');
     await expectCode(fetch(0, 0, 'nope'), 'UNKNOWN_TOPIC');
     await expectCode(broker.listOffsets('bad', 9, { kind: 'latest' }), 'UNKNOWN_PARTITION');
     const d = await broker.describeTopic('bad');
+    // Nothing but each partition's first no-op.
+    const noop = controlBatch('noop', 0, 1, null).length;
     expect(d.partitions.map((p) => [p.highWatermark, p.sizeBytes])).toEqual([
-      [0, 0],
-      [0, 0],
+      [1, noop],
+      [1, noop],
     ]);
     // And the partition still works.
     await produce(good);

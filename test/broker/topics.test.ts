@@ -22,10 +22,11 @@ describe('topics', () => {
     const dir = tempDir();
     broker = await openBroker({ dataDir: dir });
     const created = await broker.createTopic('orders', 3, 1, { 'retention.ms': '3600000' });
+    // Each partition opened as a one-voter group and committed its first term's no-op (offset 0).
     expect(created.partitions.map((p) => [p.partition, p.highWatermark, p.leader])).toEqual([
-      [0, 0, 0],
-      [1, 0, 0],
-      [2, 0, 0],
+      [0, 1, 0],
+      [1, 1, 0],
+      [2, 1, 0],
     ]);
     expect(created.configs['retention.ms']).toBe('3600000');
     expect(created.configs['flush.policy']).toBe('always');
@@ -64,7 +65,8 @@ describe('topics', () => {
     // Reopen with a different shard count: placement folds onto the shards there are.
     broker = await openBroker({ dataDir: dir, shards: 1 });
     const d = await broker.describeTopic('keep');
-    expect(d.partitions.map((p) => p.highWatermark)).toEqual([0, 3]);
+    // A no-op per term (one at creation, one at the reopen) besides the 3 records.
+    expect(d.partitions.map((p) => p.highWatermark)).toEqual([2, 5]);
     expect(d.configs['max.message.bytes']).toBe('2000000');
     expect(await readAll(broker, 'keep', 1)).toEqual(['v0', 'v1', 'v2']);
   });
@@ -75,7 +77,7 @@ describe('topics', () => {
     await broker.produce({ topic: 'again', partition: 0, batches: batchOf(5), acks: 'all' });
     await broker.deleteTopic('again');
     await broker.createTopic('again', 1, 1, {});
-    expect((await broker.describeTopic('again')).partitions[0].highWatermark).toBe(0);
+    expect((await broker.describeTopic('again')).partitions[0].highWatermark).toBe(1); // its own first no-op only
   });
 
   it('refuses bad admin input and writes nothing', async () => {

@@ -170,7 +170,7 @@ describe.skipIf(cannotMount !== null)('a full disk', () => {
       }, 30_000);
       expect(freed).toBe(true);
       const old = await call(c.admin, 'DescribeTopic', { name: 'old' });
-      expect(old.topic.partitions[0].logStartOffset).toBe('12');
+      expect(old.topic.partitions[0].logStartOffset).toBe('13'); // the first term's no-op and 12 records went
       await call(c.broker, 'Produce', { topic: 'data', partition: 0, records: [{ value: value(512 * KiB) }] });
       await call(c.broker, 'Produce', { topic: 'old', partition: 0, records: [{ value: value(10) }] });
       free(fillers);
@@ -205,16 +205,17 @@ describe.skipIf(cannotMount !== null)('a full disk', () => {
       // The partitions that did open serve reads. (Their first write in the restarted Raft term needs a
       // transient inode for its state files' temp copies, so with no inode left it may be DISK_FULL.)
       const read = await call(c.broker, 'Fetch', { topic: 'back', partition: 0, offset: 0, maxWaitMs: 0 });
-      expect([read.records.length, read.highWatermark]).toEqual([1, '1']);
+      // The first term's no-op (0) and the record (1); this start's no-op could not be written.
+      expect([read.records.length, read.highWatermark]).toEqual([1, '2']);
 
       free(fillers);
       const back = await until(async () => (await fetch(`http://${running.httpAddress}/readyz`)).status === 200, 30_000);
       expect(back).toBe(true);
       const g = await call(c.broker, 'Produce', { topic: 'gone', partition: 1, records: [{ value: value(10) }] });
-      expect(g.baseOffset).toBe('0');
-      // A refused write left nothing behind: the next offset is still 1.
+      expect(g.baseOffset).toBe('1'); // after its first no-op
+      // A refused write left nothing behind: the term's no-op, written now, takes 2 and the record 3.
       const r = await call(c.broker, 'Produce', { topic: 'back', partition: 0, records: [{ value: value(10) }] });
-      expect(r.baseOffset).toBe('1');
+      expect(r.baseOffset).toBe('3');
     } finally {
       c.close();
       await running.close();
@@ -272,10 +273,11 @@ describe.skipIf(cannotMount !== null)('a full disk', () => {
     const effects: PartitionEffects = { produced: () => {}, failed: () => {}, serveFetch: () => {}, needPersist: (p) => p.persist(), send: () => {} };
     const p = await Partition.open(mount, { topic: 'r', topicId: '', partition: 0 }, config, false, { nowMs: () => now }, effects);
     for (let i = 0; i < 12; i++) p.produce(i, encodeBatch([{ key: null, value: value(64 * KiB), timestampMs: now }]), 1);
-    await until(async () => p.highWatermark === 12, 10_000);
-    expect(p.highWatermark).toBe(12);
-    p.produce(99, encodeBatch([{ key: null, value: value(10), timestampMs: now + 120_000 }]), 1);
+    // The first term's no-op at 0, then the 12 records.
     await until(async () => p.highWatermark === 13, 10_000);
+    expect(p.highWatermark).toBe(13);
+    p.produce(99, encodeBatch([{ key: null, value: value(10), timestampMs: now + 120_000 }]), 1);
+    await until(async () => p.highWatermark === 14, 10_000);
     // Neither a byte nor an inode left: the snapshot file (temp + rename) cannot be written first.
     const fillers = [...fillBytes(mount), ...fillInodes(mount, 0)];
     now += 120_000;

@@ -39,11 +39,12 @@ describe('gRPC API (proto-loader client)', () => {
       ],
       acks: 'ACKS_ALL',
     });
-    expect(res).toMatchObject({ partition: 1, baseOffset: '0', lastOffset: '2' });
-    const f = await call(dyn.broker, 'Fetch', { topic: 'rt', partition: 1, offset: 1, maxWaitMs: 0 });
-    expect(f.highWatermark).toBe('3');
-    expect(f.nextOffset).toBe('3');
-    expect(f.records.map((r: any) => r.offset)).toEqual(['1', '2']);
+    // Offset 0 is the partition's first term's no-op (a control batch readers skip).
+    expect(res).toMatchObject({ partition: 1, baseOffset: '1', lastOffset: '3' });
+    const f = await call(dyn.broker, 'Fetch', { topic: 'rt', partition: 1, offset: 2, maxWaitMs: 0 });
+    expect(f.highWatermark).toBe('4');
+    expect(f.nextOffset).toBe('4');
+    expect(f.records.map((r: any) => r.offset)).toEqual(['2', '3']);
     expect(f.records[0].value).toBeUndefined(); // tombstone: absent
     expect(f.records[1].key).toBeUndefined();
     expect(Buffer.compare(f.records[1].value, Buffer.alloc(0))).toBe(0); // empty: present
@@ -62,7 +63,7 @@ describe('gRPC API (proto-loader client)', () => {
     expect(res.records.map((r: any) => r.value.toString())).toEqual(['wake']);
     // With no data, it answers empty after max_wait_ms.
     const t0 = Date.now();
-    const empty = await call(dyn.broker, 'Fetch', { topic: 'lp', partition: 0, offset: 1, maxWaitMs: 300 });
+    const empty = await call(dyn.broker, 'Fetch', { topic: 'lp', partition: 0, offset: 2, maxWaitMs: 300 });
     expect(empty.records).toEqual([]);
     expect(Date.now() - t0).toBeGreaterThanOrEqual(250);
   });
@@ -71,7 +72,7 @@ describe('gRPC API (proto-loader client)', () => {
     await call(dyn.admin, 'CreateTopic', { name: 'lo', partitions: 2 });
     await call(dyn.broker, 'Produce', { topic: 'lo', partition: 0, records: [{ value: Buffer.from('a'), timestampMs: 1000 }, { value: Buffer.from('b'), timestampMs: 2000 }] });
     const latest = await call(dyn.broker, 'ListOffsets', { topic: 'lo', spec: 'OFFSET_SPEC_LATEST' });
-    expect(latest.offsets).toEqual([{ partition: 0, offset: '2' }, { partition: 1, offset: '0' }]);
+    expect(latest.offsets).toEqual([{ partition: 0, offset: '3' }, { partition: 1, offset: '1' }]);
     const earliest = await call(dyn.broker, 'ListOffsets', { topic: 'lo', partitions: [0], spec: 'OFFSET_SPEC_EARLIEST' });
     expect(earliest.offsets).toEqual([{ partition: 0, offset: '0' }]);
     const md = await call(dyn.broker, 'GetMetadata', { topics: ['lo'] });
@@ -86,7 +87,8 @@ describe('gRPC API (proto-loader client)', () => {
       const batch = encodeBatch(Array.from({ length: 100 }, (_, i) => ({ key: Buffer.from(String(b * 100 + i)), value })));
       await call(dyn.broker, 'Produce', { topic: 'sub', partition: 0, recordBatch: batch });
     }
-    const stream = dyn.broker.Subscribe({ topic: 'sub', partition: 0, offset: 50, maxBytes: 64 * 1024 }) as grpc.ClientReadableStream<any>;
+    // Key k is at offset k + 1 (0 is the first term's no-op): start at key 50.
+    const stream = dyn.broker.Subscribe({ topic: 'sub', partition: 0, offset: 51, maxBytes: 64 * 1024 }) as grpc.ClientReadableStream<any>;
     const keys: number[] = [];
     await new Promise<void>((resolve, reject) => {
       let paused = false;
@@ -129,14 +131,14 @@ describe('TS client against the real core', () => {
     await Promise.all(producers.map((p) => p.close()));
     const consumer = new Consumer({ brokers: running.grpcAddress, topic: 'order', partitions: [1], stopAtEnd: true });
     const seen = new Map<string, number[]>();
-    let expectedOffset = 0;
+    let expectedOffset = 1; // 0 is the first term's no-op, which readers skip
     for await (const r of consumer) {
       expect(r.offset).toBe(expectedOffset++);
       const k = r.key!.toString();
       seen.set(k, [...(seen.get(k) ?? []), Number(r.value!.toString())]);
     }
     consumer.close();
-    expect(expectedOffset).toBe(2000);
+    expect(expectedOffset).toBe(2001);
     for (let id = 0; id < 4; id++) expect(seen.get(`p${id}`)).toEqual(Array.from({ length: 500 }, (_, i) => i));
     admin.close();
   });
@@ -171,7 +173,7 @@ describe('backpressure over gRPC', () => {
       for (const f of failures) expect([f.code, f.reason]).toEqual([grpc.status.RESOURCE_EXHAUSTED, 'QUEUE_FULL']);
       const ok = results.length - failures.length;
       const hw = await call(c.broker, 'ListOffsets', { topic: 'bp', partitions: [p] });
-      expect(Number(hw.offsets[0].offset)).toBe(ok * 100);
+      expect(Number(hw.offsets[0].offset)).toBe(1 + ok * 100); // after the first term's no-op
       await call(c.broker, 'Produce', { topic: 'bp', partition: p, recordBatch: batch });
     } finally {
       c.close();

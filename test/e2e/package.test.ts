@@ -30,8 +30,9 @@ describe('the package and the README', () => {
     try {
       const runs = [1, 2].map(() => spawnSync(process.execPath, [script], { cwd, encoding: 'utf8', timeout: 60_000 }));
       for (const r of runs) expect(r.status, r.stderr).toBe(0);
-      expect(runs[0]!.stdout.trim().split('\n')).toEqual(['0 order-1']);
-      expect(runs[1]!.stdout.trim().split('\n')).toEqual(['0 order-1', '1 order-1']);
+      // Each start of the broker begins a term whose no-op takes an offset: 0, then 2.
+      expect(runs[0]!.stdout.trim().split('\n')).toEqual(['1 order-1']);
+      expect(runs[1]!.stdout.trim().split('\n')).toEqual(['1 order-1', '3 order-1']);
     } finally {
       fs.rmSync(script, { force: true });
     }

@@ -34,7 +34,8 @@ describe('process-wide pause', () => {
       await call(c.admin, 'CreateTopic', { name: 'p', partitions: 1 });
       await call(c.broker, 'Produce', { topic: 'p', partition: 0, records: [{ value: Buffer.from('before') }] });
       // A long-poll parked in the shard across the pause, answered by the produce sent during it.
-      const parked = call(c.broker, 'Fetch', { topic: 'p', partition: 0, offset: 1, maxWaitMs: 25_000 }, 40_000);
+      // 'before' is at 1 (0 is the first term's no-op): park at 2.
+      const parked = call(c.broker, 'Fetch', { topic: 'p', partition: 0, offset: 2, maxWaitMs: 25_000 }, 40_000);
       await call(c.broker, 'GetMetadata', {});
 
       broker.child.kill('SIGSTOP');
@@ -44,11 +45,11 @@ describe('process-wide pause', () => {
       broker.child.kill('SIGCONT');
 
       const produced = await inflight;
-      expect(BigInt(produced.baseOffset)).toBe(1n);
+      expect(BigInt(produced.baseOffset)).toBe(2n);
       const fetched = await parked;
       expect(fetched.records.map((r: { value: Buffer }) => r.value.toString())).toEqual(['during']);
       const after = await call(c.broker, 'Produce', { topic: 'p', partition: 0, records: [{ value: Buffer.from('after') }] });
-      expect(BigInt(after.baseOffset)).toBe(2n);
+      expect(BigInt(after.baseOffset)).toBe(3n);
 
       // Two more watchdog periods of normal running: the re-armed watchdog still has nothing to fire at.
       await new Promise((r) => setTimeout(r, 2 * WATCHDOG_MS));

@@ -35,7 +35,8 @@ describe('restart and recovery', () => {
     try {
       const admin2 = new Admin({ brokers: second.grpcAddress });
       const t = await admin2.describeTopic('keep');
-      expect(t.partitions.map((p) => p.highWatermark)).toEqual([100, 100, 100]);
+      // 100 records per partition plus a no-op per term (the first start's and this one's).
+      expect(t.partitions.map((p) => p.highWatermark)).toEqual([102, 102, 102]);
       expect(t.configs['retention.ms']).toBe('3600000');
       admin2.close();
       const values = await readValues(second.grpcAddress, 'keep', [1]);
@@ -53,7 +54,8 @@ describe('restart and recovery', () => {
       const core = running.broker as Broker;
       const victim = [0, 1, 2, 3].find((p) => core.shardFor('crash', p) === 0)!;
       await call(c.broker, 'Produce', { topic: 'crash', partition: victim, records: [{ value: Buffer.from('acked') }] });
-      const parked = failure(call(c.broker, 'Fetch', { topic: 'crash', partition: victim, offset: 1, maxWaitMs: 20_000 }));
+      // 'acked' is at 1 (0 is the first term's no-op): park at 2.
+      const parked = failure(call(c.broker, 'Fetch', { topic: 'crash', partition: victim, offset: 2, maxWaitMs: 20_000 }));
       await new Promise((r) => setTimeout(r, 200));
       const t0 = Date.now();
       core.debugCrashShard(0);

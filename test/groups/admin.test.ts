@@ -32,7 +32,8 @@ describe('group admin RPCs', () => {
     await commit('g-admin', 1, 10);
     const fetched = await api.fetchOffsets({ groupId: 'g-admin', topics: [] });
     expect(fetched.offsets.map((o) => [o.partition, o.offset, o.metadata])).toEqual([[0, 4n, 'm'], [1, 10n, 'm']]);
-    await expect(commit('g-admin', 2, 11)).rejects.toMatchObject({ code: 'OFFSET_OUT_OF_RANGE' });
+    // Each partition: the first term's no-op (0), then records 1-10; the high watermark is 11.
+    await expect(commit('g-admin', 2, 12)).rejects.toMatchObject({ code: 'OFFSET_OUT_OF_RANGE' });
     await expect(commit('g-admin', 2, 1, 'no-such-member', 1n)).rejects.toMatchObject({ code: 'UNKNOWN_MEMBER' });
     await expect(api.describeGroup({ groupId: 'never-seen' })).rejects.toMatchObject({ code: 'UNKNOWN_GROUP' });
     expect((await api.fetchOffsets({ groupId: 'g-admin', topics: [] })).offsets.length).toBe(2);
@@ -44,21 +45,21 @@ describe('group admin RPCs', () => {
     const done = c.run(async (b) => {
       n += b.records.length;
     });
-    // Starts at 4, 10 and (nothing committed) 0: 6 + 0 + 10 records.
-    await waitFor('16 records', () => n === 16);
+    // Starts at 4, 10 and (nothing committed) 0: 7 + 1 + 10 records (records are at 1-10).
+    await waitFor('18 records', () => n === 18);
     await waitFor('committed', async () => {
       // All three partitions: `every` over the two committed before would pass before partition 2's commit.
       const { offsets } = await api.fetchOffsets({ groupId: 'g-admin', topics: [] });
-      return offsets.length === 3 && offsets.every((o) => o.offset === 10n);
+      return offsets.length === 3 && offsets.every((o) => o.offset === 11n);
     });
     const d = await api.describeGroup({ groupId: 'g-admin' });
     expect(d.state).toBe('STABLE');
     expect(d.members.length).toBe(1);
     expect(d.members[0].assigned.length).toBe(3);
     expect(d.partitions.map((p) => [p.partition, p.committedOffset, p.highWatermark, p.lag])).toEqual([
-      [0, 10n, 10n, 0n],
-      [1, 10n, 10n, 0n],
-      [2, 10n, 10n, 0n],
+      [0, 11n, 11n, 0n],
+      [1, 11n, 11n, 0n],
+      [2, 11n, 11n, 0n],
     ]);
     expect(d.partitions.every((p) => p.owner === d.members[0].memberId)).toBe(true);
     expect((await api.listGroups({})).groups.find((g) => g.groupId === 'g-admin')).toMatchObject({ state: 'STABLE', members: 1 });
@@ -78,12 +79,12 @@ describe('group admin RPCs', () => {
   it('resets offsets of an empty group: a dry run changes nothing, --execute does', async () => {
     const plan = await api.resetOffsets({ groupId: 'g-admin', topics: [], to: ResetTo.RESET_TO_OFFSET, timestampMs: 0n, offset: 3n, execute: false });
     expect(plan.executed).toBe(false);
-    expect(plan.plan.map((p) => [p.partition, p.currentOffset, p.newOffset])).toEqual([[0, 10n, 3n], [1, 10n, 3n], [2, 10n, 3n]]);
-    expect((await api.fetchOffsets({ groupId: 'g-admin', topics: [] })).offsets.map((o) => o.offset)).toEqual([10n, 10n, 10n]);
+    expect(plan.plan.map((p) => [p.partition, p.currentOffset, p.newOffset])).toEqual([[0, 11n, 3n], [1, 11n, 3n], [2, 11n, 3n]]);
+    expect((await api.fetchOffsets({ groupId: 'g-admin', topics: [] })).offsets.map((o) => o.offset)).toEqual([11n, 11n, 11n]);
     await api.resetOffsets({ groupId: 'g-admin', topics: [], to: ResetTo.RESET_TO_OFFSET, timestampMs: 0n, offset: 3n, execute: true });
     expect((await api.fetchOffsets({ groupId: 'g-admin', topics: [] })).offsets.map((o) => o.offset)).toEqual([3n, 3n, 3n]);
     await api.resetOffsets({ groupId: 'g-admin', topics: ['ledger'], to: ResetTo.RESET_TO_LATEST, timestampMs: 0n, offset: 0n, execute: true });
-    expect((await api.fetchOffsets({ groupId: 'g-admin', topics: [] })).offsets.map((o) => o.offset)).toEqual([10n, 10n, 10n]);
+    expect((await api.fetchOffsets({ groupId: 'g-admin', topics: [] })).offsets.map((o) => o.offset)).toEqual([11n, 11n, 11n]);
     await api.resetOffsets({ groupId: 'g-admin', topics: [], to: ResetTo.RESET_TO_TIMESTAMP, timestampMs: 0n, offset: 0n, execute: true });
     expect((await api.fetchOffsets({ groupId: 'g-admin', topics: [] })).offsets.map((o) => o.offset)).toEqual([0n, 0n, 0n]);
     await expect(api.resetOffsets({ groupId: 'g-admin', topics: [], to: ResetTo.RESET_TO_OFFSET, timestampMs: 0n, offset: 99n, execute: true })).rejects.toMatchObject({
@@ -115,8 +116,9 @@ describe('group admin RPCs', () => {
     const done = c.run(async (b) => {
       for (const r of b.records) seen.push(`${r.partition}:${r.offset}`);
     });
-    await waitFor('7 records', () => seen.length === 7);
-    expect(seen.sort()).toEqual(['0:7', '0:8', '0:9', '1:9', '2:7', '2:8', '2:9']);
+    // Records are at 1-10 (the no-op is 0; the restart added its own no-op at 11).
+    await waitFor('10 records', () => seen.length === 10);
+    expect(seen.sort()).toEqual(['0:10', '0:7', '0:8', '0:9', '1:10', '1:9', '2:10', '2:7', '2:8', '2:9']);
     await c.stop();
     await done;
   });

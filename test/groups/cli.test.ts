@@ -37,11 +37,12 @@ describe('sluice group CLI', () => {
     expect(second.code).toBe(0);
     const all = [...first.stdout.trim().split('\n'), ...second.stdout.trim().split('\n')];
     expect(new Set(all).size).toBe(10); // no record twice, none skipped
+    // Each partition: the first term's no-op at 0, records at 1-5; committed = high watermark = 6.
 
     const d = await sluice(['group', 'describe', 'cli-g']);
     expect(d.code).toBe(0);
     expect(d.stdout).toMatch(/TOPIC\s+PARTITION\s+COMMITTED-OFFSET\s+HIGH-WATERMARK\s+LAG/);
-    expect(d.stdout).toMatch(/cli-topic\s+0\s+5\s+5\s+0/);
+    expect(d.stdout).toMatch(/cli-topic\s+0\s+6\s+6\s+0/);
     expect(d.stdout).toMatch(/EMPTY/);
     const json = JSON.parse((await sluice(['group', 'describe', 'cli-g', '--format', 'json'])).stdout);
     expect(json.partitions.map((p: { lag: number }) => p.lag)).toEqual([0, 0]);
@@ -51,12 +52,12 @@ describe('sluice group CLI', () => {
   it('reset-offsets: dry run by default, --execute applies, refused with members', async () => {
     const dry = await sluice(['group', 'reset-offsets', 'cli-g', '--to-earliest']);
     expect(dry.code).toBe(0);
-    expect(dry.stdout).toMatch(/cli-topic\s+0\s+5\s+0/);
+    expect(dry.stdout).toMatch(/cli-topic\s+0\s+6\s+0/);
     expect(dry.stderr).toMatch(/dry run/);
-    expect((await sluice(['group', 'describe', 'cli-g'])).stdout).toMatch(/cli-topic\s+0\s+5\s+5\s+0/);
+    expect((await sluice(['group', 'describe', 'cli-g'])).stdout).toMatch(/cli-topic\s+0\s+6\s+6\s+0/);
     const exec = await sluice(['group', 'reset-offsets', 'cli-g', '--to-offset', '2', '--execute']);
     expect(exec.code).toBe(0);
-    expect((await sluice(['group', 'describe', 'cli-g'])).stdout).toMatch(/cli-topic\s+0\s+2\s+5\s+3/);
+    expect((await sluice(['group', 'describe', 'cli-g'])).stdout).toMatch(/cli-topic\s+0\s+2\s+6\s+4/);
     const noTarget = await sluice(['group', 'reset-offsets', 'cli-g']);
     expect(noTarget.code).toBe(1);
 

@@ -152,8 +152,9 @@ describe('GroupConsumer', () => {
       for (const r of batch.records) seen.push(`${r.partition}:${r.value!.toString()}`);
     });
     await waitFor('8 records', () => seen.length === 8);
-    // Manual commits only (autoCommit false): partition 0 up to 2, partition 1 all of it.
-    await consumer.commit([{ topic: 'api', partition: 0, offset: 2 }, { topic: 'api', partition: 1, offset: 4 }]);
+    // Manual commits only (autoCommit false): partition 0 up to 3 (its records are at 1-4, after the
+    // first term's no-op at 0), partition 1 all of it.
+    await consumer.commit([{ topic: 'api', partition: 0, offset: 3 }, { topic: 'api', partition: 1, offset: 5 }]);
     await consumer.stop();
     await done;
     const again = new Consumer({ brokers: gb.address, groupId: 'g-api' }).subscribe('api');
@@ -162,7 +163,7 @@ describe('GroupConsumer', () => {
       for (const r of batch.records) replay.push(`${r.partition}:${r.offset}`);
     });
     await waitFor('2 records', () => replay.length === 2);
-    expect(replay).toEqual(['0:2', '0:3']);
+    expect(replay).toEqual(['0:3', '0:4']);
     await again.stop();
     await done2;
     expect(() => new Consumer({ brokers: gb.address, topic: 'api' }).subscribe('api')).toThrow(/groupId/);

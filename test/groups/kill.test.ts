@@ -64,7 +64,8 @@ describe('SIGKILL of a member process', () => {
     const total = PARTITIONS * 300;
     const covered = (): number => {
       let n = 0;
-      for (let p = 0; p < PARTITIONS; p++) for (let o = 0; o < 300; o++) if (seen.has(`${p}:${o}`) || childSeen.has(`${p}:${o}`)) n++;
+      // Records are at offsets 1-300 (0 is the first term's no-op).
+      for (let p = 0; p < PARTITIONS; p++) for (let o = 1; o <= 300; o++) if (seen.has(`${p}:${o}`) || childSeen.has(`${p}:${o}`)) n++;
       return n;
     };
     await waitFor('every record consumed at least once', () => covered() === total, 20_000);

@@ -48,12 +48,13 @@ describe('kill -9 between the write and the reply', () => {
     b.dyn.close();
 
     b = await start(dataDir);
+    // Offsets: the first term's no-op 0, 'plain' 1, 'a' 'b' 2-3, the restart's no-op 4.
     const retried = await call(b.dyn.broker, 'Produce', req);
-    expect(retried).toMatchObject({ baseOffset: '1', lastOffset: '2' });
+    expect(retried).toMatchObject({ baseOffset: '2', lastOffset: '3' });
     const f = await call(b.dyn.broker, 'Fetch', { topic: 'crashy', partition: 0, offset: 0, maxWaitMs: 0 });
     expect(f.records.map((r: { value: Buffer }) => r.value.toString())).toEqual(['plain', 'a', 'b']);
     const next = await call(b.dyn.broker, 'Produce', { ...req, records: recs('c'), baseSequence: 2 });
-    expect(next.baseOffset).toBe('3');
+    expect(next.baseOffset).toBe('5');
 
     // Clean stop: the snapshot is written, and the next start restores from it.
     b.child.kill('SIGTERM');
@@ -61,10 +62,11 @@ describe('kill -9 between the write and the reply', () => {
     b.dyn.close();
     expect(fs.existsSync(path.join(dataDir, 'crashy-0', PRODUCER_SNAPSHOT_FILE))).toBe(true);
     b = await start(dataDir);
-    expect(await call(b.dyn.broker, 'Produce', { ...req, records: recs('c'), baseSequence: 2 })).toMatchObject({ baseOffset: '3', lastOffset: '3' });
-    expect(await call(b.dyn.broker, 'Produce', req)).toMatchObject({ baseOffset: '1', lastOffset: '2' });
+    expect(await call(b.dyn.broker, 'Produce', { ...req, records: recs('c'), baseSequence: 2 })).toMatchObject({ baseOffset: '5', lastOffset: '5' });
+    expect(await call(b.dyn.broker, 'Produce', req)).toMatchObject({ baseOffset: '2', lastOffset: '3' });
+    // 'c' at 5, then this start's no-op at 6.
     const end = await call(b.dyn.broker, 'ListOffsets', { topic: 'crashy', partitions: [0] });
-    expect(end.offsets[0].offset).toBe('4');
+    expect(end.offsets[0].offset).toBe('7');
     b.child.kill('SIGTERM');
     await waitExit(b.child);
     b.dyn.close();

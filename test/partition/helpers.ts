@@ -37,16 +37,30 @@ export function recorder(): { ev: Recorded; effects: PartitionEffects; persistAl
   return { ev, effects, persistAll };
 }
 
-/** A disk whose group-commit fdatasyncs wait until the test releases them. */
-export function heldDisk(): { options: LogOpenOptions; held: () => number; release: () => Promise<void> } {
+/**
+ * A disk whose group-commit fdatasyncs wait until the test releases them, once `hold()` was called.
+ * Until then (and after `pass()`) they run at once: opening a one-voter partition commits its term's
+ * no-op before the open returns.
+ */
+export function heldDisk(): { options: LogOpenOptions; held: () => number; release: () => Promise<void>; hold: () => void; pass: () => void } {
   let queue: Array<() => Promise<void>> = [];
+  let holding = false;
+  const sync = (fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => () => new Promise<void>((resolve) => fs.fdatasync(fd, (err) => (cb(err), resolve())));
   return {
     options: {
       fdatasync: (fd, cb) => {
-        queue.push(() => new Promise<void>((resolve) => fs.fdatasync(fd, (err) => (cb(err), resolve()))));
+        if (holding) queue.push(sync(fd, cb));
+        else void sync(fd, cb)();
       },
     },
     held: () => queue.length,
+    hold: () => void (holding = true),
+    pass: () => {
+      holding = false;
+      const q = queue;
+      queue = [];
+      for (const f of q) void f();
+    },
     release: async () => {
       // The log starts its sync in a microtask; syncs started by completions (a generation queued
       // behind one in flight) are released too. Bounded: a handful of generations at most.

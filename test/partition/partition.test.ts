@@ -38,16 +38,18 @@ describe('commit', () => {
   it('answers acks=all and moves the high watermark only after the fdatasync, acks=leader at once', async () => {
     const disk = heldDisk();
     const { ev, effects, persistAll } = recorder();
+    disk.pass();
     const p = await Partition.open(root, ident(), config, true, disk.options, effects);
+    disk.hold();
     // Offset 0 is the term's no-op (a control batch readers skip), so the first record is at 1.
     p.produce(1, batch('a', 'b'), 2);
     p.produce(2, batch('c'), 1);
     expect(ev.produced.map((x) => x.id)).toEqual([2]); // acks=leader: appended
     expect(p.logEndOffset).toBe(4);
-    expect(p.highWatermark).toBe(0); // nothing durable yet
-    expect(p.offsetFor('latest')).toBe(0);
-    expect(() => p.read(0, 1 << 20)).not.toThrow();
-    expect(p.read(0, 1 << 20).data.length).toBe(0); // uncommitted batches are never read
+    expect(p.highWatermark).toBe(1); // only the no-op, committed by the open: nothing else durable yet
+    expect(p.offsetFor('latest')).toBe(1);
+    expect(() => p.read(1, 1 << 20)).not.toThrow();
+    expect(p.read(1, 1 << 20).data.length).toBe(0); // uncommitted batches are never read
     persistAll();
     await disk.release();
     expect(p.highWatermark).toBe(4);
@@ -62,12 +64,14 @@ describe('commit', () => {
   it('refuses a fetch above the high watermark even when the log end is there', async () => {
     const disk = heldDisk();
     const { effects } = recorder();
+    disk.pass();
     const p = await Partition.open(root, ident(), config, true, disk.options, effects);
+    disk.hold();
     p.produce(1, batch('x'), 2);
     expect(p.logEndOffset).toBe(2);
     let code = '';
     try {
-      p.fetch(9, 1, 1024, 0, true);
+      p.fetch(9, 2, 1024, 0, true);
     } catch (err) {
       code = isSluiceError(err) ? err.code : 'other';
     }
@@ -79,7 +83,9 @@ describe('commit', () => {
   it('wakes a parked fetch on commit, not on append', async () => {
     const disk = heldDisk();
     const { ev, effects, persistAll } = recorder();
+    disk.pass();
     const p = await Partition.open(root, ident(), config, true, disk.options, effects);
+    disk.hold();
     expect(p.fetch(7, 0, 1024, 30_000, true)).toBe(true);
     p.produce(1, batch('late'), 2);
     persistAll();
@@ -105,12 +111,14 @@ describe('commit', () => {
   it('fails acks=all produces waiting for a sync that fails, and fences', async () => {
     const { ev, effects, persistAll } = recorder();
     const eio = Object.assign(new Error('EIO: simulated'), { code: 'EIO' });
-    const p = await Partition.open(root, ident(), config, true, { fdatasync: (_fd, cb) => setImmediate(() => cb(eio)) }, effects);
+    let failing = false;
+    const p = await Partition.open(root, ident(), config, true, { fdatasync: (fd, cb) => (failing ? setImmediate(() => cb(eio)) : fs.fdatasync(fd, cb)) }, effects);
+    failing = true; // the open committed its no-op; the next sync fails
     p.produce(1, batch('lost'), 2);
     persistAll();
     for (let i = 0; i < 20 && ev.failed.length === 0; i++) await new Promise((r) => setImmediate(r));
     expect(ev.failed.map((f) => f.id)).toEqual([1]);
-    expect(p.highWatermark).toBe(0);
+    expect(p.highWatermark).toBe(1);
     expect(() => p.produce(2, batch('more'), 1)).toThrow(/refuses writes/);
     await p.close(false).catch(() => {});
   });
@@ -121,16 +129,21 @@ describe('terms and recovery', () => {
     const id = ident();
     const { effects, persistAll } = recorder();
     const disk = heldDisk();
+    disk.pass();
     let p = await Partition.open(root, id, config, true, disk.options, effects);
+    disk.hold();
     expect(p.term).toBe(1);
     p.produce(1, batch('one'), 2);
     persistAll();
     await disk.release();
     await p.close(false);
+    disk.pass();
     p = await Partition.open(root, id, config, false, disk.options, effects);
+    disk.hold();
     expect(p.term).toBe(2);
-    // What survived is committed (a majority of one holds it): term 1's no-op (0) and 'one' (1).
-    expect(p.highWatermark).toBe(2);
+    // What survived is committed (a majority of one holds it): term 1's no-op (0) and 'one' (1); and
+    // the open committed term 2's no-op (2).
+    expect(p.highWatermark).toBe(3);
     p.produce(2, batch('two', 'three'), 2);
     persistAll();
     await disk.release();
@@ -176,8 +189,10 @@ describe('terms and recovery', () => {
     expect(fs.existsSync(path.join(dir, HARD_STATE_FILE))).toBe(false);
     const disk = heldDisk();
     const { ev, effects, persistAll } = recorder();
+    disk.pass();
     const p = await Partition.open(root, id, config, false, disk.options, effects);
-    expect(p.highWatermark).toBe(3);
+    disk.hold();
+    expect(p.highWatermark).toBe(4); // the old records and the new term's no-op
     expect(p.term).toBe(1);
     // The old batches are term-0 entries; term 1 starts with its leader's no-op at 3.
     expect(p.epochCheckpoint.list).toEqual([
@@ -213,7 +228,9 @@ describe('retention', () => {
     const small: LogConfig = { ...config, segmentBytes: 1024 * 1024, retentionBytes: 0 };
     const disk = heldDisk();
     const { effects, persistAll } = recorder();
+    disk.pass();
     const p = await Partition.open(root, ident(), small, true, disk.options, effects);
+    disk.hold();
     const big = Buffer.alloc(400 * 1024, 1).toString();
     for (let i = 0; i < 6; i++) p.produce(i, batch(big), 1);
     // Nothing committed: retention may not drop anything, whatever retention.bytes says.
@@ -273,7 +290,9 @@ describe('idempotent producers', () => {
   it('answers a retry of an uncommitted append with its offsets only at commit, writing nothing', async () => {
     const disk = heldDisk();
     const { ev, effects, persistAll } = recorder();
+    disk.pass();
     const p = await Partition.open(root, ident(), config, true, disk.options, effects);
+    disk.hold();
     p.produce(1, batch('plain'), 2);
     p.produce(2, idem(7n, 0, 'a', 'b'), 2);
     // The retry arrives before the original is durable: nothing is written, nobody is answered yet.
@@ -321,7 +340,7 @@ describe('control batches', () => {
     expect(toPbRecords(all, 0).map((r) => Number(r.offset))).toEqual([0, 3]);
     // The shard's structured read (protobuf `records` bytes), decoded with the generated decoder.
     const s = encodeStructuredRead(Buffer.from(all), 0, 1 << 20);
-    expect([s.records, s.nextOffset]).toEqual([2, 4]);
+    expect([s.records, s.nextOffset]).toEqual([2, 5]); // 4: the open's own no-op
     expect(FetchResponse.decode(s.data).records.map((r) => Number(r.offset))).toEqual([0, 3]);
     // A read of control batches only is read past, with nothing shown.
     const onlyControl = encodeStructuredRead(Buffer.concat([controlBatch('noop', 1, 1, null), controlBatch('noop', 2, 1, null)]), 1, 1 << 20);

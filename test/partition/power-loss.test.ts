@@ -125,7 +125,8 @@ test('the checker catches a reader shown uncommitted data (high watermark = log 
   const h: History = { seen: new Map(), acked: new Map(), maxHw: 0 };
   const { effects } = driver(h);
   const p = await Partition.open(live, { topic: 't', topicId: 'id', partition: 0 }, config, true, disk.options, effects);
-  p.produce(1, encodeBatch([{ key: null, value: Buffer.from('will-vanish') }]), 1);
+  p.produce(1, encodeBatch([{ key: null, value: Buffer.from('will-vanish-1') }]), 1);
+  p.produce(2, encodeBatch([{ key: null, value: Buffer.from('will-vanish-2') }]), 1);
   // The bug: read from the log end, as the broker did before commit tracking.
   const raw = (p as unknown as { log: PartitionLog }).log.read(0, 4096);
   for (const b of decodeBatches(raw.data)) if (!b.header.isControl) for (const rec of b.records) h.seen.set(rec.offset, Buffer.from(rec.value!).toString());
@@ -136,7 +137,8 @@ test('the checker catches a reader shown uncommitted data (high watermark = log 
   after.produce(2, encodeBatch([{ key: null, value: Buffer.from('impostor') }]), 1);
   await after.close(false);
   const again = await Partition.open(copy, { topic: 't', topicId: 'id', partition: 0 }, config, false, {}, driver(h).effects);
-  // Offset 0 is term 1's no-op; the record the bug showed was at 1, and the next term reused it.
-  expect(violations(h, again)).toEqual(['seen offset 1 held will-vanish, now impostor']);
+  // Offset 0 is term 1's no-op; the records the bug showed were at 1 and 2; the next term's no-op
+  // and record reused those offsets.
+  expect(violations(h, again)).toEqual(['seen offset 1 held will-vanish-1, now nothing', 'seen offset 2 held will-vanish-2, now impostor']);
   await again.close(false);
 });

@@ -9,7 +9,9 @@
  * (what the cluster transport does) carries every `send` effect to the peer's `step`, and can cut a
  * node off; the shard's end-of-turn group commit is played by `settle()`. Each node's fdatasyncs pass
  * through a gate the test can close, so "written but not persisted" is a state the test controls.
- * Elections use each node's own seeded randomness; every loop is bounded in rounds and time.
+ * Elections use each node's own seeded randomness; every loop is bounded in rounds and time. The
+ * majority check is shown able to fail: with the core's `commit-without-quorum` bug the leader
+ * commits alone, which the first test would catch.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -18,7 +20,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { decodeBatches, encodeBatch } from '../../src/batch/index.js';
 import { NotLeaderError, Partition, type PartitionEffects, type ProduceOk } from '../../src/partition/index.js';
 import { defaultLogConfig, type LogConfig, type LogOpenOptions } from '../../src/storage/index.js';
-import type { Message } from '../../src/raft/index.js';
+import type { Message, RaftBug } from '../../src/raft/index.js';
 import { rmDir, rng, tmpDir } from '../storage/helpers.js';
 
 const root = tmpDir('partition-replication');
@@ -64,7 +66,10 @@ class Cluster {
   readonly cut = new Set<number>();
   private nextId = 1;
 
-  constructor(readonly name: string) {
+  constructor(
+    readonly name: string,
+    private readonly bugs: RaftBug[] = [],
+  ) {
     for (const id of VOTERS) this.nodes.set(id, { id, dir: path.join(root, name, `node-${id}`), gate: gate(), p: null, acked: new Map(), failed: new Map() });
   }
 
@@ -78,7 +83,7 @@ class Cluster {
       send: (_p, msg) => void this.wire.push(msg),
     };
     const r = rng(1000 + id);
-    n.p = await Partition.open(n.dir, IDENT, config, fresh, n.gate.options, effects, undefined, { nodeId: id, voters: VOTERS, raft: { random: () => r.next() } });
+    n.p = await Partition.open(n.dir, IDENT, config, fresh, n.gate.options, effects, undefined, { nodeId: id, voters: VOTERS, raft: { random: () => r.next(), bugs: this.bugs } });
     return n.p;
   }
 
@@ -163,8 +168,8 @@ function values(p: Partition): string[] {
     .flatMap((b) => b.records.map((r) => Buffer.from(r.value!).toString()));
 }
 
-async function threeNodes(name: string): Promise<{ c: Cluster; leader: Partition }> {
-  const c = new Cluster(name);
+async function threeNodes(name: string, bugs: RaftBug[] = []): Promise<{ c: Cluster; leader: Partition }> {
+  const c = new Cluster(name, bugs);
   for (const id of VOTERS) await c.start(id, true);
   return { c, leader: await c.electLeader() };
 }
@@ -218,6 +223,18 @@ describe('three replicas', () => {
     expect((err as NotLeaderError).code).toBe('NOT_LEADER');
     expect((err as NotLeaderError).leaderId).toBe(leader.nodeId);
     expect((err as Error).message).toMatch(new RegExp(`the leader is node ${leader.nodeId}`));
+    await shutdown(c);
+  }, 60_000);
+
+  it('the majority check can fail: a core that commits without a quorum is caught by it', async () => {
+    const { c, leader } = await threeNodes('majority-bug', ['commit-without-quorum']);
+    const hw0 = leader.highWatermark;
+    for (const id of VOTERS) if (id !== leader.nodeId) c.nodes.get(id)!.gate.close();
+    const rid = c.produce(leader, ['a']);
+    await c.settle();
+    // What the first test asserts never happens (HW unmoved, no ack) is exactly what this core does.
+    expect(leader.highWatermark).toBe(hw0 + 1);
+    expect(c.nodes.get(leader.nodeId)!.acked.has(rid)).toBe(true);
     await shutdown(c);
   }, 60_000);
 

@@ -36,7 +36,7 @@ import path from 'node:path';
 import { SluiceError, toSluiceError } from '../errors.js';
 import { PARTITION_CONTROL_TAIL_OFFSETS_MAX, PARTITION_INBOX_MESSAGES_MAX, PARTITION_TICKS_OWED_MAX, PRODUCER_IDLE_EXPIRY_MS_DEFAULT, PRODUCER_SNAPSHOT_INTERVAL_BYTES } from '../constants.js';
 import { validateBatches, readInt64, OFF_LAST_OFFSET_DELTA, OFF_LENGTH, OFF_LEADER_EPOCH, OFF_MAX_TIMESTAMP, OFF_PRODUCER_ID, OFF_PRODUCER_EPOCH, OFF_BASE_SEQUENCE, OFF_RECORD_COUNT, OFF_ATTRIBUTES, asBuffer } from '../batch/codec.js';
-import { PartitionLog, isDiskFull, type LogOpenOptions } from '../storage/index.js';
+import { NODE_FS, PartitionLog, isDiskFull, type LogOpenOptions } from '../storage/index.js';
 import type { AppendOptions, LogConfig } from '../storage/types.js';
 import type { RecoveryReport } from '../storage/recovery.js';
 import { EMPTY_HARD_STATE, readHardState, writeHardState, type StoredHardState } from '../storage/hard-state.js';
@@ -116,10 +116,19 @@ export interface PartitionTimers {
   clearTimeout(handle: unknown): void;
 }
 
+const NO_BUGS: ReadonlySet<PartitionDriverBug> = new Set();
+
 const REAL_TIMERS: PartitionTimers = Object.freeze({
   setTimeout: (fn: () => void, ms: number): unknown => setTimeout(fn, ms),
   clearTimeout: (h: unknown): void => clearTimeout(h as NodeJS.Timeout),
 });
+
+/**
+ * TEST ONLY: driver bugs the simulator (test/sim) injects to prove its checkers catch them:
+ * acks=all answered at append; a Ready's messages sent before its fdatasync; the high watermark taken
+ * from the log end instead of the commit index.
+ */
+export type PartitionDriverBug = 'ack-before-persist' | 'send-before-persist' | 'hw-from-log-end';
 
 /** The Raft knobs a caller may set; identity, applyEntries and controlData belong to the partition. */
 export type PartitionRaftOptions = Omit<RaftOptions, 'id' | 'applyEntries' | 'controlData'>;
@@ -139,6 +148,8 @@ export interface ReplicaOptions {
   raft?: PartitionRaftOptions;
   /** Parked-fetch timeouts. Default: the real setTimeout. */
   timers?: PartitionTimers;
+  /** TEST ONLY (the simulator's `--bug` modes): deliberately broken driver paths. Never set in production. */
+  driverBugs?: readonly PartitionDriverBug[];
 }
 
 interface Parked {
@@ -162,6 +173,8 @@ export class Partition {
   /** Log bytes appended since the producer-state snapshot was last written. */
   private bytesSinceSnapshot = 0;
   private readonly crashAfterAppend = process.env[TEST_CRASH_AFTER_APPEND_ENV] ?? null;
+  /** TEST ONLY: see `ReplicaOptions.driverBugs`; empty in production. */
+  private bugs: ReadonlySet<PartitionDriverBug> = NO_BUGS;
   private readonly raft: RaftNode;
   private readonly storage: PartitionRaftStorage;
   /** The core's unstable runs already written to the log, in order (compared by identity). */
@@ -240,27 +253,29 @@ export class Partition {
     if (fresh) await fs.promises.rm(dir, { recursive: true, force: true });
     const log = await PartitionLog.open(dir, config, options);
     try {
-      if (id.topicId !== '') checkPartitionMeta(dir, { topicId: id.topicId, partition: id.partition });
-      let snap = readSnapshotMeta(dir);
+      const sfs = options.fs ?? NODE_FS;
+      if (id.topicId !== '') checkPartitionMeta(dir, { topicId: id.topicId, partition: id.partition }, sfs);
+      let snap = readSnapshotMeta(dir, sfs);
       // A snapshot install that wrote its metadata and crashed before the log was restarted, or a
       // retention cut that crashed before deleting every segment.
       if (snap && snap.logStartOffset > log.nextOffset) log.truncateFullyAndStartAt(snap.logStartOffset);
       else if (snap && snap.logStartOffset > log.logStartOffset) log.dropSegmentsBelow(snap.logStartOffset);
-      let epochs = EpochCheckpoint.load(dir);
+      let epochs = EpochCheckpoint.load(dir, sfs);
       if (epochs) epochs.truncateFrom(log.nextOffset);
-      else epochs = EpochCheckpoint.create(dir, log.epochStartsFrom(log.logStartOffset));
+      else epochs = EpochCheckpoint.create(dir, log.epochStartsFrom(log.logStartOffset), sfs);
       // A cut on a full disk that deleted before its snapshot could be written (see enforceRetention),
       // or a data dir from before Raft whose retention already moved the start: record it now.
       const conf = snap ?? { voters, learners };
-      if (log.logStartOffset > (snap?.logStartOffset ?? 0)) snap = recordLogStart(dir, epochs, log.logStartOffset, conf.voters, conf.learners);
+      if (log.logStartOffset > (snap?.logStartOffset ?? 0)) snap = recordLogStart(dir, epochs, log.logStartOffset, conf.voters, conf.learners, sfs);
       if (snap === null) {
         // Bootstrap: the group's first configuration is the snapshot at index -1 (the log starts at 0).
         snap = { index: log.logStartOffset - 1, term: 0, voters, learners, logStartOffset: log.logStartOffset };
-        writeSnapshotMeta(dir, snap);
+        writeSnapshotMeta(dir, snap, sfs);
       }
-      const hs = readHardState(dir) ?? EMPTY_HARD_STATE;
+      const hs = readHardState(dir, sfs) ?? EMPTY_HARD_STATE;
       const { table, report } = recoverProducerState(log);
       const p = new Partition(id, log, epochs, snap, hs, effects, table, report, producerIdleExpiryMs, nodeId, replica.raft ?? {}, replica.timers ?? REAL_TIMERS);
+      if (replica.driverBugs !== undefined && replica.driverBugs.length > 0) p.bugs = new Set(replica.driverBugs);
       if (report.replayedBatches > 0) p.snapshotProducers();
       // A group of one elects itself now (no timeout to wait for, nobody to ask) and commits its
       // no-op before the open returns, so an opened partition's high watermark is its log end.
@@ -367,7 +382,7 @@ export class Partition {
 
   /** The snapshot metadata on disk, or null before the first retention cut. */
   snapshotMeta(): SnapshotMeta | null {
-    return readSnapshotMeta(this.log.dir);
+    return readSnapshotMeta(this.log.dir, this.log.storageFs);
   }
 
   /** The configuration is this node alone: everything it persists is on a majority. */
@@ -435,7 +450,7 @@ export class Partition {
       if (this.crashAfterAppend === this.id.topic) void this.log.flush().then(() => process.kill(process.pid, 'SIGKILL'));
     }
     const ok: ProduceOk = { baseOffset: r.baseOffset, lastOffset: r.lastOffset, appendTimeMs: r.appendTimeMs, logStartOffset: this.log.logStartOffset };
-    if (acks === 2) this.pendingAcks.push({ id, ok });
+    if (acks === 2 && !this.bugs.has('ack-before-persist')) this.pendingAcks.push({ id, ok });
     else this.effects.produced(this, id, ok);
     // A relaxed flush policy is the topic's opt-out of durability: reaching the OS is persisting, so
     // the Ready is handled now (a one-voter group commits, and answers acks=all, at once).
@@ -610,7 +625,7 @@ export class Partition {
 
   private writeHs(term: number, vote: number): void {
     if (term === this.storedHs.term && vote === this.storedHs.vote) return;
-    writeHardState(this.log.dir, { term, vote });
+    writeHardState(this.log.dir, { term, vote }, this.log.storageFs);
     this.storedHs = { term, vote };
   }
 
@@ -659,6 +674,7 @@ export class Partition {
       this.persistError = toSluiceError(err);
       return this.failPending(this.persistError);
     }
+    if (this.bugs.has('send-before-persist')) for (const m of ready.messages) this.effects.send(this, m);
     const sync = (ready.entries.length > 0 || ready.snapshot !== null) && this.log.config.flush.kind === 'always';
     if (!sync) return this.complete(ready);
     this.persistDone = this.log.flush().then(
@@ -669,13 +685,13 @@ export class Partition {
 
   private complete(rd: ReturnType<RaftNode['ready']>): void {
     if (this.closed) return;
-    for (const m of rd.messages) this.effects.send(this, m);
+    if (!this.bugs.has('send-before-persist')) for (const m of rd.messages) this.effects.send(this, m);
     this.raft.advance();
     this.inFlight = false;
     this.written.length = 0;
     // Right after advance() every run the core holds is persisted, so its commit (which may have moved
     // in advance(): the leader counts itself now) is safe to expose at once, not one Ready later.
-    this.applyCommit(Math.max(rd.committedTo, this.raft.getCommit()) + 1);
+    this.applyCommit(this.bugs.has('hw-from-log-end') ? this.log.nextOffset : Math.max(rd.committedTo, this.raft.getCommit()) + 1);
     this.drain();
   }
 
@@ -706,7 +722,7 @@ export class Partition {
   /** A snapshot from the leader replaces the whole log: metadata first, then the log restarts after it. */
   private installSnapshot(snap: Snapshot): void {
     const meta: SnapshotMeta = { index: snap.index, term: snap.term, voters: [...snap.conf.voters], learners: [...snap.conf.learners], logStartOffset: snap.index + 1 };
-    writeSnapshotMeta(this.log.dir, meta);
+    writeSnapshotMeta(this.log.dir, meta, this.log.storageFs);
     this.snapMeta = meta;
     this.log.truncateFullyAndStartAt(meta.logStartOffset);
     this.epochs.truncateFrom(0);
@@ -758,7 +774,7 @@ export class Partition {
       const meta: SnapshotMeta = { index: s.index, term: s.term, voters: [...s.conf.voters], learners: [...s.conf.learners], logStartOffset: newStart };
       this.snapMeta = meta;
       try {
-        writeSnapshotMeta(this.log.dir, meta);
+        writeSnapshotMeta(this.log.dir, meta, this.log.storageFs);
         this.epochs.truncateBefore(newStart);
       } catch (err) {
         // A full disk: the cut is what frees space, and the snapshot needs a little. Only committed
@@ -769,7 +785,7 @@ export class Partition {
       }
     });
     if (deferred !== null) {
-      writeSnapshotMeta(this.log.dir, deferred);
+      writeSnapshotMeta(this.log.dir, deferred, this.log.storageFs);
       this.epochs.truncateBefore((deferred as SnapshotMeta).logStartOffset);
     }
     return n;
@@ -863,10 +879,10 @@ function applyHeaders(table: ProducerStateTable, buf: Buffer): void {
  * Records a new log start in the Raft snapshot metadata (index = start - 1, with its term) and trims
  * the leader-epoch checkpoint to it.
  */
-function recordLogStart(dir: string, epochs: EpochCheckpoint, newStart: number, voters: readonly number[], learners: readonly number[]): SnapshotMeta {
+function recordLogStart(dir: string, epochs: EpochCheckpoint, newStart: number, voters: readonly number[], learners: readonly number[], f = NODE_FS): SnapshotMeta {
   const index = newStart - 1;
   const meta: SnapshotMeta = { index, term: Math.max(0, epochs.epochAt(index)), voters: [...voters], learners: [...learners], logStartOffset: newStart };
-  writeSnapshotMeta(dir, meta);
+  writeSnapshotMeta(dir, meta, f);
   epochs.truncateBefore(newStart);
   return meta;
 }

@@ -6,10 +6,9 @@
  *
  * The body is JSON with a version and a CRC-32C of the payload, so a flipped bit is caught too.
  */
-import fs from 'node:fs';
 import { crc32c } from '@node-rs/crc32';
 import { SluiceError } from '../errors.js';
-import { join, replaceFileAtomically, storageError, unlinkIfExists } from './io.js';
+import { NODE_FS, type StorageFs, join, replaceFileAtomically, storageError, unlinkIfExists } from './io.js';
 
 const TEMP_SUFFIX = '.tmp';
 
@@ -20,12 +19,12 @@ interface Envelope {
 }
 
 /** Writes `body` to `<dir>/<name>` atomically and durably. Throws STORAGE_ERROR. */
-export function writeStateFile(dir: string, name: string, version: number, body: unknown): void {
+export function writeStateFile(dir: string, name: string, version: number, body: unknown, f: StorageFs = NODE_FS): void {
   const json = JSON.stringify(body);
   const envelope: Envelope = { v: version, crc: crc32c(json) >>> 0, body };
   const file = join(dir, name);
   try {
-    replaceFileAtomically(file, JSON.stringify(envelope));
+    replaceFileAtomically(file, JSON.stringify(envelope), f);
   } catch (err) {
     throw storageError(`cannot write ${file}`, err);
   }
@@ -35,12 +34,12 @@ export function writeStateFile(dir: string, name: string, version: number, body:
  * Reads `<dir>/<name>`: null when it does not exist. A leftover temp file (a crash before the rename)
  * is removed. Throws LOG_CORRUPT for a file that does not parse, fails its CRC or has another version.
  */
-export function readStateFile(dir: string, name: string, version: number): unknown {
+export function readStateFile(dir: string, name: string, version: number, f: StorageFs = NODE_FS): unknown {
   const file = join(dir, name);
-  unlinkIfExists(file + TEMP_SUFFIX);
+  unlinkIfExists(file + TEMP_SUFFIX, f);
   let text: string;
   try {
-    text = fs.readFileSync(file, 'utf8');
+    text = f.readFileSync(file, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw storageError(`cannot read ${file}`, err);

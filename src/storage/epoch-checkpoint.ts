@@ -12,6 +12,7 @@
 import assert from 'node:assert/strict';
 import { SluiceError } from '../errors.js';
 import { isNonNegativeInt, readStateFile, writeStateFile } from './atomic-file.js';
+import { NODE_FS, type StorageFs } from './io.js';
 
 export const EPOCH_CHECKPOINT_FILE = 'leader-epoch-checkpoint.json';
 const VERSION = 1;
@@ -25,26 +26,27 @@ export class EpochCheckpoint {
   private constructor(
     private readonly dir: string,
     private entries: EpochEntry[],
+    private readonly fs: StorageFs,
   ) {}
 
   /** Loads the file; null when there is none (the caller rebuilds from the log). */
-  static load(dir: string): EpochCheckpoint | null {
-    const body = readStateFile(dir, EPOCH_CHECKPOINT_FILE, VERSION) as { entries?: unknown } | null;
+  static load(dir: string, f: StorageFs = NODE_FS): EpochCheckpoint | null {
+    const body = readStateFile(dir, EPOCH_CHECKPOINT_FILE, VERSION, f) as { entries?: unknown } | null;
     if (body === null) return null;
     const list = body.entries;
     const ok =
       Array.isArray(list) &&
       list.every((e: Partial<EpochEntry>, i) => isNonNegativeInt(e?.epoch) && isNonNegativeInt(e?.startOffset) && (i === 0 || (e.epoch! > list[i - 1].epoch && e.startOffset! > list[i - 1].startOffset)));
     if (!ok) throw new SluiceError('LOG_CORRUPT', `${dir}/${EPOCH_CHECKPOINT_FILE} is not an ascending list of (epoch, startOffset)`);
-    return new EpochCheckpoint(dir, (list as EpochEntry[]).map((e) => ({ epoch: e.epoch, startOffset: e.startOffset })));
+    return new EpochCheckpoint(dir, (list as EpochEntry[]).map((e) => ({ epoch: e.epoch, startOffset: e.startOffset })), f);
   }
 
   /**
    * A checkpoint built from scratch (e.g. by walking batch headers), persisted at once unless empty
    * (an empty log has nothing to record, and a new partition's open should not cost an fsync).
    */
-  static create(dir: string, entries: EpochEntry[]): EpochCheckpoint {
-    const cp = new EpochCheckpoint(dir, []);
+  static create(dir: string, entries: EpochEntry[], f: StorageFs = NODE_FS): EpochCheckpoint {
+    const cp = new EpochCheckpoint(dir, [], f);
     for (const e of entries) cp.entries.push({ ...e });
     if (cp.entries.length > 0) cp.persist();
     return cp;
@@ -114,6 +116,6 @@ export class EpochCheckpoint {
   }
 
   private persist(): void {
-    writeStateFile(this.dir, EPOCH_CHECKPOINT_FILE, VERSION, { entries: this.entries });
+    writeStateFile(this.dir, EPOCH_CHECKPOINT_FILE, VERSION, { entries: this.entries }, this.fs);
   }
 }

@@ -9,6 +9,7 @@
  */
 import { SluiceError } from '../errors.js';
 import { isNonNegativeInt, readStateFile, writeStateFile } from './atomic-file.js';
+import { NODE_FS, type StorageFs } from './io.js';
 
 export const HARD_STATE_FILE = 'hard-state.json';
 const VERSION = 1;
@@ -21,8 +22,8 @@ export interface StoredHardState {
 
 export const EMPTY_HARD_STATE: Readonly<StoredHardState> = Object.freeze({ term: 0, vote: 0 });
 
-export function readHardState(dir: string): StoredHardState | null {
-  const body = readStateFile(dir, HARD_STATE_FILE, VERSION) as Partial<StoredHardState> | null;
+export function readHardState(dir: string, f: StorageFs = NODE_FS): StoredHardState | null {
+  const body = readStateFile(dir, HARD_STATE_FILE, VERSION, f) as Partial<StoredHardState> | null;
   if (body === null) return null;
   if (!isNonNegativeInt(body.term) || !isNonNegativeInt(body.vote)) {
     throw new SluiceError('LOG_CORRUPT', `${dir}/${HARD_STATE_FILE} holds an invalid term or vote`);
@@ -30,6 +31,6 @@ export function readHardState(dir: string): StoredHardState | null {
   return { term: body.term, vote: body.vote };
 }
 
-export function writeHardState(dir: string, hs: StoredHardState): void {
-  writeStateFile(dir, HARD_STATE_FILE, VERSION, { term: hs.term, vote: hs.vote });
+export function writeHardState(dir: string, hs: StoredHardState, f: StorageFs = NODE_FS): void {
+  writeStateFile(dir, HARD_STATE_FILE, VERSION, { term: hs.term, vote: hs.vote }, f);
 }

@@ -5,5 +5,5 @@
 export { PartitionLog, type LogOpenOptions } from './log.js';
 export { defaultLogConfig, logConfigFromTopicConfigs, logConfigToTopicConfigs, validateLogConfig, LOG_CONFIG_KEYS } from './config.js';
 export { CLEAN_SHUTDOWN_FILE, type RecoveryReport } from './recovery.js';
-export { segmentFileName, parseSegmentFileName, storageError, isDiskFull, mkdirOwnerOnly, replaceFileAtomically, FILE_MODE, DIR_MODE } from './io.js';
+export { segmentFileName, parseSegmentFileName, storageError, isDiskFull, mkdirOwnerOnly, replaceFileAtomically, FILE_MODE, DIR_MODE, NODE_FS, type StorageFs } from './io.js';
 export type { AppendOptions, AppendResult, DamagedRange, FlushPolicy, LogConfig, PartitionLogApi, ReadResult } from './types.js';

@@ -7,8 +7,7 @@
  * The active segment's entries reach the files only when it is sealed (then fdatasynced) or the log
  * closes cleanly; after a crash recovery rebuilds them. Recovery validates every index it loads.
  */
-import fs from 'node:fs';
-import { readFully, writeFully } from './io.js';
+import { type StorageFs, readFully, writeFully } from './io.js';
 
 const OFFSET_ENTRY_BYTES = 8;
 const TIME_ENTRY_BYTES = 12;
@@ -21,10 +20,10 @@ function grow<T extends Uint32Array | Float64Array>(a: T, need: number): T {
   return next;
 }
 
-function readWholeFile(fd: number): Buffer {
+function readWholeFile(fd: number, fs: StorageFs): Buffer {
   const size = fs.fstatSync(fd).size;
   const buf = Buffer.allocUnsafe(size);
-  const n = readFully(fd, buf, 0, size, 0);
+  const n = readFully(fd, buf, 0, size, 0, fs);
   return buf.subarray(0, n);
 }
 
@@ -35,7 +34,10 @@ export class OffsetIndex {
   /** Entries already written to the file. */
   private persisted = 0;
 
-  constructor(public fd: number) {}
+  constructor(
+    public fd: number,
+    private readonly fs: StorageFs,
+  ) {}
 
   append(rel: number, pos: number): void {
     this.rel = grow(this.rel, this.count + 1);
@@ -65,7 +67,7 @@ export class OffsetIndex {
    * `logBytes`). Returns false when the file held anything beyond that prefix.
    */
   load(logBytes: number): boolean {
-    const buf = readWholeFile(this.fd);
+    const buf = readWholeFile(this.fd, this.fs);
     const n = Math.floor(buf.length / OFFSET_ENTRY_BYTES);
     this.count = 0;
     for (let i = 0; i < n; i++) {
@@ -84,7 +86,7 @@ export class OffsetIndex {
     if (count >= this.count) return;
     this.count = count;
     if (this.persisted > count) {
-      fs.ftruncateSync(this.fd, count * OFFSET_ENTRY_BYTES);
+      this.fs.ftruncateSync(this.fd, count * OFFSET_ENTRY_BYTES);
       this.persisted = count;
     }
   }
@@ -103,13 +105,13 @@ export class OffsetIndex {
       buf.writeUInt32BE(this.rel[this.persisted + i], i * OFFSET_ENTRY_BYTES);
       buf.writeUInt32BE(this.pos[this.persisted + i], i * OFFSET_ENTRY_BYTES + 4);
     }
-    writeFully(this.fd, buf, 0, buf.length, this.persisted * OFFSET_ENTRY_BYTES);
+    writeFully(this.fd, buf, 0, buf.length, this.persisted * OFFSET_ENTRY_BYTES, this.fs);
     this.persisted = this.count;
   }
 
   /** Replaces the file's content with the in-memory entries. */
   rewrite(): void {
-    fs.ftruncateSync(this.fd, 0);
+    this.fs.ftruncateSync(this.fd, 0);
     this.persisted = 0;
     this.persist();
   }
@@ -121,7 +123,10 @@ export class TimeIndex {
   count = 0;
   private persisted = 0;
 
-  constructor(public fd: number) {}
+  constructor(
+    public fd: number,
+    private readonly fs: StorageFs,
+  ) {}
 
   get lastTimestamp(): number {
     return this.count === 0 ? -Infinity : this.ts[this.count - 1];
@@ -152,7 +157,7 @@ export class TimeIndex {
 
   /** Loads the longest valid prefix (strictly increasing timestamps, rel below `relEnd`). */
   load(relEnd: number): boolean {
-    const buf = readWholeFile(this.fd);
+    const buf = readWholeFile(this.fd, this.fs);
     const n = Math.floor(buf.length / TIME_ENTRY_BYTES);
     this.count = 0;
     for (let i = 0; i < n; i++) {
@@ -170,7 +175,7 @@ export class TimeIndex {
     if (count >= this.count) return;
     this.count = count;
     if (this.persisted > count) {
-      fs.ftruncateSync(this.fd, count * TIME_ENTRY_BYTES);
+      this.fs.ftruncateSync(this.fd, count * TIME_ENTRY_BYTES);
       this.persisted = count;
     }
   }
@@ -193,12 +198,12 @@ export class TimeIndex {
       buf.writeUInt32BE(ts - hi * 2 ** 32, i * TIME_ENTRY_BYTES + 4);
       buf.writeUInt32BE(this.rel[this.persisted + i], i * TIME_ENTRY_BYTES + 8);
     }
-    writeFully(this.fd, buf, 0, buf.length, this.persisted * TIME_ENTRY_BYTES);
+    writeFully(this.fd, buf, 0, buf.length, this.persisted * TIME_ENTRY_BYTES, this.fs);
     this.persisted = this.count;
   }
 
   rewrite(): void {
-    fs.ftruncateSync(this.fd, 0);
+    this.fs.ftruncateSync(this.fd, 0);
     this.persisted = 0;
     this.persist();
   }

@@ -8,6 +8,36 @@ import { SluiceError } from '../errors.js';
 
 const OFFSET_NAME_DIGITS = 20;
 
+/**
+ * The file-system calls storage makes, as node:fs spells them. `NODE_FS` (node:fs itself) is the only
+ * one production uses; the deterministic simulator passes an in-memory disk that loses unsynced writes
+ * on a simulated crash and completes fdatasyncs when it chooses (test/sim/sim-fs.ts). Every helper
+ * below takes it as an optional last argument defaulting to node:fs, so the production path is the
+ * same calls as before.
+ */
+export interface StorageFs {
+  openSync(path: string, flags: number | string, mode?: number): number;
+  closeSync(fd: number): void;
+  writeSync(fd: number, buffer: Uint8Array, offset: number, length: number, position: number): number;
+  readSync(fd: number, buffer: Uint8Array, offset: number, length: number, position: number): number;
+  fstatSync(fd: number): { size: number; birthtimeMs: number };
+  ftruncateSync(fd: number, len: number): void;
+  fdatasync(fd: number, callback: (err: NodeJS.ErrnoException | null) => void): void;
+  fdatasyncSync(fd: number): void;
+  fsyncSync(fd: number): void;
+  mkdirSync(path: string, options: { recursive: true; mode: number }): string | undefined;
+  readdirSync(path: string): string[];
+  existsSync(path: string): boolean;
+  unlinkSync(path: string): void;
+  rmSync(path: string, options: { force: true }): void;
+  renameSync(from: string, to: string): void;
+  writeFileSync(path: string, data: string, options: { mode: number }): void;
+  readFileSync(path: string, encoding: 'utf8'): string;
+}
+
+/** node:fs, the storage's file system everywhere but in the simulator. */
+export const NODE_FS: StorageFs = fs;
+
 export function segmentFileName(baseOffset: number, ext: 'log' | 'index' | 'timeindex' | 'damaged'): string {
   return `${String(baseOffset).padStart(OFFSET_NAME_DIGITS, '0')}.${ext}`;
 }
@@ -42,9 +72,9 @@ export function storageError(what: string, err: unknown): SluiceError {
   return new SluiceError('STORAGE_ERROR', `${what}: ${msg}`, { cause: err });
 }
 
-export function writeFully(fd: number, buf: Uint8Array, offset: number, length: number, position: number): void {
+export function writeFully(fd: number, buf: Uint8Array, offset: number, length: number, position: number, f: StorageFs = fs): void {
   while (length > 0) {
-    const n = fs.writeSync(fd, buf, offset, length, position);
+    const n = f.writeSync(fd, buf, offset, length, position);
     offset += n;
     length -= n;
     position += n;
@@ -52,10 +82,10 @@ export function writeFully(fd: number, buf: Uint8Array, offset: number, length: 
 }
 
 /** Reads up to `length` bytes; returns how many were read (fewer only at end of file). */
-export function readFully(fd: number, buf: Uint8Array, offset: number, length: number, position: number): number {
+export function readFully(fd: number, buf: Uint8Array, offset: number, length: number, position: number, f: StorageFs = fs): number {
   let total = 0;
   while (total < length) {
-    const n = fs.readSync(fd, buf, offset + total, length - total, position + total);
+    const n = f.readSync(fd, buf, offset + total, length - total, position + total);
     if (n === 0) break;
     total += n;
   }
@@ -63,12 +93,12 @@ export function readFully(fd: number, buf: Uint8Array, offset: number, length: n
 }
 
 /** Makes creations, renames and deletions in `dir` durable. */
-export function fsyncDir(dir: string): void {
-  const fd = fs.openSync(dir, 'r');
+export function fsyncDir(dir: string, f: StorageFs = fs): void {
+  const fd = f.openSync(dir, 'r');
   try {
-    fs.fsyncSync(fd);
+    f.fsyncSync(fd);
   } finally {
-    fs.closeSync(fd);
+    f.closeSync(fd);
   }
 }
 
@@ -80,13 +110,13 @@ export const FILE_MODE = 0o600;
 export const DIR_MODE = 0o700;
 
 /** Creates `dir` (and missing parents) owner-only; returns the first directory created, if any. */
-export function mkdirOwnerOnly(dir: string): string | undefined {
-  return fs.mkdirSync(dir, { recursive: true, mode: DIR_MODE });
+export function mkdirOwnerOnly(dir: string, f: StorageFs = fs): string | undefined {
+  return f.mkdirSync(dir, { recursive: true, mode: DIR_MODE });
 }
 
 /** Opens read-write, creating the file (owner-only) when missing. */
-export function openRw(file: string): number {
-  return fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, FILE_MODE);
+export function openRw(file: string, f: StorageFs = fs): number {
+  return f.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, FILE_MODE);
 }
 
 /**
@@ -95,23 +125,24 @@ export function openRw(file: string): number {
  * new one, never a torn one. On failure the temp file is removed (best effort) and the error rethrown
  * as it is; callers say what they were writing.
  */
-export function replaceFileAtomically(file: string, text: string): void {
+export function replaceFileAtomically(file: string, text: string, f: StorageFs = fs): void {
   const temp = `${file}.tmp`;
   try {
     // A temp file left by a crash would keep its old mode under 'w': start it afresh, owner-only.
-    fs.rmSync(temp, { force: true });
-    const fd = fs.openSync(temp, 'w', FILE_MODE);
+    f.rmSync(temp, { force: true });
+    const fd = f.openSync(temp, 'w', FILE_MODE);
     try {
-      fs.writeSync(fd, text);
-      fs.fdatasyncSync(fd);
+      const bytes = Buffer.from(text);
+      writeFully(fd, bytes, 0, bytes.length, 0, f);
+      f.fdatasyncSync(fd);
     } finally {
-      fs.closeSync(fd);
+      f.closeSync(fd);
     }
-    fs.renameSync(temp, file);
-    fsyncDir(path.dirname(file));
+    f.renameSync(temp, file);
+    fsyncDir(path.dirname(file), f);
   } catch (err) {
     try {
-      fs.rmSync(temp, { force: true });
+      f.rmSync(temp, { force: true });
     } catch {
       // Best effort: the next replace removes it first anyway.
     }
@@ -119,9 +150,9 @@ export function replaceFileAtomically(file: string, text: string): void {
   }
 }
 
-export function unlinkIfExists(file: string): void {
+export function unlinkIfExists(file: string, f: StorageFs = fs): void {
   try {
-    fs.unlinkSync(file);
+    f.unlinkSync(file);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }

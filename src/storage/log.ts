@@ -12,13 +12,12 @@
  *    recovery may trust them and validate only the active one.
  */
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import path from 'node:path';
 import { SluiceError } from '../errors.js';
 import { INDEX_INTERVAL_BYTES } from '../constants.js';
 import { asBuffer, validateBatches, patchBatch, BATCH_HEADER_BYTES, BATCH_LOG_OVERHEAD_BYTES } from '../batch/codec.js';
 import { validateLogConfig } from './config.js';
-import { FILE_MODE, fsyncDir, mkdirOwnerOnly, storageError, writeFully, readFully } from './io.js';
+import { FILE_MODE, NODE_FS, type StorageFs, fsyncDir, mkdirOwnerOnly, storageError, writeFully, readFully } from './io.js';
 import { HeaderWalker, FileWindow, scanBatches } from './scan.js';
 import { Segment } from './segment.js';
 import { recoverSegments, CLEAN_SHUTDOWN_FILE, type RecoveryReport } from './recovery.js';
@@ -35,6 +34,11 @@ export interface LogOpenOptions {
   fdatasyncSync?: (fd: number) => void;
   /** Bytes between offset-index entries; defaults to INDEX_INTERVAL_BYTES. */
   indexIntervalBytes?: number;
+  /**
+   * Test seam: the file system the log lives on; defaults to node:fs. The simulator passes an
+   * in-memory disk (test/sim/sim-fs.ts). `fdatasync`/`fdatasyncSync` above, when given, still win.
+   */
+  fs?: StorageFs;
 }
 
 interface SyncGeneration {
@@ -73,6 +77,7 @@ export class PartitionLog implements PartitionLogApi {
   private readonly fdatasync: NonNullable<LogOpenOptions['fdatasync']>;
   private readonly fdatasyncSync: (fd: number) => void;
   private readonly indexIntervalBytes: number;
+  private readonly fs: StorageFs;
   private readonly walker = new HeaderWalker();
   /** Segments written since their last fdatasync started. */
   private readonly dirty = new Set<Segment>();
@@ -101,8 +106,9 @@ export class PartitionLog implements PartitionLogApi {
     this.segments = segments;
     this.recovery = recovery;
     this.nowMs = options.nowMs ?? Date.now;
-    this.fdatasync = options.fdatasync ?? fs.fdatasync;
-    this.fdatasyncSync = options.fdatasyncSync ?? fs.fdatasyncSync;
+    this.fs = options.fs ?? NODE_FS;
+    this.fdatasync = options.fdatasync ?? this.fs.fdatasync;
+    this.fdatasyncSync = options.fdatasyncSync ?? this.fs.fdatasyncSync;
     this.indexIntervalBytes = options.indexIntervalBytes ?? INDEX_INTERVAL_BYTES;
     for (const s of segments) this.totalBytes += s.size;
     this.armIntervalTimer();
@@ -117,15 +123,21 @@ export class PartitionLog implements PartitionLogApi {
   static async open(dir: string, config: LogConfig, options: LogOpenOptions = {}): Promise<PartitionLog> {
     validateLogConfig(config);
     const indexIntervalBytes = options.indexIntervalBytes ?? INDEX_INTERVAL_BYTES;
+    const sfs = options.fs ?? NODE_FS;
     let created: string | undefined;
     try {
-      created = mkdirOwnerOnly(dir);
+      created = mkdirOwnerOnly(dir, sfs);
     } catch (err) {
       throw storageError(`cannot create log directory ${dir}`, err);
     }
-    if (created !== undefined) fsyncDir(path.dirname(path.resolve(dir)));
-    const { segments, report } = recoverSegments(dir, indexIntervalBytes, (options.nowMs ?? Date.now)());
+    if (created !== undefined) fsyncDir(path.dirname(path.resolve(dir)), sfs);
+    const { segments, report } = recoverSegments(dir, indexIntervalBytes, (options.nowMs ?? Date.now)(), sfs);
     return new PartitionLog(dir, config, segments, report, options);
+  }
+
+  /** The file system the log lives on (node:fs but in the simulator): the partition's state files go there too. */
+  get storageFs(): StorageFs {
+    return this.fs;
   }
 
   get config(): Readonly<LogConfig> {
@@ -227,7 +239,7 @@ export class PartitionLog implements PartitionLogApi {
     assert.equal(baseOffset, seg.nextOffset, 'batches must continue the log');
     const startPos = seg.size;
     try {
-      writeFully(seg.fd, buf, 0, buf.length, startPos);
+      writeFully(seg.fd, buf, 0, buf.length, startPos, this.fs);
     } catch (err) {
       this.undoPartialWrite(seg, startPos, err);
     }
@@ -250,7 +262,7 @@ export class PartitionLog implements PartitionLogApi {
   private undoPartialWrite(seg: Segment, startPos: number, err: unknown): never {
     const failure = storageError(`write to ${seg.logPath} failed`, err);
     try {
-      fs.ftruncateSync(seg.fd, startPos);
+      this.fs.ftruncateSync(seg.fd, startPos);
     } catch (truncErr) {
       this.fence(storageError(`cannot undo a failed write to ${seg.logPath}`, truncErr));
     }
@@ -296,12 +308,12 @@ export class PartitionLog implements PartitionLogApi {
   private startSegment(baseOffset: number): void {
     let next: Segment;
     try {
-      next = Segment.create(this.dir, baseOffset, this.indexIntervalBytes);
+      next = Segment.create(this.dir, baseOffset, this.indexIntervalBytes, this.fs);
     } catch (err) {
       throw this.fenceUnlessDiskFull(storageError(`cannot create segment ${baseOffset} in ${this.dir}`, err));
     }
     try {
-      fsyncDir(this.dir);
+      fsyncDir(this.dir, this.fs);
     } catch (err) {
       next.close();
       throw this.fence(storageError(`fsync of directory ${this.dir} failed`, err));
@@ -532,7 +544,7 @@ export class PartitionLog implements PartitionLogApi {
     out: Buffer,
     maxOffset: number | undefined,
   ): { bytes: number; nextOffset: number } {
-    const got = readFully(seg.fd, out, 0, out.length, pos);
+    const got = readFully(seg.fd, out, 0, out.length, pos, this.fs);
     if (got < firstSize) throw new SluiceError('STORAGE_ERROR', `short read of ${seg.logPath} at position ${pos}`);
     let end = 0;
     let next = firstBase;
@@ -658,7 +670,7 @@ export class PartitionLog implements PartitionLogApi {
           continue;
         }
         if (!this.walker.at(seg, pos)) break;
-        if (readFully(seg.fd, four, 0, 4, pos + OFF_LEADER_EPOCH) === 4 && v.lastOffset >= offset) {
+        if (readFully(seg.fd, four, 0, 4, pos + OFF_LEADER_EPOCH, this.fs) === 4 && v.lastOffset >= offset) {
           const epoch = four.readInt32BE(0);
           if (out.length === 0 || out[out.length - 1].epoch !== epoch) out.push({ epoch, startOffset: Math.max(v.baseOffset, offset) });
         }
@@ -697,7 +709,7 @@ export class PartitionLog implements PartitionLogApi {
 
   private syncDirOrFence(): void {
     try {
-      fsyncDir(this.dir);
+      fsyncDir(this.dir, this.fs);
     } catch (err) {
       throw this.fence(storageError(`fsync of directory ${this.dir} failed`, err));
     }
@@ -744,7 +756,7 @@ export class PartitionLog implements PartitionLogApi {
     this.totalBytes -= seg.size;
     let outcome;
     try {
-      fs.ftruncateSync(seg.fd, pos);
+      this.fs.ftruncateSync(seg.fd, pos);
       const kept = seg.damage.filter((d) => d.pos < pos);
       seg.resetState();
       // Walk the kept headers, jumping over the fenced ranges that stay.
@@ -760,7 +772,7 @@ export class PartitionLog implements PartitionLogApi {
         expect = d.toOffset;
       }
       if (!outcome.problem) outcome = scanBatches(seg, win, from, expect, pos, false);
-      if (seg.persistDamage()) fsyncDir(this.dir);
+      if (seg.persistDamage()) fsyncDir(this.dir, this.fs);
       seg.offsetIndex.rewrite();
       seg.timeIndex.rewrite();
     } catch (err) {
@@ -790,8 +802,8 @@ export class PartitionLog implements PartitionLogApi {
         seg.deleteFiles();
       }
       this.totalBytes = 0;
-      this.segments.push(Segment.create(this.dir, offset, this.indexIntervalBytes));
-      fsyncDir(this.dir);
+      this.segments.push(Segment.create(this.dir, offset, this.indexIntervalBytes, this.fs));
+      fsyncDir(this.dir, this.fs);
     } catch (err) {
       throw this.fence(storageError(`cannot restart ${this.dir} at offset ${offset}`, err));
     }
@@ -824,8 +836,8 @@ export class PartitionLog implements PartitionLogApi {
         await this.flush();
         this.active.persistIndexes();
         this.active.fdatasyncAllSync(this.fdatasyncSync);
-        fs.writeFileSync(path.join(this.dir, CLEAN_SHUTDOWN_FILE), '', { mode: FILE_MODE });
-        fsyncDir(this.dir);
+        this.fs.writeFileSync(path.join(this.dir, CLEAN_SHUTDOWN_FILE), '', { mode: FILE_MODE });
+        fsyncDir(this.dir, this.fs);
       } catch (err) {
         failure = err;
       }

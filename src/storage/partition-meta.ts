@@ -7,6 +7,7 @@
  */
 import { SluiceError } from '../errors.js';
 import { isNonNegativeInt, readStateFile, writeStateFile } from './atomic-file.js';
+import { NODE_FS, type StorageFs } from './io.js';
 
 export const PARTITION_META_FILE = 'partition.json';
 const VERSION = 1;
@@ -16,8 +17,8 @@ export interface PartitionMeta {
   partition: number;
 }
 
-export function readPartitionMeta(dir: string): PartitionMeta | null {
-  const b = readStateFile(dir, PARTITION_META_FILE, VERSION) as Partial<PartitionMeta> | null;
+export function readPartitionMeta(dir: string, f: StorageFs = NODE_FS): PartitionMeta | null {
+  const b = readStateFile(dir, PARTITION_META_FILE, VERSION, f) as Partial<PartitionMeta> | null;
   if (b === null) return null;
   if (typeof b.topicId !== 'string' || b.topicId.length === 0 || !isNonNegativeInt(b.partition)) {
     throw new SluiceError('LOG_CORRUPT', `${dir}/${PARTITION_META_FILE} is malformed`);
@@ -25,14 +26,14 @@ export function readPartitionMeta(dir: string): PartitionMeta | null {
   return { topicId: b.topicId, partition: b.partition };
 }
 
-export function writePartitionMeta(dir: string, meta: PartitionMeta): void {
-  writeStateFile(dir, PARTITION_META_FILE, VERSION, meta);
+export function writePartitionMeta(dir: string, meta: PartitionMeta, f: StorageFs = NODE_FS): void {
+  writeStateFile(dir, PARTITION_META_FILE, VERSION, meta, f);
 }
 
 /** Checks (or, for a directory from before topic ids, writes) the directory's identity. */
-export function checkPartitionMeta(dir: string, want: PartitionMeta): void {
-  const have = readPartitionMeta(dir);
-  if (have === null) return writePartitionMeta(dir, want);
+export function checkPartitionMeta(dir: string, want: PartitionMeta, f: StorageFs = NODE_FS): void {
+  const have = readPartitionMeta(dir, f);
+  if (have === null) return writePartitionMeta(dir, want, f);
   if (have.topicId !== want.topicId || have.partition !== want.partition) {
     throw new SluiceError(
       'LOG_CORRUPT',

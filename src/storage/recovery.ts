@@ -14,9 +14,8 @@
  *    nothing there is a torn write;
  *  - offsets must be gapless across segments; index files without a .log are removed.
  */
-import fs from 'node:fs';
 import { SluiceError } from '../errors.js';
-import { fsyncDir, join, parseSegmentFileName, segmentFileName, unlinkIfExists } from './io.js';
+import { NODE_FS, type StorageFs, fsyncDir, join, parseSegmentFileName, segmentFileName, unlinkIfExists } from './io.js';
 import { FileWindow, findNextBatch, scanBatches } from './scan.js';
 import { Segment } from './segment.js';
 import type { DamagedRange } from './types.js';
@@ -42,7 +41,7 @@ export interface RecoveryReport {
   durationMs: number;
 }
 
-function listBases(dir: string): { bases: number[]; clean: boolean } {
+function listBases(dir: string, fs: StorageFs): { bases: number[]; clean: boolean } {
   const names = fs.readdirSync(dir);
   const logs = new Set<number>();
   const others: { name: string; base: number }[] = [];
@@ -55,20 +54,20 @@ function listBases(dir: string): { bases: number[]; clean: boolean } {
   let removed = false;
   for (const o of others) {
     if (!logs.has(o.base)) {
-      unlinkIfExists(join(dir, o.name));
+      unlinkIfExists(join(dir, o.name), fs);
       removed = true;
     }
   }
   const clean = names.includes(CLEAN_SHUTDOWN_FILE);
-  if (clean) unlinkIfExists(join(dir, CLEAN_SHUTDOWN_FILE));
-  if (removed || clean) fsyncDir(dir);
+  if (clean) unlinkIfExists(join(dir, CLEAN_SHUTDOWN_FILE), fs);
+  if (removed || clean) fsyncDir(dir, fs);
   return { bases: [...logs].sort((a, b) => a - b), clean };
 }
 
 /** When a recovered segment started, for segment.ms: its file's birth time, else now. */
 function rollStartOf(seg: Segment, nowMs: number): number | null {
   if (seg.size === 0) return null;
-  const birth = fs.fstatSync(seg.fd).birthtimeMs;
+  const birth = seg.fs.fstatSync(seg.fd).birthtimeMs;
   return birth > 0 ? Math.min(birth, nowMs) : nowMs;
 }
 
@@ -160,7 +159,7 @@ function recoverActive(seg: Segment, win: FileWindow, report: RecoveryReport, tr
   if (trust && recoverTrusted(seg, win, report) === null) return;
   const { problem, endPos, fileEnd } = recoverFull(seg, win, report, null);
   if (endPos < fileEnd) {
-    fs.ftruncateSync(seg.fd, endPos);
+    seg.fs.ftruncateSync(seg.fd, endPos);
     report.truncatedBytes = fileEnd - endPos;
     report.truncationReason = problem;
   }
@@ -173,9 +172,9 @@ function recoverSealed(seg: Segment, win: FileWindow, report: RecoveryReport, tr
   seg.persistIndexes();
 }
 
-export function recoverSegments(dir: string, indexIntervalBytes: number, nowMs: number): { segments: Segment[]; report: RecoveryReport } {
+export function recoverSegments(dir: string, indexIntervalBytes: number, nowMs: number, fs: StorageFs = NODE_FS): { segments: Segment[]; report: RecoveryReport } {
   const t0 = performance.now();
-  const { bases, clean } = listBases(dir);
+  const { bases, clean } = listBases(dir, fs);
   const report: RecoveryReport = {
     cleanShutdown: clean,
     truncatedBytes: 0,
@@ -192,15 +191,15 @@ export function recoverSegments(dir: string, indexIntervalBytes: number, nowMs: 
   let dirChanged = false;
   try {
     if (bases.length === 0) {
-      segments.push(Segment.create(dir, 0, indexIntervalBytes));
-      fsyncDir(dir);
+      segments.push(Segment.create(dir, 0, indexIntervalBytes, fs));
+      fsyncDir(dir, fs);
     }
     for (let i = 0; i < bases.length; i++) {
       const exists = (ext: 'index' | 'timeindex' | 'damaged'): boolean => fs.existsSync(join(dir, segmentFileName(bases[i], ext)));
       // A segment that held damage is always re-scanned: its indexes skip the fenced ranges, and only
       // the scan finds them again.
       const trust = exists('index') && exists('timeindex') && !exists('damaged');
-      const seg = Segment.open(dir, bases[i], indexIntervalBytes);
+      const seg = Segment.open(dir, bases[i], indexIntervalBytes, fs);
       segments.push(seg);
       if (i < bases.length - 1) recoverSealed(seg, win, report, trust, bases[i + 1]);
       else recoverActive(seg, win, report, clean && trust);
@@ -215,7 +214,7 @@ export function recoverSegments(dir: string, indexIntervalBytes: number, nowMs: 
         );
       }
     }
-    if (dirChanged) fsyncDir(dir);
+    if (dirChanged) fsyncDir(dir, fs);
   } catch (err) {
     for (const s of segments) s.close();
     if (err instanceof SluiceError) throw err;

@@ -11,7 +11,7 @@ import {
   computeBatchCrc,
 } from '../batch/codec.js';
 import { SluiceError } from '../errors.js';
-import { readFully } from './io.js';
+import { NODE_FS, type StorageFs, readFully } from './io.js';
 import type { Segment } from './segment.js';
 
 const OFF_LENGTH = 8;
@@ -34,8 +34,12 @@ export class FileWindow {
     this.buf = Buffer.allocUnsafe(bytes);
   }
 
-  reset(fd: number): void {
+  /** The file system `fd` belongs to. */
+  private fs: StorageFs = NODE_FS;
+
+  reset(fd: number, fs: StorageFs = NODE_FS): void {
     this.fd = fd;
+    this.fs = fs;
     this.start = 0;
     this.end = 0;
   }
@@ -49,7 +53,7 @@ export class FileWindow {
     if (pos + n > fileEnd) return -1;
     if (n > this.buf.length) this.buf = Buffer.allocUnsafe(Math.max(n, this.buf.length * 2));
     const want = Math.min(Math.max(n, Math.min(readAheadBytes, this.buf.length)), fileEnd - pos);
-    const got = readFully(this.fd, this.buf, 0, want, pos);
+    const got = readFully(this.fd, this.buf, 0, want, pos, this.fs);
     this.start = pos;
     this.end = pos + got;
     return got >= n ? 0 : -1;
@@ -80,7 +84,7 @@ export function scanBatches(
   fileEnd: number,
   verifyCrc: boolean,
 ): ScanOutcome {
-  win.reset(seg.fd);
+  win.reset(seg.fd, seg.fs);
   const readAhead = verifyCrc ? win.buf.length : 16 * 1024;
   while (pos < fileEnd) {
     let at = win.ensure(pos, BATCH_LOG_OVERHEAD_BYTES, fileEnd, readAhead);
@@ -132,8 +136,8 @@ export function findNextBatch(
   maxOffset: number,
 ): Resync | null {
   const probe = new FileWindow(64 * 1024);
-  probe.reset(seg.fd);
-  win.reset(seg.fd);
+  probe.reset(seg.fd, seg.fs);
+  win.reset(seg.fd, seg.fs);
   let q = from;
   while (q + BATCH_HEADER_BYTES <= fileEnd) {
     const at = win.ensure(q, BATCH_HEADER_BYTES, fileEnd);
@@ -178,7 +182,7 @@ export class HeaderWalker {
 
   /** Fills `view` from the header at `pos`; false when no complete header is there. */
   at(seg: Segment, pos: number): boolean {
-    if (this.win.fd !== seg.fd) this.win.reset(seg.fd);
+    if (this.win.fd !== seg.fd) this.win.reset(seg.fd, seg.fs);
     const at = this.win.ensure(pos, BATCH_HEADER_BYTES, seg.size);
     if (at < 0) return false;
     const b = this.win.buf;

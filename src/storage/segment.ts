@@ -3,9 +3,8 @@
  * bookkeeping the log needs (size, next offset, max timestamp). Segments know nothing of flush policy,
  * retention or recovery order; log.ts and recovery.ts drive them.
  */
-import fs from 'node:fs';
 import { OffsetIndex, TimeIndex } from './indexes.js';
-import { join, openRw, segmentFileName, unlinkIfExists, writeFully } from './io.js';
+import { NODE_FS, type StorageFs, join, openRw, segmentFileName, unlinkIfExists, writeFully } from './io.js';
 import type { DamagedRange } from './types.js';
 
 export class Segment {
@@ -44,6 +43,8 @@ export class Segment {
     readonly dir: string,
     readonly baseOffset: number,
     private readonly indexIntervalBytes: number,
+    /** The file system the segment's files live on (node:fs but in the simulator). */
+    readonly fs: StorageFs,
   ) {
     this.logPath = join(dir, segmentFileName(baseOffset, 'log'));
     this.indexPath = join(dir, segmentFileName(baseOffset, 'index'));
@@ -54,27 +55,27 @@ export class Segment {
     // an offline partition's open is retried for as long as the disk stays full.
     const fds: number[] = [];
     try {
-      for (const file of [this.logPath, this.indexPath, this.timeIndexPath]) fds.push(openRw(file));
+      for (const file of [this.logPath, this.indexPath, this.timeIndexPath]) fds.push(openRw(file, this.fs));
     } catch (err) {
-      for (const fd of fds) fs.closeSync(fd);
+      for (const fd of fds) this.fs.closeSync(fd);
       throw err;
     }
     this.fd = fds[0];
-    this.offsetIndex = new OffsetIndex(fds[1]);
-    this.timeIndex = new TimeIndex(fds[2]);
+    this.offsetIndex = new OffsetIndex(fds[1], this.fs);
+    this.timeIndex = new TimeIndex(fds[2], this.fs);
   }
 
   /** Opens (creating when missing) the three files of the segment at `baseOffset`. */
-  static open(dir: string, baseOffset: number, indexIntervalBytes: number): Segment {
-    return new Segment(dir, baseOffset, indexIntervalBytes);
+  static open(dir: string, baseOffset: number, indexIntervalBytes: number, fs: StorageFs = NODE_FS): Segment {
+    return new Segment(dir, baseOffset, indexIntervalBytes, fs);
   }
 
   /**
    * Starts a brand-new segment: like `open`, but empties any file left under the same name (say, by a
    * truncation whose unlink did not reach the disk), so stale bytes can never follow new ones.
    */
-  static create(dir: string, baseOffset: number, indexIntervalBytes: number): Segment {
-    const seg = new Segment(dir, baseOffset, indexIntervalBytes);
+  static create(dir: string, baseOffset: number, indexIntervalBytes: number, fs: StorageFs = NODE_FS): Segment {
+    const seg = new Segment(dir, baseOffset, indexIntervalBytes, fs);
     fs.ftruncateSync(seg.fd, 0);
     fs.ftruncateSync(seg.offsetIndex.fd, 0);
     fs.ftruncateSync(seg.timeIndex.fd, 0);
@@ -83,7 +84,7 @@ export class Segment {
 
   /** Size of the .log file on disk (may exceed `size` before recovery truncates a torn tail). */
   fileBytes(): number {
-    return fs.fstatSync(this.fd).size;
+    return this.fs.fstatSync(this.fd).size;
   }
 
   /** Records a batch written at `pos`: updates the in-memory indexes and bookkeeping. */
@@ -134,19 +135,19 @@ export class Segment {
    */
   persistDamage(): boolean {
     if (this.damage.length === 0) {
-      const existed = fs.existsSync(this.damagedPath);
-      unlinkIfExists(this.damagedPath);
+      const existed = this.fs.existsSync(this.damagedPath);
+      unlinkIfExists(this.damagedPath, this.fs);
       return existed;
     }
     const text = this.damage.map((d) => JSON.stringify(d)).join('\n') + '\n';
-    const fd = openRw(this.damagedPath);
+    const fd = openRw(this.damagedPath, this.fs);
     try {
-      fs.ftruncateSync(fd, 0);
+      this.fs.ftruncateSync(fd, 0);
       const bytes = Buffer.from(text);
-      writeFully(fd, bytes, 0, bytes.length, 0);
-      fs.fdatasyncSync(fd);
+      writeFully(fd, bytes, 0, bytes.length, 0, this.fs);
+      this.fs.fdatasyncSync(fd);
     } finally {
-      fs.closeSync(fd);
+      this.fs.closeSync(fd);
     }
     return true;
   }
@@ -182,7 +183,7 @@ export class Segment {
     this.lastIndexedPos = n === 0 ? 0 : this.offsetIndex.pos[n - 1];
   }
 
-  fdatasyncAllSync(sync: (fd: number) => void = fs.fdatasyncSync): void {
+  fdatasyncAllSync(sync: (fd: number) => void = (fd) => this.fs.fdatasyncSync(fd)): void {
     sync(this.fd);
     sync(this.offsetIndex.fd);
     sync(this.timeIndex.fd);
@@ -196,9 +197,9 @@ export class Segment {
       return;
     }
     this.closed = true;
-    fs.closeSync(this.fd);
-    fs.closeSync(this.offsetIndex.fd);
-    fs.closeSync(this.timeIndex.fd);
+    this.fs.closeSync(this.fd);
+    this.fs.closeSync(this.offsetIndex.fd);
+    this.fs.closeSync(this.timeIndex.fd);
   }
 
   /** Called by the log when an fdatasync on this segment completes. */
@@ -210,9 +211,9 @@ export class Segment {
   /** Closes and unlinks the files, .log first so a crash in between leaves orphan indexes, not an index-less log. */
   deleteFiles(): void {
     this.close();
-    unlinkIfExists(this.logPath);
-    unlinkIfExists(this.indexPath);
-    unlinkIfExists(this.timeIndexPath);
-    unlinkIfExists(this.damagedPath);
+    unlinkIfExists(this.logPath, this.fs);
+    unlinkIfExists(this.indexPath, this.fs);
+    unlinkIfExists(this.timeIndexPath, this.fs);
+    unlinkIfExists(this.damagedPath, this.fs);
   }
 }

@@ -8,6 +8,7 @@
  */
 import { SluiceError } from '../errors.js';
 import { isNonNegativeInt, readStateFile, writeStateFile } from './atomic-file.js';
+import { NODE_FS, type StorageFs } from './io.js';
 
 export const SNAPSHOT_META_FILE = 'snapshot.json';
 const VERSION = 1;
@@ -29,8 +30,8 @@ function isIdList(x: unknown): x is number[] {
   return Array.isArray(x) && x.every((n) => isNonNegativeInt(n));
 }
 
-export function readSnapshotMeta(dir: string): SnapshotMeta | null {
-  const b = readStateFile(dir, SNAPSHOT_META_FILE, VERSION) as Partial<SnapshotMeta> | null;
+export function readSnapshotMeta(dir: string, f: StorageFs = NODE_FS): SnapshotMeta | null {
+  const b = readStateFile(dir, SNAPSHOT_META_FILE, VERSION, f) as Partial<SnapshotMeta> | null;
   if (b === null) return null;
   const ok =
     typeof b.index === 'number' &&
@@ -45,6 +46,6 @@ export function readSnapshotMeta(dir: string): SnapshotMeta | null {
   return { index: b.index!, term: b.term!, voters: b.voters!, learners: b.learners!, logStartOffset: b.logStartOffset! };
 }
 
-export function writeSnapshotMeta(dir: string, meta: SnapshotMeta): void {
-  writeStateFile(dir, SNAPSHOT_META_FILE, VERSION, meta);
+export function writeSnapshotMeta(dir: string, meta: SnapshotMeta, f: StorageFs = NODE_FS): void {
+  writeStateFile(dir, SNAPSHOT_META_FILE, VERSION, meta, f);
 }

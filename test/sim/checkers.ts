@@ -194,6 +194,8 @@ export class Checkers {
   /** `node` exposes run `e` to readers (it lies below its high watermark). */
   onVisible(node: number, e: Entry): void {
     this.claim(node, e, 'shows readers');
+    const end = lastIndexOf(e);
+    if (end > this.maxCommitted) this.maxCommitted = end;
   }
 
   /** A replica's high watermark (one past the last offset readers may see) is now `hw`. */
@@ -211,6 +213,52 @@ export class Checkers {
     const c = this.committedTerm.get(index);
     if (c !== term) throw new InvariantViolation('every acked produce present', `node ${node} acked ${index}+${count}@${term}, but ${c === undefined ? 'it is not committed' : `${index}@${c} was committed`}`);
     this.acked.push({ index, count, term, id });
+  }
+
+  /**
+   * A restarted replica's first high watermark, when the replica is allowed to restart lower than it
+   * was (the real partition re-learns its commit index from the leader: see docs/raft.md). It becomes
+   * the new floor for the monotonic check; returns true when it went back.
+   */
+  onHighWatermarkRestartLenient(node: number, hw: number): boolean {
+    const prev = this.hws.get(node) ?? 0;
+    this.hws.set(node, hw);
+    return hw < prev;
+  }
+
+  /**
+   * An acks=all produce of `count` records with content id `id` was answered by `node` at `index`, as
+   * the real partition reports it: it must be the run shown there (committed: below some replica's
+   * high watermark). The partition is observed only through its reads and acks, so "committed" is what
+   * a replica showed readers.
+   */
+  onAckedShown(node: number, index: number, count: number, id: number): void {
+    const run = this.offsetRun.get(index);
+    if (run === undefined || run.index !== index || run.count !== count || run.id !== id) {
+      const shown = run === undefined ? 'no replica shows it (not committed)' : `offset ${index} shows run ${run.index}+${run.count}@${run.term} #${run.id}`;
+      throw new InvariantViolation('every acked produce present', `node ${node} acked ${index}+${count} #${id}, but ${shown}`);
+    }
+    this.acked.push({ index, count, term: run.term, id });
+  }
+
+  /**
+   * The final leader's log as read back through the partition (`runs`, every run below its high
+   * watermark): each is claimed (the same record at every offset, forever), and every acked produce
+   * at or after its log start is there, unchanged.
+   */
+  checkReadLog(node: number, runs: readonly Entry[], logStart: number): void {
+    const byIndex = new Map<number, Entry>();
+    for (const e of runs) {
+      this.claim(node, e, 'shows readers (final read)');
+      byIndex.set(e.index, e);
+    }
+    for (const a of this.acked) {
+      if (a.index < logStart) continue;
+      const e = byIndex.get(a.index);
+      if (e === undefined || e.count !== a.count || e.term !== a.term || contentId(e) !== a.id) {
+        throw new InvariantViolation('every acked produce present', `node ${node} (final leader) lacks acked produce ${a.index}+${a.count}@${a.term} #${a.id}`);
+      }
+    }
   }
 
   /**

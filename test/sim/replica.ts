@@ -48,11 +48,15 @@ export interface ReplicaHost {
   send(m: Message): void;
   /** A leader's commit index moved from `from` to `to` (before its Ready is persisted). */
   leaderCommitted(r: RaftNode, from: number, to: number): void;
-  /** A committed run was applied by `replica`. */
-  applied(replica: SimReplica, e: Entry): void;
-  crashed(replica: SimReplica): void;
+  /** A committed run was applied (or, for a partition, shown to readers) by `replica`. */
+  applied(replica: ReplicaUnderTest, e: Entry): void;
+  crashed(replica: ReplicaUnderTest): void;
+  /** The high watermark must never go back, even across a restart (else only within a run of the process). */
+  readonly strictHwRestart: boolean;
+  /** A restarted replica came back with a lower high watermark than it had shown (lenient mode). */
+  hwRestartedLower(replica: ReplicaUnderTest): void;
   /** A ReadIndex came out of `replica`'s Ready. */
-  readState(replica: SimReplica, context: number, index: number): void;
+  readState(replica: ReplicaUnderTest, context: number, index: number): void;
 }
 
 /** The surface the simulator drives. */
@@ -60,11 +64,20 @@ export interface ReplicaUnderTest {
   readonly id: number;
   /** The core inside (the protocol checkers read its log and role); null while down. */
   readonly raft: RaftNode | null;
-  /** The durable disk: what survives a crash. */
-  readonly disk: { readonly storage: MemoryStorage };
+  /**
+   * The durable disk as a `MemoryStorage` (what survives a crash), which the commit-durability and
+   * persist-before-send checkers read; null for a replica on a real log (the partition: those two
+   * properties are checked by their consequences, its crashes on SimFs).
+   */
+  readonly disk: { readonly storage: MemoryStorage } | null;
+  /** Removed from its group (by a committed membership change): stopped for good. */
+  readonly removed: boolean;
+  /** A step at which this replica wants its node crashed (0 = none): figure-8-like histories. */
+  readonly crashAt: number;
   /** A Ready is written and waits for its fsync: the replica takes no input until then. */
   busy(): boolean;
-  start(): void;
+  /** Starts (recovers) from the durable disk; a real partition opens asynchronously. */
+  start(): void | Promise<void>;
   crash(): void;
   /** Removed from the group: stopped for good. */
   stop(): void;
@@ -77,6 +90,8 @@ export interface ReplicaUnderTest {
   produce(data: Uint8Array, count: number): number;
   /** One past the last offset readers may see. */
   highWatermark(): number;
+  /** Compacts the applied prefix into a snapshot; returns its index, or 0 when nothing was compacted. */
+  compact(): number;
 }
 
 /** A node's disk: `storage` is what is durable (the core reads it); `pending` is written, not yet synced. */
@@ -96,7 +111,6 @@ export class SimReplica implements ReplicaUnderTest {
   raft: RaftNode | null = null;
   readonly disk: Disk;
   removed = false;
-  stalledUntil = 0;
   /** A Ready written to disk but not yet synced (and so not yet sent or applied). */
   unsynced: Ready | null = null;
   appIndex = 0;
@@ -137,7 +151,6 @@ export class SimReplica implements ReplicaUnderTest {
     this.raft = null;
     this.unsynced = null;
     this.disk.pending = []; // unsynced writes are lost
-    this.stalledUntil = 0;
     this.acks = []; // the clients see their connection drop: no answer
     this.host.crashed(this);
     this.host.note(`crash ${this.id}`, 1, this.id, 0);

@@ -262,7 +262,18 @@ export class Partition {
       else if (snap && snap.logStartOffset > log.logStartOffset) log.dropSegmentsBelow(snap.logStartOffset);
       let epochs = EpochCheckpoint.load(dir, sfs);
       if (epochs) epochs.truncateFrom(log.nextOffset);
-      else epochs = EpochCheckpoint.create(dir, log.epochStartsFrom(log.logStartOffset), sfs);
+      // After a crash the checkpoint may be ahead of the log: a follower cut a divergent suffix, wrote
+      // the new term's start (durable at once), and crashed before the cut reached the disk, so the
+      // old suffix is back under a checkpoint that names the new term (found by the simulator, seed 19
+      // of `--replica partition`). The batches are the truth: rebuild it from them. A clean close
+      // synced both, so only an unclean open pays for the scan of batch headers.
+      if (epochs && !log.recovery.cleanShutdown) {
+        const truth = log.epochStartsFrom(log.logStartOffset);
+        const have = epochs.list.filter((e) => e.startOffset >= log.logStartOffset);
+        const same = truth.length === have.length && truth.every((t, i) => t.epoch === have[i].epoch && t.startOffset === have[i].startOffset);
+        if (!same) epochs = EpochCheckpoint.create(dir, truth, sfs);
+      }
+      if (!epochs) epochs = EpochCheckpoint.create(dir, log.epochStartsFrom(log.logStartOffset), sfs);
       // A cut on a full disk that deleted before its snapshot could be written (see enforceRetention),
       // or a data dir from before Raft whose retention already moved the start: record it now.
       const conf = snap ?? { voters, learners };

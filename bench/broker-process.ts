@@ -15,8 +15,14 @@ export interface BrokerProcess {
   stderr(): string;
 }
 
-/** dist/src/cli/main.js, found from this file whether it runs from bench/ (vitest) or dist/bench/. */
+/**
+ * dist/src/cli/main.js, found from this file whether it runs from bench/ (vitest) or dist/bench/.
+ * `SLUICE_BENCH_BROKER_CLI` names another build's main.js, so two brokers can be compared under the
+ * same load generator (A/B of a change: point it at a base commit's build).
+ */
 export function cliPath(): string {
+  const other = process.env.SLUICE_BENCH_BROKER_CLI;
+  if (other !== undefined && other !== '') return other;
   let dir = path.dirname(fileURLToPath(import.meta.url));
   for (;;) {
     const candidate = path.join(dir, 'dist', 'src', 'cli', 'main.js');

@@ -15,18 +15,8 @@ export interface GroupState {
   readonly applied: Entry[];
 }
 
-/** A seeded xorshift32 in [0, 1), so a run's election timeouts replay from its seed. */
-export function xorshift(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x / 2 ** 32;
-  };
-}
+/** A seeded xorshift32 in [0, 1) (the tcp-proxy's), so a run's election timeouts replay from its seed. */
+export { xorshift } from '../idempotence/tcp-proxy.js';
 
 export class GroupHost {
   readonly groups = new Map<number, GroupState>();

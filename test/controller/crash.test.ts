@@ -6,7 +6,7 @@
  * topic is there with the group ids it was answered with, that no group id is used twice, and that the
  * next round continues on the same dir.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +14,7 @@ import { afterAll, beforeAll, expect, test } from 'vitest';
 import { Controller } from '../../src/controller/index.js';
 import type { NodeId } from '../../src/model/index.js';
 import { tempDir, waitFor } from './memory-net.js';
+import { killAfterOpen } from '../storage/helpers.js';
 
 const ROUNDS = 6;
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -43,31 +44,14 @@ afterAll(() => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-function runChild(round: number, killAfterMs: number): Promise<Map<string, string>> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [fixture, dir, String(round), buildRoot], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    let armed = false;
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (!armed && out.includes('OPEN')) {
-        armed = true;
-        setTimeout(() => child.kill('SIGKILL'), killAfterMs);
-      }
-    });
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.on('error', reject);
-    child.on('exit', (code, signal) => {
-      if (signal !== 'SIGKILL') return reject(new Error(`child exited ${code} ${signal}: ${err}`));
-      const acked = new Map<string, string>();
-      for (const line of out.split('\n')) {
-        const m = /^A (\S+) (\S+)$/.exec(line);
-        if (m) acked.set(m[1], m[2]);
-      }
-      resolve(acked);
-    });
-  });
+async function runChild(round: number, killAfterMs: number): Promise<Map<string, string>> {
+  const { out } = await killAfterOpen(fixture, [dir, String(round), buildRoot], killAfterMs);
+  const acked = new Map<string, string>();
+  for (const line of out.split('\n')) {
+    const m = /^A (\S+) (\S+)$/.exec(line);
+    if (m) acked.set(m[1], m[2]);
+  }
+  return acked;
 }
 
 test(`answered metadata survives kill -9 (seed ${seed})`, async () => {

@@ -9,14 +9,14 @@
  * SIGKILL loses the process, not the page cache, so this checks the ack protocol and recovery, not the
  * disk; power loss is what the fdatasync before each ack is for.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { decodeBatch } from '../../src/batch/index.js';
 import { CLEAN_SHUTDOWN_FILE, PartitionLog, defaultLogConfig } from '../../src/storage/index.js';
-import { readAllBatches, rmDir, rng, testSeed, tmpDir } from './helpers.js';
+import { killAfterOpen, readAllBatches, rmDir, rng, testSeed, tmpDir } from './helpers.js';
 
 const ROUNDS = 24;
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -47,31 +47,14 @@ beforeAll(() => {
 afterAll(() => rmDir(buildRoot));
 afterAll(() => rmDir(root));
 
-function runChild(dir: string, round: number, killAfterMs: number): Promise<{ durable: [number, number, string][]; opened: boolean }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [fixture, dir, String(round), buildRoot], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    let opened = false;
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (!opened && out.includes('OPEN')) {
-        opened = true;
-        setTimeout(() => child.kill('SIGKILL'), killAfterMs);
-      }
-    });
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.on('error', reject);
-    child.on('exit', (code, signal) => {
-      if (signal !== 'SIGKILL') return reject(new Error(`child exited ${code} ${signal}: ${err}`));
-      const durable: [number, number, string][] = [];
-      for (const line of out.split('\n')) {
-        const m = /^D (\d+) (\d+) (\S+)$/.exec(line);
-        if (m) durable.push([Number(m[1]), Number(m[2]), m[3]]);
-      }
-      resolve({ durable, opened });
-    });
-  });
+async function runChild(dir: string, round: number, killAfterMs: number): Promise<{ durable: [number, number, string][]; opened: boolean }> {
+  const { out, opened } = await killAfterOpen(fixture, [dir, String(round), buildRoot], killAfterMs);
+  const durable: [number, number, string][] = [];
+  for (const line of out.split('\n')) {
+    const m = /^D (\d+) (\d+) (\S+)$/.exec(line);
+    if (m) durable.push([Number(m[1]), Number(m[2]), m[3]]);
+  }
+  return { durable, opened };
 }
 
 /** Everything wrong with `log` given the batches reported durable; empty when all is well. */

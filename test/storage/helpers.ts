@@ -1,4 +1,5 @@
 /** Shared helpers for the storage tests: temp dirs, seeded randomness, batch builders, model checks. */
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -145,4 +146,31 @@ export function cutPower(from: string, to: string, synced: Map<string, number>, 
     const zeros = mode === 2 ? r.int(0, unsynced - extra) : 0;
     fs.writeFileSync(path.join(to, name), Buffer.concat([bytes.subarray(0, keep + extra), Buffer.alloc(zeros)]));
   }
+}
+
+/**
+ * Runs a crash fixture (`node fixture ...args`) and kill -9s it `killAfterMs` after it prints OPEN;
+ * resolves with everything it printed. A child that exits by itself (it never opened, or it failed)
+ * is an error carrying its stderr.
+ */
+export function killAfterOpen(fixture: string, args: readonly string[], killAfterMs: number): Promise<{ out: string; opened: boolean }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [fixture, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    let opened = false;
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (!opened && out.includes('OPEN')) {
+        opened = true;
+        setTimeout(() => child.kill('SIGKILL'), killAfterMs);
+      }
+    });
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('error', reject);
+    child.on('exit', (code, signal) => {
+      if (signal !== 'SIGKILL') reject(new Error(`child exited ${code} ${signal}: ${err}`));
+      else resolve({ out, opened });
+    });
+  });
 }

@@ -30,6 +30,8 @@ import {
 
 const EMPTY_ENTRIES: readonly Entry[] = Object.freeze([]);
 const EMPTY_DATA = new Uint8Array(0);
+/** An index that names no entry (log indexes are offsets, which start at 0). */
+const NO_ENTRY = -1;
 /** Vote.context value: the vote is forced by a leadership transfer and ignores the leader lease. */
 const CONTEXT_TRANSFER = 1;
 
@@ -233,8 +235,12 @@ export class RaftNode {
       }
     } else if (m.term < this.term) {
       if ((this.cfg.checkQuorum || this.cfg.preVote) && (m.type === MT.App || m.type === MT.Heartbeat)) {
-        // A stale leader cut off for a while: tell it our term so it steps down.
-        this.send(MT.AppResp, m.from, 0, 0, EMPTY_ENTRIES, 0, false, 0, null, 0);
+        // A stale leader cut off for a while: tell it our term so it steps down. The response claims
+        // no entry (index -1: offsets start at 0, so 0 would claim the first one). The stale leader
+        // may have been elected again in our term by the time it arrives, and would then take the
+        // index as this node's match: an empty follower counted as holding offset 0 (a commit
+        // counted on it, or a heartbeat committing past its log; simulator seed 1374).
+        this.send(MT.AppResp, m.from, 0, NO_ENTRY, EMPTY_ENTRIES, 0, false, 0, null, 0);
       } else if (m.type === MT.PreVote) {
         this.send(MT.PreVoteResp, m.from, 0, 0, EMPTY_ENTRIES, 0, true, 0, null, 0);
       }

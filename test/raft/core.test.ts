@@ -9,8 +9,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { isSluiceError } from '../../src/errors.js';
-import type { NodeId } from '../../src/model/index.js';
-import { MemoryStorage, type Message, RaftNode, type Ready, bootstrapState, validateRaftOptions } from '../../src/raft/index.js';
+import type { NodeId, Offset, Term } from '../../src/model/index.js';
+import { MESSAGE_TYPE_NAMES, MemoryStorage, type Message, MessageType, RaftNode, type Ready, bootstrapState, validateRaftOptions } from '../../src/raft/index.js';
 
 const id = (n: number): NodeId => n as NodeId;
 const srcDir = join(dirname(fileURLToPath(import.meta.url)), '../../src/raft');
@@ -208,5 +208,61 @@ describe('core API', () => {
     }
     expect(ranges).toEqual([[2, 2], [3, 1026]]);
     expect(reads).toBe(0);
+  });
+});
+
+describe('a follower answering a stale leader', () => {
+  /** A group whose log starts at offset 0, as a partition's does (no bootstrap entry at index 1). */
+  const fromOffsetZero = (voters: NodeId[]): MemoryStorage =>
+    new MemoryStorage({
+      hardState: { term: 0 as Term, vote: 0 as NodeId, commit: -1 as Offset },
+      snapshot: { index: -1 as Offset, term: 0 as Term, conf: { voters, learners: [] }, data: new Uint8Array(0) },
+      entries: [],
+    });
+
+  /** Persists every Ready of `r` into `disk` and returns the messages, in order. */
+  const drain = (r: RaftNode, disk: MemoryStorage): Message[] => {
+    const out: Message[] = [];
+    while (r.hasReady()) {
+      const rd = r.ready();
+      persist(disk, rd);
+      out.push(...rd.messages);
+      r.advance();
+    }
+    return out;
+  };
+
+  // Found by the partition simulator (seed 1374): node 3 led term 1, was cut off, and won term 2 with
+  // node 1's vote; node 1, whose log was still empty, then answered term-1 appends with a term-2
+  // AppResp claiming index 0. Offsets start at 0, so node 3 took it as node 1 holding offset 0: a
+  // commit counted on a replica that lacks the entry.
+  it('claims no entry, so a leader re-elected in the newer term counts nothing on it', () => {
+    const voters = [id(1), id(2), id(3)];
+    const d1 = fromOffsetZero(voters);
+    const d3 = fromOffsetZero(voters);
+    const n1 = new RaftNode({ id: id(1), preVote: false, checkQuorum: true }, d1);
+    const n3 = new RaftNode({ id: id(3), preVote: false, checkQuorum: true }, d3);
+    n3.campaign(); // term 1 (its votes are lost)
+    drain(n3, d3);
+    n3.campaign(); // term 2
+    const votes = drain(n3, d3).filter((m) => m.type === MessageType.Vote && m.to === 1);
+    expect(votes).toHaveLength(1);
+    n1.step(votes[0]);
+    const granted = drain(n1, d1).filter((m) => m.type === MessageType.VoteResp);
+    expect(granted.map((m) => m.reject)).toEqual([false]);
+    n3.step(granted[0]);
+    drain(n3, d3);
+    expect([n3.getRole(), n3.getTerm(), n3.log.lastIndex()]).toEqual(['leader', 2, 0]);
+    // An append node 3 sent as term 1's leader, delivered late.
+    const noop = { index: 0 as Offset, count: 1, term: 1 as Term, kind: 'noop' as const, data: new Uint8Array(0), change: null };
+    const stale: Message = { type: MessageType.App, from: id(3), to: id(1), term: 1 as Term, logTerm: 0 as Term, index: -1 as Offset, entries: [noop], commit: -1 as Offset, reject: false, rejectHint: 0 as Offset, snapshot: null, context: 0 };
+    n1.step(stale);
+    const answers = drain(n1, d1);
+    expect(answers.map((m) => [MESSAGE_TYPE_NAMES[m.type], m.term, m.index, m.reject])).toEqual([['AppResp', 2, -1, false]]);
+    expect(d1.lastIndex()).toBe(-1);
+    n3.step(answers[0]);
+    drain(n3, d3);
+    expect(n3.matchOf(id(1))).toBe(-1);
+    expect(n3.getCommit()).toBe(-1); // its term-2 no-op is on node 3 alone
   });
 });

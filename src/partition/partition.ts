@@ -126,9 +126,10 @@ const REAL_TIMERS: PartitionTimers = Object.freeze({
 /**
  * TEST ONLY: driver bugs the simulator (test/sim) injects to prove its checkers catch them:
  * acks=all answered at append; a Ready's messages sent before its fdatasync; the high watermark taken
- * from the log end instead of the commit index.
+ * from the log end instead of the commit index; a restarted replica's high watermark reported as
+ * settled at once (not provisional while it may be below the one it showed before the restart).
  */
-export type PartitionDriverBug = 'ack-before-persist' | 'send-before-persist' | 'hw-from-log-end';
+export type PartitionDriverBug = 'ack-before-persist' | 'send-before-persist' | 'hw-from-log-end' | 'hw-restart-settled';
 
 /** The Raft knobs a caller may set; identity, applyEntries and controlData belong to the partition. */
 export type PartitionRaftOptions = Omit<RaftOptions, 'id' | 'applyEntries' | 'controlData'>;
@@ -169,6 +170,14 @@ export class Partition {
   /** acks=all produces (and idempotent retries) waiting for commit, in offset order. */
   private readonly pendingAcks: PendingAck[] = [];
   private hw: number;
+  /**
+   * An upper bound on the high watermark this replica showed before its last restart: its log end at
+   * open (everything below a high watermark was fsynced before it was shown, and is never
+   * truncated), lowered by every later truncation or snapshot install (a cut cannot reach below a
+   * committed entry). While the high watermark is below it, it is provisional: see
+   * `highWatermarkProvisional`.
+   */
+  private hwBound: number;
   private closed = false;
   /** Log bytes appended since the producer-state snapshot was last written. */
   private bytesSinceSnapshot = 0;
@@ -219,9 +228,22 @@ export class Partition {
     // dir from before Raft has epoch-0 batches and no HardState, which is term 0.
     const term = Math.max(hs.term, epochs.lastEpoch, 0);
     const hard = { term, vote: term === hs.term ? hs.vote : 0 };
-    this.storage = new PartitionRaftStorage(log, epochs, () => this.snapMeta, () => (this.storedHs.term >= hard.term ? this.storedHs : hard), this.isSoleVoter() ? log.nextOffset - 1 : undefined, () => this.queuedRecords);
+    const commitAtOpen = this.isSoleVoter() ? log.nextOffset - 1 : this.resumedCommit(hs);
+    this.storage = new PartitionRaftStorage(log, epochs, () => this.snapMeta, () => (this.storedHs.term >= hard.term ? this.storedHs : hard), commitAtOpen, () => this.queuedRecords);
     this.raft = new RaftNode({ ...raftOptions, id: nodeId as NodeId, applyEntries: false, controlData: controlBatch }, this.storage);
     this.hw = this.raft.getCommit() + 1;
+    this.hwBound = log.nextOffset;
+  }
+
+  /**
+   * The commit a member of a larger group resumes from: the one its HardState recorded (a high
+   * watermark it had shown), within its log, never below its snapshot; undefined (the snapshot
+   * index) when none was recorded, or under a relaxed flush policy, whose log may have lost what
+   * that commit covered.
+   */
+  private resumedCommit(hs: StoredHardState): number | undefined {
+    if (hs.commit === undefined || this.log.config.flush.kind !== 'always') return undefined;
+    return Math.max(this.snapMeta.index, Math.min(hs.commit, this.log.nextOffset - 1));
   }
 
   /**
@@ -287,6 +309,7 @@ export class Partition {
       const { table, report } = recoverProducerState(log);
       const p = new Partition(id, log, epochs, snap, hs, effects, table, report, producerIdleExpiryMs, nodeId, replica.raft ?? {}, replica.timers ?? REAL_TIMERS);
       if (replica.driverBugs !== undefined && replica.driverBugs.length > 0) p.bugs = new Set(replica.driverBugs);
+      if (p.bugs.has('hw-restart-settled')) p.hwBound = p.hw;
       if (report.replayedBatches > 0) p.snapshotProducers();
       // A group of one elects itself now (no timeout to wait for, nobody to ask) and commits its
       // no-op before the open returns, so an opened partition's high watermark is its log end.
@@ -316,6 +339,18 @@ export class Partition {
   /** Commit index + 1: the first offset nobody may read yet. */
   get highWatermark(): number {
     return this.hw;
+  }
+
+  /**
+   * True after a restart (of a member of a larger group) while the high watermark may still be below
+   * the one this replica showed before it: a crash lost the commit it had learned since its last
+   * HardState write, and it re-learns it from the leader. The high watermark is then a lower bound:
+   * everything below it is committed and here, but offsets up to the log end at open may have been
+   * shown. Meanwhile a fetch there is not out of range (it parks, or is answered empty) and
+   * ListOffsets(latest) is UNAVAILABLE (retriable), so no client sees a high watermark go back.
+   */
+  get highWatermarkProvisional(): boolean {
+    return this.hw < this.hwBound;
   }
 
   get logStartOffset(): number {
@@ -495,10 +530,12 @@ export class Partition {
   fetch(id: number, offset: number, maxBytes: number, maxWaitMs: number, mayPark: boolean): boolean {
     this.checkOpen();
     const start = this.log.logStartOffset;
-    if (offset < start || offset > this.hw) {
-      throw new SluiceError('OFFSET_OUT_OF_RANGE', `offset ${offset} is outside [${start}, ${this.hw}] of ${this.name}`);
+    // A provisional high watermark (see highWatermarkProvisional) may be below offsets already shown.
+    const end = Math.max(this.hw, this.hwBound);
+    if (offset < start || offset > end) {
+      throw new SluiceError('OFFSET_OUT_OF_RANGE', `offset ${offset} is outside [${start}, ${end}] of ${this.name}`);
     }
-    if (maxWaitMs > 0 && mayPark && (offset === this.hw || this.onlyControlBelowHw(offset))) {
+    if (maxWaitMs > 0 && mayPark && (offset >= this.hw || this.onlyControlBelowHw(offset))) {
       const timer = this.timers.setTimeout(() => {
         if (this.unpark(id)) this.effects.serveFetch(this, id, offset, maxBytes);
       }, maxWaitMs);
@@ -551,7 +588,10 @@ export class Partition {
   offsetFor(spec: 'earliest' | 'latest' | number): number {
     this.checkOpen();
     if (spec === 'earliest') return this.log.logStartOffset;
-    if (spec === 'latest') return this.hw;
+    if (spec === 'latest') {
+      if (this.highWatermarkProvisional) throw new SluiceError('UNAVAILABLE', `${this.name} restarted and is re-learning its high watermark from the leader; retry shortly`);
+      return this.hw;
+    }
     const at = this.log.offsetForTimestamp(spec);
     return at === null || at >= this.hw ? -1 : at;
   }
@@ -634,10 +674,32 @@ export class Partition {
     if (e.kind === 'data') applyHeaders(this.producerTable, buf);
   }
 
+  /**
+   * Writes a new term or vote, with the commit shown so far (free: the file is written anyway; a
+   * group of one needs none, it reopens at its log end). Only what a high watermark covered is
+   * recorded: it was fsynced before it was shown.
+   */
   private writeHs(term: number, vote: number): void {
     if (term === this.storedHs.term && vote === this.storedHs.vote) return;
-    writeHardState(this.log.dir, { term, vote }, this.log.storageFs);
-    this.storedHs = { term, vote };
+    const hs: StoredHardState = this.isSoleVoter() ? { term, vote } : { term, vote, commit: this.hw - 1 };
+    writeHardState(this.log.dir, hs, this.log.storageFs);
+    this.storedHs = hs;
+  }
+
+  /**
+   * At a clean close, records the commit shown since the last HardState write, so the replica reopens
+   * with the high watermark it had (a crash instead leaves it provisional until the leader speaks).
+   * A group of one needs none (it reopens at its log end). Best effort: a failure costs only that.
+   */
+  private checkpointCommit(): void {
+    if (this.isSoleVoter() || this.hw - 1 <= (this.storedHs.commit ?? -1)) return;
+    try {
+      const hs: StoredHardState = { ...this.storedHs, commit: this.hw - 1 };
+      writeHardState(this.log.dir, hs, this.log.storageFs);
+      this.storedHs = hs;
+    } catch {
+      // The replica re-learns its commit from the leader after the reopen.
+    }
   }
 
   /**
@@ -647,6 +709,7 @@ export class Partition {
    */
   private truncateLog(offset: number): void {
     assert.ok(offset >= this.hw, `${this.name}: truncation at ${offset} below the high watermark ${this.hw}`);
+    if (offset < this.hwBound) this.hwBound = offset;
     this.log.truncateTo(offset);
     this.epochs.truncateFrom(offset);
     this.failAcksFrom(offset, this.notLeader());
@@ -735,6 +798,7 @@ export class Partition {
     const meta: SnapshotMeta = { index: snap.index, term: snap.term, voters: [...snap.conf.voters], learners: [...snap.conf.learners], logStartOffset: snap.index + 1 };
     writeSnapshotMeta(this.log.dir, meta, this.log.storageFs);
     this.snapMeta = meta;
+    if (meta.logStartOffset < this.hwBound) this.hwBound = meta.logStartOffset;
     this.log.truncateFullyAndStartAt(meta.logStartOffset);
     this.epochs.truncateFrom(0);
     this.written.length = 0;
@@ -833,6 +897,7 @@ export class Partition {
     try {
       await this.log.close();
       if (this.isSoleVoter() && this.retryReady === null) this.applyCommit(this.log.nextOffset);
+      if (!remove) this.checkpointCommit();
       this.failPending(new SluiceError('UNAVAILABLE', `partition ${this.name} closed before the write committed`));
     } catch (err) {
       this.failPending(toSluiceError(err));

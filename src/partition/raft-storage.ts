@@ -27,8 +27,9 @@ export class PartitionRaftStorage implements RaftStorage {
     private readonly hardState: () => StoredHardState,
     /**
      * The commit index to start from, when the driver knows more than the snapshot: a group whose only
-     * member is this voter has every persisted entry on a majority (of one), so it passes lastIndex().
-     * Undefined: the snapshot index (the commit is re-learned from the leader).
+     * member is this voter has every persisted entry on a majority (of one), so it passes lastIndex();
+     * a member of a larger group passes the commit its HardState recorded. Undefined: the snapshot
+     * index (the commit is re-learned from the leader).
      */
     private readonly commitAtOpen?: number,
     /**
@@ -39,8 +40,8 @@ export class PartitionRaftStorage implements RaftStorage {
   ) {}
 
   /**
-   * HardState as persisted (commit = the snapshot index: it is re-learned from the leader; a one-voter
-   * group passes `commitAtOpen`). Conf entries after the snapshot: none are written before the cluster
+   * HardState as persisted (commit = `commitAtOpen`, else the snapshot index: the rest is re-learned
+   * from the leader). Conf entries after the snapshot: none are written before the cluster
    * issue, so the list is empty; once conf batches exist the recovery scan must collect them here.
    */
   initialState(): RaftInitialState {

@@ -12,8 +12,11 @@
  *                            core, the default: fast) or `partition` (the real src/partition Partition
  *                            on the simulated disk SimFs, with 1-4 groups per node)
  *   --groups G               Raft groups per simulated node (1-4; default: the seed chooses)
- *   --strict-hw-restart      (partition) a restarted replica's high watermark may not be lower than
- *                            before the crash (by default only counted: the partition re-learns it)
+ *   --lenient-hw-restart     (partition) a restarted replica's high watermark may come back lower than
+ *                            before the crash (only counted). By default it may not: it is not
+ *                            checked while the partition says it is provisional, and the first
+ *                            settled one must be at least the one before (--strict-hw-restart, the
+ *                            default, is still accepted)
  *   --keep-going             run every seed even after a failure; print one line per failing seed
  *                            (seed, checker, message) and the count (exit 1 if any failed)
  *   --json                   print a JSON summary line
@@ -42,12 +45,12 @@ interface Args {
   json: boolean;
   replica: ReplicaKind;
   groups: number | undefined;
-  strictHwRestart: boolean;
+  lenientHwRestart: boolean;
   keepGoing: boolean;
 }
 
 function parseArgs(argv: readonly string[]): Args {
-  const a: Args = { seeds: 20_000, first: 1, steps: 2_000, seed: null, traceHash: false, bug: null, json: false, replica: 'reference', groups: undefined, strictHwRestart: false, keepGoing: false };
+  const a: Args = { seeds: 20_000, first: 1, steps: 2_000, seed: null, traceHash: false, bug: null, json: false, replica: 'reference', groups: undefined, lenientHwRestart: false, keepGoing: false };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const v = (): string => {
@@ -61,7 +64,8 @@ function parseArgs(argv: readonly string[]): Args {
     else if (k === '--seed') a.seed = Number(v());
     else if (k === '--trace-hash') a.traceHash = true;
     else if (k === '--json') a.json = true;
-    else if (k === '--strict-hw-restart') a.strictHwRestart = true;
+    else if (k === '--strict-hw-restart') a.lenientHwRestart = false;
+    else if (k === '--lenient-hw-restart') a.lenientHwRestart = true;
     else if (k === '--keep-going') a.keepGoing = true;
     else if (k === '--groups') {
       a.groups = Number(v());
@@ -85,14 +89,14 @@ function parseArgs(argv: readonly string[]): Args {
 
 /** The simulator options every seed of this invocation shares. */
 function simOptions(args: Args): Omit<SimOptions, 'seed'> {
-  return { steps: args.steps, ...bugOptions(args.bug), replica: args.replica, groups: args.groups, strictHwRestart: args.strictHwRestart };
+  return { steps: args.steps, ...bugOptions(args.bug), replica: args.replica, groups: args.groups, lenientHwRestart: args.lenientHwRestart };
 }
 
 /** The flags that replay this invocation's configuration. */
 function replayFlags(args: Args): string {
   let f = ` --steps ${args.steps} --replica ${args.replica}`;
   if (args.groups !== undefined) f += ` --groups ${args.groups}`;
-  if (args.strictHwRestart) f += ' --strict-hw-restart';
+  if (args.lenientHwRestart) f += ' --lenient-hw-restart';
   if (args.bug !== null) f += ` --bug ${args.bug}`;
   return f;
 }

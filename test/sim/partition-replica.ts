@@ -75,6 +75,8 @@ export class PartitionReplica implements ReplicaUnderTest {
   /** Bumped by a crash: effects of a dead incarnation are ignored. */
   private incarnation = 0;
   private persistWanted = false;
+  /** Restarted, and no settled high watermark checked against the one before the restart yet. */
+  private restartUnchecked = false;
   /** acks=all produces in flight: request id -> payload. */
   private readonly acks = new Map<number, { id: number; count: number }>();
   private nextRequest = 1;
@@ -140,11 +142,17 @@ export class PartitionReplica implements ReplicaUnderTest {
     this.checkEpochs(p);
     this.partition = p;
     this.persistWanted = true;
-    // The partition restarts its high watermark from what it can prove committed (its snapshot), and
-    // re-learns the rest from the leader: lower than before a crash, for a member of a larger group.
-    // Strict mode holds it to "never back, across restarts too" (the reference driver's promise).
-    if (host.strictHwRestart) host.checkers.onHighWatermark(id, p.highWatermark, true);
-    else if (host.checkers.onHighWatermarkRestartLenient(id, p.highWatermark)) host.hwRestartedLower(this);
+    // The partition restarts its high watermark from the commit its HardState recorded (at a term
+    // change or a clean close; a crash loses what it learned since) and re-learns the rest from the
+    // leader; until it is back at least where it was, it says so (`highWatermarkProvisional`) and its
+    // clients see no high watermark. Strict mode (the default) holds the first settled one to "never
+    // back, across restarts too", as the reference driver is; lenient mode counts restarts that came
+    // back lower, provisional or not.
+    this.restartUnchecked = true;
+    if (!host.strictHwRestart) {
+      this.restartUnchecked = false;
+      if (host.checkers.onHighWatermarkRestartLenient(id, p.highWatermark)) host.hwRestartedLower(this);
+    }
     this.observe();
   }
 
@@ -220,7 +228,11 @@ export class PartitionReplica implements ReplicaUnderTest {
     if (p === null) return;
     const hw = p.highWatermark;
     const checkers = this.host.checkers;
-    checkers.onHighWatermark(this.id, hw, false);
+    if (hw > p.logEndOffset) throw new InvariantViolation('high watermark within the log', `node ${this.id} g${this.o.group}: high watermark ${hw} above its log end ${p.logEndOffset}`);
+    if (!this.host.strictHwRestart || !p.highWatermarkProvisional) {
+      checkers.onHighWatermark(this.id, hw, this.restartUnchecked);
+      this.restartUnchecked = false;
+    }
     let at = Math.max(this.shown, p.logStartOffset);
     for (let reads = 0; at < hw; reads++) {
       if (reads > 10_000) throw new Error(`node ${this.id}: reading ${at}..${hw} does not progress`);

@@ -33,6 +33,11 @@ export const DRIVER_BUGS = [
   'send-before-persist',
   /** The high watermark is the log end + 1, not the commit index + 1 (readers see uncommitted records). */
   'hw-from-log-end',
+  /**
+   * Partition replica only: a restarted replica's high watermark is settled at once, though a crash
+   * lost the commit it had learned (the strict restart check must catch it going back).
+   */
+  'hw-restart-settled',
 ] as const;
 export type DriverBug = (typeof DRIVER_BUGS)[number];
 

@@ -228,21 +228,23 @@ export class Partition {
     // dir from before Raft has epoch-0 batches and no HardState, which is term 0.
     const term = Math.max(hs.term, epochs.lastEpoch, 0);
     const hard = { term, vote: term === hs.term ? hs.vote : 0 };
-    const commitAtOpen = this.isSoleVoter() ? log.nextOffset - 1 : this.resumedCommit(hs);
+    // A clean close recorded exactly the high watermark shown last (see checkpointCommit).
+    const clean = log.recovery.cleanShutdown && hs.clean === true;
+    const commitAtOpen = this.isSoleVoter() ? log.nextOffset - 1 : this.resumedCommit(hs, clean);
     this.storage = new PartitionRaftStorage(log, epochs, () => this.snapMeta, () => (this.storedHs.term >= hard.term ? this.storedHs : hard), commitAtOpen, () => this.queuedRecords);
     this.raft = new RaftNode({ ...raftOptions, id: nodeId as NodeId, applyEntries: false, controlData: controlBatch }, this.storage);
     this.hw = this.raft.getCommit() + 1;
-    this.hwBound = log.nextOffset;
+    this.hwBound = clean ? this.hw : log.nextOffset;
   }
 
   /**
    * The commit a member of a larger group resumes from: the one its HardState recorded (a high
    * watermark it had shown), within its log, never below its snapshot; undefined (the snapshot
-   * index) when none was recorded, or under a relaxed flush policy, whose log may have lost what
-   * that commit covered.
+   * index) when none was recorded, or, after a crash, under a relaxed flush policy, whose log may
+   * have lost what that commit covered.
    */
-  private resumedCommit(hs: StoredHardState): number | undefined {
-    if (hs.commit === undefined || this.log.config.flush.kind !== 'always') return undefined;
+  private resumedCommit(hs: StoredHardState, clean: boolean): number | undefined {
+    if (hs.commit === undefined || (!clean && this.log.config.flush.kind !== 'always')) return undefined;
     return Math.max(this.snapMeta.index, Math.min(hs.commit, this.log.nextOffset - 1));
   }
 
@@ -687,14 +689,16 @@ export class Partition {
   }
 
   /**
-   * At a clean close, records the commit shown since the last HardState write, so the replica reopens
-   * with the high watermark it had (a crash instead leaves it provisional until the leader speaks).
-   * A group of one needs none (it reopens at its log end). Best effort: a failure costs only that.
+   * At a clean close (nothing is shown after `closed` is set), records the high watermark shown last,
+   * marked `clean`, before the log's own clean-shutdown marker: the replica reopens with it, settled
+   * (a crash instead leaves it provisional until the leader speaks; so does a close whose write
+   * failed, as the older HardState carries no mark). A group of one needs none (it reopens at its log
+   * end). Best effort: a failure costs only that.
    */
   private checkpointCommit(): void {
-    if (this.isSoleVoter() || this.hw - 1 <= (this.storedHs.commit ?? -1)) return;
+    if (this.isSoleVoter()) return;
     try {
-      const hs: StoredHardState = { ...this.storedHs, commit: this.hw - 1 };
+      const hs: StoredHardState = { term: this.storedHs.term, vote: this.storedHs.vote, commit: this.hw - 1, clean: true };
       writeHardState(this.log.dir, hs, this.log.storageFs);
       this.storedHs = hs;
     } catch {
@@ -894,10 +898,10 @@ export class Partition {
     const wasOpen = !this.closed;
     this.closed = true;
     if (wasOpen && !remove && this.bytesSinceSnapshot > 0) this.snapshotProducers();
+    if (wasOpen && !remove) this.checkpointCommit();
     try {
       await this.log.close();
       if (this.isSoleVoter() && this.retryReady === null) this.applyCommit(this.log.nextOffset);
-      if (!remove) this.checkpointCommit();
       this.failPending(new SluiceError('UNAVAILABLE', `partition ${this.name} closed before the write committed`));
     } catch (err) {
       this.failPending(toSluiceError(err));

@@ -28,6 +28,12 @@ export interface StoredHardState {
    * (entries below a high watermark are never truncated); absent = unknown.
    */
   commit?: number;
+  /**
+   * Written by a clean close (with nothing shown after it): `commit` + 1 is exactly the high watermark
+   * the replica last showed. Trusted only together with the log's clean-shutdown marker, which the
+   * log writes after this file and removes at the next open.
+   */
+  clean?: boolean;
 }
 
 export const EMPTY_HARD_STATE: Readonly<StoredHardState> = Object.freeze({ term: 0, vote: 0 });
@@ -39,13 +45,13 @@ export function readHardState(dir: string, f: StorageFs = NODE_FS): StoredHardSt
     throw new SluiceError('LOG_CORRUPT', `${dir}/${HARD_STATE_FILE} holds an invalid term or vote`);
   }
   if (body.commit === undefined) return { term: body.term, vote: body.vote };
-  if (!Number.isSafeInteger(body.commit) || body.commit < -1) {
+  if (!Number.isSafeInteger(body.commit) || body.commit < -1 || (body.clean !== undefined && body.clean !== true)) {
     throw new SluiceError('LOG_CORRUPT', `${dir}/${HARD_STATE_FILE} holds an invalid commit index`);
   }
-  return { term: body.term, vote: body.vote, commit: body.commit };
+  return body.clean === true ? { term: body.term, vote: body.vote, commit: body.commit, clean: true } : { term: body.term, vote: body.vote, commit: body.commit };
 }
 
 export function writeHardState(dir: string, hs: StoredHardState, f: StorageFs = NODE_FS): void {
-  const body = hs.commit === undefined ? { term: hs.term, vote: hs.vote } : { term: hs.term, vote: hs.vote, commit: hs.commit };
+  const body = hs.commit === undefined ? { term: hs.term, vote: hs.vote } : hs.clean === true ? { term: hs.term, vote: hs.vote, commit: hs.commit, clean: true } : { term: hs.term, vote: hs.vote, commit: hs.commit };
   writeStateFile(dir, HARD_STATE_FILE, VERSION, body, f);
 }

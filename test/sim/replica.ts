@@ -10,12 +10,13 @@
  * Driver bug modes (`DRIVER_BUGS`) break that contract on purpose; the simulator's checkers must catch
  * each of them (test/sim/sim.test.ts).
  */
-import type { NodeId } from '../../src/model/index.js';
+import type { NodeId, Offset, Term } from '../../src/model/index.js';
 import {
   type Entry,
   type HardState,
   MemoryStorage,
   type Message,
+  type PersistedState,
   RaftNode,
   type RaftOptions,
   type Ready,
@@ -25,6 +26,18 @@ import {
 } from '../../src/raft/index.js';
 import { type Checkers, InvariantViolation, chainHash, contentId, dataContentId, encodeApp, snapshotApp } from './checkers.js';
 import type { Prng } from './prng.js';
+
+/**
+ * A group's first state as a partition has it: an empty log whose first entry will be index 0, under
+ * a snapshot at index -1 holding the bootstrap configuration (a joining learner: empty voters).
+ */
+function bootstrapFromZero(voters: readonly NodeId[]): PersistedState {
+  return {
+    hardState: { term: 0 as Term, vote: 0 as NodeId, commit: -1 as Offset },
+    snapshot: { index: -1 as Offset, term: 0 as Term, conf: { voters: [...voters].sort((a, b) => a - b), learners: [] }, data: new Uint8Array(0) },
+    entries: [],
+  };
+}
 
 export const DRIVER_BUGS = [
   /** acks=all is answered when the produce is appended, before it is persisted (or committed). */
@@ -132,8 +145,11 @@ export class SimReplica implements ReplicaUnderTest {
     voters: readonly NodeId[],
     private readonly host: ReplicaHost,
     private readonly bugs: ReadonlySet<DriverBug>,
+    /** Start the log at index 0 as a partition's does (snapshot -1), not at bootstrapState's 1. */
+    fromZero = false,
   ) {
-    this.disk = { storage: new MemoryStorage(bootstrapState(voters)), pending: [] };
+    this.disk = { storage: new MemoryStorage(fromZero ? bootstrapFromZero(voters) : bootstrapState(voters)), pending: [] };
+    if (fromZero) this.durableCommitSeen = -1;
   }
 
   busy(): boolean {

@@ -365,3 +365,21 @@ export const CONTROLLER_REGISTER_RETRY_MS_MAX = 5_000;
 assert.ok(CONTROLLER_LOG_SEGMENT_BYTES >= SEGMENT_BYTES_MIN && CONTROLLER_LOG_SEGMENT_BYTES <= SEGMENT_BYTES_MAX);
 assert.ok(CONTROLLER_REQUEST_TIMEOUT_MS > 2 * RAFT_ELECTION_TICKS_DEFAULT * CONTROLLER_TICK_MS, 'a request must outlast an election');
 assert.ok(CONTROLLER_REGISTER_RETRY_MS_MIN <= CONTROLLER_REGISTER_RETRY_MS_MAX);
+
+// ---- `sluice serve` in cluster mode (src/server/cluster-node.ts, cluster-api.ts; docs/cluster.md) ----
+/** The controller voters when --seeds is given and --controller-voters is not: nodes 1, 2 and 3. */
+export const CLUSTER_CONTROLLER_VOTERS_DEFAULT: readonly number[] = Object.freeze([1, 2, 3]);
+/** How often a node re-checks its replicas against the metadata (failed opens, unreported leaders). */
+export const CLUSTER_RECONCILE_INTERVAL_MS = 1_000;
+/** Deadline of one request forwarded to a partition's leader (a long-poll fetch adds its wait). */
+export const CLUSTER_FORWARD_TIMEOUT_MS = 10_000;
+/** How long CreateTopic/CreatePartitions wait for the new partitions' leaders before answering anyway. */
+export const CLUSTER_TOPIC_LEADERS_WAIT_MS = 10_000;
+/**
+ * A node's producer ids are `nodeId << 32 | the id its own allocator handed out`, so ids handed out by
+ * different nodes never collide until the controller hands out id blocks.
+ */
+export const CLUSTER_PRODUCER_ID_NODE_SHIFT_BITS = 32;
+/** How long the cluster API reuses the Broker's replica status list when routing (it is rebuilt on any leader change). */
+export const CLUSTER_ROUTE_STATUS_CACHE_MS = 50;
+assert.ok(CLUSTER_CONTROLLER_VOTERS_DEFAULT.length % 2 === 1 && CLUSTER_CONTROLLER_VOTERS_DEFAULT.length <= CONTROLLER_VOTERS_MAX);

@@ -6,7 +6,7 @@
 import os from 'node:os';
 import type * as grpc from '@grpc/grpc-js';
 import { SluiceError, isSluiceError } from '../errors.js';
-import { GOSSIP_RACK_BYTES_MAX } from '../constants.js';
+import { CLUSTER_CONTROLLER_VOTERS_DEFAULT, GOSSIP_RACK_BYTES_MAX } from '../constants.js';
 import { asNodeId } from '../model/index.js';
 import type { BrokerApi, ClusterMetadata } from '../broker/types.js';
 import type { BrokerLogger } from '../broker/index.js';
@@ -27,6 +27,21 @@ export interface ClusterOptions {
   probe?: MembershipProbe;
   /** Protocol timing; the defaults (src/constants.ts) are what production and the process tests use. */
   timing?: Partial<GossipTiming>;
+  /**
+   * The controller group's voters (`--controller-voters`). Cluster mode (a controller, replicated
+   * partitions, admin through the controller) runs iff this or `seeds` is given; with seeds and no
+   * voters, the voters are CLUSTER_CONTROLLER_VOTERS_DEFAULT (nodes 1, 2, 3).
+   */
+  controllerVoters?: readonly number[];
+  /** Test hook: controller timing (defaults in src/constants.ts). */
+  controllerTiming?: { tickMs?: number; electionTicks?: number; heartbeatTicks?: number };
+}
+
+/** Whether `options` asks for cluster mode, and with which controller voters. */
+export function clusterModeVoters(options: ClusterOptions | undefined): readonly number[] | null {
+  if (options === undefined) return null;
+  if (options.controllerVoters !== undefined) return options.controllerVoters;
+  return (options.seeds?.length ?? 0) > 0 ? CLUSTER_CONTROLLER_VOTERS_DEFAULT : null;
 }
 
 /** The gossip of a starting broker: null until the core is open. */

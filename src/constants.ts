@@ -382,4 +382,6 @@ export const CLUSTER_TOPIC_LEADERS_WAIT_MS = 10_000;
 export const CLUSTER_PRODUCER_ID_NODE_SHIFT_BITS = 32;
 /** How long the cluster API reuses the Broker's replica status list when routing (it is rebuilt on any leader change). */
 export const CLUSTER_ROUTE_STATUS_CACHE_MS = 50;
+/** How long the TS client trusts a topic's partition leaders before it asks GetMetadata again. */
+export const CLIENT_ROUTE_MAX_AGE_MS = 30_000;
 assert.ok(CLUSTER_CONTROLLER_VOTERS_DEFAULT.length % 2 === 1 && CLUSTER_CONTROLLER_VOTERS_DEFAULT.length <= CONTROLLER_VOTERS_MAX);

@@ -182,6 +182,36 @@ describe('sluice serve in cluster mode (fake replica core)', () => {
     }
   });
 
+  it('the TS client moves past a dead bootstrap address, learns the leaders, and follows a NOT_LEADER hint', async () => {
+    const { Producer } = await import('../../src/client/index.js');
+    const { Connection } = await import('../../src/client/connection.js');
+    const dead = '127.0.0.9:1';
+    const producer = new Producer({ brokers: [dead, byId(2).grpcAddress], idempotent: false, acks: 'leader', retryBackoffMs: 10, requestTimeoutMs: 2_000 });
+    try {
+      const before = [...cores.values()].map((c) => c.produced.length);
+      for (let p = 0; p < 3; p++) expect((await producer.send('t', { partition: p, value: Buffer.from(`c${p}`) })).partition).toBe(p);
+      const after = [...cores.values()].map((c) => c.produced.length);
+      expect(after.reduce((a, b) => a + b) - before.reduce((a, b) => a + b)).toBe(3);
+    } finally {
+      await producer.close();
+    }
+    const conn = new Connection({ brokers: byId(1).grpcAddress });
+    try {
+      const t = byId(1).clusterNode!.controller.state.topic('t')!;
+      conn.brokerFor('t', 0);
+      await conn.routed('t');
+      for (const p of t.partitions) {
+        const target = conn.brokerFor('t', p.partition).getChannel().getTarget();
+        expect(target).toContain(byId(p.voters.nodes[0]).grpcAddress);
+      }
+      const { SluiceError } = await import('../../src/errors.js');
+      conn.routeFailed('t', 0, new SluiceError('NOT_LEADER', 'moved', { info: { leader_id: '3', leader_address: byId(3).grpcAddress, leader_epoch: '2' } }));
+      expect(conn.brokerFor('t', 0).getChannel().getTarget()).toContain(byId(3).grpcAddress);
+    } finally {
+      conn.close();
+    }
+  });
+
   it('consumer groups fail clearly in cluster mode', async () => {
     const { GroupAdmin } = await import('../../src/client/index.js');
     const g = new GroupAdmin({ brokers: byId(1).grpcAddress });

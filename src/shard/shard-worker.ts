@@ -56,8 +56,10 @@ function roleOf(p: Partition): PartitionStat['role'] {
 }
 
 /** What a leader-change report compares: role, leader and term. */
-function leaderKey(p: Partition): string {
-  return `${p.role}/${p.leaderId}/${p.term}`;
+interface LeaderSeen {
+  role: Partition['role'];
+  leader: number;
+  term: number;
 }
 
 /**
@@ -92,8 +94,8 @@ class ShardServer implements PartitionEffects {
   private outboxScheduled = false;
   /** Each open partition's number (the Partition does not know it). */
   private readonly keys = new WeakMap<Partition, PartitionKey>();
-  /** The role/leader/term each replica last reported, to report changes within a tick. */
-  private readonly reportedLeader = new WeakMap<Partition, string>();
+  /** The role/leader/term each replica last reported, to report changes within a tick (no allocation per tick). */
+  private readonly reportedLeader = new WeakMap<Partition, LeaderSeen>();
   private flushSeconds: number[] = [];
   /** Ops received and not yet answered (the shard's queue depth). */
   private inflight = 0;
@@ -284,9 +286,11 @@ class ShardServer implements PartitionEffects {
     let changed: PartitionStat[] | null = null;
     for (const [k, p] of this.actors) {
       p.tick();
-      const now = leaderKey(p);
-      if (this.reportedLeader.get(p) !== now) {
-        this.reportedLeader.set(p, now);
+      const seen = this.reportedLeader.get(p);
+      if (seen !== undefined && (seen.role !== p.role || seen.leader !== p.leaderId || seen.term !== p.term)) {
+        seen.role = p.role;
+        seen.leader = p.leaderId;
+        seen.term = p.term;
         (changed ??= []).push(this.statOf(k, p));
       }
     }
@@ -433,7 +437,7 @@ class ShardServer implements PartitionEffects {
       this.offline.delete(k);
       this.actors.set(k, actor);
       this.keys.set(actor, k);
-      this.reportedLeader.set(actor, leaderKey(actor));
+      this.reportedLeader.set(actor, { role: actor.role, leader: actor.leaderId, term: actor.term });
       return { report: actor.recovery };
     } catch (err) {
       const e = isDiskFull(err) && !isSluiceError(err, 'DISK_FULL') ? storageError(`cannot open partition ${p.topic}/${p.partition}`, err) : toSluiceError(err);

@@ -13,6 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Broker, NotLeaderError, type ReplicaSpec, type ReplicaStatus } from '../../src/broker/index.js';
 import { SluiceError } from '../../src/errors.js';
+import { decodeStoredBatches } from '../../src/batch/index.js';
 import type { NodeId } from '../../src/model/index.js';
 import { startNode, waitFor, type TestNode } from '../cluster/transport-helpers.js';
 
@@ -181,4 +182,88 @@ describe('Broker cluster mode: replicas over the Raft transport', () => {
       fs.rmSync(single.dataDir, { recursive: true, force: true });
     }
   });
+
+  it('loses no acknowledged record when the leader goes under a running producer; the old leader rejoins and catches up byte for byte', async () => {
+    await startCluster(3);
+    await Promise.all(nodes.map((n) => n.broker!.openReplicas([spec()])));
+    const first = await waitForLeader(nodes);
+    const producer = startProducer();
+    await producer.until(30);
+    // The leader's node goes away (its broker closes; peers' messages to it are dropped from now on).
+    await first.broker!.close();
+    first.broker = null;
+    const survivors = nodes.filter((n) => n !== first);
+    const second = await waitForLeader(survivors);
+    expect(second).not.toBe(first);
+    expect(statusOf(second)!.epoch).toBeGreaterThan(0);
+    await producer.until(producer.acked.size + 30);
+    // The old leader comes back with its data (fresh = false) and catches up from the new leader.
+    await openBroker(first);
+    await first.broker!.openReplicas([spec({ fresh: false })]);
+    await producer.until(producer.acked.size + 20);
+    await producer.stop();
+    expect(producer.errors.filter((e) => !/NOT_LEADER|UNAVAILABLE|SHUTTING_DOWN|TIMEOUT/.test(e))).toEqual([]);
+    const leader = await waitForLeader(nodes);
+    const hw = (await leader.broker!.listOffsets('orders', 0, { kind: 'latest' })).offset;
+    for (const n of nodes) await waitFor(`node ${n.id} catches up to ${hw}`, () => (statusOf(n)?.highWatermark ?? 0) >= hw);
+    const logs = await Promise.all(nodes.map((n) => readLog(n.broker!, hw)));
+    for (const log of logs.slice(1)) expect(log.equals(logs[0])).toBe(true);
+    // Every acknowledged record is in the log at the offset it was acknowledged with.
+    const values = new Map<number, string>();
+    for (const b of decodeStoredBatches(logs[0])) for (const r of b.records) if (r.value !== null) values.set(r.offset, Buffer.from(r.value).toString());
+    for (const [offset, value] of producer.acked) expect(values.get(offset), `offset ${offset}`).toBe(value);
+    expect(producer.acked.size).toBeGreaterThanOrEqual(80);
+  }, 90_000);
 });
+
+/** Committed batches of partition orders/0 on `b` below `hw`, as one buffer. */
+async function readLog(b: Broker, hw: number): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let offset = 0;
+  for (let i = 0; offset < hw && i < 10_000; i++) {
+    const r = await b.fetch({ topic: 'orders', partition: 0, offset, maxBytes: 1 << 20, maxWaitMs: 0 });
+    if (r.nextOffset <= offset) break;
+    parts.push(Buffer.from(r.batches));
+    offset = r.nextOffset;
+  }
+  expect(offset).toBe(hw);
+  return Buffer.concat(parts);
+}
+
+/**
+ * A producer that keeps writing one record per acks=all request to whichever node leads, retrying
+ * (with a short backoff, bounded in time) on NOT_LEADER and UNAVAILABLE, and records what was acked.
+ */
+function startProducer(): { acked: Map<number, string>; errors: string[]; until(n: number): Promise<void>; stop(): Promise<void> } {
+  const acked = new Map<number, string>();
+  const errors: string[] = [];
+  let stopped = false;
+  const loop = (async () => {
+    const deadline = performance.now() + 60_000;
+    for (let i = 0; !stopped && performance.now() < deadline; ) {
+      const leader = nodes.find((n) => n.broker !== null && statusOf(n)?.role === 'leader');
+      if (leader === undefined) {
+        await new Promise((r) => setTimeout(r, 20));
+        continue;
+      }
+      const value = `value-${i}`;
+      try {
+        const r = await leader.broker!.produce({ topic: 'orders', partition: 0, acks: 'all', records: [{ key: null, value: Buffer.from(value) }] });
+        acked.set(r.baseOffset, value);
+        i++;
+      } catch (err) {
+        errors.push(`${(err as SluiceError).code}: ${(err as Error).message}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+  })();
+  return {
+    acked,
+    errors,
+    until: (n) => waitFor(`${n} acknowledged records`, () => acked.size >= n, 30_000),
+    async stop() {
+      stopped = true;
+      await loop;
+    },
+  };
+}

@@ -279,6 +279,18 @@ assert.ok(RAFT_TRANSPORT_INFLIGHT_BYTES_MAX >= RAFT_MSG_BYTES_MAX_DEFAULT);
 assert.ok(RAFT_TRANSPORT_BACKOFF_MS_MIN <= RAFT_TRANSPORT_BACKOFF_MS_MAX);
 // --- Partition as a Raft replica (src/partition) -----------------------------------------------------
 /**
+ * A voter is in sync (Kafka's ISR, shown per partition and counted by
+ * `sluice_under_replicated_partitions`) when its match index is at most this many offsets behind the
+ * leader's last index. In offsets, not time: the leader has no clock in its core, and a follower that
+ * keeps up under load is within one or two in-flight batches (1,000-record batches here).
+ */
+export const REPLICA_ISR_LAG_OFFSETS_MAX = 10_000;
+/**
+ * Raft messages from peers the main thread holds for one shard within one event-loop turn (they travel
+ * to the worker in one message at the end of it); more are dropped, and Raft's retries resend.
+ */
+export const SHARD_RAFT_INBOX_MESSAGES_MAX = 65_536;
+/**
  * Peer messages a partition holds while one of its Readys is being persisted (the core takes no input
  * between `ready()` and `advance()`); more are dropped, and Raft's retries resend what mattered.
  */

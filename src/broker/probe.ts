@@ -46,6 +46,11 @@ export interface BrokerProbe {
    * Optional so probes written before it keep compiling.
    */
   threadStats?(thread: string, stats: ThreadHealth): void;
+  /**
+   * Cluster mode: a replica here learned of a new leader or epoch for its partition (`leader` 0: none
+   * known yet, an election is on). Optional so probes written before it keep compiling.
+   */
+  leaderChanged?(topic: string, partition: number, leader: number, epoch: number): void;
   /** A shard worker was replaced: it died ('crash') or the watchdog stopped it as hung ('watchdog'). */
   shardRestarted(shard: number, reason: 'crash' | 'watchdog'): void;
   /** Bytes held on behalf of clients (request bodies, fetch responses, stream buffers) against the budget. */

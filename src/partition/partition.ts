@@ -344,6 +344,21 @@ export class Partition {
     return this.raft.getLeader();
   }
 
+  /** This node is a learner of the group (replicates, never votes). */
+  get isLearner(): boolean {
+    return this.raft.log.conf().learners.includes(this.nodeId as NodeId);
+  }
+
+  /**
+   * Leader only (else empty): the voters whose match index is within `lagMax` offsets of the leader's
+   * last index, itself included (its match is what it persisted). Kafka's in-sync replicas, by offsets.
+   */
+  inSyncVoters(lagMax: number): number[] {
+    if (this.raft.getRole() !== 'leader') return [];
+    const floor = this.raft.log.lastIndex() - lagMax;
+    return this.raft.log.conf().voters.filter((v) => this.raft.matchOf(v as NodeId) >= floor);
+  }
+
   /** The Raft core's state (allocates; for tests, stats and diagnostics). */
   raftStatus(): RaftStatus {
     return this.raft.status();
@@ -407,7 +422,7 @@ export class Partition {
   }
 
   private notLeader(): NotLeaderError {
-    return new NotLeaderError(this.name, this.nodeId, this.raft.getLeader());
+    return new NotLeaderError(this.name, this.nodeId, this.raft.getLeader(), this.raft.getTerm());
   }
 
   // --- Client events ---------------------------------------------------------------------------

@@ -141,12 +141,15 @@ class ClusterApi implements BrokerApi {
     return work(address);
   }
 
-  /** Runs `local` on this node's replica; a NOT_LEADER from it is forwarded (routing) or named. */
-  private async here<T>(topic: string, partition: number, local: () => Promise<T>, remote: (address: string) => Promise<T>): Promise<T> {
+  /**
+   * Runs `local` on this node's replica; a NOT_LEADER from it is forwarded (routing) or named, and so is
+   * any error `alsoForward` accepts (a follower's fetch of a range it does not hold).
+   */
+  private async here<T>(topic: string, partition: number, local: () => Promise<T>, remote: (address: string) => Promise<T>, alsoForward?: (err: unknown) => boolean): Promise<T> {
     try {
       return await local();
     } catch (err) {
-      if (!isSluiceError(err, 'NOT_LEADER')) throw err;
+      if (!isSluiceError(err, 'NOT_LEADER') && !(this.routing && alsoForward?.(err) === true)) throw err;
     }
     return this.toLeader(this.route(topic, partition), remote);
   }
@@ -174,7 +177,10 @@ class ClusterApi implements BrokerApi {
   async fetch(input: FetchInput, signal?: AbortSignal): Promise<FetchResult> {
     const r = this.route(input.topic, input.partition);
     const remote = (address: string): Promise<FetchResult> => this.d.clients.fetch(address, input, signal);
-    if (r.local !== undefined && r.local.role !== 'offline') return this.here(input.topic, input.partition, () => this.d.core.fetch(input, signal), remote);
+    // A follower's log may start later than the leader's (it was sent a snapshot): what it does not hold,
+    // the leader answers.
+    const outOfRange = (err: unknown): boolean => isSluiceError(err, 'OFFSET_OUT_OF_RANGE') && r.leader !== this.d.nodeId;
+    if (r.local !== undefined && r.local.role !== 'offline') return this.here(input.topic, input.partition, () => this.d.core.fetch(input, signal), remote, outOfRange);
     return this.toLeader(r, remote);
   }
 

@@ -3,7 +3,12 @@
  * service on the client port, and GetMetadata's node list. Kept here so src/server/broker.ts carries
  * only the calls.
  */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
+import { CLUSTER_DIR, TOPICS_FILE } from '../broker/index.js';
+import { TopicTable } from '../broker/topic-table.js';
 import type * as grpc from '@grpc/grpc-js';
 import { SluiceError, isSluiceError } from '../errors.js';
 import { CLUSTER_CONTROLLER_VOTERS_DEFAULT, GOSSIP_RACK_BYTES_MAX } from '../constants.js';
@@ -140,7 +145,9 @@ export async function startMembership(handle: MembershipHandle, broker: BrokerAp
     if (isSluiceError(err)) throw new StartupError(err.message, { cause: err });
     throw err;
   }
-  const foundingClusterId = (await broker.metadata()).clusterId;
+  // A broker in cluster mode has no topic table of its own: the founding id is then an old single-node
+  // table's (so an upgraded node keeps its cluster id), else a new one.
+  const foundingClusterId = (await broker.metadata()).clusterId || tableClusterId(o.dataDir) || crypto.randomUUID();
   const logger = membershipLogger(o.logger);
   const gossip = new Gossip({
     dataDir: o.dataDir,
@@ -162,6 +169,16 @@ export async function startMembership(handle: MembershipHandle, broker: BrokerAp
   handle.notReady = () => gossip.notReady();
   gossip.start();
   logger.info({ nodeId, nodeUuid: identity.nodeUuid, clusterId: identity.clusterId, advertise: advertiseAddress, seeds, rack }, 'cluster membership started');
+}
+
+/** The cluster id in an old single-node topics.json, or ''. */
+function tableClusterId(dataDir: string): string {
+  if (!fs.existsSync(path.join(dataDir, CLUSTER_DIR, TOPICS_FILE))) return '';
+  try {
+    return TopicTable.load(dataDir).clusterId;
+  } catch {
+    return '';
+  }
 }
 
 /** The core with GetMetadata answering from membership: the cluster id and every known node. */

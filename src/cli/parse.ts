@@ -41,10 +41,17 @@ export function parseSeedList(value: string): string[] {
   return seeds;
 }
 
-/** `--controller-voters`: 1, 3 or 5 distinct node ids, comma-separated (e.g. 1,2,3). */
+/**
+ * `--controller-voters`: 1, 3 or 5 distinct node ids, comma-separated (e.g. 1,2,3). Each may carry the
+ * voter's address as `ID@HOST:PORT` (the Helm chart writes that form); the address is informational,
+ * since gossip tells where each node is.
+ */
 export function parseControllerVoters(value: string): number[] {
   const ids = value.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
-  const voters = ids.map((s) => (/^\d{1,10}$/.test(s) ? Number(s) : NaN));
+  const voters = ids.map((s) => {
+    const m = /^(\d{1,10})(?:@\S+)?$/.exec(s);
+    return m === null ? NaN : Number(m[1]);
+  });
   try {
     validateControllerVoters(voters);
   } catch (err) {

@@ -100,6 +100,30 @@ describe('sluice serve in cluster mode (fake replica core)', () => {
     for (const n of nodes) expect(n.clusterNode!.controller.state.nodes().map((x) => x.id).sort()).toEqual([1, 2, 3]);
   });
 
+  it('a node whose controller voters are not up is not ready, and /readyz says the controller has no leader', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-cserve-lone-'));
+    dirs.push(dir);
+    const lone = await startBroker({
+      dataDir: dir,
+      grpcAddress: '127.0.0.7:0',
+      httpAddress: '127.0.0.7:0',
+      nodeId: 7,
+      shards: 1,
+      openBroker: async () => new FakeReplicaCore(7 as NodeId),
+      cluster: { seeds: [], controllerVoters: [7, 8, 9] },
+      drainMs: 1_000,
+    });
+    try {
+      // It founds its own gossip cluster at once; the controller needs 2 of voters 7, 8, 9.
+      await waitFor('the lone node has joined its own cluster', () => lone.membership?.self !== undefined);
+      const r = await readyz(lone);
+      expect(r.status).toBe(503);
+      expect(r.body).toContain('the controller group has no leader yet (voters 7,8,9: a majority of them must be up and reachable)');
+    } finally {
+      await lone.close();
+    }
+  });
+
   it('creates a topic from any node through the controller; every node describes it with leaders, epochs and replicas', async () => {
     const admin = new Admin({ brokers: byId(3).grpcAddress });
     try {

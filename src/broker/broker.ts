@@ -951,8 +951,10 @@ export class Broker implements BrokerApi, ReplicaHost {
         this.configCache.delete(entry.name);
         this.forgetKeys(entry);
         this.partitioner.forget(entry.name);
+        this.probe.topicDeleted(entry.name);
       } else {
         this.table.update(entry.name, { ...entry, placement });
+        this.probe.partitionClosed?.(entry.name, r.spec.partition);
       }
     }
     const drops: Array<Promise<unknown>> = [];
@@ -1176,12 +1178,12 @@ export class Broker implements BrokerApi, ReplicaHost {
       for (const s of stats.flushSeconds) this.probe.logFlushed(s);
       for (const p of stats.partitions) {
         this.rememberStat(p);
-        this.probe.partitionStats(p.topic, p.partition, {
-          sizeBytes: p.sizeBytes,
-          highWatermark: p.highWatermark,
-          logStartOffset: p.logStartOffset,
-          damagedRanges: p.damagedRanges,
-        });
+        const stats = { sizeBytes: p.sizeBytes, highWatermark: p.highWatermark, logStartOffset: p.logStartOffset, damagedRanges: p.damagedRanges };
+        if (!this.clusterMode) this.probe.partitionStats(p.topic, p.partition, stats);
+        else if (this.groupOfKey.has(p.k)) {
+          const replica = { leader: p.leader, leading: p.role === 'leader', voters: p.voters, inSync: p.inSync.length };
+          this.probe.partitionStats(p.topic, p.partition, { ...stats, replica });
+        }
       }
     } catch (err) {
       if (!isSluiceError(err)) this.logger.warn({ err }, 'probe failed');

@@ -543,6 +543,7 @@ class ShardServer implements PartitionEffects {
       epoch: a.term,
       logEndOffset: a.logEndOffset,
       inSync: a.inSyncVoters(REPLICA_ISR_LAG_OFFSETS_MAX),
+      voters: a.voters.length,
     };
   }
 

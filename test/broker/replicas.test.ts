@@ -13,7 +13,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { Broker, NotLeaderError, type ReplicaSpec, type ReplicaStatus } from '../../src/broker/index.js';
 import { SluiceError } from '../../src/errors.js';
-import { decodeStoredBatches } from '../../src/batch/index.js';
+import { decodeStoredBatches, encodeBatch } from '../../src/batch/index.js';
+import { createMetrics, type SluiceMetrics } from '../../src/metrics/index.js';
+import { REPLICA_ISR_LAG_OFFSETS_MAX } from '../../src/constants.js';
+import { sampleValue as scrape } from '../metrics/exposition.js';
 import type { NodeId } from '../../src/model/index.js';
 import { startNode, waitFor, type TestNode } from '../cluster/transport-helpers.js';
 
@@ -22,6 +25,7 @@ interface ClusterNode {
   dir: string;
   net: TestNode;
   broker: Broker | null;
+  metrics?: SluiceMetrics;
 }
 
 let nodes: ClusterNode[] = [];
@@ -31,6 +35,7 @@ afterEach(async () => {
   for (const n of nodes) {
     await n.broker?.close().catch(() => {});
     n.net.kill();
+    n.metrics?.close();
     fs.rmSync(n.dir, { recursive: true, force: true });
   }
   nodes = [];
@@ -38,13 +43,14 @@ afterEach(async () => {
 });
 
 async function openBroker(n: ClusterNode): Promise<Broker> {
-  n.broker = await Broker.open({ dataDir: n.dir, shards: 1, nodeId: n.id, statsIntervalMs: 100, cluster: { transport: n.net.transport } });
+  n.broker = await Broker.open({ dataDir: n.dir, shards: 1, nodeId: n.id, statsIntervalMs: 100, probe: n.metrics?.probe, cluster: { transport: n.net.transport } });
   return n.broker;
 }
 
-async function startCluster(size: number): Promise<ClusterNode[]> {
+async function startCluster(size: number, withMetrics = false): Promise<ClusterNode[]> {
   for (let id = 1; id <= size; id++) {
-    const n: ClusterNode = { id, dir: fs.mkdtempSync(path.join(os.tmpdir(), `sluice-replicas-${id}-`)), net: await startNode(id, addresses), broker: null };
+    const metrics = withMetrics ? createMetrics({ processMetrics: false }) : undefined;
+    const n: ClusterNode = { id, dir: fs.mkdtempSync(path.join(os.tmpdir(), `sluice-replicas-${id}-`)), net: await startNode(id, addresses), broker: null, metrics };
     nodes.push(n);
     await openBroker(n);
   }
@@ -215,6 +221,47 @@ describe('Broker cluster mode: replicas over the Raft transport', () => {
     expect(producer.acked.size).toBeGreaterThanOrEqual(80);
   }, 90_000);
 });
+
+describe('replication metrics', () => {
+  it('show leader, replicas and in-sync voters, count leader changes, and report a lagging voter as under-replicated until it catches up', async () => {
+    await startCluster(3, true);
+    await Promise.all(nodes.map((n) => n.broker!.openReplicas([spec()])));
+    const leader = await waitForLeader(nodes);
+    const labels = { topic: 'orders', partition: '0' };
+    await waitFor('all voters in sync', () => statusOf(leader)?.inSync.length === 3);
+    const m = async (n: ClusterNode, name: string, l: Record<string, string> = labels): Promise<number | undefined> => scrape(await n.metrics!.render(), name, l);
+    await waitForAsync('the leader reports 3 of 3 in sync', async () => (await m(leader, 'sluice_partition_in_sync_replicas')) === 3);
+    expect(await m(leader, 'sluice_partition_replicas')).toBe(3);
+    expect(await m(leader, 'sluice_under_replicated_partitions', {})).toBe(0);
+    for (const n of nodes) {
+      await waitForAsync(`node ${n.id} knows the leader`, async () => (await m(n, 'sluice_partition_leader')) === leader.id);
+      expect(await m(n, 'sluice_leader_changes_total')).toBeGreaterThanOrEqual(1);
+    }
+    // A follower goes away and the leader writes more than the in-sync lag bound past it.
+    const gone = nodes.find((n) => n !== leader)!;
+    await gone.broker!.close();
+    gone.broker = null;
+    const batch = encodeBatch(records(0, 1000));
+    for (let i = 0; i * 1000 <= REPLICA_ISR_LAG_OFFSETS_MAX; i++) await leader.broker!.produce({ topic: 'orders', partition: 0, acks: 'all', batches: batch });
+    await waitForAsync('the leader reports the partition under-replicated', async () => (await m(leader, 'sluice_under_replicated_partitions', {})) === 1);
+    expect(await m(leader, 'sluice_partition_in_sync_replicas')).toBe(2);
+    // It comes back and catches up.
+    await openBroker(gone);
+    await gone.broker!.openReplicas([spec({ fresh: false })]);
+    await waitForAsync('the partition is fully replicated again', async () => (await m(leader, 'sluice_under_replicated_partitions', {})) === 0);
+    expect(await m(leader, 'sluice_partition_in_sync_replicas')).toBe(3);
+  });
+});
+
+/** `waitFor` for an async condition, bounded in time. */
+async function waitForAsync(what: string, cond: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (performance.now() < deadline) {
+    if (await cond()) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
 
 /** Committed batches of partition orders/0 on `b` below `hw`, as one buffer. */
 async function readLog(b: Broker, hw: number): Promise<Buffer> {

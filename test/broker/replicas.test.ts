@@ -40,10 +40,13 @@ afterEach(async () => {
   }
   nodes = [];
   addresses.clear();
+  retentionCheckMs = undefined;
 });
 
+let retentionCheckMs: number | undefined;
+
 async function openBroker(n: ClusterNode): Promise<Broker> {
-  n.broker = await Broker.open({ dataDir: n.dir, shards: 1, nodeId: n.id, statsIntervalMs: 100, probe: n.metrics?.probe, cluster: { transport: n.net.transport } });
+  n.broker = await Broker.open({ dataDir: n.dir, shards: 1, nodeId: n.id, statsIntervalMs: 100, retentionCheckMs, probe: n.metrics?.probe, cluster: { transport: n.net.transport } });
   return n.broker;
 }
 
@@ -222,6 +225,42 @@ describe('Broker cluster mode: replicas over the Raft transport', () => {
   }, 90_000);
 });
 
+describe('a follower behind the leader\'s log start', () => {
+  it('gets a snapshot (the log start) and then the log, and ends byte-for-byte equal from there', async () => {
+    retentionCheckMs = 100;
+    await startCluster(3);
+    const configs = { 'segment.bytes': String(1 << 20), 'retention.bytes': String(1 << 20) };
+    await Promise.all(nodes.map((n) => n.broker!.openReplicas([spec({ configs })])));
+    const leader = await waitForLeader(nodes);
+    const behind = nodes.find((n) => n !== leader)!;
+    const value = Buffer.alloc(1000, 7);
+    const batch = encodeBatch(Array.from({ length: 500 }, () => ({ key: null, value })));
+    await leader.broker!.produce({ topic: 'orders', partition: 0, acks: 'all', batches: batch });
+    await waitFor('the follower has the first batch', () => (statusOf(behind)?.highWatermark ?? 0) > 500);
+    const oldEnd = statusOf(behind)!.logEndOffset;
+    await behind.broker!.close();
+    behind.broker = null;
+    // About 8 MiB more, in 1 MiB segments under a 1 MiB retention: the leader's log start moves far past the follower's end.
+    for (let i = 0; i < 16; i++) await leader.broker!.produce({ topic: 'orders', partition: 0, acks: 'all', batches: batch });
+    await waitFor('retention moves the leader\'s log start past the follower', () => (statusOf(leader)?.logStartOffset ?? 0) > oldEnd, 30_000);
+    await openBroker(behind);
+    await behind.broker!.openReplicas([spec({ configs, fresh: false })]);
+    const hw = (await leader.broker!.listOffsets('orders', 0, { kind: 'latest' })).offset;
+    await waitFor('the follower catches up', () => (statusOf(behind)?.highWatermark ?? 0) >= hw, 30_000);
+    // Its log now starts past where its old log ended: it took the leader's snapshot, not the log from its end.
+    const start = (await behind.broker!.listOffsets('orders', 0, { kind: 'earliest' })).offset;
+    expect(start).toBeGreaterThan(oldEnd);
+    const leaderStart = (await leader.broker!.listOffsets('orders', 0, { kind: 'earliest' })).offset;
+    const from = Math.max(start, leaderStart);
+    const [a, b] = await Promise.all([readLog(leader.broker!, hw, from), readLog(behind.broker!, hw, from)]);
+    expect(a.length).toBeGreaterThan(0);
+    expect(b.equals(a)).toBe(true);
+    // And it keeps replicating.
+    const r = await leader.broker!.produce({ topic: 'orders', partition: 0, acks: 'all', records: records(0, 5) });
+    await waitFor('the follower takes new writes', () => (statusOf(behind)?.highWatermark ?? 0) > r.lastOffset);
+  }, 90_000);
+});
+
 describe('replication metrics', () => {
   it('show leader, replicas and in-sync voters, count leader changes, and report a lagging voter as under-replicated until it catches up', async () => {
     await startCluster(3, true);
@@ -264,9 +303,9 @@ async function waitForAsync(what: string, cond: () => Promise<boolean>, timeoutM
 }
 
 /** Committed batches of partition orders/0 on `b` below `hw`, as one buffer. */
-async function readLog(b: Broker, hw: number): Promise<Buffer> {
+async function readLog(b: Broker, hw: number, from = 0): Promise<Buffer> {
   const parts: Buffer[] = [];
-  let offset = 0;
+  let offset = from;
   for (let i = 0; offset < hw && i < 10_000; i++) {
     const r = await b.fetch({ topic: 'orders', partition: 0, offset, maxBytes: 1 << 20, maxWaitMs: 0 });
     if (r.nextOffset <= offset) break;

@@ -856,6 +856,7 @@ export class Broker implements BrokerApi, ReplicaHost {
     const transport = this.requireCluster('openReplicas');
     for (const s of specs) validateReplicaSpec(s, this.nodeId);
     await this.exclusive(async () => {
+      this.checkReplicaConflicts(specs);
       const added: HeldReplica[] = [];
       const seen = new Set<GroupId>();
       for (const spec of specs) {
@@ -901,6 +902,31 @@ export class Broker implements BrokerApi, ReplicaHost {
       this.logger.info({ opened: added.length - failed.length, failed: failed.length }, 'replicas opened');
       if (failure !== null) throw failure;
     });
+  }
+
+  /**
+   * Refuses, before anything changes, specs that contradict what is held here: a topic of the same name
+   * with another id (a deleted topic's replicas not closed yet), or a partition held by another group,
+   * here or twice in the request.
+   */
+  private checkReplicaConflicts(specs: readonly ReplicaSpec[]): void {
+    const ids = new Map<string, string>();
+    const slots = new Map<string, GroupId>();
+    for (const spec of specs) {
+      if (this.replicas.has(spec.group)) continue;
+      const id = ids.get(spec.topic) ?? this.table.get(spec.topic)?.topicId ?? spec.topicId;
+      if (id !== spec.topicId) {
+        throw new SluiceError('INVALID_REQUEST', `topic '${spec.topic}' is held here (or asked for) with topic id ${id}, not ${spec.topicId}; close its replicas first`);
+      }
+      ids.set(spec.topic, id);
+      const slot = `${spec.topic}/${spec.partition}`;
+      const entry = this.table.get(spec.topic);
+      const other = slots.get(slot) ?? (entry !== undefined && (entry.placement[spec.partition] ?? -1) >= 0 ? this.groupOfKey.get(this.keyOf(entry, spec.partition)) : undefined);
+      if (other !== undefined && other !== spec.group) {
+        throw new SluiceError('INVALID_REQUEST', `partition ${slot} is held here (or asked for) by group ${other}, not ${spec.group}; close it first`);
+      }
+      slots.set(slot, spec.group);
+    }
   }
 
   /** The topic entry for a replica spec: created, or grown to the spec's partition count and configs. */

@@ -172,12 +172,22 @@ describe('Broker cluster mode: replicas over the Raft transport', () => {
       expect(e.message).toMatch(msg);
       expect(b.replicaStatus()).toEqual([]);
     }
+    // Contradictions: one partition for two groups, or one topic name under two ids, in one request.
+    for (const second of [spec({ group: 8, voters: [1] as NodeId[] }), spec({ group: 8, partition: 1, topicId: crypto.randomUUID(), voters: [1] as NodeId[] })]) {
+      const e = await rejection(b.openReplicas([spec({ voters: [1] as NodeId[] }), second]));
+      expect(e.code).toBe('INVALID_REQUEST');
+      expect(b.replicaStatus()).toEqual([]);
+    }
     expect((await rejection(b.createTopic('t', 1, 1, {}))).code).toBe('INVALID_REQUEST');
     // A one-voter group here elects itself at open.
     await b.openReplicas([spec({ voters: [1] as NodeId[] })]);
     await waitFor('the sole voter leads', () => statusOf(nodes[0])?.role === 'leader');
     const r = await b.produce({ topic: 'orders', partition: 0, acks: 'all', records: records(0, 3) });
     expect(r.lastOffset).toBeGreaterThanOrEqual(3);
+    // ... and against what is held: the same partition under another group, the topic under another id.
+    expect((await rejection(b.openReplicas([spec({ group: 9, voters: [1] as NodeId[] })]))).message).toMatch(/held here .* by group 7/);
+    expect((await rejection(b.openReplicas([spec({ group: 9, partition: 1, topicId: crypto.randomUUID(), voters: [1] as NodeId[] })]))).message).toMatch(/topic id/);
+    expect(b.replicaStatus().map((s) => s.group)).toEqual([7]);
     await b.closeReplicas([7, 999], true);
     expect(b.replicaStatus()).toEqual([]);
     expect((await rejection(b.produce({ topic: 'orders', partition: 0, acks: 'all', records: records(0, 1) }))).code).toBe('UNKNOWN_TOPIC');

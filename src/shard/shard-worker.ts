@@ -48,8 +48,13 @@ function countRecords(buf: Buffer): number {
   return records;
 }
 
-/** Raft timing of partition replicas in cluster mode (why: src/constants.ts). */
-const REPLICA_RAFT = Object.freeze({ electionTicks: REPLICA_ELECTION_TICKS, heartbeatTicks: REPLICA_HEARTBEAT_TICKS });
+/**
+ * Raft timing of partition replicas in cluster mode (why: src/constants.ts), with real randomness for
+ * the randomized election timeout: the core's default source is a constant (deterministic for tests
+ * and the simulator), which would give every replica the same timeout, so the survivors of a dead
+ * leader would campaign in the same tick and split their votes, again and again.
+ */
+const REPLICA_RAFT = Object.freeze({ electionTicks: REPLICA_ELECTION_TICKS, heartbeatTicks: REPLICA_HEARTBEAT_TICKS, random: Math.random });
 
 function roleOf(p: Partition): PartitionStat['role'] {
   const r = p.role;

@@ -161,15 +161,18 @@ it('kill -9 of the leader under a running producer: a new leader takes writes, n
 
   let final: NodeProc | undefined;
   await until('a leader known to all three', async () => (final = await leaderOf(nodes)) !== undefined);
-  const hw = (await final!.call<Status>('status')).highWatermark;
+  // Every acknowledged offset is below the leader's high watermark (the status may be older than the last ack).
+  const hw = Math.max((await final!.call<Status>('status')).highWatermark, Math.max(...acked.keys()) + 1);
   for (const n of nodes) await until(`node ${n.id} catches up`, async () => (await n.call<Status>('status')).highWatermark >= hw);
   const logs = await Promise.all(nodes.map((n) => n.call<{ nextOffset: number; data: string }>('read', { hw })));
-  for (const l of logs) {
-    expect(l.nextOffset).toBe(hw);
-    expect(l.data).toBe(logs[0].data);
-  }
+  // The status' high watermark is up to a stats interval old, so a read may end past it (batch
+  // boundaries are the same on every replica): the shortest log is a prefix of the others.
+  const bytes = logs.map((l) => Buffer.from(l.data, 'base64'));
+  const shortest = Math.min(...bytes.map((b) => b.length));
+  for (const l of logs) expect(l.nextOffset).toBeGreaterThanOrEqual(hw);
+  for (const b of bytes) expect(b.subarray(0, shortest).equals(bytes[0].subarray(0, shortest))).toBe(true);
   const values = new Map<number, string>();
-  for (const b of decodeStoredBatches(Buffer.from(logs[0].data, 'base64'))) for (const r of b.records) if (r.value !== null) values.set(r.offset, Buffer.from(r.value).toString());
+  for (const b of decodeStoredBatches(bytes.reduce((a, b) => (b.length < a.length ? b : a)))) for (const r of b.records) if (r.value !== null) values.set(r.offset, Buffer.from(r.value).toString());
   for (const [offset, value] of acked) expect(values.get(offset), `offset ${offset}`).toBe(value);
   // A figure, not a timed assertion: the kill to the first acknowledged write on the new leader.
   console.log(`replica kill -9 failover: ${Math.round(failoverMs)} ms to the first acknowledged produce on the new leader (status polled every ~20 ms)`);

@@ -291,7 +291,10 @@ export class Broker implements BrokerApi, ReplicaHost {
           onRaft: (_s, msgs) => this.sendRaft(msgs),
           onLeaders: (_s, stats) => this.onLeaders(stats),
           onCrash: (s, err) => this.logger.error({ shard: s, err }, `shard ${s} worker died; restarting it and reopening its partitions`),
-          onRestart: (s, reason) => this.probe.shardRestarted(s, reason),
+          onRestart: (s, reason) => {
+            this.probe.shardRestarted(s, reason);
+            this.forgetShardStats(s);
+          },
           onMainThreadPause: (s, gapMs) =>
             this.logger.warn({ shard: s, gapMs }, `main thread did not run for ${gapMs} ms (process paused or starved); shard ${s} watchdog re-armed`),
           onPartitionOffline: (s, key, err) => {
@@ -1052,6 +1055,14 @@ export class Broker implements BrokerApi, ReplicaHost {
       logEndOffset: st?.logEndOffset ?? 0,
       inSync: (st?.inSync ?? []) as NodeId[],
     };
+  }
+
+  /**
+   * A shard's worker died: what its replicas last reported (a role, a leader) is no longer true, so
+   * they show as offline until the new worker reports (routing must not send writes to a dead leader).
+   */
+  private forgetShardStats(shard: number): void {
+    for (const r of this.replicas.values()) if (r.spec.shard % this.shardCount === shard) this.lastStats.delete(r.k);
   }
 
   /** A worker turn's outgoing Raft messages, to the transport by group (the transport never blocks). */

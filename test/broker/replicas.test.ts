@@ -235,6 +235,30 @@ describe('Broker cluster mode: replicas over the Raft transport', () => {
   }, 90_000);
 });
 
+describe('a replica\'s shard worker dies', () => {
+  it('is reopened by the watchdog restart with its group and members, and keeps replicating', async () => {
+    await startCluster(3);
+    await Promise.all(nodes.map((n) => n.broker!.openReplicas([spec()])));
+    const leader = await waitForLeader(nodes);
+    const follower = nodes.find((n) => n !== leader)!;
+    const r1 = await leader.broker!.produce({ topic: 'orders', partition: 0, acks: 'all', records: records(0, 5) });
+    await waitFor('the follower has the first write', () => (statusOf(follower)?.highWatermark ?? 0) > r1.lastOffset);
+    follower.broker!.debugCrashShard(0);
+    await waitFor('the follower\'s shard restarted', () => follower.broker!.shardRestarts()[0] === 1);
+    const r2 = await leader.broker!.produce({ topic: 'orders', partition: 0, acks: 'all', records: records(5, 5) });
+    await waitFor('the restarted follower replicates again', () => (statusOf(follower)?.highWatermark ?? 0) > r2.lastOffset);
+    expect(statusOf(follower)).toMatchObject({ group: 7, role: 'follower', leader: leader.id });
+    // The leader's own worker dies: its replica comes back as a member of the group, and a leader
+    // (it, or another) takes writes again.
+    leader.broker!.debugCrashShard(0);
+    await waitFor('the leader\'s shard restarted', () => leader.broker!.shardRestarts()[0] === 1);
+    expect(statusOf(leader)?.role).not.toBe('leader');
+    await waitForLeader(nodes);
+    const r3 = await produceToLeader(records(10, 5));
+    for (const n of nodes) await waitFor(`node ${n.id} has the last write`, () => (statusOf(n)?.highWatermark ?? 0) > r3.lastOffset);
+  }, 60_000);
+});
+
 describe('a follower behind the leader\'s log start', () => {
   it('gets a snapshot (the log start) and then the log, and ends byte-for-byte equal from there', async () => {
     retentionCheckMs = 100;
@@ -301,6 +325,21 @@ describe('replication metrics', () => {
     expect(await m(leader, 'sluice_partition_in_sync_replicas')).toBe(3);
   });
 });
+
+/** An acks=all produce to whichever node leads, retried (bounded) while leadership settles. */
+async function produceToLeader(recs: Array<{ key: Buffer; value: Buffer }>): Promise<{ lastOffset: number }> {
+  const deadline = performance.now() + 20_000;
+  for (;;) {
+    const leader = nodes.find((n) => statusOf(n)?.role === 'leader');
+    try {
+      if (leader !== undefined) return await leader.broker!.produce({ topic: 'orders', partition: 0, acks: 'all', records: recs });
+    } catch (err) {
+      if (performance.now() > deadline || !(err as SluiceError).retriable) throw err;
+    }
+    if (performance.now() > deadline) throw new Error('no leader took the write');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
 
 /** `waitFor` for an async condition, bounded in time. */
 async function waitForAsync(what: string, cond: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {

@@ -291,7 +291,10 @@ export class Broker implements BrokerApi, ReplicaHost {
           onRaft: (_s, msgs) => this.sendRaft(msgs),
           onLeaders: (_s, stats) => this.onLeaders(stats),
           onCrash: (s, err) => this.logger.error({ shard: s, err }, `shard ${s} worker died; restarting it and reopening its partitions`),
-          onRestart: (s, reason) => this.probe.shardRestarted(s, reason),
+          onRestart: (s, reason) => {
+            this.probe.shardRestarted(s, reason);
+            this.forgetShardStats(s);
+          },
           onMainThreadPause: (s, gapMs) =>
             this.logger.warn({ shard: s, gapMs }, `main thread did not run for ${gapMs} ms (process paused or starved); shard ${s} watchdog re-armed`),
           onPartitionOffline: (s, key, err) => {
@@ -856,6 +859,7 @@ export class Broker implements BrokerApi, ReplicaHost {
     const transport = this.requireCluster('openReplicas');
     for (const s of specs) validateReplicaSpec(s, this.nodeId);
     await this.exclusive(async () => {
+      this.checkReplicaConflicts(specs);
       const added: HeldReplica[] = [];
       const seen = new Set<GroupId>();
       for (const spec of specs) {
@@ -901,6 +905,31 @@ export class Broker implements BrokerApi, ReplicaHost {
       this.logger.info({ opened: added.length - failed.length, failed: failed.length }, 'replicas opened');
       if (failure !== null) throw failure;
     });
+  }
+
+  /**
+   * Refuses, before anything changes, specs that contradict what is held here: a topic of the same name
+   * with another id (a deleted topic's replicas not closed yet), or a partition held by another group,
+   * here or twice in the request.
+   */
+  private checkReplicaConflicts(specs: readonly ReplicaSpec[]): void {
+    const ids = new Map<string, string>();
+    const slots = new Map<string, GroupId>();
+    for (const spec of specs) {
+      if (this.replicas.has(spec.group)) continue;
+      const id = ids.get(spec.topic) ?? this.table.get(spec.topic)?.topicId ?? spec.topicId;
+      if (id !== spec.topicId) {
+        throw new SluiceError('INVALID_REQUEST', `topic '${spec.topic}' is held here (or asked for) with topic id ${id}, not ${spec.topicId}; close its replicas first`);
+      }
+      ids.set(spec.topic, id);
+      const slot = `${spec.topic}/${spec.partition}`;
+      const entry = this.table.get(spec.topic);
+      const other = slots.get(slot) ?? (entry !== undefined && (entry.placement[spec.partition] ?? -1) >= 0 ? this.groupOfKey.get(this.keyOf(entry, spec.partition)) : undefined);
+      if (other !== undefined && other !== spec.group) {
+        throw new SluiceError('INVALID_REQUEST', `partition ${slot} is held here (or asked for) by group ${other}, not ${spec.group}; close it first`);
+      }
+      slots.set(slot, spec.group);
+    }
   }
 
   /** The topic entry for a replica spec: created, or grown to the spec's partition count and configs. */
@@ -951,8 +980,10 @@ export class Broker implements BrokerApi, ReplicaHost {
         this.configCache.delete(entry.name);
         this.forgetKeys(entry);
         this.partitioner.forget(entry.name);
+        this.probe.topicDeleted(entry.name);
       } else {
         this.table.update(entry.name, { ...entry, placement });
+        this.probe.partitionClosed?.(entry.name, r.spec.partition);
       }
     }
     const drops: Array<Promise<unknown>> = [];
@@ -1024,6 +1055,14 @@ export class Broker implements BrokerApi, ReplicaHost {
       logEndOffset: st?.logEndOffset ?? 0,
       inSync: (st?.inSync ?? []) as NodeId[],
     };
+  }
+
+  /**
+   * A shard's worker died: what its replicas last reported (a role, a leader) is no longer true, so
+   * they show as offline until the new worker reports (routing must not send writes to a dead leader).
+   */
+  private forgetShardStats(shard: number): void {
+    for (const r of this.replicas.values()) if (r.spec.shard % this.shardCount === shard) this.lastStats.delete(r.k);
   }
 
   /** A worker turn's outgoing Raft messages, to the transport by group (the transport never blocks). */
@@ -1176,12 +1215,12 @@ export class Broker implements BrokerApi, ReplicaHost {
       for (const s of stats.flushSeconds) this.probe.logFlushed(s);
       for (const p of stats.partitions) {
         this.rememberStat(p);
-        this.probe.partitionStats(p.topic, p.partition, {
-          sizeBytes: p.sizeBytes,
-          highWatermark: p.highWatermark,
-          logStartOffset: p.logStartOffset,
-          damagedRanges: p.damagedRanges,
-        });
+        const stats = { sizeBytes: p.sizeBytes, highWatermark: p.highWatermark, logStartOffset: p.logStartOffset, damagedRanges: p.damagedRanges };
+        if (!this.clusterMode) this.probe.partitionStats(p.topic, p.partition, stats);
+        else if (this.groupOfKey.has(p.k)) {
+          const replica = { leader: p.leader, leading: p.role === 'leader', voters: p.voters, inSync: p.inSync.length };
+          this.probe.partitionStats(p.topic, p.partition, { ...stats, replica });
+        }
       }
     } catch (err) {
       if (!isSluiceError(err)) this.logger.warn({ err }, 'probe failed');

@@ -6,7 +6,7 @@
 export { Broker, defaultShardCount, SHARDS_MAX, type BrokerOptions, type BrokerClusterOptions, type BrokerLogger } from './broker.js';
 /** NOT_LEADER with the leader (0 = none known) and epoch in structured form, for routing and ErrorInfo. */
 export { NotLeaderError } from '../partition/errors.js';
-export { NOOP_PROBE, type BrokerProbe } from './probe.js';
+export { NOOP_PROBE, type BrokerProbe, type ReplicaGauges } from './probe.js';
 export { LOCK_FILE } from './data-dir-lock.js';
 export { CLUSTER_DIR, TOPICS_FILE } from './topic-table.js';
 export { INTERNAL_TOPIC_PREFIX } from './validate.js';

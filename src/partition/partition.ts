@@ -344,6 +344,11 @@ export class Partition {
     return this.raft.getLeader();
   }
 
+  /** The group's voters as this replica's Raft state has them. */
+  get voters(): readonly number[] {
+    return this.raft.log.conf().voters;
+  }
+
   /** This node is a learner of the group (replicates, never votes). */
   get isLearner(): boolean {
     return this.raft.log.conf().learners.includes(this.nodeId as NodeId);

@@ -106,6 +106,8 @@ export interface PartitionStat {
   logEndOffset: number;
   /** Leader only: the voters within REPLICA_ISR_LAG_OFFSETS_MAX of its log end, itself included; else empty. */
   inSync: number[];
+  /** The group's voters (its Raft configuration). */
+  voters: number;
 }
 
 export type Reply =

@@ -13,7 +13,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { Broker, NotLeaderError, type ReplicaSpec, type ReplicaStatus } from '../../src/broker/index.js';
 import { SluiceError } from '../../src/errors.js';
-import { decodeStoredBatches } from '../../src/batch/index.js';
+import { decodeStoredBatches, encodeBatch } from '../../src/batch/index.js';
+import { createMetrics, type SluiceMetrics } from '../../src/metrics/index.js';
+import { REPLICA_ISR_LAG_OFFSETS_MAX } from '../../src/constants.js';
+import { sampleValue as scrape } from '../metrics/exposition.js';
 import type { NodeId } from '../../src/model/index.js';
 import { startNode, waitFor, type TestNode } from '../cluster/transport-helpers.js';
 
@@ -22,6 +25,7 @@ interface ClusterNode {
   dir: string;
   net: TestNode;
   broker: Broker | null;
+  metrics?: SluiceMetrics;
 }
 
 let nodes: ClusterNode[] = [];
@@ -31,20 +35,25 @@ afterEach(async () => {
   for (const n of nodes) {
     await n.broker?.close().catch(() => {});
     n.net.kill();
+    n.metrics?.close();
     fs.rmSync(n.dir, { recursive: true, force: true });
   }
   nodes = [];
   addresses.clear();
+  retentionCheckMs = undefined;
 });
 
+let retentionCheckMs: number | undefined;
+
 async function openBroker(n: ClusterNode): Promise<Broker> {
-  n.broker = await Broker.open({ dataDir: n.dir, shards: 1, nodeId: n.id, statsIntervalMs: 100, cluster: { transport: n.net.transport } });
+  n.broker = await Broker.open({ dataDir: n.dir, shards: 1, nodeId: n.id, statsIntervalMs: 100, retentionCheckMs, probe: n.metrics?.probe, cluster: { transport: n.net.transport } });
   return n.broker;
 }
 
-async function startCluster(size: number): Promise<ClusterNode[]> {
+async function startCluster(size: number, withMetrics = false): Promise<ClusterNode[]> {
   for (let id = 1; id <= size; id++) {
-    const n: ClusterNode = { id, dir: fs.mkdtempSync(path.join(os.tmpdir(), `sluice-replicas-${id}-`)), net: await startNode(id, addresses), broker: null };
+    const metrics = withMetrics ? createMetrics({ processMetrics: false }) : undefined;
+    const n: ClusterNode = { id, dir: fs.mkdtempSync(path.join(os.tmpdir(), `sluice-replicas-${id}-`)), net: await startNode(id, addresses), broker: null, metrics };
     nodes.push(n);
     await openBroker(n);
   }
@@ -163,12 +172,22 @@ describe('Broker cluster mode: replicas over the Raft transport', () => {
       expect(e.message).toMatch(msg);
       expect(b.replicaStatus()).toEqual([]);
     }
+    // Contradictions: one partition for two groups, or one topic name under two ids, in one request.
+    for (const second of [spec({ group: 8, voters: [1] as NodeId[] }), spec({ group: 8, partition: 1, topicId: crypto.randomUUID(), voters: [1] as NodeId[] })]) {
+      const e = await rejection(b.openReplicas([spec({ voters: [1] as NodeId[] }), second]));
+      expect(e.code).toBe('INVALID_REQUEST');
+      expect(b.replicaStatus()).toEqual([]);
+    }
     expect((await rejection(b.createTopic('t', 1, 1, {}))).code).toBe('INVALID_REQUEST');
     // A one-voter group here elects itself at open.
     await b.openReplicas([spec({ voters: [1] as NodeId[] })]);
     await waitFor('the sole voter leads', () => statusOf(nodes[0])?.role === 'leader');
     const r = await b.produce({ topic: 'orders', partition: 0, acks: 'all', records: records(0, 3) });
     expect(r.lastOffset).toBeGreaterThanOrEqual(3);
+    // ... and against what is held: the same partition under another group, the topic under another id.
+    expect((await rejection(b.openReplicas([spec({ group: 9, voters: [1] as NodeId[] })]))).message).toMatch(/held here .* by group 7/);
+    expect((await rejection(b.openReplicas([spec({ group: 9, partition: 1, topicId: crypto.randomUUID(), voters: [1] as NodeId[] })]))).message).toMatch(/topic id/);
+    expect(b.replicaStatus().map((s) => s.group)).toEqual([7]);
     await b.closeReplicas([7, 999], true);
     expect(b.replicaStatus()).toEqual([]);
     expect((await rejection(b.produce({ topic: 'orders', partition: 0, acks: 'all', records: records(0, 1) }))).code).toBe('UNKNOWN_TOPIC');
@@ -216,10 +235,126 @@ describe('Broker cluster mode: replicas over the Raft transport', () => {
   }, 90_000);
 });
 
+describe('a replica\'s shard worker dies', () => {
+  it('is reopened by the watchdog restart with its group and members, and keeps replicating', async () => {
+    await startCluster(3);
+    await Promise.all(nodes.map((n) => n.broker!.openReplicas([spec()])));
+    const leader = await waitForLeader(nodes);
+    const follower = nodes.find((n) => n !== leader)!;
+    const r1 = await leader.broker!.produce({ topic: 'orders', partition: 0, acks: 'all', records: records(0, 5) });
+    await waitFor('the follower has the first write', () => (statusOf(follower)?.highWatermark ?? 0) > r1.lastOffset);
+    follower.broker!.debugCrashShard(0);
+    await waitFor('the follower\'s shard restarted', () => follower.broker!.shardRestarts()[0] === 1);
+    const r2 = await leader.broker!.produce({ topic: 'orders', partition: 0, acks: 'all', records: records(5, 5) });
+    await waitFor('the restarted follower replicates again', () => (statusOf(follower)?.highWatermark ?? 0) > r2.lastOffset);
+    expect(statusOf(follower)).toMatchObject({ group: 7, role: 'follower', leader: leader.id });
+    // The leader's own worker dies: its replica comes back as a member of the group, and a leader
+    // (it, or another) takes writes again.
+    leader.broker!.debugCrashShard(0);
+    await waitFor('the leader\'s shard restarted', () => leader.broker!.shardRestarts()[0] === 1);
+    expect(statusOf(leader)?.role).not.toBe('leader');
+    await waitForLeader(nodes);
+    const r3 = await produceToLeader(records(10, 5));
+    for (const n of nodes) await waitFor(`node ${n.id} has the last write`, () => (statusOf(n)?.highWatermark ?? 0) > r3.lastOffset);
+  }, 60_000);
+});
+
+describe('a follower behind the leader\'s log start', () => {
+  it('gets a snapshot (the log start) and then the log, and ends byte-for-byte equal from there', async () => {
+    retentionCheckMs = 100;
+    await startCluster(3);
+    const configs = { 'segment.bytes': String(1 << 20), 'retention.bytes': String(1 << 20) };
+    await Promise.all(nodes.map((n) => n.broker!.openReplicas([spec({ configs })])));
+    const leader = await waitForLeader(nodes);
+    const behind = nodes.find((n) => n !== leader)!;
+    const value = Buffer.alloc(1000, 7);
+    const batch = encodeBatch(Array.from({ length: 500 }, () => ({ key: null, value })));
+    await leader.broker!.produce({ topic: 'orders', partition: 0, acks: 'all', batches: batch });
+    await waitFor('the follower has the first batch', () => (statusOf(behind)?.highWatermark ?? 0) > 500);
+    const oldEnd = statusOf(behind)!.logEndOffset;
+    await behind.broker!.close();
+    behind.broker = null;
+    // About 8 MiB more, in 1 MiB segments under a 1 MiB retention: the leader's log start moves far past the follower's end.
+    for (let i = 0; i < 16; i++) await leader.broker!.produce({ topic: 'orders', partition: 0, acks: 'all', batches: batch });
+    await waitFor('retention moves the leader\'s log start past the follower', () => (statusOf(leader)?.logStartOffset ?? 0) > oldEnd, 30_000);
+    await openBroker(behind);
+    await behind.broker!.openReplicas([spec({ configs, fresh: false })]);
+    const hw = (await leader.broker!.listOffsets('orders', 0, { kind: 'latest' })).offset;
+    await waitFor('the follower catches up', () => (statusOf(behind)?.highWatermark ?? 0) >= hw, 30_000);
+    // Its log now starts past where its old log ended: it took the leader's snapshot, not the log from its end.
+    const start = (await behind.broker!.listOffsets('orders', 0, { kind: 'earliest' })).offset;
+    expect(start).toBeGreaterThan(oldEnd);
+    const leaderStart = (await leader.broker!.listOffsets('orders', 0, { kind: 'earliest' })).offset;
+    const from = Math.max(start, leaderStart);
+    const [a, b] = await Promise.all([readLog(leader.broker!, hw, from), readLog(behind.broker!, hw, from)]);
+    expect(a.length).toBeGreaterThan(0);
+    expect(b.equals(a)).toBe(true);
+    // And it keeps replicating.
+    const r = await leader.broker!.produce({ topic: 'orders', partition: 0, acks: 'all', records: records(0, 5) });
+    await waitFor('the follower takes new writes', () => (statusOf(behind)?.highWatermark ?? 0) > r.lastOffset);
+  }, 90_000);
+});
+
+describe('replication metrics', () => {
+  it('show leader, replicas and in-sync voters, count leader changes, and report a lagging voter as under-replicated until it catches up', async () => {
+    await startCluster(3, true);
+    await Promise.all(nodes.map((n) => n.broker!.openReplicas([spec()])));
+    const leader = await waitForLeader(nodes);
+    const labels = { topic: 'orders', partition: '0' };
+    await waitFor('all voters in sync', () => statusOf(leader)?.inSync.length === 3);
+    const m = async (n: ClusterNode, name: string, l: Record<string, string> = labels): Promise<number | undefined> => scrape(await n.metrics!.render(), name, l);
+    await waitForAsync('the leader reports 3 of 3 in sync', async () => (await m(leader, 'sluice_partition_in_sync_replicas')) === 3);
+    expect(await m(leader, 'sluice_partition_replicas')).toBe(3);
+    expect(await m(leader, 'sluice_under_replicated_partitions', {})).toBe(0);
+    for (const n of nodes) {
+      await waitForAsync(`node ${n.id} knows the leader`, async () => (await m(n, 'sluice_partition_leader')) === leader.id);
+      expect(await m(n, 'sluice_leader_changes_total')).toBeGreaterThanOrEqual(1);
+    }
+    // A follower goes away and the leader writes more than the in-sync lag bound past it.
+    const gone = nodes.find((n) => n !== leader)!;
+    await gone.broker!.close();
+    gone.broker = null;
+    const batch = encodeBatch(records(0, 1000));
+    for (let i = 0; i * 1000 <= REPLICA_ISR_LAG_OFFSETS_MAX; i++) await leader.broker!.produce({ topic: 'orders', partition: 0, acks: 'all', batches: batch });
+    await waitForAsync('the leader reports the partition under-replicated', async () => (await m(leader, 'sluice_under_replicated_partitions', {})) === 1);
+    expect(await m(leader, 'sluice_partition_in_sync_replicas')).toBe(2);
+    // It comes back and catches up.
+    await openBroker(gone);
+    await gone.broker!.openReplicas([spec({ fresh: false })]);
+    await waitForAsync('the partition is fully replicated again', async () => (await m(leader, 'sluice_under_replicated_partitions', {})) === 0);
+    expect(await m(leader, 'sluice_partition_in_sync_replicas')).toBe(3);
+  });
+});
+
+/** An acks=all produce to whichever node leads, retried (bounded) while leadership settles. */
+async function produceToLeader(recs: Array<{ key: Buffer; value: Buffer }>): Promise<{ lastOffset: number }> {
+  const deadline = performance.now() + 20_000;
+  for (;;) {
+    const leader = nodes.find((n) => statusOf(n)?.role === 'leader');
+    try {
+      if (leader !== undefined) return await leader.broker!.produce({ topic: 'orders', partition: 0, acks: 'all', records: recs });
+    } catch (err) {
+      if (performance.now() > deadline || !(err as SluiceError).retriable) throw err;
+    }
+    if (performance.now() > deadline) throw new Error('no leader took the write');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** `waitFor` for an async condition, bounded in time. */
+async function waitForAsync(what: string, cond: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (performance.now() < deadline) {
+    if (await cond()) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
 /** Committed batches of partition orders/0 on `b` below `hw`, as one buffer. */
-async function readLog(b: Broker, hw: number): Promise<Buffer> {
+async function readLog(b: Broker, hw: number, from = 0): Promise<Buffer> {
   const parts: Buffer[] = [];
-  let offset = 0;
+  let offset = from;
   for (let i = 0; offset < hw && i < 10_000; i++) {
     const r = await b.fetch({ topic: 'orders', partition: 0, offset, maxBytes: 1 << 20, maxWaitMs: 0 });
     if (r.nextOffset <= offset) break;

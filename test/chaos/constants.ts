@@ -45,6 +45,17 @@ export const WORKLOAD_RESTART_MS = 200;
 /** Bound on waiting for in-flight writes and for readers to catch up once the run ends. */
 export const WORKLOAD_DRAIN_MS = 15_000;
 
+/** Cluster runs: the workload topic's replication factor (capped at the node count). */
+export const CLUSTER_REPLICATION_FACTOR = 3;
+/** Controller voters: the first nodes, at most this many (3 of 3, 5 of 5). */
+export const CLUSTER_CONTROLLER_VOTERS_MAX = 5;
+/** Deadline of one probe of the cluster (metadata, a replica's high watermark). */
+export const CLUSTER_PROBE_TIMEOUT_MS = 2_000;
+/** Bound on the cluster forming (every node ready, every partition led) and on a node's readiness after a restart. */
+export const CLUSTER_READY_MS = 60_000;
+/** Bound on every replica reaching the leader's high watermark after the writes stop. */
+export const CLUSTER_CONVERGE_MS = 30_000;
+
 /** Bound on a broker's start (recovery included) and on its clean stop. */
 export const NODE_START_MS = 30_000;
 export const NODE_STOP_MS = 15_000;

@@ -10,7 +10,7 @@
 import path from 'node:path';
 import { canMountTmpfs } from './nodes.js';
 import { runSchedule, type RunResult } from './run.js';
-import { FAULT_KINDS, parseFaultKinds, type FaultKind } from './schedule.js';
+import { CLUSTER_FAULT_KINDS, FAULT_KINDS, parseFaultKinds, type FaultKind } from './schedule.js';
 
 interface Args {
   nodes: number;
@@ -26,6 +26,7 @@ interface Args {
 function parseArgs(argv: readonly string[]): Args {
   const rootless = FAULT_KINDS.filter((k) => k !== 'disk-full');
   const a: Args = { nodes: 1, schedules: 1, durationS: 20, seed: Date.now() % 1_000_000, kinds: canMountTmpfs() ? [...FAULT_KINDS] : rootless, out: 'chaos/out', bug: null, keepData: false };
+  let kindsGiven = false;
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const v = (): string => {
@@ -37,7 +38,10 @@ function parseArgs(argv: readonly string[]): Args {
     else if (k === '--schedules') a.schedules = Number(v());
     else if (k === '--duration') a.durationS = Number(v());
     else if (k === '--seed') a.seed = Number(v());
-    else if (k === '--faults') a.kinds = parseFaultKinds(v());
+    else if (k === '--faults') {
+      a.kinds = parseFaultKinds(v());
+      kindsGiven = true;
+    }
     else if (k === '--out') a.out = v();
     else if (k === '--keep-data') a.keepData = true;
     else if (k === '--bug') {
@@ -50,6 +54,13 @@ function parseArgs(argv: readonly string[]): Args {
     if (!Number.isSafeInteger(n) || n < min) throw new Error(`${name} must be an integer ≥ ${min}, got ${n}`);
   }
   if (a.nodes > 200) throw new Error('--nodes: at most 200 (one 127.0.0.x address each)');
+  if (a.nodes === 2) throw new Error('--nodes: 1 (a single broker) or 3 and more (a cluster; 2 nodes have no majority to lose one of)');
+  if (a.nodes >= 3) {
+    // A cluster: node-to-node partitions need `ip netns` hosts (not built yet); disk-full only when asked.
+    if (!kindsGiven) a.kinds = ['kill', 'pause', 'slow-disk'];
+    const unsupported = a.kinds.filter((k) => !CLUSTER_FAULT_KINDS.includes(k));
+    if (unsupported.length > 0) throw new Error(`--faults ${unsupported.join(',')}: not on a cluster yet (cluster faults: ${CLUSTER_FAULT_KINDS.join(', ')})`);
+  }
   if (a.kinds.includes('disk-full') && !canMountTmpfs()) throw new Error('disk-full faults need a tmpfs per node: run as root on Linux, or leave disk-full out of --faults');
   return a;
 }

@@ -40,6 +40,18 @@ export async function clusterView(addresses: readonly string[], topic: string): 
   return null;
 }
 
+/** How many nodes `address` sees alive (0 if it does not answer). */
+export async function aliveSeenBy(address: string): Promise<number> {
+  const admin = new Admin({ brokers: address, requestTimeoutMs: C.CLUSTER_PROBE_TIMEOUT_MS, channelOptions });
+  try {
+    return (await admin.metadata()).brokers.filter((b) => b.alive && b.state === 'alive').length;
+  } catch {
+    return 0;
+  } finally {
+    admin.close();
+  }
+}
+
 /**
  * The node a fault aimed at `target` hits, among `candidates` (nodes up now): the leader of partition
  * `faultId mod partitions` (then of any partition), a follower of it, or the controller leader. null

@@ -19,7 +19,7 @@ import { startLinkProxy, type LinkProxy } from '../idempotence/tcp-proxy.js';
 import { checkHistory, isClean, type Verdict } from './checker.js';
 import * as C from './constants.js';
 import { History } from './history.js';
-import { clusterView, localHighWatermark, resolveTarget } from './cluster.js';
+import { aliveSeenBy, clusterView, localHighWatermark, resolveTarget } from './cluster.js';
 import { ChaosNode, freePort } from './nodes.js';
 import { compareReplicas } from './replicas.js';
 import { writeReport } from './report.js';
@@ -35,6 +35,8 @@ export interface RunOptions {
   outRoot: string;
   /** Start brokers with the deliberate ack-before-fsync bug (the checker must then find losses). */
   ackBeforeFsync?: boolean;
+  /** Cluster runs: make the retrying producers idempotent (off by default there; see Target.idempotent). */
+  idempotent?: boolean;
   /** Use this schedule instead of the seed's (tests that need one exact fault). */
   schedule?: Schedule;
   /** Keep the nodes' data dirs (in the output dir) instead of deleting them. */
@@ -125,6 +127,14 @@ class Run {
     if (!(await until(() => this.readyCount === this.nodes.length, C.CLUSTER_READY_MS, () => this.probeReady()))) throw new Error(`the cluster did not become ready in ${C.CLUSTER_READY_MS} ms`);
     const topic = 'chaos';
     const addresses = this.nodes.map((n) => n.grpcAddress);
+    // Ready is not yet alive to placement: gossip spreads membership in rounds, so wait until every node
+    // sees all of them alive (placement counts the live nodes the controller leader sees).
+    let alive = 0;
+    const countAlive = async (): Promise<void> => {
+      const views = await Promise.all(addresses.map((a) => aliveSeenBy(a)));
+      alive = Math.min(...views);
+    };
+    if (!(await until(() => alive === this.nodes.length, C.CLUSTER_READY_MS, countAlive))) throw new Error(`the nodes did not all see each other alive in ${C.CLUSTER_READY_MS} ms`);
     const admin = new Admin({ brokers: addresses, requestTimeoutMs: C.CLUSTER_READY_MS });
     try {
       await admin.createTopic(topic, { partitions: C.WORKLOAD_PARTITIONS, replicationFactor: Math.min(C.CLUSTER_REPLICATION_FACTOR, this.o.nodes) });
@@ -139,7 +149,7 @@ class Run {
       if (!led) await sleep(100);
     }
     if (!led) throw new Error(`not every partition of ${topic} had a leader after ${C.CLUSTER_READY_MS} ms`);
-    return [{ name: 'c', topic, address: addresses.join(','), nodes: addresses }];
+    return [{ name: 'c', topic, address: addresses.join(','), nodes: addresses, idempotent: this.o.idempotent === true }];
   }
 
   private readyCount = 0;

@@ -1,7 +1,7 @@
 /**
  * The workload of a chaos run, against one target (a topic reached through one address: a node's
  * proxy today, the cluster later): producers at acks=all writing unique values round-robin to every
- * partition (idempotent ones, and one without idempotence and without retries), a reader per partition
+ * partition (retrying idempotent ones, and one without idempotence and without retries), a reader per partition
  * by offset, a consumer-group member committing each batch it was delivered, and a poller of high
  * watermarks, committed offsets and leaders. Everything lands in the History with invoke/complete times.
  * The pace is fixed (WORKLOAD_WRITES_PER_SECOND per producer) so histories stay small and replays
@@ -24,6 +24,13 @@ export interface Target {
    * which forwards), and consumer groups are left out (they do not run in cluster mode yet).
    */
   nodes?: readonly string[];
+  /**
+   * Whether the retrying producers are idempotent (default true). Cluster runs turn it off unless asked
+   * (`--idempotent`): through the cluster the idempotent producer can be acknowledged as a duplicate of
+   * another value (docs/chaos.md, "Findings"). Off, those producers still retry, so their duplicates are
+   * counted as allowed ones (duplicatedPlain) and their failures are unknown, never definite.
+   */
+  idempotent?: boolean;
 }
 
 /** Failures after which the broker wrote nothing, for a producer that does not retry. */
@@ -55,10 +62,11 @@ export class Workload {
   start(): void {
     for (const t of this.targets) {
       for (let i = 0; i < C.WORKLOAD_PRODUCERS_IDEMPOTENT + C.WORKLOAD_PRODUCERS_PLAIN; i++) {
-        const idem = i < C.WORKLOAD_PRODUCERS_IDEMPOTENT;
-        this.tasks.push(this.producer(t, `${t.name}p${i}${idem ? 'i' : 'n'}`, idem));
+        const retrying = i < C.WORKLOAD_PRODUCERS_IDEMPOTENT;
+        const idem = retrying && t.idempotent !== false;
+        this.tasks.push(this.producer(t, `${t.name}p${i}${idem ? 'i' : retrying ? 'r' : 'n'}`, idem, retrying));
       }
-      if (t.nodes !== undefined) this.tasks.push(this.producer(t, `${t.name}p${C.WORKLOAD_PRODUCERS_IDEMPOTENT + C.WORKLOAD_PRODUCERS_PLAIN}v`, false, t.nodes));
+      if (t.nodes !== undefined) this.tasks.push(this.producer(t, `${t.name}p${C.WORKLOAD_PRODUCERS_IDEMPOTENT + C.WORKLOAD_PRODUCERS_PLAIN}v`, false, false, t.nodes));
       for (let p = 0; p < C.WORKLOAD_PARTITIONS; p++) this.tasks.push(this.reader(t, p));
       if (t.nodes === undefined) this.tasks.push(this.groupMember(t));
       this.tasks.push(this.poller(t));
@@ -81,17 +89,17 @@ export class Workload {
   private writing = true;
   private readonly producerTasks: Promise<void>[] = [];
 
-  private producer(t: Target, proc: string, idem: boolean, via?: readonly string[]): Promise<void> {
-    const task = via === undefined ? this.runProducer(t, proc, idem) : this.runRawProducer(t, proc, via);
+  private producer(t: Target, proc: string, idem: boolean, retrying: boolean, via?: readonly string[]): Promise<void> {
+    const task = via === undefined ? this.runProducer(t, proc, idem, retrying) : this.runRawProducer(t, proc, via);
     this.producerTasks.push(task);
     return task;
   }
 
-  private async runProducer(t: Target, proc: string, idem: boolean): Promise<void> {
+  private async runProducer(t: Target, proc: string, idem: boolean, retrying: boolean): Promise<void> {
     const producer = new Producer({
       brokers: t.address,
       idempotent: idem,
-      retries: idem ? 1_000 : 0,
+      retries: retrying ? 1_000 : 0,
       retryBackoffMaxMs: 500,
       lingerMs: 2,
       requestTimeoutMs: C.WORKLOAD_REQUEST_TIMEOUT_MS,
@@ -112,7 +120,8 @@ export class Workload {
       const done = producer.send(t.topic, { partition: counter % C.WORKLOAD_PARTITIONS, value }).then(
         (md) => this.history.add({ t: 'produce', proc, idem, key, value, inv, end: this.now(), outcome: 'ok', offset: md.offset }),
         (err: unknown) => {
-          const outcome: Outcome = !idem && err instanceof SluiceError && NOT_WRITTEN.has(err.code) ? 'failed' : 'unknown';
+          // Only a producer that never retried knows a refusal means nothing was written.
+          const outcome: Outcome = !retrying && err instanceof SluiceError && NOT_WRITTEN.has(err.code) ? 'failed' : 'unknown';
           this.history.add({ t: 'produce', proc, idem, key, value, inv, end: this.now(), outcome, err: errText(err) });
         },
       );

@@ -2,8 +2,8 @@
  * Goal (issue 13 on a cluster, CI): the chaos harness runs a real 3-node cluster (`sluice serve` with
  * --node-id, --seeds, --controller-voters; a topic of 4 partitions at replication factor 3) through
  * faults and finds it clean, and the checker can fail on a cluster. Method, a short fixed set:
- *  - one explicit schedule (≈14 s): kill -9 with a power cut of a partition leader, a SIGSTOP of the
- *    controller leader longer than an election timeout, a slow disk on one node, a kill of a follower;
+ *  - one explicit schedule (13 s): kill -9 with a power cut of a partition leader, a SIGSTOP of the
+ *    controller leader longer than an election timeout, a slow disk on one node, a SIGSTOP of a follower;
  *    nothing may be lost, inconsistent or duplicated, and every partition's replicas must be identical
  *    byte for byte after healing;
  *  - one explicit schedule: kill -9 of all three nodes at once with a power cut, under load. On correct
@@ -20,6 +20,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Verdict } from './checker.js';
+import { CLUSTER_PAUSE_MS_MIN } from './constants.js';
 import { runSchedule, type RunResult } from './run.js';
 import type { FaultPlan, Schedule } from './schedule.js';
 
@@ -43,22 +44,22 @@ const SAFE = { lost: 0, inconsistent: 0, duplicated: 0, phantom: 0, committedBac
 const schedule = (seed: number, durationMs: number, faults: FaultPlan[]): Schedule => ({ seed, nodes: 3, durationMs, kinds: [...new Set(faults.map((f) => f.kind))], faults });
 
 /** Every role a fault can aim at, and a slow disk, one after another. */
-const roles = schedule(9101, 14_000, [
-  { id: 1, kind: 'kill', nodes: [1], target: 'leader', startMs: 1_500, durationMs: 600, detail: 'kill -9 a partition leader (power cut), restart after 600 ms' },
-  { id: 2, kind: 'pause', nodes: [2], target: 'controller', startMs: 3_000, durationMs: 2_500, detail: 'SIGSTOP a controller leader for 2500 ms' },
-  { id: 3, kind: 'slow-disk', nodes: [3], fsyncDelayMs: 200, startMs: 6_000, durationMs: 1_500, detail: 'slow disk on n3: fdatasync +200 ms for 1500 ms' },
-  { id: 4, kind: 'kill', nodes: [2], target: 'follower', startMs: 8_000, durationMs: 500, detail: 'kill -9 a partition follower (power cut), restart after 500 ms' },
+const roles = schedule(9101, 13_000, [
+  { id: 1, kind: 'kill', nodes: [1], target: 'leader', startMs: 1_500, durationMs: 500, detail: 'kill -9 a partition leader (power cut), restart after 500 ms' },
+  { id: 2, kind: 'pause', nodes: [2], target: 'controller', startMs: 2_500, durationMs: CLUSTER_PAUSE_MS_MIN, detail: `SIGSTOP a controller leader for ${CLUSTER_PAUSE_MS_MIN} ms` },
+  { id: 3, kind: 'slow-disk', nodes: [3], fsyncDelayMs: 200, startMs: 5_500, durationMs: 1_000, detail: 'slow disk on n3: fdatasync +200 ms for 1000 ms' },
+  { id: 4, kind: 'pause', nodes: [2], target: 'follower', startMs: 7_000, durationMs: CLUSTER_PAUSE_MS_MIN, detail: `SIGSTOP a partition follower for ${CLUSTER_PAUSE_MS_MIN} ms` },
 ]);
 
-const killAll = (seed: number): Schedule => schedule(seed, 8_000, [{ id: 1, kind: 'kill', nodes: [1, 2, 3], startMs: 3_000, durationMs: 300, detail: 'kill -9 n1+n2+n3 (power cut), restart after 300 ms' }]);
+const killAll = (seed: number): Schedule => schedule(seed, 6_000, [{ id: 1, kind: 'kill', nodes: [1, 2, 3], startMs: 2_000, durationMs: 300, detail: 'kill -9 n1+n2+n3 (power cut), restart after 300 ms' }]);
 
 describe('chaos harness on a 3-node cluster', () => {
-  it('a leader kill, a controller pause, a slow disk and a follower kill: nothing lost, replicas identical', async () => {
+  it('a leader kill, a controller pause, a slow disk and a follower pause: nothing lost, replicas identical', async () => {
     const r = await runSchedule({ seed: 9101, nodes: 3, durationMs: roles.durationMs, kinds: roles.kinds, outRoot, schedule: roles });
     expect(safety(r.verdict), explain(r)).toEqual(SAFE);
     expect(r.stops.every((s) => s.code === 0), explain(r)).toBe(true);
     if (r.verdict.hwBackwards > 0) console.log(`KNOWN BUG seen: high watermark backwards ${r.verdict.hwBackwards} time(s): ${explain(r)}`);
-    expect(r.verdict.acked).toBeGreaterThan(500);
+    expect(r.verdict.acked).toBeGreaterThan(400);
     expect(r.verdict.replicasCompared).toBe(4);
     // The faults hit the roles they aimed at: leader changes are in the history.
     const history = fs.readFileSync(path.join(r.outDir, 'history.jsonl'), 'utf8');
@@ -67,12 +68,12 @@ describe('chaos harness on a 3-node cluster', () => {
 
   let wholeRestart: RunResult | null = null;
   it('kill -9 of every node with a power cut under load loses nothing on correct brokers', async () => {
-    const r = await runSchedule({ seed: 9102, nodes: 3, durationMs: 8_000, kinds: ['kill'], outRoot, schedule: killAll(9102) });
+    const r = await runSchedule({ seed: 9102, nodes: 3, durationMs: 6_000, kinds: ['kill'], outRoot, schedule: killAll(9102) });
     wholeRestart = r;
     const v = r.verdict;
     expect(safety(v), explain(r)).toEqual(SAFE);
     expect(r.stops.every((s) => s.code === 0), explain(r)).toBe(true);
-    expect(v.acked).toBeGreaterThan(300);
+    expect(v.acked).toBeGreaterThan(200);
     expect(v.replicasCompared).toBe(4);
   }, RUN_TIMEOUT_MS);
 
@@ -88,8 +89,8 @@ describe('chaos harness on a 3-node cluster', () => {
   });
 
   it('the checker catches brokers that acknowledge before fsync (lost > 0)', async () => {
-    const r = await runSchedule({ seed: 9103, nodes: 3, durationMs: 8_000, kinds: ['kill'], outRoot, schedule: killAll(9103), ackBeforeFsync: true });
-    expect(r.verdict.acked, explain(r)).toBeGreaterThan(300);
+    const r = await runSchedule({ seed: 9103, nodes: 3, durationMs: 6_000, kinds: ['kill'], outRoot, schedule: killAll(9103), ackBeforeFsync: true });
+    expect(r.verdict.acked, explain(r)).toBeGreaterThan(200);
     expect(r.verdict.lost, explain(r)).toBeGreaterThan(0);
     expect(r.verdict.ok).toBe(false);
   }, RUN_TIMEOUT_MS);

@@ -331,9 +331,11 @@ export async function runSchedule(o: RunOptions): Promise<RunResult> {
   const stops: RunResult['stops'] = [];
   let replicas: ReturnType<typeof compareAllReplicas> = { compared: 0, mismatches: 0, notes: [], mismatchNotes: [] };
   try {
+    const startedAt = performance.now();
     const targets = await run.startNodes();
+    const startMs = Math.round(performance.now() - startedAt);
     run.startClock();
-    run.note(`started ${o.nodes} node(s): ${run.nodes.map((n) => `n${n.id}=${n.grpcAddress}`).join(' ')}`);
+    run.note(`started ${o.nodes} node(s) in ${startMs} ms: ${run.nodes.map((n) => `n${n.id}=${n.grpcAddress}`).join(' ')}`);
     const workload = new Workload(targets, run.history, run.now);
     workload.start();
     await run.runFaults();
@@ -352,11 +354,17 @@ export async function runSchedule(o: RunOptions): Promise<RunResult> {
     await workload.stop();
     for (const t of targets) await finalRead(run.clustered ? t.address : run.nodes[Number(t.name.slice(1)) - 1].grpcAddress, t.topic, run.history);
     if (run.clustered) await convergeReplicas(run, targets);
-    for (const n of run.nodes) {
-      const s = await n.stop();
-      stops.push({ node: n.id, code: s.code, signal: s.signal });
-      if (s.code !== 0) run.note(`n${n.id} did not stop cleanly (${s.code ?? s.signal}): ${s.stderr.slice(-500)}`);
-    }
+    // All at once: a cluster node stopping alone may wait on peers that are stopping too.
+    const stopAt = performance.now();
+    await Promise.all(
+      run.nodes.map(async (n) => {
+        const s = await n.stop();
+        stops.push({ node: n.id, code: s.code, signal: s.signal });
+        if (s.code !== 0) run.note(`n${n.id} did not stop cleanly (${s.code ?? s.signal}): ${s.stderr.slice(-500)}`);
+      }),
+    );
+    stops.sort((a, b) => a.node - b.node);
+    run.note(`nodes stopped in ${Math.round(performance.now() - stopAt)} ms`);
     replicas = compareAllReplicas(run, targets);
     for (const why of replicas.notes) run.note(why);
     for (const n of run.nodes) n.unmount();

@@ -88,7 +88,7 @@ function planFault(r: ReturnType<typeof rng>, id: number, kind: FaultKind, n: nu
     }
     case 'pause': {
       const nodes = nodeSet(r, n, 1);
-      const durationMs = r.int(C.CHAOS_PAUSE_MS_MIN, C.CHAOS_PAUSE_MS_MAX);
+      const durationMs = n >= 3 ? r.int(C.CLUSTER_PAUSE_MS_MIN, C.CLUSTER_PAUSE_MS_MAX) : r.int(C.CHAOS_PAUSE_MS_MIN, C.CHAOS_PAUSE_MS_MAX);
       const target = n >= 3 ? r.pick(FAULT_TARGETS) : undefined;
       return { id, kind, nodes, startMs, durationMs, target, detail: `SIGSTOP ${who(nodes, target)} for ${durationMs} ms` };
     }

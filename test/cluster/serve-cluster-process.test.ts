@@ -11,7 +11,8 @@ import fs from 'node:fs';
 import net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawnBroker, waitExit, type BrokerProcess } from '../../bench/broker-process.js';
+import { execFile } from 'node:child_process';
+import { cliPath, spawnBroker, waitExit, type BrokerProcess } from '../../bench/broker-process.js';
 import { Admin, Producer } from '../../src/client/index.js';
 import { FastBrokerClient, readErrorInfo } from '../../src/rpc/index.js';
 import type { FetchResponse, ProduceRequest, ProduceResponse } from '../../src/rpc/gen/sluice/v1/broker.js';
@@ -260,6 +261,19 @@ describe('three sluice serve processes form one cluster', () => {
       return r !== null && acked.every((v) => r.values.includes(v)) ? r : null;
     });
     console.log(`node ${victim.id} caught up ${caught.values.length} records in ${Math.round(performance.now() - t1)} ms after restart`);
+  });
+
+  it('the CLI takes several -b addresses (a dead one first) and cluster info shows nodes, controller and leaders per node', async () => {
+    const dead = `127.0.0.9:${await freePort('127.0.0.9')}`;
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile(process.execPath, [cliPath(), 'cluster', 'info', '--format', 'json', '-b', [dead, ...nodes.map((n) => n.address)].join(','), '--timeout', '3s'], (err, stdout, stderr) =>
+        err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
+      ),
+    );
+    const info = JSON.parse(out) as { controllerId: number; brokers: { nodeId: number; alive: boolean; leaders: number }[]; leaderlessPartitions: number };
+    expect(info.brokers.map((b) => [b.nodeId, b.alive])).toEqual([[1, true], [2, true], [3, true]]);
+    expect(IDS).toContain(info.controllerId);
+    expect(info.brokers.reduce((n, b) => n + b.leaders, 0) + info.leaderlessPartitions).toBe(3);
   });
 
   it('a request a node cannot forward gets NOT_LEADER naming the leader in ErrorInfo', async () => {

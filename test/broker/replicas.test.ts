@@ -165,10 +165,12 @@ describe('Broker cluster mode: replicas over the Raft transport', () => {
       [{ group: 0 }, /group must be a positive integer/],
       [{ voters: [] }, /voters must be/],
       [{ topic: '../x' }, /./],
+      [{ voters: [1, 1] as NodeId[] }, /listed twice/],
+      [{ configs: { 'retention.ms': 'soon' } }, /retention.ms/],
     ];
     for (const [over, msg] of bad) {
       const e = await rejection(b.openReplicas([spec({ voters: [1] as NodeId[] }), spec({ group: 8, partition: 1, ...over })]));
-      expect(e.code, JSON.stringify(over)).toMatch(/INVALID_REQUEST|INVALID_TOPIC_NAME|INVALID_PARTITIONS/);
+      expect(e.code, JSON.stringify(over)).toMatch(/INVALID_REQUEST|INVALID_TOPIC_NAME|INVALID_PARTITIONS|INVALID_CONFIG/);
       expect(e.message).toMatch(msg);
       expect(b.replicaStatus()).toEqual([]);
     }

@@ -263,6 +263,30 @@ describe('three sluice serve processes form one cluster', () => {
     console.log(`node ${victim.id} caught up ${caught.values.length} records in ${Math.round(performance.now() - t1)} ms after restart`);
   });
 
+  it('an idempotent producer (the default) and a consumer work through the cluster with no routing help from the caller', async () => {
+    const { Consumer } = await import('../../src/client/index.js');
+    const producer = new Producer({ brokers: nodes.map((n) => n.address) });
+    const sent: string[] = [];
+    try {
+      for (let i = 0; i < 20; i++) {
+        const v = `idem-${i}`;
+        await producer.send('orders', { key: Buffer.from(`key-${i}`), value: Buffer.from(v) });
+        sent.push(v);
+      }
+    } finally {
+      await producer.close();
+    }
+    const consumer = new Consumer({ brokers: [...nodes].reverse().map((n) => n.address), topic: 'orders', stopAtEnd: true });
+    const seen: string[] = [];
+    try {
+      for await (const r of consumer) seen.push(Buffer.from(r.value!).toString());
+    } finally {
+      await consumer.close();
+    }
+    expect(sent.filter((v) => !seen.includes(v))).toEqual([]);
+    expect(seen.filter((v) => v.startsWith('idem-')).length).toBe(20); // no duplicates
+  });
+
   it('the CLI takes several -b addresses (a dead one first) and cluster info shows nodes, controller and leaders per node', async () => {
     const dead = `127.0.0.9:${await freePort('127.0.0.9')}`;
     const out = await new Promise<string>((resolve, reject) =>

@@ -83,9 +83,9 @@ function batch(value: string): Buffer {
 }
 
 /**
- * Every record value of `topic`/`partition` that node `n` serves (raw fetches). `local`: only this
- * node's own replica, from its own log start (the requests carry the forwarded marker, so the node
- * answers from its replica and never asks the leader).
+ * Every record value of `topic`/`partition` that node `n` serves (raw fetches), from the earliest
+ * offset it names. `local`: only this node's own replica, from its own log start (the requests carry
+ * the forwarded marker, so the node answers from its replica and never asks the leader).
  */
 async function readAll(n: Node, partition: number, local = false, topic = 'orders'): Promise<{ values: string[]; hw: number }> {
   const c = rpc(n);
@@ -98,7 +98,9 @@ async function readAll(n: Node, partition: number, local = false, topic = 'order
     return m;
   };
   try {
-    if (local) {
+    // From the earliest offset the node names (a replica's log may start after offset 0: the first
+    // term's no-op is a control batch a replica can receive as a snapshot instead).
+    {
       const res = await new Promise<{ offsets: { offset: bigint }[] }>((resolve, reject) =>
         c.listOffsets({ topic, partitions: [partition], spec: OffsetSpec.OFFSET_SPEC_EARLIEST, timestampMs: 0n }, md(), { deadline: Date.now() + 10_000 }, (err, r) => (err ? reject(err) : resolve(r!))),
       );

@@ -1043,6 +1043,15 @@ export class Broker implements BrokerApi, ReplicaHost {
     return () => this.leaderListeners.delete(listener);
   }
 
+  async transferLeadership(group: GroupId, to: NodeId): Promise<void> {
+    this.checkOpen();
+    this.requireCluster('transferLeadership');
+    if (!Number.isSafeInteger(to) || to < 1) throw new SluiceError('INVALID_REQUEST', `a leadership transfer needs a positive node id, got ${String(to)}`);
+    const r = this.replicas.get(group);
+    if (r === undefined) throw new SluiceError('UNKNOWN_PARTITION', `no replica of group ${String(group)} is held here`);
+    await this.hosts[r.spec.shard % this.shardCount].send({ t: 'transfer', k: r.k, to });
+  }
+
   /** Test and tooling hook: the replica of `group` held here, or undefined. */
   replicaOf(group: GroupId): ReplicaStatus | undefined {
     const r = this.replicas.get(group);

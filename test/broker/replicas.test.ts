@@ -237,6 +237,23 @@ describe('Broker cluster mode: replicas over the Raft transport', () => {
   }, 90_000);
 });
 
+describe('leadership transfer', () => {
+  it('hands leadership to the voter asked for; a follower or a non-voter target is refused', async () => {
+    await startCluster(3);
+    await Promise.all(nodes.map((n) => n.broker!.openReplicas([spec()])));
+    const leader = await waitForLeader(nodes);
+    const target = nodes.find((n) => n !== leader)!;
+    await leader.broker!.produce({ topic: 'orders', partition: 0, acks: 'all', records: records(0, 5) });
+    expect((await rejection(target.broker!.transferLeadership(7, leader.id as NodeId))).code).toBe('NOT_LEADER');
+    expect((await rejection(leader.broker!.transferLeadership(7, 9 as NodeId))).code).toBe('INVALID_REQUEST');
+    expect((await rejection(leader.broker!.transferLeadership(8, target.id as NodeId))).code).toBe('UNKNOWN_PARTITION');
+    await leader.broker!.transferLeadership(7, target.id as NodeId);
+    await waitFor(`node ${target.id} leads, known to all`, () => nodes.every((n) => statusOf(n)?.leader === target.id) && statusOf(target)?.role === 'leader');
+    const r = await target.broker!.produce({ topic: 'orders', partition: 0, acks: 'all', records: records(5, 5) });
+    for (const n of nodes) await waitFor(`node ${n.id} has the write`, () => (statusOf(n)?.highWatermark ?? 0) > r.lastOffset);
+  });
+});
+
 describe('a replica\'s shard worker dies', () => {
   it('is reopened by the watchdog restart with its group and members, and keeps replicating', async () => {
     await startCluster(3);

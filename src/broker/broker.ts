@@ -155,6 +155,7 @@ function validateCluster(o: BrokerOptions): void {
 /** A replica spec from the cluster layer, checked before anything is opened. */
 function validateReplicaSpec(s: ReplicaSpec, nodeId: number): void {
   const bad = (m: string): SluiceError => new SluiceError('INVALID_REQUEST', `replica ${String(s?.topic)}/${String(s?.partition)} (group ${String(s?.group)}): ${m}`);
+  if (typeof s !== 'object' || s === null) throw bad('a replica spec must be an object');
   validateTopicName(s.topic);
   if (typeof s.topicId !== 'string' || s.topicId.length === 0) throw bad('topicId must be a non-empty string');
   validatePartitionCount(s.partitionCount);
@@ -166,7 +167,9 @@ function validateReplicaSpec(s: ReplicaSpec, nodeId: number): void {
   if (!Array.isArray(s.learners) || !s.learners.every(ok)) throw bad('learners must be a list of node ids');
   if (s.voters.length > TOPIC_REPLICATION_FACTOR_MAX) throw bad(`at most ${TOPIC_REPLICATION_FACTOR_MAX} voters`);
   if (!s.voters.includes(nodeId as NodeId) && !s.learners.includes(nodeId as NodeId)) throw bad(`this node (${nodeId}) is neither a voter nor a learner`);
+  if (new Set([...s.voters, ...s.learners]).size !== s.voters.length + s.learners.length) throw bad('a node is listed twice (voters and learners are disjoint)');
   if (typeof s.configs !== 'object' || s.configs === null) throw bad('configs must be an object of strings');
+  logConfigFor({ ...s.configs }); // INVALID_CONFIG naming the key, before anything is opened
 }
 
 /** Rejects tuning values that would make the shards misbehave, naming the option. */
@@ -882,7 +885,9 @@ export class Broker implements BrokerApi, ReplicaHost {
       const byShard = new Map<number, HeldReplica[]>();
       for (const r of added) {
         const s = r.spec.shard % this.shardCount;
-        byShard.set(s, [...(byShard.get(s) ?? []), r]);
+        let list = byShard.get(s);
+        if (list === undefined) byShard.set(s, (list = []));
+        list.push(r);
       }
       const results = await Promise.allSettled([...byShard].map(([s, rs]) => this.hosts[s].send({ t: 'open', parts: rs.map((r) => this.replicaPartitionSpec(r, r.spec.fresh)) })));
       let failure: unknown = null;
@@ -915,6 +920,8 @@ export class Broker implements BrokerApi, ReplicaHost {
   private checkReplicaConflicts(specs: readonly ReplicaSpec[]): void {
     const ids = new Map<string, string>();
     const slots = new Map<string, GroupId>();
+    const fresh = new Set(specs.filter((s) => !this.replicas.has(s.group)).map((s) => s.group));
+    validateBrokerPartitions(this.replicas.size, fresh.size, this.options.partitionsMax ?? BROKER_PARTITIONS_MAX);
     for (const spec of specs) {
       if (this.replicas.has(spec.group)) continue;
       const id = ids.get(spec.topic) ?? this.table.get(spec.topic)?.topicId ?? spec.topicId;
@@ -970,7 +977,9 @@ export class Broker implements BrokerApi, ReplicaHost {
       this.leaderSeen.delete(r.k);
       const s = r.spec.shard % this.shardCount;
       this.hosts[s].offline.delete(r.k);
-      byShard.set(s, [...(byShard.get(s) ?? []), { k: r.k, topic: r.spec.topic, partition: r.spec.partition, fresh: r.spec.fresh }]);
+      let list = byShard.get(s);
+      if (list === undefined) byShard.set(s, (list = []));
+      list.push({ k: r.k, topic: r.spec.topic, partition: r.spec.partition, fresh: r.spec.fresh });
       const entry = this.table.get(r.spec.topic);
       if (entry === undefined) continue;
       const placement = [...entry.placement];
@@ -1032,6 +1041,15 @@ export class Broker implements BrokerApi, ReplicaHost {
   onLeaderChange(listener: (s: ReplicaStatus) => void): () => void {
     this.leaderListeners.add(listener);
     return () => this.leaderListeners.delete(listener);
+  }
+
+  async transferLeadership(group: GroupId, to: NodeId): Promise<void> {
+    this.checkOpen();
+    this.requireCluster('transferLeadership');
+    if (!Number.isSafeInteger(to) || to < 1) throw new SluiceError('INVALID_REQUEST', `a leadership transfer needs a positive node id, got ${String(to)}`);
+    const r = this.replicas.get(group);
+    if (r === undefined) throw new SluiceError('UNKNOWN_PARTITION', `no replica of group ${String(group)} is held here`);
+    await this.hosts[r.spec.shard % this.shardCount].send({ t: 'transfer', k: r.k, to });
   }
 
   /** Test and tooling hook: the replica of `group` held here, or undefined. */

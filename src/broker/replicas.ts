@@ -57,4 +57,11 @@ export interface ReplicaHost {
   replicaStatus(): ReplicaStatus[];
   /** Called when a replica here becomes leader, or sees a new leader/epoch. Returns an unsubscribe. */
   onLeaderChange(listener: (s: ReplicaStatus) => void): () => void;
+  /**
+   * Added after the design (optional, so other implementations need not have it): on the leader of
+   * `group` here, hand leadership to voter `to` (leader balancing). Resolves once the replica's Raft
+   * core took the transfer; the new leader shows through `onLeaderChange`. NOT_LEADER when this
+   * replica does not lead; a transfer that does not complete within an election timeout is dropped.
+   */
+  transferLeadership?(group: GroupId, to: NodeId): Promise<void>;
 }

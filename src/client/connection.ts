@@ -197,23 +197,38 @@ export class Connection {
     await this.refreshing.get(topic);
   }
 
-  /** Calls one unary method; rejects with a SluiceError. `extraMs` extends the deadline (long-polls). */
-  unary<Req, Res>(client: grpc.Client, method: UnaryMethod<Req, Res>, request: Req, extraMs = 0, signal?: AbortSignal): Promise<Res> {
-    const address = this.addressOf.get(client) ?? this.address;
+  /**
+   * Calls one unary method; rejects with a SluiceError. `extraMs` extends the deadline (long-polls).
+   * A call to the bootstrap node that could not connect at all (so nothing was sent) is made again on
+   * the next bootstrap address, once per address.
+   */
+  async unary<Req, Res>(client: grpc.Client, method: UnaryMethod<Req, Res>, request: Req, extraMs = 0, signal?: AbortSignal): Promise<Res> {
+    for (let tries = 0; ; tries++) {
+      const address = this.addressOf.get(client) ?? this.address;
+      const bootstrap = address === this.address;
+      try {
+        return await this.unaryOnce(client, address, method, request, extraMs, signal);
+      } catch (err) {
+        const transport = err instanceof SluiceError && (err.code === 'UNAVAILABLE' || err.code === 'TIMEOUT') && !(err.info !== undefined || readErrorInfo((err.cause as grpc.ServiceError | undefined)?.metadata) !== null);
+        if (!transport || !bootstrap || this.addresses.length < 2) throw err;
+        // The node did not answer at all: later calls start at the next bootstrap address.
+        const kind = client === this.nodes.get(address)?.admin ? 'admin' : 'broker';
+        this.bootstrap = (this.bootstrap + 1) % this.addresses.length;
+        const neverSent = /connection refused|ECONNREFUSED|No connection established/i.test((err as Error).message);
+        if (!neverSent || tries + 1 >= this.addresses.length || signal?.aborted === true) throw err;
+        client = kind === 'admin' ? this.admin : this.broker;
+      }
+    }
+  }
+
+  private unaryOnce<Req, Res>(client: grpc.Client, address: string, method: UnaryMethod<Req, Res>, request: Req, extraMs: number, signal?: AbortSignal): Promise<Res> {
     return new Promise<Res>((resolve, reject) => {
       const deadline = Date.now() + this.requestTimeoutMs + extraMs;
       const call = method.call(client, request, new grpc.Metadata(), { deadline }, (err, res) => {
         signal?.removeEventListener('abort', onAbort);
         if (err === null) resolve(res as Res);
         else if (readErrorInfo(err.metadata) !== null) reject(fromServiceError(err));
-        else {
-          const e = fromServiceError(err);
-          // The node did not answer at all: the next call tries the next bootstrap address.
-          if ((e.code === 'UNAVAILABLE' || e.code === 'TIMEOUT') && address === this.address && this.addresses.length > 1) {
-            this.bootstrap = (this.bootstrap + 1) % this.addresses.length;
-          }
-          reject(explainTransportError(e, address, this.requestTimeoutMs + extraMs));
-        }
+        else reject(explainTransportError(fromServiceError(err), address, this.requestTimeoutMs + extraMs));
       });
       const onAbort = (): void => call.cancel();
       signal?.addEventListener('abort', onAbort, { once: true });

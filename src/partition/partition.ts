@@ -582,6 +582,20 @@ export class Partition {
 
   // --- Raft events -----------------------------------------------------------------------------
 
+  /**
+   * Leader only: hands leadership to `target`, a voter (it campaigns at once when its log is up to
+   * date; Raft abandons a transfer that does not finish within an election timeout). Returns false,
+   * changing nothing, while a Ready is being persisted (the core takes no input then): ask again later.
+   */
+  transferLeadership(target: number): boolean {
+    this.checkOpen();
+    if (this.raft.getRole() !== 'leader') throw this.notLeader();
+    if (this.inFlight) return false;
+    this.raft.transferLeadership(target as NodeId);
+    this.afterCoreEvent();
+    return true;
+  }
+
   /** A message from a peer replica of this partition (the cluster transport routes it here). */
   step(msg: Message): void {
     if (this.closed) return;

@@ -175,9 +175,9 @@ export class ClusterNode {
   }
 
   /** Reports this node's leadership of `s` when the metadata does not name it yet. */
-  private maybeReport(s: ReplicaStatus): void {
+  private maybeReport(s: ReplicaStatus, byGroup?: ReadonlyMap<GroupId, PartitionState>): void {
     if (this.closed || s.role !== 'leader' || s.leader !== this.o.nodeId || this.reporting.has(s.group)) return;
-    const p = this.partitionOfGroup(s.group);
+    const p = byGroup !== undefined ? byGroup.get(s.group) : this.partitionOfGroup(s.group);
     if (p === undefined || (p.leader === this.o.nodeId && p.leaderEpoch >= s.epoch)) return;
     this.reporting.add(s.group);
     this.controller.reportLeader(s.group, this.o.nodeId, s.epoch).then(
@@ -199,7 +199,11 @@ export class ClusterNode {
         for (const s of specs) if (this.failedOpens.get(s.group) === s) await this.open([s]);
       });
     }
-    for (const s of this.o.host.replicaStatus()) this.maybeReport(s);
+    const leading = this.o.host.replicaStatus().filter((s) => s.role === 'leader');
+    if (leading.length === 0) return;
+    // One pass over the metadata, not one per replica: a node may lead thousands of partitions.
+    const byGroup = new Map(this.controller.state.partitions().map((p) => [p.group, p]));
+    for (const s of leading) this.maybeReport(s, byGroup);
   }
 
   async close(): Promise<void> {

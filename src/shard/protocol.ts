@@ -79,6 +79,8 @@ export type Op =
   | { t: 'offsets'; id: number; k: PartitionKey; spec: 'earliest' | 'latest' | number }
   /** Flush and close everything; the serve task then resolves. */
   | { t: 'close'; id: number }
+  /** Leader only: hand the partition's leadership to node `to` (replies once the core took it). */
+  | { t: 'transfer'; id: number; k: PartitionKey; to: number }
   /** Raft messages from peers (every one that arrived in one main-thread turn); no reply. */
   | { t: 'raft'; msgs: RaftEnvelope[] }
   /** Test hook: the worker exits abruptly, as a crash would. */

@@ -7,14 +7,22 @@
 import type { Entry, Message } from '../raft/index.js';
 import type { RaftEnvelope } from './protocol.js';
 
-/** A copy of `msg` whose entry bytes (and snapshot data) own their buffers, which are added to `transfer`. */
-export function portableMessage(msg: Message, transfer: ArrayBuffer[]): Message {
+/**
+ * A copy of `msg` whose entry bytes (and snapshot data) own their buffers, which are added to
+ * `transfer`. With `copies` shared across the messages of one postMessage, an entry sent to several
+ * followers is copied once (structured clone keeps the shared reference; a buffer may be listed for
+ * transfer only once).
+ */
+export function portableMessage(msg: Message, transfer: ArrayBuffer[], copies: Map<Uint8Array, Uint8Array> = new Map()): Message {
   const snap = msg.snapshot;
   if (msg.entries.length === 0 && (snap === null || snap.data.byteLength === 0)) return msg;
   const own = (d: Uint8Array): Uint8Array => {
+    const have = copies.get(d);
+    if (have !== undefined) return have;
     const c = new Uint8Array(d.byteLength);
     c.set(d);
     transfer.push(c.buffer);
+    copies.set(d, c);
     return c;
   };
   const entries: Entry[] = msg.entries.map((e) => ({ ...e, data: e.data.byteLength === 0 ? new Uint8Array(0) : own(e.data) }));
@@ -24,5 +32,6 @@ export function portableMessage(msg: Message, transfer: ArrayBuffer[]): Message 
 
 /** `portableMessage` over a turn's envelopes. */
 export function portableEnvelopes(envs: readonly RaftEnvelope[], transfer: ArrayBuffer[]): RaftEnvelope[] {
-  return envs.map((e) => ({ k: e.k, msg: portableMessage(e.msg, transfer) }));
+  const copies = new Map<Uint8Array, Uint8Array>();
+  return envs.map((e) => ({ k: e.k, msg: portableMessage(e.msg, transfer, copies) }));
 }

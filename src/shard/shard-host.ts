@@ -36,7 +36,7 @@ import { createRingBuffers, RingReader, RingWriter, type RingSlot } from './ring
 import type { RecoveryReport } from '../storage/recovery.js';
 import { NotLeaderError } from '../partition/errors.js';
 import type { Message } from '../raft/index.js';
-import { portableMessage } from './raft-envelope.js';
+import { portableEnvelopes } from './raft-envelope.js';
 import type { AcksCode, Op, PartitionKey, PartitionSpec, PartitionStat, RaftEnvelope, Reply, ServeTask, ShardStatsMessage, ToMain, ToWorker } from './protocol.js';
 
 export interface ShardHostOptions {
@@ -499,7 +499,7 @@ export class ShardHost {
     if ((this.outbox.length === 0 && this.raftIn.length === 0) || !this.port) return;
     const transfer: ArrayBuffer[] = [];
     if (this.raftIn.length > 0) {
-      const msgs = this.raftIn.map((e) => ({ k: e.k, msg: portableMessage(e.msg, transfer) }));
+      const msgs = portableEnvelopes(this.raftIn, transfer);
       this.raftIn = [];
       this.outbox.push({ t: 'raft', msgs });
     }

@@ -165,6 +165,8 @@ class ShardServer implements PartitionEffects {
         return this.cancel(op.id);
       case 'raft':
         return this.stepAll(op.msgs);
+      case 'transfer':
+        return this.transfer(op);
       case 'open':
         return void this.open(op);
       case 'drop':
@@ -275,6 +277,27 @@ class ShardServer implements PartitionEffects {
     if (k === undefined || this.stopped) return;
     this.raftOut.push({ k, msg });
     this.scheduleOutbox();
+  }
+
+  /**
+   * A leadership transfer, handed to the partition's core at once or, while a Ready of it is being
+   * persisted, at one of the next ticks (bounded: a partition that stays busy for
+   * REPLICA_ELECTION_TICKS ticks answers PROPOSAL_DROPPED, retriable).
+   */
+  private transfer(op: Extract<Op, { t: 'transfer' }>, tries = 0): void {
+    const p = this.actors.get(op.k);
+    try {
+      if (!p) throw this.missing(op.k);
+      if (p.transferLeadership(op.to)) return this.reply({ id: op.id, t: 'done' });
+      if (tries >= REPLICA_ELECTION_TICKS) throw new SluiceError('PROPOSAL_DROPPED', `partition ${p.name} stayed busy persisting; retry the leadership transfer`);
+      const timer = setTimeout(() => {
+        this.timers.splice(this.timers.indexOf(timer), 1);
+        this.transfer(op, tries + 1);
+      }, SHARD_TICK_MS);
+      this.timers.push(timer);
+    } catch (err) {
+      this.fail(op.id, err);
+    }
   }
 
   /** Peer messages for this shard's partitions; one for a partition not open here is dropped (Raft resends). */

@@ -1,5 +1,5 @@
 /**
- * Goal: kill -9 of a partition leader's process under a running acks=all producer loses no
+ * Goal: kill -9 of a partition leader's (or a follower's) process under a running acks=all producer loses no
  * acknowledged record: the two survivors elect a new leader and writes resume, the killed node
  * restarts on its data dir (fresh = false) and catches up, and the three logs are byte-for-byte equal
  * below the high watermark. Method: three child processes (fixtures/replica-node.mjs), each a Broker in
@@ -176,4 +176,37 @@ it('kill -9 of the leader under a running producer: a new leader takes writes, n
   for (const [offset, value] of acked) expect(values.get(offset), `offset ${offset}`).toBe(value);
   // A figure, not a timed assertion: the kill to the first acknowledged write on the new leader.
   console.log(`replica kill -9 failover: ${Math.round(failoverMs)} ms to the first acknowledged produce on the new leader (status polled every ~20 ms)`);
+}, 120_000);
+
+it('kill -9 of a follower under a running producer: writes go on, the restarted follower catches up byte for byte', async () => {
+  nodes = [1, 2, 3].map((id) => new NodeProc(id, fs.mkdtempSync(path.join(os.tmpdir(), `sluice-replica-kill9f-${id}-`))));
+  await Promise.all(nodes.map((n) => n.start()));
+  const book = Object.fromEntries(nodes.map((n) => [n.id, n.address]));
+  await Promise.all(nodes.map((n) => n.call('peers', { addresses: book })));
+  await Promise.all(nodes.map((n) => n.call('open', { topicId: TOPIC_ID, fresh: true })));
+  let leader: NodeProc | undefined;
+  await until('a leader', async () => (leader = await leaderOf(nodes)) !== undefined);
+  const follower = nodes.find((n) => n !== leader)!;
+  const acked = new Map<number, string>();
+  const write = async (from: number, count: number): Promise<void> => {
+    for (let i = from; i < from + count; i++) acked.set(await leader!.call<number>('produce', { value: `value-${i}` }), `value-${i}`);
+  };
+  await write(0, 20);
+  follower.kill9();
+  // A majority is left: acks=all keeps committing without the follower.
+  await write(20, 40);
+  await follower.start();
+  await follower.call('peers', { addresses: book });
+  await follower.call('open', { topicId: TOPIC_ID, fresh: false });
+  await write(60, 10);
+  const hw = Math.max(...acked.keys()) + 1;
+  await until('the follower catches up', async () => (await follower.call<Status>('status')).highWatermark >= hw);
+  const [a, b] = await Promise.all([leader!, follower].map((n) => n.call<{ nextOffset: number; data: string }>('read', { hw })));
+  const [la, lb] = [Buffer.from(a.data, 'base64'), Buffer.from(b.data, 'base64')];
+  const shortest = Math.min(la.length, lb.length);
+  expect(Math.min(a.nextOffset, b.nextOffset)).toBeGreaterThanOrEqual(hw);
+  expect(la.subarray(0, shortest).equals(lb.subarray(0, shortest))).toBe(true);
+  const values = new Map<number, string>();
+  for (const batch of decodeStoredBatches(la.length <= lb.length ? la : lb)) for (const r of batch.records) if (r.value !== null) values.set(r.offset, Buffer.from(r.value).toString());
+  for (const [offset, value] of acked) expect(values.get(offset), `offset ${offset}`).toBe(value);
 }, 120_000);

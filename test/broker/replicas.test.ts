@@ -165,10 +165,12 @@ describe('Broker cluster mode: replicas over the Raft transport', () => {
       [{ group: 0 }, /group must be a positive integer/],
       [{ voters: [] }, /voters must be/],
       [{ topic: '../x' }, /./],
+      [{ voters: [1, 1] as NodeId[] }, /listed twice/],
+      [{ configs: { 'retention.ms': 'soon' } }, /retention.ms/],
     ];
     for (const [over, msg] of bad) {
       const e = await rejection(b.openReplicas([spec({ voters: [1] as NodeId[] }), spec({ group: 8, partition: 1, ...over })]));
-      expect(e.code, JSON.stringify(over)).toMatch(/INVALID_REQUEST|INVALID_TOPIC_NAME|INVALID_PARTITIONS/);
+      expect(e.code, JSON.stringify(over)).toMatch(/INVALID_REQUEST|INVALID_TOPIC_NAME|INVALID_PARTITIONS|INVALID_CONFIG/);
       expect(e.message).toMatch(msg);
       expect(b.replicaStatus()).toEqual([]);
     }
@@ -233,6 +235,23 @@ describe('Broker cluster mode: replicas over the Raft transport', () => {
     for (const [offset, value] of producer.acked) expect(values.get(offset), `offset ${offset}`).toBe(value);
     expect(producer.acked.size).toBeGreaterThanOrEqual(80);
   }, 90_000);
+});
+
+describe('leadership transfer', () => {
+  it('hands leadership to the voter asked for; a follower or a non-voter target is refused', async () => {
+    await startCluster(3);
+    await Promise.all(nodes.map((n) => n.broker!.openReplicas([spec()])));
+    const leader = await waitForLeader(nodes);
+    const target = nodes.find((n) => n !== leader)!;
+    await leader.broker!.produce({ topic: 'orders', partition: 0, acks: 'all', records: records(0, 5) });
+    expect((await rejection(target.broker!.transferLeadership(7, leader.id as NodeId))).code).toBe('NOT_LEADER');
+    expect((await rejection(leader.broker!.transferLeadership(7, 9 as NodeId))).code).toBe('INVALID_REQUEST');
+    expect((await rejection(leader.broker!.transferLeadership(8, target.id as NodeId))).code).toBe('UNKNOWN_PARTITION');
+    await leader.broker!.transferLeadership(7, target.id as NodeId);
+    await waitFor(`node ${target.id} leads, known to all`, () => nodes.every((n) => statusOf(n)?.leader === target.id) && statusOf(target)?.role === 'leader');
+    const r = await target.broker!.produce({ topic: 'orders', partition: 0, acks: 'all', records: records(5, 5) });
+    for (const n of nodes) await waitFor(`node ${n.id} has the write`, () => (statusOf(n)?.highWatermark ?? 0) > r.lastOffset);
+  });
 });
 
 describe('a replica\'s shard worker dies', () => {

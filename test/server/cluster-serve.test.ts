@@ -85,6 +85,8 @@ beforeAll(async () => {
   await start(2, [first.grpcAddress]);
   await start(3, [first.grpcAddress]);
   await waitFor('every node ready', async () => (await Promise.all(nodes.map(readyz))).every((r) => r.status === 200));
+  // Gossip spreads membership in rounds: placement counts the nodes the controller leader sees alive.
+  await waitFor('every node sees three alive', () => nodes.every((n) => n.membership!.members().filter((m) => m.state === 'alive').length === 3));
 }, 60_000);
 
 afterAll(async () => {

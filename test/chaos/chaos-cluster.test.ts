@@ -22,7 +22,7 @@ import path from 'node:path';
 import type { Verdict } from './checker.js';
 import { CLUSTER_PAUSE_MS_MIN } from './constants.js';
 import { runSchedule, type RunResult } from './run.js';
-import type { FaultPlan, Schedule } from './schedule.js';
+import { killAllSchedule, type FaultPlan, type Schedule } from './schedule.js';
 
 const outRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-chaos-cluster-ci-'));
 afterAll(() => fs.rmSync(outRoot, { recursive: true, force: true }));
@@ -51,7 +51,7 @@ const roles = schedule(9101, 13_000, [
   { id: 4, kind: 'pause', nodes: [2], target: 'follower', startMs: 7_000, durationMs: CLUSTER_PAUSE_MS_MIN, detail: `SIGSTOP a partition follower for ${CLUSTER_PAUSE_MS_MIN} ms` },
 ]);
 
-const killAll = (seed: number): Schedule => schedule(seed, 6_000, [{ id: 1, kind: 'kill', nodes: [1, 2, 3], startMs: 2_000, durationMs: 300, detail: 'kill -9 n1+n2+n3 (power cut), restart after 300 ms' }]);
+const killAll = (seed: number): Schedule => killAllSchedule(seed, 3);
 
 describe('chaos harness on a 3-node cluster', () => {
   it('a leader kill, a controller pause, a slow disk and a follower pause: nothing lost, replicas identical', async () => {

@@ -1,6 +1,6 @@
 /**
  * `npm run chaos -- [--nodes N] [--schedules N] [--duration S] [--seed X] [--faults kill,pause,...]
- *                   [--out DIR] [--bug ack-before-fsync] [--keep-data] [--idempotent]`
+ *                   [--out DIR] [--bug ack-before-fsync] [--keep-data] [--idempotent] [--preset kill-all]`
  *
  * Runs N schedules with seeds X, X+1, ... (default: X from the clock, printed), each writing
  * chaos/out/<seed>/, and prints a summary table. `--seed X --schedules 1` replays one run (same
@@ -10,7 +10,7 @@
 import path from 'node:path';
 import { canMountTmpfs } from './nodes.js';
 import { runSchedule, type RunResult } from './run.js';
-import { CLUSTER_FAULT_KINDS, FAULT_KINDS, parseFaultKinds, type FaultKind } from './schedule.js';
+import { CLUSTER_FAULT_KINDS, FAULT_KINDS, killAllSchedule, parseFaultKinds, type FaultKind } from './schedule.js';
 
 interface Args {
   nodes: number;
@@ -22,11 +22,12 @@ interface Args {
   bug: 'ack-before-fsync' | null;
   keepData: boolean;
   idempotent: boolean;
+  preset: 'kill-all' | null;
 }
 
 function parseArgs(argv: readonly string[]): Args {
   const rootless = FAULT_KINDS.filter((k) => k !== 'disk-full');
-  const a: Args = { nodes: 1, schedules: 1, durationS: 20, seed: Date.now() % 1_000_000, kinds: canMountTmpfs() ? [...FAULT_KINDS] : rootless, out: 'chaos/out', bug: null, keepData: false, idempotent: false };
+  const a: Args = { nodes: 1, schedules: 1, durationS: 20, seed: Date.now() % 1_000_000, kinds: canMountTmpfs() ? [...FAULT_KINDS] : rootless, out: 'chaos/out', bug: null, keepData: false, idempotent: false, preset: null };
   let kindsGiven = false;
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
@@ -46,6 +47,11 @@ function parseArgs(argv: readonly string[]): Args {
     else if (k === '--out') a.out = v();
     else if (k === '--keep-data') a.keepData = true;
     else if (k === '--idempotent') a.idempotent = true;
+    else if (k === '--preset') {
+      const p = v();
+      if (p !== 'kill-all') throw new Error(`unknown preset ${p}; known: kill-all`);
+      a.preset = p;
+    }
     else if (k === '--bug') {
       const b = v();
       if (b !== 'ack-before-fsync') throw new Error(`unknown bug ${b}; known: ack-before-fsync`);
@@ -95,7 +101,7 @@ async function main(): Promise<number> {
     console.log(`schedule ${i + 1}/${a.schedules}: seed ${seed}`);
     let r: RunResult;
     try {
-      r = await runSchedule({ seed, nodes: a.nodes, durationMs: a.durationS * 1000, kinds: a.kinds, outRoot: path.resolve(a.out), ackBeforeFsync: a.bug === 'ack-before-fsync', keepData: a.keepData, idempotent: a.idempotent, log: (l) => console.log(l) });
+      r = await runSchedule({ seed, nodes: a.nodes, durationMs: a.durationS * 1000, kinds: a.kinds, outRoot: path.resolve(a.out), ackBeforeFsync: a.bug === 'ack-before-fsync', keepData: a.keepData, idempotent: a.idempotent, schedule: a.preset === 'kill-all' ? killAllSchedule(seed, a.nodes) : undefined, log: (l) => console.log(l) });
     } catch (err) {
       // The harness itself failed (a broker that would not start again, say): a failed schedule, not a crash of the whole set.
       console.log(`  HARNESS ERROR: ${(err as Error)?.stack ?? String(err)}`);
@@ -108,7 +114,7 @@ async function main(): Promise<number> {
   console.log(`\n${table(results)}`);
   const failed = [...results.filter((r) => !r.verdict.ok).map((r) => r.seed), ...errors];
   if (errors.length > 0) console.log(`\nharness errors (no verdict) in seeds ${errors.join(', ')}`);
-  if (failed.length > 0) console.log(`\n${failed.length} schedule(s) failed; replay one with: npm run chaos -- --seed ${failed[0]} --schedules 1 --nodes ${a.nodes} --duration ${a.durationS} --faults ${a.kinds.join(',')}${a.bug ? ` --bug ${a.bug}` : ''}${a.idempotent ? ' --idempotent' : ''}`);
+  if (failed.length > 0) console.log(`\n${failed.length} schedule(s) failed; replay one with: npm run chaos -- --seed ${failed[0]} --schedules 1 --nodes ${a.nodes} --duration ${a.durationS} --faults ${a.kinds.join(',')}${a.bug ? ` --bug ${a.bug}` : ''}${a.idempotent ? ' --idempotent' : ''}${a.preset ? ` --preset ${a.preset}` : ''}`);
   return failed.length > 0 ? 1 : 0;
 }
 

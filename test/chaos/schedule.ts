@@ -134,3 +134,14 @@ export function parseFaultKinds(text: string): FaultKind[] {
   if (kinds.length === 0) throw new Error('--faults needs at least one fault kind');
   return [...new Set(kinds)] as FaultKind[];
 }
+
+/**
+ * A fixed schedule for reproducing one scenario with any seed: kill -9 of every node at once with a
+ * power cut, 2 s into a 6 s run, restarted after 300 ms (the CI's whole-cluster restart; `--preset
+ * kill-all`). The seed only names the run's output directory.
+ */
+export function killAllSchedule(seed: number, nodes: number): Schedule {
+  const all = Array.from({ length: nodes }, (_, i) => i + 1);
+  const detail = `kill -9 ${names(all)} (power cut), restart after 300 ms`;
+  return { seed, nodes, durationMs: 6_000, kinds: ['kill'], faults: [{ id: 1, kind: 'kill', nodes: all, startMs: 2_000, durationMs: 300, detail }] };
+}

@@ -102,13 +102,19 @@ export class SluiceError extends Error {
   readonly retriable: boolean;
   /** A hint for retriable errors: how long to wait before retrying (gRPC: google.rpc.RetryInfo). */
   readonly retryAfterMs: number | undefined;
+  /**
+   * Machine-readable facts about the failure (gRPC: the ErrorInfo `metadata` map), e.g. NOT_LEADER's
+   * `leader_id`, `leader_address`, `leader_epoch`. Keys are snake_case; values strings.
+   */
+  readonly info: Readonly<Record<string, string>> | undefined;
 
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; retriable?: boolean; retryAfterMs?: number }) {
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; retriable?: boolean; retryAfterMs?: number; info?: Record<string, string> }) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'SluiceError';
     this.code = code;
     this.retriable = options?.retriable ?? RETRIABLE.has(code);
     this.retryAfterMs = options?.retryAfterMs;
+    this.info = options?.info;
   }
 
   toWire(): SluiceErrorWire {

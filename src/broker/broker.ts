@@ -19,6 +19,7 @@ import {
   SHARDS_MAX,
   STRUCTURED_READ_BYTES_MAX,
   TOPIC_PARTITIONS_MAX,
+  TOPIC_REPLICATION_FACTOR_MAX,
   TOPIC_TABLE_PARTITIONS_MAX,
 } from '../constants.js';
 import { encodeBatch } from '../batch/index.js';
@@ -27,7 +28,11 @@ import type { LogConfig } from '../storage/types.js';
 import type { RecoveryReport } from '../storage/recovery.js';
 import { ShardHost } from '../shard/shard-host.js';
 import { GC_KINDS, ThreadStatsSampler, type ThreadStats } from '../shard/thread-stats.js';
-import { type AcksCode, type PartitionKey, type PartitionSpec, type PartitionStat, type ShardStatsMessage } from '../shard/protocol.js';
+import { type AcksCode, type PartitionKey, type PartitionSpec, type PartitionStat, type RaftEnvelope, type ShardStatsMessage } from '../shard/protocol.js';
+import { NotLeaderError } from '../partition/errors.js';
+import type { GroupId, RaftTransport } from '../cluster/types.js';
+import type { NodeId } from '../model/index.js';
+import type { ReplicaHost, ReplicaSpec, ReplicaStatus } from './replicas.js';
 import { DataDirLock } from './data-dir-lock.js';
 import { ProducerIdTable } from './producer-ids.js';
 import { OFF_PRODUCER_EPOCH, OFF_PRODUCER_ID, asBuffer } from '../batch/codec.js';
@@ -95,6 +100,26 @@ export interface BrokerOptions {
   producerIdleExpiryMs?: number;
   /** The most partitions this broker holds (default BROKER_PARTITIONS_MAX). */
   partitionsMax?: number;
+  /**
+   * Cluster mode (issue 11): the broker hosts only the replicas `openReplicas` gives it, carries their
+   * Raft messages over `transport`, never reads or writes its own topics.json, and refuses topic admin
+   * (that goes through the controller). Needs a positive `nodeId`. Absent: the single-node broker.
+   */
+  cluster?: BrokerClusterOptions;
+}
+
+export interface BrokerClusterOptions {
+  transport: RaftTransport;
+  /** Reported by `metadata()`; the cluster layer knows it (node.json). Default ''. */
+  clusterId?: string;
+}
+
+/** A replica this broker hosts in cluster mode. */
+interface HeldReplica {
+  readonly spec: ReplicaSpec;
+  readonly k: PartitionKey;
+  /** Its transport registration (undone on close). */
+  unregister: () => void;
 }
 
 export { SHARDS_MAX };
@@ -114,6 +139,37 @@ function encodeRecords(records: ProduceInput['records'] & object, producer: Prod
     if (err instanceof SluiceError) throw err;
     throw new SluiceError('INVALID_REQUEST', `malformed records: ${(err as Error).message}`, { cause: err });
   }
+}
+
+/** Cluster mode needs a node id (its Raft id in every group) and a transport. */
+function validateCluster(o: BrokerOptions): void {
+  if (o.nodeId === undefined || !Number.isInteger(o.nodeId) || o.nodeId < 1) {
+    throw new SluiceError('INVALID_REQUEST', `cluster mode needs a positive integer nodeId, got ${String(o.nodeId)}`);
+  }
+  const t = o.cluster?.transport;
+  if (t === undefined || typeof t.send !== 'function' || typeof t.register !== 'function') {
+    throw new SluiceError('INVALID_REQUEST', 'cluster mode needs cluster.transport (a RaftTransport)');
+  }
+}
+
+/** A replica spec from the cluster layer, checked before anything is opened. */
+function validateReplicaSpec(s: ReplicaSpec, nodeId: number): void {
+  const bad = (m: string): SluiceError => new SluiceError('INVALID_REQUEST', `replica ${String(s?.topic)}/${String(s?.partition)} (group ${String(s?.group)}): ${m}`);
+  if (typeof s !== 'object' || s === null) throw bad('a replica spec must be an object');
+  validateTopicName(s.topic);
+  if (typeof s.topicId !== 'string' || s.topicId.length === 0) throw bad('topicId must be a non-empty string');
+  validatePartitionCount(s.partitionCount);
+  if (!Number.isInteger(s.partition) || s.partition < 0 || s.partition >= s.partitionCount) throw bad(`partition must be from 0 to ${s.partitionCount - 1}`);
+  if (!Number.isSafeInteger(s.group) || s.group < 1) throw bad('group must be a positive integer (0 is the controller)');
+  if (!Number.isInteger(s.shard) || s.shard < 0 || s.shard >= SHARDS_MAX) throw bad(`shard must be from 0 to ${SHARDS_MAX - 1}`);
+  const ok = (n: unknown): boolean => Number.isSafeInteger(n) && (n as number) > 0;
+  if (!Array.isArray(s.voters) || s.voters.length === 0 || !s.voters.every(ok)) throw bad('voters must be a non-empty list of node ids');
+  if (!Array.isArray(s.learners) || !s.learners.every(ok)) throw bad('learners must be a list of node ids');
+  if (s.voters.length > TOPIC_REPLICATION_FACTOR_MAX) throw bad(`at most ${TOPIC_REPLICATION_FACTOR_MAX} voters`);
+  if (!s.voters.includes(nodeId as NodeId) && !s.learners.includes(nodeId as NodeId)) throw bad(`this node (${nodeId}) is neither a voter nor a learner`);
+  if (new Set([...s.voters, ...s.learners]).size !== s.voters.length + s.learners.length) throw bad('a node is listed twice (voters and learners are disjoint)');
+  if (typeof s.configs !== 'object' || s.configs === null) throw bad('configs must be an object of strings');
+  logConfigFor({ ...s.configs }); // INVALID_CONFIG naming the key, before anything is opened
 }
 
 /** Rejects tuning values that would make the shards misbehave, naming the option. */
@@ -137,7 +193,7 @@ function validateTuning(o: BrokerOptions): void {
   check('partitionsMax', 1, TOPIC_TABLE_PARTITIONS_MAX);
 }
 
-export class Broker implements BrokerApi {
+export class Broker implements BrokerApi, ReplicaHost {
   readonly dataDir: string;
   readonly nodeId: number;
   readonly shardCount: number;
@@ -162,6 +218,12 @@ export class Broker implements BrokerApi {
   /** The main thread's own event-loop delay and GC pauses, rolled into the probe like a shard's stats. */
   private mainThread: { sampler: ThreadStatsSampler; timer: NodeJS.Timeout } | null = null;
   private internal: (BrokerApi & { createInternalTopic: Broker['createInternalTopic'] }) | null = null;
+  /** Cluster mode: the replicas held here, by Raft group and by hot-path number. */
+  private readonly replicas = new Map<GroupId, HeldReplica>();
+  private readonly groupOfKey = new Map<PartitionKey, GroupId>();
+  private readonly leaderListeners = new Set<(s: ReplicaStatus) => void>();
+  /** Cluster mode: the leader/epoch/leading each replica last told the listeners. */
+  private readonly leaderSeen = new Map<PartitionKey, string>();
 
   private constructor(
     private readonly options: BrokerOptions,
@@ -176,6 +238,11 @@ export class Broker implements BrokerApi {
     this.logger = options.logger ?? SILENT_LOGGER;
   }
 
+  /** Cluster mode: replicas come from the controller (openReplicas), not from topics.json. */
+  get clusterMode(): boolean {
+    return this.options.cluster !== undefined;
+  }
+
   /** Locks the data dir, loads the topic table, starts the shards and reopens every partition. */
   static async open(options: BrokerOptions): Promise<Broker> {
     if (typeof options?.dataDir !== 'string' || options.dataDir.length === 0) {
@@ -186,12 +253,13 @@ export class Broker implements BrokerApi {
       throw new SluiceError('INVALID_REQUEST', `shards must be an integer from 1 to ${SHARDS_MAX}, got ${String(options.shards)}`);
     }
     validateTuning(options);
+    if (options.cluster !== undefined) validateCluster(options);
     const lock = DataDirLock.acquire(options.dataDir);
     let broker: Broker | null = null;
     try {
-      const table = TopicTable.load(lock.dataDir);
+      const table = options.cluster !== undefined ? TopicTable.inMemory(options.cluster.clusterId ?? '') : TopicTable.load(lock.dataDir);
       broker = new Broker(options, lock, table, ProducerIdTable.load(lock.dataDir));
-      const unknown = table.unknownPartitionDirs(lock.dataDir);
+      const unknown = options.cluster !== undefined ? [] : table.unknownPartitionDirs(lock.dataDir);
       if (unknown.length > 0) {
         // Leftovers of a create interrupted before its table write: the table wins, and creating the
         // same name again starts those partitions empty. Said loudly so an operator can keep them.
@@ -223,8 +291,13 @@ export class Broker implements BrokerApi {
           producerIdleExpiryMs: this.options.producerIdleExpiryMs,
           partitionsOf: (s) => this.partitionsOf(s),
           onStats: (s, stats) => this.onShardStats(s, stats),
+          onRaft: (_s, msgs) => this.sendRaft(msgs),
+          onLeaders: (_s, stats) => this.onLeaders(stats),
           onCrash: (s, err) => this.logger.error({ shard: s, err }, `shard ${s} worker died; restarting it and reopening its partitions`),
-          onRestart: (s, reason) => this.probe.shardRestarted(s, reason),
+          onRestart: (s, reason) => {
+            this.probe.shardRestarted(s, reason);
+            this.forgetShardStats(s);
+          },
           onMainThreadPause: (s, gapMs) =>
             this.logger.warn({ shard: s, gapMs }, `main thread did not run for ${gapMs} ms (process paused or starved); shard ${s} watchdog re-armed`),
           onPartitionOffline: (s, key, err) => {
@@ -300,6 +373,8 @@ export class Broker implements BrokerApi {
   }
 
   private partitionsOf(shard: number): PartitionSpec[] {
+    // Cluster mode: the replicas held here, reopened (never fresh) with their group and members.
+    if (this.clusterMode) return [...this.replicas.values()].filter((r) => r.spec.shard % this.shardCount === shard).map((r) => this.replicaPartitionSpec(r, false));
     const out: PartitionSpec[] = [];
     for (const entry of this.table.all()) {
       const config = this.configOf(entry);
@@ -339,6 +414,17 @@ export class Broker implements BrokerApi {
     if (!Number.isInteger(partition) || partition < 0 || partition >= entry.placement.length) {
       throw new SluiceError('UNKNOWN_PARTITION', `topic '${entry.name}' has partitions 0..${entry.placement.length - 1}; there is no partition ${String(partition)}`);
     }
+    this.checkHeld(entry, partition);
+  }
+
+  /** Cluster mode: a partition of a known topic that has no replica here is NOT_LEADER, leader unknown. */
+  private checkHeld(entry: TopicEntry, partition: number): void {
+    if (entry.placement[partition] < 0) throw new NotLeaderError(`${entry.name}/${partition}`, this.nodeId, 0);
+  }
+
+  /** Cluster mode refuses topic admin: the controller owns topics and their replicas. */
+  private refuseInCluster(what: string): void {
+    if (this.clusterMode) throw new SluiceError('INVALID_REQUEST', `${what}: in cluster mode topics are changed through the controller, not a node's broker`);
   }
 
   /** Runs admin changes one at a time. */
@@ -354,6 +440,7 @@ export class Broker implements BrokerApi {
   private byShard<T>(entry: TopicEntry, partitions: Iterable<number>, make: (p: number) => T): Map<number, T[]> {
     const groups = new Map<number, T[]>();
     for (const p of partitions) {
+      if (entry.placement[p] < 0) continue; // cluster mode: not held here
       const s = this.shardOf(entry, p);
       let g = groups.get(s);
       if (!g) groups.set(s, (g = []));
@@ -411,6 +498,7 @@ export class Broker implements BrokerApi {
   }
 
   private async createAnyTopic(name: string, partitions: number, replicationFactor: number, configs: Record<string, string>): Promise<TopicDescription> {
+    this.refuseInCluster(`create topic '${String(name)}'`);
     validatePartitionCount(partitions);
     const rf = normalizeReplicationFactor(replicationFactor);
     const explicit = { ...(configs ?? {}) };
@@ -441,6 +529,7 @@ export class Broker implements BrokerApi {
 
   private async deleteAnyTopic(name: string): Promise<void> {
     this.checkOpen();
+    this.refuseInCluster(`delete topic '${String(name)}'`);
     validateTopicName(name);
     await this.exclusive(async () => {
       const entry = this.topic(name);
@@ -492,13 +581,16 @@ export class Broker implements BrokerApi {
   /** A topic's description from the given per-partition numbers (0 for a partition with none yet). */
   private describeFrom(entry: TopicEntry, stats: ReadonlyMap<PartitionKey, PartitionStat>): TopicDescription {
     const partitions: PartitionInfo[] = entry.placement.map((_, p) => {
-      const st = stats.get(this.keyOf(entry, p));
+      const k = this.keyOf(entry, p);
+      const st = stats.get(k);
+      // Cluster mode: the leader this replica knows and the group's voters; nothing for one not held here.
+      const held = this.clusterMode ? this.replicas.get(this.groupOfKey.get(k) ?? -1) : undefined;
       return {
         partition: p,
         logStartOffset: st?.logStartOffset ?? 0,
         highWatermark: st?.highWatermark ?? 0,
-        leader: this.nodeId,
-        replicas: [this.nodeId],
+        leader: this.clusterMode ? (st?.leader ?? 0) : this.nodeId,
+        replicas: this.clusterMode ? [...(held?.spec.voters ?? [])] : [this.nodeId],
         sizeBytes: st?.sizeBytes ?? 0,
         damagedRanges: st?.damagedRanges ?? 0,
       };
@@ -508,7 +600,9 @@ export class Broker implements BrokerApi {
 
   /** Keeps a shard's numbers for a partition, unless its topic is gone (a stats message can trail a delete). */
   private rememberStat(st: PartitionStat): void {
-    if (this.keyTopics.has(st.k - (st.k % TOPIC_PARTITIONS_MAX))) this.lastStats.set(st.k, st);
+    if (!this.keyTopics.has(st.k - (st.k % TOPIC_PARTITIONS_MAX))) return;
+    this.lastStats.set(st.k, st);
+    if (this.clusterMode) this.noteLeader(st);
   }
 
   async alterTopicConfig(name: string, set: Record<string, string>, remove: string[]): Promise<Record<string, string>> {
@@ -519,6 +613,7 @@ export class Broker implements BrokerApi {
   }
 
   private async alterAnyTopicConfig(name: string, set: Record<string, string>, remove: string[]): Promise<Record<string, string>> {
+    this.refuseInCluster(`alter the configs of topic '${String(name)}'`);
     return this.exclusive(async () => {
       const entry = this.topic(name);
       const merged: Record<string, string> = { ...entry.configs, ...(set ?? {}) };
@@ -541,6 +636,7 @@ export class Broker implements BrokerApi {
   }
 
   private async createAnyPartitions(name: string, totalPartitions: number): Promise<TopicDescription> {
+    this.refuseInCluster(`add partitions to topic '${String(name)}'`);
     validatePartitionCount(totalPartitions);
     await this.exclusive(async () => {
       const entry = this.topic(name);
@@ -597,6 +693,7 @@ export class Broker implements BrokerApi {
     } else {
       this.checkPartition(entry, partition);
     }
+    this.checkHeld(entry, partition);
     const host = this.hosts[this.shardOf(entry, partition)];
     const key = this.keyOf(entry, partition);
     const bytes = data.length;
@@ -733,6 +830,302 @@ export class Broker implements BrokerApi {
     return this.internal;
   }
 
+  // --- Cluster mode (ReplicaHost) ------------------------------------------------------------
+
+  private requireCluster(what: string): RaftTransport {
+    const c = this.options.cluster;
+    if (c === undefined) throw new SluiceError('INVALID_REQUEST', `${what} needs a broker in cluster mode (BrokerOptions.cluster)`);
+    return c.transport;
+  }
+
+  private replicaPartitionSpec(r: HeldReplica, fresh: boolean): PartitionSpec {
+    const s = r.spec;
+    return {
+      k: r.k,
+      topic: s.topic,
+      topicId: s.topicId,
+      partition: s.partition,
+      config: this.configOf(this.topic(s.topic)),
+      fresh,
+      replica: { group: s.group, nodeId: this.nodeId, voters: [...s.voters], learners: [...s.learners] },
+    };
+  }
+
+  /**
+   * Opens the replicas the controller placed here (idempotent per group). The topic entry (id,
+   * partition count, configs) is taken from the specs; each group is registered with the transport once
+   * its partition is open. Replicas that fail to open are closed again (their directories removed
+   * only when they were to start fresh) and the first error is thrown.
+   */
+  async openReplicas(specs: readonly ReplicaSpec[]): Promise<void> {
+    this.checkOpen();
+    const transport = this.requireCluster('openReplicas');
+    for (const s of specs) validateReplicaSpec(s, this.nodeId);
+    await this.exclusive(async () => {
+      this.checkReplicaConflicts(specs);
+      const added: HeldReplica[] = [];
+      const seen = new Set<GroupId>();
+      for (const spec of specs) {
+        if (this.replicas.has(spec.group) || seen.has(spec.group)) continue;
+        seen.add(spec.group);
+        const entry = this.clusterTopic(spec);
+        if (entry.placement[spec.partition] >= 0) {
+          throw new SluiceError('INVALID_REQUEST', `partition ${spec.topic}/${spec.partition} is already held here by another group; close it first`);
+        }
+        const placement = [...entry.placement];
+        placement[spec.partition] = spec.shard;
+        const next: TopicEntry = { ...entry, placement };
+        this.table.update(spec.topic, next);
+        const r: HeldReplica = { spec, k: this.keyOf(next, spec.partition), unregister: () => {} };
+        this.replicas.set(spec.group, r);
+        this.groupOfKey.set(r.k, spec.group);
+        added.push(r);
+      }
+      if (added.length === 0) return;
+      const byShard = new Map<number, HeldReplica[]>();
+      for (const r of added) {
+        const s = r.spec.shard % this.shardCount;
+        let list = byShard.get(s);
+        if (list === undefined) byShard.set(s, (list = []));
+        list.push(r);
+      }
+      const results = await Promise.allSettled([...byShard].map(([s, rs]) => this.hosts[s].send({ t: 'open', parts: rs.map((r) => this.replicaPartitionSpec(r, r.spec.fresh)) })));
+      let failure: unknown = null;
+      const failedKeys = new Set<PartitionKey>();
+      [...byShard.values()].forEach((rs, i) => {
+        const res = results[i];
+        if (res.status === 'rejected') {
+          failure ??= res.reason;
+          for (const r of rs) failedKeys.add(r.k);
+        } else if ('t' in res.value && res.value.t === 'opened') {
+          for (const f of res.value.failed) {
+            failure ??= SluiceError.fromWire(f.err);
+            failedKeys.add(f.k);
+          }
+        }
+      });
+      const failed = added.filter((r) => failedKeys.has(r.k));
+      if (failed.length > 0) await this.forgetReplicas(failed, false, true).catch(() => {});
+      for (const r of added) if (!failedKeys.has(r.k)) r.unregister = transport.register(r.spec.group, (msg) => this.hosts[r.spec.shard % this.shardCount]?.stepRaft(r.k, msg));
+      this.logger.info({ opened: added.length - failed.length, failed: failed.length }, 'replicas opened');
+      if (failure !== null) throw failure;
+    });
+  }
+
+  /**
+   * Refuses, before anything changes, specs that contradict what is held here: a topic of the same name
+   * with another id (a deleted topic's replicas not closed yet), or a partition held by another group,
+   * here or twice in the request.
+   */
+  private checkReplicaConflicts(specs: readonly ReplicaSpec[]): void {
+    const ids = new Map<string, string>();
+    const slots = new Map<string, GroupId>();
+    const fresh = new Set(specs.filter((s) => !this.replicas.has(s.group)).map((s) => s.group));
+    validateBrokerPartitions(this.replicas.size, fresh.size, this.options.partitionsMax ?? BROKER_PARTITIONS_MAX);
+    for (const spec of specs) {
+      if (this.replicas.has(spec.group)) continue;
+      const id = ids.get(spec.topic) ?? this.table.get(spec.topic)?.topicId ?? spec.topicId;
+      if (id !== spec.topicId) {
+        throw new SluiceError('INVALID_REQUEST', `topic '${spec.topic}' is held here (or asked for) with topic id ${id}, not ${spec.topicId}; close its replicas first`);
+      }
+      ids.set(spec.topic, id);
+      const slot = `${spec.topic}/${spec.partition}`;
+      const entry = this.table.get(spec.topic);
+      const other = slots.get(slot) ?? (entry !== undefined && (entry.placement[spec.partition] ?? -1) >= 0 ? this.groupOfKey.get(this.keyOf(entry, spec.partition)) : undefined);
+      if (other !== undefined && other !== spec.group) {
+        throw new SluiceError('INVALID_REQUEST', `partition ${slot} is held here (or asked for) by group ${other}, not ${spec.group}; close it first`);
+      }
+      slots.set(slot, spec.group);
+    }
+  }
+
+  /** The topic entry for a replica spec: created, or grown to the spec's partition count and configs. */
+  private clusterTopic(spec: ReplicaSpec): TopicEntry {
+    const have = this.table.get(spec.topic);
+    if (have !== undefined && have.topicId !== spec.topicId) {
+      throw new SluiceError('INVALID_REQUEST', `topic '${spec.topic}' is held here with topic id ${have.topicId}, not ${spec.topicId}; close its replicas first`);
+    }
+    const count = Math.max(spec.partitionCount, have?.placement.length ?? 0);
+    const placement = [...(have?.placement ?? []), ...new Array<number>(count - (have?.placement.length ?? 0)).fill(-1)];
+    const configs = { ...spec.configs };
+    const entry: TopicEntry = { name: spec.topic, topicId: spec.topicId, replicationFactor: spec.voters.length, configs, placement, createdMs: have?.createdMs ?? Date.now() };
+    this.configCache.set(spec.topic, logConfigFor(configs));
+    this.table.update(spec.topic, entry);
+    return entry;
+  }
+
+  async closeReplicas(groups: readonly GroupId[], remove: boolean): Promise<void> {
+    this.checkOpen();
+    this.requireCluster('closeReplicas');
+    await this.exclusive(async () => {
+      const held = groups.map((g) => this.replicas.get(g)).filter((r): r is HeldReplica => r !== undefined);
+      await this.forgetReplicas(held, remove, false);
+    });
+  }
+
+  /**
+   * Stops routing to the replicas, closes them on their shards (removing their data with `remove`, or
+   * when `onlyFresh`, only those that were to start fresh) and forgets a topic with no replica left.
+   */
+  private async forgetReplicas(held: readonly HeldReplica[], remove: boolean, onlyFresh: boolean): Promise<void> {
+    const byShard = new Map<number, Array<{ k: PartitionKey; topic: string; partition: number; fresh: boolean }>>();
+    for (const r of held) {
+      r.unregister();
+      this.replicas.delete(r.spec.group);
+      this.groupOfKey.delete(r.k);
+      this.lastStats.delete(r.k);
+      this.leaderSeen.delete(r.k);
+      const s = r.spec.shard % this.shardCount;
+      this.hosts[s].offline.delete(r.k);
+      let list = byShard.get(s);
+      if (list === undefined) byShard.set(s, (list = []));
+      list.push({ k: r.k, topic: r.spec.topic, partition: r.spec.partition, fresh: r.spec.fresh });
+      const entry = this.table.get(r.spec.topic);
+      if (entry === undefined) continue;
+      const placement = [...entry.placement];
+      placement[r.spec.partition] = -1;
+      if (placement.every((x) => x < 0)) {
+        this.table.update(entry.name, null);
+        this.configCache.delete(entry.name);
+        this.forgetKeys(entry);
+        this.partitioner.forget(entry.name);
+        this.probe.topicDeleted(entry.name);
+      } else {
+        this.table.update(entry.name, { ...entry, placement });
+        this.probe.partitionClosed?.(entry.name, r.spec.partition);
+      }
+    }
+    const drops: Array<Promise<unknown>> = [];
+    for (const [s, parts] of byShard) {
+      const rm = onlyFresh ? parts.filter((p) => p.fresh) : remove ? parts : [];
+      const keep = parts.filter((p) => !rm.includes(p));
+      const strip = (ps: typeof parts): Array<{ k: PartitionKey; topic: string; partition: number }> => ps.map(({ k, topic, partition }) => ({ k, topic, partition }));
+      if (rm.length > 0) drops.push(this.hosts[s].send({ t: 'drop', parts: strip(rm), remove: true }));
+      if (keep.length > 0) drops.push(this.hosts[s].send({ t: 'drop', parts: strip(keep), remove: false }));
+    }
+    const results = await Promise.allSettled(drops);
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+  }
+
+  async setReplicaConfigs(topic: string, configs: Readonly<Record<string, string>>): Promise<void> {
+    this.checkOpen();
+    this.requireCluster('setReplicaConfigs');
+    const merged = { ...configs };
+    const config = logConfigFor(merged);
+    await this.exclusive(async () => {
+      const entry = this.table.get(topic);
+      if (entry === undefined) return;
+      this.table.update(topic, { ...entry, configs: merged });
+      this.configCache.set(topic, config);
+      const groups = this.byShard(entry, this.range(0, entry.placement.length), (p) => this.keyOf(entry, p));
+      await Promise.all([...groups].map(([s, keys]) => this.hosts[s].send({ t: 'config', keys, config })));
+    });
+  }
+
+  setPartitionCount(topic: string, partitionCount: number): void {
+    this.requireCluster('setPartitionCount');
+    validatePartitionCount(partitionCount);
+    const entry = this.table.get(topic);
+    if (entry === undefined || partitionCount <= entry.placement.length) return;
+    const placement = [...entry.placement, ...new Array<number>(partitionCount - entry.placement.length).fill(-1)];
+    this.table.update(topic, { ...entry, placement });
+  }
+
+  replicaStatus(): ReplicaStatus[] {
+    const out: ReplicaStatus[] = [];
+    for (const r of this.replicas.values()) out.push(this.statusOf(r));
+    return out;
+  }
+
+  onLeaderChange(listener: (s: ReplicaStatus) => void): () => void {
+    this.leaderListeners.add(listener);
+    return () => this.leaderListeners.delete(listener);
+  }
+
+  async transferLeadership(group: GroupId, to: NodeId): Promise<void> {
+    this.checkOpen();
+    this.requireCluster('transferLeadership');
+    if (!Number.isSafeInteger(to) || to < 1) throw new SluiceError('INVALID_REQUEST', `a leadership transfer needs a positive node id, got ${String(to)}`);
+    const r = this.replicas.get(group);
+    if (r === undefined) throw new SluiceError('UNKNOWN_PARTITION', `no replica of group ${String(group)} is held here`);
+    await this.hosts[r.spec.shard % this.shardCount].send({ t: 'transfer', k: r.k, to });
+  }
+
+  /** Test and tooling hook: the replica of `group` held here, or undefined. */
+  replicaOf(group: GroupId): ReplicaStatus | undefined {
+    const r = this.replicas.get(group);
+    return r === undefined ? undefined : this.statusOf(r);
+  }
+
+  private statusOf(r: HeldReplica): ReplicaStatus {
+    const st = this.lastStats.get(r.k);
+    const offline = st === undefined || this.hosts[r.spec.shard % this.shardCount]?.offline.has(r.k) === true;
+    return {
+      group: r.spec.group,
+      topic: r.spec.topic,
+      partition: r.spec.partition,
+      role: offline ? 'offline' : st.role,
+      leader: (st?.leader ?? 0) as NodeId,
+      epoch: st?.epoch ?? 0,
+      highWatermark: st?.highWatermark ?? 0,
+      logStartOffset: st?.logStartOffset ?? 0,
+      logEndOffset: st?.logEndOffset ?? 0,
+      inSync: (st?.inSync ?? []) as NodeId[],
+    };
+  }
+
+  /**
+   * A shard's worker died: what its replicas last reported (a role, a leader) is no longer true, so
+   * they show as offline until the new worker reports (routing must not send writes to a dead leader).
+   */
+  private forgetShardStats(shard: number): void {
+    for (const r of this.replicas.values()) if (r.spec.shard % this.shardCount === shard) this.lastStats.delete(r.k);
+  }
+
+  /** A worker turn's outgoing Raft messages, to the transport by group (the transport never blocks). */
+  private sendRaft(msgs: readonly RaftEnvelope[]): void {
+    const transport = this.options.cluster?.transport;
+    if (transport === undefined) return;
+    for (const { k, msg } of msgs) {
+      const g = this.groupOfKey.get(k);
+      if (g !== undefined) transport.send(g, msg);
+    }
+  }
+
+  /** Replicas whose role, leader or term changed (reported within a tick by their shard). */
+  private onLeaders(stats: readonly PartitionStat[]): void {
+    for (const st of stats) this.rememberStat(st);
+  }
+
+  /**
+   * Cluster mode, for every number a shard reports (leader reports, stats, describe): a replica that
+   * learned of a new leader or epoch, or became or stopped being leader, is counted and told to the
+   * listeners once. Role-only changes (follower -> precandidate ...) are not news to routing.
+   */
+  private noteLeader(st: PartitionStat): void {
+    const g = this.groupOfKey.get(st.k);
+    const r = g === undefined ? undefined : this.replicas.get(g);
+    if (r === undefined) return;
+    const seen = `${st.leader}/${st.epoch}/${st.role === 'leader'}`;
+    const prev = this.leaderSeen.get(st.k);
+    if (prev === seen) return;
+    this.leaderSeen.set(st.k, seen);
+    const status = this.statusOf(r);
+    try {
+      if (prev === undefined || !prev.startsWith(`${st.leader}/${st.epoch}/`)) this.probe.leaderChanged?.(st.topic, st.partition, st.leader, st.epoch);
+    } catch (err) {
+      if (!isSluiceError(err)) this.logger.warn({ err }, 'probe failed');
+    }
+    for (const l of this.leaderListeners) {
+      try {
+        l(status);
+      } catch (err) {
+        this.logger.warn({ err, group: g }, 'a leader-change listener threw');
+      }
+    }
+  }
+
   // --- Life cycle ----------------------------------------------------------------------------
 
   close(): Promise<void> {
@@ -743,6 +1136,8 @@ export class Broker implements BrokerApi {
   private async doClose(): Promise<void> {
     // Admin changes already queued finish first; new ones see SHUTTING_DOWN.
     await this.adminQueue.catch(() => {});
+    // Peers' messages stop arriving before the replicas close (the transport belongs to the caller).
+    for (const r of this.replicas.values()) r.unregister();
     if (this.mainThread !== null) {
       clearInterval(this.mainThread.timer);
       this.mainThread.sampler.stop();
@@ -838,12 +1233,12 @@ export class Broker implements BrokerApi {
       for (const s of stats.flushSeconds) this.probe.logFlushed(s);
       for (const p of stats.partitions) {
         this.rememberStat(p);
-        this.probe.partitionStats(p.topic, p.partition, {
-          sizeBytes: p.sizeBytes,
-          highWatermark: p.highWatermark,
-          logStartOffset: p.logStartOffset,
-          damagedRanges: p.damagedRanges,
-        });
+        const stats = { sizeBytes: p.sizeBytes, highWatermark: p.highWatermark, logStartOffset: p.logStartOffset, damagedRanges: p.damagedRanges };
+        if (!this.clusterMode) this.probe.partitionStats(p.topic, p.partition, stats);
+        else if (this.groupOfKey.has(p.k)) {
+          const replica = { leader: p.leader, leading: p.role === 'leader', voters: p.voters, inSync: p.inSync.length };
+          this.probe.partitionStats(p.topic, p.partition, { ...stats, replica });
+        }
       }
     } catch (err) {
       if (!isSluiceError(err)) this.logger.warn({ err }, 'probe failed');

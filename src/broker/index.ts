@@ -3,9 +3,12 @@
  * embedders) use `Broker.open(...)` and the `BrokerApi` contract; they never import src/shard or
  * src/partition.
  */
-export { Broker, defaultShardCount, SHARDS_MAX, type BrokerOptions, type BrokerLogger } from './broker.js';
-export { NOOP_PROBE, type BrokerProbe } from './probe.js';
+export { Broker, defaultShardCount, SHARDS_MAX, type BrokerOptions, type BrokerClusterOptions, type BrokerLogger } from './broker.js';
+/** NOT_LEADER with the leader (0 = none known) and epoch in structured form, for routing and ErrorInfo. */
+export { NotLeaderError } from '../partition/errors.js';
+export { NOOP_PROBE, type BrokerProbe, type ReplicaGauges } from './probe.js';
 export { LOCK_FILE } from './data-dir-lock.js';
 export { CLUSTER_DIR, TOPICS_FILE } from './topic-table.js';
 export { INTERNAL_TOPIC_PREFIX } from './validate.js';
 export type * from './types.js';
+export type { ReplicaSpec, ReplicaRole, ReplicaStatus, ReplicaHost } from './replicas.js';

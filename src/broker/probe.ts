@@ -13,6 +13,18 @@ export interface ThreadHealth {
   gcPausesDropped: number;
 }
 
+/** Cluster mode: what a replica knows of its group, for the replication gauges. */
+export interface ReplicaGauges {
+  /** The leader this replica knows (0 = none). */
+  leader: number;
+  /** This replica leads. */
+  leading: boolean;
+  /** The group's voters (replication factor). */
+  voters: number;
+  /** Leader only: voters in sync (itself included); 0 elsewhere. */
+  inSync: number;
+}
+
 /** How an RPC is measured (see `BrokerProbe.requestFinished`). */
 export type RequestKind = 'unary' | 'long-poll' | 'stream';
 
@@ -34,8 +46,10 @@ export interface BrokerProbe {
   partitionStats(
     topic: string,
     partition: number,
-    stats: { sizeBytes: number; highWatermark: number; logStartOffset: number; damagedRanges?: number },
+    stats: { sizeBytes: number; highWatermark: number; logStartOffset: number; damagedRanges?: number; replica?: ReplicaGauges },
   ): void;
+  /** Cluster mode: one partition's replica was closed here (its topic may live on): drop its series. */
+  partitionClosed?(topic: string, partition: number): void;
   /** A topic (or some of its partitions) disappeared: drop its series. */
   topicDeleted(topic: string): void;
   /** Per-shard gauges, sampled about once a second. */
@@ -46,6 +60,11 @@ export interface BrokerProbe {
    * Optional so probes written before it keep compiling.
    */
   threadStats?(thread: string, stats: ThreadHealth): void;
+  /**
+   * Cluster mode: a replica here learned of a new leader or epoch for its partition (`leader` 0: none
+   * known yet, an election is on). Optional so probes written before it keep compiling.
+   */
+  leaderChanged?(topic: string, partition: number, leader: number, epoch: number): void;
   /** A shard worker was replaced: it died ('crash') or the watchdog stopped it as hung ('watchdog'). */
   shardRestarted(shard: number, reason: 'crash' | 'watchdog'): void;
   /** Bytes held on behalf of clients (request bodies, fetch responses, stream buffers) against the budget. */

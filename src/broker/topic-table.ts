@@ -104,6 +104,14 @@ export class TopicTable {
     return table;
   }
 
+  /**
+   * A table that is never persisted (cluster mode: the controller's metadata is the truth and the
+   * broker holds only the topics of the replicas it was given).
+   */
+  static inMemory(clusterId: string): TopicTable {
+    return new TopicTable('', clusterId);
+  }
+
   get(name: string): TopicEntry | undefined {
     return this.topics.get(name);
   }
@@ -143,11 +151,12 @@ export class TopicTable {
   /** Partitions per shard, for placing new ones on the least loaded shard. */
   load(shards: number): number[] {
     const counts = new Array<number>(shards).fill(0);
-    for (const t of this.topics.values()) for (const s of t.placement) if (s < shards) counts[s]++;
+    for (const t of this.topics.values()) for (const s of t.placement) if (s >= 0 && s < shards) counts[s]++;
     return counts;
   }
 
   private persist(): void {
+    if (this.file === '') return;
     const dir = path.dirname(this.file);
     const body: TableFile = { version: FORMAT_VERSION, clusterId: this.clusterId, topics: this.all() };
     try {

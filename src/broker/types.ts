@@ -17,6 +17,10 @@ export interface PartitionInfo {
   sizeBytes: number;
   /** Ranges of the log fenced after corruption was found (reads of them answer LOG_CORRUPT); 0 when healthy. */
   damagedRanges: number;
+  /** The leader's epoch (its Raft term); 0 when unknown. Set in cluster mode. */
+  leaderEpoch?: number;
+  /** The voters within a bound of the leader's log (the leader included); known on the leader. Set in cluster mode. */
+  inSyncReplicas?: number[];
 }
 
 export interface TopicDescription {

@@ -12,7 +12,7 @@ import { PROTO_INT32_MAX } from '../client/validate.js';
 import { CLIENT_REQUEST_TIMEOUT_MS_DEFAULT, TOPIC_PARTITIONS_MAX } from '../constants.js';
 import { fail } from './errors.js';
 import { parseOutputFormat, type OutputFormat } from './output.js';
-import { collectKeyValue, parseBrokers, parseBytesArg, parseDurationMs, parseIntArg, parseSeedList, parseStartOffset } from './parse.js';
+import { collectKeyValue, parseBrokers, parseBytesArg, parseDurationMs, parseIntArg, parseSeedList, parseStartOffset, parseControllerVoters } from './parse.js';
 import { CLIENT_MEMORY_BYTES_DEFAULT, CLIENT_MEMORY_BYTES_MIN, SHARD_WATCHDOG_MS, SHARD_WATCHDOG_MS_MIN } from '../constants.js';
 import { serve, type ServeOptions } from './serve.js';
 import { addPartitions, alterConfig, createTopic, deleteTopic, describeTopic, listTopics, type Common } from './topic.js';
@@ -23,7 +23,7 @@ import { groupConsume, registerGroupCommands, type GroupConsumeCommand } from '.
 /** Adds -b/--brokers, --timeout and --format to a client command. */
 function clientCommand(cmd: Command): Command {
   return cmd
-    .addOption(new Option('-b, --brokers <host:port>', 'broker address (a host alone means port 7070)').env('SLUICE_BROKERS').argParser(parseBrokers).default(DEFAULT_BROKER))
+    .addOption(new Option('-b, --brokers <host:port,...>', 'broker addresses, comma-separated; any node of a cluster will do (a host alone means port 7070)').env('SLUICE_BROKERS').argParser(parseBrokers).default(DEFAULT_BROKER))
     .addOption(
       new Option('--timeout <duration>', 'how long to wait for the broker to answer one request: 500ms, 10s, or milliseconds')
         .env('SLUICE_TIMEOUT')
@@ -81,6 +81,11 @@ program
   .addOption(new Option('--advertise-addr <host:port>', 'the address other nodes and clients dial (default: the --grpc-addr; with 0.0.0.0 there, this machine\'s host name)').env('SLUICE_ADVERTISE_ADDR'))
   .addOption(new Option('--seeds <host:port,...>', 'addresses of existing cluster members to join through (none: start or carry on a cluster of its own)').env('SLUICE_SEEDS').argParser(parseSeedList))
   .addOption(new Option('--rack <rack>', 'failure domain of this node (rack, zone), for replica placement').env('SLUICE_RACK'))
+  .addOption(
+    new Option('--controller-voters <ids>', 'node ids of the controller group\'s voters: 1, 3 or 5, e.g. 1,2,3 (with --seeds and without this: 1,2,3). Given or with --seeds, the node runs in cluster mode')
+      .env('SLUICE_CONTROLLER_VOTERS')
+      .argParser(parseControllerVoters),
+  )
   .action(run((o: ServeOptions) => serve(o)));
 
 const topic = program.command('topic').description('manage topics');
@@ -129,7 +134,7 @@ clientCommand(program.command('consume <topic>').description('print records (kca
   .action(run((t: string, o: Parameters<typeof consume>[1] & { group?: string }) => (o.group ? groupConsume(t, o as GroupConsumeCommand) : consume(t, o))));
 
 const cluster = program.command('cluster').description('cluster information');
-clientCommand(cluster.command('info').description('brokers, controller and topic count')).action(run((o: Common) => clusterInfo(o)));
+clientCommand(cluster.command('info').description('nodes, the controller leader, and partition leaders per node')).action(run((o: Common) => clusterInfo(o)));
 
 registerGroupCommands(program, clientCommand, run);
 

@@ -1,4 +1,5 @@
 /** Parsers for CLI arguments: offsets, key=value pairs, counts, kcat-style record formats. */
+import { validateControllerVoters } from '../controller/controller.js';
 import { InvalidArgumentError } from 'commander';
 import { brokerList } from '../client/connection.js';
 import type { StartOffset, ConsumedRecord } from '../client/types.js';
@@ -38,6 +39,25 @@ export function parseSeedList(value: string): string[] {
     if (m === null || Number(m[1]) < 1 || Number(m[1]) > 65535) throw new UsageError(`--seeds takes HOST:PORT,HOST:PORT,... (got "${s}")`);
   }
   return seeds;
+}
+
+/**
+ * `--controller-voters`: 1, 3 or 5 distinct node ids, comma-separated (e.g. 1,2,3). Each may carry the
+ * voter's address as `ID@HOST:PORT` (the Helm chart writes that form); the address is informational,
+ * since gossip tells where each node is.
+ */
+export function parseControllerVoters(value: string): number[] {
+  const ids = value.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+  const voters = ids.map((s) => {
+    const m = /^(\d{1,10})(?:@\S+)?$/.exec(s);
+    return m === null ? NaN : Number(m[1]);
+  });
+  try {
+    validateControllerVoters(voters);
+  } catch (err) {
+    throw new UsageError(`--controller-voters: ${(err as Error).message} (e.g. 1,2,3)`);
+  }
+  return voters;
 }
 
 /** A duration: `500ms`, `10s`, `2m`, or a bare number of milliseconds; at least 1 ms. */

@@ -25,6 +25,8 @@ export interface ServeOptions {
   advertiseAddr?: string;
   seeds?: string[];
   rack?: string;
+  /** --controller-voters: with it or --seeds, cluster mode. */
+  controllerVoters?: number[];
 }
 
 export async function serve(options: ServeOptions): Promise<void> {
@@ -51,7 +53,13 @@ export async function serve(options: ServeOptions): Promise<void> {
       logger,
       raftTransportProbe: createRaftTransportProbe(metrics),
       nodeId: options.nodeId,
-      cluster: { advertiseAddress: options.advertiseAddr, seeds: options.seeds ?? [], rack: options.rack ?? '', probe: metrics.membershipProbe },
+      cluster: {
+        advertiseAddress: options.advertiseAddr,
+        seeds: options.seeds ?? [],
+        rack: options.rack ?? '',
+        probe: metrics.membershipProbe,
+        controllerVoters: options.controllerVoters,
+      },
       onFatal,
     });
   } catch (err) {

@@ -31,8 +31,18 @@ function describeTable(t: TopicDescription): string {
   const summary = formatTable([{ name: t.name, partitions: t.partitions.length, replicas: t.replicationFactor }], ['name', 'partitions', 'replicas']);
   const configs = Object.keys(t.configs).length === 0 ? '' : '\n' + formatTable(Object.entries(t.configs).sort().map(([key, value]) => ({ key, value })), ['key', 'value']);
   const parts = formatTable(
-    t.partitions.map((p) => ({ partition: p.partition, leader: p.leader, replicas: p.replicas, 'log-start-offset': p.logStartOffset, 'high-watermark': p.highWatermark, size: p.sizeBytes, damaged: p.damagedRanges })),
-    ['partition', 'leader', 'replicas', 'log-start-offset', 'high-watermark', 'size', 'damaged'],
+    t.partitions.map((p) => ({
+      partition: p.partition,
+      leader: p.leader,
+      epoch: p.leaderEpoch ?? 0,
+      replicas: p.replicas,
+      isr: p.inSyncReplicas ?? [],
+      'log-start-offset': p.logStartOffset,
+      'high-watermark': p.highWatermark,
+      size: p.sizeBytes,
+      damaged: p.damagedRanges,
+    })),
+    ['partition', 'leader', 'epoch', 'replicas', 'isr', 'log-start-offset', 'high-watermark', 'size', 'damaged'],
   );
   return `${summary}${configs}\n${parts}`;
 }

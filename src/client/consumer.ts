@@ -160,10 +160,11 @@ export class Consumer implements AsyncIterable<ConsumedRecord> {
       }
       const offset = this.positions.get(partition)!;
       let res: FetchResponse;
+      const client = this.conn.brokerFor(topic, partition);
       try {
         res = await this.conn.unary(
-          this.conn.broker,
-          this.conn.broker.fetch,
+          client,
+          client.fetch,
           { topic, partition, offset: BigInt(offset), maxBytes: this.options.maxBytes ?? 0, maxWaitMs, raw: true },
           maxWaitMs,
           signal,
@@ -171,6 +172,7 @@ export class Consumer implements AsyncIterable<ConsumedRecord> {
         failures = 0;
       } catch (err) {
         if (signal.aborted) return;
+        this.conn.routeFailed(topic, partition, err);
         if (!isSluiceError(err) || !err.retriable || ++failures > 20) throw err;
         await sleep(Math.min(2_000, (this.options.retryBackoffMs ?? 50) * 2 ** failures));
         continue;

@@ -695,8 +695,16 @@ export class Producer {
     return this.withRetry(() => this.call(this.produceRequest(topic, partition, [], recordBatch)));
   }
 
+  /** One produce, sent to the partition's leader when the connection knows it (see Connection.brokerFor). */
   private async call(req: ProduceRequest): Promise<ProduceResult> {
-    const res: ProduceResponse = await this.conn.unary(this.conn.broker, this.conn.broker.produce, req);
+    const client = this.conn.brokerFor(req.topic, req.partition);
+    let res: ProduceResponse;
+    try {
+      res = await this.conn.unary(client, client.produce, req);
+    } catch (err) {
+      this.conn.routeFailed(req.topic, req.partition, err);
+      throw err;
+    }
     return {
       partition: res.partition,
       baseOffset: Number(res.baseOffset),

@@ -229,6 +229,14 @@ export class Controller {
     return this.raft.status().conf;
   }
 
+  /**
+   * The last index of this node's metadata log. Read right after `open`, it tells records this node
+   * held before a restart (re-applied as the log replays) from new ones.
+   */
+  get lastLogIndex(): number {
+    return this.raft.log.lastIndex();
+  }
+
   /** The last log index applied to `state`. */
   get appliedIndex(): number {
     return this.applied;

@@ -7,7 +7,7 @@
  * costs a Map lookup and an add, not a label-hash per call.
  */
 import { Counter, Gauge, Histogram, type Metric, type Registry } from 'prom-client';
-import type { BrokerProbe, RequestKind, ThreadHealth } from '../broker/probe.js';
+import type { BrokerProbe, ReplicaGauges, RequestKind, ThreadHealth } from '../broker/probe.js';
 import type { FilledMetricsOptions } from './types.js';
 
 interface PartitionStats {
@@ -15,6 +15,8 @@ interface PartitionStats {
   highWatermark: number;
   logStartOffset: number;
   damagedRanges: number;
+  /** Cluster mode only. */
+  replica?: ReplicaGauges;
 }
 
 type CounterChild = ReturnType<Counter<'topic'>['labels']>;
@@ -39,6 +41,11 @@ export class PromBrokerProbe implements BrokerProbe {
   private readonly logSize: Gauge<'topic'>;
   private readonly partitionCount: Gauge<'topic'>;
   private readonly partitionDamaged: Gauge<'topic' | 'partition'>;
+  private readonly underReplicated: Gauge;
+  private readonly partitionLeader: Gauge<'topic' | 'partition'>;
+  private readonly partitionInSync: Gauge<'topic' | 'partition'>;
+  private readonly partitionReplicas: Gauge<'topic' | 'partition'>;
+  private readonly leaderChanges: Counter<'topic' | 'partition'>;
   private readonly highWatermark: Gauge<'topic' | 'partition'> | undefined;
   private readonly logStartOffset: Gauge<'topic' | 'partition'> | undefined;
   private readonly groupLag: Gauge<'group' | 'topic'>;
@@ -137,6 +144,55 @@ export class PromBrokerProbe implements BrokerProbe {
         }
       },
     });
+    // Replication (cluster mode; a single-node broker reports 0 under-replicated and no per-partition
+    // series). Per partition because an operator asks "which partition", and only replicas held here
+    // have a series: the leader this replica knows, and on the leader the voters and in-sync voters.
+    this.underReplicated = new Gauge({
+      name: 'sluice_under_replicated_partitions',
+      help: 'Partitions led by this node with fewer in-sync voters than voters.',
+      registers,
+      collect() {
+        let n = 0;
+        for (const partitions of table.values()) for (const st of partitions.values()) if (st.replica?.leading === true && st.replica.inSync < st.replica.voters) n++;
+        this.set(n);
+      },
+    });
+    this.partitionLeader = new Gauge({
+      name: 'sluice_partition_leader',
+      help: 'Node id of the leader a replica on this node knows for its partition (0: none known, an election is on).',
+      labelNames: ['topic', 'partition'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [topic, partitions] of table) for (const [partition, st] of partitions) if (st.replica !== undefined) this.set({ topic, partition: String(partition) }, st.replica.leader);
+      },
+    });
+    this.partitionReplicas = new Gauge({
+      name: 'sluice_partition_replicas',
+      help: 'Voters of a partition led by this node (its replication factor).',
+      labelNames: ['topic', 'partition'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [topic, partitions] of table) for (const [partition, st] of partitions) if (st.replica?.leading === true) this.set({ topic, partition: String(partition) }, st.replica.voters);
+      },
+    });
+    this.partitionInSync = new Gauge({
+      name: 'sluice_partition_in_sync_replicas',
+      help: 'In-sync voters (match index within REPLICA_ISR_LAG_OFFSETS_MAX of the log end) of a partition led by this node, itself included.',
+      labelNames: ['topic', 'partition'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [topic, partitions] of table) for (const [partition, st] of partitions) if (st.replica?.leading === true) this.set({ topic, partition: String(partition) }, st.replica.inSync);
+      },
+    });
+    this.leaderChanges = new Counter({
+      name: 'sluice_leader_changes_total',
+      help: 'Times a replica on this node learned of a new leader or leader epoch for its partition.',
+      labelNames: ['topic', 'partition'],
+      registers,
+    });
     if (options.partitionSeries) {
       this.highWatermark = new Gauge({ name: 'sluice_partition_high_watermark', help: 'Offset after the last committed record of a partition.', labelNames: ['topic', 'partition'], registers });
       this.logStartOffset = new Gauge({ name: 'sluice_partition_log_start_offset', help: 'First offset still held by a partition log.', labelNames: ['topic', 'partition'], registers });
@@ -221,6 +277,7 @@ export class PromBrokerProbe implements BrokerProbe {
       highWatermark: stats.highWatermark,
       logStartOffset: stats.logStartOffset,
       damagedRanges: stats.damagedRanges ?? 0,
+      replica: stats.replica,
     });
     if (this.highWatermark !== undefined && this.logStartOffset !== undefined) {
       const labels = { topic, partition: String(partition) };
@@ -229,8 +286,20 @@ export class PromBrokerProbe implements BrokerProbe {
     }
   }
 
+  leaderChanged(topic: string, partition: number, _leader: number, _epoch: number): void {
+    this.leaderChanges.inc({ topic, partition: String(partition) });
+  }
+
+  partitionClosed(topic: string, partition: number): void {
+    this.partitionTable.get(topic)?.delete(partition);
+    this.leaderChanges.remove({ topic, partition: String(partition) });
+    this.highWatermark?.remove({ topic, partition: String(partition) });
+    this.logStartOffset?.remove({ topic, partition: String(partition) });
+  }
+
   topicDeleted(topic: string): void {
     const partitions = this.partitionTable.get(topic);
+    for (const partition of partitions?.keys() ?? []) this.leaderChanges.remove({ topic, partition: String(partition) });
     this.partitionTable.delete(topic);
     this.produceChildren.delete(topic);
     this.fetchChildren.delete(topic);

@@ -381,6 +381,26 @@ export class Partition {
     return this.raft.getLeader();
   }
 
+  /** The group's voters as this replica's Raft state has them. */
+  get voters(): readonly number[] {
+    return this.raft.log.conf().voters;
+  }
+
+  /** This node is a learner of the group (replicates, never votes). */
+  get isLearner(): boolean {
+    return this.raft.log.conf().learners.includes(this.nodeId as NodeId);
+  }
+
+  /**
+   * Leader only (else empty): the voters whose match index is within `lagMax` offsets of the leader's
+   * last index, itself included (its match is what it persisted). Kafka's in-sync replicas, by offsets.
+   */
+  inSyncVoters(lagMax: number): number[] {
+    if (this.raft.getRole() !== 'leader') return [];
+    const floor = this.raft.log.lastIndex() - lagMax;
+    return this.raft.log.conf().voters.filter((v) => this.raft.matchOf(v as NodeId) >= floor);
+  }
+
   /** The Raft core's state (allocates; for tests, stats and diagnostics). */
   raftStatus(): RaftStatus {
     return this.raft.status();
@@ -444,7 +464,7 @@ export class Partition {
   }
 
   private notLeader(): NotLeaderError {
-    return new NotLeaderError(this.name, this.nodeId, this.raft.getLeader());
+    return new NotLeaderError(this.name, this.nodeId, this.raft.getLeader(), this.raft.getTerm());
   }
 
   // --- Client events ---------------------------------------------------------------------------
@@ -603,6 +623,20 @@ export class Partition {
   }
 
   // --- Raft events -----------------------------------------------------------------------------
+
+  /**
+   * Leader only: hands leadership to `target`, a voter (it campaigns at once when its log is up to
+   * date; Raft abandons a transfer that does not finish within an election timeout). Returns false,
+   * changing nothing, while a Ready is being persisted (the core takes no input then): ask again later.
+   */
+  transferLeadership(target: number): boolean {
+    this.checkOpen();
+    if (this.raft.getRole() !== 'leader') throw this.notLeader();
+    if (this.inFlight) return false;
+    this.raft.transferLeadership(target as NodeId);
+    this.afterCoreEvent();
+    return true;
+  }
 
   /** A message from a peer replica of this partition (the cluster transport routes it here). */
   step(msg: Message): void {

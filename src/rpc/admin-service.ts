@@ -2,6 +2,7 @@
 import type { AdminServer } from './gen/sluice/v1/admin.js';
 import { toPbTopic } from './convert.js';
 import type { ServiceContext } from './context.js';
+import { isForwarded } from './forward.js';
 
 export function adminService(ctx: ServiceContext): AdminServer {
   return {
@@ -20,7 +21,7 @@ export function adminService(ctx: ServiceContext): AdminServer {
       ctx.unary('ListTopics', async () => ({ topics: await ctx.api().listTopics() }), callback);
     },
     describeTopic(call, callback) {
-      ctx.unary('DescribeTopic', async () => ({ topic: toPbTopic(await ctx.api().describeTopic(call.request.name)) }), callback);
+      ctx.unary('DescribeTopic', async () => ({ topic: toPbTopic(await ctx.api(isForwarded(call.metadata)).describeTopic(call.request.name)) }), callback);
     },
     alterTopicConfig(call, callback) {
       const r = call.request;

@@ -22,6 +22,7 @@ import type { ClientMemoryHold } from './client-memory.js';
 import { onCallEnd } from './call-end.js';
 import { encodedProduceRecords, encodedRecordsBytes, recordsOf } from './fast-codec.js';
 import { encodeRecordsBatch } from './structured-produce.js';
+import { isForwarded } from './forward.js';
 
 /** Paths whose handlers hold client memory until the call ends (see ./call-end.ts). */
 export const MEMORY_HOLDING_PATHS: ReadonlySet<string> = new Set(['/sluice.v1.Broker/Fetch', '/sluice.v1.Broker/Subscribe']);
@@ -273,7 +274,7 @@ export function brokerService(ctx: ServiceContext): BrokerServer {
         const hold = ctx.holdRequest('Produce', produceBytes(call.request));
         try {
           const input = toProduceInput(call.request);
-          const result = await ctx.api().produce(input);
+          const result = await ctx.api(isForwarded(call.metadata)).produce(input);
           return {
             partition: result.partition,
             baseOffset: BigInt(result.baseOffset),
@@ -302,7 +303,7 @@ export function brokerService(ctx: ServiceContext): BrokerServer {
           let held = await ctx.holdRead('Fetch', input.maxBytes, signal);
           onCallEnd(call.metadata, () => held.release());
           const format = call.request.raw ? 'batches' : 'pb-records';
-          const { result } = await heldFetch(ctx, ctx.api(), 'Fetch', { ...input, format }, held, (next) => (held = next), signal);
+          const { result } = await heldFetch(ctx, ctx.api(isForwarded(call.metadata)), 'Fetch', { ...input, format }, held, (next) => (held = next), signal);
           const message = toFetchResponse(result, input.offset, call.request.raw);
           held.resize(fetchResponseBytes(message));
           return message;
@@ -326,7 +327,7 @@ export function brokerService(ctx: ServiceContext): BrokerServer {
       };
       let api: BrokerApi;
       try {
-        api = ctx.api();
+        api = ctx.api(isForwarded(call.metadata));
       } catch (err) {
         finish(err);
         return;
@@ -340,7 +341,7 @@ export function brokerService(ctx: ServiceContext): BrokerServer {
     listOffsets(call, callback) {
       ctx.unary('ListOffsets', async () => {
         const r = call.request;
-        const api = ctx.api();
+        const api = ctx.api(isForwarded(call.metadata));
         const spec = toOffsetSpec(r.spec, r.timestampMs);
         let partitions = r.partitions;
         if (partitions.length === 0) partitions = (await api.describeTopic(r.topic)).partitions.map((p) => p.partition);

@@ -17,6 +17,8 @@ export interface CallReport {
 
 export class ServiceContext {
   private broker: BrokerApi | null = null;
+  /** What answers requests another node forwarded here (./forward.ts): never forwards again. */
+  private forwardedBroker: BrokerApi | null = null;
   private closing = false;
   /** Aborted on shutdown so long-polls and streams end at once instead of holding the drain. */
   private readonly longCalls = new Set<AbortController>();
@@ -66,19 +68,24 @@ export class ServiceContext {
     }
   }
 
-  attach(broker: BrokerApi): void {
+  /** `forwarded`: the API for requests another node forwarded here (default: `broker`). */
+  attach(broker: BrokerApi, forwarded?: BrokerApi): void {
     this.broker = broker;
+    this.forwardedBroker = forwarded ?? null;
   }
 
   get ready(): boolean {
     return this.broker !== null && !this.closing;
   }
 
-  /** The broker, or a retriable error while it is starting or stopping. */
-  api(): BrokerApi {
+  /**
+   * The broker, or a retriable error while it is starting or stopping. `forwarded`: the request came
+   * from another node (metadata `sluice-forwarded`), so it is answered here or refused, never forwarded.
+   */
+  api(forwarded = false): BrokerApi {
     if (this.closing) throw new SluiceError('SHUTTING_DOWN', 'the broker is shutting down; retry against another broker or after restart');
     if (this.broker === null) throw new SluiceError('UNAVAILABLE', 'the broker is still starting; retry shortly');
-    return this.broker;
+    return forwarded ? (this.forwardedBroker ?? this.broker) : this.broker;
   }
 
   /** Stops intake and ends every long-lived call. */

@@ -122,6 +122,8 @@ export function toPbPartition(p: PartitionInfo): PartitionDescription {
     replicas: p.replicas,
     sizeBytes: BigInt(p.sizeBytes),
     damagedRanges: p.damagedRanges,
+    leaderEpoch: p.leaderEpoch ?? 0,
+    inSyncReplicas: p.inSyncReplicas ?? (p.replicas.length === 1 ? p.replicas : []),
   };
 }
 
@@ -142,6 +144,8 @@ export function fromPbTopic(t: PbTopicDescription): TopicDescription {
       replicas: [...p.replicas],
       sizeBytes: Number(p.sizeBytes),
       damagedRanges: p.damagedRanges,
+      leaderEpoch: p.leaderEpoch,
+      inSyncReplicas: [...p.inSyncReplicas],
     })),
   };
 }

@@ -121,7 +121,7 @@ export function toServiceError(thrown: unknown): Partial<StatusObject> & Error &
   const err = toSluiceError(thrown);
   const code = grpcStatusFor(err);
   const metadata = new Metadata();
-  const infoMetadata: Record<string, string> = { retriable: String(err.retriable) };
+  const infoMetadata: Record<string, string> = { ...err.info, retriable: String(err.retriable) };
   if (err.retryAfterMs !== undefined) infoMetadata[RETRY_DELAY_MS_KEY] = String(Math.round(err.retryAfterMs));
   metadata.set(STATUS_DETAILS_KEY, encodeStatusDetails(code, err.message, err.code, infoMetadata, err.retryAfterMs));
   return Object.assign(new Error(err.message), { code, details: `${err.code}: ${err.message}`, metadata });
@@ -168,7 +168,9 @@ export function fromServiceError(err: ServiceError | Error): SluiceError {
     const message = details.startsWith(`${code}: `) ? details.slice(code.length + 2) : details;
     const retriable = info.metadata.retriable === undefined ? undefined : info.metadata.retriable === 'true';
     const delay = Number(info.metadata[RETRY_DELAY_MS_KEY]);
-    return new SluiceError(code, message, { cause: err, retriable, retryAfterMs: Number.isFinite(delay) && delay >= 0 ? delay : undefined });
+    const { retriable: _r, [RETRY_DELAY_MS_KEY]: _d, ...rest } = info.metadata;
+    const extra = Object.keys(rest).length > 0 ? rest : undefined;
+    return new SluiceError(code, message, { cause: err, retriable, retryAfterMs: Number.isFinite(delay) && delay >= 0 ? delay : undefined, info: extra });
   }
   const code = (se.code !== undefined ? CODE_BY_GRPC_STATUS[se.code as GrpcStatus] : undefined) ?? 'INTERNAL';
   return new SluiceError(code, details, { cause: err });

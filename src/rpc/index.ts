@@ -22,3 +22,4 @@ export { AdminService, AdminClient } from './gen/sluice/v1/admin.js';
 export { BrokerService, BrokerClient } from './gen/sluice/v1/broker.js';
 export { FastBrokerService, FastBrokerClient, decodeFetchResponse, decodeProduceRequest } from './fast-codec.js';
 export { controllerService, GrpcControllerForwarder, type ControllerSubmitHandler } from './controller-service.js';
+export { PeerBrokers, FORWARDED_METADATA_KEY, isForwarded } from './forward.js';

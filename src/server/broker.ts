@@ -20,7 +20,12 @@ import { StartupError } from './errors.js';
 import { CLIENT_MEMORY_BYTES_DEFAULT, CLIENT_MEMORY_BYTES_MIN } from '../constants.js';
 import { GrpcRaftTransport, type RaftTransportProbe } from '../cluster/transport/index.js';
 import type { NodeId } from '../model/index.js';
-import { membershipExtraService, startMembership, withMembership, type ClusterOptions, type MembershipHandle } from './cluster.js';
+import { clusterModeVoters, membershipExtraService, startMembership, withMembership, type ClusterOptions, type MembershipHandle } from './cluster.js';
+import { controllerService } from '../rpc/controller-service.js';
+import { PeerBrokers } from '../rpc/forward.js';
+import { ClusterNode } from './cluster-node.js';
+import { clusterApis } from './cluster-api.js';
+import { isReplicaHost } from './replica-host.js';
 
 export interface StartBrokerOptions {
   /** Where logs and topic metadata live. Default './data'. */
@@ -90,13 +95,17 @@ export interface RunningBroker {
   close(): Promise<void>;
   /** This node's Raft transport (served on the gRPC port): Raft groups register their handlers here. */
   readonly raftTransport: GrpcRaftTransport;
+  /** The controller and replica wiring in cluster mode (`cluster.seeds` or `cluster.controllerVoters`), else null. */
+  readonly clusterNode: ClusterNode | null;
 }
 
-/** Why the broker is not ready, or null: starting, stopping, not yet joined, or partitions offline. */
-function notReady(ctx: ServiceContext, core: BrokerApi | null, membership: MembershipHandle): string | null {
+/** Why the broker is not ready, or null: starting, stopping, not yet joined, no controller, or partitions offline. */
+function notReady(ctx: ServiceContext, core: BrokerApi | null, membership: MembershipHandle, cluster: { node: ClusterNode | null }): string | null {
   if (!ctx.ready) return core === null ? 'starting' : 'shutting down';
   const joining = membership.notReady();
   if (joining !== null) return joining;
+  const controller = cluster.node?.notReady() ?? null;
+  if (controller !== null) return controller;
   const offline = core?.offlinePartitions?.() ?? [];
   if (offline.length === 0) return null;
   const shown = offline.slice(0, 10).join(', ') + (offline.length > 10 ? ', …' : '');
@@ -125,6 +134,10 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
   // Consumer groups share the front-end's context, so a shutdown ends their Consume streams at once.
   const services = [groupsExtraService(ctx), raftTransport.service(), ...(options.grpcServices?.(() => ctx.api()) ?? [])];
   if (options.cluster !== undefined) services.push(membershipExtraService(membership));
+  // Cluster mode: the controller (group 0) and `Controller/Submit` forwarding on this port.
+  const voters = clusterModeVoters(options.cluster);
+  const cluster: { node: ClusterNode | null } = { node: null };
+  if (voters !== null) services.push(controllerService(() => cluster.node?.controller ?? null));
   let grpc: GrpcFrontend;
   try {
     grpc = await startGrpc(ctx, grpcAddr, services);
@@ -138,7 +151,7 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
   let core: BrokerApi | null = null;
   try {
     if (httpAddr !== null) {
-      const started = await startHttp({ address: httpAddr, notReady: () => notReady(ctx, core, membership), metricsHandler: options.metricsHandler }).catch((err: NodeJS.ErrnoException) => {
+      const started = await startHttp({ address: httpAddr, notReady: () => notReady(ctx, core, membership, cluster), metricsHandler: options.metricsHandler }).catch((err: NodeJS.ErrnoException) => {
         const hint = err.code === 'EADDRINUSE' ? 'address already in use; stop the other process or pick another with --http-addr' : err.message;
         throw new StartupError(`cannot listen for HTTP on ${options.httpAddress}: ${hint}`, { cause: err });
       });
@@ -154,6 +167,8 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
       probe,
       logger: options.logger,
       ...options.tuning,
+      // Cluster mode: the Broker hosts only the replicas the controller gives it (src/broker/replicas.ts).
+      ...(voters === null ? {} : ({ cluster: { transport: raftTransport } } as Partial<OpenBrokerOptions>)),
     });
   } catch (err) {
     raftTransport.close();
@@ -178,10 +193,48 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
       if (httpServer !== null) await stopHttp(httpServer);
       throw err;
     }
-    broker = withMembership(broker, membership);
+    if (voters === null) broker = withMembership(broker, membership);
+  }
+  const clients = new PeerBrokers();
+  let forwardedApi: BrokerApi | undefined;
+  if (voters !== null) {
+    const gossip = membership.gossip!;
+    try {
+      if (!isReplicaHost(broker)) throw new StartupError('this build\'s broker core cannot host replicas, so it cannot run in cluster mode; start it without --seeds and --controller-voters');
+      const node = await ClusterNode.start({
+        nodeId: nodeId as NodeId,
+        dataDir: options.dataDir ?? './data',
+        voters: voters as NodeId[],
+        peers: gossip,
+        transport: raftTransport,
+        host: broker,
+        shards: (broker as { shardCount?: number }).shardCount ?? options.shards ?? 1,
+        logger: options.logger,
+        controllerTiming: options.cluster?.controllerTiming,
+      });
+      cluster.node = node;
+      const apis = clusterApis({
+        nodeId: nodeId as NodeId,
+        core: broker,
+        controller: node.controller,
+        peers: gossip,
+        clusterId: () => gossip.clusterId ?? node.controller.state.clusterId,
+        clients,
+        httpAddress: httpAddress ?? '',
+      });
+      broker = apis.routed;
+      forwardedApi = apis.local;
+    } catch (err) {
+      gossip.close();
+      raftTransport.close();
+      grpc.server.forceShutdown();
+      await broker.close().catch(() => {});
+      if (httpServer !== null) await stopHttp(httpServer);
+      throw err;
+    }
   }
   core = broker;
-  ctx.attach(broker);
+  ctx.attach(broker, forwardedApi);
   grpc.setServing(true);
 
   let closing: Promise<void> | null = null;
@@ -192,6 +245,8 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
     // Its streams are long-lived: ended first, or the drain below would wait for them.
     raftTransport.close();
     await stopGrpc(grpc.server, options.drainMs ?? 10_000);
+    await cluster.node?.close().catch((err: unknown) => options.logger?.error({ err }, 'closing the controller failed'));
+    clients.close();
     try {
       // Rejects when a log could not be flushed or closed: the caller (the CLI) exits non-zero.
       await broker.close();
@@ -205,6 +260,7 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
     broker,
     raftTransport,
     membership: membership.gossip,
+    clusterNode: cluster.node,
     close: () => (closing ??= close()),
   };
 }

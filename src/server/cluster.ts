@@ -3,10 +3,15 @@
  * service on the client port, and GetMetadata's node list. Kept here so src/server/broker.ts carries
  * only the calls.
  */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
+import { CLUSTER_DIR, TOPICS_FILE } from '../broker/index.js';
+import { TopicTable } from '../broker/topic-table.js';
 import type * as grpc from '@grpc/grpc-js';
 import { SluiceError, isSluiceError } from '../errors.js';
-import { GOSSIP_RACK_BYTES_MAX } from '../constants.js';
+import { CLUSTER_CONTROLLER_VOTERS_DEFAULT, GOSSIP_RACK_BYTES_MAX } from '../constants.js';
 import { asNodeId } from '../model/index.js';
 import type { BrokerApi, ClusterMetadata } from '../broker/types.js';
 import type { BrokerLogger } from '../broker/index.js';
@@ -27,6 +32,21 @@ export interface ClusterOptions {
   probe?: MembershipProbe;
   /** Protocol timing; the defaults (src/constants.ts) are what production and the process tests use. */
   timing?: Partial<GossipTiming>;
+  /**
+   * The controller group's voters (`--controller-voters`). Cluster mode (a controller, replicated
+   * partitions, admin through the controller) runs iff this or `seeds` is given; with seeds and no
+   * voters, the voters are CLUSTER_CONTROLLER_VOTERS_DEFAULT (nodes 1, 2, 3).
+   */
+  controllerVoters?: readonly number[];
+  /** Test hook: controller timing (defaults in src/constants.ts). */
+  controllerTiming?: { tickMs?: number; electionTicks?: number; heartbeatTicks?: number };
+}
+
+/** Whether `options` asks for cluster mode, and with which controller voters. */
+export function clusterModeVoters(options: ClusterOptions | undefined): readonly number[] | null {
+  if (options === undefined) return null;
+  if (options.controllerVoters !== undefined) return options.controllerVoters;
+  return (options.seeds?.length ?? 0) > 0 ? CLUSTER_CONTROLLER_VOTERS_DEFAULT : null;
 }
 
 /** The gossip of a starting broker: null until the core is open. */
@@ -125,7 +145,9 @@ export async function startMembership(handle: MembershipHandle, broker: BrokerAp
     if (isSluiceError(err)) throw new StartupError(err.message, { cause: err });
     throw err;
   }
-  const foundingClusterId = (await broker.metadata()).clusterId;
+  // A broker in cluster mode has no topic table of its own: the founding id is then an old single-node
+  // table's (so an upgraded node keeps its cluster id), else a new one.
+  const foundingClusterId = (await broker.metadata()).clusterId || tableClusterId(o.dataDir) || crypto.randomUUID();
   const logger = membershipLogger(o.logger);
   const gossip = new Gossip({
     dataDir: o.dataDir,
@@ -147,6 +169,16 @@ export async function startMembership(handle: MembershipHandle, broker: BrokerAp
   handle.notReady = () => gossip.notReady();
   gossip.start();
   logger.info({ nodeId, nodeUuid: identity.nodeUuid, clusterId: identity.clusterId, advertise: advertiseAddress, seeds, rack }, 'cluster membership started');
+}
+
+/** The cluster id in an old single-node topics.json, or ''. */
+function tableClusterId(dataDir: string): string {
+  if (!fs.existsSync(path.join(dataDir, CLUSTER_DIR, TOPICS_FILE))) return '';
+  try {
+    return TopicTable.load(dataDir).clusterId;
+  } catch {
+    return '';
+  }
 }
 
 /** The core with GetMetadata answering from membership: the cluster id and every known node. */

@@ -7,6 +7,7 @@
  * message, and all replies a worker produces in one turn travel in one `ToMain` message.
  */
 import type { MessagePort } from 'node:worker_threads';
+import type { Message } from '../raft/index.js';
 import type { SluiceErrorWire } from '../errors.js';
 import type { LogConfig } from '../storage/types.js';
 import type { RecoveryReport } from '../storage/recovery.js';
@@ -45,6 +46,22 @@ export interface PartitionSpec {
   config: LogConfig;
   /** Remove any leftover directory first (a new partition must start empty). */
   fresh: boolean;
+  /**
+   * Cluster mode: the partition's Raft group (cluster-unique), this node's id and the group's bootstrap
+   * members (used only when the replica is created; afterwards its configuration comes from its Raft
+   * state). Absent outside cluster mode: a one-voter group of this node.
+   */
+  replica?: { group: number; nodeId: number; voters: number[]; learners: number[] };
+}
+
+/**
+ * A Raft message of one partition across the thread boundary. Entry bytes travel by structured clone
+ * of a compact copy whose buffer is transferred: one copy per crossing (zero-copy through the rings is
+ * a later step).
+ */
+export interface RaftEnvelope {
+  k: PartitionKey;
+  msg: Message;
 }
 
 export type Op =
@@ -62,6 +79,10 @@ export type Op =
   | { t: 'offsets'; id: number; k: PartitionKey; spec: 'earliest' | 'latest' | number }
   /** Flush and close everything; the serve task then resolves. */
   | { t: 'close'; id: number }
+  /** Leader only: hand the partition's leadership to node `to` (replies once the core took it). */
+  | { t: 'transfer'; id: number; k: PartitionKey; to: number }
+  /** Raft messages from peers (every one that arrived in one main-thread turn); no reply. */
+  | { t: 'raft'; msgs: RaftEnvelope[] }
   /** Test hook: the worker exits abruptly, as a crash would. */
   | { t: 'crash' }
   /** Test hook: the worker blocks its thread for `ms` (a stuck disk, a long GC). */
@@ -80,10 +101,20 @@ export interface PartitionStat {
   sizeBytes: number;
   /** Fenced (corrupt) ranges of the log; 0 on a healthy partition. */
   damagedRanges: number;
+  /** The replica's Raft state: role (RaftNode's, or 'learner'), the leader it knows (0 = none), its term. */
+  role: 'leader' | 'follower' | 'candidate' | 'precandidate' | 'learner';
+  leader: number;
+  epoch: number;
+  logEndOffset: number;
+  /** Leader only: the voters within REPLICA_ISR_LAG_OFFSETS_MAX of its log end, itself included; else empty. */
+  inSync: number[];
+  /** The group's voters (its Raft configuration). */
+  voters: number;
 }
 
 export type Reply =
-  | { id: number; err: SluiceErrorWire }
+  /** `leader`/`epoch`: a NOT_LEADER answer's leader (0 = none known) and the replica's term. */
+  | { id: number; err: SluiceErrorWire; leader?: number; epoch?: number }
   | { id: number; t: 'p'; baseOffset: number; lastOffset: number; appendTimeMs: number; logStartOffset: number }
   | {
       id: number;
@@ -127,4 +158,8 @@ export interface ShardStatsMessage {
 export interface ToMain {
   replies?: Reply[];
   stats?: ShardStatsMessage;
+  /** Raft messages the worker's partitions send to peers, everything of one worker turn (after persist). */
+  raft?: RaftEnvelope[];
+  /** Partitions whose role, leader or term changed since the last report (checked every tick). */
+  leaders?: PartitionStat[];
 }

@@ -22,6 +22,7 @@ import { SluiceError } from '../errors.js';
 import {
   SHARD_FETCH_WAITERS_MAX, PRODUCER_IDLE_EXPIRY_MS_DEFAULT,
   SHARD_INFLIGHT_MAX,
+  SHARD_RAFT_INBOX_MESSAGES_MAX,
   SHARD_REQUEST_RING_BYTES,
   SHARD_RESPONSE_RING_BYTES,
   SHARD_RETENTION_CHECK_MS,
@@ -33,7 +34,10 @@ import {
 } from '../constants.js';
 import { createRingBuffers, RingReader, RingWriter, type RingSlot } from './ring.js';
 import type { RecoveryReport } from '../storage/recovery.js';
-import type { AcksCode, Op, PartitionKey, PartitionSpec, Reply, ServeTask, ShardStatsMessage, ToMain, ToWorker } from './protocol.js';
+import { NotLeaderError } from '../partition/errors.js';
+import type { Message } from '../raft/index.js';
+import { portableEnvelopes } from './raft-envelope.js';
+import type { AcksCode, Op, PartitionKey, PartitionSpec, PartitionStat, RaftEnvelope, Reply, ServeTask, ShardStatsMessage, ToMain, ToWorker } from './protocol.js';
 
 export interface ShardHostOptions {
   shard: number;
@@ -52,6 +56,10 @@ export interface ShardHostOptions {
   /** Partitions the shard must hold now (asked after a restart, to reopen them). */
   partitionsOf: (shard: number) => PartitionSpec[];
   onStats?: (shard: number, stats: ShardStatsMessage) => void;
+  /** Raft messages the worker's partitions send to peers (cluster mode), one call per worker turn. */
+  onRaft?: (shard: number, msgs: RaftEnvelope[]) => void;
+  /** Partitions whose role, leader or term changed (reported within a tick of the change). */
+  onLeaders?: (shard: number, stats: PartitionStat[]) => void;
   onCrash?: (shard: number, err: unknown) => void;
   /** The worker died (or the watchdog stopped it) and a new life starts; `reason` says which. */
   onRestart?: (shard: number, reason: 'crash' | 'watchdog') => void;
@@ -111,7 +119,11 @@ export class ShardHost {
   private readonly pending = new Map<number, Pending>();
   private ringWaiters: RingWaiter[] = [];
   private outbox: Op[] = [];
+  /** Raft messages from peers this turn; they travel as one `raft` op at its end. */
+  private raftIn: RaftEnvelope[] = [];
   private outboxScheduled = false;
+  /** Peer messages dropped because the shard was restarting or its per-turn bound was reached. */
+  raftDropped = 0;
   private nextId = 1;
   private life = 0;
   private readyWaiters: Array<{ resolve: () => void; reject: (e: SluiceError) => void }> = [];
@@ -278,6 +290,7 @@ export class ShardHost {
 
   private failEverything(err: SluiceError): void {
     this.outbox = [];
+    this.raftIn = [];
     const pending = [...this.pending.values()];
     this.pending.clear();
     for (const p of pending) p.reject(err);
@@ -457,6 +470,10 @@ export class ShardHost {
 
   private push(op: Op): void {
     this.outbox.push(op);
+    this.scheduleFlush();
+  }
+
+  private scheduleFlush(): void {
     if (!this.outboxScheduled) {
       this.outboxScheduled = true;
       // Everything bound for this shard in one event-loop turn travels in one message.
@@ -464,12 +481,31 @@ export class ShardHost {
     }
   }
 
+  /**
+   * A Raft message from a peer for partition `key`. Dropped (Raft resends) while the worker is not
+   * ready (a restart reopens the partitions first) or beyond SHARD_RAFT_INBOX_MESSAGES_MAX this turn.
+   */
+  stepRaft(key: PartitionKey, msg: Message): void {
+    if (this.state !== 'ready' || this.raftIn.length >= SHARD_RAFT_INBOX_MESSAGES_MAX) {
+      this.raftDropped++;
+      return;
+    }
+    this.raftIn.push({ k: key, msg });
+    this.scheduleFlush();
+  }
+
   private flushOutbox(): void {
     this.outboxScheduled = false;
-    if (this.outbox.length === 0 || !this.port) return;
+    if ((this.outbox.length === 0 && this.raftIn.length === 0) || !this.port) return;
+    const transfer: ArrayBuffer[] = [];
+    if (this.raftIn.length > 0) {
+      const msgs = portableEnvelopes(this.raftIn, transfer);
+      this.raftIn = [];
+      this.outbox.push({ t: 'raft', msgs });
+    }
     const msg: ToWorker = { ops: this.outbox };
     this.outbox = [];
-    this.port.postMessage(msg);
+    this.port.postMessage(msg, transfer);
   }
 
   // --- Replies -------------------------------------------------------------------------------
@@ -485,6 +521,8 @@ export class ShardHost {
       for (const k of msg.stats.offline) this.offline.add(k);
       this.opts.onStats?.(this.shard, msg.stats);
     }
+    if (msg.leaders) this.opts.onLeaders?.(this.shard, msg.leaders);
+    if (msg.raft) this.opts.onRaft?.(this.shard, msg.raft);
   }
 
   private onReply(r: Reply): void {
@@ -506,7 +544,7 @@ export class ShardHost {
     const p = this.pending.get(r.id);
     if (!p) return;
     this.pending.delete(r.id);
-    if ('err' in r) p.reject(SluiceError.fromWire(r.err));
+    if ('err' in r) p.reject(r.leader !== undefined ? NotLeaderError.fromShard(r.err, r.leader, r.epoch ?? 0) : SluiceError.fromWire(r.err));
     else p.resolve(value as Reply);
   }
 }

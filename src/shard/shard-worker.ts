@@ -12,15 +12,16 @@ import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import type { MessagePort } from 'node:worker_threads';
 import { SluiceError, isSluiceError, toSluiceError, type SluiceErrorWire } from '../errors.js';
-import { SHARD_FLUSH_SAMPLES_MAX, SHARD_OFFLINE_RETRY_MS_MAX, SHARD_OFFLINE_RETRY_MS_MIN, SHARD_TICK_MS } from '../constants.js';
+import { REPLICA_ELECTION_TICKS, REPLICA_HEARTBEAT_TICKS, REPLICA_ISR_LAG_OFFSETS_MAX, SHARD_FLUSH_SAMPLES_MAX, SHARD_OFFLINE_RETRY_MS_MAX, SHARD_OFFLINE_RETRY_MS_MIN, SHARD_TICK_MS } from '../constants.js';
 import { BATCH_LOG_OVERHEAD_BYTES, OFF_ATTRIBUTES, OFF_LENGTH, OFF_RECORD_COUNT } from '../batch/codec.js';
-import { Partition, partitionDir, type PartitionEffects, type ProduceOk } from '../partition/index.js';
+import { NotLeaderError, Partition, partitionDir, type PartitionEffects, type PeerMessage, type ProduceOk } from '../partition/index.js';
 import { isDiskFull, storageError, type LogOpenOptions } from '../storage/index.js';
 import type { RecoveryReport } from '../storage/recovery.js';
 import { RingReader, RingWriter, type RingSlot } from './ring.js';
 import { encodeStructuredRead } from './structured-read.js';
 import { ThreadStatsSampler } from './thread-stats.js';
-import type { Op, PartitionKey, PartitionSpec, PartitionStat, Reply, ServeTask, ToMain, ToWorker } from './protocol.js';
+import { portableEnvelopes } from './raft-envelope.js';
+import type { Op, PartitionKey, PartitionSpec, PartitionStat, RaftEnvelope, Reply, ServeTask, ToMain, ToWorker } from './protocol.js';
 
 /** Attributes bit 5: Raft's own entries, which are not records a consumer reads (not counted). */
 const CONTROL_BIT = 0x20;
@@ -45,6 +46,28 @@ function countRecords(buf: Buffer): number {
     pos += buf.readInt32BE(pos + OFF_LENGTH) + BATCH_LOG_OVERHEAD_BYTES;
   }
   return records;
+}
+
+/**
+ * Raft timing of partition replicas in cluster mode (why: src/constants.ts), with real randomness for
+ * the randomized election timeout: the core's default source is a constant (deterministic for tests
+ * and the simulator), which would give every replica the same timeout, so the survivors of a dead
+ * leader would campaign in the same tick and split their votes, again and again.
+ */
+const REPLICA_RAFT = Object.freeze({ electionTicks: REPLICA_ELECTION_TICKS, heartbeatTicks: REPLICA_HEARTBEAT_TICKS, random: Math.random });
+
+function roleOf(p: Partition): PartitionStat['role'] {
+  const r = p.role;
+  if (r === 'leader') return 'leader';
+  if (p.isLearner) return 'learner';
+  return r === 'preCandidate' ? 'precandidate' : r;
+}
+
+/** What a leader-change report compares: role, leader and term. */
+interface LeaderSeen {
+  role: Partition['role'];
+  leader: number;
+  term: number;
 }
 
 /**
@@ -74,7 +97,13 @@ class ShardServer implements PartitionEffects {
   private readonly threadStats = new ThreadStatsSampler();
   private readonly timers: NodeJS.Timeout[] = [];
   private outbox: Reply[] = [];
+  /** Raft messages to peers sent this turn (after their Ready was persisted), in order. */
+  private raftOut: RaftEnvelope[] = [];
   private outboxScheduled = false;
+  /** Each open partition's number (the Partition does not know it). */
+  private readonly keys = new WeakMap<Partition, PartitionKey>();
+  /** The role/leader/term each replica last reported, to report changes within a tick (no allocation per tick). */
+  private readonly reportedLeader = new WeakMap<Partition, LeaderSeen>();
   private flushSeconds: number[] = [];
   /** Ops received and not yet answered (the shard's queue depth). */
   private inflight = 0;
@@ -121,7 +150,7 @@ class ShardServer implements PartitionEffects {
 
   private onMessage(msg: ToWorker): void {
     for (const op of msg.ops) {
-      if (op.t !== 'cancel' && op.t !== 'crash' && op.t !== 'stall') this.inflight++;
+      if (op.t !== 'cancel' && op.t !== 'crash' && op.t !== 'stall' && op.t !== 'raft') this.inflight++;
       this.handle(op);
     }
   }
@@ -134,6 +163,10 @@ class ShardServer implements PartitionEffects {
         return this.fetch(op);
       case 'cancel':
         return this.cancel(op.id);
+      case 'raft':
+        return this.stepAll(op.msgs);
+      case 'transfer':
+        return this.transfer(op);
       case 'open':
         return void this.open(op);
       case 'drop':
@@ -163,6 +196,10 @@ class ShardServer implements PartitionEffects {
   private reply(r: Reply): void {
     this.inflight--;
     this.outbox.push(r);
+    this.scheduleOutbox();
+  }
+
+  private scheduleOutbox(): void {
     if (!this.outboxScheduled) {
       this.outboxScheduled = true;
       setImmediate(() => this.flushOutbox());
@@ -171,17 +208,23 @@ class ShardServer implements PartitionEffects {
 
   private fail(id: number, err: unknown): void {
     this.structured.delete(id);
+    // NOT_LEADER names the leader in structured form too, so the host can route without parsing.
+    if (err instanceof NotLeaderError) return this.reply({ id, err: err.toWire(), leader: err.leaderId, epoch: err.epoch });
     this.reply({ id, err: toSluiceError(err).toWire() });
   }
 
   private flushOutbox(): void {
     this.outboxScheduled = false;
-    if (this.outbox.length === 0) return;
+    if (this.outbox.length === 0 && this.raftOut.length === 0) return;
     const replies = this.outbox;
     this.outbox = [];
-    const transfer = [];
+    const transfer: ArrayBuffer[] = [];
     for (const r of replies) if ('data' in r && r.data) transfer.push(r.data.buffer as ArrayBuffer);
-    const msg: ToMain = { replies };
+    const msg: ToMain = replies.length > 0 ? { replies } : {};
+    if (this.raftOut.length > 0) {
+      msg.raft = portableEnvelopes(this.raftOut, transfer);
+      this.raftOut = [];
+    }
     this.port.postMessage(msg, transfer);
   }
 
@@ -225,8 +268,41 @@ class ShardServer implements PartitionEffects {
     }
   }
 
-  send(): void {
-    // The seam for peer messages: the cluster issue adds the transport. A one-voter group sends none.
+  /**
+   * A peer message, handed out by the partition only after the Ready that made it is persisted (the
+   * partition enforces persist-then-send); it leaves with everything else of this turn.
+   */
+  send(p: Partition, msg: PeerMessage): void {
+    const k = this.keys.get(p);
+    if (k === undefined || this.stopped) return;
+    this.raftOut.push({ k, msg });
+    this.scheduleOutbox();
+  }
+
+  /**
+   * A leadership transfer, handed to the partition's core at once or, while a Ready of it is being
+   * persisted, at one of the next ticks (bounded: a partition that stays busy for
+   * REPLICA_ELECTION_TICKS ticks answers PROPOSAL_DROPPED, retriable).
+   */
+  private transfer(op: Extract<Op, { t: 'transfer' }>, tries = 0): void {
+    const p = this.actors.get(op.k);
+    try {
+      if (!p) throw this.missing(op.k);
+      if (p.transferLeadership(op.to)) return this.reply({ id: op.id, t: 'done' });
+      if (tries >= REPLICA_ELECTION_TICKS) throw new SluiceError('PROPOSAL_DROPPED', `partition ${p.name} stayed busy persisting; retry the leadership transfer`);
+      const timer = setTimeout(() => {
+        this.timers.splice(this.timers.indexOf(timer), 1);
+        this.transfer(op, tries + 1);
+      }, SHARD_TICK_MS);
+      this.timers.push(timer);
+    } catch (err) {
+      this.fail(op.id, err);
+    }
+  }
+
+  /** Peer messages for this shard's partitions; one for a partition not open here is dropped (Raft resends). */
+  private stepAll(msgs: RaftEnvelope[]): void {
+    for (const { k, msg } of msgs) this.actors.get(k)?.step(msg);
   }
 
   /** Group commit across partitions: every Ready collected this turn has its fdatasync issued now. */
@@ -238,7 +314,19 @@ class ShardServer implements PartitionEffects {
   }
 
   private tickAll(): void {
-    for (const p of this.actors.values()) p.tick();
+    let changed: PartitionStat[] | null = null;
+    for (const [k, p] of this.actors) {
+      p.tick();
+      const seen = this.reportedLeader.get(p);
+      if (seen !== undefined && (seen.role !== p.role || seen.leader !== p.leaderId || seen.term !== p.term)) {
+        seen.role = p.role;
+        seen.leader = p.leaderId;
+        seen.term = p.term;
+        (changed ??= []).push(this.statOf(k, p));
+      }
+    }
+    // A leader change reaches the main thread within a tick, not a stats interval (routing, failover).
+    if (changed !== null) this.port.postMessage({ leaders: changed } satisfies ToMain);
   }
 
   // --- Fetch ---------------------------------------------------------------------------------
@@ -370,13 +458,17 @@ class ShardServer implements PartitionEffects {
   private async openOne(k: PartitionKey, p: PartitionSpec): Promise<{ err: SluiceErrorWire } | { report: RecoveryReport | null }> {
     try {
       const id = { topic: p.topic, topicId: p.topicId, partition: p.partition };
-      const actor = await Partition.open(this.task.dataDir, id, p.config, p.fresh, this.logOptions, this, this.task.producerIdleExpiryMs);
+      const r = p.replica;
+      const replica = r === undefined ? {} : { nodeId: r.nodeId, voters: r.voters, learners: r.learners, raft: REPLICA_RAFT };
+      const actor = await Partition.open(this.task.dataDir, id, p.config, p.fresh, this.logOptions, this, this.task.producerIdleExpiryMs, replica);
       if (this.stopped) {
         void actor.close(false).catch(() => {});
         return { report: null };
       }
       this.offline.delete(k);
       this.actors.set(k, actor);
+      this.keys.set(actor, k);
+      this.reportedLeader.set(actor, { role: actor.role, leader: actor.leaderId, term: actor.term });
       return { report: actor.recovery };
     } catch (err) {
       const e = isDiskFull(err) && !isSluiceError(err, 'DISK_FULL') ? storageError(`cannot open partition ${p.topic}/${p.partition}`, err) : toSluiceError(err);
@@ -463,19 +555,27 @@ class ShardServer implements PartitionEffects {
     const pick = keys ?? [...this.actors.keys()];
     for (const k of pick) {
       const a = this.actors.get(k);
-      if (a) {
-        out.push({
-          k,
-          topic: a.id.topic,
-          partition: a.id.partition,
-          logStartOffset: a.logStartOffset,
-          highWatermark: a.highWatermark,
-          sizeBytes: a.sizeBytes,
-          damagedRanges: a.damagedRangeCount,
-        });
-      }
+      if (a) out.push(this.statOf(k, a));
     }
     return out;
+  }
+
+  private statOf(k: PartitionKey, a: Partition): PartitionStat {
+    return {
+      k,
+      topic: a.id.topic,
+      partition: a.id.partition,
+      logStartOffset: a.logStartOffset,
+      highWatermark: a.highWatermark,
+      sizeBytes: a.sizeBytes,
+      damagedRanges: a.damagedRangeCount,
+      role: roleOf(a),
+      leader: a.leaderId,
+      epoch: a.term,
+      logEndOffset: a.logEndOffset,
+      inSync: a.inSyncVoters(REPLICA_ISR_LAG_OFFSETS_MAX),
+      voters: a.voters.length,
+    };
   }
 
   private offsets(op: Extract<Op, { t: 'offsets' }>): void {

@@ -139,5 +139,14 @@ describe('replica comparison', () => {
     fs.truncateSync(path.join(short, segment), 7 * batchBytes);
     expect(compareReplicas([a, short], 10).firstDifference).toMatchObject({ offset: 7, why: 'lacks a batch below the high watermark' });
     expect(compareReplicas([a, short], 7).firstDifference).toBeNull();
+    // A replica whose log starts later (retention or a snapshot moved its start): compared from there,
+    // in either order, and a difference after that start is still found.
+    const later = copy('later');
+    const orig = fs.readFileSync(path.join(a, segment));
+    fs.rmSync(path.join(later, segment));
+    fs.writeFileSync(path.join(later, '00000000000000000002.log'), orig.subarray(2 * batchBytes));
+    expect(compareReplicas([a, later], 10)).toMatchObject({ from: 2, firstDifference: null });
+    expect(compareReplicas([later, a], 10)).toMatchObject({ from: 2, firstDifference: null });
+    expect(compareReplicas([later, low], 10).firstDifference).toMatchObject({ offset: 3, why: 'batch bytes differ' });
   });
 });

@@ -3,10 +3,16 @@
  * Units last. The relations between them are asserted at the bottom.
  */
 import assert from 'node:assert/strict';
-import { RAFT_ELECTION_TICKS_DEFAULT, SHARD_TICK_MS } from '../../src/constants.js';
+import { CONTROLLER_TICK_MS, RAFT_ELECTION_TICKS_DEFAULT, REPLICA_ELECTION_TICKS, SHARD_TICK_MS } from '../../src/constants.js';
 
 /** How long a partition's leader may be silent before an election starts (ticks x tick length). */
 export const ELECTION_TIMEOUT_MS = RAFT_ELECTION_TICKS_DEFAULT * SHARD_TICK_MS;
+
+/**
+ * On a cluster: the longest randomized election timeout of a partition replica or of the controller
+ * (Raft draws each timeout from [T, 2T)), so a pause longer than this surely lets the others elect.
+ */
+export const CLUSTER_ELECTION_TIMEOUT_MS_MAX = Math.max(2 * REPLICA_ELECTION_TICKS * SHARD_TICK_MS, 2 * RAFT_ELECTION_TICKS_DEFAULT * CONTROLLER_TICK_MS);
 
 /** Quiet time at the start of a run (load warms up) and at its end (everything healed, load goes on). */
 export const CHAOS_LEAD_IN_MS = 1_500;
@@ -20,6 +26,9 @@ export const CHAOS_KILL_DOWN_MS_MAX = 2_500;
 /** SIGSTOP lasts longer than an election timeout, so a cluster would elect a new leader meanwhile. */
 export const CHAOS_PAUSE_MS_MIN = ELECTION_TIMEOUT_MS + 500;
 export const CHAOS_PAUSE_MS_MAX = ELECTION_TIMEOUT_MS + 3_000;
+/** On a cluster a pause outlasts the longest randomized election timeout of any group. */
+export const CLUSTER_PAUSE_MS_MIN = CLUSTER_ELECTION_TIMEOUT_MS_MAX + 500;
+export const CLUSTER_PAUSE_MS_MAX = CLUSTER_ELECTION_TIMEOUT_MS_MAX + 3_000;
 export const CHAOS_PARTITION_MS_MIN = 1_000;
 export const CHAOS_PARTITION_MS_MAX = 4_000;
 export const CHAOS_DISK_MS_MIN = 1_000;
@@ -45,10 +54,22 @@ export const WORKLOAD_RESTART_MS = 200;
 /** Bound on waiting for in-flight writes and for readers to catch up once the run ends. */
 export const WORKLOAD_DRAIN_MS = 15_000;
 
+/** Cluster runs: the workload topic's replication factor (capped at the node count). */
+export const CLUSTER_REPLICATION_FACTOR = 3;
+/** Controller voters: the first nodes, at most this many (3 of 3, 5 of 5). */
+export const CLUSTER_CONTROLLER_VOTERS_MAX = 5;
+/** Deadline of one probe of the cluster (metadata, a replica's high watermark). */
+export const CLUSTER_PROBE_TIMEOUT_MS = 2_000;
+/** Bound on the cluster forming (every node ready, every partition led) and on a node's readiness after a restart. */
+export const CLUSTER_READY_MS = 60_000;
+/** Bound on every replica reaching the leader's high watermark after the writes stop. */
+export const CLUSTER_CONVERGE_MS = 30_000;
+
 /** Bound on a broker's start (recovery included) and on its clean stop. */
 export const NODE_START_MS = 30_000;
 export const NODE_STOP_MS = 15_000;
 
 assert.ok(CHAOS_PAUSE_MS_MIN > ELECTION_TIMEOUT_MS, 'a pause must outlast an election timeout');
+assert.ok(CLUSTER_PAUSE_MS_MIN > CLUSTER_ELECTION_TIMEOUT_MS_MAX, 'a pause on a cluster must outlast every randomized election timeout');
 assert.ok(CHAOS_GAP_MS_MIN <= CHAOS_GAP_MS_MAX && CHAOS_KILL_DOWN_MS_MIN <= CHAOS_KILL_DOWN_MS_MAX);
 assert.ok(WORKLOAD_DRAIN_MS > WORKLOAD_REQUEST_TIMEOUT_MS, 'draining must outlast one call');

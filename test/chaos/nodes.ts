@@ -7,6 +7,7 @@
  */
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { spawnBroker, waitExit } from '../../bench/broker-process.js';
 import { TEST_ACK_BEFORE_FSYNC_ENV, TEST_FAULTS_FILE_ENV, TEST_SYNC_JOURNAL_ENV, type TestFaults } from '../../src/storage/test-hooks.js';
@@ -20,6 +21,11 @@ export interface NodeOptions {
   tmpfs: boolean;
   /** The deliberate bug: acknowledge acks=all before fdatasync. */
   ackBeforeFsync: boolean;
+  /**
+   * Cluster mode: this node's part of a `sluice serve` cluster. The ports are fixed before any node
+   * starts (each node's --seeds must name the others), and kept across restarts.
+   */
+  cluster?: { grpcPort: number; httpPort: number; seeds: readonly string[]; controllerVoters: readonly number[] };
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
@@ -35,6 +41,7 @@ export class ChaosNode {
   readonly faultsFile: string;
   private readonly mount: string | null;
   private port = 0;
+  private httpPort = 0;
   private child: ChildProcess | null = null;
   private stderr: () => string = () => '';
   state: 'down' | 'up' | 'paused' = 'down';
@@ -52,6 +59,25 @@ export class ChaosNode {
     this.journal = path.join(o.dir, 'sync-journal');
     this.faultsFile = path.join(o.dir, 'faults.json');
     this.setFaults({});
+    if (o.cluster !== undefined) {
+      this.port = o.cluster.grpcPort;
+      this.httpPort = o.cluster.httpPort;
+    }
+  }
+
+  /** The node's HTTP address (/readyz, /metrics). */
+  get httpAddress(): string {
+    return `${this.host}:${this.httpPort}`;
+  }
+
+  /** In cluster mode: /readyz answers 200 (joined, the controller has a leader, registered). */
+  async ready(): Promise<boolean> {
+    if (this.state !== 'up') return false;
+    try {
+      return (await fetch(`http://${this.httpAddress}/readyz`, { signal: AbortSignal.timeout(1_000) })).status === 200;
+    } catch {
+      return false;
+    }
   }
 
   /** The broker's own gRPC address (the harness's final read goes here, past the proxies). */
@@ -66,11 +92,14 @@ export class ChaosNode {
   async start(): Promise<void> {
     const env: NodeJS.ProcessEnv = { [TEST_FAULTS_FILE_ENV]: this.faultsFile, [TEST_SYNC_JOURNAL_ENV]: this.journal };
     if (this.o.ackBeforeFsync) env[TEST_ACK_BEFORE_FSYNC_ENV] = '1';
-    const args = ['--grpc-addr', `${this.host}:${this.port}`, '--http-addr', `${this.host}:0`, '--shards', '1'];
+    const args = ['--grpc-addr', `${this.host}:${this.port}`, '--http-addr', `${this.host}:${this.httpPort}`, '--shards', '1'];
+    const c = this.o.cluster;
+    if (c !== undefined) args.push('--node-id', String(this.id), '--seeds', c.seeds.join(','), '--controller-voters', c.controllerVoters.join(','));
     const b = await withTimeout(spawnBroker(this.dataDir, args, env), NODE_START_MS, `node ${this.id} start`);
     this.child = b.child;
     this.stderr = b.stderr;
     this.port = Number(b.grpcAddress.slice(b.grpcAddress.lastIndexOf(':') + 1));
+    this.httpPort = Number(b.httpAddress.slice(b.httpAddress.lastIndexOf(':') + 1));
     this.state = 'up';
   }
 
@@ -171,6 +200,18 @@ export class ChaosNode {
       execFileSync('umount', ['-l', this.mount], { stdio: 'pipe' });
     }
   }
+}
+
+/** A free TCP port on `host` now (the node binds it later; the window between is small and local). */
+export async function freePort(host: string): Promise<number> {
+  const srv = net.createServer();
+  await new Promise<void>((resolve, reject) => {
+    srv.once('error', reject);
+    srv.listen(0, host, resolve);
+  });
+  const port = (srv.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => srv.close(() => resolve()));
+  return port;
 }
 
 /** Whether this process can mount a tmpfs (root on Linux): disk-full faults need it. */

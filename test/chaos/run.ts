@@ -3,10 +3,13 @@
  * schedule's faults come and go, heal, drain, read everything back past the proxies, stop the nodes
  * cleanly, check the history and write chaos/out/<seed>/ (history.jsonl, verdict.json, report.html).
  *
- * Until the cluster (issue 11) exists, `nodes` independent single-node brokers run side by side, each
- * with its own topic and workload, and the faults hit them one set at a time; every link is a
- * client-to-broker proxy. The shape is the cluster's: nodes by id, per-link proxies, node sets per
- * fault, a history keyed by partition, a replica comparison that runs when partitions have replicas.
+ * Two shapes. `nodes` = 1: a single-node broker reached through a client-to-broker proxy (so client
+ * partitions can be injected). `nodes` >= 3: a real cluster (`sluice serve --node-id --seeds
+ * --controller-voters`, ports fixed before the first start), one topic of replication factor 3, the
+ * workload's clients given every node's address (they route to leaders; one producer writes through
+ * each node in turn, so non-leaders forward), kills and pauses aimed at a partition leader, a follower
+ * or the controller leader as the cluster names them when the fault starts. After healing, every
+ * replica must reach the leader's high watermark, and their files are compared byte for byte below it.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -16,7 +19,8 @@ import { startLinkProxy, type LinkProxy } from '../idempotence/tcp-proxy.js';
 import { checkHistory, isClean, type Verdict } from './checker.js';
 import * as C from './constants.js';
 import { History } from './history.js';
-import { ChaosNode } from './nodes.js';
+import { aliveSeenBy, clusterView, localHighWatermark, resolveTarget } from './cluster.js';
+import { ChaosNode, freePort } from './nodes.js';
 import { compareReplicas } from './replicas.js';
 import { writeReport } from './report.js';
 import { makeSchedule, type FaultKind, type FaultPlan, type Schedule } from './schedule.js';
@@ -31,6 +35,8 @@ export interface RunOptions {
   outRoot: string;
   /** Start brokers with the deliberate ack-before-fsync bug (the checker must then find losses). */
   ackBeforeFsync?: boolean;
+  /** Cluster runs: make the retrying producers idempotent (off by default there; see Target.idempotent). */
+  idempotent?: boolean;
   /** Use this schedule instead of the seed's (tests that need one exact fault). */
   schedule?: Schedule;
   /** Keep the nodes' data dirs (in the output dir) instead of deleting them. */
@@ -49,14 +55,18 @@ export interface RunResult {
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Waits until `ready()` or `ms` pass, checking every few ms (a bounded wait on a condition). */
-async function until(ready: () => boolean, ms: number): Promise<boolean> {
+/**
+ * Waits until `ready()` or `ms` pass, checking every few ms (a bounded wait on a condition); `probe`,
+ * if given, runs before each check (an async look at the processes that `ready` then reads).
+ */
+async function until(ready: () => boolean, ms: number, probe?: () => Promise<void>): Promise<boolean> {
   const deadline = Date.now() + ms;
-  while (!ready()) {
+  for (;;) {
+    if (probe !== undefined) await probe();
+    if (ready()) return true;
     if (Date.now() > deadline) return false;
-    await sleep(20);
+    await sleep(probe === undefined ? 20 : 100);
   }
-  return true;
 }
 
 class Run {
@@ -85,7 +95,69 @@ class Run {
     this.o.log?.(`  [${(this.now() / 1000).toFixed(1)}s] ${text}`);
   }
 
+  get clustered(): boolean {
+    return this.o.nodes >= 3;
+  }
+
+  /** Addresses of the nodes whose process runs and is not stopped. */
+  upAddresses(): string[] {
+    return this.nodes.filter((n) => n.state === 'up').map((n) => n.grpcAddress);
+  }
+
   async startNodes(): Promise<Target[]> {
+    return this.clustered ? this.startCluster() : this.startSingles();
+  }
+
+  /**
+   * A cluster: ports chosen first (every node's --seeds names all of them, StatefulSet style), all
+   * nodes started at once, then (bounded) every node ready, the topic created with replication factor
+   * 3 through one node, and every partition led.
+   */
+  private async startCluster(): Promise<Target[]> {
+    const tmpfs = this.o.kinds.includes('disk-full');
+    const hosts = Array.from({ length: this.o.nodes }, (_, i) => `127.0.0.${11 + i}`);
+    const ports = await Promise.all(hosts.map(async (h) => ({ grpc: await freePort(h), http: await freePort(h) })));
+    const seeds = hosts.map((h, i) => `${h}:${ports[i].grpc}`);
+    const controllerVoters = Array.from({ length: Math.min(this.o.nodes, C.CLUSTER_CONTROLLER_VOTERS_MAX) }, (_, i) => i + 1);
+    for (let id = 1; id <= this.o.nodes; id++) {
+      const cluster = { grpcPort: ports[id - 1].grpc, httpPort: ports[id - 1].http, seeds, controllerVoters };
+      this.nodes.push(new ChaosNode({ id, dir: path.join(this.workDir, `n${id}`), tmpfs, ackBeforeFsync: this.o.ackBeforeFsync === true, cluster }));
+    }
+    await Promise.all(this.nodes.map((n) => n.start()));
+    if (!(await until(() => this.readyCount === this.nodes.length, C.CLUSTER_READY_MS, () => this.probeReady()))) throw new Error(`the cluster did not become ready in ${C.CLUSTER_READY_MS} ms`);
+    const topic = 'chaos';
+    const addresses = this.nodes.map((n) => n.grpcAddress);
+    // Ready is not yet alive to placement: gossip spreads membership in rounds, so wait until every node
+    // sees all of them alive (placement counts the live nodes the controller leader sees).
+    let alive = 0;
+    const countAlive = async (): Promise<void> => {
+      const views = await Promise.all(addresses.map((a) => aliveSeenBy(a)));
+      alive = Math.min(...views);
+    };
+    if (!(await until(() => alive === this.nodes.length, C.CLUSTER_READY_MS, countAlive))) throw new Error(`the nodes did not all see each other alive in ${C.CLUSTER_READY_MS} ms`);
+    const admin = new Admin({ brokers: addresses, requestTimeoutMs: C.CLUSTER_READY_MS });
+    try {
+      await admin.createTopic(topic, { partitions: C.WORKLOAD_PARTITIONS, replicationFactor: Math.min(C.CLUSTER_REPLICATION_FACTOR, this.o.nodes) });
+    } finally {
+      admin.close();
+    }
+    let led = false;
+    const deadline = Date.now() + C.CLUSTER_READY_MS;
+    while (!led && Date.now() < deadline) {
+      const v = await clusterView(addresses, topic);
+      led = v !== null && v.partitions.length === C.WORKLOAD_PARTITIONS && v.partitions.every((p) => p.leader > 0);
+      if (!led) await sleep(100);
+    }
+    if (!led) throw new Error(`not every partition of ${topic} had a leader after ${C.CLUSTER_READY_MS} ms`);
+    return [{ name: 'c', topic, address: addresses.join(','), nodes: addresses, idempotent: this.o.idempotent === true }];
+  }
+
+  private readyCount = 0;
+  private async probeReady(nodes: readonly ChaosNode[] = this.nodes): Promise<void> {
+    this.readyCount = (await Promise.all(nodes.map((n) => n.ready()))).filter(Boolean).length;
+  }
+
+  private async startSingles(): Promise<Target[]> {
     const tmpfs = this.o.kinds.includes('disk-full');
     for (let id = 1; id <= this.o.nodes; id++) {
       const node = new ChaosNode({ id, dir: path.join(this.workDir, `n${id}`), tmpfs, ackBeforeFsync: this.o.ackBeforeFsync === true });
@@ -106,11 +178,12 @@ class Run {
    * Applies one fault at `atMs`, waits its duration, heals it; returns when it started and healed.
    * A healed kill waits for its restart (recovery included) before returning.
    */
-  async fault(f: FaultPlan, atMs: number): Promise<{ start: number; heal: number }> {
-    const nodes = f.nodes.map((id) => this.nodes[id - 1]);
+  async fault(f: FaultPlan, atMs: number): Promise<{ start: number; heal: number; nodes: number[] }> {
     await sleep(Math.max(0, this.t0 + atMs - performance.now()));
+    const nodes = (await this.aim(f)).map((id) => this.nodes[id - 1]);
+    const ids = nodes.map((n) => n.id);
     const start = this.now();
-    this.note(`fault ${f.id}: ${f.detail}`);
+    this.note(`fault ${f.id}: ${f.detail}${f.target !== undefined ? ` (n${ids.join('+n')})` : ''}`);
     const waitOut = (): Promise<void> => sleep(Math.max(0, this.t0 + start + f.durationMs - performance.now()));
     switch (f.kind) {
       case 'kill': {
@@ -127,11 +200,15 @@ class Run {
         await Promise.all(
           nodes.map(async (n) => {
             await n.start();
+            // A cluster node is ready once it has joined and its controller has a leader (bounded).
+            let isReady = false;
+            const probe = async (): Promise<void> => void (isReady = await n.ready());
+            if (this.clustered && !(await until(() => isReady, C.CLUSTER_READY_MS, probe))) this.note(`n${n.id} not ready ${C.CLUSTER_READY_MS} ms after its restart`);
             this.history.add({ t: 'node', node: n.id, state: 'ready', at: this.now() });
           }),
         );
-        this.note(`n${nodes.map((n) => n.id).join('+n')} restarted`);
-        return { start, heal };
+        this.note(`n${ids.join('+n')} restarted`);
+        return { start, heal, nodes: ids };
       }
       case 'pause':
         for (const n of nodes) {
@@ -160,7 +237,18 @@ class Run {
         for (const n of nodes) n.freeDisk();
         break;
     }
-    return { start, heal: this.now() };
+    return { start, heal: this.now(), nodes: ids };
+  }
+
+  /** The nodes a fault hits: its planned ones, or the node its target names now (a cluster). */
+  private async aim(f: FaultPlan): Promise<number[]> {
+    if (f.target === undefined || !this.clustered) return f.nodes;
+    const up = this.nodes.filter((n) => n.state === 'up').map((n) => n.id);
+    const view = await clusterView(this.upAddresses(), 'chaos');
+    const id = view === null ? null : resolveTarget(view, f.target, f.id, up);
+    if (id !== null) return [id];
+    this.note(`fault ${f.id}: no ${f.target} found among the nodes up; hitting the planned n${f.nodes.join('+n')}`);
+    return f.nodes;
   }
 
   /**
@@ -171,8 +259,8 @@ class Run {
   async runFaults(): Promise<void> {
     let lagMs = 0;
     for (const f of this.schedule.faults) {
-      const { start, heal } = await this.fault(f, f.startMs + lagMs);
-      this.history.add({ t: 'fault', id: f.id, kind: f.kind, nodes: f.nodes, start, heal, detail: f.detail });
+      const { start, heal, nodes } = await this.fault(f, f.startMs + lagMs);
+      this.history.add({ t: 'fault', id: f.id, kind: f.kind, nodes, start, heal, detail: f.target === undefined ? f.detail : `${f.detail} (n${nodes.join('+n')})` });
       lagMs = Math.max(lagMs, this.now() - (f.startMs + f.durationMs));
     }
     await sleep(Math.max(0, this.t0 + this.schedule.durationMs + lagMs - performance.now()));
@@ -189,8 +277,8 @@ class Run {
  * have byte-identical replicas below its final high watermark. Today each topic lives on one node, so
  * nothing is compared; with the cluster every partition will be.
  */
-function compareAllReplicas(run: Run, targets: readonly Target[]): { compared: number; mismatches: number; notes: string[] } {
-  const out = { compared: 0, mismatches: 0, notes: [] as string[] };
+function compareAllReplicas(run: Run, targets: readonly Target[]): { compared: number; mismatches: number; notes: string[]; mismatchNotes: string[] } {
+  const out = { compared: 0, mismatches: 0, notes: [] as string[], mismatchNotes: [] as string[] };
   const finalHw = new Map<string, number>();
   for (const op of run.history.ops) if (op.t === 'final-hw') finalHw.set(op.key, op.hw);
   for (const t of targets) {
@@ -200,13 +288,37 @@ function compareAllReplicas(run: Run, targets: readonly Target[]): { compared: n
       if (dirs.length < 2) continue;
       out.compared++;
       const c = compareReplicas(dirs, finalHw.get(key) ?? 0);
+      if (c.from > 0) out.notes.push(`${key}: compared from offset ${c.from} (the latest log start among the replicas)`);
       if (c.firstDifference !== null) {
         out.mismatches++;
-        out.notes.push(`${key} offset ${c.firstDifference.offset}: ${c.firstDifference.replica} ${c.firstDifference.why}`);
+        out.mismatchNotes.push(`${key} offset ${c.firstDifference.offset}: ${c.firstDifference.replica} ${c.firstDifference.why}`);
       }
     }
   }
   return out;
+}
+
+/**
+ * A cluster after the final read: waits (bounded) until every node's own replica of every partition has
+ * the final high watermark, so the byte comparison after the stop compares whole committed logs. A
+ * replica that never gets there is noted, and the comparison then reports what it lacks.
+ */
+async function convergeReplicas(run: Run, targets: readonly Target[]): Promise<void> {
+  const finalHw = new Map<string, number>();
+  for (const op of run.history.ops) if (op.t === 'final-hw') finalHw.set(op.key, op.hw);
+  const behind = new Set<string>();
+  const probe = async (): Promise<void> => {
+    behind.clear();
+    for (const t of targets) {
+      for (let p = 0; p < C.WORKLOAD_PARTITIONS; p++) {
+        const want = finalHw.get(`${t.topic}/${p}`) ?? 0;
+        for (const n of run.nodes) if (((await localHighWatermark(n.grpcAddress, t.topic, p)) ?? -1) < want) behind.add(`n${n.id}:${t.topic}/${p}`);
+      }
+    }
+  };
+  const t0 = performance.now();
+  const ok = await until(() => behind.size === 0, C.CLUSTER_CONVERGE_MS, probe);
+  run.note(ok ? `every replica reached the final high watermark (${Math.round(performance.now() - t0)} ms)` : `replicas still behind after ${C.CLUSTER_CONVERGE_MS} ms: ${[...behind].join(' ')}`);
 }
 
 export async function runSchedule(o: RunOptions): Promise<RunResult> {
@@ -217,11 +329,13 @@ export async function runSchedule(o: RunOptions): Promise<RunResult> {
   const workDir = o.keepData ? path.join(outDir, 'nodes') : fs.mkdtempSync(path.join(os.tmpdir(), `sluice-chaos-${o.seed}-`));
   const run = new Run(o, schedule, outDir, workDir);
   const stops: RunResult['stops'] = [];
-  let replicas: { compared: number; mismatches: number; notes: string[] } = { compared: 0, mismatches: 0, notes: [] };
+  let replicas: ReturnType<typeof compareAllReplicas> = { compared: 0, mismatches: 0, notes: [], mismatchNotes: [] };
   try {
+    const startedAt = performance.now();
     const targets = await run.startNodes();
+    const startMs = Math.round(performance.now() - startedAt);
     run.startClock();
-    run.note(`started ${o.nodes} node(s): ${run.nodes.map((n) => `n${n.id}=${n.grpcAddress}`).join(' ')}`);
+    run.note(`started ${o.nodes} node(s) in ${startMs} ms: ${run.nodes.map((n) => `n${n.id}=${n.grpcAddress}`).join(' ')}`);
     const workload = new Workload(targets, run.history, run.now);
     workload.start();
     await run.runFaults();
@@ -234,16 +348,25 @@ export async function runSchedule(o: RunOptions): Promise<RunResult> {
       for (const [p, hw] of await admin.listOffsets(t.topic, 'latest')) hws.set(`${t.topic}/${p}`, hw);
       admin.close();
     }
-    const caughtUp = await until(() => [...hws].every(([k, hw]) => (workload.readerPositions.get(k) ?? 0) >= hw && (workload.groupPositions.get(k) ?? 0) >= hw), C.WORKLOAD_DRAIN_MS);
-    run.note(caughtUp ? 'readers and the group caught up with the high watermarks' : 'readers or the group did not catch up in time (what they read is still checked)');
+    const grouped = !run.clustered;
+    const caughtUp = await until(() => [...hws].every(([k, hw]) => (workload.readerPositions.get(k) ?? 0) >= hw && (!grouped || (workload.groupPositions.get(k) ?? 0) >= hw)), C.WORKLOAD_DRAIN_MS);
+    run.note(caughtUp ? `readers${grouped ? ' and the group' : ''} caught up with the high watermarks` : `readers${grouped ? ' or the group' : ''} did not catch up in time (what they read is still checked)`);
     await workload.stop();
-    for (const t of targets) await finalRead(run.nodes[Number(t.name.slice(1)) - 1].grpcAddress, t.topic, run.history);
-    for (const n of run.nodes) {
-      const s = await n.stop();
-      stops.push({ node: n.id, code: s.code, signal: s.signal });
-      if (s.code !== 0) run.note(`n${n.id} did not stop cleanly (${s.code ?? s.signal}): ${s.stderr.slice(-500)}`);
-    }
+    for (const t of targets) await finalRead(run.clustered ? t.address : run.nodes[Number(t.name.slice(1)) - 1].grpcAddress, t.topic, run.history);
+    if (run.clustered) await convergeReplicas(run, targets);
+    // All at once: a cluster node stopping alone may wait on peers that are stopping too.
+    const stopAt = performance.now();
+    await Promise.all(
+      run.nodes.map(async (n) => {
+        const s = await n.stop();
+        stops.push({ node: n.id, code: s.code, signal: s.signal });
+        if (s.code !== 0) run.note(`n${n.id} did not stop cleanly (${s.code ?? s.signal}): ${s.stderr.slice(-500)}`);
+      }),
+    );
+    stops.sort((a, b) => a.node - b.node);
+    run.note(`nodes stopped in ${Math.round(performance.now() - stopAt)} ms`);
     replicas = compareAllReplicas(run, targets);
+    for (const why of replicas.notes) run.note(why);
     for (const n of run.nodes) n.unmount();
   } finally {
     run.history.close();
@@ -252,7 +375,7 @@ export async function runSchedule(o: RunOptions): Promise<RunResult> {
   const verdict = checkHistory(run.history.ops);
   verdict.replicasCompared = replicas.compared;
   verdict.replicaMismatches = replicas.mismatches;
-  for (const why of replicas.notes) verdict.samples.push({ key: why.split(' ')[0], why: `replica mismatch: ${why}` });
+  for (const why of replicas.mismatchNotes) verdict.samples.push({ key: why.split(' ')[0], why: `replica mismatch: ${why}` });
   verdict.ok = isClean(verdict) && stops.every((s) => s.code === 0);
   fs.writeFileSync(path.join(outDir, 'verdict.json'), JSON.stringify({ seed: o.seed, schedule, stops, verdict }, null, 2) + '\n');
   writeReport(path.join(outDir, 'report.html'), schedule, run.history.ops, verdict);

@@ -10,6 +10,10 @@ import * as C from './constants.js';
 
 export const FAULT_KINDS = ['kill', 'pause', 'partition', 'slow-disk', 'disk-full'] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
+/** Fault kinds a cluster run can inject today (node-to-node partitions need `ip netns`: not built yet). */
+export const CLUSTER_FAULT_KINDS: readonly FaultKind[] = ['kill', 'pause', 'slow-disk', 'disk-full'];
+export const FAULT_TARGETS = ['leader', 'follower', 'controller'] as const;
+export type FaultTarget = (typeof FAULT_TARGETS)[number];
 
 export interface FaultPlan {
   id: number;
@@ -19,6 +23,14 @@ export interface FaultPlan {
   /** Since the run started. */
   startMs: number;
   durationMs: number;
+  /**
+   * Cluster runs (3+ nodes), single-node kill and pause: the role of the node to hit, resolved when the
+   * fault starts from the cluster's metadata (a leader of a workload partition, a follower of one, the
+   * controller leader). `nodes` is then the fallback if the role cannot be resolved (no metadata), and
+   * the history's fault record names the node actually hit. Who leads is decided at run time, so a
+   * replay has the same faults, roles and times, but perhaps other node ids.
+   */
+  target?: FaultTarget;
   /** partition: what the links of `nodes` do meanwhile. */
   linkMode?: LinkMode;
   /** slow-disk: the delay added to each fdatasync. */
@@ -62,6 +74,7 @@ function nodeSet(r: ReturnType<typeof rng>, n: number, size: number): number[] {
 }
 
 const names = (nodes: number[]): string => nodes.map((n) => `n${n}`).join('+');
+const who = (nodes: number[], target: FaultTarget | undefined): string => (target === undefined ? names(nodes) : `a ${target === 'controller' ? 'controller leader' : `partition ${target}`}`);
 
 function planFault(r: ReturnType<typeof rng>, id: number, kind: FaultKind, n: number, startMs: number): FaultPlan {
   const minority = Math.max(1, Math.floor((n - 1) / 2));
@@ -70,12 +83,14 @@ function planFault(r: ReturnType<typeof rng>, id: number, kind: FaultKind, n: nu
       const majority = n >= 3 && r.next() < 0.2;
       const nodes = nodeSet(r, n, majority ? Math.floor(n / 2) + 1 : 1);
       const durationMs = r.int(C.CHAOS_KILL_DOWN_MS_MIN, C.CHAOS_KILL_DOWN_MS_MAX);
-      return { id, kind, nodes, startMs, durationMs, detail: `kill -9 ${names(nodes)} (power cut), restart after ${durationMs} ms` };
+      const target = n >= 3 && !majority ? r.pick(FAULT_TARGETS) : undefined;
+      return { id, kind, nodes, startMs, durationMs, target, detail: `kill -9 ${who(nodes, target)} (power cut), restart after ${durationMs} ms` };
     }
     case 'pause': {
       const nodes = nodeSet(r, n, 1);
-      const durationMs = r.int(C.CHAOS_PAUSE_MS_MIN, C.CHAOS_PAUSE_MS_MAX);
-      return { id, kind, nodes, startMs, durationMs, detail: `SIGSTOP ${names(nodes)} for ${durationMs} ms` };
+      const durationMs = n >= 3 ? r.int(C.CLUSTER_PAUSE_MS_MIN, C.CLUSTER_PAUSE_MS_MAX) : r.int(C.CHAOS_PAUSE_MS_MIN, C.CHAOS_PAUSE_MS_MAX);
+      const target = n >= 3 ? r.pick(FAULT_TARGETS) : undefined;
+      return { id, kind, nodes, startMs, durationMs, target, detail: `SIGSTOP ${who(nodes, target)} for ${durationMs} ms` };
     }
     case 'partition': {
       const nodes = nodeSet(r, n, r.int(1, minority));
@@ -118,4 +133,15 @@ export function parseFaultKinds(text: string): FaultKind[] {
   for (const k of kinds) if (!(FAULT_KINDS as readonly string[]).includes(k)) throw new Error(`unknown fault '${k}'; known: ${FAULT_KINDS.join(', ')}`);
   if (kinds.length === 0) throw new Error('--faults needs at least one fault kind');
   return [...new Set(kinds)] as FaultKind[];
+}
+
+/**
+ * A fixed schedule for reproducing one scenario with any seed: kill -9 of every node at once with a
+ * power cut, 2 s into a 6 s run, restarted after 300 ms (the CI's whole-cluster restart; `--preset
+ * kill-all`). The seed only names the run's output directory.
+ */
+export function killAllSchedule(seed: number, nodes: number): Schedule {
+  const all = Array.from({ length: nodes }, (_, i) => i + 1);
+  const detail = `kill -9 ${names(all)} (power cut), restart after 300 ms`;
+  return { seed, nodes, durationMs: 6_000, kinds: ['kill'], faults: [{ id: 1, kind: 'kill', nodes: all, startMs: 2_000, durationMs: 300, detail }] };
 }

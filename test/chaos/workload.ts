@@ -1,7 +1,7 @@
 /**
  * The workload of a chaos run, against one target (a topic reached through one address: a node's
  * proxy today, the cluster later): producers at acks=all writing unique values round-robin to every
- * partition (idempotent ones, and one without idempotence and without retries), a reader per partition
+ * partition (retrying idempotent ones, and one without idempotence and without retries), a reader per partition
  * by offset, a consumer-group member committing each batch it was delivered, and a poller of high
  * watermarks, committed offsets and leaders. Everything lands in the History with invoke/complete times.
  * The pace is fixed (WORKLOAD_WRITES_PER_SECOND per producer) so histories stay small and replays
@@ -9,6 +9,7 @@
  */
 import { Admin, Consumer, GroupAdmin, GroupConsumer, Producer } from '../../src/client/index.js';
 import { SluiceError } from '../../src/errors.js';
+import { RawProducer } from './cluster.js';
 import * as C from './constants.js';
 import type { History, Outcome } from './history.js';
 
@@ -16,8 +17,20 @@ export interface Target {
   /** Short name used in process names ("n1"). */
   name: string;
   topic: string;
-  /** Where clients connect (a proxy). */
+  /** Where clients connect: a proxy (one node), or every node's address, comma-separated (a cluster). */
   address: string;
+  /**
+   * A cluster: these nodes' addresses take the raw producer's writes in turn (most reach a non-leader,
+   * which forwards), and consumer groups are left out (they do not run in cluster mode yet).
+   */
+  nodes?: readonly string[];
+  /**
+   * Whether the retrying producers are idempotent (default true). Cluster runs turn it off unless asked
+   * (`--idempotent`): through the cluster the idempotent producer can be acknowledged as a duplicate of
+   * another value (docs/chaos.md, "Findings"). Off, those producers still retry, so their duplicates are
+   * counted as allowed ones (duplicatedPlain) and their failures are unknown, never definite.
+   */
+  idempotent?: boolean;
 }
 
 /** Failures after which the broker wrote nothing, for a producer that does not retry. */
@@ -49,11 +62,13 @@ export class Workload {
   start(): void {
     for (const t of this.targets) {
       for (let i = 0; i < C.WORKLOAD_PRODUCERS_IDEMPOTENT + C.WORKLOAD_PRODUCERS_PLAIN; i++) {
-        const idem = i < C.WORKLOAD_PRODUCERS_IDEMPOTENT;
-        this.tasks.push(this.producer(t, `${t.name}p${i}${idem ? 'i' : 'n'}`, idem));
+        const retrying = i < C.WORKLOAD_PRODUCERS_IDEMPOTENT;
+        const idem = retrying && t.idempotent !== false;
+        this.tasks.push(this.producer(t, `${t.name}p${i}${idem ? 'i' : retrying ? 'r' : 'n'}`, idem, retrying));
       }
+      if (t.nodes !== undefined) this.tasks.push(this.producer(t, `${t.name}p${C.WORKLOAD_PRODUCERS_IDEMPOTENT + C.WORKLOAD_PRODUCERS_PLAIN}v`, false, false, t.nodes));
       for (let p = 0; p < C.WORKLOAD_PARTITIONS; p++) this.tasks.push(this.reader(t, p));
-      this.tasks.push(this.groupMember(t));
+      if (t.nodes === undefined) this.tasks.push(this.groupMember(t));
       this.tasks.push(this.poller(t));
     }
   }
@@ -74,17 +89,17 @@ export class Workload {
   private writing = true;
   private readonly producerTasks: Promise<void>[] = [];
 
-  private producer(t: Target, proc: string, idem: boolean): Promise<void> {
-    const task = this.runProducer(t, proc, idem);
+  private producer(t: Target, proc: string, idem: boolean, retrying: boolean, via?: readonly string[]): Promise<void> {
+    const task = via === undefined ? this.runProducer(t, proc, idem, retrying) : this.runRawProducer(t, proc, via);
     this.producerTasks.push(task);
     return task;
   }
 
-  private async runProducer(t: Target, proc: string, idem: boolean): Promise<void> {
+  private async runProducer(t: Target, proc: string, idem: boolean, retrying: boolean): Promise<void> {
     const producer = new Producer({
       brokers: t.address,
       idempotent: idem,
-      retries: idem ? 1_000 : 0,
+      retries: retrying ? 1_000 : 0,
       retryBackoffMaxMs: 500,
       lingerMs: 2,
       requestTimeoutMs: C.WORKLOAD_REQUEST_TIMEOUT_MS,
@@ -105,7 +120,8 @@ export class Workload {
       const done = producer.send(t.topic, { partition: counter % C.WORKLOAD_PARTITIONS, value }).then(
         (md) => this.history.add({ t: 'produce', proc, idem, key, value, inv, end: this.now(), outcome: 'ok', offset: md.offset }),
         (err: unknown) => {
-          const outcome: Outcome = !idem && err instanceof SluiceError && NOT_WRITTEN.has(err.code) ? 'failed' : 'unknown';
+          // Only a producer that never retried knows a refusal means nothing was written.
+          const outcome: Outcome = !retrying && err instanceof SluiceError && NOT_WRITTEN.has(err.code) ? 'failed' : 'unknown';
           this.history.add({ t: 'produce', proc, idem, key, value, inv, end: this.now(), outcome, err: errText(err) });
         },
       );
@@ -116,6 +132,37 @@ export class Workload {
     const drained = await Promise.race([Promise.allSettled(pending).then(() => true), sleep(C.WORKLOAD_DRAIN_MS).then(() => false)]);
     if (!drained) this.history.add({ t: 'note', at: this.now(), text: `${proc}: ${pending.size} writes still unanswered at the end (unknown)` });
     await producer.close().catch(() => {});
+  }
+
+  /**
+   * Cluster only: writes through each node in turn (node = counter mod nodes), whether it leads the
+   * partition or not, one record a request, no retries, no idempotence. Same pace as the others.
+   */
+  private async runRawProducer(t: Target, proc: string, via: readonly string[]): Promise<void> {
+    const producer = new RawProducer(via);
+    const pending = new Set<Promise<void>>();
+    const intervalMs = 1_000 / C.WORKLOAD_WRITES_PER_SECOND;
+    let nextAt = this.now();
+    for (let counter = 0; this.writing; counter++) {
+      while (pending.size >= C.WORKLOAD_IN_FLIGHT_MAX && this.writing) await Promise.race(pending);
+      if (!this.writing) break;
+      const wait = nextAt - this.now();
+      if (wait > 0) await sleep(wait);
+      nextAt = Math.max(nextAt + intervalMs, this.now() - 10 * intervalMs);
+      const partition = counter % C.WORKLOAD_PARTITIONS;
+      const key = `${t.topic}/${partition}`;
+      const value = `${proc}:${counter}`;
+      const inv = this.now();
+      const done = producer.send(counter, t.topic, partition, value).then((r) => {
+        if ('offset' in r) this.history.add({ t: 'produce', proc, idem: false, key, value, inv, end: this.now(), outcome: 'ok', offset: r.offset });
+        else this.history.add({ t: 'produce', proc, idem: false, key, value, inv, end: this.now(), outcome: NOT_WRITTEN.has(r.reason) ? 'failed' : 'unknown', err: `via ${via[counter % via.length]}: ${r.error}` });
+      });
+      pending.add(done);
+      void done.finally(() => pending.delete(done));
+    }
+    const drained = await Promise.race([Promise.allSettled(pending).then(() => true), sleep(C.WORKLOAD_DRAIN_MS).then(() => false)]);
+    if (!drained) this.history.add({ t: 'note', at: this.now(), text: `${proc}: ${pending.size} writes still unanswered at the end (unknown)` });
+    producer.close();
   }
 
   /** Reads one partition by offset from the start, forever, restarting where it stopped after a failure. */
@@ -204,11 +251,18 @@ export class Workload {
           const hws = await admin.listOffsets(t.topic, 'latest');
           const end = this.now();
           for (const [p, hw] of hws) this.history.add({ t: 'hw', key: `${t.topic}/${p}`, hw, inv, end });
-          inv = this.now();
-          const committed = await groups.fetchOffsets(`chaos-${t.topic}`, [t.topic]);
-          const end2 = this.now();
-          for (const c of committed) if (c.offset >= 0) this.history.add({ t: 'committed', key: `${c.topic}/${c.partition}`, offset: c.offset, inv, end: end2 });
+          if (t.nodes === undefined) {
+            inv = this.now();
+            const committed = await groups.fetchOffsets(`chaos-${t.topic}`, [t.topic]);
+            const end2 = this.now();
+            for (const c of committed) if (c.offset >= 0) this.history.add({ t: 'committed', key: `${c.topic}/${c.partition}`, offset: c.offset, inv, end: end2 });
+          }
           const md = await admin.metadata([t.topic]);
+          // A cluster's controller leader changes too (key "controller"; 0 = none known to the node asked).
+          if (t.nodes !== undefined && leaders.get('controller') !== md.controllerId) {
+            leaders.set('controller', md.controllerId);
+            this.history.add({ t: 'leader', key: 'controller', leader: md.controllerId, at: this.now() });
+          }
           for (const p of md.topics[0]?.partitions ?? []) {
             const key = `${t.topic}/${p.partition}`;
             if (leaders.get(key) !== p.leader) {

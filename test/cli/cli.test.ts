@@ -74,7 +74,7 @@ describe('sluice CLI', () => {
     expect(info.brokers[0]).toMatchObject({ nodeId: 1, state: 'alive', alive: true, rack: '' });
     expect(info.brokers[0].nodeUuid).toMatch(/^[0-9a-f-]{36}$/);
     const table = (await sluice(['cluster', 'info'])).stdout;
-    expect(table).toMatch(/ID\s+ADDRESS\s+HTTP\s+RACK\s+STATE\s+UUID/);
+    expect(table).toMatch(/ID\s+ADDRESS\s+HTTP\s+RACK\s+STATE\s+LEADERS\s+UUID/);
     expect(table).toContain(`${broker.grpcAddress}`);
   });
 

@@ -92,13 +92,15 @@ describe('three nodes gossip membership over gRPC', () => {
   const nodes: BrokerProcess[] = [];
 
   it('form one cluster through seeds: every node lists all three, alive, with address and rack, and is ready', async () => {
-    nodes[0] = await startNode({ id: 1, ip: '127.0.0.1', dir: dirs[0]! });
+    // Cluster mode (a controller of voters 1,2,3) on every node, so readiness means the same everywhere.
+    const extra = ['--controller-voters', '1,2,3'];
+    nodes[0] = await startNode({ id: 1, ip: '127.0.0.1', dir: dirs[0]!, extra });
     const seeds = [nodes[0].grpcAddress];
-    nodes[1] = await startNode({ id: 2, ip: '127.0.0.2', dir: dirs[1]!, seeds });
-    nodes[2] = await startNode({ id: 3, ip: '127.0.0.3', dir: dirs[2]!, seeds, rack: 'r3' });
+    nodes[1] = await startNode({ id: 2, ip: '127.0.0.2', dir: dirs[1]!, seeds, extra });
+    nodes[2] = await startNode({ id: 3, ip: '127.0.0.3', dir: dirs[2]!, seeds, rack: 'r3', extra });
     for (const n of nodes) {
       await waitFor(`${n.grpcAddress} lists 3 alive nodes`, async () => (await metadata(n.grpcAddress))?.brokers.filter((b) => b.state === 'alive').length === 3);
-      expect((await readyz(n)).status).toBe(200);
+      await waitFor(`${n.grpcAddress} is ready (joined, controller leader known, registered)`, async () => (await readyz(n)).status === 200);
     }
     const views = await Promise.all(nodes.map((n) => metadata(n.grpcAddress)));
     expect(new Set(views.map((v) => v!.clusterId)).size).toBe(1);
@@ -205,15 +207,18 @@ describe('joining through a seed that is not up yet', () => {
     const root = tempDir('sluice-membership-seed-');
     const seedPort = await freePort('127.0.0.6');
     const seedAddr = `127.0.0.6:${seedPort}`;
-    const joiner = await startNode({ id: 7, ip: '127.0.0.7', dir: path.join(root, 'n7'), seeds: [seedAddr] });
+    // The seed is the controller's only voter: once it is up, the joiner registers through it.
+    const extra = ['--controller-voters', '6'];
+    const joiner = await startNode({ id: 7, ip: '127.0.0.7', dir: path.join(root, 'n7'), seeds: [seedAddr], extra });
     await waitFor('a failed join attempt is logged', () => (joiner.stderr().match(/cannot join the cluster through this seed yet/g) ?? []).length >= 2);
     const r = await readyz(joiner);
     expect(r.status).toBe(503);
     expect(r.body).toContain(`joining the cluster: no seed answered`);
     expect(r.body).toContain(seedAddr);
     expect(joiner.stderr()).toContain(`"seed":"${seedAddr}"`);
-    const seed = await startNode({ id: 6, ip: '127.0.0.6', dir: path.join(root, 'n6'), port: seedPort });
-    expect((await readyz(seed)).status).toBe(200); // the first node, with no seeds, is ready at once
+    const seed = await startNode({ id: 6, ip: '127.0.0.6', dir: path.join(root, 'n6'), port: seedPort, extra });
+    // The first node, with no seeds, has joined at once; its one-voter controller elects itself.
+    await waitFor('the seed is ready', async () => (await readyz(seed)).status === 200);
     await waitFor('the joiner becomes ready', async () => (await readyz(joiner)).status === 200);
     await waitFor('the joiner lists both nodes', async () => (await metadata(joiner.grpcAddress))?.brokers.map((b) => b.nodeId).join(',') === '6,7');
   });
@@ -224,10 +229,11 @@ describe('a StatefulSet-style seed list that names the node itself first', () =>
     const root = tempDir('sluice-membership-sts-');
     const [p9, p10] = [await freePort('127.0.0.9'), await freePort('127.0.0.10')];
     const seeds = [`127.0.0.9:${p9}`, `127.0.0.10:${p10}`];
-    const first = await startNode({ id: 1, ip: '127.0.0.9', port: p9, dir: path.join(root, 'n1'), seeds });
+    const extra = ['--controller-voters', '1'];
+    const first = await startNode({ id: 1, ip: '127.0.0.9', port: p9, dir: path.join(root, 'n1'), seeds, extra });
     await waitFor('the first-listed node is ready', async () => (await readyz(first)).status === 200);
     expect(first.stderr()).toContain('first in its own seed list, and no other seed answered');
-    const second = await startNode({ id: 2, ip: '127.0.0.10', port: p10, dir: path.join(root, 'n2'), seeds });
+    const second = await startNode({ id: 2, ip: '127.0.0.10', port: p10, dir: path.join(root, 'n2'), seeds, extra });
     await waitFor('the second node is ready', async () => (await readyz(second)).status === 200);
     await waitFor('both list both', async () => (await metadata(first.grpcAddress))?.brokers.length === 2 && (await metadata(second.grpcAddress))?.brokers.length === 2);
     expect((await metadata(second.grpcAddress))!.clusterId).toBe((await metadata(first.grpcAddress))!.clusterId);

@@ -1,0 +1,353 @@
+/**
+ * The BrokerApi of a node in cluster mode (issue 11): what src/rpc serves when `sluice serve` runs in a
+ * cluster. It sits over the Broker (which hosts this node's replicas) and the controller:
+ *
+ * - Admin (create/delete topic, configs, partitions) goes to the controller, which forwards it to its
+ *   leader; list/describe/metadata answer from the controller's applied state plus the replicas' status
+ *   (leader, epoch, replicas, in-sync replicas) and gossip (nodes, alive).
+ * - Produce and ListOffsets go to the partition's leader: here when this node leads it, else forwarded
+ *   once over gRPC (src/rpc/forward.ts). Fetch is served by any replica here (a follower serves up to
+ *   its high watermark, which is committed data) and forwarded only when this node holds none.
+ *   Subscribe is a loop of such fetches, so it too works on any node.
+ * - A request another node forwarded here uses the `local` view: answered by this node's replicas or
+ *   refused with NOT_LEADER, whose ErrorInfo names the leader's id, address and epoch.
+ *
+ * Consumer groups are not run in cluster mode yet: their coordinator must become the leader of the
+ * group's offsets partition, so `internalView()` refuses with a message saying so.
+ */
+import { CLUSTER_PRODUCER_ID_NODE_SHIFT_BITS, CLUSTER_ROUTE_STATUS_CACHE_MS, CLUSTER_TOPIC_LEADERS_WAIT_MS } from '../constants.js';
+import { SluiceError, isSluiceError } from '../errors.js';
+import type { GroupId, PeerDirectory } from '../cluster/types.js';
+import type { NodeId } from '../model/index.js';
+import type {
+  BrokerApi,
+  BrokerInfo,
+  ClusterMetadata,
+  FetchInput,
+  FetchResult,
+  ListOffsetsResult,
+  OffsetSpec,
+  PartitionInfo,
+  ProduceInput,
+  ProduceResult,
+  ProducerIdentity,
+  TopicDescription,
+  TopicSummary,
+} from '../broker/types.js';
+import { StickyPartitioner, firstKeyOfRecords, firstRecordKey } from '../broker/partitioner.js';
+import { logConfigFor, refuseInternalTopic, validateTopicName, validateUserTopicName } from '../broker/validate.js';
+import { logConfigToTopicConfigs } from '../storage/index.js';
+import type { Controller, PartitionState, TopicState } from '../controller/index.js';
+import type { PeerBrokers } from '../rpc/forward.js';
+import type { ReplicaHost, ReplicaStatus } from './replica-host.js';
+
+export interface ClusterApiDeps {
+  readonly nodeId: NodeId;
+  readonly core: BrokerApi & ReplicaHost;
+  readonly controller: Controller;
+  readonly peers: PeerDirectory;
+  /** The cluster id gossip learned (or founded). */
+  readonly clusterId: () => string;
+  readonly clients: PeerBrokers;
+  /** This node's HTTP address, for GetMetadata's own entry. */
+  readonly httpAddress: string;
+}
+
+interface Route {
+  readonly partition: PartitionState;
+  /** This node's replica, when it holds one. */
+  readonly local: ReplicaStatus | undefined;
+  readonly leader: NodeId;
+  readonly epoch: number;
+}
+
+/** The routed API (for clients) and the local one (for requests forwarded here). */
+export function clusterApis(deps: ClusterApiDeps): { routed: BrokerApi; local: BrokerApi } {
+  const status = new StatusCache(deps.core);
+  return { routed: new ClusterApi(deps, status, true), local: new ClusterApi(deps, status, false) };
+}
+
+/** The Broker's replica status by group, rebuilt at most every CLUSTER_ROUTE_STATUS_CACHE_MS or on a leader change. */
+class StatusCache {
+  private byGroup: Map<GroupId, ReplicaStatus> | null = null;
+  private builtMs = 0;
+
+  constructor(private readonly host: ReplicaHost) {
+    host.onLeaderChange(() => {
+      this.byGroup = null;
+    });
+  }
+
+  get(group: GroupId): ReplicaStatus | undefined {
+    const now = Date.now();
+    if (this.byGroup === null || now - this.builtMs > CLUSTER_ROUTE_STATUS_CACHE_MS) {
+      this.byGroup = new Map(this.host.replicaStatus().map((s) => [s.group, s]));
+      this.builtMs = now;
+    }
+    return this.byGroup.get(group);
+  }
+}
+
+class ClusterApi implements BrokerApi {
+  private readonly partitioner = new StickyPartitioner();
+
+  constructor(
+    private readonly d: ClusterApiDeps,
+    private readonly status: StatusCache,
+    /** False for requests forwarded here: answer locally or refuse, never forward again. */
+    private readonly routing: boolean,
+  ) {}
+
+  // --- Routing -------------------------------------------------------------------------------------
+
+  private topicState(name: string): TopicState {
+    validateTopicName(name);
+    const t = this.d.controller.state.topic(name);
+    if (t === undefined) throw new SluiceError('UNKNOWN_TOPIC', `topic '${name}' does not exist`);
+    return t;
+  }
+
+  private route(topic: string, partition: number): Route {
+    const t = this.topicState(topic);
+    const p = t.partitions[partition];
+    if (p === undefined) throw new SluiceError('UNKNOWN_PARTITION', `partition ${partition} of topic '${topic}' does not exist (it has ${t.partitions.length})`);
+    const local = this.status.get(p.group);
+    // The replica's own view is fresher than the metadata once it has seen this epoch.
+    if (local !== undefined && local.leader !== 0 && local.epoch >= p.leaderEpoch) return { partition: p, local, leader: local.leader, epoch: local.epoch };
+    return { partition: p, local, leader: p.leader, epoch: p.leaderEpoch };
+  }
+
+  private addressOf(node: NodeId): string | undefined {
+    return this.d.peers.get(node)?.address ?? this.d.controller.state.node(node)?.address;
+  }
+
+  private notLeader(r: Route): SluiceError {
+    const p = r.partition;
+    const name = `${p.topic}/${p.partition}`;
+    const address = r.leader === 0 ? '' : (this.addressOf(r.leader) ?? '');
+    const info = { leader_id: String(r.leader), leader_address: address, leader_epoch: String(r.epoch) };
+    if (r.leader === 0 || r.leader === this.d.nodeId) {
+      return new SluiceError('NOT_LEADER', `node ${this.d.nodeId} cannot serve ${name}: no leader is known yet (an election is under way); retry shortly`, { info: { ...info, leader_id: '0', leader_address: '' } });
+    }
+    return new SluiceError('NOT_LEADER', `node ${this.d.nodeId} does not lead ${name}: its leader is node ${r.leader} at ${address || '(address unknown)'}, epoch ${r.epoch}`, { info });
+  }
+
+  /** Runs `work` on the leader's node: forwarded when routing, else refused with NOT_LEADER. */
+  private toLeader<T>(r: Route, work: (address: string) => Promise<T>): Promise<T> {
+    if (!this.routing || r.leader === 0 || r.leader === this.d.nodeId) return Promise.reject(this.notLeader(r));
+    const address = this.addressOf(r.leader);
+    const alive = this.d.peers.get(r.leader)?.state !== 'dead';
+    if (address === undefined || !alive) return Promise.reject(this.notLeader(r));
+    return work(address);
+  }
+
+  /**
+   * Runs `local` on this node's replica; a NOT_LEADER from it is forwarded (routing) or named, and so is
+   * any error `alsoForward` accepts (a follower's fetch of a range it does not hold).
+   */
+  private async here<T>(topic: string, partition: number, local: () => Promise<T>, remote: (address: string) => Promise<T>, alsoForward?: (err: unknown) => boolean): Promise<T> {
+    try {
+      return await local();
+    } catch (err) {
+      if (!isSluiceError(err, 'NOT_LEADER') && !(this.routing && alsoForward?.(err) === true)) throw err;
+    }
+    return this.toLeader(this.route(topic, partition), remote);
+  }
+
+  private leadsHere(r: Route): boolean {
+    return r.local !== undefined && (r.local.role === 'leader' || r.leader === this.d.nodeId);
+  }
+
+  async produce(input: ProduceInput): Promise<ProduceResult> {
+    const partition = input.partition ?? this.pick(input);
+    const r = this.route(input.topic, partition);
+    const routed = input.partition === partition ? input : { ...input, partition };
+    const remote = (address: string): Promise<ProduceResult> => this.d.clients.produce(address, routed);
+    if (this.leadsHere(r) || (!this.routing && r.local !== undefined)) return this.here(input.topic, partition, () => this.d.core.produce(routed), remote);
+    return this.toLeader(r, remote);
+  }
+
+  /** A partition for a produce without one, from the controller's partition count (as the single node picks). */
+  private pick(input: ProduceInput): number {
+    const count = this.topicState(input.topic).partitions.length;
+    const key = input.batches !== undefined ? firstRecordKey(input.batches) : firstKeyOfRecords(input.records ?? []);
+    return this.partitioner.pick(input.topic, count, key);
+  }
+
+  async fetch(input: FetchInput, signal?: AbortSignal): Promise<FetchResult> {
+    const r = this.route(input.topic, input.partition);
+    const remote = (address: string): Promise<FetchResult> => this.d.clients.fetch(address, input, signal);
+    // A follower's log may start later than the leader's (it was sent a snapshot): what it does not hold,
+    // the leader answers.
+    const outOfRange = (err: unknown): boolean => isSluiceError(err, 'OFFSET_OUT_OF_RANGE') && r.leader !== this.d.nodeId;
+    if (r.local !== undefined && r.local.role !== 'offline') return this.here(input.topic, input.partition, () => this.d.core.fetch(input, signal), remote, outOfRange);
+    return this.toLeader(r, remote);
+  }
+
+  async listOffsets(topic: string, partition: number, spec: OffsetSpec): Promise<ListOffsetsResult> {
+    const r = this.route(topic, partition);
+    const remote = (address: string): Promise<ListOffsetsResult> => this.d.clients.listOffsets(address, topic, partition, spec);
+    if (this.leadsHere(r) || (!this.routing && r.local !== undefined)) return this.here(topic, partition, () => this.d.core.listOffsets(topic, partition, spec), remote);
+    return this.toLeader(r, remote);
+  }
+
+  // --- Admin through the controller ----------------------------------------------------------------
+
+  async createTopic(name: string, partitions: number, replicationFactor: number, configs: Record<string, string>): Promise<TopicDescription> {
+    validateUserTopicName(name);
+    await this.d.controller.createTopic(name, partitions, replicationFactor === 0 ? 1 : replicationFactor, configs);
+    await this.leadersOf(name);
+    return this.describeTopic(name);
+  }
+
+  async deleteTopic(name: string): Promise<void> {
+    validateTopicName(name);
+    refuseInternalTopic(name, 'delete');
+    await this.d.controller.deleteTopic(name);
+  }
+
+  async alterTopicConfig(name: string, set: Record<string, string>, remove: string[]): Promise<Record<string, string>> {
+    validateTopicName(name);
+    refuseInternalTopic(name, 'change the configs of');
+    const t = await this.d.controller.alterConfigs(name, set, remove);
+    return effectiveConfigs(t);
+  }
+
+  async createPartitions(name: string, totalPartitions: number): Promise<TopicDescription> {
+    validateTopicName(name);
+    refuseInternalTopic(name, 'add partitions to');
+    await this.d.controller.addPartitions(name, totalPartitions);
+    await this.leadersOf(name);
+    return this.describeTopic(name);
+  }
+
+  /**
+   * Waits (bounded) until every partition of `name` has a leader in the metadata, so a client's first
+   * produce after CreateTopic finds one. Past the bound the answer goes out anyway (leader 0).
+   */
+  private leadersOf(name: string): Promise<void> {
+    const done = (): boolean => {
+      const t = this.d.controller.state.topic(name);
+      return t === undefined || t.partitions.every((p) => p.leader !== 0);
+    };
+    if (done()) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const finish = (): void => {
+        clearTimeout(timer);
+        off();
+        resolve();
+      };
+      const timer = setTimeout(finish, CLUSTER_TOPIC_LEADERS_WAIT_MS);
+      const off = this.d.controller.onEvent(() => {
+        if (done()) finish();
+      });
+    });
+  }
+
+  async listTopics(): Promise<TopicSummary[]> {
+    return this.d.controller.state.topics().map((t) => ({ name: t.name, partitionCount: t.partitions.length, replicationFactor: t.replicationFactor }));
+  }
+
+  /**
+   * Leader, epoch and replicas from the metadata and the replicas here; offsets and in-sync replicas
+   * from each partition's leader (asked once per leader node; a node that does not answer leaves its
+   * partitions with what this node knows).
+   */
+  async describeTopic(name: string): Promise<TopicDescription> {
+    const t = this.topicState(name);
+    const exact = await this.d.core.describeTopic(name).catch(() => null);
+    const described = this.describeLocal(t, exact);
+    if (!this.routing) return described;
+    const byLeader = new Map<NodeId, number[]>();
+    for (const p of described.partitions) {
+      if (p.leader === 0 || p.leader === this.d.nodeId) continue;
+      byLeader.set(p.leader as NodeId, [...(byLeader.get(p.leader as NodeId) ?? []), p.partition]);
+    }
+    await Promise.all(
+      [...byLeader].map(async ([leader, parts]) => {
+        const address = this.addressOf(leader);
+        if (address === undefined) return;
+        const theirs = await this.d.clients.describeTopic(address, name).catch(() => null);
+        if (theirs === null) return;
+        for (const i of parts) {
+          const q = theirs.partitions.find((x) => x.partition === i);
+          if (q !== undefined && q.leader === leader) described.partitions[i] = q;
+        }
+      }),
+    );
+    return described;
+  }
+
+  private describeLocal(t: TopicState, exact: TopicDescription | null): TopicDescription {
+    const partitions = t.partitions.map((p): PartitionInfo => {
+      const r = this.route(t.name, p.partition);
+      const own = exact?.partitions.find((x) => x.partition === p.partition);
+      return {
+        partition: p.partition,
+        logStartOffset: own?.logStartOffset ?? r.local?.logStartOffset ?? 0,
+        highWatermark: own?.highWatermark ?? r.local?.highWatermark ?? 0,
+        leader: r.leader,
+        leaderEpoch: r.epoch,
+        replicas: [...p.voters.nodes],
+        inSyncReplicas: r.local?.role === 'leader' ? [...r.local.inSync] : [],
+        sizeBytes: own?.sizeBytes ?? 0,
+        damagedRanges: own?.damagedRanges ?? 0,
+      };
+    });
+    return { name: t.name, partitions, replicationFactor: t.replicationFactor, configs: effectiveConfigs(t) };
+  }
+
+  async metadata(topics?: string[]): Promise<ClusterMetadata> {
+    const state = this.d.controller.state;
+    const names = topics !== undefined && topics.length > 0 ? topics : state.topics().map((t) => t.name);
+    const brokers: BrokerInfo[] = this.d.peers.members().map((n) => ({
+      nodeId: n.id,
+      grpcAddress: n.address,
+      httpAddress: n.id === this.d.nodeId ? this.d.httpAddress : '',
+      rack: n.rack,
+      alive: n.state !== 'dead',
+      state: n.state,
+      nodeUuid: n.uuid,
+    }));
+    return {
+      clusterId: this.d.clusterId(),
+      controllerId: this.d.controller.leaderId,
+      brokers: brokers.sort((a, b) => a.nodeId - b.nodeId),
+      topics: names.map((n) => this.describeLocal(this.topicState(n), null)),
+    };
+  }
+
+  // --- The rest ------------------------------------------------------------------------------------
+
+  /**
+   * Producer ids from this node's allocator, with the node id in the high bits so that ids handed out
+   * by different nodes never collide. A producer name fences its older epochs on the node that
+   * answered (the controller does not hand out id blocks yet).
+   */
+  async initProducer(name?: string): Promise<ProducerIdentity> {
+    const own = await this.d.core.initProducer(name);
+    const shift = BigInt(CLUSTER_PRODUCER_ID_NODE_SHIFT_BITS);
+    if (own.producerId >= 1n << shift) throw new SluiceError('INTERNAL', `producer id ${own.producerId} of node ${this.d.nodeId} does not fit in ${CLUSTER_PRODUCER_ID_NODE_SHIFT_BITS} bits`);
+    return { producerId: (BigInt(this.d.nodeId) << shift) | own.producerId, producerEpoch: own.producerEpoch };
+  }
+
+  internalView(): BrokerApi {
+    throw new SluiceError(
+      'UNAVAILABLE',
+      'consumer groups do not run in cluster mode yet (their coordinator must move to the leader of the group offsets partition); consume by partition, or run a single node',
+      { retriable: false },
+    );
+  }
+
+  offlinePartitions(): string[] {
+    return this.d.core.offlinePartitions?.() ?? [];
+  }
+
+  close(): Promise<void> {
+    return this.d.core.close();
+  }
+}
+
+function effectiveConfigs(t: TopicState): Record<string, string> {
+  return logConfigToTopicConfigs(logConfigFor({ ...t.configs }));
+}

@@ -232,7 +232,8 @@ describe('a StatefulSet-style seed list that names the node itself first', () =>
     const extra = ['--controller-voters', '1'];
     const first = await startNode({ id: 1, ip: '127.0.0.9', port: p9, dir: path.join(root, 'n1'), seeds, extra });
     await waitFor('the first-listed node is ready', async () => (await readyz(first)).status === 200);
-    expect(first.stderr()).toContain('first in its own seed list, and no other seed answered');
+    // The log arrives through a pipe: it may trail the HTTP answer.
+    await waitFor('the founding is logged', () => first.stderr().includes('first in its own seed list, and no other seed answered'));
     const second = await startNode({ id: 2, ip: '127.0.0.10', port: p10, dir: path.join(root, 'n2'), seeds, extra });
     await waitFor('the second node is ready', async () => (await readyz(second)).status === 200);
     await waitFor('both list both', async () => (await metadata(first.grpcAddress))?.brokers.length === 2 && (await metadata(second.grpcAddress))?.brokers.length === 2);

@@ -77,6 +77,8 @@ export class PartitionReplica implements ReplicaUnderTest {
   private persistWanted = false;
   /** Restarted, and no settled high watermark checked against the one before the restart yet. */
   private restartUnchecked = false;
+  /** The highest commit index this replica's core reported while leading (any incarnation). */
+  private leaderCommitSeen = -1;
   /** acks=all produces in flight: request id -> payload. */
   private readonly acks = new Map<number, { id: number; count: number }>();
   private nextRequest = 1;
@@ -228,6 +230,14 @@ export class PartitionReplica implements ReplicaUnderTest {
     if (p === null) return;
     const hw = p.highWatermark;
     const checkers = this.host.checkers;
+    // A leader's commit, with the term it commits in: the checkers hold only later-term leaders to
+    // an acked or committed run (a leader of an older term, whose election completes late, need not
+    // have it; seed 10942: node 3 won term 4 after term 5 had committed and acked a run).
+    const raft = coreOf(p);
+    if (raft.getRole() === 'leader' && raft.getCommit() > this.leaderCommitSeen) {
+      checkers.onLeaderCommit(raft, Math.max(this.leaderCommitSeen, raft.log.firstIndex() - 1), raft.getCommit());
+      this.leaderCommitSeen = raft.getCommit();
+    }
     if (hw > p.logEndOffset) throw new InvariantViolation('high watermark within the log', `node ${this.id} g${this.o.group}: high watermark ${hw} above its log end ${p.logEndOffset}`);
     if (!this.host.strictHwRestart || !p.highWatermarkProvisional) {
       checkers.onHighWatermark(this.id, hw, this.restartUnchecked);

@@ -238,9 +238,15 @@ async function runOnce(args: Args, log: (line: string) => void): Promise<{ phase
       if (want('fetch')) record(await runPhase(args, broker.grpcAddress, { name: 'consume fetch', kind: 'consume-fetch', topic: 'bench-raw', warmupTopic: 'warm-raw' }, 0, ends, warmEnds));
       if (want('subscribe')) record(await runPhase(args, broker.grpcAddress, { name: 'consume subscribe', kind: 'consume-subscribe', topic: 'bench-raw', warmupTopic: 'warm-raw' }, 0, ends, warmEnds));
     }
-  } finally {
+  } catch (err) {
+    // A failed phase must not leave the broker it spawned running (and its data dir behind).
     admin.close();
+    broker.child.kill('SIGKILL');
+    await waitExit(broker.child);
+    fs.rmSync(dataDir, { recursive: true, force: true });
+    throw new Error(`${err instanceof Error ? err.message : String(err)}; broker stderr: ${broker.stderr().trim().slice(-2000)}`, { cause: err });
   }
+  admin.close();
   const rss = peakRssBytes(broker.child.pid!);
   broker.child.kill('SIGTERM');
   await waitExit(broker.child);

@@ -27,7 +27,9 @@
  * per load process before each phase, default 200,000), --load-processes N (default 1), --concurrency N
  * (requests in flight per load process, default 16), --connections N (TCP connections per load process,
  * default 4), --shards N (broker shard workers), --acks all|leader|none (default all), --idempotence,
- * --profile DIR (CPU profiles of the broker), --json.
+ * --profile DIR (CPU profiles of the broker), --phases LIST (comma-separated, of raw, encode, structured,
+ * fetch, subscribe; default all: a quicker A/B of one phase, e.g. `--phases fetch`; the consume phases
+ * read what the raw phase wrote, so they run it too), --json.
  */
 import { fork } from 'node:child_process';
 import fs from 'node:fs';
@@ -55,10 +57,24 @@ interface Args {
   connections: number;
   /** Also run the raw phase with idempotent producers. */
   idempotence: boolean;
+  /** The phases to run (PHASE_NAMES); the consume phases bring the raw phase they read. */
+  phases: Set<PhaseName>;
+}
+
+const PHASE_NAMES = ['raw', 'encode', 'structured', 'fetch', 'subscribe'] as const;
+type PhaseName = (typeof PHASE_NAMES)[number];
+
+function parsePhases(v: string | undefined): Set<PhaseName> {
+  const names = (v ?? '').split(',').filter((x) => x !== '');
+  const bad = names.filter((x) => !(PHASE_NAMES as readonly string[]).includes(x));
+  if (names.length === 0 || bad.length > 0) throw new Error(`--phases takes a comma-separated list of ${PHASE_NAMES.join(', ')}; got ${String(v)}`);
+  const set = new Set(names as PhaseName[]);
+  if (set.has('fetch') || set.has('subscribe')) set.add('raw');
+  return set;
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { records: 2_000_000, runs: 3, warmupRecords: 200_000, loadProcesses: 1, concurrency: 16, json: false, acks: 'all', connections: 4, idempotence: false };
+  const args: Args = { records: 2_000_000, runs: 3, warmupRecords: 200_000, loadProcesses: 1, concurrency: 16, json: false, acks: 'all', connections: 4, idempotence: false, phases: new Set(PHASE_NAMES) };
   const int = (name: string, v: string | undefined, min: number, max: number): number => {
     const n = Number(v);
     if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${name} must be an integer from ${min} to ${max}, got ${String(v)}`);
@@ -77,6 +93,7 @@ function parseArgs(argv: string[]): Args {
     else if (a === '--acks') args.acks = argv[++i] as Args['acks'];
     else if (a === '--connections') args.connections = int(a, argv[++i], 1, 64);
     else if (a === '--idempotence') args.idempotence = true;
+    else if (a === '--phases') args.phases = parsePhases(argv[++i]);
     else throw new Error(`unknown argument ${a}: see the header of bench/broker.ts`);
   }
   return args;
@@ -197,11 +214,12 @@ async function runOnce(args: Args, log: (line: string) => void): Promise<{ phase
   const results: PhaseResult[] = [];
   const admin = new Admin({ brokers: broker.grpcAddress });
   try {
+    const want = (name: PhaseName): boolean => args.phases.has(name);
     const phases: Phase[] = [
-      { name: 'produce raw', kind: 'produce-raw', topic: 'bench-raw', warmupTopic: 'warm-raw' },
+      ...(want('raw') ? [{ name: 'produce raw', kind: 'produce-raw' as const, topic: 'bench-raw', warmupTopic: 'warm-raw' }] : []),
       ...(args.idempotence ? [{ name: 'produce raw idempotent', kind: 'produce-raw-idempotent' as const, topic: 'bench-raw-idem', warmupTopic: 'warm-raw-idem' }] : []),
-      { name: 'produce raw+encode', kind: 'produce-encode', topic: 'bench-encode', warmupTopic: 'warm-encode' },
-      { name: 'produce structured', kind: 'produce-structured', topic: 'bench-records', warmupTopic: 'warm-records' },
+      ...(want('encode') ? [{ name: 'produce raw+encode', kind: 'produce-encode' as const, topic: 'bench-encode', warmupTopic: 'warm-encode' }] : []),
+      ...(want('structured') ? [{ name: 'produce structured', kind: 'produce-structured' as const, topic: 'bench-records', warmupTopic: 'warm-records' }] : []),
     ];
     for (const phase of phases) {
       await admin.createTopic(phase.topic, { partitions: PARTITIONS });
@@ -214,13 +232,21 @@ async function runOnce(args: Args, log: (line: string) => void): Promise<{ phase
       log(`  ${r.phase.padEnd(22)} ${Math.round(r.recordsPerSec).toLocaleString('en-US').padStart(10)} rec/s  ${describeLoad({ ...r.load, loopDelayP50Ms: Number.NaN })}`);
     };
     for (const phase of phases) record(await runPhase(args, broker.grpcAddress, phase, requests));
-    const ends = await admin.listOffsets('bench-raw', 'latest');
-    const warmEnds = await admin.listOffsets('warm-raw', 'latest');
-    record(await runPhase(args, broker.grpcAddress, { name: 'consume fetch', kind: 'consume-fetch', topic: 'bench-raw', warmupTopic: 'warm-raw' }, 0, ends, warmEnds));
-    record(await runPhase(args, broker.grpcAddress, { name: 'consume subscribe', kind: 'consume-subscribe', topic: 'bench-raw', warmupTopic: 'warm-raw' }, 0, ends, warmEnds));
-  } finally {
+    if (want('fetch') || want('subscribe')) {
+      const ends = await admin.listOffsets('bench-raw', 'latest');
+      const warmEnds = await admin.listOffsets('warm-raw', 'latest');
+      if (want('fetch')) record(await runPhase(args, broker.grpcAddress, { name: 'consume fetch', kind: 'consume-fetch', topic: 'bench-raw', warmupTopic: 'warm-raw' }, 0, ends, warmEnds));
+      if (want('subscribe')) record(await runPhase(args, broker.grpcAddress, { name: 'consume subscribe', kind: 'consume-subscribe', topic: 'bench-raw', warmupTopic: 'warm-raw' }, 0, ends, warmEnds));
+    }
+  } catch (err) {
+    // A failed phase must not leave the broker it spawned running (and its data dir behind).
     admin.close();
+    broker.child.kill('SIGKILL');
+    await waitExit(broker.child);
+    fs.rmSync(dataDir, { recursive: true, force: true });
+    throw new Error(`${err instanceof Error ? err.message : String(err)}; broker stderr: ${broker.stderr().trim().slice(-2000)}`, { cause: err });
   }
+  admin.close();
   const rss = peakRssBytes(broker.child.pid!);
   broker.child.kill('SIGTERM');
   await waitExit(broker.child);

@@ -97,6 +97,15 @@ assert.ok(SEGMENT_BYTES_MAX + GRPC_RECEIVE_BYTES_MAX < 2 ** 32, 'segment positio
 assert.ok(BATCH_DECOMPRESSED_BYTES_MAX >= BATCH_BYTES_MAX_LIMIT);
 assert.ok(GRPC_RECEIVE_BYTES_MAX > BATCH_BYTES_MAX_LIMIT);
 assert.ok(FETCH_BYTES_MAX_DEFAULT <= FETCH_BYTES_MAX_LIMIT);
+/**
+ * Room kept before and after a fetch response's batches when the main thread copies them out of the
+ * shard's ring (src/batch/envelope-room.ts), so the FetchResponse encoder writes its field header and
+ * trailing fields in place instead of copying the batches again. Head: a tag and a length varint;
+ * tail: three tagged uint64 varints (high watermark, log start, next offset).
+ */
+export const ENVELOPE_HEAD_BYTES = 16;
+export const ENVELOPE_TAIL_BYTES = 48;
+assert.ok(ENVELOPE_HEAD_BYTES >= 1 + 8 && ENVELOPE_TAIL_BYTES >= 3 * (1 + 10), 'room for a tag and a varint of up to 2^53 per field');
 assert.ok(TOPIC_PARTITIONS_MAX <= BROKER_PARTITIONS_MAX && BROKER_PARTITIONS_MAX <= TOPIC_TABLE_PARTITIONS_MAX);
 
 // --- Idempotent producers (src/partition/producer-state.ts, src/broker/producer-ids.ts) ------------

@@ -10,6 +10,8 @@
 import { BinaryReader } from '@bufbuild/protobuf/wire';
 import { makeGenericClientConstructor } from '@grpc/grpc-js';
 import { sizeOfUnsignedVarint, writeUnsignedVarint } from '../batch/varint.js';
+import { hasEnvelopeRoom } from '../batch/envelope-room.js';
+import { ENVELOPE_TAIL_BYTES } from '../constants.js';
 import type { Header, Record } from './gen/sluice/v1/records.js';
 import type { EncodedRecords } from './structured-produce.js';
 import { BrokerService, FetchResponse, ProduceRequest, type BrokerClient } from './gen/sluice/v1/broker.js';
@@ -298,6 +300,7 @@ export function encodeFetchResponse(m: FetchResponse): Buffer {
   const hw = Number(m.highWatermark);
   const ls = Number(m.logStartOffset);
   const next = Number(m.nextOffset);
+  if (records.byteLength === 0 && batchBytes > 0 && hasEnvelopeRoom(m.recordBatches)) return encodeAround(m.recordBatches, hw, ls, next);
   let size = records.byteLength;
   if (batchBytes > 0) size += 1 + sizeOfUnsignedVarint(batchBytes) + batchBytes;
   if (hw !== 0) size += 1 + sizeOfUnsignedVarint(hw);
@@ -325,6 +328,36 @@ export function encodeFetchResponse(m: FetchResponse): Buffer {
     pos = writeUnsignedVarint(out, pos, next);
   }
   return out;
+}
+
+/**
+ * The same bytes as the copying path, written around batches the main thread copied out of the shard's
+ * ring with room to spare (src/batch/envelope-room.ts): field 2's tag and length before them, fields
+ * 3-5 after, and a view of the whole returned. The batches are not copied; grpc-js's own framing copy
+ * is then the only one. Two messages sharing the batches (two subscribers of one read) are safe: the
+ * room holds one envelope at a time, and grpc-js copies each serialized message before the next
+ * serialize runs (both in one synchronous call).
+ */
+function encodeAround(batches: Uint8Array, hw: number, ls: number, next: number): Buffer {
+  const head = 1 + sizeOfUnsignedVarint(batches.byteLength);
+  const start = batches.byteOffset - head;
+  const out = Buffer.from(batches.buffer, start, head + batches.byteLength + ENVELOPE_TAIL_BYTES);
+  out[0] = 18;
+  writeUnsignedVarint(out, 1, batches.byteLength);
+  let pos = head + batches.byteLength;
+  if (hw !== 0) {
+    out[pos++] = 24;
+    pos = writeUnsignedVarint(out, pos, hw);
+  }
+  if (ls !== 0) {
+    out[pos++] = 32;
+    pos = writeUnsignedVarint(out, pos, ls);
+  }
+  if (next !== 0) {
+    out[pos++] = 40;
+    pos = writeUnsignedVarint(out, pos, next);
+  }
+  return out.subarray(0, pos);
 }
 
 /** The generated sluice.v1.Broker definition with the hot paths' serializers replaced. */

@@ -33,6 +33,7 @@ import {
   SHARD_WATCHDOG_PAUSE_MS,
 } from '../constants.js';
 import { createRingBuffers, RingReader, RingWriter, type RingSlot } from './ring.js';
+import { withEnvelopeRoom } from '../batch/envelope-room.js';
 import type { RecoveryReport } from '../storage/recovery.js';
 import { NotLeaderError } from '../partition/errors.js';
 import type { Message } from '../raft/index.js';
@@ -532,8 +533,9 @@ export class ShardHost {
       if (r.data) {
         data = Buffer.from(r.data.buffer, r.data.byteOffset, r.len);
       } else if (r.len > 0) {
-        // Copy out of the ring and release the slot at once, in allocation order.
-        data = Buffer.allocUnsafe(r.len);
+        // Copy out of the ring and release the slot at once, in allocation order. The copy keeps room
+        // around the bytes so the response encoder frames them in place (no second copy).
+        data = withEnvelopeRoom(r.len);
         this.responses.bytes.copy(data, 0, r.off, r.off + r.len);
       } else {
         data = Buffer.alloc(0);

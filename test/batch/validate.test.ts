@@ -109,6 +109,21 @@ describe('every valid batch from the codec passes', () => {
     );
   });
 
+  test('records, keys, values and headers of 64 to 8,191 bytes (two-byte varints) pass, and their lengths are checked', () => {
+    const big = (n: number): Buffer => Buffer.alloc(n, 0x61);
+    const body = Buffer.concat([
+      recordBytes({ offsetDelta: 0, value: big(100) }),
+      recordBytes({ offsetDelta: 1, key: big(64), value: big(600), headers: [{ key: big(200), value: big(63) }] }),
+    ]);
+    expect(codeOf(() => validateProducedRecords(rawBatch(body, 2), policy))).toBe('accepted');
+    // The same record with its two-byte value length one larger runs past the record: refused.
+    const long = recordBytes({ offsetDelta: 0, value: big(100) });
+    const at = long.indexOf(Buffer.from([0xc8, 0x01])); // zig-zag 100 = 200 = 0xc8 0x01
+    expect(at).toBeGreaterThan(0);
+    long[at] = 0xca; // 101
+    expect(codeOf(() => validateProducedRecords(rawBatch(long, 1), policy))).toBe('INVALID_RECORD');
+  });
+
   test('hand-built records with nulls, empty keys and headers pass (the builder is right)', () => {
     const body = Buffer.concat([
       recordBytes({ offsetDelta: 0, key: Buffer.from('k'), value: null }),
@@ -128,6 +143,9 @@ describe('malformed records are refused, write nothing, and the partition stays 
     ['key length -5', rawBatch(recordBytes({ offsetDelta: 0, keyLen: -5 }), 1), 'INVALID_RECORD'],
     ['key length past the record', rawBatch(recordBytes({ offsetDelta: 0, keyLen: 100, key: Buffer.from('abc') }), 1), 'INVALID_RECORD'],
     ['a varint of 6 bytes', rawBatch(Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0x01]), 1), 'INVALID_RECORD'],
+    // Two-byte varints take an inline path: cut or continued past their record they are still refused.
+    ['a two-byte record length cut by the end of the batch', rawBatch(Buffer.from([0x80]), 1), 'INVALID_RECORD'],
+    ['a two-byte value length past its record', rawBatch(recordBytes({ offsetDelta: 0, value: Buffer.alloc(70) }).subarray(0, 20), 1), 'INVALID_RECORD'],
     ['empty body', rawBatch(Buffer.alloc(0), 1), 'INVALID_RECORD'],
     ['offset deltas 0, -3', rawBatch(Buffer.concat([recordBytes({ offsetDelta: 0 }), recordBytes({ offsetDelta: -3 })]), 2), 'INVALID_RECORD'],
     ['offset deltas 0, +1000', rawBatch(Buffer.concat([recordBytes({ offsetDelta: 0 }), recordBytes({ offsetDelta: 1000 })]), 2), 'INVALID_RECORD'],

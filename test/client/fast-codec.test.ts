@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { FetchResponse, ProduceRequest } from '../../src/rpc/gen/sluice/v1/broker.js';
 import { decodeFetchResponse, decodeProduceRequest, encodeFetchResponse, encodeProduceRequest } from '../../src/rpc/fast-codec.js';
+import { withEnvelopeRoom } from '../../src/batch/envelope-room.js';
 
 const bytes = fc.uint8Array({ maxLength: 64 }).map((u) => Buffer.from(u));
 const record = fc.record({
@@ -57,6 +58,24 @@ describe('fast codec', () => {
       fc.record({ records: fc.array(record, { maxLength: 2 }), recordBatches: fc.uint8Array({ maxLength: 300 }).map((u) => Buffer.from(u)), highWatermark: offset, logStartOffset: offset, nextOffset: offset }),
       (res) => {
         expect(Buffer.from(encodeFetchResponse(res)).equals(Buffer.from(FetchResponse.encode(res).finish()))).toBe(true);
+      },
+    ));
+  });
+
+  it('encodes FetchResponse around batches with envelope room (no copy) byte for byte like ts-proto, and leaves the batches intact', () => {
+    const offset = fc.oneof(fc.bigInt({ min: 0n, max: 2n ** 53n - 1n }), fc.constant(0n));
+    fc.assert(fc.property(
+      fc.record({ recordBatches: fc.uint8Array({ minLength: 1, maxLength: 20_000 }), highWatermark: offset, logStartOffset: offset, nextOffset: offset }),
+      (res) => {
+        const roomy = withEnvelopeRoom(res.recordBatches.length);
+        roomy.set(res.recordBatches);
+        const m = { ...res, records: [], recordBatches: roomy };
+        const wire = encodeFetchResponse(m);
+        expect(wire.buffer).toBe(roomy.buffer); // framed in place: a view, not a copy
+        expect(Buffer.from(wire).equals(Buffer.from(FetchResponse.encode(m).finish()))).toBe(true);
+        expect(roomy.equals(Buffer.from(res.recordBatches))).toBe(true);
+        // Encoding again (another message over the same read) gives the same bytes.
+        expect(Buffer.from(encodeFetchResponse({ ...m, highWatermark: 0n })).equals(Buffer.from(FetchResponse.encode({ ...m, highWatermark: 0n }).finish()))).toBe(true);
       },
     ));
   });

@@ -591,6 +591,45 @@ describe('durability', () => {
     await log.close();
   });
 
+  test('flush() with nothing written since the running round started waits for that round, not a new one', async () => {
+    // The Raft driver appends (which starts a round at the end of the turn) and then flushes in the
+    // next check phase: the flush resolves with that round (never before it), while a write after the
+    // round started is not covered by it and needs a round of its own.
+    let calls = 0;
+    let release: (() => void) | null = null;
+    const fdatasync: LogOpenOptions['fdatasync'] = (fd, cb) => {
+      calls++;
+      release = () => fs.fdatasync(fd, cb);
+    };
+    const log = await PartitionLog.open(freshDir(), small({ segmentBytes: 1 << 20 }), { ...opts, fdatasync });
+    const first = log.append(makeBatch(1, 10, 'a'));
+    await new Promise((r) => setImmediate(r));
+    expect(calls).toBe(1); // the append's round is running
+    let flushed = false;
+    const flush = log.flush().then(() => (flushed = true));
+    await new Promise((r) => setImmediate(r));
+    expect(flushed).toBe(false); // not before the round that covers the write completes
+    release!();
+    await Promise.all([first.durable, flush]);
+    expect(calls).toBe(1);
+    // A write after the round started is not covered by it: flush waits for a round of its own.
+    const second = log.append(makeBatch(1, 10, 'b'));
+    await new Promise((r) => setImmediate(r));
+    expect(calls).toBe(2);
+    const third = log.append(makeBatch(1, 10, 'c'));
+    let thirdFlushed = false;
+    const flush2 = log.flush().then(() => (thirdFlushed = true));
+    release!();
+    await second.durable;
+    await new Promise((r) => setImmediate(r));
+    expect(thirdFlushed).toBe(false);
+    expect(calls).toBe(3);
+    release!();
+    await Promise.all([third.durable, flush2]);
+    expect(calls).toBe(3);
+    await log.close();
+  });
+
   test('an fdatasync error fences the log: durable rejects, writes refused, the fsync is never retried', async () => {
     let calls = 0;
     const fdatasync: LogOpenOptions['fdatasync'] = (_fd, cb) => {

@@ -11,7 +11,7 @@
  *    the TEST-ONLY ack-before-fsync hook on every node the same schedule must report acknowledged
  *    writes lost.
  *  - the known bug: after a whole-cluster restart the high watermark polled through the cluster goes
- *    back (to 0) for a while; `it.fails` pins it until it is fixed. (A kill of one node, or of two, cannot show that bug reliably: a surviving replica
+ *    back (to 0) for a while; a skipped test names it until it is fixed. (A kill of one node, or of two, cannot show that bug reliably: a surviving replica
  *    still holds the data in its page cache and may win the election, so all three go down together.)
  * Needs `npm run build` (the brokers run from dist/). Loops and waits are bounded inside the harness.
  */
@@ -80,10 +80,10 @@ describe('chaos harness on a 3-node cluster', () => {
   // KNOWN BUG (reported to the lead, issue 11's branches): after all three nodes restart, polls of the
   // high watermark through the cluster (ListOffsets latest, no forwarded marker) answer 0 for a while,
   // below what was read before the kill: a node answers from its own restarted replica, whose commit
-  // index is not known yet. `it.fails` keeps CI green while the bug stands and turns red once it is
-  // fixed (then make this a plain `it` and fold it into the test above). No extra run: it reads the
-  // verdict of the run above.
-  it.fails('KNOWN BUG: after a whole-cluster restart the high watermark never goes backwards', () => {
+  // index is not known yet. It does not show in every run, so an `it.fails` would flake: skipped until
+  // fixed (then make this a plain `it` and fold it into the test above). Replay:
+  // `npm run chaos -- --seed 300 --schedules 1 --nodes 3 --duration 20 --faults kill,pause,slow-disk`.
+  it.skip('KNOWN BUG: after a whole-cluster restart the high watermark never goes backwards', () => {
     expect(wholeRestart, 'the run above did not finish').not.toBeNull();
     expect(wholeRestart!.verdict.hwBackwards, explain(wholeRestart!)).toBe(0);
   });

@@ -315,6 +315,12 @@ export function encodeFetchResponse(m: FetchResponse): Buffer {
     out.set(m.recordBatches, pos);
     pos += batchBytes;
   }
+  writeOffsetFields(out, pos, hw, ls, next);
+  return out;
+}
+
+/** FetchResponse fields 3-5 (high watermark, log start, next offset; proto3 omits zeros) at `pos`; returns the end. */
+function writeOffsetFields(out: Uint8Array, pos: number, hw: number, ls: number, next: number): number {
   if (hw !== 0) {
     out[pos++] = 24;
     pos = writeUnsignedVarint(out, pos, hw);
@@ -327,7 +333,7 @@ export function encodeFetchResponse(m: FetchResponse): Buffer {
     out[pos++] = 40;
     pos = writeUnsignedVarint(out, pos, next);
   }
-  return out;
+  return pos;
 }
 
 /**
@@ -345,19 +351,7 @@ function encodeAround(batches: Uint8Array, hw: number, ls: number, next: number)
   out[0] = 18;
   writeUnsignedVarint(out, 1, batches.byteLength);
   let pos = head + batches.byteLength;
-  if (hw !== 0) {
-    out[pos++] = 24;
-    pos = writeUnsignedVarint(out, pos, hw);
-  }
-  if (ls !== 0) {
-    out[pos++] = 32;
-    pos = writeUnsignedVarint(out, pos, ls);
-  }
-  if (next !== 0) {
-    out[pos++] = 40;
-    pos = writeUnsignedVarint(out, pos, next);
-  }
-  return out.subarray(0, pos);
+  return out.subarray(0, writeOffsetFields(out, pos, hw, ls, next));
 }
 
 /** The generated sluice.v1.Broker definition with the hot paths' serializers replaced. */

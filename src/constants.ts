@@ -396,6 +396,12 @@ export const CONTROLLER_SNAPSHOT_INTERVAL_ENTRIES = 4_096;
 export const CONTROLLER_EXECUTOR_INTERVAL_MS = 500;
 /** Partition moves the executor advances at once; more wait their turn (each move copies a replica). */
 export const CONTROLLER_MOVES_MAX = 8;
+/** How often `sluice topic move` / `cluster decommission` / `cluster rebalance` poll the progress. */
+export const CLI_MOVE_POLL_MS = 500;
+/** How long they follow it by default (`--wait-timeout`); the move carries on without them. */
+export const CLI_MOVE_WAIT_MS_DEFAULT = 10 * 60_000;
+/** Moves one `sluice cluster rebalance` starts at most (asked again, it plans the rest). */
+export const CONTROLLER_REBALANCE_MOVES_MAX = 256;
 /** A node re-tries its registration with the controller after this long, doubling up to the max. */
 export const CONTROLLER_REGISTER_RETRY_MS_MIN = 100;
 export const CONTROLLER_REGISTER_RETRY_MS_MAX = 5_000;

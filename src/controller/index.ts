@@ -12,6 +12,7 @@ export {
   planLeaderBalance,
   planDecommission,
   planMove,
+  planRebalance,
   nextStep,
   type PlacementNode,
   type LeaderTransfer,
@@ -19,4 +20,4 @@ export {
 } from './placement.js';
 export { replicaOps, replicasOf, shardOf, nextConfChange, membershipMatches, type ReplicaOp, type RaftMembership, type MembershipChange } from './local-view.js';
 export type * from './types.js';
-export { ControllerExecutor, type ExecutorOptions, type ReplicaProgress } from './executor.js';
+export { ControllerExecutor, caughtUp, type ExecutorOptions, type LeaderMembership, type ReplicaProgress } from './executor.js';

@@ -26,13 +26,26 @@
  * lost, and opening them from an empty disk could make this node vote as a replica it no longer is.
  */
 import { CLUSTER_CONF_RECONCILE_INTERVAL_MS, CLUSTER_RECONCILE_INTERVAL_MS, CONTROLLER_REQUEST_TIMEOUT_MS } from '../constants.js';
-import { isSluiceError, toSluiceError } from '../errors.js';
+import { SluiceError, isSluiceError, toSluiceError } from '../errors.js';
 import type { GroupId, PeerDirectory, RaftTransport } from '../cluster/types.js';
 import type { NodeId } from '../model/index.js';
 import type { BrokerLogger } from '../broker/index.js';
-import { Controller, nextConfChange, replicaOps, replicasOf, validateControllerVoters, type MetadataEvent, type PartitionState, type ReplicaOp } from '../controller/index.js';
+import {
+  Controller,
+  ControllerExecutor,
+  nextConfChange,
+  replicaOps,
+  replicasOf,
+  validateControllerVoters,
+  type LeaderMembership,
+  type MetadataEvent,
+  type PartitionState,
+  type ReplicaOp,
+  type ReplicaProgress,
+} from '../controller/index.js';
+import { GrpcReplicasClient } from '../rpc/replicas-service.js';
 import { GrpcControllerForwarder } from '../rpc/controller-service.js';
-import type { ReplicaHost, ReplicaSpec, ReplicaStatus } from './replica-host.js';
+import type { ReplicaHost, ReplicaMembership, ReplicaSpec, ReplicaStatus } from './replica-host.js';
 import { StartupError } from './errors.js';
 
 export interface ClusterNodeOptions {
@@ -46,6 +59,53 @@ export interface ClusterNodeOptions {
   readonly logger?: BrokerLogger;
   /** Test hook: controller timing. */
   readonly controllerTiming?: { tickMs?: number; electionTicks?: number; heartbeatTicks?: number };
+  /** Leader balancing by the controller leader's executor (default on). */
+  readonly balanceLeaders?: boolean;
+}
+
+/**
+ * The executor's view of partition replicas across the cluster: this node's through its ReplicaHost,
+ * other nodes' over `sluice.cluster.v1.Replicas`.
+ */
+class ClusterReplicaProgress implements ReplicaProgress {
+  constructor(
+    private readonly me: NodeId,
+    private readonly host: ReplicaHost,
+    private readonly client: GrpcReplicasClient,
+  ) {}
+
+  private ask(node: NodeId, groups: readonly GroupId[]): Promise<ReplicaMembership[]> {
+    if (node === this.me) return this.host.replicaMembership?.(groups) ?? Promise.resolve([]);
+    return this.client.membership(node, groups);
+  }
+
+  async membership(hint: NodeId, groups: readonly GroupId[]): Promise<ReadonlyMap<GroupId, LeaderMembership>> {
+    const out = new Map<GroupId, LeaderMembership>();
+    const follow = new Map<NodeId, GroupId[]>();
+    for (const m of await this.ask(hint, groups)) {
+      if (m.role === 'leader') out.set(m.group, m);
+      else if (m.leader !== 0 && m.leader !== hint) {
+        let list = follow.get(m.leader);
+        if (list === undefined) follow.set(m.leader, (list = []));
+        list.push(m.group);
+      }
+    }
+    // Once, to the leader a follower named (the metadata's leader was stale).
+    await Promise.all(
+      [...follow].map(async ([node, gs]) => {
+        for (const m of await this.ask(node, gs).catch(() => [])) if (m.role === 'leader') out.set(m.group, m);
+      }),
+    );
+    return out;
+  }
+
+  async transferLeadership(group: GroupId, leader: NodeId, to: NodeId): Promise<void> {
+    if (leader === this.me) {
+      if (this.host.transferLeadership === undefined) throw new SluiceError('UNAVAILABLE', 'this node cannot transfer leadership');
+      return this.host.transferLeadership(group, to);
+    }
+    return this.client.transferLeadership(leader, group, to);
+  }
 }
 
 export class ClusterNode {
@@ -67,6 +127,10 @@ export class ClusterNode {
   /** The records this node's log held at open are still being re-applied. */
   private replaying: boolean;
 
+  private readonly replicasClient: GrpcReplicasClient;
+  /** Moves, decommissions, lost-replica rebuilds and leader balancing; acts only on the controller leader. */
+  readonly executor: ControllerExecutor;
+
   private constructor(
     readonly controller: Controller,
     private readonly forwarder: GrpcControllerForwarder,
@@ -74,6 +138,11 @@ export class ClusterNode {
     /** The last index of the metadata log at open: events up to it are replays. */
     private readonly replayedTo: number,
   ) {
+    this.replicasClient = new GrpcReplicasClient((id) => o.peers.get(id)?.address ?? controller.state.node(id)?.address, CONTROLLER_REQUEST_TIMEOUT_MS);
+    this.executor = new ControllerExecutor(controller, new ClusterReplicaProgress(o.nodeId, o.host, this.replicasClient), {
+      balanceLeaders: o.balanceLeaders,
+      live: (id) => id === o.nodeId || o.peers.get(id)?.state === 'alive',
+    });
     this.registeredHere = controller.state.node(o.nodeId)?.uuid === o.peers.self.uuid;
     this.replaying = controller.appliedIndex < replayedTo;
     this.unsubscribe.push(controller.onEvent((e, index) => this.onEvent(e, index)));
@@ -374,9 +443,11 @@ export class ClusterNode {
     this.closed = true;
     clearInterval(this.timer);
     if (this.confTimer !== null) clearTimeout(this.confTimer);
+    this.executor.close();
     for (const u of this.unsubscribe) u();
     await this.chain.catch(() => {});
     await this.controller.close();
     this.forwarder.close();
+    this.replicasClient.close();
   }
 }

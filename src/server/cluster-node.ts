@@ -210,9 +210,7 @@ export class ClusterNode {
   private onEvent(e: MetadataEvent, index: number): void {
     if (!this.registeredHere) {
       // Records of an earlier incarnation of this id (or of the time before this node joined).
-      if (!this.isMyRegistration(e)) return;
-      this.registeredHere = true;
-      this.enqueue(replicasOf(this.controller.state, this.o.nodeId).map((op) => (op.op === 'open' ? { ...op, fresh: false } : op)));
+      this.maybeRegistered();
       return;
     }
     if (e.type === 'partitionsAdded') {
@@ -235,9 +233,14 @@ export class ClusterNode {
     if (this.replaying && index >= this.replayedTo) this.endReplay();
   }
 
-  private isMyRegistration(e: MetadataEvent): boolean {
-    if (e.type !== 'nodeRegistered' && e.type !== 'nodeUpdated' && e.type !== 'nodeReincarnated') return false;
-    return e.node.id === this.o.nodeId && e.node.uuid === this.o.peers.self.uuid;
+  /**
+   * Once the applied metadata names this node with its own uuid (its registration applied, or a
+   * snapshot that holds it installed), its replicas follow the metadata from there on.
+   */
+  private maybeRegistered(): void {
+    if (this.registeredHere || this.controller.state.node(this.o.nodeId)?.uuid !== this.o.peers.self.uuid) return;
+    this.registeredHere = true;
+    this.enqueue(replicasOf(this.controller.state, this.o.nodeId).map((op) => (op.op === 'open' ? { ...op, fresh: false } : op)));
   }
 
   /** A later change of a partition whose replica was removed here: the removal is committed, close it. */
@@ -260,6 +263,7 @@ export class ClusterNode {
    */
   private endReplay(): void {
     this.replaying = false;
+    if (!this.registeredHere) return;
     const state = this.controller.state;
     const desired = replicasOf(state, this.o.nodeId).map((op) => (op.op === 'open' ? { ...op, fresh: false } : op));
     const want = new Set(desired.flatMap((op) => (op.op === 'open' ? [op.partition.group] : [])));
@@ -426,6 +430,7 @@ export class ClusterNode {
         for (const s of specs) if (this.failedOpens.get(s.group) === s) await this.open([s]);
       });
     }
+    this.maybeRegistered();
     if (this.replaying && this.controller.appliedIndex >= this.replayedTo) this.endReplay();
     const leading = this.o.host.replicaStatus().filter((s) => s.role === 'leader');
     if (leading.length === 0) return;

@@ -14,7 +14,7 @@ import path from 'node:path';
 import { execFile } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cliPath } from '../../bench/broker-process.js';
-import { ProcessCluster, agreedLogs, runProducer } from './process-cluster.js';
+import { ProcessCluster, agreedLogs, createTopic, runProducer } from './process-cluster.js';
 
 let c: ProcessCluster;
 
@@ -23,9 +23,9 @@ beforeAll(async () => {
   // Three nodes first, so the topic's replicas are exactly 1,2,3; node 4 joins afterwards.
   await c.startAll([1, 2, 3]);
   // Placement counts the nodes the controller leader's gossip shows alive, which may lag a moment.
-  await c.waitFor('orders created on 1,2,3', () => c.withAdmin(1, (a) => a.createTopic('orders', { partitions: 1, replicationFactor: 3 })));
+  await createTopic(c, 1, 'orders', 1, 3);
   await c.startAll([1, 2, 3, 4]);
-}, 60_000);
+}, 120_000);
 
 afterAll(async () => {
   await c?.closeAll();
@@ -83,7 +83,7 @@ describe('replica moves and decommission (4 processes)', () => {
   });
 
   it('decommissions node 3 of 4 under an acks=all producer: every replica leaves it, nothing acked lost', async () => {
-    await c.withAdmin(2, (a) => a.createTopic('dec', { partitions: 4, replicationFactor: 3 }));
+    await createTopic(c, 2, 'dec', 4, 3);
     const t = await c.waitFor('dec has leaders', () => c.withAdmin(1, async (a) => {
       const d = await a.describeTopic('dec');
       return d.partitions.every((p) => p.leader > 0) ? d : null;

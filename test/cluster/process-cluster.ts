@@ -195,3 +195,16 @@ export async function agreedLogs(c: ProcessCluster, ids: number[], topic: string
     return ls.every((l) => l.hw === first[0].hw) ? ls : null;
   });
 }
+
+/** Creates a topic through node `via`, retrying while placement does not yet see every node alive. */
+export async function createTopic(c: ProcessCluster, via: number, name: string, partitions: number, replicationFactor: number): Promise<void> {
+  await c.waitFor(`topic ${name} created`, async () => {
+    try {
+      await c.withAdmin(via, (a) => a.createTopic(name, { partitions, replicationFactor }));
+    } catch (err) {
+      // An earlier try that timed out on the client may have gone through.
+      if ((err as { code?: string }).code !== 'TOPIC_ALREADY_EXISTS') throw err;
+    }
+    return true;
+  });
+}

@@ -424,6 +424,13 @@ export const CLUSTER_RECONCILE_INTERVAL_MS = 1_000;
  * (a move step not yet proposed, or proposed and not yet committed).
  */
 export const CLUSTER_CONF_RECONCILE_INTERVAL_MS = 100;
+/** The largest node id the wire carries (int32 in sluice.v1). */
+export const NODE_ID_MAX = 2 ** 31 - 1;
+/**
+ * Deadline of one call the controller's executor makes to a partition leader's node (its Raft
+ * membership, a leadership transfer): short, so a dead node stalls a pass only briefly.
+ */
+export const CLUSTER_REPLICAS_RPC_TIMEOUT_MS = 2_000;
 /** Deadline of one request forwarded to a partition's leader (a long-poll fetch adds its wait). */
 export const CLUSTER_FORWARD_TIMEOUT_MS = 10_000;
 /** How long CreateTopic/CreatePartitions wait for the new partitions' leaders before answering anyway. */

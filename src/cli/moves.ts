@@ -5,7 +5,7 @@
  * `--wait-timeout` passes (exit 1, saying the move carries on without the CLI).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CLI_MOVE_POLL_MS } from '../constants.js';
+import { CLI_MOVE_POLL_MS, NODE_ID_MAX } from '../constants.js';
 import { Admin, type Reassignments } from '../client/index.js';
 import { emit } from './output.js';
 import { UsageError } from './parse.js';
@@ -22,7 +22,7 @@ type Move = Reassignments['reassignments'][number];
 export function parseReplicaList(value: string): number[] {
   const ids = value.split(',').map((s) => s.trim());
   const nums = ids.map((s) => (/^\d{1,10}$/.test(s) ? Number(s) : NaN));
-  if (nums.length === 0 || nums.some((n) => !(n >= 1 && n <= 2 ** 31 - 1))) throw new UsageError(`--replicas: a comma-separated list of node ids, e.g. 1,2,4; got '${value}'`);
+  if (nums.length === 0 || nums.some((n) => !(n >= 1 && n <= NODE_ID_MAX))) throw new UsageError(`--replicas: a comma-separated list of node ids, e.g. 1,2,4; got '${value}'`);
   if (new Set(nums).size !== nums.length) throw new UsageError(`--replicas: a node appears twice in '${value}'`);
   return nums;
 }

@@ -5,10 +5,7 @@
  * `reassignments` answers from this node's applied metadata.
  */
 import { SluiceError } from '../errors.js';
-import { TOPIC_REPLICATION_FACTOR_MAX } from '../constants.js';
-
-/** The wire's int32 bound on node ids. */
-const NODE_ID_MAX = 2 ** 31 - 1;
+import { NODE_ID_MAX, TOPIC_REPLICATION_FACTOR_MAX } from '../constants.js';
 import type { NodeId } from '../model/index.js';
 import type { ReassignmentsView } from '../broker/types.js';
 import { refuseInternalTopic, validateTopicName } from '../broker/validate.js';

@@ -25,7 +25,7 @@
  * records before it describe an earlier incarnation of the node id (a wiped disk), whose replicas are
  * lost, and opening them from an empty disk could make this node vote as a replica it no longer is.
  */
-import { CLUSTER_CONF_RECONCILE_INTERVAL_MS, CLUSTER_RECONCILE_INTERVAL_MS, CONTROLLER_REQUEST_TIMEOUT_MS } from '../constants.js';
+import { CLUSTER_CONF_RECONCILE_INTERVAL_MS, CLUSTER_RECONCILE_INTERVAL_MS, CLUSTER_REPLICAS_RPC_TIMEOUT_MS, CONTROLLER_REQUEST_TIMEOUT_MS } from '../constants.js';
 import { SluiceError, isSluiceError, toSluiceError } from '../errors.js';
 import type { GroupId, PeerDirectory, RaftTransport } from '../cluster/types.js';
 import type { NodeId } from '../model/index.js';
@@ -138,7 +138,7 @@ export class ClusterNode {
     /** The last index of the metadata log at open: events up to it are replays. */
     private readonly replayedTo: number,
   ) {
-    this.replicasClient = new GrpcReplicasClient((id) => o.peers.get(id)?.address ?? controller.state.node(id)?.address, CONTROLLER_REQUEST_TIMEOUT_MS);
+    this.replicasClient = new GrpcReplicasClient((id) => o.peers.get(id)?.address ?? controller.state.node(id)?.address, CLUSTER_REPLICAS_RPC_TIMEOUT_MS);
     this.executor = new ControllerExecutor(controller, new ClusterReplicaProgress(o.nodeId, o.host, this.replicasClient), {
       balanceLeaders: o.balanceLeaders,
       live: (id) => id === o.nodeId || o.peers.get(id)?.state === 'alive',

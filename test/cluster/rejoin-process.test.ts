@@ -14,6 +14,8 @@ import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ProcessCluster, agreedLogs, createTopic, runProducer } from './process-cluster.js';
 
+/** Per test: these take 5-25 s each on an idle machine; a loaded shared one stretches them. */
+const TEST_MS = 120_000;
 let c: ProcessCluster;
 
 beforeAll(async () => {
@@ -51,7 +53,7 @@ describe('leadership and replicas come back (4 processes)', () => {
       return d.partitions.every((p) => p.leader === p.replicas[0]);
     });
     console.log(`leadership back on node 2 ${Math.round(performance.now() - t0)} ms after its restart began`);
-  });
+  }, TEST_MS);
 
   it('a wiped disk under an old node id is rebuilt from the others; it never leads before, nothing acked is lost', async () => {
     const before = await describeBal(1);
@@ -106,5 +108,5 @@ describe('leadership and replicas come back (4 processes)', () => {
     const have = new Set(logs[replicas.indexOf(4)].values);
     expect(prod.acked.filter((v) => !have.has(v))).toEqual([]);
     console.log(`${prod.acked.length} acked, ${prod.failed()} sends failed`);
-  });
+  }, TEST_MS);
 });

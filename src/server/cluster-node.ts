@@ -432,6 +432,9 @@ export class ClusterNode {
     }
     this.maybeRegistered();
     if (this.replaying && this.controller.appliedIndex >= this.replayedTo) this.endReplay();
+    // Refused steps are normal (the state moved); persistent ones show here, for an operator.
+    const errs = this.executor.lastErrors;
+    if (errs.length > 0) (this.o.logger as { debug?: (o: object, m: string) => void } | undefined)?.debug?.({ errors: errs.slice(0, 5).map((e) => e.message) }, 'controller executor pass had refusals');
     const leading = this.o.host.replicaStatus().filter((s) => s.role === 'leader');
     if (leading.length === 0) return;
     // One pass over the metadata, not one per replica: a node may lead thousands of partitions.

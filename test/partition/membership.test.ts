@@ -162,20 +162,27 @@ describe('partition membership changes', () => {
     for (const p of net.parts.values()) await p.close(false);
   });
 
-  it('a joining learner never elects itself, even cut off from the leader far past an election timeout', async () => {
+  it('a joining learner never campaigns, even alone far past an election timeout, and catches up from 0', async () => {
     const net = new Net('joiner');
     for (const id of [1, 2, 3]) await net.open(id, [1, 2, 3]);
     const leader = await net.leader();
     for (let i = 0; i < 5; i++) net.produce(leader, [`b${i}`]);
     await net.tick(2);
+    // The joiner opens empty, as the metadata lists it (a learner), before the leader has added it or
+    // sent it anything; everyone else goes silent and it ticks three election timeouts' worth. Opened
+    // as a voter, it would campaign here (an empty log that once voted is how a wiped disk loses data).
     const joiner = await net.open(4, [1, 2, 3], [4]);
-    await net.change(leader, 'addLearner', 4);
-    await net.tick(2);
-    // Everyone but the joiner goes silent; it ticks 3 election timeouts' worth.
     for (const id of [1, 2, 3]) net.cut.add(id);
-    for (let t = 0; t < 3 * TICKS_MAX / 10; t++) joiner.tick();
+    for (let t = 0; t < (3 * TICKS_MAX) / 10; t++) joiner.tick();
     await net.settle();
     expect(joiner.role).toBe('follower');
+    expect([...net.roles.get(4)!].filter((r) => r !== 'follower')).toEqual([]);
+    // Back on the network, it is added and catches up from offset 0, still a learner.
+    for (const id of [1, 2, 3]) net.cut.delete(id);
+    await net.change(leader, 'addLearner', 4);
+    await net.tick(3);
+    expect(joiner.highWatermark).toBe(leader.highWatermark);
+    expect(joiner.isLearner).toBe(true);
     expect([...net.roles.get(4)!].filter((r) => r !== 'follower')).toEqual([]);
     for (const p of net.parts.values()) await p.close(false);
   });

@@ -396,6 +396,12 @@ export const CONTROLLER_SNAPSHOT_INTERVAL_ENTRIES = 4_096;
 export const CONTROLLER_EXECUTOR_INTERVAL_MS = 500;
 /** Partition moves the executor advances at once; more wait their turn (each move copies a replica). */
 export const CONTROLLER_MOVES_MAX = 8;
+/** How often `sluice topic move` / `cluster decommission` / `cluster rebalance` poll the progress. */
+export const CLI_MOVE_POLL_MS = 500;
+/** How long they follow it by default (`--wait-timeout`); the move carries on without them. */
+export const CLI_MOVE_WAIT_MS_DEFAULT = 10 * 60_000;
+/** Moves one `sluice cluster rebalance` starts at most (asked again, it plans the rest). */
+export const CONTROLLER_REBALANCE_MOVES_MAX = 256;
 /** A node re-tries its registration with the controller after this long, doubling up to the max. */
 export const CONTROLLER_REGISTER_RETRY_MS_MIN = 100;
 export const CONTROLLER_REGISTER_RETRY_MS_MAX = 5_000;
@@ -407,11 +413,24 @@ assert.ok(PARTITION_TICKS_OWED_MAX >= REPLICA_ELECTION_TICKS, 'ticks owed during
 assert.ok(CONTROLLER_REQUEST_TIMEOUT_MS > 2 * RAFT_ELECTION_TICKS_DEFAULT * CONTROLLER_TICK_MS, 'a request must outlast an election');
 assert.ok(CONTROLLER_REGISTER_RETRY_MS_MIN <= CONTROLLER_REGISTER_RETRY_MS_MAX);
 
+
 // ---- `sluice serve` in cluster mode (src/server/cluster-node.ts, cluster-api.ts; docs/cluster.md) ----
 /** The controller voters when --seeds is given and --controller-voters is not: nodes 1, 2 and 3. */
 export const CLUSTER_CONTROLLER_VOTERS_DEFAULT: readonly number[] = Object.freeze([1, 2, 3]);
 /** How often a node re-checks its replicas against the metadata (failed opens, unreported leaders). */
 export const CLUSTER_RECONCILE_INTERVAL_MS = 1_000;
+/**
+ * How often a partition leader re-checks its Raft membership against the metadata while they differ
+ * (a move step not yet proposed, or proposed and not yet committed).
+ */
+export const CLUSTER_CONF_RECONCILE_INTERVAL_MS = 100;
+/** The largest node id the wire carries (int32 in sluice.v1). */
+export const NODE_ID_MAX = 2 ** 31 - 1;
+/**
+ * Deadline of one call the controller's executor makes to a partition leader's node (its Raft
+ * membership, a leadership transfer): short, so a dead node stalls a pass only briefly.
+ */
+export const CLUSTER_REPLICAS_RPC_TIMEOUT_MS = 2_000;
 /** Deadline of one request forwarded to a partition's leader (a long-poll fetch adds its wait). */
 export const CLUSTER_FORWARD_TIMEOUT_MS = 10_000;
 /** How long CreateTopic/CreatePartitions wait for the new partitions' leaders before answering anyway. */

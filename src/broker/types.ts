@@ -153,4 +153,20 @@ export interface BrokerApi {
 
   /** Partitions that are offline (`topic/partition`); readiness requires none. Optional for fakes. */
   offlinePartitions?(): string[];
+
+  /**
+   * Cluster mode only (absent elsewhere: the RPC answers that it needs a cluster). Replica moves,
+   * decommission and rebalance go to the controller; docs/cluster.md "Moves".
+   */
+  movePartition?(topic: string, partition: number, replicas: number[]): Promise<void>;
+  decommissionNode?(nodeId: number): Promise<void>;
+  /** Starts moves that even out replica counts; resolves with how many started. */
+  rebalance?(): Promise<number>;
+  reassignments?(): Promise<ReassignmentsView>;
+}
+
+/** Moves in progress and node lifecycles (cluster mode). */
+export interface ReassignmentsView {
+  reassignments: Array<{ topic: string; partition: number; replicas: number[]; learners: number[]; target: number[]; lost: number[]; leader: number }>;
+  nodes: Array<{ nodeId: number; state: 'active' | 'decommissioning' | 'decommissioned'; replicas: number }>;
 }

@@ -9,7 +9,7 @@ import { Command, Option } from 'commander';
 import { logVerbosity, setLogVerbosity } from '@grpc/grpc-js';
 import { DEFAULT_BROKER } from '../client/connection.js';
 import { PROTO_INT32_MAX } from '../client/validate.js';
-import { CLIENT_REQUEST_TIMEOUT_MS_DEFAULT, TOPIC_PARTITIONS_MAX } from '../constants.js';
+import { CLI_MOVE_WAIT_MS_DEFAULT, CLIENT_REQUEST_TIMEOUT_MS_DEFAULT, TOPIC_PARTITIONS_MAX } from '../constants.js';
 import { fail } from './errors.js';
 import { parseOutputFormat, type OutputFormat } from './output.js';
 import { collectKeyValue, parseBrokers, parseBytesArg, parseDurationMs, parseIntArg, parseSeedList, parseStartOffset, parseControllerVoters } from './parse.js';
@@ -18,6 +18,7 @@ import { serve, type ServeOptions } from './serve.js';
 import { addPartitions, alterConfig, createTopic, deleteTopic, describeTopic, listTopics, type Common } from './topic.js';
 import { consume, produce } from './records.js';
 import { clusterInfo } from './cluster.js';
+import { decommission, listReassignments, moveTopicPartition, parseReplicaList, rebalance, type WaitOptions } from './moves.js';
 import { groupConsume, registerGroupCommands, type GroupConsumeCommand } from './group.js';
 
 /** Adds -b/--brokers, --timeout and --format to a client command. */
@@ -31,6 +32,13 @@ function clientCommand(cmd: Command): Command {
         .default(CLIENT_REQUEST_TIMEOUT_MS_DEFAULT, `${CLIENT_REQUEST_TIMEOUT_MS_DEFAULT / 1000}s`),
     )
     .addOption(new Option('--format <format>', 'output: table or json').argParser(parseOutputFormat).default('table' as OutputFormat));
+}
+
+/** Whether a move-like command follows its progress, and for how long. */
+function waitOptions(cmd: Command): Command {
+  return cmd
+    .option('--no-wait', 'return once the work is recorded, without following it')
+    .option('--wait-timeout <duration>', 'how long to follow the progress before giving up (the work carries on)', parseDurationMs('--wait-timeout'), CLI_MOVE_WAIT_MS_DEFAULT);
 }
 
 /** Runs an action; any failure becomes one line on stderr and exit code 1. */
@@ -103,6 +111,10 @@ clientCommand(topic.command('alter-config <name>').description('set or remove to
   .option('-s, --set <key=value>', 'set a config (repeatable)', collectKeyValue, [])
   .option('-d, --delete <key>', 'remove a config (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
   .action(run((name: string, o: Common & { set: [string, string][]; delete: string[] }) => alterConfig(name, o)));
+waitOptions(clientCommand(topic.command('move <name>').description('move a partition\'s replicas (cluster mode): add, catch up, promote, remove')))
+  .option('-p, --partition <n>', 'the partition', parseIntArg('--partition', 0, TOPIC_PARTITIONS_MAX - 1))
+  .option('--replicas <ids>', 'the new replica set, first = preferred leader, e.g. 1,2,4', parseReplicaList)
+  .action(run((name: string, o: Common & WaitOptions & { partition?: number; replicas?: number[] }) => moveTopicPartition(name, o)));
 clientCommand(topic.command('add-partitions <name>').description('grow a topic'))
   .option('-n, --num <n>', 'partitions to add', parseIntArg('--num', 1, PROTO_INT32_MAX))
   .option('-t, --total <n>', 'new total partition count', parseIntArg('--total', 1, PROTO_INT32_MAX))
@@ -135,6 +147,11 @@ clientCommand(program.command('consume <topic>').description('print records (kca
 
 const cluster = program.command('cluster').description('cluster information');
 clientCommand(cluster.command('info').description('nodes, the controller leader, and partition leaders per node')).action(run((o: Common) => clusterInfo(o)));
+waitOptions(clientCommand(cluster.command('decommission <node>').description('move every replica off a node; then it may be stopped for good')))
+  .action(run((node: string, o: Common & WaitOptions) => decommission(parseIntArg('node', 1, PROTO_INT32_MAX)(node), o)));
+waitOptions(clientCommand(cluster.command('rebalance').description('move replicas until every live node holds about as many (leaders rebalance by themselves)')))
+  .action(run((o: Common & WaitOptions) => rebalance(o)));
+clientCommand(cluster.command('reassignments').description('moves in progress and node states')).action(run((o: Common) => listReassignments(o)));
 
 registerGroupCommands(program, clientCommand, run);
 

@@ -13,6 +13,12 @@ export interface CreateTopicOptions {
 
 export type OffsetQuery = 'earliest' | 'latest' | { timestampMs: number };
 
+/** Moves in progress (voters now, learners being added, the target, lost replicas) and node lifecycles. */
+export interface Reassignments {
+  reassignments: Array<{ topic: string; partition: number; replicas: number[]; learners: number[]; target: number[]; lost: number[]; leader: number }>;
+  nodes: Array<{ nodeId: number; state: 'active' | 'decommissioning' | 'decommissioned'; replicas: number }>;
+}
+
 export class Admin {
   private readonly conn: Connection;
   private readonly ownsConnection: boolean;
@@ -54,6 +60,28 @@ export class Admin {
   async createPartitions(name: string, totalPartitions: number): Promise<TopicDescription> {
     const res = await this.conn.unary(this.conn.admin, this.conn.admin.createPartitions, { name, totalPartitions: checkInt32(totalPartitions, 'totalPartitions') });
     return fromPbTopic(res.topic!);
+  }
+
+  /** Cluster mode: starts moving `topic`/`partition` to `replicas` (first = preferred leader); see `reassignments`. */
+  async movePartition(topic: string, partition: number, replicas: number[]): Promise<void> {
+    await this.conn.unary(this.conn.admin, this.conn.admin.movePartition, { topic, partition: checkPartition(partition), replicas: replicas.map((r) => checkInt32(r, 'replica node id')) });
+  }
+
+  /** Cluster mode: moves every replica off `nodeId`; it is decommissioned once it holds none. */
+  async decommissionNode(nodeId: number): Promise<void> {
+    await this.conn.unary(this.conn.admin, this.conn.admin.decommissionNode, { nodeId: checkInt32(nodeId, 'node id') });
+  }
+
+  /** Cluster mode: starts moves that even out replica counts; resolves with how many started. */
+  async rebalance(): Promise<number> {
+    const res = await this.conn.unary(this.conn.admin, this.conn.admin.rebalance, {});
+    return res.moves;
+  }
+
+  /** Cluster mode: moves in progress and every node's lifecycle state. */
+  async reassignments(): Promise<Reassignments> {
+    const res = await this.conn.unary(this.conn.admin, this.conn.admin.listReassignments, {});
+    return { reassignments: res.reassignments, nodes: res.nodes.map((n) => ({ nodeId: n.nodeId, state: n.state as Reassignments['nodes'][number]['state'], replicas: n.replicas })) };
   }
 
   async metadata(topics: string[] = []): Promise<ClusterMetadata> {

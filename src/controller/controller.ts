@@ -289,6 +289,13 @@ export class Controller {
     await this.submit({ request: { $case: 'decommission', value: { nodeId } } });
   }
 
+  /** Starts moves that even out replica counts over the live nodes; resolves with how many. */
+  async rebalance(): Promise<number> {
+    const before = this.stm.partitions().filter((p) => p.target !== null).length;
+    await this.submit({ request: { $case: 'rebalance', value: {} } });
+    return Math.max(0, this.stm.partitions().filter((p) => p.target !== null).length - before);
+  }
+
   async reportLeader(group: number, leader: number, epoch: number): Promise<void> {
     await this.submit({ request: { $case: 'leaderReport', value: { groupId: group, leader, epoch } } });
   }

@@ -12,11 +12,12 @@ export {
   planLeaderBalance,
   planDecommission,
   planMove,
+  planRebalance,
   nextStep,
   type PlacementNode,
   type LeaderTransfer,
   type PartitionMove,
 } from './placement.js';
-export { replicaOps, replicasOf, shardOf, type ReplicaOp } from './local-view.js';
+export { replicaOps, replicasOf, shardOf, nextConfChange, membershipMatches, type ReplicaOp, type RaftMembership, type MembershipChange } from './local-view.js';
 export type * from './types.js';
-export { ControllerExecutor, type ExecutorOptions, type ReplicaProgress } from './executor.js';
+export { ControllerExecutor, caughtUp, type ExecutorOptions, type LeaderMembership, type ReplicaProgress } from './executor.js';

@@ -259,3 +259,43 @@ export function nextStep(p: PartitionState): ReassignStepRecord | null {
   }
   return step(p.group, ReassignStep.REASSIGN_STEP_COMPLETE, 0 as NodeId, 0);
 }
+
+/**
+ * Rebalance: moves replicas from the most to the least loaded of `nodes` (the live, active ones) until
+ * their replica counts differ by at most one, at most `max` moves. Each move replaces one replica of a
+ * partition that is not moving, in its position (a moved preferred leader keeps the preferred slot),
+ * on the new node's least loaded shard. Racks are not considered (a known gap, docs/controller.md).
+ */
+export function planRebalance(partitions: readonly PartitionState[], nodes: readonly PlacementNode[], max: number): PartitionMove[] {
+  if (nodes.length < 2) return [];
+  const load = PlacementLoad.of(partitions);
+  const moves: PartitionMove[] = [];
+  const moved = new Set<GroupId>();
+  const byGroup = new Map<GroupId, Assignment>();
+  const sorted = [...partitions].sort((a, b) => a.group - b.group);
+  while (moves.length < max) {
+    const order = [...nodes].sort((a, b) => load.replicasOn(a.id) - load.replicasOn(b.id) || a.id - b.id);
+    const to = order[0];
+    let done = true;
+    for (let i = order.length - 1; i > 0 && done; i--) {
+      const from = order[i];
+      if (load.replicasOn(from.id) - load.replicasOn(to.id) <= 1) break;
+      const p = sorted.find((x) => x.target === null && x.lost.length === 0 && x.learners.nodes.length === 0 && !moved.has(x.group) && x.voters.nodes.includes(from.id) && !x.voters.nodes.includes(to.id));
+      if (p === undefined) continue;
+      const at = p.voters.nodes.indexOf(from.id);
+      const shard = load.leastLoadedShard(to);
+      load.add(to.id, shard, at === 0);
+      load.remove(from.id, p.voters.shards[at], at === 0);
+      const target: Assignment = {
+        nodes: p.voters.nodes.map((n, j) => (j === at ? to.id : n)),
+        shards: p.voters.shards.map((s, j) => (j === at ? shard : s)),
+      };
+      moved.add(p.group);
+      byGroup.set(p.group, target);
+      moves.push({ group: p.group, topic: p.topic, partition: p.partition, from: p.voters, to: target });
+      done = false;
+    }
+    if (done) break;
+  }
+  return moves;
+}

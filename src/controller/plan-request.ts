@@ -7,13 +7,13 @@
  * A record can still be refused at apply time when the state moved between planning and commit (two
  * requests racing); the state machine decides that identically on every node.
  */
-import { TOPIC_PARTITIONS_MAX, TOPIC_REPLICATION_FACTOR_MAX } from '../constants.js';
+import { CONTROLLER_REBALANCE_MOVES_MAX, TOPIC_PARTITIONS_MAX, TOPIC_REPLICATION_FACTOR_MAX } from '../constants.js';
 import { SluiceError } from '../errors.js';
 import type { NodeId } from '../model/index.js';
 import { logConfigFor, validatePartitionCount, validateTopicName } from '../broker/validate.js';
 import { NodeState, ReassignStep, type ControllerRequest, type CreateTopicRequest, type MetadataRecord } from '../rpc/gen/sluice/cluster/v1/controller.js';
 import { METADATA_RECORD_VERSION, fromAssignment, type MetadataStm } from './metadata-stm.js';
-import { PlacementLoad, placementNodes, placePartitions, planDecommission, planMove } from './placement.js';
+import { PlacementLoad, placementNodes, placePartitions, planDecommission, planMove, planRebalance } from './placement.js';
 import type { TopicState } from './types.js';
 
 export interface PlanContext {
@@ -146,5 +146,9 @@ export function planRecords(req: ControllerRequest, stm: MetadataStm, ctx: PlanC
     }
     case 'importTopics':
       return stm.imported ? [] : [rec({ $case: 'importTopics', value: r.value })];
+    case 'rebalance':
+      return planRebalance(stm.partitions(), placementNodes(stm.nodes(), ctx.live), CONTROLLER_REBALANCE_MOVES_MAX).map((m) =>
+        rec({ $case: 'reassignStep', value: { groupId: m.group, step: ReassignStep.REASSIGN_STEP_BEGIN, nodeId: 0, shard: 0, target: fromAssignment(m.to) } }),
+      );
   }
 }

@@ -3,6 +3,13 @@ import type { AdminServer } from './gen/sluice/v1/admin.js';
 import { toPbTopic } from './convert.js';
 import type { ServiceContext } from './context.js';
 import { isForwarded } from './forward.js';
+import { SluiceError } from '../errors.js';
+
+/** A cluster-only call, or a function that refuses it clearly on a single node. */
+function clusterOnly<A extends unknown[], R>(f: ((...a: A) => Promise<R>) | undefined, what: string): (...a: A) => Promise<R> {
+  if (f !== undefined) return f;
+  return () => Promise.reject(new SluiceError('INVALID_REQUEST', `${what} needs cluster mode (sluice serve with --seeds or --controller-voters); this node runs alone`));
+}
 
 export function adminService(ctx: ServiceContext): AdminServer {
   return {
@@ -30,6 +37,19 @@ export function adminService(ctx: ServiceContext): AdminServer {
     createPartitions(call, callback) {
       const r = call.request;
       ctx.unary('CreatePartitions', async () => ({ topic: toPbTopic(await ctx.api().createPartitions(r.name, r.totalPartitions)) }), callback);
+    },
+    movePartition(call, callback) {
+      const r = call.request;
+      ctx.unary('MovePartition', async () => (await clusterOnly(ctx.api().movePartition?.bind(ctx.api()), 'moving a partition')(r.topic, r.partition, [...r.replicas]), {}), callback);
+    },
+    decommissionNode(call, callback) {
+      ctx.unary('DecommissionNode', async () => (await clusterOnly(ctx.api().decommissionNode?.bind(ctx.api()), 'decommissioning a node')(call.request.nodeId), {}), callback);
+    },
+    rebalance(_call, callback) {
+      ctx.unary('Rebalance', async () => ({ moves: await clusterOnly(ctx.api().rebalance?.bind(ctx.api()), 'rebalancing')() }), callback);
+    },
+    listReassignments(_call, callback) {
+      ctx.unary('ListReassignments', async () => clusterOnly(ctx.api().reassignments?.bind(ctx.api()), 'listing reassignments')(), callback);
     },
   };
 }

@@ -22,10 +22,11 @@ import { GrpcRaftTransport, type RaftTransportProbe } from '../cluster/transport
 import type { NodeId } from '../model/index.js';
 import { clusterModeVoters, membershipExtraService, startMembership, withMembership, type ClusterOptions, type MembershipHandle } from './cluster.js';
 import { controllerService } from '../rpc/controller-service.js';
+import { replicasService } from '../rpc/replicas-service.js';
 import { PeerBrokers } from '../rpc/forward.js';
 import { ClusterNode } from './cluster-node.js';
 import { clusterApis } from './cluster-api.js';
-import { isReplicaHost } from './replica-host.js';
+import { isReplicaHost, type ReplicaHost } from './replica-host.js';
 
 export interface StartBrokerOptions {
   /** Where logs and topic metadata live. Default './data'. */
@@ -138,6 +139,9 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
   const voters = clusterModeVoters(options.cluster);
   const cluster: { node: ClusterNode | null } = { node: null };
   if (voters !== null) services.push(controllerService(() => cluster.node?.controller ?? null));
+  // What the controller leader asks of partition leaders here (moves, leader balancing).
+  const replicaHost: { host: ReplicaHost | null } = { host: null };
+  if (voters !== null) services.push(replicasService(() => replicaHost.host));
   let grpc: GrpcFrontend;
   try {
     grpc = await startGrpc(ctx, grpcAddr, services);
@@ -201,6 +205,7 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
     const gossip = membership.gossip!;
     try {
       if (!isReplicaHost(broker)) throw new StartupError('this build\'s broker core cannot host replicas, so it cannot run in cluster mode; start it without --seeds and --controller-voters');
+      replicaHost.host = broker;
       const node = await ClusterNode.start({
         nodeId: nodeId as NodeId,
         dataDir: options.dataDir ?? './data',

@@ -31,6 +31,7 @@ import type {
   ProduceInput,
   ProduceResult,
   ProducerIdentity,
+  ReassignmentsView,
   TopicDescription,
   TopicSummary,
 } from '../broker/types.js';
@@ -38,6 +39,7 @@ import { StickyPartitioner, firstKeyOfRecords, firstRecordKey } from '../broker/
 import { logConfigFor, refuseInternalTopic, validateTopicName, validateUserTopicName } from '../broker/validate.js';
 import { logConfigToTopicConfigs } from '../storage/index.js';
 import type { Controller, PartitionState, TopicState } from '../controller/index.js';
+import * as moves from './cluster-moves.js';
 import type { PeerBrokers } from '../rpc/forward.js';
 import type { ReplicaHost, ReplicaStatus } from './replica-host.js';
 
@@ -219,6 +221,23 @@ class ClusterApi implements BrokerApi {
     await this.d.controller.addPartitions(name, totalPartitions);
     await this.leadersOf(name);
     return this.describeTopic(name);
+  }
+
+  // Replica moves (src/server/cluster-moves.ts).
+  movePartition(topic: string, partition: number, replicas: number[]): Promise<void> {
+    return moves.movePartition(this.d.controller, topic, partition, replicas);
+  }
+
+  decommissionNode(nodeId: number): Promise<void> {
+    return moves.decommissionNode(this.d.controller, nodeId);
+  }
+
+  rebalance(): Promise<number> {
+    return moves.rebalance(this.d.controller);
+  }
+
+  async reassignments(): Promise<ReassignmentsView> {
+    return moves.reassignments(this.d.controller);
   }
 
   /**

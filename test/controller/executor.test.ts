@@ -2,12 +2,14 @@
  * Goal: the controller leader's executor carries a decommission, a move and leader balancing to the
  * end, one record per step, waiting where the partitions must act (a learner catching up, a leadership
  * transfer). Method: four controllers (voters 1-3, node 4 a learner) with real data dirs over the
- * in-memory transport; the partition replicas are a fake `ReplicaProgress` that answers "caught up"
- * only after being asked once and performs a transfer by reporting the new leader with the next epoch.
+ * in-memory transport; the partition replicas are a fake `ReplicaProgress` whose leaders follow the
+ * metadata at once, whose learners are far behind until looked at once (then caught up), and which
+ * performs a transfer by reporting the new leader with the next epoch.
  */
 import fs from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ControllerExecutor, type Controller, type ReplicaProgress } from '../../src/controller/index.js';
+import { ControllerExecutor, type Controller, type LeaderMembership, type ReplicaProgress } from '../../src/controller/index.js';
+import { REPLICA_ISR_LAG_OFFSETS_MAX } from '../../src/constants.js';
 import type { GroupId } from '../../src/cluster/types.js';
 import type { NodeId } from '../../src/model/index.js';
 import { MemoryNet, agreedLeader, closeNode, openNode, tempDir, waitFor, type TestNode } from './memory-net.js';
@@ -24,13 +26,25 @@ class FakeReplicas implements ReplicaProgress {
   readonly asked = new Set<string>();
   transfers: Array<[GroupId, NodeId]> = [];
   constructor(private readonly via: () => Controller) {}
-  caughtUp(group: GroupId, node: NodeId): boolean {
-    const key = `${group}/${node}`;
-    if (this.asked.has(key)) return true;
-    this.asked.add(key);
-    return false;
+  /** Each partition's leader follows the metadata at once; a learner is caught up once it was looked at. */
+  async membership(_hint: NodeId, groups: readonly GroupId[]): Promise<Map<GroupId, LeaderMembership>> {
+    const out = new Map<GroupId, LeaderMembership>();
+    for (const g of groups) {
+      const p = this.via().state.partitionByGroup(g);
+      if (p === undefined) continue;
+      const last = 100 + 2 * REPLICA_ISR_LAG_OFFSETS_MAX;
+      const match = new Map<NodeId, number>();
+      for (const n of p.voters.nodes) match.set(n, last);
+      for (const n of p.learners.nodes) {
+        const key = `${g}/${n}`;
+        match.set(n, this.asked.has(key) ? last : 0);
+        this.asked.add(key);
+      }
+      out.set(g, { leader: p.leader !== 0 ? p.leader : p.voters.nodes[0], voters: p.voters.nodes, learners: p.learners.nodes, confPending: false, commit: last, lastIndex: last, match });
+    }
+    return out;
   }
-  transferLeadership(group: GroupId, to: NodeId): void {
+  async transferLeadership(group: GroupId, _leader: NodeId, to: NodeId): Promise<void> {
     this.transfers.push([group, to]);
     const c = this.via();
     const p = c.state.partitionByGroup(group);

@@ -754,24 +754,33 @@ export class PartitionLog implements PartitionLogApi {
       }
       deletedFiles = true;
     }
+    // The deletions are durable before the cut, so a crash in between leaves a prefix of the old log
+    // (the active segment uncut), never a cut segment followed by a resurrected later one.
+    if (deletedFiles) this.syncDirOrFence();
     const seg = this.active;
     const target = Math.max(offset, seg.baseOffset);
     // Truncating into a fenced range drops the whole range (and everything after it).
     const hole = seg.damageForOffset(target);
     const cutPos = hole !== undefined ? hole.pos : this.locate(seg, target) ? this.walker.view.pos : seg.size;
     this.truncateSegmentAt(seg, cutPos);
-    if (deletedFiles) this.syncDirOrFence();
   }
 
   /**
    * Cuts `seg` at `pos` (a batch boundary) and rebuilds its indexes by walking the kept headers.
    * Truncation is rare (Raft follower repair), so a header walk of one segment is an acceptable cost.
+   *
+   * The cut is fdatasynced before anything is written after it. Without that a power loss may keep
+   * the old, durable bytes past `pos` (the cut never reached the disk) followed by some of the new
+   * bytes written after the cut (a torn tail): when the cut-off batches and the new ones have the same
+   * sizes, recovery finds a valid log whose old batches sit under a newer term's, and Raft's append
+   * check (one index and term) accepts it. Found by the partition simulator (seed 12931).
    */
   private truncateSegmentAt(seg: Segment, pos: number): void {
     this.totalBytes -= seg.size;
     let outcome;
     try {
       this.fs.ftruncateSync(seg.fd, pos);
+      this.fdatasyncSync(seg.fd);
       const kept = seg.damage.filter((d) => d.pos < pos);
       seg.resetState();
       // Walk the kept headers, jumping over the fenced ranges that stay.

@@ -407,11 +407,17 @@ assert.ok(PARTITION_TICKS_OWED_MAX >= REPLICA_ELECTION_TICKS, 'ticks owed during
 assert.ok(CONTROLLER_REQUEST_TIMEOUT_MS > 2 * RAFT_ELECTION_TICKS_DEFAULT * CONTROLLER_TICK_MS, 'a request must outlast an election');
 assert.ok(CONTROLLER_REGISTER_RETRY_MS_MIN <= CONTROLLER_REGISTER_RETRY_MS_MAX);
 
+
 // ---- `sluice serve` in cluster mode (src/server/cluster-node.ts, cluster-api.ts; docs/cluster.md) ----
 /** The controller voters when --seeds is given and --controller-voters is not: nodes 1, 2 and 3. */
 export const CLUSTER_CONTROLLER_VOTERS_DEFAULT: readonly number[] = Object.freeze([1, 2, 3]);
 /** How often a node re-checks its replicas against the metadata (failed opens, unreported leaders). */
 export const CLUSTER_RECONCILE_INTERVAL_MS = 1_000;
+/**
+ * How often a partition leader re-checks its Raft membership against the metadata while they differ
+ * (a move step not yet proposed, or proposed and not yet committed).
+ */
+export const CLUSTER_CONF_RECONCILE_INTERVAL_MS = 100;
 /** Deadline of one request forwarded to a partition's leader (a long-poll fetch adds its wait). */
 export const CLUSTER_FORWARD_TIMEOUT_MS = 10_000;
 /** How long CreateTopic/CreatePartitions wait for the new partitions' leaders before answering anyway. */

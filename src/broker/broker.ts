@@ -32,7 +32,7 @@ import { type AcksCode, type PartitionKey, type PartitionSpec, type PartitionSta
 import { NotLeaderError } from '../partition/errors.js';
 import type { GroupId, RaftTransport } from '../cluster/types.js';
 import type { NodeId } from '../model/index.js';
-import type { ReplicaHost, ReplicaSpec, ReplicaStatus } from './replicas.js';
+import type { ReplicaConfChange, ReplicaHost, ReplicaMembership, ReplicaSpec, ReplicaStatus } from './replicas.js';
 import { DataDirLock } from './data-dir-lock.js';
 import { ProducerIdTable } from './producer-ids.js';
 import { OFF_PRODUCER_EPOCH, OFF_PRODUCER_ID, asBuffer } from '../batch/codec.js';
@@ -1050,6 +1050,54 @@ export class Broker implements BrokerApi, ReplicaHost {
     const r = this.replicas.get(group);
     if (r === undefined) throw new SluiceError('UNKNOWN_PARTITION', `no replica of group ${String(group)} is held here`);
     await this.hosts[r.spec.shard % this.shardCount].send({ t: 'transfer', k: r.k, to });
+  }
+
+  async proposeConfChange(group: GroupId, change: ReplicaConfChange): Promise<void> {
+    this.checkOpen();
+    this.requireCluster('proposeConfChange');
+    const types = ['addVoter', 'addLearner', 'remove'];
+    if (typeof change !== 'object' || change === null || !types.includes(change.type)) throw new SluiceError('INVALID_REQUEST', `a membership change is one of ${types.join(', ')}`);
+    if (!Number.isSafeInteger(change.node) || change.node < 1) throw new SluiceError('INVALID_REQUEST', `a membership change needs a positive node id, got ${String(change.node)}`);
+    const r = this.replicas.get(group);
+    if (r === undefined) throw new SluiceError('UNKNOWN_PARTITION', `no replica of group ${String(group)} is held here`);
+    await this.hosts[r.spec.shard % this.shardCount].send({ t: 'conf', k: r.k, change: { type: change.type, node: change.node } });
+  }
+
+  async replicaMembership(groups: readonly GroupId[]): Promise<ReplicaMembership[]> {
+    this.checkOpen();
+    this.requireCluster('replicaMembership');
+    const byShard = new Map<number, PartitionKey[]>();
+    for (const g of groups) {
+      const r = this.replicas.get(g);
+      if (r === undefined) continue;
+      const s = r.spec.shard % this.shardCount;
+      let list = byShard.get(s);
+      if (list === undefined) byShard.set(s, (list = []));
+      list.push(r.k);
+    }
+    const replies = await Promise.all([...byShard].map(([s, keys]) => this.hosts[s].send({ t: 'members', keys })));
+    const out: ReplicaMembership[] = [];
+    for (const reply of replies) {
+      if (!('t' in reply) || reply.t !== 'members') continue;
+      for (const m of reply.members) {
+        const group = this.groupOfKey.get(m.k);
+        if (group === undefined) continue;
+        const members = [...m.voters, ...m.learners];
+        out.push({
+          group,
+          role: m.learners.includes(this.nodeId) ? 'learner' : m.role === 'preCandidate' ? 'precandidate' : m.role,
+          leader: m.leader as NodeId,
+          epoch: m.term,
+          voters: m.voters as NodeId[],
+          learners: m.learners as NodeId[],
+          confPending: m.confPending,
+          commit: m.commit,
+          lastIndex: m.lastIndex,
+          match: new Map(m.match.map((x, i) => [members[i] as NodeId, x])),
+        });
+      }
+    }
+    return out;
   }
 
   /** Test and tooling hook: the replica of `group` held here, or undefined. */

@@ -11,4 +11,4 @@ export { LOCK_FILE } from './data-dir-lock.js';
 export { CLUSTER_DIR, TOPICS_FILE } from './topic-table.js';
 export { INTERNAL_TOPIC_PREFIX } from './validate.js';
 export type * from './types.js';
-export type { ReplicaSpec, ReplicaRole, ReplicaStatus, ReplicaHost } from './replicas.js';
+export type { ReplicaSpec, ReplicaRole, ReplicaStatus, ReplicaHost, ReplicaConfChange, ReplicaMembership } from './replicas.js';

@@ -64,4 +64,36 @@ export interface ReplicaHost {
    * replica does not lead; a transfer that does not complete within an election timeout is dropped.
    */
   transferLeadership?(group: GroupId, to: NodeId): Promise<void>;
+  /**
+   * Added for replica-set changes (optional, like `transferLeadership`): on the leader of `group` here,
+   * propose one membership change of its Raft group. Resolves once the core appended it (it commits
+   * later; see `replicaMembership`). NOT_LEADER on a follower; PROPOSAL_DROPPED (retriable) while an
+   * earlier change is uncommitted; INVALID_REQUEST when it does not apply.
+   */
+  proposeConfChange?(group: GroupId, change: ReplicaConfChange): Promise<void>;
+  /** The Raft membership and progress of the replicas of `groups` held here (unknown groups are left out). */
+  replicaMembership?(groups: readonly GroupId[]): Promise<ReplicaMembership[]>;
+}
+
+/** One single-server membership change of a partition's Raft group. */
+export interface ReplicaConfChange {
+  readonly type: 'addVoter' | 'addLearner' | 'remove';
+  readonly node: NodeId;
+}
+
+/** A replica's view of its group's Raft membership (the truth for who votes). */
+export interface ReplicaMembership {
+  readonly group: GroupId;
+  readonly role: ReplicaRole;
+  /** The leader this replica knows, 0 = none. */
+  readonly leader: NodeId;
+  readonly epoch: number;
+  readonly voters: readonly NodeId[];
+  readonly learners: readonly NodeId[];
+  /** A membership change is appended but not yet committed. */
+  readonly confPending: boolean;
+  readonly commit: number;
+  readonly lastIndex: number;
+  /** Leader only: each member's match index (itself: its last index); empty on a follower. */
+  readonly match: ReadonlyMap<NodeId, number>;
 }

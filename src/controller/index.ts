@@ -17,6 +17,6 @@ export {
   type LeaderTransfer,
   type PartitionMove,
 } from './placement.js';
-export { replicaOps, replicasOf, shardOf, type ReplicaOp } from './local-view.js';
+export { replicaOps, replicasOf, shardOf, nextConfChange, membershipMatches, type ReplicaOp, type RaftMembership, type MembershipChange } from './local-view.js';
 export type * from './types.js';
 export { ControllerExecutor, type ExecutorOptions, type ReplicaProgress } from './executor.js';

@@ -69,3 +69,40 @@ export function replicaOps(node: NodeId, e: MetadataEvent): ReplicaOp[] {
       return [];
   }
 }
+
+/** A partition's Raft membership as its leader sees it. */
+export interface RaftMembership {
+  readonly voters: readonly NodeId[];
+  readonly learners: readonly NodeId[];
+}
+
+/** One single-server membership change. */
+export interface MembershipChange {
+  readonly type: 'addVoter' | 'addLearner' | 'remove';
+  readonly node: NodeId;
+}
+
+/**
+ * The next single-server change that brings the Raft membership `have` (the truth for who votes) toward
+ * the metadata's voters and learners of `p` (what it should be), proposed by the partition's leader
+ * `self`; null when they agree, or when only the leader itself would go (it must hand leadership over
+ * first). Adds before removals, so the replica count never dips during a move. A voter the metadata
+ * lists as a learner is removed, never demoted in place: a replica re-added after its disk was wiped
+ * must not inherit the match index of the log it lost. Pure.
+ */
+export function nextConfChange(p: PartitionState, have: RaftMembership, self: NodeId): MembershipChange | null {
+  const wantV = p.voters.nodes;
+  const wantL = p.learners.nodes;
+  for (const n of wantL) if (have.voters.includes(n) && n !== self) return { type: 'remove', node: n };
+  for (const n of wantL) if (!have.voters.includes(n) && !have.learners.includes(n)) return { type: 'addLearner', node: n };
+  for (const n of wantV) if (have.learners.includes(n)) return { type: 'addVoter', node: n };
+  for (const n of wantV) if (!have.voters.includes(n) && !have.learners.includes(n)) return { type: 'addLearner', node: n };
+  for (const n of [...have.voters, ...have.learners]) if (n !== self && !wantV.includes(n) && !wantL.includes(n)) return { type: 'remove', node: n };
+  return null;
+}
+
+/** Whether the Raft membership is exactly the metadata's (as sets). */
+export function membershipMatches(p: PartitionState, have: RaftMembership): boolean {
+  const same = (a: readonly NodeId[], b: readonly NodeId[]): boolean => a.length === b.length && a.every((x) => b.includes(x));
+  return same(p.voters.nodes, have.voters) && same(p.learners.nodes, have.learners);
+}

@@ -42,7 +42,7 @@ import type { RecoveryReport } from '../storage/recovery.js';
 import { EMPTY_HARD_STATE, readHardState, writeHardState, type StoredHardState } from '../storage/hard-state.js';
 import { EpochCheckpoint } from '../storage/epoch-checkpoint.js';
 import { readSnapshotMeta, writeSnapshotMeta, type SnapshotMeta } from '../storage/snapshot-meta.js';
-import { RaftNode, lastIndexOf, type Entry, type Message, type RaftOptions, type RaftStatus, type Role, type Snapshot } from '../raft/index.js';
+import { RaftNode, lastIndexOf, type ConfChange, type Entry, type Message, type RaftOptions, type RaftStatus, type Role, type Snapshot } from '../raft/index.js';
 import type { NodeId } from '../model/index.js';
 import { PartitionRaftStorage } from './raft-storage.js';
 import { checkPartitionMeta } from '../storage/partition-meta.js';
@@ -151,6 +151,22 @@ export interface ReplicaOptions {
   timers?: PartitionTimers;
   /** TEST ONLY (the simulator's `--bug` modes): deliberately broken driver paths. Never set in production. */
   driverBugs?: readonly PartitionDriverBug[];
+}
+
+/** See `Partition.membership()`. */
+export interface PartitionMembership {
+  role: Role;
+  /** The leader this replica knows, 0 = none. */
+  leader: number;
+  term: number;
+  voters: number[];
+  learners: number[];
+  /** A membership change is appended but not committed (a new one would be refused). */
+  confPending: boolean;
+  commit: number;
+  lastIndex: number;
+  /** Leader only: the match index of each member, in the order voters then learners (itself: its last index); else empty. */
+  match: number[];
 }
 
 interface Parked {
@@ -636,6 +652,47 @@ export class Partition {
     this.raft.transferLeadership(target as NodeId);
     this.afterCoreEvent();
     return true;
+  }
+
+  /**
+   * Leader only: proposes one membership change of the group (add a learner, promote it to voter,
+   * remove a member). Single-server changes, one at a time: refused (PROPOSAL_DROPPED, retriable)
+   * while an earlier change is uncommitted or before this leader committed an entry of its term, and
+   * INVALID_REQUEST when the change does not apply (already a member, the leader removing itself).
+   * A follower answers NOT_LEADER. Returns false, changing nothing, while a Ready is being persisted
+   * (the core takes no input then): ask again later.
+   */
+  proposeConfChange(change: ConfChange): boolean {
+    this.checkOpen();
+    if (this.raft.getRole() !== 'leader') throw this.notLeader();
+    if (this.inFlight) return false;
+    // The core appends the conf run after its last index; runs written ahead of it must be its own.
+    this.writeThrough();
+    this.raft.proposeConfChange(change);
+    this.afterCoreEvent();
+    return true;
+  }
+
+  /**
+   * The replica's view of its group's membership and, on the leader, how far each member's log
+   * reaches (its match index; -1 unknown). What the cluster layer reconciles against the metadata,
+   * and what the controller asks before promoting a learner.
+   */
+  membership(): PartitionMembership {
+    const conf = this.raft.log.conf();
+    const leader = this.raft.getRole() === 'leader';
+    const members = [...conf.voters, ...conf.learners];
+    return {
+      role: this.raft.getRole(),
+      leader: this.raft.getLeader(),
+      term: this.raft.getTerm(),
+      voters: [...conf.voters],
+      learners: [...conf.learners],
+      confPending: this.raft.confChangePending(),
+      commit: this.raft.getCommit(),
+      lastIndex: this.raft.log.lastIndex(),
+      match: leader ? members.map((n) => (n === this.nodeId ? this.raft.log.lastIndex() : this.raft.matchOf(n as NodeId))) : [],
+    };
   }
 
   /** A message from a peer replica of this partition (the cluster transport routes it here). */

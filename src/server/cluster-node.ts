@@ -8,14 +8,29 @@
  * Replica operations run one at a time, in the order of the events, so a close never overtakes the open
  * it undoes. Records this node's log held before a restart are re-applied as the log replays; the
  * replicas they name exist already (or were never created), so their opens are never `fresh` (a fresh
- * open would start that replica empty).
+ * open would start that replica empty). Replica-set changes (`replicasChanged`) met in that replay are
+ * not carried out one by one: once the replay is applied, the replicas held here are synced with the
+ * final metadata, so a replica removed and re-added in the replayed records is not deleted and reopened.
+ *
+ * Replica-set changes (docs/cluster.md "Moves"): the metadata says what a partition's voters and
+ * learners should be, the partition's Raft configuration is the truth for who votes, and the node that
+ * LEADS the partition reconciles them, one single-server change at a time (`nextConfChange`), on every
+ * `reconfigure`, on gaining leadership, and every CLUSTER_CONF_RECONCILE_INTERVAL_MS while they differ.
+ * A replica added here opens as a learner with an empty log and the configuration it was given, so it
+ * never votes or leads before its promotion. A replica removed from here is closed (and its data
+ * deleted) only once the metadata moved past the removal: the controller takes the next step only after
+ * the leader's Raft configuration shows the removal committed.
+ *
+ * Until this node's registration with its data dir's uuid is applied, no replica operation runs: the
+ * records before it describe an earlier incarnation of the node id (a wiped disk), whose replicas are
+ * lost, and opening them from an empty disk could make this node vote as a replica it no longer is.
  */
-import { CLUSTER_RECONCILE_INTERVAL_MS, CONTROLLER_REQUEST_TIMEOUT_MS } from '../constants.js';
+import { CLUSTER_CONF_RECONCILE_INTERVAL_MS, CLUSTER_RECONCILE_INTERVAL_MS, CONTROLLER_REQUEST_TIMEOUT_MS } from '../constants.js';
 import { isSluiceError, toSluiceError } from '../errors.js';
 import type { GroupId, PeerDirectory, RaftTransport } from '../cluster/types.js';
 import type { NodeId } from '../model/index.js';
 import type { BrokerLogger } from '../broker/index.js';
-import { Controller, replicaOps, replicasOf, validateControllerVoters, type MetadataEvent, type PartitionState, type ReplicaOp } from '../controller/index.js';
+import { Controller, nextConfChange, replicaOps, replicasOf, validateControllerVoters, type MetadataEvent, type PartitionState, type ReplicaOp } from '../controller/index.js';
 import { GrpcControllerForwarder } from '../rpc/controller-service.js';
 import type { ReplicaHost, ReplicaSpec, ReplicaStatus } from './replica-host.js';
 import { StartupError } from './errors.js';
@@ -41,6 +56,16 @@ export class ClusterNode {
   private readonly timer: NodeJS.Timeout;
   private readonly unsubscribe: Array<() => void> = [];
   private closed = false;
+  /** Groups whose Raft membership the leader here must check against the metadata. */
+  private readonly confDirty = new Set<GroupId>();
+  private confRunning = false;
+  private confTimer: NodeJS.Timeout | null = null;
+  /** Replicas removed from this node in the metadata, closed once the metadata moves past the removal. */
+  private readonly pendingClose = new Map<GroupId, PartitionState>();
+  /** This node's registration with its current uuid is applied: replica operations may run. */
+  private registeredHere: boolean;
+  /** The records this node's log held at open are still being re-applied. */
+  private replaying: boolean;
 
   private constructor(
     readonly controller: Controller,
@@ -49,11 +74,18 @@ export class ClusterNode {
     /** The last index of the metadata log at open: events up to it are replays. */
     private readonly replayedTo: number,
   ) {
+    this.registeredHere = controller.state.node(o.nodeId)?.uuid === o.peers.self.uuid;
+    this.replaying = controller.appliedIndex < replayedTo;
     this.unsubscribe.push(controller.onEvent((e, index) => this.onEvent(e, index)));
-    this.unsubscribe.push(o.host.onLeaderChange((s) => this.maybeReport(s)));
+    this.unsubscribe.push(
+      o.host.onLeaderChange((s) => {
+        this.maybeReport(s);
+        if (s.role === 'leader' && s.leader === o.nodeId) this.markConfDirty(s.group);
+      }),
+    );
     // Whatever was applied before the subscription above (the snapshot, and records applied as the
     // controller opened) is opened here; opens are idempotent per group.
-    this.enqueue(replicasOf(controller.state, o.nodeId).map((op) => (op.op === 'open' ? { ...op, fresh: false } : op)));
+    if (this.registeredHere) this.enqueue(replicasOf(controller.state, o.nodeId).map((op) => (op.op === 'open' ? { ...op, fresh: false } : op)));
     this.timer = setInterval(() => this.reconcile(), CLUSTER_RECONCILE_INTERVAL_MS);
     this.timer.unref();
   }
@@ -107,12 +139,133 @@ export class ClusterNode {
   }
 
   private onEvent(e: MetadataEvent, index: number): void {
+    if (!this.registeredHere) {
+      // Records of an earlier incarnation of this id (or of the time before this node joined).
+      if (!this.isMyRegistration(e)) return;
+      this.registeredHere = true;
+      this.enqueue(replicasOf(this.controller.state, this.o.nodeId).map((op) => (op.op === 'open' ? { ...op, fresh: false } : op)));
+      return;
+    }
     if (e.type === 'partitionsAdded') {
       const count = e.topic.partitions.length;
       this.chain = this.chain.then(() => this.o.host.setPartitionCount(e.topic.name, count));
     }
-    const ops = replicaOps(this.o.nodeId, e);
-    this.enqueue(index <= this.replayedTo ? ops.map((op) => (op.op === 'open' ? { ...op, fresh: false } : op)) : ops);
+    this.flushPendingClose(e);
+    const replay = index <= this.replayedTo;
+    let ops = replicaOps(this.o.nodeId, e);
+    if (replay) ops = e.type === 'replicasChanged' ? [] : ops.map((op) => (op.op === 'open' ? { ...op, fresh: false } : op));
+    if (e.type === 'replicasChanged') {
+      this.markConfDirty(e.partition.group);
+      ops = ops.filter((op) => {
+        if (op.op !== 'close') return true;
+        this.pendingClose.set(op.partition.group, op.partition);
+        return false;
+      });
+    }
+    this.enqueue(ops);
+    if (this.replaying && index >= this.replayedTo) this.endReplay();
+  }
+
+  private isMyRegistration(e: MetadataEvent): boolean {
+    if (e.type !== 'nodeRegistered' && e.type !== 'nodeUpdated' && e.type !== 'nodeReincarnated') return false;
+    return e.node.id === this.o.nodeId && e.node.uuid === this.o.peers.self.uuid;
+  }
+
+  /** A later change of a partition whose replica was removed here: the removal is committed, close it. */
+  private flushPendingClose(e: MetadataEvent): void {
+    if (this.pendingClose.size === 0) return;
+    const groups: GroupId[] = [];
+    const touched = e.type === 'replicasChanged' || e.type === 'leaderChanged' ? [e.partition] : e.type === 'topicDeleted' ? e.topic.partitions : [];
+    for (const p of touched) {
+      const was = this.pendingClose.get(p.group);
+      if (was === undefined || (e.type === 'leaderChanged' && p.target !== null)) continue;
+      this.pendingClose.delete(p.group);
+      groups.push(p.group);
+    }
+    if (groups.length > 0) this.chain = this.chain.then(() => this.o.host.closeReplicas(groups, true)).catch((err: unknown) => this.o.logger?.error({ err }, 'closing removed replicas failed'));
+  }
+
+  /**
+   * The replay of this node's own log is applied: the replicas held here follow the final metadata (the
+   * replica-set changes met during the replay were not carried out one by one).
+   */
+  private endReplay(): void {
+    this.replaying = false;
+    const state = this.controller.state;
+    const desired = replicasOf(state, this.o.nodeId).map((op) => (op.op === 'open' ? { ...op, fresh: false } : op));
+    const want = new Set(desired.flatMap((op) => (op.op === 'open' ? [op.partition.group] : [])));
+    this.chain = this.chain
+      .then(async () => {
+        const drop: GroupId[] = [];
+        for (const s of this.o.host.replicaStatus()) {
+          if (want.has(s.group)) continue;
+          const p = state.partitionByGroup(s.group);
+          if (p !== undefined && p.target !== null && !p.lost.includes(this.o.nodeId)) this.pendingClose.set(s.group, p);
+          else drop.push(s.group);
+        }
+        if (drop.length > 0) await this.o.host.closeReplicas(drop, true);
+      })
+      .catch((err: unknown) => this.o.logger?.error({ err }, 'closing replicas after the replay failed'));
+    this.enqueue(desired);
+  }
+
+  // --- Raft membership: the partition leader reconciles it with the metadata ----------------------
+
+  private markConfDirty(group: GroupId): void {
+    this.confDirty.add(group);
+    this.scheduleConf(0);
+  }
+
+  private scheduleConf(ms: number): void {
+    if (this.confTimer !== null || this.closed) return;
+    this.confTimer = setTimeout(() => {
+      this.confTimer = null;
+      void this.reconcileConf();
+    }, ms);
+    this.confTimer.unref();
+  }
+
+  /** For each dirty group led here: propose the next membership change, or forget it when none is due. */
+  private async reconcileConf(): Promise<void> {
+    if (this.confRunning || this.closed) return;
+    const host = this.o.host;
+    if (host.replicaMembership === undefined || host.proposeConfChange === undefined) {
+      this.confDirty.clear();
+      return;
+    }
+    this.confRunning = true;
+    try {
+      const groups = [...this.confDirty];
+      const seen = new Set<GroupId>();
+      for (const m of await host.replicaMembership(groups)) {
+        seen.add(m.group);
+        const p = this.controller.state.partitionByGroup(m.group);
+        if (m.role !== 'leader' || p === undefined) {
+          this.confDirty.delete(m.group);
+          continue;
+        }
+        if (m.confPending) continue;
+        const change = nextConfChange(p, m, this.o.nodeId);
+        if (change === null) {
+          this.confDirty.delete(m.group);
+          continue;
+        }
+        try {
+          await host.proposeConfChange(m.group, change);
+          this.o.logger?.info({ topic: p.topic, partition: p.partition, group: p.group, change }, 'partition membership change proposed');
+        } catch (err) {
+          const e = toSluiceError(err);
+          if (e.code === 'NOT_LEADER' || e.code === 'UNKNOWN_PARTITION') this.confDirty.delete(m.group);
+          (this.o.logger as { debug?: (o: object, m: string) => void } | undefined)?.debug?.({ group: m.group, code: e.code }, `membership change not proposed (retried): ${e.message}`);
+        }
+      }
+      for (const g of groups) if (!seen.has(g)) this.confDirty.delete(g);
+    } catch (err) {
+      if (!this.closed) this.o.logger?.warn({ err }, 'reading partition membership failed (retried)');
+    } finally {
+      this.confRunning = false;
+      if (this.confDirty.size > 0) this.scheduleConf(CLUSTER_CONF_RECONCILE_INTERVAL_MS);
+    }
   }
 
   private spec(op: ReplicaOp & { op: 'open' }): ReplicaSpec {
@@ -154,11 +307,16 @@ export class ClusterNode {
       } else if (op.op === 'configs') {
         i++;
         await host.setReplicaConfigs(op.topic.name, op.topic.configs);
-      } else {
-        // 'reconfigure' (a move step) and 'lost' (a wiped node's old replica) need moves, which `sluice
-        // serve` does not run yet (docs/cluster.md "Not yet").
+      } else if (op.op === 'lost') {
+        // This node came back without the replica's data: whatever is open under its group goes; the
+        // controller removes the replica and adds it back as a fresh learner.
         i++;
-        this.o.logger?.warn({ op: op.op, topic: op.partition.topic, partition: op.partition.partition }, 'replica operation not supported yet; ignored');
+        this.failedOpens.delete(op.partition.group);
+        await host.closeReplicas([op.partition.group], true);
+      } else {
+        // 'reconfigure': the leader here (if it is) brings the Raft membership to the metadata's.
+        i++;
+        this.markConfDirty(op.partition.group);
       }
     }
   }
@@ -199,17 +357,23 @@ export class ClusterNode {
         for (const s of specs) if (this.failedOpens.get(s.group) === s) await this.open([s]);
       });
     }
+    if (this.replaying && this.controller.appliedIndex >= this.replayedTo) this.endReplay();
     const leading = this.o.host.replicaStatus().filter((s) => s.role === 'leader');
     if (leading.length === 0) return;
     // One pass over the metadata, not one per replica: a node may lead thousands of partitions.
     const byGroup = new Map(this.controller.state.partitions().map((p) => [p.group, p]));
-    for (const s of leading) this.maybeReport(s, byGroup);
+    for (const s of leading) {
+      this.maybeReport(s, byGroup);
+      // A move in progress: its membership is checked until the leader's matches (a lost wake-up).
+      if (byGroup.get(s.group)?.target != null) this.markConfDirty(s.group);
+    }
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.timer);
+    if (this.confTimer !== null) clearTimeout(this.confTimer);
     for (const u of this.unsubscribe) u();
     await this.chain.catch(() => {});
     await this.controller.close();

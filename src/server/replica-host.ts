@@ -4,7 +4,7 @@
  */
 import type { ReplicaHost } from '../broker/replicas.js';
 
-export type { ReplicaHost, ReplicaRole, ReplicaSpec, ReplicaStatus } from '../broker/replicas.js';
+export type { ReplicaConfChange, ReplicaHost, ReplicaMembership, ReplicaRole, ReplicaSpec, ReplicaStatus } from '../broker/replicas.js';
 
 /** Whether an opened core can host replicas (a Broker opened in cluster mode). */
 export function isReplicaHost(x: unknown): x is ReplicaHost {

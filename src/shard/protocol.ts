@@ -8,6 +8,7 @@
  */
 import type { MessagePort } from 'node:worker_threads';
 import type { Message } from '../raft/index.js';
+import type { PartitionMembership } from '../partition/index.js';
 import type { SluiceErrorWire } from '../errors.js';
 import type { LogConfig } from '../storage/types.js';
 import type { RecoveryReport } from '../storage/recovery.js';
@@ -81,6 +82,10 @@ export type Op =
   | { t: 'close'; id: number }
   /** Leader only: hand the partition's leadership to node `to` (replies once the core took it). */
   | { t: 'transfer'; id: number; k: PartitionKey; to: number }
+  /** Leader only: propose one membership change of the partition's group (replies once the core took it). */
+  | { t: 'conf'; id: number; k: PartitionKey; change: { type: 'addVoter' | 'addLearner' | 'remove'; node: number } }
+  /** The Raft membership and members' progress of the partitions (reply `members`). */
+  | { t: 'members'; id: number; keys: PartitionKey[] }
   /** Raft messages from peers (every one that arrived in one main-thread turn); no reply. */
   | { t: 'raft'; msgs: RaftEnvelope[] }
   /** Test hook: the worker exits abruptly, as a crash would. */
@@ -134,6 +139,8 @@ export type Reply =
     }
   | { id: number; t: 'stat'; stats: PartitionStat[] }
   | { id: number; t: 'offsets'; offset: number }
+  /** Per key asked for that is open here: its membership (see Partition.membership()). */
+  | { id: number; t: 'members'; members: Array<{ k: PartitionKey } & PartitionMembership> }
   | { id: number; t: 'done' }
   /** Open: the partitions that could not be opened (they stay offline, answering with their error). */
   | {

@@ -14,7 +14,8 @@ import type { MessagePort } from 'node:worker_threads';
 import { SluiceError, isSluiceError, toSluiceError, type SluiceErrorWire } from '../errors.js';
 import { REPLICA_ELECTION_TICKS, REPLICA_HEARTBEAT_TICKS, REPLICA_ISR_LAG_OFFSETS_MAX, SHARD_FLUSH_SAMPLES_MAX, SHARD_OFFLINE_RETRY_MS_MAX, SHARD_OFFLINE_RETRY_MS_MIN, SHARD_TICK_MS } from '../constants.js';
 import { BATCH_LOG_OVERHEAD_BYTES, OFF_ATTRIBUTES, OFF_LENGTH, OFF_RECORD_COUNT } from '../batch/codec.js';
-import { NotLeaderError, Partition, partitionDir, type PartitionEffects, type PeerMessage, type ProduceOk } from '../partition/index.js';
+import { NotLeaderError, Partition, partitionDir, type PartitionEffects, type PartitionMembership, type PeerMessage, type ProduceOk } from '../partition/index.js';
+import type { NodeId } from '../model/index.js';
 import { isDiskFull, storageError, type LogOpenOptions } from '../storage/index.js';
 import type { RecoveryReport } from '../storage/recovery.js';
 import { RingReader, RingWriter, type RingSlot } from './ring.js';
@@ -167,6 +168,10 @@ class ShardServer implements PartitionEffects {
         return this.stepAll(op.msgs);
       case 'transfer':
         return this.transfer(op);
+      case 'conf':
+        return this.confChange(op);
+      case 'members':
+        return this.reply({ id: op.id, t: 'members', members: this.members(op.keys) });
       case 'open':
         return void this.open(op);
       case 'drop':
@@ -298,6 +303,35 @@ class ShardServer implements PartitionEffects {
     } catch (err) {
       this.fail(op.id, err);
     }
+  }
+
+  /**
+   * A membership change, handed to the partition's core at once or, while a Ready of it is being
+   * persisted, at one of the next ticks (bounded like a transfer: PROPOSAL_DROPPED, retriable).
+   */
+  private confChange(op: Extract<Op, { t: 'conf' }>, tries = 0): void {
+    const p = this.actors.get(op.k);
+    try {
+      if (!p) throw this.missing(op.k);
+      if (p.proposeConfChange({ type: op.change.type, node: op.change.node as NodeId })) return this.reply({ id: op.id, t: 'done' });
+      if (tries >= REPLICA_ELECTION_TICKS) throw new SluiceError('PROPOSAL_DROPPED', `partition ${p.name} stayed busy persisting; retry the membership change`);
+      const timer = setTimeout(() => {
+        this.timers.splice(this.timers.indexOf(timer), 1);
+        this.confChange(op, tries + 1);
+      }, SHARD_TICK_MS);
+      this.timers.push(timer);
+    } catch (err) {
+      this.fail(op.id, err);
+    }
+  }
+
+  private members(keys: readonly PartitionKey[]): Array<{ k: PartitionKey } & PartitionMembership> {
+    const out: Array<{ k: PartitionKey } & PartitionMembership> = [];
+    for (const k of keys) {
+      const p = this.actors.get(k);
+      if (p !== undefined) out.push({ k, ...p.membership() });
+    }
+    return out;
   }
 
   /** Peer messages for this shard's partitions; one for a partition not open here is dropped (Raft resends). */

@@ -188,6 +188,15 @@ describe('deterministic simulation of the real partition', () => {
     expect(confs.remove).toBeGreaterThan(5);
   }, 120_000);
 
+  // Regressions with membership changes (2,000 steps): a restarted replica fell back to its
+  // snapshot's configuration, forgetting the changes in its log (PartitionRaftStorage.initialState
+  // returned no conf runs): two leaders of term 18 (seed 22), a leader lacking a committed entry (147).
+  it.each([22, 147])('regression seed %i with membership changes (2,000 steps) stays clean', async (seed) => {
+    const r = await runSeedAsync({ seed, steps: 2_000, replica: 'partition', confChanges: true });
+    expect(r.ok ? 'ok' : r.failure).toBe('ok');
+    expect(r.stats.confsCommitted.addVoter).toBeGreaterThan(0);
+  }, 120_000);
+
   it.each(PARTITION_DRIVER_BUG_BUDGETS)('driver bug %s injected into the Partition is caught within %i seeds', async (bug, budget) => {
     let caught: string | null = null;
     for (let seed = 1; seed <= budget && caught === null; seed++) {

@@ -42,9 +42,9 @@ import type { RecoveryReport } from '../storage/recovery.js';
 import { EMPTY_HARD_STATE, readHardState, writeHardState, type StoredHardState } from '../storage/hard-state.js';
 import { EpochCheckpoint } from '../storage/epoch-checkpoint.js';
 import { readSnapshotMeta, writeSnapshotMeta, type SnapshotMeta } from '../storage/snapshot-meta.js';
-import { RaftNode, lastIndexOf, type ConfChange, type Entry, type Message, type RaftOptions, type RaftStatus, type Role, type Snapshot } from '../raft/index.js';
+import { RaftNode, applyConfChange, lastIndexOf, type ConfChange, type ConfState, type Entry, type Message, type RaftOptions, type RaftStatus, type Role, type Snapshot } from '../raft/index.js';
 import type { NodeId } from '../model/index.js';
-import { PartitionRaftStorage } from './raft-storage.js';
+import { PartitionRaftStorage, confRunsAfter } from './raft-storage.js';
 import { checkPartitionMeta } from '../storage/partition-meta.js';
 import { controlBatch } from './control-batch.js';
 import { NotLeaderError } from './errors.js';
@@ -246,8 +246,11 @@ export class Partition {
     const hard = { term, vote: term === hs.term ? hs.vote : 0 };
     // A clean close recorded exactly the high watermark shown last (see checkpointCommit).
     const clean = log.recovery.cleanShutdown && hs.clean === true;
-    const commitAtOpen = this.isSoleVoter() ? log.nextOffset - 1 : this.resumedCommit(hs, clean);
-    this.storage = new PartitionRaftStorage(log, epochs, () => this.snapMeta, () => (this.storedHs.term >= hard.term ? this.storedHs : hard), commitAtOpen, () => this.queuedRecords);
+    // The configuration is the snapshot's with the log's membership changes applied (apply at append).
+    const confRuns = confRunsAfter(log, snapMeta.index);
+    const conf = confRuns.reduce<ConfState>((c, e) => applyConfChange(c, e.change!), { voters: snapMeta.voters as NodeId[], learners: snapMeta.learners as NodeId[] });
+    const commitAtOpen = isSoleVoterOf(conf, nodeId) ? log.nextOffset - 1 : this.resumedCommit(hs, clean);
+    this.storage = new PartitionRaftStorage(log, epochs, () => this.snapMeta, () => (this.storedHs.term >= hard.term ? this.storedHs : hard), commitAtOpen, () => this.queuedRecords, confRuns);
     this.raft = new RaftNode({ ...raftOptions, id: nodeId as NodeId, applyEntries: false, controlData: controlBatch }, this.storage);
     this.hw = this.raft.getCommit() + 1;
     this.hwBound = clean ? this.hw : log.nextOffset;
@@ -471,8 +474,7 @@ export class Partition {
 
   /** The configuration is this node alone: everything it persists is on a majority. */
   private isSoleVoter(): boolean {
-    const c = this.raft === undefined ? this.snapMeta : this.raft.log.conf();
-    return c.voters.length === 1 && c.voters[0] === this.nodeId && c.learners.length === 0;
+    return isSoleVoterOf(this.raft === undefined ? this.snapMeta : this.raft.log.conf(), this.nodeId);
   }
 
   private checkOpen(): void {
@@ -1001,6 +1003,10 @@ export class Partition {
       if (remove) await fs.promises.rm(this.log.dir, { recursive: true, force: true });
     }
   }
+}
+
+function isSoleVoterOf(c: { voters: readonly number[]; learners: readonly number[] }, nodeId: number): boolean {
+  return c.voters.length === 1 && c.voters[0] === nodeId && c.learners.length === 0;
 }
 
 /** Node ids are positive; a node is a voter or a learner, not both; a group has a voter. */

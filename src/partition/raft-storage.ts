@@ -37,18 +37,21 @@ export class PartitionRaftStorage implements RaftStorage {
      * yet: they are not in the Raft log (yet), so lastIndex() stops before them.
      */
     private readonly unproposed: () => number = () => 0,
+    /** The conf runs after the snapshot, read from the log at open (`confRunsAfter`). */
+    private readonly confRunsAtOpen: readonly Entry[] = [],
   ) {}
 
   /**
    * HardState as persisted (commit = `commitAtOpen`, else the snapshot index: the rest is re-learned
-   * from the leader). Conf entries after the snapshot: none are written before the cluster
-   * issue, so the list is empty; once conf batches exist the recovery scan must collect them here.
+   * from the leader), and the conf runs after the snapshot, which the core applies over the
+   * snapshot's configuration (apply at append): without them a restarted replica would fall back to
+   * the snapshot's configuration and count votes and commits in a group that no longer exists.
    */
   initialState(): RaftInitialState {
     const hs = this.hardState();
     const snapshot = this.snapshot();
     const hard: HardState = { term: hs.term as Term, vote: hs.vote as NodeId, commit: (this.commitAtOpen ?? snapshot.index) as Offset };
-    return { hardState: hard, snapshot, confEntries: [] };
+    return { hardState: hard, snapshot, confEntries: this.confRunsAtOpen };
   }
 
   firstIndex(): number {
@@ -83,7 +86,7 @@ export class PartitionRaftStorage implements RaftStorage {
         const size = batchSizeAt(buf, pos);
         const index = readInt64(buf, pos);
         if (index > hi || out.length >= countMax || (out.length > 0 && bytes + size > bytesMax)) return out;
-        out.push(this.toEntry(buf.subarray(pos, pos + size), index));
+        out.push(toEntry(buf.subarray(pos, pos + size), index));
         bytes += size;
         pos += size;
       }
@@ -92,16 +95,32 @@ export class PartitionRaftStorage implements RaftStorage {
     return out;
   }
 
-  private toEntry(batch: Buffer, index: number): Entry {
-    const term = batch.readInt32BE(OFF_LEADER_EPOCH) as Term;
-    const count = batch.readInt32BE(OFF_LAST_OFFSET_DELTA) + 1;
-    if ((batch.readInt16BE(OFF_ATTRIBUTES) & CONTROL_BIT) === 0) return { index: index as Offset, count, term, kind: 'data', data: batch, change: null };
-    const c = readControl(batch);
-    return { index: index as Offset, count, term, kind: c.kind === 'conf' ? 'conf' : 'noop', data: batch, change: c.change };
-  }
-
   snapshot(): Snapshot {
     const m = this.snap();
     return { index: m.index as Offset, term: m.term as Term, conf: { voters: m.voters as NodeId[], learners: m.learners as NodeId[] }, data: EMPTY };
   }
+}
+
+/** One batch as a Raft run; only a control batch is decoded (a no-op or a membership change). */
+function toEntry(batch: Buffer, index: number): Entry {
+  const term = batch.readInt32BE(OFF_LEADER_EPOCH) as Term;
+  const count = batch.readInt32BE(OFF_LAST_OFFSET_DELTA) + 1;
+  if ((batch.readInt16BE(OFF_ATTRIBUTES) & CONTROL_BIT) === 0) return { index: index as Offset, count, term, kind: 'data', data: batch, change: null };
+  const c = readControl(batch);
+  return { index: index as Offset, count, term, kind: c.kind === 'conf' ? 'conf' : 'noop', data: batch, change: c.change };
+}
+
+/**
+ * The membership changes in `log` after `snapshotIndex`, in order (what `initialState` hands the core):
+ * a header walk finds the control batches, and only those are read. Called once, at open.
+ */
+export function confRunsAfter(log: PartitionLog, snapshotIndex: number): Entry[] {
+  const out: Entry[] = [];
+  for (const at of log.controlBatchOffsetsFrom(snapshotIndex + 1)) {
+    const buf = asBuffer(log.read(at, 1).data);
+    if (buf.length === 0) continue;
+    const e = toEntry(buf.subarray(0, batchSizeAt(buf, 0)), readInt64(buf, 0));
+    if (e.kind === 'conf' && e.index > snapshotIndex) out.push(e);
+  }
+  return out;
 }

@@ -15,7 +15,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { SluiceError } from '../errors.js';
 import { INDEX_INTERVAL_BYTES } from '../constants.js';
-import { asBuffer, validateBatches, patchBatch, BATCH_HEADER_BYTES, BATCH_LOG_OVERHEAD_BYTES } from '../batch/codec.js';
+import { asBuffer, validateBatches, patchBatch, BATCH_HEADER_BYTES, BATCH_LOG_OVERHEAD_BYTES, OFF_ATTRIBUTES, OFF_LEADER_EPOCH } from '../batch/codec.js';
 import { validateLogConfig } from './config.js';
 import { FILE_MODE, NODE_FS, type StorageFs, fsyncDir, mkdirOwnerOnly, storageError, writeFully, readFully } from './io.js';
 import { HeaderWalker, FileWindow, scanBatches } from './scan.js';
@@ -47,7 +47,8 @@ interface SyncGeneration {
   reject: (err: Error) => void;
 }
 
-const OFF_LEADER_EPOCH = 12;
+/** The control bit of a batch's attributes (Raft's no-op and membership batches). */
+const CONTROL_ATTRIBUTE = 0x20;
 const OFF_LAST_OFFSET_DELTA = 23;
 const OFF_BASE_TIMESTAMP = 27;
 const OFF_MAX_TIMESTAMP = 35;
@@ -670,9 +671,33 @@ export class PartitionLog implements PartitionLogApi {
    * dir from before Raft), so its cost is paid once.
    */
   epochStartsFrom(offset: number): Array<{ epoch: number; startOffset: number }> {
-    this.checkOpen();
     const out: Array<{ epoch: number; startOffset: number }> = [];
     const four = Buffer.allocUnsafe(4);
+    this.walkHeaders(offset, (seg, pos, baseOffset) => {
+      if (readFully(seg.fd, four, 0, 4, pos + OFF_LEADER_EPOCH, this.fs) !== 4) return;
+      const epoch = four.readInt32BE(0);
+      if (out.length === 0 || out[out.length - 1].epoch !== epoch) out.push({ epoch, startOffset: Math.max(baseOffset, offset) });
+    });
+    return out;
+  }
+
+  /**
+   * The base offsets of the control batches (attributes bit 5) from `offset` to the log end: a header
+   * walk that reads 2 bytes per batch. The partition reads Raft's membership changes out of them when
+   * it opens (they are few: a no-op per term and the changes).
+   */
+  controlBatchOffsetsFrom(offset: number): number[] {
+    const out: number[] = [];
+    const two = Buffer.allocUnsafe(2);
+    this.walkHeaders(offset, (seg, pos, baseOffset) => {
+      if (readFully(seg.fd, two, 0, 2, pos + OFF_ATTRIBUTES, this.fs) === 2 && (two.readInt16BE(0) & CONTROL_ATTRIBUTE) !== 0) out.push(baseOffset);
+    });
+    return out;
+  }
+
+  /** Calls `visit` for every batch that ends at or after `offset`, in order, stepping over fenced ranges. */
+  private walkHeaders(offset: number, visit: (seg: Segment, pos: number, baseOffset: number) => void): void {
+    this.checkOpen();
     const v = this.walker.view;
     for (let si = this.segmentIndexFor(Math.max(offset, this.logStartOffset)); si < this.segments.length; si++) {
       const seg = this.segments[si];
@@ -685,14 +710,12 @@ export class PartitionLog implements PartitionLogApi {
           continue;
         }
         if (!this.walker.at(seg, pos)) break;
-        if (readFully(seg.fd, four, 0, 4, pos + OFF_LEADER_EPOCH, this.fs) === 4 && v.lastOffset >= offset) {
-          const epoch = four.readInt32BE(0);
-          if (out.length === 0 || out[out.length - 1].epoch !== epoch) out.push({ epoch, startOffset: Math.max(v.baseOffset, offset) });
-        }
-        pos += v.size;
+        // The view is the walker's: read what is needed of it before `visit` may move the walker.
+        const size = v.size;
+        if (v.lastOffset >= offset) visit(seg, pos, v.baseOffset);
+        pos += size;
       }
     }
-    return out;
   }
 
   /**
@@ -754,24 +777,33 @@ export class PartitionLog implements PartitionLogApi {
       }
       deletedFiles = true;
     }
+    // The deletions are durable before the cut, so a crash in between leaves a prefix of the old log
+    // (the active segment uncut), never a cut segment followed by a resurrected later one.
+    if (deletedFiles) this.syncDirOrFence();
     const seg = this.active;
     const target = Math.max(offset, seg.baseOffset);
     // Truncating into a fenced range drops the whole range (and everything after it).
     const hole = seg.damageForOffset(target);
     const cutPos = hole !== undefined ? hole.pos : this.locate(seg, target) ? this.walker.view.pos : seg.size;
     this.truncateSegmentAt(seg, cutPos);
-    if (deletedFiles) this.syncDirOrFence();
   }
 
   /**
    * Cuts `seg` at `pos` (a batch boundary) and rebuilds its indexes by walking the kept headers.
    * Truncation is rare (Raft follower repair), so a header walk of one segment is an acceptable cost.
+   *
+   * The cut is fdatasynced before anything is written after it. Without that a power loss may keep
+   * the old, durable bytes past `pos` (the cut never reached the disk) followed by some of the new
+   * bytes written after the cut (a torn tail): when the cut-off batches and the new ones have the same
+   * sizes, recovery finds a valid log whose old batches sit under a newer term's, and Raft's append
+   * check (one index and term) accepts it. Found by the partition simulator (seed 12931).
    */
   private truncateSegmentAt(seg: Segment, pos: number): void {
     this.totalBytes -= seg.size;
     let outcome;
     try {
       this.fs.ftruncateSync(seg.fd, pos);
+      this.fdatasyncSync(seg.fd);
       const kept = seg.damage.filter((d) => d.pos < pos);
       seg.resetState();
       // Walk the kept headers, jumping over the fenced ranges that stay.

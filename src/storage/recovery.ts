@@ -159,7 +159,11 @@ function recoverActive(seg: Segment, win: FileWindow, report: RecoveryReport, tr
   if (trust && recoverTrusted(seg, win, report) === null) return;
   const { problem, endPos, fileEnd } = recoverFull(seg, win, report, null);
   if (endPos < fileEnd) {
+    // The cut is durable before anything is appended after it: otherwise a second crash can keep the
+    // torn bytes (durable since the first) followed by a torn tail of the new batches, which recovery
+    // then takes for corruption followed by valid data and fences (partition simulator, seed 16351).
     seg.fs.ftruncateSync(seg.fd, endPos);
+    seg.fs.fdatasyncSync(seg.fd);
     report.truncatedBytes = fileEnd - endPos;
     report.truncationReason = problem;
   }

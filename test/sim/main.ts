@@ -19,6 +19,9 @@
  *                            default, is still accepted)
  *   --log-from-zero          (reference) logs start at index 0 under a snapshot at -1, as a partition's
  *                            do, instead of at index 1
+ *   --conf-changes           (partition) membership changes too: add a learner, promote it, remove a
+ *                            learner or a voter, through Partition.proposeConfChange (the reference
+ *                            replicas always do)
  *   --keep-going             run every seed even after a failure; print one line per failing seed
  *                            (seed, checker, message) and the count (exit 1 if any failed)
  *   --json                   print a JSON summary line
@@ -50,10 +53,11 @@ interface Args {
   lenientHwRestart: boolean;
   keepGoing: boolean;
   logFromZero: boolean;
+  confChanges: boolean;
 }
 
 function parseArgs(argv: readonly string[]): Args {
-  const a: Args = { seeds: 20_000, first: 1, steps: 2_000, seed: null, traceHash: false, bug: null, json: false, replica: 'reference', groups: undefined, lenientHwRestart: false, keepGoing: false, logFromZero: false };
+  const a: Args = { seeds: 20_000, first: 1, steps: 2_000, seed: null, traceHash: false, bug: null, json: false, replica: 'reference', groups: undefined, lenientHwRestart: false, keepGoing: false, logFromZero: false, confChanges: false };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const v = (): string => {
@@ -71,6 +75,7 @@ function parseArgs(argv: readonly string[]): Args {
     else if (k === '--lenient-hw-restart') a.lenientHwRestart = true;
     else if (k === '--keep-going') a.keepGoing = true;
     else if (k === '--log-from-zero') a.logFromZero = true;
+    else if (k === '--conf-changes') a.confChanges = true;
     else if (k === '--groups') {
       a.groups = Number(v());
       if (!Number.isSafeInteger(a.groups) || a.groups < 1 || a.groups > SIM_GROUPS_MAX) throw new Error(`--groups must be 1..${SIM_GROUPS_MAX}`);
@@ -93,7 +98,7 @@ function parseArgs(argv: readonly string[]): Args {
 
 /** The simulator options every seed of this invocation shares. */
 function simOptions(args: Args): Omit<SimOptions, 'seed'> {
-  return { steps: args.steps, ...bugOptions(args.bug), replica: args.replica, groups: args.groups, lenientHwRestart: args.lenientHwRestart, logFromZero: args.logFromZero };
+  return { steps: args.steps, ...bugOptions(args.bug), replica: args.replica, groups: args.groups, lenientHwRestart: args.lenientHwRestart, logFromZero: args.logFromZero, confChanges: args.confChanges };
 }
 
 /** The flags that replay this invocation's configuration. */
@@ -102,6 +107,7 @@ function replayFlags(args: Args): string {
   if (args.groups !== undefined) f += ` --groups ${args.groups}`;
   if (args.lenientHwRestart) f += ' --lenient-hw-restart';
   if (args.logFromZero) f += ' --log-from-zero';
+  if (args.confChanges) f += ' --conf-changes';
   if (args.bug !== null) f += ` --bug ${args.bug}`;
   return f;
 }

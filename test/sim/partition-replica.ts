@@ -15,7 +15,8 @@
 import type { NodeId, Offset, Term } from '../../src/model/index.js';
 import { OFF_ATTRIBUTES, OFF_LAST_OFFSET_DELTA, OFF_LEADER_EPOCH, asBuffer, batchSizeAt, decodeStoredBatch, encodeBatch, readInt64 } from '../../src/batch/codec.js';
 import { Partition, type PartitionEffects, type PartitionTimers } from '../../src/partition/index.js';
-import type { Entry, Message, RaftNode } from '../../src/raft/index.js';
+import { readControl } from '../../src/partition/control-batch.js';
+import type { ConfChange, Entry, Message, RaftNode } from '../../src/raft/index.js';
 import { type LogConfig, defaultLogConfig } from '../../src/storage/index.js';
 import { InvariantViolation, dataContentId } from './checkers.js';
 import type { DriverBug, ReplicaHost, ReplicaUnderTest } from './replica.js';
@@ -42,13 +43,20 @@ function coreOf(p: Partition): RaftNode {
   return (p as unknown as { raft: RaftNode }).raft;
 }
 
-/** A run as the checkers key it: index, count, term, kind, and a 16-byte payload naming its content. */
+/**
+ * A run as the checkers key it: index, count, term, kind (a control batch is Raft's no-op or a
+ * membership change, read back with its change), and a 16-byte payload naming its content.
+ */
 function runOf(batch: Buffer, pos: number): Entry {
   const index = readInt64(batch, pos) as Offset;
   const count = batch.readInt32BE(pos + OFF_LAST_OFFSET_DELTA) + 1;
   const term = batch.readInt32BE(pos + OFF_LEADER_EPOCH) as Term;
   const data = new Uint8Array(16);
-  if ((batch.readInt16BE(pos + OFF_ATTRIBUTES) & CONTROL_BIT) !== 0) return { index, count, term, kind: 'noop', data, change: null };
+  if ((batch.readInt16BE(pos + OFF_ATTRIBUTES) & CONTROL_BIT) !== 0) {
+    const c = readControl(batch.subarray(pos, pos + batchSizeAt(batch, pos)));
+    if (c.kind === 'conf') return { index, count, term, kind: 'conf', data, change: c.change };
+    return { index, count, term, kind: 'noop', data, change: null };
+  }
   const key = decodeStoredBatch(batch, pos).records[0].key;
   if (key !== null && key.length >= 4) data.set(key.subarray(0, 4));
   return { index, count, term, kind: 'data', data, change: null };
@@ -57,8 +65,13 @@ function runOf(batch: Buffer, pos: number): Entry {
 export interface PartitionReplicaOptions {
   readonly id: number;
   readonly group: number;
-  /** The group's founding voters (its bootstrap configuration). */
+  /**
+   * The configuration the replica is created with (its bootstrap snapshot at -1): the founding voters,
+   * or, for a replica added later, the group's configuration when it was added, itself a learner (as
+   * the cluster layer opens one, so it never campaigns before the group promotes it).
+   */
   readonly voters: readonly NodeId[];
+  readonly learners?: readonly NodeId[];
   readonly host: ReplicaHost;
   /** The node's disk (all of a node's groups share it). */
   readonly disk: SimFs;
@@ -138,7 +151,7 @@ export class PartitionReplica implements ReplicaUnderTest {
       { fs: disk, nowMs: () => SIM_EPOCH_MS + host.now() * SIM_STEP_MS },
       this.effects(incarnation),
       undefined,
-      { nodeId: id, voters, raft, timers: NO_TIMERS, driverBugs: [...this.o.bugs] },
+      { nodeId: id, voters, learners: this.o.learners ?? [], raft, timers: NO_TIMERS, driverBugs: [...this.o.bugs] },
     );
     if (incarnation !== this.incarnation) return; // crashed while opening
     this.checkEpochs(p);
@@ -214,6 +227,12 @@ export class PartitionReplica implements ReplicaUnderTest {
 
   highWatermark(): number {
     return this.partition?.highWatermark ?? this.shown;
+  }
+
+  proposeConfChange(cc: ConfChange): boolean {
+    const took = this.partition!.proposeConfChange(cc);
+    this.observe();
+    return took;
   }
 
   /** Compaction is the partition's retention (time and size driven), which the simulator does not drive. */

@@ -12,6 +12,7 @@
  */
 import type { NodeId, Offset, Term } from '../../src/model/index.js';
 import {
+  type ConfChange,
   type Entry,
   type HardState,
   MemoryStorage,
@@ -106,6 +107,12 @@ export interface ReplicaUnderTest {
   fsyncDone(): void;
   /** acks=all produce of a batch of `count` records with content id `id`: its first offset. */
   produce(data: Uint8Array, count: number): number;
+  /**
+   * Leader only: proposes one membership change. Throws when the replica refuses it (a change is
+   * pending, the leader has not committed in its term, the change does not apply); returns false when
+   * it cannot take it now (a Ready is being persisted: the partition asks to be asked again).
+   */
+  proposeConfChange(cc: ConfChange): boolean;
   /** One past the last offset readers may see. */
   highWatermark(): number;
   /** Compacts the applied prefix into a snapshot; returns its index, or 0 when nothing was compacted. */
@@ -194,6 +201,11 @@ export class SimReplica implements ReplicaUnderTest {
 
   highWatermark(): number {
     return this.hw;
+  }
+
+  proposeConfChange(cc: ConfChange): boolean {
+    this.raft!.proposeConfChange(cc);
+    return true;
   }
 
   produce(data: Uint8Array, count: number): number {

@@ -2,7 +2,8 @@
  * Goal: the simulator's disk (sim-fs.ts) is a faithful stand-in for the real one under the real
  * PartitionLog: nothing is durable until the simulator completes its fdatasync, a crash loses exactly
  * the unsynced writes (names and bytes), a torn tail recovers to a valid prefix that keeps every synced
- * batch, and the same choices give the same bytes (determinism).
+ * batch (and, the log's part, a truncation is durable before anything is written after it), and the
+ * same choices give the same bytes (determinism).
  * Method: open src/storage's PartitionLog with `fs: simFs`, append, flush, complete (or not) the
  * queued syncs, crash the disk, reopen a new log on it and compare with a model of what was synced.
  */
@@ -98,6 +99,25 @@ describe('SimFs under the real PartitionLog', () => {
       await again.close();
     }
     expect(torn).toBeGreaterThan(20); // the torn-write path was taken, not only clean drops
+  });
+
+  // Seed 12931 of the partition simulator: a follower cut its divergent suffix and wrote the new
+  // leader's runs over it, unsynced; the crash kept the old durable bytes past the cut plus a torn
+  // tail of the new ones, and with equal batch sizes that read back as one valid, spliced log.
+  it('a truncation is durable before what is written after it: a crash never splices old batches under new ones', async () => {
+    const disk = new SimFs();
+    const log = await openLog(disk, 1 << 20); // one segment: the cut and the rewrite share a file
+    const kept = appendMany(log, 10, 'a').slice(0, 5);
+    await flushAll(log, disk);
+    log.truncateTo(5);
+    const rewritten = appendMany(log, 8, 'b'); // the same batch sizes as the cut ones, longer in all
+    // A crash that keeps every unsynced byte past the durable length (a torn tail, no zeros).
+    const keepWholeTail = { chance: (p: number) => p >= 0.5, int: (n: number) => n - 1 } as unknown as Prng;
+    disk.crash(keepWholeTail);
+    expect(disk.stats.tornFiles).toBeGreaterThan(0);
+    const again = await openLog(disk, 1 << 20);
+    expect(tags(again)).toEqual([...kept, ...rewritten]);
+    await again.close();
   });
 
   it('the same choices give the same bytes', async () => {

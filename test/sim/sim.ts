@@ -57,6 +57,13 @@ export interface SimOptions {
    * index 0 is a real entry, so the core's "nothing" must be -1), not at bootstrapState's index 1.
    */
   logFromZero?: boolean;
+  /**
+   * Partition replicas: membership changes too (add a learner on a node that never was a member,
+   * promote a learner, remove a learner or a voter), through `Partition.proposeConfChange`; an added
+   * replica opens with the group's configuration, itself a learner, as the cluster layer opens one.
+   * Off by default, so the default runs replay as before (reference replicas always change members).
+   */
+  confChanges?: boolean;
 }
 
 export interface SimStats {
@@ -68,6 +75,8 @@ export interface SimStats {
   acked: number;
   crashes: number;
   confChanges: number;
+  /** Membership changes committed (applied, or shown to readers, somewhere), by type. */
+  confsCommitted: { addLearner: number; addVoter: number; remove: number };
   snapshots: number;
   reads: number;
   livenessWaived: number;
@@ -112,6 +121,8 @@ class SimGroup {
   /** Node ids that were ever members: a removed node never rejoins the same group. */
   readonly everMember = new Set<number>();
   readonly quietProposals = new Set<number>();
+  /** Indexes of the conf runs counted in `stats.confsCommitted`. */
+  readonly confsCounted = new Set<number>();
   quietCommitted = false;
   livenessWaived = false;
   host!: ReplicaHost;
@@ -142,7 +153,7 @@ export class Sim {
   private dupP = 0.01;
   private hash = 0x811c9dc5;
   private readonly trace: string[] = [];
-  readonly stats: SimStats = { groups: 0, leaders: 0, committed: 0, committedPerGroup: [], acked: 0, crashes: 0, confChanges: 0, snapshots: 0, reads: 0, livenessWaived: 0, hwRestartsLower: 0 };
+  readonly stats: SimStats = { groups: 0, leaders: 0, committed: 0, committedPerGroup: [], acked: 0, crashes: 0, confChanges: 0, confsCommitted: { addLearner: 0, addVoter: 0, remove: 0 }, snapshots: 0, reads: 0, livenessWaived: 0, hwRestartsLower: 0 };
   private readonly driverBugs: ReadonlySet<DriverBug>;
   readonly kind: ReplicaKind;
   /** Replica starts (a partition opens asynchronously) the async loop waits for. */
@@ -232,11 +243,14 @@ export class Sim {
     return new SimNode(id, this.kind === 'partition' ? new SimFs(() => this.now) : null);
   }
 
-  /** A replica of `group` on `node` (started at once if the node is up). */
-  private addReplica(group: SimGroup, node: SimNode, voters: readonly NodeId[]): ReplicaUnderTest {
+  /**
+   * A replica of `group` on `node` (started at once if the node is up), created with the configuration
+   * `voters` (+ `learners`; a reference replica that joins later is created with none).
+   */
+  private addReplica(group: SimGroup, node: SimNode, voters: readonly NodeId[], learners: readonly NodeId[] = []): ReplicaUnderTest {
     const r =
       this.kind === 'partition'
-        ? new PartitionReplica({ id: node.id, group: group.id, voters, host: group.host, disk: node.disk!, bugs: this.driverBugs })
+        ? new PartitionReplica({ id: node.id, group: group.id, voters, learners, host: group.host, disk: node.disk!, bugs: this.driverBugs })
         : new SimReplica(node.id, voters, group.host, this.driverBugs, this.opts.logFromZero === true);
     node.replicas.set(group.id, r);
     group.replicas.set(node.id, r);
@@ -325,6 +339,10 @@ export class Sim {
   /** The simulator's side of an applied run: liveness bookkeeping, and removal of a replica. */
   private applied(group: SimGroup, e: Entry): void {
     if (group.quietProposals.has(contentId(e))) group.quietCommitted = true;
+    if (e.kind === 'conf' && !group.confsCounted.has(e.index)) {
+      group.confsCounted.add(e.index);
+      this.stats.confsCommitted[e.change!.type]++;
+    }
     if (e.kind === 'conf' && e.change!.type === 'remove') {
       const gone = group.replicas.get(e.change!.node);
       if (gone !== undefined && !gone.removed) {
@@ -456,9 +474,11 @@ export class Sim {
       this.blocked.clear();
       this.note('heal', 8, 0, 0);
     }
-    // Membership changes and transfers go to the core directly (the partition has no surface for them
-    // yet): reference replicas only.
-    if (this.kind === 'partition') return;
+    // Partition replicas change members only when asked (`confChanges`), and take no transfers here.
+    if (this.kind === 'partition') {
+      if (this.opts.confChanges === true) for (const g of this.groups) if (rng.chance(0.01)) this.changeMembership(g);
+      return;
+    }
     for (const g of this.groups) {
       // Not from zero: a node joining such a group starts empty, replicates from index 0 (no snapshot
       // needed) and never learns the founders' configuration, which lives only in their snapshot at
@@ -520,18 +540,20 @@ export class Sim {
     try {
       if (choice === 0 && conf.voters.length + conf.learners.length < GROUP_MEMBERS_MAX) {
         const node = this.learnerNode(group);
-        r.proposeConfChange({ type: 'addLearner', node: node.id as NodeId });
-        this.addReplica(group, node, []);
+        if (!l.proposeConfChange({ type: 'addLearner', node: node.id as NodeId })) return;
+        // A partition replica opens with the configuration the change produced (itself a learner).
+        const now = r.log.conf();
+        this.addReplica(group, node, this.kind === 'partition' ? now.voters : [], this.kind === 'partition' ? now.learners : []);
         this.note(`g${group.id} propose addLearner ${node.id} at ${l.id}`, 13, tag(node.id), 0);
       } else if (choice === 1 && conf.learners.length > 0) {
         const id = this.rng.pick(conf.learners);
-        r.proposeConfChange({ type: 'addVoter', node: id });
+        if (!l.proposeConfChange({ type: 'addVoter', node: id })) return;
         this.note(`g${group.id} propose addVoter ${id} at ${l.id}`, 14, tag(id), 0);
       } else if (choice === 2) {
         const cands = [...conf.learners, ...(conf.voters.length > 3 ? conf.voters.filter((v) => v !== l.id) : [])];
         if (cands.length === 0) return;
         const id = this.rng.pick(cands);
-        r.proposeConfChange({ type: 'remove', node: id });
+        if (!l.proposeConfChange({ type: 'remove', node: id })) return;
         this.note(`g${group.id} propose remove ${id} at ${l.id}`, 15, tag(id), 0);
       } else {
         return;

@@ -381,6 +381,15 @@ export class Partition {
     return this.raft.getLeader();
   }
 
+  /**
+   * Leader: an entry of its own term is committed, so its commit index is at least every earlier
+   * leader's (Raft's leader completeness) and its high watermark never below one shown before.
+   */
+  private committedInTerm(): boolean {
+    const commit = this.raft.getCommit();
+    return commit > this.snapMeta.index && this.raft.log.term(commit) === this.raft.getTerm();
+  }
+
   /** The group's voters as this replica's Raft state has them. */
   get voters(): readonly number[] {
     return this.raft.log.conf().voters;
@@ -606,12 +615,23 @@ export class Partition {
     return this.log.read(offset, maxBytes, this.hw);
   }
 
-  /** ListOffsets: 'latest' is the high watermark, so no one is pointed at uncommitted data. */
+  /**
+   * ListOffsets: 'latest' is the high watermark, so no one is pointed at uncommitted data. In a group
+   * of several voters only a leader that has committed an entry of its own term answers it (Kafka
+   * too sends ListOffsets to the leader): a follower's high watermark lags the leader's, and a new
+   * leader's commit index may lag its predecessor's until its first entry commits (Raft does not carry
+   * the commit index across an election), so either could show a high watermark below one a client
+   * has already seen (chaos bug A).
+   */
   offsetFor(spec: 'earliest' | 'latest' | number): number {
     this.checkOpen();
     if (spec === 'earliest') return this.log.logStartOffset;
     if (spec === 'latest') {
       if (this.highWatermarkProvisional) throw new SluiceError('UNAVAILABLE', `${this.name} restarted and is re-learning its high watermark from the leader; retry shortly`);
+      if (!this.isSoleVoter()) {
+        if (this.raft.getRole() !== 'leader') throw this.notLeader();
+        if (!this.committedInTerm()) throw new SluiceError('UNAVAILABLE', `${this.name} has a new leader that has not committed an entry of its term yet; retry shortly`);
+      }
       return this.hw;
     }
     const at = this.log.offsetForTimestamp(spec);

@@ -17,10 +17,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Admin } from '../../src/client/index.js';
 import { FastBrokerClient, readErrorInfo } from '../../src/rpc/index.js';
 import { FORWARDED_METADATA_KEY } from '../../src/rpc/forward.js';
-import { OffsetSpec } from '../../src/rpc/gen/sluice/v1/broker.js';
+import { OffsetSpec, type FetchResponse, type ListOffsetsResponse, type ProduceResponse } from '../../src/rpc/gen/sluice/v1/broker.js';
 import { Acks } from '../../src/rpc/gen/sluice/v1/records.js';
 import { encodeBatch } from '../../src/batch/index.js';
-import { clusterView } from './cluster.js';
+import { aliveSeenBy, clusterView } from './cluster.js';
 import { ChaosNode, freePort } from './nodes.js';
 
 const TOPIC = 'restart';
@@ -59,13 +59,13 @@ function call<Res>(n: ChaosNode, forwarded: boolean, f: (c: InstanceType<typeof 
 }
 
 const latest = (n: ChaosNode, partition: number, forwarded: boolean): Promise<Answer> =>
-  call(n, forwarded, (c, md, o, cb) => c.listOffsets({ topic: TOPIC, partitions: [partition], spec: OffsetSpec.OFFSET_SPEC_LATEST, timestampMs: 0n }, md, o, cb), (r) => Number(r.offsets[0].offset));
+  call<ListOffsetsResponse>(n, forwarded, (c, md, o, cb) => c.listOffsets({ topic: TOPIC, partitions: [partition], spec: OffsetSpec.OFFSET_SPEC_LATEST, timestampMs: 0n }, md, o, cb), (r) => Number(r.offsets[0].offset));
 
 const fetchAt = (n: ChaosNode, partition: number, offset: number): Promise<Answer> =>
-  call(n, false, (c, md, o, cb) => c.fetch({ topic: TOPIC, partition, offset: BigInt(offset), maxBytes: 1 << 16, maxWaitMs: 0, raw: true }, md, o, cb), (r) => Number(r.highWatermark));
+  call<FetchResponse>(n, false, (c, md, o, cb) => c.fetch({ topic: TOPIC, partition, offset: BigInt(offset), maxBytes: 1 << 16, maxWaitMs: 0, raw: true }, md, o, cb), (r) => Number(r.highWatermark));
 
 const produce = (n: ChaosNode, partition: number, value: string): Promise<Answer> =>
-  call(
+  call<ProduceResponse>(
     n,
     false,
     (c, md, o, cb) => c.produce({ topic: TOPIC, partition, records: [], recordBatch: encodeBatch([{ key: null, value: Buffer.from(value), headers: [], timestampMs: Date.now() }]), acks: Acks.ACKS_ALL, producerEpoch: 0, baseSequence: 0 }, md, o, cb),
@@ -91,16 +91,8 @@ beforeAll(async () => {
   }
   await Promise.all(nodes.map((n) => n.start()));
   await until('every node ready', async () => ((await Promise.all(nodes.map((n) => n.ready()))).every(Boolean) ? true : null));
-  await until('every node alive everywhere', async () => {
-    const admin = new Admin({ brokers: nodes.map((n) => n.grpcAddress), requestTimeoutMs: CALL_MS });
-    try {
-      return (await admin.metadata()).brokers.filter((b) => b.alive).length === 3 ? true : null;
-    } catch {
-      return null;
-    } finally {
-      admin.close();
-    }
-  });
+  // Placement counts the nodes the controller leader sees alive: wait until every node sees all three.
+  await until('every node alive everywhere', async () => (Math.min(...(await Promise.all(nodes.map((n) => aliveSeenBy(n.grpcAddress))))) === 3 ? true : null));
   const admin = new Admin({ brokers: nodes[0].grpcAddress, requestTimeoutMs: WAIT_MS });
   await admin.createTopic(TOPIC, { partitions: PARTITIONS, replicationFactor: 3 });
   admin.close();

@@ -34,7 +34,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { SluiceError, toSluiceError } from '../errors.js';
-import { PARTITION_CONTROL_TAIL_OFFSETS_MAX, PARTITION_INBOX_MESSAGES_MAX, PARTITION_TICKS_OWED_MAX, PRODUCER_IDLE_EXPIRY_MS_DEFAULT, PRODUCER_SNAPSHOT_INTERVAL_BYTES } from '../constants.js';
+import { PARTITION_CONTROL_TAIL_OFFSETS_MAX, PARTITION_INBOX_MESSAGES_MAX, PARTITION_TICKS_OWED_MAX, PRODUCER_IDLE_EXPIRY_MS_DEFAULT, PRODUCER_SNAPSHOT_INTERVAL_BYTES, REPLICA_ISR_LAG_OFFSETS_MAX, REPLICA_ISR_LAG_TICKS_MAX } from '../constants.js';
 import { validateBatches, readInt64, OFF_LAST_OFFSET_DELTA, OFF_LENGTH, OFF_LEADER_EPOCH, OFF_MAX_TIMESTAMP, OFF_PRODUCER_ID, OFF_PRODUCER_EPOCH, OFF_BASE_SEQUENCE, OFF_RECORD_COUNT, OFF_ATTRIBUTES, asBuffer } from '../batch/codec.js';
 import { NODE_FS, PartitionLog, isDiskFull, type LogOpenOptions } from '../storage/index.js';
 import type { AppendOptions, LogConfig } from '../storage/types.js';
@@ -195,6 +195,9 @@ export class Partition {
   /** Peer messages and ticks that arrived while a Ready was in flight. */
   private inbox: Message[] = [];
   private ticksOwed = 0;
+  /** Leader: per voter, consecutive ticks of term `isrTerm` its match was past the in-sync lag bound. */
+  private readonly isrBehindTicks = new Map<number, number>();
+  private isrTerm = -1;
   /** Client batches written to the log while a Ready was in flight, proposed when it completes. */
   private queuedRuns: Uint8Array[] = [];
   private queuedCounts: number[] = [];
@@ -401,13 +404,29 @@ export class Partition {
   }
 
   /**
-   * Leader only (else empty): the voters whose match index is within `lagMax` offsets of the leader's
-   * last index, itself included (its match is what it persisted). Kafka's in-sync replicas, by offsets.
+   * Leader only (else empty): Kafka's in-sync replicas. A voter is in sync while its match index is
+   * within `lagMax` offsets of the leader's last index (itself included: its match is what it
+   * persisted), and stays so until it has been further behind for REPLICA_ISR_LAG_TICKS_MAX
+   * consecutive ticks of this leadership. A new leader does not know its followers' match indexes
+   * until they answer, so without the grace it reported itself alone for a moment after every election.
    */
   inSyncVoters(lagMax: number): number[] {
     if (this.raft.getRole() !== 'leader') return [];
     const floor = this.raft.log.lastIndex() - lagMax;
-    return this.raft.log.conf().voters.filter((v) => this.raft.matchOf(v as NodeId) >= floor);
+    const sameTerm = this.isrTerm === this.raft.getTerm();
+    return this.raft.log.conf().voters.filter((v) => this.raft.matchOf(v as NodeId) >= floor || (sameTerm ? (this.isrBehindTicks.get(v) ?? 0) : 0) < REPLICA_ISR_LAG_TICKS_MAX);
+  }
+
+  /** Once per tick, as leader: how long each voter has been past the in-sync lag bound (see inSyncVoters). */
+  private trackInSync(): void {
+    if (this.raft.getRole() !== 'leader') return;
+    const term = this.raft.getTerm();
+    if (term !== this.isrTerm) {
+      this.isrTerm = term;
+      this.isrBehindTicks.clear();
+    }
+    const floor = this.raft.log.lastIndex() - REPLICA_ISR_LAG_OFFSETS_MAX;
+    for (const v of this.raft.log.conf().voters) this.isrBehindTicks.set(v, this.raft.matchOf(v as NodeId) >= floor ? 0 : (this.isrBehindTicks.get(v) ?? 0) + 1);
   }
 
   /** The Raft core's state (allocates; for tests, stats and diagnostics). */
@@ -673,6 +692,7 @@ export class Partition {
   /** One logical tick (the shard ticks every partition on one interval): elections, heartbeats. */
   tick(): void {
     if (this.closed) return;
+    this.trackInSync();
     if (this.inFlight) {
       if (this.ticksOwed < PARTITION_TICKS_OWED_MAX) this.ticksOwed++;
       if (this.retryReady !== null) this.effects.needPersist(this);

@@ -4,6 +4,9 @@
  *  - bug A: ListOffsets(latest) of a group of several voters is answered by a leader that has committed
  *    an entry of its term, and by nobody else: a follower cut off from the leader keeps an old high
  *    watermark, which a client that saw the leader's would see go backwards.
+ *  - finding D: a new leader reports every voter in sync until one has been past the lag bound for
+ *    REPLICA_ISR_LAG_TICKS_MAX ticks (it used to report only the voters that had answered it yet, so
+ *    the in-sync set and `sluice_under_replicated_partitions` flapped on every election).
  * Method: the shared three-replica harness (replica-cluster.ts): real Partitions on real data dirs, a
  * test network that can cut a node off, gated fdatasyncs; every loop bounded in rounds and time.
  */
@@ -11,6 +14,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { NotLeaderError } from '../../src/partition/index.js';
 import { SluiceError } from '../../src/errors.js';
 import { rmDir, tmpDir } from '../storage/helpers.js';
+import { REPLICA_ISR_LAG_OFFSETS_MAX, REPLICA_ISR_LAG_TICKS_MAX } from '../../src/constants.js';
 import { VOTERS, root, shutdown, threeNodes } from './replica-cluster.js';
 
 root.dir = tmpDir('partition-chaos-fixes');
@@ -38,6 +42,29 @@ describe('ListOffsets(latest) on a replicated partition (chaos bug A)', () => {
     c.cut.delete(behind);
     await c.tick(3);
     expect(c.node(behind).highWatermark).toBe(shown);
+    await shutdown(c);
+  });
+});
+
+describe('the in-sync set across an election (chaos finding D)', () => {
+  it('a new leader starts with every voter in sync; a cut-off one leaves only after the lag time, and comes back', async () => {
+    const { c, leader } = await threeNodes('isr-election');
+    // More than the lag bound in offsets, so that a voter the new leader has not heard from is behind it.
+    const batch = Array.from({ length: 1_000 }, (_, i) => `r${i}`);
+    for (let i = 0; i * 1_000 <= REPLICA_ISR_LAG_OFFSETS_MAX; i++) c.produce(leader, batch);
+    await c.settle();
+    expect(leader.inSyncVoters(REPLICA_ISR_LAG_OFFSETS_MAX)).toEqual(VOTERS);
+    const old = leader.nodeId;
+    c.cut.add(old);
+    const next = await c.electLeader();
+    expect(next.nodeId).not.toBe(old);
+    // It has never heard from the old leader in its term: still in sync (for now).
+    expect(next.inSyncVoters(REPLICA_ISR_LAG_OFFSETS_MAX)).toEqual(VOTERS);
+    await c.tick(REPLICA_ISR_LAG_TICKS_MAX + 1);
+    expect(next.inSyncVoters(REPLICA_ISR_LAG_OFFSETS_MAX)).toEqual(VOTERS.filter((v) => v !== old));
+    c.cut.delete(old);
+    for (let t = 0; t < 50 && next.inSyncVoters(REPLICA_ISR_LAG_OFFSETS_MAX).length < 3; t++) await c.tick();
+    expect(next.inSyncVoters(REPLICA_ISR_LAG_OFFSETS_MAX)).toEqual(VOTERS);
     await shutdown(c);
   });
 });

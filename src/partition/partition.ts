@@ -11,7 +11,9 @@
  * their fdatasyncs are issued together (group commit across partitions).
  *
  * Order, always: persist (snapshot, HardState, entries, then the log's fdatasync), then send, then
- * apply. Applying here means moving the high watermark to commit + 1, which answers acks=all produces
+ * apply; except that a leader sends before its fdatasync (Raft allows it: the leader counts itself
+ * toward a commit only once persisted), and heartbeats while one is in flight, so a slow disk does not
+ * make it look dead. Applying here means moving the high watermark to commit + 1, which answers acks=all produces
  * and wakes parked fetches. Readers never see past the high watermark, so nothing a power loss or a
  * new leader could still erase is ever read.
  *
@@ -42,8 +44,8 @@ import type { RecoveryReport } from '../storage/recovery.js';
 import { EMPTY_HARD_STATE, readHardState, writeHardState, type StoredHardState } from '../storage/hard-state.js';
 import { EpochCheckpoint } from '../storage/epoch-checkpoint.js';
 import { readSnapshotMeta, writeSnapshotMeta, type SnapshotMeta } from '../storage/snapshot-meta.js';
-import { RaftNode, lastIndexOf, type Entry, type Message, type RaftOptions, type RaftStatus, type Role, type Snapshot } from '../raft/index.js';
-import type { NodeId } from '../model/index.js';
+import { MessageType, RAFT_DEFAULTS, RaftNode, lastIndexOf, type Entry, type Message, type RaftOptions, type RaftStatus, type Role, type Snapshot } from '../raft/index.js';
+import type { NodeId, Offset, Term } from '../model/index.js';
 import { PartitionRaftStorage } from './raft-storage.js';
 import { checkPartitionMeta } from '../storage/partition-meta.js';
 import { controlBatch } from './control-batch.js';
@@ -195,6 +197,11 @@ export class Partition {
   /** Peer messages and ticks that arrived while a Ready was in flight. */
   private inbox: Message[] = [];
   private ticksOwed = 0;
+  /** Leader: ticks since the last heartbeat it sent while a Ready was in flight (see `heartbeatInFlight`). */
+  private inFlightHeartbeatTicks = 0;
+  /** The Ready in flight had its messages sent before its fdatasync (a leader's: see persist()). */
+  private sentEarly = false;
+  private readonly heartbeatTicks: number;
   /** Leader: per voter, consecutive ticks of term `isrTerm` its match was past the in-sync lag bound. */
   private readonly isrBehindTicks = new Map<number, number>();
   private isrTerm = -1;
@@ -236,6 +243,7 @@ export class Partition {
     const commitAtOpen = this.isSoleVoter() ? log.nextOffset - 1 : this.resumedCommit(hs, clean);
     this.storage = new PartitionRaftStorage(log, epochs, () => this.snapMeta, () => (this.storedHs.term >= hard.term ? this.storedHs : hard), commitAtOpen, () => this.queuedRecords);
     this.raft = new RaftNode({ ...raftOptions, id: nodeId as NodeId, applyEntries: false, controlData: controlBatch }, this.storage);
+    this.heartbeatTicks = raftOptions.heartbeatTicks ?? RAFT_DEFAULTS.heartbeatTicks;
     this.hw = this.raft.getCommit() + 1;
     this.hwBound = clean ? this.hw : log.nextOffset;
   }
@@ -695,11 +703,33 @@ export class Partition {
     this.trackInSync();
     if (this.inFlight) {
       if (this.ticksOwed < PARTITION_TICKS_OWED_MAX) this.ticksOwed++;
+      this.heartbeatInFlight();
       if (this.retryReady !== null) this.effects.needPersist(this);
       return;
     }
     this.raft.tick();
     this.afterCoreEvent();
+  }
+
+  /**
+   * A leader whose fdatasync is in flight still heartbeats (chaos bug C: a slow disk made a live
+   * leader look dead and caused elections). The core takes no input until the Ready completes, so the
+   * heartbeats are built here from its state, as its own would be: term, and the commit capped at what
+   * each follower is known to hold. The answers wait in the inbox like any input; the ticks are still
+   * owed to the core (its check-quorum and election clocks), so it heartbeats too once it has them.
+   */
+  private heartbeatInFlight(): void {
+    if (this.raft.getRole() !== 'leader' || this.isSoleVoter()) return;
+    if (++this.inFlightHeartbeatTicks < this.heartbeatTicks) return;
+    this.inFlightHeartbeatTicks = 0;
+    const conf = this.raft.log.conf();
+    const term = this.raft.getTerm() as Term;
+    const commit = this.raft.getCommit();
+    for (const to of [...conf.voters, ...conf.learners]) {
+      if (to === this.nodeId) continue;
+      const capped = Math.min(this.raft.matchOf(to as NodeId), commit) as Offset;
+      this.effects.send(this, { type: MessageType.Heartbeat, from: this.nodeId as NodeId, to: to as NodeId, term, logTerm: 0 as Term, index: 0 as Offset, entries: [], commit: capped, reject: false, rejectHint: 0 as Offset, snapshot: null, context: 0 });
+    }
   }
 
   /** After the core took input: write what it appended, and ask for a persist if it has a Ready. */
@@ -826,7 +856,13 @@ export class Partition {
       this.persistError = toSluiceError(err);
       return this.failPending(this.persistError);
     }
-    if (this.bugs.has('send-before-persist')) for (const m of ready.messages) this.effects.send(this, m);
+    // A leader's messages (appends, heartbeats, snapshots) need not wait for its own fdatasync: Raft
+    // lets the leader replicate in parallel with its write (thesis §10.2.1), and it counts itself
+    // toward a commit only after advance(). Its HardState is durable already (written above,
+    // synchronously). A follower's answers say "persisted", so they wait for the fdatasync.
+    this.sentEarly = this.bugs.has('send-before-persist') || this.raft.getRole() === 'leader';
+    if (this.sentEarly) for (const m of ready.messages) this.effects.send(this, m);
+    this.inFlightHeartbeatTicks = 0;
     const sync = (ready.entries.length > 0 || ready.snapshot !== null) && this.log.config.flush.kind === 'always';
     if (!sync) return this.complete(ready);
     this.persistDone = this.log.flush().then(
@@ -837,7 +873,7 @@ export class Partition {
 
   private complete(rd: ReturnType<RaftNode['ready']>): void {
     if (this.closed) return;
-    if (!this.bugs.has('send-before-persist')) for (const m of rd.messages) this.effects.send(this, m);
+    if (!this.sentEarly) for (const m of rd.messages) this.effects.send(this, m);
     this.raft.advance();
     this.inFlight = false;
     this.written.length = 0;

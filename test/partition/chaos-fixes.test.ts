@@ -4,6 +4,8 @@
  *  - bug A: ListOffsets(latest) of a group of several voters is answered by a leader that has committed
  *    an entry of its term, and by nobody else: a follower cut off from the leader keeps an old high
  *    watermark, which a client that saw the leader's would see go backwards.
+ *  - bug C: a leader whose fdatasync hangs (a slow disk) keeps heartbeating and replicating: no
+ *    election, the followers hold its entries; it commits them once its own fdatasync completes.
  *  - finding D: a new leader reports every voter in sync until one has been past the lag bound for
  *    REPLICA_ISR_LAG_TICKS_MAX ticks (it used to report only the voters that had answered it yet, so
  *    the in-sync set and `sluice_under_replicated_partitions` flapped on every election).
@@ -14,7 +16,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { NotLeaderError } from '../../src/partition/index.js';
 import { SluiceError } from '../../src/errors.js';
 import { rmDir, tmpDir } from '../storage/helpers.js';
-import { REPLICA_ISR_LAG_OFFSETS_MAX, REPLICA_ISR_LAG_TICKS_MAX } from '../../src/constants.js';
+import { RAFT_ELECTION_TICKS_DEFAULT, REPLICA_ISR_LAG_OFFSETS_MAX, REPLICA_ISR_LAG_TICKS_MAX } from '../../src/constants.js';
 import { VOTERS, root, shutdown, threeNodes } from './replica-cluster.js';
 
 root.dir = tmpDir('partition-chaos-fixes');
@@ -65,6 +67,28 @@ describe('the in-sync set across an election (chaos finding D)', () => {
     c.cut.delete(old);
     for (let t = 0; t < 50 && next.inSyncVoters(REPLICA_ISR_LAG_OFFSETS_MAX).length < 3; t++) await c.tick();
     expect(next.inSyncVoters(REPLICA_ISR_LAG_OFFSETS_MAX)).toEqual(VOTERS);
+    await shutdown(c);
+  });
+});
+
+describe('a leader with a slow disk (chaos bug C)', () => {
+  it('heartbeats and replicates while its own fdatasync is in flight, and commits once it completes', async () => {
+    const { c, leader } = await threeNodes('slow-leader-disk');
+    const term = leader.term;
+    const rid = c.produce(leader, ['x', 'y']);
+    c.nodes.get(leader.nodeId)!.gate.close();
+    await c.settle();
+    expect(leader.persisting).toBe(true);
+    // Three election timeouts of ticks while the leader's fdatasync hangs.
+    await c.tick(3 * 2 * RAFT_ELECTION_TICKS_DEFAULT);
+    for (const p of c.live()) expect([p.nodeId, p.term, p.leaderId]).toEqual([p.nodeId, term, leader.nodeId]);
+    expect(leader.role).toBe('leader');
+    for (const p of c.live()) expect(p.logEndOffset).toBe(leader.logEndOffset);
+    expect(c.nodes.get(leader.nodeId)!.acked.has(rid)).toBe(false);
+    c.nodes.get(leader.nodeId)!.gate.open();
+    await c.tick(2);
+    expect(c.nodes.get(leader.nodeId)!.acked.has(rid)).toBe(true);
+    expect(leader.highWatermark).toBe(leader.logEndOffset);
     await shutdown(c);
   });
 });

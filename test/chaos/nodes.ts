@@ -25,7 +25,7 @@ export interface NodeOptions {
    * Cluster mode: this node's part of a `sluice serve` cluster. The ports are fixed before any node
    * starts (each node's --seeds must name the others), and kept across restarts.
    */
-  cluster?: { grpcPort: number; httpPort: number; seeds: readonly string[]; controllerVoters: readonly number[] };
+  cluster?: { grpcPort: number; httpPort: number; seeds: readonly string[]; controllerVoters: readonly number[]; env?: NodeJS.ProcessEnv };
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
@@ -90,7 +90,7 @@ export class ChaosNode {
   }
 
   async start(): Promise<void> {
-    const env: NodeJS.ProcessEnv = { [TEST_FAULTS_FILE_ENV]: this.faultsFile, [TEST_SYNC_JOURNAL_ENV]: this.journal };
+    const env: NodeJS.ProcessEnv = { ...this.o.cluster?.env, [TEST_FAULTS_FILE_ENV]: this.faultsFile, [TEST_SYNC_JOURNAL_ENV]: this.journal };
     if (this.o.ackBeforeFsync) env[TEST_ACK_BEFORE_FSYNC_ENV] = '1';
     const args = ['--grpc-addr', `${this.host}:${this.port}`, '--http-addr', `${this.host}:${this.httpPort}`, '--shards', '1'];
     const c = this.o.cluster;

@@ -21,6 +21,7 @@ import * as C from './constants.js';
 import { History } from './history.js';
 import { aliveSeenBy, clusterView, localHighWatermark, resolveTarget } from './cluster.js';
 import { ChaosNode, freePort } from './nodes.js';
+import { LinkTable, linkSettings } from './links.js';
 import { compareReplicas } from './replicas.js';
 import { writeReport } from './report.js';
 import { makeSchedule, type FaultKind, type FaultPlan, type Schedule } from './schedule.js';
@@ -73,6 +74,8 @@ class Run {
   readonly history: History;
   readonly nodes: ChaosNode[] = [];
   readonly proxies = new Map<number, LinkProxy>();
+  /** A cluster run with partition faults: the node-to-node links (links.ts). */
+  links: LinkTable | null = null;
   /** Time 0 of the schedule and the history: when the workload starts (the nodes are up). */
   private t0 = performance.now();
   readonly now = (): number => Math.round((performance.now() - this.t0) * 10) / 10;
@@ -119,8 +122,9 @@ class Run {
     const ports = await Promise.all(hosts.map(async (h) => ({ grpc: await freePort(h), http: await freePort(h) })));
     const seeds = hosts.map((h, i) => `${h}:${ports[i].grpc}`);
     const controllerVoters = Array.from({ length: Math.min(this.o.nodes, C.CLUSTER_CONTROLLER_VOTERS_MAX) }, (_, i) => i + 1);
+    if (this.o.kinds.includes('partition')) this.links = await LinkTable.create(hosts, seeds);
     for (let id = 1; id <= this.o.nodes; id++) {
-      const cluster = { grpcPort: ports[id - 1].grpc, httpPort: ports[id - 1].http, seeds, controllerVoters };
+      const cluster = { grpcPort: ports[id - 1].grpc, httpPort: ports[id - 1].http, seeds, controllerVoters, env: this.links?.envFor(id) };
       this.nodes.push(new ChaosNode({ id, dir: path.join(this.workDir, `n${id}`), tmpfs, ackBeforeFsync: this.o.ackBeforeFsync === true, cluster }));
     }
     await Promise.all(this.nodes.map((n) => n.start()));
@@ -222,6 +226,14 @@ class Run {
         }
         break;
       case 'partition':
+        if (this.links !== null) {
+          const before = this.links.droppedBytes;
+          this.links.apply(linkSettings(f.shape ?? 'minority', ids, this.nodes.length, f.bridge));
+          await waitOut();
+          this.links.healAll();
+          this.note(`fault ${f.id} healed: the links dropped ${this.links.droppedBytes - before} bytes`);
+          break;
+        }
         for (const n of nodes) this.proxies.get(n.id)!.setMode(f.linkMode ?? 'drop');
         await waitOut();
         for (const n of nodes) this.proxies.get(n.id)!.setMode('pass');
@@ -268,6 +280,7 @@ class Run {
 
   destroy(): void {
     for (const p of this.proxies.values()) void p.close();
+    void this.links?.close();
     for (const n of this.nodes) n.destroy();
   }
 }

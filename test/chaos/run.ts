@@ -15,6 +15,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Admin } from '../../src/client/index.js';
+import { isSluiceError } from '../../src/errors.js';
 import { startLinkProxy, type LinkProxy } from '../idempotence/tcp-proxy.js';
 import { checkHistory, isClean, type Verdict } from './checker.js';
 import * as C from './constants.js';
@@ -141,7 +142,18 @@ class Run {
     if (!(await until(() => alive === this.nodes.length, C.CLUSTER_READY_MS, countAlive))) throw new Error(`the nodes did not all see each other alive in ${C.CLUSTER_READY_MS} ms`);
     const admin = new Admin({ brokers: addresses, requestTimeoutMs: C.CLUSTER_READY_MS });
     try {
-      await admin.createTopic(topic, { partitions: C.WORKLOAD_PARTITIONS, replicationFactor: Math.min(C.CLUSTER_REPLICATION_FACTOR, this.o.nodes) });
+      // On a loaded machine gossip may suspect a node for a moment: the controller leader then counts
+      // fewer live nodes than the replication factor. That refusal wrote nothing; ask again (bounded).
+      const createDeadline = Date.now() + C.CLUSTER_READY_MS;
+      for (;;) {
+        try {
+          await admin.createTopic(topic, { partitions: C.WORKLOAD_PARTITIONS, replicationFactor: Math.min(C.CLUSTER_REPLICATION_FACTOR, this.o.nodes) });
+          break;
+        } catch (err) {
+          if (!isSluiceError(err, 'REPLICATION_FACTOR_TOO_LARGE') || Date.now() > createDeadline) throw err;
+          await sleep(200);
+        }
+      }
     } finally {
       admin.close();
     }

@@ -95,7 +95,12 @@ export class ChaosNode {
     const args = ['--grpc-addr', `${this.host}:${this.port}`, '--http-addr', `${this.host}:${this.httpPort}`, '--shards', '1'];
     const c = this.o.cluster;
     if (c !== undefined) args.push('--node-id', String(this.id), '--seeds', c.seeds.join(','), '--controller-voters', c.controllerVoters.join(','));
-    const b = await withTimeout(spawnBroker(this.dataDir, args, env), NODE_START_MS, `node ${this.id} start`);
+    const spawning = spawnBroker(this.dataDir, args, env);
+    // A start past its bound must not leave the broker behind: it is killed when (if) it comes up.
+    const b = await withTimeout(spawning, NODE_START_MS, `node ${this.id} start`).catch((err: unknown) => {
+      spawning.then((late) => late.child.kill('SIGKILL')).catch(() => {});
+      throw err;
+    });
     this.child = b.child;
     this.stderr = b.stderr;
     this.port = Number(b.grpcAddress.slice(b.grpcAddress.lastIndexOf(':') + 1));

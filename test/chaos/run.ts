@@ -71,6 +71,15 @@ async function until(ready: () => boolean, ms: number, probe?: () => Promise<voi
   }
 }
 
+/**
+ * Waits for every promise, then throws the first failure: a node start that failed must not leave the
+ * others starting unseen (they would come up after the run's cleanup and outlive it).
+ */
+async function settleAll(ps: readonly Promise<unknown>[]): Promise<void> {
+  const failed = (await Promise.allSettled(ps)).find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed !== undefined) throw failed.reason;
+}
+
 class Run {
   readonly history: History;
   readonly nodes: ChaosNode[] = [];
@@ -128,7 +137,7 @@ class Run {
       const cluster = { grpcPort: ports[id - 1].grpc, httpPort: ports[id - 1].http, seeds, controllerVoters, env: this.links?.envFor(id) };
       this.nodes.push(new ChaosNode({ id, dir: path.join(this.workDir, `n${id}`), tmpfs, ackBeforeFsync: this.o.ackBeforeFsync === true, cluster }));
     }
-    await Promise.all(this.nodes.map((n) => n.start()));
+    await settleAll(this.nodes.map((n) => n.start()));
     if (!(await until(() => this.readyCount === this.nodes.length, C.CLUSTER_READY_MS, () => this.probeReady()))) throw new Error(`the cluster did not become ready in ${C.CLUSTER_READY_MS} ms`);
     const topic = 'chaos';
     const addresses = this.nodes.map((n) => n.grpcAddress);
@@ -213,7 +222,7 @@ class Run {
         );
         await waitOut();
         const heal = this.now();
-        await Promise.all(
+        await settleAll(
           nodes.map(async (n) => {
             await n.start();
             // A cluster node is ready once it has joined and its controller has a leader (bounded).

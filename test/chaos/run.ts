@@ -26,7 +26,7 @@ import { LinkTable, linkSettings } from './links.js';
 import { compareReplicas } from './replicas.js';
 import { writeReport } from './report.js';
 import { makeSchedule, type FaultKind, type FaultPlan, type Schedule } from './schedule.js';
-import { finalRead, Workload, type Target } from './workload.js';
+import { finalRead, latestOffsets, Workload, type Target } from './workload.js';
 
 export interface RunOptions {
   seed: number;
@@ -379,7 +379,7 @@ export async function runSchedule(o: RunOptions): Promise<RunResult> {
     const hws = new Map<string, number>();
     for (const t of targets) {
       const admin = new Admin({ brokers: t.address });
-      for (const [p, hw] of await admin.listOffsets(t.topic, 'latest')) hws.set(`${t.topic}/${p}`, hw);
+      for (const [p, hw] of await latestOffsets(admin, t.topic)) hws.set(`${t.topic}/${p}`, hw);
       admin.close();
     }
     const grouped = !run.clustered;

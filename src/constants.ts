@@ -295,6 +295,14 @@ assert.ok(RAFT_TRANSPORT_BACKOFF_MS_MIN <= RAFT_TRANSPORT_BACKOFF_MS_MAX);
  */
 export const REPLICA_ISR_LAG_OFFSETS_MAX = 10_000;
 /**
+ * ...and a voter leaves the in-sync set only after its match index has been past that bound for this
+ * many consecutive shard ticks (3 s; Kafka's replica.lag.time.max.ms is the same idea). A new leader
+ * learns its followers' match indexes only from their first answers, so it starts with every voter in
+ * sync: without this bound each election showed the leader alone in sync for a moment, and
+ * `sluice_under_replicated_partitions` blipped on every election (chaos finding D).
+ */
+export const REPLICA_ISR_LAG_TICKS_MAX = 30;
+/**
  * Partition replicas' Raft timing, in shard ticks (SHARD_TICK_MS = 100 ms): a leader heartbeats every
  * tick, and a follower that hears nothing for [10, 20) ticks (1.0 to 2.0 s, randomized per election)
  * campaigns, after a pre-vote (so a partitioned or paused node does not disturb a healthy leader),

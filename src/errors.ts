@@ -54,6 +54,12 @@ export const ERROR_CODES = [
   // Raft and cluster
   'NOT_LEADER',
   'PROPOSAL_DROPPED',
+  /**
+   * (Clusters) this node has not caught up with the controller's metadata since it started (its
+   * registration is not applied here yet), so it cannot tell an unknown topic from one it has not
+   * learnt of. Retriable: never UNKNOWN_TOPIC from a node that does not know yet.
+   */
+  'METADATA_NOT_READY',
   /** A node of another cluster (its data dir names another cluster id) tried to join or gossip. */
   'CLUSTER_ID_MISMATCH',
   /** A node tried to join under a node id that a live member with another node UUID holds. */
@@ -87,6 +93,7 @@ const RETRIABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   'TIMEOUT',
   'NOT_LEADER',
   'PROPOSAL_DROPPED',
+  'METADATA_NOT_READY',
   'DISK_FULL',
 ]);
 

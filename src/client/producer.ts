@@ -11,10 +11,12 @@
  * only appends the next sequence: when request N fails and N+1 was already sent, N+1 comes back
  * OUT_OF_ORDER_SEQUENCE (retriable while N is outstanding); the lane then stops sending new batches
  * and re-sends the failed ones one at a time, lowest sequence first, until it has caught up (Kafka's
- * approach). A batch that fails for good releases its sequences: after a definite refusal (a bad
- * batch) later batches are renumbered; after an ambiguous failure (retries exhausted, so it may have
- * been written) the partition moves to a fresh producer id, or, for a named producer, the producer
- * stops (create a new one: that bumps the epoch).
+ * approach). A (producer id, epoch, sequence) never names two different batches: after a batch fails
+ * for good its partition moves to a fresh producer id (Kafka bumps the epoch) and re-numbers from 0.
+ * A named producer cannot change id: after a refusal that proves no attempt of the batch was written
+ * (a bad batch) later batches take over its sequences; after any failure that may have been written
+ * (a timeout or a lost answer on some attempt), the producer stops (create a new one: that bumps the
+ * epoch).
  *
  * With `idempotent: false` at most one request per partition is in flight, so records of one
  * partition are still appended in `send` order, but a retry after a lost response can duplicate.
@@ -194,6 +196,12 @@ interface SequencedBatch {
   identity: Identity;
   state: 'sending' | 'queued';
   attempts: number;
+  /**
+   * Whether some attempt failed in a way that does not prove the broker wrote nothing (a timeout, a
+   * lost connection, UNAVAILABLE...). Its sequences may then name these bytes in some replica's log,
+   * so they are never given to other bytes under the same producer id and epoch.
+   */
+  maybeWritten: boolean;
   /** Whether a lower sequence of the lane was unresolved when this was last sent. */
   lowerUnresolvedAtSend: boolean;
   /** Position among the lane's batches (for the dedup window). */
@@ -514,7 +522,7 @@ export class Producer {
       while (lane.ready.length > 0 && this.windowRoom(lane) > 0) {
         const batch = lane.ready.shift()!;
         const count = batch.raw !== undefined ? countBatchRecords(batch.raw) : batch.records.length;
-        const sb: SequencedBatch = { batch, seq: lane.nextSeq, count, identity, state: 'sending', attempts: 0, lowerUnresolvedAtSend: false, ordinal: lane.nextOrdinal++ };
+        const sb: SequencedBatch = { batch, seq: lane.nextSeq, count, identity, state: 'sending', attempts: 0, maybeWritten: false, lowerUnresolvedAtSend: false, ordinal: lane.nextOrdinal++ };
         lane.nextSeq += count;
         lane.unresolved.push(sb);
         this.sendSequenced(key, lane, sb);
@@ -575,6 +583,8 @@ export class Producer {
       this.resolveBatch(lane, sb, topic, res!);
       return this.pump(key, lane);
     }
+    // OUT_OF_ORDER_SEQUENCE and the definite refusals say this attempt wrote nothing; anything else may have.
+    if (!isSluiceError(err) || (err.code !== 'OUT_OF_ORDER_SEQUENCE' && !DEFINITE_REFUSALS.has(err.code))) sb.maybeWritten = true;
     const outOfOrderBehind =
       isSluiceError(err, 'OUT_OF_ORDER_SEQUENCE') && (sb.lowerUnresolvedAtSend || lane.unresolved.some((x) => x !== sb && x.seq < sb.seq));
     if (outOfOrderBehind || (isSluiceError(err) && err.retriable && sb.attempts < this.options.retries && lane.reset === null)) {
@@ -605,17 +615,23 @@ export class Producer {
     if (isSluiceError(err, 'UNKNOWN_PARTITION')) this.partitionCounts.delete(topic);
     if (isSluiceError(err, 'PRODUCER_FENCED')) {
       this.fatal = err;
-    } else if (isSluiceError(err) && DEFINITE_REFUSALS.has(err.code)) {
+    } else if (this.options.producerName === undefined) {
+      // Kafka's rule: a batch that failed for good never hands its sequences to other bytes under the
+      // same id and epoch. An earlier attempt may have been written (its answer lost), and a refusal
+      // now (a node that restarted and did not know the topic yet) does not undo that: re-using the
+      // sequence would make the broker answer the next batch as a duplicate of this one, losing it.
+      lane.reset = 'new-id';
+    } else if (isSluiceError(err) && DEFINITE_REFUSALS.has(err.code) && !sb.maybeWritten) {
+      // A named producer cannot move to another id. Every attempt of this batch was refused before
+      // anything was written, so no log holds these sequences: the next batches may take them.
       lane.reset ??= 'renumber';
       lane.resetFromSeq = Math.min(lane.resetFromSeq ?? sb.seq, sb.seq);
-    } else if (this.options.producerName !== undefined) {
+    } else {
       this.fatal = new SluiceError(
         isSluiceError(err) ? err.code : 'INTERNAL',
         `named producer '${this.options.producerName}' stopped: a batch failed after it may have been written (${(err as Error).message}); create a new Producer`,
         { cause: err, retriable: false },
       );
-    } else {
-      lane.reset = 'new-id';
     }
     this.pump(key, lane);
   }

@@ -11,7 +11,9 @@
  * their fdatasyncs are issued together (group commit across partitions).
  *
  * Order, always: persist (snapshot, HardState, entries, then the log's fdatasync), then send, then
- * apply. Applying here means moving the high watermark to commit + 1, which answers acks=all produces
+ * apply; except that a leader sends before its fdatasync (Raft allows it: the leader counts itself
+ * toward a commit only once persisted), and heartbeats while one is in flight, so a slow disk does not
+ * make it look dead. Applying here means moving the high watermark to commit + 1, which answers acks=all produces
  * and wakes parked fetches. Readers never see past the high watermark, so nothing a power loss or a
  * new leader could still erase is ever read.
  *
@@ -34,7 +36,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { SluiceError, toSluiceError } from '../errors.js';
-import { PARTITION_CONTROL_TAIL_OFFSETS_MAX, PARTITION_INBOX_MESSAGES_MAX, PARTITION_TICKS_OWED_MAX, PRODUCER_IDLE_EXPIRY_MS_DEFAULT, PRODUCER_SNAPSHOT_INTERVAL_BYTES } from '../constants.js';
+import { PARTITION_CONTROL_TAIL_OFFSETS_MAX, PARTITION_INBOX_MESSAGES_MAX, PARTITION_TICKS_OWED_MAX, PRODUCER_IDLE_EXPIRY_MS_DEFAULT, PRODUCER_SNAPSHOT_INTERVAL_BYTES, REPLICA_ISR_LAG_OFFSETS_MAX, REPLICA_ISR_LAG_TICKS_MAX } from '../constants.js';
 import { validateBatches, readInt64, OFF_LAST_OFFSET_DELTA, OFF_LENGTH, OFF_LEADER_EPOCH, OFF_MAX_TIMESTAMP, OFF_PRODUCER_ID, OFF_PRODUCER_EPOCH, OFF_BASE_SEQUENCE, OFF_RECORD_COUNT, OFF_ATTRIBUTES, asBuffer } from '../batch/codec.js';
 import { NODE_FS, PartitionLog, isDiskFull, type LogOpenOptions } from '../storage/index.js';
 import type { AppendOptions, LogConfig } from '../storage/types.js';
@@ -42,8 +44,8 @@ import type { RecoveryReport } from '../storage/recovery.js';
 import { EMPTY_HARD_STATE, readHardState, writeHardState, type StoredHardState } from '../storage/hard-state.js';
 import { EpochCheckpoint } from '../storage/epoch-checkpoint.js';
 import { readSnapshotMeta, writeSnapshotMeta, type SnapshotMeta } from '../storage/snapshot-meta.js';
-import { RaftNode, applyConfChange, lastIndexOf, type ConfChange, type ConfState, type Entry, type Message, type RaftOptions, type RaftStatus, type Role, type Snapshot } from '../raft/index.js';
-import type { NodeId } from '../model/index.js';
+import { MessageType, RAFT_DEFAULTS, RaftNode, applyConfChange, lastIndexOf, type ConfChange, type ConfState, type Entry, type Message, type RaftOptions, type RaftStatus, type Role, type Snapshot } from '../raft/index.js';
+import type { NodeId, Offset, Term } from '../model/index.js';
 import { PartitionRaftStorage, confRunsAfter } from './raft-storage.js';
 import { checkPartitionMeta } from '../storage/partition-meta.js';
 import { controlBatch } from './control-batch.js';
@@ -211,6 +213,14 @@ export class Partition {
   /** Peer messages and ticks that arrived while a Ready was in flight. */
   private inbox: Message[] = [];
   private ticksOwed = 0;
+  /** Leader: ticks since the last heartbeat it sent while a Ready was in flight (see `heartbeatInFlight`). */
+  private inFlightHeartbeatTicks = 0;
+  /** The Ready in flight had its messages sent before its fdatasync (a leader's: see persist()). */
+  private sentEarly = false;
+  private readonly heartbeatTicks: number;
+  /** Leader: per voter, consecutive ticks of term `isrTerm` its match was past the in-sync lag bound. */
+  private readonly isrBehindTicks = new Map<number, number>();
+  private isrTerm = -1;
   /** Client batches written to the log while a Ready was in flight, proposed when it completes. */
   private queuedRuns: Uint8Array[] = [];
   private queuedCounts: number[] = [];
@@ -252,6 +262,7 @@ export class Partition {
     const commitAtOpen = isSoleVoterOf(conf, nodeId) ? log.nextOffset - 1 : this.resumedCommit(hs, clean);
     this.storage = new PartitionRaftStorage(log, epochs, () => this.snapMeta, () => (this.storedHs.term >= hard.term ? this.storedHs : hard), commitAtOpen, () => this.queuedRecords, confRuns);
     this.raft = new RaftNode({ ...raftOptions, id: nodeId as NodeId, applyEntries: false, controlData: controlBatch }, this.storage);
+    this.heartbeatTicks = raftOptions.heartbeatTicks ?? RAFT_DEFAULTS.heartbeatTicks;
     this.hw = this.raft.getCommit() + 1;
     this.hwBound = clean ? this.hw : log.nextOffset;
   }
@@ -400,6 +411,15 @@ export class Partition {
     return this.raft.getLeader();
   }
 
+  /**
+   * Leader: an entry of its own term is committed, so its commit index is at least every earlier
+   * leader's (Raft's leader completeness) and its high watermark never below one shown before.
+   */
+  private committedInTerm(): boolean {
+    const commit = this.raft.getCommit();
+    return commit > this.snapMeta.index && this.raft.log.term(commit) === this.raft.getTerm();
+  }
+
   /** The group's voters as this replica's Raft state has them. */
   get voters(): readonly number[] {
     return this.raft.log.conf().voters;
@@ -411,13 +431,29 @@ export class Partition {
   }
 
   /**
-   * Leader only (else empty): the voters whose match index is within `lagMax` offsets of the leader's
-   * last index, itself included (its match is what it persisted). Kafka's in-sync replicas, by offsets.
+   * Leader only (else empty): Kafka's in-sync replicas. A voter is in sync while its match index is
+   * within `lagMax` offsets of the leader's last index (itself included: its match is what it
+   * persisted), and stays so until it has been further behind for REPLICA_ISR_LAG_TICKS_MAX
+   * consecutive ticks of this leadership. A new leader does not know its followers' match indexes
+   * until they answer, so without the grace it reported itself alone for a moment after every election.
    */
   inSyncVoters(lagMax: number): number[] {
     if (this.raft.getRole() !== 'leader') return [];
     const floor = this.raft.log.lastIndex() - lagMax;
-    return this.raft.log.conf().voters.filter((v) => this.raft.matchOf(v as NodeId) >= floor);
+    const sameTerm = this.isrTerm === this.raft.getTerm();
+    return this.raft.log.conf().voters.filter((v) => this.raft.matchOf(v as NodeId) >= floor || (sameTerm ? (this.isrBehindTicks.get(v) ?? 0) : 0) < REPLICA_ISR_LAG_TICKS_MAX);
+  }
+
+  /** Once per tick, as leader: how long each voter has been past the in-sync lag bound (see inSyncVoters). */
+  private trackInSync(): void {
+    if (this.raft.getRole() !== 'leader') return;
+    const term = this.raft.getTerm();
+    if (term !== this.isrTerm) {
+      this.isrTerm = term;
+      this.isrBehindTicks.clear();
+    }
+    const floor = this.raft.log.lastIndex() - REPLICA_ISR_LAG_OFFSETS_MAX;
+    for (const v of this.raft.log.conf().voters) this.isrBehindTicks.set(v, this.raft.matchOf(v as NodeId) >= floor ? 0 : (this.isrBehindTicks.get(v) ?? 0) + 1);
   }
 
   /** The Raft core's state (allocates; for tests, stats and diagnostics). */
@@ -624,12 +660,23 @@ export class Partition {
     return this.log.read(offset, maxBytes, this.hw);
   }
 
-  /** ListOffsets: 'latest' is the high watermark, so no one is pointed at uncommitted data. */
+  /**
+   * ListOffsets: 'latest' is the high watermark, so no one is pointed at uncommitted data. In a group
+   * of several voters only a leader that has committed an entry of its own term answers it (Kafka
+   * too sends ListOffsets to the leader): a follower's high watermark lags the leader's, and a new
+   * leader's commit index may lag its predecessor's until its first entry commits (Raft does not carry
+   * the commit index across an election), so either could show a high watermark below one a client
+   * has already seen (chaos bug A).
+   */
   offsetFor(spec: 'earliest' | 'latest' | number): number {
     this.checkOpen();
     if (spec === 'earliest') return this.log.logStartOffset;
     if (spec === 'latest') {
       if (this.highWatermarkProvisional) throw new SluiceError('UNAVAILABLE', `${this.name} restarted and is re-learning its high watermark from the leader; retry shortly`);
+      if (!this.isSoleVoter()) {
+        if (this.raft.getRole() !== 'leader') throw this.notLeader();
+        if (!this.committedInTerm()) throw new SluiceError('UNAVAILABLE', `${this.name} has a new leader that has not committed an entry of its term yet; retry shortly`);
+      }
       return this.hw;
     }
     const at = this.log.offsetForTimestamp(spec);
@@ -712,13 +759,36 @@ export class Partition {
   /** One logical tick (the shard ticks every partition on one interval): elections, heartbeats. */
   tick(): void {
     if (this.closed) return;
+    this.trackInSync();
     if (this.inFlight) {
       if (this.ticksOwed < PARTITION_TICKS_OWED_MAX) this.ticksOwed++;
+      this.heartbeatInFlight();
       if (this.retryReady !== null) this.effects.needPersist(this);
       return;
     }
     this.raft.tick();
     this.afterCoreEvent();
+  }
+
+  /**
+   * A leader whose fdatasync is in flight still heartbeats (chaos bug C: a slow disk made a live
+   * leader look dead and caused elections). The core takes no input until the Ready completes, so the
+   * heartbeats are built here from its state, as its own would be: term, and the commit capped at what
+   * each follower is known to hold. The answers wait in the inbox like any input; the ticks are still
+   * owed to the core (its check-quorum and election clocks), so it heartbeats too once it has them.
+   */
+  private heartbeatInFlight(): void {
+    if (this.raft.getRole() !== 'leader' || this.isSoleVoter()) return;
+    if (++this.inFlightHeartbeatTicks < this.heartbeatTicks) return;
+    this.inFlightHeartbeatTicks = 0;
+    const conf = this.raft.log.conf();
+    const term = this.raft.getTerm() as Term;
+    const commit = this.raft.getCommit();
+    for (const to of [...conf.voters, ...conf.learners]) {
+      if (to === this.nodeId) continue;
+      const capped = Math.min(this.raft.matchOf(to as NodeId), commit) as Offset;
+      this.effects.send(this, { type: MessageType.Heartbeat, from: this.nodeId as NodeId, to: to as NodeId, term, logTerm: 0 as Term, index: 0 as Offset, entries: [], commit: capped, reject: false, rejectHint: 0 as Offset, snapshot: null, context: 0 });
+    }
   }
 
   /** After the core took input: write what it appended, and ask for a persist if it has a Ready. */
@@ -845,7 +915,13 @@ export class Partition {
       this.persistError = toSluiceError(err);
       return this.failPending(this.persistError);
     }
-    if (this.bugs.has('send-before-persist')) for (const m of ready.messages) this.effects.send(this, m);
+    // A leader's messages (appends, heartbeats, snapshots) need not wait for its own fdatasync: Raft
+    // lets the leader replicate in parallel with its write (thesis §10.2.1), and it counts itself
+    // toward a commit only after advance(). Its HardState is durable already (written above,
+    // synchronously). A follower's answers say "persisted", so they wait for the fdatasync.
+    this.sentEarly = this.bugs.has('send-before-persist') || this.raft.getRole() === 'leader';
+    if (this.sentEarly) for (const m of ready.messages) this.effects.send(this, m);
+    this.inFlightHeartbeatTicks = 0;
     const sync = (ready.entries.length > 0 || ready.snapshot !== null) && this.log.config.flush.kind === 'always';
     if (!sync) return this.complete(ready);
     this.persistDone = this.log.flush().then(
@@ -856,7 +932,7 @@ export class Partition {
 
   private complete(rd: ReturnType<RaftNode['ready']>): void {
     if (this.closed) return;
-    if (!this.bugs.has('send-before-persist')) for (const m of rd.messages) this.effects.send(this, m);
+    if (!this.sentEarly) for (const m of rd.messages) this.effects.send(this, m);
     this.raft.advance();
     this.inFlight = false;
     this.written.length = 0;

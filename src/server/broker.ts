@@ -226,6 +226,7 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
         clusterId: () => gossip.clusterId ?? node.controller.state.clusterId,
         clients,
         httpAddress: httpAddress ?? '',
+        metadataNotReady: () => node.metadataNotReady(),
       });
       broker = apis.routed;
       forwardedApi = apis.local;

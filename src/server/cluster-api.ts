@@ -53,6 +53,13 @@ export interface ClusterApiDeps {
   readonly clients: PeerBrokers;
   /** This node's HTTP address, for GetMetadata's own entry. */
   readonly httpAddress: string;
+  /**
+   * Why this node cannot yet tell that a topic does not exist (not caught up with the controller's
+   * metadata since it started), or null. Until null, an unknown topic or partition is
+   * METADATA_NOT_READY (retriable), never UNKNOWN_TOPIC: a client that took UNKNOWN_TOPIC as final
+   * would give up on (or, worse, re-use the sequences of) a write the cluster may hold.
+   */
+  readonly metadataNotReady?: () => string | null;
 }
 
 interface Route {
@@ -105,13 +112,22 @@ class ClusterApi implements BrokerApi {
   private topicState(name: string): TopicState {
     validateTopicName(name);
     const t = this.d.controller.state.topic(name);
-    if (t === undefined) throw new SluiceError('UNKNOWN_TOPIC', `topic '${name}' does not exist`);
+    if (t === undefined) {
+      this.checkMetadataReady();
+      throw new SluiceError('UNKNOWN_TOPIC', `topic '${name}' does not exist`);
+    }
     return t;
+  }
+
+  private checkMetadataReady(): void {
+    const why = this.d.metadataNotReady?.() ?? null;
+    if (why !== null) throw new SluiceError('METADATA_NOT_READY', why);
   }
 
   private route(topic: string, partition: number): Route {
     const t = this.topicState(topic);
     const p = t.partitions[partition];
+    if (p === undefined) this.checkMetadataReady();
     if (p === undefined) throw new SluiceError('UNKNOWN_PARTITION', `partition ${partition} of topic '${topic}' does not exist (it has ${t.partitions.length})`);
     const local = this.status.get(p.group);
     // The replica's own view is fresher than the metadata once it has seen this epoch.

@@ -130,6 +130,12 @@ export class ClusterNode {
   private readonly replicasClient: GrpcReplicasClient;
   /** Moves, decommissions, lost-replica rebuilds and leader balancing; acts only on the controller leader. */
   readonly executor: ControllerExecutor;
+  /**
+   * Set once this start's registration is applied here. The leader appended it after this node
+   * started, so every record committed before the restart (every topic that existed) is applied too:
+   * a read barrier, after which an unknown topic is really unknown.
+   */
+  private caughtUp = false;
 
   private constructor(
     readonly controller: Controller,
@@ -157,6 +163,9 @@ export class ClusterNode {
     if (this.registeredHere) this.enqueue(replicasOf(controller.state, o.nodeId).map((op) => (op.op === 'open' ? { ...op, fresh: false } : op)));
     this.timer = setInterval(() => this.reconcile(), CLUSTER_RECONCILE_INTERVAL_MS);
     this.timer.unref();
+    void controller.registered.then(() => {
+      this.caughtUp = controller.registrationError === null;
+    });
   }
 
   static async start(o: ClusterNodeOptions): Promise<ClusterNode> {
@@ -199,6 +208,17 @@ export class ClusterNode {
     const me = c.state.node(this.o.nodeId);
     if (me === undefined || me.uuid !== this.o.peers.self.uuid) return `node ${this.o.nodeId} is not registered with the controller yet (controller leader: node ${c.leaderId})`;
     return null;
+  }
+
+  /**
+   * Why this node cannot yet tell that a topic does not exist (it has not caught up with the
+   * controller's metadata since it started), or null once it can. See `caughtUp`.
+   */
+  metadataNotReady(): string | null {
+    if (this.caughtUp) return null;
+    const c = this.controller;
+    const leader = c.leaderId === 0 ? 'no controller leader is known yet' : `controller leader: node ${c.leaderId}`;
+    return `node ${this.o.nodeId} has not caught up with the cluster metadata since it started (applied up to index ${c.appliedIndex}; ${leader}); retry shortly`;
   }
 
   /** The partition of `group` in the applied metadata, or undefined. */

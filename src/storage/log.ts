@@ -613,7 +613,8 @@ export class PartitionLog implements PartitionLogApi {
   enforceRetention(nowMs: number, maxLogStart = Number.MAX_SAFE_INTEGER, beforeDelete?: (newLogStart: number) => void): number {
     this.checkWritable();
     const { retentionMs, retentionBytes } = this.cfg;
-    const expired = (s: Segment): boolean => retentionMs >= 0 && s.size > 0 && nowMs - s.maxTimestamp > retentionMs;
+    const newest = this.newestTimestamps();
+    const expired = (s: Segment): boolean => retentionMs >= 0 && s.size > 0 && nowMs - (newest.get(s) ?? Infinity) > retentionMs;
     const allExpired = this.segments.every(expired);
     // Sealed segments go first: on a full disk that frees the space the roll below needs.
     let deleted = this.deleteOldestWhile(expired, retentionBytes, maxLogStart, beforeDelete);
@@ -624,6 +625,24 @@ export class PartitionLog implements PartitionLogApi {
       deleted += this.deleteOldestWhile(expired, retentionBytes, maxLogStart, beforeDelete);
     }
     return deleted;
+  }
+
+  /**
+   * The timestamp retention.ms ages each segment by: its newest batch's, except for a segment with no
+   * timestamp above 0 (only Raft's control batches, a term's no-op, which carry timestamp 0), which is
+   * as old as the next segment that has one (everything there was written after it), or never expires
+   * when none follows. Aged by its own 0, a leader's first segment, holding only its no-op, was deleted
+   * as soon as it rolled, and its log start moved past its followers' (chaos finding D).
+   */
+  private newestTimestamps(): Map<Segment, number> {
+    const out = new Map<Segment, number>();
+    let later = Infinity;
+    for (let i = this.segments.length - 1; i >= 0; i--) {
+      const s = this.segments[i];
+      if (s.maxTimestamp > 0) later = s.maxTimestamp;
+      out.set(s, s.maxTimestamp > 0 ? s.maxTimestamp : later);
+    }
+    return out;
   }
 
   /**

@@ -10,8 +10,9 @@ import { Admin } from '../../src/client/index.js';
 import { encodeBatch } from '../../src/batch/index.js';
 import { FastBrokerClient, readErrorInfo } from '../../src/rpc/index.js';
 import { FORWARDED_METADATA_KEY } from '../../src/rpc/forward.js';
-import { OffsetSpec, type ProduceRequest, type ProduceResponse } from '../../src/rpc/gen/sluice/v1/broker.js';
+import { type ProduceRequest, type ProduceResponse } from '../../src/rpc/gen/sluice/v1/broker.js';
 import { Acks } from '../../src/rpc/gen/sluice/v1/records.js';
+import { AdminClient } from '../../src/rpc/gen/sluice/v1/admin.js';
 import * as C from './constants.js';
 import type { FaultTarget } from './schedule.js';
 
@@ -77,16 +78,20 @@ function client(address: string): InstanceType<typeof FastBrokerClient> {
 }
 
 /**
- * The high watermark of `address`'s own replica of topic/partition (the request carries the forwarded
- * marker, so the node answers from its replica, never asking the leader); null on any failure.
+ * The high watermark of `address`'s own replica of topic/partition: DescribeTopic with the forwarded
+ * marker, so the node answers from its replicas, never asking the leader (ListOffsets(latest) is
+ * answered by the leader only); null on any failure.
  */
 export async function localHighWatermark(address: string, topic: string, partition: number): Promise<number | null> {
-  const c = client(address);
+  const c = new AdminClient(address, grpc.credentials.createInsecure(), channelOptions);
   const md = new grpc.Metadata();
   md.set(FORWARDED_METADATA_KEY, '1');
   try {
     return await new Promise<number | null>((resolve) =>
-      c.listOffsets({ topic, partitions: [partition], spec: OffsetSpec.OFFSET_SPEC_LATEST, timestampMs: 0n }, md, { deadline: Date.now() + C.CLUSTER_PROBE_TIMEOUT_MS }, (err, r) => resolve(err || r === undefined || r.offsets.length === 0 ? null : Number(r.offsets[0].offset))),
+      c.describeTopic({ name: topic }, md, { deadline: Date.now() + C.CLUSTER_PROBE_TIMEOUT_MS }, (err, r) => {
+        const p = err ? undefined : r?.topic?.partitions.find((x) => x.partition === partition);
+        resolve(p === undefined ? null : Number(p.highWatermark));
+      }),
     );
   } finally {
     c.close();

@@ -66,7 +66,7 @@ export const CLUSTER_READY_MS = 60_000;
 export const CLUSTER_CONVERGE_MS = 30_000;
 
 /** Bound on a broker's start (recovery included) and on its clean stop. */
-export const NODE_START_MS = 30_000;
+export const NODE_START_MS = 60_000;
 export const NODE_STOP_MS = 15_000;
 
 assert.ok(CHAOS_PAUSE_MS_MIN > ELECTION_TIMEOUT_MS, 'a pause must outlast an election timeout');

@@ -64,8 +64,8 @@ function parseArgs(argv: readonly string[]): Args {
   if (a.nodes > 200) throw new Error('--nodes: at most 200 (one 127.0.0.x address each)');
   if (a.nodes === 2) throw new Error('--nodes: 1 (a single broker) or 3 and more (a cluster; 2 nodes have no majority to lose one of)');
   if (a.nodes >= 3) {
-    // A cluster: node-to-node partitions need `ip netns` hosts (not built yet); disk-full only when asked.
-    if (!kindsGiven) a.kinds = ['kill', 'pause', 'slow-disk'];
+    // A cluster: disk-full only when asked (it needs root for a tmpfs per node).
+    if (!kindsGiven) a.kinds = ['kill', 'pause', 'partition', 'slow-disk'];
     const unsupported = a.kinds.filter((k) => !CLUSTER_FAULT_KINDS.includes(k));
     if (unsupported.length > 0) throw new Error(`--faults ${unsupported.join(',')}: not on a cluster yet (cluster faults: ${CLUSTER_FAULT_KINDS.join(', ')})`);
   }

@@ -25,7 +25,7 @@ export interface NodeOptions {
    * Cluster mode: this node's part of a `sluice serve` cluster. The ports are fixed before any node
    * starts (each node's --seeds must name the others), and kept across restarts.
    */
-  cluster?: { grpcPort: number; httpPort: number; seeds: readonly string[]; controllerVoters: readonly number[] };
+  cluster?: { grpcPort: number; httpPort: number; seeds: readonly string[]; controllerVoters: readonly number[]; env?: NodeJS.ProcessEnv };
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
@@ -90,12 +90,17 @@ export class ChaosNode {
   }
 
   async start(): Promise<void> {
-    const env: NodeJS.ProcessEnv = { [TEST_FAULTS_FILE_ENV]: this.faultsFile, [TEST_SYNC_JOURNAL_ENV]: this.journal };
+    const env: NodeJS.ProcessEnv = { ...this.o.cluster?.env, [TEST_FAULTS_FILE_ENV]: this.faultsFile, [TEST_SYNC_JOURNAL_ENV]: this.journal };
     if (this.o.ackBeforeFsync) env[TEST_ACK_BEFORE_FSYNC_ENV] = '1';
     const args = ['--grpc-addr', `${this.host}:${this.port}`, '--http-addr', `${this.host}:${this.httpPort}`, '--shards', '1'];
     const c = this.o.cluster;
     if (c !== undefined) args.push('--node-id', String(this.id), '--seeds', c.seeds.join(','), '--controller-voters', c.controllerVoters.join(','));
-    const b = await withTimeout(spawnBroker(this.dataDir, args, env), NODE_START_MS, `node ${this.id} start`);
+    const spawning = spawnBroker(this.dataDir, args, env);
+    // A start past its bound must not leave the broker behind: it is killed when (if) it comes up.
+    const b = await withTimeout(spawning, NODE_START_MS, `node ${this.id} start`).catch((err: unknown) => {
+      spawning.then((late) => late.child.kill('SIGKILL')).catch(() => {});
+      throw err;
+    });
     this.child = b.child;
     this.stderr = b.stderr;
     this.port = Number(b.grpcAddress.slice(b.grpcAddress.lastIndexOf(':') + 1));

@@ -15,16 +15,18 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Admin } from '../../src/client/index.js';
+import { isSluiceError } from '../../src/errors.js';
 import { startLinkProxy, type LinkProxy } from '../idempotence/tcp-proxy.js';
 import { checkHistory, isClean, type Verdict } from './checker.js';
 import * as C from './constants.js';
 import { History } from './history.js';
 import { aliveSeenBy, clusterView, localHighWatermark, resolveTarget } from './cluster.js';
 import { ChaosNode, freePort } from './nodes.js';
+import { LinkTable, linkSettings } from './links.js';
 import { compareReplicas } from './replicas.js';
 import { writeReport } from './report.js';
 import { makeSchedule, type FaultKind, type FaultPlan, type Schedule } from './schedule.js';
-import { finalRead, Workload, type Target } from './workload.js';
+import { finalRead, latestOffsets, Workload, type Target } from './workload.js';
 
 export interface RunOptions {
   seed: number;
@@ -69,10 +71,21 @@ async function until(ready: () => boolean, ms: number, probe?: () => Promise<voi
   }
 }
 
+/**
+ * Waits for every promise, then throws the first failure: a node start that failed must not leave the
+ * others starting unseen (they would come up after the run's cleanup and outlive it).
+ */
+async function settleAll(ps: readonly Promise<unknown>[]): Promise<void> {
+  const failed = (await Promise.allSettled(ps)).find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed !== undefined) throw failed.reason;
+}
+
 class Run {
   readonly history: History;
   readonly nodes: ChaosNode[] = [];
   readonly proxies = new Map<number, LinkProxy>();
+  /** A cluster run with partition faults: the node-to-node links (links.ts). */
+  links: LinkTable | null = null;
   /** Time 0 of the schedule and the history: when the workload starts (the nodes are up). */
   private t0 = performance.now();
   readonly now = (): number => Math.round((performance.now() - this.t0) * 10) / 10;
@@ -119,11 +132,12 @@ class Run {
     const ports = await Promise.all(hosts.map(async (h) => ({ grpc: await freePort(h), http: await freePort(h) })));
     const seeds = hosts.map((h, i) => `${h}:${ports[i].grpc}`);
     const controllerVoters = Array.from({ length: Math.min(this.o.nodes, C.CLUSTER_CONTROLLER_VOTERS_MAX) }, (_, i) => i + 1);
+    if (this.o.kinds.includes('partition')) this.links = await LinkTable.create(hosts, seeds);
     for (let id = 1; id <= this.o.nodes; id++) {
-      const cluster = { grpcPort: ports[id - 1].grpc, httpPort: ports[id - 1].http, seeds, controllerVoters };
+      const cluster = { grpcPort: ports[id - 1].grpc, httpPort: ports[id - 1].http, seeds, controllerVoters, env: this.links?.envFor(id) };
       this.nodes.push(new ChaosNode({ id, dir: path.join(this.workDir, `n${id}`), tmpfs, ackBeforeFsync: this.o.ackBeforeFsync === true, cluster }));
     }
-    await Promise.all(this.nodes.map((n) => n.start()));
+    await settleAll(this.nodes.map((n) => n.start()));
     if (!(await until(() => this.readyCount === this.nodes.length, C.CLUSTER_READY_MS, () => this.probeReady()))) throw new Error(`the cluster did not become ready in ${C.CLUSTER_READY_MS} ms`);
     const topic = 'chaos';
     const addresses = this.nodes.map((n) => n.grpcAddress);
@@ -137,7 +151,18 @@ class Run {
     if (!(await until(() => alive === this.nodes.length, C.CLUSTER_READY_MS, countAlive))) throw new Error(`the nodes did not all see each other alive in ${C.CLUSTER_READY_MS} ms`);
     const admin = new Admin({ brokers: addresses, requestTimeoutMs: C.CLUSTER_READY_MS });
     try {
-      await admin.createTopic(topic, { partitions: C.WORKLOAD_PARTITIONS, replicationFactor: Math.min(C.CLUSTER_REPLICATION_FACTOR, this.o.nodes) });
+      // On a loaded machine gossip may suspect a node for a moment: the controller leader then counts
+      // fewer live nodes than the replication factor. That refusal wrote nothing; ask again (bounded).
+      const createDeadline = Date.now() + C.CLUSTER_READY_MS;
+      for (;;) {
+        try {
+          await admin.createTopic(topic, { partitions: C.WORKLOAD_PARTITIONS, replicationFactor: Math.min(C.CLUSTER_REPLICATION_FACTOR, this.o.nodes) });
+          break;
+        } catch (err) {
+          if (!isSluiceError(err, 'REPLICATION_FACTOR_TOO_LARGE') || Date.now() > createDeadline) throw err;
+          await sleep(200);
+        }
+      }
     } finally {
       admin.close();
     }
@@ -197,7 +222,7 @@ class Run {
         );
         await waitOut();
         const heal = this.now();
-        await Promise.all(
+        await settleAll(
           nodes.map(async (n) => {
             await n.start();
             // A cluster node is ready once it has joined and its controller has a leader (bounded).
@@ -222,6 +247,14 @@ class Run {
         }
         break;
       case 'partition':
+        if (this.links !== null) {
+          const before = this.links.droppedBytes;
+          this.links.apply(linkSettings(f.shape ?? 'minority', ids, this.nodes.length, f.bridge));
+          await waitOut();
+          this.links.healAll();
+          this.note(`fault ${f.id} healed: the links dropped ${this.links.droppedBytes - before} bytes`);
+          break;
+        }
         for (const n of nodes) this.proxies.get(n.id)!.setMode(f.linkMode ?? 'drop');
         await waitOut();
         for (const n of nodes) this.proxies.get(n.id)!.setMode('pass');
@@ -268,6 +301,7 @@ class Run {
 
   destroy(): void {
     for (const p of this.proxies.values()) void p.close();
+    void this.links?.close();
     for (const n of this.nodes) n.destroy();
   }
 }
@@ -345,7 +379,7 @@ export async function runSchedule(o: RunOptions): Promise<RunResult> {
     const hws = new Map<string, number>();
     for (const t of targets) {
       const admin = new Admin({ brokers: t.address });
-      for (const [p, hw] of await admin.listOffsets(t.topic, 'latest')) hws.set(`${t.topic}/${p}`, hw);
+      for (const [p, hw] of await latestOffsets(admin, t.topic)) hws.set(`${t.topic}/${p}`, hw);
       admin.close();
     }
     const grouped = !run.clustered;

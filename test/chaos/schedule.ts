@@ -6,12 +6,13 @@
  */
 import { xorshift } from '../idempotence/tcp-proxy.js';
 import type { LinkMode } from '../idempotence/tcp-proxy.js';
+import { PARTITION_SHAPES, type PartitionShape } from './links.js';
 import * as C from './constants.js';
 
 export const FAULT_KINDS = ['kill', 'pause', 'partition', 'slow-disk', 'disk-full'] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
-/** Fault kinds a cluster run can inject today (node-to-node partitions need `ip netns`: not built yet). */
-export const CLUSTER_FAULT_KINDS: readonly FaultKind[] = ['kill', 'pause', 'slow-disk', 'disk-full'];
+/** Fault kinds a cluster run can inject (partitions go through the harness's node-to-node link proxies, links.ts). */
+export const CLUSTER_FAULT_KINDS: readonly FaultKind[] = ['kill', 'pause', 'partition', 'slow-disk', 'disk-full'];
 export const FAULT_TARGETS = ['leader', 'follower', 'controller'] as const;
 export type FaultTarget = (typeof FAULT_TARGETS)[number];
 
@@ -31,8 +32,15 @@ export interface FaultPlan {
    * replay has the same faults, roles and times, but perhaps other node ids.
    */
   target?: FaultTarget;
-  /** partition: what the links of `nodes` do meanwhile. */
+  /** partition, one node: what the links of `nodes` do meanwhile. */
   linkMode?: LinkMode;
+  /**
+   * partition, a cluster: the shape (links.ts `linkSettings`): `minority` cuts `nodes` off the rest,
+   * `bridge` cuts `nodes` off the rest but `bridge`, `one-way` loses what `nodes` send.
+   */
+  shape?: PartitionShape;
+  /** partition, `bridge`: the node that still reaches both sides. */
+  bridge?: number;
   /** slow-disk: the delay added to each fdatasync. */
   fsyncDelayMs?: number;
   /** One line for people: "kill -9 n2 for 830 ms". */
@@ -93,6 +101,7 @@ function planFault(r: ReturnType<typeof rng>, id: number, kind: FaultKind, n: nu
       return { id, kind, nodes, startMs, durationMs, target, detail: `SIGSTOP ${who(nodes, target)} for ${durationMs} ms` };
     }
     case 'partition': {
+      if (n >= 3) return planClusterPartition(r, id, n, startMs);
       const nodes = nodeSet(r, n, r.int(1, minority));
       const linkMode = r.pick<LinkMode>(['drop', 'drop', 'drop-responses', 'drop-requests']);
       const durationMs = r.int(C.CHAOS_PARTITION_MS_MIN, C.CHAOS_PARTITION_MS_MAX);
@@ -110,6 +119,32 @@ function planFault(r: ReturnType<typeof rng>, id: number, kind: FaultKind, n: nu
       return { id, kind, nodes, startMs, durationMs, detail: `disk full on ${names(nodes)} for ${durationMs} ms` };
     }
   }
+}
+
+/**
+ * A partition between the nodes of a cluster: a minority cut off (one node in three of them aimed at
+ * a partition leader or the controller leader), a bridge node that still sees both sides, or one node
+ * whose messages are lost one way (it hears the others, they do not hear it).
+ */
+function planClusterPartition(r: ReturnType<typeof rng>, id: number, n: number, startMs: number): FaultPlan {
+  const shape = r.pick(PARTITION_SHAPES);
+  const durationMs = r.int(C.CHAOS_PARTITION_MS_MIN, C.CHAOS_PARTITION_MS_MAX);
+  const base = { id, kind: 'partition' as const, startMs, durationMs, shape };
+  if (shape === 'bridge') {
+    const order = nodeSet(r, n, n);
+    for (let i = order.length - 1; i > 0; i--) {
+      const j = r.int(0, i);
+      [order[i], order[j]] = [order[j], order[i]];
+    }
+    const bridge = order[0];
+    const nodes = order.slice(1, 1 + r.int(1, Math.floor((n - 1) / 2))).sort((a, b) => a - b);
+    return { ...base, nodes, bridge, detail: `partition ${names(nodes)} from the others but bridge n${bridge} for ${durationMs} ms` };
+  }
+  const size = shape === 'minority' ? r.int(1, Math.floor((n - 1) / 2)) : 1;
+  const nodes = nodeSet(r, n, size);
+  const target = size === 1 ? r.pick<FaultTarget | undefined>(['leader', 'controller', undefined]) : undefined;
+  const what = shape === 'minority' ? `cut ${who(nodes, target)} off the others` : `lose what ${who(nodes, target)} sends (one way)`;
+  return { ...base, nodes, target, detail: `partition: ${what} for ${durationMs} ms` };
 }
 
 export function makeSchedule(o: ScheduleOptions): Schedule {

@@ -8,7 +8,7 @@
  * comparable; a fault shows up as unknown outcomes and a gap in acknowledged throughput.
  */
 import { Admin, Consumer, GroupAdmin, GroupConsumer, Producer } from '../../src/client/index.js';
-import { SluiceError } from '../../src/errors.js';
+import { SluiceError, isSluiceError } from '../../src/errors.js';
 import { RawProducer } from './cluster.js';
 import * as C from './constants.js';
 import type { History, Outcome } from './history.js';
@@ -282,11 +282,29 @@ export class Workload {
   }
 }
 
+/**
+ * The high watermarks of `topic` through `admin`, asked again (bounded by WORKLOAD_DRAIN_MS) while the
+ * answer is a retriable refusal: on a cluster right after healing a partition may still be electing,
+ * or its new leader may not have committed an entry of its term yet (it then refuses rather than show
+ * a high watermark that could be below one already seen).
+ */
+export async function latestOffsets(admin: Admin, topic: string): Promise<Map<number, number>> {
+  const deadline = Date.now() + C.WORKLOAD_DRAIN_MS;
+  for (;;) {
+    try {
+      return await admin.listOffsets(topic, 'latest');
+    } catch (err) {
+      if (!isSluiceError(err) || !err.retriable || Date.now() > deadline) throw err;
+      await sleep(C.WORKLOAD_RESTART_MS);
+    }
+  }
+}
+
 /** Reads every partition of `topic` from `address` to its end: the final read, after healing. */
 export async function finalRead(address: string, topic: string, history: History): Promise<void> {
   const admin = new Admin({ brokers: address, channelOptions });
   try {
-    const hws = await admin.listOffsets(topic, 'latest');
+    const hws = await latestOffsets(admin, topic);
     for (let p = 0; p < C.WORKLOAD_PARTITIONS; p++) {
       const key = `${topic}/${p}`;
       const consumer = new Consumer({ brokers: address, topic, partitions: [p], from: 'earliest', stopAtEnd: true, channelOptions });

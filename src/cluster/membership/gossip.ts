@@ -17,6 +17,7 @@
 import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
 import * as grpc from '@grpc/grpc-js';
+import { peerDialAddress } from '../test-peer-map.js';
 import { SluiceError, isSluiceError } from '../../errors.js';
 import {
   GOSSIP_INDIRECT_PROBES,
@@ -440,7 +441,7 @@ export class Gossip implements PeerDirectory {
         client.close();
         this.clients.delete(oldest);
       }
-      c = new MembershipClient(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+      c = new MembershipClient(peerDialAddress(address), grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
       this.clients.set(address, c);
     }
     return c;

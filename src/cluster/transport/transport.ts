@@ -26,6 +26,7 @@
 import assert from 'node:assert/strict';
 import { randomInt } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
+import { peerDialAddress } from '../test-peer-map.js';
 import {
   RAFT_TRANSPORT_BACKOFF_MS_MAX,
   RAFT_TRANSPORT_BACKOFF_MS_MIN,
@@ -329,7 +330,7 @@ export class GrpcRaftTransport implements RaftTransport {
       peer.client?.close();
       peer.client = null;
       try {
-        peer.client = new grpc.Client(address, grpc.credentials.createInsecure(), this.channelOptions);
+        peer.client = new grpc.Client(peerDialAddress(address), grpc.credentials.createInsecure(), this.channelOptions);
       } catch (err) {
         this.failed(peer, `bad address ${JSON.stringify(address)} for node ${peer.id}: ${err instanceof Error ? err.message : String(err)}`);
         return;

@@ -10,11 +10,24 @@
  * so the final commit covers everything this member processed, and only then is the revoke
  * acknowledged (and the partition handed to its new owner). Credit is granted back as batches finish,
  * so at most `creditRecords` records (or `creditBytes`) wait in this process.
+ *
+ * Following the coordinator (cluster mode): when the stream ends with a retriable error — the node
+ * stopped coordinating the group (NOT_COORDINATOR, naming the new coordinator when it knows it), the
+ * node went away (UNAVAILABLE, SHUTTING_DOWN) — the consumer joins again, at the named coordinator or
+ * the next broker of its list, with backoff, for up to `rejoinTimeoutMs`. What it processed but had
+ * not committed is delivered again (at-least-once); batches still queued from the old stream are
+ * dropped, and partitions start from the group's committed offsets.
  */
 import * as grpc from '@grpc/grpc-js';
 import { makeGenericClientConstructor } from '@grpc/grpc-js';
 import { SluiceError } from '../errors.js';
-import { CLIENT_REQUEST_TIMEOUT_MS_DEFAULT, GRPC_RECEIVE_BYTES_MAX } from '../constants.js';
+import {
+  CLIENT_GROUP_REJOIN_BACKOFF_MS_MAX,
+  CLIENT_GROUP_REJOIN_BACKOFF_MS_MIN,
+  CLIENT_GROUP_REJOIN_TIMEOUT_MS_DEFAULT,
+  CLIENT_REQUEST_TIMEOUT_MS_DEFAULT,
+  GRPC_RECEIVE_BYTES_MAX,
+} from '../constants.js';
 import { fromServiceError, readErrorInfo } from '../rpc/errors.js';
 import { BinaryReader } from '@bufbuild/protobuf/wire';
 import {
@@ -49,6 +62,11 @@ export interface GroupConsumerOptions extends ClientOptions {
   /** Called (in stream order) when partitions are assigned or revoked. */
   onAssign?: (partitions: TopicPartitionRef[]) => void | Promise<void>;
   onRevoke?: (partitions: TopicPartitionRef[]) => void | Promise<void>;
+  /**
+   * How long to keep rejoining after the stream ends with a retriable error (the coordinator moved or
+   * its node died) before run() rejects. Default 60 s; 0 never rejoins.
+   */
+  rejoinTimeoutMs?: number;
 }
 
 export interface TopicPartitionRef {
@@ -76,10 +94,15 @@ export interface CommitSpec extends TopicPartitionRef {
   offset: number;
 }
 
-type Item =
+/** Every item carries the stream it came from: items of an ended stream are dropped. */
+type Item = { stream: number } & (
   | { kind: 'batch'; batch: GroupBatch; bytes: number; records: number }
   | { kind: 'assign'; partitions: TopicPartitionRef[] }
-  | { kind: 'revoke'; generation: number; partitions: TopicPartitionRef[] };
+  | { kind: 'revoke'; generation: number; partitions: TopicPartitionRef[] }
+);
+
+/** Codes after which a member joins again (elsewhere): the group is fine, this stream's node is not. */
+const REJOIN_CODES: ReadonlySet<string> = new Set(['NOT_COORDINATOR', 'UNAVAILABLE', 'SHUTTING_DOWN', 'TIMEOUT', 'LOG_CLOSED']);
 
 const EMPTY = Buffer.alloc(0);
 
@@ -129,7 +152,19 @@ const key = (topic: string, partition: number): string => `${topic}\u0000${parti
 
 export class GroupConsumer {
   private readonly options: GroupConsumerOptions;
-  private readonly client: GroupsClient;
+  private readonly brokers: string[];
+  /** One client per broker address used so far (the coordinator may move to any of them). */
+  private readonly clients = new Map<string, GroupsClient>();
+  /** Where the current stream goes. */
+  private address: string;
+  /** Counts streams: items and commits of an ended stream are dropped. */
+  private stream = 0;
+  /** When the current run of failed (re)joins began, or null while joined. */
+  private failingSinceMs: number | null = null;
+  private backoffMs = CLIENT_GROUP_REJOIN_BACKOFF_MS_MIN;
+  private rejoinTimer: NodeJS.Timeout | null = null;
+  /** Rejoins so far (for tests and tools). */
+  rejoins = 0;
   private topics: string[] | null = null;
   private pattern: string | null = null;
   private call: grpc.ClientDuplexStream<ConsumeRequest, ConsumeResponse> | null = null;
@@ -156,14 +191,25 @@ export class GroupConsumer {
   constructor(options: GroupConsumerOptions) {
     if (typeof options?.groupId !== 'string' || options.groupId.length === 0) throw new SluiceError('INVALID_REQUEST', 'GroupConsumer needs a groupId');
     this.options = options;
-    this.client = new FastGroupsClient(brokerList(options.brokers)[0], grpc.credentials.createInsecure(), {
-      'grpc.max_receive_message_length': GRPC_RECEIVE_BYTES_MAX,
-      'grpc.max_send_message_length': GRPC_RECEIVE_BYTES_MAX,
-      'grpc.keepalive_time_ms': 30_000,
-      // The broker streams ~1 MiB chunks; HTTP/2's default 64 KiB window would stall each one for
-      // round trips of WINDOW_UPDATEs. Credit, not the transport window, is the flow control here.
-      'grpc-node.flow_control_window': GROUP_STREAM_WINDOW_BYTES,
-    });
+    this.brokers = brokerList(options.brokers);
+    this.address = this.brokers[0];
+  }
+
+  private clientFor(address: string): GroupsClient {
+    let c = this.clients.get(address);
+    if (c === undefined) {
+      c = new FastGroupsClient(address, grpc.credentials.createInsecure(), {
+        ...this.options.channelOptions,
+        'grpc.max_receive_message_length': GRPC_RECEIVE_BYTES_MAX,
+        'grpc.max_send_message_length': GRPC_RECEIVE_BYTES_MAX,
+        'grpc.keepalive_time_ms': 30_000,
+        // The broker streams ~1 MiB chunks; HTTP/2's default 64 KiB window would stall each one for
+        // round trips of WINDOW_UPDATEs. Credit, not the transport window, is the flow control here.
+        'grpc-node.flow_control_window': GROUP_STREAM_WINDOW_BYTES,
+      });
+      this.clients.set(address, c);
+    }
+    return c;
   }
 
   /** Topics to consume (a list, one name, or a RegExp matched against every topic). */
@@ -202,6 +248,7 @@ export class GroupConsumer {
           continue;
         }
         if (this.stopping && item.kind === 'batch') continue;
+        if (item.stream !== this.stream) continue; // from a stream that ended: its partitions restart from commits
         await this.process(item, handler);
       }
     } finally {
@@ -254,8 +301,9 @@ export class GroupConsumer {
   // --- Stream ----------------------------------------------------------------------------------
 
   private open(): void {
-    const call = this.client.consume();
+    const call = this.clientFor(this.address).consume();
     this.call = call;
+    const stream = ++this.stream;
     const o = this.options;
     const session = o.sessionTimeoutMs ?? 10_000;
     this.send({
@@ -276,21 +324,62 @@ export class GroupConsumer {
         },
       },
     });
-    this.heartbeat = setInterval(() => {
+    this.heartbeat ??= setInterval(() => {
       if (Date.now() - this.lastSentMs >= session / 3) this.send({ request: { $case: 'heartbeat', value: {} } });
     }, Math.max(10, Math.floor(session / 6)));
-    call.on('data', (res: ConsumeResponse) => this.onMessage(res));
-    call.on('error', (err: grpc.ServiceError) => {
-      if (this.stopping && (err.code === grpc.status.CANCELLED || err.code === grpc.status.OK)) return this.end(null);
-      const address = brokerList(this.options.brokers)[0]!;
-      this.end(readErrorInfo(err.metadata) !== null ? fromServiceError(err) : explainTransportError(fromServiceError(err), address, this.options.requestTimeoutMs ?? CLIENT_REQUEST_TIMEOUT_MS_DEFAULT));
+    call.on('data', (res: ConsumeResponse) => {
+      if (stream === this.stream) this.onMessage(res);
     });
-    call.on('end', () => this.end(null));
+    call.on('error', (err: grpc.ServiceError) => {
+      if (stream !== this.stream) return;
+      if (this.stopping && (err.code === grpc.status.CANCELLED || err.code === grpc.status.OK)) return this.end(null);
+      const address = this.address;
+      const e = readErrorInfo(err.metadata) !== null ? fromServiceError(err) : explainTransportError(fromServiceError(err), address, this.options.requestTimeoutMs ?? CLIENT_REQUEST_TIMEOUT_MS_DEFAULT);
+      if (!this.stopping && REJOIN_CODES.has(e.code) && this.rejoin(e)) return;
+      this.end(e);
+    });
+    call.on('end', () => {
+      if (stream === this.stream) this.end(null);
+    });
+  }
+
+  /**
+   * The stream ended with a retriable error: forget this stream's partitions (their next owner, maybe
+   * this member again, starts from the committed offsets) and join again after a backoff, at the
+   * coordinator `err` names or the next broker. False when the rejoin budget is spent.
+   */
+  private rejoin(err: SluiceError): boolean {
+    const budget = this.options.rejoinTimeoutMs ?? CLIENT_GROUP_REJOIN_TIMEOUT_MS_DEFAULT;
+    const now = Date.now();
+    this.failingSinceMs ??= now;
+    if (budget <= 0 || now - this.failingSinceMs > budget) return false;
+    this.stream++; // whatever the old call still delivers is ignored
+    this.call = null;
+    this.memberId = '';
+    this.owned.clear();
+    this.processed.clear();
+    this.committedAt.clear();
+    for (const p of this.pendingCommits.values()) p.reject(err);
+    this.pendingCommits.clear();
+    const named = err.code === 'NOT_COORDINATOR' ? (err.info?.coordinator_address ?? '') : '';
+    if (named !== '' && named !== this.address) this.address = named;
+    else if (named === '' && err.code !== 'NOT_COORDINATOR') this.address = this.brokers[(this.brokers.indexOf(this.address) + 1) % this.brokers.length] ?? this.brokers[0];
+    const wait = this.backoffMs;
+    this.backoffMs = Math.min(CLIENT_GROUP_REJOIN_BACKOFF_MS_MAX, this.backoffMs * 2);
+    this.rejoinTimer = setTimeout(() => {
+      this.rejoinTimer = null;
+      if (this.finished || this.stopping) return;
+      this.rejoins++;
+      this.open();
+    }, wait);
+    return true;
   }
 
   private end(err: SluiceError | null): void {
     if (err !== null && this.failure === null && !this.finished) this.failure = err;
     this.finished = true;
+    if (this.rejoinTimer !== null) clearTimeout(this.rejoinTimer);
+    this.rejoinTimer = null;
     for (const p of this.pendingCommits.values()) p.reject(err ?? new SluiceError('UNAVAILABLE', 'the Consume stream ended before the commit was answered'));
     this.pendingCommits.clear();
     this.wake?.();
@@ -299,8 +388,11 @@ export class GroupConsumer {
   private cleanup(): void {
     if (this.heartbeat !== null) clearInterval(this.heartbeat);
     this.heartbeat = null;
+    if (this.rejoinTimer !== null) clearTimeout(this.rejoinTimer);
+    this.rejoinTimer = null;
     this.call?.cancel();
-    this.client.close();
+    for (const c of this.clients.values()) c.close();
+    this.clients.clear();
   }
 
   private send(req: ConsumeRequest): void {
@@ -310,6 +402,7 @@ export class GroupConsumer {
   }
 
   private push(item: Item): void {
+    // The queue is bounded by the credit this member grants (batches) plus the few assign/revoke items.
     this.queue.push(item);
     this.wake?.();
   }
@@ -321,6 +414,8 @@ export class GroupConsumer {
       case 'joined':
         this.memberId = r.value.memberId;
         this.generation = Number(r.value.generation);
+        this.failingSinceMs = null;
+        this.backoffMs = CLIENT_GROUP_REJOIN_BACKOFF_MS_MIN;
         this.joinedResolve?.();
         return;
       case 'assign': {
@@ -333,12 +428,12 @@ export class GroupConsumer {
           if (p.offset >= 0n) this.committedAt.set(k, Number(p.offset));
           else this.committedAt.delete(k);
         }
-        this.push({ kind: 'assign', partitions: parts });
+        this.push({ stream: this.stream, kind: 'assign', partitions: parts });
         return;
       }
       case 'revoke': {
         this.generation = Number(r.value.generation);
-        this.push({ kind: 'revoke', generation: Number(r.value.generation), partitions: r.value.partitions.map((p) => ({ topic: p.topic, partition: p.partition })) });
+        this.push({ stream: this.stream, kind: 'revoke', generation: Number(r.value.generation), partitions: r.value.partitions.map((p) => ({ topic: p.topic, partition: p.partition })) });
         return;
       }
       case 'records': {
@@ -358,7 +453,7 @@ export class GroupConsumer {
           highWatermark: Number(v.highWatermark),
           generation: Number(v.generation),
         };
-        this.push({ kind: 'batch', batch, bytes: v.recordBatches.length, records: Number(v.nextOffset) - first });
+        this.push({ stream: this.stream, kind: 'batch', batch, bytes: v.recordBatches.length, records: Number(v.nextOffset) - first });
         return;
       }
       case 'commitResult': {
@@ -406,6 +501,8 @@ export class GroupConsumer {
     if (b.recordCount > 0) await handler(b);
     // stop() called from inside the handler: the batch may be partly done, so its end is not committed.
     if (this.stopping) return;
+    // The stream ended while the handler ran: the batch goes to whoever owns the partition next.
+    if (item.stream !== this.stream) return;
     this.processed.set(k, { topic: b.topic, partition: b.partition, offset: b.nextOffset });
     this.send({ request: { $case: 'credit', value: { records: Math.max(1, item.records), bytes: BigInt(Math.max(1, item.bytes)) } } });
     if (this.options.autoCommit !== false) this.scheduleCommit();

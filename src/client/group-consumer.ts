@@ -59,7 +59,11 @@ export interface GroupConsumerOptions extends ClientOptions {
   /** Records and bytes the broker may send ahead of processing. Defaults 20,000 and 16 MiB. */
   creditRecords?: number;
   creditBytes?: number;
-  /** Called (in stream order) when partitions are assigned or revoked. */
+  /**
+   * Called (in stream order) when partitions are assigned or revoked. onRevoke is also called for the
+   * partitions a member loses when its stream ends and it rejoins (its coordinator moved): nothing can
+   * be committed for them then, and the rejoin assigns partitions afresh.
+   */
   onAssign?: (partitions: TopicPartitionRef[]) => void | Promise<void>;
   onRevoke?: (partitions: TopicPartitionRef[]) => void | Promise<void>;
   /**
@@ -99,6 +103,7 @@ type Item = { stream: number } & (
   | { kind: 'batch'; batch: GroupBatch; bytes: number; records: number }
   | { kind: 'assign'; partitions: TopicPartitionRef[] }
   | { kind: 'revoke'; generation: number; partitions: TopicPartitionRef[] }
+  | { kind: 'lost'; partitions: TopicPartitionRef[] }
 );
 
 /** Codes after which a member joins again (elsewhere): the group is fine, this stream's node is not. */
@@ -356,6 +361,7 @@ export class GroupConsumer {
     this.stream++; // whatever the old call still delivers is ignored
     this.call = null;
     this.memberId = '';
+    if (this.owned.size > 0) this.push({ stream: this.stream, kind: 'lost', partitions: [...this.owned.values()] });
     this.owned.clear();
     this.processed.clear();
     this.committedAt.clear();
@@ -475,6 +481,10 @@ export class GroupConsumer {
   private async process(item: Item, handler: (batch: GroupBatch) => Promise<void> | void): Promise<void> {
     if (item.kind === 'assign') {
       await this.options.onAssign?.(item.partitions);
+      return;
+    }
+    if (item.kind === 'lost') {
+      await this.options.onRevoke?.(item.partitions);
       return;
     }
     if (item.kind === 'revoke') {
@@ -604,34 +614,53 @@ export interface ResetPlanRow extends TopicPartitionRef {
 
 type UnaryFn<Req, Res> = (req: Req, metadata: grpc.Metadata, options: Partial<grpc.CallOptions>, cb: (err: grpc.ServiceError | null, res?: Res) => void) => grpc.ClientUnaryCall;
 
-/** The unary group RPCs (what `sluice group ...` uses). Failures are SluiceErrors. */
+/**
+ * The unary group RPCs (what `sluice group ...` uses). Failures are SluiceErrors. Any node of a cluster
+ * answers (it forwards to the group's coordinator); a node that does not answer at all is skipped for
+ * the next address of the list.
+ */
 export class GroupAdmin {
-  private readonly address: string;
-  private readonly client: GroupsClient;
+  private readonly addresses: string[];
+  private readonly clients: GroupsClient[];
+  /** The address that answered last: tried first. */
+  private current = 0;
   private readonly timeoutMs: number;
 
   constructor(options: ClientOptions = {}) {
-    this.address = brokerList(options.brokers)[0];
-    this.client = new GroupsClient(this.address, grpc.credentials.createInsecure());
+    this.addresses = brokerList(options.brokers);
+    this.clients = this.addresses.map((a) => new GroupsClient(a, grpc.credentials.createInsecure(), { ...options.channelOptions }));
     this.timeoutMs = options.requestTimeoutMs ?? CLIENT_REQUEST_TIMEOUT_MS_DEFAULT;
   }
 
-  private call<Req, Res>(method: UnaryFn<Req, Res>, req: Req): Promise<Res> {
-    return new Promise((resolve, reject) => {
-      method.call(this.client, req, new grpc.Metadata(), { deadline: Date.now() + this.timeoutMs }, (err, res) => {
-        if (err === null) resolve(res as Res);
-        else if (readErrorInfo(err.metadata) !== null) reject(fromServiceError(err));
-        else reject(explainTransportError(fromServiceError(err), this.address, this.timeoutMs));
+  private async call<Req, Res>(pick: (c: GroupsClient) => UnaryFn<Req, Res>, req: Req): Promise<Res> {
+    let last: SluiceError | null = null;
+    for (let i = 0; i < this.addresses.length; i++) {
+      const at = (this.current + i) % this.addresses.length;
+      const client = this.clients[at];
+      const outcome = await new Promise<{ res: Res } | { err: SluiceError; transport: boolean }>((resolve) => {
+        pick(client).call(client, req, new grpc.Metadata(), { deadline: Date.now() + this.timeoutMs }, (err, res) => {
+          if (err === null) resolve({ res: res as Res });
+          else if (readErrorInfo(err.metadata) !== null) resolve({ err: fromServiceError(err), transport: false });
+          else resolve({ err: explainTransportError(fromServiceError(err), this.addresses[at], this.timeoutMs), transport: true });
+        });
       });
-    });
+      if ('res' in outcome) {
+        this.current = at;
+        return outcome.res;
+      }
+      // Only a node that did not answer (no ErrorInfo: down, unreachable) is skipped; its answer is final.
+      if (!outcome.transport || outcome.err.code !== 'UNAVAILABLE') throw outcome.err;
+      last = outcome.err;
+    }
+    throw last!;
   }
 
   async listGroups(): Promise<{ groupId: string; state: string; members: number }[]> {
-    return (await this.call(this.client.listGroups, {})).groups;
+    return (await this.call((c) => c.listGroups, {})).groups;
   }
 
   async describeGroup(groupId: string): Promise<GroupDescription> {
-    const d = await this.call(this.client.describeGroup, { groupId });
+    const d = await this.call((c) => c.describeGroup, { groupId });
     const tps = (l: TopicPartitionRef[]): TopicPartitionRef[] => l.map((p) => ({ topic: p.topic, partition: p.partition }));
     return {
       groupId: d.groupId,
@@ -659,17 +688,17 @@ export class GroupAdmin {
   }
 
   async deleteGroup(groupId: string): Promise<void> {
-    await this.call(this.client.deleteGroup, { groupId });
+    await this.call((c) => c.deleteGroup, { groupId });
   }
 
   async fetchOffsets(groupId: string, topics: string[] = []): Promise<(CommitSpec & { metadata: string; commitTimeMs: number })[]> {
-    const r = await this.call(this.client.fetchOffsets, { groupId, topics });
+    const r = await this.call((c) => c.fetchOffsets, { groupId, topics });
     return r.offsets.map((o) => ({ topic: o.topic, partition: o.partition, offset: Number(o.offset), metadata: o.metadata, commitTimeMs: Number(o.commitTimeMs) }));
   }
 
   /** A standalone commit (the group must have no members), for users of the low-level Consumer. */
   async commitOffsets(groupId: string, offsets: CommitSpec[]): Promise<void> {
-    await this.call(this.client.commitOffsets, {
+    await this.call((c) => c.commitOffsets, {
       groupId,
       memberId: '',
       generation: 0n,
@@ -684,11 +713,11 @@ export class GroupAdmin {
     else if (to === 'latest') spec = { to: ResetTo.RESET_TO_LATEST, offset: 0n, timestampMs: 0n };
     else if ('offset' in to) spec = { to: ResetTo.RESET_TO_OFFSET, offset: BigInt(checkOffset(to.offset)), timestampMs: 0n };
     else spec = { to: ResetTo.RESET_TO_TIMESTAMP, offset: 0n, timestampMs: BigInt(checkTimestampMs(to.timestampMs)) };
-    const r = await this.call(this.client.resetOffsets, { groupId, topics, execute, ...spec });
+    const r = await this.call((c) => c.resetOffsets, { groupId, topics, execute, ...spec });
     return r.plan.map((p) => ({ topic: p.topic, partition: p.partition, currentOffset: Number(p.currentOffset), newOffset: Number(p.newOffset) }));
   }
 
   close(): void {
-    this.client.close();
+    for (const c of this.clients) c.close();
   }
 }

@@ -155,6 +155,8 @@ export class GroupCoordinator {
   /** Cluster mode: offsets partition -> the leader epoch it was loaded (or is being loaded) at. */
   private readonly loadedEpoch = new Map<number, number>();
   private readonly loadingEpoch = new Map<number, number>();
+  /** The replay of each partition being loaded (resolves either way). */
+  private readonly loads = new Map<number, Promise<void>>();
   private unsubscribePlacement: (() => void) | null = null;
 
   private constructor(
@@ -239,6 +241,21 @@ export class GroupCoordinator {
     return this.placement === null || this.loadedEpoch.has(partition);
   }
 
+  /**
+   * Waits for loads under way: of the group's offsets partition, or (no group) of every partition, so
+   * a request that arrives while this node is replaying a partition it just gained is served instead
+   * of refused. Bounded by the replays themselves (each ends, loaded or failed).
+   */
+  async settled(groupId?: string): Promise<void> {
+    if (this.placement === null) return;
+    if (groupId === undefined) {
+      await Promise.all(this.loads.values());
+      return;
+    }
+    if (typeof groupId !== 'string') return; // validation reports it
+    await this.loads.get(this.coordinatorPartition(groupId));
+  }
+
   /** NOT_COORDINATOR unless this coordinator serves the group now. */
   private requireCoordinator(groupId: string): void {
     const p = this.coordinatorPartition(groupId);
@@ -279,7 +296,7 @@ export class GroupCoordinator {
 
   private load(partition: number, epoch: number): void {
     this.loadingEpoch.set(partition, epoch);
-    this.store.loadPartition(partition).then(
+    const loading = this.store.loadPartition(partition).then(
       () => {
         if (this.loadingEpoch.get(partition) !== epoch || this.closed) return; // lost (or reloading) meanwhile
         this.loadingEpoch.delete(partition);
@@ -290,6 +307,10 @@ export class GroupCoordinator {
         if (this.loadingEpoch.get(partition) === epoch) this.loadingEpoch.delete(partition);
       },
     );
+    this.loads.set(partition, loading);
+    void loading.then(() => {
+      if (this.loads.get(partition) === loading) this.loads.delete(partition);
+    });
   }
 
   /** This node stopped leading the partition: its groups' members are fenced (they rejoin elsewhere). */

@@ -155,9 +155,10 @@ export function groupsService(ctx: ServiceContext, options: GroupsServiceOptions
    * Runs `local` on this node's coordinator; a NOT_COORDINATOR naming another node is forwarded there
    * once (unless this request was itself forwarded), so a group RPC works through any node.
    */
-  async function onCoordinator<T>(metadata: Metadata, local: (c: GroupCoordinator) => Promise<T>, remote: (address: string) => Promise<T>): Promise<T> {
+  async function onCoordinator<T>(metadata: Metadata, groupId: string, local: (c: GroupCoordinator) => Promise<T>, remote: (address: string) => Promise<T>): Promise<T> {
     const c = await coordinator();
     try {
+      await c.settled(groupId);
       return await local(c);
     } catch (err) {
       if (!isSluiceError(err, 'NOT_COORDINATOR') || isForwarded(metadata)) throw err;
@@ -213,6 +214,7 @@ export function groupsService(ctx: ServiceContext, options: GroupsServiceOptions
         const j = r.value;
         raw = j.raw;
         const c = await coordinator();
+        await c.settled(j.groupId);
         if (ended) return;
         session = new MemberSession(c, ctx.api(), transport, {
           autoCommit: j.autoCommit,
@@ -309,6 +311,7 @@ export function groupsService(ctx: ServiceContext, options: GroupsServiceOptions
         const r = call.request;
         return onCoordinator(
           call.metadata,
+          r.groupId,
           async (c) => {
             await c.commit(r.groupId, r.memberId === '' ? null : r.memberId, toSafeNumber(r.generation, 'generation'), toCommitOffsets(r.offsets));
             return {};
@@ -322,6 +325,7 @@ export function groupsService(ctx: ServiceContext, options: GroupsServiceOptions
       ctx.unary('FetchOffsets', () =>
         onCoordinator(
           call.metadata,
+          call.request.groupId,
           async (c) => {
             const list = c.fetchOffsets(call.request.groupId, call.request.topics);
             return {
@@ -335,6 +339,7 @@ export function groupsService(ctx: ServiceContext, options: GroupsServiceOptions
     listGroups(call, callback) {
       ctx.unary('ListGroups', async () => {
         const c = await coordinator();
+        await c.settled();
         const groups: { groupId: string; state: string; members: number }[] = c.listGroups().map((g) => ({ groupId: g.groupId, state: g.state, members: g.members }));
         if (c.clusterNodeId === null || isForwarded(call.metadata)) return { groups };
         // Cluster mode: every node coordinates some groups; ask the others (a node that does not answer
@@ -350,7 +355,7 @@ export function groupsService(ctx: ServiceContext, options: GroupsServiceOptions
 
     describeGroup(call, callback) {
       ctx.unary('DescribeGroup', () =>
-        onCoordinator(call.metadata, async (c) => {
+        onCoordinator(call.metadata, call.request.groupId, async (c) => {
         const d = await c.describeGroup(call.request.groupId);
         return {
           groupId: d.groupId,
@@ -382,6 +387,7 @@ export function groupsService(ctx: ServiceContext, options: GroupsServiceOptions
       ctx.unary('DeleteGroup', () =>
         onCoordinator(
           call.metadata,
+          call.request.groupId,
           async (c) => {
             await c.deleteGroup(call.request.groupId);
             return {};
@@ -395,6 +401,7 @@ export function groupsService(ctx: ServiceContext, options: GroupsServiceOptions
         const r = call.request;
         return onCoordinator(
           call.metadata,
+          r.groupId,
           async (c) => {
             const plan = await c.resetOffsets(r.groupId, r.topics, toResetSpec(r.to, r.timestampMs, r.offset), r.execute);
             return {

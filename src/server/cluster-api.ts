@@ -375,16 +375,26 @@ class ClusterApi implements BrokerApi {
 
   /**
    * Creates an internal topic through the controller, replicated on min(OFFSETS_REPLICATION_FACTOR_MAX,
-   * nodes that can take a replica). TOPIC_ALREADY_EXISTS when another node won the race.
+   * registered active nodes): the factor never shrinks because a node is down at that moment (the
+   * controller then refuses, and this says to retry). TOPIC_ALREADY_EXISTS when another node won the race.
    */
   async createInternalTopic(name: string, partitions: number, configs: Record<string, string>): Promise<TopicDescription> {
     validateTopicName(name);
     if (!name.startsWith('__')) throw new SluiceError('INVALID_TOPIC_NAME', `internal topic names start with '__', got '${name}'`);
-    const placeable = this.d.controller.state.nodes().filter((n) => n.state === 'active' && this.d.peers.get(n.id)?.state !== 'dead').length;
-    const rf = Math.max(1, Math.min(OFFSETS_REPLICATION_FACTOR_MAX, placeable));
-    await this.d.controller.createTopic(name, partitions, rf, configs);
+    const rf = this.internalReplicationFactor();
+    try {
+      await this.d.controller.createTopic(name, partitions, rf, configs);
+    } catch (err) {
+      if (!isSluiceError(err, 'REPLICATION_FACTOR_TOO_LARGE')) throw err;
+      throw new SluiceError('UNAVAILABLE', `cannot create ${name} yet: it is replicated on ${rf} nodes and fewer are alive now (${err.message}); retry when they are`, { cause: err });
+    }
     await this.leadersOf(name);
     return this.describeTopic(name);
+  }
+
+  private internalReplicationFactor(): number {
+    const registered = this.d.controller.state.nodes().filter((n) => n.state === 'active').length;
+    return Math.max(1, Math.min(OFFSETS_REPLICATION_FACTOR_MAX, registered));
   }
 
   /**
@@ -396,8 +406,10 @@ class ClusterApi implements BrokerApi {
     const check = (): void => {
       const c = this.d.controller;
       if (c.leaderId !== this.d.nodeId || c.state.topic(OFFSETS_TOPIC) !== undefined) return;
+      // Formed: as many nodes registered (and alive) as the offsets topic wants to be replicated on.
       const want = Math.min(OFFSETS_REPLICATION_FACTOR_MAX, Math.max(1, c.membership.voters.length));
-      if (c.state.nodes().filter((n) => n.state === 'active').length < want) return;
+      const alive = c.state.nodes().filter((n) => n.state === 'active' && (n.id === this.d.nodeId || this.d.peers.get(n.id)?.state === 'alive'));
+      if (alive.length < want || this.internalReplicationFactor() > alive.length) return;
       this.createInternalTopic(OFFSETS_TOPIC, OFFSETS_PARTITIONS, { ...OFFSETS_TOPIC_CONFIGS }).catch(() => {
         // Already created by a group's first use, or the controller is changing leader: checked again.
       });

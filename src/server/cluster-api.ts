@@ -403,16 +403,28 @@ class ClusterApi implements BrokerApi {
    * wants, or as there are controller voters), so a group's first join finds it replicated.
    */
   startOffsetsTopicCheck(): void {
+    let creating = false;
     const check = (): void => {
       const c = this.d.controller;
-      if (c.leaderId !== this.d.nodeId || c.state.topic(OFFSETS_TOPIC) !== undefined) return;
+      if (c.state.topic(OFFSETS_TOPIC) !== undefined) {
+        // Internal topics cannot be deleted: once it exists, there is nothing left to check.
+        if (this.offsetsTopicTimer !== null) clearInterval(this.offsetsTopicTimer);
+        this.offsetsTopicTimer = null;
+        return;
+      }
+      if (creating || c.leaderId !== this.d.nodeId) return;
       // Formed: as many nodes registered (and alive) as the offsets topic wants to be replicated on.
       const want = Math.min(OFFSETS_REPLICATION_FACTOR_MAX, Math.max(1, c.membership.voters.length));
       const alive = c.state.nodes().filter((n) => n.state === 'active' && (n.id === this.d.nodeId || this.d.peers.get(n.id)?.state === 'alive'));
       if (alive.length < want || this.internalReplicationFactor() > alive.length) return;
-      this.createInternalTopic(OFFSETS_TOPIC, OFFSETS_PARTITIONS, { ...OFFSETS_TOPIC_CONFIGS }).catch(() => {
-        // Already created by a group's first use, or the controller is changing leader: checked again.
-      });
+      creating = true;
+      this.createInternalTopic(OFFSETS_TOPIC, OFFSETS_PARTITIONS, { ...OFFSETS_TOPIC_CONFIGS })
+        .catch(() => {
+          // Already created by a group's first use, or the controller is changing leader: checked again.
+        })
+        .finally(() => {
+          creating = false;
+        });
     };
     this.offsetsTopicTimer = setInterval(check, OFFSETS_TOPIC_CHECK_MS);
     this.offsetsTopicTimer.unref();

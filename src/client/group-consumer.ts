@@ -253,7 +253,9 @@ export class GroupConsumer {
           continue;
         }
         if (this.stopping && item.kind === 'batch') continue;
-        if (item.stream !== this.stream) continue; // from a stream that ended: its partitions restart from commits
+        // From a stream that ended: its partitions restart from commits. (A 'lost' item is about that
+        // stream, so it is always delivered.)
+        if (item.kind !== 'lost' && item.stream !== this.stream) continue;
         await this.process(item, handler);
       }
     } finally {

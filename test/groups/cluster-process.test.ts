@@ -174,8 +174,18 @@ describe('consumer groups on a three-node cluster', () => {
       }
     };
     // Each member lists the nodes in another order: neither starts at the coordinator by design.
-    const members = [0, 1].map(
-      (i) => new GroupConsumer({ groupId: GROUP, brokers: [...nodes.slice(i), ...nodes.slice(0, i)].map((n) => n.address), sessionTimeoutMs: 5_000, channelOptions: opts }).subscribe(TOPIC),
+    // Partitions each member was told it gave up (onRevoke: revoked, or lost when its stream ended).
+    const revokedCount = [0, 0];
+    const members = [0, 1].map((i) =>
+      new GroupConsumer({
+        groupId: GROUP,
+        brokers: [...nodes.slice(i), ...nodes.slice(0, i)].map((n) => n.address),
+        sessionTimeoutMs: 5_000,
+        channelOptions: opts,
+        onRevoke: (ps) => {
+          revokedCount[i] += ps.length;
+        },
+      }).subscribe(TOPIC),
     );
     const runs = members.map((m) => m.run(handler));
     try {
@@ -206,6 +216,8 @@ describe('consumer groups on a three-node cluster', () => {
       const coordinatorId = offsets.partitions[described.coordinatorPartition].leader;
       const victim = nodes.find((n) => n.id === coordinatorId)!;
       const survivors = nodes.filter((n) => n !== victim);
+      const heldAtKill = members.map((m) => m.assignment().length);
+      const revokedAtKill = [...revokedCount];
       const t0 = performance.now();
       victim.proc!.child.kill('SIGKILL');
       await waitExit(victim.proc!.child);
@@ -213,6 +225,9 @@ describe('consumer groups on a three-node cluster', () => {
 
       await produce(survivors, BATCH, BATCH);
       await waitFor('both members rejoined', () => members.every((m) => m.rejoins > 0 && m.memberId !== ''));
+      // Each was told it lost what it held when its stream ended.
+      await waitFor('onRevoke for the lost partitions', () => [0, 1].every((i) => revokedCount[i] - revokedAtKill[i] >= heldAtKill[i]));
+      expect(heldAtKill.every((n) => n > 0)).toBe(true);
       await waitFor(`all ${2 * BATCH} records delivered after the failover`, () => all(2 * BATCH));
       console.log(`coordinator node ${coordinatorId} killed; all records delivered ${Math.round(performance.now() - t0)} ms later; rejoins ${members.map((m) => m.rejoins).join(', ')}`);
 

@@ -170,6 +170,9 @@ export class GroupConsumer {
   private rejoinTimer: NodeJS.Timeout | null = null;
   /** Rejoins so far (for tests and tools). */
   rejoins = 0;
+  /** Whether any join was answered: before that, an address that does not answer is tried once only. */
+  private everJoined = false;
+  private readonly unreachableBeforeJoin = new Set<string>();
   private topics: string[] | null = null;
   private pattern: string | null = null;
   private call: grpc.ClientDuplexStream<ConsumeRequest, ConsumeResponse> | null = null;
@@ -342,12 +345,24 @@ export class GroupConsumer {
       if (this.stopping && (err.code === grpc.status.CANCELLED || err.code === grpc.status.OK)) return this.end(null);
       const address = this.address;
       const e = readErrorInfo(err.metadata) !== null ? fromServiceError(err) : explainTransportError(fromServiceError(err), address, this.options.requestTimeoutMs ?? CLIENT_REQUEST_TIMEOUT_MS_DEFAULT);
-      if (!this.stopping && REJOIN_CODES.has(e.code) && this.rejoin(e)) return;
+      const transport = readErrorInfo(err.metadata) === null;
+      if (!this.stopping && REJOIN_CODES.has(e.code) && this.mayRejoin(transport) && this.rejoin(e)) return;
       this.end(e);
     });
     call.on('end', () => {
       if (stream === this.stream) this.end(null);
     });
+  }
+
+  /**
+   * Before any join was answered, a transport failure (nothing listening, not a gRPC server, a
+   * wrong address) moves on to the next address only while some address is still untried: a
+   * misconfigured consumer fails at once instead of retrying for rejoinTimeoutMs.
+   */
+  private mayRejoin(transport: boolean): boolean {
+    if (this.everJoined || !transport) return true;
+    this.unreachableBeforeJoin.add(this.address);
+    return this.brokers.some((b) => !this.unreachableBeforeJoin.has(b));
   }
 
   /**
@@ -424,6 +439,7 @@ export class GroupConsumer {
         this.generation = Number(r.value.generation);
         this.failingSinceMs = null;
         this.backoffMs = CLIENT_GROUP_REJOIN_BACKOFF_MS_MIN;
+        this.everJoined = true;
         this.joinedResolve?.();
         return;
       case 'assign': {

@@ -89,6 +89,14 @@ export const FETCH_WAIT_MS_MAX = 30_000;
 export const CLIENT_BROKER_PORT_DEFAULT = 7070;
 /** Default deadline of one unary call from the TypeScript client and the CLI (`--timeout`). */
 export const CLIENT_REQUEST_TIMEOUT_MS_DEFAULT = 30_000;
+/**
+ * A GroupConsumer whose stream ends with a retriable error (its coordinator moved or died) rejoins:
+ * at the coordinator the error names, else the next broker, backing off from the first to the second
+ * value (doubling), and gives up after the third of failing in a row (default of `rejoinTimeoutMs`).
+ */
+export const CLIENT_GROUP_REJOIN_BACKOFF_MS_MIN = 50;
+export const CLIENT_GROUP_REJOIN_BACKOFF_MS_MAX = 1_000;
+export const CLIENT_GROUP_REJOIN_TIMEOUT_MS_DEFAULT = 60_000;
 
 assert.ok(BATCH_BYTES_MAX_DEFAULT <= BATCH_BYTES_MAX_LIMIT);
 assert.ok(SEGMENT_BYTES_MIN >= BATCH_BYTES_MAX_DEFAULT, 'a segment must hold at least one default max batch');

@@ -79,6 +79,12 @@ export const ERROR_CODES = [
   'STALE_GENERATION',
   'GROUP_NOT_EMPTY',
   'PARTITION_NOT_ASSIGNED',
+  /**
+   * This node does not coordinate the group (cluster mode: it does not lead the group's offsets
+   * partition, or is still loading it). ErrorInfo names the coordinator (`coordinator_id`,
+   * `coordinator_address`) when known; retry there, or here shortly.
+   */
+  'NOT_COORDINATOR',
   'INTERNAL',
 ] as const;
 
@@ -95,6 +101,7 @@ const RETRIABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   'PROPOSAL_DROPPED',
   'METADATA_NOT_READY',
   'DISK_FULL',
+  'NOT_COORDINATOR',
 ]);
 
 export interface SluiceErrorWire {

@@ -10,11 +10,24 @@
  * so the final commit covers everything this member processed, and only then is the revoke
  * acknowledged (and the partition handed to its new owner). Credit is granted back as batches finish,
  * so at most `creditRecords` records (or `creditBytes`) wait in this process.
+ *
+ * Following the coordinator (cluster mode): when the stream ends with a retriable error — the node
+ * stopped coordinating the group (NOT_COORDINATOR, naming the new coordinator when it knows it), the
+ * node went away (UNAVAILABLE, SHUTTING_DOWN) — the consumer joins again, at the named coordinator or
+ * the next broker of its list, with backoff, for up to `rejoinTimeoutMs`. What it processed but had
+ * not committed is delivered again (at-least-once); batches still queued from the old stream are
+ * dropped, and partitions start from the group's committed offsets.
  */
 import * as grpc from '@grpc/grpc-js';
 import { makeGenericClientConstructor } from '@grpc/grpc-js';
 import { SluiceError } from '../errors.js';
-import { CLIENT_REQUEST_TIMEOUT_MS_DEFAULT, GRPC_RECEIVE_BYTES_MAX } from '../constants.js';
+import {
+  CLIENT_GROUP_REJOIN_BACKOFF_MS_MAX,
+  CLIENT_GROUP_REJOIN_BACKOFF_MS_MIN,
+  CLIENT_GROUP_REJOIN_TIMEOUT_MS_DEFAULT,
+  CLIENT_REQUEST_TIMEOUT_MS_DEFAULT,
+  GRPC_RECEIVE_BYTES_MAX,
+} from '../constants.js';
 import { fromServiceError, readErrorInfo } from '../rpc/errors.js';
 import { BinaryReader } from '@bufbuild/protobuf/wire';
 import {
@@ -46,9 +59,18 @@ export interface GroupConsumerOptions extends ClientOptions {
   /** Records and bytes the broker may send ahead of processing. Defaults 20,000 and 16 MiB. */
   creditRecords?: number;
   creditBytes?: number;
-  /** Called (in stream order) when partitions are assigned or revoked. */
+  /**
+   * Called (in stream order) when partitions are assigned or revoked. onRevoke is also called for the
+   * partitions a member loses when its stream ends and it rejoins (its coordinator moved): nothing can
+   * be committed for them then, and the rejoin assigns partitions afresh.
+   */
   onAssign?: (partitions: TopicPartitionRef[]) => void | Promise<void>;
   onRevoke?: (partitions: TopicPartitionRef[]) => void | Promise<void>;
+  /**
+   * How long to keep rejoining after the stream ends with a retriable error (the coordinator moved or
+   * its node died) before run() rejects. Default 60 s; 0 never rejoins.
+   */
+  rejoinTimeoutMs?: number;
 }
 
 export interface TopicPartitionRef {
@@ -76,10 +98,16 @@ export interface CommitSpec extends TopicPartitionRef {
   offset: number;
 }
 
-type Item =
+/** Every item carries the stream it came from: items of an ended stream are dropped. */
+type Item = { stream: number } & (
   | { kind: 'batch'; batch: GroupBatch; bytes: number; records: number }
   | { kind: 'assign'; partitions: TopicPartitionRef[] }
-  | { kind: 'revoke'; generation: number; partitions: TopicPartitionRef[] };
+  | { kind: 'revoke'; generation: number; partitions: TopicPartitionRef[] }
+  | { kind: 'lost'; partitions: TopicPartitionRef[] }
+);
+
+/** Codes after which a member joins again (elsewhere): the group is fine, this stream's node is not. */
+const REJOIN_CODES: ReadonlySet<string> = new Set(['NOT_COORDINATOR', 'UNAVAILABLE', 'SHUTTING_DOWN', 'TIMEOUT', 'LOG_CLOSED']);
 
 const EMPTY = Buffer.alloc(0);
 
@@ -129,7 +157,22 @@ const key = (topic: string, partition: number): string => `${topic}\u0000${parti
 
 export class GroupConsumer {
   private readonly options: GroupConsumerOptions;
-  private readonly client: GroupsClient;
+  private readonly brokers: string[];
+  /** One client per broker address used so far (the coordinator may move to any of them). */
+  private readonly clients = new Map<string, GroupsClient>();
+  /** Where the current stream goes. */
+  private address: string;
+  /** Counts streams: items and commits of an ended stream are dropped. */
+  private stream = 0;
+  /** When the current run of failed (re)joins began, or null while joined. */
+  private failingSinceMs: number | null = null;
+  private backoffMs = CLIENT_GROUP_REJOIN_BACKOFF_MS_MIN;
+  private rejoinTimer: NodeJS.Timeout | null = null;
+  /** Rejoins so far (for tests and tools). */
+  rejoins = 0;
+  /** Whether any join was answered: before that, an address that does not answer is tried once only. */
+  private everJoined = false;
+  private readonly unreachableBeforeJoin = new Set<string>();
   private topics: string[] | null = null;
   private pattern: string | null = null;
   private call: grpc.ClientDuplexStream<ConsumeRequest, ConsumeResponse> | null = null;
@@ -156,14 +199,25 @@ export class GroupConsumer {
   constructor(options: GroupConsumerOptions) {
     if (typeof options?.groupId !== 'string' || options.groupId.length === 0) throw new SluiceError('INVALID_REQUEST', 'GroupConsumer needs a groupId');
     this.options = options;
-    this.client = new FastGroupsClient(brokerList(options.brokers)[0], grpc.credentials.createInsecure(), {
-      'grpc.max_receive_message_length': GRPC_RECEIVE_BYTES_MAX,
-      'grpc.max_send_message_length': GRPC_RECEIVE_BYTES_MAX,
-      'grpc.keepalive_time_ms': 30_000,
-      // The broker streams ~1 MiB chunks; HTTP/2's default 64 KiB window would stall each one for
-      // round trips of WINDOW_UPDATEs. Credit, not the transport window, is the flow control here.
-      'grpc-node.flow_control_window': GROUP_STREAM_WINDOW_BYTES,
-    });
+    this.brokers = brokerList(options.brokers);
+    this.address = this.brokers[0];
+  }
+
+  private clientFor(address: string): GroupsClient {
+    let c = this.clients.get(address);
+    if (c === undefined) {
+      c = new FastGroupsClient(address, grpc.credentials.createInsecure(), {
+        ...this.options.channelOptions,
+        'grpc.max_receive_message_length': GRPC_RECEIVE_BYTES_MAX,
+        'grpc.max_send_message_length': GRPC_RECEIVE_BYTES_MAX,
+        'grpc.keepalive_time_ms': 30_000,
+        // The broker streams ~1 MiB chunks; HTTP/2's default 64 KiB window would stall each one for
+        // round trips of WINDOW_UPDATEs. Credit, not the transport window, is the flow control here.
+        'grpc-node.flow_control_window': GROUP_STREAM_WINDOW_BYTES,
+      });
+      this.clients.set(address, c);
+    }
+    return c;
   }
 
   /** Topics to consume (a list, one name, or a RegExp matched against every topic). */
@@ -202,6 +256,9 @@ export class GroupConsumer {
           continue;
         }
         if (this.stopping && item.kind === 'batch') continue;
+        // From a stream that ended: its partitions restart from commits. (A 'lost' item is about that
+        // stream, so it is always delivered.)
+        if (item.kind !== 'lost' && item.stream !== this.stream) continue;
         await this.process(item, handler);
       }
     } finally {
@@ -254,8 +311,9 @@ export class GroupConsumer {
   // --- Stream ----------------------------------------------------------------------------------
 
   private open(): void {
-    const call = this.client.consume();
+    const call = this.clientFor(this.address).consume();
     this.call = call;
+    const stream = ++this.stream;
     const o = this.options;
     const session = o.sessionTimeoutMs ?? 10_000;
     this.send({
@@ -276,21 +334,75 @@ export class GroupConsumer {
         },
       },
     });
-    this.heartbeat = setInterval(() => {
+    this.heartbeat ??= setInterval(() => {
       if (Date.now() - this.lastSentMs >= session / 3) this.send({ request: { $case: 'heartbeat', value: {} } });
     }, Math.max(10, Math.floor(session / 6)));
-    call.on('data', (res: ConsumeResponse) => this.onMessage(res));
-    call.on('error', (err: grpc.ServiceError) => {
-      if (this.stopping && (err.code === grpc.status.CANCELLED || err.code === grpc.status.OK)) return this.end(null);
-      const address = brokerList(this.options.brokers)[0]!;
-      this.end(readErrorInfo(err.metadata) !== null ? fromServiceError(err) : explainTransportError(fromServiceError(err), address, this.options.requestTimeoutMs ?? CLIENT_REQUEST_TIMEOUT_MS_DEFAULT));
+    call.on('data', (res: ConsumeResponse) => {
+      if (stream === this.stream) this.onMessage(res);
     });
-    call.on('end', () => this.end(null));
+    call.on('error', (err: grpc.ServiceError) => {
+      if (stream !== this.stream) return;
+      if (this.stopping && (err.code === grpc.status.CANCELLED || err.code === grpc.status.OK)) return this.end(null);
+      const address = this.address;
+      const e = readErrorInfo(err.metadata) !== null ? fromServiceError(err) : explainTransportError(fromServiceError(err), address, this.options.requestTimeoutMs ?? CLIENT_REQUEST_TIMEOUT_MS_DEFAULT);
+      const transport = readErrorInfo(err.metadata) === null;
+      if (!this.stopping && REJOIN_CODES.has(e.code) && this.mayRejoin(transport) && this.rejoin(e)) return;
+      this.end(e);
+    });
+    call.on('end', () => {
+      if (stream === this.stream) this.end(null);
+    });
+  }
+
+  /**
+   * Before any join was answered, a transport failure (nothing listening, not a gRPC server, a
+   * wrong address) moves on to the next address only while some address is still untried: a
+   * misconfigured consumer fails at once instead of retrying for rejoinTimeoutMs.
+   */
+  private mayRejoin(transport: boolean): boolean {
+    if (this.everJoined || !transport) return true;
+    this.unreachableBeforeJoin.add(this.address);
+    return this.brokers.some((b) => !this.unreachableBeforeJoin.has(b));
+  }
+
+  /**
+   * The stream ended with a retriable error: forget this stream's partitions (their next owner, maybe
+   * this member again, starts from the committed offsets) and join again after a backoff, at the
+   * coordinator `err` names or the next broker. False when the rejoin budget is spent.
+   */
+  private rejoin(err: SluiceError): boolean {
+    const budget = this.options.rejoinTimeoutMs ?? CLIENT_GROUP_REJOIN_TIMEOUT_MS_DEFAULT;
+    const now = Date.now();
+    this.failingSinceMs ??= now;
+    if (budget <= 0 || now - this.failingSinceMs > budget) return false;
+    this.stream++; // whatever the old call still delivers is ignored
+    this.call = null;
+    this.memberId = '';
+    if (this.owned.size > 0) this.push({ stream: this.stream, kind: 'lost', partitions: [...this.owned.values()] });
+    this.owned.clear();
+    this.processed.clear();
+    this.committedAt.clear();
+    for (const p of this.pendingCommits.values()) p.reject(err);
+    this.pendingCommits.clear();
+    const named = err.code === 'NOT_COORDINATOR' ? (err.info?.coordinator_address ?? '') : '';
+    if (named !== '' && named !== this.address) this.address = named;
+    else if (named === '' && err.code !== 'NOT_COORDINATOR') this.address = this.brokers[(this.brokers.indexOf(this.address) + 1) % this.brokers.length] ?? this.brokers[0];
+    const wait = this.backoffMs;
+    this.backoffMs = Math.min(CLIENT_GROUP_REJOIN_BACKOFF_MS_MAX, this.backoffMs * 2);
+    this.rejoinTimer = setTimeout(() => {
+      this.rejoinTimer = null;
+      if (this.finished || this.stopping) return;
+      this.rejoins++;
+      this.open();
+    }, wait);
+    return true;
   }
 
   private end(err: SluiceError | null): void {
     if (err !== null && this.failure === null && !this.finished) this.failure = err;
     this.finished = true;
+    if (this.rejoinTimer !== null) clearTimeout(this.rejoinTimer);
+    this.rejoinTimer = null;
     for (const p of this.pendingCommits.values()) p.reject(err ?? new SluiceError('UNAVAILABLE', 'the Consume stream ended before the commit was answered'));
     this.pendingCommits.clear();
     this.wake?.();
@@ -299,8 +411,11 @@ export class GroupConsumer {
   private cleanup(): void {
     if (this.heartbeat !== null) clearInterval(this.heartbeat);
     this.heartbeat = null;
+    if (this.rejoinTimer !== null) clearTimeout(this.rejoinTimer);
+    this.rejoinTimer = null;
     this.call?.cancel();
-    this.client.close();
+    for (const c of this.clients.values()) c.close();
+    this.clients.clear();
   }
 
   private send(req: ConsumeRequest): void {
@@ -310,6 +425,7 @@ export class GroupConsumer {
   }
 
   private push(item: Item): void {
+    // The queue is bounded by the credit this member grants (batches) plus the few assign/revoke items.
     this.queue.push(item);
     this.wake?.();
   }
@@ -321,6 +437,9 @@ export class GroupConsumer {
       case 'joined':
         this.memberId = r.value.memberId;
         this.generation = Number(r.value.generation);
+        this.failingSinceMs = null;
+        this.backoffMs = CLIENT_GROUP_REJOIN_BACKOFF_MS_MIN;
+        this.everJoined = true;
         this.joinedResolve?.();
         return;
       case 'assign': {
@@ -333,12 +452,12 @@ export class GroupConsumer {
           if (p.offset >= 0n) this.committedAt.set(k, Number(p.offset));
           else this.committedAt.delete(k);
         }
-        this.push({ kind: 'assign', partitions: parts });
+        this.push({ stream: this.stream, kind: 'assign', partitions: parts });
         return;
       }
       case 'revoke': {
         this.generation = Number(r.value.generation);
-        this.push({ kind: 'revoke', generation: Number(r.value.generation), partitions: r.value.partitions.map((p) => ({ topic: p.topic, partition: p.partition })) });
+        this.push({ stream: this.stream, kind: 'revoke', generation: Number(r.value.generation), partitions: r.value.partitions.map((p) => ({ topic: p.topic, partition: p.partition })) });
         return;
       }
       case 'records': {
@@ -358,7 +477,7 @@ export class GroupConsumer {
           highWatermark: Number(v.highWatermark),
           generation: Number(v.generation),
         };
-        this.push({ kind: 'batch', batch, bytes: v.recordBatches.length, records: Number(v.nextOffset) - first });
+        this.push({ stream: this.stream, kind: 'batch', batch, bytes: v.recordBatches.length, records: Number(v.nextOffset) - first });
         return;
       }
       case 'commitResult': {
@@ -380,6 +499,10 @@ export class GroupConsumer {
   private async process(item: Item, handler: (batch: GroupBatch) => Promise<void> | void): Promise<void> {
     if (item.kind === 'assign') {
       await this.options.onAssign?.(item.partitions);
+      return;
+    }
+    if (item.kind === 'lost') {
+      await this.options.onRevoke?.(item.partitions);
       return;
     }
     if (item.kind === 'revoke') {
@@ -406,6 +529,8 @@ export class GroupConsumer {
     if (b.recordCount > 0) await handler(b);
     // stop() called from inside the handler: the batch may be partly done, so its end is not committed.
     if (this.stopping) return;
+    // The stream ended while the handler ran: the batch goes to whoever owns the partition next.
+    if (item.stream !== this.stream) return;
     this.processed.set(k, { topic: b.topic, partition: b.partition, offset: b.nextOffset });
     this.send({ request: { $case: 'credit', value: { records: Math.max(1, item.records), bytes: BigInt(Math.max(1, item.bytes)) } } });
     if (this.options.autoCommit !== false) this.scheduleCommit();
@@ -507,34 +632,53 @@ export interface ResetPlanRow extends TopicPartitionRef {
 
 type UnaryFn<Req, Res> = (req: Req, metadata: grpc.Metadata, options: Partial<grpc.CallOptions>, cb: (err: grpc.ServiceError | null, res?: Res) => void) => grpc.ClientUnaryCall;
 
-/** The unary group RPCs (what `sluice group ...` uses). Failures are SluiceErrors. */
+/**
+ * The unary group RPCs (what `sluice group ...` uses). Failures are SluiceErrors. Any node of a cluster
+ * answers (it forwards to the group's coordinator); a node that does not answer at all is skipped for
+ * the next address of the list.
+ */
 export class GroupAdmin {
-  private readonly address: string;
-  private readonly client: GroupsClient;
+  private readonly addresses: string[];
+  private readonly clients: GroupsClient[];
+  /** The address that answered last: tried first. */
+  private current = 0;
   private readonly timeoutMs: number;
 
   constructor(options: ClientOptions = {}) {
-    this.address = brokerList(options.brokers)[0];
-    this.client = new GroupsClient(this.address, grpc.credentials.createInsecure());
+    this.addresses = brokerList(options.brokers);
+    this.clients = this.addresses.map((a) => new GroupsClient(a, grpc.credentials.createInsecure(), { ...options.channelOptions }));
     this.timeoutMs = options.requestTimeoutMs ?? CLIENT_REQUEST_TIMEOUT_MS_DEFAULT;
   }
 
-  private call<Req, Res>(method: UnaryFn<Req, Res>, req: Req): Promise<Res> {
-    return new Promise((resolve, reject) => {
-      method.call(this.client, req, new grpc.Metadata(), { deadline: Date.now() + this.timeoutMs }, (err, res) => {
-        if (err === null) resolve(res as Res);
-        else if (readErrorInfo(err.metadata) !== null) reject(fromServiceError(err));
-        else reject(explainTransportError(fromServiceError(err), this.address, this.timeoutMs));
+  private async call<Req, Res>(pick: (c: GroupsClient) => UnaryFn<Req, Res>, req: Req): Promise<Res> {
+    let last: SluiceError | null = null;
+    for (let i = 0; i < this.addresses.length; i++) {
+      const at = (this.current + i) % this.addresses.length;
+      const client = this.clients[at];
+      const outcome = await new Promise<{ res: Res } | { err: SluiceError; transport: boolean }>((resolve) => {
+        pick(client).call(client, req, new grpc.Metadata(), { deadline: Date.now() + this.timeoutMs }, (err, res) => {
+          if (err === null) resolve({ res: res as Res });
+          else if (readErrorInfo(err.metadata) !== null) resolve({ err: fromServiceError(err), transport: false });
+          else resolve({ err: explainTransportError(fromServiceError(err), this.addresses[at], this.timeoutMs), transport: true });
+        });
       });
-    });
+      if ('res' in outcome) {
+        this.current = at;
+        return outcome.res;
+      }
+      // Only a node that did not answer (no ErrorInfo: down, unreachable) is skipped; its answer is final.
+      if (!outcome.transport || outcome.err.code !== 'UNAVAILABLE') throw outcome.err;
+      last = outcome.err;
+    }
+    throw last!;
   }
 
   async listGroups(): Promise<{ groupId: string; state: string; members: number }[]> {
-    return (await this.call(this.client.listGroups, {})).groups;
+    return (await this.call((c) => c.listGroups, {})).groups;
   }
 
   async describeGroup(groupId: string): Promise<GroupDescription> {
-    const d = await this.call(this.client.describeGroup, { groupId });
+    const d = await this.call((c) => c.describeGroup, { groupId });
     const tps = (l: TopicPartitionRef[]): TopicPartitionRef[] => l.map((p) => ({ topic: p.topic, partition: p.partition }));
     return {
       groupId: d.groupId,
@@ -562,17 +706,17 @@ export class GroupAdmin {
   }
 
   async deleteGroup(groupId: string): Promise<void> {
-    await this.call(this.client.deleteGroup, { groupId });
+    await this.call((c) => c.deleteGroup, { groupId });
   }
 
   async fetchOffsets(groupId: string, topics: string[] = []): Promise<(CommitSpec & { metadata: string; commitTimeMs: number })[]> {
-    const r = await this.call(this.client.fetchOffsets, { groupId, topics });
+    const r = await this.call((c) => c.fetchOffsets, { groupId, topics });
     return r.offsets.map((o) => ({ topic: o.topic, partition: o.partition, offset: Number(o.offset), metadata: o.metadata, commitTimeMs: Number(o.commitTimeMs) }));
   }
 
   /** A standalone commit (the group must have no members), for users of the low-level Consumer. */
   async commitOffsets(groupId: string, offsets: CommitSpec[]): Promise<void> {
-    await this.call(this.client.commitOffsets, {
+    await this.call((c) => c.commitOffsets, {
       groupId,
       memberId: '',
       generation: 0n,
@@ -587,11 +731,11 @@ export class GroupAdmin {
     else if (to === 'latest') spec = { to: ResetTo.RESET_TO_LATEST, offset: 0n, timestampMs: 0n };
     else if ('offset' in to) spec = { to: ResetTo.RESET_TO_OFFSET, offset: BigInt(checkOffset(to.offset)), timestampMs: 0n };
     else spec = { to: ResetTo.RESET_TO_TIMESTAMP, offset: 0n, timestampMs: BigInt(checkTimestampMs(to.timestampMs)) };
-    const r = await this.call(this.client.resetOffsets, { groupId, topics, execute, ...spec });
+    const r = await this.call((c) => c.resetOffsets, { groupId, topics, execute, ...spec });
     return r.plan.map((p) => ({ topic: p.topic, partition: p.partition, currentOffset: Number(p.currentOffset), newOffset: Number(p.newOffset) }));
   }
 
   close(): void {
-    this.client.close();
+    for (const c of this.clients) c.close();
   }
 }

@@ -49,6 +49,16 @@ export const GROUP_ID_LENGTH_MAX = 255;
 /** Members of one group. */
 export const GROUP_MEMBERS_MAX = 10_000;
 
+/**
+ * Cluster mode: how often a coordinator re-reads which offsets partitions it leads (and whether its
+ * term's entries are committed yet, which is polled, not an event). Leader changes also trigger it at once.
+ */
+export const COORDINATOR_PLACEMENT_CHECK_MS = 100;
+/** Cluster mode: the offsets topic's replication factor is min(this, nodes that can take a replica). */
+export const OFFSETS_REPLICATION_FACTOR_MAX = 3;
+/** Cluster mode: how often the controller leader checks whether `__consumer_offsets` must be created. */
+export const OFFSETS_TOPIC_CHECK_MS = 1_000;
+
 /** Long-poll wait of a member's partition fetch loop (also bounds how late a stop is noticed). */
 export const DELIVERY_FETCH_WAIT_MS = 500;
 /** Bytes of one fetch of a delivery loop (a chunk on the stream). */
@@ -59,5 +69,6 @@ export const DELIVERY_CREDIT_BYTES_DEFAULT = 8 * 1024 * 1024;
 
 assert.ok(SESSION_TIMEOUT_MS_MIN > GROUP_TICK_MS, 'a session must outlive at least one tick');
 assert.ok(SESSION_TIMEOUT_MS_DEFAULT >= SESSION_TIMEOUT_MS_MIN && SESSION_TIMEOUT_MS_DEFAULT <= SESSION_TIMEOUT_MS_MAX);
+assert.ok(COORDINATOR_PLACEMENT_CHECK_MS <= SESSION_TIMEOUT_MS_MIN, 'a coordinator notices a lost leadership well within a session');
 assert.ok(OFFSETS_PARTITIONS > 0 && Number.isInteger(OFFSETS_PARTITIONS));
 assert.ok(OFFSETS_REFRESH_CHECK_MS * 10 < OFFSETS_LOG_RETENTION_MS - OFFSETS_REFRESH_AGE_MS, 'a live key must be refreshed long before retention could drop it');

@@ -20,9 +20,12 @@
  * All state changes are synchronous (one event-loop turn each), so a change and the messages it causes
  * are never interleaved with another change. I/O is limited to topic metadata and offset commits.
  *
- * Placement: every group here belongs to this broker because it leads every offsets partition. A
- * multi-broker coordinator would own only the groups whose offsets partition it leads
- * (`coordinatorPartition`), and the front-end would answer NOT_LEADER for the others.
+ * Placement: on one node every group belongs to this coordinator (it leads every offsets partition).
+ * In cluster mode (a `CoordinatorPlacement`) it serves exactly the groups whose offsets partition this
+ * node leads: on gaining one (at a new epoch, once its term's entries are committed) it replays it
+ * before serving its groups; on losing it, it fences those groups' members with NOT_COORDINATOR (their
+ * streams end; they rejoin the new coordinator) and forgets them. Any other group gets NOT_COORDINATOR
+ * naming the coordinator this node knows of.
  */
 import { randomUUID } from 'node:crypto';
 import { SluiceError, isSluiceError } from '../errors.js';
@@ -31,6 +34,7 @@ import type { BrokerProbe } from '../broker/probe.js';
 import { assign, type Assignment, type AssignorMember, type TopicPartition } from './assignor.js';
 import {
   COMMIT_METADATA_BYTES_MAX,
+  COORDINATOR_PLACEMENT_CHECK_MS,
   COMMIT_OFFSETS_MAX,
   GROUP_ID_LENGTH_MAX,
   GROUP_LAG_REPORT_MS,
@@ -50,6 +54,8 @@ import { tpKey, type CommittedOffsetEntry } from './offsets-stm.js';
 import type {
   AssignedPartition,
   CommitOffset,
+  CoordinatorPlacement,
+  PlacementSource,
   GroupDescription,
   GroupState,
   GroupSummary,
@@ -72,6 +78,11 @@ export interface GroupCoordinatorOptions extends OffsetsStoreOptions {
   offsetsRetentionMs?: number;
   /** Run the session/metadata/expiry timers (default true; tests of the pure flow may drive `tick`). */
   timers?: boolean;
+  /**
+   * Cluster mode: which offsets partitions this node coordinates. Default: the API's internal view's
+   * `coordinatorPlacement()` when it has one, else none (this coordinator owns every partition).
+   */
+  placement?: CoordinatorPlacement | null;
 }
 
 interface Owned {
@@ -141,11 +152,18 @@ export class GroupCoordinator {
   private readonly probe: GroupProbe | null;
   private refreshing: Promise<void> | null = null;
   private closed = false;
+  /** Cluster mode: offsets partition -> the leader epoch it was loaded (or is being loaded) at. */
+  private readonly loadedEpoch = new Map<number, number>();
+  private readonly loadingEpoch = new Map<number, number>();
+  /** The replay of each partition being loaded (resolves either way). */
+  private readonly loads = new Map<number, Promise<void>>();
+  private unsubscribePlacement: (() => void) | null = null;
 
   private constructor(
     private readonly api: BrokerApi,
     readonly store: OffsetsStore,
     options: GroupCoordinatorOptions,
+    private readonly placement: CoordinatorPlacement | null,
   ) {
     this.now = options.now ?? Date.now;
     this.retentionMs = options.offsetsRetentionMs ?? OFFSETS_RETENTION_MS_DEFAULT;
@@ -154,9 +172,15 @@ export class GroupCoordinator {
 
   /** Opens the offsets store (creating `__consumer_offsets` if needed, replaying it) and starts the timers. */
   static async open(api: BrokerApi, options: GroupCoordinatorOptions = {}): Promise<GroupCoordinator> {
-    const store = await OffsetsStore.open(api, options);
-    const c = new GroupCoordinator(api, store, options);
+    const internal = (api.internalView?.() ?? api) as BrokerApi & Partial<PlacementSource>;
+    const placement = options.placement !== undefined ? options.placement : (internal.coordinatorPlacement?.() ?? null);
+    const store = await OffsetsStore.open(api, { ...options, replayAll: placement === null });
+    const c = new GroupCoordinator(api, store, options, placement);
     await c.refreshTopics();
+    if (placement !== null) {
+      c.unsubscribePlacement = placement.onChange(() => c.syncPlacement());
+      c.syncPlacement();
+    }
     if (options.timers !== false) {
       const every = (ms: number, fn: () => unknown): void => {
         const t = setInterval(() => {
@@ -171,6 +195,7 @@ export class GroupCoordinator {
         c.timers.push(t);
       };
       every(GROUP_TICK_MS, () => c.tick());
+      if (placement !== null) every(COORDINATOR_PLACEMENT_CHECK_MS, () => c.syncPlacement());
       every(GROUP_METADATA_REFRESH_MS, () => (c.hasMembers() ? c.refreshTopics() : undefined));
       every(OFFSETS_EXPIRY_CHECK_MS, () => c.expireOffsets());
       every(OFFSETS_REFRESH_CHECK_MS, () => (c.closed ? 0 : c.store.refresh()));
@@ -184,6 +209,7 @@ export class GroupCoordinator {
     if (this.closed) return;
     this.closed = true;
     for (const t of this.timers) clearInterval(t);
+    this.unsubscribePlacement?.();
     const err = new SluiceError('SHUTTING_DOWN', 'the broker is shutting down');
     for (const g of this.groups.values()) for (const m of g.members.values()) m.sink?.fenced(err);
     this.groups.clear();
@@ -201,6 +227,107 @@ export class GroupCoordinator {
   /** The offsets partition whose leader coordinates this group. */
   coordinatorPartition(groupId: string): number {
     return this.store.partitionFor(groupId);
+  }
+
+  // --- Placement (cluster mode) ----------------------------------------------------------------
+
+  /** Cluster mode: this node's id; null on one node (no placement). */
+  get clusterNodeId(): number | null {
+    return this.placement?.nodeId ?? null;
+  }
+
+  /** Whether this coordinator serves the offsets partition now (always, on one node). */
+  serves(partition: number): boolean {
+    return this.placement === null || this.loadedEpoch.has(partition);
+  }
+
+  /**
+   * Waits for loads under way: of the group's offsets partition, or (no group) of every partition, so
+   * a request that arrives while this node is replaying a partition it just gained is served instead
+   * of refused. Bounded by the replays themselves (each ends, loaded or failed).
+   */
+  async settled(groupId?: string): Promise<void> {
+    if (this.placement === null) return;
+    if (groupId === undefined) {
+      await Promise.all(this.loads.values());
+      return;
+    }
+    if (typeof groupId !== 'string') return; // validation reports it
+    await this.loads.get(this.coordinatorPartition(groupId));
+  }
+
+  /** NOT_COORDINATOR unless this coordinator serves the group now. */
+  private requireCoordinator(groupId: string): void {
+    const p = this.coordinatorPartition(groupId);
+    if (!this.serves(p)) throw this.notCoordinator(p, groupId);
+  }
+
+  private notCoordinator(partition: number, groupId: string | null): SluiceError {
+    const placement = this.placement!;
+    const loading = this.loadingEpoch.has(partition);
+    const c = loading ? { nodeId: placement.nodeId, address: '' } : placement.coordinatorOf(partition);
+    const info = { coordinator_id: String(c.nodeId), coordinator_address: c.address, coordinator_partition: String(partition) };
+    const what = groupId === null ? `offsets partition ${partition}` : `group '${groupId}' (offsets partition ${partition})`;
+    const why =
+      loading || c.nodeId === placement.nodeId
+        ? `node ${placement.nodeId} leads it but is still loading it (an election just happened); retry shortly`
+        : c.nodeId === 0
+          ? 'no leader of its offsets partition is known yet (an election is under way); retry shortly'
+          : `its coordinator is node ${c.nodeId} at ${c.address || '(address unknown)'}`;
+    return new SluiceError('NOT_COORDINATOR', `node ${placement.nodeId} does not coordinate ${what}: ${why}`, { info });
+  }
+
+  /**
+   * Brings the loaded offsets partitions in line with what this node leads: loads partitions it now
+   * leads (at a new epoch: reloads), drops those it no longer leads. Idempotent; called on leader
+   * changes and every COORDINATOR_PLACEMENT_CHECK_MS.
+   */
+  syncPlacement(): void {
+    if (this.placement === null || this.closed) return;
+    const leaderships = this.placement.leaderships();
+    for (let p = 0; p < this.store.partitions; p++) {
+      const epoch = leaderships[p] ?? null;
+      const held = this.loadedEpoch.get(p) ?? this.loadingEpoch.get(p);
+      if (held === epoch) continue;
+      if (held !== undefined) this.unload(p);
+      if (epoch !== null) this.load(p, epoch);
+    }
+  }
+
+  private load(partition: number, epoch: number): void {
+    this.loadingEpoch.set(partition, epoch);
+    const loading = this.store.loadPartition(partition).then(
+      () => {
+        if (this.loadingEpoch.get(partition) !== epoch || this.closed) return; // lost (or reloading) meanwhile
+        this.loadingEpoch.delete(partition);
+        this.loadedEpoch.set(partition, epoch);
+      },
+      () => {
+        // A failed replay (the replica closing, the leadership lost): the next sync retries it.
+        if (this.loadingEpoch.get(partition) === epoch) this.loadingEpoch.delete(partition);
+      },
+    );
+    this.loads.set(partition, loading);
+    void loading.then(() => {
+      if (this.loads.get(partition) === loading) this.loads.delete(partition);
+    });
+  }
+
+  /** This node stopped leading the partition: its groups' members are fenced (they rejoin elsewhere). */
+  private unload(partition: number): void {
+    this.loadedEpoch.delete(partition);
+    this.loadingEpoch.delete(partition);
+    const err = this.notCoordinator(partition, null);
+    for (const [id, g] of this.groups) {
+      if (this.coordinatorPartition(id) !== partition) continue;
+      this.groups.delete(id);
+      for (const m of g.members.values()) {
+        const sink = m.sink;
+        m.sink = null;
+        sink?.fenced(err);
+      }
+    }
+    this.store.forgetPartition(partition, err);
   }
 
   // --- Metadata ------------------------------------------------------------------------------
@@ -241,6 +368,7 @@ export class GroupCoordinator {
   async join(input: JoinInput, sink: MemberSink): Promise<JoinResult> {
     this.checkOpen();
     validateGroupId(input.groupId);
+    this.requireCoordinator(input.groupId);
     const sessionTimeoutMs = input.sessionTimeoutMs === undefined || input.sessionTimeoutMs === 0 ? SESSION_TIMEOUT_MS_DEFAULT : input.sessionTimeoutMs;
     if (!Number.isInteger(sessionTimeoutMs) || sessionTimeoutMs < SESSION_TIMEOUT_MS_MIN || sessionTimeoutMs > SESSION_TIMEOUT_MS_MAX) {
       throw new SluiceError('INVALID_REQUEST', `session timeout must be from ${SESSION_TIMEOUT_MS_MIN} to ${SESSION_TIMEOUT_MS_MAX} ms, got ${String(input.sessionTimeoutMs)}`);
@@ -266,6 +394,7 @@ export class GroupCoordinator {
       if (missing.length > 0) throw new SluiceError('UNKNOWN_TOPIC', `cannot join group '${input.groupId}': topic${missing.length > 1 ? 's' : ''} '${missing.join("', '")}' do${missing.length > 1 ? '' : 'es'} not exist`);
     }
     this.checkOpen();
+    this.requireCoordinator(input.groupId); // the leadership may have moved while topics were read
 
     let group = this.groups.get(input.groupId);
     if (!group) this.groups.set(input.groupId, (group = new Group(input.groupId)));
@@ -444,6 +573,7 @@ export class GroupCoordinator {
   /** The member is done with revoked partitions (after its final commit): they go to their new owners. */
   ackRevoke(groupId: string, memberId: string, generation: number, partitions: TopicPartition[]): void {
     this.checkOpen();
+    this.requireCoordinator(groupId);
     const group = this.groups.get(groupId);
     const m = group?.members.get(memberId);
     if (!group || !m) throw new SluiceError('UNKNOWN_MEMBER', `member ${memberId} is not in group '${groupId}'`);
@@ -469,6 +599,7 @@ export class GroupCoordinator {
   async commit(groupId: string, memberId: string | null, generation: number, offsets: CommitOffset[]): Promise<void> {
     this.checkOpen();
     validateGroupId(groupId);
+    this.requireCoordinator(groupId);
     if (offsets.length > COMMIT_OFFSETS_MAX) throw new SluiceError('INVALID_REQUEST', `a commit carries at most ${COMMIT_OFFSETS_MAX} offsets, got ${offsets.length}`);
     const group = this.groups.get(groupId);
     for (const o of offsets) {
@@ -496,6 +627,12 @@ export class GroupCoordinator {
       }
     }
     await this.checkHighWatermarks(offsets);
+    // The leadership may have moved during the await: a fenced member must not overwrite what its
+    // partitions' new owners commit at the new coordinator.
+    this.requireCoordinator(groupId);
+    if (memberId !== null && memberId !== '' && this.groups.get(groupId)?.members.get(memberId) !== group?.members.get(memberId)) {
+      throw new SluiceError('UNKNOWN_MEMBER', `member ${memberId} left group '${groupId}' while its commit was checked; rejoin`);
+    }
     const writes: OffsetWrite[] = offsets.map((o) => ({ topic: o.topic, partition: o.partition, value: { offset: o.offset, metadata: o.metadata ?? '' } }));
     await this.store.write(groupId, writes);
   }
@@ -522,6 +659,7 @@ export class GroupCoordinator {
   fetchOffsets(groupId: string, topics?: string[]): CommittedOffsetEntry[] {
     this.checkOpen();
     validateGroupId(groupId);
+    this.requireCoordinator(groupId);
     const all = this.store.stm.list(groupId);
     if (!topics || topics.length === 0) return all;
     const want = new Set(topics);
@@ -564,6 +702,7 @@ export class GroupCoordinator {
 
   private knownGroup(groupId: string): Group | undefined {
     validateGroupId(groupId);
+    this.requireCoordinator(groupId);
     const g = this.groups.get(groupId);
     if ((!g || g.members.size === 0) && !this.store.stm.has(groupId)) throw new SluiceError('UNKNOWN_GROUP', `group '${groupId}' does not exist (no members and no committed offsets)`);
     return g;
@@ -668,6 +807,7 @@ export class GroupCoordinator {
   async resetOffsets(groupId: string, topics: string[], spec: ResetSpec, execute: boolean): Promise<ResetPlanEntry[]> {
     this.checkOpen();
     validateGroupId(groupId);
+    this.requireCoordinator(groupId);
     const g = this.groups.get(groupId);
     if (g && g.members.size > 0) {
       throw new SluiceError('GROUP_NOT_EMPTY', `group '${groupId}' has ${g.members.size} active members; offsets can be reset only while the group has no members (stop its consumers first)`);
@@ -701,6 +841,7 @@ export class GroupCoordinator {
       // Members may have joined while we read the topics.
       const again = this.groups.get(groupId);
       if (again && again.members.size > 0) throw new SluiceError('GROUP_NOT_EMPTY', `group '${groupId}' gained members during the reset; nothing was changed`);
+      this.requireCoordinator(groupId);
       await this.store.write(groupId, plan.map((e) => ({ topic: e.topic, partition: e.partition, value: { offset: e.newOffset, metadata: '' } })));
     }
     return plan;

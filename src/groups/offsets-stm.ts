@@ -55,6 +55,11 @@ export class OffsetsStm {
     if (g.size === 0) this.groups.delete(group);
   }
 
+  /** Forgets a group's offsets (its offsets partition moved to another coordinator). */
+  removeGroup(group: string): void {
+    this.groups.delete(group);
+  }
+
   get(group: string, topic: string, partition: number): CommittedOffsetEntry | undefined {
     return this.groups.get(group)?.get(tpKey(topic, partition));
   }

@@ -10,8 +10,8 @@
  * ones queue and go out together as one append (and so share one fsync). One append in flight per
  * partition also keeps the table's apply order equal to the log order.
  *
- * Designed to move: everything here is per offsets partition, so a later multi-broker coordinator
- * runs it only for the partitions whose leader it is.
+ * Per offsets partition: in cluster mode the coordinator loads (`loadPartition`) only the partitions
+ * this node leads, and forgets (`forgetPartition`) those it stops leading.
  */
 import { SluiceError, isSluiceError } from '../errors.js';
 import { decodeBatches } from '../batch/index.js';
@@ -69,6 +69,8 @@ export interface OffsetsStoreOptions {
   topic?: string;
   partitions?: number;
   now?: () => number;
+  /** Replay every offsets partition at open (default true; cluster mode loads partitions as it leads them). */
+  replayAll?: boolean;
 }
 
 export class OffsetsStore {
@@ -78,6 +80,8 @@ export class OffsetsStore {
   private readonly now: () => number;
   private readonly queues: PendingAppend[][] = [];
   private readonly inFlight: boolean[] = [];
+  /** Bumped when a partition is forgotten: an append that completes after it does not touch the table. */
+  private readonly tenure: number[] = [];
 
   private constructor(private readonly api: BrokerApi, options: OffsetsStoreOptions) {
     this.topic = options.topic ?? OFFSETS_TOPIC;
@@ -86,6 +90,7 @@ export class OffsetsStore {
     for (let p = 0; p < this.partitions; p++) {
       this.queues.push([]);
       this.inFlight.push(false);
+      this.tenure.push(0);
     }
   }
 
@@ -94,7 +99,7 @@ export class OffsetsStore {
     // The broker refuses client writes to `__` topics; the store is the broker's own writer.
     const store = new OffsetsStore(api.internalView?.() ?? api, options);
     await store.ensureTopic();
-    await store.recover();
+    if (options.replayAll !== false) await store.recover();
     return store;
   }
 
@@ -134,6 +139,29 @@ export class OffsetsStore {
   /** Replays every offsets partition from its start to its high watermark. */
   private async recover(): Promise<void> {
     await Promise.all(Array.from({ length: this.partitions }, (_, p) => this.replay(p)));
+  }
+
+  /**
+   * Loads one offsets partition into the table (cluster mode: this node now leads it): whatever the
+   * table held of it is dropped first, then the partition is replayed up to its high watermark.
+   */
+  async loadPartition(partition: number): Promise<void> {
+    this.dropGroups(partition);
+    await this.replay(partition);
+  }
+
+  /**
+   * Forgets one offsets partition (this node no longer leads it): its groups leave the table, queued
+   * commits fail with `reason`, and an append in flight will not touch the table when it completes.
+   */
+  forgetPartition(partition: number, reason: Error): void {
+    this.tenure[partition]++;
+    this.dropGroups(partition);
+    for (const a of this.queues[partition].splice(0)) a.reject(reason);
+  }
+
+  private dropGroups(partition: number): void {
+    for (const g of this.stm.groupIds()) if (this.partitionFor(g) === partition) this.stm.removeGroup(g);
   }
 
   private async replay(partition: number): Promise<void> {
@@ -179,6 +207,7 @@ export class OffsetsStore {
           take++;
         }
         const batch = this.queues[p].splice(0, take);
+        const tenure = this.tenure[p];
         const records: RecordInput[] = [];
         for (const a of batch) {
           for (const w of a.writes) {
@@ -196,6 +225,12 @@ export class OffsetsStore {
           continue;
         }
         for (const a of batch) {
+          // Durable, so the commit succeeded; but the partition was forgotten meanwhile (another node
+          // coordinates it now and replays it from the log), so this table no longer keeps it.
+          if (tenure !== this.tenure[p]) {
+            a.resolve();
+            continue;
+          }
           for (const w of a.writes) {
             if (w.value === null) this.stm.remove(a.group, w.topic, w.partition);
             else {

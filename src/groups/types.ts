@@ -94,3 +94,35 @@ export interface ResetPlanEntry extends TopicPartition {
   currentOffset: number;
   newOffset: number;
 }
+
+/** Where a group's coordinator is, as far as this node knows (cluster mode). */
+export interface CoordinatorAddress {
+  /** 0 when no leader of the offsets partition is known (an election is under way). */
+  nodeId: number;
+  /** '' when unknown. */
+  address: string;
+}
+
+/**
+ * Which offsets partitions this node coordinates (cluster mode; src/server/cluster-api.ts implements
+ * it over the replicas' status). Without one, a coordinator owns every offsets partition (one node).
+ */
+export interface CoordinatorPlacement {
+  /**
+   * Per offsets partition: the leader epoch when this node leads it AND every entry of its log is
+   * committed (the no-op of its own term is, so nothing an earlier leader acknowledged is missing from
+   * a replay up to the high watermark); else null. A new epoch means a new tenure: reload.
+   */
+  leaderships(): readonly (number | null)[];
+  /** The coordinator of offsets partition `partition` as this node knows it (for NOT_COORDINATOR). */
+  coordinatorOf(partition: number): CoordinatorAddress;
+  /** This node's id (a NOT_COORDINATOR while loading names this node). */
+  readonly nodeId: number;
+  /** Called when leadership may have changed; returns an unsubscribe. Progress of the high watermark is polled. */
+  onChange(listener: () => void): () => void;
+}
+
+/** A BrokerApi (internal view) that knows where the coordinators are: cluster mode. */
+export interface PlacementSource {
+  coordinatorPlacement(): CoordinatorPlacement;
+}

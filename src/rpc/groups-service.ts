@@ -5,9 +5,14 @@
  * loading its partitions) and closed when the front-end shuts down: it registers itself as a long call
  * of the ServiceContext, whose shutdown aborts it. Stream messages are handled strictly in order, so a
  * member's final commit is durable before its RevokeAck is processed.
+ *
+ * Cluster mode: the coordinator here serves only the groups whose offsets partition this node leads.
+ * A unary RPC for another group is forwarded once to its coordinator (./forward-groups.ts), or refused
+ * with NOT_COORDINATOR naming it; ListGroups asks every live node and merges. A Consume stream is not
+ * forwarded: its join is refused with NOT_COORDINATOR and the client joins at the named coordinator.
  */
-import type { ServerDuplexStream } from '@grpc/grpc-js';
-import { SluiceError, toSluiceError } from '../errors.js';
+import type { Metadata, ServerDuplexStream } from '@grpc/grpc-js';
+import { SluiceError, isSluiceError, toSluiceError } from '../errors.js';
 import {
   GroupCoordinator,
   MemberSession,
@@ -32,6 +37,8 @@ import {
 import { toOffset, toPbRecords, toSafeNumber } from './convert.js';
 import { toServiceError } from './errors.js';
 import { ServiceContext } from './context.js';
+import { isForwarded } from './forward.js';
+import { PeerGroups } from './forward-groups.js';
 
 export interface GroupsServiceOptions extends GroupCoordinatorOptions {}
 
@@ -117,6 +124,7 @@ function toResetSpec(to: ResetTo, timestampMs: bigint, offset: bigint): ResetSpe
 
 export function groupsService(ctx: ServiceContext, options: GroupsServiceOptions = {}): GroupsServer {
   let opening: Promise<GroupCoordinator> | null = null;
+  const peers = new PeerGroups();
 
   /** The coordinator, opened on first use; a failed open is retried by the next call. */
   const coordinator = (): Promise<GroupCoordinator> => {
@@ -125,8 +133,12 @@ export function groupsService(ctx: ServiceContext, options: GroupsServiceOptions
       const { signal, release } = ctx.longCall();
       opening = GroupCoordinator.open(api, { offsetsRetentionMs: retentionFromEnv(), probe: ctx.probe, ...options }).then(
         (c) => {
-          if (signal.aborted) c.close();
-          else signal.addEventListener('abort', () => c.close(), { once: true });
+          const closeAll = (): void => {
+            c.close();
+            peers.close();
+          };
+          if (signal.aborted) closeAll();
+          else signal.addEventListener('abort', closeAll, { once: true });
           return c;
         },
         (err: unknown) => {
@@ -138,6 +150,23 @@ export function groupsService(ctx: ServiceContext, options: GroupsServiceOptions
     }
     return opening;
   };
+
+  /**
+   * Runs `local` on this node's coordinator; a NOT_COORDINATOR naming another node is forwarded there
+   * once (unless this request was itself forwarded), so a group RPC works through any node.
+   */
+  async function onCoordinator<T>(metadata: Metadata, groupId: string, local: (c: GroupCoordinator) => Promise<T>, remote: (address: string) => Promise<T>): Promise<T> {
+    const c = await coordinator();
+    try {
+      await c.settled(groupId);
+      return await local(c);
+    } catch (err) {
+      if (!isSluiceError(err, 'NOT_COORDINATOR') || isForwarded(metadata)) throw err;
+      const address = err.info?.coordinator_address ?? '';
+      if (address === '' || err.info?.coordinator_id === String(c.clusterNodeId ?? 0)) throw err;
+      return remote(address);
+    }
+  }
 
   function consume(call: ServerDuplexStream<ConsumeRequest, ConsumeResponse>): void {
     const started = process.hrtime.bigint();
@@ -185,6 +214,7 @@ export function groupsService(ctx: ServiceContext, options: GroupsServiceOptions
         const j = r.value;
         raw = j.raw;
         const c = await coordinator();
+        await c.settled(j.groupId);
         if (ended) return;
         session = new MemberSession(c, ctx.api(), transport, {
           autoCommit: j.autoCommit,
@@ -277,34 +307,55 @@ export function groupsService(ctx: ServiceContext, options: GroupsServiceOptions
     consume,
 
     commitOffsets(call, callback) {
-      ctx.unary('CommitOffsets', async () => {
+      ctx.unary('CommitOffsets', () => {
         const r = call.request;
-        const c = await coordinator();
-        await c.commit(r.groupId, r.memberId === '' ? null : r.memberId, toSafeNumber(r.generation, 'generation'), toCommitOffsets(r.offsets));
-        return {};
+        return onCoordinator(
+          call.metadata,
+          r.groupId,
+          async (c) => {
+            await c.commit(r.groupId, r.memberId === '' ? null : r.memberId, toSafeNumber(r.generation, 'generation'), toCommitOffsets(r.offsets));
+            return {};
+          },
+          (address) => peers.call(address, (g) => g.commitOffsets, r),
+        );
       }, callback);
     },
 
     fetchOffsets(call, callback) {
-      ctx.unary('FetchOffsets', async () => {
-        const c = await coordinator();
-        const list = c.fetchOffsets(call.request.groupId, call.request.topics);
-        return {
-          offsets: list.map((e) => ({ topic: e.topic, partition: e.partition, offset: BigInt(e.offset), metadata: e.metadata, commitTimeMs: BigInt(e.commitTimeMs) })),
-        };
-      }, callback);
+      ctx.unary('FetchOffsets', () =>
+        onCoordinator(
+          call.metadata,
+          call.request.groupId,
+          async (c) => {
+            const list = c.fetchOffsets(call.request.groupId, call.request.topics);
+            return {
+              offsets: list.map((e) => ({ topic: e.topic, partition: e.partition, offset: BigInt(e.offset), metadata: e.metadata, commitTimeMs: BigInt(e.commitTimeMs) })),
+            };
+          },
+          (address) => peers.call(address, (g) => g.fetchOffsets, call.request),
+        ), callback);
     },
 
-    listGroups(_call, callback) {
+    listGroups(call, callback) {
       ctx.unary('ListGroups', async () => {
         const c = await coordinator();
-        return { groups: c.listGroups().map((g) => ({ groupId: g.groupId, state: g.state, members: g.members })) };
+        await c.settled();
+        const groups: { groupId: string; state: string; members: number }[] = c.listGroups().map((g) => ({ groupId: g.groupId, state: g.state, members: g.members }));
+        if (c.clusterNodeId === null || isForwarded(call.metadata)) return { groups };
+        // Cluster mode: every node coordinates some groups; ask the others (a node that does not answer
+        // leaves its groups out, as a node that is down does).
+        const brokers = (await ctx.api().metadata()).brokers.filter((b) => b.alive !== false && b.nodeId !== c.clusterNodeId && b.grpcAddress !== '');
+        const theirs = await Promise.all(brokers.map((b) => peers.call(b.grpcAddress, (g) => g.listGroups, {}).then((r) => r.groups, () => [])));
+        const byId = new Map(groups.map((g) => [g.groupId, g]));
+        // A group whose offsets partition is moving may show on two nodes: keep the one with members.
+        for (const list of theirs) for (const g of list) if ((byId.get(g.groupId)?.members ?? -1) < g.members) byId.set(g.groupId, g);
+        return { groups: [...byId.values()].sort((a, b) => (a.groupId < b.groupId ? -1 : a.groupId > b.groupId ? 1 : 0)) };
       }, callback);
     },
 
     describeGroup(call, callback) {
-      ctx.unary('DescribeGroup', async () => {
-        const c = await coordinator();
+      ctx.unary('DescribeGroup', () =>
+        onCoordinator(call.metadata, call.request.groupId, async (c) => {
         const d = await c.describeGroup(call.request.groupId);
         return {
           groupId: d.groupId,
@@ -329,26 +380,37 @@ export function groupsService(ctx: ServiceContext, options: GroupsServiceOptions
             owner: p.owner ?? '',
           })),
         };
-      }, callback);
+        }, (address) => peers.call(address, (g) => g.describeGroup, call.request)), callback);
     },
 
     deleteGroup(call, callback) {
-      ctx.unary('DeleteGroup', async () => {
-        const c = await coordinator();
-        await c.deleteGroup(call.request.groupId);
-        return {};
-      }, callback);
+      ctx.unary('DeleteGroup', () =>
+        onCoordinator(
+          call.metadata,
+          call.request.groupId,
+          async (c) => {
+            await c.deleteGroup(call.request.groupId);
+            return {};
+          },
+          (address) => peers.call(address, (g) => g.deleteGroup, call.request),
+        ), callback);
     },
 
     resetOffsets(call, callback) {
-      ctx.unary('ResetOffsets', async () => {
+      ctx.unary('ResetOffsets', () => {
         const r = call.request;
-        const c = await coordinator();
-        const plan = await c.resetOffsets(r.groupId, r.topics, toResetSpec(r.to, r.timestampMs, r.offset), r.execute);
-        return {
-          executed: r.execute,
-          plan: plan.map((p) => ({ topic: p.topic, partition: p.partition, currentOffset: BigInt(p.currentOffset), newOffset: BigInt(p.newOffset) })),
-        };
+        return onCoordinator(
+          call.metadata,
+          r.groupId,
+          async (c) => {
+            const plan = await c.resetOffsets(r.groupId, r.topics, toResetSpec(r.to, r.timestampMs, r.offset), r.execute);
+            return {
+              executed: r.execute,
+              plan: plan.map((p) => ({ topic: p.topic, partition: p.partition, currentOffset: BigInt(p.currentOffset), newOffset: BigInt(p.newOffset) })),
+            };
+          },
+          (address) => peers.call(address, (g) => g.resetOffsets, r),
+        );
       }, callback);
     },
   };

@@ -12,8 +12,13 @@
  * - A request another node forwarded here uses the `local` view: answered by this node's replicas or
  *   refused with NOT_LEADER, whose ErrorInfo names the leader's id, address and epoch.
  *
- * Consumer groups are not run in cluster mode yet: their coordinator must become the leader of the
- * group's offsets partition, so `internalView()` refuses with a message saying so.
+ * Consumer groups (src/groups) use `internalView()`: the routed API for user topics, this node's own
+ * replicas for `__consumer_offsets` (a coordinator writes and replays only the offsets partitions it
+ * leads, never through another node), `createInternalTopic` through the controller, and
+ * `coordinatorPlacement()` (OffsetsPlacement below: which offsets partitions this node leads with
+ * its term's entries committed, and who leads the others). The controller leader creates the offsets
+ * topic once the cluster has formed (OFFSETS_TOPIC_CHECK_MS; idempotent); a group RPC before that
+ * creates it too.
  */
 import { CLUSTER_PRODUCER_ID_NODE_SHIFT_BITS, CLUSTER_ROUTE_STATUS_CACHE_MS, CLUSTER_TOPIC_LEADERS_WAIT_MS } from '../constants.js';
 import { SluiceError, isSluiceError } from '../errors.js';
@@ -41,6 +46,8 @@ import { logConfigToTopicConfigs } from '../storage/index.js';
 import type { Controller, PartitionState, TopicState } from '../controller/index.js';
 import * as moves from './cluster-moves.js';
 import type { PeerBrokers } from '../rpc/forward.js';
+import { OFFSETS_PARTITIONS, OFFSETS_REPLICATION_FACTOR_MAX, OFFSETS_TOPIC, OFFSETS_TOPIC_CHECK_MS, OFFSETS_TOPIC_CONFIGS } from '../groups/index.js';
+import type { CoordinatorAddress, CoordinatorPlacement, PlacementSource } from '../groups/index.js';
 import type { ReplicaHost, ReplicaStatus } from './replica-host.js';
 
 export interface ClusterApiDeps {
@@ -73,7 +80,9 @@ interface Route {
 /** The routed API (for clients) and the local one (for requests forwarded here). */
 export function clusterApis(deps: ClusterApiDeps): { routed: BrokerApi; local: BrokerApi } {
   const status = new StatusCache(deps.core);
-  return { routed: new ClusterApi(deps, status, true), local: new ClusterApi(deps, status, false) };
+  const routed = new ClusterApi(deps, status, true);
+  routed.startOffsetsTopicCheck();
+  return { routed, local: new ClusterApi(deps, status, false) };
 }
 
 /** The Broker's replica status by group, rebuilt at most every CLUSTER_ROUTE_STATUS_CACHE_MS or on a leader change. */
@@ -99,6 +108,9 @@ class StatusCache {
 
 class ClusterApi implements BrokerApi {
   private readonly partitioner = new StickyPartitioner();
+  private internal: (BrokerApi & PlacementSource & { createInternalTopic: ClusterApi['createInternalTopic'] }) | null = null;
+  private placement: OffsetsPlacement | null = null;
+  private offsetsTopicTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly d: ClusterApiDeps,
@@ -366,12 +378,99 @@ class ClusterApi implements BrokerApi {
     return { producerId: (BigInt(this.d.nodeId) << shift) | own.producerId, producerEpoch: own.producerEpoch };
   }
 
+  // --- Consumer groups ------------------------------------------------------------------------------
+
+  /**
+   * The view the group coordinator uses: routed like this API for user topics; internal (`__`) topics'
+   * data calls go to this node's own replicas only (a coordinator writes and replays only offsets
+   * partitions it leads: a NOT_LEADER there means it lost them, and forwarding would hide that).
+   */
   internalView(): BrokerApi {
-    throw new SluiceError(
-      'UNAVAILABLE',
-      'consumer groups do not run in cluster mode yet (their coordinator must move to the leader of the group offsets partition); consume by partition, or run a single node',
-      { retriable: false },
-    );
+    if (this.internal !== null) return this.internal;
+    const core = this.d.core.internalView?.() ?? this.d.core;
+    const internalTopic = (topic: string): boolean => typeof topic === 'string' && topic.startsWith('__');
+    this.internal = {
+      createTopic: (n, p, rf, c) => this.createTopic(n, p, rf, c),
+      createInternalTopic: (n, p, c) => this.createInternalTopic(n, p, c),
+      deleteTopic: (n) => this.deleteTopic(n),
+      listTopics: () => this.listTopics(),
+      describeTopic: (n) => this.describeTopic(n),
+      alterTopicConfig: (n, set, remove) => this.alterTopicConfig(n, set, remove),
+      createPartitions: (n, total) => this.createPartitions(n, total),
+      produce: (input) => (internalTopic(input.topic) ? core.produce(input) : this.produce(input)),
+      fetch: (input, signal) => (internalTopic(input.topic) ? core.fetch(input, signal) : this.fetch(input, signal)),
+      listOffsets: (t, p, spec) => (internalTopic(t) ? core.listOffsets(t, p, spec) : this.listOffsets(t, p, spec)),
+      metadata: (topics) => this.metadata(topics),
+      initProducer: (name) => this.initProducer(name),
+      close: () => this.close(),
+      coordinatorPlacement: () => (this.placement ??= new OffsetsPlacement(this.d, (p) => this.coordinatorOf(p))),
+    };
+    return this.internal;
+  }
+
+  /**
+   * Creates an internal topic through the controller, replicated on min(OFFSETS_REPLICATION_FACTOR_MAX,
+   * registered active nodes): the factor never shrinks because a node is down at that moment (the
+   * controller then refuses, and this says to retry). TOPIC_ALREADY_EXISTS when another node won the race.
+   */
+  async createInternalTopic(name: string, partitions: number, configs: Record<string, string>): Promise<TopicDescription> {
+    validateTopicName(name);
+    if (!name.startsWith('__')) throw new SluiceError('INVALID_TOPIC_NAME', `internal topic names start with '__', got '${name}'`);
+    const rf = this.internalReplicationFactor();
+    try {
+      await this.d.controller.createTopic(name, partitions, rf, configs);
+    } catch (err) {
+      if (!isSluiceError(err, 'REPLICATION_FACTOR_TOO_LARGE')) throw err;
+      throw new SluiceError('UNAVAILABLE', `cannot create ${name} yet: it is replicated on ${rf} nodes and fewer are alive now (${err.message}); retry when they are`, { cause: err });
+    }
+    await this.leadersOf(name);
+    return this.describeTopic(name);
+  }
+
+  private internalReplicationFactor(): number {
+    const registered = this.d.controller.state.nodes().filter((n) => n.state === 'active').length;
+    return Math.max(1, Math.min(OFFSETS_REPLICATION_FACTOR_MAX, registered));
+  }
+
+  /**
+   * On the controller leader, every OFFSETS_TOPIC_CHECK_MS until it exists: creates `__consumer_offsets`
+   * once the cluster has formed (as many registered nodes as the offsets topic's replication factor
+   * wants, or as there are controller voters), so a group's first join finds it replicated.
+   */
+  startOffsetsTopicCheck(): void {
+    let creating = false;
+    const check = (): void => {
+      const c = this.d.controller;
+      if (c.state.topic(OFFSETS_TOPIC) !== undefined) {
+        // Internal topics cannot be deleted: once it exists, there is nothing left to check.
+        if (this.offsetsTopicTimer !== null) clearInterval(this.offsetsTopicTimer);
+        this.offsetsTopicTimer = null;
+        return;
+      }
+      if (creating || c.leaderId !== this.d.nodeId) return;
+      // Formed: as many nodes registered (and alive) as the offsets topic wants to be replicated on.
+      const want = Math.min(OFFSETS_REPLICATION_FACTOR_MAX, Math.max(1, c.membership.voters.length));
+      const alive = c.state.nodes().filter((n) => n.state === 'active' && (n.id === this.d.nodeId || this.d.peers.get(n.id)?.state === 'alive'));
+      if (alive.length < want || this.internalReplicationFactor() > alive.length) return;
+      creating = true;
+      this.createInternalTopic(OFFSETS_TOPIC, OFFSETS_PARTITIONS, { ...OFFSETS_TOPIC_CONFIGS })
+        .catch(() => {
+          // Already created by a group's first use, or the controller is changing leader: checked again.
+        })
+        .finally(() => {
+          creating = false;
+        });
+    };
+    this.offsetsTopicTimer = setInterval(check, OFFSETS_TOPIC_CHECK_MS);
+    this.offsetsTopicTimer.unref();
+  }
+
+  /** Who leads offsets partition `partition`, as this node knows it. */
+  private coordinatorOf(partition: number): CoordinatorAddress {
+    if (this.d.controller.state.topic(OFFSETS_TOPIC)?.partitions[partition] === undefined) return { nodeId: 0, address: '' };
+    const r = this.route(OFFSETS_TOPIC, partition);
+    if (r.leader === 0) return { nodeId: 0, address: '' };
+    return { nodeId: r.leader, address: this.addressOf(r.leader) ?? '' };
   }
 
   offlinePartitions(): string[] {
@@ -379,7 +478,62 @@ class ClusterApi implements BrokerApi {
   }
 
   close(): Promise<void> {
+    if (this.offsetsTopicTimer !== null) clearInterval(this.offsetsTopicTimer);
+    this.placement?.close();
     return this.d.core.close();
+  }
+}
+
+/**
+ * Which offsets partitions this node may coordinate: those whose replica here is the leader and has
+ * committed an entry of its own term. The replica's log end when it is first seen leading at an epoch
+ * includes that term's no-op (a leader appends it on election, and receives nothing from earlier
+ * leaders after), so once the high watermark reaches it every entry an earlier leader acknowledged is
+ * committed here and a replay up to the high watermark has them all.
+ */
+class OffsetsPlacement implements CoordinatorPlacement {
+  readonly nodeId: number;
+  /** group -> the epoch first seen leading and the log end then. */
+  private readonly tenure = new Map<GroupId, { epoch: number; logEnd: number }>();
+  private readonly listeners = new Set<() => void>();
+  private readonly unsubscribe: Array<() => void> = [];
+
+  constructor(
+    private readonly d: ClusterApiDeps,
+    readonly coordinatorOf: (partition: number) => CoordinatorAddress,
+  ) {
+    this.nodeId = d.nodeId;
+    const notify = (): void => {
+      for (const l of this.listeners) l();
+    };
+    this.unsubscribe.push(d.core.onLeaderChange(notify));
+    this.unsubscribe.push(d.controller.onEvent(notify));
+  }
+
+  leaderships(): (number | null)[] {
+    const t = this.d.controller.state.topic(OFFSETS_TOPIC);
+    if (t === undefined) return [];
+    const byGroup = new Map(this.d.core.replicaStatus().map((s) => [s.group, s]));
+    return t.partitions.map((p) => {
+      const s = byGroup.get(p.group);
+      if (s === undefined || s.role !== 'leader' || s.leader !== this.d.nodeId) {
+        this.tenure.delete(p.group);
+        return null;
+      }
+      let seen = this.tenure.get(p.group);
+      if (seen === undefined || seen.epoch !== s.epoch) this.tenure.set(p.group, (seen = { epoch: s.epoch, logEnd: s.logEndOffset }));
+      return s.highWatermark >= seen.logEnd ? s.epoch : null;
+    });
+  }
+
+  onChange(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  close(): void {
+    for (const u of this.unsubscribe) u();
+    this.listeners.clear();
   }
 }
 

@@ -171,7 +171,9 @@ describe('three nodes gossip membership over gRPC', () => {
     founder.child.kill('SIGKILL');
     await waitExit(founder.child);
     await waitFor('nodes 2 and 3 mark node 1 dead', async () => (await stateAt(nodes[1]!, 1))?.state === 'dead' && (await stateAt(nodes[2]!, 1))?.state === 'dead');
-    nodes[0] = await startNode({ id: 1, ip: '127.0.0.1', dir: dirs[0]!, port: portOf(founder) });
+    // Restarted as it was started (cluster mode): its data dir holds replicas (`__consumer_offsets`,
+    // created by the controller once the cluster formed), which a lone node would refuse to start over.
+    nodes[0] = await startNode({ id: 1, ip: '127.0.0.1', dir: dirs[0]!, port: portOf(founder), extra: ['--controller-voters', '1,2,3'] });
     for (const [observer, subject] of [[1, 0], [2, 0], [0, 1], [0, 2]] as const) {
       await waitFor(`node ${observer + 1} sees node ${subject + 1} alive`, async () => (await stateAt(nodes[observer]!, subject + 1))?.state === 'alive');
     }

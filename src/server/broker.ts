@@ -26,6 +26,8 @@ import { PeerBrokers } from '../rpc/forward.js';
 import { ClusterNode } from './cluster-node.js';
 import { clusterApis } from './cluster-api.js';
 import { isReplicaHost } from './replica-host.js';
+import { CatchUpCheck } from './readiness.js';
+import { handOffLeaderships, type HandOffOptions, type HandOffResult } from './drain.js';
 
 export interface StartBrokerOptions {
   /** Where logs and topic metadata live. Default './data'. */
@@ -97,15 +99,32 @@ export interface RunningBroker {
   readonly raftTransport: GrpcRaftTransport;
   /** The controller and replica wiring in cluster mode (`cluster.seeds` or `cluster.controllerVoters`), else null. */
   readonly clusterNode: ClusterNode | null;
+  /**
+   * Cluster mode: hands every partition this node leads to an in-sync peer (src/server/drain.ts), with
+   * /readyz 503 from now on; call it before close() on a graceful stop (`sluice serve` does on SIGTERM).
+   * Resolves null outside cluster mode; never rejects.
+   */
+  handOffLeaderships(): Promise<HandOffResult | null>;
+}
+
+/** Cluster mode's parts that readiness and the graceful stop look at. */
+interface ClusterParts {
+  node: ClusterNode | null;
+  catchUp: CatchUpCheck | null;
+  handingOff: boolean;
 }
 
 /** Why the broker is not ready, or null: starting, stopping, not yet joined, no controller, or partitions offline. */
-function notReady(ctx: ServiceContext, core: BrokerApi | null, membership: MembershipHandle, cluster: { node: ClusterNode | null }): string | null {
+function notReady(ctx: ServiceContext, core: BrokerApi | null, membership: MembershipHandle, cluster: ClusterParts): string | null {
   if (!ctx.ready) return core === null ? 'starting' : 'shutting down';
+  if (cluster.handingOff) return 'shutting down: handing partition leaderships to in-sync peers';
   const joining = membership.notReady();
   if (joining !== null) return joining;
   const controller = cluster.node?.notReady() ?? null;
   if (controller !== null) return controller;
+  // Joined and registered: every replica it holds must also be in its leader's in-sync set.
+  const behind = cluster.catchUp?.notReady() ?? null;
+  if (behind !== null) return behind;
   const offline = core?.offlinePartitions?.() ?? [];
   if (offline.length === 0) return null;
   const shown = offline.slice(0, 10).join(', ') + (offline.length > 10 ? ', …' : '');
@@ -136,7 +155,7 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
   if (options.cluster !== undefined) services.push(membershipExtraService(membership));
   // Cluster mode: the controller (group 0) and `Controller/Submit` forwarding on this port.
   const voters = clusterModeVoters(options.cluster);
-  const cluster: { node: ClusterNode | null } = { node: null };
+  const cluster: ClusterParts = { node: null, catchUp: null, handingOff: false };
   if (voters !== null) services.push(controllerService(() => cluster.node?.controller ?? null));
   let grpc: GrpcFrontend;
   try {
@@ -196,6 +215,7 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
     if (voters === null) broker = withMembership(broker, membership);
   }
   const clients = new PeerBrokers();
+  let replicaHost: HandOffOptions['host'] | null = null;
   let forwardedApi: BrokerApi | undefined;
   if (voters !== null) {
     const gossip = membership.gossip!;
@@ -213,6 +233,19 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
         controllerTiming: options.cluster?.controllerTiming,
       });
       cluster.node = node;
+      const host = broker;
+      if (host.transferLeadership !== undefined) replicaHost = host as HandOffOptions['host'];
+      const addressOf = (id: NodeId): string | undefined => gossip.get(id)?.address ?? node.controller.state.node(id)?.address;
+      cluster.catchUp = new CatchUpCheck({
+        nodeId: nodeId as NodeId,
+        assigned: () => node.controller.state.partitions(),
+        held: () => host.replicaStatus(),
+        describe: (id, topics) => {
+          const address = addressOf(id);
+          if (address === undefined) return Promise.reject(new Error(`no address known for node ${id}`));
+          return clients.topicsSeenBy(address, topics);
+        },
+      });
       const apis = clusterApis({
         nodeId: nodeId as NodeId,
         core: broker,
@@ -239,6 +272,7 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
 
   let closing: Promise<void> | null = null;
   const close = async (): Promise<void> => {
+    cluster.catchUp?.close();
     membership.gossip?.close();
     grpc.setServing(false);
     ctx.beginShutdown();
@@ -262,5 +296,11 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
     membership: membership.gossip,
     clusterNode: cluster.node,
     close: () => (closing ??= close()),
+    handOffLeaderships: async () => {
+      const host = replicaHost;
+      if (host === null || membership.gossip === null || closing !== null) return null;
+      cluster.handingOff = true;
+      return handOffLeaderships({ nodeId: nodeId as NodeId, host, peers: membership.gossip });
+    },
   };
 }

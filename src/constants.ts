@@ -433,6 +433,8 @@ assert.ok(CLUSTER_CONTROLLER_VOTERS_DEFAULT.length % 2 === 1 && CLUSTER_CONTROLL
  * the last verdict). The leaders' in-sync sets are themselves as old as their shard stats.
  */
 export const READINESS_CHECK_INTERVAL_MS = SHARD_STATS_INTERVAL_MS;
+/** Deadline of one readiness question to a leader node; a leader that does not answer keeps the node not ready. */
+export const READINESS_LEADER_TIMEOUT_MS = 3 * READINESS_CHECK_INTERVAL_MS;
 /**
  * On SIGTERM, how long `sluice serve` spends handing its partition leaderships to in-sync peers before
  * it drains and closes anyway. Inside the chart's terminationGracePeriodSeconds with the drain.

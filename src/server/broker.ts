@@ -17,7 +17,7 @@ import { parseHostPort } from './address.js';
 import { startGrpc, stopGrpc, type ExtraService, type GrpcFrontend } from './grpc.js';
 import { startHttp, stopHttp, type MetricsHandler } from './http.js';
 import { StartupError } from './errors.js';
-import { CLIENT_MEMORY_BYTES_DEFAULT, CLIENT_MEMORY_BYTES_MIN } from '../constants.js';
+import { CLIENT_MEMORY_BYTES_DEFAULT, CLIENT_MEMORY_BYTES_MIN, READINESS_LEADER_TIMEOUT_MS } from '../constants.js';
 import { GrpcRaftTransport, type RaftTransportProbe } from '../cluster/transport/index.js';
 import type { NodeId } from '../model/index.js';
 import { clusterModeVoters, membershipExtraService, startMembership, withMembership, type ClusterOptions, type MembershipHandle } from './cluster.js';
@@ -216,6 +216,7 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
   }
   const clients = new PeerBrokers();
   let replicaHost: HandOffOptions['host'] | null = null;
+  let replicaCore: BrokerApi | null = null;
   let forwardedApi: BrokerApi | undefined;
   if (voters !== null) {
     const gossip = membership.gossip!;
@@ -235,6 +236,7 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
       cluster.node = node;
       const host = broker;
       if (host.transferLeadership !== undefined) replicaHost = host as HandOffOptions['host'];
+      replicaCore = broker;
       const addressOf = (id: NodeId): string | undefined => gossip.get(id)?.address ?? node.controller.state.node(id)?.address;
       cluster.catchUp = new CatchUpCheck({
         nodeId: nodeId as NodeId,
@@ -243,8 +245,9 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
         describe: (id, topics) => {
           const address = addressOf(id);
           if (address === undefined) return Promise.reject(new Error(`no address known for node ${id}`));
-          return clients.topicsSeenBy(address, topics);
+          return clients.topicsSeenBy(address, topics, READINESS_LEADER_TIMEOUT_MS);
         },
+        gate: () => node.notReady(),
       });
       const apis = clusterApis({
         nodeId: nodeId as NodeId,
@@ -300,7 +303,9 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
       const host = replicaHost;
       if (host === null || membership.gossip === null || closing !== null) return null;
       cluster.handingOff = true;
-      return handOffLeaderships({ nodeId: nodeId as NodeId, host, peers: membership.gossip });
+      const core = replicaCore!;
+      const highWatermarks = async (topic: string): Promise<ReadonlyMap<number, number>> => new Map((await core.describeTopic(topic)).partitions.map((p) => [p.partition, p.highWatermark]));
+      return handOffLeaderships({ nodeId: nodeId as NodeId, host, peers: membership.gossip, highWatermarks });
     },
   };
 }

@@ -23,6 +23,8 @@ export interface HandOffOptions {
   readonly nodeId: NodeId;
   readonly host: Pick<ReplicaHost, 'replicaStatus'> & Required<Pick<ReplicaHost, 'transferLeadership'>>;
   readonly peers: Pick<PeerDirectory, 'get'>;
+  /** The exact high watermarks of a topic's replicas here (the core's DescribeTopic), for the settle step. */
+  readonly highWatermarks?: (topic: string) => Promise<ReadonlyMap<number, number>>;
   readonly timeoutMs?: number;
   readonly roundMs?: number;
   readonly pollMs?: number;
@@ -59,21 +61,50 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 export async function handOffLeaderships(o: HandOffOptions): Promise<HandOffResult> {
   const t0 = performance.now();
   const deadline = t0 + (o.timeoutMs ?? LEADERSHIP_HANDOFF_TIMEOUT_MS);
-  const leading = (): ReplicaStatus[] => o.host.replicaStatus().filter((s) => s.role === 'leader' && s.leader === o.nodeId);
-  const led = leading().length;
+  // Here until another node is known to lead: a leader that stepped down for its target's campaign has
+  // not handed anything over until the target won (its vote may still be needed, so it must not leave).
+  const leading = (): ReplicaStatus[] => o.host.replicaStatus().filter((s) => s.role === 'leader' || (s.role !== 'learner' && s.role !== 'offline' && (s.leader === 0 || s.leader === o.nodeId) && handedOff.has(s.group)));
+  const handedOff = new Set<GroupId>();
+  const led = o.host.replicaStatus().filter((s) => s.role === 'leader').length;
   const alive = (id: NodeId): boolean => o.peers.get(id)?.state === 'alive';
   // Bounded by the deadline; the count bound only guards against a zero round time.
   for (let round = 0; round < 1_000 && performance.now() < deadline; round++) {
-    const targets = handOffTargets(o.nodeId, leading(), alive);
-    if (targets.size === 0) break;
+    const targets = handOffTargets(o.nodeId, leading().filter((s) => s.role === 'leader'), alive);
+    const waiting = leading().filter((s) => s.role !== 'leader').map((s) => s.group);
+    if (targets.size === 0 && waiting.length === 0) break;
+    for (const g of targets.keys()) handedOff.add(g);
     // A refused transfer (no longer leader, busy persisting) is simply asked again next round.
     for (const [group, to] of targets) o.host.transferLeadership(group, to).catch(() => {});
     const roundEnd = Math.min(deadline, performance.now() + (o.roundMs ?? LEADERSHIP_HANDOFF_ROUND_MS));
     while (performance.now() < roundEnd) {
       await sleep(o.pollMs ?? LEADERSHIP_HANDOFF_POLL_MS);
       const still = new Set(leading().map((s) => s.group));
-      if (![...targets.keys()].some((g) => still.has(g))) break;
+      if (![...targets.keys(), ...waiting].some((g) => still.has(g))) break;
     }
   }
-  return { led, remaining: leading().length, elapsedMs: Math.round(performance.now() - t0) };
+  await settle(o, handedOff, deadline);
+  return { led, remaining: leading().filter((s) => s.role === 'leader').length, elapsedMs: Math.round(performance.now() - t0) };
+}
+
+/**
+ * Produces this node accepted as leader are answered once it, now a follower, learns from the new
+ * leader that they committed. The node must keep its Raft transport open until then (close() ends it
+ * before draining calls), or those clients wait for the close and retry: so wait, bounded by one round,
+ * until each handed-off replica's exact high watermark reaches its log end (which stopped growing when
+ * it stepped down; its status was refreshed by that leader change).
+ */
+async function settle(o: HandOffOptions, groups: ReadonlySet<GroupId>, deadline: number): Promise<void> {
+  if (o.highWatermarks === undefined || groups.size === 0) return;
+  const end = Math.min(deadline, performance.now() + (o.roundMs ?? LEADERSHIP_HANDOFF_ROUND_MS));
+  const targets = o.host.replicaStatus().filter((s) => groups.has(s.group) && s.role !== 'leader');
+  while (targets.length > 0 && performance.now() < end) {
+    const topics = [...new Set(targets.map((s) => s.topic))];
+    const hws = new Map<string, ReadonlyMap<number, number>>();
+    await Promise.all(topics.map(async (t) => hws.set(t, await o.highWatermarks!(t).catch(() => new Map<number, number>()))));
+    for (let i = targets.length - 1; i >= 0; i--) {
+      const s = targets[i];
+      if ((hws.get(s.topic)?.get(s.partition) ?? -1) >= s.logEndOffset) targets.splice(i, 1);
+    }
+    if (targets.length > 0) await sleep(o.pollMs ?? LEADERSHIP_HANDOFF_POLL_MS);
+  }
 }

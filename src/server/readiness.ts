@@ -75,6 +75,12 @@ export interface CatchUpCheckOptions {
   /** The partitions of `topics` as leader node `node` describes them from its own replicas. */
   readonly describe: (node: NodeId, topics: readonly string[]) => Promise<readonly { name: string; partitions: readonly PartitionInfo[] }[]>;
   readonly intervalMs?: number;
+  /**
+   * Why the metadata cannot be trusted yet (the controller's readiness), or null. A round that starts
+   * while it is not null cannot say "ready": a restarted node's metadata may still be empty, and an
+   * empty assignment would look caught up.
+   */
+  readonly gate?: () => string | null;
 }
 
 /** Runs `replicasNotReady` every interval; `notReady()` is the last verdict. */
@@ -102,6 +108,11 @@ export class CatchUpCheck {
   }
 
   private async round(): Promise<void> {
+    const gated = this.o.gate?.() ?? null;
+    if (gated !== null) {
+      this.verdict = `waiting for the metadata before checking replicas (${gated})`;
+      return;
+    }
     const assigned = this.o.assigned().filter((p) => p.voters.nodes.includes(this.o.nodeId) || p.learners.nodes.includes(this.o.nodeId));
     const held = this.o.held();
     const topicsByLeader = new Map<NodeId, Set<string>>();

@@ -99,6 +99,22 @@ describe('CatchUpCheck', () => {
   });
 });
 
+describe('CatchUpCheck gate', () => {
+  it('never says ready from a round that started before the metadata could be trusted (a restarted node sees an empty assignment)', async () => {
+    let gate: string | null = 'the controller group has no leader yet';
+    const check = new CatchUpCheck({ nodeId: ME, assigned: () => [], held: () => [], describe: async () => [], intervalMs: 3_600_000, gate: () => gate });
+    try {
+      await check.run();
+      expect(check.notReady()).toMatch(/waiting for the metadata.*no leader yet/);
+      gate = null;
+      await check.run();
+      expect(check.notReady()).toBeNull();
+    } finally {
+      check.close();
+    }
+  });
+});
+
 describe('leadership hand-off', () => {
   const alive = (id: NodeId): boolean => id !== 4;
 

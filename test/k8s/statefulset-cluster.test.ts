@@ -12,8 +12,9 @@
  * hook (a sleep, so Service endpoints drop the pod first) has nothing to wait for here and is not run.
  * State is read as clients and the kubelet read it (gRPC, /readyz). Every wait polls an observable,
  * bounded in count and time; measured times are printed.
- * Not covered: scaling 3 -> 5 -> 3 (the decommission step needs replica moves, which `sluice serve`
- * does not run yet; docs/kubernetes.md "Scale").
+ * Then scale 3 -> 5 (pods 3 and 4 from the 5-replica render join and take replicas). Not covered: the
+ * way back to 3 (the decommission step needs replica moves, which `sluice serve` does not run yet;
+ * docs/kubernetes.md "Scale").
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -359,5 +360,43 @@ describe('the rendered StatefulSet, three pods as processes', () => {
     const d = await describeTopic(2);
     expect(d!.partitions[partition].inSyncReplicas).toContain(nodeIdOf(p));
     console.log(`pod 2 ready after ${seen.length} failed probes (${produced} records produced meanwhile); reasons: ${JSON.stringify([...new Set(seen.map((b) => b.replace(/\d+/g, 'N')))])}`);
+  }, 180_000);
+  it('scale 3 -> 5: the 5-replica render leaves pods 0-2 untouched (no roll), pods 3 and 4 join, turn ready, and take replicas of a new topic', async () => {
+    const sts5 = statefulSet(render({ replicaCount: 5 }));
+    expect(sts5.spec.replicas).toBe(5);
+    // Only replicas changed: the pod template is the same, so the StatefulSet controller rolls nothing.
+    expect(sts5.spec.template).toEqual(sts.spec.template);
+    const ipOf = (o: number): string => pods[0].ip.replace(/\.\d+$/, `.${o + 1}`);
+    for (const o of [3, 4]) {
+      pods.push(podFrom(sts5, o, ipOf, tempDir()));
+      running.push(startPod(pods[o]));
+    }
+    await Promise.all([3, 4].map((o) => running[o]!.ready));
+    await waitFor('pods 3 and 4 pass their readiness probes', async () => (await Promise.all([3, 4].map((o) => probeReadiness(sts5, pods[o])))).every((r) => r.status === 200));
+    await waitFor('every pod sees five alive', async () => {
+      const a = new Admin({ brokers: grpcOf(pods[0]), requestTimeoutMs: 3_000 });
+      try {
+        return (await a.metadata()).brokers.filter((b) => b.alive && b.state === 'alive').length === 5;
+      } catch {
+        return false;
+      } finally {
+        a.close();
+      }
+    });
+    const admin = new Admin({ brokers: grpcOf(pods[4]) });
+    try {
+      const t = await admin.createTopic('wide', { partitions: 5, replicationFactor: 3 });
+      const used = new Set(t.partitions.flatMap((p) => p.replicas));
+      expect(used.has(4) && used.has(5)).toBe(true);
+    } finally {
+      admin.close();
+    }
+    const producer = new Producer({ brokers: [grpcOf(pods[3])], acks: 'all', lingerMs: 0, retries: 20, requestTimeoutMs: 5_000 });
+    try {
+      for (let partition = 0; partition < 5; partition++) await producer.send('wide', { partition, value: Buffer.from(`w${partition}`) });
+    } finally {
+      await producer.close();
+    }
+    await waitFor('every pod ready with the new replicas in sync', async () => (await Promise.all(pods.map((p) => probeReadiness(sts5, p)))).every((r) => r.status === 200));
   }, 180_000);
 });

@@ -261,6 +261,7 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
       broker = apis.routed;
       forwardedApi = apis.local;
     } catch (err) {
+      cluster.catchUp?.close();
       gossip.close();
       raftTransport.close();
       grpc.server.forceShutdown();

@@ -461,3 +461,25 @@ export const CLUSTER_ROUTE_STATUS_CACHE_MS = 50;
 /** How long the TS client trusts a topic's partition leaders before it asks GetMetadata again. */
 export const CLIENT_ROUTE_MAX_AGE_MS = 30_000;
 assert.ok(CLUSTER_CONTROLLER_VOTERS_DEFAULT.length % 2 === 1 && CLUSTER_CONTROLLER_VOTERS_DEFAULT.length <= CONTROLLER_VOTERS_MAX);
+
+// ---- Readiness and graceful stop in cluster mode (src/server/readiness.ts, drain.ts; docs/kubernetes.md) ----
+/**
+ * How often a node re-checks that every replica it holds is in its leader's in-sync set (/readyz keeps
+ * the last verdict). The leaders' in-sync sets are themselves as old as their shard stats.
+ */
+export const READINESS_CHECK_INTERVAL_MS = SHARD_STATS_INTERVAL_MS;
+/** Deadline of one readiness question to a leader node; a leader that does not answer keeps the node not ready. */
+export const READINESS_LEADER_TIMEOUT_MS = 3 * READINESS_CHECK_INTERVAL_MS;
+/**
+ * On SIGTERM, how long `sluice serve` spends handing its partition leaderships to in-sync peers before
+ * it drains and closes anyway. Inside the chart's terminationGracePeriodSeconds with the drain.
+ */
+export const LEADERSHIP_HANDOFF_TIMEOUT_MS = 10_000;
+/**
+ * One round of transfers: Raft abandons a transfer that has not completed within an election timeout
+ * (at most 2 * REPLICA_ELECTION_TICKS ticks), so leaderships still here after it are asked again.
+ */
+export const LEADERSHIP_HANDOFF_ROUND_MS = 2 * REPLICA_ELECTION_TICKS * SHARD_TICK_MS;
+/** How often a hand-off round looks at the replicas' roles. */
+export const LEADERSHIP_HANDOFF_POLL_MS = 50;
+assert.ok(LEADERSHIP_HANDOFF_TIMEOUT_MS >= 2 * LEADERSHIP_HANDOFF_ROUND_MS, 'a hand-off must have time to retry a dropped transfer');

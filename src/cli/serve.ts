@@ -1,5 +1,6 @@
 /**
- * `sluice serve`: runs a broker until SIGTERM or SIGINT, then drains in-flight requests, flushes,
+ * `sluice serve`: runs a broker until SIGTERM or SIGINT, then (cluster mode) hands the partitions it
+ * leads to in-sync peers, drains in-flight requests, flushes,
  * closes the logs and exits 0 (1, with the error logged, when a log could not be flushed or closed). Start-up failures (a taken port, an unwritable or locked data dir) are
  * one line on stderr and exit code 1. On start it prints one line to stdout with the bound addresses
  * (`grpc=HOST:PORT`), so callers that asked for port 0 can find the broker.
@@ -74,17 +75,25 @@ export async function serve(options: ServeOptions): Promise<void> {
       process.exit(1);
     }
     stopping = true;
-    logger.info({ signal }, 'draining and shutting down');
-    broker.close().then(
-      () => {
-        logger.info({}, 'shut down cleanly');
-        process.exit(0);
-      },
-      (err: unknown) => {
-        logger.error({ err }, 'shutdown failed');
-        process.exit(1);
-      },
-    );
+    // Cluster mode: partitions led here move to in-sync peers first (src/server/drain.ts), so their
+    // writers wait one transfer, not an election timeout.
+    logger.info({ signal }, 'handing off leaderships, then draining and shutting down');
+    broker
+      .handOffLeaderships()
+      .then((r) => {
+        if (r !== null) logger.info({ led: r.led, remaining: r.remaining, ms: r.elapsedMs }, r.remaining === 0 ? 'leaderships handed off' : 'some leaderships could not be handed off (no in-sync peer, or time ran out)');
+        return broker.close();
+      })
+      .then(
+        () => {
+          logger.info({}, 'shut down cleanly');
+          process.exit(0);
+        },
+        (err: unknown) => {
+          logger.error({ err }, 'shutdown failed');
+          process.exit(1);
+        },
+      );
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);

@@ -105,6 +105,15 @@ export class PeerBrokers {
     return fromPbTopic(res.topic!);
   }
 
+  /**
+   * The topics as the node at `address` sees them from its own replicas (GetMetadata: each partition's
+   * leader and, where that node leads, its in-sync replicas). One call for many topics; readiness uses it.
+   */
+  async topicsSeenBy(address: string, topics: readonly string[], timeoutMs: number): Promise<TopicDescription[]> {
+    const res = await this.call<unknown, import('./gen/sluice/v1/broker.js').GetMetadataResponse>(address, (p, md, o, cb) => p.broker.getMetadata({ topics: [...topics] }, md, { ...o, deadline: Date.now() + timeoutMs }, cb));
+    return res.topics.map(fromPbTopic);
+  }
+
   close(): void {
     for (const p of this.peers.values()) {
       p.admin.close();

@@ -17,7 +17,7 @@ import { parseHostPort } from './address.js';
 import { startGrpc, stopGrpc, type ExtraService, type GrpcFrontend } from './grpc.js';
 import { startHttp, stopHttp, type MetricsHandler } from './http.js';
 import { StartupError } from './errors.js';
-import { CLIENT_MEMORY_BYTES_DEFAULT, CLIENT_MEMORY_BYTES_MIN } from '../constants.js';
+import { CLIENT_MEMORY_BYTES_DEFAULT, CLIENT_MEMORY_BYTES_MIN, READINESS_LEADER_TIMEOUT_MS } from '../constants.js';
 import { GrpcRaftTransport, type RaftTransportProbe } from '../cluster/transport/index.js';
 import type { NodeId } from '../model/index.js';
 import { clusterModeVoters, membershipExtraService, startMembership, withMembership, type ClusterOptions, type MembershipHandle } from './cluster.js';
@@ -27,6 +27,8 @@ import { PeerBrokers } from '../rpc/forward.js';
 import { ClusterNode } from './cluster-node.js';
 import { clusterApis } from './cluster-api.js';
 import { isReplicaHost, type ReplicaHost } from './replica-host.js';
+import { CatchUpCheck } from './readiness.js';
+import { handOffLeaderships, type HandOffOptions, type HandOffResult } from './drain.js';
 
 export interface StartBrokerOptions {
   /** Where logs and topic metadata live. Default './data'. */
@@ -98,15 +100,32 @@ export interface RunningBroker {
   readonly raftTransport: GrpcRaftTransport;
   /** The controller and replica wiring in cluster mode (`cluster.seeds` or `cluster.controllerVoters`), else null. */
   readonly clusterNode: ClusterNode | null;
+  /**
+   * Cluster mode: hands every partition this node leads to an in-sync peer (src/server/drain.ts), with
+   * /readyz 503 from now on; call it before close() on a graceful stop (`sluice serve` does on SIGTERM).
+   * Resolves null outside cluster mode; never rejects.
+   */
+  handOffLeaderships(): Promise<HandOffResult | null>;
+}
+
+/** Cluster mode's parts that readiness and the graceful stop look at. */
+interface ClusterParts {
+  node: ClusterNode | null;
+  catchUp: CatchUpCheck | null;
+  handingOff: boolean;
 }
 
 /** Why the broker is not ready, or null: starting, stopping, not yet joined, no controller, or partitions offline. */
-function notReady(ctx: ServiceContext, core: BrokerApi | null, membership: MembershipHandle, cluster: { node: ClusterNode | null }): string | null {
+function notReady(ctx: ServiceContext, core: BrokerApi | null, membership: MembershipHandle, cluster: ClusterParts): string | null {
   if (!ctx.ready) return core === null ? 'starting' : 'shutting down';
+  if (cluster.handingOff) return 'shutting down: handing partition leaderships to in-sync peers';
   const joining = membership.notReady();
   if (joining !== null) return joining;
   const controller = cluster.node?.notReady() ?? null;
   if (controller !== null) return controller;
+  // Joined and registered: every replica it holds must also be in its leader's in-sync set.
+  const behind = cluster.catchUp?.notReady() ?? null;
+  if (behind !== null) return behind;
   const offline = core?.offlinePartitions?.() ?? [];
   if (offline.length === 0) return null;
   const shown = offline.slice(0, 10).join(', ') + (offline.length > 10 ? ', …' : '');
@@ -137,7 +156,7 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
   if (options.cluster !== undefined) services.push(membershipExtraService(membership));
   // Cluster mode: the controller (group 0) and `Controller/Submit` forwarding on this port.
   const voters = clusterModeVoters(options.cluster);
-  const cluster: { node: ClusterNode | null } = { node: null };
+  const cluster: ClusterParts = { node: null, catchUp: null, handingOff: false };
   if (voters !== null) services.push(controllerService(() => cluster.node?.controller ?? null));
   // What the controller leader asks of partition leaders here (moves, leader balancing).
   const replicaHost: { host: ReplicaHost | null } = { host: null };
@@ -200,6 +219,8 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
     if (voters === null) broker = withMembership(broker, membership);
   }
   const clients = new PeerBrokers();
+  let handOffHost: HandOffOptions['host'] | null = null;
+  let replicaCore: BrokerApi | null = null;
   let forwardedApi: BrokerApi | undefined;
   if (voters !== null) {
     const gossip = membership.gossip!;
@@ -218,6 +239,21 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
         controllerTiming: options.cluster?.controllerTiming,
       });
       cluster.node = node;
+      const host = broker;
+      if (host.transferLeadership !== undefined) handOffHost = host as HandOffOptions['host'];
+      replicaCore = broker;
+      const addressOf = (id: NodeId): string | undefined => gossip.get(id)?.address ?? node.controller.state.node(id)?.address;
+      cluster.catchUp = new CatchUpCheck({
+        nodeId: nodeId as NodeId,
+        assigned: () => node.controller.state.partitions(),
+        held: () => host.replicaStatus(),
+        describe: (id, topics) => {
+          const address = addressOf(id);
+          if (address === undefined) return Promise.reject(new Error(`no address known for node ${id}`));
+          return clients.topicsSeenBy(address, topics, READINESS_LEADER_TIMEOUT_MS);
+        },
+        gate: () => node.notReady(),
+      });
       const apis = clusterApis({
         nodeId: nodeId as NodeId,
         core: broker,
@@ -231,6 +267,7 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
       broker = apis.routed;
       forwardedApi = apis.local;
     } catch (err) {
+      cluster.catchUp?.close();
       gossip.close();
       raftTransport.close();
       grpc.server.forceShutdown();
@@ -245,6 +282,7 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
 
   let closing: Promise<void> | null = null;
   const close = async (): Promise<void> => {
+    cluster.catchUp?.close();
     membership.gossip?.close();
     grpc.setServing(false);
     ctx.beginShutdown();
@@ -268,5 +306,13 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
     membership: membership.gossip,
     clusterNode: cluster.node,
     close: () => (closing ??= close()),
+    handOffLeaderships: async () => {
+      const host = handOffHost;
+      if (host === null || membership.gossip === null || closing !== null) return null;
+      cluster.handingOff = true;
+      const core = replicaCore!;
+      const highWatermarks = async (topic: string): Promise<ReadonlyMap<number, number>> => new Map((await core.describeTopic(topic)).partitions.map((p) => [p.partition, p.highWatermark]));
+      return handOffLeaderships({ nodeId: nodeId as NodeId, host, peers: membership.gossip, highWatermarks });
+    },
   };
 }

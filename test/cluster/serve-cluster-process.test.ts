@@ -263,7 +263,9 @@ describe('three sluice serve processes form one cluster', () => {
       return r !== null && acked.every((v) => r.values.includes(v)) ? r : null;
     });
     console.log(`node ${victim.id} caught up ${caught.values.length} records in ${Math.round(performance.now() - t1)} ms after restart`);
-  });
+    // A ceiling for a loaded machine: readiness now also waits for the restarted node's replicas to be
+    // in their leaders' in-sync sets (src/server/readiness.ts), a few seconds more than "joined".
+  }, 120_000);
 
   it('an idempotent producer (the default) and a consumer work through the cluster with no routing help from the caller', async () => {
     const { Consumer } = await import('../../src/client/index.js');

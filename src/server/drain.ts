@@ -1,0 +1,110 @@
+/**
+ * Graceful stop in cluster mode (issue 14 §1 "Graceful stop"): before a node drains and closes, it
+ * hands every partition it leads to an in-sync peer, so the partition's writers wait one leadership
+ * transfer (a vote round trip) instead of an election timeout plus gossip's failure detection.
+ *
+ * `sluice serve` runs this on SIGTERM, before the drain, rather than leaving it to a preStop hook: the
+ * kubelet sends SIGTERM on every path that stops a pod (rolling update, `kubectl delete`, node drain,
+ * eviction), and so do `docker stop`, systemd and a terminal's `kill`, while a preStop command would
+ * need a client in the image and would not run on the other paths; and doing it inside the process
+ * that then closes leaves no window in which leadership can come back between the hand-off and the
+ * close. The chart's preStop keeps only its short sleep, so Service endpoints drop the pod first.
+ *
+ * Targets: a voter in the leader's own in-sync set that gossip sees alive, least-loaded first, so a
+ * node's leaderships spread over the others. A partition with no such peer (replication factor 1,
+ * every other replica behind or down) keeps its leader; the result says how many.
+ */
+import { LEADERSHIP_HANDOFF_POLL_MS, LEADERSHIP_HANDOFF_ROUND_MS, LEADERSHIP_HANDOFF_TIMEOUT_MS } from '../constants.js';
+import type { GroupId, PeerDirectory } from '../cluster/types.js';
+import type { NodeId } from '../model/index.js';
+import type { ReplicaHost, ReplicaStatus } from './replica-host.js';
+
+export interface HandOffOptions {
+  readonly nodeId: NodeId;
+  readonly host: Pick<ReplicaHost, 'replicaStatus'> & Required<Pick<ReplicaHost, 'transferLeadership'>>;
+  readonly peers: Pick<PeerDirectory, 'get'>;
+  /** The exact high watermarks of a topic's replicas here (the core's DescribeTopic), for the settle step. */
+  readonly highWatermarks?: (topic: string) => Promise<ReadonlyMap<number, number>>;
+  readonly timeoutMs?: number;
+  readonly roundMs?: number;
+  readonly pollMs?: number;
+}
+
+export interface HandOffResult {
+  /** Partitions this node led when the hand-off began. */
+  readonly led: number;
+  /** Partitions this node still leads at the end (no in-sync peer, or the time ran out). */
+  readonly remaining: number;
+  readonly elapsedMs: number;
+}
+
+/** The target of each leadership here that can move: an alive in-sync voter, least-loaded first. */
+export function handOffTargets(self: NodeId, leading: readonly ReplicaStatus[], alive: (id: NodeId) => boolean): Map<GroupId, NodeId> {
+  const load = new Map<NodeId, number>();
+  const out = new Map<GroupId, NodeId>();
+  for (const s of leading) {
+    let best: NodeId | undefined;
+    for (const v of s.inSync) {
+      if (v === self || !alive(v)) continue;
+      if (best === undefined || (load.get(v) ?? 0) < (load.get(best) ?? 0)) best = v;
+    }
+    if (best === undefined) continue;
+    load.set(best, (load.get(best) ?? 0) + 1);
+    out.set(s.group, best);
+  }
+  return out;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Moves this node's leaderships away; resolves (never rejects) when none is left or time is up. */
+export async function handOffLeaderships(o: HandOffOptions): Promise<HandOffResult> {
+  const t0 = performance.now();
+  const deadline = t0 + (o.timeoutMs ?? LEADERSHIP_HANDOFF_TIMEOUT_MS);
+  // Here until another node is known to lead: a leader that stepped down for its target's campaign has
+  // not handed anything over until the target won (its vote may still be needed, so it must not leave).
+  const leading = (): ReplicaStatus[] => o.host.replicaStatus().filter((s) => s.role === 'leader' || (s.role !== 'learner' && s.role !== 'offline' && (s.leader === 0 || s.leader === o.nodeId) && handedOff.has(s.group)));
+  const handedOff = new Set<GroupId>();
+  const led = o.host.replicaStatus().filter((s) => s.role === 'leader').length;
+  const alive = (id: NodeId): boolean => o.peers.get(id)?.state === 'alive';
+  // Bounded by the deadline; the count bound only guards against a zero round time.
+  for (let round = 0; round < 1_000 && performance.now() < deadline; round++) {
+    const targets = handOffTargets(o.nodeId, leading().filter((s) => s.role === 'leader'), alive);
+    const waiting = leading().filter((s) => s.role !== 'leader').map((s) => s.group);
+    if (targets.size === 0 && waiting.length === 0) break;
+    for (const g of targets.keys()) handedOff.add(g);
+    // A refused transfer (no longer leader, busy persisting) is simply asked again next round.
+    for (const [group, to] of targets) o.host.transferLeadership(group, to).catch(() => {});
+    const roundEnd = Math.min(deadline, performance.now() + (o.roundMs ?? LEADERSHIP_HANDOFF_ROUND_MS));
+    while (performance.now() < roundEnd) {
+      await sleep(o.pollMs ?? LEADERSHIP_HANDOFF_POLL_MS);
+      const still = new Set(leading().map((s) => s.group));
+      if (![...targets.keys(), ...waiting].some((g) => still.has(g))) break;
+    }
+  }
+  await settle(o, handedOff, deadline);
+  return { led, remaining: leading().filter((s) => s.role === 'leader').length, elapsedMs: Math.round(performance.now() - t0) };
+}
+
+/**
+ * Produces this node accepted as leader are answered once it, now a follower, learns from the new
+ * leader that they committed. The node must keep its Raft transport open until then (close() ends it
+ * before draining calls), or those clients wait for the close and retry: so wait, bounded by one round,
+ * until each handed-off replica's exact high watermark reaches its log end (which stopped growing when
+ * it stepped down; its status was refreshed by that leader change).
+ */
+async function settle(o: HandOffOptions, groups: ReadonlySet<GroupId>, deadline: number): Promise<void> {
+  if (o.highWatermarks === undefined || groups.size === 0) return;
+  const end = Math.min(deadline, performance.now() + (o.roundMs ?? LEADERSHIP_HANDOFF_ROUND_MS));
+  const targets = o.host.replicaStatus().filter((s) => groups.has(s.group) && s.role !== 'leader');
+  while (targets.length > 0 && performance.now() < end) {
+    const topics = [...new Set(targets.map((s) => s.topic))];
+    const hws = new Map<string, ReadonlyMap<number, number>>();
+    await Promise.all(topics.map(async (t) => hws.set(t, await o.highWatermarks!(t).catch(() => new Map<number, number>()))));
+    for (let i = targets.length - 1; i >= 0; i--) {
+      const s = targets[i];
+      if ((hws.get(s.topic)?.get(s.partition) ?? -1) >= s.logEndOffset) targets.splice(i, 1);
+    }
+    if (targets.length > 0) await sleep(o.pollMs ?? LEADERSHIP_HANDOFF_POLL_MS);
+  }
+}

@@ -1,0 +1,149 @@
+/**
+ * Goal: cluster-mode readiness (src/server/readiness.ts) says "ready" only when every replica the
+ * metadata gives this node is open here and, where another node leads it, named in that leader's
+ * in-sync set; and the graceful stop (src/server/drain.ts) picks alive in-sync peers, spread out.
+ * Method: the pure decision functions on hand-made statuses and leader views (each "not ready" case
+ * next to the ready one it differs from by one field), then `handOffLeaderships` against a fake host
+ * whose transfers take effect a few polls later, one that refuses, and one with no peer to move to.
+ * The real processes are in test/k8s/statefulset-process.test.ts.
+ */
+import { describe, expect, it } from 'vitest';
+import { CatchUpCheck, replicasNotReady, type LeaderViews } from '../../src/server/readiness.js';
+import { handOffLeaderships, handOffTargets } from '../../src/server/drain.js';
+import type { PartitionState } from '../../src/controller/index.js';
+import type { ReplicaStatus } from '../../src/server/replica-host.js';
+import type { PartitionInfo } from '../../src/broker/types.js';
+import type { GroupId } from '../../src/cluster/types.js';
+import type { NodeId } from '../../src/model/index.js';
+
+const ME = 2 as NodeId;
+
+function part(partition: number, voters: number[], learners: number[] = []): PartitionState {
+  return {
+    topic: 't',
+    topicId: 'id',
+    partition,
+    group: (100 + partition) as GroupId,
+    voters: { nodes: voters as NodeId[], shards: voters.map(() => 0) },
+    learners: { nodes: learners as NodeId[], shards: learners.map(() => 0) },
+    lost: [],
+    leader: 0 as NodeId,
+    leaderEpoch: 0,
+    target: null,
+  };
+}
+
+function status(partition: number, role: ReplicaStatus['role'], leader: number, inSync: number[] = []): ReplicaStatus {
+  return { group: (100 + partition) as GroupId, topic: 't', partition, role, leader: leader as NodeId, epoch: 3, highWatermark: 0, logStartOffset: 0, logEndOffset: 0, inSync: inSync as NodeId[] };
+}
+
+function view(entries: Array<[number, number, number[]]>): Map<string, PartitionInfo> {
+  return new Map(entries.map(([partition, leader, isr]) => [`t/${partition}`, { partition, leader, replicas: [1, 2, 3], inSyncReplicas: isr, logStartOffset: 0, highWatermark: 0, sizeBytes: 0, damagedRanges: 0 }]));
+}
+
+describe('replicasNotReady', () => {
+  const assigned = [part(0, [1, 2, 3]), part(1, [2, 3, 1])];
+
+  it('is ready when it leads one replica and the leader of the other names it in sync', () => {
+    const views: LeaderViews = new Map([[1 as NodeId, view([[0, 1, [1, 2, 3]]])]]);
+    expect(replicasNotReady(ME, assigned, [status(0, 'follower', 1), status(1, 'leader', 2)], views)).toBeNull();
+  });
+
+  it('is not ready while the leader leaves it out of its in-sync set (a follower behind after a restart)', () => {
+    const views: LeaderViews = new Map([[1 as NodeId, view([[0, 1, [1, 3]]])]]);
+    expect(replicasNotReady(ME, assigned, [status(0, 'follower', 1), status(1, 'leader', 2)], views)).toMatch(/1 replica\(s\) catching up with their leaders: t\/0 \(not in node 1's in-sync replicas \[1,3\]\)/);
+  });
+
+  it('is not ready while an assigned replica is not open here, or offline', () => {
+    const views: LeaderViews = new Map([[1 as NodeId, view([[0, 1, [1, 2, 3]]])]]);
+    expect(replicasNotReady(ME, assigned, [status(0, 'follower', 1)], views)).toMatch(/not open here yet: t\/1/);
+    expect(replicasNotReady(ME, assigned, [status(0, 'follower', 1), status(1, 'offline', 0)], views)).toMatch(/not open here yet: t\/1/);
+  });
+
+  it('is not ready without a leader, or when the leader did not answer or no longer leads', () => {
+    expect(replicasNotReady(ME, assigned, [status(0, 'candidate', 0), status(1, 'leader', 2)], new Map())).toMatch(/without a leader: t\/0/);
+    expect(replicasNotReady(ME, assigned, [status(0, 'follower', 1), status(1, 'leader', 2)], new Map([[1 as NodeId, new Error('deadline')]]))).toMatch(/did not answer: deadline/);
+    expect(replicasNotReady(ME, assigned, [status(0, 'follower', 1), status(1, 'leader', 2)], new Map([[1 as NodeId, view([[0, 3, [2, 3]]])]]))).toMatch(/node 1 does not lead it now/);
+  });
+
+  it('does not wait for a learner replica, and ignores partitions not assigned here', () => {
+    expect(replicasNotReady(ME, [part(0, [1, 3, 4], [2])], [], new Map())).toBeNull();
+  });
+});
+
+describe('CatchUpCheck', () => {
+  it('asks each leader node once per round, for the topics it leads here, and keeps the verdict', async () => {
+    const asked: Array<[number, readonly string[]]> = [];
+    let isr = [1, 3];
+    const check = new CatchUpCheck({
+      nodeId: ME,
+      assigned: () => [part(0, [1, 2, 3]), part(1, [1, 2, 3])],
+      held: () => [status(0, 'follower', 1), status(1, 'follower', 1)],
+      describe: async (node, topics) => {
+        asked.push([node, topics]);
+        return [{ name: 't', partitions: [0, 1].map((p) => ({ partition: p, leader: 1, replicas: [1, 2, 3], inSyncReplicas: isr, logStartOffset: 0, highWatermark: 0, sizeBytes: 0, damagedRanges: 0 })) }];
+      },
+      intervalMs: 3_600_000,
+    });
+    try {
+      expect(check.notReady()).toMatch(/checking/);
+      await check.run(); // the constructor's round
+      expect(check.notReady()).toMatch(/2 replica\(s\) catching up/);
+      isr = [1, 2, 3];
+      await check.run();
+      expect(check.notReady()).toBeNull();
+      expect(asked.every(([n, t]) => n === 1 && t.length === 1 && t[0] === 't')).toBe(true);
+    } finally {
+      check.close();
+    }
+  });
+});
+
+describe('CatchUpCheck gate', () => {
+  it('never says ready from a round that started before the metadata could be trusted (a restarted node sees an empty assignment)', async () => {
+    let gate: string | null = 'the controller group has no leader yet';
+    const check = new CatchUpCheck({ nodeId: ME, assigned: () => [], held: () => [], describe: async () => [], intervalMs: 3_600_000, gate: () => gate });
+    try {
+      await check.run();
+      expect(check.notReady()).toMatch(/waiting for the metadata.*no leader yet/);
+      gate = null;
+      await check.run();
+      expect(check.notReady()).toBeNull();
+    } finally {
+      check.close();
+    }
+  });
+});
+
+describe('leadership hand-off', () => {
+  const alive = (id: NodeId): boolean => id !== 4;
+
+  it('targets alive in-sync peers only, least-loaded first', () => {
+    const leading = [status(0, 'leader', 2, [1, 2, 3]), status(1, 'leader', 2, [1, 2, 3]), status(2, 'leader', 2, [2, 4]), status(3, 'leader', 2, [2])];
+    const t = handOffTargets(ME, leading, alive);
+    expect([...t.values()].sort()).toEqual([1, 3]);
+    expect(t.has(102 as GroupId)).toBe(false); // its only peer is dead
+    expect(t.has(103 as GroupId)).toBe(false); // replication factor 1
+  });
+
+  it('moves every leadership that can move, retrying a refused transfer, and reports what stayed', async () => {
+    const roles = new Map<number, { leader: number; inSync: number[] }>([
+      [0, { leader: 2, inSync: [1, 2, 3] }],
+      [1, { leader: 2, inSync: [1, 2, 3] }],
+      [2, { leader: 2, inSync: [2] }],
+    ]);
+    let refusals = 1;
+    const host = {
+      replicaStatus: () => [...roles].map(([p, r]) => status(p, r.leader === 2 ? 'leader' : 'follower', r.leader, r.leader === 2 ? r.inSync : [])),
+      transferLeadership: async (group: GroupId, to: NodeId) => {
+        if (refusals-- > 0) throw new Error('busy');
+        setTimeout(() => (roles.get(group - 100)!.leader = to), 20);
+      },
+    };
+    const r = await handOffLeaderships({ nodeId: ME, host, peers: { get: (id) => (alive(id) ? ({ state: 'alive' } as never) : undefined) }, timeoutMs: 5_000, roundMs: 200, pollMs: 5 });
+    expect(r).toMatchObject({ led: 3, remaining: 1 });
+    expect(roles.get(0)!.leader).not.toBe(2);
+    expect(roles.get(1)!.leader).not.toBe(2);
+    expect(r.elapsedMs).toBeLessThan(5_000);
+  });
+});

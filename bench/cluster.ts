@@ -66,6 +66,8 @@ const LEADERS_MS = 120_000;
 const FAILOVER_ACK_MS = 30_000;
 /** Failover: how long a restarted node may take to be ready and back in sync on every partition. */
 const CATCH_UP_MS = 120_000;
+/** Deadline of one admin call (creating 50 RF-3 partitions took over 10 s on this loaded machine). */
+const ADMIN_TIMEOUT_MS = 30_000;
 /** How long a CreateTopic may be retried (see BenchAdmin.createTopic), and the pause between tries. */
 const CREATE_RETRY_MS = 60_000;
 const CREATE_RETRY_PAUSE_MS = 500;
@@ -180,7 +182,7 @@ class BenchAdmin {
   private readonly perNode = new Map<number, Admin>();
 
   constructor(private readonly cluster: BenchCluster) {
-    this.any = new Admin({ brokers: cluster.addresses, requestTimeoutMs: 10_000 });
+    this.any = new Admin({ brokers: cluster.addresses, requestTimeoutMs: ADMIN_TIMEOUT_MS });
   }
 
   of(id: number): Admin {

@@ -169,22 +169,29 @@ export class BenchNode {
     }
   }
 
-  /** Sum of a Prometheus counter over all its series (optionally only series whose labels contain `labelMatch`); null if unreachable. */
+  /** Sum of a Prometheus counter over all its series (see `sumMetric`); null if the node does not answer. */
   async metricSum(name: string, labelMatch = ''): Promise<number | null> {
     if (this.proc === null) return null;
     try {
-      const text = await (await fetch(`http://${this.httpAddress}/metrics`, { signal: AbortSignal.timeout(HTTP_PROBE_MS) })).text();
-      let sum = 0;
-      for (const line of text.split('\n')) {
-        if (!line.startsWith(name) || (line[name.length] !== '{' && line[name.length] !== ' ')) continue;
-        if (labelMatch !== '' && !line.includes(labelMatch)) continue;
-        sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-      }
-      return sum;
+      return sumMetric(await (await fetch(`http://${this.httpAddress}/metrics`, { signal: AbortSignal.timeout(HTTP_PROBE_MS) })).text(), name, labelMatch);
     } catch {
       return null;
     }
   }
+}
+
+/**
+ * Sum of metric `name` over its series in a Prometheus text exposition: lines of exactly that name
+ * (not a longer one that starts with it), optionally only those whose labels contain `labelMatch`.
+ */
+export function sumMetric(text: string, name: string, labelMatch = ''): number {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name) || (line[name.length] !== '{' && line[name.length] !== ' ')) continue;
+    if (labelMatch !== '' && !line.includes(labelMatch)) continue;
+    sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return sum;
 }
 
 export interface BenchClusterOptions {

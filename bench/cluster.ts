@@ -159,7 +159,7 @@ function parseArgs(argv: string[]): Args {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-let progress: (line: string) => void = (line) => void process.stderr.write(`${line}\n`);
+const progress: (line: string) => void = (line) => void process.stderr.write(`${line}\n`);
 
 /** Polls `pred` every POLL_MS until it holds or `ms` passes; throws naming `what` then. */
 async function until(what: string, ms: number, pred: () => Promise<boolean>): Promise<number> {
@@ -433,7 +433,9 @@ interface FailoverResult {
   kills: number;
   /** Kill -> first ack on the new leader, per kill (null: no ack within FAILOVER_ACK_MS). */
   msPerKill: Array<number | null>;
+  /** Over the kills that got an ack. */
   p50Ms: number;
+  /** Infinity (null in --json) when any kill got no ack within FAILOVER_ACK_MS. */
   worstMs: number;
   /** Restart -> ready and every replica in sync again, per kill. */
   catchUpMs: number[];
@@ -631,7 +633,6 @@ function printTable(args: Args, report: Report): void {
 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
-  if (!args.json) progress = (line) => void process.stderr.write(`${line}\n`);
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-bench-cluster-'));
   const cleanup = (): void => {
     killTracked();

@@ -31,15 +31,13 @@
  * fetch, subscribe; default all: a quicker A/B of one phase, e.g. `--phases fetch`; the consume phases
  * read what the raw phase wrote, so they run it too), --json.
  */
-import { fork } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import * as hdr from 'hdr-histogram-js';
 import { Admin } from '../src/client/index.js';
 import { spawnBroker, peakRssBytes, waitExit } from './broker-process.js';
-import type { BrokerLoadJob, BrokerLoadMessage, BrokerLoadResult, BrokerPhaseKind } from './broker-load.js';
+import type { BrokerPhaseKind } from './broker-load.js';
+import { runLoads, type LoadSummary } from './load-process.js';
 import { describeLoad, isStalled, median } from './load-probe.js';
 
 interface Args {
@@ -102,17 +100,6 @@ function parseArgs(argv: string[]): Args {
 const PARTITIONS = 8;
 const RECORDS_PER_REQUEST = 1_000;
 const VALUE_BYTES = 100;
-const LOAD_SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), 'broker-load.js');
-/** A load process that has not answered after this long (plus 1 ms per 1,000 records) is killed. */
-const LOAD_TIMEOUT_MS = 120_000;
-
-interface LoadSummary {
-  /** Highest CPU of any load process (cores). */
-  cpuCores: number;
-  loopDelayP99Ms: number;
-  loopDelayMaxMs: number;
-  stalled: boolean;
-}
 
 interface PhaseResult {
   phase: string;
@@ -134,75 +121,19 @@ interface Phase {
   warmupTopic: string;
 }
 
-/** One load process's life: job in, 'warm', then the result once the parent says 'go'. */
-class LoadProcess {
-  readonly warm: Promise<void>;
-  readonly done: Promise<BrokerLoadResult>;
-  private readonly child;
-
-  constructor(job: BrokerLoadJob) {
-    this.child = fork(LOAD_SCRIPT, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    let onWarm!: () => void;
-    this.warm = new Promise((resolve) => (onWarm = resolve));
-    this.done = new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.child.kill('SIGKILL');
-        reject(new Error(`load process for ${job.kind} timed out`));
-      }, LOAD_TIMEOUT_MS + job.requests);
-      this.child.on('message', (m: BrokerLoadMessage) => {
-        if (m.type === 'warm') return onWarm();
-        clearTimeout(timer);
-        if (m.type === 'result') resolve(m.result);
-        else reject(new Error(`load process for ${job.kind} failed: ${m.message}`));
-      });
-      this.child.once('exit', (code, signal) => {
-        clearTimeout(timer);
-        reject(new Error(`load process for ${job.kind} exited (${code ?? signal}) without a result`));
-      });
-    });
-    // Failing before 'warm' must not leave the parent waiting on the warm-up forever.
-    this.done.catch(() => onWarm());
-    this.child.send(job);
-  }
-
-  go(): void {
-    if (this.child.connected) this.child.send({ type: 'go' });
-  }
-}
-
 /** Runs one phase over `args.loadProcesses` load processes and merges what they report. */
 async function runPhase(args: Args, address: string, phase: Phase, requests: number, ends?: Map<number, number>, warmupEnds?: Map<number, number>): Promise<PhaseResult> {
   const n = args.loadProcesses;
   const share = (i: number): number => Math.floor(requests / n) + (i < requests % n ? 1 : 0);
   const split = (m: Map<number, number> | undefined, i: number): Array<[number, number]> => [...(m ?? [])].filter(([p]) => p % n === i);
-  const loads = Array.from({ length: n }, (_, i) => new LoadProcess({
+  const merged = await runLoads(Array.from({ length: n }, (_, i) => ({
     address, kind: phase.kind, topic: phase.topic, warmupTopic: phase.warmupTopic, partitions: PARTITIONS,
     requests: share(i), warmupRequests: Math.ceil(args.warmupRecords / RECORDS_PER_REQUEST), concurrency: args.concurrency,
     connections: args.connections, acks: args.acks, recordsPerRequest: RECORDS_PER_REQUEST, valueBytes: VALUE_BYTES,
     ends: split(ends, i), warmupEnds: split(warmupEnds, i), seed: i,
-  }));
-  await Promise.all(loads.map((l) => l.warm));
-  for (const l of loads) l.go();
-  const results = await Promise.all(loads.map((l) => l.done));
-  const records = results.reduce((a, r) => a + r.records, 0);
-  const seconds = (Math.max(...results.map((r) => r.endMs)) - Math.min(...results.map((r) => r.startMs))) / 1000;
-  const r: PhaseResult = {
-    phase: phase.name, records, seconds, recordsPerSec: records / seconds, mbPerSec: (records * VALUE_BYTES) / seconds / 1e6,
-    load: {
-      cpuCores: Math.max(...results.map((x) => x.self.cpuCores)),
-      loopDelayP99Ms: Math.max(...results.map((x) => x.self.loopDelayP99Ms)),
-      loopDelayMaxMs: Math.max(...results.map((x) => x.self.loopDelayMaxMs)),
-      stalled: results.some((x) => x.self.stalled),
-    },
-  };
-  const histograms = results.flatMap((x) => (x.histogram === undefined ? [] : [hdr.decodeFromCompressedBase64(x.histogram)]));
-  if (histograms.length > 0) {
-    const merged = histograms[0]!;
-    for (const h of histograms.slice(1)) merged.add(h);
-    r.p50Ms = merged.getValueAtPercentile(50) / 1000;
-    r.p99Ms = merged.getValueAtPercentile(99) / 1000;
-  }
-  return r;
+  })));
+  const { records, seconds } = merged;
+  return { phase: phase.name, records, seconds, recordsPerSec: records / seconds, mbPerSec: (records * VALUE_BYTES) / seconds / 1e6, p50Ms: merged.p50Ms, p99Ms: merged.p99Ms, load: merged.load };
 }
 
 /** One run: a fresh broker, every phase in order. */

@@ -163,7 +163,8 @@ describe('helm template: scheduling, disruption and extras', () => {
     const r = helm(['install', RELEASE, CHART_DIR, '--namespace', NAMESPACE, '--dry-run=client', '--replace', '--set', 'replicaCount=5']);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain('HIGHEST ordinals first');
-    expect(r.stdout).toContain(`decommission ${FULL}-4 (node id 5)`);
+    expect(r.stdout).toContain('cluster decommission 5');
+    expect(r.stdout).toContain(`node id 5 is pod ${FULL}-4`);
   });
 });
 

@@ -174,9 +174,11 @@ describe('three sluice serve processes form one cluster', () => {
     } finally {
       admin.close();
     }
-    const t = await waitFor('every partition has a leader', async () => {
+    // Leader balancing (on by default) moves each leadership to its preferred replica (the first
+    // voter) soon after the election; wait for that, so no produce below races a transfer.
+    const t = await waitFor('every partition is led by its preferred replica', async () => {
       const d = await describe3(nodes[0]);
-      return d !== null && d.partitions.every((p) => p.leader > 0) ? d : null;
+      return d !== null && d.partitions.every((p) => p.leader > 0 && p.leader === p.replicas[0]) ? d : null;
     });
     for (const p of t.partitions) {
       const via = nodes.find((n) => n.id !== p.leader)!;

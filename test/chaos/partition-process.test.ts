@@ -21,6 +21,7 @@ import { FORWARDED_METADATA_KEY } from '../../src/rpc/forward.js';
 import type { ProduceResponse } from '../../src/rpc/gen/sluice/v1/broker.js';
 import { Acks } from '../../src/rpc/gen/sluice/v1/records.js';
 import { encodeBatch } from '../../src/batch/index.js';
+import { isSluiceError } from '../../src/errors.js';
 import { CLUSTER_ELECTION_TIMEOUT_MS_MAX } from './constants.js';
 import { aliveSeenBy, clusterView, localHighWatermark } from './cluster.js';
 import { LinkTable, linkSettings } from './links.js';
@@ -77,7 +78,17 @@ beforeAll(async () => {
   await until('every node ready', async () => ((await Promise.all(nodes.map((n) => n.ready()))).every(Boolean) ? true : null));
   await until('every node sees three alive', async () => (Math.min(...(await Promise.all(nodes.map((n) => aliveSeenBy(n.grpcAddress))))) === 3 ? true : null));
   const admin = new Admin({ brokers: nodes[0].grpcAddress, requestTimeoutMs: WAIT_MS });
-  await admin.createTopic(TOPIC, { partitions: 1, replicationFactor: 3 });
+  // The controller leader may not count all three as live yet (registration, or gossip suspecting a
+  // node on a loaded machine): that refusal wrote nothing, so ask again (bounded).
+  await until('topic created', async () => {
+    try {
+      await admin.createTopic(TOPIC, { partitions: 1, replicationFactor: 3 });
+      return true;
+    } catch (err) {
+      if (isSluiceError(err, 'REPLICATION_FACTOR_TOO_LARGE')) return null;
+      throw err;
+    }
+  });
   admin.close();
 }, 120_000);
 

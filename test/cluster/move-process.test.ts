@@ -128,7 +128,9 @@ describe('replica moves and decommission (4 processes)', () => {
     for (const l of logs) expect(l.bytes.equals(logs[0].bytes)).toBe(true);
     const have = new Set(logs[0].values);
     expect(prod.acked.filter((v) => !have.has(v))).toEqual([]);
-    // A decommissioned node takes no new replicas.
+    // A decommissioned node takes no new replicas. (The last move off it may still be taking its final
+    // step, COMPLETE, which would be refused as REASSIGNMENT_IN_PROGRESS first: wait for it.)
+    await c.waitFor('no move of dec in progress', async () => (await c.withAdmin(4, (a) => a.reassignments())).reassignments.every((m) => m.topic !== 'dec'));
     await expect(c.withAdmin(1, (a) => a.movePartition('dec', 0, [3, 1, 2]))).rejects.toMatchObject({ code: 'INVALID_REQUEST' });
   }, TEST_MS);
 });

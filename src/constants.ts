@@ -90,6 +90,13 @@ export const CLIENT_BROKER_PORT_DEFAULT = 7070;
 /** Default deadline of one unary call from the TypeScript client and the CLI (`--timeout`). */
 export const CLIENT_REQUEST_TIMEOUT_MS_DEFAULT = 30_000;
 /**
+ * The client redials a broker it lost after MIN growing to MAX (Kafka's reconnect.backoff.max.ms is
+ * 1 s too); grpc-js would wait up to 120 s and fail every call meanwhile, long after a restarted broker
+ * is back.
+ */
+export const CLIENT_REDIAL_BACKOFF_MS_MIN = 100;
+export const CLIENT_REDIAL_BACKOFF_MS_MAX = 1_000;
+/**
  * A GroupConsumer whose stream ends with a retriable error (its coordinator moved or died) rejoins:
  * at the coordinator the error names, else the next broker, backing off from the first to the second
  * value (doubling), and gives up after the third of failing in a row (default of `rejoinTimeoutMs`).
@@ -375,11 +382,12 @@ export const GOSSIP_JOIN_TIMEOUT_MS = 2_000;
 export const GOSSIP_JOIN_RETRY_MS_MIN = 250;
 export const GOSSIP_JOIN_RETRY_MS_MAX = 5_000;
 /**
- * grpc-js redials a failed channel after 1 s growing to 120 s by default; gossip channels redial after
- * MIN growing to MAX, so a restarted peer is reachable again at once.
+ * grpc-js redials a failed channel after 1 s growing to 120 s by default, and fails calls at once
+ * while it waits; every channel one node opens to another (gossip, forwarding, the controller, the
+ * executor, groups) redials after MIN growing to MAX, so a restarted peer is reachable again at once.
  */
-export const GOSSIP_REDIAL_BACKOFF_MS_MIN = 100;
-export const GOSSIP_REDIAL_BACKOFF_MS_MAX = 1_000;
+export const PEER_REDIAL_BACKOFF_MS_MIN = 100;
+export const PEER_REDIAL_BACKOFF_MS_MAX = 1_000;
 /** How often a member tries a full-state sync with one member it holds as dead (a restarted node rejoins). */
 export const GOSSIP_RECONNECT_INTERVAL_MS = 1_000;
 

@@ -4,7 +4,7 @@
  * each partition's requests routed to its leader.
  */
 import * as grpc from '@grpc/grpc-js';
-import { CLIENT_BROKER_PORT_DEFAULT, CLIENT_REQUEST_TIMEOUT_MS_DEFAULT, CLIENT_ROUTE_MAX_AGE_MS, GRPC_RECEIVE_BYTES_MAX } from '../constants.js';
+import { CLIENT_BROKER_PORT_DEFAULT, CLIENT_REDIAL_BACKOFF_MS_MAX, CLIENT_REDIAL_BACKOFF_MS_MIN, CLIENT_REQUEST_TIMEOUT_MS_DEFAULT, CLIENT_ROUTE_MAX_AGE_MS, GRPC_RECEIVE_BYTES_MAX } from '../constants.js';
 import { SluiceError } from '../errors.js';
 import { AdminClient, FastBrokerClient, fromServiceError, readErrorInfo, type BrokerClient } from '../rpc/index.js';
 
@@ -116,6 +116,9 @@ export class Connection {
       'grpc.max_receive_message_length': GRPC_RECEIVE_BYTES_MAX,
       'grpc.max_send_message_length': GRPC_RECEIVE_BYTES_MAX,
       'grpc.keepalive_time_ms': 30_000,
+      'grpc.initial_reconnect_backoff_ms': CLIENT_REDIAL_BACKOFF_MS_MIN,
+      'grpc.min_reconnect_backoff_ms': CLIENT_REDIAL_BACKOFF_MS_MIN,
+      'grpc.max_reconnect_backoff_ms': CLIENT_REDIAL_BACKOFF_MS_MAX,
       // HTTP/2's default 64 KiB window stalls every fetch of a few hundred KB on a WINDOW_UPDATE.
       'grpc-node.flow_control_window': 4 << 20,
       ...options.channelOptions,

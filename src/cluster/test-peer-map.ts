@@ -1,3 +1,5 @@
+import { PEER_REDIAL_BACKOFF_MS_MAX, PEER_REDIAL_BACKOFF_MS_MIN } from '../constants.js';
+
 /**
  * TEST ONLY: where this node dials a peer. `SLUICE_TEST_PEER_ADDRESS_MAP` is a JSON object from a
  * peer's address (as gossip advertises it, or as --seeds names it) to the address to dial instead:
@@ -29,3 +31,14 @@ export function peerDialAddress(address: string): string {
   map ??= load();
   return map.get(address) ?? address;
 }
+
+/**
+ * Options of every channel one node opens to another: grpc-js redials a failed channel after 1 s growing
+ * to 120 s by default and fails calls at once meanwhile, so a restarted peer would stay unreachable
+ * from here for up to two minutes.
+ */
+export const PEER_CHANNEL_OPTIONS: Readonly<Record<string, number>> = {
+  'grpc.initial_reconnect_backoff_ms': PEER_REDIAL_BACKOFF_MS_MIN,
+  'grpc.min_reconnect_backoff_ms': PEER_REDIAL_BACKOFF_MS_MIN,
+  'grpc.max_reconnect_backoff_ms': PEER_REDIAL_BACKOFF_MS_MAX,
+};

@@ -8,7 +8,7 @@
  * which the controller retries against whoever leads next.
  */
 import * as grpc from '@grpc/grpc-js';
-import { peerDialAddress } from '../cluster/test-peer-map.js';
+import { PEER_CHANNEL_OPTIONS, peerDialAddress } from '../cluster/test-peer-map.js';
 import { SluiceError } from '../errors.js';
 import type { NodeId } from '../model/index.js';
 import type { ControllerForwarder } from '../controller/index.js';
@@ -54,7 +54,7 @@ export class GrpcControllerForwarder implements ControllerForwarder {
     if (address === undefined) return Promise.reject(new SluiceError('UNAVAILABLE', `no address is known for node ${leader}`));
     let client = this.clients.get(address);
     if (client === undefined) {
-      client = new ControllerClient(peerDialAddress(address), grpc.credentials.createInsecure());
+      client = new ControllerClient(peerDialAddress(address), grpc.credentials.createInsecure(), PEER_CHANNEL_OPTIONS);
       this.clients.set(address, client);
     }
     return new Promise<SubmitResponse>((resolve, reject) => {

@@ -5,6 +5,7 @@
  * refuses with NOT_COORDINATOR: a request never hops twice.
  */
 import * as grpc from '@grpc/grpc-js';
+import { PEER_CHANNEL_OPTIONS, peerDialAddress } from '../cluster/test-peer-map.js';
 import { CLUSTER_FORWARD_TIMEOUT_MS } from '../constants.js';
 import { GroupsClient } from './gen/sluice/v1/groups.js';
 import { fromServiceError } from './errors.js';
@@ -18,7 +19,7 @@ export class PeerGroups {
 
   private client(address: string): GroupsClient {
     let c = this.clients.get(address);
-    if (c === undefined) this.clients.set(address, (c = new GroupsClient(address, grpc.credentials.createInsecure())));
+    if (c === undefined) this.clients.set(address, (c = new GroupsClient(peerDialAddress(address), grpc.credentials.createInsecure(), PEER_CHANNEL_OPTIONS)));
     return c;
   }
 

@@ -5,7 +5,7 @@
  * answered by the receiving node's own replicas or refused with NOT_LEADER; it never hops twice.
  */
 import * as grpc from '@grpc/grpc-js';
-import { peerDialAddress } from '../cluster/test-peer-map.js';
+import { PEER_CHANNEL_OPTIONS, peerDialAddress } from '../cluster/test-peer-map.js';
 import { CLUSTER_FORWARD_TIMEOUT_MS, GRPC_RECEIVE_BYTES_MAX } from '../constants.js';
 import { SluiceError } from '../errors.js';
 import type { FetchInput, FetchResult, ListOffsetsResult, OffsetSpec, ProduceInput, ProduceResult, TopicDescription } from '../broker/types.js';
@@ -44,7 +44,7 @@ export class PeerBrokers {
   private peer(address: string): Peer {
     let p = this.peers.get(address);
     if (p === undefined) {
-      const options: grpc.ChannelOptions = { 'grpc.max_receive_message_length': GRPC_RECEIVE_BYTES_MAX, 'grpc.max_send_message_length': GRPC_RECEIVE_BYTES_MAX };
+      const options: grpc.ChannelOptions = { ...PEER_CHANNEL_OPTIONS, 'grpc.max_receive_message_length': GRPC_RECEIVE_BYTES_MAX, 'grpc.max_send_message_length': GRPC_RECEIVE_BYTES_MAX };
       const broker = new FastBrokerClient(peerDialAddress(address), grpc.credentials.createInsecure(), options);
       const admin = new AdminClient(address, grpc.credentials.createInsecure(), { ...options, channelOverride: broker.getChannel() });
       p = { broker, admin };

@@ -5,6 +5,7 @@
  * Expected failures travel as gRPC statuses with ErrorInfo (NOT_LEADER, UNKNOWN_PARTITION), mapped here.
  */
 import * as grpc from '@grpc/grpc-js';
+import { PEER_CHANNEL_OPTIONS, peerDialAddress } from '../cluster/test-peer-map.js';
 import { SluiceError } from '../errors.js';
 import type { GroupId } from '../cluster/types.js';
 import type { NodeId } from '../model/index.js';
@@ -86,7 +87,7 @@ export class GrpcReplicasClient {
     if (address === undefined) throw new SluiceError('UNAVAILABLE', `no address is known for node ${node}`);
     let c = this.clients.get(address);
     if (c === undefined) {
-      c = new ReplicasClient(address, grpc.credentials.createInsecure());
+      c = new ReplicasClient(peerDialAddress(address), grpc.credentials.createInsecure(), PEER_CHANNEL_OPTIONS);
       this.clients.set(address, c);
     }
     return c;

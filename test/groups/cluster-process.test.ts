@@ -192,7 +192,6 @@ describe('consumer groups on a three-node cluster', () => {
       await Promise.all(members.map((m) => m.joined()));
       const all = (n: number): boolean => Array.from({ length: n }, (_, i) => `v-${i}`).every((v) => seen.has(v));
       await waitFor(`the first ${BATCH} records delivered`, () => all(BATCH));
-      const hw = (await highWatermarks(nodes[0]))!;
       // Both members hold partitions, and every partition is committed up to its high watermark.
       await waitFor('a stable group of two through any node', () =>
         withGroupAdmin(nodes[2], async (a) => {
@@ -200,9 +199,11 @@ describe('consumer groups on a three-node cluster', () => {
           return d.state === 'STABLE' && d.members.length === 2 && d.members.every((m) => m.assigned.length > 0) ? d : null;
         }),
       );
-      const before = await waitFor('commits reach the high watermarks', async () => {
+      // The high watermarks are read again on every poll: a node's view of one may lag its leader's.
+      const [before, hw] = await waitFor('commits reach the high watermarks', async () => {
+        const h = await highWatermarks(nodes[0]);
         const c = await committedVia(nodes[1]);
-        return c !== null && [...hw].every(([p, h]) => c.get(p) === h) ? c : null;
+        return c !== null && h !== null && [...h].every(([p, o]) => c.get(p) === o) ? ([c, h] as const) : null;
       });
       // A group with no members in the same offsets partition, committed standalone: nothing commits
       // it again, so after the failover it shows exactly what the new coordinator replayed.
@@ -231,10 +232,10 @@ describe('consumer groups on a three-node cluster', () => {
       await waitFor(`all ${2 * BATCH} records delivered after the failover`, () => all(2 * BATCH));
       console.log(`coordinator node ${coordinatorId} killed; all records delivered ${Math.round(performance.now() - t0)} ms later; rejoins ${members.map((m) => m.rejoins).join(', ')}`);
 
-      const hw2 = (await waitFor('high watermarks through a survivor', () => highWatermarks(survivors[0])))!;
       const after = await waitFor('commits reach the new high watermarks at the new coordinator', async () => {
+        const h = await highWatermarks(survivors[0]);
         const c = await committedVia(survivors[1]);
-        return c !== null && [...hw2].every(([p, h]) => c.get(p) === h) ? c : null;
+        return c !== null && h !== null && [...h].every(([p, o]) => c.get(p) === o) ? c : null;
       });
       for (const [p, offset] of before) expect(after.get(p)!).toBeGreaterThanOrEqual(offset);
       const idleAfter = await waitFor('the idle group read through a survivor', () => withGroupAdmin(survivors[0], (a) => a.fetchOffsets(idle, [TOPIC])));

@@ -17,7 +17,7 @@
 import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
 import * as grpc from '@grpc/grpc-js';
-import { peerDialAddress } from '../test-peer-map.js';
+import { PEER_CHANNEL_OPTIONS, peerDialAddress } from '../test-peer-map.js';
 import { SluiceError, isSluiceError } from '../../errors.js';
 import {
   GOSSIP_INDIRECT_PROBES,
@@ -28,8 +28,6 @@ import {
   GOSSIP_PROBE_INTERVAL_MS,
   GOSSIP_PROBE_TIMEOUT_MS,
   GOSSIP_RECONNECT_INTERVAL_MS,
-  GOSSIP_REDIAL_BACKOFF_MS_MAX,
-  GOSSIP_REDIAL_BACKOFF_MS_MIN,
   GOSSIP_RETRANSMIT_MULT,
   GOSSIP_SUSPICION_TIMEOUT_MS,
   GOSSIP_TICK_MS,
@@ -89,12 +87,6 @@ export const DEFAULT_GOSSIP_TIMING: Readonly<GossipTiming> = Object.freeze({
 /** Join refusals that no retry can fix. */
 const FATAL_CODES = new Set(['CLUSTER_ID_MISMATCH', 'DUPLICATE_NODE_ID']);
 
-/** grpc-js redials a failed channel after 1 s growing to 120 s by default; a restarted peer must be reachable at once. */
-const CHANNEL_OPTIONS: grpc.ChannelOptions = {
-  'grpc.initial_reconnect_backoff_ms': GOSSIP_REDIAL_BACKOFF_MS_MIN,
-  'grpc.min_reconnect_backoff_ms': GOSSIP_REDIAL_BACKOFF_MS_MIN,
-  'grpc.max_reconnect_backoff_ms': GOSSIP_REDIAL_BACKOFF_MS_MAX,
-};
 
 export class Gossip implements PeerDirectory {
   private readonly swim: Swim;
@@ -441,7 +433,7 @@ export class Gossip implements PeerDirectory {
         client.close();
         this.clients.delete(oldest);
       }
-      c = new MembershipClient(peerDialAddress(address), grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+      c = new MembershipClient(peerDialAddress(address), grpc.credentials.createInsecure(), PEER_CHANNEL_OPTIONS);
       this.clients.set(address, c);
     }
     return c;

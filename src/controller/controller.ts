@@ -468,11 +468,19 @@ export class Controller {
     );
   }
 
+  /**
+   * Whether placement may put a replica on node `id`: gossip holds it alive or only suspects it. A
+   * suspicion is not a verdict (SWIM refutes most of them on a loaded machine), and refusing a create
+   * with REPLICATION_FACTOR_TOO_LARGE for a node that is up made creates flicker. A replica placed on a
+   * node that does turn out dead is like one whose node fails later: it catches up when the node
+   * returns, or an operator moves it (`sluice topic move`, `cluster decommission`).
+   */
   private isLive(id: NodeId): boolean {
     const peers = this.opts.peers;
     if (peers === undefined) return true;
     if (id === this.nodeId) return true;
-    return peers.get(id)?.state === 'alive';
+    const state = peers.get(id)?.state;
+    return state === 'alive' || state === 'suspect';
   }
 
   // --- The driver loop -----------------------------------------------------------------------------

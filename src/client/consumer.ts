@@ -5,6 +5,7 @@
  *
  * Memory is bounded: a partition loop stops fetching while `bufferRecordsMax` records wait unread.
  */
+import { CONSUMER_RETRIES_MAX, CONSUMER_RETRY_BACKOFF_MS_MAX } from '../constants.js';
 import { SluiceError, isSluiceError } from '../errors.js';
 import { decodeFetched } from './decode.js';
 import type { FetchResponse } from '../rpc/gen/sluice/v1/broker.js';
@@ -103,12 +104,12 @@ export class Consumer implements AsyncIterable<ConsumedRecord> {
     this.started = true;
     const admin = new Admin(this.conn);
     const topic = this.options.topic;
-    const partitions = this.options.partitions ?? (await admin.describeTopic(topic)).partitions.map((p) => p.partition);
+    const partitions = this.options.partitions ?? (await this.retrying(() => admin.describeTopic(topic))).partitions.map((p) => p.partition);
     const from = this.options.from ?? 'earliest';
-    const earliest = await admin.listOffsets(topic, 'earliest', partitions);
-    const latest = await admin.listOffsets(topic, 'latest', partitions);
+    const earliest = await this.retrying(() => admin.listOffsets(topic, 'earliest', partitions));
+    const latest = await this.retrying(() => admin.listOffsets(topic, 'latest', partitions));
     let byTime: Map<number, number> | null = null;
-    if (typeof from === 'object' && 'timestampMs' in from) byTime = await admin.listOffsets(topic, from, partitions);
+    if (typeof from === 'object' && 'timestampMs' in from) byTime = await this.retrying(() => admin.listOffsets(topic, from, partitions));
     for (const p of partitions) {
       const lo = earliest.get(p) ?? 0;
       const hi = latest.get(p) ?? 0;
@@ -126,6 +127,21 @@ export class Consumer implements AsyncIterable<ConsumedRecord> {
         () => this.loopEnded(null),
         (err: unknown) => this.loopEnded(err),
       );
+    }
+  }
+
+  /**
+   * Runs a start-up lookup again after a retriable error (a partition between leaders, a node that just
+   * restarted), with the fetch loop's backoff and bound, as Kafka consumers retry ListOffsets.
+   */
+  private async retrying<T>(call: () => Promise<T>): Promise<T> {
+    for (let failures = 1; ; failures++) {
+      try {
+        return await call();
+      } catch (err) {
+        if (this.aborter.signal.aborted || !isSluiceError(err) || !err.retriable || failures > CONSUMER_RETRIES_MAX) throw err;
+        await sleep(Math.min(CONSUMER_RETRY_BACKOFF_MS_MAX, (this.options.retryBackoffMs ?? 50) * 2 ** failures));
+      }
     }
   }
 
@@ -173,8 +189,8 @@ export class Consumer implements AsyncIterable<ConsumedRecord> {
       } catch (err) {
         if (signal.aborted) return;
         this.conn.routeFailed(topic, partition, err);
-        if (!isSluiceError(err) || !err.retriable || ++failures > 20) throw err;
-        await sleep(Math.min(2_000, (this.options.retryBackoffMs ?? 50) * 2 ** failures));
+        if (!isSluiceError(err) || !err.retriable || ++failures > CONSUMER_RETRIES_MAX) throw err;
+        await sleep(Math.min(CONSUMER_RETRY_BACKOFF_MS_MAX, (this.options.retryBackoffMs ?? 50) * 2 ** failures));
         continue;
       }
       const records = decodeFetched(topic, partition, res.recordBatches, offset);

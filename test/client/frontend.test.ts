@@ -11,7 +11,7 @@ import { protoPath as healthProtoPath } from 'grpc-health-check';
 import { startBroker, type RunningBroker } from '../../src/server/index.js';
 import { Admin, Consumer, Producer } from '../../src/client/index.js';
 import { BrokerClient, readErrorInfo } from '../../src/rpc/index.js';
-import { isSluiceError } from '../../src/errors.js';
+import { SluiceError, isSluiceError } from '../../src/errors.js';
 import { FakeBroker } from './fake-broker.js';
 
 let running: RunningBroker;
@@ -49,6 +49,34 @@ describe('front-end over a fake core', () => {
     expect(got.map((r) => r.value?.toString() ?? null)).toEqual(['a', null, '', 'd']);
     expect(got[2].headers.map((h) => [h.key, h.value === null ? null : Buffer.from(h.value).toString()])).toEqual([['h', 'v'], ['n', null]]);
     admin.close();
+  });
+
+  it('a consumer starting while a partition is between leaders retries the offset lookup (NOT_LEADER is retriable)', async () => {
+    const admin = new Admin({ brokers: running.grpcAddress });
+    await admin.createTopic('between-leaders', { partitions: 1 });
+    admin.close();
+    const producer = new Producer({ brokers: running.grpcAddress });
+    await producer.send('between-leaders', { partition: 0, value: 'x' });
+    await producer.close();
+    const real = fake.listOffsets.bind(fake);
+    let refused = 0;
+    fake.listOffsets = async (...args: Parameters<FakeBroker['listOffsets']>) => {
+      if (refused < 2) {
+        refused++;
+        throw new SluiceError('NOT_LEADER', 'no leader is known yet (an election is under way); retry shortly');
+      }
+      return real(...args);
+    };
+    try {
+      const consumer = new Consumer({ brokers: running.grpcAddress, topic: 'between-leaders', stopAtEnd: true, retryBackoffMs: 5 });
+      const got: string[] = [];
+      for await (const r of consumer) got.push(r.value!.toString());
+      consumer.close();
+      expect(refused).toBe(2);
+      expect(got).toEqual(['x']);
+    } finally {
+      fake.listOffsets = real;
+    }
   });
 
   it('maps errors to canonical statuses with an ErrorInfo reason', async () => {

@@ -62,6 +62,8 @@ export const CLUSTER_CONTROLLER_VOTERS_MAX = 5;
 export const CLUSTER_PROBE_TIMEOUT_MS = 2_000;
 /** Bound on the cluster forming (every node ready, every partition led) and on a node's readiness after a restart. */
 export const CLUSTER_READY_MS = 60_000;
+/** A restarted node slower than this to turn ready gets a note with the last reason /readyz gave. */
+export const SLOW_READY_NOTE_MS = 5_000;
 /** Bound on every replica reaching the leader's high watermark after the writes stop. */
 export const CLUSTER_CONVERGE_MS = 30_000;
 

@@ -70,12 +70,19 @@ export class ChaosNode {
     return `${this.host}:${this.httpPort}`;
   }
 
-  /** In cluster mode: /readyz answers 200 (joined, the controller has a leader, registered). */
+  /** Why /readyz last said "not ready" (its body), for the run's notes. */
+  lastNotReady = '';
+
+  /** In cluster mode: /readyz answers 200 (joined, the controller has a leader, every replica here caught up). */
   async ready(): Promise<boolean> {
     if (this.state !== 'up') return false;
     try {
-      return (await fetch(`http://${this.httpAddress}/readyz`, { signal: AbortSignal.timeout(1_000) })).status === 200;
-    } catch {
+      const res = await fetch(`http://${this.httpAddress}/readyz`, { signal: AbortSignal.timeout(1_000) });
+      if (res.status === 200) return true;
+      this.lastNotReady = (await res.text()).trim();
+      return false;
+    } catch (err) {
+      this.lastNotReady = `no answer: ${(err as Error).message}`;
       return false;
     }
   }

@@ -228,7 +228,9 @@ class Run {
             // A cluster node is ready once it has joined and its controller has a leader (bounded).
             let isReady = false;
             const probe = async (): Promise<void> => void (isReady = await n.ready());
-            if (this.clustered && !(await until(() => isReady, C.CLUSTER_READY_MS, probe))) this.note(`n${n.id} not ready ${C.CLUSTER_READY_MS} ms after its restart`);
+            const t0 = this.now();
+            if (this.clustered && !(await until(() => isReady, C.CLUSTER_READY_MS, probe))) this.note(`n${n.id} not ready ${C.CLUSTER_READY_MS} ms after its restart: ${n.lastNotReady}`);
+            else if (this.clustered && this.now() - t0 > C.SLOW_READY_NOTE_MS) this.note(`n${n.id} ready ${Math.round(this.now() - t0)} ms after its restart; the last reason it was not: ${n.lastNotReady}`);
             this.history.add({ t: 'node', node: n.id, state: 'ready', at: this.now() });
           }),
         );

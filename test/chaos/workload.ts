@@ -21,7 +21,8 @@ export interface Target {
   address: string;
   /**
    * A cluster: these nodes' addresses take the raw producer's writes in turn (most reach a non-leader,
-   * which forwards), and consumer groups are left out (they do not run in cluster mode yet).
+   * which forwards); the consumer-group member lists every node (its coordinator is the leader of the
+   * group's __consumer_offsets partition, found through any of them).
    */
   nodes?: readonly string[];
   /**
@@ -68,7 +69,7 @@ export class Workload {
       }
       if (t.nodes !== undefined) this.tasks.push(this.producer(t, `${t.name}p${C.WORKLOAD_PRODUCERS_IDEMPOTENT + C.WORKLOAD_PRODUCERS_PLAIN}v`, false, false, t.nodes));
       for (let p = 0; p < C.WORKLOAD_PARTITIONS; p++) this.tasks.push(this.reader(t, p));
-      if (t.nodes === undefined) this.tasks.push(this.groupMember(t));
+      this.tasks.push(this.groupMember(t));
       this.tasks.push(this.poller(t));
     }
   }

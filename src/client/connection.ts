@@ -5,7 +5,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { CLIENT_BROKER_PORT_DEFAULT, CLIENT_REDIAL_BACKOFF_MS_MAX, CLIENT_REDIAL_BACKOFF_MS_MIN, CLIENT_REQUEST_TIMEOUT_MS_DEFAULT, CLIENT_ROUTE_MAX_AGE_MS, GRPC_RECEIVE_BYTES_MAX } from '../constants.js';
-import { SluiceError } from '../errors.js';
+import { SluiceError, isSluiceError } from '../errors.js';
 import { AdminClient, FastBrokerClient, fromServiceError, readErrorInfo, type BrokerClient } from '../rpc/index.js';
 
 export interface ClientOptions {
@@ -212,6 +212,8 @@ export class Connection {
       try {
         return await this.unaryOnce(client, address, method, request, extraMs, signal);
       } catch (err) {
+        // A bootstrap node that is stopping: later calls (and the caller's retry) start at the next one.
+        if (bootstrap && isSluiceError(err, 'SHUTTING_DOWN') && this.addresses.length > 1) this.bootstrap = (this.bootstrap + 1) % this.addresses.length;
         const transport = err instanceof SluiceError && (err.code === 'UNAVAILABLE' || err.code === 'TIMEOUT') && !(err.info !== undefined || readErrorInfo((err.cause as grpc.ServiceError | undefined)?.metadata) !== null);
         if (!transport || !bootstrap || this.addresses.length < 2) throw err;
         // The node did not answer at all: later calls start at the next bootstrap address.

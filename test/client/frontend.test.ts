@@ -79,6 +79,22 @@ describe('front-end over a fake core', () => {
     }
   });
 
+  it('a bootstrap node that answers SHUTTING_DOWN sends later calls to the next bootstrap address', async () => {
+    const stopping = new FakeBroker();
+    stopping.listTopics = async () => {
+      throw new SluiceError('SHUTTING_DOWN', 'the broker is shutting down; retry against another broker or after restart');
+    };
+    const other = await startBroker({ openBroker: async () => stopping, grpcAddress: '127.0.0.1:0', httpAddress: null });
+    const admin = new Admin({ brokers: [other.grpcAddress, running.grpcAddress] });
+    try {
+      await expect(admin.listTopics()).rejects.toMatchObject({ code: 'SHUTTING_DOWN' });
+      expect(Array.isArray(await admin.listTopics())).toBe(true);
+    } finally {
+      admin.close();
+      await other.close();
+    }
+  });
+
   it('maps errors to canonical statuses with an ErrorInfo reason', async () => {
     const client = new BrokerClient(running.grpcAddress, grpc.credentials.createInsecure());
     const err = await new Promise<grpc.ServiceError>((resolve) =>

@@ -225,7 +225,7 @@ class Run {
         await settleAll(
           nodes.map(async (n) => {
             await n.start();
-            // A cluster node is ready once it has joined and its controller has a leader (bounded).
+            // A cluster node is ready once it has joined, its metadata caught up and every replica here is in its leader's in-sync set (bounded).
             let isReady = false;
             const probe = async (): Promise<void> => void (isReady = await n.ready());
             const t0 = this.now();

@@ -22,6 +22,11 @@
  * reported beside the ratio of the medians. Each row also gives its median fdatasync latency, so a
  * ratio can be read against the disk wait it saw.
  *
+ * Every case deletes its files when it ends, and the file system's journal is then committed (an fsync
+ * of the work directory) before the next case starts: on a file system mounted with online discard the
+ * commit that frees a deleted file's blocks also discards them, and that cost otherwise lands on the
+ * next case's first fdatasyncs.
+ *
  * Then, informational, the driver's fixed cost per batch: the 1-in-flight run again with an fdatasync
  * that completes at once (next check phase), beside the raw write alone (wall and CPU time per batch),
  * and, from the real 1-in-flight runs, the time from `produce` to the fdatasync being issued (the CPU
@@ -62,6 +67,16 @@ interface Rate {
   syncUs: number;
   /** Median time from produce (raw: the write's start) to the fdatasync being issued, µs. */
   preSyncUs: number;
+}
+
+/** Commits the journal (frees and discards of the files a case deleted) before the next case starts. */
+function settle(dir: string): void {
+  const fd = fs.openSync(dir, 'r');
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 const median = (xs: number[]): number => (xs.length === 0 ? NaN : [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]);
@@ -197,12 +212,18 @@ async function main(): Promise<void> {
   const res: Record<(typeof cases)[number], Rate[]> = { raw: [], rawAsync: [], one: [], eight: [], rawAfter: [], rawWrite: [], oneInstant: [] };
   const pairRatios: Record<'rawAsync' | 'one' | 'eight', number[]> = { rawAsync: [], one: [], eight: [] };
   try {
+    settle(work);
     for (let r = 0; r < runs; r++) {
       const raw = rawWrite(work, true);
+      settle(work);
       const rawAsync = await rawWriteAsyncSync(work);
+      settle(work);
       const one = await driverRun(work, 1);
+      settle(work);
       const eight = await driverRun(work, 8);
+      settle(work);
       const rawAfter = rawWrite(work, true);
+      settle(work);
       res.raw.push(raw, rawAfter);
       res.rawAsync.push(rawAsync);
       res.one.push(one);
@@ -215,7 +236,9 @@ async function main(): Promise<void> {
     }
     for (let r = 0; r < runs; r++) {
       res.rawWrite.push(rawWrite(work, false));
+      settle(work);
       res.oneInstant.push(await driverRun(path.join(work, `instant-${r}`), 1, true));
+      settle(work);
     }
   } finally {
     fs.rmSync(work, { recursive: true, force: true });

@@ -226,3 +226,117 @@ describe('timestamps (message.timestamp.type, before/after.max.ms)', () => {
     }
   });
 });
+
+// --- The inline fast path of the record walk against a plain one -------------------------------
+
+/**
+ * An oracle: the record walk written plainly (one varint reader, no inlining), with the same checks
+ * in the same order and the same messages as src/batch/validate.ts. The validator inlines the common
+ * one- and two-byte varints and the no-header case for speed; this says it decides exactly as before.
+ */
+function plainWalkVerdict(buf: Buffer, pol: RecordPolicy): string {
+  const count = buf.readInt32BE(57);
+  const baseTs = Number(buf.readBigInt64BE(27));
+  let i = 0;
+  const bad = (m: string): string => `INVALID_RECORD batch at byte 0, record ${i}: ${m}`;
+  let p = 61;
+  const to = buf.length;
+  const zz = (raw: number): number => (raw >>> 1) ^ -(raw & 1);
+  const readVarint = (end: number): number | string => {
+    let result = 0;
+    for (let shift = 0; shift < 35; shift += 7) {
+      if (p >= end) return bad('a varint runs past the end of its record');
+      const byte = buf[p++];
+      result |= (byte & 0x7f) << shift;
+      if (byte < 0x80) return zz(result);
+    }
+    return bad('a varint is longer than 5 bytes');
+  };
+  const skip = (end: number, what: string, nullable: boolean): string | null => {
+    const len = readVarint(end);
+    if (typeof len === 'string') return len;
+    if (len < 0) return len === -1 && nullable ? null : bad(`${what} has length ${len}`);
+    if (len > end - p) return bad(`${what} of ${len} bytes runs past the end of its record`);
+    p += len;
+    return null;
+  };
+  let maxTs = -Infinity;
+  for (; i < count; i++) {
+    if (p >= to) return bad(`the records end after ${i} of the ${count} the batch declares`);
+    const len = readVarint(to);
+    if (typeof len === 'string') return len;
+    if (len < 1 || len > to - p) return bad(`record length ${len} does not fit the ${to - p} bytes left`);
+    const end = p + len;
+    p++;
+    // Timestamp deltas stay one byte here (the mutations below keep them so).
+    if (p >= end || buf[p] >= 0x80) return 'skip';
+    const ts = baseTs + zz(buf[p++]);
+    if (ts < pol.nowMs - pol.timestampBeforeMaxMs || ts > pol.nowMs + pol.timestampAfterMaxMs) return 'INVALID_TIMESTAMP';
+    if (ts > maxTs) maxTs = ts;
+    const od = readVarint(end);
+    if (typeof od === 'string') return od;
+    if (od !== i) return bad(`offset delta ${od}, expected ${i} (deltas must be 0..n-1 in order)`);
+    for (const [what, nullable] of [['the key', true], ['the value', true]] as const) {
+      const e = skip(end, what, nullable);
+      if (e !== null) return e;
+    }
+    const headers = readVarint(end);
+    if (typeof headers === 'string') return headers;
+    if (headers < 0 || headers > (end - p) / 2) return bad(`header count ${headers} does not fit the record`);
+    for (let h = 0; h < headers; h++) {
+      const e = skip(end, `header ${h}'s key`, false) ?? skip(end, `header ${h}'s value`, true);
+      if (e !== null) return e;
+    }
+    if (p !== end) return bad(`${end - p} bytes after the last field of the record`);
+  }
+  if (p !== to) return bad(`${to - p} bytes after the last of the ${count} records`);
+  if (maxTs !== Number(buf.readBigInt64BE(35))) {
+    i = count - 1;
+    return bad(`the batch declares maxTimestamp ${Number(buf.readBigInt64BE(35))} but its records' maximum is ${maxTs}`);
+  }
+  return 'accepted';
+}
+
+function verdictOf(buf: Buffer, pol: RecordPolicy): string {
+  try {
+    validateProducedRecords(buf, pol);
+  } catch (err) {
+    if (!isSluiceError(err)) return `not a SluiceError: ${String(err)}`;
+    return err.code === 'INVALID_TIMESTAMP' ? err.code : `${err.code} ${err.message}`;
+  }
+  return 'accepted';
+}
+
+describe('the record walk decides as a plain walk does', () => {
+  const bytes = fc.option(fc.uint8Array({ maxLength: 300 }), { nil: null });
+  const record = fc.record({
+    key: bytes,
+    value: bytes,
+    headers: fc.array(fc.record({ key: fc.string({ maxLength: 8 }), value: bytes }), { maxLength: 2 }),
+  });
+  test('property: valid batches, and the same with bytes of the records changed (CRC fixed up), get the same verdict', () => {
+    let refused = 0;
+    let compared = 0;
+    fc.assert(
+      fc.property(
+        fc.array(record, { minLength: 1, maxLength: 80 }),
+        fc.array(fc.record({ at: fc.nat(), byte: fc.constantFrom(0x00, 0x01, 0x02, 0x7f, 0x80, 0x81, 0xc8, 0xff, 0x03, 0x40) }), { maxLength: 3 }),
+        (records, edits) => {
+          const batch = encodeBatch(records.map((r) => ({ ...r, timestampMs: NOW })) as RecordInput[]);
+          for (const e of edits) batch[61 + (e.at % (batch.length - 61))] = e.byte;
+          batch.writeUInt32BE(computeBatchCrc(batch, 0, batch.length), 17);
+          const expected = plainWalkVerdict(Buffer.from(batch), policy);
+          if (expected === 'skip') return;
+          compared++;
+          const got = verdictOf(batch, policy);
+          if (got !== 'accepted') refused++;
+          expect(got).toBe(expected);
+        },
+      ),
+      { numRuns: 2000 },
+    );
+    // The mutations must reach the refusal paths, and valid batches the accepting one.
+    expect(refused).toBeGreaterThan(200);
+    expect(compared - refused).toBeGreaterThan(200);
+  });
+});

@@ -310,6 +310,8 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
       const host = handOffHost;
       if (host === null || membership.gossip === null || closing !== null) return null;
       cluster.handingOff = true;
+      // If this node leads the controller, its leader balancing must not hand leaderships back to it.
+      cluster.node?.executor.pauseLeaderBalancing();
       const core = replicaCore!;
       const highWatermarks = async (topic: string): Promise<ReadonlyMap<number, number>> => new Map((await core.describeTopic(topic)).partitions.map((p) => [p.partition, p.highWatermark]));
       return handOffLeaderships({ nodeId: nodeId as NodeId, host, peers: membership.gossip, highWatermarks });

@@ -7,8 +7,11 @@
  * kubelet sends SIGTERM on every path that stops a pod (rolling update, `kubectl delete`, node drain,
  * eviction), and so do `docker stop`, systemd and a terminal's `kill`, while a preStop command would
  * need a client in the image and would not run on the other paths; and doing it inside the process
- * that then closes leaves no window in which leadership can come back between the hand-off and the
- * close. The chart's preStop keeps only its short sleep, so Service endpoints drop the pod first.
+ * that then closes keeps the hand-off and the close together. Leader balancing can hand a leadership
+ * back meanwhile (this node is still the preferred replica and alive): this node's own controller
+ * executor pauses balancing when the hand-off begins (RunningBroker.handOffLeaderships); another
+ * node's cannot tell yet, so each round looks again at what this node leads and hands it away again.
+ * The chart's preStop keeps only its short sleep, so Service endpoints drop the pod first.
  *
  * Targets: a voter in the leader's own in-sync set that gossip sees alive, least-loaded first, so a
  * node's leaderships spread over the others. A partition with no such peer (replication factor 1,

@@ -326,8 +326,8 @@ describe('the rendered StatefulSet, three pods as processes', () => {
     expect(handedOff).toBeGreaterThan(0);
     // A kill -9 of a leader costs its partitions an election timeout (1-2 s) plus the client finding the
     // new leader: 3.3 s measured in test/cluster/serve-cluster-process.test.ts. With the hand-off a
-    // typical stop costs a few hundred ms, but with leader balancing moving leaderships back to each
-    // restarted pod at the same time some stops cost 2-2.5 s (a fresh-clone CI run saw a median of 2.0 s).
+    // stop costs a few hundred ms (240-570 ms in three runs here); some cost 2-2.5 s while a produce that
+    // reached a leader handing leadership away killed its shard (fixed in src/partition).
     // The gaps are printed above, not asserted tightly: what is asserted is the behaviour (every
     // leadership handed off before the exit, new leaders with a higher epoch, nothing lost), plus a
     // ceiling that only a stall with no leader for several election timeouts would pass.

@@ -74,6 +74,8 @@ export class ControllerExecutor {
   /** Errors of the last pass, for tests and logs (a step refused because the state moved is normal). */
   lastErrors: Error[] = [];
   passes = 0;
+  /** Set once this node stops (its SIGTERM hand-off): see pauseLeaderBalancing. */
+  private balancingPaused = false;
 
   constructor(
     private readonly controller: Controller,
@@ -88,6 +90,16 @@ export class ControllerExecutor {
     clearInterval(this.timer);
   }
 
+  /**
+   * Stops leader balancing for the rest of this executor's life: called when this node begins its
+   * graceful stop (src/server/drain.ts), which moves its leaderships away. A controller leader that is
+   * stopping would otherwise hand the partitions it prefers straight back to itself, undoing the
+   * hand-off and leaving them leaderless for an election once it exits. Moves and decommissions go on.
+   */
+  pauseLeaderBalancing(): void {
+    this.balancingPaused = true;
+  }
+
   /** One pass; does nothing unless this node leads the controller group. */
   async pass(): Promise<void> {
     if (this.running || !this.controller.isLeader) return;
@@ -97,7 +109,7 @@ export class ControllerExecutor {
       await this.rebuildLost(errors);
       await this.advanceMoves(errors);
       await this.finishDecommissions(errors);
-      if (this.options.balanceLeaders !== false) await this.balanceLeaders(errors);
+      if (this.options.balanceLeaders !== false && !this.balancingPaused) await this.balanceLeaders(errors);
     } finally {
       this.passes++;
       this.lastErrors = errors;

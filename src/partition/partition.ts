@@ -532,6 +532,11 @@ export class Partition {
   produce(id: number, bytes: Uint8Array, acks: 0 | 1 | 2): void {
     this.checkOpen();
     if (this.raft.getRole() !== 'leader') throw this.notLeader();
+    // The core refuses proposals while it hands leadership away; refused here, before the log holds the
+    // batch: a batch written but never proposed would leave the log ahead of the core (the next
+    // advance() asserts, and the shard dies).
+    const transferee = this.raft.getTransferee();
+    if (transferee !== 0) throw new SluiceError('PROPOSAL_DROPPED', `${this.name}: leadership is being handed to node ${transferee}; retry shortly`);
     // Idempotent producers: checked against the table before anything is written. The leader's
     // check-then-append keeps the table in log order (followers apply what they write).
     const ids = batchIdentities(bytes);

@@ -331,6 +331,11 @@ export class RaftNode {
     return this.leader;
   }
 
+  /** The node a leadership transfer in progress hands the group to; 0 when none (proposals are refused meanwhile). */
+  getTransferee(): number {
+    return this.transferee;
+  }
+
   /**
    * Leader only: the highest index known to be persisted on `id` (its match index), or -1 when this node
    * is not the leader or `id` is not a member. Lets a driver promote a learner once it caught up.

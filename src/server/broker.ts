@@ -11,7 +11,7 @@ import { ServiceContext } from '../rpc/index.js';
 import { groupsExtraService } from '../rpc/groups-service.js';
 import { NOOP_PROBE, type BrokerProbe } from '../broker/probe.js';
 import type { BrokerApi } from '../broker/types.js';
-import type { PeerDirectory } from '../cluster/types.js';
+import type { GroupId, PeerDirectory } from '../cluster/types.js';
 import { Broker, type BrokerLogger, type BrokerOptions } from '../broker/index.js';
 import { parseHostPort } from './address.js';
 import { startGrpc, stopGrpc, type ExtraService, type GrpcFrontend } from './grpc.js';
@@ -310,9 +310,12 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
       const host = handOffHost;
       if (host === null || membership.gossip === null || closing !== null) return null;
       cluster.handingOff = true;
+      // If this node leads the controller, its leader balancing must not hand leaderships back to it.
+      cluster.node?.executor.pauseLeaderBalancing();
       const core = replicaCore!;
       const highWatermarks = async (topic: string): Promise<ReadonlyMap<number, number>> => new Map((await core.describeTopic(topic)).partitions.map((p) => [p.partition, p.highWatermark]));
-      return handOffLeaderships({ nodeId: nodeId as NodeId, host, peers: membership.gossip, highWatermarks });
+      const voters = (g: GroupId): readonly NodeId[] | undefined => cluster.node?.controller.state.partitionByGroup(g)?.voters.nodes;
+      return handOffLeaderships({ nodeId: nodeId as NodeId, host, peers: membership.gossip, voters, highWatermarks });
     },
   };
 }

@@ -7,12 +7,18 @@
  * kubelet sends SIGTERM on every path that stops a pod (rolling update, `kubectl delete`, node drain,
  * eviction), and so do `docker stop`, systemd and a terminal's `kill`, while a preStop command would
  * need a client in the image and would not run on the other paths; and doing it inside the process
- * that then closes leaves no window in which leadership can come back between the hand-off and the
- * close. The chart's preStop keeps only its short sleep, so Service endpoints drop the pod first.
+ * that then closes keeps the hand-off and the close together. Leader balancing can hand a leadership
+ * back meanwhile (this node is still the preferred replica and alive): this node's own controller
+ * executor pauses balancing when the hand-off begins (RunningBroker.handOffLeaderships); another
+ * node's cannot tell yet, so each round looks again at what this node leads and hands it away again.
+ * The chart's preStop keeps only its short sleep, so Service endpoints drop the pod first.
  *
  * Targets: a voter in the leader's own in-sync set that gossip sees alive, least-loaded first, so a
- * node's leaderships spread over the others. A partition with no such peer (replication factor 1,
- * every other replica behind or down) keeps its leader; the result says how many.
+ * node's leaderships spread over the others. A partition with no such peer yet is waited for (until the
+ * timeout) while the metadata names a voter peer gossip does not hold dead: on a loaded machine a
+ * follower can fall out of the in-sync set, or be suspected, for a moment (seen in test/k8s under the
+ * full suite: the hand-off gave one partition up after 240 ms and it waited out an election). One
+ * with no such peer (replication factor 1, every peer dead) keeps its leader; the result says how many.
  */
 import { LEADERSHIP_HANDOFF_POLL_MS, LEADERSHIP_HANDOFF_ROUND_MS, LEADERSHIP_HANDOFF_TIMEOUT_MS } from '../constants.js';
 import type { GroupId, PeerDirectory } from '../cluster/types.js';
@@ -23,6 +29,13 @@ export interface HandOffOptions {
   readonly nodeId: NodeId;
   readonly host: Pick<ReplicaHost, 'replicaStatus'> & Required<Pick<ReplicaHost, 'transferLeadership'>>;
   readonly peers: Pick<PeerDirectory, 'get'>;
+  /**
+   * The voters of a group as the metadata lists them. With it, a partition that has no target yet but
+   * a voter peer gossip does not hold dead (behind, or suspected for a moment under load) is waited for,
+   * until the deadline; without it (or with no such peer: replication factor 1, every peer dead) the
+   * hand-off gives up on that partition at once.
+   */
+  readonly voters?: (group: GroupId) => readonly NodeId[] | undefined;
   /** The exact high watermarks of a topic's replicas here (the core's DescribeTopic), for the settle step. */
   readonly highWatermarks?: (topic: string) => Promise<ReadonlyMap<number, number>>;
   readonly timeoutMs?: number;
@@ -67,11 +80,15 @@ export async function handOffLeaderships(o: HandOffOptions): Promise<HandOffResu
   const handedOff = new Set<GroupId>();
   const led = o.host.replicaStatus().filter((s) => s.role === 'leader').length;
   const alive = (id: NodeId): boolean => o.peers.get(id)?.state === 'alive';
-  // Bounded by the deadline; the count bound only guards against a zero round time.
-  for (let round = 0; round < 1_000 && performance.now() < deadline; round++) {
-    const targets = handOffTargets(o.nodeId, leading().filter((s) => s.role === 'leader'), alive);
+  // A peer that may yet become a target: a voter here by the metadata that gossip does not hold dead.
+  const hopeful = (s: ReplicaStatus): boolean => (o.voters?.(s.group) ?? []).some((v) => v !== o.nodeId && (o.peers.get(v)?.state ?? 'dead') !== 'dead');
+  // Bounded by the deadline; the count bound only guards against a zero round time (a round with
+  // nothing to transfer lasts one poll).
+  for (let round = 0; round < 10_000 && performance.now() < deadline; round++) {
+    const led = leading().filter((s) => s.role === 'leader');
+    const targets = handOffTargets(o.nodeId, led, alive);
     const waiting = leading().filter((s) => s.role !== 'leader').map((s) => s.group);
-    if (targets.size === 0 && waiting.length === 0) break;
+    if (targets.size === 0 && waiting.length === 0 && !led.some(hopeful)) break;
     for (const g of targets.keys()) handedOff.add(g);
     // A refused transfer (no longer leader, busy persisting) is simply asked again next round.
     for (const [group, to] of targets) o.host.transferLeadership(group, to).catch(() => {});

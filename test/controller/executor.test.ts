@@ -125,4 +125,25 @@ describe('controller executor', () => {
     expect(leader().state.topic('b')!.partitions[0].voters.shards[1]).toBe(p0.voters.shards[1]);
     await expect(cs[2].movePartition('b', 9, [1])).rejects.toMatchObject({ code: 'UNKNOWN_PARTITION' });
   });
+  it('a paused executor (its node is stopping) hands no leadership back to preferred replicas; moves still run', async () => {
+    const { cs } = await cluster();
+    const leader = () => cs.find((c) => c.isLeader)!;
+    await cs[1].createTopic('s', 4, 2);
+    const parts = leader().state.topic('s')!.partitions;
+    for (const p of parts) await cs[0].reportLeader(p.group, p.voters.nodes[1], 3);
+    const fake = new FakeReplicas(leader);
+    const ex = startExecutors(cs, fake);
+    for (const e of ex) e.pauseLeaderBalancing();
+    const passes = () => ex.reduce((n, e) => n + e.passes, 0);
+    const before = passes();
+    // Twenty passes (30 ms apart) in which an unpaused executor would have moved every leader back.
+    await waitFor(cs, () => passes() >= before + 20, 'twenty executor passes', 30_000);
+    expect(fake.transfers).toEqual([]);
+    expect(leader().state.topic('s')!.partitions.every((p) => p.leader === p.voters.nodes[1])).toBe(true);
+    // A user move still runs to the end.
+    const p0 = parts[0];
+    const fresh = ([1, 2, 3, 4] as NodeId[]).find((n) => !p0.voters.nodes.includes(n))!;
+    await cs[2].movePartition('s', 0, [p0.voters.nodes[1], fresh]);
+    await waitFor(cs, () => leader().state.topic('s')!.partitions[0].target === null && leader().state.topic('s')!.partitions[0].voters.nodes.includes(fresh), 'the move completed', 30_000);
+  });
 });

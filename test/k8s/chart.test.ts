@@ -165,6 +165,7 @@ describe('helm template: scheduling, disruption and extras', () => {
     expect(r.stdout).toContain('HIGHEST ordinals first');
     expect(r.stdout).toContain('cluster decommission 5');
     expect(r.stdout).toContain(`node id 5 is pod ${FULL}-4`);
+    expect(r.stdout).toContain('cluster reassignments');
   });
 });
 

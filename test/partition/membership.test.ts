@@ -209,4 +209,52 @@ describe('partition membership changes', () => {
     expect(() => leader.proposeConfChange({ type: 'remove', node: leader.nodeId as NodeId })).toThrow();
     for (const p of net.parts.values()) await p.close(false);
   });
+  it('a produce to a leader handing off leadership is refused having written nothing, and the group carries on (found by test/k8s: the shard died)', async () => {
+    const net = new Net('transfer');
+    for (const id of [1, 2, 3]) await net.open(id, [1, 2, 3]);
+    const leader = await net.leader();
+    const acks: number[] = [];
+    for (let i = 0; i < 5; i++) acks.push(net.produce(leader, [`c${i}`]));
+    await net.tick(2);
+    // The target is cut off and behind, so the transfer stays in progress (the leader sends it appends).
+    const target = [...net.parts.values()].find((p) => p !== leader)!;
+    net.cut.add(target.nodeId);
+    acks.push(net.produce(leader, ['c5']));
+    await net.tick(2);
+    expect(leader.persisting).toBe(false);
+    expect(leader.transferLeadership(target.nodeId)).toBe(true);
+    await net.settle();
+    const end = leader.logEndOffset;
+    let refused: unknown = null;
+    try {
+      net.produce(leader, ['dropped']);
+    } catch (err) {
+      refused = err;
+    }
+    expect(isSluiceError(refused, 'PROPOSAL_DROPPED'), String(refused)).toBe(true);
+    expect(leader.logEndOffset).toBe(end);
+    // The old leader's next Ready persists and advances as usual (its log and its core agree).
+    await net.tick(3);
+    net.cut.clear();
+    // The transfer completes (the target caught up) or is abandoned after an election timeout; a
+    // client retries the refusal meanwhile, as here.
+    let next = await net.leader();
+    for (let t = 0; t < TICKS_MAX; t++) {
+      try {
+        acks.push(net.produce(next, ['c6']));
+        break;
+      } catch (err) {
+        if (!isSluiceError(err, 'PROPOSAL_DROPPED') && !isSluiceError(err, 'NOT_LEADER')) throw err;
+        await net.tick();
+        next = await net.leader();
+      }
+    }
+    for (let i = 7; i < 10; i++) acks.push(net.produce(next, [`c${i}`]));
+    await net.tick(3);
+    for (const rid of acks) expect(net.acked.has(rid)).toBe(true);
+    const bytes = committedBytes(next);
+    for (const p of net.parts.values()) expect(committedBytes(p).equals(bytes)).toBe(true);
+    expect(values(next)).toEqual(Array.from({ length: 10 }, (_, i) => `c${i}`));
+    for (const p of net.parts.values()) await p.close(false);
+  });
 });

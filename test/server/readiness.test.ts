@@ -146,4 +146,30 @@ describe('leadership hand-off', () => {
     expect(roles.get(1)!.leader).not.toBe(2);
     expect(r.elapsedMs).toBeLessThan(5_000);
   });
+  it('waits for a target that is not there yet (a peer behind, or suspected for a moment) when the metadata names a voter peer not held dead; gives up at once on one with none', async () => {
+    // Partition 0: RF 3, its peers out of the in-sync set for now (they catch up after 150 ms).
+    // Partition 1: RF 3, but both peers are dead. Partition 2: RF 1.
+    let inSync0 = [2];
+    setTimeout(() => (inSync0 = [1, 2, 3]), 150);
+    const roles = new Map<number, number>([[0, 2], [1, 2], [2, 2]]);
+    const voters = new Map<number, number[]>([[100, [1, 2, 3]], [101, [2, 4, 5]], [102, [2]]]);
+    const host = {
+      replicaStatus: () => [...roles].map(([p, leader]) => status(p, leader === 2 ? 'leader' : 'follower', leader, leader !== 2 ? [] : p === 0 ? inSync0 : [2])),
+      transferLeadership: async (group: GroupId, to: NodeId) => {
+        setTimeout(() => roles.set(group - 100, to), 10);
+      },
+    };
+    const peers = { get: (id: NodeId) => (id === 1 || id === 3 ? ({ state: id === 3 ? 'suspect' : 'alive' } as never) : id === 4 || id === 5 ? ({ state: 'dead' } as never) : undefined) };
+    const t0 = performance.now();
+    const r = await handOffLeaderships({ nodeId: ME, host, peers, voters: (g) => voters.get(g) as NodeId[] | undefined, timeoutMs: 5_000, roundMs: 200, pollMs: 5 });
+    expect(r).toMatchObject({ led: 3, remaining: 2 });
+    expect(roles.get(0)).toBe(1); // the alive peer, once in sync
+    expect(performance.now() - t0).toBeLessThan(2_000); // it did not wait out the timeout for partitions 1 and 2
+    // Without the metadata's voters it gives up on partition 0 at once (the behaviour before).
+    inSync0 = [2];
+    roles.set(0, 2);
+    setTimeout(() => (inSync0 = [1, 2, 3]), 150);
+    const r2 = await handOffLeaderships({ nodeId: ME, host, peers, timeoutMs: 5_000, roundMs: 200, pollMs: 5 });
+    expect(r2).toMatchObject({ led: 3, remaining: 3 });
+  });
 });

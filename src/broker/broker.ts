@@ -1043,6 +1043,11 @@ export class Broker implements BrokerApi, ReplicaHost {
     return () => this.leaderListeners.delete(listener);
   }
 
+  peersChanged(nodes: readonly NodeId[]): void {
+    if (this.closing) return;
+    for (const h of this.hosts) h?.wake(nodes);
+  }
+
   async transferLeadership(group: GroupId, to: NodeId): Promise<void> {
     this.checkOpen();
     this.requireCluster('transferLeadership');

@@ -756,6 +756,24 @@ export class Partition {
     this.afterCoreEvent();
   }
 
+  /** Whether the replica's group is quiesced here (no heartbeats, no election clock; docs/raft.md). */
+  get quiesced(): boolean {
+    return this.raft.isQuiesced();
+  }
+
+  /**
+   * The failure detector's view of `nodes` changed (suspect, dead, alive again): a quiesced replica
+   * whose group has one of them as a member wakes, so a follower of a dead leader campaigns and a
+   * leader heartbeats a member that came back. Returns whether it woke.
+   */
+  wakeFor(nodes: readonly number[]): boolean {
+    if (this.closed || !this.raft.isQuiesced()) return false;
+    const conf = this.raft.log.conf();
+    if (!nodes.some((n) => conf.voters.includes(n as NodeId) || conf.learners.includes(n as NodeId))) return false;
+    this.raft.wake();
+    return true;
+  }
+
   /** One logical tick (the shard ticks every partition on one interval): elections, heartbeats. */
   tick(): void {
     if (this.closed) return;
@@ -778,7 +796,7 @@ export class Partition {
    * owed to the core (its check-quorum and election clocks), so it heartbeats too once it has them.
    */
   private heartbeatInFlight(): void {
-    if (this.raft.getRole() !== 'leader' || this.isSoleVoter()) return;
+    if (this.raft.getRole() !== 'leader' || this.isSoleVoter() || this.raft.isQuiesced()) return;
     if (++this.inFlightHeartbeatTicks < this.heartbeatTicks) return;
     this.inFlightHeartbeatTicks = 0;
     const conf = this.raft.log.conf();

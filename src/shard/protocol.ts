@@ -88,6 +88,8 @@ export type Op =
   | { t: 'members'; id: number; keys: PartitionKey[] }
   /** Raft messages from peers (every one that arrived in one main-thread turn); no reply. */
   | { t: 'raft'; msgs: RaftEnvelope[] }
+  /** The failure detector's view of these nodes changed: quiesced replicas of their groups wake; no reply. */
+  | { t: 'wake'; nodes: number[] }
   /** Test hook: the worker exits abruptly, as a crash would. */
   | { t: 'crash' }
   /** Test hook: the worker blocks its thread for `ms` (a stuck disk, a long GC). */

@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import type { MessagePort } from 'node:worker_threads';
 import { SluiceError, isSluiceError, toSluiceError, type SluiceErrorWire } from '../errors.js';
-import { REPLICA_ELECTION_TICKS, REPLICA_HEARTBEAT_TICKS, REPLICA_ISR_LAG_OFFSETS_MAX, SHARD_FLUSH_SAMPLES_MAX, SHARD_OFFLINE_RETRY_MS_MAX, SHARD_OFFLINE_RETRY_MS_MIN, SHARD_TICK_MS } from '../constants.js';
+import { REPLICA_ELECTION_TICKS, REPLICA_HEARTBEAT_TICKS, REPLICA_QUIESCE, REPLICA_ISR_LAG_OFFSETS_MAX, SHARD_FLUSH_SAMPLES_MAX, SHARD_OFFLINE_RETRY_MS_MAX, SHARD_OFFLINE_RETRY_MS_MIN, SHARD_TICK_MS } from '../constants.js';
 import { BATCH_LOG_OVERHEAD_BYTES, OFF_ATTRIBUTES, OFF_LENGTH, OFF_RECORD_COUNT } from '../batch/codec.js';
 import { NotLeaderError, Partition, partitionDir, type PartitionEffects, type PartitionMembership, type PeerMessage, type ProduceOk } from '../partition/index.js';
 import type { NodeId } from '../model/index.js';
@@ -55,7 +55,7 @@ function countRecords(buf: Buffer): number {
  * and the simulator), which would give every replica the same timeout, so the survivors of a dead
  * leader would campaign in the same tick and split their votes, again and again.
  */
-const REPLICA_RAFT = Object.freeze({ electionTicks: REPLICA_ELECTION_TICKS, heartbeatTicks: REPLICA_HEARTBEAT_TICKS, random: Math.random });
+const REPLICA_RAFT = Object.freeze({ electionTicks: REPLICA_ELECTION_TICKS, heartbeatTicks: REPLICA_HEARTBEAT_TICKS, random: Math.random, quiesce: REPLICA_QUIESCE });
 
 function roleOf(p: Partition): PartitionStat['role'] {
   const r = p.role;
@@ -151,7 +151,7 @@ class ShardServer implements PartitionEffects {
 
   private onMessage(msg: ToWorker): void {
     for (const op of msg.ops) {
-      if (op.t !== 'cancel' && op.t !== 'crash' && op.t !== 'stall' && op.t !== 'raft') this.inflight++;
+      if (op.t !== 'cancel' && op.t !== 'crash' && op.t !== 'stall' && op.t !== 'raft' && op.t !== 'wake') this.inflight++;
       this.handle(op);
     }
   }
@@ -166,6 +166,9 @@ class ShardServer implements PartitionEffects {
         return this.cancel(op.id);
       case 'raft':
         return this.stepAll(op.msgs);
+      case 'wake':
+        for (const p of this.actors.values()) p.wakeFor(op.nodes);
+        return;
       case 'transfer':
         return this.transfer(op);
       case 'conf':

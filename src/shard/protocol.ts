@@ -52,7 +52,7 @@ export interface PartitionSpec {
    * members (used only when the replica is created; afterwards its configuration comes from its Raft
    * state). Absent outside cluster mode: a one-voter group of this node.
    */
-  replica?: { group: number; nodeId: number; voters: number[]; learners: number[] };
+  replica?: { group: number; nodeId: number; voters: number[]; learners: number[]; quiesce?: boolean };
 }
 
 /**

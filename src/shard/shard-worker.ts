@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import type { MessagePort } from 'node:worker_threads';
 import { SluiceError, isSluiceError, toSluiceError, type SluiceErrorWire } from '../errors.js';
-import { REPLICA_ELECTION_TICKS, REPLICA_HEARTBEAT_TICKS, REPLICA_QUIESCE, REPLICA_ISR_LAG_OFFSETS_MAX, SHARD_FLUSH_SAMPLES_MAX, SHARD_OFFLINE_RETRY_MS_MAX, SHARD_OFFLINE_RETRY_MS_MIN, SHARD_TICK_MS } from '../constants.js';
+import { REPLICA_ELECTION_TICKS, REPLICA_HEARTBEAT_TICKS, REPLICA_ISR_LAG_OFFSETS_MAX, SHARD_FLUSH_SAMPLES_MAX, SHARD_OFFLINE_RETRY_MS_MAX, SHARD_OFFLINE_RETRY_MS_MIN, SHARD_TICK_MS } from '../constants.js';
 import { BATCH_LOG_OVERHEAD_BYTES, OFF_ATTRIBUTES, OFF_LENGTH, OFF_RECORD_COUNT } from '../batch/codec.js';
 import { NotLeaderError, Partition, partitionDir, type PartitionEffects, type PartitionMembership, type PeerMessage, type ProduceOk } from '../partition/index.js';
 import type { NodeId } from '../model/index.js';
@@ -55,7 +55,9 @@ function countRecords(buf: Buffer): number {
  * and the simulator), which would give every replica the same timeout, so the survivors of a dead
  * leader would campaign in the same tick and split their votes, again and again.
  */
-const REPLICA_RAFT = Object.freeze({ electionTicks: REPLICA_ELECTION_TICKS, heartbeatTicks: REPLICA_HEARTBEAT_TICKS, random: Math.random, quiesce: REPLICA_QUIESCE });
+const REPLICA_RAFT = Object.freeze({ electionTicks: REPLICA_ELECTION_TICKS, heartbeatTicks: REPLICA_HEARTBEAT_TICKS, random: Math.random });
+/** The same, quiescing when idle (the host has a failure detector that wakes it: PartitionSpec.replica.quiesce). */
+const REPLICA_RAFT_QUIESCE = Object.freeze({ ...REPLICA_RAFT, quiesce: true });
 
 function roleOf(p: Partition): PartitionStat['role'] {
   const r = p.role;
@@ -496,7 +498,7 @@ class ShardServer implements PartitionEffects {
     try {
       const id = { topic: p.topic, topicId: p.topicId, partition: p.partition };
       const r = p.replica;
-      const replica = r === undefined ? {} : { nodeId: r.nodeId, voters: r.voters, learners: r.learners, raft: REPLICA_RAFT };
+      const replica = r === undefined ? {} : { nodeId: r.nodeId, voters: r.voters, learners: r.learners, raft: r.quiesce === true ? REPLICA_RAFT_QUIESCE : REPLICA_RAFT };
       const actor = await Partition.open(this.task.dataDir, id, p.config, p.fresh, this.logOptions, this, this.task.producerIdleExpiryMs, replica);
       if (this.stopped) {
         void actor.close(false).catch(() => {});

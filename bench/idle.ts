@@ -9,6 +9,9 @@
  * partitions at RF 3, exists there), plus `--partitions N` partitions at replication factor 3 (RF 1 on
  * one node) created in topics of IDLE_TOPIC_PARTITIONS. `--seconds` (20) is the window, `--settle`
  * (10) the wait before it, `--profile DIR` runs node 1 with --cpu-prof (main thread and workers).
+ * `--kills N` (3 nodes, after the window): N times kill -9 the leader of an idle partition (idle-0/k),
+ * then send one record to it and time kill -> acknowledgement (the producer retries every 20-50 ms);
+ * restart the node, wait for it to be ready and for KILL_SETTLE_MS, so the groups are idle again.
  * `SLUICE_BENCH_BROKER_CLI` points at another build's main.js, for a before/after on one machine.
  *
  * Usage: npm run build && node dist/bench/idle.js --nodes 3 --partitions 1000
@@ -16,7 +19,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Admin } from '../src/client/index.js';
+import { Admin, Producer } from '../src/client/index.js';
 import { isSluiceError } from '../src/errors.js';
 import { spawnBroker, waitExit } from './broker-process.js';
 import { BenchCluster, cpuSeconds, killTracked, rssBytes, sumMetric, track } from './cluster-nodes.js';
@@ -29,6 +32,10 @@ const POLL_MS = 500;
 /** Leader changes must stand still for this many polls (POLL_MS * 2 apart) before the window, at most STABLE_WAIT_MS. */
 const STABLE_POLLS = 5;
 const STABLE_WAIT_MS = 300_000;
+/** After a killed node is back and ready, the wait before the next kill (groups quiesce again). */
+const KILL_SETTLE_MS = 10_000;
+/** How long one kill may take to an acknowledged record. */
+const KILL_ACK_MS = 30_000;
 
 interface Args {
   nodes: 1 | 3;
@@ -38,10 +45,11 @@ interface Args {
   shards?: number;
   profileDir?: string;
   json: boolean;
+  kills: number;
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { nodes: 3, partitions: 0, seconds: 20, settle: 10, json: false };
+  const a: Args = { nodes: 3, partitions: 0, seconds: 20, settle: 10, json: false, kills: 0 };
   const int = (f: string, v: string | undefined, min: number, max: number): number => {
     const n = Number(v);
     if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${f} takes an integer in [${min}, ${max}]; got ${v}`);
@@ -60,6 +68,7 @@ function parseArgs(argv: string[]): Args {
     else if (f === '--shards') a.shards = int(f, v(), 1, 64);
     else if (f === '--profile') a.profileDir = path.resolve(v() ?? '.');
     else if (f === '--json') a.json = true;
+    else if (f === '--kills') a.kills = int(f, v(), 0, 100);
     else throw new Error(`unknown flag ${f}`);
   }
   return a;
@@ -93,6 +102,8 @@ function threadCpu(pid: number): Map<string, number> {
 interface Node {
   id: number;
   pid: number;
+  kill9?(): Promise<void>;
+  restart?(): Promise<void>;
   address: string;
   http: string;
   stop(): Promise<void>;
@@ -107,7 +118,47 @@ async function startNodes(a: Args, root: string): Promise<Node[]> {
     return [{ id: 1, pid: b.child.pid!, address: b.grpcAddress, http: b.httpAddress, stop: async () => void (b.child.kill('SIGTERM'), await waitExit(b.child)) }];
   }
   const c = await BenchCluster.start({ root, serveArgs, nodeArgs: (id) => (id === 1 ? prof : []) }, CLUSTER_READY_MS);
-  return c.nodes.map((n) => ({ id: n.id, pid: n.pid!, address: n.grpcAddress, http: n.httpAddress, stop: () => n.stop() }));
+  return c.nodes.map((n) => {
+    const node: Node = {
+      id: n.id,
+      pid: n.pid!,
+      address: n.grpcAddress,
+      http: n.httpAddress,
+      stop: () => n.stop(),
+      kill9: () => n.kill9(),
+      restart: async () => {
+        await n.start();
+        node.pid = n.pid!;
+        await c.waitReady(CLUSTER_READY_MS);
+      },
+    };
+    return node;
+  });
+}
+
+/** kill -9 the leader of idle-0/k, k = 0..kills-1; ms from the kill to the ack of a record sent after it. */
+async function kills(a: Args, nodes: Node[], admin: Admin): Promise<number[]> {
+  const out: number[] = [];
+  for (let k = 0; k < a.kills; k++) {
+    const md = await admin.metadata(['idle-0']);
+    const partition = k % md.topics[0]!.partitions.length;
+    const leader = md.topics[0]!.partitions.find((p) => p.partition === partition)!.leader;
+    const node = nodes.find((n) => n.id === leader)!;
+    const producer = new Producer({ brokers: nodes.filter((n) => n !== node).map((n) => n.address), retries: 10_000, retryBackoffMs: 20, retryBackoffMaxMs: 50, requestTimeoutMs: 1_000, lingerMs: 0 });
+    try {
+      const t0 = performance.now();
+      await node.kill9!();
+      const sent = producer.send('idle-0', { partition, value: Buffer.from('x') });
+      const ms = await Promise.race([sent.then(() => performance.now() - t0), sleep(KILL_ACK_MS).then(() => Number.NaN)]);
+      out.push(ms);
+      progress(`  kill ${k + 1}/${a.kills}: node ${leader} (leader of idle-0/${partition}) -> ack after ${Math.round(ms)} ms`);
+    } finally {
+      await producer.close().catch(() => {});
+    }
+    await node.restart!();
+    await sleep(KILL_SETTLE_MS);
+  }
+  return out;
 }
 
 /** Leader changes a node's replicas have seen (sluice_leader_changes_total), or NaN. */
@@ -166,6 +217,8 @@ async function main(): Promise<void> {
   progress(`idle: ${a.nodes} node(s), ${a.partitions} partitions; load average ${load0.map((x) => x.toFixed(2)).join(' ')}`);
   const nodes = await startNodes(a, root);
   const admin = new Admin({ brokers: nodes.map((n) => n.address), requestTimeoutMs: 30_000 });
+  let second: Admin | null = null;
+  const admin2 = (): Admin => (second ??= new Admin({ brokers: nodes.map((n) => n.address), requestTimeoutMs: 5_000 }));
   try {
     await createPartitions(a, admin);
     admin.close();
@@ -200,6 +253,7 @@ async function main(): Promise<void> {
         .sort((x, y) => y[1] - x[1])
         .map(([k, v]) => `${k} ${(v * 100).toFixed(1)}%`),
     );
+    const killMs = a.kills > 0 && a.nodes === 3 ? await kills(a, nodes, admin2()) : [];
     const load1 = os.loadavg();
     const report = {
       nodes: a.nodes,
@@ -209,6 +263,7 @@ async function main(): Promise<void> {
       cpuShareTogether: perNode.reduce((x, y) => x + y, 0),
       rssMbPerNode: nodes.map((n) => Math.round((rssBytes(n.pid) ?? 0) / 2 ** 20)),
       threads,
+      killMs,
       leaderChangesInWindow: lc1.map((x, i) => x - lc0[i]!),
       profileWindowUs: [mono0, mono1],
       loadAverage: { before: load0, after: load1 },
@@ -219,11 +274,13 @@ async function main(): Promise<void> {
         `idle ${a.nodes} node(s), ${a.partitions} partitions, ${a.seconds} s: CPU per node ${perNode.map((x) => (x * 100).toFixed(1)).join('/')}% of one core ` +
           `(together ${(report.cpuShareTogether * 100).toFixed(1)}%), RSS ${report.rssMbPerNode.join('/')} MB, load average ${load1.map((x) => x.toFixed(1)).join(' ')}\n`,
       );
+      if (killMs.length > 0) process.stdout.write(`  kill -9 of an idle partition's leader -> ack (ms): ${killMs.map((x) => Math.round(x)).join(', ')}\n`);
       process.stdout.write(`  leader changes in the window ${report.leaderChangesInWindow.join('/')}; monotonic window (us) ${mono0} ${mono1}\n`);
       for (const [i, t] of threads.entries()) process.stdout.write(`  node ${i + 1} threads: ${t.join(', ')}\n`);
     }
   } finally {
     admin.close();
+    (second as Admin | null)?.close();
     await Promise.all(nodes.map((n) => n.stop()));
     fs.rmSync(root, { recursive: true, force: true });
   }

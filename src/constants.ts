@@ -221,6 +221,11 @@ export const SHARD_FETCH_WAITERS_MAX = 10_000;
 export const SHARD_RETENTION_CHECK_MS = 5_000;
 /** How often a shard sends its stats (queue depth, loop lag, partition sizes, flush times). */
 export const SHARD_STATS_INTERVAL_MS = 1_000;
+/**
+ * A shard's stats message carries only the partitions whose numbers changed since it last sent them,
+ * and all of them every this many messages (a safety net; the main thread keeps the last numbers).
+ */
+export const SHARD_STATS_FULL_INTERVALS = 30;
 /** One logical Raft tick of every partition on a shard (the election and heartbeat ticks count these). */
 export const SHARD_TICK_MS = 100;
 /**

@@ -158,6 +158,7 @@ export interface ShardStatsMessage {
   /** Partitions of this shard that are offline (could not be opened), at most BROKER_PARTITIONS_MAX. */
   offline: PartitionKey[];
   eventLoopLagSeconds: number;
+  /** Partitions whose numbers changed since the last message that carried them (all, every SHARD_STATS_FULL_INTERVALS). */
   partitions: PartitionStat[];
   flushSeconds: number[];
   /** The worker thread's event-loop delay and GC pauses since the last stats message. */

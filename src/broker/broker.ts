@@ -1049,9 +1049,9 @@ export class Broker implements BrokerApi, ReplicaHost {
     return () => this.leaderListeners.delete(listener);
   }
 
-  peersChanged(nodes: readonly NodeId[]): void {
+  peersChanged(nodes: readonly NodeId[], down = false): void {
     if (this.closing) return;
-    for (const h of this.hosts) h?.wake(nodes);
+    for (const h of this.hosts) h?.wake(nodes, down);
   }
 
   async transferLeadership(group: GroupId, to: NodeId): Promise<void> {

@@ -76,9 +76,9 @@ export interface ReplicaHost {
   /**
    * Added for quiescence (optional): the failure detector's view of `nodes` changed (suspect, dead,
    * alive again, a new incarnation). Quiesced replicas of groups with one of them as a member wake
-   * (docs/raft.md "Quiescence"): gossip informs, Raft decides.
+   * (docs/raft.md "Quiescence"): gossip informs, Raft decides. `down`: they turned suspect or dead.
    */
-  peersChanged?(nodes: readonly NodeId[]): void;
+  peersChanged?(nodes: readonly NodeId[], down?: boolean): void;
 }
 
 /** One single-server membership change of a partition's Raft group. */

@@ -764,13 +764,14 @@ export class Partition {
   /**
    * The failure detector's view of `nodes` changed (suspect, dead, alive again): a quiesced replica
    * whose group has one of them as a member wakes, so a follower of a dead leader campaigns and a
-   * leader heartbeats a member that came back. Returns whether it woke.
+   * leader heartbeats a member that came back. `down`: they turned suspect or dead (a follower whose
+   * leader is among them counts half its lease as spent). Returns whether it woke.
    */
-  wakeFor(nodes: readonly number[]): boolean {
+  wakeFor(nodes: readonly number[], down = false): boolean {
     if (this.closed || !this.raft.isQuiesced()) return false;
     const conf = this.raft.log.conf();
     if (!nodes.some((n) => conf.voters.includes(n as NodeId) || conf.learners.includes(n as NodeId))) return false;
-    this.raft.wake();
+    this.raft.wake(down && nodes.includes(this.raft.getLeader()));
     return true;
   }
 

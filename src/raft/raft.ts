@@ -368,10 +368,16 @@ export class RaftNode {
    * gone, and it tells its leader it is awake (an append answer claiming what it holds, which it
    * acknowledged before quiescing), so a live leader that saw no change heartbeats (or quiesces the
    * group again) before that timeout: otherwise two woken followers would depose a healthy, silent leader.
+   * `leaderDown`: the detector's change is that this follower's leader turned suspect or dead.
    */
-  wake(): void {
+  wake(leaderDown = false): void {
     if (!this.quiesced) return;
     this.unquiesce();
+    // The detector suspects this follower's leader: half the lease is taken as spent already, so the
+    // followers (woken by the same suspicion at about the same time) campaign and grant after half an
+    // election timeout to one and a half, not one to two, on top of the detection time. A live leader
+    // answers the message below within a tick or two and resets the clock long before.
+    if (leaderDown && this.role === 'follower') this.electionElapsed = this.cfg.electionTicks >> 1;
     if (this.role === 'follower' && this.leader !== 0 && this.log.unstable.length === 0) {
       this.send(MT.AppResp, this.leader, 0, this.log.lastIndex(), EMPTY_ENTRIES, 0, false, 0, null, 0);
     }

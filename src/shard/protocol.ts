@@ -89,7 +89,7 @@ export type Op =
   /** Raft messages from peers (every one that arrived in one main-thread turn); no reply. */
   | { t: 'raft'; msgs: RaftEnvelope[] }
   /** The failure detector's view of these nodes changed: quiesced replicas of their groups wake; no reply. */
-  | { t: 'wake'; nodes: number[] }
+  | { t: 'wake'; nodes: number[]; down: boolean }
   /** Test hook: the worker exits abruptly, as a crash would. */
   | { t: 'crash' }
   /** Test hook: the worker blocks its thread for `ms` (a stuck disk, a long GC). */

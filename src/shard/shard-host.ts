@@ -496,11 +496,11 @@ export class ShardHost {
   }
 
   /**
-   * Gossip's view of `nodes` changed: the worker wakes quiesced replicas of their groups. Nothing is
+   * Gossip's view of `nodes` changed (`down`: to suspect or dead): the worker wakes quiesced replicas of their groups. Nothing is
    * sent while the worker is not ready: a restarted worker reopens its replicas awake.
    */
-  wake(nodes: readonly number[]): void {
-    if (this.state === 'ready') this.push({ t: 'wake', nodes: [...nodes] });
+  wake(nodes: readonly number[], down: boolean): void {
+    if (this.state === 'ready') this.push({ t: 'wake', nodes: [...nodes], down });
   }
 
   private flushOutbox(): void {

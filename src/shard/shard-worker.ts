@@ -191,7 +191,7 @@ class ShardServer implements PartitionEffects {
       case 'raft':
         return this.stepAll(op.msgs);
       case 'wake':
-        for (const p of this.actors.values()) p.wakeFor(op.nodes);
+        for (const p of this.actors.values()) p.wakeFor(op.nodes, op.down);
         return;
       case 'transfer':
         return this.transfer(op);

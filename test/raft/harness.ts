@@ -7,7 +7,8 @@
  * Commands (ids are node ids; `#` starts a comment):
  *   cluster n=3 [prevote=on|off] [checkquorum=on|off] [entries-max=K] [quiesce=on|off]   founding voters 1..n
  *   tick-stabilize N                    N rounds of: every node ticks once, then stabilize
- *   wake ID                             the driver wakes a quiesced node (its failure detector saw a change)
+ *   wake ID [down]                      the driver wakes a quiesced node (its failure detector saw a change;
+ *                                       `down`: its leader turned suspect or dead)
  *   expect-queued N                     exactly N messages are in flight (0: the cluster is silent)
  *   add-node ID                         start a joining node (empty log, no configuration)
  *   campaign ID | tick ID [N] | tick-all [N] | tick-election ID (2 x electionTicks ticks)
@@ -209,7 +210,7 @@ export class ScriptCluster {
         this.create(Number(a[0]), []);
         break;
       case 'wake':
-        this.raft(a[0]).wake();
+        this.raft(a[0]).wake(a[1] === 'down');
         this.flush();
         break;
       case 'tick-stabilize':

@@ -343,8 +343,9 @@ export const REPLICA_HEARTBEAT_TICKS = 1;
  * whole log stops heartbeating and its followers stop their election clocks, until any message,
  * proposal or a change in gossip's view of a member wakes the group. At idle, per-partition
  * heartbeats were most of a cluster's CPU (1,000 RF-3 partitions: 20,000 messages a second between
- * three nodes). A quiesced follower of a killed leader campaigns one election timeout after gossip
- * suspects the leader's node (GOSSIP_PROBE_INTERVAL_MS to 2x that), which the failover target allows.
+ * three nodes). A quiesced follower of a killed leader campaigns half an election timeout to one and a
+ * half after gossip suspects the leader's node (GOSSIP_PROBE_INTERVAL_MS to 2x that), which the
+ * failover target allows.
  * Only `sluice serve` turns it on (BrokerClusterOptions.quiesce): it needs gossip to wake the groups.
  */
 export const REPLICA_QUIESCE = true;

@@ -14,7 +14,7 @@
  * restart the node, wait for it to be ready and for KILL_SETTLE_MS, so the groups are idle again.
  * `SLUICE_BENCH_BROKER_CLI` points at another build's main.js, for a before/after on one machine.
  *
- * Usage: npm run build && node dist/bench/idle.js --nodes 3 --partitions 1000
+ * Usage: npm run build && npm run bench:idle -- --nodes 3 --partitions 1000
  */
 import fs from 'node:fs';
 import os from 'node:os';

@@ -112,6 +112,12 @@ export interface BrokerClusterOptions {
   transport: RaftTransport;
   /** Reported by `metadata()`; the cluster layer knows it (node.json). Default ''. */
   clusterId?: string;
+  /**
+   * Idle replicas quiesce (docs/raft.md "Quiescence"; default false). Only for a caller with a failure
+   * detector that calls `peersChanged` when a member turns suspect, dead or alive again (sluice serve:
+   * gossip through ClusterNode): without one, a quiesced follower of a dead leader would never campaign.
+   */
+  quiesce?: boolean;
 }
 
 /** A replica this broker hosts in cluster mode. */
@@ -847,7 +853,7 @@ export class Broker implements BrokerApi, ReplicaHost {
       partition: s.partition,
       config: this.configOf(this.topic(s.topic)),
       fresh,
-      replica: { group: s.group, nodeId: this.nodeId, voters: [...s.voters], learners: [...s.learners] },
+      replica: { group: s.group, nodeId: this.nodeId, voters: [...s.voters], learners: [...s.learners], quiesce: this.options.cluster?.quiesce === true },
     };
   }
 
@@ -1041,6 +1047,11 @@ export class Broker implements BrokerApi, ReplicaHost {
   onLeaderChange(listener: (s: ReplicaStatus) => void): () => void {
     this.leaderListeners.add(listener);
     return () => this.leaderListeners.delete(listener);
+  }
+
+  peersChanged(nodes: readonly NodeId[], down = false): void {
+    if (this.closing) return;
+    for (const h of this.hosts) h?.wake(nodes, down);
   }
 
   async transferLeadership(group: GroupId, to: NodeId): Promise<void> {

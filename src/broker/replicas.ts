@@ -73,6 +73,12 @@ export interface ReplicaHost {
   proposeConfChange?(group: GroupId, change: ReplicaConfChange): Promise<void>;
   /** The Raft membership and progress of the replicas of `groups` held here (unknown groups are left out). */
   replicaMembership?(groups: readonly GroupId[]): Promise<ReplicaMembership[]>;
+  /**
+   * Added for quiescence (optional): the failure detector's view of `nodes` changed (suspect, dead,
+   * alive again, a new incarnation). Quiesced replicas of groups with one of them as a member wake
+   * (docs/raft.md "Quiescence"): gossip informs, Raft decides. `down`: they turned suspect or dead.
+   */
+  peersChanged?(nodes: readonly NodeId[], down?: boolean): void;
 }
 
 /** One single-server membership change of a partition's Raft group. */

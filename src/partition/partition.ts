@@ -761,9 +761,31 @@ export class Partition {
     this.afterCoreEvent();
   }
 
+  /** Whether the replica's group is quiesced here (no heartbeats, no election clock; docs/raft.md). */
+  get quiesced(): boolean {
+    return this.raft.isQuiesced();
+  }
+
+  /**
+   * The failure detector's view of `nodes` changed (suspect, dead, alive again): a quiesced replica
+   * whose group has one of them as a member wakes, so a follower of a dead leader campaigns and a
+   * leader heartbeats a member that came back. `down`: they turned suspect or dead (a follower whose
+   * leader is among them counts half its lease as spent). Returns whether it woke.
+   */
+  wakeFor(nodes: readonly number[], down = false): boolean {
+    if (this.closed || !this.raft.isQuiesced()) return false;
+    const conf = this.raft.log.conf();
+    if (!nodes.some((n) => conf.voters.includes(n as NodeId) || conf.learners.includes(n as NodeId))) return false;
+    this.raft.wake(down && nodes.includes(this.raft.getLeader()));
+    return true;
+  }
+
   /** One logical tick (the shard ticks every partition on one interval): elections, heartbeats. */
   tick(): void {
     if (this.closed) return;
+    // A quiesced group's core ignores ticks, and its voters all hold the whole log (in sync), so the
+    // idle tick of a thousand replicas costs a check each and nothing more.
+    if (!this.inFlight && this.raft.isQuiesced()) return;
     this.trackInSync();
     if (this.inFlight) {
       if (this.ticksOwed < PARTITION_TICKS_OWED_MAX) this.ticksOwed++;
@@ -783,7 +805,7 @@ export class Partition {
    * owed to the core (its check-quorum and election clocks), so it heartbeats too once it has them.
    */
   private heartbeatInFlight(): void {
-    if (this.raft.getRole() !== 'leader' || this.isSoleVoter()) return;
+    if (this.raft.getRole() !== 'leader' || this.isSoleVoter() || this.raft.isQuiesced()) return;
     if (++this.inFlightHeartbeatTicks < this.heartbeatTicks) return;
     this.inFlightHeartbeatTicks = 0;
     const conf = this.raft.log.conf();

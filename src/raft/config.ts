@@ -61,6 +61,15 @@ export interface RaftOptions {
    * bytes verbatim. Must be pure. Default: an empty payload.
    */
   controlData?: ControlDataFn;
+  /**
+   * Quiescence (default false; docs/raft.md "Quiescence"): a leader whose members have all persisted its
+   * whole log and heard of its commit, with nothing pending, sends them one `Quiesce` and then stays
+   * silent; a quiesced follower does not count down to an election. Any message (but the answers to a
+   * Quiesce), proposal, transfer, read or campaign, and the driver's `wake()` end it. It only stops
+   * messages and timers, so safety does not depend on it; liveness does: the driver must `wake()` the
+   * groups of a node its failure detector turns suspect, dead, or alive again (gossip informs).
+   */
+  quiesce?: boolean;
   /** Test-only: deliberately broken code paths. */
   bugs?: readonly RaftBug[];
 }
@@ -78,6 +87,7 @@ export interface FilledRaftOptions {
   readonly random: () => number;
   readonly applyEntries: boolean;
   readonly controlData: ControlDataFn;
+  readonly quiesce: boolean;
   readonly bugs: ReadonlySet<RaftBug>;
 }
 
@@ -126,6 +136,7 @@ export function validateRaftOptions(o: RaftOptions): FilledRaftOptions {
     random: o.random ?? constantHalf,
     applyEntries: o.applyEntries ?? true,
     controlData: o.controlData ?? emptyControlData,
+    quiesce: o.quiesce ?? false,
     bugs: new Set(o.bugs ?? []),
   };
   positiveInt('id', f.id);

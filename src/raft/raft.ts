@@ -93,6 +93,8 @@ export class RaftNode {
   private pendingReads: PendingRead[] = [];
   private readSeq = 0;
   private transferee = 0;
+  /** Quiescence (`RaftOptions.quiesce`): no heartbeats (leader) or election clock (follower) until woken. */
+  private quiesced = false;
   private prevHard: HardState;
   private prevSoft: SoftState;
   private readyOut: { lastIndex: number; snapshot: boolean; appliedTo: number; hard: HardState; soft: SoftState } | null = null;
@@ -120,12 +122,14 @@ export class RaftNode {
 
   /** Advances logical time by one tick: elections for followers, heartbeats and check-quorum for leaders. */
   tick(): void {
+    if (this.quiesced) return;
     if (this.role === 'leader') this.tickLeader();
     else this.tickElection();
   }
 
   /** Starts an election now (pre-vote first when enabled), as if the election timeout had fired. */
   campaign(): void {
+    this.unquiesce();
     if (this.role !== 'leader') this.startCampaign(this.cfg.preVote ? 'pre' : 'election');
   }
 
@@ -136,6 +140,7 @@ export class RaftNode {
    */
   propose(data: Uint8Array, count = 1): Offset {
     this.assertCanPropose();
+    this.unquiesce();
     const e = this.appendEntry('data', data, null, count);
     this.bcastAppend(false);
     return e.index;
@@ -144,6 +149,7 @@ export class RaftNode {
   /** Appends several record batches as consecutive runs (`counts[i]` records each, default 1); returns the first index. */
   proposeBatch(datas: readonly Uint8Array[], counts?: readonly number[]): Offset {
     this.assertCanPropose();
+    this.unquiesce();
     assert.ok(counts === undefined || counts.length === datas.length, 'raft: one count per batch');
     const first = this.log.lastIndex() + 1;
     for (let i = 0; i < datas.length; i++) this.appendEntry('data', datas[i], null, counts === undefined ? 1 : counts[i]);
@@ -164,6 +170,7 @@ export class RaftNode {
       throw new SluiceError('PROPOSAL_DROPPED', 'raft: a membership change is still uncommitted');
     }
     this.validateConfChange(cc);
+    this.unquiesce();
     const e = this.appendEntry('conf', EMPTY_DATA, cc);
     this.maybeCommit();
     this.bcastAppend(true);
@@ -177,6 +184,7 @@ export class RaftNode {
     if (!this.log.conf().voters.includes(target)) {
       throw new SluiceError('INVALID_REQUEST', `raft: transfer target ${target} is not a voter`);
     }
+    this.unquiesce();
     this.transferee = target;
     this.electionElapsed = 0;
     const pr = this.progress.get(target)!;
@@ -198,6 +206,7 @@ export class RaftNode {
       return;
     }
     if (this.pendingReads.length >= RAFT_READ_INDEX_PENDING_MAX) throw new SluiceError('QUEUE_FULL', 'raft: too many pending reads');
+    this.unquiesce();
     const seq = ++this.readSeq;
     this.pendingReads.push({ context, index: this.commit, seq, acks: new Set([this.id]) });
     this.bcastHeartbeat(seq);
@@ -221,6 +230,8 @@ export class RaftNode {
   }
 
   step(m: Message): void {
+    // The answers to a Quiesce, and a Quiesce itself, keep a group quiet; anything else is news.
+    if (this.quiesced && m.type !== MT.Quiesce && m.type !== MT.HeartbeatResp) this.unquiesce();
     if (m.term > this.term) {
       if (m.type === MT.Vote || m.type === MT.PreVote) {
         const inLease = this.cfg.checkQuorum && this.leader !== 0 && this.electionElapsed < this.cfg.electionTicks;
@@ -228,13 +239,13 @@ export class RaftNode {
       }
       if (m.type === MT.PreVote || (m.type === MT.PreVoteResp && !m.reject)) {
         // Never change term for a pre-vote: that is the point of pre-voting.
-      } else if (m.type === MT.App || m.type === MT.Heartbeat || m.type === MT.Snap) {
+      } else if (m.type === MT.App || m.type === MT.Heartbeat || m.type === MT.Quiesce || m.type === MT.Snap) {
         this.becomeFollower(m.term, m.from);
       } else {
         this.becomeFollower(m.term, 0);
       }
     } else if (m.term < this.term) {
-      if ((this.cfg.checkQuorum || this.cfg.preVote) && (m.type === MT.App || m.type === MT.Heartbeat)) {
+      if ((this.cfg.checkQuorum || this.cfg.preVote) && (m.type === MT.App || m.type === MT.Heartbeat || m.type === MT.Quiesce)) {
         // A stale leader cut off for a while: tell it our term so it steps down. The response claims
         // no entry (index -1: offsets start at 0, so 0 would claim the first one). The stale leader
         // may have been elected again in our term by the time it arrives, and would then take the
@@ -350,6 +361,43 @@ export class RaftNode {
     return this.log.lastConfIndex() > this.commit;
   }
 
+  /** Whether the group is quiesced here (`RaftOptions.quiesce`): no heartbeats or election clock. */
+  isQuiesced(): boolean {
+    return this.quiesced;
+  }
+
+  /**
+   * The driver's wake-up (a no-op when not quiesced), when its failure detector's view of a member
+   * changed (suspect, dead, alive again): a leader heartbeats again from the next tick; a follower's
+   * election clock starts from zero, so it campaigns one election timeout later if its leader is really
+   * gone, and it tells its leader it is awake (an append answer claiming what it holds, which it
+   * acknowledged before quiescing), so a live leader that saw no change heartbeats (or quiesces the
+   * group again) before that timeout: otherwise two woken followers would depose a healthy, silent leader.
+   * `leaderDown`: the detector's change is that this follower's leader turned suspect or dead.
+   */
+  wake(leaderDown = false): void {
+    if (!this.quiesced) return;
+    this.unquiesce();
+    // The detector suspects this follower's leader: half the lease is taken as spent already, so the
+    // followers (woken by the same suspicion at about the same time) campaign and grant after half an
+    // election timeout to one and a half, not one to two, on top of the detection time. A live leader
+    // answers the message below within a tick or two and resets the clock long before.
+    if (leaderDown && this.role === 'follower') this.electionElapsed = this.cfg.electionTicks >> 1;
+    if (this.role === 'follower' && this.leader !== 0 && this.log.unstable.length === 0) {
+      this.send(MT.AppResp, this.leader, 0, this.log.lastIndex(), EMPTY_ENTRIES, 0, false, 0, null, 0);
+    }
+  }
+
+  /** Ends quiescence: every input but the answers to a Quiesce, and the driver's `wake()`. */
+  private unquiesce(): void {
+    if (!this.quiesced) return;
+    this.quiesced = false;
+    this.electionElapsed = 0;
+    this.heartbeatElapsed = 0;
+    // Check-quorum counts only answers heard after waking: the marks from before the quiet are stale.
+    for (const pr of this.progress.values()) pr.recentActive = false;
+  }
+
   status(): RaftStatus {
     return {
       id: this.id,
@@ -377,6 +425,7 @@ export class RaftNode {
   }
 
   private resetCommon(): void {
+    this.quiesced = false;
     this.electionElapsed = 0;
     this.heartbeatElapsed = 0;
     this.resetRandomizedElectionTicks();
@@ -481,8 +530,36 @@ export class RaftNode {
     }
     if (this.heartbeatElapsed >= this.cfg.heartbeatTicks) {
       this.heartbeatElapsed = 0;
+      if (this.canQuiesce()) {
+        this.bcastQuiesce();
+        this.quiesced = true;
+        return;
+      }
       const n = this.pendingReads.length;
       this.bcastHeartbeat(n > 0 ? this.pendingReads[n - 1].seq : 0);
+    }
+  }
+
+  /**
+   * Whether this leader may go quiet: quiescence is on, nothing is pending (a transfer, a read, an
+   * unpersisted or uncommitted entry), and every other member has persisted the whole log, is being
+   * replicated to normally, and answered since the last check-quorum round (so a member that is down
+   * keeps its groups heartbeating, and a leader cut off from its followers keeps checking its quorum).
+   */
+  private canQuiesce(): boolean {
+    if (!this.cfg.quiesce || this.transferee !== 0 || this.pendingReads.length > 0) return false;
+    const last = this.log.lastIndex();
+    if (this.commit !== last || this.log.unstable.length > 0) return false;
+    for (const [id, pr] of this.progress) {
+      if (pr.match !== last) return false;
+      if (id !== this.id && (!pr.recentActive || pr.state !== 'replicate')) return false;
+    }
+    return true;
+  }
+
+  private bcastQuiesce(): void {
+    for (const id of this.progress.keys()) {
+      if (id !== this.id) this.send(MT.Quiesce, id, 0, 0, EMPTY_ENTRIES, this.commit, false, 0, null, 0);
     }
   }
 
@@ -534,6 +611,14 @@ export class RaftNode {
         this.leader = m.from;
         this.handleHeartbeat(m);
         break;
+      case MT.Quiesce:
+        this.electionElapsed = 0;
+        this.leader = m.from;
+        this.handleHeartbeat(m);
+        // Only a follower that holds exactly what the leader committed goes quiet (it always should:
+        // the leader quiesces only once this member acknowledged its whole log).
+        if (this.cfg.quiesce && this.commit === m.commit && this.log.lastIndex() === this.commit) this.quiesced = true;
+        break;
       case MT.Snap:
         this.electionElapsed = 0;
         this.leader = m.from;
@@ -551,6 +636,7 @@ export class RaftNode {
     switch (m.type) {
       case MT.App:
       case MT.Heartbeat:
+      case MT.Quiesce:
       case MT.Snap:
         this.becomeFollower(m.term, m.from);
         this.stepFollower(m);

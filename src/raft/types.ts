@@ -85,6 +85,11 @@ export const MessageType = {
   HeartbeatResp: 8,
   Snap: 9,
   TimeoutNow: 10,
+  /**
+   * A heartbeat after which the leader stays silent (quiescence, `RaftOptions.quiesce`): the follower
+   * answers it like a heartbeat and stops its election clock until anything else happens.
+   */
+  Quiesce: 11,
 } as const;
 export type MessageType = (typeof MessageType)[keyof typeof MessageType];
 
@@ -110,7 +115,7 @@ export interface Message {
   readonly index: Offset;
   /** App: whole runs, contiguous, in order (a partition: v2 batches, byte for byte). */
   readonly entries: readonly Entry[];
-  /** App/Heartbeat: leader's commit (capped for heartbeats at what the follower is known to hold). */
+  /** App/Heartbeat/Quiesce: leader's commit (capped for heartbeats at what the follower is known to hold). */
   readonly commit: Offset;
   readonly reject: boolean;
   /** AppResp reject: the follower's hint index (see fast backtracking in docs/raft.md). */

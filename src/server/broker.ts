@@ -17,7 +17,7 @@ import { parseHostPort } from './address.js';
 import { startGrpc, stopGrpc, type ExtraService, type GrpcFrontend } from './grpc.js';
 import { startHttp, stopHttp, type MetricsHandler } from './http.js';
 import { StartupError } from './errors.js';
-import { CLIENT_MEMORY_BYTES_DEFAULT, CLIENT_MEMORY_BYTES_MIN, READINESS_LEADER_TIMEOUT_MS } from '../constants.js';
+import { CLIENT_MEMORY_BYTES_DEFAULT, CLIENT_MEMORY_BYTES_MIN, READINESS_LEADER_TIMEOUT_MS, REPLICA_QUIESCE } from '../constants.js';
 import { GrpcRaftTransport, type RaftTransportProbe } from '../cluster/transport/index.js';
 import type { NodeId } from '../model/index.js';
 import { clusterModeVoters, membershipExtraService, startMembership, withMembership, type ClusterOptions, type MembershipHandle } from './cluster.js';
@@ -191,7 +191,8 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
       logger: options.logger,
       ...options.tuning,
       // Cluster mode: the Broker hosts only the replicas the controller gives it (src/broker/replicas.ts).
-      ...(voters === null ? {} : ({ cluster: { transport: raftTransport } } as Partial<OpenBrokerOptions>)),
+      // Gossip is the failure detector that wakes quiesced replicas (ClusterNode -> peersChanged).
+      ...(voters === null ? {} : ({ cluster: { transport: raftTransport, quiesce: REPLICA_QUIESCE } } as Partial<OpenBrokerOptions>)),
     });
   } catch (err) {
     raftTransport.close();

@@ -158,6 +158,9 @@ export class ClusterNode {
         if (s.role === 'leader' && s.leader === o.nodeId) this.markConfDirty(s.group);
       }),
     );
+    // Gossip informs: a member turning suspect, dead or alive again wakes the quiesced replicas of its
+    // groups here, so a follower of a dead leader campaigns (docs/raft.md "Quiescence").
+    this.unsubscribe.push(o.peers.onChange((n) => o.host.peersChanged?.([n.id], n.state !== 'alive')));
     // Whatever was applied before the subscription above (the snapshot, and records applied as the
     // controller opened) is opened here; opens are idempotent per group.
     if (this.registeredHere) this.enqueue(replicasOf(controller.state, o.nodeId).map((op) => (op.op === 'open' ? { ...op, fresh: false } : op)));

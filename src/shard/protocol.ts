@@ -52,7 +52,7 @@ export interface PartitionSpec {
    * members (used only when the replica is created; afterwards its configuration comes from its Raft
    * state). Absent outside cluster mode: a one-voter group of this node.
    */
-  replica?: { group: number; nodeId: number; voters: number[]; learners: number[] };
+  replica?: { group: number; nodeId: number; voters: number[]; learners: number[]; quiesce?: boolean };
 }
 
 /**
@@ -88,6 +88,8 @@ export type Op =
   | { t: 'members'; id: number; keys: PartitionKey[] }
   /** Raft messages from peers (every one that arrived in one main-thread turn); no reply. */
   | { t: 'raft'; msgs: RaftEnvelope[] }
+  /** The failure detector's view of these nodes changed: quiesced replicas of their groups wake; no reply. */
+  | { t: 'wake'; nodes: number[]; down: boolean }
   /** Test hook: the worker exits abruptly, as a crash would. */
   | { t: 'crash' }
   /** Test hook: the worker blocks its thread for `ms` (a stuck disk, a long GC). */
@@ -156,6 +158,7 @@ export interface ShardStatsMessage {
   /** Partitions of this shard that are offline (could not be opened), at most BROKER_PARTITIONS_MAX. */
   offline: PartitionKey[];
   eventLoopLagSeconds: number;
+  /** Partitions whose numbers changed since the last message that carried them (all, every SHARD_STATS_FULL_INTERVALS). */
   partitions: PartitionStat[];
   flushSeconds: number[];
   /** The worker thread's event-loop delay and GC pauses since the last stats message. */

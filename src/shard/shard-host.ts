@@ -495,6 +495,14 @@ export class ShardHost {
     this.scheduleFlush();
   }
 
+  /**
+   * Gossip's view of `nodes` changed (`down`: to suspect or dead): the worker wakes quiesced replicas of their groups. Nothing is
+   * sent while the worker is not ready: a restarted worker reopens its replicas awake.
+   */
+  wake(nodes: readonly number[], down: boolean): void {
+    if (this.state === 'ready') this.push({ t: 'wake', nodes: [...nodes], down });
+  }
+
   private flushOutbox(): void {
     this.outboxScheduled = false;
     if ((this.outbox.length === 0 && this.raftIn.length === 0) || !this.port) return;

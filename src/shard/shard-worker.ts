@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import type { MessagePort } from 'node:worker_threads';
 import { SluiceError, isSluiceError, toSluiceError, type SluiceErrorWire } from '../errors.js';
-import { REPLICA_ELECTION_TICKS, REPLICA_HEARTBEAT_TICKS, REPLICA_ISR_LAG_OFFSETS_MAX, SHARD_FLUSH_SAMPLES_MAX, SHARD_OFFLINE_RETRY_MS_MAX, SHARD_OFFLINE_RETRY_MS_MIN, SHARD_TICK_MS } from '../constants.js';
+import { SHARD_STATS_FULL_INTERVALS, REPLICA_ELECTION_TICKS, REPLICA_HEARTBEAT_TICKS, REPLICA_ISR_LAG_OFFSETS_MAX, SHARD_FLUSH_SAMPLES_MAX, SHARD_OFFLINE_RETRY_MS_MAX, SHARD_OFFLINE_RETRY_MS_MIN, SHARD_TICK_MS } from '../constants.js';
 import { BATCH_LOG_OVERHEAD_BYTES, OFF_ATTRIBUTES, OFF_LENGTH, OFF_RECORD_COUNT } from '../batch/codec.js';
 import { NotLeaderError, Partition, partitionDir, type PartitionEffects, type PartitionMembership, type PeerMessage, type ProduceOk } from '../partition/index.js';
 import type { NodeId } from '../model/index.js';
@@ -56,6 +56,27 @@ function countRecords(buf: Buffer): number {
  * leader would campaign in the same tick and split their votes, again and again.
  */
 const REPLICA_RAFT = Object.freeze({ electionTicks: REPLICA_ELECTION_TICKS, heartbeatTicks: REPLICA_HEARTBEAT_TICKS, random: Math.random });
+/** The same, quiescing when idle (the host has a failure detector that wakes it: PartitionSpec.replica.quiesce). */
+const REPLICA_RAFT_QUIESCE = Object.freeze({ ...REPLICA_RAFT, quiesce: true });
+
+/** Whether two stats of one partition carry the same numbers. */
+function sameStat(a: PartitionStat, b: PartitionStat): boolean {
+  if (a.inSync.length !== b.inSync.length) return false;
+  for (let i = 0; i < a.inSync.length; i++) if (a.inSync[i] !== b.inSync[i]) return false;
+  return (
+    a.highWatermark === b.highWatermark &&
+    a.logStartOffset === b.logStartOffset &&
+    a.logEndOffset === b.logEndOffset &&
+    a.sizeBytes === b.sizeBytes &&
+    a.damagedRanges === b.damagedRanges &&
+    a.role === b.role &&
+    a.leader === b.leader &&
+    a.epoch === b.epoch &&
+    a.voters === b.voters &&
+    a.topic === b.topic &&
+    a.partition === b.partition
+  );
+}
 
 function roleOf(p: Partition): PartitionStat['role'] {
   const r = p.role;
@@ -103,6 +124,9 @@ class ShardServer implements PartitionEffects {
   private outboxScheduled = false;
   /** Each open partition's number (the Partition does not know it). */
   private readonly keys = new WeakMap<Partition, PartitionKey>();
+  /** The numbers each replica last sent in a stats message: unchanged ones are not sent again (see sendStats). */
+  private readonly statSent = new WeakMap<Partition, PartitionStat>();
+  private statsSent = 0;
   /** The role/leader/term each replica last reported, to report changes within a tick (no allocation per tick). */
   private readonly reportedLeader = new WeakMap<Partition, LeaderSeen>();
   private flushSeconds: number[] = [];
@@ -151,7 +175,7 @@ class ShardServer implements PartitionEffects {
 
   private onMessage(msg: ToWorker): void {
     for (const op of msg.ops) {
-      if (op.t !== 'cancel' && op.t !== 'crash' && op.t !== 'stall' && op.t !== 'raft') this.inflight++;
+      if (op.t !== 'cancel' && op.t !== 'crash' && op.t !== 'stall' && op.t !== 'raft' && op.t !== 'wake') this.inflight++;
       this.handle(op);
     }
   }
@@ -166,6 +190,9 @@ class ShardServer implements PartitionEffects {
         return this.cancel(op.id);
       case 'raft':
         return this.stepAll(op.msgs);
+      case 'wake':
+        for (const p of this.actors.values()) p.wakeFor(op.nodes, op.down);
+        return;
       case 'transfer':
         return this.transfer(op);
       case 'conf':
@@ -493,7 +520,7 @@ class ShardServer implements PartitionEffects {
     try {
       const id = { topic: p.topic, topicId: p.topicId, partition: p.partition };
       const r = p.replica;
-      const replica = r === undefined ? {} : { nodeId: r.nodeId, voters: r.voters, learners: r.learners, raft: REPLICA_RAFT };
+      const replica = r === undefined ? {} : { nodeId: r.nodeId, voters: r.voters, learners: r.learners, raft: r.quiesce === true ? REPLICA_RAFT_QUIESCE : REPLICA_RAFT };
       const actor = await Partition.open(this.task.dataDir, id, p.config, p.fresh, this.logOptions, this, this.task.producerIdleExpiryMs, replica);
       if (this.stopped) {
         void actor.close(false).catch(() => {});
@@ -636,13 +663,32 @@ class ShardServer implements PartitionEffects {
     }
   }
 
+  /**
+   * The stats of partitions whose numbers changed since they were last sent, and of all of them every
+   * SHARD_STATS_FULL_INTERVALS messages: the main thread keeps the last numbers it got (a new worker
+   * life starts with an empty memory, so it sends everything first). An idle shard of a thousand
+   * replicas used to clone a thousand objects a second to say nothing had changed.
+   */
+  private changedStats(): PartitionStat[] {
+    const full = this.statsSent++ % SHARD_STATS_FULL_INTERVALS === 0;
+    const out: PartitionStat[] = [];
+    for (const [k, a] of this.actors) {
+      const st = this.statOf(k, a);
+      const was = this.statSent.get(a);
+      if (!full && was !== undefined && sameStat(was, st)) continue;
+      this.statSent.set(a, st);
+      out.push(st);
+    }
+    return out;
+  }
+
   private sendStats(): void {
     const msg: ToMain = {
       stats: {
         queueDepth: this.inflight,
         offline: [...this.offline.keys()],
         eventLoopLagSeconds: 0,
-        partitions: this.stats(null),
+        partitions: this.changedStats(),
         flushSeconds: this.flushSeconds,
         thread: this.threadStats.roll(),
       },

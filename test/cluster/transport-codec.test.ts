@@ -44,7 +44,7 @@ const snapshot: fc.Arbitrary<Snapshot> = fc.record({
   index: position, term: safe, conf: fc.record({ voters: fc.array(node, { maxLength: 5 }), learners: fc.array(node, { maxLength: 3 }) }), data: bytes,
 }) as unknown as fc.Arbitrary<Snapshot>;
 const message: fc.Arbitrary<Message> = fc.record({
-  type: fc.integer({ min: 1, max: 10 }).map((t) => t as MessageType), from: node, to: node, term: safe, logTerm: safe, index: position,
+  type: fc.integer({ min: 1, max: 11 }).map((t) => t as MessageType), from: node, to: node, term: safe, logTerm: safe, index: position,
   entries: fc.array(entry, { maxLength: 4 }), commit: position, reject: fc.boolean(), rejectHint: position,
   snapshot: fc.option(snapshot, { nil: null }), context: safe,
 }) as unknown as fc.Arbitrary<Message>;
@@ -114,7 +114,7 @@ describe('raft transport frame codec', () => {
 
   it('refuses malformed frames with MALFORMED_REQUEST', () => {
     expectMalformed(Buffer.from([0x12, 0x05, 0x10]), /runs past/);
-    expectMalformed(Buffer.from([0x12, 0x02, 0x10, 0x0b]), /unknown message type 11/);
+    expectMalformed(Buffer.from([0x12, 0x02, 0x10, 0x0c]), /unknown message type 12/);
     expectMalformed(Buffer.from([0x12, 0x04, 0x10, 0x01, 0x18, 0x01]), /node 0/);
     expectMalformed(Buffer.from([0x12, 0x0a, 0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]), /2\^53/);
     expectMalformed(Buffer.from([0x0f]), /wire type 7/);

@@ -54,10 +54,14 @@ export class Cluster {
   /** Nodes cut off the network: messages from and to them are dropped. */
   readonly cut = new Set<number>();
   private nextId = 1;
+  /** Messages put on the wire so far (a quiet group sends none). */
+  sent = 0;
 
   constructor(
     readonly name: string,
     private readonly bugs: RaftBug[] = [],
+    /** RaftOptions.quiesce for every replica. */
+    private readonly quiesce = false,
   ) {
     for (const id of VOTERS) this.nodes.set(id, { id, dir: path.join(root.dir, name, `node-${id}`), gate: gate(), p: null, acked: new Map(), failed: new Map() });
   }
@@ -69,10 +73,13 @@ export class Cluster {
       failed: (_p, rid, err) => void n.failed.set(rid, err.code),
       serveFetch: () => {},
       needPersist: (p) => void this.ready.add(p),
-      send: (_p, msg) => void this.wire.push(msg),
+      send: (_p, msg) => {
+        this.sent++;
+        this.wire.push(msg);
+      },
     };
     const r = rng(1000 + id);
-    n.p = await Partition.open(n.dir, IDENT, config, fresh, n.gate.options, effects, undefined, { nodeId: id, voters: VOTERS, raft: { random: () => r.next(), bugs: this.bugs } });
+    n.p = await Partition.open(n.dir, IDENT, config, fresh, n.gate.options, effects, undefined, { nodeId: id, voters: VOTERS, raft: { random: () => r.next(), bugs: this.bugs, quiesce: this.quiesce } });
     return n.p;
   }
 
@@ -157,8 +164,8 @@ export function values(p: Partition): string[] {
     .flatMap((b) => b.records.map((r) => Buffer.from(r.value!).toString()));
 }
 
-export async function threeNodes(name: string, bugs: RaftBug[] = []): Promise<{ c: Cluster; leader: Partition }> {
-  const c = new Cluster(name, bugs);
+export async function threeNodes(name: string, bugs: RaftBug[] = [], quiesce = false): Promise<{ c: Cluster; leader: Partition }> {
+  const c = new Cluster(name, bugs, quiesce);
   for (const id of VOTERS) await c.start(id, true);
   return { c, leader: await c.electLeader() };
 }

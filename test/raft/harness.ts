@@ -5,7 +5,11 @@
  * harness checks after every command that no two nodes applied different entries at one index.
  *
  * Commands (ids are node ids; `#` starts a comment):
- *   cluster n=3 [prevote=on|off] [checkquorum=on|off] [entries-max=K]   founding voters 1..n
+ *   cluster n=3 [prevote=on|off] [checkquorum=on|off] [entries-max=K] [quiesce=on|off]   founding voters 1..n
+ *   tick-stabilize N                    N rounds of: every node ticks once, then stabilize
+ *   wake ID [down]                      the driver wakes a quiesced node (its failure detector saw a change;
+ *                                       `down`: its leader turned suspect or dead)
+ *   expect-queued N                     exactly N messages are in flight (0: the cluster is silent)
  *   add-node ID                         start a joining node (empty log, no configuration)
  *   campaign ID | tick ID [N] | tick-all [N] | tick-election ID (2 x electionTicks ticks)
  *   propose ID [N] [records=K]          N batches of K records each (K=1 default): N runs
@@ -17,7 +21,7 @@
  *   partition A B | C D | E            groups; messages between groups are lost
  *   isolate ID | cut FROM TO (one way) | heal
  *   crash ID | restart ID              crash keeps only what was persisted
- *   expect ID key=value ...            role term leader commit applied last first voters learners
+ *   expect ID key=value ...            role term leader commit applied last first voters learners quiesced
  *   expect-entry ID INDEX TERM         the entry at INDEX has TERM (-1: absent)
  *   expect-run ID INDEX START COUNT    INDEX lies in the run START .. START + COUNT - 1
  *   expect-read ID CTX INDEX           a ReadState with CTX came out at INDEX
@@ -59,6 +63,7 @@ export class ScriptCluster {
   private preVote = true;
   private checkQuorum = true;
   private entriesMax = 4096;
+  private quiesce = false;
   private payload = 0;
   readonly log: string[] = [];
 
@@ -92,6 +97,7 @@ export class ScriptCluster {
         preVote: this.preVote,
         checkQuorum: this.checkQuorum,
         msgEntriesMax: this.entriesMax,
+        quiesce: this.quiesce,
         bugs: this.opts.bugs,
         random: () => ((n.id * 0.37) % 1), // distinct, fixed election timeouts per node (no split votes)
       },
@@ -179,6 +185,7 @@ export class ScriptCluster {
         first: String(s.firstIndex),
         voters: s.conf.voters.join(','),
         learners: s.conf.learners.join(','),
+        quiesced: String(r.isQuiesced()),
       };
       assert.ok(k in actual, `unknown key ${k}`);
       assert.equal(actual[k], v, `node ${id}: ${k}`);
@@ -194,12 +201,26 @@ export class ScriptCluster {
         this.preVote = (kv.get('prevote') ?? 'on') === 'on';
         this.checkQuorum = (kv.get('checkquorum') ?? 'on') === 'on';
         this.entriesMax = Number(kv.get('entries-max') ?? 4096);
+        this.quiesce = (kv.get('quiesce') ?? 'off') === 'on';
         const voters = Array.from({ length: n }, (_, i) => (i + 1) as NodeId);
         for (const id of voters) this.create(id, voters);
         break;
       }
       case 'add-node':
         this.create(Number(a[0]), []);
+        break;
+      case 'wake':
+        this.raft(a[0]).wake(a[1] === 'down');
+        this.flush();
+        break;
+      case 'tick-stabilize':
+        for (let i = 0; i < Number(a[0] ?? 1); i++) {
+          this.exec('tick-all 1');
+          this.exec('stabilize');
+        }
+        break;
+      case 'expect-queued':
+        assert.equal(this.queue.length, Number(a[0]), `messages in flight: ${this.queue.map((m) => `${m.from}->${m.to} type ${m.type}`).join(', ')}`);
         break;
       case 'campaign':
         this.raft(a[0]).campaign();

@@ -102,6 +102,7 @@ export class Gossip implements PeerDirectory {
   private nextReconnectMs = 0;
   private reconnecting = false;
   private readonly reportedConflicts = new Set<string>();
+  private countsReported = false;
   private readonly random: () => number;
 
   constructor(private readonly options: GossipOptions) {
@@ -310,6 +311,10 @@ export class Gossip implements PeerDirectory {
       this.reportedConflicts.add(c.uuid);
       this.options.logger.error({ nodeId: c.id, uuid: c.uuid, address: c.address }, `another node (${c.address}) claims this node's id ${c.id} with another node UUID: two nodes share one --node-id`);
     }
+    // Counted only when something changed (and once at start): flush runs on every 20 ms tick, and a
+    // pass over the table plus three gauge sets there was idle CPU spent on nothing.
+    if (changes.length === 0 && this.countsReported) return;
+    this.countsReported = true;
     const counts = { alive: 0, suspect: 0, dead: 0 };
     for (const m of this.swim.all()) counts[m.state]++;
     (this.options.probe ?? NOOP_MEMBERSHIP_PROBE).membersChanged(counts);

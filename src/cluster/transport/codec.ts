@@ -45,7 +45,7 @@ const KIND_CODE: Readonly<Record<EntryKind, number>> = { data: 1, conf: 2, noop:
 const KIND_BY_CODE: readonly (EntryKind | undefined)[] = [undefined, 'data', 'conf', 'noop'];
 const CHANGE_CODE: Readonly<Record<ConfChangeType, number>> = { addVoter: 1, addLearner: 2, remove: 3 };
 const CHANGE_BY_CODE: readonly (ConfChangeType | undefined)[] = [undefined, 'addVoter', 'addLearner', 'remove'];
-const MESSAGE_TYPE_MAX = 10;
+const MESSAGE_TYPE_MAX = 11;
 
 const EMPTY = Buffer.alloc(0);
 const NO_ENTRIES: readonly Entry[] = Object.freeze([]);

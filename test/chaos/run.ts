@@ -348,7 +348,7 @@ async function convergeReplicas(run: Run, targets: readonly Target[]): Promise<v
     for (const t of targets) {
       for (let p = 0; p < C.WORKLOAD_PARTITIONS; p++) {
         const want = finalHw.get(`${t.topic}/${p}`) ?? 0;
-        for (const n of run.nodes) if (((await localHighWatermark(n.grpcAddress, t.topic, p)) ?? -1) < want) behind.add(`n${n.id}:${t.topic}/${p}`);
+        if (want > 0) for (const n of run.nodes) if (((await localHighWatermark(n.grpcAddress, t.topic, p)) ?? -1) < want) behind.add(`n${n.id}:${t.topic}/${p}`);
       }
     }
   };
@@ -381,7 +381,11 @@ export async function runSchedule(o: RunOptions): Promise<RunResult> {
     const hws = new Map<string, number>();
     for (const t of targets) {
       const admin = new Admin({ brokers: t.address });
-      for (const [p, hw] of await latestOffsets(admin, t.topic)) hws.set(`${t.topic}/${p}`, hw);
+      const latest = await latestOffsets(admin, t.topic).catch((err: unknown) => {
+        if (isSluiceError(err, 'UNKNOWN_TOPIC')) return new Map<number, number>(); // gone: the final read says so
+        throw err;
+      });
+      for (const [p, hw] of latest) hws.set(`${t.topic}/${p}`, hw);
       admin.close();
     }
     const grouped = !run.clustered;

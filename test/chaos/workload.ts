@@ -305,7 +305,17 @@ export async function latestOffsets(admin: Admin, topic: string): Promise<Map<nu
 export async function finalRead(address: string, topic: string, history: History): Promise<void> {
   const admin = new Admin({ brokers: address, channelOptions });
   try {
-    const hws = await latestOffsets(admin, topic);
+    let hws: Map<number, number>;
+    try {
+      hws = await latestOffsets(admin, topic);
+    } catch (err) {
+      if (!isSluiceError(err, 'UNKNOWN_TOPIC')) throw err;
+      // The topic itself is gone (a broker that lost its metadata, e.g. one that acknowledges before
+      // fsync, after a power cut): the final read is empty, so every acknowledged value counts as lost.
+      history.add({ t: 'note', at: 0, text: `final read: topic ${topic} does not exist any more (${err.message})` });
+      for (let p = 0; p < C.WORKLOAD_PARTITIONS; p++) history.add({ t: 'final-hw', key: `${topic}/${p}`, hw: 0 });
+      return;
+    }
     for (let p = 0; p < C.WORKLOAD_PARTITIONS; p++) {
       const key = `${topic}/${p}`;
       const consumer = new Consumer({ brokers: address, topic, partitions: [p], from: 'earliest', stopAtEnd: true, channelOptions });

@@ -145,6 +145,7 @@ describe('replica moves and decommission (4 processes)', () => {
     expect(r0.nodes.find((n) => n.nodeId === 3)).toMatchObject({ state: 'decommissioned', replicas: 0 });
     await expect(c.withAdmin(1, (a) => a.createTopic('back', { partitions: 2, replicationFactor: 4 }))).rejects.toMatchObject({ code: 'REPLICATION_FACTOR_TOO_LARGE' });
     await expect(c.withAdmin(1, (a) => a.recommissionNode(9))).rejects.toMatchObject({ code: 'UNKNOWN_NODE' });
+    await expect(c.withAdmin(1, (a) => a.recommissionNode(0))).rejects.toMatchObject({ code: 'INVALID_REQUEST' });
     expect((await c.withAdmin(2, (a) => a.reassignments())).nodes.find((n) => n.nodeId === 3)?.state).toBe('decommissioned');
 
     const out = await cli(['cluster', 'recommission', '3', '-b', c.node(2).address]);

@@ -1,7 +1,8 @@
 /**
- * Replica moves, decommission, recommission and rebalance as client requests in cluster mode (docs/cluster.md
- * "Moves"): validated at the edge of the cluster layer, then handed to the controller, whose leader
- * plans them against its applied state and records them; its executor carries them out step by step.
+ * Replica moves, decommission, recommission and rebalance as client requests in cluster mode
+ * (docs/cluster.md "Moves"): validated at the edge of the cluster layer, then handed to the controller,
+ * whose leader plans them against its applied state and records them; its executor carries them out
+ * step by step.
  * `reassignments` answers from this node's applied metadata.
  */
 import { SluiceError } from '../errors.js';

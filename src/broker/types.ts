@@ -160,9 +160,17 @@ export interface BrokerApi {
    */
   movePartition?(topic: string, partition: number, replicas: number[]): Promise<void>;
   decommissionNode?(nodeId: number): Promise<void>;
+  /** Makes a decommissioning or decommissioned node active again; an active one: nothing to do. */
+  recommissionNode?(nodeId: number): Promise<RecommissionView>;
   /** Starts moves that even out replica counts; resolves with how many started. */
   rebalance?(): Promise<number>;
   reassignments?(): Promise<ReassignmentsView>;
+}
+
+/** A recommission's answer: the node's state before (as the node asked had it) and the node now. */
+export interface RecommissionView {
+  previousState: 'active' | 'decommissioning' | 'decommissioned';
+  node: ReassignmentsView['nodes'][number];
 }
 
 /** Moves in progress and node lifecycles (cluster mode). */

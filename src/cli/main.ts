@@ -18,7 +18,7 @@ import { serve, type ServeOptions } from './serve.js';
 import { addPartitions, alterConfig, createTopic, deleteTopic, describeTopic, listTopics, type Common } from './topic.js';
 import { consume, produce } from './records.js';
 import { clusterInfo } from './cluster.js';
-import { decommission, listReassignments, moveTopicPartition, parseReplicaList, rebalance, type WaitOptions } from './moves.js';
+import { decommission, listReassignments, moveTopicPartition, parseReplicaList, rebalance, recommission, type WaitOptions } from './moves.js';
 import { groupConsume, registerGroupCommands, type GroupConsumeCommand } from './group.js';
 
 /** Adds -b/--brokers, --timeout and --format to a client command. */
@@ -149,6 +149,8 @@ const cluster = program.command('cluster').description('cluster information');
 clientCommand(cluster.command('info').description('nodes, the controller leader, and partition leaders per node')).action(run((o: Common) => clusterInfo(o)));
 waitOptions(clientCommand(cluster.command('decommission <node>').description('move every replica off a node; then it may be stopped for good')))
   .action(run((node: string, o: Common & WaitOptions) => decommission(parseIntArg('node', 1, PROTO_INT32_MAX)(node), o)));
+clientCommand(cluster.command('recommission <node>').description('make a decommissioning or decommissioned node active again: it takes replicas again'))
+  .action(run((node: string, o: Common) => recommission(parseIntArg('node', 1, PROTO_INT32_MAX)(node), o)));
 waitOptions(clientCommand(cluster.command('rebalance').description('move replicas until every live node holds about as many (leaders rebalance by themselves)')))
   .action(run((o: Common & WaitOptions) => rebalance(o)));
 clientCommand(cluster.command('reassignments').description('moves in progress and node states')).action(run((o: Common) => listReassignments(o)));

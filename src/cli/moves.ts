@@ -1,12 +1,13 @@
 /**
- * `sluice topic move`, `sluice cluster decommission`, `sluice cluster rebalance` (cluster mode; docs/
- * cluster.md "Moves"). Each starts the work on the controller and then, unless `--no-wait`, follows its
- * progress (ListReassignments, every CLI_MOVE_POLL_MS) printing each change of step, until it is done or
- * `--wait-timeout` passes (exit 1, saying the move carries on without the CLI).
+ * `sluice topic move`, `sluice cluster decommission|recommission|rebalance` (cluster mode; docs/
+ * cluster.md "Moves"). Recommission answers at once (it moves nothing). The others start the work on
+ * the controller and then, unless `--no-wait`, follow its progress (ListReassignments, every
+ * CLI_MOVE_POLL_MS) printing each change of step, until it is done or `--wait-timeout` passes (exit 1,
+ * saying the move carries on without the CLI).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CLI_MOVE_POLL_MS, NODE_ID_MAX } from '../constants.js';
-import { Admin, type Reassignments } from '../client/index.js';
+import { Admin, type Reassignments, type Recommission } from '../client/index.js';
 import { emit } from './output.js';
 import { UsageError } from './parse.js';
 import { clientOptions, type Common } from './topic.js';
@@ -79,6 +80,29 @@ export async function decommission(nodeId: number, o: Common & WaitOptions): Pro
     if (!o.wait) return emit(o.format, { nodeId, started: true }, () => `decommissioning node ${nodeId}`);
     const r = await follow(admin, o, `the decommission of node ${nodeId}`, (m) => m.replicas.includes(nodeId) || m.learners.includes(nodeId) || m.target.length > 0, (s) => s.nodes.find((n) => n.nodeId === nodeId)?.state === 'decommissioned');
     emit(o.format, { nodeId, state: 'decommissioned', nodes: r.nodes }, () => `node ${nodeId} is decommissioned: it holds no replica and may be stopped`);
+  } finally {
+    admin.close();
+  }
+}
+
+/** What a recommission did, in words (rpk style): the change, then the node's state now. */
+export function describeRecommission(r: Recommission): string {
+  const id = r.node.nodeId;
+  const now = `node ${id}: ${r.node.state}, ${r.node.replicas} replica(s)`;
+  if (r.previousState === 'active') return `node ${id} is already active; nothing to do\n${now}`;
+  const what =
+    r.previousState === 'decommissioning'
+      ? 'it is no longer drained (moves already begun off it finish; no new one starts)'
+      : 'new topics, added partitions and `sluice cluster rebalance` may place replicas on it again';
+  return `node ${id} recommissioned (was ${r.previousState}): ${what}\n${now}`;
+}
+
+/** `sluice cluster recommission N`: answers at once (nothing to follow: no replica moves). */
+export async function recommission(nodeId: number, o: Common): Promise<void> {
+  const admin = new Admin(clientOptions(o));
+  try {
+    const r = await admin.recommissionNode(nodeId);
+    emit(o.format, r, () => describeRecommission(r));
   } finally {
     admin.close();
   }

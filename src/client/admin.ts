@@ -19,6 +19,12 @@ export interface Reassignments {
   nodes: Array<{ nodeId: number; state: 'active' | 'decommissioning' | 'decommissioned'; replicas: number }>;
 }
 
+/** A recommission's answer: the node's state before (as the broker asked had it) and the node now. */
+export interface Recommission {
+  previousState: Reassignments['nodes'][number]['state'];
+  node: Reassignments['nodes'][number];
+}
+
 export class Admin {
   private readonly conn: Connection;
   private readonly ownsConnection: boolean;
@@ -70,6 +76,16 @@ export class Admin {
   /** Cluster mode: moves every replica off `nodeId`; it is decommissioned once it holds none. */
   async decommissionNode(nodeId: number): Promise<void> {
     await this.conn.unary(this.conn.admin, this.conn.admin.decommissionNode, { nodeId: checkInt32(nodeId, 'node id') });
+  }
+
+  /**
+   * Cluster mode: makes a decommissioning or decommissioned node active again (an active one: nothing
+   * to do). Resolves with its state before and the node now.
+   */
+  async recommissionNode(nodeId: number): Promise<Recommission> {
+    const res = await this.conn.unary(this.conn.admin, this.conn.admin.recommissionNode, { nodeId: checkInt32(nodeId, 'node id') });
+    const n = res.node!;
+    return { previousState: res.previousState as Recommission['previousState'], node: { nodeId: n.nodeId, state: n.state as Recommission['node']['state'], replicas: n.replicas } };
   }
 
   /** Cluster mode: starts moves that even out replica counts; resolves with how many started. */

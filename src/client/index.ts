@@ -3,7 +3,7 @@
  * imports the broker core at run time (src/broker, src/shard, src/partition, src/storage); it shares
  * only the batch codec, the partitioner and types with it.
  */
-export { Admin, type CreateTopicOptions, type OffsetQuery, type Reassignments } from './admin.js';
+export { Admin, type CreateTopicOptions, type OffsetQuery, type Reassignments, type Recommission } from './admin.js';
 export { Consumer, decodeFetched, type ConsumerOptions } from './consumer.js';
 export {
   GroupConsumer,

@@ -39,7 +39,7 @@ import { MetadataStm } from './metadata-stm.js';
 import { planRecords } from './plan-request.js';
 import { decodeRecordBatch, encodeRecordBatch } from './record-codec.js';
 import { decodeSnapshot, encodeSnapshot } from './snapshot.js';
-import type { ApplyOutcome, MetadataEvent, TopicState } from './types.js';
+import type { ApplyOutcome, MetadataEvent, NodeLifecycle, TopicState } from './types.js';
 
 /** Carries a request to the controller on node `leader` (the gRPC wire is `sluice.cluster.v1.Controller/Submit`). */
 export interface ControllerForwarder {
@@ -287,6 +287,33 @@ export class Controller {
 
   async decommission(nodeId: number): Promise<void> {
     await this.submit({ request: { $case: 'decommission', value: { nodeId } } });
+  }
+
+  /**
+   * Makes a decommissioning or decommissioned node active again (an active one: its record applies as
+   * a no-op); once this resolves the node is active as of the controller's record. Resolves with its
+   * state before, as the log had it: the event of our record, at the index `submit` returns, says what
+   * it changed (this node's own view before the request may lag the leader's).
+   */
+  async recommission(nodeId: number): Promise<NodeLifecycle> {
+    let changedAt = -1;
+    let before: NodeLifecycle = 'active';
+    const off = this.onEvent((e, index) => {
+      if (e.type === 'nodeStateChanged' && e.node.id === nodeId && e.node.state === 'active') {
+        changedAt = index;
+        before = e.before;
+      }
+    });
+    const local = this.stm.node(nodeId as NodeId)?.state ?? 'active';
+    try {
+      const index = await this.submit({ request: { $case: 'recommission', value: { nodeId } } });
+      // A node still joining the controller group applies nothing yet: its own view is all it has.
+      if (!this.raftAttached) return local;
+      // Our record applied with no event: the node was active already.
+      return changedAt === index ? before : 'active';
+    } finally {
+      off();
+    }
   }
 
   /** Starts moves that even out replica counts over the live nodes; resolves with how many. */

@@ -359,7 +359,7 @@ export class MetadataStm {
     }
     const node: NodeRecordState = { ...old, state };
     this.nodeMap.set(node.id, node);
-    return ok([{ type: 'nodeStateChanged', node }]);
+    return ok([{ type: 'nodeStateChanged', node, before: old.state }]);
   }
 
   private importTopics(r: ImportTopicsRecord): ApplyOutcome {

@@ -109,6 +109,21 @@ function planDecommissionNode(nodeId: number, stm: MetadataStm, ctx: PlanContext
   return out;
 }
 
+/**
+ * Recommission: the node becomes active again. A decommissioning node stops being drained: the moves
+ * its decommission began are ordinary moves by now and run to their end (cancelling one half-way would
+ * need a move back, which `rebalance` does better), and since the executor re-plans only for
+ * decommissioning nodes, no new move off it starts.
+ *
+ * An active node gets the record too, which applies as a no-op (no event): so the record at the index
+ * the request returns always says what this request did (a `nodeStateChanged` event there, or none),
+ * which is how `Controller.recommission` tells a caller the state before, even on a node that lags.
+ */
+function planRecommissionNode(nodeId: number, stm: MetadataStm): MetadataRecord[] {
+  if (stm.node(nodeId as NodeId) === undefined) throw new SluiceError('UNKNOWN_NODE', `node ${nodeId} is not registered`);
+  return [rec({ $case: 'nodeState', value: { nodeId, state: NodeState.NODE_STATE_ACTIVE } })];
+}
+
 export function planRecords(req: ControllerRequest, stm: MetadataStm, ctx: PlanContext): MetadataRecord[] {
   const r = req.request;
   if (r === undefined) throw new SluiceError('INVALID_REQUEST', 'empty controller request');
@@ -140,6 +155,8 @@ export function planRecords(req: ControllerRequest, stm: MetadataStm, ctx: PlanC
       return [rec({ $case: 'leaderReport', value: r.value })];
     case 'decommission':
       return planDecommissionNode(r.value.nodeId, stm, ctx);
+    case 'recommission':
+      return planRecommissionNode(r.value.nodeId, stm);
     case 'reassignStep': {
       if (r.value.step === undefined) throw new SluiceError('INVALID_REQUEST', 'reassign step request without a step');
       return [rec({ $case: 'reassignStep', value: r.value.step })];

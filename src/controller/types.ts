@@ -68,7 +68,7 @@ export type MetadataEvent =
   | { readonly type: 'nodeUpdated'; readonly node: NodeRecordState }
   /** A known id with a new uuid: every replica it held is now lost (`lost` lists their groups). */
   | { readonly type: 'nodeReincarnated'; readonly node: NodeRecordState; readonly lost: readonly GroupId[] }
-  | { readonly type: 'nodeStateChanged'; readonly node: NodeRecordState }
+  | { readonly type: 'nodeStateChanged'; readonly node: NodeRecordState; readonly before: NodeLifecycle }
   | { readonly type: 'topicCreated'; readonly topic: TopicState }
   | { readonly type: 'topicDeleted'; readonly topic: TopicState }
   | { readonly type: 'configsChanged'; readonly topic: TopicState }

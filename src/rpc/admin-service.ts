@@ -45,6 +45,9 @@ export function adminService(ctx: ServiceContext): AdminServer {
     decommissionNode(call, callback) {
       ctx.unary('DecommissionNode', async () => (await clusterOnly(ctx.api().decommissionNode?.bind(ctx.api()), 'decommissioning a node')(call.request.nodeId), {}), callback);
     },
+    recommissionNode(call, callback) {
+      ctx.unary('RecommissionNode', () => clusterOnly(ctx.api().recommissionNode?.bind(ctx.api()), 'recommissioning a node')(call.request.nodeId), callback);
+    },
     rebalance(_call, callback) {
       ctx.unary('Rebalance', async () => ({ moves: await clusterOnly(ctx.api().rebalance?.bind(ctx.api()), 'rebalancing')() }), callback);
     },

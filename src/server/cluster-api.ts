@@ -37,6 +37,7 @@ import type {
   ProduceResult,
   ProducerIdentity,
   ReassignmentsView,
+  RecommissionView,
   TopicDescription,
   TopicSummary,
 } from '../broker/types.js';
@@ -258,6 +259,10 @@ class ClusterApi implements BrokerApi {
 
   decommissionNode(nodeId: number): Promise<void> {
     return moves.decommissionNode(this.d.controller, nodeId);
+  }
+
+  recommissionNode(nodeId: number): Promise<RecommissionView> {
+    return moves.recommissionNode(this.d.controller, nodeId);
   }
 
   rebalance(): Promise<number> {

@@ -1,13 +1,14 @@
 /**
- * Replica moves, decommission and rebalance as client requests in cluster mode (docs/cluster.md
- * "Moves"): validated at the edge of the cluster layer, then handed to the controller, whose leader
- * plans them against its applied state and records them; its executor carries them out step by step.
+ * Replica moves, decommission, recommission and rebalance as client requests in cluster mode
+ * (docs/cluster.md "Moves"): validated at the edge of the cluster layer, then handed to the controller,
+ * whose leader plans them against its applied state and records them; its executor carries them out
+ * step by step.
  * `reassignments` answers from this node's applied metadata.
  */
 import { SluiceError } from '../errors.js';
 import { NODE_ID_MAX, TOPIC_REPLICATION_FACTOR_MAX } from '../constants.js';
 import type { NodeId } from '../model/index.js';
-import type { ReassignmentsView } from '../broker/types.js';
+import type { ReassignmentsView, RecommissionView } from '../broker/types.js';
 import { refuseInternalTopic, validateTopicName } from '../broker/validate.js';
 import type { Controller } from '../controller/index.js';
 
@@ -29,6 +30,17 @@ export async function movePartition(controller: Controller, topic: string, parti
 export async function decommissionNode(controller: Controller, nodeId: number): Promise<void> {
   if (!nodeIdOk(nodeId)) throw new SluiceError('INVALID_REQUEST', `a node id is a positive integer, got ${String(nodeId)}`);
   await controller.decommission(nodeId);
+}
+
+/**
+ * Recommission: once the controller has recorded it the node is active (a success means exactly
+ * that); the replica count is this node's applied view.
+ */
+export async function recommissionNode(controller: Controller, nodeId: number): Promise<RecommissionView> {
+  if (!nodeIdOk(nodeId)) throw new SluiceError('INVALID_REQUEST', `a node id is a positive integer, got ${String(nodeId)}`);
+  const before = await controller.recommission(nodeId);
+  const replicas = controller.state.partitions().filter((p) => p.voters.nodes.includes(nodeId as NodeId) || p.learners.nodes.includes(nodeId as NodeId)).length;
+  return { previousState: before, node: { nodeId, state: 'active', replicas } };
 }
 
 export function rebalance(controller: Controller): Promise<number> {

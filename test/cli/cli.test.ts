@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { cliPath, spawnBroker, waitExit, type BrokerProcess } from '../../bench/broker-process.js';
 import { tempDir } from '../e2e/helpers.js';
+import { describeRecommission } from '../../src/cli/moves.js';
 
 let broker: BrokerProcess;
 let dataDir: string;
@@ -33,6 +34,21 @@ beforeAll(async () => {
 });
 afterAll(() => {
   if (broker.child.exitCode === null) broker.child.kill('SIGKILL');
+});
+
+describe('sluice cluster recommission output', () => {
+  // The process test (test/cluster/move-process.test.ts) runs the command against a real cluster; this
+  // pins the wording for each state the node can have been in.
+  const node = { nodeId: 3, state: 'active' as const, replicas: 2 };
+  it('says what it did, then the node now', () => {
+    expect(describeRecommission({ previousState: 'decommissioned', node })).toBe(
+      'node 3 recommissioned (was decommissioned): new topics, added partitions and `sluice cluster rebalance` may place replicas on it again\nnode 3: active, 2 replica(s)',
+    );
+    expect(describeRecommission({ previousState: 'decommissioning', node })).toBe(
+      'node 3 recommissioned (was decommissioning): it is no longer drained (moves already begun off it finish; no new one starts)\nnode 3: active, 2 replica(s)',
+    );
+    expect(describeRecommission({ previousState: 'active', node })).toBe('node 3 is already active; nothing to do\nnode 3: active, 2 replica(s)');
+  });
 });
 
 describe('sluice CLI', () => {
@@ -76,6 +92,14 @@ describe('sluice CLI', () => {
     const table = (await sluice(['cluster', 'info'])).stdout;
     expect(table).toMatch(/ID\s+ADDRESS\s+HTTP\s+RACK\s+STATE\s+LEADERS\s+UUID/);
     expect(table).toContain(`${broker.grpcAddress}`);
+  });
+
+  it('cluster recommission on a lone node: one line saying it needs cluster mode, exit 1', async () => {
+    const r = await sluice(['cluster', 'recommission', '1']);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe('');
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/recommissioning a node needs cluster mode .*\(INVALID_REQUEST\)/);
   });
 
   it('fails in one line that says what to do next', async () => {

@@ -71,6 +71,8 @@ describe('sluice CLI input', () => {
     oneLineFailure(await sluice(['topic', 'list'], { SLUICE_BROKERS: '::1' }), /IPv6 address goes in brackets/);
     oneLineFailure(await sluice(['group', 'reset-offsets', 'g', '--to-datetime', '99999999999999999999']), /at most 9007199254740991/);
     oneLineFailure(await sluice(['topic', 'nope']), /unknown command 'nope'/);
+    oneLineFailure(await sluice(['cluster', 'recommission', '0']), /node must be an integer from 1 to 2147483647 \(got "0"\)/);
+    oneLineFailure(await sluice(['cluster', 'recommission', 'three']), /node must be an integer/);
   });
 
   it("says the HTTP port is not the gRPC port, and times out a silent endpoint with --timeout", async () => {

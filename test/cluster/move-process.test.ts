@@ -4,7 +4,9 @@
  * to it: nothing acknowledged is lost, the replicas of the final set are byte-identical, node 3
  * deletes its copy, and the CLI's `sluice topic move` reports the move. Then node 3 of 4 is
  * decommissioned under load: every replica leaves it, the node is marked decommissioned, nothing
- * acknowledged is lost. Bad moves get clear errors and change nothing.
+ * acknowledged is lost. Bad moves get clear errors and change nothing. Last, node 3 is killed and
+ * comes back with its data dir, still decommissioned (an RF 4 topic does not fit), and `sluice cluster
+ * recommission 3` makes it active: an RF 4 topic then places a replica on it, which it replicates.
  * Method: four `sluice serve` processes on 127.0.0.1-4 (test/cluster/process-cluster.ts); state is
  * read as clients read it (Admin, each node's own replica through the forwarded marker). Waits poll
  * observables, bounded in count and time.
@@ -132,5 +134,48 @@ describe('replica moves and decommission (4 processes)', () => {
     // step, COMPLETE, which would be refused as REASSIGNMENT_IN_PROGRESS first: wait for it.)
     await c.waitFor('no move of dec in progress', async () => (await c.withAdmin(4, (a) => a.reassignments())).reassignments.every((m) => m.topic !== 'dec'));
     await expect(c.withAdmin(1, (a) => a.movePartition('dec', 0, [3, 1, 2]))).rejects.toMatchObject({ code: 'INVALID_REQUEST' });
+  }, TEST_MS);
+
+  it('recommissions node 3 after it comes back with its data dir: the CLI says what it did, and an RF 4 topic places a replica on it', async () => {
+    // The node goes away after its decommission and returns with the same data dir (a StatefulSet
+    // scaled down and up again keeps the pod's volume): it is still decommissioned and takes nothing.
+    await c.kill(3);
+    await c.startAll([1, 2, 3, 4]);
+    const r0 = await c.withAdmin(1, (a) => a.reassignments());
+    expect(r0.nodes.find((n) => n.nodeId === 3)).toMatchObject({ state: 'decommissioned', replicas: 0 });
+    await expect(c.withAdmin(1, (a) => a.createTopic('back', { partitions: 2, replicationFactor: 4 }))).rejects.toMatchObject({ code: 'REPLICATION_FACTOR_TOO_LARGE' });
+    await expect(c.withAdmin(1, (a) => a.recommissionNode(9))).rejects.toMatchObject({ code: 'UNKNOWN_NODE' });
+    await expect(c.withAdmin(1, (a) => a.recommissionNode(0))).rejects.toMatchObject({ code: 'INVALID_REQUEST' });
+    expect((await c.withAdmin(2, (a) => a.reassignments())).nodes.find((n) => n.nodeId === 3)?.state).toBe('decommissioned');
+
+    const out = await cli(['cluster', 'recommission', '3', '-b', c.node(2).address]);
+    expect(out.stderr).toBe('');
+    expect(out.code).toBe(0);
+    expect(out.stdout).toContain('node 3 recommissioned (was decommissioned)');
+    expect(out.stdout).toContain('node 3: active, 0 replica(s)');
+    // Again, through another node: nothing to do, said as such.
+    const again = await cli(['cluster', 'recommission', '3', '-b', c.node(4).address, '--format', 'json']);
+    expect(again.code).toBe(0);
+    expect(JSON.parse(again.stdout)).toEqual({ previousState: 'active', node: { nodeId: 3, state: 'active', replicas: 0 } });
+
+    // Placement uses it again: four replicas now fit, one on node 3, which opens it and replicates.
+    await createTopic(c, 1, 'back', 2, 4);
+    const d = await c.waitFor('back has leaders', () => c.withAdmin(1, async (a) => {
+      const t = await a.describeTopic('back');
+      return t.partitions.every((p) => p.leader > 0) ? t : null;
+    }));
+    for (const p of d.partitions) expect([...p.replicas].sort()).toEqual([1, 2, 3, 4]);
+    const prod = runProducer(c.nodes.map((n) => n.address), 'back', 0, 'b');
+    try {
+      await c.waitFor('the producer is running', () => prod.acked.length >= 50);
+    } finally {
+      await prod.stop();
+    }
+    const logs = await agreedLogs(c, [1, 2, 3, 4], 'back', 0);
+    for (const l of logs) expect(l.bytes.equals(logs[0].bytes)).toBe(true);
+    const onThree = new Set(logs[2].values);
+    expect(prod.acked.filter((v) => !onThree.has(v))).toEqual([]);
+    const r = await c.withAdmin(3, (a) => a.reassignments());
+    expect(r.nodes.find((n) => n.nodeId === 3)).toEqual({ nodeId: 3, state: 'active', replicas: 2 });
   }, TEST_MS);
 });

@@ -105,7 +105,11 @@ describe('controller group (3 voters, in-memory transport, real data dirs)', () 
     await expect(follower.createTopic('cfg', 1, 1, { 'no.such.key': '1' })).rejects.toMatchObject({ code: 'INVALID_CONFIG' });
     await expect(follower.deleteTopic('nope')).rejects.toMatchObject({ code: 'UNKNOWN_TOPIC' });
     await expect(follower.decommission(9)).rejects.toMatchObject({ code: 'UNKNOWN_NODE' });
+    await expect(follower.recommission(9)).rejects.toMatchObject({ code: 'UNKNOWN_NODE', message: 'node 9 is not registered' });
     expect(image(cs[0]).equals(before)).toBe(true);
+    // Recommissioning an active node is a success that changes nothing.
+    await expect(follower.recommission(1)).resolves.toBe('active');
+    expect(cs[0].state.node(1 as NodeId)!.state).toBe('active');
     // ... and the group keeps serving.
     const t = await follower.addPartitions('once', 3);
     expect(t.partitions.length).toBe(3);

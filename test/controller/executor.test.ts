@@ -102,6 +102,45 @@ describe('controller executor', () => {
     expect([...per.values()].sort()).toEqual([8, 8, 8]);
   });
 
+  it('recommission: a decommissioning node stops being drained, a decommissioned one takes replicas again', async () => {
+    const { cs } = await cluster();
+    const leader = () => cs.find((c) => c.isLeader)!;
+    const three = 3 as NodeId;
+    const holds3 = (c: Controller) => c.state.partitions().filter((p) => p.voters.nodes.includes(three) || p.learners.nodes.includes(three)).length;
+    const moving = (c: Controller) => c.state.partitions().filter((p) => p.target !== null).length;
+    await cs[0].createTopic('r', 4, 2);
+    // A partition without node 3 is moving onto it (a user's move) when the decommission starts, so the
+    // decommission cannot plan it yet; the executor would move it off node 3 once it lands, were node 3
+    // still decommissioning.
+    const busy = leader().state.topic('r')!.partitions.find((p) => !p.voters.nodes.includes(three))!;
+    await cs[1].movePartition('r', busy.partition, [three, busy.voters.nodes[0]]);
+    await cs[2].decommission(3);
+    expect(leader().state.node(three)!.state).toBe('decommissioning');
+    await expect(cs[3].recommission(3)).resolves.toBe('decommissioning');
+    const fake = new FakeReplicas(leader);
+    const ex = startExecutors(cs, fake);
+    const passes = () => ex.reduce((n, e) => n + e.passes, 0);
+    await waitFor(cs, () => cs.every((c) => moving(c) === 0 && c.state.topic('r')!.partitions[busy.partition].voters.nodes.includes(three)), 'every move done', 30_000);
+    // Twenty more passes in which a still-decommissioning node 3 would have lost that replica again.
+    const settled = passes();
+    await waitFor(cs, () => passes() >= settled + 20, 'twenty executor passes', 30_000);
+    for (const c of cs) {
+      expect(c.state.node(three)!.state).toBe('active');
+      expect(c.state.topic('r')!.partitions[busy.partition].voters.nodes).toContain(three);
+      expect(moving(c)).toBe(0);
+    }
+
+    // Decommissioned, it takes nothing (four replicas need four active nodes) until it is recommissioned.
+    await cs[0].decommission(3);
+    await waitFor(cs, () => cs.every((c) => c.state.node(three)?.state === 'decommissioned' && holds3(c) === 0), 'node 3 decommissioned everywhere', 30_000);
+    await expect(cs[1].createTopic('four', 2, 4)).rejects.toMatchObject({ code: 'REPLICATION_FACTOR_TOO_LARGE' });
+    await expect(cs[1].recommission(3)).resolves.toBe('decommissioned');
+    await expect(cs[2].recommission(3)).resolves.toBe('active');
+    const t = await cs[1].createTopic('four', 2, 4);
+    for (const p of t.partitions) expect(p.voters.nodes).toContain(three);
+    await waitFor(cs, () => cs.every((c) => c.state.node(three)?.state === 'active' && holds3(c) === 2), 'node 3 active and holding both new replicas everywhere', 30_000);
+  });
+
   it('moves leadership back to the preferred replica (leader balancing) and carries a user move to the end', async () => {
     const { cs } = await cluster();
     const leader = () => cs.find((c) => c.isLeader)!;

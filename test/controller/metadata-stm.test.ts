@@ -6,7 +6,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { MetadataStm, decodeSnapshot, encodeSnapshot, METADATA_RECORD_VERSION, replicaOps, replicasOf } from '../../src/controller/index.js';
+import { MetadataStm, decodeSnapshot, encodeSnapshot, METADATA_RECORD_VERSION, planRecords, replicaOps, replicasOf, type PlanContext } from '../../src/controller/index.js';
+import type { ControllerRequest } from '../../src/rpc/gen/sluice/cluster/v1/controller.js';
 import { NodeState, ReassignStep, type MetadataRecord, type ReplicaAssignment } from '../../src/rpc/gen/sluice/cluster/v1/controller.js';
 import type { NodeId } from '../../src/model/index.js';
 
@@ -32,6 +33,9 @@ function create(name: string, topicId: string, parts: ReplicaAssignment[], rf = 
 function step(group: number, s: ReassignStep, node = 0, shard = 0, target?: ReplicaAssignment): MetadataRecord {
   return rec({ $case: 'reassignStep', value: { groupId: group, step: s, nodeId: node, shard, target } });
 }
+
+/** Planning as the controller leader does, with every node live. */
+const PLAN: PlanContext = { live: () => true, nowMs: 0, newTopicId: () => ID2 };
 
 /** A state machine fed records at indexes 2, 3, … (the log starts after the founding snapshot). */
 class Feeder {
@@ -159,6 +163,73 @@ describe('metadata state machine', () => {
     expect(state(NodeState.NODE_STATE_DECOMMISSIONED).error).toBeNull();
     expect(f.stm.node(3 as NodeId)!.state).toBe('decommissioned');
     expect(f.apply(rec({ $case: 'nodeState', value: { nodeId: 8, state: NodeState.NODE_STATE_ACTIVE } })).error?.code).toBe('UNKNOWN_NODE');
+  });
+
+  it('recommissions a decommissioning node: it becomes active, the move already begun goes on, nothing is left to re-plan', () => {
+    const f = cluster();
+    f.apply(register(4));
+    f.apply(create('t', ID1, [a([1, 3]), a([2, 3])]));
+    // Partition 1 is busy with a user's move (to [3,4]) when node 3's decommission is planned.
+    expect(f.apply(step(2, ReassignStep.REASSIGN_STEP_BEGIN, 0, 0, a([3, 4]))).error).toBeNull();
+    const decommission: ControllerRequest = { request: { $case: 'decommission', value: { nodeId: 3 } } };
+    const recommission: ControllerRequest = { request: { $case: 'recommission', value: { nodeId: 3 } } };
+    const planned = planRecords(decommission, f.stm, PLAN);
+    expect(planned.map((r) => r.record?.$case)).toEqual(['nodeState', 'reassignStep']);
+    for (const r of planned) expect(f.apply(r).error).toBeNull();
+    expect(f.stm.node(3 as NodeId)!.state).toBe('decommissioning');
+    const back = planRecords(recommission, f.stm, PLAN);
+    expect(back).toEqual([rec({ $case: 'nodeState', value: { nodeId: 3, state: NodeState.NODE_STATE_ACTIVE } })]);
+    expect(f.apply(back[0]).events.map((e) => e.type)).toEqual(['nodeStateChanged']);
+    expect(f.stm.node(3 as NodeId)!.state).toBe('active');
+    // The move the decommission began is an ordinary move now: still recorded, and its steps apply.
+    const moving = f.stm.partitionByGroup(1)!;
+    expect(moving.target!.nodes).not.toContain(3);
+    const to = moving.target!.nodes.find((n) => !moving.voters.nodes.includes(n))!;
+    for (const r of [
+      step(1, ReassignStep.REASSIGN_STEP_ADD_LEARNER, to, 0),
+      step(1, ReassignStep.REASSIGN_STEP_PROMOTE, to),
+      step(1, ReassignStep.REASSIGN_STEP_REMOVE, 3),
+      step(1, ReassignStep.REASSIGN_STEP_COMPLETE),
+    ]) {
+      expect(f.apply(r).error).toBeNull();
+    }
+    // The busy partition's own move ends on node 3, and nothing marks node 3 decommissioned now (the
+    // executor re-plans only for decommissioning nodes, and the record itself is refused).
+    for (const r of [step(2, ReassignStep.REASSIGN_STEP_ADD_LEARNER, 4, 0), step(2, ReassignStep.REASSIGN_STEP_PROMOTE, 4), step(2, ReassignStep.REASSIGN_STEP_REMOVE, 2), step(2, ReassignStep.REASSIGN_STEP_COMPLETE)]) {
+      expect(f.apply(r).error).toBeNull();
+    }
+    expect(f.stm.partitionByGroup(2)!.voters.nodes).toEqual([3, 4]);
+    expect(f.apply(rec({ $case: 'nodeState', value: { nodeId: 3, state: NodeState.NODE_STATE_DECOMMISSIONED } })).error?.message).toMatch(/must be decommissioning/);
+    // Asked again: already active; the record applies with no event and changes nothing.
+    const again = planRecords(recommission, f.stm, PLAN);
+    const { appliedIndex: _, ...image } = f.stm.image();
+    expect(f.apply(again[0])).toEqual({ events: [], error: null });
+    expect(f.stm.image()).toMatchObject(image);
+  });
+
+  it('recommissions a decommissioned node: active again, and placement uses it; an unknown id is refused', () => {
+    const f = cluster();
+    f.apply(create('t', ID1, [a([1, 3])]));
+    f.apply(rec({ $case: 'nodeState', value: { nodeId: 3, state: NodeState.NODE_STATE_DECOMMISSIONING } }));
+    f.apply(step(1, ReassignStep.REASSIGN_STEP_BEGIN, 0, 0, a([1, 2])));
+    f.apply(step(1, ReassignStep.REASSIGN_STEP_ADD_LEARNER, 2, 0));
+    f.apply(step(1, ReassignStep.REASSIGN_STEP_PROMOTE, 2));
+    f.apply(step(1, ReassignStep.REASSIGN_STEP_REMOVE, 3));
+    f.apply(step(1, ReassignStep.REASSIGN_STEP_COMPLETE));
+    expect(f.apply(rec({ $case: 'nodeState', value: { nodeId: 3, state: NodeState.NODE_STATE_DECOMMISSIONED } })).error).toBeNull();
+    const create3: ControllerRequest = { request: { $case: 'createTopic', value: { name: 'three', partitions: 2, replicationFactor: 3, configs: {} } } };
+    // Two active nodes cannot hold three replicas.
+    expect(() => planRecords(create3, f.stm, PLAN)).toThrow(expect.objectContaining({ code: 'REPLICATION_FACTOR_TOO_LARGE' }));
+    const before = encodeSnapshot(f.stm);
+    expect(() => planRecords({ request: { $case: 'recommission', value: { nodeId: 9 } } }, f.stm, PLAN)).toThrow(expect.objectContaining({ code: 'UNKNOWN_NODE', message: 'node 9 is not registered' }));
+    expect(encodeSnapshot(f.stm)).toEqual(before);
+    const back = planRecords({ request: { $case: 'recommission', value: { nodeId: 3 } } }, f.stm, PLAN);
+    expect(back.length).toBe(1);
+    expect(f.apply(back[0]).error).toBeNull();
+    expect(f.stm.node(3 as NodeId)!.state).toBe('active');
+    const placed = planRecords(create3, f.stm, PLAN);
+    expect(f.apply(placed[0]).error).toBeNull();
+    for (const p of f.stm.topic('three')!.partitions) expect([...p.voters.nodes].sort()).toEqual([1, 2, 3]);
   });
 
   it('a known id with a new uuid (wiped disk) is a new incarnation whose replicas are lost until rebuilt', () => {

@@ -53,9 +53,10 @@ describe('bad input', () => {
     await expectRejected(() => call(c.admin, 'CreateTopic', { name: 'p-bad', partitions }), grpc.status.INVALID_ARGUMENT, 'INVALID_PARTITIONS');
   });
 
-  it('refuses replica moves, decommission and rebalance on a single node (they need cluster mode)', async () => {
+  it('refuses replica moves, decommission, recommission and rebalance on a single node (they need cluster mode)', async () => {
     await expectRejected(() => call(c.admin, 'MovePartition', { topic: 'good', partition: 0, replicas: [1] }), grpc.status.INVALID_ARGUMENT, 'INVALID_REQUEST');
     await expectRejected(() => call(c.admin, 'DecommissionNode', { nodeId: 1 }), grpc.status.INVALID_ARGUMENT, 'INVALID_REQUEST');
+    await expectRejected(() => call(c.admin, 'RecommissionNode', { nodeId: 1 }), grpc.status.INVALID_ARGUMENT, 'INVALID_REQUEST');
     await expectRejected(() => call(c.admin, 'Rebalance', {}), grpc.status.INVALID_ARGUMENT, 'INVALID_REQUEST');
     await expectRejected(() => call(c.admin, 'ListReassignments', {}), grpc.status.INVALID_ARGUMENT, 'INVALID_REQUEST');
   });

@@ -159,13 +159,17 @@ describe('helm template: scheduling, disruption and extras', () => {
     expect(only(m, 'ServiceAccount')).toEqual([]);
   });
 
-  it('NOTES.txt gives the scale-down step: decommission the highest ordinals first', () => {
+  it('NOTES.txt gives the scale-down step (decommission the highest ordinals first) and the recommission step for scaling up again', () => {
     const r = helm(['install', RELEASE, CHART_DIR, '--namespace', NAMESPACE, '--dry-run=client', '--replace', '--set', 'replicaCount=5']);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain('HIGHEST ordinals first');
     expect(r.stdout).toContain('cluster decommission 5');
     expect(r.stdout).toContain(`node id 5 is pod ${FULL}-4`);
     expect(r.stdout).toContain('cluster reassignments');
+    // ... and the way back up: returning ids stay decommissioned until recommissioned.
+    expect(r.stdout).toContain('SCALING UP AGAIN');
+    expect(r.stdout).toContain(`kubectl exec ${FULL}-0 -- node /app/dist/src/cli/main.js cluster recommission <id>`);
+    expect(r.stdout).toContain('cluster rebalance');
   });
 });
 

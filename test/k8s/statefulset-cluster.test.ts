@@ -12,7 +12,8 @@
  * hook (a sleep, so Service endpoints drop the pod first) has nothing to wait for here and is not run.
  * State is read as clients and the kubelet read it (gRPC, /readyz). Every wait polls an observable,
  * bounded in count and time; measured times are printed.
- * Then scale 3 -> 5 (pods 3 and 4 from the 5-replica render join and take replicas) and back 5 -> 3
+ * Then scale 3 -> 5 under an acks=all producer (pods 3 and 4 from the 5-replica render join and take
+ * replicas; nothing acknowledged during it is lost on any replica) and back 5 -> 3
  * exactly as the chart's NOTES.txt tells an operator (docs/kubernetes.md "Scale"): under acks=all
  * producers on an RF 3 topic created while there were five pods, the documented `cluster decommission`
  * command (parsed from the rendered NOTES; this checkout's CLI in place of the image's, the pod's
@@ -404,12 +405,29 @@ describe('the rendered StatefulSet, three pods as processes', () => {
     expect(d!.partitions[partition].inSyncReplicas).toContain(nodeIdOf(p));
     console.log(`pod 2 ready after ${seen.length} failed probes (${produced} records produced meanwhile); reasons: ${JSON.stringify([...new Set(seen.map((b) => b.replace(/\d+/g, 'N')))])}`);
   }, 180_000);
-  it('scale 3 -> 5: the 5-replica render leaves pods 0-2 untouched (no roll), pods 3 and 4 join, turn ready, and take replicas of a new topic', async () => {
+  it('scale 3 -> 5 under an acks=all producer: the 5-replica render leaves pods 0-2 untouched (no roll), pods 3 and 4 join, turn ready, and take replicas of a new topic; nothing acknowledged lost', async () => {
     sts5 = statefulSet(render({ replicaCount: 5 }));
     expect(sts5.spec.replicas).toBe(5);
     // Only replicas changed: the pod template is the same, so the StatefulSet controller rolls nothing.
     expect(sts5.spec.template).toEqual(sts.spec.template);
     const ipOf = (o: number): string => pods[0].ip.replace(/\.\d+$/, `.${o + 1}`);
+    // An acks=all producer on the first topic runs through the whole scale-up (issue 14: "under a producer").
+    const writer = new Producer({ brokers: pods.map(grpcOf), acks: 'all', lingerMs: 0, retries: 20, requestTimeoutMs: 5_000 });
+    const acked: string[][] = Array.from({ length: PARTITIONS }, () => []);
+    let writing = true;
+    let sent = 0;
+    const writes = (async () => {
+      for (let i = 0; writing && i < 1_000_000; i++) {
+        const partition = i % PARTITIONS;
+        const v = `up-${i}`;
+        sent++;
+        await writer.send(TOPIC, { partition, value: Buffer.from(v) }).then(
+          () => acked[partition].push(v),
+          () => {},
+        );
+      }
+    })();
+    await waitFor('the scale-up producer is running', () => acked.every((a) => a.length >= 10));
     for (const o of [3, 4]) {
       pods.push(podFrom(sts5, o, ipOf, tempDir()));
       running.push(startPod(pods[o]));
@@ -441,6 +459,23 @@ describe('the rendered StatefulSet, three pods as processes', () => {
       await producer.close();
     }
     await waitFor('every pod ready with the new replicas in sync', async () => (await Promise.all(pods.map((p) => probeReadiness(sts5, p)))).every((r) => r.status === 200));
+    const atJoin = acked.map((a) => a.length);
+    await waitFor('the producer keeps going after the scale-up', () => acked.every((a, i) => a.length >= atJoin[i] + 10));
+    writing = false;
+    await writes;
+    await writer.close();
+    // Nothing acknowledged during the scale-up is lost: every pod holding a replica of the topic has it all.
+    const d = (await waitFor(`${TOPIC} described`, () => describeTopic()))!;
+    for (const part of d.partitions) {
+      for (const id of part.replicas) {
+        const held = await waitFor(`node ${id} holds every record acknowledged on ${TOPIC}/${part.partition}`, async () => {
+          const vs = await readLocal(pods[id - 1], part.partition).catch(() => null);
+          return vs !== null && acked[part.partition].every((v) => vs.includes(v)) ? vs : null;
+        });
+        expect(acked[part.partition].filter((v) => !held.includes(v))).toEqual([]);
+      }
+    }
+    console.log(`scale 3 -> 5 under an acks=all producer: ${acked.reduce((n, a) => n + a.length, 0)} of ${sent} sends acknowledged, none lost`);
   }, 180_000);
   it('scale 5 -> 3 as NOTES.txt says, under acks=all producers: decommission ids 5 then 4 with the CLI, stop pods 4 and 3, render 3 replicas; nothing acknowledged lost, no replica left on 4 or 5, writes go on', async () => {
     // The documented step, from the chart's own NOTES (rendered as `helm upgrade --set replicaCount=5` prints it).

@@ -20,7 +20,8 @@
  *     partition after the process was gone (so it is the new leader's); restart the node, wait until
  *     every replica of the topic is in sync again. Target p50 <= 1.5 s, worst <= 3 s.
  *  5. idle (a fresh cluster): `--idle-partitions` (1,000) partitions at RF 3 created in topics of
- *     IDLE_TOPIC_PARTITIONS, all with leaders, then no traffic: CPU of the three brokers together over
+ *     IDLE_TOPIC_PARTITIONS, all with leaders, leader changes standing still for IDLE_SETTLE_MS (balancing
+ *     after the creates is not idle; bounded), then no traffic: CPU of the three brokers together over
  *     `--idle-seconds` (30) from /proc/PID/stat, and each one's RSS. Target <= 15% of one core together,
  *     <= 500 MB RSS each.
  * Throughput and e2e repeat `--runs` times (default 3, fresh topics on the same cluster) and the table
@@ -58,6 +59,8 @@ const PACED_RECORDS_PER_REQUEST = 100;
 const IDLE_TOPIC_PARTITIONS = 50;
 /** Idle phase: quiet time after the last leader is elected, before the CPU window opens. */
 const IDLE_SETTLE_MS = 5_000;
+/** The longest the idle phase waits for leader changes to stand still before it measures anyway. */
+const IDLE_SETTLE_MAX_MS = 300_000;
 /** How long a fresh cluster may take until every /readyz answers 200. */
 const CLUSTER_READY_MS = 60_000;
 /** How long new partitions may take until each has a leader. */
@@ -497,6 +500,10 @@ interface IdleResult {
   createSeconds: number;
   /** CreateTopic calls retried because the controller briefly saw a node as not live (a loaded machine). */
   createRetries: number;
+  /** How long leader changes took to stand still after the last partition had a leader (balancing). */
+  settleSeconds: number;
+  /** Leader changes during the measured window, over the three nodes (0 when it was idle). */
+  windowLeaderChanges: number;
 }
 
 async function idle(args: Args, root: string): Promise<IdleResult> {
@@ -515,9 +522,24 @@ async function idle(args: Args, root: string): Promise<IdleResult> {
     }
     const waited = await until('every idle partition has a leader', LEADERS_MS * 5, () => partitionsReady(admin, topics, false));
     const createSeconds = (Date.now() - t0) / 1000;
-    progress(`  idle: every partition has a leader ${Math.round(waited / 1000)} s after the last create; settling ${IDLE_SETTLE_MS / 1000} s`);
+    progress(`  idle: every partition has a leader ${Math.round(waited / 1000)} s after the last create; waiting for leader changes to stand still for ${IDLE_SETTLE_MS / 1000} s`);
     admin.close();
-    await sleep(IDLE_SETTLE_MS);
+    // After a create, leader balancing moves leaderships to the preferred replicas for a minute or two:
+    // that is not idle. Wait (bounded) until no node's sluice_leader_changes_total moved for IDLE_SETTLE_MS.
+    const s0 = Date.now();
+    let last = JSON.stringify(await leaderChanges(cluster));
+    let stillSince = Date.now();
+    while (Date.now() - stillSince < IDLE_SETTLE_MS && Date.now() - s0 < IDLE_SETTLE_MAX_MS) {
+      await sleep(1_000);
+      const now = JSON.stringify(await leaderChanges(cluster));
+      if (now !== last) {
+        last = now;
+        stillSince = Date.now();
+        progress(`  idle: leader changes still moving ${Math.round((Date.now() - s0) / 1000)} s in (${now})`);
+      }
+    }
+    const settleSeconds = (Date.now() - s0) / 1000;
+    const lc0 = await leaderChanges(cluster);
     const pids = cluster.nodes.map((n) => n.pid!);
     const cpu0 = pids.map(cpuSeconds);
     const w0 = performance.now();
@@ -525,8 +547,10 @@ async function idle(args: Args, root: string): Promise<IdleResult> {
     const wall = (performance.now() - w0) / 1000;
     const cpu1 = pids.map(cpuSeconds);
     const perNode = cpu1.map((c, i) => (c === null || cpu0[i] === null ? Number.NaN : (c - cpu0[i]!) / wall));
-    const r = { partitions: args.idlePartitions, seconds: args.idleSeconds, cpuShareOfOneCore: perNode.reduce((a, x) => a + x, 0), cpuSharePerNode: perNode, rssBytesPerNode: pids.map(rssBytes), createSeconds, createRetries: admin.createRetries };
-    progress(`  idle: CPU ${(r.cpuShareOfOneCore * 100).toFixed(1)}% of one core together (${perNode.map((x) => (x * 100).toFixed(1)).join('/')}%), RSS ${r.rssBytesPerNode.map((x) => (x === null ? '?' : Math.round(x / 2 ** 20))).join('/')} MB`);
+    const lc1 = await leaderChanges(cluster);
+    const windowLeaderChanges = lc1.reduce<number>((a, x, i) => a + (x === null || lc0[i] === null ? 0 : x - lc0[i]!), 0);
+    const r = { partitions: args.idlePartitions, seconds: args.idleSeconds, cpuShareOfOneCore: perNode.reduce((a, x) => a + x, 0), cpuSharePerNode: perNode, rssBytesPerNode: pids.map(rssBytes), createSeconds, createRetries: admin.createRetries, settleSeconds, windowLeaderChanges };
+    progress(`  idle: CPU ${(r.cpuShareOfOneCore * 100).toFixed(1)}% of one core together (${perNode.map((x) => (x * 100).toFixed(1)).join('/')}%), RSS ${r.rssBytesPerNode.map((x) => (x === null ? '?' : Math.round(x / 2 ** 20))).join('/')} MB; settled after ${Math.round(settleSeconds)} s, ${windowLeaderChanges} leader change(s) in the window`);
     return r;
   } finally {
     admin.close();

@@ -44,6 +44,11 @@ export interface PeerDirectory {
   get(id: NodeId): NodeInfo | undefined;
   /** Called after any change (join, state change, address change). Returns an unsubscribe function. */
   onChange(listener: (node: NodeInfo) => void): () => void;
+  /**
+   * Drops a dead member from the table, for a node that left for good (the controller decommissioned
+   * it): it is listed and dialled no more until it speaks again. Returns whether it was dropped.
+   */
+  forget?(id: NodeId): boolean;
 }
 
 /**

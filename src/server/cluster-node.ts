@@ -456,6 +456,7 @@ export class ClusterNode {
     this.maybeRegistered();
     if (this.replaying && this.controller.appliedIndex >= this.replayedTo) this.endReplay();
     // Refused steps are normal (the state moved); persistent ones show here, for an operator.
+    this.forgetDepartedNodes();
     const errs = this.executor.lastErrors;
     if (errs.length > 0) (this.o.logger as { debug?: (o: object, m: string) => void } | undefined)?.debug?.({ errors: errs.slice(0, 5).map((e) => e.message) }, 'controller executor pass had refusals');
     const leading = this.o.host.replicaStatus().filter((s) => s.role === 'leader');
@@ -469,7 +470,20 @@ export class ClusterNode {
     }
   }
 
-  async close(): Promise<void> {
+  /**
+   * Gossip informs, the controller decides: a member gossip holds as dead that the metadata says is
+   * decommissioned left the cluster for good (a StatefulSet scaled down), so it leaves the member table
+   * (`sluice cluster info`, the member gauges, reconnect attempts). It comes back if it ever speaks again.
+   */
+  private forgetDepartedNodes(): void {
+    const peers = this.o.peers;
+    if (peers.forget === undefined) return;
+    for (const m of peers.members()) {
+      if (m.state === 'dead' && this.controller.state.node(m.id)?.state === 'decommissioned') peers.forget(m.id);
+    }
+  }
+
+    async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.timer);

@@ -5,7 +5,8 @@
  * deletes its copy, and the CLI's `sluice topic move` reports the move. Then node 3 of 4 is
  * decommissioned under load: every replica leaves it, the node is marked decommissioned, nothing
  * acknowledged is lost. Bad moves get clear errors and change nothing. Last, node 3 is killed and
- * comes back with its data dir, still decommissioned (an RF 4 topic does not fit), and `sluice cluster
+ * leaves the others' member tables once it is dead, comes back with its data dir (listed again), still
+ * decommissioned (an RF 4 topic does not fit), and `sluice cluster
  * recommission 3` makes it active: an RF 4 topic then places a replica on it, which it replicates.
  * Method: four `sluice serve` processes on 127.0.0.1-4 (test/cluster/process-cluster.ts); state is
  * read as clients read it (Admin, each node's own replica through the forwarded marker). Waits poll
@@ -140,7 +141,19 @@ describe('replica moves and decommission (4 processes)', () => {
     // The node goes away after its decommission and returns with the same data dir (a StatefulSet
     // scaled down and up again keeps the pod's volume): it is still decommissioned and takes nothing.
     await c.kill(3);
+    // Gone for good as far as the cluster can tell: gossip declares it dead and, as the controller has
+    // it decommissioned, every other node drops it from its member table (cluster info, the member
+    // gauges, reconnect attempts) instead of listing a dead node forever.
+    await c.waitFor('node 3 forgotten by the others', async () => {
+      for (const id of [1, 2, 4]) if ((await c.withAdmin(id, (a) => a.metadata())).brokers.some((b) => b.nodeId === 3)) return null;
+      return true;
+    });
     await c.startAll([1, 2, 3, 4]);
+    // Back with its data dir: every node lists it again (it spoke, so the forgotten record is news).
+    await c.waitFor('node 3 listed alive again', async () => {
+      for (const id of [1, 2, 4]) if ((await c.withAdmin(id, (a) => a.metadata())).brokers.find((b) => b.nodeId === 3)?.state !== 'alive') return null;
+      return true;
+    });
     const r0 = await c.withAdmin(1, (a) => a.reassignments());
     expect(r0.nodes.find((n) => n.nodeId === 3)).toMatchObject({ state: 'decommissioned', replicas: 0 });
     await expect(c.withAdmin(1, (a) => a.createTopic('back', { partitions: 2, replicationFactor: 4 }))).rejects.toMatchObject({ code: 'REPLICATION_FACTOR_TOO_LARGE' });

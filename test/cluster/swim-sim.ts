@@ -65,8 +65,9 @@ export class SwimSim {
     return `00000000-0000-4000-8000-${n.toString(16).padStart(12, '0')}`;
   }
 
-  addNode(id: number): Swim {
-    const self: NodeInfo = { id: asNodeId(id), uuid: this.newUuid(), address: `sim:${id}`, rack: '', shards: 1, state: 'alive', incarnation: 0 };
+  /** A new node `id`; `uuid` given: the same node restarted with its data dir (its incarnation starts at 0 again). */
+  addNode(id: number, uuid = this.newUuid()): Swim {
+    const self: NodeInfo = { id: asNodeId(id), uuid, address: `sim:${id}`, rack: '', shards: 1, state: 'alive', incarnation: 0 };
     const swim = new Swim({
       self,
       random: () => this.rng.float(),

@@ -101,6 +101,28 @@ describe('SWIM core in a simulated network', () => {
     expect(everyoneSees(sim, 3, (n) => n?.uuid === reborn.self.uuid)).toBe(true);
   });
 
+  it('a forgotten dead member (decommissioned, gone) stays gone while stale records travel, and comes back when it speaks again', () => {
+    const sim = new SwimSim({ seed: seeded(8), nodes: 4 });
+    sim.run(1_000);
+    const uuid4 = sim.nodes.get(asNodeId(4))!.self.uuid;
+    sim.crash(4);
+    sim.run(10_000, () => everyoneSees(sim, 4, (n) => n?.state === 'dead'));
+    expect(everyoneSees(sim, 4, (n) => n?.state === 'dead')).toBe(true);
+    // The members forget it one after another (each on its own reconcile): those that have not yet
+    // still gossip its dead record, which must not put it back in the tables that forgot it.
+    expect(sim.nodes.get(asNodeId(1))!.forget(asNodeId(4))).toBe(true);
+    sim.run(2_000);
+    expect(sim.view(1, 4)).toBeUndefined();
+    for (const o of [2, 3]) sim.nodes.get(asNodeId(o))!.forget(asNodeId(4));
+    sim.run(3_000);
+    expect(everyoneSees(sim, 4, (n) => n === undefined)).toBe(true);
+    // It returns (a StatefulSet scaled up again, same data dir: same UUID) and joins through node 2.
+    sim.addNode(4, uuid4);
+    sim.join(asNodeId(4), sim.nodes.get(asNodeId(2))!);
+    sim.run(5_000, () => everyoneSees(sim, 4, (n) => n?.state === 'alive'));
+    expect(everyoneSees(sim, 4, (n) => n?.state === 'alive')).toBe(true);
+  });
+
   it('piggy-backed updates are bounded per message, and pending updates by the member count', () => {
     const sim = new SwimSim({ seed: seeded(7), nodes: 40, loss: 0.02 });
     sim.run(5_000);
@@ -156,6 +178,36 @@ describe('SWIM rules', () => {
     const you = a.admit({ ...rec('alive', 0, '00000000-0000-4000-8000-0000000000bb') }, [], 0);
     expect(you.incarnation).toBe(8);
     expect(a.get(asNodeId(2))?.uuid).toBe('00000000-0000-4000-8000-0000000000bb');
+  });
+
+  it('forget: only a dead member; hearsay at or below its last incarnation is ignored, its own voice, a higher incarnation or a new UUID is not', () => {
+    const a = core(1);
+    a.merge({ ...rec('alive', 3) }, 0);
+    expect(a.forget(asNodeId(2))).toBe(false); // alive: never dropped
+    expect(a.forget(asNodeId(1))).toBe(false); // itself
+    a.merge({ ...rec('dead', 3) }, 0);
+    expect(a.forget(asNodeId(2))).toBe(true);
+    expect(a.get(asNodeId(2))).toBeUndefined();
+    expect(a.merge(rec('dead', 3), 0)).toBe(false);
+    expect(a.merge(rec('alive', 3), 0)).toBe(false);
+    expect(a.merge(rec('suspect', 2), 0)).toBe(false);
+    expect(a.get(asNodeId(2))).toBeUndefined();
+    // A higher incarnation is news.
+    expect(a.merge(rec('alive', 4), 0)).toBe(true);
+    a.merge(rec('dead', 4), 0);
+    expect(a.forget(asNodeId(2))).toBe(true);
+    // Another UUID under the id: a new life.
+    expect(a.merge(rec('alive', 0, '00000000-0000-4000-8000-0000000000cc'), 0)).toBe(true);
+    a.merge(rec('dead', 0, '00000000-0000-4000-8000-0000000000cc'), 0);
+    expect(a.forget(asNodeId(2))).toBe(true);
+    // The node itself probing us, even at an old incarnation.
+    a.onProbe({ from: rec('alive', 0, '00000000-0000-4000-8000-0000000000cc'), targetId: asNodeId(1), targetUuid: a.self.uuid, updates: [] }, 0);
+    expect(a.get(asNodeId(2))?.state).toBe('alive');
+    // A joiner admitted after a forget gets an incarnation above the forgotten record's.
+    a.merge(rec('dead', 0, '00000000-0000-4000-8000-0000000000cc'), 0);
+    a.merge(rec('dead', 6, '00000000-0000-4000-8000-0000000000cc'), 0);
+    expect(a.forget(asNodeId(2))).toBe(true);
+    expect(a.admit(rec('alive', 0, '00000000-0000-4000-8000-0000000000cc'), [], 0).incarnation).toBe(7);
   });
 
   it('the table is bounded: records about node ids beyond membersMax are ignored', () => {

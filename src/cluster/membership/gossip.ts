@@ -163,6 +163,14 @@ export class Gossip implements PeerDirectory {
     return () => this.listeners.delete(listener);
   }
 
+  forget(id: NodeId): boolean {
+    const gone = this.swim.get(id);
+    if (gone === undefined || !this.swim.forget(id)) return false;
+    this.countsReported = false; // the gauges count it no more
+    this.options.logger.info({ node: id, address: gone.address, uuid: gone.uuid }, 'cluster member forgotten: dead and decommissioned (it left the cluster)');
+    return true;
+  }
+
   get clusterId(): string | null {
     return this.identity.clusterId;
   }

@@ -18,6 +18,11 @@
  * - Precedence for one node id: a higher incarnation wins; at equal incarnation dead > suspect > alive.
  *   A different UUID under a known id (a wiped disk) wins only with a higher incarnation: the member
  *   that admits such a joiner gives it one (see `admit`).
+ * - A dead member is kept (and a reconnect tried now and then) until the driver `forget`s it, which
+ *   the cluster does only for a node the controller has decommissioned (it left for good). A forgotten
+ *   member's record is kept as a tombstone: hearsay about it at or below the tombstone's incarnation
+ *   (a stale record still travelling) does not bring it back; the node itself speaking, a higher
+ *   incarnation, or another UUID (a new life) does.
  *
  * Gossip informs, Raft decides (DESIGN.md decision 4): nothing here elects or moves anything.
  */
@@ -101,6 +106,8 @@ export class Swim {
   /** Pending piggy-back updates by node id, with how many times each was sent. */
   private readonly broadcasts = new Map<NodeId, { info: NodeInfo; transmits: number }>();
   private readonly changes: MemberChange[] = [];
+  /** Forgotten members' last records (bounded by membersMax, oldest dropped first). */
+  private readonly forgotten = new Map<NodeId, NodeInfo>();
   /** A member with another UUID claiming this node's id (two processes with one --node-id). */
   private readonly conflicts: NodeInfo[] = [];
   private probeOrder: NodeId[] = [];
@@ -128,6 +135,23 @@ export class Swim {
 
   all(): NodeInfo[] {
     return [...this.members.values()].sort((a, b) => a.id - b.id);
+  }
+
+  /**
+   * Removes a dead member from the table (the cluster decided it left for good: a decommissioned
+   * node). Returns whether it was removed: only a dead member other than this node is.
+   */
+  forget(id: NodeId): boolean {
+    const cur = this.members.get(id);
+    if (cur === undefined || cur.state !== 'dead' || id === this.selfInfo.id) return false;
+    this.members.delete(id);
+    this.suspectSince.delete(id);
+    this.broadcasts.delete(id);
+    if (this.probe?.target.id === id) this.probe = null;
+    this.forgotten.delete(id);
+    if (this.forgotten.size >= this.config.membersMax) this.forgotten.delete(this.forgotten.keys().next().value!);
+    this.forgotten.set(id, cur);
+    return true;
   }
 
   /** Changes since the last call, in the order they happened. */
@@ -223,7 +247,7 @@ export class Swim {
    * adopts that incarnation. Then merges the joiner's own table (push-pull).
    */
   admit(joiner: NodeInfo, table: readonly NodeInfo[], nowMs: number): NodeInfo {
-    const old = this.members.get(joiner.id);
+    const old = this.members.get(joiner.id) ?? this.forgotten.get(joiner.id);
     let incarnation = joiner.incarnation;
     if (old !== undefined && (old.uuid !== joiner.uuid || old.state !== 'alive' || old.incarnation > joiner.incarnation)) {
       incarnation = Math.max(joiner.incarnation, old.incarnation + 1);
@@ -252,12 +276,19 @@ export class Swim {
     this.setSelf({ ...this.selfInfo, ...patch, incarnation: this.selfInfo.incarnation + 1 });
   }
 
-  /** Merges one record by SWIM precedence. Returns whether the table changed. */
-  merge(u: NodeInfo, nowMs: number): boolean {
+  /**
+   * Merges one record by SWIM precedence. Returns whether the table changed. `direct`: the record is
+   * its node speaking for itself (a message's sender), not hearsay, so it revives a forgotten member.
+   */
+  merge(u: NodeInfo, nowMs: number, direct = false): boolean {
     if (u.id === this.selfInfo.id) return this.mergeAboutSelf(u);
     const cur = this.members.get(u.id);
     if (cur !== undefined && !supersedes(u, cur)) return false;
-    if (cur === undefined && this.members.size >= this.config.membersMax) return false;
+    if (cur === undefined) {
+      const gone = this.forgotten.get(u.id);
+      if (gone !== undefined && !direct && u.uuid === gone.uuid && u.incarnation <= gone.incarnation) return false;
+      if (this.members.size >= this.config.membersMax) return false;
+    }
     this.apply(u, nowMs);
     return true;
   }
@@ -265,7 +296,7 @@ export class Swim {
   private learn(from: NodeInfo, updates: readonly NodeInfo[], nowMs: number): void {
     // A sender speaks for itself as alive; precedence still applies (it cannot clear its own suspicion
     // without a higher incarnation).
-    this.merge({ ...from, state: 'alive' }, nowMs);
+    this.merge({ ...from, state: 'alive' }, nowMs, true);
     for (const u of updates) this.merge(u, nowMs);
   }
 
@@ -295,6 +326,7 @@ export class Swim {
   private apply(u: NodeInfo, nowMs: number): void {
     const previous = this.members.get(u.id);
     this.members.set(u.id, u);
+    this.forgotten.delete(u.id);
     if (u.state === 'suspect') {
       if (previous?.state !== 'suspect' || previous.incarnation !== u.incarnation || previous.uuid !== u.uuid) this.suspectSince.set(u.id, nowMs);
     } else {

@@ -264,10 +264,19 @@ export function nextStep(p: PartitionState): ReassignStepRecord | null {
  * Rebalance: moves replicas from the most to the least loaded of `nodes` (the live, active ones) until
  * their replica counts differ by at most one, at most `max` moves. Each move replaces one replica of a
  * partition that is not moving, in its position (a moved preferred leader keeps the preferred slot),
- * on the new node's least loaded shard. Racks are not considered (a known gap, docs/controller.md).
+ * on the new node's least loaded shard. A move never leaves a partition on fewer distinct racks than
+ * it had (a node without a rack is a rack of its own, as in placement); `racks` names the rack of
+ * nodes outside `nodes` that hold replicas (dead or decommissioning ones).
  */
-export function planRebalance(partitions: readonly PartitionState[], nodes: readonly PlacementNode[], max: number): PartitionMove[] {
+export function planRebalance(partitions: readonly PartitionState[], nodes: readonly PlacementNode[], max: number, racks: ReadonlyMap<NodeId, string> = new Map()): PartitionMove[] {
   if (nodes.length < 2) return [];
+  const byId = new Map(nodes.map((n) => [n.id, n]));
+  const rackOf = (id: NodeId): string => rackKey(byId.get(id) ?? { id, rack: racks.get(id) ?? '', shards: 1 });
+  // Whether replacing `from` by `to` in `voters` keeps as many distinct racks.
+  const keepsRacks = (voters: readonly NodeId[], from: NodeId, to: NodeId): boolean => {
+    const others = voters.filter((n) => n !== from).map(rackOf);
+    return new Set([...others, rackOf(to)]).size >= new Set([...others, rackOf(from)]).size;
+  };
   const load = PlacementLoad.of(partitions);
   const moves: PartitionMove[] = [];
   const moved = new Set<GroupId>();
@@ -280,7 +289,16 @@ export function planRebalance(partitions: readonly PartitionState[], nodes: read
     for (let i = order.length - 1; i > 0 && done; i--) {
       const from = order[i];
       if (load.replicasOn(from.id) - load.replicasOn(to.id) <= 1) break;
-      const p = sorted.find((x) => x.target === null && x.lost.length === 0 && x.learners.nodes.length === 0 && !moved.has(x.group) && x.voters.nodes.includes(from.id) && !x.voters.nodes.includes(to.id));
+      const p = sorted.find(
+        (x) =>
+          x.target === null &&
+          x.lost.length === 0 &&
+          x.learners.nodes.length === 0 &&
+          !moved.has(x.group) &&
+          x.voters.nodes.includes(from.id) &&
+          !x.voters.nodes.includes(to.id) &&
+          keepsRacks(x.voters.nodes, from.id, to.id),
+      );
       if (p === undefined) continue;
       const at = p.voters.nodes.indexOf(from.id);
       const shard = load.leastLoadedShard(to);

@@ -164,7 +164,7 @@ export function planRecords(req: ControllerRequest, stm: MetadataStm, ctx: PlanC
     case 'importTopics':
       return stm.imported ? [] : [rec({ $case: 'importTopics', value: r.value })];
     case 'rebalance':
-      return planRebalance(stm.partitions(), placementNodes(stm.nodes(), ctx.live), CONTROLLER_REBALANCE_MOVES_MAX).map((m) =>
+      return planRebalance(stm.partitions(), placementNodes(stm.nodes(), ctx.live), CONTROLLER_REBALANCE_MOVES_MAX, new Map(stm.nodes().map((n) => [n.id, n.rack]))).map((m) =>
         rec({ $case: 'reassignStep', value: { groupId: m.group, step: ReassignStep.REASSIGN_STEP_BEGIN, nodeId: 0, shard: 0, target: fromAssignment(m.to) } }),
       );
   }

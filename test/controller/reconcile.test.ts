@@ -83,6 +83,34 @@ describe('planRebalance', () => {
     expect(moves.length).toBe(3);
   });
 
+  it('never leaves a partition on fewer racks: a new node moves in only where its rack keeps the spread', () => {
+    // Racks a: 1, 4; b: 2; c: 3. Every partition is on 1,2,3 (racks a, b, c). Node 4 (rack a) is new
+    // and empty: only replica 1 (rack a) may move to it; moving 2 or 3 would leave two replicas on a.
+    const racked = [
+      { id: 1 as NodeId, rack: 'a', shards: 2 },
+      { id: 2 as NodeId, rack: 'b', shards: 2 },
+      { id: 3 as NodeId, rack: 'c', shards: 2 },
+      { id: 4 as NodeId, rack: 'a', shards: 2 },
+    ];
+    const parts = Array.from({ length: 6 }, (_, i) => ({ ...part([1, 2, 3]), group: i + 1, partition: i }));
+    const moves = planRebalance(parts, racked, 100);
+    expect(moves.length).toBeGreaterThan(0);
+    for (const m of moves) {
+      expect(m.to.nodes).not.toContain(1);
+      expect(new Set(m.to.nodes.map((n) => racked.find((r) => r.id === n)!.rack)).size).toBe(3);
+    }
+    // Without racks the same cluster also moves replicas of nodes 2 and 3.
+    const plain = planRebalance(parts, racked.map((n) => ({ ...n, rack: '' })), 100);
+    expect(plain.some((m) => !m.to.nodes.includes(2 as NodeId) || !m.to.nodes.includes(3 as NodeId))).toBe(true);
+    // A replica holder outside the live nodes (dead, decommissioning) still occupies its rack.
+    const withDead = [{ ...part([5, 2, 3]), group: 1 }, { ...part([5, 2, 1]), group: 2 }, { ...part([5, 3, 1]), group: 3 }];
+    const live = [racked[0], racked[1], racked[2], { id: 6 as NodeId, rack: 'b', shards: 1 }];
+    for (const m of planRebalance(withDead, live, 100, new Map([[5 as NodeId, 'c']]))) {
+      const rackOf = (n: NodeId): string => (n === 5 ? 'c' : live.find((r) => r.id === n)!.rack);
+      expect(new Set(m.to.nodes.map(rackOf)).size).toBeGreaterThanOrEqual(new Set(m.from.nodes.map(rackOf)).size);
+    }
+  });
+
   it('leaves balanced or moving partitions alone, and respects its bound', () => {
     const balanced = [part([1, 2, 3]), { ...part([2, 3, 4]), group: 8 }, { ...part([3, 4, 1]), group: 9 }, { ...part([4, 1, 2]), group: 10 }];
     expect(planRebalance(balanced, nodes, 100)).toEqual([]);

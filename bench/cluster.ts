@@ -21,7 +21,9 @@
  *     every replica of the topic is in sync again. Target p50 <= 1.5 s, worst <= 3 s.
  *  5. idle (a fresh cluster): `--idle-partitions` (1,000) partitions at RF 3 created in topics of
  *     IDLE_TOPIC_PARTITIONS, all with leaders, leader changes standing still for IDLE_SETTLE_MS (balancing
- *     after the creates is not idle; bounded), then no traffic: CPU of the three brokers together over
+ *     after the creates is not idle; bounded; reported: the leader changes since the first create, first
+ *     leaders not on their preferred replica, leaders that moved after a create's metadata named them,
+ *     and epochs above 1), then no traffic: CPU of the three brokers together over
  *     `--idle-seconds` (30) from /proc/PID/stat, and each one's RSS. Target <= 15% of one core together,
  *     <= 500 MB RSS each.
  * Throughput and e2e repeat `--runs` times (default 3, fresh topics on the same cluster) and the table
@@ -504,6 +506,19 @@ interface IdleResult {
   settleSeconds: number;
   /** Leader changes during the measured window, over the three nodes (0 when it was idle). */
   windowLeaderChanges: number;
+  /** sluice_leader_changes_total over the three nodes, from before the first create until they stood still. */
+  leaderChangesFromCreates: number;
+  /** The part of those after every partition had a leader (leader balancing moving leaderships). */
+  leaderChangesAfterLeaders: number;
+  /** Partitions whose leader, once every partition had one, was not their preferred replica (the first). */
+  notPreferredAtFirstLeaders: number;
+  /**
+   * Partitions whose leader moved after GetMetadata named it right after its CreateTopic answered:
+   * each is a NOT_LEADER (or a forwarded hop) for a client that took that answer.
+   */
+  movedAfterCreate: number;
+  /** Partitions with a leader epoch above 1 once leader changes stood still (a transfer or re-election). */
+  epochAboveFirst: number;
 }
 
 async function idle(args: Args, root: string): Promise<IdleResult> {
@@ -511,17 +526,24 @@ async function idle(args: Args, root: string): Promise<IdleResult> {
   const admin = makeAdmin(cluster);
   try {
     const topics: string[] = [];
+    const lcCreates = await leaderChanges(cluster);
+    /** The leader GetMetadata named for each partition right after its create ("topic/partition" -> node). */
+    const leaderAtCreate = new Map<string, number>();
     const t0 = Date.now();
     for (let made = 0; made < args.idlePartitions; ) {
       const n = Math.min(IDLE_TOPIC_PARTITIONS, args.idlePartitions - made);
       const name = `idle-${topics.length}`;
       await admin.createTopic(name, { partitions: n, replicationFactor: 3 });
+      for (const t of (await admin.metadata([name])).topics) for (const p of t.partitions) leaderAtCreate.set(`${t.name}/${p.partition}`, p.leader);
       topics.push(name);
       made += n;
       progress(`  idle: created ${made}/${args.idlePartitions} partitions (${Math.round((Date.now() - t0) / 1000)} s)`);
     }
     const waited = await until('every idle partition has a leader', LEADERS_MS * 5, () => partitionsReady(admin, topics, false));
     const createSeconds = (Date.now() - t0) / 1000;
+    const lcLeaders = await leaderChanges(cluster);
+    const first = (await admin.metadata(topics)).topics.flatMap((t) => t.partitions);
+    const notPreferredAtFirstLeaders = first.filter((p) => p.leader !== p.replicas[0]).length;
     progress(`  idle: every partition has a leader ${Math.round(waited / 1000)} s after the last create; waiting for leader changes to stand still for ${IDLE_SETTLE_MS / 1000} s`);
     admin.close();
     // After a create, leader balancing moves leaderships to the preferred replicas for a minute or two:
@@ -540,6 +562,19 @@ async function idle(args: Args, root: string): Promise<IdleResult> {
     }
     const settleSeconds = (Date.now() - s0) / 1000;
     const lc0 = await leaderChanges(cluster);
+    const sum = (a: Array<number | null>, b: Array<number | null>): number => a.reduce<number>((acc, x, k) => acc + (x === null || b[k] === null ? 0 : x - b[k]!), 0);
+    const after = makeAdmin(cluster);
+    const settled = await after.metadata(topics).finally(() => after.close());
+    const settledParts = settled.topics.flatMap((t) => t.partitions.map((p) => ({ key: `${t.name}/${p.partition}`, leader: p.leader, epoch: p.leaderEpoch ?? 0 })));
+    const moves = {
+      leaderChangesFromCreates: sum(lc0, lcCreates),
+      leaderChangesAfterLeaders: sum(lc0, lcLeaders),
+      notPreferredAtFirstLeaders,
+      movedAfterCreate: settledParts.filter((p) => (leaderAtCreate.get(p.key) ?? 0) !== 0 && leaderAtCreate.get(p.key) !== p.leader).length,
+      epochAboveFirst: settledParts.filter((p) => p.epoch > 1).length,
+    };
+    const noLeaderAtCreate = [...leaderAtCreate.values()].filter((l) => l === 0).length;
+    progress(`  idle: leader changes from the first create until still ${moves.leaderChangesFromCreates} (${moves.leaderChangesAfterLeaders} after every partition had a leader); not on the preferred replica when all had leaders: ${notPreferredAtFirstLeaders}; leader moved after the create's metadata named it: ${moves.movedAfterCreate} (no leader named yet: ${noLeaderAtCreate}); epoch above 1 when still: ${moves.epochAboveFirst}`);
     const pids = cluster.nodes.map((n) => n.pid!);
     const cpu0 = pids.map(cpuSeconds);
     const w0 = performance.now();
@@ -549,7 +584,7 @@ async function idle(args: Args, root: string): Promise<IdleResult> {
     const perNode = cpu1.map((c, i) => (c === null || cpu0[i] === null ? Number.NaN : (c - cpu0[i]!) / wall));
     const lc1 = await leaderChanges(cluster);
     const windowLeaderChanges = lc1.reduce<number>((a, x, i) => a + (x === null || lc0[i] === null ? 0 : x - lc0[i]!), 0);
-    const r = { partitions: args.idlePartitions, seconds: args.idleSeconds, cpuShareOfOneCore: perNode.reduce((a, x) => a + x, 0), cpuSharePerNode: perNode, rssBytesPerNode: pids.map(rssBytes), createSeconds, createRetries: admin.createRetries, settleSeconds, windowLeaderChanges };
+    const r = { partitions: args.idlePartitions, seconds: args.idleSeconds, cpuShareOfOneCore: perNode.reduce((a, x) => a + x, 0), cpuSharePerNode: perNode, rssBytesPerNode: pids.map(rssBytes), createSeconds, createRetries: admin.createRetries, settleSeconds, windowLeaderChanges, ...moves };
     progress(`  idle: CPU ${(r.cpuShareOfOneCore * 100).toFixed(1)}% of one core together (${perNode.map((x) => (x * 100).toFixed(1)).join('/')}%), RSS ${r.rssBytesPerNode.map((x) => (x === null ? '?' : Math.round(x / 2 ** 20))).join('/')} MB; settled after ${Math.round(settleSeconds)} s, ${windowLeaderChanges} leader change(s) in the window`);
     return r;
   } finally {
@@ -644,6 +679,7 @@ function printTable(args: Args, report: Report): void {
   if (i !== undefined) {
     const rssMax = Math.max(...i.rssBytesPerNode.map((x) => x ?? Number.POSITIVE_INFINITY));
     rows.push([`idle CPU, ${i.partitions} partitions RF 3 (% of one core)`, (i.cpuShareOfOneCore * 100).toFixed(1), `per node ${i.cpuSharePerNode.map((x) => (x * 100).toFixed(1)).join('/')}`, `<= ${TARGETS.idleCpuShareOfOneCore * 100}`, met(i.cpuShareOfOneCore <= TARGETS.idleCpuShareOfOneCore), '']);
+    rows.push([`leader changes after ${i.partitions} creates`, String(i.leaderChangesFromCreates), `${i.leaderChangesAfterLeaders} once all had leaders, over ${Math.round(i.settleSeconds)} s; ${i.notPreferredAtFirstLeaders} first leaders not preferred, ${i.movedAfterCreate} moved after the create, ${i.epochAboveFirst} at epoch > 1`, '', '', '']);
     rows.push(['idle RSS per broker (MB)', String(Math.round(rssMax / 2 ** 20)), i.rssBytesPerNode.map((x) => (x === null ? '?' : Math.round(x / 2 ** 20))).join('/'), `<= ${TARGETS.idleRssBytesEach / 2 ** 20}`, met(rssMax <= TARGETS.idleRssBytesEach), '']);
   }
   const head = ['figure', 'value', 'detail', 'target', 'met', 'load process'];

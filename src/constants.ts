@@ -348,6 +348,16 @@ export const REPLICA_ISR_LAG_TICKS_MAX = 30;
 export const REPLICA_ELECTION_TICKS = 10;
 export const REPLICA_HEARTBEAT_TICKS = 1;
 /**
+ * A brand-new partition group's first election (docs/cluster.md "Election of new groups"): its
+ * preferred replica (voters[0]) pre-votes on its first tick and again every this many ticks while no
+ * vote has happened yet, for one election timeout; the other voters hold their election clocks for
+ * that election timeout first, so they campaign only when the preferred replica did not win (it is
+ * down). A pre-vote changes no term, so a retry disturbs nothing; it exists because a peer that has
+ * not opened the group yet drops the request (the transport has no handler for it), and the nodes
+ * open a new partition when each applies the controller's record, tens to hundreds of ms apart.
+ */
+export const REPLICA_PREFERRED_CAMPAIGN_RETRY_TICKS = 2;
+/**
  * Partition replicas quiesce when idle (docs/raft.md "Quiescence"): a leader whose followers hold its
  * whole log stops heartbeating and its followers stop their election clocks, until any message,
  * proposal or a change in gossip's view of a member wakes the group. At idle, per-partition
@@ -458,6 +468,7 @@ export const CONTROLLER_REGISTER_RETRY_MS_MAX = 5_000;
 assert.ok(CONTROLLER_LOG_SEGMENT_BYTES >= SEGMENT_BYTES_MIN && CONTROLLER_LOG_SEGMENT_BYTES <= SEGMENT_BYTES_MAX);
 assert.ok(REPLICA_ELECTION_TICKS >= 10 * REPLICA_HEARTBEAT_TICKS, 'a leader must miss several heartbeats before a follower campaigns');
 assert.ok(2 * REPLICA_ELECTION_TICKS * SHARD_TICK_MS <= 3_000, 'the longest randomized election timeout must fit issue 11\'s 3 s worst-case failover');
+assert.ok(REPLICA_PREFERRED_CAMPAIGN_RETRY_TICKS < REPLICA_ELECTION_TICKS, 'the preferred replica of a new group must retry its pre-vote within the head start the others give it');
 assert.ok(PARTITION_TICKS_OWED_MAX >= REPLICA_ELECTION_TICKS, 'ticks owed during a persist must be able to reach an election timeout');
 assert.ok(CONTROLLER_REQUEST_TIMEOUT_MS > 2 * RAFT_ELECTION_TICKS_DEFAULT * CONTROLLER_TICK_MS, 'a request must outlast an election');
 assert.ok(CONTROLLER_REGISTER_RETRY_MS_MIN <= CONTROLLER_REGISTER_RETRY_MS_MAX);

@@ -36,7 +36,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { SluiceError, toSluiceError } from '../errors.js';
-import { PARTITION_CONTROL_TAIL_OFFSETS_MAX, PARTITION_INBOX_MESSAGES_MAX, PARTITION_TICKS_OWED_MAX, PRODUCER_IDLE_EXPIRY_MS_DEFAULT, PRODUCER_SNAPSHOT_INTERVAL_BYTES, REPLICA_ISR_LAG_OFFSETS_MAX, REPLICA_ISR_LAG_TICKS_MAX } from '../constants.js';
+import { PARTITION_CONTROL_TAIL_OFFSETS_MAX, PARTITION_INBOX_MESSAGES_MAX, PARTITION_TICKS_OWED_MAX, PRODUCER_IDLE_EXPIRY_MS_DEFAULT, PRODUCER_SNAPSHOT_INTERVAL_BYTES, REPLICA_ISR_LAG_OFFSETS_MAX, REPLICA_ISR_LAG_TICKS_MAX, REPLICA_PREFERRED_CAMPAIGN_RETRY_TICKS } from '../constants.js';
 import { validateBatches, readInt64, OFF_LAST_OFFSET_DELTA, OFF_LENGTH, OFF_LEADER_EPOCH, OFF_MAX_TIMESTAMP, OFF_PRODUCER_ID, OFF_PRODUCER_EPOCH, OFF_BASE_SEQUENCE, OFF_RECORD_COUNT, OFF_ATTRIBUTES, asBuffer } from '../batch/codec.js';
 import { NODE_FS, PartitionLog, isDiskFull, type LogOpenOptions } from '../storage/index.js';
 import type { AppendOptions, LogConfig } from '../storage/types.js';
@@ -149,6 +149,16 @@ export interface ReplicaOptions {
   /** Bootstrap learners (replicate, never vote). Default none. */
   learners?: readonly number[];
   raft?: PartitionRaftOptions;
+  /**
+   * A brand-new group (created now: no snapshot metadata, no HardState, an empty log) elects its
+   * preferred replica, the first of `voters` as given (unsorted), at once: that replica pre-votes on its
+   * first tick and again every REPLICA_PREFERRED_CAMPAIGN_RETRY_TICKS while no vote has happened, for
+   * one election timeout, and the other voters hold their election clocks for that election timeout
+   * first (so they elect someone only when the preferred replica is down). Never on a restart or a
+   * group with any state, where a campaign would disturb a leader. Default false (the simulator's
+   * replicas and one-node partitions); cluster replicas set it (docs/cluster.md "Election of new groups").
+   */
+  preferredLeaderFirst?: boolean;
   /** Parked-fetch timeouts. Default: the real setTimeout. */
   timers?: PartitionTimers;
   /** TEST ONLY (the simulator's `--bug` modes): deliberately broken driver paths. Never set in production. */
@@ -213,6 +223,12 @@ export class Partition {
   /** Peer messages and ticks that arrived while a Ready was in flight. */
   private inbox: Message[] = [];
   private ticksOwed = 0;
+  /**
+   * A brand-new group's first election (`ReplicaOptions.preferredLeaderFirst`) while no vote has
+   * happened (term 0) and no leader is known, for `ticksLeft` more ticks: the preferred replica
+   * pre-votes when `campaignIn` reaches 0; any other voter holds its election clock. Null otherwise.
+   */
+  private firstElection: { readonly preferred: boolean; ticksLeft: number; campaignIn: number } | null = null;
   /** Leader: ticks since the last heartbeat it sent while a Ready was in flight (see `heartbeatInFlight`). */
   private inFlightHeartbeatTicks = 0;
   /** The Ready in flight had its messages sent before its fdatasync (a leader's: see persist()). */
@@ -332,17 +348,20 @@ export class Partition {
       // or a data dir from before Raft whose retention already moved the start: record it now.
       const conf = snap ?? { voters, learners };
       if (log.logStartOffset > (snap?.logStartOffset ?? 0)) snap = recordLogStart(dir, epochs, log.logStartOffset, conf.voters, conf.learners, sfs);
+      const bootstrap = snap === null;
       if (snap === null) {
         // Bootstrap: the group's first configuration is the snapshot at index -1 (the log starts at 0).
         snap = { index: log.logStartOffset - 1, term: 0, voters, learners, logStartOffset: log.logStartOffset };
         writeSnapshotMeta(dir, snap, sfs);
       }
-      const hs = readHardState(dir, sfs) ?? EMPTY_HARD_STATE;
+      const storedHs = readHardState(dir, sfs);
+      const hs = storedHs ?? EMPTY_HARD_STATE;
       const { table, report } = recoverProducerState(log);
       const p = new Partition(id, log, epochs, snap, hs, effects, table, report, producerIdleExpiryMs, nodeId, replica.raft ?? {}, replica.timers ?? REAL_TIMERS);
       if (replica.driverBugs !== undefined && replica.driverBugs.length > 0) p.bugs = new Set(replica.driverBugs);
       if (p.bugs.has('hw-restart-settled')) p.hwBound = p.hw;
       if (report.replayedBatches > 0) p.snapshotProducers();
+      if (replica.preferredLeaderFirst === true && bootstrap && storedHs === null && log.nextOffset === 0) p.startFirstElection(replica.voters?.[0] === nodeId, replica.raft?.electionTicks ?? RAFT_DEFAULTS.electionTicks);
       // A group of one elects itself now (no timeout to wait for, nobody to ask) and commits its
       // no-op before the open returns, so an opened partition's high watermark is its log end.
       if (p.isSoleVoter()) {
@@ -793,8 +812,44 @@ export class Partition {
       if (this.retryReady !== null) this.effects.needPersist(this);
       return;
     }
-    this.raft.tick();
+    this.coreTick();
     this.afterCoreEvent();
+  }
+
+  /**
+   * A brand-new group of several voters, this node one of them: Raft alone would let whichever voter
+   * times out first win (two times in three not the preferred one, whom leader balancing then moves
+   * leadership back to, a new term and a NOT_LEADER window later). So the preferred replica campaigns
+   * at once, and the others give it one election timeout of head start.
+   */
+  private startFirstElection(preferred: boolean, electionTicks: number): void {
+    if (this.isSoleVoter() || !this.raft.log.conf().voters.includes(this.nodeId as NodeId)) return;
+    assert.ok(REPLICA_PREFERRED_CAMPAIGN_RETRY_TICKS < electionTicks, 'the pre-vote retry must fit in the head start');
+    this.firstElection = { preferred, ticksLeft: electionTicks, campaignIn: 1 };
+  }
+
+  /**
+   * One tick for the core, but during a brand-new group's first election (`firstElection`): the
+   * preferred replica pre-votes every REPLICA_PREFERRED_CAMPAIGN_RETRY_TICKS (a pre-vote changes no
+   * term, and a peer that has not opened the group yet dropped the last one), and any other voter's
+   * election clock stands still. It ends with the first vote (the term leaves 0), a known leader, or
+   * the head start's last tick; from then on the core ticks alone.
+   */
+  private coreTick(): void {
+    const f = this.firstElection;
+    if (f === null || f.ticksLeft <= 0 || this.raft.getTerm() > 0 || this.raft.getLeader() !== 0) {
+      this.firstElection = null;
+      this.raft.tick();
+      return;
+    }
+    f.ticksLeft--;
+    if (!f.preferred) return;
+    if (--f.campaignIn > 0) {
+      this.raft.tick();
+      return;
+    }
+    f.campaignIn = REPLICA_PREFERRED_CAMPAIGN_RETRY_TICKS;
+    this.raft.campaign();
   }
 
   /**
@@ -989,7 +1044,7 @@ export class Partition {
     const inbox = this.inbox;
     this.inbox = [];
     for (const m of inbox) this.raft.step(m);
-    for (; this.ticksOwed > 0; this.ticksOwed--) this.raft.tick();
+    for (; this.ticksOwed > 0; this.ticksOwed--) this.coreTick();
     this.afterCoreEvent();
   }
 

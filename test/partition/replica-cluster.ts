@@ -56,6 +56,11 @@ export class Cluster {
   private nextId = 1;
   /** Messages put on the wire so far (a quiet group sends none). */
   sent = 0;
+  /**
+   * When set: the voters in this order (the first is the preferred replica) and
+   * `ReplicaOptions.preferredLeaderFirst` on every replica, as cluster replicas open.
+   */
+  preferredOrder: number[] | null = null;
 
   constructor(
     readonly name: string,
@@ -79,7 +84,9 @@ export class Cluster {
       },
     };
     const r = rng(1000 + id);
-    n.p = await Partition.open(n.dir, IDENT, config, fresh, n.gate.options, effects, undefined, { nodeId: id, voters: VOTERS, raft: { random: () => r.next(), bugs: this.bugs, quiesce: this.quiesce } });
+    const voters = this.preferredOrder ?? VOTERS;
+    const preferredLeaderFirst = this.preferredOrder !== null;
+    n.p = await Partition.open(n.dir, IDENT, config, fresh, n.gate.options, effects, undefined, { nodeId: id, voters, preferredLeaderFirst, raft: { random: () => r.next(), bugs: this.bugs, quiesce: this.quiesce } });
     return n.p;
   }
 

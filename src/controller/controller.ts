@@ -286,7 +286,7 @@ export class Controller {
   }
 
   async decommission(nodeId: number): Promise<void> {
-    await this.submit({ request: { $case: 'decommission', value: { nodeId } } });
+    await this.submit({ request: { $case: 'decommission', value: { nodeId, continueOnly: false } } });
   }
 
   /**

@@ -189,7 +189,8 @@ export class ControllerExecutor {
     for (const n of this.controller.state.nodes()) {
       if (n.state !== 'decommissioning') continue;
       try {
-        await this.controller.submit({ request: { $case: 'decommission', value: { nodeId: n.id } } });
+        // Only to carry it on: a recommission may land before this request is planned.
+        await this.controller.submit({ request: { $case: 'decommission', value: { nodeId: n.id, continueOnly: true } } });
       } catch (err) {
         errors.push(err as Error);
       }

@@ -88,13 +88,16 @@ function planMovePartition(name: string, partition: number, replicas: readonly n
 /**
  * Decommission: the node stops taking replicas, and every partition on it starts a move off it. Asked
  * again (the executor does, and an operator may), it starts moves for partitions that were busy before,
- * and once the node holds nothing it marks it decommissioned.
+ * and once the node holds nothing it marks it decommissioned. `continueOnly` (the executor's re-ask)
+ * plans nothing unless the node is still decommissioning when the request is planned: a recommission
+ * that landed in between is not undone by a stale re-ask.
  */
-function planDecommissionNode(nodeId: number, stm: MetadataStm, ctx: PlanContext): MetadataRecord[] {
+function planDecommissionNode(nodeId: number, continueOnly: boolean, stm: MetadataStm, ctx: PlanContext): MetadataRecord[] {
   const node = stm.node(nodeId as NodeId);
   if (node === undefined) throw new SluiceError('UNKNOWN_NODE', `node ${nodeId} is not registered`);
   const out: MetadataRecord[] = [];
   if (node.state === 'decommissioned') return out;
+  if (continueOnly && node.state !== 'decommissioning') return out;
   const holds = stm.partitions().some((p) => p.voters.nodes.includes(node.id) || p.learners.nodes.includes(node.id));
   // Asked again once the moves are done: the node is decommissioned and may leave.
   if (node.state === 'decommissioning' && !holds) return [rec({ $case: 'nodeState', value: { nodeId, state: NodeState.NODE_STATE_DECOMMISSIONED } })];
@@ -154,7 +157,7 @@ export function planRecords(req: ControllerRequest, stm: MetadataStm, ctx: PlanC
     case 'leaderReport':
       return [rec({ $case: 'leaderReport', value: r.value })];
     case 'decommission':
-      return planDecommissionNode(r.value.nodeId, stm, ctx);
+      return planDecommissionNode(r.value.nodeId, r.value.continueOnly, stm, ctx);
     case 'recommission':
       return planRecommissionNode(r.value.nodeId, stm);
     case 'reassignStep': {

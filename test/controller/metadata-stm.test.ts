@@ -171,7 +171,7 @@ describe('metadata state machine', () => {
     f.apply(create('t', ID1, [a([1, 3]), a([2, 3])]));
     // Partition 1 is busy with a user's move (to [3,4]) when node 3's decommission is planned.
     expect(f.apply(step(2, ReassignStep.REASSIGN_STEP_BEGIN, 0, 0, a([3, 4]))).error).toBeNull();
-    const decommission: ControllerRequest = { request: { $case: 'decommission', value: { nodeId: 3 } } };
+    const decommission: ControllerRequest = { request: { $case: 'decommission', value: { nodeId: 3, continueOnly: false } } };
     const recommission: ControllerRequest = { request: { $case: 'recommission', value: { nodeId: 3 } } };
     const planned = planRecords(decommission, f.stm, PLAN);
     expect(planned.map((r) => r.record?.$case)).toEqual(['nodeState', 'reassignStep']);
@@ -181,6 +181,11 @@ describe('metadata state machine', () => {
     expect(back).toEqual([rec({ $case: 'nodeState', value: { nodeId: 3, state: NodeState.NODE_STATE_ACTIVE } })]);
     expect(f.apply(back[0]).events.map((e) => e.type)).toEqual(['nodeStateChanged']);
     expect(f.stm.node(3 as NodeId)!.state).toBe('active');
+    // The executor's re-ask of the running decommission, queued behind the recommission (chaos finding
+    // E): planned after it, it must not start a fresh decommission of the now active node. An
+    // operator's plain decommission would.
+    expect(planRecords({ request: { $case: 'decommission', value: { nodeId: 3, continueOnly: true } } }, f.stm, PLAN)).toEqual([]);
+    expect(planRecords(decommission, f.stm, PLAN).map((r) => r.record?.$case)[0]).toBe('nodeState');
     // The move the decommission began is an ordinary move now: still recorded, and its steps apply.
     const moving = f.stm.partitionByGroup(1)!;
     expect(moving.target!.nodes).not.toContain(3);

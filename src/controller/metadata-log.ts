@@ -8,7 +8,9 @@
  *
  * Bootstrap: a founding voter starts from a snapshot at index 1, term 1 holding the voters (what
  * `bootstrapState` gives the core), so the log begins at offset 2. The snapshot metadata is written
- * last; a crash before it repeats the bootstrap on the next open.
+ * last; a crash before it repeats the bootstrap on the next open. A log that is *empty* (never founded
+ * and never sent a snapshot by a leader: snapshot index 0) is where a voter may still choose between
+ * founding and joining (`refound`); see `controllerLogState`.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -41,6 +43,32 @@ const BOOTSTRAP_INDEX = 1;
 export function metadataLogConfig(): LogConfig {
   // Never deleted by retention: the log is the metadata until a snapshot covers it.
   return { ...defaultLogConfig(), segmentBytes: CONTROLLER_LOG_SEGMENT_BYTES, retentionMs: -1, retentionBytes: -1, flush: { kind: 'always' } };
+}
+
+/**
+ * What a data dir's controller log holds, read from disk (a node answers this before its controller
+ * is open):
+ * - `empty`: no log, or one that joins and was never sent a snapshot (no configuration, no vote cast);
+ * - `founded`: the founding snapshot and nothing after it (no leader ever appended here);
+ * - `records`: anything a leader appended or sent (its no-op, records, a snapshot past the founding one).
+ * A voter whose log is `empty` founds the group only when a majority of the voters are known to hold no
+ * `records` (docs/controller.md "Bootstrap").
+ */
+export type ControllerLogState = 'empty' | 'founded' | 'records';
+
+export function controllerLogStateOnDisk(dataDir: string): ControllerLogState {
+  const dir = path.join(dataDir, METADATA_DIR);
+  const meta = readSnapshotMeta(dir);
+  if (meta === null) return fs.existsSync(dir) && segmentBytes(dir) > 0 ? 'records' : 'empty';
+  if (meta.index > BOOTSTRAP_INDEX || segmentBytes(dir) > 0) return 'records';
+  return meta.index === BOOTSTRAP_INDEX ? 'founded' : 'empty';
+}
+
+/** The bytes in the log's segment files (0 for a log that holds no batch). */
+function segmentBytes(dir: string): number {
+  let n = 0;
+  for (const name of fs.readdirSync(dir)) if (name.endsWith('.log')) n += fs.statSync(path.join(dir, name)).size;
+  return n;
 }
 
 function sameIds(a: readonly number[], b: readonly number[]): boolean {
@@ -98,6 +126,23 @@ export class MetadataLog implements RaftStorage {
       await log.close().catch(() => {});
       throw err;
     }
+  }
+
+  /** As `controllerLogStateOnDisk`, for the open log. */
+  get state(): ControllerLogState {
+    if (this.meta.index > BOOTSTRAP_INDEX || this.lastIndex() > Math.max(this.meta.index, 0)) return 'records';
+    return this.meta.index === BOOTSTRAP_INDEX ? 'founded' : 'empty';
+  }
+
+  /**
+   * Turns an `empty` log (opened to join, and never sent a snapshot) into a founding voter's log, for a
+   * voter that found out no majority of the group holds records: the same bootstrap as a first start.
+   */
+  refound(voters: readonly NodeId[]): void {
+    assert.equal(this.state, 'empty', 'metadata log: only an empty log can be founded');
+    this.meta = bootstrap(this.dir, this.log, voters);
+    this.hs = { term: BOOTSTRAP_INDEX, vote: 0 };
+    this.epochs.truncateFrom(0);
   }
 
   // --- RaftStorage (reads) --------------------------------------------------------------------------

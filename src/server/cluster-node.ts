@@ -42,11 +42,13 @@ import {
   type PartitionState,
   type ReplicaOp,
   type ReplicaProgress,
+  EMPTY_LOG_JOIN_MESSAGE,
 } from '../controller/index.js';
 import { GrpcReplicasClient } from '../rpc/replicas-service.js';
 import { GrpcControllerForwarder } from '../rpc/controller-service.js';
 import type { ReplicaHost, ReplicaMembership, ReplicaSpec, ReplicaStatus } from './replica-host.js';
 import { StartupError } from './errors.js';
+import { emptyLogDecider } from './controller-join.js';
 
 export interface ClusterNodeOptions {
   readonly nodeId: NodeId;
@@ -136,6 +138,8 @@ export class ClusterNode {
    * a read barrier, after which an unknown topic is really unknown.
    */
   private caughtUp = false;
+  /** The controller's `rejoinStatus` at the last reconcile (for one log line when it clears). */
+  private rejoinSeen: string | null = null;
 
   private constructor(
     readonly controller: Controller,
@@ -191,6 +195,8 @@ export class ClusterNode {
         peers: o.peers,
         // The Broker in cluster mode never reads topics.json; an old single-node one is imported once.
         importTopicTable: true,
+        // A voter with an empty log (a first start, or a wiped disk) founds or joins by what the others hold.
+        decideEmptyLog: emptyLogDecider({ nodeId: o.nodeId, voters: o.voters, peers: o.peers, ask: (v, ms) => forwarder.logState(v, o.nodeId, ms), logger: o.logger }),
         ...o.controllerTiming,
       });
     } catch (err) {
@@ -207,6 +213,9 @@ export class ClusterNode {
     const c = this.controller;
     if (c.failure !== null) return `the controller stopped: ${c.failure.message}`;
     if (c.registrationError !== null) return `the controller refused to register node ${this.o.nodeId}: ${c.registrationError.message}`;
+    // Until an empty-log voter has decided, and (when it joined) until it is a voter again.
+    const rejoin = c.rejoinStatus;
+    if (rejoin !== null) return rejoin;
     if (c.leaderId === 0) return `the controller group has no leader yet (voters ${this.o.voters.join(',')}: a majority of them must be up and reachable)`;
     const me = c.state.node(this.o.nodeId);
     if (me === undefined || me.uuid !== this.o.peers.self.uuid) return `node ${this.o.nodeId} is not registered with the controller yet (controller leader: node ${c.leaderId})`;
@@ -444,6 +453,15 @@ export class ClusterNode {
     );
   }
 
+  /** Logs once when an empty-log voter that joined as a learner is a controller voter again. */
+  private noteRejoin(): void {
+    const now = this.controller.rejoinStatus;
+    if (now === null && this.rejoinSeen === EMPTY_LOG_JOIN_MESSAGE) {
+      this.o.logger?.info({ nodeId: this.o.nodeId, membership: this.controller.membership }, 'controller empty-log rejoin done: this node is a member of the controller group again');
+    }
+    this.rejoinSeen = now;
+  }
+
   /** Retries failed opens and leader reports that did not land (the controller had no leader). */
   private reconcile(): void {
     if (this.closed) return;
@@ -455,6 +473,7 @@ export class ClusterNode {
     }
     this.maybeRegistered();
     if (this.replaying && this.controller.appliedIndex >= this.replayedTo) this.endReplay();
+    this.noteRejoin();
     // Refused steps are normal (the state moved); persistent ones show here, for an operator.
     const errs = this.executor.lastErrors;
     if (errs.length > 0) (this.o.logger as { debug?: (o: object, m: string) => void } | undefined)?.debug?.({ errors: errs.slice(0, 5).map((e) => e.message) }, 'controller executor pass had refusals');

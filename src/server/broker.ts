@@ -213,6 +213,7 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
         shards: options.shards,
         logger: options.logger,
         onFatal: options.onFatal,
+        controllerVoters: voters,
       });
     } catch (err) {
       grpc.server.forceShutdown();

@@ -180,12 +180,18 @@ export class Controller {
   private failed: SluiceError | null = null;
   private readonly importRecord: ImportTopicsRecord | null;
   /**
-   * The state of this start: 'deciding' (an empty voter asking the others, `decideEmptyLog`), 'joining'
-   * (admitted as a learner once the leader applies its join; a founding voter is promoted back once
-   * caught up), or 'member' (founded, restarted, or admitted).
+   * An empty log's progress: 'deciding' (a voter asking the others, `decideEmptyLog`), 'joining' (taking
+   * no Raft message until the leader has applied its join and made it a learner), or null (founded,
+   * restarted over its own log, or admitted).
    */
   private emptyLog: 'deciding' | 'joining' | null = null;
+  /** This start began as a voter with an empty log and joins (rather than founds) the group. */
+  private emptyLogRejoin = false;
+  /** Aborts `decideEmptyLog` on close. */
   private readonly decided = new AbortController();
+  /** Resolves once an undecided voter has decided (at once for every other node). */
+  private decisionMade: () => void = () => {};
+  private readonly decision: Promise<void> = new Promise((resolve) => (this.decisionMade = resolve));
   /** Resolves once this node's registration is applied (never rejects; see `registrationError`). */
   readonly registered: Promise<void>;
   registrationError: SluiceError | null = null;
@@ -238,12 +244,6 @@ export class Controller {
     }
     return null;
   }
-
-  /** This start began as a voter with an empty log and joins (rather than founds) the group. */
-  private emptyLogRejoin = false;
-  /** Resolves once an undecided voter has decided (at once for every other node). */
-  private decisionMade: () => void = () => {};
-  private readonly decision: Promise<void> = new Promise((resolve) => (this.decisionMade = resolve));
 
   /** The decision of an undecided voter (`decideEmptyLog`), once. */
   private async decide(): Promise<void> {

@@ -11,8 +11,10 @@
  * role, ListTopics on each node, ListReassignments, each replica's own log) and from node 2's log lines.
  * Waits poll observables, bounded in count and time.
  */
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cliPath } from '../../bench/broker-process.js';
 import { EMPTY_LOG_JOIN_MESSAGE } from '../../src/controller/index.js';
 import { ProcessCluster, agreedLogs, createTopic, runProducer } from './process-cluster.js';
 
@@ -29,6 +31,17 @@ beforeAll(async () => {
 afterAll(async () => {
   await c?.closeAll();
 });
+
+/** `sluice cluster info --format json` through node `via`: each node's controller role. */
+function cliRoles(via: number): Promise<Record<number, string>> {
+  return new Promise((resolve, reject) =>
+    execFile(process.execPath, [cliPath(), 'cluster', 'info', '--format', 'json', '-b', c.node(via).address, '--timeout', '5s'], (err, stdout, stderr) => {
+      if (err) return reject(new Error(`${err.message}\n${stderr}`));
+      const info = JSON.parse(stdout) as { brokers: Array<{ nodeId: number; controllerRole: string }> };
+      resolve(Object.fromEntries(info.brokers.map((b) => [b.nodeId, b.controllerRole])));
+    }),
+  );
+}
 
 async function roleOf(via: number, node: number): Promise<string | undefined> {
   return (await c.withAdmin(via, (a) => a.metadata())).brokers.find((b) => b.nodeId === node)?.controllerRole;
@@ -64,6 +77,7 @@ describe('a controller voter back with a wiped disk (3 processes)', () => {
     const m = await c.withAdmin(2, (a) => a.metadata());
     expect(m.brokers.find((b) => b.nodeId === 2)!.nodeUuid).not.toBe(oldUuid);
     expect(m.brokers.filter((b) => b.controllerRole === 'voter').map((b) => b.nodeId)).toEqual([1, 2, 3]);
+    expect(await cliRoles(3)).toEqual({ 1: 'voter', 2: 'voter', 3: 'voter' });
 
     // Every topic is still there, on every node, node 2 included.
     for (const via of [1, 2, 3]) {

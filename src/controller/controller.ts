@@ -245,6 +245,11 @@ export class Controller {
     return null;
   }
 
+  /** This start began as a voter with an empty log and joined the group (it was, or still is, a learner). */
+  get joinedWithEmptyLog(): boolean {
+    return this.emptyLogRejoin;
+  }
+
   /** The decision of an undecided voter (`decideEmptyLog`), once. */
   private async decide(): Promise<void> {
     let choice: 'found' | 'join';

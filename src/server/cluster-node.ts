@@ -42,7 +42,6 @@ import {
   type PartitionState,
   type ReplicaOp,
   type ReplicaProgress,
-  EMPTY_LOG_JOIN_MESSAGE,
 } from '../controller/index.js';
 import { GrpcReplicasClient } from '../rpc/replicas-service.js';
 import { GrpcControllerForwarder } from '../rpc/controller-service.js';
@@ -138,8 +137,8 @@ export class ClusterNode {
    * a read barrier, after which an unknown topic is really unknown.
    */
   private caughtUp = false;
-  /** The controller's `rejoinStatus` at the last reconcile (for one log line when it clears). */
-  private rejoinSeen: string | null = null;
+  /** The end of an empty-log rejoin was logged. */
+  private rejoinLogged = false;
 
   private constructor(
     readonly controller: Controller,
@@ -455,11 +454,10 @@ export class ClusterNode {
 
   /** Logs once when an empty-log voter that joined as a learner is a controller voter again. */
   private noteRejoin(): void {
-    const now = this.controller.rejoinStatus;
-    if (now === null && this.rejoinSeen === EMPTY_LOG_JOIN_MESSAGE) {
-      this.o.logger?.info({ nodeId: this.o.nodeId, membership: this.controller.membership }, 'controller empty-log rejoin done: this node is a member of the controller group again');
-    }
-    this.rejoinSeen = now;
+    const c = this.controller;
+    if (this.rejoinLogged || !c.joinedWithEmptyLog || c.rejoinStatus !== null) return;
+    this.rejoinLogged = true;
+    this.o.logger?.info({ nodeId: this.o.nodeId, membership: c.membership }, 'controller empty-log rejoin done: this node is a voter of the controller group again');
   }
 
   /** Retries failed opens and leader reports that did not land (the controller had no leader). */

@@ -713,6 +713,7 @@ export class Controller {
     if (rd.snapshot) this.installSnapshot(rd.snapshot);
     if (rd.hardState) this.log.writeHardState(rd.hardState);
     if (rd.entries.length > 0) await this.log.append(rd.entries);
+    this.log.settleJoining();
     if (this.closed) return;
     for (const m of rd.messages) this.opts.transport.send(CONTROLLER_GROUP_ID, m);
     for (const e of rd.committedEntries) this.applyEntry(e);

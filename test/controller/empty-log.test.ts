@@ -11,11 +11,11 @@
  */
 import fs from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
-import { EMPTY_LOG_JOIN_MESSAGE, emptyLogDecision, type Controller, type ControllerLogState, type ControllerOptions } from '../../src/controller/index.js';
+import { EMPTY_LOG_JOIN_MESSAGE, MetadataLog, controllerLogStateOnDisk, emptyLogDecision, type Controller, type ControllerLogState, type ControllerOptions } from '../../src/controller/index.js';
 import { emptyLogDecider } from '../../src/server/controller-join.js';
 import type { NodeInfo, PeerDirectory } from '../../src/cluster/types.js';
-import { MessageType } from '../../src/raft/index.js';
-import type { NodeId } from '../../src/model/index.js';
+import { MessageType, type Snapshot } from '../../src/raft/index.js';
+import type { NodeId, Offset, Term } from '../../src/model/index.js';
 import { MemoryNet, agreedLeader, closeNode, openNode, tempDir, waitFor, type TestNode } from './memory-net.js';
 
 const VOTERS = [1, 2, 3] as NodeId[];
@@ -141,6 +141,32 @@ describe('a controller voter with an empty log', () => {
     expect(back.rejoinStatus).toBeNull();
     expect(back.state.node(wiped.id)?.uuid).toBe('uuid-wiped');
     expect(back.logState).toBe('records');
+    // Its log on disk is an ordinary member's now: a restart neither asks nor joins again.
+    await closeNode(net, wiped);
+    expect(controllerLogStateOnDisk(wiped.dir)).toBe('records');
+  });
+
+  it('a joiner stopped after its first (founding) snapshot and before anything after it restarts empty, never as a founding voter', async () => {
+    const dir = tempDir('joiner');
+    try {
+      const log = await MetadataLog.open(dir, VOTERS, true);
+      expect(log.state).toBe('empty');
+      // The leader's first message to a joiner: the founding snapshot (index 1, voters 1,2,3).
+      const founding: Snapshot = { index: 1 as Offset, term: 1 as Term, conf: { voters: VOTERS, learners: [] }, data: new Uint8Array(0) };
+      log.installSnapshot(founding);
+      log.writeHardState({ term: 4 as Term, vote: 0 as NodeId, commit: 1 as Offset });
+      expect(log.state).toBe('empty');
+      await log.close();
+      // Stopped here: the configuration changes that make it a learner never arrived.
+      expect(controllerLogStateOnDisk(dir)).toBe('empty');
+      const again = await MetadataLog.open(dir, VOTERS, true);
+      expect(again.snapshotIndex).toBe(0);
+      expect(again.state).toBe('empty');
+      expect(again.hardState.term).toBe(4);
+      await again.close();
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('at a first formation, two fresh voters found the group without the third; the late third joins it and becomes a voter', async () => {

@@ -464,6 +464,13 @@ export const CONTROLLER_REBALANCE_MOVES_MAX = 256;
 /** A node re-tries its registration with the controller after this long, doubling up to the max. */
 export const CONTROLLER_REGISTER_RETRY_MS_MIN = 100;
 export const CONTROLLER_REGISTER_RETRY_MS_MAX = 5_000;
+/**
+ * A controller voter whose log is empty asks the other voters what their logs hold (found or join,
+ * docs/controller.md "Bootstrap") this often until a majority has answered, each ask bounded by the
+ * timeout. Short: at a cluster's first formation every voter waits on this before the first election.
+ */
+export const CONTROLLER_EMPTY_LOG_POLL_MS = 250;
+export const CONTROLLER_LOG_STATE_TIMEOUT_MS = 1_000;
 
 assert.ok(CONTROLLER_LOG_SEGMENT_BYTES >= SEGMENT_BYTES_MIN && CONTROLLER_LOG_SEGMENT_BYTES <= SEGMENT_BYTES_MAX);
 assert.ok(REPLICA_ELECTION_TICKS >= 10 * REPLICA_HEARTBEAT_TICKS, 'a leader must miss several heartbeats before a follower campaigns');
@@ -472,6 +479,7 @@ assert.ok(REPLICA_PREFERRED_CAMPAIGN_RETRY_TICKS < REPLICA_ELECTION_TICKS, 'the 
 assert.ok(PARTITION_TICKS_OWED_MAX >= REPLICA_ELECTION_TICKS, 'ticks owed during a persist must be able to reach an election timeout');
 assert.ok(CONTROLLER_REQUEST_TIMEOUT_MS > 2 * RAFT_ELECTION_TICKS_DEFAULT * CONTROLLER_TICK_MS, 'a request must outlast an election');
 assert.ok(CONTROLLER_REGISTER_RETRY_MS_MIN <= CONTROLLER_REGISTER_RETRY_MS_MAX);
+assert.ok(CONTROLLER_LOG_STATE_TIMEOUT_MS < CONTROLLER_REQUEST_TIMEOUT_MS, 'a voter deciding found-or-join must hear back faster than a request times out');
 
 
 // ---- `sluice serve` in cluster mode (src/server/cluster-node.ts, cluster-api.ts; docs/cluster.md) ----

@@ -115,6 +115,8 @@ export interface BrokerInfo {
   state?: 'alive' | 'suspect' | 'dead';
   /** The node's UUID (new when its data dir was wiped). */
   nodeUuid?: string;
+  /** Cluster mode: its place in the controller group as the answering node knows it ('' when none). */
+  controllerRole?: 'voter' | 'learner' | '';
 }
 
 export interface ClusterMetadata {

@@ -1,6 +1,6 @@
 /**
  * `sluice cluster info`: the cluster id, its controller leader, topic count, and every node membership
- * knows with the number of partitions it leads.
+ * knows with its place in the controller group (voter, learner) and the number of partitions it leads.
  */
 import { Admin } from '../client/index.js';
 import { emit, formatTable } from './output.js';
@@ -24,8 +24,8 @@ export async function clusterInfo(o: Common): Promise<void> {
       formatTable([{ cluster: m.clusterId, controller: m.controllerId || null, topics: m.topics.length, 'no leader': leaderless }], ['cluster', 'controller', 'topics', 'no leader']) +
       '\n' +
       formatTable(
-        brokers.map((b) => ({ id: b.nodeId, address: b.grpcAddress, http: b.httpAddress || null, rack: b.rack || null, state: b.state ?? 'alive', leaders: b.leaders, uuid: b.nodeUuid || null })),
-        ['id', 'address', 'http', 'rack', 'state', 'leaders', 'uuid'],
+        brokers.map((b) => ({ id: b.nodeId, address: b.grpcAddress, http: b.httpAddress || null, rack: b.rack || null, state: b.state ?? 'alive', controller: b.controllerRole || null, leaders: b.leaders, uuid: b.nodeUuid || null })),
+        ['id', 'address', 'http', 'rack', 'state', 'controller', 'leaders', 'uuid'],
       ),
     );
   } finally {

@@ -110,6 +110,7 @@ export class Admin {
       alive: b.alive,
       state: b.state === 'suspect' || b.state === 'dead' ? b.state : ('alive' as const),
       nodeUuid: b.nodeUuid,
+      controllerRole: b.controllerRole === 'voter' || b.controllerRole === 'learner' ? b.controllerRole : '',
     }));
     return { clusterId: res.clusterId, controllerId: res.controllerId, brokers, topics: res.topics.map(fromPbTopic) };
   }

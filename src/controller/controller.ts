@@ -34,7 +34,7 @@ import { RaftNode, type ConfChange, type Entry, type Message, type Ready, type S
 import type { LogOpenOptions } from '../storage/index.js';
 import { TopicTable, CLUSTER_DIR, TOPICS_FILE } from '../broker/topic-table.js';
 import type { ControllerRequest, ImportTopicsRecord, MetadataRecord, SubmitRequest, SubmitResponse } from '../rpc/gen/sluice/cluster/v1/controller.js';
-import { MetadataLog } from './metadata-log.js';
+import { MetadataLog, controllerLogStateOnDisk, type ControllerLogState } from './metadata-log.js';
 import { MetadataStm } from './metadata-stm.js';
 import { planRecords } from './plan-request.js';
 import { decodeRecordBatch, encodeRecordBatch } from './record-codec.js';
@@ -75,6 +75,14 @@ export interface ControllerOptions {
    * voters. Never set it on the first start of a new cluster's voters: they found the group.
    */
   readonly join?: boolean;
+  /**
+   * For a voter of a group of 3 or 5 whose controller log is empty (a first start, or a wiped disk) and
+   * `join` is not set: decides whether it founds the group or joins it as a learner. Until it resolves
+   * the node takes no Raft message (it can neither vote nor campaign). 'found' only when a majority
+   * of the voters are known to hold no metadata records (`emptyLogDecision`); 'join' when any voter
+   * holds some. Without it such a voter founds, as on a first start.
+   */
+  readonly decideEmptyLog?: (signal: AbortSignal) => Promise<'found' | 'join'>;
   /** Applied entries between two snapshots (default CONTROLLER_SNAPSHOT_INTERVAL_ENTRIES). */
   readonly snapshotIntervalEntries?: number;
   readonly logOpenOptions?: LogOpenOptions;
@@ -93,10 +101,33 @@ interface AppliedWaiter {
 }
 
 type Input =
+  | { readonly kind: 'found' }
   | { readonly kind: 'msg'; readonly msg: Message }
   | { readonly kind: 'tick' }
   | { readonly kind: 'propose'; readonly record: MetadataRecord; readonly pending: PendingProposal }
   | { readonly kind: 'conf'; readonly change: ConfChange; readonly pending: PendingProposal };
+
+/** What an empty-log voter that joins logs, and /readyz says until it is a voter again. */
+export const EMPTY_LOG_JOIN_MESSAGE =
+  'controller log empty and the cluster already has metadata: joining the controller group as a learner; it becomes a voter again once caught up';
+
+/**
+ * The rule for a voter whose controller log is empty (docs/controller.md "Bootstrap"): `states` holds
+ * what the other voters answered (their `ControllerLogState`; absent: no answer). Any voter with
+ * records: the group exists, join it. A majority of the voters (this one counted, its log being empty)
+ * known to hold none: nothing was ever committed (a commit needs a majority), so founding cannot lose
+ * a record nor vote twice in a term. Otherwise: not known yet (null), ask again.
+ */
+export function emptyLogDecision(self: NodeId, voters: readonly NodeId[], states: ReadonlyMap<NodeId, ControllerLogState>): 'found' | 'join' | null {
+  let without = voters.includes(self) ? 1 : 0;
+  for (const v of voters) {
+    if (v === self) continue;
+    const s = states.get(v);
+    if (s === 'records') return 'join';
+    if (s !== undefined) without++;
+  }
+  return without >= Math.floor(voters.length / 2) + 1 ? 'found' : null;
+}
 
 /** Checks the voter list: 1, 3 or 5 distinct positive ids. */
 export function validateControllerVoters(voters: readonly number[]): void {
@@ -119,7 +150,8 @@ function errorCodeOf(s: string): ErrorCode {
 
 export class Controller {
   readonly nodeId: NodeId;
-  private readonly raft: RaftNode;
+  /** Replaced once, when an undecided voter founds the group (`found`); before that it has no configuration. */
+  private raft: RaftNode;
   private stm: MetadataStm;
   private readonly opts: ControllerOptions;
   private readonly timeoutMs: number;
@@ -147,6 +179,19 @@ export class Controller {
   private closed = false;
   private failed: SluiceError | null = null;
   private readonly importRecord: ImportTopicsRecord | null;
+  /**
+   * An empty log's progress: 'deciding' (a voter asking the others, `decideEmptyLog`), 'joining' (taking
+   * no Raft message until the leader has applied its join and made it a learner), or null (founded,
+   * restarted over its own log, or admitted).
+   */
+  private emptyLog: 'deciding' | 'joining' | null = null;
+  /** This start began as a voter with an empty log and joins (rather than founds) the group. */
+  private emptyLogRejoin = false;
+  /** Aborts `decideEmptyLog` on close. */
+  private readonly decided = new AbortController();
+  /** Resolves once an undecided voter has decided (at once for every other node). */
+  private decisionMade: () => void = () => {};
+  private readonly decision: Promise<void> = new Promise((resolve) => (this.decisionMade = resolve));
   /** Resolves once this node's registration is applied (never rejects; see `registrationError`). */
   readonly registered: Promise<void>;
   registrationError: SluiceError | null = null;
@@ -155,7 +200,8 @@ export class Controller {
     opts: ControllerOptions,
     private readonly log: MetadataLog,
     importRecord: ImportTopicsRecord | null,
-    private readonly join: boolean,
+    join: boolean,
+    deciding: boolean,
   ) {
     this.opts = opts;
     this.nodeId = opts.nodeId;
@@ -165,29 +211,78 @@ export class Controller {
     const snap = log.snapshot();
     this.stm = snap.data.length > 0 ? decodeSnapshot(snap.data) : new MetadataStm();
     this.applied = snap.index;
-    this.raft = new RaftNode(
-      {
-        id: opts.nodeId,
-        electionTicks: opts.electionTicks,
-        heartbeatTicks: opts.heartbeatTicks,
-        random: opts.random ?? Math.random,
-        controlData: controlBatch,
-      },
-      log,
-    );
+    this.raft = this.newRaft();
     // Until a joining node has received its first snapshot (index 0: an empty log, no configuration) it
     // must hear nothing from the group: the leader may still remember an older log of this node id.
-    if (!(join && log.snapshotIndex === 0)) this.attachRaft();
+    if (deciding) this.emptyLog = 'deciding';
+    else if (join && log.snapshotIndex === 0) this.emptyLog = 'joining';
+    else this.attachRaft();
+    this.emptyLogRejoin = this.emptyLog === 'joining' && opts.voters.includes(opts.nodeId);
     this.timer = setInterval(() => this.push({ kind: 'tick' }), opts.tickMs ?? CONTROLLER_TICK_MS);
     // A one-voter group need not wait an election timeout to lead.
     if (opts.voters.length === 1 && opts.voters[0] === opts.nodeId) this.raft.campaign();
     this.kick();
+    if (deciding) void this.decide();
+    else this.decisionMade();
     this.registered = this.registerLoop();
+  }
+
+  private newRaft(): RaftNode {
+    const o = this.opts;
+    return new RaftNode({ id: o.nodeId, electionTicks: o.electionTicks, heartbeatTicks: o.heartbeatTicks, random: o.random ?? Math.random, controlData: controlBatch }, this.log);
+  }
+
+  /**
+   * Why this node is not (yet) a full member of the controller group, or null: still deciding between
+   * founding and joining, or rejoining as a learner until it is a voter again (a founding voter) or
+   * admitted (any other node).
+   */
+  get rejoinStatus(): string | null {
+    if (this.emptyLog === 'deciding') return `controller log empty: asking the other controller voters (${this.opts.voters.filter((v) => v !== this.nodeId).join(', ')}) whether the cluster already has metadata`;
+    if (this.emptyLogRejoin && !this.membership.voters.includes(this.nodeId)) {
+      return EMPTY_LOG_JOIN_MESSAGE;
+    }
+    return null;
+  }
+
+  /** This start began as a voter with an empty log and joined the group (it was, or still is, a learner). */
+  get joinedWithEmptyLog(): boolean {
+    return this.emptyLogRejoin;
+  }
+
+  /** The decision of an undecided voter (`decideEmptyLog`), once. */
+  private async decide(): Promise<void> {
+    let choice: 'found' | 'join';
+    try {
+      choice = await this.opts.decideEmptyLog!(this.decided.signal);
+    } catch {
+      return; // closed while deciding
+    }
+    if (this.closed || this.failed) return;
+    if (choice === 'join') {
+      this.emptyLog = 'joining';
+      this.emptyLogRejoin = true;
+      this.decisionMade();
+    } else {
+      // `found` resolves the decision once the core is rebuilt, so registration sees it attached.
+      this.push({ kind: 'found' });
+    }
+  }
+
+  /** Between Readys (in the pump): the empty log becomes a founding voter's, with a core built over it. */
+  private found(): void {
+    if (this.emptyLog !== 'deciding') return;
+    this.log.refound(this.opts.voters);
+    this.raft = this.newRaft();
+    this.emptyLog = null;
+    this.attachRaft();
+    this.decisionMade();
   }
 
   private attachRaft(): void {
     if (this.raftAttached || this.closed) return;
     this.raftAttached = true;
+    if (this.emptyLog === 'joining') this.emptyLog = null;
     this.unregister = this.opts.transport.register(CONTROLLER_GROUP_ID, (msg) => this.onMessage(msg));
   }
 
@@ -201,8 +296,11 @@ export class Controller {
       throw new SluiceError('INVALID_CONFIG', `node ${opts.nodeId} is the only controller voter: there is no group to join`);
     }
     const importRecord = opts.importTopicTable === false ? null : readTopicTableImport(opts.dataDir, opts.nodeId, opts.self.shards);
-    const log = await MetadataLog.open(opts.dataDir, opts.voters, join, opts.logOpenOptions);
-    return new Controller(opts, log, importRecord, join);
+    // A voter of a larger group with an empty log must not found the group on its own word: it opens
+    // the log empty (as a joining node does) and decides once it has heard from the others.
+    const deciding = !join && opts.decideEmptyLog !== undefined && opts.voters.length > 1 && controllerLogStateOnDisk(opts.dataDir) === 'empty';
+    const log = await MetadataLog.open(opts.dataDir, opts.voters, join || deciding, opts.logOpenOptions);
+    return new Controller(opts, log, importRecord, join, deciding);
   }
 
   // --- Reads ---------------------------------------------------------------------------------------
@@ -235,6 +333,11 @@ export class Controller {
    */
   get lastLogIndex(): number {
     return this.raft.log.lastIndex();
+  }
+
+  /** What this node's controller log holds (answered to a voter deciding whether to found or join). */
+  get logState(): ControllerLogState {
+    return this.log.state;
   }
 
   /** The last log index applied to `state`. */
@@ -407,6 +510,8 @@ export class Controller {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.timer);
+    this.decided.abort();
+    this.decisionMade();
     this.unregister();
     while (this.pumping) await this.pumping;
     this.failAll(new SluiceError('SHUTTING_DOWN', `the controller on node ${this.nodeId} is closing`));
@@ -561,6 +666,9 @@ export class Controller {
         this.inboxMessages--;
         this.raft.step(input.msg);
         return;
+      case 'found':
+        this.found();
+        return;
       case 'tick':
         this.raft.tick();
         this.maybePromote();
@@ -605,6 +713,7 @@ export class Controller {
     if (rd.snapshot) this.installSnapshot(rd.snapshot);
     if (rd.hardState) this.log.writeHardState(rd.hardState);
     if (rd.entries.length > 0) await this.log.append(rd.entries);
+    this.log.settleJoining();
     if (this.closed) return;
     for (const m of rd.messages) this.opts.transport.send(CONTROLLER_GROUP_ID, m);
     for (const e of rd.committedEntries) this.applyEntry(e);
@@ -696,6 +805,7 @@ export class Controller {
     if (this.failed) return;
     this.failed = err;
     clearInterval(this.timer);
+    this.decisionMade();
     this.failAll(err);
   }
 
@@ -722,6 +832,7 @@ export class Controller {
   private async registerLoop(): Promise<void> {
     const self = this.opts.self;
     let backoff = CONTROLLER_REGISTER_RETRY_MS_MIN;
+    await this.decision;
     const node = { nodeId: this.nodeId, uuid: self.uuid, address: self.address, rack: self.rack, shards: self.shards };
     // A joining node with an empty log registers and is admitted as a learner in one request, and only
     // then takes Raft messages.

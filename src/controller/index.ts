@@ -1,7 +1,7 @@
 /** Public surface of the controller: cluster metadata in its own Raft group. See docs/controller.md. */
-export { Controller, defaultControllerVoters, readTopicTableImport, validateControllerVoters, type ControllerForwarder, type ControllerOptions } from './controller.js';
+export { Controller, EMPTY_LOG_JOIN_MESSAGE, defaultControllerVoters, emptyLogDecision, readTopicTableImport, validateControllerVoters, type ControllerForwarder, type ControllerOptions } from './controller.js';
 export { MetadataStm, METADATA_RECORD_VERSION, FIRST_PARTITION_GROUP_ID, applyStep, type MetadataImage } from './metadata-stm.js';
-export { MetadataLog, METADATA_DIR } from './metadata-log.js';
+export { MetadataLog, METADATA_DIR, controllerLogStateOnDisk, type ControllerLogState } from './metadata-log.js';
 export { encodeSnapshot, decodeSnapshot } from './snapshot.js';
 export { encodeRecordBatch, decodeRecordBatch } from './record-codec.js';
 export { planRecords, type PlanContext } from './plan-request.js';

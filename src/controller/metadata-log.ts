@@ -8,7 +8,9 @@
  *
  * Bootstrap: a founding voter starts from a snapshot at index 1, term 1 holding the voters (what
  * `bootstrapState` gives the core), so the log begins at offset 2. The snapshot metadata is written
- * last; a crash before it repeats the bootstrap on the next open.
+ * last; a crash before it repeats the bootstrap on the next open. A log that is *empty* (never founded
+ * and never sent a snapshot by a leader: snapshot index 0) is where a voter may still choose between
+ * founding and joining (`refound`); see `controllerLogState`.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -22,7 +24,7 @@ import { EpochCheckpoint } from '../storage/epoch-checkpoint.js';
 import { EMPTY_HARD_STATE, readHardState, writeHardState, type StoredHardState } from '../storage/hard-state.js';
 import { readSnapshotMeta, writeSnapshotMeta, type SnapshotMeta } from '../storage/snapshot-meta.js';
 import { defaultLogConfig, FILE_MODE, mkdirOwnerOnly, PartitionLog, type LogConfig, type LogOpenOptions } from '../storage/index.js';
-import { fsyncDir } from '../storage/io.js';
+import { fsyncDir, replaceFileAtomically } from '../storage/io.js';
 
 /** `<data-dir>/__cluster/metadata`: the controller log (next to topics.json, which it replaces). */
 export const METADATA_DIR = path.join('__cluster', 'metadata');
@@ -35,12 +37,45 @@ export function snapshotDataFile(index: number): string {
   return `metadata-${String(index).padStart(20, '0')}.snapshot`;
 }
 const SNAPSHOT_DATA_RE = /^metadata-(\d{20})\.snapshot$/;
+/**
+ * Present while a joining log has not yet been sent anything past its first snapshot. The first snapshot
+ * a joiner gets is often the founding one (index 1, the founding voters), and the configuration
+ * changes that make it a learner come after it: a joiner stopped in between would restart believing it
+ * a founding voter with a log at index 1, and vote. With this file it starts over as a joiner instead.
+ */
+const JOINING_FILE = 'joining';
 /** The index of the founding snapshot: the log starts right after it. */
 const BOOTSTRAP_INDEX = 1;
 
 export function metadataLogConfig(): LogConfig {
   // Never deleted by retention: the log is the metadata until a snapshot covers it.
   return { ...defaultLogConfig(), segmentBytes: CONTROLLER_LOG_SEGMENT_BYTES, retentionMs: -1, retentionBytes: -1, flush: { kind: 'always' } };
+}
+
+/**
+ * What a data dir's controller log holds, read from disk (a node answers this before its controller
+ * is open):
+ * - `empty`: no log, or one that joins and was never sent a snapshot (no configuration, no vote cast);
+ * - `founded`: the founding snapshot and nothing after it (no leader ever appended here);
+ * - `records`: anything a leader appended or sent (its no-op, records, a snapshot past the founding one).
+ * A voter whose log is `empty` founds the group only when a majority of the voters are known to hold no
+ * `records` (docs/controller.md "Bootstrap").
+ */
+export type ControllerLogState = 'empty' | 'founded' | 'records';
+
+export function controllerLogStateOnDisk(dataDir: string): ControllerLogState {
+  const dir = path.join(dataDir, METADATA_DIR);
+  const meta = readSnapshotMeta(dir);
+  if (meta === null) return fs.existsSync(dir) && segmentBytes(dir) > 0 ? 'records' : 'empty';
+  if (meta.index > BOOTSTRAP_INDEX || segmentBytes(dir) > 0) return 'records';
+  return meta.index === BOOTSTRAP_INDEX && !fs.existsSync(path.join(dir, JOINING_FILE)) ? 'founded' : 'empty';
+}
+
+/** The bytes in the log's segment files (0 for a log that holds no batch). */
+function segmentBytes(dir: string): number {
+  let n = 0;
+  for (const name of fs.readdirSync(dir)) if (name.endsWith('.log')) n += fs.statSync(path.join(dir, name)).size;
+  return n;
 }
 
 function sameIds(a: readonly number[], b: readonly number[]): boolean {
@@ -80,6 +115,10 @@ export class MetadataLog implements RaftStorage {
           throw new SluiceError('LOG_CORRUPT', `${dir} holds a log but no ${'snapshot.json'}; refusing to bootstrap over it`);
         }
         meta = join ? bootstrapJoining(dir, log) : bootstrap(dir, log, voters);
+      } else if (meta.index <= BOOTSTRAP_INDEX && log.nextOffset === log.logStartOffset && fs.existsSync(path.join(dir, JOINING_FILE))) {
+        // A joiner stopped after its first snapshot and before anything after it: it joins again (its
+        // term and vote are kept), rather than take the founding configuration it was sent for its own.
+        meta = restartJoining(dir, log);
       } else if (meta.index > 0 && !sameIds(meta.voters, voters)) {
         throw new SluiceError(
           'INVALID_CONFIG',
@@ -93,11 +132,43 @@ export class MetadataLog implements RaftStorage {
       else epochs = EpochCheckpoint.create(dir, log.epochStartsFrom(log.logStartOffset));
       const hs = readHardState(dir) ?? EMPTY_HARD_STATE;
       const data = readSnapshotData(dir, meta.index);
-      return new MetadataLog(dir, log, epochs, meta, { term: Math.max(hs.term, epochs.lastEpoch, meta.term), vote: hs.vote }, data);
+      const opened = new MetadataLog(dir, log, epochs, meta, { term: Math.max(hs.term, epochs.lastEpoch, meta.term), vote: hs.vote }, data);
+      opened.joining = fs.existsSync(path.join(dir, JOINING_FILE));
+      opened.settleJoining();
+      return opened;
     } catch (err) {
       await log.close().catch(() => {});
       throw err;
     }
+  }
+
+  /** As `controllerLogStateOnDisk`, for the open log. */
+  get state(): ControllerLogState {
+    if (this.meta.index > BOOTSTRAP_INDEX || this.lastIndex() > Math.max(this.meta.index, 0)) return 'records';
+    return this.meta.index === BOOTSTRAP_INDEX && !this.joining ? 'founded' : 'empty';
+  }
+
+  /** The joining marker is on disk (see JOINING_FILE). */
+  private joining = false;
+
+  /** Once a joining log durably holds more than its first snapshot, it is an ordinary member's log. */
+  settleJoining(): void {
+    if (!this.joining || this.state !== 'records') return;
+    fs.rmSync(path.join(this.dir, JOINING_FILE), { force: true });
+    fsyncDir(this.dir);
+    this.joining = false;
+  }
+
+  /**
+   * Turns an `empty` log (opened to join, and never sent a snapshot) into a founding voter's log, for a
+   * voter that found out no majority of the group holds records: the same bootstrap as a first start.
+   */
+  refound(voters: readonly NodeId[]): void {
+    assert.equal(this.state, 'empty', 'metadata log: only an empty log can be founded');
+    this.meta = bootstrap(this.dir, this.log, voters);
+    this.joining = false;
+    this.hs = { term: BOOTSTRAP_INDEX, vote: 0 };
+    this.epochs.truncateFrom(0);
   }
 
   // --- RaftStorage (reads) --------------------------------------------------------------------------
@@ -230,6 +301,8 @@ function bootstrap(dir: string, log: PartitionLog, voters: readonly NodeId[]): S
     logStartOffset: BOOTSTRAP_INDEX + 1,
   };
   writeSnapshotMeta(dir, meta);
+  fs.rmSync(path.join(dir, JOINING_FILE), { force: true });
+  fsyncDir(dir);
   return meta;
 }
 
@@ -240,8 +313,17 @@ function bootstrap(dir: string, log: PartitionLog, voters: readonly NodeId[]): S
  * sends it a snapshot first, which carries the configuration.
  */
 function bootstrapJoining(dir: string, log: PartitionLog): SnapshotMeta {
+  replaceFileAtomically(path.join(dir, JOINING_FILE), 'a joining controller log: no record from a leader past its first snapshot yet\n');
   log.truncateFullyAndStartAt(1);
   writeHardState(dir, { term: 0, vote: 0 });
+  const meta: SnapshotMeta = { index: 0, term: 0, voters: [], learners: [], logStartOffset: 1 };
+  writeSnapshotMeta(dir, meta);
+  return meta;
+}
+
+/** A joiner's log back to empty (index 0, no configuration), its hard state kept. */
+function restartJoining(dir: string, log: PartitionLog): SnapshotMeta {
+  log.truncateFullyAndStartAt(1);
   const meta: SnapshotMeta = { index: 0, term: 0, voters: [], learners: [], logStartOffset: 1 };
   writeSnapshotMeta(dir, meta);
   return meta;

@@ -364,7 +364,7 @@ export function brokerService(ctx: ServiceContext): BrokerServer {
         return {
           clusterId: m.clusterId,
           controllerId: m.controllerId,
-          brokers: m.brokers.map((b) => ({ nodeId: b.nodeId, grpcAddress: b.grpcAddress, httpAddress: b.httpAddress, rack: b.rack ?? '', alive: b.alive ?? true, state: b.state ?? 'alive', nodeUuid: b.nodeUuid ?? '' })),
+          brokers: m.brokers.map((b) => ({ nodeId: b.nodeId, grpcAddress: b.grpcAddress, httpAddress: b.httpAddress, rack: b.rack ?? '', alive: b.alive ?? true, state: b.state ?? 'alive', nodeUuid: b.nodeUuid ?? '', controllerRole: b.controllerRole ?? '' })),
           topics: m.topics.map(toPbTopic),
         };
       }, callback);

@@ -22,6 +22,7 @@ import { GrpcRaftTransport, type RaftTransportProbe } from '../cluster/transport
 import type { NodeId } from '../model/index.js';
 import { clusterModeVoters, membershipExtraService, startMembership, withMembership, type ClusterOptions, type MembershipHandle } from './cluster.js';
 import { controllerService } from '../rpc/controller-service.js';
+import { controllerLogStateOnDisk } from '../controller/index.js';
 import { replicasService } from '../rpc/replicas-service.js';
 import { PeerBrokers } from '../rpc/forward.js';
 import { ClusterNode } from './cluster-node.js';
@@ -157,7 +158,9 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
   // Cluster mode: the controller (group 0) and `Controller/Submit` forwarding on this port.
   const voters = clusterModeVoters(options.cluster);
   const cluster: ClusterParts = { node: null, catchUp: null, handingOff: false };
-  if (voters !== null) services.push(controllerService(() => cluster.node?.controller ?? null));
+  // LogState is answered from the data dir until the controller is open (a wiped voter's question).
+  const dataDir = options.dataDir ?? './data';
+  if (voters !== null) services.push(controllerService(() => cluster.node?.controller ?? null, () => cluster.node?.controller.logState ?? controllerLogStateOnDisk(dataDir)));
   // What the controller leader asks of partition leaders here (moves, leader balancing).
   const replicaHost: { host: ReplicaHost | null } = { host: null };
   if (voters !== null) services.push(replicasService(() => replicaHost.host));
@@ -210,6 +213,7 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
         shards: options.shards,
         logger: options.logger,
         onFatal: options.onFatal,
+        controllerVoters: voters,
       });
     } catch (err) {
       grpc.server.forceShutdown();

@@ -352,6 +352,8 @@ class ClusterApi implements BrokerApi {
   async metadata(topics?: string[]): Promise<ClusterMetadata> {
     const state = this.d.controller.state;
     const names = topics !== undefined && topics.length > 0 ? topics : state.topics().map((t) => t.name);
+    const group = this.d.controller.membership;
+    const role = (id: number): 'voter' | 'learner' | '' => (group.voters.includes(id as NodeId) ? 'voter' : group.learners.includes(id as NodeId) ? 'learner' : '');
     const brokers: BrokerInfo[] = this.d.peers.members().map((n) => ({
       nodeId: n.id,
       grpcAddress: n.address,
@@ -360,6 +362,7 @@ class ClusterApi implements BrokerApi {
       alive: n.state !== 'dead',
       state: n.state,
       nodeUuid: n.uuid,
+      controllerRole: role(n.id),
     }));
     return {
       clusterId: this.d.clusterId(),

@@ -47,6 +47,7 @@ import { GrpcReplicasClient } from '../rpc/replicas-service.js';
 import { GrpcControllerForwarder } from '../rpc/controller-service.js';
 import type { ReplicaHost, ReplicaMembership, ReplicaSpec, ReplicaStatus } from './replica-host.js';
 import { StartupError } from './errors.js';
+import { emptyLogDecider } from './controller-join.js';
 
 export interface ClusterNodeOptions {
   readonly nodeId: NodeId;
@@ -136,6 +137,8 @@ export class ClusterNode {
    * a read barrier, after which an unknown topic is really unknown.
    */
   private caughtUp = false;
+  /** The end of an empty-log rejoin was logged. */
+  private rejoinLogged = false;
 
   private constructor(
     readonly controller: Controller,
@@ -191,6 +194,8 @@ export class ClusterNode {
         peers: o.peers,
         // The Broker in cluster mode never reads topics.json; an old single-node one is imported once.
         importTopicTable: true,
+        // A voter with an empty log (a first start, or a wiped disk) founds or joins by what the others hold.
+        decideEmptyLog: emptyLogDecider({ nodeId: o.nodeId, voters: o.voters, peers: o.peers, ask: (v, ms) => forwarder.logState(v, o.nodeId, ms), logger: o.logger }),
         ...o.controllerTiming,
       });
     } catch (err) {
@@ -207,6 +212,9 @@ export class ClusterNode {
     const c = this.controller;
     if (c.failure !== null) return `the controller stopped: ${c.failure.message}`;
     if (c.registrationError !== null) return `the controller refused to register node ${this.o.nodeId}: ${c.registrationError.message}`;
+    // Until an empty-log voter has decided, and (when it joined) until it is a voter again.
+    const rejoin = c.rejoinStatus;
+    if (rejoin !== null) return rejoin;
     if (c.leaderId === 0) return `the controller group has no leader yet (voters ${this.o.voters.join(',')}: a majority of them must be up and reachable)`;
     const me = c.state.node(this.o.nodeId);
     if (me === undefined || me.uuid !== this.o.peers.self.uuid) return `node ${this.o.nodeId} is not registered with the controller yet (controller leader: node ${c.leaderId})`;
@@ -444,6 +452,14 @@ export class ClusterNode {
     );
   }
 
+  /** Logs once when an empty-log voter that joined as a learner is a controller voter again. */
+  private noteRejoin(): void {
+    const c = this.controller;
+    if (this.rejoinLogged || !c.joinedWithEmptyLog || c.rejoinStatus !== null) return;
+    this.rejoinLogged = true;
+    this.o.logger?.info({ nodeId: this.o.nodeId, membership: c.membership }, 'controller empty-log rejoin done: this node is a voter of the controller group again');
+  }
+
   /** Retries failed opens and leader reports that did not land (the controller had no leader). */
   private reconcile(): void {
     if (this.closed) return;
@@ -455,6 +471,7 @@ export class ClusterNode {
     }
     this.maybeRegistered();
     if (this.replaying && this.controller.appliedIndex >= this.replayedTo) this.endReplay();
+    this.noteRejoin();
     // Refused steps are normal (the state moved); persistent ones show here, for an operator.
     this.forgetDepartedNodes();
     const errs = this.executor.lastErrors;

@@ -129,6 +129,8 @@ export interface StartMembershipOptions {
   shards: number | undefined;
   logger: BrokerLogger | undefined;
   onFatal: ((err: Error) => void) | undefined;
+  /** Cluster mode's controller voters (null: no controller runs). */
+  controllerVoters: readonly number[] | null;
 }
 
 /** Loads (or creates) the node identity and starts gossip. Throws StartupError for a misconfiguration. */
@@ -157,6 +159,8 @@ export async function startMembership(handle: MembershipHandle, broker: BrokerAp
     shards: (broker as { shardCount?: number }).shardCount ?? o.shards ?? 0,
     seeds,
     foundingClusterId: () => foundingClusterId,
+    // One of several controller voters never founds a cluster id alone: it may be pod 0 back wiped.
+    foundsAlone: o.controllerVoters === null || (o.controllerVoters.length === 1 && o.controllerVoters[0] === nodeId),
     logger,
     probe: o.cluster.probe,
     timing: o.cluster.timing,

@@ -90,7 +90,9 @@ describe('sluice CLI', () => {
     expect(info.brokers[0]).toMatchObject({ nodeId: 1, state: 'alive', alive: true, rack: '' });
     expect(info.brokers[0].nodeUuid).toMatch(/^[0-9a-f-]{36}$/);
     const table = (await sluice(['cluster', 'info'])).stdout;
-    expect(table).toMatch(/ID\s+ADDRESS\s+HTTP\s+RACK\s+STATE\s+LEADERS\s+UUID/);
+    // The controller role is '-' here: a lone node runs no controller group.
+    expect(table).toMatch(/ID\s+ADDRESS\s+HTTP\s+RACK\s+STATE\s+CONTROLLER\s+LEADERS\s+UUID/);
+    expect(info.brokers[0].controllerRole).toBe('');
     expect(table).toContain(`${broker.grpcAddress}`);
   });
 

@@ -45,7 +45,7 @@ describe('controller forwarding over gRPC', () => {
     for (const id of [1, 2, 3] as NodeId[]) {
       const server = new grpc.Server();
       const node: Node = { id, dir: tempDir(`g${id}`), server, address: '', forwarder: new GrpcControllerForwarder((n) => addresses.get(n), 5_000), controller: null };
-      const svc = controllerService(() => node.controller);
+      const svc = controllerService(() => node.controller, () => node.controller?.logState ?? 'empty');
       server.addService(svc.definition, svc.implementation);
       node.address = await listen(server, `127.0.0.${id}`);
       addresses.set(id, node.address);

@@ -13,19 +13,22 @@ import type { Message } from '../../src/raft/index.js';
 import type { NodeId } from '../../src/model/index.js';
 import { SluiceError } from '../../src/errors.js';
 import { SubmitRequest, SubmitResponse } from '../../src/rpc/gen/sluice/cluster/v1/controller.js';
-import type { MetadataEvent } from '../../src/controller/index.js';
+import type { ControllerLogState, MetadataEvent } from '../../src/controller/index.js';
 
 export class MemoryNet {
   private readonly handlers = new Map<string, (m: Message) => void>();
   readonly controllers = new Map<NodeId, Controller>();
   private readonly down = new Set<NodeId>();
   sent = 0;
+  /** Sees every message a node sends while neither end is down (tests count campaigns with it). */
+  observe: ((from: NodeId, msg: Message) => void) | null = null;
 
   transport(node: NodeId): RaftTransport {
     return {
       send: (group: GroupId, msg: Message) => {
         if (this.down.has(node) || this.down.has(msg.to)) return;
         this.sent++;
+        this.observe?.(node, msg);
         setImmediate(() => {
           if (this.down.has(msg.to) || this.down.has(node)) return;
           this.handlers.get(`${msg.to}/${group}`)?.(msg);
@@ -52,6 +55,16 @@ export class MemoryNet {
         return SubmitResponse.decode(SubmitResponse.encode(await target.handleSubmit(wire)).finish());
       },
     };
+  }
+
+  /**
+   * What node `node`'s controller log holds, asked by `from` (`Controller/LogState`); rejects when
+   * either is down or `node` runs no controller (a stopped process answers nothing).
+   */
+  async logState(from: NodeId, node: NodeId): Promise<ControllerLogState> {
+    const target = this.controllers.get(node);
+    if (target === undefined || this.down.has(node) || this.down.has(from)) throw new SluiceError('UNAVAILABLE', `node ${node} cannot be reached from node ${from}`);
+    return target.logState;
   }
 
   /** Cuts a node off (messages and forwarding both ways), or heals it. */

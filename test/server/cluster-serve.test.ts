@@ -102,7 +102,7 @@ describe('sluice serve in cluster mode (fake replica core)', () => {
     for (const n of nodes) expect(n.clusterNode!.controller.state.nodes().map((x) => x.id).sort()).toEqual([1, 2, 3]);
   });
 
-  it('a node whose controller voters are not up is not ready, and /readyz says the controller has no leader', async () => {
+  it('a node whose controller voters are not up is not ready, and /readyz says its empty controller log waits for them', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-cserve-lone-'));
     dirs.push(dir);
     const lone = await startBroker({
@@ -116,11 +116,12 @@ describe('sluice serve in cluster mode (fake replica core)', () => {
       drainMs: 1_000,
     });
     try {
-      // It founds its own gossip cluster at once; the controller needs 2 of voters 7, 8, 9.
+      // It founds its own gossip cluster at once; its controller log is empty, so it neither founds nor
+      // joins the controller group before a majority of voters 7, 8, 9 has said what their logs hold.
       await waitFor('the lone node has joined its own cluster', () => lone.membership?.self !== undefined);
       const r = await readyz(lone);
       expect(r.status).toBe(503);
-      expect(r.body).toContain('the controller group has no leader yet (voters 7,8,9: a majority of them must be up and reachable)');
+      expect(r.body).toContain('controller log empty: asking the other controller voters (8, 9) whether the cluster already has metadata');
     } finally {
       await lone.close();
     }

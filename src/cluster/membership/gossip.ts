@@ -9,8 +9,12 @@
  * - Seeds: Join each in turn, with backoff, logging each failure's cause; `/readyz` says why it is not
  *   ready until one answers. A seed that refuses (another cluster, or our node id held by a live node
  *   with another UUID) is a misconfiguration: `onFatal` is called and the node must stop.
- * - A node listed first in its own seeds, with no cluster yet, founds one when no other seed answers
- *   its first round (a StatefulSet whose seeds are its first pods, this one included).
+ * - A node listed first in its own seeds, with no cluster yet, founds one (a StatefulSet whose seeds are
+ *   its first pods, this one included): when no other seed answers its first round if it may found
+ *   alone (`foundsAlone`: it is the controller's only voter, or no controller runs), else only once
+ *   another seed has answered that it has no cluster yet either. A pod 0 whose disk was wiped while
+ *   the other pods are down cannot tell that from a first formation, and a new cluster id there would
+ *   make the others refuse each other when they return; waiting for a clusterless peer tells them apart.
  * Members also Join, every reconnect interval, one member they hold as dead: a restarted node with no
  * seeds is found again that way, and learns (from the table it is sent) that it must refute.
  */
@@ -67,6 +71,12 @@ export interface GossipOptions {
   probe?: MembershipProbe;
   /** A misconfiguration found after start (another cluster; a duplicate node id): the node must stop. */
   onFatal: (err: SluiceError) => void;
+  /**
+   * Whether a first-listed node with no cluster id may found one when no other seed answers (default
+   * true). False when the node is one of several controller voters: it then founds only once another
+   * seed answered that it has no cluster yet (a first formation), never alone (maybe a wiped disk).
+   */
+  foundsAlone?: boolean;
   timing?: Partial<GossipTiming>;
   random?: () => number;
 }
@@ -83,6 +93,9 @@ export const DEFAULT_GOSSIP_TIMING: Readonly<GossipTiming> = Object.freeze({
   joinRetryMsMax: GOSSIP_JOIN_RETRY_MS_MAX,
   reconnectIntervalMs: GOSSIP_RECONNECT_INTERVAL_MS,
 });
+
+/** ErrorInfo metadata of a seed's answer "I have no cluster yet" (not a transport failure). */
+const CLUSTERLESS_INFO_KEY = 'clusterless';
 
 /** Join refusals that no retry can fix. */
 const FATAL_CODES = new Set(['CLUSTER_ID_MISMATCH', 'DUPLICATE_NODE_ID']);
@@ -203,6 +216,7 @@ export class Gossip implements PeerDirectory {
     let delay = this.timing.joinRetryMsMin;
     for (let attempt = 1; !this.abort.signal.aborted && !this.joined; attempt++) {
       const causes: string[] = [];
+      let clusterless = 0;
       for (const seed of this.seeds) {
         if (this.joined || this.abort.signal.aborted) return;
         try {
@@ -216,12 +230,14 @@ export class Gossip implements PeerDirectory {
             this.options.onFatal(e);
             return;
           }
+          if (e.info?.[CLUSTERLESS_INFO_KEY] === 'true') clusterless++;
           causes.push(`${seed}: ${e.message.split('\n')[0]}`);
           this.options.logger.warn({ seed, attempt, cause: e.message.split('\n')[0], retryInMs: delay }, 'cannot join the cluster through this seed yet');
         }
       }
       if (this.joined) return;
-      if (mayFound && attempt === 1) return this.found('first in its own seed list, and no other seed answered');
+      if (mayFound && (this.options.foundsAlone ?? true) && attempt === 1) return this.found('first in its own seed list, and no other seed answered');
+      if (mayFound && clusterless > 0) return this.found('first in its own seed list, and the seeds that answered have no cluster yet (a first formation)');
       this.joinStatus = `joining the cluster: no seed answered (attempt ${attempt}; ${causes.join('; ')})`;
       try {
         await new Promise<void>((resolve, reject) => {
@@ -332,7 +348,7 @@ export class Gossip implements PeerDirectory {
 
   private checkCluster(clusterId: string, from: NodeInfo): string {
     const mine = this.identity.clusterId;
-    if (mine === null) throw new SluiceError('UNAVAILABLE', `node ${this.self.id} at ${this.self.address} has not joined a cluster yet`);
+    if (mine === null) throw new SluiceError('UNAVAILABLE', `node ${this.self.id} at ${this.self.address} has not joined a cluster yet`, { info: { [CLUSTERLESS_INFO_KEY]: 'true' } });
     if (clusterId !== mine) {
       throw new SluiceError(
         'CLUSTER_ID_MISMATCH',

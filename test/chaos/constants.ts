@@ -37,12 +37,13 @@ export const CHAOS_DISK_MS_MAX = 4_000;
  * Membership changes (cluster runs): how long the harness follows a move of one partition, or a
  * decommission before it recommissions the node, drawn from these ranges. A move that is not done by
  * then is left to run ("running at heal"); measured on this machine a move takes 3.4-6.8 s and a
- * decommission of a node holding 3 partitions 4-16 s (docs/cluster.md "Moves").
+ * decommission of a node holding 3 partitions 4-16 s (docs/cluster.md "Moves"); under faults, in a
+ * 4-node run (seeds 7001-7010, 3-8 s and 4-10 s bounds), none had completed in its time.
  */
-export const CHAOS_MOVE_MS_MIN = 3_000;
-export const CHAOS_MOVE_MS_MAX = 8_000;
-export const CHAOS_DECOMMISSION_MS_MIN = 4_000;
-export const CHAOS_DECOMMISSION_MS_MAX = 10_000;
+export const CHAOS_MOVE_MS_MIN = 4_000;
+export const CHAOS_MOVE_MS_MAX = 12_000;
+export const CHAOS_DECOMMISSION_MS_MIN = 6_000;
+export const CHAOS_DECOMMISSION_MS_MAX = 14_000;
 /**
  * A membership change runs while other faults run: the next fault starts this long after the change
  * started (drawn), while the next membership change waits for this one's end and a quiet gap.

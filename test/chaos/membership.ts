@@ -62,13 +62,17 @@ export class MembershipDriver {
     private readonly topic: string,
   ) {}
 
-  /** Asks until a definite answer or `untilMs` (performance.now()). */
+  /**
+   * Asks until a definite answer or `untilMs` (performance.now()). Each attempt starts at the next node
+   * that is up: one cut off by a partition answers nothing, and the client would wait on it first every time.
+   */
   private async ask<T>(call: (a: Admin) => Promise<T>, untilMs: number): Promise<Answer<T>> {
     let last = 'no node up';
-    for (;;) {
+    for (let attempt = 0; ; attempt++) {
       const up = this.addresses();
       if (up.length > 0) {
-        const admin = new Admin({ brokers: up, requestTimeoutMs: C.CLUSTER_PROBE_TIMEOUT_MS, channelOptions });
+        const first = attempt % up.length;
+        const admin = new Admin({ brokers: [...up.slice(first), ...up.slice(0, first)], requestTimeoutMs: C.CLUSTER_PROBE_TIMEOUT_MS, channelOptions });
         try {
           return { ok: await call(admin) };
         } catch (err) {

@@ -365,6 +365,8 @@ function compareAllReplicas(run: Run, targets: readonly Target[], sets: ReplicaS
         out.strays += strays.length;
         out.notes.push(`${key}: n${strays.map((n) => n.id).join('+n')} still hold(s) a directory though not a replica any more (replicas ${set!.join(',')}); not compared`);
       }
+      const missing = set === undefined ? [] : set.filter((id) => !holders.some((n) => n.id === id));
+      if (missing.length > 0) out.notes.push(`${key}: replica(s) on n${missing.join('+n')} hold no directory (replicas ${set!.join(',')})`);
       const dirs = holders.filter((n) => set === undefined || set.includes(n.id)).map((n) => path.join(n.dataDir, `${t.topic}-${p}`));
       if (dirs.length < 2) continue;
       out.compared++;

@@ -12,6 +12,8 @@
  *    active as a move's target; nothing was started;
  *  - `unanswered`: no node answered before the time ended (the controller leader killed, say): the
  *    change may or may not have started; the settle phase at the end of the run waits for it either way.
+ *    (A decommission's outcome is read from its recommission's answer, which says whether the node was
+ *    decommissioning or decommissioned, so it is `unanswered` only when it never took effect.)
  * Calls that fail retriably (UNAVAILABLE, TIMEOUT, NOT_LEADER, ...) are asked again until the change's
  * time ends; every call has a deadline.
  */
@@ -128,22 +130,27 @@ export class MembershipDriver {
   /**
    * Decommissions the fault's node, follows it until drained or `untilMs`, then recommissions it
    * (bounded by CHAOS_RECOMMISSION_MS; a node left out of service would shrink every later schedule's
-   * cluster, so failing that is a harness error, thrown).
+   * cluster, so failing that is a harness error, thrown). The recommission is sent whatever the
+   * decommission's answer: an attempt whose answer was lost may have taken effect before a retry was
+   * refused, and on an active node it is a no-op. Its answer (the state the node was in) says what
+   * the decommission came to.
    */
   async decommission(f: FaultPlan, untilMs: number): Promise<MembershipResult> {
     const id = f.nodes[0];
     const t0 = performance.now();
     const asked = await this.ask((a) => a.decommissionNode(id), untilMs);
-    if ('refused' in asked) return { outcome: 'refused', reason: asked.refused, nodes: [id], detail: `n${id} stays active` };
     const drained = 'ok' in asked && (await this.follow((r) => r.nodes.find((n) => n.nodeId === id)?.state === 'decommissioned', untilMs));
     const took = performance.now() - t0;
     const back = await this.ask((a) => a.recommissionNode(id), performance.now() + C.CHAOS_RECOMMISSION_MS);
     if (!('ok' in back)) throw new Error(`the recommission of n${id} after its decommission failed: ${'refused' in back ? back.refused : back.unanswered}`);
-    const after = `recommissioned (was ${back.ok.previousState}, holds ${back.ok.node.replicas} replica(s))`;
-    if ('unanswered' in asked) return { outcome: 'unanswered', reason: asked.unanswered, nodes: [id], detail: `n${id} ${after}` };
-    return drained
-      ? { outcome: 'completed', nodes: [id], detail: `n${id} drained in ${seconds(took)}, ${after}` }
-      : { outcome: 'running', nodes: [id], detail: `n${id} still draining after ${seconds(took)}, ${after}` };
+    const was = back.ok.previousState;
+    const after = `recommissioned (was ${was}, holds ${back.ok.node.replicas} replica(s))`;
+    const retry = 'refused' in asked ? ` (a retry was refused: ${asked.refused})` : '';
+    if (drained || was === 'decommissioned') return { outcome: 'completed', nodes: [id], detail: `n${id} drained in ${drained ? seconds(took) : `at most ${seconds(took)}`}${retry}, ${after}` };
+    if (was === 'decommissioning') return { outcome: 'running', nodes: [id], detail: `n${id} still draining after ${seconds(took)}${retry}, ${after}` };
+    if ('refused' in asked) return { outcome: 'refused', reason: asked.refused, nodes: [id], detail: `n${id} stayed active` };
+    if ('unanswered' in asked) return { outcome: 'unanswered', reason: asked.unanswered, nodes: [id], detail: `n${id} stayed active` };
+    return { outcome: 'running', nodes: [id], detail: `n${id} active again before the harness recommissioned it, ${after}` };
   }
 
   /**

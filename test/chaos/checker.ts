@@ -16,7 +16,7 @@
  *    partition (the worst partition counts; null = none ever).
  * Unknown outcomes (timeouts, connection losses) may go either way: neither lost nor required.
  */
-import type { Op } from './history.js';
+import type { MembershipOutcome, Op } from './history.js';
 
 export interface Sample {
   key: string;
@@ -32,6 +32,8 @@ export interface FaultAvailability {
   healMs: number;
   /** Heal to the first ok write on the slowest partition; null when some partition never got one. */
   unavailableMs: number | null;
+  /** A membership change: how it ended (membership.ts). */
+  outcome?: MembershipOutcome;
 }
 
 export interface Verdict {
@@ -51,6 +53,18 @@ export interface Verdict {
   /** Replica byte comparison after healing (filled by the harness when partitions have replicas). */
   replicaMismatches: number;
   replicasCompared: number;
+  /**
+   * Directories of a partition left on a node outside its final replica set (a move took it off):
+   * reported, not judged (they are not compared; the broker deletes them once the metadata moves on).
+   */
+  strayReplicas: number;
+  /** Membership changes (move, decommission) by outcome. */
+  membership: Record<MembershipOutcome, number>;
+  /**
+   * Filled by the harness: what still moved, or which node was not active, once the bounded wait for
+   * the moves to settle ended ("" = settled). Reported, not judged (it is not a data anomaly).
+   */
+  unsettled: string;
   faults: FaultAvailability[];
   worstUnavailableMs: number | null;
   /** The first few examples of each anomaly, for the report. */
@@ -107,7 +121,8 @@ export function checkHistory(ops: readonly Op[]): Verdict {
   const faults: Op[] = [];
   const v: Verdict = {
     ok: true, acked: 0, unknown: 0, failed: 0, reads: 0, lost: 0, inconsistent: 0, duplicated: 0, duplicatedPlain: 0, phantom: 0,
-    hwBackwards: 0, committedBackwards: 0, groupGaps: 0, replicaMismatches: 0, replicasCompared: 0, faults: [], worstUnavailableMs: null, samples: [],
+    hwBackwards: 0, committedBackwards: 0, groupGaps: 0, replicaMismatches: 0, replicasCompared: 0, strayReplicas: 0,
+    membership: { completed: 0, running: 0, refused: 0, unanswered: 0 }, unsettled: '', faults: [], worstUnavailableMs: null, samples: [],
   };
 
   /** One observation "offset holds value" from any source. */
@@ -203,6 +218,7 @@ export function checkHistory(ops: readonly Op[]): Verdict {
       }
       case 'fault':
         faults.push(op);
+        if (op.outcome !== undefined) v.membership[op.outcome]++;
         break;
       default:
         break;
@@ -242,8 +258,10 @@ export function checkHistory(ops: readonly Op[]): Verdict {
       worst = Math.max(worst, ends[i] - op.heal);
     }
     if (okWriteEnds.size === 0) worst = null;
-    v.faults.push({ id: op.id, kind: op.kind, detail: op.detail, healMs: op.heal, unavailableMs: worst });
+    v.faults.push({ id: op.id, kind: op.kind, detail: op.detail, healMs: op.heal, unavailableMs: worst, outcome: op.outcome });
   }
+  // Membership changes are recorded when they end, so the history's order is not the schedule's.
+  v.faults.sort((a, b) => a.id - b.id);
   const waits = v.faults.map((f) => f.unavailableMs);
   v.worstUnavailableMs = waits.includes(null) ? null : waits.length === 0 ? 0 : Math.max(...(waits as number[]));
   v.samples = samples.all;

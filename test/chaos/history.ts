@@ -7,6 +7,8 @@
 import fs from 'node:fs';
 
 export type Outcome = 'ok' | 'failed' | 'unknown';
+/** How a membership change (move, decommission) ended: membership.ts says what each means. */
+export type MembershipOutcome = 'completed' | 'running' | 'refused' | 'unanswered';
 
 export type Op =
   /** A write with acks=all. `failed` only where the broker guarantees nothing was written. */
@@ -19,8 +21,14 @@ export type Op =
   | { t: 'committed'; key: string; offset: number; inv: number; end: number }
   | { t: 'hw'; key: string; hw: number; inv: number; end: number }
   | { t: 'leader'; key: string; leader: number; at: number }
-  /** A fault: started at `start`, healed at `heal`. */
-  | { t: 'fault'; id: number; kind: string; nodes: number[]; start: number; heal: number; detail: string }
+  /**
+   * A fault: started at `start`, healed at `heal`. A membership change (move, decommission) also has
+   * its outcome (membership.ts), and `heal` is when the harness stopped following it (done, or its
+   * time ended) or, for a decommission, when the node was recommissioned.
+   */
+  | { t: 'fault'; id: number; kind: string; nodes: number[]; start: number; heal: number; detail: string; outcome?: MembershipOutcome; reason?: string }
+  /** A cluster after the run: the partition's replica set (voters) that the byte comparison used. */
+  | { t: 'replicas'; key: string; replicas: number[] }
   /** After healing: every record of a partition (read up to its end) and its final high watermark. */
   | { t: 'final'; key: string; offset: number; value: string }
   | { t: 'final-hw'; key: string; hw: number }

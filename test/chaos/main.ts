@@ -4,13 +4,14 @@
  *
  * Runs N schedules with seeds X, X+1, ... (default: X from the clock, printed), each writing
  * chaos/out/<seed>/, and prints a summary table. `--seed X --schedules 1` replays one run (same
- * faults, same times). Exit 0 when every run is clean, 1 when the checker found an anomaly (expected
- * with --bug), 2 on a usage error. See docs/chaos.md.
+ * faults, same times). On a cluster (--nodes 3+) the default faults include the membership changes
+ * `move` and `decommission` (the latter drawn only with 4+ nodes). Exit 0 when every run is clean, 1
+ * when the checker found an anomaly (expected with --bug), 2 on a usage error. See docs/chaos.md.
  */
 import path from 'node:path';
 import { canMountTmpfs } from './nodes.js';
 import { runSchedule, type RunResult } from './run.js';
-import { CLUSTER_FAULT_KINDS, FAULT_KINDS, killAllSchedule, parseFaultKinds, type FaultKind } from './schedule.js';
+import { CLUSTER_FAULT_KINDS, drawableKinds, FAULT_KINDS, isMembership, killAllSchedule, parseFaultKinds, type FaultKind } from './schedule.js';
 
 interface Args {
   nodes: number;
@@ -26,8 +27,9 @@ interface Args {
 }
 
 function parseArgs(argv: readonly string[]): Args {
-  const rootless = FAULT_KINDS.filter((k) => k !== 'disk-full');
-  const a: Args = { nodes: 1, schedules: 1, durationS: 20, seed: Date.now() % 1_000_000, kinds: canMountTmpfs() ? [...FAULT_KINDS] : rootless, out: 'chaos/out', bug: null, keepData: false, idempotent: false, preset: null };
+  const single = FAULT_KINDS.filter((k) => !isMembership(k));
+  const rootless = single.filter((k) => k !== 'disk-full');
+  const a: Args = { nodes: 1, schedules: 1, durationS: 20, seed: Date.now() % 1_000_000, kinds: canMountTmpfs() ? single : rootless, out: 'chaos/out', bug: null, keepData: false, idempotent: false, preset: null };
   let kindsGiven = false;
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
@@ -64,21 +66,28 @@ function parseArgs(argv: readonly string[]): Args {
   if (a.nodes > 200) throw new Error('--nodes: at most 200 (one 127.0.0.x address each)');
   if (a.nodes === 2) throw new Error('--nodes: 1 (a single broker) or 3 and more (a cluster; 2 nodes have no majority to lose one of)');
   if (a.nodes >= 3) {
-    // A cluster: disk-full only when asked (it needs root for a tmpfs per node).
-    if (!kindsGiven) a.kinds = ['kill', 'pause', 'partition', 'slow-disk'];
+    // A cluster: disk-full only when asked (it needs root for a tmpfs per node). Membership changes
+    // are in by default; a decommission is drawn only with more nodes than the replication factor.
+    if (!kindsGiven) a.kinds = ['kill', 'pause', 'partition', 'slow-disk', 'move', 'decommission'];
     const unsupported = a.kinds.filter((k) => !CLUSTER_FAULT_KINDS.includes(k));
     if (unsupported.length > 0) throw new Error(`--faults ${unsupported.join(',')}: not on a cluster yet (cluster faults: ${CLUSTER_FAULT_KINDS.join(', ')})`);
+    if (drawableKinds(a.kinds, a.nodes).length === 0) throw new Error(`--faults ${a.kinds.join(',')}: decommission needs more nodes than the replication factor (3); use --nodes 4 or more, or add other kinds`);
+  } else {
+    const membership = a.kinds.filter(isMembership);
+    if (membership.length > 0) throw new Error(`--faults ${membership.join(',')}: membership changes need a cluster (--nodes 3 or more)`);
   }
   if (a.kinds.includes('disk-full') && !canMountTmpfs()) throw new Error('disk-full faults need a tmpfs per node: run as root on Linux, or leave disk-full out of --faults');
   return a;
 }
 
 function table(results: RunResult[]): string {
-  const head = ['schedule', 'faults', 'acked', 'unknown', 'lost', 'inconsistent', 'duplicated', 'worst unavail.', 'verdict'];
+  const head = ['schedule', 'faults', 'acked', 'unknown', 'lost', 'inconsistent', 'duplicated', 'worst unavail.', 'membership done/run/ref/unans', 'verdict'];
   const rows = results.map((r) => {
     const v = r.verdict;
     const kinds = [...new Set(r.schedule.faults.map((f) => f.kind))].join(',') || '-';
-    return [String(r.seed), `${r.schedule.faults.length} (${kinds})`, String(v.acked), String(v.unknown), String(v.lost), String(v.inconsistent), String(v.duplicated), v.worstUnavailableMs === null ? 'never' : `${Math.round(v.worstUnavailableMs)} ms`, v.ok ? 'clean' : 'FAIL'];
+    const m = v.membership;
+    const membership = m.completed + m.running + m.refused + m.unanswered === 0 ? '-' : `${m.completed}/${m.running}/${m.refused}/${m.unanswered}${v.unsettled === '' ? '' : ' UNSETTLED'}`;
+    return [String(r.seed), `${r.schedule.faults.length} (${kinds})`, String(v.acked), String(v.unknown), String(v.lost), String(v.inconsistent), String(v.duplicated), v.worstUnavailableMs === null ? 'never' : `${Math.round(v.worstUnavailableMs)} ms`, membership, v.ok ? 'clean' : 'FAIL'];
   });
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i])).join('  ');
@@ -96,6 +105,8 @@ async function main(): Promise<number> {
   const results: RunResult[] = [];
   const errors: number[] = [];
   console.log(`chaos: ${a.schedules} schedule(s) of ${a.durationS} s on ${a.nodes} node(s), faults ${a.kinds.join(',')}, seeds ${a.seed}..${a.seed + a.schedules - 1}${a.bug ? `, BUG ${a.bug}` : ''}`);
+  const notDrawn = a.kinds.filter((k) => !drawableKinds(a.kinds, a.nodes).includes(k));
+  if (notDrawn.length > 0) console.log(`chaos: ${notDrawn.join(',')} not drawn on ${a.nodes} nodes (a decommission at replication factor 3 needs a 4th node to drain to)`);
   for (let i = 0; i < a.schedules; i++) {
     const seed = a.seed + i;
     console.log(`schedule ${i + 1}/${a.schedules}: seed ${seed}`);
@@ -114,6 +125,7 @@ async function main(): Promise<number> {
   console.log(`\n${table(results)}`);
   const failed = [...results.filter((r) => !r.verdict.ok).map((r) => r.seed), ...errors];
   if (errors.length > 0) console.log(`\nharness errors (no verdict) in seeds ${errors.join(', ')}`);
+  for (const r of results.filter((x) => x.verdict.unsettled !== '')) console.log(`\nseed ${r.seed}: membership not settled at the end (not a data anomaly, reported): ${r.verdict.unsettled}`);
   if (failed.length > 0) console.log(`\n${failed.length} schedule(s) failed; replay one with: npm run chaos -- --seed ${failed[0]} --schedules 1 --nodes ${a.nodes} --duration ${a.durationS} --faults ${a.kinds.join(',')}${a.bug ? ` --bug ${a.bug}` : ''}${a.idempotent ? ' --idempotent' : ''}${a.preset ? ` --preset ${a.preset}` : ''}`);
   return failed.length > 0 ? 1 : 0;
 }

@@ -13,7 +13,9 @@ const BUCKET_MS = 250;
 const WIDTH = 1000;
 const LEFT = 60;
 const PLOT = WIDTH - LEFT - 20;
-const COLORS: Record<string, string> = { kill: '#e4572e', pause: '#f3a712', partition: '#4c6ef5', 'slow-disk': '#a29bfe', 'disk-full': '#20c997' };
+const COLORS: Record<string, string> = { kill: '#e4572e', pause: '#f3a712', partition: '#4c6ef5', 'slow-disk': '#a29bfe', 'disk-full': '#20c997', move: '#0b7285', decommission: '#5c940d' };
+/** Membership changes overlap other faults: their bands are drawn in the lower half, their labels on a second line. */
+const MEMBERSHIP = new Set(['move', 'decommission']);
 
 const esc = (s: string): string => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
@@ -58,8 +60,14 @@ function restartBands(ops: readonly Op[], x: (ms: number) => number, height: num
 function faultBands(ops: readonly Op[], x: (ms: number) => number, height: number): string {
   return restartBands(ops, x, height) + ops
     .filter((op): op is Extract<Op, { t: 'fault' }> => op.t === 'fault')
-    .map((f) => `<rect x="${x(f.start)}" y="0" width="${Math.max(1, x(f.heal) - x(f.start))}" height="${height}" fill="${COLORS[f.kind] ?? '#888'}" opacity="0.22"><title>${esc(`#${f.id} ${f.detail}`)}</title></rect>` +
-      `<text x="${x(f.start) + 2}" y="11" font-size="10" fill="${COLORS[f.kind] ?? '#888'}">${esc(`${f.kind} ${f.nodes.map((n) => `n${n}`).join('+')}`)}</text>`)
+    .map((f) => {
+      const m = MEMBERSHIP.has(f.kind);
+      const y = m ? Math.round(height / 2) : 0;
+      const label = `${f.kind} ${f.nodes.map((n) => `n${n}`).join('+')}${f.outcome === undefined ? '' : ` (${f.outcome})`}`;
+      const title = `#${f.id} ${f.detail}${f.outcome === undefined ? '' : ` -> ${f.outcome}${f.reason === undefined ? '' : `: ${f.reason}`}`}`;
+      return `<rect x="${x(f.start)}" y="${y}" width="${Math.max(1, x(f.heal) - x(f.start))}" height="${height - y}" fill="${COLORS[f.kind] ?? '#888'}" opacity="0.22"${m ? ' stroke="' + COLORS[f.kind] + '" stroke-dasharray="4 2"' : ''}><title>${esc(title)}</title></rect>` +
+        `<text x="${x(f.start) + 2}" y="${m ? y + 11 : 11}" font-size="10" fill="${COLORS[f.kind] ?? '#888'}">${esc(label)}</text>`;
+    })
     .join('');
 }
 
@@ -109,9 +117,14 @@ export function renderReport(schedule: Schedule, ops: readonly Op[], v: Verdict)
     row('duplicated (no idempotence, allowed)', v.duplicatedPlain), row('phantom (failed but read)', v.phantom, v.phantom > 0),
     row('high watermark backwards', v.hwBackwards, v.hwBackwards > 0), row('committed offset backwards', v.committedBackwards, v.committedBackwards > 0),
     row('group gaps', v.groupGaps, v.groupGaps > 0), row('replica mismatches', v.replicaMismatches, v.replicaMismatches > 0),
+    row('stray replica directories (not compared)', v.strayReplicas),
+    row('membership not settled at the end (moves, node states)', v.unsettled === '' ? '-' : v.unsettled, v.unsettled !== ''),
+    row('membership changes: completed / running at heal / refused / unanswered', `${v.membership.completed} / ${v.membership.running} / ${v.membership.refused} / ${v.membership.unanswered}`),
     row('worst unavailability (ms)', v.worstUnavailableMs === null ? null : Math.round(v.worstUnavailableMs)),
   ].join('');
-  const faults = v.faults.map((f) => `<tr><td>${f.id}</td><td>${esc(f.detail)}</td><td>${(f.healMs / 1000).toFixed(2)} s</td><td>${f.unavailableMs === null ? 'never' : f.unavailableMs.toFixed(0) + ' ms'}</td></tr>`).join('');
+  const reasons = new Map(ops.filter((op): op is Extract<Op, { t: 'fault' }> => op.t === 'fault').map((f) => [f.id, f.reason]));
+  const outcome = (f: Verdict['faults'][number]): string => (f.outcome === undefined ? '' : `${f.outcome}${reasons.get(f.id) === undefined ? '' : `: ${reasons.get(f.id)}`}`);
+  const faults = v.faults.map((f) => `<tr><td>${f.id}</td><td>${esc(f.detail)}</td><td>${esc(outcome(f))}</td><td>${(f.healMs / 1000).toFixed(2)} s</td><td>${f.unavailableMs === null ? 'never' : f.unavailableMs.toFixed(0) + ' ms'}</td></tr>`).join('');
   const samples = v.samples.map((s) => `<li><code>${esc(s.key)}${s.offset === undefined ? '' : ` @${s.offset}`}${s.value === undefined ? '' : ` ${s.value}`}</code> ${esc(s.why)}</li>`).join('');
   return `<!doctype html><html><head><meta charset="utf-8"><title>chaos seed ${schedule.seed}</title><style>
 body{font:13px system-ui,sans-serif;margin:16px;color:#222}table{border-collapse:collapse;margin:8px 0}th,td{border:1px solid #ddd;padding:2px 8px;text-align:left}
@@ -119,7 +132,7 @@ tr.bad td,tr.bad th{background:#ffe3e3;color:#a00}h3{margin:14px 0 2px}svg{backg
 </style></head><body>
 <h2>Sluice chaos run, seed ${schedule.seed}: ${v.ok ? 'clean' : 'ANOMALIES FOUND'}</h2>
 <p>${schedule.nodes} node(s), ${(schedule.durationMs / 1000).toFixed(0)} s, ${schedule.faults.length} fault(s). Replay: <code>npm run chaos -- --seed ${schedule.seed} --schedules 1 --nodes ${schedule.nodes} --duration ${schedule.durationMs / 1000} --faults ${schedule.kinds.join(',')}</code></p>
-<p>Coloured bands: faults (start to heal; hover for details). Grey hatching: a killed node restarting (heal to ready, recovery included).</p>
+<p>Coloured bands: faults (start to heal; hover for details). Dashed bands in the lower half: membership changes (a move, a decommission until its recommission), which run while other faults do; the label gives the outcome. Grey hatching: a killed node restarting (heal to ready, recovery included).</p>
 ${chart('Acknowledged writes per second (unknown outcomes in red)', ops, end, [
     { name: 'acked/s', color: '#2b8a3e', ys: bs.map((b) => b.acked * perSecond) },
     { name: 'unknown/s', color: '#e03131', ys: bs.map((b) => b.unknown * perSecond) },
@@ -130,7 +143,7 @@ ${chart('Latency of acknowledged writes, ms (log scale)', ops, end, [
   ])}
 ${leaderChart(ops, end)}
 <h3>Verdict</h3><table>${counts}</table>
-<h3>Faults</h3><table><tr><th>#</th><th>fault</th><th>healed at</th><th>heal → first acked write (slowest partition)</th></tr>${faults}</table>
+<h3>Faults</h3><table><tr><th>#</th><th>fault</th><th>outcome (membership changes)</th><th>healed at</th><th>heal → first acked write (slowest partition)</th></tr>${faults}</table>
 ${samples.length > 0 ? `<h3>Examples</h3><ul>${samples}</ul>` : ''}
 </body></html>
 `;

@@ -8,9 +8,12 @@
  * --controller-voters`, ports fixed before the first start), one topic of replication factor 3, the
  * workload's clients given every node's address (they route to leaders; one producer writes through
  * each node in turn, so non-leaders forward), kills and pauses aimed at a partition leader, a follower
- * or the controller leader as the cluster names them when the fault starts. After healing, every
- * replica must reach the leader's high watermark, and their files are compared byte for byte below it.
+ * or the controller leader as the cluster names them when the fault starts; membership changes
+ * (membership.ts) run in the background while the next faults run. After healing, moves settle
+ * (bounded), every replica of each partition's final replica set must reach the leader's high
+ * watermark, and their files are compared byte for byte below it.
  */
+import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -23,9 +26,10 @@ import { History } from './history.js';
 import { aliveSeenBy, clusterView, localHighWatermark, resolveTarget } from './cluster.js';
 import { ChaosNode, freePort } from './nodes.js';
 import { LinkTable, linkSettings } from './links.js';
+import { MembershipDriver } from './membership.js';
 import { compareReplicas } from './replicas.js';
 import { writeReport } from './report.js';
-import { makeSchedule, type FaultKind, type FaultPlan, type Schedule } from './schedule.js';
+import { isMembership, makeSchedule, type FaultKind, type FaultPlan, type Schedule } from './schedule.js';
 import { finalRead, latestOffsets, Workload, type Target } from './workload.js';
 
 export interface RunOptions {
@@ -86,6 +90,8 @@ class Run {
   readonly proxies = new Map<number, LinkProxy>();
   /** A cluster run with partition faults: the node-to-node links (links.ts). */
   links: LinkTable | null = null;
+  /** A cluster run: carries out the membership changes (membership.ts). */
+  membership: MembershipDriver | null = null;
   /** Time 0 of the schedule and the history: when the workload starts (the nodes are up). */
   private t0 = performance.now();
   readonly now = (): number => Math.round((performance.now() - this.t0) * 10) / 10;
@@ -131,7 +137,9 @@ class Run {
     const hosts = Array.from({ length: this.o.nodes }, (_, i) => `127.0.0.${11 + i}`);
     const ports = await Promise.all(hosts.map(async (h) => ({ grpc: await freePort(h), http: await freePort(h) })));
     const seeds = hosts.map((h, i) => `${h}:${ports[i].grpc}`);
-    const controllerVoters = Array.from({ length: Math.min(this.o.nodes, C.CLUSTER_CONTROLLER_VOTERS_MAX) }, (_, i) => i + 1);
+    // The controller group has an odd number of voters (1, 3 or 5: 3 of 4 nodes); the others follow it as learners.
+    const voters = Math.min(this.o.nodes, C.CLUSTER_CONTROLLER_VOTERS_MAX);
+    const controllerVoters = Array.from({ length: voters % 2 === 0 ? voters - 1 : voters }, (_, i) => i + 1);
     if (this.o.kinds.includes('partition')) this.links = await LinkTable.create(hosts, seeds);
     for (let id = 1; id <= this.o.nodes; id++) {
       const cluster = { grpcPort: ports[id - 1].grpc, httpPort: ports[id - 1].http, seeds, controllerVoters, env: this.links?.envFor(id) };
@@ -174,6 +182,7 @@ class Run {
       if (!led) await sleep(100);
     }
     if (!led) throw new Error(`not every partition of ${topic} had a leader after ${C.CLUSTER_READY_MS} ms`);
+    this.membership = new MembershipDriver(() => this.upAddresses(), this.o.nodes, topic);
     return [{ name: 'c', topic, address: addresses.join(','), nodes: addresses, idempotent: this.o.idempotent === true }];
   }
 
@@ -290,15 +299,39 @@ class Run {
    * Runs the schedule's faults in order. A restart takes as long as it takes (recovery), so when a
    * fault ends later than planned, every later fault and the end of the run move by that lag: the
    * quiet gaps of the schedule are kept, and the faults never pile onto a node still starting.
+   * A membership change runs in the background while the next faults run; the next membership change
+   * waits for it (the schedule leaves room for that, lag aside), and so does the end of the run.
    */
   async runFaults(): Promise<void> {
     let lagMs = 0;
+    let change: Promise<void> = Promise.resolve();
     for (const f of this.schedule.faults) {
+      if (isMembership(f.kind)) {
+        await change;
+        change = this.membershipChange(f, f.startMs + lagMs);
+        // Awaited before the next change and at the end; meanwhile its failure must not go unhandled.
+        change.catch(() => {});
+        continue;
+      }
       const { start, heal, nodes } = await this.fault(f, f.startMs + lagMs);
       this.history.add({ t: 'fault', id: f.id, kind: f.kind, nodes, start, heal, detail: f.target === undefined ? f.detail : `${f.detail} (n${nodes.join('+n')})` });
       lagMs = Math.max(lagMs, this.now() - (f.startMs + f.durationMs));
     }
+    await change;
     await sleep(Math.max(0, this.t0 + this.schedule.durationMs + lagMs - performance.now()));
+  }
+
+  /** One membership change at `atMs` (membership.ts), followed for at most its duration; its outcome goes into the history. */
+  private async membershipChange(f: FaultPlan, atMs: number): Promise<void> {
+    assert.ok(this.membership !== null, 'membership changes run on a cluster only');
+    await sleep(Math.max(0, this.t0 + atMs - performance.now()));
+    const start = this.now();
+    this.note(`fault ${f.id}: ${f.detail}`);
+    const untilMs = this.t0 + start + f.durationMs;
+    const r = f.kind === 'move' ? await this.membership.move(f, untilMs) : await this.membership.decommission(f, untilMs);
+    const heal = this.now();
+    this.note(`fault ${f.id} ${r.outcome}: ${r.detail}${r.reason === undefined ? '' : ` (${r.reason})`}`);
+    this.history.add({ t: 'fault', id: f.id, kind: f.kind, nodes: r.nodes, start, heal, detail: `${f.detail}: ${r.detail}`, outcome: r.outcome, reason: r.reason });
   }
 
   destroy(): void {
@@ -308,19 +341,33 @@ class Run {
   }
 }
 
+/** Per partition key, the nodes whose replicas are compared: a cluster's final replica sets (voters), or null (every node's). */
+type ReplicaSets = Map<string, number[]> | null;
+
 /**
  * After the nodes stopped: every partition held by two or more nodes (`<data-dir>/<topic>-<p>/`) must
- * have byte-identical replicas below its final high watermark. Today each topic lives on one node, so
- * nothing is compared; with the cluster every partition will be.
+ * have byte-identical replicas below its final high watermark. On a cluster only the partition's
+ * replica set at the end is compared: a node a move took the partition off is not a replica any more,
+ * and its directory, if one is left, is counted as a stray (the broker deletes it once the metadata
+ * moves past the removal), not compared.
  */
-function compareAllReplicas(run: Run, targets: readonly Target[]): { compared: number; mismatches: number; notes: string[]; mismatchNotes: string[] } {
-  const out = { compared: 0, mismatches: 0, notes: [] as string[], mismatchNotes: [] as string[] };
+function compareAllReplicas(run: Run, targets: readonly Target[], sets: ReplicaSets): { compared: number; mismatches: number; strays: number; notes: string[]; mismatchNotes: string[] } {
+  const out = { compared: 0, mismatches: 0, strays: 0, notes: [] as string[], mismatchNotes: [] as string[] };
   const finalHw = new Map<string, number>();
   for (const op of run.history.ops) if (op.t === 'final-hw') finalHw.set(op.key, op.hw);
   for (const t of targets) {
     for (let p = 0; p < C.WORKLOAD_PARTITIONS; p++) {
       const key = `${t.topic}/${p}`;
-      const dirs = run.nodes.map((n) => path.join(n.dataDir, `${t.topic}-${p}`)).filter((d) => fs.existsSync(d));
+      const holders = run.nodes.filter((n) => fs.existsSync(path.join(n.dataDir, `${t.topic}-${p}`)));
+      const set = sets?.get(key);
+      const strays = set === undefined ? [] : holders.filter((n) => !set.includes(n.id));
+      if (strays.length > 0) {
+        out.strays += strays.length;
+        out.notes.push(`${key}: n${strays.map((n) => n.id).join('+n')} still hold(s) a directory though not a replica any more (replicas ${set!.join(',')}); not compared`);
+      }
+      const missing = set === undefined ? [] : set.filter((id) => !holders.some((n) => n.id === id));
+      if (missing.length > 0) out.notes.push(`${key}: replica(s) on n${missing.join('+n')} hold no directory (replicas ${set!.join(',')})`);
+      const dirs = holders.filter((n) => set === undefined || set.includes(n.id)).map((n) => path.join(n.dataDir, `${t.topic}-${p}`));
       if (dirs.length < 2) continue;
       out.compared++;
       const c = compareReplicas(dirs, finalHw.get(key) ?? 0);
@@ -334,12 +381,31 @@ function compareAllReplicas(run: Run, targets: readonly Target[]): { compared: n
   return out;
 }
 
+/** A cluster after the final read: each workload partition's replica set (voters) as the metadata names it, recorded in the history; null if no node answered. */
+async function finalReplicaSets(run: Run, targets: readonly Target[]): Promise<ReplicaSets> {
+  const sets = new Map<string, number[]>();
+  for (const t of targets) {
+    const view = await clusterView(run.upAddresses(), t.topic);
+    if (view === null) {
+      run.note(`no node gave ${t.topic}'s replica sets: every node's replica is compared`);
+      return null;
+    }
+    for (const p of view.partitions) {
+      const key = `${t.topic}/${p.partition}`;
+      sets.set(key, p.replicas);
+      run.history.add({ t: 'replicas', key, replicas: p.replicas });
+    }
+  }
+  return sets;
+}
+
 /**
- * A cluster after the final read: waits (bounded) until every node's own replica of every partition has
- * the final high watermark, so the byte comparison after the stop compares whole committed logs. A
- * replica that never gets there is noted, and the comparison then reports what it lacks.
+ * A cluster after the final read: waits (bounded) until every replica of every partition (the nodes
+ * of its final replica set) has the final high watermark, so the byte comparison after the stop
+ * compares whole committed logs. A replica that never gets there is noted, and the comparison then
+ * reports what it lacks.
  */
-async function convergeReplicas(run: Run, targets: readonly Target[]): Promise<void> {
+async function convergeReplicas(run: Run, targets: readonly Target[], sets: ReplicaSets): Promise<void> {
   const finalHw = new Map<string, number>();
   for (const op of run.history.ops) if (op.t === 'final-hw') finalHw.set(op.key, op.hw);
   const behind = new Set<string>();
@@ -347,8 +413,10 @@ async function convergeReplicas(run: Run, targets: readonly Target[]): Promise<v
     behind.clear();
     for (const t of targets) {
       for (let p = 0; p < C.WORKLOAD_PARTITIONS; p++) {
-        const want = finalHw.get(`${t.topic}/${p}`) ?? 0;
-        if (want > 0) for (const n of run.nodes) if (((await localHighWatermark(n.grpcAddress, t.topic, p)) ?? -1) < want) behind.add(`n${n.id}:${t.topic}/${p}`);
+        const key = `${t.topic}/${p}`;
+        const want = finalHw.get(key) ?? 0;
+        const replicas = run.nodes.filter((n) => sets?.get(key)?.includes(n.id) ?? true);
+        if (want > 0) for (const n of replicas) if (((await localHighWatermark(n.grpcAddress, t.topic, p)) ?? -1) < want) behind.add(`n${n.id}:${key}`);
       }
     }
   };
@@ -365,7 +433,8 @@ export async function runSchedule(o: RunOptions): Promise<RunResult> {
   const workDir = o.keepData ? path.join(outDir, 'nodes') : fs.mkdtempSync(path.join(os.tmpdir(), `sluice-chaos-${o.seed}-`));
   const run = new Run(o, schedule, outDir, workDir);
   const stops: RunResult['stops'] = [];
-  let replicas: ReturnType<typeof compareAllReplicas> = { compared: 0, mismatches: 0, notes: [], mismatchNotes: [] };
+  let replicas: ReturnType<typeof compareAllReplicas> = { compared: 0, mismatches: 0, strays: 0, notes: [], mismatchNotes: [] };
+  let unsettled = '';
   try {
     const startedAt = performance.now();
     const targets = await run.startNodes();
@@ -375,6 +444,13 @@ export async function runSchedule(o: RunOptions): Promise<RunResult> {
     const workload = new Workload(targets, run.history, run.now);
     workload.start();
     await run.runFaults();
+    if (run.membership !== null && schedule.faults.some((f) => isMembership(f.kind))) {
+      // Moves still under way (or started by a call that got no answer) finish before the final read.
+      const t0 = performance.now();
+      const left = await run.membership.settle(C.CLUSTER_MOVES_SETTLE_MS);
+      unsettled = left;
+      run.note(left === '' ? `no move in progress, every node active (${Math.round(performance.now() - t0)} ms)` : `still moving after ${C.CLUSTER_MOVES_SETTLE_MS} ms: ${left}`);
+    }
     run.note('all faults healed; stopping writes');
     await workload.stopWriting();
     // Convergence: every reader reaches its partition's high watermark (bounded).
@@ -393,7 +469,8 @@ export async function runSchedule(o: RunOptions): Promise<RunResult> {
     run.note(caughtUp ? `readers${grouped ? ' and the group' : ''} caught up with the high watermarks` : `readers${grouped ? ' or the group' : ''} did not catch up in time (what they read is still checked)`);
     await workload.stop();
     for (const t of targets) await finalRead(run.clustered ? t.address : run.nodes[Number(t.name.slice(1)) - 1].grpcAddress, t.topic, run.history);
-    if (run.clustered) await convergeReplicas(run, targets);
+    const sets = run.clustered ? await finalReplicaSets(run, targets) : null;
+    if (run.clustered) await convergeReplicas(run, targets, sets);
     // All at once: a cluster node stopping alone may wait on peers that are stopping too.
     const stopAt = performance.now();
     await Promise.all(
@@ -405,7 +482,7 @@ export async function runSchedule(o: RunOptions): Promise<RunResult> {
     );
     stops.sort((a, b) => a.node - b.node);
     run.note(`nodes stopped in ${Math.round(performance.now() - stopAt)} ms`);
-    replicas = compareAllReplicas(run, targets);
+    replicas = compareAllReplicas(run, targets, sets);
     for (const why of replicas.notes) run.note(why);
     for (const n of run.nodes) n.unmount();
   } finally {
@@ -415,6 +492,8 @@ export async function runSchedule(o: RunOptions): Promise<RunResult> {
   const verdict = checkHistory(run.history.ops);
   verdict.replicasCompared = replicas.compared;
   verdict.replicaMismatches = replicas.mismatches;
+  verdict.strayReplicas = replicas.strays;
+  verdict.unsettled = unsettled;
   for (const why of replicas.mismatchNotes) verdict.samples.push({ key: why.split(' ')[0], why: `replica mismatch: ${why}` });
   verdict.ok = isClean(verdict) && stops.every((s) => s.code === 0);
   fs.writeFileSync(path.join(outDir, 'verdict.json'), JSON.stringify({ seed: o.seed, schedule, stops, verdict }, null, 2) + '\n');

@@ -1,18 +1,32 @@
 /**
  * The fault schedule of one run: a pure function of (seed, nodes, duration, fault kinds), so
  * `--seed X --schedules 1` replays the same faults at the same times. Faults come one after another
- * with quiet gaps (never two at once), each on a node set drawn for its kind: one node, or, with 3+
- * nodes, sometimes a majority at once (kill) or a minority cut off (partition).
+ * with quiet gaps, each on a node set drawn for its kind: one node, or, with 3+ nodes, sometimes a
+ * majority at once (kill) or a minority cut off (partition). Membership changes (`move`,
+ * `decommission`, cluster runs only) are the exception: the next fault starts while one runs (a kill,
+ * pause or partition during a move), and the next membership change waits until it ended.
  */
 import { xorshift } from '../idempotence/tcp-proxy.js';
 import type { LinkMode } from '../idempotence/tcp-proxy.js';
 import { PARTITION_SHAPES, type PartitionShape } from './links.js';
 import * as C from './constants.js';
 
-export const FAULT_KINDS = ['kill', 'pause', 'partition', 'slow-disk', 'disk-full'] as const;
+export const FAULT_KINDS = ['kill', 'pause', 'partition', 'slow-disk', 'disk-full', 'move', 'decommission'] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 /** Fault kinds a cluster run can inject (partitions go through the harness's node-to-node link proxies, links.ts). */
-export const CLUSTER_FAULT_KINDS: readonly FaultKind[] = ['kill', 'pause', 'partition', 'slow-disk', 'disk-full'];
+export const CLUSTER_FAULT_KINDS: readonly FaultKind[] = ['kill', 'pause', 'partition', 'slow-disk', 'disk-full', 'move', 'decommission'];
+/** Membership changes: cluster runs only; each runs alongside the faults that follow it (see makeSchedule). */
+export const MEMBERSHIP_KINDS: readonly FaultKind[] = ['move', 'decommission'];
+export const isMembership = (kind: FaultKind): boolean => MEMBERSHIP_KINDS.includes(kind);
+/**
+ * How a move's target replica set follows from the partition's replica set when the move starts (who
+ * holds a partition is decided by the controller at run time, so the schedule names the change, not
+ * the node ids): `swap` replaces one replica by a node outside the set (needs more nodes than the
+ * replication factor), `rotate` moves the first replica to the end (same nodes, another preferred
+ * leader), `back` returns to the set the partition had before the schedule's last move of it.
+ */
+export const MOVE_SHAPES = ['swap', 'rotate', 'back'] as const;
+export type MoveShape = (typeof MOVE_SHAPES)[number];
 export const FAULT_TARGETS = ['leader', 'follower', 'controller'] as const;
 export type FaultTarget = (typeof FAULT_TARGETS)[number];
 
@@ -23,6 +37,11 @@ export interface FaultPlan {
   nodes: number[];
   /** Since the run started. */
   startMs: number;
+  /**
+   * How long the fault lasts. For a membership change a bound: a move is followed until it completes
+   * or this much time passed; a decommission until the node is drained or this much time passed, then
+   * the node is recommissioned.
+   */
   durationMs: number;
   /**
    * Cluster runs (3+ nodes), single-node kill and pause: the role of the node to hit, resolved when the
@@ -43,6 +62,12 @@ export interface FaultPlan {
   bridge?: number;
   /** slow-disk: the delay added to each fdatasync. */
   fsyncDelayMs?: number;
+  /** move: the workload topic's partition to move, and how its target follows from its replicas. */
+  partition?: number;
+  move?: MoveShape;
+  /** move `swap`: which replica goes (index into the set) and which outside node comes (index, modulo their count). */
+  replicaIndex?: number;
+  outsiderIndex?: number;
   /** One line for people: "kill -9 n2 for 830 ms". */
   detail: string;
 }
@@ -84,7 +109,7 @@ function nodeSet(r: ReturnType<typeof rng>, n: number, size: number): number[] {
 const names = (nodes: number[]): string => nodes.map((n) => `n${n}`).join('+');
 const who = (nodes: number[], target: FaultTarget | undefined): string => (target === undefined ? names(nodes) : `a ${target === 'controller' ? 'controller leader' : `partition ${target}`}`);
 
-function planFault(r: ReturnType<typeof rng>, id: number, kind: FaultKind, n: number, startMs: number): FaultPlan {
+function planFault(r: ReturnType<typeof rng>, id: number, kind: FaultKind, n: number, startMs: number, moved: Set<number>): FaultPlan {
   const minority = Math.max(1, Math.floor((n - 1) / 2));
   switch (kind) {
     case 'kill': {
@@ -118,7 +143,50 @@ function planFault(r: ReturnType<typeof rng>, id: number, kind: FaultKind, n: nu
       const durationMs = r.int(C.CHAOS_DISK_MS_MIN, C.CHAOS_DISK_MS_MAX);
       return { id, kind, nodes, startMs, durationMs, detail: `disk full on ${names(nodes)} for ${durationMs} ms` };
     }
+    case 'move':
+      return planMove(r, id, n, startMs, moved);
+    case 'decommission': {
+      const nodes = nodeSet(r, n, 1);
+      const durationMs = r.int(C.CHAOS_DECOMMISSION_MS_MIN, C.CHAOS_DECOMMISSION_MS_MAX);
+      return { id, kind, nodes, startMs, durationMs, detail: `decommission ${names(nodes)}, recommission once drained or after ${durationMs} ms` };
+    }
   }
+}
+
+/** The workload topic's replication factor on `n` nodes (the harness creates it so). */
+export const replicationFactor = (n: number): number => Math.min(C.CLUSTER_REPLICATION_FACTOR, n);
+
+/**
+ * A move of one workload partition: sometimes back to where an earlier move of this schedule took it
+ * from (`moved` holds the partitions moved and not yet back), else a swap of one replica for a node
+ * outside the set when there are more nodes than replicas, or a rotation of the set's order.
+ */
+function planMove(r: ReturnType<typeof rng>, id: number, n: number, startMs: number, moved: Set<number>): FaultPlan {
+  const durationMs = r.int(C.CHAOS_MOVE_MS_MIN, C.CHAOS_MOVE_MS_MAX);
+  const base = { id, kind: 'move' as const, nodes: [], startMs, durationMs };
+  if (moved.size > 0 && r.next() < C.CHAOS_MOVE_BACK_CHANCE) {
+    const partition = r.pick([...moved].sort((a, b) => a - b));
+    moved.delete(partition);
+    return { ...base, partition, move: 'back', detail: `move partition ${partition} back to its replicas before its last move (bound ${durationMs} ms)` };
+  }
+  const partition = r.int(0, C.WORKLOAD_PARTITIONS - 1);
+  moved.add(partition);
+  const rf = replicationFactor(n);
+  if (n > rf && r.next() < 0.75) {
+    const replicaIndex = r.int(0, rf - 1);
+    const outsiderIndex = r.int(0, n - rf - 1);
+    return { ...base, partition, move: 'swap', replicaIndex, outsiderIndex, detail: `move partition ${partition}: replica #${replicaIndex + 1} for outside node #${outsiderIndex + 1} (bound ${durationMs} ms)` };
+  }
+  return { ...base, partition, move: 'rotate', detail: `move partition ${partition}: rotate its replicas (another preferred leader; bound ${durationMs} ms)` };
+}
+
+/**
+ * The kinds a schedule on `n` nodes draws from: membership changes need a cluster, and a decommission
+ * needs more nodes than the replication factor (on 3 nodes at RF 3 there is nowhere to drain to, so
+ * it is not drawn).
+ */
+export function drawableKinds(kinds: readonly FaultKind[], n: number): FaultKind[] {
+  return kinds.filter((k) => (!isMembership(k) || n >= 3) && (k !== 'decommission' || n > replicationFactor(n)));
 }
 
 /**
@@ -150,15 +218,26 @@ function planClusterPartition(r: ReturnType<typeof rng>, id: number, n: number, 
 export function makeSchedule(o: ScheduleOptions): Schedule {
   if (!Number.isSafeInteger(o.nodes) || o.nodes < 1) throw new Error(`nodes must be a positive integer, got ${o.nodes}`);
   if (o.kinds.length === 0) throw new Error('at least one fault kind is needed');
+  const kinds = drawableKinds(o.kinds, o.nodes);
+  if (kinds.length === 0) throw new Error(`none of the fault kinds ${o.kinds.join(',')} can run on ${o.nodes} node(s) (move needs a cluster, decommission more nodes than the replication factor)`);
   const r = rng(o.seed);
   const faults: FaultPlan[] = [];
+  const moved = new Set<number>();
+  // `t`: when the next fault may start; `memberFree`: when the next membership change may start.
   let t = C.CHAOS_LEAD_IN_MS;
+  let memberFree = t;
   const end = o.durationMs - C.CHAOS_TAIL_MS;
   for (let id = 1; ; id++) {
-    const plan = planFault(r, id, r.pick(o.kinds), o.nodes, t);
+    const kind = r.pick(kinds);
+    const membership = isMembership(kind);
+    const plan = planFault(r, id, kind, o.nodes, membership ? Math.max(t, memberFree) : t, moved);
     if (plan.startMs + plan.durationMs > end) break;
     faults.push(plan);
-    t = plan.startMs + plan.durationMs + r.int(C.CHAOS_GAP_MS_MIN, C.CHAOS_GAP_MS_MAX);
+    const gap = r.int(C.CHAOS_GAP_MS_MIN, C.CHAOS_GAP_MS_MAX);
+    if (membership) {
+      memberFree = plan.startMs + plan.durationMs + gap;
+      t = plan.startMs + r.int(C.CHAOS_MEMBERSHIP_OVERLAP_MS_MIN, C.CHAOS_MEMBERSHIP_OVERLAP_MS_MAX);
+    } else t = plan.startMs + plan.durationMs + gap;
   }
   return { seed: o.seed, nodes: o.nodes, durationMs: o.durationMs, kinds: [...o.kinds], faults };
 }

@@ -35,6 +35,7 @@ import type { LogOpenOptions } from '../storage/index.js';
 import { TopicTable, CLUSTER_DIR, TOPICS_FILE } from '../broker/topic-table.js';
 import type { ControllerRequest, ImportTopicsRecord, MetadataRecord, SubmitRequest, SubmitResponse } from '../rpc/gen/sluice/cluster/v1/controller.js';
 import { MetadataLog, controllerLogStateOnDisk, type ControllerLogState } from './metadata-log.js';
+import { requestDeadline } from './request-deadline.js';
 import { MetadataStm } from './metadata-stm.js';
 import { planRecords } from './plan-request.js';
 import { decodeRecordBatch, encodeRecordBatch } from './record-codec.js';
@@ -435,7 +436,10 @@ export class Controller {
    * last record once this node has applied it, so the caller reads its own write from `state`.
    */
   async submit(req: ControllerRequest): Promise<number> {
-    const deadline = this.now() + this.timeoutMs;
+    // The caller's own deadline, when it has one (src/controller/request-deadline.ts): past it nothing
+    // is sent again, so a request the client gave up on cannot land after the client's next one.
+    const callDeadline = requestDeadline.getStore();
+    const deadline = this.now() + (callDeadline === undefined ? this.timeoutMs : Math.max(0, Math.min(this.timeoutMs, callDeadline - Date.now())));
     // Hints followed without a pause: two nodes with stale views could otherwise bounce a request.
     let hops = 0;
     for (;;) {

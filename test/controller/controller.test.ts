@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { encodeSnapshot, replicaOps, type Controller, type ControllerOptions, type ReplicaOp } from '../../src/controller/index.js';
+import { encodeSnapshot, replicaOps, withRequestDeadline, type Controller, type ControllerOptions, type ReplicaOp } from '../../src/controller/index.js';
 import { TopicTable } from '../../src/broker/topic-table.js';
 import type { NodeId } from '../../src/model/index.js';
 import { MemoryNet, agreedLeader, closeNode, openNode, tempDir, waitFor, type TestNode } from './memory-net.js';
@@ -236,6 +236,34 @@ describe('controller group (3 voters, in-memory transport, real data dirs)', () 
     await waitFor(running(nodes), () => third.state.topic('while-down') !== undefined, 'the restarted learner caught up');
     expect(third.membership).toEqual({ voters: [1, 2, 3], learners: [4] });
     await sameEverywhere(running(nodes));
+  });
+
+  it("stops re-sending a request once its caller's deadline has passed: a decommission given up on never lands later", async () => {
+    // Chaos finding E: the admin call timed out while the controller was unreachable, the caller went on
+    // (recommissioned), and the request, still being re-sent by the node that took it, landed afterwards.
+    const { net, nodes } = await startCluster();
+    await electedAndRegistered(nodes);
+    const cs = running(nodes);
+    const leader = cs.find((c) => c.isLeader)!;
+    const [asker, other] = cs.filter((c) => c !== leader);
+    const target = nodes.find((n) => n.controller === other)!.id;
+    const cut = nodes.filter((n) => n.controller !== asker).map((n) => n.id);
+    for (const id of cut) net.setDown(id, true); // the asker sees no leader: it waits and re-sends
+    const call = withRequestDeadline(Date.now() + 300, () => asker.decommission(target));
+    const settled = call.then(
+      () => 'applied',
+      (err: unknown) => (err as { code?: string }).code ?? 'error',
+    );
+    await new Promise((r) => setTimeout(r, 800));
+    for (const id of cut) net.setDown(id, false);
+    // Settles by itself (bounded by the controller's own request timeout otherwise, which this must not wait for).
+    const outcome = await settled;
+    expect(outcome).not.toBe('applied');
+    await waitFor(cs, () => cs.some((c) => c.isLeader), 'a leader after the heal');
+    // Several election rounds later nobody has decommissioned the node.
+    await leader.createTopic('after-heal', 1, 1).catch(() => cs.find((c) => c.isLeader)!.createTopic('after-heal', 1, 1));
+    await sameEverywhere(cs);
+    for (const c of cs) expect(c.state.node(target)!.state).toBe('active');
   });
 });
 

@@ -115,7 +115,7 @@ describe('a controller voter with an empty log', () => {
     // Founding again (what every empty voter did before it asked the others): term 1, no vote, an empty log.
     const back = await openNode(net, wiped, VOTERS);
     const pair = [stale.controller!, back];
-    await waitFor(pair, () => agreedLeader(pair) !== 0, 'the stale node and the wiped one elect a leader');
+    await waitFor(pair, () => agreedLeader(pair) !== 0, 'the stale node and the wiped one elect a leader', 30_000);
     // A leader of the controller group that never saw topic t, which a majority had committed.
     expect(pair.every((c) => c.state.topic('t') === undefined)).toBe(true);
   });

@@ -4,7 +4,7 @@ import { toPbTopic } from './convert.js';
 import type { ServiceContext } from './context.js';
 import { isForwarded } from './forward.js';
 import { SluiceError } from '../errors.js';
-import { withRequestDeadline } from '../controller/request-deadline.js';
+import { withRequestDeadline } from '../controller/index.js';
 
 /** A call's deadline as wall-clock ms (Infinity: none). */
 function deadlineOf(call: { getDeadline(): Date | number }): number {

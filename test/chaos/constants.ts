@@ -14,6 +14,15 @@ export const ELECTION_TIMEOUT_MS = RAFT_ELECTION_TICKS_DEFAULT * SHARD_TICK_MS;
  */
 export const CLUSTER_ELECTION_TIMEOUT_MS_MAX = Math.max(2 * REPLICA_ELECTION_TICKS * SHARD_TICK_MS, 2 * RAFT_ELECTION_TICKS_DEFAULT * CONTROLLER_TICK_MS);
 
+/**
+ * Node i of a run listens on 127.0.0.<CHAOS_HOST_BASE + i> unless `--hosts-from` says otherwise; two
+ * runs side by side need disjoint blocks (their ports are picked free per address, but only one run
+ * at a time knows which it picked).
+ */
+export const CHAOS_HOST_BASE = 10;
+/** The highest last octet a node may get: 127.0.0.255 is the broadcast-looking end of the block. */
+export const CHAOS_HOST_LAST = 254;
+
 /** Quiet time at the start of a run (load warms up) and at its end (everything healed, load goes on). */
 export const CHAOS_LEAD_IN_MS = 1_500;
 export const CHAOS_TAIL_MS = 3_000;

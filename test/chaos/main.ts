@@ -1,6 +1,7 @@
 /**
  * `npm run chaos -- [--nodes N] [--schedules N] [--duration S] [--seed X] [--faults kill,pause,...]
- *                   [--out DIR] [--bug ack-before-fsync] [--keep-data] [--idempotent] [--preset kill-all]`
+ *                   [--out DIR] [--bug ack-before-fsync] [--keep-data] [--idempotent] [--preset kill-all]
+ *                   [--hosts-from N]`
  *
  * Runs N schedules with seeds X, X+1, ... (default: X from the clock, printed), each writing
  * chaos/out/<seed>/, and prints a summary table. `--seed X --schedules 1` replays one run (same
@@ -9,6 +10,7 @@
  * when the checker found an anomaly (expected with --bug), 2 on a usage error. See docs/chaos.md.
  */
 import path from 'node:path';
+import { CHAOS_HOST_BASE, CHAOS_HOST_LAST } from './constants.js';
 import { canMountTmpfs } from './nodes.js';
 import { runSchedule, type RunResult } from './run.js';
 import { CLUSTER_FAULT_KINDS, drawableKinds, FAULT_KINDS, isMembership, killAllSchedule, parseFaultKinds, type FaultKind } from './schedule.js';
@@ -24,12 +26,13 @@ interface Args {
   keepData: boolean;
   idempotent: boolean;
   preset: 'kill-all' | null;
+  hostBase: number;
 }
 
 function parseArgs(argv: readonly string[]): Args {
   const single = FAULT_KINDS.filter((k) => !isMembership(k));
   const rootless = single.filter((k) => k !== 'disk-full');
-  const a: Args = { nodes: 1, schedules: 1, durationS: 20, seed: Date.now() % 1_000_000, kinds: canMountTmpfs() ? single : rootless, out: 'chaos/out', bug: null, keepData: false, idempotent: false, preset: null };
+  const a: Args = { nodes: 1, schedules: 1, durationS: 20, seed: Date.now() % 1_000_000, kinds: canMountTmpfs() ? single : rootless, out: 'chaos/out', bug: null, keepData: false, idempotent: false, preset: null, hostBase: CHAOS_HOST_BASE };
   let kindsGiven = false;
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
@@ -48,6 +51,7 @@ function parseArgs(argv: readonly string[]): Args {
     }
     else if (k === '--out') a.out = v();
     else if (k === '--keep-data') a.keepData = true;
+    else if (k === '--hosts-from') a.hostBase = Number(v());
     else if (k === '--idempotent') a.idempotent = true;
     else if (k === '--preset') {
       const p = v();
@@ -63,7 +67,7 @@ function parseArgs(argv: readonly string[]): Args {
   for (const [name, n, min] of [['--nodes', a.nodes, 1], ['--schedules', a.schedules, 1], ['--duration', a.durationS, 8], ['--seed', a.seed, 0]] as const) {
     if (!Number.isSafeInteger(n) || n < min) throw new Error(`${name} must be an integer ≥ ${min}, got ${n}`);
   }
-  if (a.nodes > 200) throw new Error('--nodes: at most 200 (one 127.0.0.x address each)');
+  if (!Number.isSafeInteger(a.hostBase) || a.hostBase < 1 || a.hostBase + a.nodes > CHAOS_HOST_LAST) throw new Error(`--hosts-from: nodes take 127.0.0.<N+1> to 127.0.0.<N+nodes>, so N must be an integer from 1 to ${CHAOS_HOST_LAST - a.nodes}; got ${a.hostBase}`);
   if (a.nodes === 2) throw new Error('--nodes: 1 (a single broker) or 3 and more (a cluster; 2 nodes have no majority to lose one of)');
   if (a.nodes >= 3) {
     // A cluster: disk-full only when asked (it needs root for a tmpfs per node). Membership changes
@@ -112,7 +116,7 @@ async function main(): Promise<number> {
     console.log(`schedule ${i + 1}/${a.schedules}: seed ${seed}`);
     let r: RunResult;
     try {
-      r = await runSchedule({ seed, nodes: a.nodes, durationMs: a.durationS * 1000, kinds: a.kinds, outRoot: path.resolve(a.out), ackBeforeFsync: a.bug === 'ack-before-fsync', keepData: a.keepData, idempotent: a.idempotent, schedule: a.preset === 'kill-all' ? killAllSchedule(seed, a.nodes) : undefined, log: (l) => console.log(l) });
+      r = await runSchedule({ seed, nodes: a.nodes, durationMs: a.durationS * 1000, kinds: a.kinds, outRoot: path.resolve(a.out), ackBeforeFsync: a.bug === 'ack-before-fsync', keepData: a.keepData, idempotent: a.idempotent, hostBase: a.hostBase, schedule: a.preset === 'kill-all' ? killAllSchedule(seed, a.nodes) : undefined, log: (l) => console.log(l) });
     } catch (err) {
       // The harness itself failed (a broker that would not start again, say): a failed schedule, not a crash of the whole set.
       console.log(`  HARNESS ERROR: ${(err as Error)?.stack ?? String(err)}`);
@@ -126,7 +130,7 @@ async function main(): Promise<number> {
   const failed = [...results.filter((r) => !r.verdict.ok).map((r) => r.seed), ...errors];
   if (errors.length > 0) console.log(`\nharness errors (no verdict) in seeds ${errors.join(', ')}`);
   for (const r of results.filter((x) => x.verdict.unsettled !== '')) console.log(`\nseed ${r.seed}: membership not settled at the end (not a data anomaly, reported): ${r.verdict.unsettled}`);
-  if (failed.length > 0) console.log(`\n${failed.length} schedule(s) failed; replay one with: npm run chaos -- --seed ${failed[0]} --schedules 1 --nodes ${a.nodes} --duration ${a.durationS} --faults ${a.kinds.join(',')}${a.bug ? ` --bug ${a.bug}` : ''}${a.idempotent ? ' --idempotent' : ''}${a.preset ? ` --preset ${a.preset}` : ''}`);
+  if (failed.length > 0) console.log(`\n${failed.length} schedule(s) failed; replay one with: npm run chaos -- --seed ${failed[0]} --schedules 1 --nodes ${a.nodes} --duration ${a.durationS} --faults ${a.kinds.join(',')}${a.bug ? ` --bug ${a.bug}` : ''}${a.idempotent ? ' --idempotent' : ''}${a.preset ? ` --preset ${a.preset}` : ''}${a.hostBase !== CHAOS_HOST_BASE ? ` --hosts-from ${a.hostBase}` : ''}`);
   return failed.length > 0 ? 1 : 0;
 }
 

@@ -11,7 +11,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { spawnBroker, waitExit } from '../../bench/broker-process.js';
 import { TEST_ACK_BEFORE_FSYNC_ENV, TEST_FAULTS_FILE_ENV, TEST_SYNC_JOURNAL_ENV, type TestFaults } from '../../src/storage/test-hooks.js';
-import { NODE_START_MS, NODE_STOP_MS, CHAOS_TMPFS_BYTES } from './constants.js';
+import { CHAOS_HOST_BASE, NODE_START_MS, NODE_STOP_MS, CHAOS_TMPFS_BYTES } from './constants.js';
 import { cutPower, type PowerCut } from './power.js';
 
 export interface NodeOptions {
@@ -21,6 +21,8 @@ export interface NodeOptions {
   tmpfs: boolean;
   /** The deliberate bug: acknowledge acks=all before fdatasync. */
   ackBeforeFsync: boolean;
+  /** Node `id` listens on 127.0.0.<hostBase + id> (default CHAOS_HOST_BASE). */
+  hostBase?: number;
   /**
    * Cluster mode: this node's part of a `sluice serve` cluster. The ports are fixed before any node
    * starts (each node's --seeds must name the others), and kept across restarts.
@@ -48,7 +50,7 @@ export class ChaosNode {
 
   constructor(private readonly o: NodeOptions) {
     this.id = o.id;
-    this.host = `127.0.0.${10 + o.id}`;
+    this.host = `127.0.0.${(o.hostBase ?? CHAOS_HOST_BASE) + o.id}`;
     fs.mkdirSync(o.dir, { recursive: true });
     this.mount = o.tmpfs ? path.join(o.dir, 'disk') : null;
     if (this.mount !== null) {

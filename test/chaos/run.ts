@@ -47,6 +47,8 @@ export interface RunOptions {
   schedule?: Schedule;
   /** Keep the nodes' data dirs (in the output dir) instead of deleting them. */
   keepData?: boolean;
+  /** Node i listens on 127.0.0.<hostBase + i> (default CHAOS_HOST_BASE): two runs side by side use disjoint blocks. */
+  hostBase?: number;
   log?: (line: string) => void;
 }
 
@@ -95,6 +97,9 @@ class Run {
   /** Time 0 of the schedule and the history: when the workload starts (the nodes are up). */
   private t0 = performance.now();
   readonly now = (): number => Math.round((performance.now() - this.t0) * 10) / 10;
+  private get hostBase(): number {
+    return this.o.hostBase ?? C.CHAOS_HOST_BASE;
+  }
 
   constructor(
     readonly o: RunOptions,
@@ -134,7 +139,7 @@ class Run {
    */
   private async startCluster(): Promise<Target[]> {
     const tmpfs = this.o.kinds.includes('disk-full');
-    const hosts = Array.from({ length: this.o.nodes }, (_, i) => `127.0.0.${11 + i}`);
+    const hosts = Array.from({ length: this.o.nodes }, (_, i) => `127.0.0.${this.hostBase + 1 + i}`);
     const ports = await Promise.all(hosts.map(async (h) => ({ grpc: await freePort(h), http: await freePort(h) })));
     const seeds = hosts.map((h, i) => `${h}:${ports[i].grpc}`);
     // The controller group has an odd number of voters (1, 3 or 5: 3 of 4 nodes); the others follow it as learners.
@@ -143,7 +148,7 @@ class Run {
     if (this.o.kinds.includes('partition')) this.links = await LinkTable.create(hosts, seeds);
     for (let id = 1; id <= this.o.nodes; id++) {
       const cluster = { grpcPort: ports[id - 1].grpc, httpPort: ports[id - 1].http, seeds, controllerVoters, env: this.links?.envFor(id) };
-      this.nodes.push(new ChaosNode({ id, dir: path.join(this.workDir, `n${id}`), tmpfs, ackBeforeFsync: this.o.ackBeforeFsync === true, cluster }));
+      this.nodes.push(new ChaosNode({ id, dir: path.join(this.workDir, `n${id}`), tmpfs, ackBeforeFsync: this.o.ackBeforeFsync === true, hostBase: this.hostBase, cluster }));
     }
     await settleAll(this.nodes.map((n) => n.start()));
     if (!(await until(() => this.readyCount === this.nodes.length, C.CLUSTER_READY_MS, () => this.probeReady()))) throw new Error(`the cluster did not become ready in ${C.CLUSTER_READY_MS} ms`);
@@ -194,7 +199,7 @@ class Run {
   private async startSingles(): Promise<Target[]> {
     const tmpfs = this.o.kinds.includes('disk-full');
     for (let id = 1; id <= this.o.nodes; id++) {
-      const node = new ChaosNode({ id, dir: path.join(this.workDir, `n${id}`), tmpfs, ackBeforeFsync: this.o.ackBeforeFsync === true });
+      const node = new ChaosNode({ id, dir: path.join(this.workDir, `n${id}`), tmpfs, ackBeforeFsync: this.o.ackBeforeFsync === true, hostBase: this.hostBase });
       this.nodes.push(node);
       await node.start();
       this.proxies.set(id, await startLinkProxy(node.grpcAddress, { listenHost: node.host }));

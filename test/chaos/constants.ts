@@ -22,6 +22,15 @@ export const CLUSTER_ELECTION_TIMEOUT_MS_MAX = Math.max(2 * REPLICA_ELECTION_TIC
 export const CHAOS_HOST_BASE = 10;
 /** The highest last octet a node may get: 127.0.0.255 is the broadcast-looking end of the block. */
 export const CHAOS_HOST_LAST = 254;
+/**
+ * Nodes' ports come from [MIN, MAX): below Linux's default ephemeral range (32768-60999), so no
+ * `listen(0)` or outgoing connection of another process takes one between the pick and the bind.
+ */
+export const CHAOS_PORT_MIN = 20_000;
+export const CHAOS_PORT_MAX = 32_000;
+/** Candidates tried per pick, STRIDE apart (a prime, so the walk does not cycle early). */
+export const CHAOS_PORT_TRIES = 64;
+export const CHAOS_PORT_STRIDE = 7_919;
 
 /** Quiet time at the start of a run (load warms up) and at its end (everything healed, load goes on). */
 export const CHAOS_LEAD_IN_MS = 1_500;

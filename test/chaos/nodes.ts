@@ -11,7 +11,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { spawnBroker, waitExit } from '../../bench/broker-process.js';
 import { TEST_ACK_BEFORE_FSYNC_ENV, TEST_FAULTS_FILE_ENV, TEST_SYNC_JOURNAL_ENV, type TestFaults } from '../../src/storage/test-hooks.js';
-import { CHAOS_HOST_BASE, NODE_START_MS, NODE_STOP_MS, CHAOS_TMPFS_BYTES } from './constants.js';
+import { CHAOS_HOST_BASE, CHAOS_PORT_MAX, CHAOS_PORT_MIN, CHAOS_PORT_STRIDE, CHAOS_PORT_TRIES, NODE_START_MS, NODE_STOP_MS, CHAOS_TMPFS_BYTES } from './constants.js';
 import { cutPower, type PowerCut } from './power.js';
 
 export interface NodeOptions {
@@ -216,16 +216,29 @@ export class ChaosNode {
   }
 }
 
-/** A free TCP port on `host` now (the node binds it later; the window between is small and local). */
+/**
+ * A TCP port free on `host` now, which the node binds later (and again after every restart). Picked
+ * below the kernel's ephemeral range (CHAOS_PORT_MIN..CHAOS_PORT_MAX), never with listen(0): a port
+ * from the ephemeral range can be taken in the window by any process's `listen(0)` on 0.0.0.0 or by
+ * an outgoing connection, which made a node fail to bind (seed 2004, docs/chaos.md). The first
+ * candidate is random, so runs side by side start apart; each is tried by binding it.
+ */
 export async function freePort(host: string): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    srv.once('error', reject);
-    srv.listen(0, host, resolve);
-  });
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => srv.close(() => resolve()));
-  return port;
+  const span = CHAOS_PORT_MAX - CHAOS_PORT_MIN;
+  const first = Math.floor(Math.random() * span);
+  for (let i = 0; i < CHAOS_PORT_TRIES; i++) {
+    const port = CHAOS_PORT_MIN + ((first + i * CHAOS_PORT_STRIDE) % span);
+    const srv = net.createServer();
+    const ok = await new Promise<boolean>((resolve) => {
+      srv.once('error', () => resolve(false));
+      srv.listen({ port, host, exclusive: true }, () => resolve(true));
+    });
+    if (ok) {
+      await new Promise<void>((resolve) => srv.close(() => resolve()));
+      return port;
+    }
+  }
+  throw new Error(`no free port on ${host} in ${CHAOS_PORT_TRIES} tries between ${CHAOS_PORT_MIN} and ${CHAOS_PORT_MAX}`);
 }
 
 /** Whether this process can mount a tmpfs (root on Linux): disk-full faults need it. */

@@ -33,11 +33,30 @@ export function cliPath(): string {
   }
 }
 
+/**
+ * Brokers spawned by this process and still running: SIGKILLed when this process exits, so a test
+ * that timed out (its run abandoned mid-way, its cleanup never reached) or a bench that crashed does
+ * not leave brokers running for good. A paused (SIGSTOPped) broker dies by SIGKILL too.
+ */
+const live = new Set<ChildProcess>();
+let exitHookInstalled = false;
+
+function track(child: ChildProcess): void {
+  live.add(child);
+  child.once('exit', () => live.delete(child));
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.once('exit', () => {
+    for (const c of live) c.kill('SIGKILL');
+  });
+}
+
 export function spawnBroker(dataDir: string, extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}, nodeArgs: string[] = []): Promise<BrokerProcess> {
   const child = spawn(process.execPath, [...nodeArgs, cliPath(), 'serve', '--data-dir', dataDir, '--grpc-addr', '127.0.0.1:0', '--http-addr', '127.0.0.1:0', '--log-level', 'warn', ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...env },
   });
+  track(child);
   let err = '';
   let out = '';
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));

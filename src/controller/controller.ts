@@ -9,6 +9,10 @@
  * state, then entries, fdatasynced) BEFORE its messages are sent and its committed records applied,
  * then acknowledged with `advance()`.
  *
+ * With `quiesce` (sluice serve: gossip is the failure detector) the group goes silent when idle: the
+ * core's quiescence, woken by proposals, by any message, by gossip's changes about a member
+ * (`wakeFor`), and by a quiesced voter's periodic probe of its leader (`maybeProbeLeader`).
+ *
  * Requests on the leader are carried out one at a time: planned against the applied state, proposed,
  * and answered once their record is applied here (with the state machine's verdict), so the next plan
  * sees the previous one's effect and placement stays balanced.
@@ -371,6 +375,11 @@ export class Controller {
     return this.applied;
   }
 
+  /** Whether the group is quiesced here (no heartbeats, no election clock; docs/controller.md). */
+  get quiesced(): boolean {
+    return this.raft.isQuiesced();
+  }
+
   /** Why the controller stopped (a storage failure, a record it cannot read), or null. */
   get failure(): SluiceError | null {
     return this.failed;
@@ -714,11 +723,6 @@ export class Controller {
         this.proposeConfNow(input.change, input.pending);
         return;
     }
-  }
-
-  /** Whether the group is quiesced here (no heartbeats, no election clock; docs/controller.md). */
-  get quiesced(): boolean {
-    return this.raft.isQuiesced();
   }
 
   /**

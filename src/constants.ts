@@ -471,6 +471,23 @@ export const CONTROLLER_REGISTER_RETRY_MS_MAX = 5_000;
  */
 export const CONTROLLER_EMPTY_LOG_POLL_MS = 250;
 export const CONTROLLER_LOG_STATE_TIMEOUT_MS = 1_000;
+/**
+ * The controller group quiesces when idle, as partition replicas do (REPLICA_QUIESCE; docs/raft.md
+ * "Quiescence", docs/controller.md "Timing and quiescence"): its leader heartbeated every voter and
+ * learner every tick forever, two messages per member per 100 ms on every node's main thread. Only
+ * where gossip wakes the group (ClusterNode: `sluice serve` in cluster mode); Controllers built
+ * without a failure detector (tests) keep heartbeating.
+ */
+export const CONTROLLER_QUIESCE = true;
+/**
+ * A quiesced controller voter that follows wakes up this often by itself (an append answer to its
+ * leader, which heartbeats once and quiesces again if it is alive). Gossip wakes the group when a
+ * member's node turns suspect or dead, but not when only the leader's controller stopped (a storage
+ * failure fails the controller and leaves the process, and its gossip, running): without this probe
+ * such a group would never elect again. It bounds that case to this plus an election timeout, and
+ * costs a heartbeat round per interval instead of ten a second.
+ */
+export const CONTROLLER_QUIESCE_PROBE_MS = 5_000;
 
 assert.ok(CONTROLLER_LOG_SEGMENT_BYTES >= SEGMENT_BYTES_MIN && CONTROLLER_LOG_SEGMENT_BYTES <= SEGMENT_BYTES_MAX);
 assert.ok(REPLICA_ELECTION_TICKS >= 10 * REPLICA_HEARTBEAT_TICKS, 'a leader must miss several heartbeats before a follower campaigns');
@@ -480,6 +497,8 @@ assert.ok(PARTITION_TICKS_OWED_MAX >= REPLICA_ELECTION_TICKS, 'ticks owed during
 assert.ok(CONTROLLER_REQUEST_TIMEOUT_MS > 2 * RAFT_ELECTION_TICKS_DEFAULT * CONTROLLER_TICK_MS, 'a request must outlast an election');
 assert.ok(CONTROLLER_REGISTER_RETRY_MS_MIN <= CONTROLLER_REGISTER_RETRY_MS_MAX);
 assert.ok(CONTROLLER_LOG_STATE_TIMEOUT_MS < CONTROLLER_REQUEST_TIMEOUT_MS, 'a voter deciding found-or-join must hear back faster than a request times out');
+assert.ok(CONTROLLER_QUIESCE_PROBE_MS >= 10 * RAFT_HEARTBEAT_TICKS_DEFAULT * CONTROLLER_TICK_MS, 'the probe must cost a small fraction of the heartbeats it replaces');
+assert.ok(CONTROLLER_QUIESCE_PROBE_MS + 2 * RAFT_ELECTION_TICKS_DEFAULT * CONTROLLER_TICK_MS < CONTROLLER_REQUEST_TIMEOUT_MS, 'a request must outlast the probe and an election');
 
 
 // ---- `sluice serve` in cluster mode (src/server/cluster-node.ts, cluster-api.ts; docs/cluster.md) ----

@@ -9,6 +9,10 @@
  * state, then entries, fdatasynced) BEFORE its messages are sent and its committed records applied,
  * then acknowledged with `advance()`.
  *
+ * With `quiesce` (sluice serve: gossip is the failure detector) the group goes silent when idle: the
+ * core's quiescence, woken by proposals, by any message, by gossip's changes about a member
+ * (`wakeFor`), and by a quiesced voter's periodic probe of its leader (`maybeProbeLeader`).
+ *
  * Requests on the leader are carried out one at a time: planned against the applied state, proposed,
  * and answered once their record is applied here (with the state machine's verdict), so the next plan
  * sees the previous one's effect and placement stays balanced.
@@ -18,6 +22,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import {
   CONTROLLER_INBOX_MESSAGES_MAX,
+  CONTROLLER_QUIESCE_PROBE_MS,
   CONTROLLER_REGISTER_RETRY_MS_MAX,
   CONTROLLER_REGISTER_RETRY_MS_MIN,
   CONTROLLER_REQUEST_TIMEOUT_MS,
@@ -59,6 +64,14 @@ export interface ControllerOptions {
   readonly forwarder: ControllerForwarder;
   /** Liveness from gossip; without it every registered node counts as live. */
   readonly peers?: PeerDirectory;
+  /**
+   * The group quiesces when idle (default false; docs/controller.md "Timing and quiescence"). Needs
+   * `peers`: its changes (a member turning suspect, dead, alive again) wake the group, or a quiesced
+   * follower of a dead leader would never campaign.
+   */
+  readonly quiesce?: boolean;
+  /** With `quiesce`: how often a quiesced voter that follows probes its leader (default CONTROLLER_QUIESCE_PROBE_MS). */
+  readonly quiesceProbeMs?: number;
   readonly tickMs?: number;
   readonly electionTicks?: number;
   readonly heartbeatTicks?: number;
@@ -105,6 +118,7 @@ type Input =
   | { readonly kind: 'found' }
   | { readonly kind: 'msg'; readonly msg: Message }
   | { readonly kind: 'tick' }
+  | { readonly kind: 'wake'; readonly node: NodeId; readonly down: boolean }
   | { readonly kind: 'propose'; readonly record: MetadataRecord; readonly pending: PendingProposal }
   | { readonly kind: 'conf'; readonly change: ConfChange; readonly pending: PendingProposal };
 
@@ -172,6 +186,10 @@ export class Controller {
   private leaderWaiters: Array<() => void> = [];
   private readonly timer: NodeJS.Timeout;
   private unregister: () => void = () => {};
+  private unsubscribePeers: () => void = () => {};
+  /** Ticks a quiesced follower has been quiet since its last probe (`quiesceProbeMs`). */
+  private quietTicks = 0;
+  private readonly quietProbeTicks: number;
   /** A joining node takes no Raft messages until the leader has made it a fresh learner. */
   private raftAttached = false;
   /** Where to forward when no leader is known: the last hint, else the voters in turn. */
@@ -219,7 +237,11 @@ export class Controller {
     else if (join && log.snapshotIndex === 0) this.emptyLog = 'joining';
     else this.attachRaft();
     this.emptyLogRejoin = this.emptyLog === 'joining' && opts.voters.includes(opts.nodeId);
-    this.timer = setInterval(() => this.push({ kind: 'tick' }), opts.tickMs ?? CONTROLLER_TICK_MS);
+    const tickMs = opts.tickMs ?? CONTROLLER_TICK_MS;
+    this.quietProbeTicks = Math.max(1, Math.ceil((opts.quiesceProbeMs ?? CONTROLLER_QUIESCE_PROBE_MS) / tickMs));
+    // Gossip informs: a member's node turning suspect, dead or alive again wakes a quiesced group.
+    if (opts.quiesce === true) this.unsubscribePeers = opts.peers!.onChange((n) => this.push({ kind: 'wake', node: n.id, down: n.state !== 'alive' }));
+    this.timer = setInterval(() => this.push({ kind: 'tick' }), tickMs);
     // A one-voter group need not wait an election timeout to lead.
     if (opts.voters.length === 1 && opts.voters[0] === opts.nodeId) this.raft.campaign();
     this.kick();
@@ -230,7 +252,11 @@ export class Controller {
 
   private newRaft(): RaftNode {
     const o = this.opts;
-    return new RaftNode({ id: o.nodeId, electionTicks: o.electionTicks, heartbeatTicks: o.heartbeatTicks, random: o.random ?? Math.random, controlData: controlBatch }, this.log);
+    // Pre-vote and check-quorum are on (the core's defaults), as for partitions.
+    return new RaftNode(
+      { id: o.nodeId, electionTicks: o.electionTicks, heartbeatTicks: o.heartbeatTicks, random: o.random ?? Math.random, controlData: controlBatch, quiesce: o.quiesce === true },
+      this.log,
+    );
   }
 
   /**
@@ -296,6 +322,9 @@ export class Controller {
     if (join && opts.voters.length === 1 && opts.voters[0] === opts.nodeId) {
       throw new SluiceError('INVALID_CONFIG', `node ${opts.nodeId} is the only controller voter: there is no group to join`);
     }
+    if (opts.quiesce === true && opts.peers === undefined) {
+      throw new SluiceError('INVALID_CONFIG', 'the controller group quiesces only with a failure detector (peers) to wake it');
+    }
     const importRecord = opts.importTopicTable === false ? null : readTopicTableImport(opts.dataDir, opts.nodeId, opts.self.shards);
     // A voter of a larger group with an empty log must not found the group on its own word: it opens
     // the log empty (as a joining node does) and decides once it has heard from the others.
@@ -344,6 +373,11 @@ export class Controller {
   /** The last log index applied to `state`. */
   get appliedIndex(): number {
     return this.applied;
+  }
+
+  /** Whether the group is quiesced here (no heartbeats, no election clock; docs/controller.md). */
+  get quiesced(): boolean {
+    return this.raft.isQuiesced();
   }
 
   /** Why the controller stopped (a storage failure, a record it cannot read), or null. */
@@ -514,6 +548,7 @@ export class Controller {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.timer);
+    this.unsubscribePeers();
     this.decided.abort();
     this.decisionMade();
     this.unregister();
@@ -675,7 +710,11 @@ export class Controller {
         return;
       case 'tick':
         this.raft.tick();
+        this.maybeProbeLeader();
         this.maybePromote();
+        return;
+      case 'wake':
+        this.wakeFor(input.node, input.down);
         return;
       case 'propose':
         this.proposeNow(input.record, input.pending);
@@ -684,6 +723,35 @@ export class Controller {
         this.proposeConfNow(input.change, input.pending);
         return;
     }
+  }
+
+  /**
+   * Gossip's view of `node` changed: a quiesced group with it as a voter or learner wakes, so a
+   * follower of a dead leader campaigns (counting half its lease as spent when that leader's node
+   * turned suspect or dead) and a leader heartbeats a member that came back. Everything that must
+   * reach the leader wakes the group by itself: proposals and membership changes in the core, and a
+   * forwarded request is a proposal on the leader.
+   */
+  private wakeFor(node: NodeId, down: boolean): void {
+    if (!this.raft.isQuiesced()) return;
+    const conf = this.raft.log.conf();
+    if (!conf.voters.includes(node) && !conf.learners.includes(node)) return;
+    this.raft.wake(down && node === this.raft.getLeader());
+  }
+
+  /**
+   * A quiesced voter that follows wakes every `quiesceProbeMs` (its append answer makes a live leader
+   * heartbeat once and quiesce again): gossip cannot see a leader whose controller stopped in a live
+   * process, and that leader would otherwise hold the group silent for good.
+   */
+  private maybeProbeLeader(): void {
+    if (!this.raft.isQuiesced() || this.raft.getRole() !== 'follower' || !this.raft.log.conf().voters.includes(this.nodeId)) {
+      this.quietTicks = 0;
+      return;
+    }
+    if (++this.quietTicks < this.quietProbeTicks) return;
+    this.quietTicks = 0;
+    this.raft.wake();
   }
 
   private proposeConfNow(change: ConfChange, p: PendingProposal): void {

@@ -25,7 +25,7 @@
  * records before it describe an earlier incarnation of the node id (a wiped disk), whose replicas are
  * lost, and opening them from an empty disk could make this node vote as a replica it no longer is.
  */
-import { CLUSTER_CONF_RECONCILE_INTERVAL_MS, CLUSTER_RECONCILE_INTERVAL_MS, CLUSTER_REPLICAS_RPC_TIMEOUT_MS, CONTROLLER_REQUEST_TIMEOUT_MS } from '../constants.js';
+import { CLUSTER_CONF_RECONCILE_INTERVAL_MS, CLUSTER_RECONCILE_INTERVAL_MS, CLUSTER_REPLICAS_RPC_TIMEOUT_MS, CONTROLLER_QUIESCE, CONTROLLER_REQUEST_TIMEOUT_MS } from '../constants.js';
 import { SluiceError, isSluiceError, toSluiceError } from '../errors.js';
 import type { GroupId, PeerDirectory, RaftTransport } from '../cluster/types.js';
 import type { NodeId } from '../model/index.js';
@@ -192,6 +192,8 @@ export class ClusterNode {
         transport: o.transport,
         forwarder,
         peers: o.peers,
+        // Gossip is the failure detector that wakes the quiesced group (docs/controller.md "Timing and quiescence").
+        quiesce: CONTROLLER_QUIESCE,
         // The Broker in cluster mode never reads topics.json; an old single-node one is imported once.
         importTopicTable: true,
         // A voter with an empty log (a first start, or a wiped disk) founds or joins by what the others hold.

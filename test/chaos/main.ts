@@ -121,7 +121,8 @@ async function main(): Promise<number> {
     console.error(`chaos: ${(err as Error).message}`);
     return 2;
   }
-  // Ctrl-C or a kill: the namespaces, veths and bridge of the run go with the harness (their brokers are killed there).
+  // Ctrl-C or a kill: the namespaces, veths and bridge of the run go with the harness (their brokers
+  // are killed there); a crash is covered by netns.ts's own 'exit' listener.
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.once(sig, () => {
       teardownAllNetns();

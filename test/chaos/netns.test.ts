@@ -104,7 +104,7 @@ describe.skipIf(unavailable !== null)('chaos nodes on ip netns hosts', () => {
     expect(netnsLeftovers(UNIT_BASE)).toEqual({ namespaces: [], links: [] });
     expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })).not.toMatch(/sluice-240-/);
     expect(execFileSync('ip', ['link'], { encoding: 'utf8' })).not.toMatch(/slc-240-/);
-  }, 30_000);
+  }, 90_000);
 
   it('a short 3-node run on namespaces (a minority partition, a kill) is clean and leaves nothing behind', async () => {
     const schedule: Schedule = {

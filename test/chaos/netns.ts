@@ -39,7 +39,10 @@ function ip(args: readonly string[], input?: string): string {
 function ipAsync(args: readonly string[], input?: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = execFile('ip', args, { timeout: NETNS_CMD_MS, encoding: 'utf8' }, (err, stdout, stderr) => (err ? reject(new Error(`ip ${args.join(' ')}: ${stderr.trim() || err.message}`)) : resolve(stdout)));
-    child.stdin?.end(input ?? '');
+    // `ip` may exit before it reads its stdin (EPIPE): its exit status is what reports a failure.
+    child.stdin?.on('error', () => {});
+    if (input === undefined) child.stdin?.end();
+    else child.stdin?.end(input);
   });
 }
 
@@ -156,6 +159,9 @@ export class NetnsHosts {
     if (why !== null) throw new Error(why);
     removeNetns(hostBase);
     const h = new NetnsHosts(hostBase, nodes);
+    // A crash of the harness (an uncaught exception) must not leave the network behind: 'exit'
+    // listeners run then too, synchronously, which teardownAllNetns is.
+    if (!process.listeners('exit').includes(teardownAllNetns)) process.on('exit', teardownAllNetns);
     live.add(hostBase);
     try {
       h.build();

@@ -103,6 +103,8 @@ class Run {
   links: LinkTable | null = null;
   /** `--net netns`: the nodes' namespaces and the bridge (netns.ts); partitions are cut there. */
   netns: NetnsHosts | null = null;
+  /** Packets the namespaces' sinks had dropped at the last heal. */
+  private netnsDropped = 0;
   /** A cluster run: carries out the membership changes (membership.ts). */
   membership: MembershipDriver | null = null;
   /** Time 0 of the schedule and the history: when the workload starts (the nodes are up). */
@@ -278,12 +280,15 @@ class Run {
         break;
       case 'partition':
         if (this.netns !== null) {
-          const before = await this.netns.droppedPackets();
           await this.netns.apply(linkSettings(f.shape ?? 'minority', ids, this.nodes.length, f.bridge));
           await waitOut();
           await this.netns.healAll();
-          this.note(`fault ${f.id} healed: the kernel dropped ${(await this.netns.droppedPackets()) - before} packets`);
-          break;
+          // Healed once the routes are gone; the sinks drop nothing outside a cut, so the count since the last heal is this fault's.
+          const heal = this.now();
+          const dropped = await this.netns.droppedPackets();
+          this.note(`fault ${f.id} healed: the kernel dropped ${dropped - this.netnsDropped} packets`);
+          this.netnsDropped = dropped;
+          return { start, heal, nodes: ids };
         }
         if (this.links !== null) {
           const before = this.links.droppedBytes;

@@ -51,8 +51,13 @@ function track(child: ChildProcess): void {
   });
 }
 
-export function spawnBroker(dataDir: string, extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}, nodeArgs: string[] = []): Promise<BrokerProcess> {
-  const child = spawn(process.execPath, [...nodeArgs, cliPath(), 'serve', '--data-dir', dataDir, '--grpc-addr', '127.0.0.1:0', '--http-addr', '127.0.0.1:0', '--log-level', 'warn', ...extraArgs], {
+/**
+ * `prefix` runs the broker through another command that execs it (`ip netns exec NS`: the chaos
+ * harness's namespaces), so the child's pid is still the broker's.
+ */
+export function spawnBroker(dataDir: string, extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}, nodeArgs: string[] = [], prefix: readonly string[] = []): Promise<BrokerProcess> {
+  const [command, ...args] = [...prefix, process.execPath, ...nodeArgs, cliPath(), 'serve'];
+  const child = spawn(command, [...args, '--data-dir', dataDir, '--grpc-addr', '127.0.0.1:0', '--http-addr', '127.0.0.1:0', '--log-level', 'warn', ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...env },
   });

@@ -32,6 +32,18 @@ export const CHAOS_PORT_MAX = 32_000;
 export const CHAOS_PORT_TRIES = 64;
 export const CHAOS_PORT_STRIDE = 7_919;
 
+/**
+ * `--net netns` (netns.ts): host block N is the subnet NETNS_SUBNET_PREFIX.N.0/24, node i = .i, the
+ * harness's address on the bridge = .NETNS_HARNESS_HOST. Each node has a namespace of its own, so
+ * every node listens on the same fixed ports there (no other process can take them).
+ */
+export const NETNS_SUBNET_PREFIX = '10.211';
+export const NETNS_HARNESS_HOST = 254;
+export const NETNS_GRPC_PORT = 7070;
+export const NETNS_HTTP_PORT = 7071;
+/** Bound on one `ip` command (namespace setup, a cut, a heal, teardown). */
+export const NETNS_CMD_MS = 10_000;
+
 /** Quiet time at the start of a run (load warms up) and at its end (everything healed, load goes on). */
 export const CHAOS_LEAD_IN_MS = 1_500;
 export const CHAOS_TAIL_MS = 3_000;

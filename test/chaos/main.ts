@@ -1,16 +1,20 @@
 /**
  * `npm run chaos -- [--nodes N] [--schedules N] [--duration S] [--seed X] [--faults kill,pause,...]
  *                   [--out DIR] [--bug ack-before-fsync] [--keep-data] [--idempotent] [--preset kill-all]
- *                   [--hosts-from N]`
+ *                   [--hosts-from N] [--net proxy|netns]`
  *
  * Runs N schedules with seeds X, X+1, ... (default: X from the clock, printed), each writing
  * chaos/out/<seed>/, and prints a summary table. `--seed X --schedules 1` replays one run (same
  * faults, same times). On a cluster (--nodes 3+) the default faults include the membership changes
  * `move` and `decommission` (the latter drawn only with 4+ nodes). Exit 0 when every run is clean, 1
- * when the checker found an anomaly (expected with --bug), 2 on a usage error. See docs/chaos.md.
+ * when the checker found an anomaly (expected with --bug), 2 on a usage error. `--net netns` (root on
+ * Linux, a cluster) puts each node in a network namespace of its own and cuts partitions in the kernel
+ * (netns.ts); its namespaces, veths and bridge are removed at the end, on an error and on Ctrl-C.
+ * See docs/chaos.md.
  */
 import path from 'node:path';
 import { CHAOS_HOST_BASE, CHAOS_HOST_LAST } from './constants.js';
+import { NET_MODES, netnsUnavailable, teardownAllNetns, type NetMode } from './netns.js';
 import { canMountTmpfs } from './nodes.js';
 import { runSchedule, type RunResult } from './run.js';
 import { CLUSTER_FAULT_KINDS, drawableKinds, FAULT_KINDS, isMembership, killAllSchedule, parseFaultKinds, type FaultKind } from './schedule.js';
@@ -27,12 +31,13 @@ interface Args {
   idempotent: boolean;
   preset: 'kill-all' | null;
   hostBase: number;
+  net: NetMode;
 }
 
 function parseArgs(argv: readonly string[]): Args {
   const single = FAULT_KINDS.filter((k) => !isMembership(k));
   const rootless = single.filter((k) => k !== 'disk-full');
-  const a: Args = { nodes: 1, schedules: 1, durationS: 20, seed: Date.now() % 1_000_000, kinds: canMountTmpfs() ? single : rootless, out: 'chaos/out', bug: null, keepData: false, idempotent: false, preset: null, hostBase: CHAOS_HOST_BASE };
+  const a: Args = { nodes: 1, schedules: 1, durationS: 20, seed: Date.now() % 1_000_000, kinds: canMountTmpfs() ? single : rootless, out: 'chaos/out', bug: null, keepData: false, idempotent: false, preset: null, hostBase: CHAOS_HOST_BASE, net: 'proxy' };
   let kindsGiven = false;
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
@@ -53,6 +58,11 @@ function parseArgs(argv: readonly string[]): Args {
     else if (k === '--keep-data') a.keepData = true;
     else if (k === '--hosts-from') a.hostBase = Number(v());
     else if (k === '--idempotent') a.idempotent = true;
+    else if (k === '--net') {
+      const m = v();
+      if (!(NET_MODES as readonly string[]).includes(m)) throw new Error(`unknown --net ${m}; known: ${NET_MODES.join(', ')}`);
+      a.net = m as NetMode;
+    }
     else if (k === '--preset') {
       const p = v();
       if (p !== 'kill-all') throw new Error(`unknown preset ${p}; known: kill-all`);
@@ -80,6 +90,11 @@ function parseArgs(argv: readonly string[]): Args {
     const membership = a.kinds.filter(isMembership);
     if (membership.length > 0) throw new Error(`--faults ${membership.join(',')}: membership changes need a cluster (--nodes 3 or more)`);
   }
+  if (a.net === 'netns') {
+    if (a.nodes < 3) throw new Error('--net netns: a namespace per node is for a cluster (--nodes 3 or more); one node is partitioned through its client proxy');
+    const why = netnsUnavailable();
+    if (why !== null) throw new Error(why);
+  }
   if (a.kinds.includes('disk-full') && !canMountTmpfs()) throw new Error('disk-full faults need a tmpfs per node: run as root on Linux, or leave disk-full out of --faults');
   return a;
 }
@@ -106,9 +121,18 @@ async function main(): Promise<number> {
     console.error(`chaos: ${(err as Error).message}`);
     return 2;
   }
+  // Ctrl-C or a kill: the namespaces, veths and bridge of the run go with the harness (their brokers
+  // are killed there); a crash is covered by netns.ts's own 'exit' listener.
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.once(sig, () => {
+      teardownAllNetns();
+      console.error(`chaos: ${sig}: stopped`);
+      process.exit(130);
+    });
+  }
   const results: RunResult[] = [];
   const errors: number[] = [];
-  console.log(`chaos: ${a.schedules} schedule(s) of ${a.durationS} s on ${a.nodes} node(s), faults ${a.kinds.join(',')}, seeds ${a.seed}..${a.seed + a.schedules - 1}${a.bug ? `, BUG ${a.bug}` : ''}`);
+  console.log(`chaos: ${a.schedules} schedule(s) of ${a.durationS} s on ${a.nodes} node(s), faults ${a.kinds.join(',')}, seeds ${a.seed}..${a.seed + a.schedules - 1}, network ${a.net}${a.bug ? `, BUG ${a.bug}` : ''}`);
   const notDrawn = a.kinds.filter((k) => !drawableKinds(a.kinds, a.nodes).includes(k));
   if (notDrawn.length > 0) console.log(`chaos: ${notDrawn.join(',')} not drawn on ${a.nodes} nodes (a decommission at replication factor 3 needs a 4th node to drain to)`);
   for (let i = 0; i < a.schedules; i++) {
@@ -116,7 +140,7 @@ async function main(): Promise<number> {
     console.log(`schedule ${i + 1}/${a.schedules}: seed ${seed}`);
     let r: RunResult;
     try {
-      r = await runSchedule({ seed, nodes: a.nodes, durationMs: a.durationS * 1000, kinds: a.kinds, outRoot: path.resolve(a.out), ackBeforeFsync: a.bug === 'ack-before-fsync', keepData: a.keepData, idempotent: a.idempotent, hostBase: a.hostBase, schedule: a.preset === 'kill-all' ? killAllSchedule(seed, a.nodes) : undefined, log: (l) => console.log(l) });
+      r = await runSchedule({ seed, nodes: a.nodes, durationMs: a.durationS * 1000, kinds: a.kinds, outRoot: path.resolve(a.out), ackBeforeFsync: a.bug === 'ack-before-fsync', keepData: a.keepData, idempotent: a.idempotent, hostBase: a.hostBase, net: a.net, schedule: a.preset === 'kill-all' ? killAllSchedule(seed, a.nodes) : undefined, log: (l) => console.log(l) });
     } catch (err) {
       // The harness itself failed (a broker that would not start again, say): a failed schedule, not a crash of the whole set.
       console.log(`  HARNESS ERROR: ${(err as Error)?.stack ?? String(err)}`);
@@ -126,11 +150,11 @@ async function main(): Promise<number> {
     results.push(r);
     console.log(`  ${r.verdict.ok ? 'clean' : 'ANOMALIES'}: ${path.relative(process.cwd(), r.outDir)}/report.html`);
   }
-  console.log(`\n${table(results)}`);
+  console.log(`\nnetwork: ${a.net}${a.net === 'netns' ? ' (a namespace per node, partitions cut in the kernel)' : ' (loopback, partitions through TCP proxies)'}\n${table(results)}`);
   const failed = [...results.filter((r) => !r.verdict.ok).map((r) => r.seed), ...errors];
   if (errors.length > 0) console.log(`\nharness errors (no verdict) in seeds ${errors.join(', ')}`);
   for (const r of results.filter((x) => x.verdict.unsettled !== '')) console.log(`\nseed ${r.seed}: membership not settled at the end (not a data anomaly, reported): ${r.verdict.unsettled}`);
-  if (failed.length > 0) console.log(`\n${failed.length} schedule(s) failed; replay one with: npm run chaos -- --seed ${failed[0]} --schedules 1 --nodes ${a.nodes} --duration ${a.durationS} --faults ${a.kinds.join(',')}${a.bug ? ` --bug ${a.bug}` : ''}${a.idempotent ? ' --idempotent' : ''}${a.preset ? ` --preset ${a.preset}` : ''}${a.hostBase !== CHAOS_HOST_BASE ? ` --hosts-from ${a.hostBase}` : ''}`);
+  if (failed.length > 0) console.log(`\n${failed.length} schedule(s) failed; replay one with: npm run chaos -- --seed ${failed[0]} --schedules 1 --nodes ${a.nodes} --duration ${a.durationS} --faults ${a.kinds.join(',')}${a.bug ? ` --bug ${a.bug}` : ''}${a.idempotent ? ' --idempotent' : ''}${a.preset ? ` --preset ${a.preset}` : ''}${a.hostBase !== CHAOS_HOST_BASE ? ` --hosts-from ${a.hostBase}` : ''}${a.net !== 'proxy' ? ` --net ${a.net}` : ''}`);
   return failed.length > 0 ? 1 : 0;
 }
 

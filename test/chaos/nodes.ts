@@ -1,5 +1,6 @@
 /**
- * The broker processes of a chaos run: `sluice serve` children on 127.0.0.<10+id>, each with its own
+ * The broker processes of a chaos run: `sluice serve` children on 127.0.0.<10+id> (or, with `--net
+ * netns`, on their namespace's address, run through `ip netns exec`: netns.ts), each with its own
  * data dir, a fixed gRPC port (chosen at first start, kept across restarts) and the TEST-ONLY hooks of
  * src/storage/test-hooks.ts switched on: a faults file (slow disk) and a sync journal (power cuts).
  * With `tmpfs`, the data dir is a tmpfs of its own (root only) so a disk-full fault fills a real file
@@ -23,6 +24,10 @@ export interface NodeOptions {
   ackBeforeFsync: boolean;
   /** Node `id` listens on 127.0.0.<hostBase + id> (default CHAOS_HOST_BASE). */
   hostBase?: number;
+  /** `--net netns`: the node's address in its namespace (instead of 127.0.0.<hostBase + id>). */
+  host?: string;
+  /** `--net netns`: the command that runs the broker in the node's namespace (`ip netns exec NS`); it execs the broker. */
+  wrap?: readonly string[];
   /**
    * Cluster mode: this node's part of a `sluice serve` cluster. The ports are fixed before any node
    * starts (each node's --seeds must name the others), and kept across restarts.
@@ -50,7 +55,7 @@ export class ChaosNode {
 
   constructor(private readonly o: NodeOptions) {
     this.id = o.id;
-    this.host = `127.0.0.${(o.hostBase ?? CHAOS_HOST_BASE) + o.id}`;
+    this.host = o.host ?? `127.0.0.${(o.hostBase ?? CHAOS_HOST_BASE) + o.id}`;
     fs.mkdirSync(o.dir, { recursive: true });
     this.mount = o.tmpfs ? path.join(o.dir, 'disk') : null;
     if (this.mount !== null) {
@@ -104,7 +109,7 @@ export class ChaosNode {
     const args = ['--grpc-addr', `${this.host}:${this.port}`, '--http-addr', `${this.host}:${this.httpPort}`, '--shards', '1'];
     const c = this.o.cluster;
     if (c !== undefined) args.push('--node-id', String(this.id), '--seeds', c.seeds.join(','), '--controller-voters', c.controllerVoters.join(','));
-    const spawning = spawnBroker(this.dataDir, args, env);
+    const spawning = spawnBroker(this.dataDir, args, env, [], this.o.wrap ?? []);
     // A start past its bound must not leave the broker behind: it is killed when (if) it comes up.
     const b = await withTimeout(spawning, NODE_START_MS, `node ${this.id} start`).catch((err: unknown) => {
       spawning.then((late) => late.child.kill('SIGKILL')).catch(() => {});

@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import type { Verdict } from './checker.js';
 import type { Op } from './history.js';
+import type { NetMode } from './netns.js';
 import type { Schedule } from './schedule.js';
 
 const BUCKET_MS = 250;
@@ -105,7 +106,8 @@ function leaderChart(ops: readonly Op[], durationMs: number): string {
   return `<h3>Leader changes (first sighting per partition, then each change)</h3><svg width="${WIDTH}" height="${h}" xmlns="http://www.w3.org/2000/svg">${faultBands(ops, x, h)}${rows}</svg>`;
 }
 
-export function renderReport(schedule: Schedule, ops: readonly Op[], v: Verdict): string {
+/** `net`: the network mode that ran (proxy: loopback and TCP proxies; netns: a namespace per node). */
+export function renderReport(schedule: Schedule, ops: readonly Op[], v: Verdict, net: NetMode = 'proxy'): string {
   const end = ops.reduce((m, op) => Math.max(m, 'end' in op ? op.end : 'at' in op ? op.at : 0), schedule.durationMs);
   const bs = buckets(ops, end);
   const perSecond = 1000 / BUCKET_MS;
@@ -131,7 +133,7 @@ body{font:13px system-ui,sans-serif;margin:16px;color:#222}table{border-collapse
 tr.bad td,tr.bad th{background:#ffe3e3;color:#a00}h3{margin:14px 0 2px}svg{background:#fafafa;border:1px solid #eee}
 </style></head><body>
 <h2>Sluice chaos run, seed ${schedule.seed}: ${v.ok ? 'clean' : 'ANOMALIES FOUND'}</h2>
-<p>${schedule.nodes} node(s), ${(schedule.durationMs / 1000).toFixed(0)} s, ${schedule.faults.length} fault(s). Replay: <code>npm run chaos -- --seed ${schedule.seed} --schedules 1 --nodes ${schedule.nodes} --duration ${schedule.durationMs / 1000} --faults ${schedule.kinds.join(',')}</code></p>
+<p>${schedule.nodes} node(s), ${(schedule.durationMs / 1000).toFixed(0)} s, ${schedule.faults.length} fault(s), network ${net}. Replay: <code>npm run chaos -- --seed ${schedule.seed} --schedules 1 --nodes ${schedule.nodes} --duration ${schedule.durationMs / 1000} --faults ${schedule.kinds.join(',')}${net === 'proxy' ? '' : ` --net ${net}`}</code></p>
 <p>Coloured bands: faults (start to heal; hover for details). Dashed bands in the lower half: membership changes (a move, a decommission until its recommission), which run while other faults do; the label gives the outcome. Grey hatching: a killed node restarting (heal to ready, recovery included).</p>
 ${chart('Acknowledged writes per second (unknown outcomes in red)', ops, end, [
     { name: 'acked/s', color: '#2b8a3e', ys: bs.map((b) => b.acked * perSecond) },
@@ -149,6 +151,6 @@ ${samples.length > 0 ? `<h3>Examples</h3><ul>${samples}</ul>` : ''}
 `;
 }
 
-export function writeReport(file: string, schedule: Schedule, ops: readonly Op[], v: Verdict): void {
-  fs.writeFileSync(file, renderReport(schedule, ops, v));
+export function writeReport(file: string, schedule: Schedule, ops: readonly Op[], v: Verdict, net: NetMode = 'proxy'): void {
+  fs.writeFileSync(file, renderReport(schedule, ops, v, net));
 }

@@ -26,6 +26,7 @@ import { History } from './history.js';
 import { aliveSeenBy, clusterView, localHighWatermark, resolveTarget } from './cluster.js';
 import { ChaosNode, freePort } from './nodes.js';
 import { LinkTable, linkSettings } from './links.js';
+import { NetnsHosts, type NetMode } from './netns.js';
 import { MembershipDriver } from './membership.js';
 import { compareReplicas } from './replicas.js';
 import { writeReport } from './report.js';
@@ -49,6 +50,12 @@ export interface RunOptions {
   keepData?: boolean;
   /** Node i listens on 127.0.0.<hostBase + i> (default CHAOS_HOST_BASE): two runs side by side use disjoint blocks. */
   hostBase?: number;
+  /**
+   * How a cluster's nodes are wired (default `proxy`): `proxy` = loopback addresses and the harness's
+   * TCP proxies on the node-to-node links (links.ts); `netns` = a network namespace per node, reached
+   * over a bridge, partitions cut in the kernel (netns.ts; root on Linux, clusters only).
+   */
+  net?: NetMode;
   log?: (line: string) => void;
 }
 
@@ -59,6 +66,8 @@ export interface RunResult {
   outDir: string;
   /** Exit of each node's final clean stop (0 expected). */
   stops: { node: number; code: number | null; signal: string | null }[];
+  /** The network mode that ran. */
+  net: NetMode;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -92,6 +101,10 @@ class Run {
   readonly proxies = new Map<number, LinkProxy>();
   /** A cluster run with partition faults: the node-to-node links (links.ts). */
   links: LinkTable | null = null;
+  /** `--net netns`: the nodes' namespaces and the bridge (netns.ts); partitions are cut there. */
+  netns: NetnsHosts | null = null;
+  /** Packets the namespaces' sinks had dropped at the last heal. */
+  private netnsDropped = 0;
   /** A cluster run: carries out the membership changes (membership.ts). */
   membership: MembershipDriver | null = null;
   /** Time 0 of the schedule and the history: when the workload starts (the nodes are up). */
@@ -139,16 +152,19 @@ class Run {
    */
   private async startCluster(): Promise<Target[]> {
     const tmpfs = this.o.kinds.includes('disk-full');
-    const hosts = Array.from({ length: this.o.nodes }, (_, i) => `127.0.0.${this.hostBase + 1 + i}`);
-    const ports = await Promise.all(hosts.map(async (h) => ({ grpc: await freePort(h), http: await freePort(h) })));
+    const ids = Array.from({ length: this.o.nodes }, (_, i) => i + 1);
+    // netns: every node is alone in its namespace, so it gets the same fixed ports; no peer map (nodes dial each other's real addresses).
+    const netns = this.o.net === 'netns' ? (this.netns = NetnsHosts.create(this.hostBase, this.o.nodes)) : null;
+    const hosts = ids.map((id) => netns?.address(id) ?? `127.0.0.${this.hostBase + id}`);
+    const ports = netns !== null ? hosts.map(() => ({ grpc: C.NETNS_GRPC_PORT, http: C.NETNS_HTTP_PORT })) : await Promise.all(hosts.map(async (h) => ({ grpc: await freePort(h), http: await freePort(h) })));
     const seeds = hosts.map((h, i) => `${h}:${ports[i].grpc}`);
     // The controller group has an odd number of voters (1, 3 or 5: 3 of 4 nodes); the others follow it as learners.
     const voters = Math.min(this.o.nodes, C.CLUSTER_CONTROLLER_VOTERS_MAX);
     const controllerVoters = Array.from({ length: voters % 2 === 0 ? voters - 1 : voters }, (_, i) => i + 1);
-    if (this.o.kinds.includes('partition')) this.links = await LinkTable.create(hosts, seeds);
-    for (let id = 1; id <= this.o.nodes; id++) {
+    if (netns === null && this.o.kinds.includes('partition')) this.links = await LinkTable.create(hosts, seeds);
+    for (const id of ids) {
       const cluster = { grpcPort: ports[id - 1].grpc, httpPort: ports[id - 1].http, seeds, controllerVoters, env: this.links?.envFor(id) };
-      this.nodes.push(new ChaosNode({ id, dir: path.join(this.workDir, `n${id}`), tmpfs, ackBeforeFsync: this.o.ackBeforeFsync === true, hostBase: this.hostBase, cluster }));
+      this.nodes.push(new ChaosNode({ id, dir: path.join(this.workDir, `n${id}`), tmpfs, ackBeforeFsync: this.o.ackBeforeFsync === true, hostBase: this.hostBase, host: hosts[id - 1], wrap: netns?.wrap(id), cluster }));
     }
     await settleAll(this.nodes.map((n) => n.start()));
     if (!(await until(() => this.readyCount === this.nodes.length, C.CLUSTER_READY_MS, () => this.probeReady()))) throw new Error(`the cluster did not become ready in ${C.CLUSTER_READY_MS} ms`);
@@ -263,6 +279,17 @@ class Run {
         }
         break;
       case 'partition':
+        if (this.netns !== null) {
+          await this.netns.apply(linkSettings(f.shape ?? 'minority', ids, this.nodes.length, f.bridge));
+          await waitOut();
+          await this.netns.healAll();
+          // Healed once the routes are gone; the sinks drop nothing outside a cut, so the count since the last heal is this fault's.
+          const heal = this.now();
+          const dropped = await this.netns.droppedPackets();
+          this.note(`fault ${f.id} healed: the kernel dropped ${dropped - this.netnsDropped} packets`);
+          this.netnsDropped = dropped;
+          return { start, heal, nodes: ids };
+        }
         if (this.links !== null) {
           const before = this.links.droppedBytes;
           this.links.apply(linkSettings(f.shape ?? 'minority', ids, this.nodes.length, f.bridge));
@@ -343,6 +370,17 @@ class Run {
     for (const p of this.proxies.values()) void p.close();
     void this.links?.close();
     for (const n of this.nodes) n.destroy();
+    // After the brokers: the namespaces' processes are killed there too, but a broker's own exit is cleaner.
+    this.netns?.close();
+  }
+
+  /** What the run's note says of its network (the report and the history name the mode). */
+  describeNet(): string {
+    if (this.netns !== null) {
+      const n = this.netns;
+      return `network netns: namespaces ${n.namespace(1)}..${n.namespace(this.nodes.length)} on a bridge, harness at ${n.harnessAddress}; partitions are routes to a sink in the kernel`;
+    }
+    return `network proxy: nodes on 127.0.0.${this.hostBase + 1}..${this.hostBase + this.nodes.length}${this.links !== null ? '; partitions through the harness\'s node-to-node TCP proxies' : ''}`;
   }
 }
 
@@ -432,6 +470,8 @@ async function convergeReplicas(run: Run, targets: readonly Target[], sets: Repl
 
 export async function runSchedule(o: RunOptions): Promise<RunResult> {
   const schedule = o.schedule ?? makeSchedule({ seed: o.seed, nodes: o.nodes, durationMs: o.durationMs, kinds: o.kinds });
+  const net = o.net ?? 'proxy';
+  assert.ok(net === 'proxy' || o.nodes >= 3, '--net netns runs a cluster (3 nodes or more)');
   const outDir = path.join(o.outRoot, String(o.seed));
   fs.rmSync(outDir, { recursive: true, force: true });
   fs.mkdirSync(outDir, { recursive: true });
@@ -446,6 +486,7 @@ export async function runSchedule(o: RunOptions): Promise<RunResult> {
     const startMs = Math.round(performance.now() - startedAt);
     run.startClock();
     run.note(`started ${o.nodes} node(s) in ${startMs} ms: ${run.nodes.map((n) => `n${n.id}=${n.grpcAddress}`).join(' ')}`);
+    run.note(run.describeNet());
     const workload = new Workload(targets, run.history, run.now);
     workload.start();
     await run.runFaults();
@@ -501,8 +542,8 @@ export async function runSchedule(o: RunOptions): Promise<RunResult> {
   verdict.unsettled = unsettled;
   for (const why of replicas.mismatchNotes) verdict.samples.push({ key: why.split(' ')[0], why: `replica mismatch: ${why}` });
   verdict.ok = isClean(verdict) && stops.every((s) => s.code === 0);
-  fs.writeFileSync(path.join(outDir, 'verdict.json'), JSON.stringify({ seed: o.seed, schedule, stops, verdict }, null, 2) + '\n');
-  writeReport(path.join(outDir, 'report.html'), schedule, run.history.ops, verdict);
+  fs.writeFileSync(path.join(outDir, 'verdict.json'), JSON.stringify({ seed: o.seed, net, schedule, stops, verdict }, null, 2) + '\n');
+  writeReport(path.join(outDir, 'report.html'), schedule, run.history.ops, verdict, net);
   if (!o.keepData) fs.rmSync(workDir, { recursive: true, force: true });
-  return { seed: o.seed, schedule, verdict, outDir, stops };
+  return { seed: o.seed, schedule, verdict, outDir, stops, net };
 }

@@ -32,6 +32,7 @@ import { type AcksCode, type PartitionKey, type PartitionSpec, type PartitionSta
 import { NotLeaderError } from '../partition/errors.js';
 import type { GroupId, RaftTransport } from '../cluster/types.js';
 import type { NodeId } from '../model/index.js';
+import type { ReplicaBugs } from './test-hooks.js';
 import type { ReplicaConfChange, ReplicaHost, ReplicaMembership, ReplicaSpec, ReplicaStatus } from './replicas.js';
 import { DataDirLock } from './data-dir-lock.js';
 import { ProducerIdTable } from './producer-ids.js';
@@ -118,6 +119,11 @@ export interface BrokerClusterOptions {
    * gossip through ClusterNode): without one, a quiesced follower of a dead leader would never campaign.
    */
   quiesce?: boolean;
+  /**
+   * TEST ONLY (src/broker/test-hooks.ts, `SLUICE_TEST_REPLICA_BUGS`): the simulator's bug modes, put
+   * on every partition replica this broker opens. Never set in production.
+   */
+  replicaBugs?: ReplicaBugs | null;
 }
 
 /** A replica this broker hosts in cluster mode. */
@@ -853,7 +859,7 @@ export class Broker implements BrokerApi, ReplicaHost {
       partition: s.partition,
       config: this.configOf(this.topic(s.topic)),
       fresh,
-      replica: { group: s.group, nodeId: this.nodeId, voters: [...s.voters], learners: [...s.learners], quiesce: this.options.cluster?.quiesce === true },
+      replica: { group: s.group, nodeId: this.nodeId, voters: [...s.voters], learners: [...s.learners], quiesce: this.options.cluster?.quiesce === true, bugs: this.options.cluster?.replicaBugs ?? undefined },
     };
   }
 

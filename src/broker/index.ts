@@ -8,6 +8,7 @@ export { Broker, defaultShardCount, SHARDS_MAX, type BrokerOptions, type BrokerC
 export { NotLeaderError } from '../partition/errors.js';
 export { NOOP_PROBE, type BrokerProbe, type ReplicaGauges } from './probe.js';
 export { LOCK_FILE } from './data-dir-lock.js';
+export { TEST_REPLICA_BUGS_ENV, REPLICA_BUG_NAMES, parseReplicaBugs, replicaBugsFromEnv, type ReplicaBugs } from './test-hooks.js';
 export { CLUSTER_DIR, TOPICS_FILE } from './topic-table.js';
 export { INTERNAL_TOPIC_PREFIX } from './validate.js';
 export type * from './types.js';

@@ -131,7 +131,8 @@ const REAL_TIMERS: PartitionTimers = Object.freeze({
  * from the log end instead of the commit index; a restarted replica's high watermark reported as
  * settled at once (not provisional while it may be below the one it showed before the restart).
  */
-export type PartitionDriverBug = 'ack-before-persist' | 'send-before-persist' | 'hw-from-log-end' | 'hw-restart-settled';
+export const PARTITION_DRIVER_BUGS = ['ack-before-persist', 'send-before-persist', 'hw-from-log-end', 'hw-restart-settled'] as const;
+export type PartitionDriverBug = (typeof PARTITION_DRIVER_BUGS)[number];
 
 /** The Raft knobs a caller may set; identity, applyEntries and controlData belong to the partition. */
 export type PartitionRaftOptions = Omit<RaftOptions, 'id' | 'applyEntries' | 'controlData'>;

@@ -12,7 +12,7 @@ import { groupsExtraService } from '../rpc/groups-service.js';
 import { NOOP_PROBE, type BrokerProbe } from '../broker/probe.js';
 import type { BrokerApi } from '../broker/types.js';
 import type { GroupId, PeerDirectory } from '../cluster/types.js';
-import { Broker, type BrokerLogger, type BrokerOptions } from '../broker/index.js';
+import { Broker, replicaBugsFromEnv, TEST_REPLICA_BUGS_ENV, type BrokerLogger, type BrokerOptions, type ReplicaBugs } from '../broker/index.js';
 import { parseHostPort } from './address.js';
 import { startGrpc, stopGrpc, type ExtraService, type GrpcFrontend } from './grpc.js';
 import { startHttp, stopHttp, type MetricsHandler } from './http.js';
@@ -133,6 +133,27 @@ function notReady(ctx: ServiceContext, core: BrokerApi | null, membership: Membe
   return `${offline.length} partition(s) offline (${shown}); see the broker log`;
 }
 
+/**
+ * TEST ONLY: the simulator's bug modes for this node's partition replicas (`SLUICE_TEST_REPLICA_BUGS`,
+ * src/broker/test-hooks.ts), read once here. An unknown name, or the variable outside cluster mode
+ * (where it would do nothing), refuses the start; when set, a loud warning says so.
+ */
+function testReplicaBugs(clustered: boolean, logger: BrokerLogger | undefined): ReplicaBugs | null {
+  let bugs: ReplicaBugs | null;
+  try {
+    bugs = replicaBugsFromEnv();
+  } catch (err) {
+    throw new StartupError((err as Error).message, { cause: err });
+  }
+  if (bugs === null) return null;
+  if (!clustered) throw new StartupError(`${TEST_REPLICA_BUGS_ENV} needs cluster mode (--seeds or --controller-voters): it acts on partition replicas of several voters`);
+  const names = [...bugs.raft, ...bugs.driver].join(',');
+  const line = `TEST ONLY: ${TEST_REPLICA_BUGS_ENV}=${names}: every partition replica of this node runs with deliberate bugs and WILL lose or corrupt data; never run this in production`;
+  if (logger !== undefined) logger.warn({ replicaBugs: names }, line);
+  else process.stderr.write(`WARNING: ${line}\n`);
+  return bugs;
+}
+
 function defaultOpen(options: OpenBrokerOptions): Promise<BrokerApi> {
   return Broker.open(options);
 }
@@ -157,6 +178,7 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
   if (options.cluster !== undefined) services.push(membershipExtraService(membership));
   // Cluster mode: the controller (group 0) and `Controller/Submit` forwarding on this port.
   const voters = clusterModeVoters(options.cluster);
+  const replicaBugs = testReplicaBugs(voters !== null, options.logger);
   const cluster: ClusterParts = { node: null, catchUp: null, handingOff: false };
   // LogState is answered from the data dir until the controller is open (a wiped voter's question).
   const dataDir = options.dataDir ?? './data';
@@ -195,7 +217,7 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
       ...options.tuning,
       // Cluster mode: the Broker hosts only the replicas the controller gives it (src/broker/replicas.ts).
       // Gossip is the failure detector that wakes quiesced replicas (ClusterNode -> peersChanged).
-      ...(voters === null ? {} : ({ cluster: { transport: raftTransport, quiesce: REPLICA_QUIESCE } } as Partial<OpenBrokerOptions>)),
+      ...(voters === null ? {} : ({ cluster: { transport: raftTransport, quiesce: REPLICA_QUIESCE, replicaBugs } } as Partial<OpenBrokerOptions>)),
     });
   } catch (err) {
     raftTransport.close();

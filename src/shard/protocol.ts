@@ -7,8 +7,8 @@
  * message, and all replies a worker produces in one turn travel in one `ToMain` message.
  */
 import type { MessagePort } from 'node:worker_threads';
-import type { Message } from '../raft/index.js';
-import type { PartitionMembership } from '../partition/index.js';
+import type { Message, RaftBug } from '../raft/index.js';
+import type { PartitionDriverBug, PartitionMembership } from '../partition/index.js';
 import type { SluiceErrorWire } from '../errors.js';
 import type { LogConfig } from '../storage/types.js';
 import type { RecoveryReport } from '../storage/recovery.js';
@@ -50,9 +50,10 @@ export interface PartitionSpec {
   /**
    * Cluster mode: the partition's Raft group (cluster-unique), this node's id and the group's bootstrap
    * members (used only when the replica is created; afterwards its configuration comes from its Raft
-   * state). Absent outside cluster mode: a one-voter group of this node.
+   * state). Absent outside cluster mode: a one-voter group of this node. `bugs`: TEST ONLY, the
+   * simulator's bug modes on this replica (src/broker/test-hooks.ts); absent in production.
    */
-  replica?: { group: number; nodeId: number; voters: number[]; learners: number[]; quiesce?: boolean };
+  replica?: { group: number; nodeId: number; voters: number[]; learners: number[]; quiesce?: boolean; bugs?: { raft: readonly RaftBug[]; driver: readonly PartitionDriverBug[] } };
 }
 
 /**

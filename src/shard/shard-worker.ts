@@ -520,7 +520,10 @@ class ShardServer implements PartitionEffects {
     try {
       const id = { topic: p.topic, topicId: p.topicId, partition: p.partition };
       const r = p.replica;
-      const replica = r === undefined ? {} : { nodeId: r.nodeId, voters: r.voters, learners: r.learners, raft: r.quiesce === true ? REPLICA_RAFT_QUIESCE : REPLICA_RAFT, preferredLeaderFirst: true };
+      const raft = r?.quiesce === true ? REPLICA_RAFT_QUIESCE : REPLICA_RAFT;
+      // TEST ONLY (src/broker/test-hooks.ts): the simulator's bug modes, when the node was started with them.
+      const bugs = r?.bugs === undefined ? {} : { raft: { ...raft, bugs: r.bugs.raft }, driverBugs: r.bugs.driver };
+      const replica = r === undefined ? {} : { nodeId: r.nodeId, voters: r.voters, learners: r.learners, raft, preferredLeaderFirst: true, ...bugs };
       const actor = await Partition.open(this.task.dataDir, id, p.config, p.fresh, this.logOptions, this, this.task.producerIdleExpiryMs, replica);
       if (this.stopped) {
         void actor.close(false).catch(() => {});

@@ -1,6 +1,6 @@
 /**
  * `npm run chaos -- [--nodes N] [--schedules N] [--duration S] [--seed X] [--faults kill,pause,...]
- *                   [--out DIR] [--bug ack-before-fsync] [--keep-data] [--idempotent] [--preset kill-all]
+ *                   [--out DIR] [--bug ack-before-fsync|commit-without-quorum|hw-from-log-end] [--keep-data] [--idempotent] [--preset kill-all]
  *                   [--hosts-from N] [--net proxy|netns]`
  *
  * Runs N schedules with seeds X, X+1, ... (default: X from the clock, printed), each writing
@@ -19,6 +19,15 @@ import { canMountTmpfs } from './nodes.js';
 import { runSchedule, type RunResult } from './run.js';
 import { CLUSTER_FAULT_KINDS, drawableKinds, FAULT_KINDS, isMembership, killAllSchedule, parseFaultKinds, type FaultKind } from './schedule.js';
 
+/**
+ * The deliberate bugs a run can put on its brokers: the storage hook (any node count), and the
+ * simulator's bug modes that have a twin on a cluster (SLUICE_TEST_REPLICA_BUGS; docs/chaos.md says
+ * which have one and why the others do not).
+ */
+const BUGS = ['ack-before-fsync', 'commit-without-quorum', 'hw-from-log-end'] as const;
+type Bug = (typeof BUGS)[number];
+const REPLICA_TWINS: readonly Bug[] = ['commit-without-quorum', 'hw-from-log-end'];
+
 interface Args {
   nodes: number;
   schedules: number;
@@ -26,7 +35,7 @@ interface Args {
   seed: number;
   kinds: FaultKind[];
   out: string;
-  bug: 'ack-before-fsync' | null;
+  bug: Bug | null;
   keepData: boolean;
   idempotent: boolean;
   preset: 'kill-all' | null;
@@ -70,14 +79,15 @@ function parseArgs(argv: readonly string[]): Args {
     }
     else if (k === '--bug') {
       const b = v();
-      if (b !== 'ack-before-fsync') throw new Error(`unknown bug ${b}; known: ack-before-fsync`);
-      a.bug = b;
+      if (!(BUGS as readonly string[]).includes(b)) throw new Error(`unknown bug ${b}; known: ${BUGS.join(', ')}`);
+      a.bug = b as Bug;
     } else throw new Error(`unknown argument ${k} (see docs/chaos.md)`);
   }
   for (const [name, n, min] of [['--nodes', a.nodes, 1], ['--schedules', a.schedules, 1], ['--duration', a.durationS, 8], ['--seed', a.seed, 0]] as const) {
     if (!Number.isSafeInteger(n) || n < min) throw new Error(`${name} must be an integer ≥ ${min}, got ${n}`);
   }
   if (!Number.isSafeInteger(a.hostBase) || a.hostBase < 1 || a.hostBase + a.nodes > CHAOS_HOST_LAST) throw new Error(`--hosts-from: nodes take 127.0.0.<N+1> to 127.0.0.<N+nodes>, so N must be an integer from 1 to ${CHAOS_HOST_LAST - a.nodes}; got ${a.hostBase}`);
+  if (a.bug !== null && REPLICA_TWINS.includes(a.bug) && a.nodes < 3) throw new Error(`--bug ${a.bug} acts on replicated partitions: it needs a cluster (--nodes 3 or more)`);
   if (a.nodes === 2) throw new Error('--nodes: 1 (a single broker) or 3 and more (a cluster; 2 nodes have no majority to lose one of)');
   if (a.nodes >= 3) {
     // A cluster: disk-full only when asked (it needs root for a tmpfs per node). Membership changes
@@ -140,7 +150,7 @@ async function main(): Promise<number> {
     console.log(`schedule ${i + 1}/${a.schedules}: seed ${seed}`);
     let r: RunResult;
     try {
-      r = await runSchedule({ seed, nodes: a.nodes, durationMs: a.durationS * 1000, kinds: a.kinds, outRoot: path.resolve(a.out), ackBeforeFsync: a.bug === 'ack-before-fsync', keepData: a.keepData, idempotent: a.idempotent, hostBase: a.hostBase, net: a.net, schedule: a.preset === 'kill-all' ? killAllSchedule(seed, a.nodes) : undefined, log: (l) => console.log(l) });
+      r = await runSchedule({ seed, nodes: a.nodes, durationMs: a.durationS * 1000, kinds: a.kinds, outRoot: path.resolve(a.out), ackBeforeFsync: a.bug === 'ack-before-fsync', replicaBugs: a.bug !== null && REPLICA_TWINS.includes(a.bug) ? [a.bug] : undefined, keepData: a.keepData, idempotent: a.idempotent, hostBase: a.hostBase, net: a.net, schedule: a.preset === 'kill-all' ? killAllSchedule(seed, a.nodes) : undefined, log: (l) => console.log(l) });
     } catch (err) {
       // The harness itself failed (a broker that would not start again, say): a failed schedule, not a crash of the whole set.
       console.log(`  HARNESS ERROR: ${(err as Error)?.stack ?? String(err)}`);

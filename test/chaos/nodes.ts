@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { spawnBroker, waitExit } from '../../bench/broker-process.js';
+import { TEST_REPLICA_BUGS_ENV } from '../../src/broker/test-hooks.js';
 import { TEST_ACK_BEFORE_FSYNC_ENV, TEST_FAULTS_FILE_ENV, TEST_SYNC_JOURNAL_ENV, type TestFaults } from '../../src/storage/test-hooks.js';
 import { CHAOS_HOST_BASE, CHAOS_PORT_MAX, CHAOS_PORT_MIN, CHAOS_PORT_STRIDE, CHAOS_PORT_TRIES, NODE_START_MS, NODE_STOP_MS, CHAOS_TMPFS_BYTES } from './constants.js';
 import { cutPower, type PowerCut } from './power.js';
@@ -28,6 +29,8 @@ export interface NodeOptions {
   host?: string;
   /** `--net netns`: the command that runs the broker in the node's namespace (`ip netns exec NS`); it execs the broker. */
   wrap?: readonly string[];
+  /** Cluster mode: the simulator's bug modes on every partition replica (TEST-ONLY SLUICE_TEST_REPLICA_BUGS); none by default. */
+  replicaBugs?: readonly string[];
   /**
    * Cluster mode: this node's part of a `sluice serve` cluster. The ports are fixed before any node
    * starts (each node's --seeds must name the others), and kept across restarts.
@@ -106,6 +109,7 @@ export class ChaosNode {
   async start(): Promise<void> {
     const env: NodeJS.ProcessEnv = { ...this.o.cluster?.env, [TEST_FAULTS_FILE_ENV]: this.faultsFile, [TEST_SYNC_JOURNAL_ENV]: this.journal };
     if (this.o.ackBeforeFsync) env[TEST_ACK_BEFORE_FSYNC_ENV] = '1';
+    if (this.o.replicaBugs !== undefined && this.o.replicaBugs.length > 0) env[TEST_REPLICA_BUGS_ENV] = this.o.replicaBugs.join(',');
     const args = ['--grpc-addr', `${this.host}:${this.port}`, '--http-addr', `${this.host}:${this.httpPort}`, '--shards', '1'];
     const c = this.o.cluster;
     if (c !== undefined) args.push('--node-id', String(this.id), '--seeds', c.seeds.join(','), '--controller-voters', c.controllerVoters.join(','));

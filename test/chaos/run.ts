@@ -42,6 +42,8 @@ export interface RunOptions {
   outRoot: string;
   /** Start brokers with the deliberate ack-before-fsync bug (the checker must then find losses). */
   ackBeforeFsync?: boolean;
+  /** Cluster runs: the simulator's bug modes on every node's partition replicas (SLUICE_TEST_REPLICA_BUGS; the checker must then find anomalies). */
+  replicaBugs?: readonly string[];
   /** Cluster runs: make the retrying producers idempotent (off by default there; see Target.idempotent). */
   idempotent?: boolean;
   /** Use this schedule instead of the seed's (tests that need one exact fault). */
@@ -164,7 +166,7 @@ class Run {
     if (netns === null && this.o.kinds.includes('partition')) this.links = await LinkTable.create(hosts, seeds);
     for (const id of ids) {
       const cluster = { grpcPort: ports[id - 1].grpc, httpPort: ports[id - 1].http, seeds, controllerVoters, env: this.links?.envFor(id) };
-      this.nodes.push(new ChaosNode({ id, dir: path.join(this.workDir, `n${id}`), tmpfs, ackBeforeFsync: this.o.ackBeforeFsync === true, hostBase: this.hostBase, host: hosts[id - 1], wrap: netns?.wrap(id), cluster }));
+      this.nodes.push(new ChaosNode({ id, dir: path.join(this.workDir, `n${id}`), tmpfs, ackBeforeFsync: this.o.ackBeforeFsync === true, replicaBugs: this.o.replicaBugs, hostBase: this.hostBase, host: hosts[id - 1], wrap: netns?.wrap(id), cluster }));
     }
     await settleAll(this.nodes.map((n) => n.start()));
     if (!(await until(() => this.readyCount === this.nodes.length, C.CLUSTER_READY_MS, () => this.probeReady()))) throw new Error(`the cluster did not become ready in ${C.CLUSTER_READY_MS} ms`);

@@ -11,7 +11,7 @@
  * `--help`. Unset (production) it is nothing.
  */
 import { SluiceError } from '../errors.js';
-import { PARTITION_DRIVER_BUGS, type PartitionDriverBug } from '../partition/index.js';
+import { PARTITION_DRIVER_BUGS, type PartitionDriverBug } from '../partition/driver-bugs.js';
 import { RAFT_BUGS, type RaftBug } from '../raft/index.js';
 
 export const TEST_REPLICA_BUGS_ENV = 'SLUICE_TEST_REPLICA_BUGS';

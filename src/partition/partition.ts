@@ -52,6 +52,7 @@ import { controlBatch } from './control-batch.js';
 import { NotLeaderError } from './errors.js';
 import { NO_PRODUCER_ID, ProducerStateTable } from './producer-state.js';
 import { batchIdentities, recoverProducerState, writeProducerSnapshot, type ProducerStateRecovery } from './producer-state-store.js';
+import { PARTITION_DRIVER_BUGS, type PartitionDriverBug } from './driver-bugs.js';
 
 /** A client's produce: every record is validated before anything is written (replicated data is not). */
 const PRODUCED: AppendOptions = Object.freeze({ produced: true });
@@ -118,6 +119,8 @@ export interface PartitionTimers {
   clearTimeout(handle: unknown): void;
 }
 
+export { PARTITION_DRIVER_BUGS, type PartitionDriverBug };
+
 const NO_BUGS: ReadonlySet<PartitionDriverBug> = new Set();
 
 const REAL_TIMERS: PartitionTimers = Object.freeze({
@@ -125,14 +128,6 @@ const REAL_TIMERS: PartitionTimers = Object.freeze({
   clearTimeout: (h: unknown): void => clearTimeout(h as NodeJS.Timeout),
 });
 
-/**
- * TEST ONLY: driver bugs the simulator (test/sim) injects to prove its checkers catch them:
- * acks=all answered at append; a Ready's messages sent before its fdatasync; the high watermark taken
- * from the log end instead of the commit index; a restarted replica's high watermark reported as
- * settled at once (not provisional while it may be below the one it showed before the restart).
- */
-export const PARTITION_DRIVER_BUGS = ['ack-before-persist', 'send-before-persist', 'hw-from-log-end', 'hw-restart-settled'] as const;
-export type PartitionDriverBug = (typeof PARTITION_DRIVER_BUGS)[number];
 
 /** The Raft knobs a caller may set; identity, applyEntries and controlData belong to the partition. */
 export type PartitionRaftOptions = Omit<RaftOptions, 'id' | 'applyEntries' | 'controlData'>;

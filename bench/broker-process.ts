@@ -11,8 +11,16 @@ export interface BrokerProcess {
   child: ChildProcess;
   grpcAddress: string;
   httpAddress: string;
-  /** Everything the broker wrote to stderr (logs), for failure messages. */
+  /** The last BROKER_STDERR_KEPT_BYTES the broker wrote to stderr (logs), for failure messages. */
   stderr(): string;
+}
+
+/** How much of a broker's stderr (its log) is kept in memory for failure messages: the tail. */
+export const BROKER_STDERR_KEPT_BYTES = 256 * 1024;
+
+export interface SpawnOptions {
+  /** Also append everything the broker writes to stderr (its log) to this file. */
+  logFile?: string;
 }
 
 /**
@@ -55,7 +63,7 @@ function track(child: ChildProcess): void {
  * `prefix` runs the broker through another command that execs it (`ip netns exec NS`: the chaos
  * harness's namespaces), so the child's pid is still the broker's.
  */
-export function spawnBroker(dataDir: string, extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}, nodeArgs: string[] = [], prefix: readonly string[] = []): Promise<BrokerProcess> {
+export function spawnBroker(dataDir: string, extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}, nodeArgs: string[] = [], prefix: readonly string[] = [], opts: SpawnOptions = {}): Promise<BrokerProcess> {
   const [command, ...args] = [...prefix, process.execPath, ...nodeArgs, cliPath(), 'serve'];
   const child = spawn(command, [...args, '--data-dir', dataDir, '--grpc-addr', '127.0.0.1:0', '--http-addr', '127.0.0.1:0', '--log-level', 'warn', ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -64,13 +72,24 @@ export function spawnBroker(dataDir: string, extraArgs: string[] = [], env: Node
   track(child);
   let err = '';
   let out = '';
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  const log = opts.logFile === undefined ? null : fs.createWriteStream(opts.logFile, { flags: 'a' });
+  child.stderr!.on('data', (d: Buffer) => {
+    log?.write(d);
+    err += d.toString();
+    if (err.length > 2 * BROKER_STDERR_KEPT_BYTES) err = err.slice(-BROKER_STDERR_KEPT_BYTES);
+  });
+  child.once('exit', () => log?.end());
   return new Promise((resolve, reject) => {
-    child.stdout!.on('data', (d: Buffer) => {
+    const onOut = (d: Buffer): void => {
       out += d.toString();
       const m = /grpc=(\S+) http=(\S+)/.exec(out);
-      if (m !== null) resolve({ child, grpcAddress: m[1], httpAddress: m[2], stderr: () => err });
-    });
+      if (m === null) return;
+      // Only the ready line is wanted; the rest of stdout is drained, not kept.
+      child.stdout!.off('data', onOut);
+      child.stdout!.resume();
+      resolve({ child, grpcAddress: m[1], httpAddress: m[2], stderr: () => err.slice(-BROKER_STDERR_KEPT_BYTES) });
+    };
+    child.stdout!.on('data', onOut);
     child.once('exit', (code, signal) => reject(new Error(`broker exited (${code ?? signal}) before it was ready: ${err.trim()}`)));
   });
 }

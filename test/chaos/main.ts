@@ -1,6 +1,6 @@
 /**
  * `npm run chaos -- [--nodes N] [--schedules N] [--duration S] [--seed X] [--faults kill,pause,...]
- *                   [--out DIR] [--bug ack-before-fsync|commit-without-quorum|hw-from-log-end] [--keep-data] [--idempotent] [--preset kill-all]
+ *                   [--out DIR] [--bug ack-before-fsync|commit-without-quorum|hw-from-log-end] [--keep-data [--node-logs LEVEL]] [--idempotent] [--preset kill-all]
  *                   [--hosts-from N] [--net proxy|netns]`
  *
  * Runs N schedules with seeds X, X+1, ... (default: X from the clock, printed), each writing
@@ -27,6 +27,8 @@ import { CLUSTER_FAULT_KINDS, drawableKinds, FAULT_KINDS, isMembership, killAllS
 const BUGS = ['ack-before-fsync', 'commit-without-quorum', 'hw-from-log-end'] as const;
 type Bug = (typeof BUGS)[number];
 const REPLICA_TWINS: readonly Bug[] = ['commit-without-quorum', 'hw-from-log-end'];
+/** --node-logs: the broker's pino levels. */
+const NODE_LOG_LEVELS: readonly string[] = ['trace', 'debug', 'info', 'warn', 'error'];
 
 interface Args {
   nodes: number;
@@ -38,6 +40,7 @@ interface Args {
   bug: Bug | null;
   keepData: boolean;
   idempotent: boolean;
+  nodeLogLevel: string | undefined;
   preset: 'kill-all' | null;
   hostBase: number;
   net: NetMode;
@@ -46,7 +49,7 @@ interface Args {
 function parseArgs(argv: readonly string[]): Args {
   const single = FAULT_KINDS.filter((k) => !isMembership(k));
   const rootless = single.filter((k) => k !== 'disk-full');
-  const a: Args = { nodes: 1, schedules: 1, durationS: 20, seed: Date.now() % 1_000_000, kinds: canMountTmpfs() ? single : rootless, out: 'chaos/out', bug: null, keepData: false, idempotent: false, preset: null, hostBase: CHAOS_HOST_BASE, net: 'proxy' };
+  const a: Args = { nodes: 1, schedules: 1, durationS: 20, seed: Date.now() % 1_000_000, kinds: canMountTmpfs() ? single : rootless, out: 'chaos/out', bug: null, keepData: false, nodeLogLevel: undefined, idempotent: false, preset: null, hostBase: CHAOS_HOST_BASE, net: 'proxy' };
   let kindsGiven = false;
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
@@ -67,6 +70,11 @@ function parseArgs(argv: readonly string[]): Args {
     else if (k === '--keep-data') a.keepData = true;
     else if (k === '--hosts-from') a.hostBase = Number(v());
     else if (k === '--idempotent') a.idempotent = true;
+    else if (k === '--node-logs') {
+      const level = v();
+      if (!NODE_LOG_LEVELS.includes(level)) throw new Error(`--node-logs ${level}: one of ${NODE_LOG_LEVELS.join(', ')}`);
+      a.nodeLogLevel = level;
+    }
     else if (k === '--net') {
       const m = v();
       if (!(NET_MODES as readonly string[]).includes(m)) throw new Error(`unknown --net ${m}; known: ${NET_MODES.join(', ')}`);
@@ -88,6 +96,7 @@ function parseArgs(argv: readonly string[]): Args {
   }
   if (!Number.isSafeInteger(a.hostBase) || a.hostBase < 1 || a.hostBase + a.nodes > CHAOS_HOST_LAST) throw new Error(`--hosts-from: nodes take 127.0.0.<N+1> to 127.0.0.<N+nodes>, so N must be an integer from 1 to ${CHAOS_HOST_LAST - a.nodes}; got ${a.hostBase}`);
   if (a.bug !== null && REPLICA_TWINS.includes(a.bug) && a.nodes < 3) throw new Error(`--bug ${a.bug} acts on replicated partitions: it needs a cluster (--nodes 3 or more)`);
+  if (a.nodeLogLevel !== undefined && !a.keepData) throw new Error('--node-logs writes each node\'s log beside its data dir (chaos/out/<seed>/nodes/nN/node.log): add --keep-data');
   if (a.nodes === 2) throw new Error('--nodes: 1 (a single broker) or 3 and more (a cluster; 2 nodes have no majority to lose one of)');
   if (a.nodes >= 3) {
     // A cluster: disk-full only when asked (it needs root for a tmpfs per node). Membership changes
@@ -150,7 +159,7 @@ async function main(): Promise<number> {
     console.log(`schedule ${i + 1}/${a.schedules}: seed ${seed}`);
     let r: RunResult;
     try {
-      r = await runSchedule({ seed, nodes: a.nodes, durationMs: a.durationS * 1000, kinds: a.kinds, outRoot: path.resolve(a.out), ackBeforeFsync: a.bug === 'ack-before-fsync', replicaBugs: a.bug !== null && REPLICA_TWINS.includes(a.bug) ? [a.bug] : undefined, keepData: a.keepData, idempotent: a.idempotent, hostBase: a.hostBase, net: a.net, schedule: a.preset === 'kill-all' ? killAllSchedule(seed, a.nodes) : undefined, log: (l) => console.log(l) });
+      r = await runSchedule({ seed, nodes: a.nodes, durationMs: a.durationS * 1000, kinds: a.kinds, outRoot: path.resolve(a.out), ackBeforeFsync: a.bug === 'ack-before-fsync', replicaBugs: a.bug !== null && REPLICA_TWINS.includes(a.bug) ? [a.bug] : undefined, keepData: a.keepData, nodeLogLevel: a.nodeLogLevel, idempotent: a.idempotent, hostBase: a.hostBase, net: a.net, schedule: a.preset === 'kill-all' ? killAllSchedule(seed, a.nodes) : undefined, log: (l) => console.log(l) });
     } catch (err) {
       // The harness itself failed (a broker that would not start again, say): a failed schedule, not a crash of the whole set.
       console.log(`  HARNESS ERROR: ${(err as Error)?.stack ?? String(err)}`);
@@ -164,7 +173,7 @@ async function main(): Promise<number> {
   const failed = [...results.filter((r) => !r.verdict.ok).map((r) => r.seed), ...errors];
   if (errors.length > 0) console.log(`\nharness errors (no verdict) in seeds ${errors.join(', ')}`);
   for (const r of results.filter((x) => x.verdict.unsettled !== '')) console.log(`\nseed ${r.seed}: membership not settled at the end (not a data anomaly, reported): ${r.verdict.unsettled}`);
-  if (failed.length > 0) console.log(`\n${failed.length} schedule(s) failed; replay one with: npm run chaos -- --seed ${failed[0]} --schedules 1 --nodes ${a.nodes} --duration ${a.durationS} --faults ${a.kinds.join(',')}${a.bug ? ` --bug ${a.bug}` : ''}${a.idempotent ? ' --idempotent' : ''}${a.preset ? ` --preset ${a.preset}` : ''}${a.hostBase !== CHAOS_HOST_BASE ? ` --hosts-from ${a.hostBase}` : ''}${a.net !== 'proxy' ? ` --net ${a.net}` : ''}`);
+  if (failed.length > 0) console.log(`\n${failed.length} schedule(s) failed; replay one with: npm run chaos -- --seed ${failed[0]} --schedules 1 --nodes ${a.nodes} --duration ${a.durationS} --faults ${a.kinds.join(',')}${a.bug ? ` --bug ${a.bug}` : ''}${a.idempotent ? ' --idempotent' : ''}${a.preset ? ` --preset ${a.preset}` : ''}${a.hostBase !== CHAOS_HOST_BASE ? ` --hosts-from ${a.hostBase}` : ''}${a.net !== 'proxy' ? ` --net ${a.net}` : ''} (add --keep-data --node-logs debug for the brokers' own logs)`);
   return failed.length > 0 ? 1 : 0;
 }
 

@@ -36,6 +36,8 @@ export interface NodeOptions {
    * starts (each node's --seeds must name the others), and kept across restarts.
    */
   cluster?: { grpcPort: number; httpPort: number; seeds: readonly string[]; controllerVoters: readonly number[]; env?: NodeJS.ProcessEnv };
+  /** `--node-logs LEVEL`: the broker logs at this level into `<dir>/node.log` (appended across restarts); default warn, kept in memory only. */
+  logLevel?: string;
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
@@ -113,7 +115,9 @@ export class ChaosNode {
     const args = ['--grpc-addr', `${this.host}:${this.port}`, '--http-addr', `${this.host}:${this.httpPort}`, '--shards', '1'];
     const c = this.o.cluster;
     if (c !== undefined) args.push('--node-id', String(this.id), '--seeds', c.seeds.join(','), '--controller-voters', c.controllerVoters.join(','));
-    const spawning = spawnBroker(this.dataDir, args, env, [], this.o.wrap ?? []);
+    if (this.o.logLevel !== undefined) args.push('--log-level', this.o.logLevel);
+    const logFile = this.o.logLevel === undefined ? undefined : path.join(this.o.dir, 'node.log');
+    const spawning = spawnBroker(this.dataDir, args, env, [], this.o.wrap ?? [], { logFile });
     // A start past its bound must not leave the broker behind: it is killed when (if) it comes up.
     const b = await withTimeout(spawning, NODE_START_MS, `node ${this.id} start`).catch((err: unknown) => {
       spawning.then((late) => late.child.kill('SIGKILL')).catch(() => {});

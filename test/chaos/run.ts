@@ -50,6 +50,8 @@ export interface RunOptions {
   schedule?: Schedule;
   /** Keep the nodes' data dirs (in the output dir) instead of deleting them. */
   keepData?: boolean;
+  /** With keepData: each broker logs at this level into its node dir's node.log (default: warn, not kept). */
+  nodeLogLevel?: string;
   /** Node i listens on 127.0.0.<hostBase + i> (default CHAOS_HOST_BASE): two runs side by side use disjoint blocks. */
   hostBase?: number;
   /**
@@ -166,7 +168,7 @@ class Run {
     if (netns === null && this.o.kinds.includes('partition')) this.links = await LinkTable.create(hosts, seeds);
     for (const id of ids) {
       const cluster = { grpcPort: ports[id - 1].grpc, httpPort: ports[id - 1].http, seeds, controllerVoters, env: this.links?.envFor(id) };
-      this.nodes.push(new ChaosNode({ id, dir: path.join(this.workDir, `n${id}`), tmpfs, ackBeforeFsync: this.o.ackBeforeFsync === true, replicaBugs: this.o.replicaBugs, hostBase: this.hostBase, host: hosts[id - 1], wrap: netns?.wrap(id), cluster }));
+      this.nodes.push(new ChaosNode({ id, dir: path.join(this.workDir, `n${id}`), tmpfs, ackBeforeFsync: this.o.ackBeforeFsync === true, replicaBugs: this.o.replicaBugs, hostBase: this.hostBase, host: hosts[id - 1], wrap: netns?.wrap(id), cluster, logLevel: this.o.nodeLogLevel }));
     }
     await settleAll(this.nodes.map((n) => n.start()));
     if (!(await until(() => this.readyCount === this.nodes.length, C.CLUSTER_READY_MS, () => this.probeReady()))) throw new Error(`the cluster did not become ready in ${C.CLUSTER_READY_MS} ms`);
@@ -217,7 +219,7 @@ class Run {
   private async startSingles(): Promise<Target[]> {
     const tmpfs = this.o.kinds.includes('disk-full');
     for (let id = 1; id <= this.o.nodes; id++) {
-      const node = new ChaosNode({ id, dir: path.join(this.workDir, `n${id}`), tmpfs, ackBeforeFsync: this.o.ackBeforeFsync === true, hostBase: this.hostBase });
+      const node = new ChaosNode({ id, dir: path.join(this.workDir, `n${id}`), tmpfs, ackBeforeFsync: this.o.ackBeforeFsync === true, hostBase: this.hostBase, logLevel: this.o.nodeLogLevel });
       this.nodes.push(node);
       await node.start();
       this.proxies.set(id, await startLinkProxy(node.grpcAddress, { listenHost: node.host }));

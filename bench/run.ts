@@ -337,6 +337,8 @@ function describeExtra(record: RunRecord): string {
   const parts: string[] = [];
   const lat = record.result.latency;
   if (lat) parts.push(`p50 ${lat.p50Ms.toFixed(2)} ms, p99 ${lat.p99Ms.toFixed(2)} ms, p99.9 ${lat.p999Ms.toFixed(2)} ms, missing ${record.result.missing}`);
+  const st = record.result.stages;
+  if (st) parts.push(`of which sent p50/p99 ${st.send.p50Ms.toFixed(2)}/${st.send.p99Ms.toFixed(2)} ms, acked ${st.ack.p50Ms.toFixed(2)}/${st.ack.p99Ms.toFixed(2)} ms (per request)`);
   const a = record.agreement;
   if (a) parts.push(`prometheus ${formatRate(a.prometheusRate)}/s vs client ${formatRate(a.clientRate)}/s (${(a.difference * 100).toFixed(1)}%${a.ok ? '' : ' DISAGREE'}), total ${a.prometheusTotal} vs ${a.clientTotal}`);
   if (record.result.self) parts.push(describeLoad(record.result.self));

@@ -77,7 +77,11 @@ async function runConsume(driver: Driver, job: LoadJob, result: LoadResult): Pro
 
 async function runE2e(driver: Driver, job: LoadJob, result: LoadResult): Promise<void> {
   const rate = job.ratePerS ?? 10_000;
-  const histogram = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 });
+  const newHistogram = (): hdr.Histogram => hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 });
+  const histogram = newHistogram();
+  const sendStage = newHistogram();
+  const ackStage = newHistogram();
+  const recordUs = (h: hdr.Histogram, ms: number): void => h.recordValue(Math.max(1, Math.round(ms * 1000)));
   let received = 0;
   const subscription = await driver.subscribe((bytes, start) => {
     if (bytes.length - start < 8) return;
@@ -111,10 +115,13 @@ async function runE2e(driver: Driver, job: LoadJob, result: LoadResult): Promise
         value.writeDoubleLE(start + ((sent + i) * 1000) / rate, 0);
         values.push(value);
       }
+      const intended = start + (sent * 1000) / rate;
       sent += n;
       inflight++;
+      recordUs(sendStage, performance.now() - intended);
       driver.sendValues(values).then(
         () => {
+          recordUs(ackStage, performance.now() - intended);
           inflight--;
           acked += n;
         },
@@ -141,6 +148,7 @@ async function runE2e(driver: Driver, job: LoadJob, result: LoadResult): Promise
   result.missing = sent - received;
   result.errors.push(...failures);
   result.latency = summarize(histogram);
+  result.stages = { send: summarize(sendStage), ack: summarize(ackStage) };
 }
 
 function summarize(h: hdr.Histogram): LatencySummary {

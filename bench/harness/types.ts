@@ -52,6 +52,12 @@ export interface LoadResult {
   achievedRatePerS?: number;
   /** e2e: records sent but not received within the drain time. */
   missing?: number;
+  /**
+   * e2e, where the latency goes, per request, from the intended send time of its first record: `send`
+   * until the request left the load process (pacing and the load's own delays), `ack` until its
+   * acknowledgement arrived. The rest of `latency` is delivery to the subscriber.
+   */
+  stages?: { send: LatencySummary; ack: LatencySummary };
   /** The load process's own CPU and event-loop delay over the measured part; `stalled` marks a suspect figure. */
   self?: LoadSelfReport;
   errors: string[];

@@ -34,6 +34,11 @@ export interface NodeInfo {
   readonly state: 'alive' | 'suspect' | 'dead';
   /** SWIM incarnation: only the node itself raises it (to refute a suspicion). */
   readonly incarnation: number;
+  /**
+   * The node began a graceful stop: it still serves, but is no target for leaderships (another
+   * stopping node's hand-off, leader balancing). Absent means false. Only the node itself sets it.
+   */
+  readonly leaving?: boolean;
 }
 
 /** Membership, as every other part of the node sees it. Implemented by gossip. */

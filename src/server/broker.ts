@@ -337,6 +337,8 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Run
       const host = handOffHost;
       if (host === null || membership.gossip === null || closing !== null) return null;
       cluster.handingOff = true;
+      // Tell the other nodes first, so none hands a leadership back (their balancers, their own hand-offs).
+      membership.gossip.announceLeaving();
       // If this node leads the controller, its leader balancing must not hand leaderships back to it.
       cluster.node?.executor.pauseLeaderBalancing();
       const core = replicaCore!;

@@ -150,7 +150,8 @@ export class ClusterNode {
     this.replicasClient = new GrpcReplicasClient((id) => o.peers.get(id)?.address ?? controller.state.node(id)?.address, CLUSTER_REPLICAS_RPC_TIMEOUT_MS);
     this.executor = new ControllerExecutor(controller, new ClusterReplicaProgress(o.nodeId, o.host, this.replicasClient), {
       balanceLeaders: o.balanceLeaders,
-      live: (id) => id === o.nodeId || o.peers.get(id)?.state === 'alive',
+      // A stopping node (gossip's `leaving`) is handed no leaderships back.
+      live: (id) => id === o.nodeId || (o.peers.get(id)?.state === 'alive' && o.peers.get(id)?.leaving !== true),
     });
     this.registeredHere = controller.state.node(o.nodeId)?.uuid === o.peers.self.uuid;
     this.replaying = controller.appliedIndex < replayedTo;

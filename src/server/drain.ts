@@ -79,9 +79,19 @@ export async function handOffLeaderships(o: HandOffOptions): Promise<HandOffResu
   const leading = (): ReplicaStatus[] => o.host.replicaStatus().filter((s) => s.role === 'leader' || (s.role !== 'learner' && s.role !== 'offline' && (s.leader === 0 || s.leader === o.nodeId) && handedOff.has(s.group)));
   const handedOff = new Set<GroupId>();
   const led = o.host.replicaStatus().filter((s) => s.role === 'leader').length;
-  const alive = (id: NodeId): boolean => o.peers.get(id)?.state === 'alive';
-  // A peer that may yet become a target: a voter here by the metadata that gossip does not hold dead.
-  const hopeful = (s: ReplicaStatus): boolean => (o.voters?.(s.group) ?? []).some((v) => v !== o.nodeId && (o.peers.get(v)?.state ?? 'dead') !== 'dead');
+  // A peer that is stopping too (gossip's `leaving`) is no target: when a whole cluster stops at once,
+  // handing leaderships among the stopping nodes only passes them around until every timeout ran out.
+  const alive = (id: NodeId): boolean => {
+    const p = o.peers.get(id);
+    return p?.state === 'alive' && p.leaving !== true;
+  };
+  // A peer that may yet become a target: a voter here by the metadata that gossip does not hold dead
+  // and that is not stopping.
+  const hopeful = (s: ReplicaStatus): boolean =>
+    (o.voters?.(s.group) ?? []).some((v) => {
+      const p = o.peers.get(v);
+      return v !== o.nodeId && p !== undefined && p.state !== 'dead' && p.leaving !== true;
+    });
   // Bounded by the deadline; the count bound only guards against a zero round time (a round with
   // nothing to transfer lasts one poll).
   for (let round = 0; round < 10_000 && performance.now() < deadline; round++) {

@@ -22,7 +22,7 @@ let dataDir: string;
 let clusterId: string;
 
 const uuid = (n: number): string => `00000000-0000-4000-8000-${n.toString(16).padStart(12, '0')}`;
-const member = (over: Partial<Member> = {}): Member => ({ nodeId: 9, nodeUuid: uuid(9), address: '127.0.0.9:1', rack: '', shards: 1, state: MemberState.MEMBER_STATE_ALIVE, incarnation: 0n, ...over });
+const member = (over: Partial<Member> = {}): Member => ({ nodeId: 9, nodeUuid: uuid(9), address: '127.0.0.9:1', rack: '', shards: 1, state: MemberState.MEMBER_STATE_ALIVE, incarnation: 0n, leaving: false, ...over });
 
 function unary<Req, Res>(method: 'probe' | 'indirectProbe' | 'join', req: Req): Promise<Res> {
   return new Promise((resolve, reject) => {

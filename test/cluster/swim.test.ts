@@ -101,6 +101,25 @@ describe('SWIM core in a simulated network', () => {
     expect(everyoneSees(sim, 3, (n) => n?.uuid === reborn.self.uuid)).toBe(true);
   });
 
+  it('a node that begins a graceful stop is seen leaving by every member (still alive); restarted with its data dir, it is seen not leaving again', () => {
+    const sim = new SwimSim({ seed: seeded(8), nodes: 3 });
+    sim.run(1_000);
+    const node2 = sim.nodes.get(asNodeId(2))!;
+    const uuid = node2.self.uuid;
+    node2.updateSelf({ leaving: true });
+    sim.run(3_000, () => everyoneSees(sim, 2, (n) => n?.leaving === true));
+    expect(everyoneSees(sim, 2, (n) => n?.state === 'alive' && n.leaving === true)).toBe(true);
+    const leavingAt = sim.view(1, 2)!.incarnation;
+    // It stops, and comes back with the same data dir (same UUID; its incarnation starts at 0 again).
+    sim.crash(2);
+    sim.run(300);
+    const back = sim.addNode(2, uuid);
+    sim.join(asNodeId(2), sim.nodes.get(asNodeId(1))!);
+    sim.run(5_000, () => everyoneSees(sim, 2, (n) => n?.leaving !== true && n?.state === 'alive'));
+    expect(everyoneSees(sim, 2, (n) => n?.state === 'alive' && n.leaving !== true && n.incarnation > leavingAt)).toBe(true);
+    expect(back.self.leaving).not.toBe(true);
+  });
+
   it('a forgotten dead member (decommissioned, gone) stays gone while stale records travel, and comes back when it speaks again', () => {
     const sim = new SwimSim({ seed: seeded(8), nodes: 4 });
     sim.run(1_000);

@@ -172,4 +172,29 @@ describe('leadership hand-off', () => {
     const r2 = await handOffLeaderships({ nodeId: ME, host, peers, timeoutMs: 5_000, roundMs: 200, pollMs: 5 });
     expect(r2).toMatchObject({ led: 3, remaining: 3 });
   });
+
+  it('hands nothing to peers that are stopping too (gossip says leaving), and does not wait for them: a whole cluster stopping at once', async () => {
+    const roles = new Map<number, number>([[0, 2], [1, 2]]);
+    const transfers: Array<[GroupId, NodeId]> = [];
+    const host = {
+      replicaStatus: () => [...roles].map(([p, leader]) => status(p, leader === 2 ? 'leader' : 'follower', leader, leader === 2 ? [1, 2, 3] : [])),
+      transferLeadership: async (group: GroupId, to: NodeId) => {
+        transfers.push([group, to]);
+        setTimeout(() => roles.set(group - 100, to), 10);
+      },
+    };
+    const voters = (): NodeId[] => [1, 2, 3] as NodeId[];
+    let leaving3 = true;
+    const peers = { get: (id: NodeId) => (id === 1 ? ({ state: 'alive', leaving: true } as never) : id === 3 ? ({ state: 'alive', leaving: leaving3 } as never) : undefined) };
+    const t0 = performance.now();
+    const r = await handOffLeaderships({ nodeId: ME, host, peers, voters, timeoutMs: 5_000, roundMs: 200, pollMs: 5 });
+    expect(r).toMatchObject({ led: 2, remaining: 2 });
+    expect(transfers).toEqual([]);
+    expect(performance.now() - t0).toBeLessThan(1_000); // not the 5 s timeout
+    // The same with node 3 staying: everything goes to node 3.
+    leaving3 = false;
+    const r2 = await handOffLeaderships({ nodeId: ME, host, peers, voters, timeoutMs: 5_000, roundMs: 200, pollMs: 5 });
+    expect(r2).toMatchObject({ led: 2, remaining: 0 });
+    expect(new Set(transfers.map(([, to]) => to))).toEqual(new Set([3]));
+  });
 });

@@ -184,6 +184,17 @@ export class Gossip implements PeerDirectory {
     return true;
   }
 
+  /**
+   * This node begins a graceful stop: from now on its record says `leaving` (a new incarnation, spread
+   * by the probes like any change), so the other nodes stop handing it leaderships and a whole cluster
+   * stopping at once does not pass leaderships around until every hand-off times out.
+   */
+  announceLeaving(): void {
+    if (this.swim.self.leaving === true) return;
+    this.swim.updateSelf({ leaving: true });
+    this.flush();
+  }
+
   get clusterId(): string | null {
     return this.identity.clusterId;
   }
@@ -327,6 +338,7 @@ export class Gossip implements PeerDirectory {
       if (previous === undefined) this.options.logger.info(fields, 'cluster member discovered');
       else if (previous.uuid !== node.uuid) this.options.logger.warn({ ...fields, previousUuid: previous.uuid }, 'cluster member replaced: same node id, new node UUID (a wiped data dir)');
       else if (previous.state !== node.state) this.options.logger.info({ ...fields, previous: previous.state }, `cluster member ${node.state}`);
+      else if (node.leaving === true && previous.leaving !== true) this.options.logger.info(fields, 'cluster member leaving (a graceful stop began)');
       for (const l of this.listeners) l(node);
     }
     for (const c of this.swim.drainConflicts()) {

@@ -271,8 +271,8 @@ export class Swim {
     this.setSelf({ ...this.selfInfo, incarnation: n });
   }
 
-  /** Changes what we advertise about ourselves (rack, shards) with a new incarnation. */
-  updateSelf(patch: Partial<Pick<NodeInfo, 'address' | 'rack' | 'shards'>>): void {
+  /** Changes what we advertise about ourselves (address, rack, shards, leaving) with a new incarnation. */
+  updateSelf(patch: Partial<Pick<NodeInfo, 'address' | 'rack' | 'shards' | 'leaving'>>): void {
     this.setSelf({ ...this.selfInfo, ...patch, incarnation: this.selfInfo.incarnation + 1 });
   }
 

@@ -16,7 +16,7 @@ const TO_WIRE: Record<NodeInfo['state'], MemberState> = {
 };
 
 export function toMember(n: NodeInfo): Member {
-  return { nodeId: n.id, nodeUuid: n.uuid, address: n.address, rack: n.rack, shards: n.shards, state: TO_WIRE[n.state], incarnation: BigInt(n.incarnation) };
+  return { nodeId: n.id, nodeUuid: n.uuid, address: n.address, rack: n.rack, shards: n.shards, state: TO_WIRE[n.state], incarnation: BigInt(n.incarnation), leaving: n.leaving === true };
 }
 
 function invalid(what: string): SluiceError {
@@ -36,7 +36,8 @@ export function fromMember(m: Member | undefined, what: string): NodeInfo {
   else if (m.state === MemberState.MEMBER_STATE_SUSPECT) state = 'suspect';
   else if (m.state === MemberState.MEMBER_STATE_DEAD) state = 'dead';
   else throw invalid(`${what}.state must be ALIVE, SUSPECT or DEAD`);
-  return { id: asNodeId(m.nodeId), uuid: m.nodeUuid, address: m.address, rack: m.rack, shards: m.shards, state, incarnation: Number(m.incarnation) };
+  const info: NodeInfo = { id: asNodeId(m.nodeId), uuid: m.nodeUuid, address: m.address, rack: m.rack, shards: m.shards, state, incarnation: Number(m.incarnation) };
+  return m.leaving ? { ...info, leaving: true } : info;
 }
 
 export function fromMembers(list: Member[], what: string, max = GOSSIP_UPDATES_PER_MESSAGE_MAX): NodeInfo[] {

@@ -97,7 +97,9 @@ export async function handOffLeaderships(o: HandOffOptions): Promise<HandOffResu
   for (let round = 0; round < 10_000 && performance.now() < deadline; round++) {
     const led = leading().filter((s) => s.role === 'leader');
     const targets = handOffTargets(o.nodeId, led, alive);
-    const waiting = leading().filter((s) => s.role !== 'leader').map((s) => s.group);
+    // Stepped down for a target that has not won yet: waited for, unless every other voter is now
+    // stopping too or dead (a whole cluster stopping: the target may close before it wins).
+    const waiting = leading().filter((s) => s.role !== 'leader' && (o.voters === undefined || hopeful(s))).map((s) => s.group);
     if (targets.size === 0 && waiting.length === 0 && !led.some(hopeful)) break;
     for (const g of targets.keys()) handedOff.add(g);
     // A refused transfer (no longer leader, busy persisting) is simply asked again next round.

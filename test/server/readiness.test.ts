@@ -197,4 +197,22 @@ describe('leadership hand-off', () => {
     expect(r2).toMatchObject({ led: 2, remaining: 0 });
     expect(new Set(transfers.map(([, to]) => to))).toEqual(new Set([3]));
   });
+
+  it('stops waiting for a target that began stopping before it won (this node stepped down, no leader known)', async () => {
+    // The transfer makes this node step down at once; the target never wins (it is stopping and closes).
+    let role: 'leader' | 'follower' = 'leader';
+    const host = {
+      replicaStatus: () => [status(0, role, role === 'leader' ? 2 : 0, role === 'leader' ? [1, 2, 3] : [])],
+      transferLeadership: async () => {
+        role = 'follower';
+      },
+    };
+    let leaving = false;
+    setTimeout(() => (leaving = true), 100);
+    const peers = { get: (id: NodeId) => (id === 1 || id === 3 ? ({ state: 'alive', leaving } as never) : undefined) };
+    const t0 = performance.now();
+    const r = await handOffLeaderships({ nodeId: ME, host, peers, voters: () => [1, 2, 3] as NodeId[], timeoutMs: 5_000, roundMs: 200, pollMs: 5 });
+    expect(r).toMatchObject({ led: 1, remaining: 0 });
+    expect(performance.now() - t0).toBeLessThan(2_000); // not the 5 s timeout
+  });
 });

@@ -237,8 +237,8 @@ export class ClusterNode {
 
   /** The partition of `group` in the applied metadata, or undefined. */
   partitionOfGroup(group: GroupId): PartitionState | undefined {
-    for (const p of this.controller.state.partitions()) if (p.group === group) return p;
-    return undefined;
+    // By the group index, not a scan of every partition: this runs on every leader change reported here.
+    return this.controller.state.partitionByGroup(group);
   }
 
   private onEvent(e: MetadataEvent, index: number): void {

@@ -1137,6 +1137,7 @@ export class Broker implements BrokerApi, ReplicaHost {
       logStartOffset: st?.logStartOffset ?? 0,
       logEndOffset: st?.logEndOffset ?? 0,
       inSync: (st?.inSync ?? []) as NodeId[],
+      quiesced: st?.quiesced === true,
     };
   }
 

@@ -41,6 +41,11 @@ export interface ReplicaStatus {
   readonly logEndOffset: number;
   /** On the leader only: the voters whose match index is within REPLICA_ISR_LAG_OFFSETS_MAX of its log end (itself included). */
   readonly inSync: readonly NodeId[];
+  /**
+   * The group is quiesced here (as of the shard's last stats, at most SHARD_STATS_INTERVAL_MS old). A
+   * quiesced follower held its leader's whole log when the leader went quiet. Absent means false.
+   */
+  readonly quiesced?: boolean;
 }
 
 /** What the cluster layer (src/server) asks of a node's Broker in cluster mode. */

@@ -55,6 +55,10 @@ export function replicasNotReady(self: NodeId, assigned: readonly PartitionState
       noLeader.push(name);
       continue;
     }
+    // A quiesced follower: its leader went quiet only once this replica held the whole log, and any
+    // write since would have woken the group. In sync without asking (an idle cluster's polls were
+    // most of its idle CPU).
+    if (s.quiesced === true && s.role === 'follower') continue;
     const view = views.get(s.leader);
     const theirs = view === undefined || view instanceof Error ? undefined : view.get(name);
     if (view instanceof Error) behind.push(`${name} (its leader, node ${s.leader}, did not answer: ${view.message})`);
@@ -119,6 +123,7 @@ export class CatchUpCheck {
     const mine = new Set(assigned.map((p) => p.group));
     for (const s of held) {
       if (!mine.has(s.group) || s.role === 'leader' || s.leader === 0 || s.leader === this.o.nodeId) continue;
+      if (s.quiesced === true && s.role === 'follower') continue; // in sync (see replicasNotReady)
       const set = topicsByLeader.get(s.leader) ?? new Set<string>();
       set.add(s.topic);
       topicsByLeader.set(s.leader, set);

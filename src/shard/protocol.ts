@@ -118,6 +118,11 @@ export interface PartitionStat {
   inSync: number[];
   /** The group's voters (its Raft configuration). */
   voters: number;
+  /**
+   * The group is quiesced here. On a follower that means its leader saw it hold the whole log before
+   * going quiet (any later write wakes the group first), so it is in sync without asking the leader.
+   */
+  quiesced: boolean;
 }
 
 export type Reply =

@@ -73,6 +73,7 @@ function sameStat(a: PartitionStat, b: PartitionStat): boolean {
     a.leader === b.leader &&
     a.epoch === b.epoch &&
     a.voters === b.voters &&
+    a.quiesced === b.quiesced &&
     a.topic === b.topic &&
     a.partition === b.partition
   );
@@ -639,6 +640,7 @@ class ShardServer implements PartitionEffects {
       logEndOffset: a.logEndOffset,
       inSync: a.inSyncVoters(REPLICA_ISR_LAG_OFFSETS_MAX),
       voters: a.voters.length,
+      quiesced: a.quiesced,
     };
   }
 

@@ -69,6 +69,14 @@ describe('replicasNotReady', () => {
   it('does not wait for a learner replica, and ignores partitions not assigned here', () => {
     expect(replicasNotReady(ME, [part(0, [1, 3, 4], [2])], [], new Map())).toBeNull();
   });
+
+  it('takes a quiesced follower as in sync without asking its leader (the leader went quiet only once it held the whole log)', () => {
+    const quiet = { ...status(0, 'follower', 1), quiesced: true };
+    expect(replicasNotReady(ME, assigned, [quiet, status(1, 'leader', 2)], new Map())).toBeNull();
+    // Not quiesced (or a quiesced candidate: no leader to trust): the leader's word is still needed.
+    expect(replicasNotReady(ME, assigned, [status(0, 'follower', 1), status(1, 'leader', 2)], new Map())).toMatch(/does not lead it now|catching up/);
+    expect(replicasNotReady(ME, assigned, [{ ...status(0, 'candidate', 0), quiesced: true }, status(1, 'leader', 2)], new Map())).toMatch(/without a leader/);
+  });
 });
 
 describe('CatchUpCheck', () => {
@@ -93,6 +101,27 @@ describe('CatchUpCheck', () => {
       await check.run();
       expect(check.notReady()).toBeNull();
       expect(asked.every(([n, t]) => n === 1 && t.length === 1 && t[0] === 't')).toBe(true);
+    } finally {
+      check.close();
+    }
+  });
+
+  it('does not ask about quiesced followers: an idle cluster asks its leaders nothing', async () => {
+    const asked: number[] = [];
+    const check = new CatchUpCheck({
+      nodeId: ME,
+      assigned: () => [part(0, [1, 2, 3]), part(1, [1, 2, 3])],
+      held: () => [{ ...status(0, 'follower', 1), quiesced: true }, { ...status(1, 'follower', 1), quiesced: true }],
+      describe: async (node) => {
+        asked.push(node);
+        return [];
+      },
+      intervalMs: 3_600_000,
+    });
+    try {
+      await check.run();
+      expect(check.notReady()).toBeNull();
+      expect(asked).toEqual([]);
     } finally {
       check.close();
     }

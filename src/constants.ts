@@ -539,6 +539,13 @@ assert.ok(CLUSTER_CONTROLLER_VOTERS_DEFAULT.length % 2 === 1 && CLUSTER_CONTROLL
  * the last verdict). The leaders' in-sync sets are themselves as old as their shard stats.
  */
 export const READINESS_CHECK_INTERVAL_MS = SHARD_STATS_INTERVAL_MS;
+/**
+ * Every this many readiness rounds the leaders are asked about quiesced followers too; in the rounds
+ * between, a quiesced follower counts as in sync (its leader went quiet only once it held the whole
+ * log). Bounds how stale that belief can get (a follower cut off from a leader that then took writes
+ * stays quiesced) while an idle cluster asks its leaders nothing most seconds.
+ */
+export const READINESS_QUIESCED_ASK_EVERY_ROUNDS = 10;
 /** Deadline of one readiness question to a leader node; a leader that does not answer keeps the node not ready. */
 export const READINESS_LEADER_TIMEOUT_MS = 3 * READINESS_CHECK_INTERVAL_MS;
 /**

@@ -13,7 +13,7 @@
  *
  * Learners (a move in progress) have no in-sync set and are not waited for.
  */
-import { READINESS_CHECK_INTERVAL_MS } from '../constants.js';
+import { READINESS_CHECK_INTERVAL_MS, READINESS_QUIESCED_ASK_EVERY_ROUNDS } from '../constants.js';
 import type { PartitionInfo } from '../broker/types.js';
 import type { GroupId } from '../cluster/types.js';
 import type { NodeId } from '../model/index.js';
@@ -37,7 +37,7 @@ function named(what: string, list: readonly string[]): string {
  * gives this node, `held` what its Broker reports, `views` what each leader node answered (an Error
  * when it did not).
  */
-export function replicasNotReady(self: NodeId, assigned: readonly PartitionState[], held: readonly ReplicaStatus[], views: LeaderViews): string | null {
+export function replicasNotReady(self: NodeId, assigned: readonly PartitionState[], held: readonly ReplicaStatus[], views: LeaderViews, trustQuiesced = false): string | null {
   const byGroup = new Map<GroupId, ReplicaStatus>(held.map((s) => [s.group, s]));
   const notOpen: string[] = [];
   const noLeader: string[] = [];
@@ -55,10 +55,10 @@ export function replicasNotReady(self: NodeId, assigned: readonly PartitionState
       noLeader.push(name);
       continue;
     }
-    // A quiesced follower: its leader went quiet only once this replica held the whole log, and any
-    // write since would have woken the group. In sync without asking (an idle cluster's polls were
-    // most of its idle CPU).
-    if (s.quiesced === true && s.role === 'follower') continue;
+    // With `trustQuiesced`, a quiesced follower is in sync without its leader's word: the leader went
+    // quiet only once this replica held the whole log, and a write since would have woken the group
+    // (unless this node was cut off from the leader: hence only between full rounds, CatchUpCheck).
+    if (trustQuiesced && s.quiesced === true && s.role === 'follower') continue;
     const view = views.get(s.leader);
     const theirs = view === undefined || view instanceof Error ? undefined : view.get(name);
     if (view instanceof Error) behind.push(`${name} (its leader, node ${s.leader}, did not answer: ${view.message})`);
@@ -79,6 +79,8 @@ export interface CatchUpCheckOptions {
   /** The partitions of `topics` as leader node `node` describes them from its own replicas. */
   readonly describe: (node: NodeId, topics: readonly string[]) => Promise<readonly { name: string; partitions: readonly PartitionInfo[] }[]>;
   readonly intervalMs?: number;
+  /** Default READINESS_QUIESCED_ASK_EVERY_ROUNDS. */
+  readonly quiescedAskEveryRounds?: number;
   /**
    * Why the metadata cannot be trusted yet (the controller's readiness), or null. A round that starts
    * while it is not null cannot say "ready": a restarted node's metadata may still be empty, and an
@@ -93,6 +95,8 @@ export class CatchUpCheck {
   private readonly timer: NodeJS.Timeout;
   private current: Promise<void> | null = null;
   private closed = false;
+  /** Rounds that got past the gate (see READINESS_QUIESCED_ASK_EVERY_ROUNDS). */
+  private rounds = 0;
 
   constructor(private readonly o: CatchUpCheckOptions) {
     this.timer = setInterval(() => void this.run(), o.intervalMs ?? READINESS_CHECK_INTERVAL_MS);
@@ -117,13 +121,16 @@ export class CatchUpCheck {
       this.verdict = `waiting for the metadata before checking replicas (${gated})`;
       return;
     }
+    // Quiesced followers are asked about in every READINESS_QUIESCED_ASK_EVERY_ROUNDS-th round (the first
+    // one included), and taken as in sync in the rounds between (replicasNotReady).
+    const trustQuiesced = this.rounds++ % (this.o.quiescedAskEveryRounds ?? READINESS_QUIESCED_ASK_EVERY_ROUNDS) !== 0;
     const assigned = this.o.assigned().filter((p) => p.voters.nodes.includes(this.o.nodeId) || p.learners.nodes.includes(this.o.nodeId));
     const held = this.o.held();
     const topicsByLeader = new Map<NodeId, Set<string>>();
     const mine = new Set(assigned.map((p) => p.group));
     for (const s of held) {
       if (!mine.has(s.group) || s.role === 'leader' || s.leader === 0 || s.leader === this.o.nodeId) continue;
-      if (s.quiesced === true && s.role === 'follower') continue; // in sync (see replicasNotReady)
+      if (trustQuiesced && s.quiesced === true && s.role === 'follower') continue; // taken as in sync this round
       const set = topicsByLeader.get(s.leader) ?? new Set<string>();
       set.add(s.topic);
       topicsByLeader.set(s.leader, set);
@@ -140,7 +147,7 @@ export class CatchUpCheck {
       }),
     );
     // The replicas may have moved on while the leaders answered; judge against what is held now.
-    if (!this.closed) this.verdict = replicasNotReady(this.o.nodeId, assigned, this.o.held(), views);
+    if (!this.closed) this.verdict = replicasNotReady(this.o.nodeId, assigned, this.o.held(), views, trustQuiesced);
   }
 
   close(): void {

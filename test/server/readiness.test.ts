@@ -70,12 +70,14 @@ describe('replicasNotReady', () => {
     expect(replicasNotReady(ME, [part(0, [1, 3, 4], [2])], [], new Map())).toBeNull();
   });
 
-  it('takes a quiesced follower as in sync without asking its leader (the leader went quiet only once it held the whole log)', () => {
+  it('takes a quiesced follower as in sync without asking its leader only when told to (the rounds between full ones)', () => {
     const quiet = { ...status(0, 'follower', 1), quiesced: true };
-    expect(replicasNotReady(ME, assigned, [quiet, status(1, 'leader', 2)], new Map())).toBeNull();
-    // Not quiesced (or a quiesced candidate: no leader to trust): the leader's word is still needed.
-    expect(replicasNotReady(ME, assigned, [status(0, 'follower', 1), status(1, 'leader', 2)], new Map())).toMatch(/does not lead it now|catching up/);
-    expect(replicasNotReady(ME, assigned, [{ ...status(0, 'candidate', 0), quiesced: true }, status(1, 'leader', 2)], new Map())).toMatch(/without a leader/);
+    expect(replicasNotReady(ME, assigned, [quiet, status(1, 'leader', 2)], new Map(), true)).toBeNull();
+    // A full round: the leader's word is needed, quiesced or not.
+    expect(replicasNotReady(ME, assigned, [quiet, status(1, 'leader', 2)], new Map())).toMatch(/does not lead it now/);
+    // Not quiesced, or a quiesced candidate (no leader to trust): never taken as in sync.
+    expect(replicasNotReady(ME, assigned, [status(0, 'follower', 1), status(1, 'leader', 2)], new Map(), true)).toMatch(/does not lead it now/);
+    expect(replicasNotReady(ME, assigned, [{ ...status(0, 'candidate', 0), quiesced: true }, status(1, 'leader', 2)], new Map(), true)).toMatch(/without a leader/);
   });
 });
 
@@ -106,22 +108,34 @@ describe('CatchUpCheck', () => {
     }
   });
 
-  it('does not ask about quiesced followers: an idle cluster asks its leaders nothing', async () => {
+  it('asks about quiesced followers only every few rounds (the first included), and believes them in between', async () => {
     const asked: number[] = [];
+    let isr = [1, 3]; // the leader does not count this node in sync (a follower cut off while quiesced)
     const check = new CatchUpCheck({
       nodeId: ME,
       assigned: () => [part(0, [1, 2, 3]), part(1, [1, 2, 3])],
       held: () => [{ ...status(0, 'follower', 1), quiesced: true }, { ...status(1, 'follower', 1), quiesced: true }],
       describe: async (node) => {
         asked.push(node);
-        return [];
+        return [{ name: 't', partitions: [0, 1].map((p) => ({ partition: p, leader: 1, replicas: [1, 2, 3], inSyncReplicas: isr, logStartOffset: 0, highWatermark: 0, sizeBytes: 0, damagedRanges: 0 })) }];
       },
       intervalMs: 3_600_000,
+      quiescedAskEveryRounds: 3,
     });
     try {
-      await check.run();
+      await check.run(); // round 1: a full one, the leader's word wins
+      expect(check.notReady()).toMatch(/2 replica\(s\) catching up/);
+      expect(asked).toEqual([1]);
+      await check.run(); // rounds 2 and 3: quiesced followers believed, nothing asked
       expect(check.notReady()).toBeNull();
-      expect(asked).toEqual([]);
+      await check.run();
+      expect(asked).toEqual([1]);
+      await check.run(); // round 4: full again
+      expect(asked).toEqual([1, 1]);
+      expect(check.notReady()).toMatch(/catching up/);
+      isr = [1, 2, 3];
+      for (let i = 0; i < 3; i++) await check.run();
+      expect(check.notReady()).toBeNull();
     } finally {
       check.close();
     }

@@ -33,6 +33,15 @@ function named(what: string, list: readonly string[]): string {
 }
 
 /**
+ * With `trust`, a quiesced follower is in sync without its leader's word: the leader went quiet only
+ * once this replica held the whole log, and a write since would have woken the group (unless this
+ * node was cut off from the leader: hence only between full rounds, see CatchUpCheck).
+ */
+function believedInSync(s: ReplicaStatus, trust: boolean): boolean {
+  return trust && s.quiesced === true && s.role === 'follower';
+}
+
+/**
  * Why the replicas here are not all caught up, or null. Pure: `assigned` is what the applied metadata
  * gives this node, `held` what its Broker reports, `views` what each leader node answered (an Error
  * when it did not).
@@ -55,10 +64,7 @@ export function replicasNotReady(self: NodeId, assigned: readonly PartitionState
       noLeader.push(name);
       continue;
     }
-    // With `trustQuiesced`, a quiesced follower is in sync without its leader's word: the leader went
-    // quiet only once this replica held the whole log, and a write since would have woken the group
-    // (unless this node was cut off from the leader: hence only between full rounds, CatchUpCheck).
-    if (trustQuiesced && s.quiesced === true && s.role === 'follower') continue;
+    if (believedInSync(s, trustQuiesced)) continue;
     const view = views.get(s.leader);
     const theirs = view === undefined || view instanceof Error ? undefined : view.get(name);
     if (view instanceof Error) behind.push(`${name} (its leader, node ${s.leader}, did not answer: ${view.message})`);
@@ -130,7 +136,7 @@ export class CatchUpCheck {
     const mine = new Set(assigned.map((p) => p.group));
     for (const s of held) {
       if (!mine.has(s.group) || s.role === 'leader' || s.leader === 0 || s.leader === this.o.nodeId) continue;
-      if (trustQuiesced && s.quiesced === true && s.role === 'follower') continue; // taken as in sync this round
+      if (believedInSync(s, trustQuiesced)) continue; // not asked about this round
       const set = topicsByLeader.get(s.leader) ?? new Set<string>();
       set.add(s.topic);
       topicsByLeader.set(s.leader, set);

@@ -175,6 +175,12 @@ export const SUBSCRIBE_WINDOW_BYTES = 4 * MiB;
  * never reads holds about two minimal messages, not a window of big ones.
  */
 export const SUBSCRIBE_MESSAGES_UNFLUSHED_MAX = 2;
+/**
+ * Produces one ProduceStream may have in flight (received, not yet answered): past it the broker stops
+ * reading the stream, so HTTP/2 flow control holds the client back. As many as unary Produce calls one
+ * connection may have open.
+ */
+export const PRODUCE_STREAM_INFLIGHT_MAX = 100;
 /** Concurrent streams (calls) per HTTP/2 connection (grpc.max_concurrent_streams). */
 export const GRPC_STREAMS_PER_CONNECTION_MAX = 100;
 /** Open client connections to the gRPC port; more are closed as they arrive. */

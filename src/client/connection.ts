@@ -7,6 +7,8 @@ import * as grpc from '@grpc/grpc-js';
 import { CLIENT_BROKER_PORT_DEFAULT, CLIENT_REDIAL_BACKOFF_MS_MAX, CLIENT_REDIAL_BACKOFF_MS_MIN, CLIENT_REQUEST_TIMEOUT_MS_DEFAULT, CLIENT_ROUTE_MAX_AGE_MS, GRPC_RECEIVE_BYTES_MAX } from '../constants.js';
 import { SluiceError, isSluiceError } from '../errors.js';
 import { AdminClient, FastBrokerClient, fromServiceError, readErrorInfo, type BrokerClient } from '../rpc/index.js';
+import type { ProduceRequest, ProduceResponse } from '../rpc/gen/sluice/v1/broker.js';
+import { ProduceStream } from './produce-stream.js';
 
 export interface ClientOptions {
   /**
@@ -78,6 +80,8 @@ type UnaryMethod<Req, Res> = (req: Req, metadata: grpc.Metadata, options: Partia
 interface NodeClients {
   readonly broker: BrokerClient;
   readonly admin: AdminClient;
+  /** The node's ProduceStream, made on the first produce. */
+  produce?: ProduceStream;
 }
 
 /** What the client knows of one topic's leaders: partition → leader address ('' = unknown). */
@@ -208,22 +212,61 @@ export class Connection {
   async unary<Req, Res>(client: grpc.Client, method: UnaryMethod<Req, Res>, request: Req, extraMs = 0, signal?: AbortSignal): Promise<Res> {
     for (let tries = 0; ; tries++) {
       const address = this.addressOf.get(client) ?? this.address;
-      const bootstrap = address === this.address;
       try {
         return await this.unaryOnce(client, address, method, request, extraMs, signal);
       } catch (err) {
-        // A bootstrap node that is stopping: later calls (and the caller's retry) start at the next one.
-        if (bootstrap && isSluiceError(err, 'SHUTTING_DOWN') && this.addresses.length > 1) this.bootstrap = (this.bootstrap + 1) % this.addresses.length;
-        const transport = err instanceof SluiceError && (err.code === 'UNAVAILABLE' || err.code === 'TIMEOUT') && !(err.info !== undefined || readErrorInfo((err.cause as grpc.ServiceError | undefined)?.metadata) !== null);
-        if (!transport || !bootstrap || this.addresses.length < 2) throw err;
-        // The node did not answer at all: later calls start at the next bootstrap address.
-        const kind = client === this.nodes.get(address)?.admin ? 'admin' : 'broker';
-        this.bootstrap = (this.bootstrap + 1) % this.addresses.length;
-        const neverSent = /connection refused|ECONNREFUSED|No connection established/i.test((err as Error).message);
-        if (!neverSent || tries + 1 >= this.addresses.length || signal?.aborted === true) throw err;
-        client = kind === 'admin' ? this.admin : this.broker;
+        const next = this.afterFailure(client, address, err, tries, signal);
+        if (next === null) throw err;
+        client = next;
       }
     }
+  }
+
+  /**
+   * One produce on the node of `client` (a Broker stub of this connection), over that node's
+   * ProduceStream (./produce-stream.ts); fails over between bootstrap addresses as `unary` does.
+   */
+  async produce(client: BrokerClient, request: ProduceRequest): Promise<ProduceResponse> {
+    for (let tries = 0; ; tries++) {
+      const address = this.addressOf.get(client) ?? this.address;
+      try {
+        return await this.produceStream(address).send(request);
+      } catch (err) {
+        const next = this.afterFailure(client, address, err, tries);
+        if (next === null) throw err;
+        client = next as BrokerClient;
+      }
+    }
+  }
+
+  private produceStream(address: string): ProduceStream {
+    const n = this.node(address);
+    n.produce ??= new ProduceStream(
+      n.broker,
+      this.requestTimeoutMs,
+      (req) => this.unaryOnce(n.broker, address, n.broker.produce, req, 0),
+      (err) => explainTransportError(err, address, this.requestTimeoutMs),
+    );
+    return n.produce;
+  }
+
+  /**
+   * After a call to `address` failed: the stub to make it again on (the next bootstrap node's, when the
+   * bootstrap node did not answer at all and nothing was sent), or null to give up with `err`. A
+   * bootstrap node that failed or is stopping moves later calls to the next address either way.
+   */
+  private afterFailure(client: grpc.Client, address: string, err: unknown, tries: number, signal?: AbortSignal): grpc.Client | null {
+    const bootstrap = address === this.address;
+    // A bootstrap node that is stopping: later calls (and the caller's retry) start at the next one.
+    if (bootstrap && isSluiceError(err, 'SHUTTING_DOWN') && this.addresses.length > 1) this.bootstrap = (this.bootstrap + 1) % this.addresses.length;
+    const transport = err instanceof SluiceError && (err.code === 'UNAVAILABLE' || err.code === 'TIMEOUT') && !(err.info !== undefined || readErrorInfo((err.cause as grpc.ServiceError | undefined)?.metadata) !== null);
+    if (!transport || !bootstrap || this.addresses.length < 2) return null;
+    // The node did not answer at all: later calls start at the next bootstrap address.
+    const kind = client === this.nodes.get(address)?.admin ? 'admin' : 'broker';
+    this.bootstrap = (this.bootstrap + 1) % this.addresses.length;
+    const neverSent = /connection refused|ECONNREFUSED|No connection established/i.test((err as Error).message);
+    if (!neverSent || tries + 1 >= this.addresses.length || signal?.aborted === true) return null;
+    return kind === 'admin' ? this.admin : this.broker;
   }
 
   private unaryOnce<Req, Res>(client: grpc.Client, address: string, method: UnaryMethod<Req, Res>, request: Req, extraMs: number, signal?: AbortSignal): Promise<Res> {
@@ -243,6 +286,7 @@ export class Connection {
   close(): void {
     this.closed = true;
     for (const n of this.nodes.values()) {
+      n.produce?.close();
       n.admin.close();
       n.broker.close();
     }

@@ -716,7 +716,7 @@ export class Producer {
     const client = this.conn.brokerFor(req.topic, req.partition);
     let res: ProduceResponse;
     try {
-      res = await this.conn.unary(client, client.produce, req);
+      res = await this.conn.produce(client, req);
     } catch (err) {
       this.conn.routeFailed(req.topic, req.partition, err);
       throw err;

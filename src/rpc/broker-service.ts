@@ -3,20 +3,30 @@
  * BrokerApi. Checks here are the ones only the edge can make (int64 range, negative offsets, enum
  * values, the records/record_batch choice); the core checks everything about topics and batches.
  */
-import type { ServerWritableStream } from '@grpc/grpc-js';
+import type { ServerDuplexStream, ServerWritableStream } from '@grpc/grpc-js';
 import { SluiceError, isSluiceError } from '../errors.js';
 import {
   CLIENT_MEMORY_FETCH_MIN_BYTES,
   FETCH_BYTES_MAX_DEFAULT,
   FETCH_BYTES_MAX_LIMIT,
   FETCH_WAIT_MS_MAX,
+  PRODUCE_STREAM_INFLIGHT_MAX,
   SUBSCRIBE_MESSAGES_UNFLUSHED_MAX,
   SUBSCRIBE_WINDOW_BYTES,
 } from '../constants.js';
 import type { BrokerApi, FetchInput, FetchResult, ProduceInput } from '../broker/types.js';
-import type { BrokerServer, FetchRequest, FetchResponse, ProduceRequest, SubscribeRequest } from './gen/sluice/v1/broker.js';
+import type {
+  BrokerServer,
+  FetchRequest,
+  FetchResponse,
+  ProduceRequest,
+  ProduceResponse,
+  ProduceStreamRequest,
+  ProduceStreamResponse,
+  SubscribeRequest,
+} from './gen/sluice/v1/broker.js';
 import { toAcks, toFetchResponse, toOffset, toOffsetSpec, toPbTopic, toRecordInputs } from './convert.js';
-import { toServiceError } from './errors.js';
+import { statusName, toServiceError, toStatusMessage } from './errors.js';
 import { ServiceContext } from './context.js';
 import type { ClientMemoryHold } from './client-memory.js';
 import { onCallEnd } from './call-end.js';
@@ -265,27 +275,126 @@ async function tail(ctx: ServiceContext, api: BrokerApi, call: ServerWritableStr
   }
 }
 
+/** One produce, for Produce and for each ProduceStream message alike. */
+async function produceOne(ctx: ServiceContext, request: ProduceRequest, forwarded: boolean): Promise<ProduceResponse> {
+  // The body is already received (grpc-js buffers a whole message before the handler runs); what
+  // the budget bounds is how many bodies are held at once while shards append them.
+  const hold = ctx.holdRequest('Produce', produceBytes(request));
+  try {
+    const input = toProduceInput(request);
+    const result = await ctx.api(forwarded).produce(input);
+    return {
+      partition: result.partition,
+      baseOffset: BigInt(result.baseOffset),
+      lastOffset: BigInt(result.lastOffset),
+      appendTimeMs: BigInt(result.appendTimeMs),
+      logStartOffset: BigInt(result.logStartOffset),
+    };
+  } finally {
+    hold.release();
+  }
+}
+
+/**
+ * ProduceStream: each message is a produce answered on the same stream with its id, timed and counted
+ * as a Produce. At most PRODUCE_STREAM_INFLIGHT_MAX are in flight, and answers HTTP/2 could not take
+ * stop reading too: past either the stream is paused, so HTTP/2 flow control holds the client back. The stream ends (OK) once the client has ended its side
+ * and every produce is answered; on broker shutdown, new messages are answered SHUTTING_DOWN and the
+ * stream ends with SHUTTING_DOWN once the ones in flight are answered.
+ */
+function produceStream(ctx: ServiceContext, call: ServerDuplexStream<ProduceStreamRequest, ProduceStreamResponse>): void {
+  const started = process.hrtime.bigint();
+  const { signal, controller, release } = ctx.longCall();
+  const forwarded = isForwarded(call.metadata);
+  const cancelled = new SluiceError('UNAVAILABLE', 'cancelled by the client');
+  let inflight = 0;
+  let inputEnded = false;
+  let paused = false;
+  /** PRODUCE_STREAM_INFLIGHT_MAX answers are queued unflushed; cleared on 'drain'. */
+  let writeBlocked = false;
+  let ended = false;
+  // Reading pauses while too many produces are in flight or answers back up (a client that sends but
+  // does not read), so neither grows without bound.
+  const flow = (): void => {
+    const stop = !ended && (inflight >= PRODUCE_STREAM_INFLIGHT_MAX || writeBlocked);
+    if (stop === paused) return;
+    paused = stop;
+    if (stop) call.pause();
+    else call.resume();
+  };
+  call.on('drain', () => {
+    writeBlocked = false;
+    flow();
+  });
+  const finish = (err: unknown): void => {
+    if (ended) return;
+    ended = true;
+    release();
+    ctx.finished('ProduceStream', 'stream', started, ServiceContext.streamStatus(err, signal.reason === cancelled));
+    if (signal.reason === cancelled) return;
+    if (err === null) call.end();
+    else call.emit('error', toServiceError(err));
+  };
+  const settle = (): void => {
+    if (ended || inflight > 0) return;
+    if (signal.aborted) finish(signal.reason);
+    else if (inputEnded) finish(null);
+  };
+  const answer = (message: ProduceStreamResponse): void => {
+    if (ended) return;
+    call.write(message);
+    // write() says false past 16 queued messages (objectMode's default), which a burst of answers
+    // reaches in normal running; only a backlog as long as the in-flight bound stops reading.
+    if (call.writableLength < PRODUCE_STREAM_INFLIGHT_MAX) return;
+    writeBlocked = true;
+    flow();
+  };
+  call.on('data', (message: ProduceStreamRequest) => {
+    if (ended) return;
+    const id = message.id;
+    const begun = process.hrtime.bigint();
+    const failed = (err: unknown): void => {
+      const status = toServiceError(err);
+      ctx.finished('Produce', 'unary', begun, statusName(status.code));
+      answer({ id, response: undefined, error: toStatusMessage(status) });
+    };
+    if (signal.aborted) return failed(signal.reason);
+    if (message.request === undefined) return failed(new SluiceError('INVALID_REQUEST', `ProduceStream message ${id} has no request`));
+    inflight++;
+    flow();
+    produceOne(ctx, message.request, forwarded)
+      .then(
+        (response) => {
+          ctx.finished('Produce', 'unary', begun, 'OK');
+          answer({ id, response, error: undefined });
+        },
+        failed,
+      )
+      .finally(() => {
+        inflight--;
+        flow();
+        settle();
+      });
+  });
+  call.on('end', () => {
+    inputEnded = true;
+    settle();
+  });
+  call.on('cancelled', () => {
+    controller.abort(cancelled);
+    finish(cancelled);
+  });
+  signal.addEventListener('abort', settle, { once: true });
+}
+
 export function brokerService(ctx: ServiceContext): BrokerServer {
   return {
     produce(call, callback) {
-      ctx.unary('Produce', async () => {
-        // The body is already received (grpc-js buffers a whole message before the handler runs); what
-        // the budget bounds is how many bodies are held at once while shards append them.
-        const hold = ctx.holdRequest('Produce', produceBytes(call.request));
-        try {
-          const input = toProduceInput(call.request);
-          const result = await ctx.api(isForwarded(call.metadata)).produce(input);
-          return {
-            partition: result.partition,
-            baseOffset: BigInt(result.baseOffset),
-            lastOffset: BigInt(result.lastOffset),
-            appendTimeMs: BigInt(result.appendTimeMs),
-            logStartOffset: BigInt(result.logStartOffset),
-          };
-        } finally {
-          hold.release();
-        }
-      }, callback);
+      ctx.unary('Produce', () => produceOne(ctx, call.request, isForwarded(call.metadata)), callback);
+    },
+
+    produceStream(call) {
+      produceStream(ctx, call);
     },
 
     fetch(call, callback) {

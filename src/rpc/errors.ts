@@ -129,6 +129,23 @@ export function toServiceError(thrown: unknown): Partial<StatusObject> & Error &
   return Object.assign(new Error(err.message), { code, details: `${err.code}: ${err.message}`, metadata });
 }
 
+/**
+ * The google.rpc.Status of a toServiceError status (what its `grpc-status-details-bin` carries), for
+ * an error answered inside a message (ProduceStream) rather than as the call's status.
+ */
+export function toStatusMessage(err: ReturnType<typeof toServiceError>): Status {
+  const raw = err.metadata?.get(STATUS_DETAILS_KEY)[0];
+  if (raw !== undefined && typeof raw !== 'string') return Status.decode(raw);
+  return { code: err.code, message: err.message, details: [] };
+}
+
+/** A google.rpc.Status received in a message, as the SluiceError a call ending with it would give. */
+export function fromStatusMessage(status: Status): SluiceError {
+  const metadata = new Metadata();
+  metadata.set(STATUS_DETAILS_KEY, Buffer.from(Status.encode(status).finish()));
+  return fromServiceError(Object.assign(new Error(status.message), { code: status.code, details: status.message, metadata }));
+}
+
 /** Reads the ErrorInfo of a status's `grpc-status-details-bin`, if it carries one from our domain. */
 export function readErrorInfo(metadata: Metadata | undefined): { reason: string; metadata: Record<string, string> } | null {
   const raw = metadata?.get(STATUS_DETAILS_KEY)[0];

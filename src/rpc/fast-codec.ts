@@ -14,7 +14,7 @@ import { hasEnvelopeRoom } from '../batch/envelope-room.js';
 import { ENVELOPE_TAIL_BYTES } from '../constants.js';
 import type { Header, Record } from './gen/sluice/v1/records.js';
 import type { EncodedRecords } from './structured-produce.js';
-import { BrokerService, FetchResponse, ProduceRequest, type BrokerClient } from './gen/sluice/v1/broker.js';
+import { BrokerService, FetchResponse, ProduceRequest, ProduceStreamRequest, type BrokerClient } from './gen/sluice/v1/broker.js';
 
 const EMPTY = Buffer.alloc(0);
 
@@ -225,11 +225,71 @@ function writeRecord(out: Buffer, pos: number, r: Record): number {
  * partition, an int64 outside [0, 2^53)) goes through the generated encoder.
  */
 export function encodeProduceRequest(m: ProduceRequest): Buffer {
-  if ((m.partition !== undefined && m.partition < 0) || m.acks < 0) return view(ProduceRequest.encode(m).finish());
-  if ((m.producerId !== undefined && !safe(m.producerId)) || m.producerEpoch < 0 || m.baseSequence < 0) return view(ProduceRequest.encode(m).finish());
-  const pid = m.producerId === undefined ? -1 : Number(m.producerId);
+  const plan = planProduceRequest(m);
+  if (plan === null) return view(ProduceRequest.encode(m).finish());
+  const out = Buffer.allocUnsafe(plan.size);
+  writeProduceRequest(m, plan, out, 0);
+  return out;
+}
+
+/**
+ * ProduceStreamRequest: the request written once, as encodeProduceRequest writes it, after a head of
+ * the id and the request's length (no copy of the inner message). Ids beyond 2^53 or an unusual
+ * request go through the generated encoder.
+ */
+export function encodeProduceStreamRequest(m: ProduceStreamRequest): Buffer {
+  const plan = m.request === undefined || m.id > MAX_SAFE ? null : planProduceRequest(m.request);
+  if (plan === null) return view(ProduceStreamRequest.encode(m).finish());
+  const size = plan.size;
+  const id = Number(m.id);
+  const head = (id === 0 ? 0 : 1 + sizeOfUnsignedVarint(id)) + 1 + sizeOfUnsignedVarint(size);
+  const out = Buffer.allocUnsafe(head + size);
+  let pos = 0;
+  if (id !== 0) {
+    out[pos++] = 8;
+    pos = writeUnsignedVarint(out, pos, id);
+  }
+  out[pos++] = 18;
+  pos = writeUnsignedVarint(out, pos, size);
+  writeProduceRequest(m.request!, plan, out, pos);
+  return out;
+}
+
+/**
+ * The broker's ProduceStreamRequest deserializer: the request inside decoded as a unary Produce's is
+ * (decodeProduceRequestLazy), its bytes views into the received message.
+ */
+export function decodeProduceStreamRequest(input: Uint8Array): ProduceStreamRequest {
+  const reader = new BinaryReader(input);
+  const m: ProduceStreamRequest = { id: 0n, request: undefined };
+  while (reader.pos < reader.len) {
+    const tag = reader.uint32();
+    if (tag === 8) m.id = BigInt(reader.uint64());
+    else if (tag === 18) {
+      const n = reader.uint32();
+      if (reader.pos + n > reader.len) throw new RangeError('premature EOF');
+      m.request = decodeProduceRequestLazy(input.subarray(reader.pos, reader.pos + n));
+      reader.pos += n;
+    } else if (!skip(reader, tag)) break;
+  }
+  return m;
+}
+
+/** A ProduceRequest's encoded size and its records' sizes, as planProduceRequest measured them. */
+interface ProducePlan {
+  size: number;
+  recordSizes: number[] | null;
+}
+
+/**
+ * Sizes a ProduceRequest, or null when it needs the generated encoder: anything unusual (a negative
+ * partition, an int64 outside [0, 2^53)).
+ */
+function planProduceRequest(m: ProduceRequest): ProducePlan | null {
+  if ((m.partition !== undefined && m.partition < 0) || m.acks < 0) return null;
+  if ((m.producerId !== undefined && !safe(m.producerId)) || m.producerEpoch < 0 || m.baseSequence < 0) return null;
   const recordSizes = m.records.length > 0 ? recordsSizes(m.records) : null;
-  if (m.records.length > 0 && recordSizes === null) return view(ProduceRequest.encode(m).finish());
+  if (m.records.length > 0 && recordSizes === null) return null;
   const topicBytes = Buffer.byteLength(m.topic, 'utf8');
   const batchBytes = m.recordBatch.byteLength;
   let size = 0;
@@ -238,11 +298,15 @@ export function encodeProduceRequest(m: ProduceRequest): Buffer {
   if (recordSizes !== null) for (const n of recordSizes) size += 1 + sizeOfUnsignedVarint(n) + n;
   if (batchBytes > 0) size += 1 + sizeOfUnsignedVarint(batchBytes) + batchBytes;
   if (m.acks !== 0) size += 1 + sizeOfUnsignedVarint(m.acks);
-  if (pid >= 0) size += 1 + sizeOfUnsignedVarint(pid);
+  if (m.producerId !== undefined) size += 1 + sizeOfUnsignedVarint(Number(m.producerId));
   if (m.producerEpoch !== 0) size += 1 + sizeOfUnsignedVarint(m.producerEpoch);
   if (m.baseSequence !== 0) size += 1 + sizeOfUnsignedVarint(m.baseSequence);
-  const out = Buffer.allocUnsafe(size);
-  let pos = 0;
+  return { size, recordSizes };
+}
+
+/** Writes a ProduceRequest that planProduceRequest sized at `pos` of `out`; returns the end. */
+function writeProduceRequest(m: ProduceRequest, plan: ProducePlan, out: Buffer, pos: number): number {
+  const topicBytes = Buffer.byteLength(m.topic, 'utf8');
   if (topicBytes > 0) {
     out[pos++] = 10;
     pos = writeUnsignedVarint(out, pos, topicBytes);
@@ -252,13 +316,14 @@ export function encodeProduceRequest(m: ProduceRequest): Buffer {
     out[pos++] = 16;
     pos = writeUnsignedVarint(out, pos, m.partition);
   }
-  if (recordSizes !== null) {
+  if (plan.recordSizes !== null) {
     for (let i = 0; i < m.records.length; i++) {
       out[pos++] = 26;
-      pos = writeUnsignedVarint(out, pos, recordSizes[i]!);
+      pos = writeUnsignedVarint(out, pos, plan.recordSizes[i]!);
       pos = writeRecord(out, pos, m.records[i]!);
     }
   }
+  const batchBytes = m.recordBatch.byteLength;
   if (batchBytes > 0) {
     out[pos++] = 34;
     pos = writeUnsignedVarint(out, pos, batchBytes);
@@ -269,9 +334,9 @@ export function encodeProduceRequest(m: ProduceRequest): Buffer {
     out[pos++] = 40;
     pos = writeUnsignedVarint(out, pos, m.acks);
   }
-  if (pid >= 0) {
+  if (m.producerId !== undefined) {
     out[pos++] = 48;
-    pos = writeUnsignedVarint(out, pos, pid);
+    pos = writeUnsignedVarint(out, pos, Number(m.producerId));
   }
   if (m.producerEpoch !== 0) {
     out[pos++] = 56;
@@ -281,7 +346,7 @@ export function encodeProduceRequest(m: ProduceRequest): Buffer {
     out[pos++] = 64;
     pos = writeUnsignedVarint(out, pos, m.baseSequence);
   }
-  return out;
+  return pos;
 }
 
 /**
@@ -362,6 +427,11 @@ export const FastBrokerService = {
     requestSerialize: encodeProduceRequest,
     // The broker's side: structured records stay encoded until the one-pass batch writer reads them.
     requestDeserialize: (value: Buffer): ProduceRequest => decodeProduceRequestLazy(value),
+  },
+  produceStream: {
+    ...BrokerService.produceStream,
+    requestSerialize: encodeProduceStreamRequest,
+    requestDeserialize: (value: Buffer): ProduceStreamRequest => decodeProduceStreamRequest(value),
   },
   fetch: { ...BrokerService.fetch, responseSerialize: encodeFetchResponse, responseDeserialize: decodeFetchResponse },
   subscribe: { ...BrokerService.subscribe, responseSerialize: encodeFetchResponse, responseDeserialize: decodeFetchResponse },

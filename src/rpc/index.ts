@@ -13,6 +13,7 @@ export {
   ERROR_DOMAIN,
   GRPC_STATUS_BY_CODE,
   fromServiceError,
+  fromStatusMessage,
   grpcStatusFor,
   readErrorInfo,
   readRetryDelayMs,

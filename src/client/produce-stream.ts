@@ -58,12 +58,12 @@ export class ProduceStream {
     });
   }
 
-  /** Ends the stream: the broker answers what it has and closes its side. */
+  /**
+   * Ends our side of the stream: the broker still answers what it has (those produces settle as
+   * answered, or with the stream's error if the connection goes first), then ends its side.
+   */
   close(): void {
-    const call = this.call;
-    this.call = null;
-    call?.end();
-    this.fail(null, new SluiceError('UNAVAILABLE', 'the client was closed before the broker answered'));
+    this.call?.end();
   }
 
   private open(): grpc.ClientDuplexStream<ProduceStreamRequest, ProduceStreamResponse> {

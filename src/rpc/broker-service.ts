@@ -34,8 +34,12 @@ import { encodedProduceRecords, encodedRecordsBytes, recordsOf } from './fast-co
 import { encodeRecordsBatch } from './structured-produce.js';
 import { isForwarded } from './forward.js';
 
-/** Paths whose handlers hold client memory until the call ends (see ./call-end.ts). */
-export const MEMORY_HOLDING_PATHS: ReadonlySet<string> = new Set(['/sluice.v1.Broker/Fetch', '/sluice.v1.Broker/Subscribe']);
+/**
+ * Paths whose handlers need to know when the call ends (see ./call-end.ts): Fetch and Subscribe hold
+ * client memory until then; a ProduceStream ended by grpc-js (a malformed message answered by the
+ * interceptor) is otherwise never told to its handler.
+ */
+export const MEMORY_HOLDING_PATHS: ReadonlySet<string> = new Set(['/sluice.v1.Broker/Fetch', '/sluice.v1.Broker/Subscribe', '/sluice.v1.Broker/ProduceStream']);
 
 /** Per-record overhead counted for structured records (the protobuf and RecordBatch framing, the objects). */
 const RECORD_OVERHEAD_BYTES = 64;
@@ -384,6 +388,16 @@ function produceStream(ctx: ServiceContext, call: ServerDuplexStream<ProduceStre
     controller.abort(cancelled);
     finish(cancelled);
   });
+  // Ended without us (status sent by an interceptor): stop answering and forget the call; uncounted,
+  // as a malformed unary request is. (A server without the call-end interceptor runs the hook at once:
+  // ignored, the stream then just lacks this cleanup.)
+  let registering = true;
+  onCallEnd(call.metadata, () => {
+    if (registering || ended) return;
+    ended = true;
+    release();
+  });
+  registering = false;
   signal.addEventListener('abort', settle, { once: true });
 }
 

@@ -301,10 +301,10 @@ async function produceOne(ctx: ServiceContext, request: ProduceRequest, forwarde
 
 /**
  * ProduceStream: each message is a produce answered on the same stream with its id, timed and counted
- * as a Produce. At most PRODUCE_STREAM_INFLIGHT_MAX are in flight, and answers HTTP/2 could not take
- * stop reading too: past either the stream is paused, so HTTP/2 flow control holds the client back. The stream ends (OK) once the client has ended its side
- * and every produce is answered; on broker shutdown, new messages are answered SHUTTING_DOWN and the
- * stream ends with SHUTTING_DOWN once the ones in flight are answered.
+ * as a Produce. Reading pauses while PRODUCE_STREAM_INFLIGHT_MAX produces are in flight or as many
+ * answers wait to be flushed, so HTTP/2 flow control holds the client back. The stream ends (OK) once
+ * the client has ended its side and every produce is answered; on broker shutdown, new messages are
+ * answered SHUTTING_DOWN and the stream ends with SHUTTING_DOWN once the ones in flight are answered.
  */
 function produceStream(ctx: ServiceContext, call: ServerDuplexStream<ProduceStreamRequest, ProduceStreamResponse>): void {
   const started = process.hrtime.bigint();

@@ -1,6 +1,7 @@
 /**
  * Goal: ProduceStream answers each produce with its id, as a unary Produce would (the same ErrorInfo
- * reasons), keeps the stream open after a failed produce, bounds what one stream has in flight, and the
+ * reasons), keeps the stream open after a failed produce, bounds what one stream has in flight, drains
+ * the produces in flight when the broker stops, and the
  * TS client uses it (with a fallback to unary Produce for a broker without it, and a request timeout
  * that drops the stream). Method: the real gRPC front-end over an in-memory FakeBroker core
  * (test/client/fake-broker.ts), driven by the generated stub, by raw bytes and by the TS Producer; a
@@ -152,6 +153,43 @@ describe('ProduceStream', () => {
     }
     expect((await producer.send('s', { partition: 0, value: 'fast' })).partition).toBe(0);
     await producer.close();
+  });
+});
+
+describe('ProduceStream and a broker that stops', () => {
+  it('answers the produces in flight, refuses new ones with SHUTTING_DOWN, then ends the stream with SHUTTING_DOWN', async () => {
+    const core = new FakeBroker();
+    const broker = await startBroker({ openBroker: async () => core, grpcAddress: '127.0.0.1:0', httpAddress: null });
+    const admin = new Admin({ brokers: broker.grpcAddress });
+    await admin.createTopic('stop', { partitions: 1 });
+    admin.close();
+    const real = core.produce.bind(core);
+    let entered = 0;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    core.produce = async (input) => {
+      entered++;
+      await gate;
+      return real(input);
+    };
+    const c = new FastBrokerClient(broker.grpcAddress, grpc.credentials.createInsecure());
+    clients.push(c);
+    const call = c.produceStream();
+    const { answers, status } = collect(call);
+    for (let i = 1; i <= 3; i++) call.write({ id: BigInt(i), request: request('stop', 0, `v${i}`) });
+    await until('three produces in the core', () => entered === 3);
+    const closed = broker.close();
+    await new Promise((r) => setTimeout(r, 100));
+    call.write({ id: 4n, request: request('stop', 0, 'late') });
+    await until('the late produce refused', () => answers.has(4));
+    expect(fromStatusMessage(answers.get(4)!.error!).code).toBe('SHUTTING_DOWN');
+    expect(entered).toBe(3);
+    release();
+    const s = await status;
+    expect(s.code).toBe(grpc.status.UNAVAILABLE);
+    expect(readErrorInfo(s.metadata)?.reason).toBe('SHUTTING_DOWN');
+    expect([1, 2, 3].map((i) => Number(answers.get(i)?.response?.baseOffset))).toEqual([0, 1, 2]);
+    await closed;
   });
 });
 

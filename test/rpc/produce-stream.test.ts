@@ -1,9 +1,8 @@
 /**
  * Goal: ProduceStream answers each produce with its id, as a unary Produce would (the same ErrorInfo
- * reasons), keeps the stream open after a failed produce, bounds what one stream has in flight, drains
- * the produces in flight when the broker stops, and the
- * TS client uses it (with a fallback to unary Produce for a broker without it, and a request timeout
- * that drops the stream). Method: the real gRPC front-end over an in-memory FakeBroker core
+ * reasons), keeps the stream open after a failed produce, bounds what one stream has in flight,
+ * answers the produces in flight when the broker stops, and the TS client uses it (with a fallback to
+ * unary Produce for a broker without it, and a request timeout that drops the stream). Method: the real gRPC front-end over an in-memory FakeBroker core
  * (test/client/fake-broker.ts), driven by the generated stub, by raw bytes and by the TS Producer; a
  * bare grpc-js server that implements only unary Produce stands in for an older broker.
  */

@@ -278,6 +278,7 @@ export function decodeProduceStreamRequest(input: Uint8Array): ProduceStreamRequ
 /** A ProduceRequest's encoded size and its records' sizes, as planProduceRequest measured them. */
 interface ProducePlan {
   size: number;
+  topicBytes: number;
   recordSizes: number[] | null;
 }
 
@@ -301,15 +302,14 @@ function planProduceRequest(m: ProduceRequest): ProducePlan | null {
   if (m.producerId !== undefined) size += 1 + sizeOfUnsignedVarint(Number(m.producerId));
   if (m.producerEpoch !== 0) size += 1 + sizeOfUnsignedVarint(m.producerEpoch);
   if (m.baseSequence !== 0) size += 1 + sizeOfUnsignedVarint(m.baseSequence);
-  return { size, recordSizes };
+  return { size, topicBytes, recordSizes };
 }
 
 /** Writes a ProduceRequest that planProduceRequest sized at `pos` of `out`; returns the end. */
 function writeProduceRequest(m: ProduceRequest, plan: ProducePlan, out: Buffer, pos: number): number {
-  const topicBytes = Buffer.byteLength(m.topic, 'utf8');
-  if (topicBytes > 0) {
+  if (plan.topicBytes > 0) {
     out[pos++] = 10;
-    pos = writeUnsignedVarint(out, pos, topicBytes);
+    pos = writeUnsignedVarint(out, pos, plan.topicBytes);
     pos += out.write(m.topic, pos, 'utf8');
   }
   if (m.partition !== undefined) {

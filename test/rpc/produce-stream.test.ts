@@ -53,6 +53,20 @@ function collect<Req>(call: grpc.ClientDuplexStream<Req, ProduceStreamResponse>)
   return { answers, status };
 }
 
+/** Holds every produce of `core` until `release()`; `entered()` counts those that reached it. */
+function gateProduces(core: FakeBroker): { entered: () => number; release: () => void; restore: () => void } {
+  const real = core.produce.bind(core);
+  let entered = 0;
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  core.produce = async (input) => {
+    entered++;
+    await gate;
+    return real(input);
+  };
+  return { entered: () => entered, release, restore: () => void (core.produce = real) };
+}
+
 async function until(what: string, check: () => boolean, ms = 5_000): Promise<void> {
   const deadline = Date.now() + ms;
   for (let i = 0; !check(); i++) {
@@ -104,24 +118,16 @@ describe('ProduceStream', () => {
   });
 
   it(`holds at most ${PRODUCE_STREAM_INFLIGHT_MAX} produces of one stream in flight, and answers them all`, async () => {
-    const real = fake.produce.bind(fake);
-    let entered = 0;
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    fake.produce = async (input) => {
-      entered++;
-      await gate;
-      return real(input);
-    };
+    const gate = gateProduces(fake);
     try {
       const call = stub().produceStream();
       const { answers, status } = collect(call);
       const total = PRODUCE_STREAM_INFLIGHT_MAX + 150;
       for (let i = 1; i <= total; i++) call.write({ id: BigInt(i), request: request('s', 1, `v${i}`) });
-      await until('the stream to fill', () => entered >= PRODUCE_STREAM_INFLIGHT_MAX);
+      await until('the stream to fill', () => gate.entered() >= PRODUCE_STREAM_INFLIGHT_MAX);
       await new Promise((r) => setTimeout(r, 200));
-      expect(entered).toBe(PRODUCE_STREAM_INFLIGHT_MAX);
-      release();
+      expect(gate.entered()).toBe(PRODUCE_STREAM_INFLIGHT_MAX);
+      gate.release();
       await until('every answer', () => answers.size === total);
       expect([...answers.values()].every((a) => a.response !== undefined)).toBe(true);
       // Appended in the order sent.
@@ -130,25 +136,19 @@ describe('ProduceStream', () => {
       call.end();
       expect((await status).code).toBe(grpc.status.OK);
     } finally {
-      fake.produce = real;
+      gate.restore();
     }
   });
 
   it('the client times a produce out, drops the stream, and the next produce opens a new one', async () => {
-    const real = fake.produce.bind(fake);
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    fake.produce = async (input) => {
-      await gate;
-      return real(input);
-    };
+    const gate = gateProduces(fake);
     const producer = new Producer({ brokers: running.grpcAddress, requestTimeoutMs: 300, retries: 0, idempotent: false });
     try {
       const err = await producer.send('s', { partition: 0, value: 'slow' }).then(() => null, (e: unknown) => e);
       expect(isSluiceError(err, 'TIMEOUT')).toBe(true);
     } finally {
-      fake.produce = real;
-      release();
+      gate.restore();
+      gate.release();
     }
     expect((await producer.send('s', { partition: 0, value: 'fast' })).partition).toBe(0);
     await producer.close();
@@ -162,28 +162,20 @@ describe('ProduceStream and a broker that stops', () => {
     const admin = new Admin({ brokers: broker.grpcAddress });
     await admin.createTopic('stop', { partitions: 1 });
     admin.close();
-    const real = core.produce.bind(core);
-    let entered = 0;
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    core.produce = async (input) => {
-      entered++;
-      await gate;
-      return real(input);
-    };
+    const gate = gateProduces(core);
     const c = new FastBrokerClient(broker.grpcAddress, grpc.credentials.createInsecure());
     clients.push(c);
     const call = c.produceStream();
     const { answers, status } = collect(call);
     for (let i = 1; i <= 3; i++) call.write({ id: BigInt(i), request: request('stop', 0, `v${i}`) });
-    await until('three produces in the core', () => entered === 3);
+    await until('three produces in the core', () => gate.entered() === 3);
     const closed = broker.close();
     await new Promise((r) => setTimeout(r, 100));
     call.write({ id: 4n, request: request('stop', 0, 'late') });
     await until('the late produce refused', () => answers.has(4));
     expect(fromStatusMessage(answers.get(4)!.error!).code).toBe('SHUTTING_DOWN');
-    expect(entered).toBe(3);
-    release();
+    expect(gate.entered()).toBe(3);
+    gate.release();
     const s = await status;
     expect(s.code).toBe(grpc.status.UNAVAILABLE);
     expect(readErrorInfo(s.metadata)?.reason).toBe('SHUTTING_DOWN');

@@ -10,12 +10,12 @@
  * shard answers by calling `persist()` on every partition that asked in the same event-loop turn, so
  * their fdatasyncs are issued together (group commit across partitions).
  *
- * Order, always: persist (snapshot, HardState, entries, then the log's fdatasync), then send, then
- * apply; except that a leader sends before its fdatasync (Raft allows it: the leader counts itself
- * toward a commit only once persisted), and heartbeats while one is in flight, so a slow disk does not
- * make it look dead. Applying here means moving the high watermark to commit + 1, which answers acks=all produces
- * and wakes parked fetches. Readers never see past the high watermark, so nothing a power loss or a
- * new leader could still erase is ever read.
+ * Order, always: persist (snapshot, HardState, entries, then the log's fdatasync), then send; except
+ * that a leader sends at once (Raft allows it: the leader counts itself toward a commit only once
+ * persisted). Applying here means moving the high watermark to commit + 1, which answers acks=all
+ * produces and wakes parked fetches; only what is committed AND durable on this replica is applied.
+ * Readers never see past the high watermark, so nothing a power loss or a new leader could still
+ * erase is ever read.
  *
  * Writes reach the log as early as they can, fsyncs as late as they must. Every run the core appends
  * (the leader's no-op, a client batch, a follower's copy of the leader's runs) is written to the log
@@ -25,9 +25,14 @@
  * Ready's entries are recognised, and a divergent suffix (the core truncated and appended others) is
  * cut from the log first.
  *
- * One Ready at a time: between `ready()` and `advance()` the core takes no input. Peer messages and
- * ticks that arrive meanwhile wait in a bounded inbox; client batches are still written to the log at
- * once (offsets follow the core's last index) and proposed, in order, as soon as the Ready completes.
+ * Storage writes are asynchronous (the core's `asyncStorageWrites`, etcd-raft's design): the core
+ * takes every input at once, even while fdatasyncs are in flight, and each Ready is persisted as soon
+ * as it exists. So a follower's fsync and its leader's overlap with the next appends instead of
+ * serializing them (with one Ready at a time, pipelined produces at replication factor 3 waited for
+ * a leader fsync and a follower fsync each, in turn). Readies complete in the order they were taken
+ * (`pending`): each one's durability is acknowledged to the core (`persisted`) and a non-leader's
+ * messages are sent only then, because an append answer in a later Ready may claim runs an earlier
+ * Ready is still making durable. At most PARTITION_READIES_IN_FLIGHT_MAX are in flight.
  *
  * Serialization: every event is handled synchronously; only open, close and the fdatasync completion
  * are asynchronous, and the shard keeps a partition out of its table until open and after close.
@@ -36,7 +41,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { SluiceError, toSluiceError } from '../errors.js';
-import { PARTITION_CONTROL_TAIL_OFFSETS_MAX, PARTITION_INBOX_MESSAGES_MAX, PARTITION_TICKS_OWED_MAX, PRODUCER_IDLE_EXPIRY_MS_DEFAULT, PRODUCER_SNAPSHOT_INTERVAL_BYTES, REPLICA_ISR_LAG_OFFSETS_MAX, REPLICA_ISR_LAG_TICKS_MAX, REPLICA_PREFERRED_CAMPAIGN_RETRY_TICKS } from '../constants.js';
+import { PARTITION_CONTROL_TAIL_OFFSETS_MAX, PARTITION_READIES_IN_FLIGHT_MAX, PRODUCER_IDLE_EXPIRY_MS_DEFAULT, PRODUCER_SNAPSHOT_INTERVAL_BYTES, REPLICA_ISR_LAG_OFFSETS_MAX, REPLICA_ISR_LAG_TICKS_MAX, REPLICA_PREFERRED_CAMPAIGN_RETRY_TICKS } from '../constants.js';
 import { validateBatches, readInt64, OFF_LAST_OFFSET_DELTA, OFF_LENGTH, OFF_LEADER_EPOCH, OFF_MAX_TIMESTAMP, OFF_PRODUCER_ID, OFF_PRODUCER_EPOCH, OFF_BASE_SEQUENCE, OFF_RECORD_COUNT, OFF_ATTRIBUTES, asBuffer } from '../batch/codec.js';
 import { NODE_FS, PartitionLog, isDiskFull, type LogOpenOptions } from '../storage/index.js';
 import type { AppendOptions, LogConfig } from '../storage/types.js';
@@ -44,7 +49,7 @@ import type { RecoveryReport } from '../storage/recovery.js';
 import { EMPTY_HARD_STATE, readHardState, writeHardState, type StoredHardState } from '../storage/hard-state.js';
 import { EpochCheckpoint } from '../storage/epoch-checkpoint.js';
 import { readSnapshotMeta, writeSnapshotMeta, type SnapshotMeta } from '../storage/snapshot-meta.js';
-import { MessageType, RAFT_DEFAULTS, RaftNode, applyConfChange, lastIndexOf, type ConfChange, type ConfState, type Entry, type Message, type RaftOptions, type RaftStatus, type Role, type Snapshot } from '../raft/index.js';
+import { MessageType, RAFT_DEFAULTS, RaftNode, applyConfChange, lastIndexOf, type ConfChange, type ConfState, type Entry, type Message, type RaftOptions, type RaftStatus, type Role, type Snapshot, type StorageAck } from '../raft/index.js';
 import type { NodeId, Offset, Term } from '../model/index.js';
 import { PartitionRaftStorage, confRunsAfter } from './raft-storage.js';
 import { checkPartitionMeta } from '../storage/partition-meta.js';
@@ -53,6 +58,21 @@ import { NotLeaderError } from './errors.js';
 import { NO_PRODUCER_ID, ProducerStateTable } from './producer-state.js';
 import { batchIdentities, recoverProducerState, writeProducerSnapshot, type ProducerStateRecovery } from './producer-state-store.js';
 import { PARTITION_DRIVER_BUGS, type PartitionDriverBug } from './driver-bugs.js';
+
+/**
+ * The answers a replica sends only once the Ready that made them, and every earlier one, is durable:
+ * they may claim runs still being written (etcd-raft's "messages after append").
+ */
+const ANSWERS_AFTER_PERSIST: ReadonlySet<number> = new Set([MessageType.AppResp, MessageType.VoteResp, MessageType.PreVoteResp]);
+
+/** A Ready taken from the core and not yet completed (see `Partition.pending`). */
+interface PendingReady {
+  readonly ack: StorageAck | null;
+  /** Its answers, sent when it completes; null when none. */
+  readonly after: Message[] | null;
+  /** Its writes are durable (its fdatasync completed, or it needed none). */
+  synced: boolean;
+}
 
 /** A client's produce: every record is validated before anything is written (replicated data is not). */
 const PRODUCED: AppendOptions = Object.freeze({ produced: true });
@@ -212,32 +232,24 @@ export class Partition {
   private readonly storage: PartitionRaftStorage;
   /** The core's unstable runs already written to the log, in order (compared by identity). */
   private readonly written: Entry[] = [];
-  /** A Ready is between `ready()` and `advance()`: the core takes no input. */
-  private inFlight = false;
+  /**
+   * Readies taken from the core and not yet completed, oldest first: written, and with `synced`
+   * once their fdatasync is done. Completed strictly in this order (see the header).
+   */
+  private readonly pending: PendingReady[] = [];
   /** A Ready whose writes failed (a full disk): `persist()` retries it. */
   private retryReady: ReturnType<RaftNode['ready']> | null = null;
-  /** Peer messages and ticks that arrived while a Ready was in flight. */
-  private inbox: Message[] = [];
-  private ticksOwed = 0;
+  /** A fdatasync failed: the log is fenced and no later Ready completes. */
+  private syncFailed = false;
   /**
    * A brand-new group's first election (`ReplicaOptions.preferredLeaderFirst`) while no vote has
    * happened (term 0) and no leader is known, for `ticksLeft` more ticks: the preferred replica
    * pre-votes when `campaignIn` reaches 0; any other voter holds its election clock. Null otherwise.
    */
   private firstElection: { readonly preferred: boolean; ticksLeft: number; campaignIn: number } | null = null;
-  /** Leader: ticks since the last heartbeat it sent while a Ready was in flight (see `heartbeatInFlight`). */
-  private inFlightHeartbeatTicks = 0;
-  /** The Ready in flight had its messages sent before its fdatasync (a leader's: see persist()). */
-  private sentEarly = false;
-  private readonly heartbeatTicks: number;
   /** Leader: per voter, consecutive ticks of term `isrTerm` its match was past the in-sync lag bound. */
   private readonly isrBehindTicks = new Map<number, number>();
   private isrTerm = -1;
-  /** Client batches written to the log while a Ready was in flight, proposed when it completes. */
-  private queuedRuns: Uint8Array[] = [];
-  private queuedCounts: number[] = [];
-  /** The records of `queuedRuns`. */
-  private queuedRecords = 0;
   /** The HardState on disk (what `hard-state.json` holds). */
   private storedHs: StoredHardState;
   private producerTable: ProducerStateTable;
@@ -272,9 +284,8 @@ export class Partition {
     const confRuns = confRunsAfter(log, snapMeta.index);
     const conf = confRuns.reduce<ConfState>((c, e) => applyConfChange(c, e.change!), { voters: snapMeta.voters as NodeId[], learners: snapMeta.learners as NodeId[] });
     const commitAtOpen = isSoleVoterOf(conf, nodeId) ? log.nextOffset - 1 : this.resumedCommit(hs, clean);
-    this.storage = new PartitionRaftStorage(log, epochs, () => this.snapMeta, () => (this.storedHs.term >= hard.term ? this.storedHs : hard), commitAtOpen, () => this.queuedRecords, confRuns);
-    this.raft = new RaftNode({ ...raftOptions, id: nodeId as NodeId, applyEntries: false, controlData: controlBatch }, this.storage);
-    this.heartbeatTicks = raftOptions.heartbeatTicks ?? RAFT_DEFAULTS.heartbeatTicks;
+    this.storage = new PartitionRaftStorage(log, epochs, () => this.snapMeta, () => (this.storedHs.term >= hard.term ? this.storedHs : hard), commitAtOpen, confRuns);
+    this.raft = new RaftNode({ ...raftOptions, id: nodeId as NodeId, applyEntries: false, controlData: controlBatch, asyncStorageWrites: true }, this.storage);
     this.hw = this.raft.getCommit() + 1;
     this.hwBound = clean ? this.hw : log.nextOffset;
   }
@@ -476,9 +487,9 @@ export class Partition {
     return this.raft.status();
   }
 
-  /** A Ready is being persisted (its fdatasync has not completed): peer input waits meanwhile. */
+  /** Readies are being persisted (written, their fdatasyncs not completed; or a write to retry). */
   get persisting(): boolean {
-    return this.inFlight;
+    return this.pending.length > 0 || this.retryReady !== null;
   }
 
   get parkedCount(): number {
@@ -566,26 +577,18 @@ export class Partition {
       }
     }
     // The term's no-op (and anything else the core appended) goes first; its HardState and
-    // checkpoint entry were written before it. Idle (no Ready in flight) it is already written; a
-    // Ready whose writes failed (a full disk) is written now, or this produce fails as it did.
+    // checkpoint entry were written before it. Normally it is already written; a Ready whose writes
+    // failed (a full disk) is written now, or this produce fails as it did.
     if (this.retryReady !== null) {
       this.persist();
       if (this.retryReady !== null) throw this.persistError ?? new SluiceError('STORAGE_ERROR', `${this.name}: the last Ready could not be written`);
     }
-    if (!this.inFlight) this.writeThrough();
+    this.writeThrough();
     const term = this.raft.getTerm();
     if (this.epochs.lastEpoch !== term) assert.fail(`${this.name}: the leader's term ${term} has no no-op in the log`);
     const r = this.log.append(bytes, term, PRODUCED);
     const { runs, counts } = splitRuns(bytes, !this.isSoleVoter());
-    if (this.inFlight) {
-      for (let i = 0; i < runs.length; i++) {
-        this.queuedRuns.push(runs[i]);
-        this.queuedCounts.push(counts[i]);
-        this.queuedRecords += counts[i];
-      }
-    } else {
-      this.propose(runs, counts, r.baseOffset);
-    }
+    this.propose(runs, counts, r.baseOffset);
     if (ids !== null) {
       this.producerTable.record(ids, r.baseOffset, r.appendTimeMs);
       this.bytesSinceSnapshot += bytes.length;
@@ -596,7 +599,7 @@ export class Partition {
     else this.effects.produced(this, id, ok);
     // A relaxed flush policy is the topic's opt-out of durability: reaching the OS is persisting, so
     // the Ready is handled now (a one-voter group commits, and answers acks=all, at once).
-    if (this.log.config.flush.kind !== 'always' && !this.inFlight) this.persist();
+    if (this.log.config.flush.kind !== 'always') this.persist();
     else this.effects.needPersist(this);
   }
 
@@ -711,13 +714,12 @@ export class Partition {
 
   /**
    * Leader only: hands leadership to `target`, a voter (it campaigns at once when its log is up to
-   * date; Raft abandons a transfer that does not finish within an election timeout). Returns false,
-   * changing nothing, while a Ready is being persisted (the core takes no input then): ask again later.
+   * date; Raft abandons a transfer that does not finish within an election timeout). Returns true
+   * (the core takes it at once; the shard's retry loop is for drivers that cannot).
    */
   transferLeadership(target: number): boolean {
     this.checkOpen();
     if (this.raft.getRole() !== 'leader') throw this.notLeader();
-    if (this.inFlight) return false;
     this.raft.transferLeadership(target as NodeId);
     this.afterCoreEvent();
     return true;
@@ -728,13 +730,11 @@ export class Partition {
    * remove a member). Single-server changes, one at a time: refused (PROPOSAL_DROPPED, retriable)
    * while an earlier change is uncommitted or before this leader committed an entry of its term, and
    * INVALID_REQUEST when the change does not apply (already a member, the leader removing itself).
-   * A follower answers NOT_LEADER. Returns false, changing nothing, while a Ready is being persisted
-   * (the core takes no input then): ask again later.
+   * A follower answers NOT_LEADER. Returns true (taken at once).
    */
   proposeConfChange(change: ConfChange): boolean {
     this.checkOpen();
     if (this.raft.getRole() !== 'leader') throw this.notLeader();
-    if (this.inFlight) return false;
     // The core appends the conf run after its last index; runs written ahead of it must be its own.
     this.writeThrough();
     this.raft.proposeConfChange(change);
@@ -767,11 +767,6 @@ export class Partition {
   /** A message from a peer replica of this partition (the cluster transport routes it here). */
   step(msg: Message): void {
     if (this.closed) return;
-    if (this.inFlight) {
-      // Bounded: a message dropped here is one a lossy network could have dropped; Raft resends.
-      if (this.inbox.length < PARTITION_INBOX_MESSAGES_MAX) this.inbox.push(msg);
-      return;
-    }
     this.raft.step(msg);
     this.afterCoreEvent();
   }
@@ -800,14 +795,9 @@ export class Partition {
     if (this.closed) return;
     // A quiesced group's core ignores ticks, and its voters all hold the whole log (in sync), so the
     // idle tick of a thousand replicas costs a check each and nothing more.
-    if (!this.inFlight && this.raft.isQuiesced()) return;
+    if (this.raft.isQuiesced()) return;
     this.trackInSync();
-    if (this.inFlight) {
-      if (this.ticksOwed < PARTITION_TICKS_OWED_MAX) this.ticksOwed++;
-      this.heartbeatInFlight();
-      if (this.retryReady !== null) this.effects.needPersist(this);
-      return;
-    }
+    if (this.retryReady !== null) this.effects.needPersist(this);
     this.coreTick();
     this.afterCoreEvent();
   }
@@ -846,27 +836,6 @@ export class Partition {
     }
     f.campaignIn = REPLICA_PREFERRED_CAMPAIGN_RETRY_TICKS;
     this.raft.campaign();
-  }
-
-  /**
-   * A leader whose fdatasync is in flight still heartbeats (chaos bug C: a slow disk made a live
-   * leader look dead and caused elections). The core takes no input until the Ready completes, so the
-   * heartbeats are built here from its state, as its own would be: term, and the commit capped at what
-   * each follower is known to hold. The answers wait in the inbox like any input; the ticks are still
-   * owed to the core (its check-quorum and election clocks), so it heartbeats too once it has them.
-   */
-  private heartbeatInFlight(): void {
-    if (this.raft.getRole() !== 'leader' || this.isSoleVoter() || this.raft.isQuiesced()) return;
-    if (++this.inFlightHeartbeatTicks < this.heartbeatTicks) return;
-    this.inFlightHeartbeatTicks = 0;
-    const conf = this.raft.log.conf();
-    const term = this.raft.getTerm() as Term;
-    const commit = this.raft.getCommit();
-    for (const to of [...conf.voters, ...conf.learners]) {
-      if (to === this.nodeId) continue;
-      const capped = Math.min(this.raft.matchOf(to as NodeId), commit) as Offset;
-      this.effects.send(this, { type: MessageType.Heartbeat, from: this.nodeId as NodeId, to: to as NodeId, term, logTerm: 0 as Term, index: 0 as Offset, entries: [], commit: capped, reject: false, rejectHint: 0 as Offset, snapshot: null, context: 0 });
-    }
   }
 
   /** After the core took input: write what it appended, and ask for a persist if it has a Ready. */
@@ -968,18 +937,20 @@ export class Partition {
   }
 
   /**
-   * Handles the core's Ready: a snapshot from the leader, the HardState (synchronously, atomically)
-   * and the runs (already written, see writeThrough), then the log's fdatasync (asynchronously,
-   * joining the log's group commit); on completion messages are sent, and only then is the commit
-   * applied and the core advanced.
+   * Handles the core's next Ready, even while earlier ones are being made durable: a snapshot from the
+   * leader, the HardState (synchronously, atomically) and the runs (already written, see writeThrough),
+   * then the log's fdatasync (asynchronously, joining the log's group commit). Messages that claim
+   * nothing about this replica's log (appends, heartbeats, votes asked) go at once: Raft lets a leader
+   * replicate in parallel with its own write (thesis §10.2.1), and it counts itself toward a commit
+   * only once its write is acknowledged. The answers (append, vote and pre-vote answers) may claim
+   * what this Ready or an earlier one is still writing, so they wait for it (`completeReadies`).
    */
   persist(): void {
     if (this.closed) return;
     let rd = this.retryReady;
     if (rd === null) {
-      if (this.inFlight || !this.raft.hasReady()) return;
+      if (this.pending.length >= PARTITION_READIES_IN_FLIGHT_MAX || !this.raft.hasReady()) return;
       rd = this.raft.ready();
-      this.inFlight = true;
     }
     const ready = rd;
     try {
@@ -993,55 +964,59 @@ export class Partition {
       this.persistError = toSluiceError(err);
       return this.failPending(this.persistError);
     }
-    // A leader's messages (appends, heartbeats, snapshots) need not wait for its own fdatasync: Raft
-    // lets the leader replicate in parallel with its write (thesis §10.2.1), and it counts itself
-    // toward a commit only after advance(). Its HardState is durable already (written above,
-    // synchronously). A follower's answers say "persisted", so they wait for the fdatasync.
-    this.sentEarly = this.bugs.has('send-before-persist') || this.raft.getRole() === 'leader';
-    if (this.sentEarly) for (const m of ready.messages) this.effects.send(this, m);
-    this.inFlightHeartbeatTicks = 0;
-    const sync = (ready.entries.length > 0 || ready.snapshot !== null) && this.log.config.flush.kind === 'always';
-    if (!sync) return this.complete(ready);
+    const sendAll = this.bugs.has('send-before-persist');
+    let after: Message[] | null = null;
+    for (const m of ready.messages) {
+      if (sendAll || !ANSWERS_AFTER_PERSIST.has(m.type)) this.effects.send(this, m);
+      else (after ??= []).push(m);
+    }
+    // What the core knows to be committed and durable here needs no fdatasync of this Ready.
+    this.applyDurableCommit();
+    const sync = ready.ack !== null && this.log.config.flush.kind === 'always';
+    const item: PendingReady = { ack: ready.ack, after, synced: !sync };
+    this.pending.push(item);
+    if (!sync) return this.completeReadies();
     this.persistDone = this.log.flush().then(
-      () => this.complete(ready),
-      (err) => this.failPending(toSluiceError(err)),
+      () => {
+        item.synced = true;
+        this.completeReadies();
+      },
+      (err) => {
+        // The log is fenced: nothing written from now on is acknowledged, so nothing completes.
+        this.syncFailed = true;
+        this.failPending(toSluiceError(err));
+      },
     );
   }
 
-  private complete(rd: ReturnType<RaftNode['ready']>): void {
-    if (this.closed) return;
-    if (!this.sentEarly) for (const m of rd.messages) this.effects.send(this, m);
-    this.raft.advance();
-    this.inFlight = false;
-    this.written.length = 0;
-    // Right after advance() every run the core holds is persisted, so its commit (which may have moved
-    // in advance(): the leader counts itself now) is safe to expose at once, not one Ready later.
-    this.applyCommit(this.bugs.has('hw-from-log-end') ? this.log.nextOffset : Math.max(rd.committedTo, this.raft.getCommit()) + 1);
-    this.drain();
+  /**
+   * Completes the oldest Readies whose writes are durable, in order: the core learns what is durable
+   * (`persisted`; a leader may commit), their answers are sent, the durable commit is applied, and the
+   * core's next Ready is asked for.
+   */
+  private completeReadies(): void {
+    if (this.closed || this.syncFailed) return;
+    const p = this.pending;
+    let n = 0;
+    while (n < p.length && p[n].synced) n++;
+    if (n === 0) return;
+    for (const item of p.splice(0, n)) {
+      if (item.ack !== null) this.raft.persisted(item.ack);
+      if (item.after !== null) for (const m of item.after) this.effects.send(this, m);
+    }
+    // The runs now stable left the core's unstable tail: `written` keeps matching it.
+    const w = this.written;
+    const stableEnd = this.raft.log.offset;
+    let k = 0;
+    while (k < w.length && lastIndexOf(w[k]) < stableEnd) k++;
+    if (k > 0) w.splice(0, k);
+    this.applyDurableCommit();
+    this.afterCoreEvent();
   }
 
-  /** Feeds the core what waited for the last Ready: queued client runs first, then messages, ticks. */
-  private drain(): void {
-    if (this.queuedRuns.length > 0) {
-      const runs = this.queuedRuns;
-      const counts = this.queuedCounts;
-      this.queuedRuns = [];
-      this.queuedCounts = [];
-      this.queuedRecords = 0;
-      const first = this.raft.log.lastIndex() + 1;
-      try {
-        this.propose(runs, counts, first);
-      } catch (err) {
-        // Only a transfer in progress refuses a leader's proposal here (no input changed its role).
-        this.truncateLog(first);
-        this.failAcksFrom(first, toSluiceError(err));
-      }
-    }
-    const inbox = this.inbox;
-    this.inbox = [];
-    for (const m of inbox) this.raft.step(m);
-    for (; this.ticksOwed > 0; this.ticksOwed--) this.coreTick();
-    this.afterCoreEvent();
+  /** Applies what the core knows to be committed and durable on this replica (never more). */
+  private applyDurableCommit(): void {
+    this.applyCommit(this.bugs.has('hw-from-log-end') ? this.log.nextOffset : Math.min(this.raft.getCommit(), this.raft.log.stableIndex()) + 1);
   }
 
   /** A snapshot from the leader replaces the whole log: metadata first, then the log restarts after it. */
@@ -1091,8 +1066,7 @@ export class Partition {
     if (this.closed) return 0;
     this.producerTable.expire(nowMs, this.producerIdleExpiryMs);
     if (this.bytesSinceSnapshot >= PRODUCER_SNAPSHOT_INTERVAL_BYTES) this.snapshotProducers();
-    // The core compacts only what it has applied, and takes no call while a Ready is in flight.
-    if (this.inFlight) return 0;
+    // The core compacts only what it has applied (committed and durable here).
     const maxStart = Math.min(this.hw, this.raft.status().applied + 1);
     let deferred: SnapshotMeta | null = null;
     const n = this.log.enforceRetention(nowMs, maxStart, (newStart) => {

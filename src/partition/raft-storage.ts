@@ -32,11 +32,6 @@ export class PartitionRaftStorage implements RaftStorage {
      * index (the commit is re-learned from the leader).
      */
     private readonly commitAtOpen?: number,
-    /**
-     * Records at the log's end that the leader wrote while a Ready was in flight and has not proposed
-     * yet: they are not in the Raft log (yet), so lastIndex() stops before them.
-     */
-    private readonly unproposed: () => number = () => 0,
     /** The conf runs after the snapshot, read from the log at open (`confRunsAfter`). */
     private readonly confRunsAtOpen: readonly Entry[] = [],
   ) {}
@@ -59,7 +54,7 @@ export class PartitionRaftStorage implements RaftStorage {
   }
 
   lastIndex(): number {
-    return this.log.nextOffset - 1 - this.unproposed();
+    return this.log.nextOffset - 1;
   }
 
   /** Term of the entry holding offset `i`; the snapshot's term at its index; -1 outside. No I/O. */

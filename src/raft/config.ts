@@ -70,6 +70,14 @@ export interface RaftOptions {
    * groups of a node its failure detector turns suspect, dead, or alive again (gossip informs).
    */
   quiesce?: boolean;
+  /**
+   * Asynchronous storage writes (default false; docs/raft.md "Asynchronous storage writes", etcd-raft's
+   * `AsyncStorageWrites`): the driver may keep taking input and calling `ready()` while earlier Readies
+   * are still being persisted, and tells the core what became durable with `persisted(rd.ack)`, in the
+   * order the Readies were handed out. `advance()` is not used. The core applies (and reports as
+   * committed) only what is both committed and durable here.
+   */
+  asyncStorageWrites?: boolean;
   /** Test-only: deliberately broken code paths. */
   bugs?: readonly RaftBug[];
 }
@@ -88,6 +96,7 @@ export interface FilledRaftOptions {
   readonly applyEntries: boolean;
   readonly controlData: ControlDataFn;
   readonly quiesce: boolean;
+  readonly asyncStorageWrites: boolean;
   readonly bugs: ReadonlySet<RaftBug>;
 }
 
@@ -137,6 +146,7 @@ export function validateRaftOptions(o: RaftOptions): FilledRaftOptions {
     applyEntries: o.applyEntries ?? true,
     controlData: o.controlData ?? emptyControlData,
     quiesce: o.quiesce ?? false,
+    asyncStorageWrites: o.asyncStorageWrites ?? false,
     bugs: new Set(o.bugs ?? []),
   };
   positiveInt('id', f.id);

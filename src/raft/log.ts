@@ -17,7 +17,7 @@
 import assert from 'node:assert/strict';
 import type { NodeId, Offset, Term } from '../model/index.js';
 import type { RaftStorage } from './storage.js';
-import { type ConfChange, type ConfState, type Entry, type Snapshot, lastIndexOf } from './types.js';
+import { type ConfChange, type ConfState, type Entry, type Snapshot, type StorageAck, lastIndexOf } from './types.js';
 
 export function applyConfChange(conf: ConfState, cc: ConfChange): ConfState {
   const voters = conf.voters.filter((n) => n !== cc.node);
@@ -37,6 +37,15 @@ export class RaftLog {
   offset: number;
   /** A snapshot received from the leader and not yet persisted. */
   unstableSnapshot: Snapshot | null = null;
+  /**
+   * Asynchronous storage writes: the last index handed out in a Ready (its runs are being persisted;
+   * the next Ready starts after it), whether `unstableSnapshot` was handed out, and the write
+   * generation, which changes whenever runs handed out are cut or the log is replaced by a snapshot
+   * (a storage acknowledgement of an older generation is stale). Unused in synchronous mode.
+   */
+  inProgress: number;
+  snapshotInProgress = false;
+  gen = 0;
   /** The configuration at the compaction point the core knows of, and that point. */
   private baseConf: ConfState;
   private baseIndex: number;
@@ -50,6 +59,7 @@ export class RaftLog {
     const last = storage.lastIndex();
     assert.ok(last >= snapshot.index, 'raft: storage ends before its snapshot');
     this.offset = last + 1;
+    this.inProgress = last;
     for (const e of confEntries) {
       assert.ok(e.kind === 'conf' && e.index > snapshot.index && e.index <= last, 'raft: bad persisted conf entry');
       this.noteConf(e);
@@ -130,6 +140,10 @@ export class RaftLog {
    */
   truncateFrom(from: number): void {
     assert.ok(from >= this.firstIndex(), 'raft: cannot truncate into the snapshot');
+    if (from <= this.inProgress) {
+      this.inProgress = from - 1;
+      this.gen++;
+    }
     if (from >= this.offset) {
       const k = this.findUnstable(from);
       if (!(k >= 0 && this.unstable[k].index === from)) assert.fail(`raft: truncation at ${from} is not on a run boundary`);
@@ -194,8 +208,11 @@ export class RaftLog {
   /** Replaces the whole log by a snapshot from the leader (persisted by the next Ready). */
   restore(snap: Snapshot): void {
     this.unstableSnapshot = snap;
+    this.snapshotInProgress = false;
+    this.gen++;
     this.unstable = [];
     this.offset = snap.index + 1;
+    this.inProgress = snap.index;
     this.baseConf = snap.conf;
     this.baseIndex = snap.index;
     this.confs = [];
@@ -221,6 +238,38 @@ export class RaftLog {
     this.unstable = [];
     this.offset = lastIndex + 1;
     assert.equal(this.storage.lastIndex(), lastIndex, 'raft: advance() before the Ready was persisted to storage');
+  }
+
+  /** Asynchronous storage writes: the unstable runs not handed out yet (a new array), marked handed out. */
+  takeUnwritten(): readonly Entry[] {
+    const u = this.unstable;
+    const k = this.inProgress < this.offset ? 0 : this.findUnstable(this.inProgress) + 1;
+    if (k === 0 && this.inProgress >= this.offset) assert.fail(`raft: handed-out index ${this.inProgress} is not in the unstable tail`);
+    this.inProgress = this.lastIndex();
+    return k >= u.length ? [] : u.slice(k);
+  }
+
+  /**
+   * Asynchronous storage writes: the driver made a Ready's snapshot and runs durable. Ignored when
+   * stale: another generation (what it wrote was cut or replaced since), or runs no longer in the
+   * unstable tail under the same term. Everything up to `ack.index` is stable then: the driver
+   * persists Readies in order, so the earlier runs are durable too. Returns whether the stable index
+   * moved.
+   */
+  stableToAsync(ack: StorageAck): boolean {
+    if (ack.gen !== this.gen) return false;
+    let moved = false;
+    if (ack.snapshot && this.unstableSnapshot !== null && this.snapshotInProgress) {
+      this.unstableSnapshot = null;
+      this.snapshotInProgress = false;
+      moved = true;
+    }
+    if (ack.index < this.offset || this.unstableSnapshot !== null) return moved;
+    const k = this.findUnstable(ack.index);
+    if (k < 0 || this.unstable[k].term !== ack.term || lastIndexOf(this.unstable[k]) !== ack.index) return moved;
+    this.unstable = this.unstable.slice(k + 1);
+    this.offset = ack.index + 1;
+    return true;
   }
 
   /** The position in `unstable` of the run containing `i`, or -1. */

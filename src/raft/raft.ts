@@ -25,6 +25,7 @@ import {
   type Role,
   type Snapshot,
   type SoftState,
+  type StorageAck,
   lastIndexOf,
 } from './types.js';
 
@@ -269,6 +270,7 @@ export class RaftNode {
   // --- Outputs -----------------------------------------------------------------------------------
 
   hasReady(): boolean {
+    if (this.cfg.asyncStorageWrites) return this.hasReadyAsync();
     return (
       this.msgs.length > 0 ||
       this.log.unstable.length > 0 ||
@@ -281,7 +283,28 @@ export class RaftNode {
     );
   }
 
+  /** Asynchronous storage writes: anything not handed out yet, or a commit that became durable here. */
+  private hasReadyAsync(): boolean {
+    const log = this.log;
+    return (
+      this.msgs.length > 0 ||
+      log.lastIndex() > log.inProgress ||
+      (log.unstableSnapshot !== null && !log.snapshotInProgress) ||
+      this.applicableCommit() > this.applied ||
+      this.readStates.length > 0 ||
+      this.hardChanged() ||
+      this.prevSoft.leader !== this.leader ||
+      this.prevSoft.role !== this.role
+    );
+  }
+
+  /** Asynchronous storage writes: what may be applied, committed and durable here. */
+  private applicableCommit(): number {
+    return Math.min(this.commit, this.log.stableIndex());
+  }
+
   ready(): Ready {
+    if (this.cfg.asyncStorageWrites) return this.readyAsync();
     assert.equal(this.readyOut, null, 'raft: ready() called twice without advance()');
     const log = this.log;
     const entries = log.unstable.length > 0 ? log.unstable : EMPTY_ENTRIES;
@@ -301,6 +324,7 @@ export class RaftNode {
       committedEntries: committed,
       readStates: this.readStates,
       softState: softChanged ? soft : null,
+      ack: null,
     };
     this.msgs = [];
     this.readStates = [];
@@ -309,8 +333,63 @@ export class RaftNode {
     return rd;
   }
 
+  /**
+   * Asynchronous storage writes: everything not handed out yet, marked handed out at once (the core
+   * takes input again right away). The HardState is reported once per change; the commit range is
+   * what is both committed and durable here (a follower never applies what it could lose in a crash).
+   */
+  private readyAsync(): Ready {
+    const log = this.log;
+    const snapshot = log.unstableSnapshot !== null && !log.snapshotInProgress ? log.unstableSnapshot : null;
+    if (snapshot !== null) log.snapshotInProgress = true;
+    const entries = log.lastIndex() > log.inProgress ? log.takeUnwritten() : EMPTY_ENTRIES;
+    const lo = Math.max(this.applied + 1, log.firstIndex());
+    const to = Math.max(this.applicableCommit(), lo - 1);
+    const committed = to >= lo && this.cfg.applyEntries ? log.slice(lo, to, Number.POSITIVE_INFINITY, Number.POSITIVE_INFINITY) : EMPTY_ENTRIES;
+    const hard: HardState = { term: this.term as Term, vote: this.vote as NodeId, commit: this.commit as Offset };
+    const soft: SoftState = { leader: this.leader as NodeId, role: this.role };
+    const softChanged = this.prevSoft.leader !== soft.leader || this.prevSoft.role !== soft.role;
+    const last = entries.length > 0 ? entries[entries.length - 1] : null;
+    const rd: Ready = {
+      snapshot,
+      entries,
+      hardState: this.hardChanged() ? hard : null,
+      messages: this.msgs,
+      committedFrom: lo as Offset,
+      committedTo: to as Offset,
+      committedEntries: committed,
+      readStates: this.readStates,
+      softState: softChanged ? soft : null,
+      ack:
+        snapshot === null && last === null
+          ? null
+          : { gen: log.gen, snapshot: snapshot !== null, index: (last === null ? -1 : lastIndexOf(last)) as Offset, term: (last === null ? 0 : last.term) as Term },
+    };
+    this.msgs = [];
+    this.readStates = [];
+    this.applied = to;
+    this.prevHard = hard;
+    this.prevSoft = soft;
+    return rd;
+  }
+
+  /**
+   * Asynchronous storage writes: a Ready's snapshot and entries are durable (`rd.ack`; acks in the
+   * order the Readies were handed out). A stale ack (its runs were cut or replaced since) is ignored.
+   * The leader counts itself up to what is durable, which may commit. The driver checks `hasReady()`.
+   */
+  persisted(ack: StorageAck): void {
+    assert.ok(this.cfg.asyncStorageWrites, 'raft: persisted() is for asynchronous storage writes');
+    if (!this.log.stableToAsync(ack)) return;
+    if (this.role === 'leader') {
+      const self = this.progress.get(this.id)!;
+      if (self.maybeUpdate(this.log.stableIndex()) && this.maybeCommit()) this.bcastAppend(true);
+    }
+  }
+
   /** The driver has persisted, sent and applied the last Ready. */
   advance(): void {
+    assert.ok(!this.cfg.asyncStorageWrites, 'raft: advance() is for synchronous storage writes');
     const out = this.readyOut;
     assert.ok(out !== null, 'raft: advance() without ready()');
     this.readyOut = null;

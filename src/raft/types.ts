@@ -139,8 +139,25 @@ export interface ReadState {
 }
 
 /**
- * What the driver must do, in this order. Between `ready()` and `advance()` the driver must not call
- * `step`, `tick` or any proposal method (one Ready is in flight at a time).
+ * Asynchronous storage writes: what a Ready asks the driver to acknowledge once its snapshot and
+ * entries are durable (`RaftNode.persisted`). `gen` is the log's write generation when the Ready was
+ * made: a truncation of runs handed out earlier, or a snapshot install, starts a new one, and an
+ * acknowledgement from an older generation is ignored (those bytes may be gone or rewritten).
+ */
+export interface StorageAck {
+  readonly gen: number;
+  /** The Ready carried a snapshot. */
+  readonly snapshot: boolean;
+  /** The last index and term of the Ready's entries; -1 when it had none. */
+  readonly index: Offset;
+  readonly term: Term;
+}
+
+/**
+ * What the driver must do, in this order. Synchronous mode (the default): between `ready()` and
+ * `advance()` the driver must not call `step`, `tick` or any proposal method (one Ready is in flight at
+ * a time). With `RaftOptions.asyncStorageWrites` the driver keeps feeding input and may take further
+ * Readies while earlier ones are being persisted; see `ack` and docs/raft.md.
  */
 export interface Ready {
   /**
@@ -174,6 +191,14 @@ export interface Ready {
   readonly readStates: readonly ReadState[];
   /** Informational: leader/role changed since the last Ready. Nothing to persist. */
   readonly softState: SoftState | null;
+  /**
+   * Asynchronous storage writes only: once `snapshot` and `entries` are durable, and the acks of every
+   * earlier Ready were given, pass this to `persisted()`. Null when there is nothing to acknowledge
+   * (always null in synchronous mode). Messages of a non-leader must not be sent before it: they may
+   * claim what it covers (an append answer), and so may those of any LATER Ready, so a driver sends a
+   * follower's messages in Ready order, each after the acks of its own and every earlier Ready.
+   */
+  readonly ack: StorageAck | null;
 }
 
 /** A durable state as plain data (`bootstrapState()`; `MemoryStorage` is built from one). */

@@ -5,7 +5,8 @@
  *    an entry of its term, and by nobody else: a follower cut off from the leader keeps an old high
  *    watermark, which a client that saw the leader's would see go backwards.
  *  - bug C: a leader whose fdatasync hangs (a slow disk) keeps heartbeating and replicating: no
- *    election, the followers hold its entries; it commits them once its own fdatasync completes.
+ *    election, the followers hold its entries, including produces that came after the hang; it
+ *    shows them committed once its own fdatasync completes.
  *  - finding D: a new leader reports every voter in sync until one has been past the lag bound for
  *    REPLICA_ISR_LAG_TICKS_MAX ticks (it used to report only the voters that had answered it yet, so
  *    the in-sync set and `sluice_under_replicated_partitions` flapped on every election).
@@ -88,6 +89,27 @@ describe('a leader with a slow disk (chaos bug C)', () => {
     c.nodes.get(leader.nodeId)!.gate.open();
     await c.tick(2);
     expect(c.nodes.get(leader.nodeId)!.acked.has(rid)).toBe(true);
+    expect(leader.highWatermark).toBe(leader.logEndOffset);
+    await shutdown(c);
+  });
+
+  it('proposes and replicates later produces while its fdatasync hangs (asynchronous storage writes)', async () => {
+    const { c, leader } = await threeNodes('slow-leader-pipeline');
+    c.nodes.get(leader.nodeId)!.gate.close();
+    const first = c.produce(leader, ['a']);
+    await c.settle();
+    expect(leader.persisting).toBe(true);
+    // With one Ready at a time this batch waited, unproposed, until the first fdatasync completed.
+    const second = c.produce(leader, ['b', 'c']);
+    await c.settle();
+    for (const p of c.live()) expect(p.logEndOffset).toBe(leader.logEndOffset);
+    // Both are on a majority (the followers), but the leader shows only what its own disk holds.
+    const hw = leader.highWatermark;
+    expect(hw).toBeLessThan(leader.logEndOffset);
+    expect(c.nodes.get(leader.nodeId)!.acked.has(first)).toBe(false);
+    c.nodes.get(leader.nodeId)!.gate.open();
+    await c.tick(2);
+    for (const rid of [first, second]) expect(c.nodes.get(leader.nodeId)!.acked.has(rid)).toBe(true);
     expect(leader.highWatermark).toBe(leader.logEndOffset);
     await shutdown(c);
   });

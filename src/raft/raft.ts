@@ -98,6 +98,12 @@ export class RaftNode {
   private quiesced = false;
   private prevHard: HardState;
   private prevSoft: SoftState;
+  /**
+   * Leader: the commit moved and the followers have not been told yet. Told once, when the next Ready
+   * is made (every answer that moves the commit used to send each follower an append of its own: with
+   * answers arriving one by one, that tripled the messages at replication factor 3).
+   */
+  private commitBcastPending = false;
   private readyOut: { lastIndex: number; snapshot: boolean; appliedTo: number; hard: HardState; soft: SoftState } | null = null;
 
   /**
@@ -272,6 +278,7 @@ export class RaftNode {
   hasReady(): boolean {
     if (this.cfg.asyncStorageWrites) return this.hasReadyAsync();
     return (
+      this.commitBcastPending ||
       this.msgs.length > 0 ||
       this.log.unstable.length > 0 ||
       this.log.unstableSnapshot !== null ||
@@ -287,6 +294,7 @@ export class RaftNode {
   private hasReadyAsync(): boolean {
     const log = this.log;
     return (
+      this.commitBcastPending ||
       this.msgs.length > 0 ||
       log.lastIndex() > log.inProgress ||
       (log.unstableSnapshot !== null && !log.snapshotInProgress) ||
@@ -298,14 +306,22 @@ export class RaftNode {
     );
   }
 
+  /** Tells the followers of a commit that moved since the last Ready (one append each, with it). */
+  private flushCommitBcast(): void {
+    if (!this.commitBcastPending) return;
+    this.commitBcastPending = false;
+    if (this.role === 'leader') this.bcastAppend(true);
+  }
+
   /** Asynchronous storage writes: what may be applied, committed and durable here. */
   private applicableCommit(): number {
     return Math.min(this.commit, this.log.stableIndex());
   }
 
   ready(): Ready {
-    if (this.cfg.asyncStorageWrites) return this.readyAsync();
     assert.equal(this.readyOut, null, 'raft: ready() called twice without advance()');
+    this.flushCommitBcast();
+    if (this.cfg.asyncStorageWrites) return this.readyAsync();
     const log = this.log;
     const entries = log.unstable.length > 0 ? log.unstable : EMPTY_ENTRIES;
     const lo = Math.max(this.applied + 1, log.firstIndex());
@@ -383,7 +399,7 @@ export class RaftNode {
     if (!this.log.stableToAsync(ack)) return;
     if (this.role === 'leader') {
       const self = this.progress.get(this.id)!;
-      if (self.maybeUpdate(this.log.stableIndex()) && this.maybeCommit()) this.bcastAppend(true);
+      if (self.maybeUpdate(this.log.stableIndex()) && this.maybeCommit()) this.commitBcastPending = true;
     }
   }
 
@@ -400,7 +416,7 @@ export class RaftNode {
     if (this.role === 'leader') {
       // The leader counts itself only for what it has persisted.
       const self = this.progress.get(this.id)!;
-      if (self.maybeUpdate(out.lastIndex) && this.maybeCommit()) this.bcastAppend(true);
+      if (self.maybeUpdate(out.lastIndex) && this.maybeCommit()) this.commitBcastPending = true;
     }
   }
 
@@ -826,8 +842,10 @@ export class RaftNode {
         pr.becomeProbe();
         pr.becomeReplicate();
       } else if (pr.state === 'replicate') pr.inflights.freeLE(m.index);
-      if (this.maybeCommit()) this.bcastAppend(true);
-      else if (wasPaused && this.maybeSendAppend(m.from, true)) this.sendAppendLoop(m.from);
+      if (this.maybeCommit()) {
+        this.commitBcastPending = true;
+        this.sendAppendLoop(m.from);
+      } else if (wasPaused && this.maybeSendAppend(m.from, true)) this.sendAppendLoop(m.from);
       else this.sendAppendLoop(m.from); // a paused follower may have missed the commit index: send it
       if (m.from === this.transferee && pr.match === this.log.lastIndex()) {
         this.send(MT.TimeoutNow, m.from, 0, 0, EMPTY_ENTRIES, 0, false, 0, null, 0);

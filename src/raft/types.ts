@@ -194,9 +194,10 @@ export interface Ready {
   /**
    * Asynchronous storage writes only: once `snapshot` and `entries` are durable, and the acks of every
    * earlier Ready were given, pass this to `persisted()`. Null when there is nothing to acknowledge
-   * (always null in synchronous mode). Messages of a non-leader must not be sent before it: they may
-   * claim what it covers (an append answer), and so may those of any LATER Ready, so a driver sends a
-   * follower's messages in Ready order, each after the acks of its own and every earlier Ready.
+   * (always null in synchronous mode). Answers (AppResp, VoteResp, PreVoteResp) must not be sent
+   * before it: they may claim what it covers, and so may those of any LATER Ready (an append answer
+   * to a resent append), so a driver sends answers in Ready order, each after the acks of its own and
+   * every earlier Ready. Requests (appends, heartbeats, vote requests, snapshots) may go at once.
    */
   readonly ack: StorageAck | null;
 }

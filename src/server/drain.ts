@@ -102,7 +102,7 @@ export async function handOffLeaderships(o: HandOffOptions): Promise<HandOffResu
     const waiting = leading().filter((s) => s.role !== 'leader' && (o.voters === undefined || hopeful(s))).map((s) => s.group);
     if (targets.size === 0 && waiting.length === 0 && !led.some(hopeful)) break;
     for (const g of targets.keys()) handedOff.add(g);
-    // A refused transfer (no longer leader, busy persisting) is simply asked again next round.
+    // A refused transfer (this node no longer leads the group) is simply asked again next round.
     for (const [group, to] of targets) o.host.transferLeadership(group, to).catch(() => {});
     const roundEnd = Math.min(deadline, performance.now() + (o.roundMs ?? LEADERSHIP_HANDOFF_ROUND_MS));
     while (performance.now() < roundEnd) {

@@ -312,46 +312,30 @@ class ShardServer implements PartitionEffects {
     this.scheduleOutbox();
   }
 
-  /**
-   * A leadership transfer, handed to the partition's core at once or, while a Ready of it is being
-   * persisted, at one of the next ticks (bounded: a partition that stays busy for
-   * REPLICA_ELECTION_TICKS ticks answers PROPOSAL_DROPPED, retriable).
-   */
-  private transfer(op: Extract<Op, { t: 'transfer' }>, tries = 0): void {
+  /** A leadership transfer, handed to the partition's core (which takes input at any time). */
+  private transfer(op: Extract<Op, { t: 'transfer' }>): void {
     const p = this.actors.get(op.k);
     try {
       if (!p) throw this.missing(op.k);
-      if (p.transferLeadership(op.to)) return this.reply({ id: op.id, t: 'done' });
-      if (tries >= REPLICA_ELECTION_TICKS) throw new SluiceError('PROPOSAL_DROPPED', `partition ${p.name} stayed busy persisting; retry the leadership transfer`);
-      const timer = setTimeout(() => {
-        this.timers.splice(this.timers.indexOf(timer), 1);
-        this.transfer(op, tries + 1);
-      }, SHARD_TICK_MS);
-      this.timers.push(timer);
+      if (!p.transferLeadership(op.to)) throw new SluiceError('PROPOSAL_DROPPED', `partition ${p.name} did not take the leadership transfer; retry it`);
+      this.reply({ id: op.id, t: 'done' });
     } catch (err) {
       this.fail(op.id, err);
     }
   }
 
-  /**
-   * A membership change, handed to the partition's core at once or, while a Ready of it is being
-   * persisted, at one of the next ticks (bounded like a transfer: PROPOSAL_DROPPED, retriable).
-   */
-  private confChange(op: Extract<Op, { t: 'conf' }>, tries = 0): void {
+  /** A membership change, handed to the partition's core (which takes input at any time). */
+  private confChange(op: Extract<Op, { t: 'conf' }>): void {
     const p = this.actors.get(op.k);
     try {
       if (!p) throw this.missing(op.k);
-      if (p.proposeConfChange({ type: op.change.type, node: op.change.node as NodeId })) return this.reply({ id: op.id, t: 'done' });
-      if (tries >= REPLICA_ELECTION_TICKS) throw new SluiceError('PROPOSAL_DROPPED', `partition ${p.name} stayed busy persisting; retry the membership change`);
-      const timer = setTimeout(() => {
-        this.timers.splice(this.timers.indexOf(timer), 1);
-        this.confChange(op, tries + 1);
-      }, SHARD_TICK_MS);
-      this.timers.push(timer);
+      if (!p.proposeConfChange({ type: op.change.type, node: op.change.node as NodeId })) throw new SluiceError('PROPOSAL_DROPPED', `partition ${p.name} did not take the membership change; retry it`);
+      this.reply({ id: op.id, t: 'done' });
     } catch (err) {
       this.fail(op.id, err);
     }
   }
+
 
   private members(keys: readonly PartitionKey[]): Array<{ k: PartitionKey } & PartitionMembership> {
     const out: Array<{ k: PartitionKey } & PartitionMembership> = [];

@@ -120,7 +120,9 @@ function runLoad(job: LoadJob, profileDir?: string): Promise<LoadResult> {
     const execArgv = profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profileDir}`];
     // SLUICE_BENCH_TRACE_GC=1: the load process's GCs on stderr too (its pauses are in its e2e figure).
     if (process.env.SLUICE_BENCH_TRACE_GC) execArgv.push('--trace-gc');
-    const child = fork(LOAD_SCRIPT, [JSON.stringify(job)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv });
+    // The child's stdout goes to our stderr: V8 prints GC traces to stdout, and with --json our stdout
+    // is the JSON document alone. The load process reports through IPC.
+    const child = fork(LOAD_SCRIPT, [JSON.stringify(job)], { stdio: ['ignore', 2, 'inherit', 'ipc'], execArgv });
     track(child);
     let settled = false;
     const timer = setTimeout(() => {

@@ -10,9 +10,9 @@
  * shard answers by calling `persist()` on every partition that asked in the same event-loop turn, so
  * their fdatasyncs are issued together (group commit across partitions).
  *
- * Order, always: persist (snapshot, HardState, entries, then the log's fdatasync), then send; except
- * that a leader sends at once (Raft allows it: the leader counts itself toward a commit only once
- * persisted). Applying here means moving the high watermark to commit + 1, which answers acks=all
+ * Order, always: persist (snapshot, HardState, entries, then the log's fdatasync), then send answers;
+ * requests (a leader's appends and heartbeats, a candidate's vote requests) go at once (Raft allows
+ * it: the leader counts itself toward a commit only once persisted). Applying here means moving the high watermark to commit + 1, which answers acks=all
  * produces and wakes parked fetches; only what is committed AND durable on this replica is applied.
  * Readers never see past the high watermark, so nothing a power loss or a new leader could still
  * erase is ever read.
@@ -30,9 +30,9 @@
  * as it exists. So a follower's fsync and its leader's overlap with the next appends instead of
  * serializing them (with one Ready at a time, pipelined produces at replication factor 3 waited for
  * a leader fsync and a follower fsync each, in turn). Readies complete in the order they were taken
- * (`pending`): each one's durability is acknowledged to the core (`persisted`) and a non-leader's
- * messages are sent only then, because an append answer in a later Ready may claim runs an earlier
- * Ready is still making durable. At most PARTITION_READIES_IN_FLIGHT_MAX are in flight.
+ * (`pending`): each one's durability is acknowledged to the core (`persisted`) and its answers (to
+ * appends and votes) are sent only then, because an append answer in a later Ready may claim runs an
+ * earlier Ready is still making durable. At most PARTITION_READIES_IN_FLIGHT_MAX are in flight.
  *
  * Serialization: every event is handled synchronously; only open, close and the fdatasync completion
  * are asynchronous, and the shard keeps a partition out of its table until open and after close.

@@ -714,8 +714,8 @@ export class Partition {
 
   /**
    * Leader only: hands leadership to `target`, a voter (it campaigns at once when its log is up to
-   * date; Raft abandons a transfer that does not finish within an election timeout). Returns true
-   * (the core takes it at once; the shard's retry loop is for drivers that cannot).
+   * date; Raft abandons a transfer that does not finish within an election timeout). Returns true:
+   * the core takes input at any time (asynchronous storage writes).
    */
   transferLeadership(target: number): boolean {
     this.checkOpen();

@@ -276,28 +276,16 @@ export class RaftNode {
   // --- Outputs -----------------------------------------------------------------------------------
 
   hasReady(): boolean {
-    if (this.cfg.asyncStorageWrites) return this.hasReadyAsync();
-    return (
-      this.commitBcastPending ||
-      this.msgs.length > 0 ||
-      this.log.unstable.length > 0 ||
-      this.log.unstableSnapshot !== null ||
-      this.commit > this.applied ||
-      this.readStates.length > 0 ||
-      this.hardChanged() ||
-      this.prevSoft.leader !== this.leader ||
-      this.prevSoft.role !== this.role
-    );
-  }
-
-  /** Asynchronous storage writes: anything not handed out yet, or a commit that became durable here. */
-  private hasReadyAsync(): boolean {
     const log = this.log;
+    // What the log has to hand out: its unstable tail (synchronous mode), or only the part of it not
+    // handed out yet (asynchronous storage writes).
+    const logOut = this.cfg.asyncStorageWrites
+      ? log.lastIndex() > log.inProgress || (log.unstableSnapshot !== null && !log.snapshotInProgress)
+      : log.unstable.length > 0 || log.unstableSnapshot !== null;
     return (
+      logOut ||
       this.commitBcastPending ||
       this.msgs.length > 0 ||
-      log.lastIndex() > log.inProgress ||
-      (log.unstableSnapshot !== null && !log.snapshotInProgress) ||
       this.applicableCommit() > this.applied ||
       this.readStates.length > 0 ||
       this.hardChanged() ||
@@ -313,52 +301,33 @@ export class RaftNode {
     if (this.role === 'leader') this.bcastAppend(true);
   }
 
-  /** Asynchronous storage writes: what may be applied, committed and durable here. */
+  /**
+   * What may be applied: the commit; with asynchronous storage writes only what is also durable here
+   * (a replica never applies what it could lose in a crash). In synchronous mode the Ready's own writes
+   * are durable before anything of it is applied.
+   */
   private applicableCommit(): number {
-    return Math.min(this.commit, this.log.stableIndex());
-  }
-
-  ready(): Ready {
-    assert.equal(this.readyOut, null, 'raft: ready() called twice without advance()');
-    this.flushCommitBcast();
-    if (this.cfg.asyncStorageWrites) return this.readyAsync();
-    const log = this.log;
-    const entries = log.unstable.length > 0 ? log.unstable : EMPTY_ENTRIES;
-    const lo = Math.max(this.applied + 1, log.firstIndex());
-    const committed =
-      this.commit >= lo && this.cfg.applyEntries ? log.slice(lo, this.commit, Number.POSITIVE_INFINITY, Number.POSITIVE_INFINITY) : EMPTY_ENTRIES;
-    const hard: HardState = { term: this.term as Term, vote: this.vote as NodeId, commit: this.commit as Offset };
-    const soft: SoftState = { leader: this.leader as NodeId, role: this.role };
-    const softChanged = this.prevSoft.leader !== soft.leader || this.prevSoft.role !== soft.role;
-    const rd: Ready = {
-      snapshot: log.unstableSnapshot,
-      entries,
-      hardState: this.hardChanged() ? hard : null,
-      messages: this.msgs,
-      committedFrom: lo as Offset,
-      committedTo: Math.max(this.commit, lo - 1) as Offset,
-      committedEntries: committed,
-      readStates: this.readStates,
-      softState: softChanged ? soft : null,
-      ack: null,
-    };
-    this.msgs = [];
-    this.readStates = [];
-    const snapshot = log.unstableSnapshot !== null;
-    this.readyOut = { lastIndex: log.lastIndex(), snapshot, appliedTo: Math.max(this.commit, lo - 1), hard, soft };
-    return rd;
+    return this.cfg.asyncStorageWrites ? Math.min(this.commit, this.log.stableIndex()) : this.commit;
   }
 
   /**
-   * Asynchronous storage writes: everything not handed out yet, marked handed out at once (the core
-   * takes input again right away). The HardState is reported once per change; the commit range is
-   * what is both committed and durable here (a follower never applies what it could lose in a crash).
+   * Synchronous mode: the whole unstable tail, acknowledged with `advance()` (no input until then).
+   * Asynchronous storage writes: only what was not handed out yet, marked handed out at once (the
+   * core takes input again right away), with an `ack` for `persisted()`; the HardState and soft state
+   * are reported once per change.
    */
-  private readyAsync(): Ready {
+  ready(): Ready {
+    assert.equal(this.readyOut, null, 'raft: ready() called twice without advance()');
+    this.flushCommitBcast();
     const log = this.log;
-    const snapshot = log.unstableSnapshot !== null && !log.snapshotInProgress ? log.unstableSnapshot : null;
-    if (snapshot !== null) log.snapshotInProgress = true;
-    const entries = log.lastIndex() > log.inProgress ? log.takeUnwritten() : EMPTY_ENTRIES;
+    const async = this.cfg.asyncStorageWrites;
+    let snapshot: Snapshot | null = log.unstableSnapshot;
+    let entries: readonly Entry[] = log.unstable.length > 0 ? log.unstable : EMPTY_ENTRIES;
+    if (async) {
+      snapshot = snapshot !== null && !log.snapshotInProgress ? snapshot : null;
+      if (snapshot !== null) log.snapshotInProgress = true;
+      entries = log.lastIndex() > log.inProgress ? log.takeUnwritten() : EMPTY_ENTRIES;
+    }
     const lo = Math.max(this.applied + 1, log.firstIndex());
     const to = Math.max(this.applicableCommit(), lo - 1);
     const committed = to >= lo && this.cfg.applyEntries ? log.slice(lo, to, Number.POSITIVE_INFINITY, Number.POSITIVE_INFINITY) : EMPTY_ENTRIES;
@@ -377,15 +346,19 @@ export class RaftNode {
       readStates: this.readStates,
       softState: softChanged ? soft : null,
       ack:
-        snapshot === null && last === null
+        !async || (snapshot === null && last === null)
           ? null
           : { gen: log.gen, snapshot: snapshot !== null, index: (last === null ? -1 : lastIndexOf(last)) as Offset, term: (last === null ? 0 : last.term) as Term },
     };
     this.msgs = [];
     this.readStates = [];
-    this.applied = to;
-    this.prevHard = hard;
-    this.prevSoft = soft;
+    if (async) {
+      this.applied = to;
+      this.prevHard = hard;
+      this.prevSoft = soft;
+    } else {
+      this.readyOut = { lastIndex: log.lastIndex(), snapshot: snapshot !== null, appliedTo: to, hard, soft };
+    }
     return rd;
   }
 

@@ -3,10 +3,13 @@
  * throughput phase uses bench/broker-load.ts). It talks to the cluster as a client does: the TS
  * client's Producer with every node's address, which sends each partition's requests to its leader.
  *
- *  - e2e: produce at `ratePerS` for `seconds` (a request every E2E_TICK_MS carrying the records due,
- *    partitions in turn) while one Subscribe stream per partition, on its leader, reads them back. Each
- *    value carries its *intended* send time (start + i / rate) in its first 8 bytes, so a late sender
- *    does not hide latency (coordinated omission); the receive time minus it goes into an hdr histogram.
+ *  - e2e: produce at `ratePerS` for `warmupSeconds` and then `seconds` more (a request every E2E_TICK_MS
+ *    carrying the records due, partitions in turn) while one Subscribe stream per partition, on its
+ *    leader, reads them back. Each value carries its *intended* send time (start + i / rate) in its first
+ *    8 bytes, so a late sender does not hide latency (coordinated omission); for values due after the
+ *    warm-up, the receive time minus it goes into an hdr histogram. The warm-up is the same load, not
+ *    measured: on a fresh topic (and a fresh cluster) the first seconds pay for JIT compilation, new
+ *    streams and first-touch allocations, which are not the steady state the figure describes.
  *  - paced: one lane per partition sends `recordsPerRequest` records every period (`ratePerS` over all
  *    lanes), retrying a failed attempt after PACED_RETRY_MS, until the parent says 'stop'. The parent
  *    may ask ('watch') for the first acknowledgement of a request *sent* after a given time on a given
@@ -49,8 +52,10 @@ export interface ClusterLoadJob {
   valueBytes: number;
   /** paced: records per request. */
   recordsPerRequest: number;
-  /** e2e: how long to send. */
+  /** e2e: how long to send, after the warm-up. */
   seconds: number;
+  /** e2e: how long to send first at the same rate without measuring (default 0). */
+  warmupSeconds?: number;
 }
 
 export interface LatencySummary {
@@ -163,15 +168,17 @@ async function subscribeAll(job: ClusterLoadJob, onValue: (buf: Buffer, start: n
 async function runE2e(job: ClusterLoadJob, producer: Producer): Promise<ClusterLoadResult> {
   const histogram = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 });
   let received = 0;
+  // Values due before this (the warm-up) are counted as received but not measured.
+  let measureFrom = Infinity;
   const stop = await subscribeAll(job, (buf, start) => {
     if (buf.length - start < 8) return;
-    histogram.recordValue(Math.max(1, Math.round((performance.now() - buf.readDoubleLE(start)) * 1000)));
     received++;
+    const sentAt = buf.readDoubleLE(start);
+    if (sentAt >= measureFrom) histogram.recordValue(Math.max(1, Math.round((performance.now() - sentAt) * 1000)));
   });
   const probe = new LoadProbe();
   send({ type: 'warm' });
   await nextMessage(); // 'go'
-  probe.start();
   const value = Buffer.alloc(job.valueBytes, 0x61);
   const errors: string[] = [];
   let sent = 0;
@@ -179,9 +186,17 @@ async function runE2e(job: ClusterLoadJob, producer: Producer): Promise<ClusterL
   let failed = 0;
   let inflight = 0;
   const start = performance.now();
-  const total = Math.floor(job.ratePerS * job.seconds);
-  const sendDeadline = start + job.seconds * 1000 + 1000;
+  const warmupMs = (job.warmupSeconds ?? 0) * 1000;
+  measureFrom = start + warmupMs;
+  let probing = false;
+  const total = Math.floor((job.ratePerS * (warmupMs + job.seconds * 1000)) / 1000);
+  const sendDeadline = start + warmupMs + job.seconds * 1000 + 1000;
   for (let tick = 0; sent < total && performance.now() < sendDeadline && tick < 10_000_000; tick++) {
+    // The load's own CPU and loop delay are reported over the measured part only.
+    if (!probing && performance.now() >= measureFrom) {
+      probe.start();
+      probing = true;
+    }
     const due = Math.min(total, Math.floor(((performance.now() - start) * job.ratePerS) / 1000));
     if (due > sent && sent - acked - failed < E2E_OUTSTANDING_RECORDS_MAX) {
       const n = Math.min(due - sent, E2E_BATCH_RECORDS_MAX);
@@ -210,6 +225,7 @@ async function runE2e(job: ClusterLoadJob, producer: Producer): Promise<ClusterL
   const sentEnd = performance.now();
   const drainDeadline = Date.now() + E2E_DRAIN_MS;
   for (let i = 0; (received < acked || inflight > 0) && Date.now() < drainDeadline && i < 100_000; i++) await sleep(10);
+  if (!probing) probe.start();
   const self = probe.stop();
   stop();
   return { sent, acked, failed, missing: Math.max(0, acked - received), achievedRatePerS: (sent * 1000) / Math.max(1, sentEnd - start), latency: summarize(histogram), errors, self };

@@ -126,15 +126,21 @@ export interface ClusterMetadata {
   topics: TopicDescription[];
 }
 
+/**
+ * The metadata-changing calls take `deadlineMs`, the deadline of the client call they serve (wall-clock
+ * ms; absent, Infinity or NaN: none). In cluster mode the controller stops re-sending a request once it
+ * passes, so a request the client gave up on cannot land after the client's next one; a single node
+ * has nothing to re-send and ignores it.
+ */
 export interface BrokerApi {
-  createTopic(name: string, partitions: number, replicationFactor: number, configs: Record<string, string>): Promise<TopicDescription>;
-  deleteTopic(name: string): Promise<void>;
+  createTopic(name: string, partitions: number, replicationFactor: number, configs: Record<string, string>, deadlineMs?: number): Promise<TopicDescription>;
+  deleteTopic(name: string, deadlineMs?: number): Promise<void>;
   listTopics(): Promise<TopicSummary[]>;
   describeTopic(name: string): Promise<TopicDescription>;
   /** Sets the given keys and removes `remove`; returns the effective configs. */
-  alterTopicConfig(name: string, set: Record<string, string>, remove: string[]): Promise<Record<string, string>>;
+  alterTopicConfig(name: string, set: Record<string, string>, remove: string[], deadlineMs?: number): Promise<Record<string, string>>;
   /** Grows the topic to `totalPartitions` (grow only). */
-  createPartitions(name: string, totalPartitions: number): Promise<TopicDescription>;
+  createPartitions(name: string, totalPartitions: number, deadlineMs?: number): Promise<TopicDescription>;
 
   produce(input: ProduceInput): Promise<ProduceResult>;
   fetch(input: FetchInput, signal?: AbortSignal): Promise<FetchResult>;
@@ -160,12 +166,12 @@ export interface BrokerApi {
    * Cluster mode only (absent elsewhere: the RPC answers that it needs a cluster). Replica moves,
    * decommission and rebalance go to the controller; docs/cluster.md "Moves".
    */
-  movePartition?(topic: string, partition: number, replicas: number[]): Promise<void>;
-  decommissionNode?(nodeId: number): Promise<void>;
+  movePartition?(topic: string, partition: number, replicas: number[], deadlineMs?: number): Promise<void>;
+  decommissionNode?(nodeId: number, deadlineMs?: number): Promise<void>;
   /** Makes a decommissioning or decommissioned node active again; an active one: nothing to do. */
-  recommissionNode?(nodeId: number): Promise<RecommissionView>;
+  recommissionNode?(nodeId: number, deadlineMs?: number): Promise<RecommissionView>;
   /** Starts moves that even out replica counts; resolves with how many started. */
-  rebalance?(): Promise<number>;
+  rebalance?(deadlineMs?: number): Promise<number>;
   reassignments?(): Promise<ReassignmentsView>;
 }
 

@@ -40,7 +40,6 @@ import type { LogOpenOptions } from '../storage/index.js';
 import { TopicTable, CLUSTER_DIR, TOPICS_FILE } from '../broker/topic-table.js';
 import type { ControllerRequest, ImportTopicsRecord, MetadataRecord, SubmitRequest, SubmitResponse } from '../rpc/gen/sluice/cluster/v1/controller.js';
 import { MetadataLog, controllerLogStateOnDisk, type ControllerLogState } from './metadata-log.js';
-import { requestDeadline } from './request-deadline.js';
 import { MetadataStm } from './metadata-stm.js';
 import { planRecords } from './plan-request.js';
 import { decodeRecordBatch, encodeRecordBatch } from './record-codec.js';
@@ -399,32 +398,34 @@ export class Controller {
 
   // --- Admin requests (any node) -------------------------------------------------------------------
 
-  async createTopic(name: string, partitions: number, replicationFactor: number, configs: Record<string, string> = {}): Promise<TopicState> {
-    await this.submit({ request: { $case: 'createTopic', value: { name, partitions, replicationFactor, configs } } });
+  // The admin requests take the deadline of the client call they serve (wall-clock ms; see `submit`).
+
+  async createTopic(name: string, partitions: number, replicationFactor: number, configs: Record<string, string> = {}, deadlineMs?: number): Promise<TopicState> {
+    await this.submit({ request: { $case: 'createTopic', value: { name, partitions, replicationFactor, configs } } }, deadlineMs);
     return this.topicOrThrow(name);
   }
 
-  async deleteTopic(name: string): Promise<void> {
-    await this.submit({ request: { $case: 'deleteTopic', value: { name, topicId: '' } } });
+  async deleteTopic(name: string, deadlineMs?: number): Promise<void> {
+    await this.submit({ request: { $case: 'deleteTopic', value: { name, topicId: '' } } }, deadlineMs);
   }
 
-  async alterConfigs(name: string, set: Record<string, string>, del: readonly string[] = []): Promise<TopicState> {
-    await this.submit({ request: { $case: 'alterConfigs', value: { name, topicId: '', set, delete: [...del] } } });
+  async alterConfigs(name: string, set: Record<string, string>, del: readonly string[] = [], deadlineMs?: number): Promise<TopicState> {
+    await this.submit({ request: { $case: 'alterConfigs', value: { name, topicId: '', set, delete: [...del] } } }, deadlineMs);
     return this.topicOrThrow(name);
   }
 
-  async addPartitions(name: string, total: number): Promise<TopicState> {
-    await this.submit({ request: { $case: 'addPartitions', value: { name, partitions: total } } });
+  async addPartitions(name: string, total: number, deadlineMs?: number): Promise<TopicState> {
+    await this.submit({ request: { $case: 'addPartitions', value: { name, partitions: total } } }, deadlineMs);
     return this.topicOrThrow(name);
   }
 
   /** Starts moving a partition to `replicas` (first = preferred leader); the steps follow as records. */
-  async movePartition(name: string, partition: number, replicas: readonly number[]): Promise<void> {
-    await this.submit({ request: { $case: 'movePartition', value: { name, partition, replicas: [...replicas] } } });
+  async movePartition(name: string, partition: number, replicas: readonly number[], deadlineMs?: number): Promise<void> {
+    await this.submit({ request: { $case: 'movePartition', value: { name, partition, replicas: [...replicas] } } }, deadlineMs);
   }
 
-  async decommission(nodeId: number): Promise<void> {
-    await this.submit({ request: { $case: 'decommission', value: { nodeId, continueOnly: false } } });
+  async decommission(nodeId: number, deadlineMs?: number): Promise<void> {
+    await this.submit({ request: { $case: 'decommission', value: { nodeId, continueOnly: false } } }, deadlineMs);
   }
 
   /**
@@ -433,7 +434,7 @@ export class Controller {
    * state before, as the log had it: the event of our record, at the index `submit` returns, says what
    * it changed (this node's own view before the request may lag the leader's).
    */
-  async recommission(nodeId: number): Promise<NodeLifecycle> {
+  async recommission(nodeId: number, deadlineMs?: number): Promise<NodeLifecycle> {
     let changedAt = -1;
     let before: NodeLifecycle = 'active';
     const off = this.onEvent((e, index) => {
@@ -444,7 +445,7 @@ export class Controller {
     });
     const local = this.stm.node(nodeId as NodeId)?.state ?? 'active';
     try {
-      const index = await this.submit({ request: { $case: 'recommission', value: { nodeId } } });
+      const index = await this.submit({ request: { $case: 'recommission', value: { nodeId } } }, deadlineMs);
       // A node still joining the controller group applies nothing yet: its own view is all it has.
       if (!this.raftAttached) return local;
       // Our record applied with no event: the node was active already.
@@ -455,9 +456,9 @@ export class Controller {
   }
 
   /** Starts moves that even out replica counts over the live nodes; resolves with how many. */
-  async rebalance(): Promise<number> {
+  async rebalance(deadlineMs?: number): Promise<number> {
     const before = this.stm.partitions().filter((p) => p.target !== null).length;
-    await this.submit({ request: { $case: 'rebalance', value: {} } });
+    await this.submit({ request: { $case: 'rebalance', value: {} } }, deadlineMs);
     return Math.max(0, this.stm.partitions().filter((p) => p.target !== null).length - before);
   }
 
@@ -469,11 +470,15 @@ export class Controller {
    * Carries out `req` on the controller leader (here, or forwarded) and resolves with the index of its
    * last record once this node has applied it, so the caller reads its own write from `state`.
    */
-  async submit(req: ControllerRequest): Promise<number> {
-    // The caller's own deadline, when it has one (src/controller/request-deadline.ts): past it nothing
-    // is sent again, so a request the client gave up on cannot land after the client's next one.
-    const callDeadline = requestDeadline.getStore();
-    const deadline = this.now() + (callDeadline === undefined ? this.timeoutMs : Math.max(0, Math.min(this.timeoutMs, callDeadline - Date.now())));
+  async submit(req: ControllerRequest, callDeadlineMs?: number): Promise<number> {
+    // The deadline of the client call this serves, when it has one (wall-clock ms; Infinity or NaN:
+    // none): past it nothing is sent again, so a request the client gave up on cannot land after the
+    // client's next one. Without it a decommission re-sent after the operator's recommission started
+    // the drain again (chaos finding E). Unset (the executor, groups, tests), the controller's own
+    // request timeout is the only bound. It is passed explicitly, not through AsyncLocalStorage, which
+    // on Node 20 would turn on promise hooks for the whole process (every promise, every produce).
+    const bounded = callDeadlineMs !== undefined && Number.isFinite(callDeadlineMs);
+    const deadline = this.now() + (bounded ? Math.max(0, Math.min(this.timeoutMs, callDeadlineMs - Date.now())) : this.timeoutMs);
     // Hints followed without a pause: two nodes with stale views could otherwise bounce a request.
     let hops = 0;
     for (;;) {

@@ -21,4 +21,3 @@ export {
 export { replicaOps, replicasOf, shardOf, nextConfChange, membershipMatches, type ReplicaOp, type RaftMembership, type MembershipChange } from './local-view.js';
 export type * from './types.js';
 export { ControllerExecutor, caughtUp, type ExecutorOptions, type LeaderMembership, type ReplicaProgress } from './executor.js';
-export { withRequestDeadline } from './request-deadline.js';

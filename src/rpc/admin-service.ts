@@ -4,20 +4,14 @@ import { toPbTopic } from './convert.js';
 import type { ServiceContext } from './context.js';
 import { isForwarded } from './forward.js';
 import { SluiceError } from '../errors.js';
-import { withRequestDeadline } from '../controller/index.js';
 
-/** A call's deadline as wall-clock ms (Infinity: none). */
+/**
+ * A call's deadline as wall-clock ms (Infinity: none), handed to the metadata-changing calls so the
+ * controller stops re-sending them once the client has given up (BrokerApi).
+ */
 function deadlineOf(call: { getDeadline(): Date | number }): number {
   const d = call.getDeadline();
   return d instanceof Date ? d.getTime() : Number(d);
-}
-
-/**
- * The metadata-changing calls run with their deadline in scope, so the controller stops re-sending
- * them once the client has given up (src/controller/request-deadline.ts).
- */
-function bounded<T>(call: { getDeadline(): Date | number }, work: () => Promise<T>): () => Promise<T> {
-  return () => withRequestDeadline(deadlineOf(call), work);
 }
 
 /** A cluster-only call, or a function that refuses it clearly on a single node. */
@@ -32,12 +26,12 @@ export function adminService(ctx: ServiceContext): AdminServer {
       const r = call.request;
       ctx.unary(
         'CreateTopic',
-        bounded(call, async () => ({ topic: toPbTopic(await ctx.api().createTopic(r.name, r.partitions, r.replicationFactor || 1, { ...r.configs })) })),
+        async () => ({ topic: toPbTopic(await ctx.api().createTopic(r.name, r.partitions, r.replicationFactor || 1, { ...r.configs }, deadlineOf(call))) }),
         callback,
       );
     },
     deleteTopic(call, callback) {
-      ctx.unary('DeleteTopic', bounded(call, async () => (await ctx.api().deleteTopic(call.request.name), {})), callback);
+      ctx.unary('DeleteTopic', async () => (await ctx.api().deleteTopic(call.request.name, deadlineOf(call)), {}), callback);
     },
     listTopics(_call, callback) {
       ctx.unary('ListTopics', async () => ({ topics: await ctx.api().listTopics() }), callback);
@@ -47,24 +41,24 @@ export function adminService(ctx: ServiceContext): AdminServer {
     },
     alterTopicConfig(call, callback) {
       const r = call.request;
-      ctx.unary('AlterTopicConfig', bounded(call, async () => ({ configs: await ctx.api().alterTopicConfig(r.name, { ...r.set }, [...r.remove]) })), callback);
+      ctx.unary('AlterTopicConfig', async () => ({ configs: await ctx.api().alterTopicConfig(r.name, { ...r.set }, [...r.remove], deadlineOf(call)) }), callback);
     },
     createPartitions(call, callback) {
       const r = call.request;
-      ctx.unary('CreatePartitions', bounded(call, async () => ({ topic: toPbTopic(await ctx.api().createPartitions(r.name, r.totalPartitions)) })), callback);
+      ctx.unary('CreatePartitions', async () => ({ topic: toPbTopic(await ctx.api().createPartitions(r.name, r.totalPartitions, deadlineOf(call))) }), callback);
     },
     movePartition(call, callback) {
       const r = call.request;
-      ctx.unary('MovePartition', bounded(call, async () => (await clusterOnly(ctx.api().movePartition?.bind(ctx.api()), 'moving a partition')(r.topic, r.partition, [...r.replicas]), {})), callback);
+      ctx.unary('MovePartition', async () => (await clusterOnly(ctx.api().movePartition?.bind(ctx.api()), 'moving a partition')(r.topic, r.partition, [...r.replicas], deadlineOf(call)), {}), callback);
     },
     decommissionNode(call, callback) {
-      ctx.unary('DecommissionNode', bounded(call, async () => (await clusterOnly(ctx.api().decommissionNode?.bind(ctx.api()), 'decommissioning a node')(call.request.nodeId), {})), callback);
+      ctx.unary('DecommissionNode', async () => (await clusterOnly(ctx.api().decommissionNode?.bind(ctx.api()), 'decommissioning a node')(call.request.nodeId, deadlineOf(call)), {}), callback);
     },
     recommissionNode(call, callback) {
-      ctx.unary('RecommissionNode', bounded(call, () => clusterOnly(ctx.api().recommissionNode?.bind(ctx.api()), 'recommissioning a node')(call.request.nodeId)), callback);
+      ctx.unary('RecommissionNode', () => clusterOnly(ctx.api().recommissionNode?.bind(ctx.api()), 'recommissioning a node')(call.request.nodeId, deadlineOf(call)), callback);
     },
     rebalance(call, callback) {
-      ctx.unary('Rebalance', bounded(call, async () => ({ moves: await clusterOnly(ctx.api().rebalance?.bind(ctx.api()), 'rebalancing')() })), callback);
+      ctx.unary('Rebalance', async () => ({ moves: await clusterOnly(ctx.api().rebalance?.bind(ctx.api()), 'rebalancing')(deadlineOf(call)) }), callback);
     },
     listReassignments(_call, callback) {
       ctx.unary('ListReassignments', async () => clusterOnly(ctx.api().reassignments?.bind(ctx.api()), 'listing reassignments')(), callback);

@@ -224,49 +224,49 @@ class ClusterApi implements BrokerApi {
 
   // --- Admin through the controller ----------------------------------------------------------------
 
-  async createTopic(name: string, partitions: number, replicationFactor: number, configs: Record<string, string>): Promise<TopicDescription> {
+  async createTopic(name: string, partitions: number, replicationFactor: number, configs: Record<string, string>, deadlineMs?: number): Promise<TopicDescription> {
     validateUserTopicName(name);
-    await this.d.controller.createTopic(name, partitions, replicationFactor === 0 ? 1 : replicationFactor, configs);
+    await this.d.controller.createTopic(name, partitions, replicationFactor === 0 ? 1 : replicationFactor, configs, deadlineMs);
     await this.leadersOf(name);
     return this.describeTopic(name);
   }
 
-  async deleteTopic(name: string): Promise<void> {
+  async deleteTopic(name: string, deadlineMs?: number): Promise<void> {
     validateTopicName(name);
     refuseInternalTopic(name, 'delete');
-    await this.d.controller.deleteTopic(name);
+    await this.d.controller.deleteTopic(name, deadlineMs);
   }
 
-  async alterTopicConfig(name: string, set: Record<string, string>, remove: string[]): Promise<Record<string, string>> {
+  async alterTopicConfig(name: string, set: Record<string, string>, remove: string[], deadlineMs?: number): Promise<Record<string, string>> {
     validateTopicName(name);
     refuseInternalTopic(name, 'change the configs of');
-    const t = await this.d.controller.alterConfigs(name, set, remove);
+    const t = await this.d.controller.alterConfigs(name, set, remove, deadlineMs);
     return effectiveConfigs(t);
   }
 
-  async createPartitions(name: string, totalPartitions: number): Promise<TopicDescription> {
+  async createPartitions(name: string, totalPartitions: number, deadlineMs?: number): Promise<TopicDescription> {
     validateTopicName(name);
     refuseInternalTopic(name, 'add partitions to');
-    await this.d.controller.addPartitions(name, totalPartitions);
+    await this.d.controller.addPartitions(name, totalPartitions, deadlineMs);
     await this.leadersOf(name);
     return this.describeTopic(name);
   }
 
   // Replica moves (src/server/cluster-moves.ts).
-  movePartition(topic: string, partition: number, replicas: number[]): Promise<void> {
-    return moves.movePartition(this.d.controller, topic, partition, replicas);
+  movePartition(topic: string, partition: number, replicas: number[], deadlineMs?: number): Promise<void> {
+    return moves.movePartition(this.d.controller, topic, partition, replicas, deadlineMs);
   }
 
-  decommissionNode(nodeId: number): Promise<void> {
-    return moves.decommissionNode(this.d.controller, nodeId);
+  decommissionNode(nodeId: number, deadlineMs?: number): Promise<void> {
+    return moves.decommissionNode(this.d.controller, nodeId, deadlineMs);
   }
 
-  recommissionNode(nodeId: number): Promise<RecommissionView> {
-    return moves.recommissionNode(this.d.controller, nodeId);
+  recommissionNode(nodeId: number, deadlineMs?: number): Promise<RecommissionView> {
+    return moves.recommissionNode(this.d.controller, nodeId, deadlineMs);
   }
 
-  rebalance(): Promise<number> {
-    return moves.rebalance(this.d.controller);
+  rebalance(deadlineMs?: number): Promise<number> {
+    return moves.rebalance(this.d.controller, deadlineMs);
   }
 
   async reassignments(): Promise<ReassignmentsView> {

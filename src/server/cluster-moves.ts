@@ -16,7 +16,7 @@ function nodeIdOk(n: unknown): boolean {
   return Number.isSafeInteger(n) && (n as number) > 0 && (n as number) <= NODE_ID_MAX;
 }
 
-export async function movePartition(controller: Controller, topic: string, partition: number, replicas: number[]): Promise<void> {
+export async function movePartition(controller: Controller, topic: string, partition: number, replicas: number[], deadlineMs?: number): Promise<void> {
   validateTopicName(topic);
   refuseInternalTopic(topic, 'move');
   if (!Number.isInteger(partition) || partition < 0) throw new SluiceError('UNKNOWN_PARTITION', `partition must be a non-negative integer, got ${String(partition)}`);
@@ -24,27 +24,27 @@ export async function movePartition(controller: Controller, topic: string, parti
     throw new SluiceError('INVALID_REQUEST', `a move needs 1 to ${TOPIC_REPLICATION_FACTOR_MAX} positive node ids, got [${String(replicas)}]`);
   }
   if (new Set(replicas).size !== replicas.length) throw new SluiceError('INVALID_REQUEST', `a move needs distinct node ids, got [${replicas.join(',')}]`);
-  await controller.movePartition(topic, partition, replicas as NodeId[]);
+  await controller.movePartition(topic, partition, replicas as NodeId[], deadlineMs);
 }
 
-export async function decommissionNode(controller: Controller, nodeId: number): Promise<void> {
+export async function decommissionNode(controller: Controller, nodeId: number, deadlineMs?: number): Promise<void> {
   if (!nodeIdOk(nodeId)) throw new SluiceError('INVALID_REQUEST', `a node id is a positive integer, got ${String(nodeId)}`);
-  await controller.decommission(nodeId);
+  await controller.decommission(nodeId, deadlineMs);
 }
 
 /**
  * Recommission: once the controller has recorded it the node is active (a success means exactly
  * that); the replica count is this node's applied view.
  */
-export async function recommissionNode(controller: Controller, nodeId: number): Promise<RecommissionView> {
+export async function recommissionNode(controller: Controller, nodeId: number, deadlineMs?: number): Promise<RecommissionView> {
   if (!nodeIdOk(nodeId)) throw new SluiceError('INVALID_REQUEST', `a node id is a positive integer, got ${String(nodeId)}`);
-  const before = await controller.recommission(nodeId);
+  const before = await controller.recommission(nodeId, deadlineMs);
   const replicas = controller.state.partitions().filter((p) => p.voters.nodes.includes(nodeId as NodeId) || p.learners.nodes.includes(nodeId as NodeId)).length;
   return { previousState: before, node: { nodeId, state: 'active', replicas } };
 }
 
-export function rebalance(controller: Controller): Promise<number> {
-  return controller.rebalance();
+export function rebalance(controller: Controller, deadlineMs?: number): Promise<number> {
+  return controller.rebalance(deadlineMs);
 }
 
 export function reassignments(controller: Controller): ReassignmentsView {

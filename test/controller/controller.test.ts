@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { encodeSnapshot, replicaOps, withRequestDeadline, type Controller, type ControllerOptions, type ReplicaOp } from '../../src/controller/index.js';
+import { encodeSnapshot, replicaOps, type Controller, type ControllerOptions, type ReplicaOp } from '../../src/controller/index.js';
 import { TopicTable } from '../../src/broker/topic-table.js';
 import type { NodeId } from '../../src/model/index.js';
 import { MemoryNet, agreedLeader, closeNode, openNode, tempDir, waitFor, type TestNode } from './memory-net.js';
@@ -249,7 +249,7 @@ describe('controller group (3 voters, in-memory transport, real data dirs)', () 
     const target = nodes.find((n) => n.controller === other)!.id;
     const cut = nodes.filter((n) => n.controller !== asker).map((n) => n.id);
     for (const id of cut) net.setDown(id, true); // the asker sees no leader: it waits and re-sends
-    const call = withRequestDeadline(Date.now() + 300, () => asker.decommission(target));
+    const call = asker.decommission(target, Date.now() + 300);
     const settled = call.then(
       () => 'applied',
       (err: unknown) => (err as { code?: string }).code ?? 'error',

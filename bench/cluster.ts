@@ -41,6 +41,8 @@
  * --e2e-partitions N (3), --steady SECONDS, --steady-rate N (10,000), --kills N (20), --failover-rate N
  * (10,000), --idle-partitions N, --idle-seconds N, --shards N (per broker), --profile DIR
  * (--cpu-prof of one broker, `--profile-node ID`, default 1; written when the bench stops it).
+ * Every broker runs with the node flags it ships with (BROKER_NODE_FLAGS in src/constants.ts, as `npm
+ * start` and the image); SLUICE_BENCH_BROKER_NODE_ARGS="--flag ..." replaces them (empty: none), for A/B.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -53,6 +55,7 @@ import { BenchCluster, cpuSeconds, killTracked, rssBytes, track } from './cluste
 import type { ClusterLoadFromParent, ClusterLoadJob, ClusterLoadResult, ClusterLoadToParent } from './cluster-load.js';
 import { runLoads, type MergedLoad } from './load-process.js';
 import { describeLoad, median, type LoadSelfReport } from './load-probe.js';
+import { brokerNodeArgs } from './harness/servers.js';
 
 const PHASE_NAMES = ['throughput', 'e2e', 'steady', 'failover', 'idle'] as const;
 type PhaseName = (typeof PHASE_NAMES)[number];
@@ -604,7 +607,8 @@ async function idle(args: Args, root: string): Promise<IdleResult> {
 async function startCluster(args: Args, root: string): Promise<BenchCluster> {
   fs.mkdirSync(root, { recursive: true });
   const serveArgs = args.shards === undefined ? [] : ['--shards', String(args.shards)];
-  const nodeArgs = (id: number): string[] => (args.profileDir !== undefined && id === args.profileNode ? ['--cpu-prof', '--cpu-prof-dir', args.profileDir] : []);
+  // The shipped node flags, or SLUICE_BENCH_BROKER_NODE_ARGS's (bench/harness/servers.ts).
+  const nodeArgs = (id: number): string[] => [...brokerNodeArgs(), ...(args.profileDir !== undefined && id === args.profileNode ? ['--cpu-prof', '--cpu-prof-dir', args.profileDir] : [])];
   const t0 = Date.now();
   const c = await BenchCluster.start({ root, serveArgs, nodeArgs }, CLUSTER_READY_MS);
   progress(`cluster up in ${Date.now() - t0} ms: ${c.addresses.join(', ')}`);
@@ -716,7 +720,7 @@ async function main(): Promise<void> {
     setup: {
       phases: [...args.phases], runs: args.runs, nodes: 3, partitions: args.partitions, valueBytes: VALUE_BYTES, recordsPerRequest: RECORDS_PER_REQUEST,
       records: args.records, warmupRecords: args.warmupRecords, loadProcesses: args.loadProcesses, concurrency: args.concurrency, connections: args.connections,
-      e2eRate: args.e2eRate, e2eSeconds: args.e2eSeconds, e2eWarmupSeconds: args.e2eWarmupSeconds, e2ePartitions: args.e2ePartitions, steadySeconds: args.steadySeconds, steadyRate: args.steadyRate,
+      e2eRate: args.e2eRate, e2eSeconds: args.e2eSeconds, e2eWarmupSeconds: args.e2eWarmupSeconds, brokerNodeArgs: brokerNodeArgs(), e2ePartitions: args.e2ePartitions, steadySeconds: args.steadySeconds, steadyRate: args.steadyRate,
       kills: args.kills, failoverRate: args.failoverRate, idlePartitions: args.idlePartitions, idleSeconds: args.idleSeconds, shards: args.shards ?? 'default',
       cpus: os.availableParallelism(), loadAverageAtStart: os.loadavg(), targets: TARGETS,
     },

@@ -566,3 +566,14 @@ export const LEADERSHIP_HANDOFF_ROUND_MS = 2 * REPLICA_ELECTION_TICKS * SHARD_TI
 /** How often a hand-off round looks at the replicas' roles. */
 export const LEADERSHIP_HANDOFF_POLL_MS = 50;
 assert.ok(LEADERSHIP_HANDOFF_TIMEOUT_MS >= 2 * LEADERSHIP_HANDOFF_ROUND_MS, 'a hand-off must have time to retry a dropped transfer');
+
+/**
+ * The node/V8 flags the broker is shipped to run with: `npm start`, the Dockerfile's entrypoint and the
+ * Helm chart's command (test/k8s/dockerfile.test.ts keeps the four in step), and the benchmarks' default.
+ * `--single-threaded-gc`: V8 collects on the isolate's own thread instead of adding parallel helper
+ * threads. A broker already runs an isolate per core (main thread, one shard worker per core), so the
+ * helpers only compete with them for the CPUs; on the 2-core machine with three brokers the e2e p99 of
+ * bench:cluster was lower in each of four alternated pairs of 3-run sets (medians 25-43 ms against
+ * 37-70), with throughput unchanged within the noise (docs/cluster.md).
+ */
+export const BROKER_NODE_FLAGS: readonly string[] = Object.freeze(['--single-threaded-gc']);

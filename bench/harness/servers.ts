@@ -5,6 +5,7 @@
  */
 import { join } from 'node:path';
 import { existsSync } from 'node:fs';
+import { BROKER_NODE_FLAGS } from '../../src/constants.js';
 import { findBinary, freePort, httpGetText, portOpen, spawnLogged, tempDir, waitFor, type Spawned } from './procs.js';
 
 export interface ServerHandle {
@@ -47,6 +48,16 @@ export function sluiceCliPath(repoRoot: string): string {
   return join(repoRoot, 'dist', 'src', 'cli', 'main.js');
 }
 
+/**
+ * Node/V8 flags for every broker process of a bench: the ones the broker ships with (BROKER_NODE_FLAGS,
+ * as `npm start` and the image run it), or SLUICE_BENCH_BROKER_NODE_ARGS when set (space-separated; set
+ * and empty: none), for A/B runs.
+ */
+export function brokerNodeArgs(): string[] {
+  const env = process.env.SLUICE_BENCH_BROKER_NODE_ARGS;
+  return env === undefined ? [...BROKER_NODE_FLAGS] : env.split(' ').filter((a) => a !== '');
+}
+
 export async function startSluice(repoRoot: string, logDir: string, extraArgs: string[] = []): Promise<ServerHandle> {
   const cli = sluiceCliPath(repoRoot);
   if (!existsSync(cli)) throw new Error(`${cli} is missing: run npm run build (the broker CLI is not built yet?)`);
@@ -56,7 +67,11 @@ export async function startSluice(repoRoot: string, logDir: string, extraArgs: s
   const httpHostPort = `127.0.0.1:${httpPort}`;
   // SLUICE_BENCH_PROF=1: V8 CPU profiles of the broker (main thread and shard workers) in the run's dir.
   // SLUICE_BENCH_TRACE_GC=1: every GC of the broker (`node --trace-gc`) in sluice.log, with its pause.
-  const profile = [...(process.env.SLUICE_BENCH_PROF ? ['--cpu-prof', `--cpu-prof-dir=${logDir}`] : []), ...(process.env.SLUICE_BENCH_TRACE_GC ? ['--trace-gc'] : [])];
+  const profile = [
+    ...brokerNodeArgs(),
+    ...(process.env.SLUICE_BENCH_PROF ? ['--cpu-prof', `--cpu-prof-dir=${logDir}`] : []),
+    ...(process.env.SLUICE_BENCH_TRACE_GC ? ['--trace-gc'] : []),
+  ];
   const proc = spawnLogged('sluice', process.execPath, [
     ...profile, cli, 'serve', '--data-dir', join(dir, 'data'), '--grpc-addr', `127.0.0.1:${port}`, '--http-addr', httpHostPort, ...extraArgs,
   ], logDir);

@@ -94,7 +94,7 @@ describe.each(Object.entries(VARIANTS))('helm template (%s)', (_name, values) =>
     expect(env.SLUICE_CONTROLLER_VOTERS).toBe(ordinals.map((i) => `${i + 1}@${podHost(i)}:7070`).join(','));
     // The node id is computed from the ordinal by the container's shell (statefulset-process.test.ts runs it).
     expect(container(sts).command.join('\n')).toContain('SLUICE_NODE_ID="$((ordinal + 1))"');
-    expect(container(sts).command.join('\n')).toContain('exec node /app/dist/src/cli/main.js serve "$@"');
+    expect(container(sts).command.join('\n')).toContain('exec node --single-threaded-gc /app/dist/src/cli/main.js serve "$@"');
   });
 
   it('probes on gRPC health and /readyz, preStop and a grace period that covers it, resources with a CPU limit', () => {

@@ -1,13 +1,14 @@
 /**
  * Goal: the Dockerfile (which cannot be built here: no Docker) agrees with the chart and the build.
  * Method: read it as text and check what would break a pod silently: the chart's command execs the
- * image's entrypoint path, the image user is the one the chart runs as, the runtime stage carries
+ * image's entrypoint (node, the broker's node flags, the CLI path) as `npm start` does, the image user is the one the chart runs as, the runtime stage carries
  * what `sluice serve` reads at run time (dist, proto, production node_modules), and .dockerignore
  * keeps every input of `npm run build` (tsconfig.build.json's includes, buf and npm files) in the context.
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { render, statefulSet } from './helm.js';
+import { BROKER_NODE_FLAGS } from '../../src/constants.js';
 
 const root = new URL('../../', import.meta.url);
 const dockerfile = readFileSync(new URL('Dockerfile', root), 'utf8');
@@ -30,12 +31,15 @@ describe('Dockerfile', () => {
   const sts = statefulSet(render());
   const pod = sts.spec.template.spec;
 
-  it('has an absolute node entrypoint that the chart execs', () => {
+  it('has an absolute node entrypoint, with the broker node flags, that the chart execs as npm start does', () => {
     const entry = instructions.find((l) => l.startsWith('ENTRYPOINT '));
     const argv = JSON.parse(entry!.slice('ENTRYPOINT '.length)) as string[];
     expect(argv[0]).toBe('node');
-    expect(argv[1]).toMatch(/^\/app\/dist\/src\/cli\/main\.js$/);
-    expect(pod.containers[0].command.join('\n')).toContain(`exec node ${argv[1]} serve "$@"`);
+    expect(argv.slice(1, -1)).toEqual([...BROKER_NODE_FLAGS]);
+    expect(argv.at(-1)).toMatch(/^\/app\/dist\/src\/cli\/main\.js$/);
+    expect(pod.containers[0].command.join('\n')).toContain(`exec ${argv.join(' ')} serve "$@"`);
+    const pkg = JSON.parse(readFileSync(new URL('package.json', root), 'utf8')) as { scripts: Record<string, string> };
+    expect(pkg.scripts.start).toBe(`node ${BROKER_NODE_FLAGS.join(' ')} dist/src/cli/main.js serve`);
   });
 
   it('runs as the numeric user and group the chart sets (runAsNonRoot needs a number)', () => {

@@ -17,6 +17,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
 import { cliPath, waitExit } from '../../bench/broker-process.js';
 import { render, statefulSet } from './helm.js';
+import { BROKER_NODE_FLAGS } from '../../src/constants.js';
 import { addressBlock, cleanUpPods, kubeletExpand, podFrom, POD_START_TIMEOUT_MS as READY_TIMEOUT_MS, startPod as start, tempDir, withTimeout } from './pods.js';
 
 const EXIT_TIMEOUT_MS = 30_000;
@@ -52,7 +53,7 @@ describe('the rendered StatefulSet container, run as the kubelet would', () => {
     // The shell exec'd node: the pid the kubelet started is `sluice serve` itself, so SIGTERM reaches it.
     const cmdline = fs.readFileSync(`/proc/${child.pid}/cmdline`, 'utf8').split('\0');
     expect(path.basename(cmdline[0])).toBe('node');
-    expect(cmdline.slice(1, 3)).toEqual([cliPath(), 'serve']);
+    expect(cmdline.slice(1, 3 + BROKER_NODE_FLAGS.length)).toEqual([...BROKER_NODE_FLAGS, cliPath(), 'serve']);
     const environ = new Set(fs.readFileSync(`/proc/${child.pid}/environ`, 'utf8').split('\0'));
     expect(environ.has('SLUICE_NODE_ID=3')).toBe(true);
     expect(environ.has(`SLUICE_ADVERTISE_ADDR=${pod.ip}:7070`)).toBe(true);

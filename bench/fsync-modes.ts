@@ -146,10 +146,11 @@ async function main(): Promise<void> {
   try {
     for (let run = 1; run <= args.runs; run++) {
       for (const m of MODES) {
-        const r = await runOnce(args, path.join(dir, `${m.name.replace(' ', '-')}.log`), m.inflight);
+        const file = path.join(dir, `${m.name.replace(' ', '-')}.log`);
+        const r = await runOnce(args, file, m.inflight);
         results.get(m.name)!.push(r);
         process.stderr.write(`run ${run}/${args.runs} ${m.name}: ${r.appends} appends, ${r.syncs} fdatasyncs, p50 ${r.p50Ms.toFixed(2)} p99 ${r.p99Ms.toFixed(2)} p99.9 ${r.p999Ms.toFixed(2)} max ${r.maxMs.toFixed(2)} ms\n`);
-        fs.rmSync(path.join(dir, `${m.name.replace(' ', '-')}.log`), { force: true });
+        fs.rmSync(file, { force: true });
       }
     }
   } finally {

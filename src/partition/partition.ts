@@ -12,10 +12,10 @@
  *
  * Order, always: persist (snapshot, HardState, entries, then the log's fdatasync), then send answers;
  * requests (a leader's appends and heartbeats, a candidate's vote requests) go at once (Raft allows
- * it: the leader counts itself toward a commit only once persisted). Applying here means moving the high watermark to commit + 1, which answers acks=all
- * produces and wakes parked fetches; only what is committed AND durable on this replica is applied.
- * Readers never see past the high watermark, so nothing a power loss or a new leader could still
- * erase is ever read.
+ * it: the leader counts itself toward a commit only once persisted). Applying here means moving the
+ * high watermark to commit + 1, which answers acks=all produces and wakes parked fetches; only what is
+ * committed AND durable on this replica is applied. Readers never see past the high watermark, so
+ * nothing a power loss or a new leader could still erase is ever read.
  *
  * Writes reach the log as early as they can, fsyncs as late as they must. Every run the core appends
  * (the leader's no-op, a client batch, a follower's copy of the leader's runs) is written to the log

@@ -336,7 +336,6 @@ class ShardServer implements PartitionEffects {
     }
   }
 
-
   private members(keys: readonly PartitionKey[]): Array<{ k: PartitionKey } & PartitionMembership> {
     const out: Array<{ k: PartitionKey } & PartitionMembership> = [];
     for (const k of keys) {

@@ -110,7 +110,7 @@ export interface ReplicaUnderTest {
   /**
    * Leader only: proposes one membership change. Throws when the replica refuses it (a change is
    * pending, the leader has not committed in its term, the change does not apply); returns false when
-   * it cannot take it now (a Ready is being persisted: the partition asks to be asked again).
+   * it cannot take it now (neither replica does today: both cores take input at any time).
    */
   proposeConfChange(cc: ConfChange): boolean;
   /** One past the last offset readers may see. */

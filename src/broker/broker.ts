@@ -26,7 +26,7 @@ import { encodeBatch } from '../batch/index.js';
 import { logConfigToTopicConfigs, defaultLogConfig } from '../storage/index.js';
 import type { LogConfig } from '../storage/types.js';
 import type { RecoveryReport } from '../storage/recovery.js';
-import { ShardHost } from '../shard/shard-host.js';
+import { ShardHost, type FetchChain } from '../shard/shard-host.js';
 import { GC_KINDS, ThreadStatsSampler, type ThreadStats } from '../shard/thread-stats.js';
 import { type AcksCode, type PartitionKey, type PartitionSpec, type PartitionStat, type RaftEnvelope, type ShardStatsMessage } from '../shard/protocol.js';
 import { NotLeaderError } from '../partition/errors.js';
@@ -758,7 +758,7 @@ export class Broker implements BrokerApi, ReplicaHost {
     return this.producerIds.init(name);
   }
 
-  async fetch(input: FetchInput, signal?: AbortSignal): Promise<FetchResult> {
+  async fetch(input: FetchInput, signal?: AbortSignal, chain?: FetchChain): Promise<FetchResult> {
     this.checkOpen();
     const entry = this.topic(input.topic);
     this.checkPartition(entry, input.partition);
@@ -768,7 +768,7 @@ export class Broker implements BrokerApi, ReplicaHost {
     const maxBytes = !Number.isFinite(input.maxBytes) || input.maxBytes <= 0 ? FETCH_BYTES_MAX_DEFAULT : Math.min(Math.floor(input.maxBytes), limit);
     const maxWaitMs = !Number.isFinite(input.maxWaitMs) || input.maxWaitMs <= 0 ? 0 : Math.min(Math.floor(input.maxWaitMs), FETCH_WAIT_MS_MAX);
     const host = this.hosts[this.shardOf(entry, input.partition)];
-    const r = await host.fetch(this.keyOf(entry, input.partition), input.offset, maxBytes, maxWaitMs, signal, pb);
+    const r = await host.fetch(this.keyOf(entry, input.partition), input.offset, maxBytes, maxWaitMs, signal, pb, chain);
     if (r.records > 0) this.probe.fetched(entry.name, r.records, r.data.length);
     const common = { highWatermark: r.highWatermark, logStartOffset: r.logStartOffset, nextOffset: r.nextOffset };
     if (!pb) return { batches: r.data, ...common };

@@ -4,6 +4,7 @@
  * transport-neutral: numbers for offsets, Uint8Array for bytes, SluiceError for failures.
  */
 import type { RecordInput } from '../batch/types.js';
+import type { FetchChain } from '../shard/index.js';
 
 export type Acks = 'none' | 'leader' | 'all';
 
@@ -143,7 +144,12 @@ export interface BrokerApi {
   createPartitions(name: string, totalPartitions: number, deadlineMs?: number): Promise<TopicDescription>;
 
   produce(input: ProduceInput): Promise<ProduceResult>;
-  fetch(input: FetchInput, signal?: AbortSignal): Promise<FetchResult>;
+  /**
+   * `chain`: the reader's chained fetch (one per caught-up reader, closed when it stops). Its
+   * long-polls are renewed by the shard itself, so a reader that keeps up costs no message to the shard
+   * per answer. Honoured for a replica on this node; otherwise ignored.
+   */
+  fetch(input: FetchInput, signal?: AbortSignal, chain?: FetchChain): Promise<FetchResult>;
   listOffsets(topic: string, partition: number, spec: OffsetSpec): Promise<ListOffsetsResult>;
   metadata(topics?: string[]): Promise<ClusterMetadata>;
   /** A cluster-unique producer id; with a `name`, that name's id and its next epoch (fencing the older one). */

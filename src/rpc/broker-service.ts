@@ -15,6 +15,7 @@ import {
   SUBSCRIBE_WINDOW_BYTES,
 } from '../constants.js';
 import type { BrokerApi, FetchInput, FetchResult, ProduceInput } from '../broker/types.js';
+import { FetchChain } from '../broker/index.js';
 import type {
   BrokerServer,
   FetchRequest,
@@ -136,9 +137,11 @@ async function heldFetch(
   hold: ClientMemoryHold,
   swap: (next: ClientMemoryHold) => void,
   signal: AbortSignal,
+  chain?: FetchChain,
 ): Promise<{ result: FetchResult; hold: ClientMemoryHold }> {
   for (let attempt = 0; ; attempt++) {
-    const result = await api.fetch({ ...input, maxBytes: hold.bytes }, signal);
+    // A retry asks for a bigger read than the chain repeats: a plain fetch (the chain ended on the shard).
+    const result = await api.fetch({ ...input, maxBytes: hold.bytes }, signal, attempt === 0 ? chain : undefined);
     if (result.needBytes === undefined || attempt === STRUCTURED_RETRIES_MAX) return { result, hold };
     hold.release();
     hold = await ctx.holdExactly(rpc, result.needBytes, signal);
@@ -239,7 +242,12 @@ async function tail(ctx: ServiceContext, api: BrokerApi, call: ServerWritableStr
   let offset = toOffset(r.offset);
   const maxBytes = fetchBytes(r.maxBytes);
   const window = new SubscribeWindow();
-  onCallEnd(call.metadata, () => window.releaseAll());
+  // While caught up, the long-polls are one chained fetch: the shard renews it after each answer.
+  const chain = new FetchChain();
+  onCallEnd(call.metadata, () => {
+    chain.close();
+    window.releaseAll();
+  });
   // A caught-up subscription long-polls with the smallest read, so idle subscribers hold little budget.
   let caughtUp = false;
   while (!signal.aborted) {
@@ -260,7 +268,8 @@ async function tail(ctx: ServiceContext, api: BrokerApi, call: ServerWritableStr
     try {
       const format = r.raw ? 'batches' : 'pb-records';
       const input: FetchInput = { topic: r.topic, partition: r.partition, offset, maxBytes: hold.bytes, maxWaitMs: SUBSCRIBE_POLL_MS, format };
-      ({ result, hold } = await heldFetch(ctx, api, 'Subscribe', input, hold, (next) => window.add(next), signal));
+      if (!caughtUp) chain.close();
+      ({ result, hold } = await heldFetch(ctx, api, 'Subscribe', input, hold, (next) => window.add(next), signal, caughtUp ? chain : undefined));
     } catch (err) {
       window.drop(hold);
       throw err;

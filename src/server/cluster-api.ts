@@ -41,6 +41,7 @@ import type {
   TopicDescription,
   TopicSummary,
 } from '../broker/types.js';
+import type { FetchChain } from '../broker/index.js';
 import { StickyPartitioner, firstKeyOfRecords, firstRecordKey } from '../broker/partitioner.js';
 import { logConfigFor, refuseInternalTopic, validateTopicName, validateUserTopicName } from '../broker/validate.js';
 import { logConfigToTopicConfigs } from '../storage/index.js';
@@ -205,13 +206,13 @@ class ClusterApi implements BrokerApi {
     return this.partitioner.pick(input.topic, count, key);
   }
 
-  async fetch(input: FetchInput, signal?: AbortSignal): Promise<FetchResult> {
+  async fetch(input: FetchInput, signal?: AbortSignal, chain?: FetchChain): Promise<FetchResult> {
     const r = this.route(input.topic, input.partition);
     const remote = (address: string): Promise<FetchResult> => this.d.clients.fetch(address, input, signal);
     // A follower's log may start later than the leader's (it was sent a snapshot): what it does not hold,
     // the leader answers.
     const outOfRange = (err: unknown): boolean => isSluiceError(err, 'OFFSET_OUT_OF_RANGE') && r.leader !== this.d.nodeId;
-    if (r.local !== undefined && r.local.role !== 'offline') return this.here(input.topic, input.partition, () => this.d.core.fetch(input, signal), remote, outOfRange);
+    if (r.local !== undefined && r.local.role !== 'offline') return this.here(input.topic, input.partition, () => this.d.core.fetch(input, signal, chain), remote, outOfRange);
     return this.toLeader(r, remote);
   }
 
@@ -406,7 +407,7 @@ class ClusterApi implements BrokerApi {
       alterTopicConfig: (n, set, remove) => this.alterTopicConfig(n, set, remove),
       createPartitions: (n, total) => this.createPartitions(n, total),
       produce: (input) => (internalTopic(input.topic) ? core.produce(input) : this.produce(input)),
-      fetch: (input, signal) => (internalTopic(input.topic) ? core.fetch(input, signal) : this.fetch(input, signal)),
+      fetch: (input, signal, chain) => (internalTopic(input.topic) ? core.fetch(input, signal, chain) : this.fetch(input, signal, chain)),
       listOffsets: (t, p, spec) => (internalTopic(t) ? core.listOffsets(t, p, spec) : this.listOffsets(t, p, spec)),
       metadata: (topics) => this.metadata(topics),
       initProducer: (name) => this.initProducer(name),

@@ -34,6 +34,8 @@ export interface ServeTask {
   retentionCheckMs: number;
   statsIntervalMs: number;
   fetchWaitersMax: number;
+  /** The chained fetches' claim counters (./fetch-chain.ts), shared with the main thread. */
+  chainCounters: SharedArrayBuffer;
   /** Idle time after which a partition forgets an idempotent producer. */
   producerIdleExpiryMs: number;
 }
@@ -70,9 +72,21 @@ export type Op =
   /** Produce: bytes at [off, off+len) of the request ring; release `charge` once appended. */
   | { t: 'p'; id: number; k: PartitionKey; off: number; len: number; charge: number; acks: AcksCode }
   /** Fetch; with `pb`, the reply's data is protobuf `records` built on the shard (./structured-read.ts), not raw batches. */
-  | { t: 'f'; id: number; k: PartitionKey; offset: number; maxBytes: number; maxWaitMs: number; pb?: boolean }
-  /** Cancel a parked fetch (its caller aborted). */
+  | {
+      t: 'f';
+      id: number;
+      k: PartitionKey;
+      offset: number;
+      maxBytes: number;
+      maxWaitMs: number;
+      pb?: boolean;
+      /** A chained fetch (./fetch-chain.ts) on this slot of the claim counters: answered again and again under this id. */
+      chain?: number;
+    }
+  /** Cancel a parked fetch (its caller aborted), or end a chained one. */
   | { t: 'cancel'; id: number }
+  /** A stalled chained fetch may go on: its reader took the answers it was waiting for. No reply of its own. */
+  | { t: 'resume'; id: number }
   | { t: 'open'; id: number; parts: PartitionSpec[] }
   /** Close the partitions and, with `remove`, delete their directories. */
   | { t: 'drop'; id: number; parts: Array<{ k: PartitionKey; topic: string; partition: number }>; remove: boolean }
@@ -144,6 +158,8 @@ export type Reply =
       highWatermark: number;
       logStartOffset: number;
       nextOffset: number;
+      /** A chained fetch: another answer under this id follows (the chain goes on). */
+      more?: boolean;
     }
   | { id: number; t: 'stat'; stats: PartitionStat[] }
   | { id: number; t: 'offsets'; offset: number }

@@ -20,6 +20,7 @@ import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { SluiceError } from '../errors.js';
 import {
+  SHARD_FETCH_CHAINS_MAX,
   SHARD_FETCH_WAITERS_MAX, PRODUCER_IDLE_EXPIRY_MS_DEFAULT,
   SHARD_INFLIGHT_MAX,
   SHARD_RAFT_INBOX_MESSAGES_MAX,
@@ -38,6 +39,7 @@ import type { RecoveryReport } from '../storage/recovery.js';
 import { NotLeaderError } from '../partition/errors.js';
 import type { Message } from '../raft/index.js';
 import { portableEnvelopes } from './raft-envelope.js';
+import { ChainCounters, createChainCounters } from './fetch-chain.js';
 import type { AcksCode, Op, PartitionKey, PartitionSpec, PartitionStat, RaftEnvelope, Reply, ServeTask, ShardStatsMessage, ToMain, ToWorker } from './protocol.js';
 
 export interface ShardHostOptions {
@@ -83,6 +85,44 @@ export interface FetchReply {
   nextOffset: number;
 }
 
+/**
+ * One reader's chained fetch (./fetch-chain.ts), carried from one `fetch` call to the next: give the
+ * same one to every long-poll of one caught-up reader, and `close()` it when the reader stops. A call
+ * that asks for another read than the chain repeats (offset, size, wait, format, partition) ends it
+ * and starts a new one.
+ */
+export class FetchChain {
+  /** The chain running on a shard, if any. */
+  run: ChainRun | null = null;
+
+  close(): void {
+    const run = this.run;
+    this.run = null;
+    if (run !== null) run.host.endChain(run);
+  }
+}
+
+type ChainAnswer = { ok: FetchReply } | { err: SluiceError };
+
+interface ChainRun {
+  readonly host: ShardHost;
+  readonly life: number;
+  readonly id: number;
+  readonly slot: number;
+  readonly key: PartitionKey;
+  /** The offset the next answer starts at (the last taken answer's nextOffset). */
+  offset: number;
+  readonly maxBytes: number;
+  readonly maxWaitMs: number;
+  readonly pb: boolean;
+  /** Answers received and not yet taken: at most two (see ./fetch-chain.ts). */
+  readonly answers: ChainAnswer[];
+  taken: number;
+  waiter: { resolve: (r: FetchReply) => void; reject: (err: SluiceError) => void } | null;
+  /** No more answers will come: the shard's last one had no `more`, or this side ended the chain. */
+  ended: boolean;
+}
+
 type OpWithoutId = Op extends infer O ? (O extends { id: number } ? Omit<O, 'id'> : never) : never;
 
 interface Pending {
@@ -118,6 +158,11 @@ export class ShardHost {
   private requests!: RingWriter;
   private responses!: RingReader;
   private readonly pending = new Map<number, Pending>();
+  /** Chained fetches by id, and the claim counters they share with the worker (./fetch-chain.ts). */
+  private readonly chainRuns = new Map<number, ChainRun>();
+  private readonly chainBuffer = createChainCounters();
+  private readonly chainCounters = new ChainCounters(this.chainBuffer);
+  private freeChainSlots = allChainSlots();
   private ringWaiters: RingWaiter[] = [];
   private outbox: Op[] = [];
   /** Raft messages from peers this turn; they travel as one `raft` op at its end. */
@@ -228,6 +273,7 @@ export class ShardHost {
       retentionCheckMs: this.opts.retentionCheckMs ?? SHARD_RETENTION_CHECK_MS,
       statsIntervalMs: this.opts.statsIntervalMs ?? SHARD_STATS_INTERVAL_MS,
       fetchWaitersMax: this.opts.fetchWaitersMax ?? SHARD_FETCH_WAITERS_MAX,
+      chainCounters: this.chainBuffer,
       producerIdleExpiryMs: this.opts.producerIdleExpiryMs ?? PRODUCER_IDLE_EXPIRY_MS_DEFAULT,
     };
     this.serveDone = this.pool.run(task, { transferList: [channel.port2] }).then(
@@ -290,6 +336,16 @@ export class ShardHost {
   }
 
   private failEverything(err: SluiceError): void {
+    // The worker's chains are gone with it; a reader's next fetch starts a new one.
+    const runs = [...this.chainRuns.values()];
+    this.chainRuns.clear();
+    this.freeChainSlots = allChainSlots();
+    for (const run of runs) {
+      run.ended = true;
+      const w = run.waiter;
+      run.waiter = null;
+      w?.reject(err);
+    }
     this.outbox = [];
     this.raftIn = [];
     const pending = [...this.pending.values()];
@@ -430,12 +486,26 @@ export class ShardHost {
     }
   }
 
-  /** With `pb`, the reply's data is protobuf `records` built on the shard (./structured-read.ts). */
-  fetch(key: PartitionKey, offset: number, maxBytes: number, maxWaitMs: number, signal?: AbortSignal, pb = false): Promise<FetchReply> {
-    if (this.state !== 'ready') return this.whenReady().then(() => this.fetch(key, offset, maxBytes, maxWaitMs, signal, pb));
+  /**
+   * With `pb`, the reply's data is protobuf `records` built on the shard (./structured-read.ts). With
+   * `chain`, a long-poll (`maxWaitMs` > 0) is a chained fetch: the shard parks the next one itself.
+   */
+  fetch(key: PartitionKey, offset: number, maxBytes: number, maxWaitMs: number, signal?: AbortSignal, pb = false, chain?: FetchChain): Promise<FetchReply> {
+    if (this.state !== 'ready') return this.whenReady().then(() => this.fetch(key, offset, maxBytes, maxWaitMs, signal, pb, chain));
     if (signal?.aborted) return Promise.reject(abortError());
     if (this.pending.size >= (this.opts.inflightMax ?? SHARD_INFLIGHT_MAX)) {
       return Promise.reject(new SluiceError('QUEUE_FULL', `shard ${this.shard} has ${this.pending.size} requests in flight; retry later`));
+    }
+    if (chain !== undefined) {
+      const run = chain.run;
+      const same = run !== null && run.host === this && run.life === this.life && run.key === key && run.offset === offset && run.maxBytes === maxBytes && run.maxWaitMs === maxWaitMs && run.pb === pb;
+      if (same && (!run.ended || run.answers.length > 0)) return this.takeAnswer(run, signal);
+      chain.close();
+      if (maxWaitMs > 0 && this.freeChainSlots.length > 0) {
+        const started = this.startChain(key, offset, maxBytes, maxWaitMs, pb);
+        chain.run = started;
+        return this.takeAnswer(started, signal);
+      }
     }
     return new Promise<Reply>((resolve, reject) => {
       const id = this.nextId++;
@@ -467,6 +537,80 @@ export class ShardHost {
       }
       this.push(pb ? { t: 'f', id, k: key, offset, maxBytes, maxWaitMs, pb } : { t: 'f', id, k: key, offset, maxBytes, maxWaitMs });
     }).then((r) => r as unknown as FetchReply);
+  }
+
+  private startChain(key: PartitionKey, offset: number, maxBytes: number, maxWaitMs: number, pb: boolean): ChainRun {
+    const id = this.nextId++;
+    const slot = this.freeChainSlots.pop()!;
+    const run: ChainRun = { host: this, life: this.life, id, slot, key, offset, maxBytes, maxWaitMs, pb, answers: [], taken: 0, waiter: null, ended: false };
+    this.chainRuns.set(id, run);
+    this.push(pb ? { t: 'f', id, k: key, offset, maxBytes, maxWaitMs, pb, chain: slot } : { t: 'f', id, k: key, offset, maxBytes, maxWaitMs, chain: slot });
+    return run;
+  }
+
+  /** The chain's next answer: one already here, or the next to arrive. An abort ends the chain. */
+  private takeAnswer(run: ChainRun, signal?: AbortSignal): Promise<FetchReply> {
+    const a = run.answers.shift();
+    if (a !== undefined) {
+      this.taken(run, a);
+      return 'err' in a ? Promise.reject(a.err) : Promise.resolve(a.ok);
+    }
+    return new Promise<FetchReply>((resolve, reject) => {
+      const onAbort = (): void => {
+        run.waiter = null;
+        this.endChain(run);
+        reject(abortError());
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      run.waiter = {
+        resolve: (r) => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve(r);
+        },
+        reject: (e) => {
+          signal?.removeEventListener('abort', onAbort);
+          reject(e);
+        },
+      };
+    });
+  }
+
+  /** The reader took an answer: the claim count moves, and a chain that waited for it is resumed. */
+  private taken(run: ChainRun, a: ChainAnswer): void {
+    run.taken++;
+    if ('ok' in a) run.offset = a.ok.nextOffset;
+    if (!run.ended && this.chainCounters.claimed(run.slot, run.taken)) this.push({ t: 'resume', id: run.id });
+  }
+
+  private chainAnswered(run: ChainRun, more: boolean, a: ChainAnswer): void {
+    if (!more && !run.ended) {
+      run.ended = true;
+      this.chainRuns.delete(run.id);
+      this.freeChainSlots.push(run.slot);
+    }
+    const w = run.waiter;
+    if (w === null) {
+      run.answers.push(a);
+      return;
+    }
+    run.waiter = null;
+    this.taken(run, a);
+    if ('err' in a) w.reject(a.err);
+    else w.resolve(a.ok);
+  }
+
+  /** Ends a chain from this side (see FetchChain.close): the worker is told, its slot is free again. */
+  endChain(run: ChainRun): void {
+    run.answers.length = 0;
+    const w = run.waiter;
+    run.waiter = null;
+    w?.reject(abortError());
+    if (run.ended) return;
+    run.ended = true;
+    this.chainRuns.delete(run.id);
+    if (run.life !== this.life) return;
+    this.freeChainSlots.push(run.slot);
+    this.push({ t: 'cancel', id: run.id });
   }
 
   private push(op: Op): void {
@@ -551,12 +695,22 @@ export class ShardHost {
       this.responses.release(r.charge);
       value = { data, records: r.records, highWatermark: r.highWatermark, logStartOffset: r.logStartOffset, nextOffset: r.nextOffset, needBytes: r.need };
     }
+    const run = this.chainRuns.get(r.id);
+    if (run !== undefined) return this.chainAnswered(run, 't' in r && r.t === 'f' && r.more === true, 'err' in r ? { err: replyError(r) } : { ok: value as FetchReply });
     const p = this.pending.get(r.id);
     if (!p) return;
     this.pending.delete(r.id);
-    if ('err' in r) p.reject(r.leader !== undefined ? NotLeaderError.fromShard(r.err, r.leader, r.epoch ?? 0) : SluiceError.fromWire(r.err));
+    if ('err' in r) p.reject(replyError(r));
     else p.resolve(value as Reply);
   }
+}
+
+function replyError(r: Extract<Reply, { err: unknown }>): SluiceError {
+  return r.leader !== undefined ? NotLeaderError.fromShard(r.err, r.leader, r.epoch ?? 0) : SluiceError.fromWire(r.err);
+}
+
+function allChainSlots(): number[] {
+  return Array.from({ length: SHARD_FETCH_CHAINS_MAX }, (_, i) => SHARD_FETCH_CHAINS_MAX - 1 - i);
 }
 
 function abortError(): SluiceError {

@@ -12,12 +12,13 @@ import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import type { MessagePort } from 'node:worker_threads';
 import { SluiceError, isSluiceError, toSluiceError, type SluiceErrorWire } from '../errors.js';
-import { SHARD_STATS_FULL_INTERVALS, REPLICA_ELECTION_TICKS, REPLICA_HEARTBEAT_TICKS, REPLICA_ISR_LAG_OFFSETS_MAX, SHARD_FLUSH_SAMPLES_MAX, SHARD_OFFLINE_RETRY_MS_MAX, SHARD_OFFLINE_RETRY_MS_MIN, SHARD_TICK_MS } from '../constants.js';
+import { SHARD_STATS_FULL_INTERVALS, REPLICA_ELECTION_TICKS, REPLICA_HEARTBEAT_TICKS, REPLICA_ISR_LAG_OFFSETS_MAX, SHARD_FETCH_CHAINS_MAX, SHARD_FLUSH_SAMPLES_MAX, SHARD_OFFLINE_RETRY_MS_MAX, SHARD_OFFLINE_RETRY_MS_MIN, SHARD_TICK_MS } from '../constants.js';
 import { BATCH_LOG_OVERHEAD_BYTES, OFF_ATTRIBUTES, OFF_LENGTH, OFF_RECORD_COUNT } from '../batch/codec.js';
 import { NotLeaderError, Partition, partitionDir, type PartitionEffects, type PartitionMembership, type PeerMessage, type ProduceOk } from '../partition/index.js';
 import type { NodeId } from '../model/index.js';
 import { isDiskFull, storageError, type LogOpenOptions } from '../storage/index.js';
 import type { RecoveryReport } from '../storage/recovery.js';
+import { ChainCounters } from './fetch-chain.js';
 import { RingReader, RingWriter, type RingSlot } from './ring.js';
 import { encodeStructuredRead } from './structured-read.js';
 import { ThreadStatsSampler } from './thread-stats.js';
@@ -86,6 +87,24 @@ function roleOf(p: Partition): PartitionStat['role'] {
   return r === 'preCandidate' ? 'precandidate' : r;
 }
 
+/** A chained fetch on the shard (./fetch-chain.ts). */
+interface Chain {
+  id: number;
+  /** Its slot of the claim counters. */
+  slot: number;
+  /** Its partition (null: not open here; the first answer is then an error, which ends the chain). */
+  p: Partition | null;
+  /** Where the next read starts: the last answer's nextOffset. */
+  offset: number;
+  maxBytes: number;
+  maxWaitMs: number;
+  pb: boolean;
+  /** Answers sent. */
+  answered: number;
+  /** Waiting for its reader: the main thread sends `resume`. */
+  stalled: boolean;
+}
+
 /** What a leader-change report compares: role, leader and term. */
 interface LeaderSeen {
   role: Partition['role'];
@@ -108,6 +127,9 @@ class ShardServer implements PartitionEffects {
   private readonly structured = new Set<number>();
   /** Parked fetch id -> its partition (for cancel). */
   private readonly parkedOwner = new Map<number, Partition>();
+  /** Chained fetches by id (./fetch-chain.ts): what to read next, and whether the chain waits for its reader. */
+  private readonly chains = new Map<number, Chain>();
+  private readonly chainCounters: ChainCounters;
   /** Partitions whose log failed to open, with the reason and what to reopen them with. */
   private readonly offline = new Map<PartitionKey, { err: SluiceErrorWire; spec: PartitionSpec }>();
   private offlineRetry: NodeJS.Timeout | null = null;
@@ -140,6 +162,7 @@ class ShardServer implements PartitionEffects {
     this.port = task.port;
     this.requests = new RingReader(task.requestRing);
     this.responses = new RingWriter(task.responseRing);
+    this.chainCounters = new ChainCounters(task.chainCounters);
     this.logOptions = { fdatasync: (fd, cb) => this.timedFdatasync(fd, cb) };
   }
 
@@ -176,7 +199,7 @@ class ShardServer implements PartitionEffects {
 
   private onMessage(msg: ToWorker): void {
     for (const op of msg.ops) {
-      if (op.t !== 'cancel' && op.t !== 'crash' && op.t !== 'stall' && op.t !== 'raft' && op.t !== 'wake') this.inflight++;
+      if (op.t !== 'cancel' && op.t !== 'resume' && op.t !== 'crash' && op.t !== 'stall' && op.t !== 'raft' && op.t !== 'wake') this.inflight++;
       this.handle(op);
     }
   }
@@ -189,6 +212,8 @@ class ShardServer implements PartitionEffects {
         return this.fetch(op);
       case 'cancel':
         return this.cancel(op.id);
+      case 'resume':
+        return this.resumeChain(op.id);
       case 'raft':
         return this.stepAll(op.msgs);
       case 'wake':
@@ -228,6 +253,8 @@ class ShardServer implements PartitionEffects {
 
   private reply(r: Reply): void {
     this.inflight--;
+    const chain = this.chains.get(r.id);
+    if (chain !== undefined) return this.chainAnswered(chain, r);
     this.outbox.push(r);
     this.scheduleOutbox();
   }
@@ -378,6 +405,10 @@ class ShardServer implements PartitionEffects {
 
   private fetch(op: Extract<Op, { t: 'f' }>): void {
     const p = this.actors.get(op.k);
+    if (op.chain !== undefined && op.chain >= 0 && op.chain < SHARD_FETCH_CHAINS_MAX) {
+      this.chainCounters.start(op.chain);
+      this.chains.set(op.id, { id: op.id, slot: op.chain, p: p ?? null, offset: op.offset, maxBytes: op.maxBytes, maxWaitMs: op.maxWaitMs, pb: op.pb === true, answered: 0, stalled: false });
+    }
     if (!p) return this.fail(op.id, this.missing(op.k));
     if (op.pb) this.structured.add(op.id);
     try {
@@ -389,10 +420,53 @@ class ShardServer implements PartitionEffects {
   }
 
   private cancel(id: number): void {
+    // A chain ends here; the answer to its parked read (if any) is then a plain one.
+    this.chains.delete(id);
     const actor = this.parkedOwner.get(id);
     if (!actor) return;
     this.parkedOwner.delete(id);
     if (actor.unpark(id)) this.fail(id, new SluiceError('TIMEOUT', 'fetch cancelled by its caller'));
+  }
+
+  /**
+   * An answer of a chained fetch: sent with `more` when the chain goes on (no error, the reader is
+   * caught up, no bigger read needed), then the next read is parked unless the chain must wait for
+   * its reader (see ./fetch-chain.ts).
+   */
+  private chainAnswered(chain: Chain, r: Reply): void {
+    const more = 't' in r && r.t === 'f' && r.need === undefined && r.nextOffset >= r.highWatermark;
+    if (more) r.more = true;
+    else this.chains.delete(chain.id);
+    this.outbox.push(r);
+    this.scheduleOutbox();
+    if (!more) return;
+    chain.answered++;
+    chain.offset = r.nextOffset;
+    if (this.chainCounters.mayContinue(chain.slot, chain.answered)) this.parkChain(chain);
+    else chain.stalled = true;
+  }
+
+  private resumeChain(id: number): void {
+    const chain = this.chains.get(id);
+    if (chain !== undefined && chain.stalled) this.parkChain(chain);
+  }
+
+  /** The chain's next read: parked (or answered at once), under the chain's id, as a new fetch op would be. */
+  private parkChain(chain: Chain): void {
+    chain.stalled = false;
+    this.inflight++;
+    const p = chain.p;
+    if (p === null || this.actors.get(this.keys.get(p) ?? -1) !== p) {
+      this.chains.delete(chain.id);
+      return this.fail(chain.id, new SluiceError('UNKNOWN_PARTITION', 'the partition of this read is no longer on this shard'));
+    }
+    if (chain.pb) this.structured.add(chain.id);
+    try {
+      const mayPark = this.parkedOwner.size < this.task.fetchWaitersMax;
+      if (p.fetch(chain.id, chain.offset, chain.maxBytes, chain.maxWaitMs, mayPark)) this.parkedOwner.set(chain.id, p);
+    } catch (err) {
+      this.fail(chain.id, err);
+    }
   }
 
   /**

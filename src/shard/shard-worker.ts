@@ -92,6 +92,7 @@ interface Chain {
   id: number;
   /** Its slot of the claim counters. */
   slot: number;
+  k: PartitionKey;
   /** Its partition (null: not open here; the first answer is then an error, which ends the chain). */
   p: Partition | null;
   /** Where the next read starts: the last answer's nextOffset. */
@@ -407,7 +408,7 @@ class ShardServer implements PartitionEffects {
     const p = this.actors.get(op.k);
     if (op.chain !== undefined && op.chain >= 0 && op.chain < SHARD_FETCH_CHAINS_MAX) {
       this.chainCounters.start(op.chain);
-      this.chains.set(op.id, { id: op.id, slot: op.chain, p: p ?? null, offset: op.offset, maxBytes: op.maxBytes, maxWaitMs: op.maxWaitMs, pb: op.pb === true, answered: 0, stalled: false });
+      this.chains.set(op.id, { id: op.id, slot: op.chain, k: op.k, p: p ?? null, offset: op.offset, maxBytes: op.maxBytes, maxWaitMs: op.maxWaitMs, pb: op.pb === true, answered: 0, stalled: false });
     }
     if (!p) return this.fail(op.id, this.missing(op.k));
     if (op.pb) this.structured.add(op.id);
@@ -456,9 +457,10 @@ class ShardServer implements PartitionEffects {
     chain.stalled = false;
     this.inflight++;
     const p = chain.p;
-    if (p === null || this.actors.get(this.keys.get(p) ?? -1) !== p) {
+    if (p === null || this.actors.get(chain.k) !== p) {
+      // Dropped (or re-created) since: answered as a new fetch op for it would be.
       this.chains.delete(chain.id);
-      return this.fail(chain.id, new SluiceError('UNKNOWN_PARTITION', 'the partition of this read is no longer on this shard'));
+      return this.fail(chain.id, this.missing(chain.k));
     }
     if (chain.pb) this.structured.add(chain.id);
     try {

@@ -411,12 +411,17 @@ class ShardServer implements PartitionEffects {
       this.chains.set(op.id, { id: op.id, slot: op.chain, k: op.k, p: p ?? null, offset: op.offset, maxBytes: op.maxBytes, maxWaitMs: op.maxWaitMs, pb: op.pb === true, answered: 0, stalled: false });
     }
     if (!p) return this.fail(op.id, this.missing(op.k));
-    if (op.pb) this.structured.add(op.id);
+    this.readOrPark(p, op.id, op.offset, op.maxBytes, op.maxWaitMs, op.pb === true);
+  }
+
+  /** A read of `p` under `id`: answered now, or parked (a long-poll) until commit or timeout. */
+  private readOrPark(p: Partition, id: number, offset: number, maxBytes: number, maxWaitMs: number, pb: boolean): void {
+    if (pb) this.structured.add(id);
     try {
       const mayPark = this.parkedOwner.size < this.task.fetchWaitersMax;
-      if (p.fetch(op.id, op.offset, op.maxBytes, op.maxWaitMs, mayPark)) this.parkedOwner.set(op.id, p);
+      if (p.fetch(id, offset, maxBytes, maxWaitMs, mayPark)) this.parkedOwner.set(id, p);
     } catch (err) {
-      this.fail(op.id, err);
+      this.fail(id, err);
     }
   }
 
@@ -462,13 +467,7 @@ class ShardServer implements PartitionEffects {
       this.chains.delete(chain.id);
       return this.fail(chain.id, this.missing(chain.k));
     }
-    if (chain.pb) this.structured.add(chain.id);
-    try {
-      const mayPark = this.parkedOwner.size < this.task.fetchWaitersMax;
-      if (p.fetch(chain.id, chain.offset, chain.maxBytes, chain.maxWaitMs, mayPark)) this.parkedOwner.set(chain.id, p);
-    } catch (err) {
-      this.fail(chain.id, err);
-    }
+    this.readOrPark(p, chain.id, chain.offset, chain.maxBytes, chain.maxWaitMs, chain.pb);
   }
 
   /**

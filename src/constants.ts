@@ -572,6 +572,8 @@ export const LEADERSHIP_HANDOFF_TIMEOUT_MS = 10_000;
 export const LEADERSHIP_HANDOFF_ROUND_MS = 2 * REPLICA_ELECTION_TICKS * SHARD_TICK_MS;
 /** How often a hand-off round looks at the replicas' roles. */
 export const LEADERSHIP_HANDOFF_POLL_MS = 50;
+/** Times a graceful stop hands off again leaderships that came back to it while it settled (each bounded by the timeout too). */
+export const LEADERSHIP_HANDOFF_PASSES_MAX = 3;
 assert.ok(LEADERSHIP_HANDOFF_TIMEOUT_MS >= 2 * LEADERSHIP_HANDOFF_ROUND_MS, 'a hand-off must have time to retry a dropped transfer');
 
 /**

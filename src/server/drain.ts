@@ -20,7 +20,7 @@
  * full suite: the hand-off gave one partition up after 240 ms and it waited out an election). One
  * with no such peer (replication factor 1, every peer dead) keeps its leader; the result says how many.
  */
-import { LEADERSHIP_HANDOFF_POLL_MS, LEADERSHIP_HANDOFF_ROUND_MS, LEADERSHIP_HANDOFF_TIMEOUT_MS } from '../constants.js';
+import { LEADERSHIP_HANDOFF_PASSES_MAX, LEADERSHIP_HANDOFF_POLL_MS, LEADERSHIP_HANDOFF_ROUND_MS, LEADERSHIP_HANDOFF_TIMEOUT_MS } from '../constants.js';
 import type { GroupId, PeerDirectory } from '../cluster/types.js';
 import type { NodeId } from '../model/index.js';
 import type { ReplicaHost, ReplicaStatus } from './replica-host.js';
@@ -92,6 +92,27 @@ export async function handOffLeaderships(o: HandOffOptions): Promise<HandOffResu
       const p = o.peers.get(v);
       return v !== o.nodeId && p !== undefined && p.state !== 'dead' && p.leaving !== true;
     });
+  // A leadership can come back while the handed-off replicas settle (another node's balancer had not
+  // heard yet that this one is leaving; the suspected cause of one leadership left after a 259 ms
+  // hand-off in test/k8s under the full suite): then the rounds run again.
+  for (let pass = 0; pass < LEADERSHIP_HANDOFF_PASSES_MAX && performance.now() < deadline; pass++) {
+    await handOffRounds(o, leading, handedOff, alive, hopeful, deadline);
+    await settle(o, handedOff, deadline);
+    const back = leading().filter((s) => s.role === 'leader');
+    if (back.length === 0 || (handOffTargets(o.nodeId, back, alive).size === 0 && !back.some(hopeful))) break;
+  }
+  return { led, remaining: leading().filter((s) => s.role === 'leader').length, elapsedMs: Math.round(performance.now() - t0) };
+}
+
+/** Transfer rounds until nothing is led or waited for here, or the deadline. */
+async function handOffRounds(
+  o: HandOffOptions,
+  leading: () => ReplicaStatus[],
+  handedOff: Set<GroupId>,
+  alive: (id: NodeId) => boolean,
+  hopeful: (s: ReplicaStatus) => boolean,
+  deadline: number,
+): Promise<void> {
   // Bounded by the deadline; the count bound only guards against a zero round time (a round with
   // nothing to transfer lasts one poll).
   for (let round = 0; round < 10_000 && performance.now() < deadline; round++) {
@@ -111,8 +132,6 @@ export async function handOffLeaderships(o: HandOffOptions): Promise<HandOffResu
       if (![...targets.keys(), ...waiting].some((g) => still.has(g))) break;
     }
   }
-  await settle(o, handedOff, deadline);
-  return { led, remaining: leading().filter((s) => s.role === 'leader').length, elapsedMs: Math.round(performance.now() - t0) };
 }
 
 /**

@@ -189,6 +189,27 @@ describe('leadership hand-off', () => {
     expect(roles.get(1)!.leader).not.toBe(2);
     expect(r.elapsedMs).toBeLessThan(5_000);
   });
+  it('hands off again a leadership that came back while the handed-off replicas settled (a balancer that had not heard yet)', async () => {
+    const roles = new Map<number, number>([[0, 2], [1, 2]]);
+    let comesBack = true;
+    const host = {
+      replicaStatus: () => [...roles].map(([p, leader]) => status(p, leader === 2 ? 'leader' : 'follower', leader, leader === 2 ? [1, 2, 3] : [])),
+      transferLeadership: async (group: GroupId, to: NodeId) => {
+        setTimeout(() => roles.set(group - 100, to), 10);
+        // Another node's balancer hands partition 0 back once, after the first hand-off went through.
+        if (group === 100 && comesBack) {
+          comesBack = false;
+          setTimeout(() => roles.set(0, 2), 60);
+        }
+      },
+    };
+    // The settle step waits (these high watermarks never reach the log end) for up to one round.
+    const r = await handOffLeaderships({ nodeId: ME, host, peers: { get: (id) => (alive(id) ? ({ state: 'alive' } as never) : undefined) }, highWatermarks: async () => new Map(), timeoutMs: 5_000, roundMs: 200, pollMs: 5 });
+    expect(comesBack).toBe(false);
+    expect(r).toMatchObject({ led: 2, remaining: 0 });
+    expect(roles.get(0)).not.toBe(2);
+    expect(roles.get(1)).not.toBe(2);
+  });
   it('waits for a target that is not there yet (a peer behind, or suspected for a moment) when the metadata names a voter peer not held dead; gives up at once on one with none', async () => {
     // Partition 0: RF 3, its peers out of the in-sync set for now (they catch up after 150 ms).
     // Partition 1: RF 3, but both peers are dead. Partition 2: RF 1.

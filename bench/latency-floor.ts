@@ -36,6 +36,7 @@ import { BROKER_NODE_FLAGS } from '../src/constants.js';
 import { encodeBatch } from '../src/batch/index.js';
 import { Admin, Producer } from '../src/client/index.js';
 import { startSluice, type ServerHandle } from './harness/servers.js';
+import { median } from './load-probe.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -289,11 +290,6 @@ async function measure(variant: Variant, ratePerS: number, seconds: number, dir:
     child?.kill('SIGKILL');
     await server?.stop();
   }
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
 }
 
 async function main(): Promise<void> {

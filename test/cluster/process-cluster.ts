@@ -99,6 +99,12 @@ export class ProcessCluster {
       const views = await Promise.all(ids.map((id) => this.withAdmin(id, async (a) => (await a.metadata()).brokers.filter((b) => ids.includes(b.nodeId) && b.state === 'alive').length)));
       return views.every((v) => v === ids.length);
     });
+    // Gossip runs ahead of the controller: placement only uses nodes whose registration every node has
+    // applied, so a topic created right after this must not find one of `ids` missing.
+    await this.waitFor(`nodes ${ids.join(',')} registered with the controller`, async () => {
+      const views = await Promise.all(ids.map((id) => this.withAdmin(id, async (a) => (await a.reassignments()).nodes.map((n) => n.nodeId))));
+      return views.every((v) => ids.every((id) => v.includes(id)));
+    });
   }
 
   async withAdmin<T>(id: number, fn: (a: Admin) => Promise<T>): Promise<T> {

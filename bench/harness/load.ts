@@ -79,14 +79,19 @@ async function runE2e(driver: Driver, job: LoadJob, result: LoadResult): Promise
   const rate = job.ratePerS ?? 10_000;
   const newHistogram = (): hdr.Histogram => hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 });
   const histogram = newHistogram();
+  const coldHistogram = newHistogram();
   const sendStage = newHistogram();
   const ackStage = newHistogram();
   const recordUs = (h: hdr.Histogram, ms: number): void => h.recordValue(Math.max(1, Math.round(ms * 1000)));
   let received = 0;
+  // Records due before this are the warm-up's: counted in coldHistogram only (set once the pacing starts).
+  let measuredFrom = Infinity;
   const subscription = await driver.subscribe((bytes, start) => {
     if (bytes.length - start < 8) return;
     const sentAt = bytes.readDoubleLE(start);
-    histogram.recordValue(Math.max(1, Math.round((performance.now() - sentAt) * 1000)));
+    const us = Math.max(1, Math.round((performance.now() - sentAt) * 1000));
+    coldHistogram.recordValue(us);
+    if (sentAt >= measuredFrom) histogram.recordValue(us);
     received++;
   });
   await sleep(200); // Let the subscription reach the server before the first record.
@@ -99,11 +104,13 @@ async function runE2e(driver: Driver, job: LoadJob, result: LoadResult): Promise
   // The timeline counts acknowledged records: that is what the broker's produced counter can agree with.
   const timeline = startTimeline(() => acked);
   const start = performance.now();
+  const warmupS = job.warmupS ?? 0;
+  measuredFrom = start + warmupS * 1000;
   result.startMs = Date.now();
-  const total = Math.floor(rate * job.durationS);
+  const total = Math.floor(rate * (warmupS + job.durationS));
   // A system that cannot keep up must not stretch the run without bound: stop sending at the deadline
   // (plus a little slack) and report the rate it actually reached.
-  const sendDeadline = start + job.durationS * 1000 + 1000;
+  const sendDeadline = start + (warmupS + job.durationS) * 1000 + 1000;
   const failures: string[] = [];
   for (let tick = 0; sent < total && performance.now() < sendDeadline && tick < 10_000_000; tick++) {
     const due = Math.min(total, Math.floor(((performance.now() - start) * rate) / 1000));
@@ -116,12 +123,13 @@ async function runE2e(driver: Driver, job: LoadJob, result: LoadResult): Promise
         values.push(value);
       }
       const intended = start + (sent * 1000) / rate;
+      const measured = intended >= measuredFrom;
       sent += n;
       inflight++;
-      recordUs(sendStage, performance.now() - intended);
+      if (measured) recordUs(sendStage, performance.now() - intended);
       driver.sendValues(values).then(
         () => {
-          recordUs(ackStage, performance.now() - intended);
+          if (measured) recordUs(ackStage, performance.now() - intended);
           inflight--;
           acked += n;
         },
@@ -148,6 +156,7 @@ async function runE2e(driver: Driver, job: LoadJob, result: LoadResult): Promise
   result.missing = sent - received;
   result.errors.push(...failures);
   result.latency = summarize(histogram);
+  result.coldLatency = summarize(coldHistogram);
   result.stages = { send: summarize(sendStage), ack: summarize(ackStage) };
 }
 

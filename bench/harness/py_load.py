@@ -12,7 +12,8 @@ It runs one LoadJob (bench/harness/types.ts) and prints one LoadResult as JSON o
   consume             Fetch of raw batches from offset 0 until job.totalRecords were seen;
   e2e                 a paced producer (structured records, the intended send time in each value's
                       first 8 bytes) and a raw Subscribe reader in a thread; latency = receive time
-                      minus intended send time (no coordinated omission), as load.ts measures it.
+                      minus intended send time (no coordinated omission), as load.ts measures it;
+                      the first job.warmupS seconds are paced alike but kept apart (coldLatency).
 `self` reports this process's CPU and, in place of an event-loop delay, how late a 10 ms sampler thread
 woke (GIL or CPU starvation shows there the way a stalled loop does in Node).
 """
@@ -218,7 +219,8 @@ def run_consume(result):
 
 def run_e2e(result):
     rate, size = JOB.get('ratePerS') or 10_000, JOB['recordBytes']
-    latencies, received = [], [0]
+    # (intended send time, latency) of every record; those due before measured_from are the warm-up's.
+    latencies, received, measured_from = [], [0], [float('inf')]
     list_offsets = method(channels[0], 'unary', 'ListOffsets', 'ListOffsetsRequest', 'ListOffsetsResponse')
     latest = list_offsets(M['sluice.v1.ListOffsetsRequest'](topic=JOB['topic'], partitions=[0], spec=2), timeout=10)
     start_offset = latest.offsets[0].offset if latest.offsets else 0
@@ -227,7 +229,8 @@ def run_e2e(result):
 
     def on_value(v):
         if len(v) >= 8:
-            latencies.append(time.perf_counter() * 1000 - struct.unpack_from('<d', v, 0)[0])
+            due = struct.unpack_from('<d', v, 0)[0]
+            latencies.append((due, time.perf_counter() * 1000 - due))
             received[0] += 1
 
     def read():
@@ -242,11 +245,13 @@ def run_e2e(result):
     time.sleep(0.2)
     produce = produce_stubs()[0]
     pool = [os.urandom(size) for _ in range(1024)]
-    total = int(rate * JOB['durationS'])
+    warmup_s = JOB.get('warmupS') or 0
+    total = int(rate * (warmup_s + JOB['durationS']))
     sent, acked, failed, pending, errors, timeline = 0, 0, 0, deque(), [], []
     start = time.perf_counter() * 1000
+    measured_from[0] = start + warmup_s * 1000
     result['startMs'] = now_ms()
-    send_deadline = start + JOB['durationS'] * 1000 + 1000
+    send_deadline = start + (warmup_s + JOB['durationS']) * 1000 + 1000
     for _ in range(10_000_000):
         t = time.perf_counter() * 1000
         if sent >= total or t >= send_deadline:
@@ -284,11 +289,14 @@ def run_e2e(result):
         time.sleep(0.01)
     result['endMs'] = now_ms()
     stream.cancel()
-    lat = sorted(latencies) or [0.0]
-    pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]
+    def summary(values):
+        lat = sorted(values) or [0.0]
+        pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]
+        return {'count': len(values), 'p50Ms': pct(0.5), 'p99Ms': pct(0.99), 'p999Ms': pct(0.999), 'maxMs': lat[-1]}
     result.update(records=acked, sent=sent, achievedRatePerS=sent * 1000 / max(1, sent_end - result['startMs']),
                   bytes=acked * size, timeline=timeline[::10] + [[result['endMs'], acked]], missing=sent - received[0],
-                  latency={'count': len(latencies), 'p50Ms': pct(0.5), 'p99Ms': pct(0.99), 'p999Ms': pct(0.999), 'maxMs': lat[-1]})
+                  latency=summary([l for due, l in latencies if due >= measured_from[0]]),
+                  coldLatency=summary([l for _, l in latencies]))
     result['errors'] += errors
 
 

@@ -23,6 +23,12 @@ export interface LoadJob {
   connections?: number;
   /** e2e only: records per second, paced. */
   ratePerS?: number;
+  /**
+   * e2e only: seconds of paced load before the measured `durationS` (same rate, records delivered and
+   * counted, latencies kept apart in `coldLatency`), so the percentiles describe a running system rather
+   * than JIT compilation and first-use allocation in a process started a moment before. 0: none.
+   */
+  warmupS?: number;
   /** consume only: stop after this many records. */
   totalRecords?: number;
   /** Sluice only: topic configs at creation, e.g. { 'flush.policy': 'interval' }. */
@@ -46,7 +52,10 @@ export interface LoadResult {
   endMs: number;
   /** [epoch ms, cumulative records] about every 100 ms. */
   timeline: Array<[number, number]>;
+  /** e2e: latency of the records due after the warm-up (`job.warmupS`). */
   latency?: LatencySummary;
+  /** e2e: latency of every record, the warm-up's included (what `latency` was before there was one). */
+  coldLatency?: LatencySummary;
   /** e2e: records sent (acknowledged or not) and the send rate reached (below the target when the system could not keep up). */
   sent?: number;
   achievedRatePerS?: number;

@@ -159,22 +159,29 @@ function roundFrame(entries: Entry[], prefix: boolean): Buffer {
   return Buffer.concat([head, body]);
 }
 
+interface Writer {
+  write(chunk: Buffer): unknown;
+}
+
+/** A committed round: its bytes to every subscriber first (framed when `prefix`), then each producer's answer. */
+function deliver(entries: Entry[], subscribers: Set<Writer>, prefix: boolean, producers: Map<number, Writer>): void {
+  if (subscribers.size > 0) {
+    const message = roundFrame(entries, prefix);
+    for (const sub of subscribers) sub.write(message);
+  }
+  for (const { tag } of entries) {
+    const w = producers.get(tag);
+    producers.delete(tag);
+    w?.write(Buffer.alloc(4));
+  }
+}
+
 async function serve(variant: Variant, file: string, e2e: boolean): Promise<void> {
   let nextTag = 0;
   if (variant === 'tcp') {
     const sockets = new Map<number, net.Socket>();
     const subscribers = new Set<net.Socket>();
-    const commit = committer(variant, file, e2e, (entries) => {
-      if (subscribers.size > 0) {
-        const frame = roundFrame(entries, true);
-        for (const sub of subscribers) sub.write(frame);
-      }
-      for (const { tag } of entries) {
-        const s = sockets.get(tag);
-        sockets.delete(tag);
-        s?.write(Buffer.alloc(4));
-      }
-    });
+    const commit = committer(variant, file, e2e, (entries) => deliver(entries, subscribers, true, sockets));
     // Subscribers connect to a port of their own and only read.
     const tailServer = net.createServer((socket) => {
       socket.setNoDelay(true);
@@ -203,17 +210,7 @@ async function serve(variant: Variant, file: string, e2e: boolean): Promise<void
   }
   const calls = new Map<number, grpc.ServerDuplexStream<Buffer, Buffer>>();
   const subscribers = new Set<grpc.ServerWritableStream<Buffer, Buffer>>();
-  const commit = committer(variant, file, e2e, (entries) => {
-    if (subscribers.size > 0) {
-      const message = roundFrame(entries, false);
-      for (const sub of subscribers) sub.write(message);
-    }
-    for (const { tag } of entries) {
-      const call = calls.get(tag);
-      calls.delete(tag);
-      call?.write(Buffer.alloc(4));
-    }
-  });
+  const commit = committer(variant, file, e2e, (entries) => deliver(entries, subscribers, false, calls));
   const server = new grpc.Server();
   server.addService(STREAM, {
     tail: (call: grpc.ServerWritableStream<Buffer, Buffer>) => {

@@ -714,15 +714,14 @@ export class Partition {
 
   /**
    * Leader only: hands leadership to `target`, a voter (it campaigns at once when its log is up to
-   * date; Raft abandons a transfer that does not finish within an election timeout). Returns true:
-   * the core takes input at any time (asynchronous storage writes).
+   * date; Raft abandons a transfer that does not finish within an election timeout). Taken at once:
+   * the core takes input at any time (asynchronous storage writes); a refusal throws.
    */
-  transferLeadership(target: number): boolean {
+  transferLeadership(target: number): void {
     this.checkOpen();
     if (this.raft.getRole() !== 'leader') throw this.notLeader();
     this.raft.transferLeadership(target as NodeId);
     this.afterCoreEvent();
-    return true;
   }
 
   /**
@@ -730,16 +729,15 @@ export class Partition {
    * remove a member). Single-server changes, one at a time: refused (PROPOSAL_DROPPED, retriable)
    * while an earlier change is uncommitted or before this leader committed an entry of its term, and
    * INVALID_REQUEST when the change does not apply (already a member, the leader removing itself).
-   * A follower answers NOT_LEADER. Returns true (taken at once).
+   * A follower answers NOT_LEADER. Taken at once when it does not throw.
    */
-  proposeConfChange(change: ConfChange): boolean {
+  proposeConfChange(change: ConfChange): void {
     this.checkOpen();
     if (this.raft.getRole() !== 'leader') throw this.notLeader();
     // The core appends the conf run after its last index; runs written ahead of it must be its own.
     this.writeThrough();
     this.raft.proposeConfChange(change);
     this.afterCoreEvent();
-    return true;
   }
 
   /**

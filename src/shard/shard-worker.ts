@@ -345,7 +345,7 @@ class ShardServer implements PartitionEffects {
     const p = this.actors.get(op.k);
     try {
       if (!p) throw this.missing(op.k);
-      if (!p.transferLeadership(op.to)) throw new SluiceError('PROPOSAL_DROPPED', `partition ${p.name} did not take the leadership transfer; retry it`);
+      p.transferLeadership(op.to);
       this.reply({ id: op.id, t: 'done' });
     } catch (err) {
       this.fail(op.id, err);
@@ -357,7 +357,7 @@ class ShardServer implements PartitionEffects {
     const p = this.actors.get(op.k);
     try {
       if (!p) throw this.missing(op.k);
-      if (!p.proposeConfChange({ type: op.change.type, node: op.change.node as NodeId })) throw new SluiceError('PROPOSAL_DROPPED', `partition ${p.name} did not take the membership change; retry it`);
+      p.proposeConfChange({ type: op.change.type, node: op.change.node as NodeId });
       this.reply({ id: op.id, t: 'done' });
     } catch (err) {
       this.fail(op.id, err);

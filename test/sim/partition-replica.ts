@@ -229,10 +229,9 @@ export class PartitionReplica implements ReplicaUnderTest {
     return this.partition?.highWatermark ?? this.shown;
   }
 
-  proposeConfChange(cc: ConfChange): boolean {
-    const took = this.partition!.proposeConfChange(cc);
+  proposeConfChange(cc: ConfChange): void {
+    this.partition!.proposeConfChange(cc);
     this.observe();
-    return took;
   }
 
   /** Compaction is the partition's retention (time and size driven), which the simulator does not drive. */

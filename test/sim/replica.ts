@@ -108,11 +108,11 @@ export interface ReplicaUnderTest {
   /** acks=all produce of a batch of `count` records with content id `id`: its first offset. */
   produce(data: Uint8Array, count: number): number;
   /**
-   * Leader only: proposes one membership change. Throws when the replica refuses it (a change is
-   * pending, the leader has not committed in its term, the change does not apply); returns false when
-   * it cannot take it now (neither replica does today: both cores take input at any time).
+   * Leader only: proposes one membership change, taken at once (both cores take input at any time).
+   * Throws when the replica refuses it (a change is pending, the leader has not committed in its term,
+   * the change does not apply).
    */
-  proposeConfChange(cc: ConfChange): boolean;
+  proposeConfChange(cc: ConfChange): void;
   /** One past the last offset readers may see. */
   highWatermark(): number;
   /** Compacts the applied prefix into a snapshot; returns its index, or 0 when nothing was compacted. */
@@ -203,9 +203,8 @@ export class SimReplica implements ReplicaUnderTest {
     return this.hw;
   }
 
-  proposeConfChange(cc: ConfChange): boolean {
+  proposeConfChange(cc: ConfChange): void {
     this.raft!.proposeConfChange(cc);
-    return true;
   }
 
   produce(data: Uint8Array, count: number): number {

@@ -540,20 +540,20 @@ export class Sim {
     try {
       if (choice === 0 && conf.voters.length + conf.learners.length < GROUP_MEMBERS_MAX) {
         const node = this.learnerNode(group);
-        if (!l.proposeConfChange({ type: 'addLearner', node: node.id as NodeId })) return;
+        l.proposeConfChange({ type: 'addLearner', node: node.id as NodeId });
         // A partition replica opens with the configuration the change produced (itself a learner).
         const now = r.log.conf();
         this.addReplica(group, node, this.kind === 'partition' ? now.voters : [], this.kind === 'partition' ? now.learners : []);
         this.note(`g${group.id} propose addLearner ${node.id} at ${l.id}`, 13, tag(node.id), 0);
       } else if (choice === 1 && conf.learners.length > 0) {
         const id = this.rng.pick(conf.learners);
-        if (!l.proposeConfChange({ type: 'addVoter', node: id })) return;
+        l.proposeConfChange({ type: 'addVoter', node: id });
         this.note(`g${group.id} propose addVoter ${id} at ${l.id}`, 14, tag(id), 0);
       } else if (choice === 2) {
         const cands = [...conf.learners, ...(conf.voters.length > 3 ? conf.voters.filter((v) => v !== l.id) : [])];
         if (cands.length === 0) return;
         const id = this.rng.pick(cands);
-        if (!l.proposeConfChange({ type: 'remove', node: id })) return;
+        l.proposeConfChange({ type: 'remove', node: id });
         this.note(`g${group.id} propose remove ${id} at ${l.id}`, 15, tag(id), 0);
       } else {
         return;

@@ -6,6 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import fs from 'node:fs';
+import { BROKER_NODE_FLAGS } from '../src/constants.js';
 
 export interface BrokerProcess {
   child: ChildProcess;
@@ -60,10 +61,12 @@ function track(child: ChildProcess): void {
 }
 
 /**
- * `prefix` runs the broker through another command that execs it (`ip netns exec NS`: the chaos
- * harness's namespaces), so the child's pid is still the broker's.
+ * `nodeArgs` are the node/V8 flags, by default the ones the broker ships with (BROKER_NODE_FLAGS), so
+ * tests and benchmarks run what `npm start` and the Helm chart run; a caller that passes its own (a
+ * profiler's) adds them to brokerNodeArgs(). `prefix` runs the broker through another command that
+ * execs it (`ip netns exec NS`: the chaos harness's namespaces), so the child's pid is still the broker's.
  */
-export function spawnBroker(dataDir: string, extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}, nodeArgs: string[] = [], prefix: readonly string[] = [], opts: SpawnOptions = {}): Promise<BrokerProcess> {
+export function spawnBroker(dataDir: string, extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}, nodeArgs: readonly string[] = BROKER_NODE_FLAGS, prefix: readonly string[] = [], opts: SpawnOptions = {}): Promise<BrokerProcess> {
   const [command, ...args] = [...prefix, process.execPath, ...nodeArgs, cliPath(), 'serve'];
   const child = spawn(command, [...args, '--data-dir', dataDir, '--grpc-addr', '127.0.0.1:0', '--http-addr', '127.0.0.1:0', '--log-level', 'warn', ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],

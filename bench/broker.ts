@@ -36,6 +36,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Admin } from '../src/client/index.js';
 import { spawnBroker, peakRssBytes, waitExit } from './broker-process.js';
+import { brokerNodeArgs } from './harness/servers.js';
 import type { BrokerPhaseKind } from './broker-load.js';
 import { runLoads, type LoadSummary } from './load-process.js';
 import { describeLoad, isStalled, median } from './load-probe.js';
@@ -140,7 +141,7 @@ async function runPhase(args: Args, address: string, phase: Phase, requests: num
 async function runOnce(args: Args, log: (line: string) => void): Promise<{ phases: PhaseResult[]; brokerPeakRssBytes: number | null }> {
   const requests = Math.ceil(args.records / RECORDS_PER_REQUEST);
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-bench-'));
-  const nodeArgs = args.profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', args.profileDir];
+  const nodeArgs = [...brokerNodeArgs(), ...(args.profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', args.profileDir])];
   const broker = await spawnBroker(dataDir, args.shards === undefined ? [] : ['--shards', String(args.shards)], {}, nodeArgs);
   const results: PhaseResult[] = [];
   const admin = new Admin({ brokers: broker.grpcAddress });

@@ -10,6 +10,7 @@
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { BROKER_NODE_FLAGS } from '../src/constants.js';
 import { spawnBroker, waitExit, type BrokerProcess } from './broker-process.js';
 import { freePort } from '../test/chaos/nodes.js';
 
@@ -211,7 +212,7 @@ export class BenchCluster {
     for (const id of [1, 2, 3]) ports.push({ grpc: await freePort(`127.0.0.${id}`), http: await freePort(`127.0.0.${id}`) });
     const seeds = ports.map((p, i) => `127.0.0.${i + 1}:${p.grpc}`);
     for (const id of [1, 2, 3]) {
-      c.nodes.push(new BenchNode({ id, root: o.root, grpcPort: ports[id - 1]!.grpc, httpPort: ports[id - 1]!.http, seeds, serveArgs: o.serveArgs ?? [], nodeArgs: o.nodeArgs?.(id) ?? [] }));
+      c.nodes.push(new BenchNode({ id, root: o.root, grpcPort: ports[id - 1]!.grpc, httpPort: ports[id - 1]!.http, seeds, serveArgs: o.serveArgs ?? [], nodeArgs: o.nodeArgs?.(id) ?? BROKER_NODE_FLAGS }));
     }
     await Promise.all(c.nodes.map((n) => n.start()));
     await c.waitReady(readyMs);

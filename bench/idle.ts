@@ -22,6 +22,7 @@ import path from 'node:path';
 import { Admin, Producer } from '../src/client/index.js';
 import { isSluiceError } from '../src/errors.js';
 import { spawnBroker, waitExit } from './broker-process.js';
+import { brokerNodeArgs } from './harness/servers.js';
 import { BenchCluster, cpuSeconds, killTracked, rssBytes, sumMetric, track } from './cluster-nodes.js';
 
 const IDLE_TOPIC_PARTITIONS = 100;
@@ -111,13 +112,13 @@ interface Node {
 
 async function startNodes(a: Args, root: string): Promise<Node[]> {
   const serveArgs = a.shards === undefined ? [] : ['--shards', String(a.shards)];
-  const prof = a.profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', a.profileDir];
+  const prof = [...brokerNodeArgs(), ...(a.profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', a.profileDir])];
   if (a.nodes === 1) {
     const b = await spawnBroker(path.join(root, 'n1'), serveArgs, {}, prof);
     track(b.child);
     return [{ id: 1, pid: b.child.pid!, address: b.grpcAddress, http: b.httpAddress, stop: async () => void (b.child.kill('SIGTERM'), await waitExit(b.child)) }];
   }
-  const c = await BenchCluster.start({ root, serveArgs, nodeArgs: (id) => (id === 1 ? prof : []) }, CLUSTER_READY_MS);
+  const c = await BenchCluster.start({ root, serveArgs, nodeArgs: (id) => (id === 1 ? prof : brokerNodeArgs()) }, CLUSTER_READY_MS);
   return c.nodes.map((n) => {
     const node: Node = {
       id: n.id,

@@ -578,7 +578,8 @@ assert.ok(LEADERSHIP_HANDOFF_TIMEOUT_MS >= 2 * LEADERSHIP_HANDOFF_ROUND_MS, 'a h
 
 /**
  * The node/V8 flags the broker is shipped to run with: `npm start`, the Dockerfile's entrypoint and the
- * Helm chart's command (test/k8s/dockerfile.test.ts keeps the four in step), and the benchmarks' default.
+ * Helm chart's command (test/k8s/dockerfile.test.ts keeps the four in step), and the default of every
+ * broker process the tests, the chaos harness and the benchmarks spawn (bench/broker-process.ts).
  * `--single-threaded-gc`: V8 collects on the isolate's own thread instead of adding parallel helper
  * threads. A broker already runs an isolate per core (main thread, one shard worker per core), so the
  * helpers only compete with them for the CPUs; on the 2-core machine with three brokers the e2e p99 of

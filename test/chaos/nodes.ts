@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { spawnBroker, waitExit } from '../../bench/broker-process.js';
+import { BROKER_NODE_FLAGS } from '../../src/constants.js';
 import { TEST_REPLICA_BUGS_ENV } from '../../src/broker/test-hooks.js';
 import { TEST_ACK_BEFORE_FSYNC_ENV, TEST_FAULTS_FILE_ENV, TEST_SYNC_JOURNAL_ENV, type TestFaults } from '../../src/storage/test-hooks.js';
 import { CHAOS_HOST_BASE, CHAOS_PORT_MAX, CHAOS_PORT_MIN, CHAOS_PORT_STRIDE, CHAOS_PORT_TRIES, NODE_START_MS, NODE_STOP_MS, CHAOS_TMPFS_BYTES } from './constants.js';
@@ -117,7 +118,7 @@ export class ChaosNode {
     if (c !== undefined) args.push('--node-id', String(this.id), '--seeds', c.seeds.join(','), '--controller-voters', c.controllerVoters.join(','));
     if (this.o.logLevel !== undefined) args.push('--log-level', this.o.logLevel);
     const logFile = this.o.logLevel === undefined ? undefined : path.join(this.o.dir, 'node.log');
-    const spawning = spawnBroker(this.dataDir, args, env, [], this.o.wrap ?? [], { logFile });
+    const spawning = spawnBroker(this.dataDir, args, env, BROKER_NODE_FLAGS, this.o.wrap ?? [], { logFile });
     // A start past its bound must not leave the broker behind: it is killed when (if) it comes up.
     const b = await withTimeout(spawning, NODE_START_MS, `node ${this.id} start`).catch((err: unknown) => {
       spawning.then((late) => late.child.kill('SIGKILL')).catch(() => {});

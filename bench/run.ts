@@ -293,7 +293,11 @@ function plan(config: Config, system: SystemName): PlannedLoad[] {
   if (wantProduce && system === 'sluice') loads.push({ label: 'produce structured', kind: 'produce-structured', topic: 'bench-structured', create: true });
   if (wantConsume) loads.push({ label: 'consume', kind: 'consume', topic: 'bench-raw', create: false });
   if (config.scenario === 'e2e' || config.scenario === 'all') {
-    for (const rate of config.rates) loads.push({ label: `e2e ${rate / 1000}k/s`, kind: 'e2e', topic: `bench-e2e-${rate}`, create: true, ratePerS: rate });
+    // A rate given twice (a cold and a warm broker at the same rate) gets a topic of its own.
+    config.rates.forEach((rate, i) => {
+      const again = config.rates.slice(0, i).filter((r) => r === rate).length;
+      loads.push({ label: `e2e ${rate / 1000}k/s`, kind: 'e2e', topic: `bench-e2e-${rate}${again > 0 ? `-${again + 1}` : ''}`, create: true, ratePerS: rate });
+    });
   }
   return loads;
 }

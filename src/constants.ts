@@ -228,10 +228,11 @@ export const SHARD_INFLIGHT_MAX = 65_536;
 /** Long-poll fetches parked in one shard; more are answered at once with whatever is there. */
 export const SHARD_FETCH_WAITERS_MAX = 10_000;
 /**
- * Chained fetches (src/shard/fetch-chain.ts) one shard runs at once; a caught-up subscriber past them
- * long-polls with a fetch op per answer, as before. Each chain may have two answers waiting on the main
- * thread outside the client-memory budget (they are counted once its reader takes them), each one
- * caught-up read of at most CLIENT_MEMORY_FETCH_MIN_BYTES plus one batch: at most 32 MiB per shard.
+ * Chained fetches (src/shard/fetch-chain.ts) one shard runs at once; a caught-up subscriber or group
+ * delivery loop past them long-polls with a fetch op per answer, as before. Each chain may have two
+ * answers waiting on the main thread outside the client-memory budget (a Subscribe counts them once its
+ * reader takes them), each one caught-up read of at most CLIENT_MEMORY_FETCH_MIN_BYTES (a group's:
+ * DELIVERY_CAUGHT_UP_FETCH_BYTES, as large) plus one batch: at most 32 MiB per shard.
  */
 export const SHARD_FETCH_CHAINS_MAX = 256;
 /** How often a shard applies retention to its partitions. */

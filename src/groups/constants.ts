@@ -3,6 +3,7 @@
  * relate.
  */
 import assert from 'node:assert/strict';
+import { CLIENT_MEMORY_FETCH_MIN_BYTES } from '../constants.js';
 
 /** The internal topic that stores committed offsets. Its "__" prefix is reserved (src/broker/validate.ts). */
 export const OFFSETS_TOPIC = '__consumer_offsets';
@@ -63,6 +64,12 @@ export const OFFSETS_TOPIC_CHECK_MS = 1_000;
 export const DELIVERY_FETCH_WAIT_MS = 500;
 /** Bytes of one fetch of a delivery loop (a chunk on the stream). */
 export const DELIVERY_FETCH_BYTES_MAX = 1024 * 1024;
+/**
+ * Bytes of a caught-up delivery loop's long-poll, which is a chained fetch (src/shard/fetch-chain.ts):
+ * up to two of its answers wait on the main thread outside any budget, so it is small, as a caught-up
+ * Subscribe's read (CLIENT_MEMORY_FETCH_MIN_BYTES). What a burst leaves behind is read at the full size.
+ */
+export const DELIVERY_CAUGHT_UP_FETCH_BYTES = CLIENT_MEMORY_FETCH_MIN_BYTES;
 /** Credit granted when the join asks for none. */
 export const DELIVERY_CREDIT_RECORDS_DEFAULT = 10_000;
 export const DELIVERY_CREDIT_BYTES_DEFAULT = 8 * 1024 * 1024;

@@ -15,12 +15,14 @@
  * buffer is full (`send` returns false) every loop waits for it to drain.
  */
 import { SluiceError, isSluiceError } from '../errors.js';
+import { FetchChain } from '../broker/index.js';
 import type { BrokerApi } from '../broker/types.js';
 import type { GroupCoordinator } from './coordinator.js';
 import {
   AUTO_COMMIT_INTERVAL_MS_DEFAULT,
   AUTO_COMMIT_INTERVAL_MS_MIN,
   DELIVERY_CREDIT_BYTES_DEFAULT,
+  DELIVERY_CAUGHT_UP_FETCH_BYTES,
   DELIVERY_CREDIT_RECORDS_DEFAULT,
   DELIVERY_FETCH_BYTES_MAX,
   DELIVERY_FETCH_WAIT_MS,
@@ -285,48 +287,60 @@ export class MemberSession implements MemberSink {
   private async loop(c: Cursor): Promise<void> {
     const { topic, partition } = c.tp;
     let failures = 0;
-    while (c.active) {
-      try {
-        if (c.position === null) {
-          c.position = await this.resetPosition(c);
-          if (c.delivered < 0) c.delivered = c.position;
-          continue;
+    // While caught up, the long-polls are one chained fetch, renewed by the shard after each answer
+    // (as Subscribe's): small reads, at most two answers waiting here. A backlog is read in plain,
+    // bigger fetches.
+    const chain = new FetchChain();
+    let caughtUp = false;
+    try {
+      while (c.active) {
+        try {
+          if (c.position === null) {
+            c.position = await this.resetPosition(c);
+            if (c.delivered < 0) c.delivered = c.position;
+            continue;
+          }
+          await this.waitForCredit(c);
+          if (!c.active) return;
+          const offset = c.position;
+          const maxBytes = Math.max(1, Math.min(caughtUp ? DELIVERY_CAUGHT_UP_FETCH_BYTES : DELIVERY_FETCH_BYTES_MAX, this.creditBytes));
+          if (!caughtUp) chain.close();
+          const r = await this.api.fetch({ topic, partition, offset, maxBytes, maxWaitMs: DELIVERY_FETCH_WAIT_MS }, c.abort.signal, caughtUp ? chain : undefined);
+          failures = 0;
+          if (!c.active) return;
+          this.coordinator.noteHighWatermark(topic, partition, r.highWatermark);
+          caughtUp = r.nextOffset >= r.highWatermark;
+          if (r.batches.length === 0 || r.nextOffset <= offset) continue;
+          const chunk: DeliveryChunk = {
+            topic,
+            partition,
+            generation: this.generation,
+            batches: r.batches,
+            firstOffset: offset,
+            nextOffset: r.nextOffset,
+            highWatermark: r.highWatermark,
+          };
+          c.position = r.nextOffset;
+          c.delivered = r.nextOffset;
+          this.creditRecords -= r.nextOffset - offset;
+          this.creditBytes -= r.batches.length;
+          this.send({ type: 'records', chunk });
+        } catch (err) {
+          caughtUp = false;
+          if (!c.active) return;
+          if (isSluiceError(err, 'OFFSET_OUT_OF_RANGE')) {
+            // The committed offset fell out of the log (retention): start over at the reset policy's end.
+            c.position = null;
+            continue;
+          }
+          // Retriable (a shard restarting) or the topic is being changed: back off and retry, bounded
+          // by the session's life. A partition of a deleted topic is revoked by the next metadata refresh.
+          failures++;
+          await sleep(Math.min(2_000, 20 * 2 ** Math.min(failures, 7)), c.abort.signal);
         }
-        await this.waitForCredit(c);
-        if (!c.active) return;
-        const offset = c.position;
-        const maxBytes = Math.max(1, Math.min(DELIVERY_FETCH_BYTES_MAX, this.creditBytes));
-        const r = await this.api.fetch({ topic, partition, offset, maxBytes, maxWaitMs: DELIVERY_FETCH_WAIT_MS }, c.abort.signal);
-        failures = 0;
-        if (!c.active) return;
-        this.coordinator.noteHighWatermark(topic, partition, r.highWatermark);
-        if (r.batches.length === 0 || r.nextOffset <= offset) continue;
-        const chunk: DeliveryChunk = {
-          topic,
-          partition,
-          generation: this.generation,
-          batches: r.batches,
-          firstOffset: offset,
-          nextOffset: r.nextOffset,
-          highWatermark: r.highWatermark,
-        };
-        c.position = r.nextOffset;
-        c.delivered = r.nextOffset;
-        this.creditRecords -= r.nextOffset - offset;
-        this.creditBytes -= r.batches.length;
-        this.send({ type: 'records', chunk });
-      } catch (err) {
-        if (!c.active) return;
-        if (isSluiceError(err, 'OFFSET_OUT_OF_RANGE')) {
-          // The committed offset fell out of the log (retention): start over at the reset policy's end.
-          c.position = null;
-          continue;
-        }
-        // Retriable (a shard restarting) or the topic is being changed: back off and retry, bounded
-        // by the session's life. A partition of a deleted topic is revoked by the next metadata refresh.
-        failures++;
-        await sleep(Math.min(2_000, 20 * 2 ** Math.min(failures, 7)), c.abort.signal);
       }
+    } finally {
+      chain.close();
     }
   }
 

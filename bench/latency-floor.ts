@@ -43,7 +43,7 @@ import { encodeBatch } from '../src/batch/index.js';
 import { Admin, Producer } from '../src/client/index.js';
 import type { FetchResponse } from '../src/rpc/gen/sluice/v1/broker.js';
 import { FastBrokerClient } from '../src/rpc/fast-codec.js';
-import { forEachValue } from './harness/drivers.js';
+import { forEachValue, GRPC_OPTIONS } from './harness/drivers.js';
 import { startSluice, type ServerHandle } from './harness/servers.js';
 import { median } from './load-probe.js';
 
@@ -57,8 +57,6 @@ const WARMUP_MS = 2_000;
 /** Records one tick may send at most (as the harness's E2E_BATCH_MAX bounds a request). */
 const BATCH_RECORDS_MAX = 1_000;
 const identity = (b: Buffer): Buffer => b;
-/** The harness's subscriber channel options (bench/harness/drivers.ts): Sluice's client's 4 MiB HTTP/2 window. */
-const SUBSCRIBER_OPTIONS = { 'grpc.max_receive_message_length': 64 << 20, 'grpc-node.flow_control_window': 4 << 20 };
 const STREAM: grpc.ServiceDefinition = {
   append: { path: '/floor.F/Append', requestStream: true, responseStream: true, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity },
   tail: { path: '/floor.F/Tail', requestStream: false, responseStream: true, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity },
@@ -159,6 +157,19 @@ function roundFrame(entries: Entry[], prefix: boolean): Buffer {
   return Buffer.concat([head, body]);
 }
 
+/** Calls `onFrame` with the body of each length-prefixed frame (4-byte little-endian length) read from `socket`. */
+function onFrames(socket: net.Socket, onFrame: (body: Buffer) => void): void {
+  let pending: Buffer = Buffer.alloc(0);
+  socket.on('data', (chunk: Buffer) => {
+    pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
+    while (pending.length >= 4 && pending.length >= 4 + pending.readUInt32LE(0)) {
+      const n = pending.readUInt32LE(0);
+      onFrame(pending.subarray(4, 4 + n));
+      pending = pending.subarray(4 + n);
+    }
+  });
+}
+
 interface Writer {
   write(chunk: Buffer): unknown;
 }
@@ -192,16 +203,10 @@ async function serve(variant: Variant, file: string, e2e: boolean): Promise<void
     await new Promise<void>((resolve) => tailServer.listen(0, '127.0.0.1', resolve));
     const server = net.createServer((socket) => {
       socket.setNoDelay(true);
-      let pending: Buffer = Buffer.alloc(0);
-      socket.on('data', (chunk: Buffer) => {
-        pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
-        while (pending.length >= 4 && pending.length >= 4 + pending.readUInt32LE(0)) {
-          const n = pending.readUInt32LE(0);
-          const tag = nextTag++;
-          sockets.set(tag, socket);
-          commit(tag, pending.subarray(4, 4 + n));
-          pending = pending.subarray(4 + n);
-        }
+      onFrames(socket, (frame) => {
+        const tag = nextTag++;
+        sockets.set(tag, socket);
+        commit(tag, frame);
       });
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -284,15 +289,7 @@ async function connect(variant: Variant, ports: { port: number; tailPort: number
       },
       async subscribe(onRecord) {
         const tail = await open(ports.tailPort);
-        let pending: Buffer = Buffer.alloc(0);
-        tail.on('data', (chunk: Buffer) => {
-          pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
-          while (pending.length >= 4 && pending.length >= 4 + pending.readUInt32LE(0)) {
-            const n = pending.readUInt32LE(0);
-            eachDue(pending.subarray(4, 4 + n), onRecord);
-            pending = pending.subarray(4 + n);
-          }
-        });
+        onFrames(tail, (frame) => eachDue(frame, onRecord));
       },
       close: () => closers.forEach((c) => c()),
     };
@@ -343,8 +340,9 @@ async function connectSluice(dir: string): Promise<Connection & { server: Server
       producer.produceRaw('floor', 0, encodeBatch(values)).then(onAck, () => {});
     },
     async subscribe(onRecord) {
-      // As the harness's Sluice driver subscribes: the zero-copy decoder, raw batches walked in place.
-      const broker = new FastBrokerClient(address, grpc.credentials.createInsecure(), SUBSCRIBER_OPTIONS);
+      // As the harness's Sluice driver subscribes: its channel options, the zero-copy decoder, raw
+      // batches walked in place.
+      const broker = new FastBrokerClient(address, grpc.credentials.createInsecure(), GRPC_OPTIONS);
       const stream: grpc.ClientReadableStream<FetchResponse> = broker.subscribe({ topic: 'floor', partition: 0, offset: 0n, maxBytes: 0, raw: true });
       stream.on('data', (res: FetchResponse) => forEachValue(res.recordBatches, 0, (bytes, start) => onRecord(bytes.readDoubleLE(start))));
       stream.on('error', () => {});
@@ -391,19 +389,18 @@ async function measure(variant: Variant, ratePerS: number, seconds: number, dir:
     let sent = 0;
     let acked = 0;
     start = performance.now();
-    const t0 = start;
     for (let tick = 0; sent < total && tick < 10_000_000; tick++) {
-      const due = Math.min(total, Math.floor(((performance.now() - t0) * ratePerS) / 1000));
+      const due = Math.min(total, Math.floor(((performance.now() - start) * ratePerS) / 1000));
       if (due > sent) {
         const n = Math.min(due - sent, BATCH_RECORDS_MAX);
         const first = sent;
         sent += n;
         const body = Buffer.alloc(n * RECORD_BYTES, 7);
-        for (let i = 0; i < n; i++) body.writeDoubleLE(t0 + ((first + i) * 1000) / ratePerS, i * RECORD_BYTES);
+        for (let i = 0; i < n; i++) body.writeDoubleLE(start + ((first + i) * 1000) / ratePerS, i * RECORD_BYTES);
         conn.send(body, () => {
           const now = performance.now();
           acked += n;
-          if (!e2e) for (let i = first; i < first + n; i++) record(t0 + (i * 1000) / ratePerS, now);
+          if (!e2e) for (let i = first; i < first + n; i++) record(start + (i * 1000) / ratePerS, now);
         });
       }
       await new Promise((r) => setTimeout(r, 1));

@@ -53,7 +53,7 @@ export function randomValues(count: number, bytes: number): Buffer[] {
  * receive window: with HTTP/2's default 64 KiB, a 1 MiB fetch and every Subscribe message wait for
  * WINDOW_UPDATE round trips from this (busy) process.
  */
-const GRPC_OPTIONS = { 'grpc.max_receive_message_length': 64 << 20, 'grpc.max_send_message_length': 64 << 20, 'grpc-node.flow_control_window': 4 << 20 };
+export const GRPC_OPTIONS = { 'grpc.max_receive_message_length': 64 << 20, 'grpc.max_send_message_length': 64 << 20, 'grpc-node.flow_control_window': 4 << 20 };
 
 function unary<Req, Res>(call: (req: Req, cb: (err: Error | null, res: Res) => void) => unknown, req: Req): Promise<Res> {
   return new Promise((resolve, reject) => call(req, (err, res) => (err ? reject(err) : resolve(res))));

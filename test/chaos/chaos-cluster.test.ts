@@ -22,7 +22,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Verdict } from './checker.js';
-import { CLUSTER_PAUSE_MS_MIN } from './constants.js';
+import { CHAOS_TEST_HOST_BASES, CLUSTER_PAUSE_MS_MIN } from './constants.js';
 import { runSchedule, type RunResult } from './run.js';
 import { killAllSchedule, type FaultPlan, type Schedule } from './schedule.js';
 
@@ -59,7 +59,7 @@ const killAll = (seed: number): Schedule => killAllSchedule(seed, 3);
 
 describe('chaos harness on a 3-node cluster', () => {
   it('a leader kill, a controller pause, a slow disk, a follower pause and three partitions: nothing lost, replicas identical', async () => {
-    const r = await runSchedule({ seed: 9101, nodes: 3, durationMs: roles.durationMs, kinds: roles.kinds, outRoot, schedule: roles });
+    const r = await runSchedule({ seed: 9101, nodes: 3, durationMs: roles.durationMs, kinds: roles.kinds, outRoot, schedule: roles, hostBase: CHAOS_TEST_HOST_BASES.chaosCluster });
     expect(safety(r.verdict), explain(r)).toEqual(SAFE);
     expect(r.stops.every((s) => s.code === 0), explain(r)).toBe(true);
     // The load is light and the machine shared: the count only shows the workload ran throughout.
@@ -75,7 +75,7 @@ describe('chaos harness on a 3-node cluster', () => {
   }, RUN_TIMEOUT_MS);
 
   it('kill -9 of every node with a power cut under load loses nothing on correct brokers', async () => {
-    const r = await runSchedule({ seed: 9102, nodes: 3, durationMs: 6_000, kinds: ['kill'], outRoot, schedule: killAll(9102) });
+    const r = await runSchedule({ seed: 9102, nodes: 3, durationMs: 6_000, kinds: ['kill'], outRoot, schedule: killAll(9102), hostBase: CHAOS_TEST_HOST_BASES.chaosCluster });
     const v = r.verdict;
     expect(safety(v), explain(r)).toEqual(SAFE);
     expect(r.stops.every((s) => s.code === 0), explain(r)).toBe(true);
@@ -84,7 +84,7 @@ describe('chaos harness on a 3-node cluster', () => {
   }, RUN_TIMEOUT_MS);
 
   it('the checker catches brokers that acknowledge before fsync (lost > 0)', async () => {
-    const r = await runSchedule({ seed: 9103, nodes: 3, durationMs: 6_000, kinds: ['kill'], outRoot, schedule: killAll(9103), ackBeforeFsync: true });
+    const r = await runSchedule({ seed: 9103, nodes: 3, durationMs: 6_000, kinds: ['kill'], outRoot, schedule: killAll(9103), ackBeforeFsync: true, hostBase: CHAOS_TEST_HOST_BASES.chaosCluster });
     expect(r.verdict.acked, explain(r)).toBeGreaterThan(100);
     expect(r.verdict.lost, explain(r)).toBeGreaterThan(0);
     expect(r.verdict.ok).toBe(false);

@@ -15,6 +15,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { CHAOS_TEST_HOST_BASES } from './constants.js';
 import { readHistory } from './history.js';
 import { runSchedule, type RunResult } from './run.js';
 import type { Schedule } from './schedule.js';
@@ -39,7 +40,7 @@ const moveUnderKill: Schedule = {
 
 describe('chaos harness: a membership change under a kill (4 nodes)', () => {
   it("a move of a partition while its leader is killed -9: clean, the move completes, the removed replica's files are gone", async () => {
-    const r = await runSchedule({ seed: moveUnderKill.seed, nodes: 4, durationMs: moveUnderKill.durationMs, kinds: moveUnderKill.kinds, outRoot, schedule: moveUnderKill, keepData: true });
+    const r = await runSchedule({ seed: moveUnderKill.seed, nodes: 4, durationMs: moveUnderKill.durationMs, kinds: moveUnderKill.kinds, outRoot, schedule: moveUnderKill, keepData: true, hostBase: CHAOS_TEST_HOST_BASES.chaosMembership });
     const v = r.verdict;
     expect(v.ok, explain(r)).toBe(true);
     expect(r.stops.every((s) => s.code === 0), explain(r)).toBe(true);

@@ -17,6 +17,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { CHAOS_TEST_HOST_BASES } from './constants.js';
 import { runSchedule, type RunResult } from './run.js';
 import type { FaultPlan, Schedule } from './schedule.js';
 
@@ -25,7 +26,6 @@ afterAll(() => fs.rmSync(outRoot, { recursive: true, force: true }));
 
 // Under load (two other chaos runs on this 2-core machine) a run took up to 155 s: cluster start included.
 const RUN_TIMEOUT_MS = 240_000;
-const HOST_BASE = 120;
 
 function explain(r: RunResult): string {
   return `seed ${r.seed}: ${JSON.stringify(r.verdict.samples.slice(0, 5))} stops=${JSON.stringify(r.stops)} report ${r.outDir}/report.html`;
@@ -39,7 +39,7 @@ function explain(r: RunResult): string {
 const cut = (id: number, startMs: number): FaultPlan => ({ id, kind: 'partition', shape: 'minority', nodes: [1 + (id % 3)], target: 'leader', startMs, durationMs: 4_500, detail: 'partition: cut a partition leader off the others for 4500 ms' });
 const cutLeaders = (seed: number): Schedule => ({ seed, nodes: 3, durationMs: 16_000, kinds: ['partition'], faults: [cut(1, 2_000), cut(2, 8_000)] });
 
-const run = (seed: number, replicaBugs?: string[]): Promise<RunResult> => runSchedule({ seed, nodes: 3, durationMs: 16_000, kinds: ['partition'], outRoot, schedule: cutLeaders(seed), replicaBugs, hostBase: HOST_BASE });
+const run = (seed: number, replicaBugs?: string[]): Promise<RunResult> => runSchedule({ seed, nodes: 3, durationMs: 16_000, kinds: ['partition'], outRoot, schedule: cutLeaders(seed), replicaBugs, hostBase: CHAOS_TEST_HOST_BASES.chaosTwins });
 
 describe('chaos twins of the simulator bug modes on a 3-node cluster', () => {
   it('control: partition leaders cut off on correct brokers: clean', async () => {

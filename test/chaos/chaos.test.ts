@@ -13,6 +13,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { CHAOS_TEST_HOST_BASES } from './constants.js';
 import { runSchedule, type RunResult } from './run.js';
 import { makeSchedule, type Schedule } from './schedule.js';
 
@@ -44,7 +45,7 @@ describe('chaos harness on one node', () => {
 
   for (const seed of [36, 2]) {
     it(`seed ${seed} is clean`, async () => {
-      const r = await runSchedule({ seed, nodes: 1, durationMs: DURATION_MS, kinds: KINDS, outRoot });
+      const r = await runSchedule({ seed, nodes: 1, durationMs: DURATION_MS, kinds: KINDS, outRoot, hostBase: CHAOS_TEST_HOST_BASES.chaos });
       expect(r.verdict.ok, explain(r)).toBe(true);
       expect(r.verdict.acked).toBeGreaterThan(300);
       expect(r.verdict.reads).toBeGreaterThan(r.verdict.acked);
@@ -53,13 +54,13 @@ describe('chaos harness on one node', () => {
   }
 
   it('a kill -9 with a power cut under load loses nothing on a correct broker', async () => {
-    const r = await runSchedule({ seed: 9001, nodes: 1, durationMs: 7_000, kinds: ['kill'], outRoot, schedule: killUnderLoad(9001) });
+    const r = await runSchedule({ seed: 9001, nodes: 1, durationMs: 7_000, kinds: ['kill'], outRoot, schedule: killUnderLoad(9001), hostBase: CHAOS_TEST_HOST_BASES.chaos });
     expect(r.verdict.ok, explain(r)).toBe(true);
     expect(r.verdict.acked).toBeGreaterThan(200);
   }, RUN_TIMEOUT_MS);
 
   it('the checker catches a broker that acknowledges before fsync (lost > 0)', async () => {
-    const r = await runSchedule({ seed: 9002, nodes: 1, durationMs: 7_000, kinds: ['kill'], outRoot, schedule: killUnderLoad(9002), ackBeforeFsync: true });
+    const r = await runSchedule({ seed: 9002, nodes: 1, durationMs: 7_000, kinds: ['kill'], outRoot, schedule: killUnderLoad(9002), ackBeforeFsync: true, hostBase: CHAOS_TEST_HOST_BASES.chaos });
     expect(r.verdict.acked, explain(r)).toBeGreaterThan(200);
     expect(r.verdict.lost, explain(r)).toBeGreaterThan(0);
     expect(r.verdict.ok).toBe(false);

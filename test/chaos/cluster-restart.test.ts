@@ -21,6 +21,7 @@ import { OffsetSpec, type FetchResponse, type ListOffsetsResponse, type ProduceR
 import { Acks } from '../../src/rpc/gen/sluice/v1/records.js';
 import { encodeBatch } from '../../src/batch/index.js';
 import { aliveSeenBy, clusterView } from './cluster.js';
+import { CHAOS_TEST_HOST_BASES } from './constants.js';
 import { ChaosNode, freePort } from './nodes.js';
 
 const TOPIC = 'restart';
@@ -83,11 +84,11 @@ function checkHw(a: Answer, shown: number, what: string): void {
 }
 
 beforeAll(async () => {
-  const hosts = [1, 2, 3].map((id) => `127.0.0.${10 + id}`);
+  const hosts = [1, 2, 3].map((id) => `127.0.0.${CHAOS_TEST_HOST_BASES.clusterRestart + id}`);
   const ports = await Promise.all(hosts.map(async (h) => ({ grpc: await freePort(h), http: await freePort(h) })));
   const seeds = hosts.map((h, i) => `${h}:${ports[i].grpc}`);
   for (let id = 1; id <= 3; id++) {
-    nodes.push(new ChaosNode({ id, dir: path.join(root, `n${id}`), tmpfs: false, ackBeforeFsync: false, cluster: { grpcPort: ports[id - 1].grpc, httpPort: ports[id - 1].http, seeds, controllerVoters: [1, 2, 3] } }));
+    nodes.push(new ChaosNode({ id, host: hosts[id - 1], dir: path.join(root, `n${id}`), tmpfs: false, ackBeforeFsync: false, cluster: { grpcPort: ports[id - 1].grpc, httpPort: ports[id - 1].http, seeds, controllerVoters: [1, 2, 3] } }));
   }
   await Promise.all(nodes.map((n) => n.start()));
   await until('every node ready', async () => ((await Promise.all(nodes.map((n) => n.ready()))).every(Boolean) ? true : null));

@@ -20,6 +20,20 @@ export const CLUSTER_ELECTION_TIMEOUT_MS_MAX = Math.max(2 * REPLICA_ELECTION_TIC
  * at a time knows which it picked).
  */
 export const CHAOS_HOST_BASE = 10;
+/**
+ * The test files' own blocks (node i on 127.0.0.<base + i>), disjoint from each other and from
+ * CHAOS_HOST_BASE's block for `npm run chaos`: vitest runs two files at once, and two files on one
+ * block could each find the same port free before either binds it (CI failed once on exactly that).
+ * Each block has room for 9 nodes.
+ */
+export const CHAOS_TEST_HOST_BASES = {
+  chaos: 20,
+  chaosCluster: 30,
+  chaosMembership: 40,
+  clusterRestart: 50,
+  partitionProcess: 60,
+  chaosTwins: 120,
+} as const;
 /** The highest last octet a node may get: 127.0.0.255 is the broadcast-looking end of the block. */
 export const CHAOS_HOST_LAST = 254;
 /**

@@ -235,13 +235,17 @@ export class ChaosNode {
  * below the kernel's ephemeral range (CHAOS_PORT_MIN..CHAOS_PORT_MAX), never with listen(0): a port
  * from the ephemeral range can be taken in the window by any process's `listen(0)` on 0.0.0.0 or by
  * an outgoing connection, which made a node fail to bind (seed 2004, docs/chaos.md). The first
- * candidate is random, so runs side by side start apart; each is tried by binding it.
+ * candidate is random, so runs side by side start apart; each is tried by binding it. A port this
+ * process handed out before is never handed out again (the gRPC and HTTP picks for one node come
+ * before either is bound); other processes stay apart by address block (CHAOS_TEST_HOST_BASES).
  */
+const handedOut = new Set<string>();
 export async function freePort(host: string): Promise<number> {
   const span = CHAOS_PORT_MAX - CHAOS_PORT_MIN;
   const first = Math.floor(Math.random() * span);
   for (let i = 0; i < CHAOS_PORT_TRIES; i++) {
     const port = CHAOS_PORT_MIN + ((first + i * CHAOS_PORT_STRIDE) % span);
+    if (handedOut.has(`${host}:${port}`)) continue;
     const srv = net.createServer();
     const ok = await new Promise<boolean>((resolve) => {
       srv.once('error', () => resolve(false));
@@ -249,6 +253,7 @@ export async function freePort(host: string): Promise<number> {
     });
     if (ok) {
       await new Promise<void>((resolve) => srv.close(() => resolve()));
+      handedOut.add(`${host}:${port}`);
       return port;
     }
   }

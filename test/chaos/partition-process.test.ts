@@ -22,7 +22,7 @@ import type { ProduceResponse } from '../../src/rpc/gen/sluice/v1/broker.js';
 import { Acks } from '../../src/rpc/gen/sluice/v1/records.js';
 import { encodeBatch } from '../../src/batch/index.js';
 import { isSluiceError } from '../../src/errors.js';
-import { CLUSTER_ELECTION_TIMEOUT_MS_MAX } from './constants.js';
+import { CHAOS_TEST_HOST_BASES, CLUSTER_ELECTION_TIMEOUT_MS_MAX } from './constants.js';
 import { aliveSeenBy, clusterView, localHighWatermark } from './cluster.js';
 import { LinkTable, linkSettings } from './links.js';
 import { ChaosNode, freePort } from './nodes.js';
@@ -67,12 +67,12 @@ const leaderOf0 = async (among: readonly ChaosNode[]): Promise<number | null> =>
 };
 
 beforeAll(async () => {
-  const hosts = [1, 2, 3].map((id) => `127.0.0.${10 + id}`);
+  const hosts = [1, 2, 3].map((id) => `127.0.0.${CHAOS_TEST_HOST_BASES.partitionProcess + id}`);
   const ports = await Promise.all(hosts.map(async (h) => ({ grpc: await freePort(h), http: await freePort(h) })));
   const seeds = hosts.map((h, i) => `${h}:${ports[i].grpc}`);
   links = await LinkTable.create(hosts, seeds);
   for (let id = 1; id <= 3; id++) {
-    nodes.push(new ChaosNode({ id, dir: path.join(root, `n${id}`), tmpfs: false, ackBeforeFsync: false, cluster: { grpcPort: ports[id - 1].grpc, httpPort: ports[id - 1].http, seeds, controllerVoters: [1, 2, 3], env: links.envFor(id) } }));
+    nodes.push(new ChaosNode({ id, host: hosts[id - 1], dir: path.join(root, `n${id}`), tmpfs: false, ackBeforeFsync: false, cluster: { grpcPort: ports[id - 1].grpc, httpPort: ports[id - 1].http, seeds, controllerVoters: [1, 2, 3], env: links.envFor(id) } }));
   }
   await Promise.all(nodes.map((n) => n.start()));
   await until('every node ready', async () => ((await Promise.all(nodes.map((n) => n.ready()))).every(Boolean) ? true : null));

@@ -97,8 +97,8 @@ export function createMetrics(options: MetricsOptions = {}): SluiceMetrics {
 /**
  * Longest the main thread renders /metrics before it lets the event loop run (produce answers, fetch
  * chains, the shards' replies). prom-client's `registry.metrics()` collects and formats every metric
- * in one turn: 1.5-3 ms on this machine, once per scrape, which at 10k records/s held 15-30 records
- * back and put a fifth of the e2e p99's records next to a scrape (docs/metrics.md).
+ * in one turn: 1.5 ms of CPU and a 2.4-3.3 ms stall on this machine, once per scrape, which at 10k
+ * records/s holds 24-33 records back (docs/metrics.md "The scrape, sliced").
  */
 export const METRICS_RENDER_SLICE_MS = 0.5;
 

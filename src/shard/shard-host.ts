@@ -160,11 +160,6 @@ export class ShardHost {
   private readonly pending = new Map<number, Pending>();
   /** Chained fetches by id, and the claim counters they share with the worker (./fetch-chain.ts). */
   private readonly chainRuns = new Map<number, ChainRun>();
-
-  /** Fetch chains running on this shard now (tests: a caught-up reader is served by one). */
-  get chainsRunning(): number {
-    return this.chainRuns.size;
-  }
   private readonly chainBuffer = createChainCounters();
   private readonly chainCounters = new ChainCounters(this.chainBuffer);
   private freeChainSlots = allChainSlots();
@@ -247,6 +242,11 @@ export class ShardHost {
       throw err;
     }
     return host;
+  }
+
+  /** Fetch chains running on this shard now (tests: a caught-up reader is served by one). */
+  get chainsRunning(): number {
+    return this.chainRuns.size;
   }
 
   get inflight(): number {

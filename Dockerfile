@@ -28,5 +28,5 @@ USER 10001:10001
 EXPOSE 7070 7071
 # node itself is PID 1 (no npm, no shell), so SIGTERM reaches `sluice serve`, which drains and exits 0.
 # The Helm chart replaces the command with a small sh that computes the node id and then `exec`s this.
-ENTRYPOINT ["node", "--single-threaded-gc", "/app/dist/src/cli/main.js"]
+ENTRYPOINT ["node", "--single-threaded-gc", "--initial-old-space-size=64", "/app/dist/src/cli/main.js"]
 CMD ["serve", "--data-dir=/data", "--grpc-addr=0.0.0.0:7070", "--http-addr=0.0.0.0:7071"]

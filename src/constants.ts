@@ -586,5 +586,11 @@ assert.ok(LEADERSHIP_HANDOFF_TIMEOUT_MS >= 2 * LEADERSHIP_HANDOFF_ROUND_MS, 'a h
  * helpers only compete with them for the CPUs; on the 2-core machine with three brokers the e2e p99 of
  * bench:cluster was lower in each of four alternated pairs of 3-run sets (medians 25-43 ms against
  * 37-70), with throughput unchanged within the noise (docs/cluster.md).
+ * `--initial-old-space-size=64`: no full (mark-compact) GC while the old generation is under 64 MB. Every
+ * request's bytes pass through the main thread as short-lived Buffers, and V8 counts their backing
+ * stores towards the old generation's limit; after a full GC of a heap with ~20 MB live, V8's own limit
+ * can sit a few MB above it, and at 50k records/s the main thread then ran a full GC every ~0.4 s (about
+ * 16 ms of marking and a 2-3 ms pause each), which set the e2e p99 at 11-12 ms in about one run in four
+ * (docs/metrics.md, "Full GCs at 50k/s"). Scavenges still free the short-lived Buffers as before.
  */
-export const BROKER_NODE_FLAGS: readonly string[] = Object.freeze(['--single-threaded-gc']);
+export const BROKER_NODE_FLAGS: readonly string[] = Object.freeze(['--single-threaded-gc', '--initial-old-space-size=64']);

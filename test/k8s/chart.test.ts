@@ -8,6 +8,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { StatefulSet } from 'kubernetes-models/apps/v1';
+import { BROKER_NODE_FLAGS } from '../../src/constants.js';
 import { CHART_DIR, NAMESPACE, RELEASE, helm, only, render, selects, statefulSet, template, validateManifest, type Manifest, type Values } from './helm.js';
 
 const FULL = `${RELEASE}-sluice`;
@@ -94,7 +95,7 @@ describe.each(Object.entries(VARIANTS))('helm template (%s)', (_name, values) =>
     expect(env.SLUICE_CONTROLLER_VOTERS).toBe(ordinals.map((i) => `${i + 1}@${podHost(i)}:7070`).join(','));
     // The node id is computed from the ordinal by the container's shell (statefulset-process.test.ts runs it).
     expect(container(sts).command.join('\n')).toContain('SLUICE_NODE_ID="$((ordinal + 1))"');
-    expect(container(sts).command.join('\n')).toContain('exec node --single-threaded-gc /app/dist/src/cli/main.js serve "$@"');
+    expect(container(sts).command.join('\n')).toContain(`exec node ${BROKER_NODE_FLAGS.join(' ')} /app/dist/src/cli/main.js serve "$@"`);
   });
 
   it('probes on gRPC health and /readyz, preStop and a grace period that covers it, resources with a CPU limit', () => {
